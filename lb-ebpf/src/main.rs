@@ -1,0 +1,33 @@
+//! XDP datapath of the load balancer: full-NAT L4 forwarding for the listeners the agent loads.
+//!
+//! Packet walk: parse → conntrack hit (client flow) or reverse-NAT hit (backend reply) or
+//! listener hit (new flow: schedule, pick a source port, record both directions) → rewrite
+//! addresses, ports and checksums → forward with `bpf_fib_lookup` and a devmap redirect.
+//! Everything that is not ours goes to the kernel untouched (XDP_PASS).
+#![no_std]
+#![no_main]
+
+mod csum;
+mod flow;
+mod fwd;
+mod maps;
+mod nat;
+mod parse;
+mod sched;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    match flow::handle(&ctx) {
+        Ok(action) => action,
+        Err(_) => xdp_action::XDP_PASS,
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

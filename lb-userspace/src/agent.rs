@@ -1,0 +1,100 @@
+//! `lb run`: load the datapath, attach it, and keep its maps equal to the manifest directory
+//! until SIGINT/SIGTERM, then leave the node as it was found.
+use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    dataplane::{self, Dataplane},
+    manifests::DirSource,
+    model::{self, Model},
+    netif::{Iface, NodeChanges},
+};
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub manifests: PathBuf,
+    pub ifaces: Vec<String>,
+    pub dataplane: dataplane::Options,
+    /// How often the manifest directory is checked for changes.
+    pub poll: Duration,
+}
+
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let mut node = NodeChanges::default();
+    let result = serve(&opts, &mut node).await;
+    node.restore();
+    result
+}
+
+async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
+    let mut dp = Dataplane::load(&opts.dataplane).context("loading the XDP datapath")?;
+    let mut attached = BTreeSet::new();
+    for name in &opts.ifaces {
+        let iface = Iface::lookup(name)?;
+        node.enable_forwarding(&iface.name)?;
+        dp.add_port(iface.index, iface.ipv4)?;
+        if iface.ipv4.is_none() {
+            tracing::warn!(iface = %iface.name, "no IPv4 address: backends behind it cannot be reached (no SNAT source)");
+        }
+        let mode = dp.attach(&iface.name).with_context(|| format!("attaching XDP to {}", iface.name))?;
+        tracing::info!(iface = %iface.name, index = iface.index, ?mode, "XDP attached");
+        attached.insert(iface.name);
+    }
+
+    let mut source = DirSource::new(&opts.manifests);
+    let mut applied = Model::default();
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    tracing::info!(dir = %opts.manifests.display(), "watching manifests");
+    loop {
+        match source.poll() {
+            Ok(Some(objects)) => {
+                for e in &objects.errors {
+                    tracing::error!(error = %e, "manifest rejected");
+                }
+                let mut build = model::build(&objects);
+                for e in &build.errors {
+                    tracing::error!(error = %e, "object rejected");
+                }
+                model::keep_last_good(&applied, &mut build);
+                resolve_next_hops(&build.model, node, &attached);
+                match dp.apply(&build.model) {
+                    Ok(()) => applied = build.model,
+                    Err(e) => tracing::error!(error = %e, "applying the model failed; will retry"),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(dir = %opts.manifests.display(), error = %e, "reading manifests"),
+        }
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = tokio::time::sleep(opts.poll) => {}
+        }
+    }
+    tracing::info!("shutting down: detaching XDP");
+    let stats = dp.stats()?;
+    println!("{}", serde_json::json!({ "stats": stats }));
+    dp.detach_all();
+    Ok(())
+}
+
+/// Managed neighbour entries for every backend's next hop; a warning for backends routed
+/// through an interface the datapath is not attached to (their replies would miss it).
+fn resolve_next_hops(model: &Model, node: &mut NodeChanges, attached: &BTreeSet<String>) {
+    let backends: BTreeSet<_> =
+        model.listeners.values().flat_map(|l| l.backends.iter().map(|b| b.addr)).collect();
+    for addr in backends {
+        match node.ensure_neighbour(addr) {
+            Ok(dev) if !attached.contains(&dev) => tracing::warn!(
+                backend = %addr,
+                dev,
+                "backend is routed through an interface without the datapath: attach it with --iface"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(backend = %addr, error = %e, "cannot resolve next hop"),
+        }
+    }
+}

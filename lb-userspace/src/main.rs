@@ -1,0 +1,118 @@
+//! `lb`: the load balancer's daemon (`lb run`) and CLI (`lb check`).
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use lb_userspace::{agent, dataplane, manifests, model};
+
+#[derive(Parser)]
+#[command(name = "lb", version, about = "XDP L4 load balancer driven by Kubernetes Services")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: attach XDP to the interfaces and serve the manifests, reloading on change.
+    #[command(after_help = "Example:\n  lb run --manifests /etc/lb/manifests --iface eth0\n  lb run --manifests ./examples --iface eth0,eth1 --snat-ports 61000-65535")]
+    Run {
+        /// Directory of Kubernetes YAML (Service, EndpointSlice, ...), watched for changes.
+        #[arg(long)]
+        manifests: PathBuf,
+        /// Interfaces to attach to, comma separated (client side and backend side).
+        #[arg(long, value_delimiter = ',', required = true)]
+        iface: Vec<String>,
+        /// Source ports used for full NAT, inclusive; keep it outside net.ipv4.ip_local_port_range.
+        #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
+        snat_ports: (u16, u16),
+        /// Flows the conntrack table holds.
+        #[arg(long, default_value_t = lb_common::DEFAULT_CONNTRACK_ENTRIES)]
+        conntrack_entries: u32,
+        /// How often the manifest directory is checked for changes, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        poll_ms: u64,
+    },
+    /// Validate a manifest directory offline: print the model, or every rejected object.
+    #[command(after_help = "Example:\n  lb check --manifests ./examples --json")]
+    Check {
+        #[arg(long)]
+        manifests: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST, e.g. 61000-65535")?;
+    let a: u16 = a.trim().parse().map_err(|_| format!("{a:?} is not a port"))?;
+    let b: u16 = b.trim().parse().map_err(|_| format!("{b:?} is not a port"))?;
+    if a == 0 || b < a {
+        return Err(format!("{s}: need 1 <= FIRST <= LAST <= 65535"));
+    }
+    Ok((a, b))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lb: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run { manifests, iface, snat_ports, conntrack_entries, poll_ms } => {
+            let opts = agent::RunOptions {
+                manifests,
+                ifaces: iface,
+                dataplane: dataplane::Options { conntrack_entries, snat_ports },
+                poll: Duration::from_millis(poll_ms),
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(agent::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { manifests, json } => check(&manifests, json),
+    }
+}
+
+fn check(dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+    if !dir.is_dir() {
+        bail!("{}: not a directory", dir.display());
+    }
+    let objects = manifests::load_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let build = model::build(&objects);
+    let manifest_errors: Vec<String> = objects.errors.iter().map(ToString::to_string).collect();
+    let ok = manifest_errors.is_empty() && build.errors.is_empty();
+    if json {
+        let out = if ok {
+            serde_json::json!({ "model": build.model })
+        } else {
+            serde_json::json!({ "manifest_errors": manifest_errors, "errors": build.errors, "model": build.model })
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for e in &manifest_errors {
+            println!("error: {e}");
+        }
+        for e in &build.errors {
+            println!("error: {e}");
+        }
+        for (name, l) in &build.model.listeners {
+            println!("{name} ({}) -> {} backend(s)", l.source, l.backends.len());
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,164 @@
+//! The validated configuration: what the datapath must serve, each part tagged with the
+//! Kubernetes object it came from. Built from an [`ObjectSet`]; an object that fails
+//! validation is left out with an [`ObjectError`] and never affects the others.
+mod service;
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+use serde::Serialize;
+
+use crate::manifests::ObjectSet;
+
+/// `Kind namespace/name` of a Kubernetes object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectRef {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Why one object was rejected: the object, the field or annotation, the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{object}: {field}: {reason}")]
+pub struct ObjectError {
+    pub object: ObjectRef,
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => lb_common::PROTO_TCP,
+            Protocol::Udp => lb_common::PROTO_UDP,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    Rr,
+}
+
+/// A backend endpoint of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Backend {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub weight: u32,
+}
+
+/// An L4 listener: traffic to `vip:port/protocol` is balanced over `backends`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct L4Listener {
+    pub source: ObjectRef,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    pub backends: Vec<Backend>,
+}
+
+/// (VIP, port, protocol): what identifies a listener on the node.
+pub type ListenerId = (IpAddr, u16, Protocol);
+
+impl L4Listener {
+    pub fn id(&self) -> ListenerId {
+        (self.vip, self.port, self.protocol)
+    }
+}
+
+/// Everything the node serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Model {
+    pub listeners: BTreeMap<String, L4Listener>,
+}
+
+/// The model built from a set of objects, with every object that was rejected.
+#[derive(Debug, Default, Serialize)]
+pub struct Build {
+    pub model: Model,
+    pub errors: Vec<ObjectError>,
+}
+
+/// Validate `objects` into a model. Objects are taken in (namespace, name) order so that a
+/// conflict between two objects always rejects the same one.
+pub fn build(objects: &ObjectSet) -> Build {
+    let mut out = Build::default();
+    let mut services: Vec<_> = objects.services.iter().collect();
+    services.sort_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
+    let mut owners: BTreeMap<ListenerId, ObjectRef> = BTreeMap::new();
+    for svc in services {
+        match service::listeners(svc, &objects.endpoint_slices) {
+            Ok(listeners) => {
+                if let Some(err) = conflict(&listeners, &owners) {
+                    out.errors.push(err);
+                    continue;
+                }
+                for l in listeners {
+                    owners.insert(l.id(), l.source.clone());
+                    out.model.listeners.insert(listener_name(&l), l);
+                }
+            }
+            Err(e) => out.errors.push(e),
+        }
+    }
+    out
+}
+
+fn conflict(listeners: &[L4Listener], owners: &BTreeMap<ListenerId, ObjectRef>) -> Option<ObjectError> {
+    listeners.iter().find_map(|l| {
+        owners.get(&l.id()).map(|owner| ObjectError {
+            object: l.source.clone(),
+            field: "spec.ports".into(),
+            reason: format!(
+                "{}:{}/{:?} is already served for {owner}",
+                l.vip, l.port, l.protocol
+            ),
+        })
+    })
+}
+
+/// A stable, readable key for a listener in the model's JSON.
+pub fn listener_name(l: &L4Listener) -> String {
+    let proto = match l.protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    match l.vip {
+        IpAddr::V4(a) => format!("{a}:{}/{proto}", l.port),
+        IpAddr::V6(a) => format!("[{a}]:{}/{proto}", l.port),
+    }
+}
+
+/// Keep serving the last good listeners of every object rejected in `build`, unless another
+/// object now serves the same (VIP, port, protocol).
+pub fn keep_last_good(previous: &Model, build: &mut Build) {
+    let rejected: Vec<&ObjectRef> = build.errors.iter().map(|e| &e.object).collect();
+    let taken: std::collections::BTreeSet<ListenerId> =
+        build.model.listeners.values().map(L4Listener::id).collect();
+    let kept: Vec<(String, L4Listener)> = previous
+        .listeners
+        .iter()
+        .filter(|(_, l)| rejected.contains(&&l.source) && !taken.contains(&l.id()))
+        .map(|(k, l)| (k.clone(), l.clone()))
+        .collect();
+    for (k, l) in kept {
+        tracing::warn!(object = %l.source, listener = %k, "object rejected: its last good listener keeps serving");
+        build.model.listeners.insert(k, l);
+    }
+}

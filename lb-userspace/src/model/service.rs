@@ -1,0 +1,229 @@
+//! Services of type LoadBalancer and their EndpointSlices → L4 listeners.
+use std::{collections::BTreeSet, net::IpAddr};
+
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+
+use super::{Backend, L4Listener, ObjectError, ObjectRef, Protocol, Scheduler};
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The listeners a Service asks for, or why it cannot be served.
+pub fn listeners(svc: &Service, slices: &[EndpointSlice]) -> Result<Vec<L4Listener>, ObjectError> {
+    let source = ObjectRef {
+        kind: "Service".into(),
+        namespace: svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: svc.metadata.name.clone().unwrap_or_default(),
+    };
+    let err = |field: &str, reason: String| ObjectError {
+        object: source.clone(),
+        field: field.into(),
+        reason,
+    };
+    let spec = svc.spec.as_ref().ok_or_else(|| err("spec", "missing".into()))?;
+    if spec.type_.as_deref() != Some("LoadBalancer") {
+        return Ok(Vec::new());
+    }
+    let vip = vip(svc).map_err(|reason| err("spec.loadBalancerIP", reason))?;
+    let my_slices: Vec<&EndpointSlice> = slices
+        .iter()
+        .filter(|s| {
+            s.metadata.namespace.as_deref().unwrap_or("default") == source.namespace
+                && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    == Some(&source.name)
+        })
+        .collect();
+
+    let mut out = Vec::new();
+    for (i, port) in spec.ports.iter().flatten().enumerate() {
+        let field = format!("spec.ports[{i}]");
+        let protocol = match port.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            other => return Err(err(&format!("{field}.protocol"), format!("{other} is not supported (TCP or UDP)"))),
+        };
+        let number = u16::try_from(port.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| err(&format!("{field}.port"), format!("{} is outside 1..=65535", port.port)))?;
+        let backends = backends(&my_slices, port.name.as_deref().unwrap_or(""), protocol, vip);
+        if backends.len() > lb_common::MAX_BACKENDS_PER_LISTENER as usize {
+            return Err(err(
+                &field,
+                format!(
+                    "{} ready endpoints, at most {} per listener",
+                    backends.len(),
+                    lb_common::MAX_BACKENDS_PER_LISTENER
+                ),
+            ));
+        }
+        out.push(L4Listener {
+            source: source.clone(),
+            vip,
+            port: number,
+            protocol,
+            scheduler: Scheduler::Rr,
+            backends,
+        });
+    }
+    Ok(out)
+}
+
+/// `spec.loadBalancerIP`, else the first `status.loadBalancer.ingress[].ip`.
+fn vip(svc: &Service) -> Result<IpAddr, String> {
+    let spec_ip = svc.spec.as_ref().and_then(|s| s.load_balancer_ip.as_deref()).filter(|s| !s.is_empty());
+    let status_ip = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .and_then(|ing| ing.iter().find_map(|i| i.ip.clone()));
+    let text = spec_ip.map(str::to_string).or(status_ip).ok_or_else(|| {
+        "no VIP: set spec.loadBalancerIP or status.loadBalancer.ingress[].ip".to_string()
+    })?;
+    let ip: IpAddr = text.parse().map_err(|_| format!("{text:?} is not an IP address"))?;
+    if !ip.is_ipv4() {
+        return Err(format!("{ip}: IPv6 VIPs are not supported yet"));
+    }
+    Ok(ip)
+}
+
+/// Ready endpoints of the Service port named `port_name`, in the VIP's address family.
+fn backends(slices: &[&EndpointSlice], port_name: &str, protocol: Protocol, vip: IpAddr) -> Vec<Backend> {
+    let family = if vip.is_ipv4() { "IPv4" } else { "IPv6" };
+    let mut set = BTreeSet::new();
+    for slice in slices.iter().filter(|s| s.address_type == family) {
+        let port = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or("") == port_name
+                && p.protocol.as_deref().unwrap_or("TCP") == protocol_name(protocol)
+        });
+        let Some(port) = port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            // A missing `ready` condition means ready (Kubernetes API semantics).
+            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            for addr in &ep.addresses {
+                if let Ok(addr) = addr.parse::<IpAddr>() {
+                    set.insert(Backend { addr, port, weight: 100 });
+                }
+            }
+        }
+    }
+    set.into_iter().collect()
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::{manifests, model};
+
+    fn build(yaml: &str) -> model::Build {
+        let mut set = manifests::ObjectSet::default();
+        manifests::load_text(Path::new("t.yaml"), yaml, &mut set);
+        assert!(set.errors.is_empty(), "{:?}", set.errors);
+        model::build(&set)
+    }
+
+    const SVC: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  type: LoadBalancer
+  loadBalancerIP: 198.18.100.10
+  ports:
+  - {name: http, port: 80, targetPort: 8080, protocol: TCP}
+  - {name: dns, port: 53, protocol: UDP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}, {name: dns, port: 5353, protocol: UDP}]
+endpoints:
+- addresses: [198.18.11.2]
+- addresses: [198.18.12.2]
+  conditions: {ready: true}
+- addresses: [198.18.13.2]
+  conditions: {ready: false}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: other
+  namespace: elsewhere
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 9999}]
+endpoints: [{addresses: [198.18.99.9]}]
+"#;
+
+    #[test]
+    fn service_ports_become_listeners_with_ready_endpoints() {
+        let b = build(SVC);
+        assert!(b.errors.is_empty(), "{:?}", b.errors);
+        let tcp = &b.model.listeners["198.18.100.10:80/tcp"];
+        let addrs: Vec<String> = tcp.backends.iter().map(|b| format!("{}:{}", b.addr, b.port)).collect();
+        assert_eq!(addrs, ["198.18.11.2:8080", "198.18.12.2:8080"]);
+        let udp = &b.model.listeners["198.18.100.10:53/udp"];
+        assert_eq!(udp.backends.len(), 2);
+        assert_eq!(udp.backends[0].port, 5353);
+    }
+
+    #[test]
+    fn vip_from_status_when_spec_has_none() {
+        let yaml = SVC.replace("  loadBalancerIP: 198.18.100.10\n", "")
+            .replacen("---", "status: {loadBalancer: {ingress: [{ip: 198.18.100.20}]}}\n---", 1);
+        let b = build(&yaml);
+        assert!(b.model.listeners.contains_key("198.18.100.20:80/tcp"), "{:?}", b);
+    }
+
+    #[test]
+    fn bad_objects_are_rejected_alone_with_a_named_error() {
+        let yaml = format!(
+            "{SVC}\n---\n{}",
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: novip, namespace: shop}
+spec: {type: LoadBalancer, ports: [{port: 81}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sctp, namespace: shop}
+spec: {type: LoadBalancer, loadBalancerIP: 198.18.100.11, ports: [{port: 81, protocol: SCTP}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: zzz-dup, namespace: shop}
+spec: {type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{port: 80}]}
+"#
+        );
+        let b = build(&yaml);
+        let msgs: Vec<String> = b.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(msgs[0].starts_with("Service shop/novip: spec.loadBalancerIP: no VIP"), "{msgs:?}");
+        assert!(msgs[1].contains("shop/sctp: spec.ports[0].protocol: SCTP is not supported"), "{msgs:?}");
+        assert!(msgs[2].contains("zzz-dup") && msgs[2].contains("already served for Service shop/web"), "{msgs:?}");
+        assert_eq!(b.model.listeners.len(), 2, "the good Service still serves");
+    }
+
+    #[test]
+    fn non_loadbalancer_services_are_not_listeners() {
+        let b = build(&SVC.replace("type: LoadBalancer", "type: ClusterIP"));
+        assert!(b.model.listeners.is_empty() && b.errors.is_empty());
+    }
+}

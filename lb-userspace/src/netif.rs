@@ -1,0 +1,103 @@
+//! The node's network interfaces as the datapath needs them: index, IPv4 address, the
+//! forwarding switch `bpf_fib_lookup` requires, and managed neighbour entries for next hops.
+//!
+//! Everything this module changes on the node is remembered and undone by [`NodeChanges::restore`].
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+
+/// One interface the datapath is attached to.
+#[derive(Debug, Clone)]
+pub struct Iface {
+    pub name: String,
+    pub index: u32,
+    pub ipv4: Option<Ipv4Addr>,
+}
+
+impl Iface {
+    pub fn lookup(name: &str) -> Result<Iface> {
+        let index = nix::net::if_::if_nametoindex(name)
+            .with_context(|| format!("interface {name:?} does not exist"))?;
+        let ipv4 = nix::ifaddrs::getifaddrs()?
+            .filter(|a| a.interface_name == name)
+            .find_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())));
+        Ok(Iface { name: name.to_string(), index, ipv4 })
+    }
+}
+
+/// Changes made to the node, to be undone on exit.
+#[derive(Debug, Default)]
+pub struct NodeChanges {
+    /// (sysctl path, value before).
+    sysctls: Vec<(String, String)>,
+    /// (next hop, device) of the managed neighbour entries we created.
+    neighbours: Vec<(IpAddr, String)>,
+}
+
+impl NodeChanges {
+    /// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress interface forwards.
+    pub fn enable_forwarding(&mut self, iface: &str) -> Result<()> {
+        let path = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
+        let before = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        if before.trim() != "1" {
+            fs::write(&path, "1").with_context(|| format!("writing {path}"))?;
+            tracing::info!(iface, "enabled IPv4 forwarding (needed by bpf_fib_lookup)");
+            self.sysctls.push((path, before.trim().to_string()));
+        }
+        Ok(())
+    }
+
+    /// Keep the next hop towards `backend` resolved, so the datapath never meets an
+    /// unresolved neighbour: a kernel-managed neighbour entry (NTF_EXT_MANAGED) is probed
+    /// by the kernel itself. Returns the egress device.
+    pub fn ensure_neighbour(&mut self, backend: IpAddr) -> Result<String> {
+        let (next_hop, dev) = route_to(backend)?;
+        if self.neighbours.iter().any(|(n, d)| *n == next_hop && *d == dev) {
+            return Ok(dev);
+        }
+        let out = Command::new("ip")
+            .args(["neigh", "replace", &next_hop.to_string(), "dev", &dev, "managed"])
+            .output()
+            .context("running `ip neigh replace`")?;
+        if !out.status.success() {
+            bail!("ip neigh replace {next_hop} dev {dev} managed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        self.neighbours.push((next_hop, dev.clone()));
+        Ok(dev)
+    }
+
+    /// Undo every change, in reverse order. Errors are logged, not fatal.
+    pub fn restore(&mut self) {
+        for (next_hop, dev) in self.neighbours.drain(..).rev() {
+            let _ = Command::new("ip").args(["neigh", "del", &next_hop.to_string(), "dev", &dev]).status();
+        }
+        for (path, before) in self.sysctls.drain(..).rev() {
+            if let Err(e) = fs::write(&path, &before) {
+                tracing::warn!(path, error = %e, "could not restore sysctl");
+            }
+        }
+    }
+}
+
+/// The next hop and device the kernel routes `dst` through.
+fn route_to(dst: IpAddr) -> Result<(IpAddr, String)> {
+    let out = Command::new("ip")
+        .args(["-j", "route", "get", &dst.to_string()])
+        .output()
+        .context("running `ip route get`")?;
+    if !out.status.success() {
+        bail!("no route to {dst}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let routes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    let r = routes.first().context("empty `ip route get` answer")?;
+    let dev = r["dev"].as_str().context("route without a device")?.to_string();
+    let next_hop = match r["gateway"].as_str() {
+        Some(gw) => gw.parse()?,
+        None => dst,
+    };
+    Ok((next_hop, dev))
+}
