@@ -51,7 +51,7 @@ fn cargo() -> Command {
     c
 }
 
-pub fn run(cmd: &mut Command) -> Result<()> {
+pub fn exec(cmd: &mut Command) -> Result<()> {
     println!("xtask: $ {}", show(cmd));
     let status = cmd.status().with_context(|| format!("starting {}", show(cmd)))?;
     if !status.success() {
@@ -92,7 +92,7 @@ fn build_ebpf() -> Result<()> {
     cmd.env("PATH", format!("/usr/bin:{}:{path}", setup::cargo_bin_dir().display()))
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTC_BOOTSTRAP", "1");
-    run(&mut cmd)?;
+    exec(&mut cmd)?;
     println!("xtask: XDP object at {}", ebpf_object().display());
     Ok(())
 }
@@ -100,7 +100,7 @@ fn build_ebpf() -> Result<()> {
 fn build() -> Result<()> {
     setup::ensure_ebpf_toolchain()?;
     build_ebpf()?;
-    run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+    exec(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     println!("xtask: built {}", root().join("target/release/lb").display());
     Ok(())
 }
@@ -108,7 +108,7 @@ fn build() -> Result<()> {
 fn demo(args: &[String]) -> Result<()> {
     setup::run()?;
     build()?;
-    run(cargo()
+    exec(cargo()
         .args(["run", "--release", "--quiet", "-p", "lb-tests", "--bin", "lb-demo", "--"])
         .args(args)
         .env("LB_BIN", root().join("target/release/lb")))
@@ -117,7 +117,7 @@ fn demo(args: &[String]) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     build()?;
-    run(cargo()
+    exec(cargo()
         .args(["test", "--release", "--workspace"])
         .args(args)
         .env("LB_BIN", root().join("target/release/lb"))

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::run;
+use crate::exec;
 
 /// Debian's rustc 1.96 with its library source (build-std for bpfel-unknown-none needs it;
 /// rustup cannot fetch rust-src here) and LLVM 22 for bpf-linker.
@@ -70,9 +70,9 @@ fn ensure_packages(pkgs: &[&str]) -> Result<()> {
     }
     require_root()?;
     println!("xtask: installing {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))
+    exec(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))
         .context("apt-get update failed: check the machine's Debian package sources")?;
-    run(Command::new("apt-get")
+    exec(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
@@ -95,7 +95,7 @@ fn ensure_bpf_linker() -> Result<()> {
     }
     println!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
     let path = env::var("PATH").unwrap_or_default();
-    run(Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    exec(Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features", "--features", "llvm-22"])
         .env("PATH", format!("/usr/lib/llvm-22/bin:{path}"))
         .env_remove("CARGO_TARGET_DIR"))
@@ -108,5 +108,5 @@ fn ensure_bpffs() -> Result<()> {
         println!("xtask: bpffs mounted");
         return Ok(());
     }
-    run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"])).context("mounting bpffs on /sys/fs/bpf failed")
+    exec(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"])).context("mounting bpffs on /sys/fs/bpf failed")
 }

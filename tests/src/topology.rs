@@ -1,0 +1,59 @@
+//! The end-to-end topology: a client namespace, the load balancer's namespace and N backend
+//! namespaces, each backend on its own link to the load balancer.
+//!
+//! ```text
+//!  client 198.18.0.2 ──── 198.18.0.1 [lb] 198.18.i.1 ──── 198.18.i.2 backend i
+//!                         VIP 198.18.100.10 (on no interface: XDP answers for it)
+//! ```
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+use crate::netns::{Netns, unique_prefix, veth};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+pub const LB_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+pub fn backend_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, i as u8, 2)
+}
+
+pub struct Topology {
+    pub prefix: String,
+    pub client: Netns,
+    pub lb: Netns,
+    pub backends: Vec<Netns>,
+    /// The load balancer's interfaces: client side first, then one per backend.
+    pub lb_ifaces: Vec<String>,
+}
+
+impl Topology {
+    pub fn new(backends: usize) -> Result<Topology> {
+        assert!((1..=99).contains(&backends));
+        let p = unique_prefix();
+        let client = Netns::new(&format!("{p}c"))?;
+        let lb = Netns::new(&format!("{p}l"))?;
+        let mut lb_ifaces = vec![format!("{p}lc")];
+        veth(&client, &format!("{p}c0"), "198.18.0.2/24", &lb, &lb_ifaces[0], "198.18.0.1/24")?;
+        client.ip(&["route", "add", "default", "via", "198.18.0.1"])?;
+        // The client side receives frames the LB redirects: GRO gives its veth a NAPI poller.
+        client.exec(&["ethtool", "-K", &format!("{p}c0"), "gro", "on"])?;
+        let mut bns = Vec::new();
+        for i in 1..=backends {
+            let ns = Netns::new(&format!("{p}b{i}"))?;
+            let lb_if = format!("{p}l{i}");
+            let be_if = format!("{p}b{i}");
+            veth(&lb, &lb_if, &format!("198.18.{i}.1/24"), &ns, &be_if, &format!("198.18.{i}.2/24"))?;
+            ns.ip(&["route", "add", "default", "via", &format!("198.18.{i}.1")])?;
+            ns.exec(&["ethtool", "-K", &be_if, "gro", "on"])?;
+            lb_ifaces.push(lb_if);
+            bns.push(ns);
+        }
+        Ok(Topology { prefix: p, client, lb, backends: bns, lb_ifaces })
+    }
+
+    pub fn iface_list(&self) -> String {
+        self.lb_ifaces.join(",")
+    }
+}
