@@ -37,8 +37,7 @@ impl Topology {
         let mut lb_ifaces = vec![format!("{p}lc")];
         veth(&client, &format!("{p}c0"), "198.18.0.2/24", &lb, &lb_ifaces[0], "198.18.0.1/24")?;
         client.ip(&["route", "add", "default", "via", "198.18.0.1"])?;
-        // The client side receives frames the LB redirects: GRO gives its veth a NAPI poller.
-        client.exec(&["ethtool", "-K", &format!("{p}c0"), "gro", "on"])?;
+        edge_host(&client, &format!("{p}c0"))?;
         let mut bns = Vec::new();
         for i in 1..=backends {
             let ns = Netns::new(&format!("{p}b{i}"))?;
@@ -46,14 +45,26 @@ impl Topology {
             let be_if = format!("{p}b{i}");
             veth(&lb, &lb_if, &format!("198.18.{i}.1/24"), &ns, &be_if, &format!("198.18.{i}.2/24"))?;
             ns.ip(&["route", "add", "default", "via", &format!("198.18.{i}.1")])?;
-            ns.exec(&["ethtool", "-K", &be_if, "gro", "on"])?;
+            edge_host(&ns, &be_if)?;
             lb_ifaces.push(lb_if);
             bns.push(ns);
         }
         Ok(Topology { prefix: p, client, lb, backends: bns, lb_ifaces })
     }
 
+    /// The interfaces of the load balancer, comma separated, for `lb run --iface`.
     pub fn iface_list(&self) -> String {
         self.lb_ifaces.join(",")
     }
+}
+
+/// Make a host's veth behave like a NIC towards an XDP forwarder:
+/// - GRO on gives the veth a NAPI poller, without which frames XDP_REDIRECTed into it are
+///   dropped silently;
+/// - TX checksum offload off makes the host's stack write full checksums: with offload a
+///   veth frame carries only a partial (pseudo-header) checksum, which a frame redirected by
+///   XDP never gets completed, so the receiver would drop it.
+pub fn edge_host(ns: &Netns, iface: &str) -> Result<()> {
+    ns.exec(&["ethtool", "-K", iface, "gro", "on", "tx", "off"])?;
+    Ok(())
 }
