@@ -3,8 +3,9 @@ mod setup;
 
 use std::{
     env,
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context, Result, bail};
@@ -117,13 +118,59 @@ fn demo(args: &[String]) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     build()?;
-    exec(cargo()
-        .args(["test", "--release", "--workspace"])
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "--workspace"])
         .args(args)
         .env("LB_BIN", root().join("target/release/lb"))
-        .env("LB_REQUIRE_PRIVILEGED", "1"))
+        .env("LB_REQUIRE_PRIVILEGED", "1")
+        .stdout(Stdio::piped());
+    println!("xtask: $ {}", show(&cmd));
+    let mut child = cmd.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = parse_result_line(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait()?;
+    // One closing line over every test binary (cargo prints one per binary).
+    println!("xtask: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("tests failed ({status})");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// (passed, failed) from libtest's "test result: ok. 3 passed; 0 failed; ..." line.
+fn parse_result_line(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let count = |word: &str| {
+        rest.split(';').find_map(|part| {
+            let part = part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ");
+            part.strip_suffix(word).and_then(|n| n.trim().parse::<u64>().ok())
+        })
+    };
+    Some((count(" passed")?, count(" failed")?))
 }
 
 fn bench(_args: &[String]) -> Result<()> {
     bail!("`cargo xtask bench` is not implemented yet (tracked by the bench issue)")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_libtest_result_lines() {
+        let ok = "test result: ok. 8 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s";
+        assert_eq!(super::parse_result_line(ok), Some((8, 0)));
+        let bad = "test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(super::parse_result_line(bad), Some((0, 1)));
+        assert_eq!(super::parse_result_line("running 3 tests"), None);
+    }
 }
