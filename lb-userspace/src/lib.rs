@@ -1,6 +1,7 @@
 //! The load balancer's control agent: reads Kubernetes objects, validates them into a typed
 //! model and loads that model into the XDP datapath.
 pub mod agent;
+pub mod annotations;
 pub mod dataplane;
 pub mod manifests;
 pub mod model;

@@ -48,10 +48,19 @@ impl Protocol {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How an L4 listener picks a backend for a new flow (CLB `scheduler`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheduler {
+    /// Round robin (the CLB default).
+    #[default]
     Rr,
+    /// Weighted round robin.
+    Wrr,
+    /// Consistent hash of the source IP (Maglev).
+    Sch,
+    /// Consistent hash of the 4-tuple (Maglev).
+    Tch,
 }
 
 /// A backend endpoint of a listener.

@@ -1,0 +1,1 @@
+//! ALB annotations on Ingresses (`alb.ingress.kubernetes.io/*`), AlbConfig and IngressClass.

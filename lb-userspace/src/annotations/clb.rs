@@ -1,0 +1,1 @@
+//! CLB annotations on Services (`service.beta.kubernetes.io/alibaba-cloud-loadbalancer-*`).
