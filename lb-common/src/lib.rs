@@ -1,18 +1,23 @@
 //! The contract between the XDP datapath (`lb-ebpf`) and user space (`lb-userspace`):
 //! every map key and value, flag and constant both sides must agree on, and nothing else.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Names of the maps declared by `lb-ebpf`, as user space looks them up.
 pub mod map_names {
     pub const LISTENERS: &str = "LISTENERS";
+    pub const LISTENER_CFG: &str = "LISTENER_CFG";
     pub const BACKENDS: &str = "BACKENDS";
-    pub const BACKEND_SLOTS: &str = "BACKEND_SLOTS";
+    pub const BACKEND_TABLE: &str = "BACKEND_TABLE";
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const REVERSE_NAT: &str = "REVERSE_NAT";
+    pub const PERSIST: &str = "PERSIST";
+    pub const ACLS: &str = "ACLS";
     pub const SNAT_ADDRS: &str = "SNAT_ADDRS";
     pub const TX_PORTS: &str = "TX_PORTS";
     pub const RR_CURSORS: &str = "RR_CURSORS";
     pub const STATS: &str = "STATS";
+    pub const LISTENER_STATS: &str = "LISTENER_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const CONFIG: &str = "CONFIG";
 }
 
@@ -23,10 +28,21 @@ pub const XDP_PROGRAM: &str = "lb_xdp";
 pub const MAX_LISTENERS: u32 = 4096;
 /// Upper bound on backends over all listeners.
 pub const MAX_BACKENDS: u32 = 65536;
-/// Backend slots reserved per listener in `BACKEND_SLOTS` (`listener_id * MAX_BACKENDS_PER_LISTENER + i`).
-pub const MAX_BACKENDS_PER_LISTENER: u32 = 256;
-/// Default conntrack size (flows); both the forward and the reverse table get this many.
+/// Upper bound on backends of one listener.
+pub const MAX_BACKENDS_PER_LISTENER: u32 = 1024;
+/// Default size of `BACKEND_TABLE`: the rr/wrr rings and Maglev tables of every listener,
+/// each twice (the table a listener uses and the one being written for its next version).
+pub const DEFAULT_BACKEND_TABLE_ENTRIES: u32 = 1 << 22;
+/// Maglev table size (prime; M >= 100 x backends keeps the imbalance near 1%).
+pub const MAGLEV_M: u32 = 16381;
+/// Longest rr/wrr ring: weights are scaled down to fit.
+pub const MAX_RING: u32 = 4096;
+/// Default conntrack size (flows); the forward and the reverse table get this many.
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
+/// Default number of (listener, client address) session-persistence entries.
+pub const DEFAULT_PERSIST_ENTRIES: u32 = 131_072;
+/// Upper bound on ACL prefixes over all ACLs.
+pub const MAX_ACL_PREFIXES: u32 = 65536;
 /// Interfaces the datapath may redirect to.
 pub const MAX_TX_PORTS: u32 = 256;
 /// How many source ports the full-NAT port picker tries before it gives up on a flow.
@@ -37,16 +53,39 @@ pub const PROTO_UDP: u8 = 17;
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
-/// Scheduler of a listener.
+/// Scheduler of a listener (`Listener::scheduler`).
 pub mod scheduler {
-    pub const RR: u8 = 0;
+    /// Round robin over the listener's ring (rr, and wrr with a weighted ring).
+    pub const RING: u8 = 0;
+    /// Maglev lookup by a hash of the source address.
+    pub const MAGLEV_SRC: u8 = 1;
+    /// Maglev lookup by a hash of the 4-tuple.
+    pub const MAGLEV_TUPLE: u8 = 2;
+}
+
+/// ACL mode of a listener (`Listener::acl_mode`).
+pub mod acl_mode {
+    pub const OFF: u8 = 0;
+    /// Only listed sources pass.
+    pub const WHITE: u8 = 1;
+    /// Listed sources are dropped.
+    pub const BLACK: u8 = 2;
+}
+
+/// TCP state bits kept in `CtEntry::state` (seen from the client) and `RevEntry::state`
+/// (seen from the backend).
+pub mod tcp_state {
+    pub const SYN: u32 = 1;
+    pub const FIN: u32 = 2;
+    pub const RST: u32 = 4;
+    pub const ACK: u32 = 8;
 }
 
 /// An address as the datapath stores it: IPv4 in word 0 (network byte order), the rest zero;
 /// IPv6 in all four words (network byte order).
 pub type Addr = [u32; 4];
 
-/// Key of `LISTENERS`.
+/// Key of `LISTENERS` (value: the listener's id, its index in `LISTENER_CFG`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ListenerKey {
@@ -57,19 +96,28 @@ pub struct ListenerKey {
     pub family: u8,
 }
 
-/// Value of `LISTENERS`.
+/// Value of `LISTENER_CFG`, indexed by listener id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Listener {
-    /// Index of this listener's slots in `BACKEND_SLOTS` and its cursor in `RR_CURSORS`.
-    pub id: u32,
-    /// Live backends in this listener's slots (the first `backend_count` are used).
-    pub backend_count: u32,
+    /// Where this listener's ring or Maglev table starts in `BACKEND_TABLE`.
+    pub table_offset: u32,
+    /// Entries of the table in use; 0 = no backend takes new flows.
+    pub table_len: u32,
+    /// The ACL (index in `ACLS` keys) when `acl_mode` is not OFF.
+    pub acl_id: u32,
+    /// Session persistence per client address, seconds; 0 = off.
+    pub persist_timeout_s: u32,
     pub scheduler: u8,
-    pub flags: u8,
+    pub acl_mode: u8,
     pub _pad: [u8; 2],
-    /// Idle timeout of a flow in seconds (used by the agent's sweeper).
-    pub idle_timeout_s: u32,
+    pub flags: u32,
+}
+
+/// Listener flags.
+pub mod listener_flags {
+    /// The listener's whitelist is empty: everyone passes (as CLB does).
+    pub const ACL_EMPTY: u32 = 1;
 }
 
 /// Value of `BACKENDS`, indexed by backend id.
@@ -82,6 +130,12 @@ pub struct Backend {
     pub family: u8,
     pub flags: u8,
     pub weight: u32,
+}
+
+/// Backend flags.
+pub mod backend_flags {
+    /// The backend takes new flows (it is in some listener's table with a weight above 0).
+    pub const LIVE: u8 = 1;
 }
 
 /// A flow's 5-tuple as seen on the wire, the key of `CONNTRACK` (client → VIP) and of
@@ -109,7 +163,8 @@ pub struct CtEntry {
     pub snat_port: u16,
     pub backend_id: u32,
     pub listener_id: u32,
-    pub flags: u32,
+    /// `tcp_state` bits seen from the client.
+    pub state: u32,
     /// `bpf_ktime_get_ns` when the flow was last seen (refreshed at most once a second).
     pub last_seen_ns: u64,
 }
@@ -128,7 +183,37 @@ pub struct RevEntry {
     pub client_mac: [u8; 6],
     pub local_mac: [u8; 6],
     pub listener_id: u32,
+    /// `tcp_state` bits seen from the backend.
+    pub state: u32,
+    pub _pad: u32,
     pub last_seen_ns: u64,
+}
+
+/// Key of `PERSIST`: a client address on a listener.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PersistKey {
+    pub client: Addr,
+    pub listener_id: u32,
+}
+
+/// Value of `PERSIST`: the backend a client stays on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PersistEntry {
+    pub backend_id: u32,
+    pub _pad: u32,
+    pub last_seen_ns: u64,
+}
+
+/// The data part of an `ACLS` LPM key: the ACL, then the address (IPv4 as `::ffff:a.b.c.d`).
+/// The prefix length always covers the 32 bits of `acl_id`, then the address bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AclData {
+    /// ACL id in network byte order (the trie matches bytes in order).
+    pub acl_id: u32,
+    pub addr: [u8; 16],
 }
 
 /// Value of `SNAT_ADDRS`, keyed by egress ifindex: the node address used as the source of
@@ -137,7 +222,8 @@ pub struct RevEntry {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SnatAddr {
     pub v4: u32,
-    pub _pad: u32,
+    /// 1 when `v4` is set, 2 when `v6` is set (bits).
+    pub flags: u32,
     pub v6: Addr,
 }
 
@@ -149,6 +235,30 @@ pub struct DatapathConfig {
     pub snat_port_min: u16,
     pub snat_port_max: u16,
     pub _pad: u32,
+}
+
+/// Per-listener counters (`LISTENER_STATS`, per CPU, by listener id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+    pub new_flows: u64,
+    pub acl_drops: u64,
+    pub no_backend_drops: u64,
+}
+
+/// Per-backend counters (`BACKEND_STATS`, per CPU, by backend id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub reply_packets: u64,
+    pub reply_bytes: u64,
+    pub new_flows: u64,
 }
 
 /// Indices of the per-CPU counters in `STATS`.
@@ -164,10 +274,16 @@ pub mod stat {
     pub const DROP_NO_NEIGH: u32 = 8;
     pub const DROP_NO_SNAT_ADDR: u32 = 9;
     pub const PASS_FRAGMENT: u32 = 10;
-    pub const DROP_MALFORMED: u32 = 11;
+    pub const PASS_MALFORMED: u32 = 11;
     pub const TX: u32 = 12;
     pub const REDIRECT: u32 = 13;
-    pub const COUNT: u32 = 14;
+    pub const DROP_ACL: u32 = 14;
+    pub const PERSIST_HITS: u32 = 15;
+    pub const FLOW_REOPENED: u32 = 16;
+    pub const FRAGMENTS_FWD: u32 = 17;
+    pub const ICMP_ERRORS_FWD: u32 = 18;
+    pub const PASS_VLAN: u32 = 19;
+    pub const COUNT: u32 = 20;
     /// Names in index order, for user space.
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -181,9 +297,15 @@ pub mod stat {
         "drop_no_neigh",
         "drop_no_snat_addr",
         "pass_fragment",
-        "drop_malformed",
+        "pass_malformed",
         "xdp_tx",
         "xdp_redirect",
+        "drop_acl",
+        "persist_hits",
+        "flow_reopened",
+        "fragments_fwd",
+        "icmp_errors_fwd",
+        "pass_vlan",
     ];
 }
 
@@ -205,19 +327,102 @@ mod pod {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for RevEntry {}
+    unsafe impl aya::Pod for PersistKey {}
+    unsafe impl aya::Pod for PersistEntry {}
+    unsafe impl aya::Pod for AclData {}
     unsafe impl aya::Pod for SnatAddr {}
     unsafe impl aya::Pod for DatapathConfig {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for ListenerCounters {}
+    unsafe impl aya::Pod for BackendCounters {}
 }
 
 // Layout checks: both sides compile these, so a change that moves a field breaks the build.
 const _: () = {
     assert!(core::mem::size_of::<ListenerKey>() == 20);
-    assert!(core::mem::size_of::<Listener>() == 16);
+    assert!(core::mem::size_of::<Listener>() == 24);
     assert!(core::mem::size_of::<Backend>() == 24);
     assert!(core::mem::size_of::<FlowKey>() == 40);
     assert!(core::mem::size_of::<CtEntry>() == 56);
-    assert!(core::mem::size_of::<RevEntry>() == 64);
+    assert!(core::mem::size_of::<RevEntry>() == 72);
+    assert!(core::mem::size_of::<PersistKey>() == 20);
+    assert!(core::mem::size_of::<PersistEntry>() == 16);
+    assert!(core::mem::size_of::<AclData>() == 20);
     assert!(core::mem::size_of::<SnatAddr>() == 24);
     assert!(core::mem::size_of::<DatapathConfig>() == 8);
+    assert!(core::mem::size_of::<ListenerCounters>() == 56);
+    assert!(core::mem::size_of::<BackendCounters>() == 40);
 };
+
+/// The flow hash both sides agree on: the datapath hashes flows with it to index Maglev
+/// tables, user space uses it to predict where a flow lands. Murmur3's 32-bit mixing over
+/// whole words; stable forever (changing it moves every sch/tch flow).
+#[inline(always)]
+pub fn hash_words(words: &[u32; 10], n: usize, seed: u32) -> u32 {
+    let mut h = seed;
+    let mut i = 0;
+    while i < n && i < 10 {
+        let mut k = words[i].wrapping_mul(0xcc9e_2d51);
+        k = k.rotate_left(15).wrapping_mul(0x1b87_3593);
+        h ^= k;
+        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+        i += 1;
+    }
+    h ^= (n as u32) * 4;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+/// Seed of the flow hash.
+pub const FLOW_HASH_SEED: u32 = 0x5bd1_e995;
+
+/// The words hashed for a flow: source address for `sch`; source address, port,
+/// destination address and port for `tch` (ports and addresses as on the wire).
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey, tuple: bool) -> u32 {
+    let mut w = [0u32; 10];
+    w[0] = key.src[0];
+    w[1] = key.src[1];
+    w[2] = key.src[2];
+    w[3] = key.src[3];
+    if !tuple {
+        return hash_words(&w, 4, FLOW_HASH_SEED);
+    }
+    w[4] = key.dst[0];
+    w[5] = key.dst[1];
+    w[6] = key.dst[2];
+    w[7] = key.dst[3];
+    w[8] = ((key.sport as u32) << 16) | key.dport as u32;
+    w[9] = key.proto as u32;
+    hash_words(&w, 10, FLOW_HASH_SEED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden: the flow hash is part of the contract between nodes (sch/tch flows land on
+    /// the same backend from any node only while every node hashes alike).
+    #[test]
+    fn flow_hash_is_stable() {
+        let key = FlowKey {
+            src: [u32::from_ne_bytes([198, 18, 0, 2]), 0, 0, 0],
+            dst: [u32::from_ne_bytes([198, 18, 100, 10]), 0, 0, 0],
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        assert_eq!((flow_hash(&key, false), flow_hash(&key, true)), (GOLDEN_SRC, GOLDEN_TUPLE));
+        let other_port = FlowKey { sport: 40001u16.to_be(), ..key };
+        assert_eq!(flow_hash(&other_port, false), GOLDEN_SRC, "sch ignores the port");
+        assert_ne!(flow_hash(&other_port, true), GOLDEN_TUPLE, "tch does not");
+    }
+    const GOLDEN_SRC: u32 = 3_430_763_372;
+    const GOLDEN_TUPLE: u32 = 444_826_287;
+}

@@ -1,4 +1,4 @@
-//! The per-packet decision: reply, known flow, new flow or not ours.
+//! The per-packet decision: known client flow, backend reply, new flow, or not ours.
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
@@ -7,12 +7,16 @@ use aya_ebpf::{
 use lb_common::*;
 
 use crate::{
-    fwd::{self, FibError},
-    maps::{CONFIG, CONNTRACK, LISTENERS, REVERSE_NAT, SNAT_ADDRS},
+    acl,
+    fwd::{self},
+    maps::{BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, LISTENER_CFG, LISTENERS, REVERSE_NAT, SNAT_ADDRS, scratch},
     nat,
-    parse::{self, Packet, Skip},
-    sched,
-    stats::count,
+    parse::{
+        self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, Ip, Ipv4Hdr, Ipv6Hdr, Packet, Skip,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, ptr_at,
+    },
+    persist, sched,
+    stats::{self, count},
 };
 
 /// How often (ns) a flow's `last_seen` is refreshed: not on every packet, to keep the
@@ -22,50 +26,78 @@ const REFRESH_NS: u64 = 1_000_000_000;
 pub fn handle(ctx: &XdpContext) -> Result<u32, ()> {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     count(stat::RX, bytes);
-    let pkt = match parse::parse(ctx) {
-        Ok(p) => p,
-        Err(Skip::NotOurs) => return Ok(pass(stat::PASS_NOT_OURS, bytes)),
-        Err(Skip::Fragment) => return Ok(pass(stat::PASS_FRAGMENT, bytes)),
-        Err(Skip::Malformed) => return Ok(pass(stat::DROP_MALFORMED, bytes)),
-    };
-    // SAFETY: bounds checked by parse.
-    let key = unsafe {
-        FlowKey {
-            src: [(*pkt.ip).saddr, 0, 0, 0],
-            dst: [(*pkt.ip).daddr, 0, 0, 0],
-            sport: (*pkt.ports).src,
-            dport: (*pkt.ports).dst,
-            proto: pkt.proto,
-            family: FAMILY_V4,
-            _pad: [0; 2],
+    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
+    // SAFETY: bounds checked by ptr_at.
+    match u16::from_be(unsafe { (*eth).proto }) {
+        ETH_P_IP => {
+            let mut pkt = Packet::<Ipv4Hdr>::new();
+            match parse::v4(ctx, &mut pkt) {
+                Ok(()) => process(ctx, &mut pkt, bytes),
+                Err(skip) => Ok(skipped(skip, bytes)),
+            }
         }
-    };
+        ETH_P_IPV6 => {
+            let mut pkt = Packet::<Ipv6Hdr>::new();
+            match parse::v6(ctx, &mut pkt) {
+                Ok(()) => process(ctx, &mut pkt, bytes),
+                Err(skip) => Ok(skipped(skip, bytes)),
+            }
+        }
+        ETH_P_8021Q | ETH_P_8021AD => Ok(pass(stat::PASS_VLAN, bytes)),
+        _ => Ok(pass(stat::PASS_NOT_OURS, bytes)),
+    }
+}
 
-    if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
-        return Ok(to_backend(ctx, &pkt, &key, ct, bytes));
+#[inline(always)]
+fn skipped(skip: Skip, bytes: u64) -> u32 {
+    match skip {
+        Skip::NotOurs => pass(stat::PASS_NOT_OURS, bytes),
+        Skip::Malformed => pass(stat::PASS_MALFORMED, bytes),
     }
-    // Not a known client flow: a backend's reply, a new flow, or not ours.
-    let cfg = CONFIG.get(0).ok_or(())?;
-    let dport = u16::from_be(key.dport);
-    if dport >= cfg.snat_port_min && dport <= cfg.snat_port_max {
-        if let Some(rev) = REVERSE_NAT.get_ptr_mut(&key) {
-            return Ok(to_client(ctx, &pkt, rev, bytes));
+}
+
+#[inline(always)]
+fn process<H: Ip>(ctx: &XdpContext, pkt: &mut Packet<H>, bytes: u64) -> Result<u32, ()> {
+    if pkt.is_fragment && !fragment_ports(pkt) {
+        return Ok(pass(stat::PASS_FRAGMENT, bytes));
+    }
+    let key = &pkt.key;
+
+    if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
+        // SAFETY: map value pointer from a successful lookup.
+        if !reopens(pkt, unsafe { &*ct }) {
+            return Ok(to_backend(ctx, pkt, ct, bytes));
+        }
+        // A new connection on the 4-tuple of a closed one: forget the old flow.
+        forget(key, unsafe { &*ct });
+        count(stat::FLOW_REOPENED, bytes);
+    } else {
+        let cfg = CONFIG.get(0).ok_or(())?;
+        let dport = u16::from_be(key.dport);
+        if dport >= cfg.snat_port_min && dport <= cfg.snat_port_max {
+            if let Some(rev) = REVERSE_NAT.get_ptr_mut(key) {
+                return Ok(to_client(ctx, pkt, rev, bytes));
+            }
         }
     }
-    let lkey = ListenerKey { vip: key.dst, port: key.dport, proto: key.proto, family: FAMILY_V4 };
+    let lkey = ListenerKey { vip: key.dst, port: key.dport, proto: key.proto, family: key.family };
     // SAFETY: read-only copy of the value.
-    let Some(listener) = (unsafe { LISTENERS.get(&lkey) }) else {
+    let Some(id) = (unsafe { LISTENERS.get(&lkey) }).copied() else {
         return Ok(pass(stat::PASS_NOT_OURS, bytes));
     };
-    let dropped = new_flow(ctx, &pkt, &key, listener);
+    if !pkt.has_l4() {
+        // A later fragment cannot open a flow.
+        return Ok(pass(stat::PASS_FRAGMENT, bytes));
+    }
+    let dropped = new_flow(ctx, pkt, id);
     if dropped != 0 {
         return Ok(drop(dropped, bytes));
     }
     // Whichever CPU won the race to create the flow, its entry is the one to follow.
-    match CONNTRACK.get_ptr_mut(&key) {
+    match CONNTRACK.get_ptr_mut(&pkt.key) {
         Some(ct) => {
             count(stat::NEW_FLOWS, bytes);
-            Ok(to_backend(ctx, &pkt, &key, ct, bytes))
+            Ok(to_backend(ctx, pkt, ct, bytes))
         }
         None => Ok(drop(stat::DROP_NO_SNAT_PORT, bytes)),
     }
@@ -83,24 +115,83 @@ fn drop(index: u32, bytes: u64) -> u32 {
     xdp_action::XDP_DROP
 }
 
+/// Fragments: the first one records its ports; the ones after it borrow them. Returns false
+/// for a later fragment whose first fragment was not seen (left to the kernel).
+#[inline(always)]
+fn fragment_ports<H: Ip>(pkt: &mut Packet<H>) -> bool {
+    let fkey = FlowKey {
+        src: pkt.key.src,
+        dst: pkt.key.dst,
+        sport: pkt.frag_id as u16,
+        dport: (pkt.frag_id >> 16) as u16,
+        proto: pkt.proto,
+        family: pkt.key.family,
+        _pad: [0; 2],
+    };
+    if pkt.has_l4() {
+        let ports = (pkt.key.sport as u32) | ((pkt.key.dport as u32) << 16);
+        let _ = FRAGMENTS.insert(&fkey, &ports, 0);
+        return true;
+    }
+    // SAFETY: read-only copy of the value.
+    match unsafe { FRAGMENTS.get(&fkey) } {
+        Some(ports) => {
+            pkt.key.sport = *ports as u16;
+            pkt.key.dport = (*ports >> 16) as u16;
+            count(stat::FRAGMENTS_FWD, 0);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A TCP SYN (without ACK) on a flow whose connection was closed (FIN or RST seen).
+#[inline(always)]
+fn reopens<H: Ip>(pkt: &Packet<H>, ct: &CtEntry) -> bool {
+    pkt.proto == PROTO_TCP
+        && pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        && ct.state & (tcp_state::FIN | tcp_state::RST) != 0
+}
+
+#[inline(always)]
+fn forget(key: &FlowKey, ct: &CtEntry) {
+    let _ = REVERSE_NAT.remove(&reverse_key(ct, key.proto, key.family));
+    let _ = CONNTRACK.remove(key);
+}
+
+#[inline(always)]
+fn state_bits(tcp_flags: u8) -> u32 {
+    let mut s = 0;
+    if tcp_flags & TCP_SYN != 0 {
+        s |= tcp_state::SYN;
+    }
+    if tcp_flags & TCP_FIN != 0 {
+        s |= tcp_state::FIN;
+    }
+    if tcp_flags & TCP_RST != 0 {
+        s |= tcp_state::RST;
+    }
+    if tcp_flags & TCP_ACK != 0 {
+        s |= tcp_state::ACK;
+    }
+    s
+}
+
 /// The reverse-NAT key of a client flow's backend side.
 #[inline(always)]
-fn reverse_key(ct: &CtEntry, proto: u8) -> FlowKey {
-    FlowKey {
-        src: ct.backend,
-        dst: ct.snat,
-        sport: ct.backend_port,
-        dport: ct.snat_port,
-        proto,
-        family: FAMILY_V4,
-        _pad: [0; 2],
-    }
+fn reverse_key(ct: &CtEntry, proto: u8, family: u8) -> FlowKey {
+    FlowKey { src: ct.backend, dst: ct.snat, sport: ct.backend_port, dport: ct.snat_port, proto, family, _pad: [0; 2] }
 }
 
 /// The reverse-NAT value for a client flow, from the client's packet.
 #[inline(always)]
-fn reverse_entry(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, listener_id: u32, now: u64) -> RevEntry {
-    // SAFETY: bounds checked by parse.
+fn reverse_entry<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, key: &FlowKey, listener_id: u32, state: u32, now: u64) -> RevEntry {
+    let (client_mac, local_mac) = match pkt.eth(ctx) {
+        // SAFETY: bounds checked by eth().
+        Some(eth) => unsafe { ((*eth).src, (*eth).dst) },
+        None => ([0; 6], [0; 6]),
+    };
+    // SAFETY: reading the context.
     unsafe {
         RevEntry {
             client: key.src,
@@ -108,9 +199,11 @@ fn reverse_entry(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, listener_id: u32
             client_port: key.sport,
             vip_port: key.dport,
             ifindex: (*ctx.ctx).ingress_ifindex,
-            client_mac: (*pkt.eth).src,
-            local_mac: (*pkt.eth).dst,
+            client_mac,
+            local_mac,
             listener_id,
+            state,
+            _pad: 0,
             last_seen_ns: now,
         }
     }
@@ -118,79 +211,152 @@ fn reverse_entry(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, listener_id: u32
 
 /// A client packet of a known flow: NAT it towards its backend.
 #[inline(never)]
-fn to_backend(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, ct: *mut CtEntry, bytes: u64) -> u32 {
+fn to_backend<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ct: *mut CtEntry, bytes: u64) -> u32 {
     // SAFETY: map value pointer from a successful lookup.
-    let entry = unsafe { &*ct };
+    let entry = unsafe { &mut *ct };
+    let bits = state_bits(pkt.tcp_flags);
+    if pkt.proto == PROTO_TCP && entry.state | bits != entry.state {
+        entry.state |= bits;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(entry.last_seen_ns) > REFRESH_NS {
-        unsafe { (*ct).last_seen_ns = now };
-        // Keep the reply path alive and pointed at where the client is now.
-        let rev = reverse_entry(ctx, pkt, key, entry.listener_id, now);
-        let _ = REVERSE_NAT.insert(&reverse_key(entry, key.proto), &rev, 0);
+        entry.last_seen_ns = now;
+        refresh(ctx, pkt, entry, now);
     }
-    let hop = match fwd::lookup_v4(ctx, pkt, entry.backend[0]) {
+    let hop = match fwd::lookup(ctx, pkt, &entry.backend) {
         Ok(h) => h,
-        Err(FibError::NoNeigh) => return drop(stat::DROP_NO_NEIGH, bytes),
-        Err(FibError::NoRoute) => return drop(stat::DROP_NO_ROUTE, bytes),
+        Err(e) => return drop(e.counter(), bytes),
     };
-    nat::rewrite_v4(pkt, entry.snat[0], entry.backend[0], entry.snat_port, entry.backend_port);
+    nat::rewrite(ctx, pkt, &entry.snat, &entry.backend, entry.snat_port, entry.backend_port);
     count(stat::FWD_TO_BACKEND, bytes);
-    fwd::transmit(ctx, pkt, hop.ifindex, &hop.smac, &hop.dmac)
+    stats::listener(entry.listener_id, |c| {
+        c.packets += 1;
+        c.bytes += bytes;
+    });
+    stats::backend(entry.backend_id, |c| {
+        c.packets += 1;
+        c.bytes += bytes;
+    });
+    fwd::transmit(ctx, pkt, hop.ifindex, &hop.smac, &hop.dmac, bytes)
+}
+
+/// Once a second per flow: keep the reply path alive and pointed at where the client is now,
+/// and the client's persistence fresh.
+#[inline(always)]
+fn refresh<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
+    let key = &pkt.key;
+    let rkey = reverse_key(entry, key.proto, key.family);
+    let state = match REVERSE_NAT.get_ptr(&rkey) {
+        // SAFETY: map value pointer from a successful lookup.
+        Some(r) => unsafe { (*r).state },
+        None => 0,
+    };
+    if let Some(scratch) = scratch() {
+        scratch.rev = reverse_entry(ctx, pkt, key, entry.listener_id, state, now);
+        let _ = REVERSE_NAT.insert(&rkey, &scratch.rev, 0);
+    }
+    if let Some(cfg) = LISTENER_CFG.get(entry.listener_id) {
+        if cfg.persist_timeout_s != 0 {
+            persist::remember(&persist::key(entry.listener_id, key), entry.backend_id, now);
+        }
+    }
 }
 
 /// A backend's reply: NAT it back to the client's flow and send it where the client is.
 #[inline(never)]
-fn to_client(ctx: &XdpContext, pkt: &Packet, rev: *mut RevEntry, bytes: u64) -> u32 {
+fn to_client<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, rev: *mut RevEntry, bytes: u64) -> u32 {
     // SAFETY: map value pointer from a successful lookup.
-    let r = unsafe { &*rev };
+    let r = unsafe { &mut *rev };
+    let bits = state_bits(pkt.tcp_flags);
+    if pkt.proto == PROTO_TCP && r.state | bits != r.state {
+        r.state |= bits;
+    }
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(r.last_seen_ns) > REFRESH_NS {
-        unsafe { (*rev).last_seen_ns = now };
+        r.last_seen_ns = now;
     }
-    nat::rewrite_v4(pkt, r.vip[0], r.client[0], r.vip_port, r.client_port);
+    nat::rewrite(ctx, pkt, &r.vip, &r.client, r.vip_port, r.client_port);
     count(stat::FWD_TO_CLIENT, bytes);
-    fwd::transmit(ctx, pkt, r.ifindex, &r.local_mac, &r.client_mac)
+    stats::listener(r.listener_id, |c| {
+        c.reply_packets += 1;
+        c.reply_bytes += bytes;
+    });
+    fwd::transmit(ctx, pkt, r.ifindex, &r.local_mac, &r.client_mac, bytes)
 }
 
-/// The first packet of a flow to a listener: pick a backend and a source port and record
-/// both directions. Returns 0, or the drop counter when the flow cannot be created (a plain
-/// integer: a BPF call passes at most five registers, a `Result` would need a sixth).
+/// The first packet of a flow to a listener: ACL, persistence or scheduler, a source port,
+/// both directions recorded. Returns 0, or the drop counter when the flow cannot be created
+/// (a plain integer: a BPF call passes at most five registers, a `Result` would need a sixth).
 #[inline(never)]
-fn new_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, listener: &Listener) -> u32 {
-    match try_new_flow(ctx, pkt, key, listener) {
+fn new_flow<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, id: u32) -> u32 {
+    match try_new_flow(ctx, pkt, &pkt.key, id) {
         Ok(()) => 0,
         Err(counter) => counter,
     }
 }
 
 #[inline(always)]
-fn try_new_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, listener: &Listener) -> Result<(), u32> {
-    let cfg = CONFIG.get(0).ok_or(stat::DROP_NO_SNAT_PORT)?;
-    let (backend_id, backend) = sched::pick_rr(listener).ok_or(stat::DROP_NO_BACKEND)?;
-    let egress = match fwd::lookup_v4(ctx, pkt, backend.addr[0]) {
-        Ok(h) => h.ifindex,
-        Err(FibError::NoNeigh) => return Err(stat::DROP_NO_NEIGH),
-        Err(FibError::NoRoute) => return Err(stat::DROP_NO_ROUTE),
+fn try_new_flow<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, key: &FlowKey, id: u32) -> Result<(), u32> {
+    let cfg = LISTENER_CFG.get(id).ok_or(stat::DROP_NO_BACKEND)?;
+    if !acl::allows(cfg, key) {
+        stats::listener(id, |c| c.acl_drops += 1);
+        return Err(stat::DROP_ACL);
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let pkey = persist::key(id, key);
+    let persisted = if cfg.persist_timeout_s != 0 { persist::lookup(&pkey, cfg.persist_timeout_s, now) } else { None };
+    let backend_id = match persisted {
+        Some(b) => {
+            count(stat::PERSIST_HITS, 0);
+            b
+        }
+        None => match sched::pick(id, cfg, key) {
+            Some(b) => b,
+            None => {
+                stats::listener(id, |c| c.no_backend_drops += 1);
+                return Err(stat::DROP_NO_BACKEND);
+            }
+        },
     };
+    let backend = BACKENDS.get(backend_id).ok_or(stat::DROP_NO_BACKEND)?;
+    let egress = fwd::lookup(ctx, pkt, &backend.addr).map_err(|e| e.counter())?.ifindex;
     // SAFETY: read-only use of the value.
     let snat = unsafe { SNAT_ADDRS.get(&egress) }.ok_or(stat::DROP_NO_SNAT_ADDR)?;
-    let now = unsafe { bpf_ktime_get_ns() };
-    let mut entry = CtEntry {
+    let snat_addr = if key.family == FAMILY_V4 {
+        if snat.flags & 1 == 0 {
+            return Err(stat::DROP_NO_SNAT_ADDR);
+        }
+        [snat.v4, 0, 0, 0]
+    } else {
+        if snat.flags & 2 == 0 {
+            return Err(stat::DROP_NO_SNAT_ADDR);
+        }
+        snat.v6
+    };
+    let state = if pkt.proto == PROTO_TCP { state_bits(pkt.tcp_flags) } else { 0 };
+    let scratch = scratch().ok_or(stat::DROP_NO_SNAT_PORT)?;
+    scratch.ct = CtEntry {
         backend: backend.addr,
-        snat: [snat.v4, 0, 0, 0],
+        snat: snat_addr,
         backend_port: backend.port,
         snat_port: 0,
         backend_id,
-        listener_id: listener.id,
-        flags: 0,
+        listener_id: id,
+        state,
         last_seen_ns: now,
     };
-    let rev = reverse_entry(ctx, pkt, key, listener.id, now);
-    let rkey = claim_snat_port(&mut entry, &rev, key.proto, cfg).ok_or(stat::DROP_NO_SNAT_PORT)?;
-    if CONNTRACK.insert(key, &entry, BPF_NOEXIST as u64).is_err() {
+    scratch.rev = reverse_entry(ctx, pkt, key, id, 0, now);
+    let rkey = claim_snat_port(&mut scratch.ct, &scratch.rev, key).ok_or(stat::DROP_NO_SNAT_PORT)?;
+    if CONNTRACK.insert(key, &scratch.ct, BPF_NOEXIST as u64).is_err() {
         // Another CPU created this flow first: release our port, the caller follows theirs.
         let _ = REVERSE_NAT.remove(&rkey);
+        return Ok(());
     }
+    if cfg.persist_timeout_s != 0 {
+        persist::remember(&pkey, backend_id, now);
+    }
+    stats::listener(id, |c| c.new_flows += 1);
+    stats::backend(backend_id, |c| c.new_flows += 1);
     Ok(())
 }
 
@@ -198,18 +364,19 @@ fn try_new_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, listener: &Listen
 /// range, then a bounded walk; the reverse entry is inserted only if no flow holds it, so two
 /// flows never share a reverse entry.
 #[inline(always)]
-fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, proto: u8, cfg: &DatapathConfig) -> Option<FlowKey> {
-    let min = cfg.snat_port_min as u32;
-    let span = (cfg.snat_port_max as u32).saturating_sub(min) + 1;
+fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Option<FlowKey> {
+    let cfg = CONFIG.get(0)?;
     if cfg.snat_port_max < cfg.snat_port_min {
         return None;
     }
+    let min = cfg.snat_port_min as u32;
+    let span = cfg.snat_port_max as u32 - min + 1;
     let start = unsafe { bpf_get_prandom_u32() } % span;
     let mut i = 0;
     while i < SNAT_PORT_TRIES {
         let port = (min + (start + i * 7919) % span) as u16;
         entry.snat_port = port.to_be();
-        let rkey = reverse_key(entry, proto);
+        let rkey = reverse_key(entry, key.proto, key.family);
         if REVERSE_NAT.insert(&rkey, rev, BPF_NOEXIST as u64).is_ok() {
             return Some(rkey);
         }

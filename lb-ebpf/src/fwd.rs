@@ -4,15 +4,20 @@ use aya_ebpf::{
     helpers::generated::{bpf_fib_lookup, bpf_redirect},
     programs::XdpContext,
 };
-use lb_common::stat;
+use lb_common::{Addr, FAMILY_V4, stat};
 
-use crate::{maps::TX_PORTS, parse::Packet, stats::count};
+use crate::{
+    maps::TX_PORTS,
+    parse::{Ip, Packet},
+    stats::count,
+};
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 const FIB_SUCCESS: i64 = 0;
 const FIB_NO_NEIGH: i64 = 7;
 
-/// Where the FIB sends traffic for `daddr`: egress ifindex and the two MACs.
+/// Where the FIB sends traffic for a destination: egress ifindex and the two MACs.
 pub struct NextHop {
     pub ifindex: u32,
     pub smac: [u8; 6],
@@ -24,27 +29,35 @@ pub enum FibError {
     NoNeigh,
 }
 
-/// Route lookup for an IPv4 destination, as if the frame were forwarded from `ingress`.
-#[inline(always)]
-pub fn lookup_v4(ctx: &XdpContext, pkt: &Packet, daddr: u32) -> Result<NextHop, FibError> {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid input; header pointers are bounds checked.
-    let mut p: FibParams = unsafe { core::mem::zeroed() };
-    p.family = AF_INET;
-    p.l4_protocol = pkt.proto;
-    unsafe {
-        p.__bindgen_anon_1.tot_len = u16::from_be((*pkt.ip).tot_len);
-        p.__bindgen_anon_2.tos = (*pkt.ip).tos;
-        p.__bindgen_anon_4.ipv4_dst = daddr;
-        p.ifindex = (*ctx.ctx).ingress_ifindex;
+impl FibError {
+    pub fn counter(&self) -> u32 {
+        match self {
+            FibError::NoRoute => stat::DROP_NO_ROUTE,
+            FibError::NoNeigh => stat::DROP_NO_NEIGH,
+        }
     }
-    let ret = unsafe {
-        bpf_fib_lookup(
-            ctx.ctx as *mut _,
-            &mut p,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
-    };
+}
+
+/// Route lookup for `dst`, as if the frame were forwarded from its ingress interface.
+#[inline(always)]
+pub fn lookup<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, dst: &Addr) -> Result<NextHop, FibError> {
+    let p: &mut FibParams = &mut crate::maps::scratch().ok_or(FibError::NoRoute)?.fib;
+    // SAFETY: an all-zero bpf_fib_lookup is a valid input.
+    *p = unsafe { core::mem::zeroed() };
+    p.l4_protocol = pkt.proto;
+    let ip = pkt.ip(ctx).ok_or(FibError::NoRoute)?;
+    unsafe {
+        p.ifindex = (*ctx.ctx).ingress_ifindex;
+        p.__bindgen_anon_1.tot_len = H::tot_len(ip);
+        if H::FAMILY == FAMILY_V4 {
+            p.family = AF_INET;
+            p.__bindgen_anon_4.ipv4_dst = dst[0];
+        } else {
+            p.family = AF_INET6;
+            p.__bindgen_anon_4.ipv6_dst = *dst;
+        }
+    }
+    let ret = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, p, core::mem::size_of::<FibParams>() as i32, 0) };
     match ret {
         FIB_SUCCESS => Ok(NextHop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac }),
         FIB_NO_NEIGH => Err(FibError::NoNeigh),
@@ -54,13 +67,13 @@ pub fn lookup_v4(ctx: &XdpContext, pkt: &Packet, daddr: u32) -> Result<NextHop, 
 
 /// Set the frame's MACs and send it out of `ifindex`.
 #[inline(always)]
-pub fn transmit(ctx: &XdpContext, pkt: &Packet, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6]) -> u32 {
-    // SAFETY: the Ethernet header was bounds checked by `parse`.
+pub fn transmit<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6], bytes: u64) -> u32 {
+    let Some(eth) = pkt.eth(ctx) else { return xdp_action::XDP_DROP };
+    // SAFETY: bounds checked just now.
     unsafe {
-        (*pkt.eth).src = *smac;
-        (*pkt.eth).dst = *dmac;
+        (*eth).src = *smac;
+        (*eth).dst = *dmac;
     }
-    let bytes = (ctx.data_end() - ctx.data()) as u64;
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if ifindex == ingress {
         count(stat::TX, bytes);

@@ -7,12 +7,14 @@
 #![no_std]
 #![no_main]
 
+mod acl;
 mod csum;
 mod flow;
 mod fwd;
 mod maps;
 mod nat;
 mod parse;
+mod persist;
 mod sched;
 mod stats;
 

@@ -1,22 +1,25 @@
 //! Every map of the datapath, with the types `lb-common` defines for both sides.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::*;
 
-/// (VIP, port, protocol) → listener.
+/// (VIP, port, protocol) → listener id.
 #[map(name = "LISTENERS")]
-pub static LISTENERS: HashMap<ListenerKey, Listener> = HashMap::with_max_entries(MAX_LISTENERS, 0);
+pub static LISTENERS: HashMap<ListenerKey, u32> = HashMap::with_max_entries(MAX_LISTENERS, 0);
+
+/// Listener id → its settings.
+#[map(name = "LISTENER_CFG")]
+pub static LISTENER_CFG: Array<Listener> = Array::with_max_entries(MAX_LISTENERS, 0);
 
 /// Backend id → backend.
 #[map(name = "BACKENDS")]
 pub static BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 
-/// `listener_id * MAX_BACKENDS_PER_LISTENER + i` → backend id.
-#[map(name = "BACKEND_SLOTS")]
-pub static BACKEND_SLOTS: Array<u32> =
-    Array::with_max_entries(MAX_LISTENERS * MAX_BACKENDS_PER_LISTENER, 0);
+/// Rings (rr/wrr) and Maglev tables of backend ids; each listener points at its region.
+#[map(name = "BACKEND_TABLE")]
+pub static BACKEND_TABLE: Array<u32> = Array::with_max_entries(DEFAULT_BACKEND_TABLE_ENTRIES, 0);
 
 /// Round-robin cursor per listener, per CPU.
 #[map(name = "RR_CURSORS")]
@@ -24,15 +27,26 @@ pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_LIST
 
 /// Client-side 5-tuple → backend and SNAT choice. Resized by the agent at load time.
 #[map(name = "CONNTRACK")]
-pub static CONNTRACK: LruHashMap<FlowKey, CtEntry> =
-    LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
+pub static CONNTRACK: LruHashMap<FlowKey, CtEntry> = LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
 
 /// Backend-side 5-tuple (backend → SNAT address:port) → the client flow it belongs to.
 #[map(name = "REVERSE_NAT")]
-pub static REVERSE_NAT: LruHashMap<FlowKey, RevEntry> =
-    LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
+pub static REVERSE_NAT: LruHashMap<FlowKey, RevEntry> = LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
 
-/// Egress ifindex → node address used as the source of NATed packets.
+/// (client address, listener) → the backend the client persists on.
+#[map(name = "PERSIST")]
+pub static PERSIST: LruHashMap<PersistKey, PersistEntry> = LruHashMap::with_max_entries(DEFAULT_PERSIST_ENTRIES, 0);
+
+/// ACL prefixes: (ACL id, address prefix) → 1 (aya adds the BPF_F_NO_PREALLOC LPM tries need).
+#[map(name = "ACLS")]
+pub static ACLS: LpmTrie<AclData, u32> = LpmTrie::with_max_entries(MAX_ACL_PREFIXES, 0);
+
+/// First-fragment ports by (source, destination, identification, protocol), for the
+/// fragments after it.
+#[map(name = "FRAGMENTS")]
+pub static FRAGMENTS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Egress ifindex → node addresses used as the source of NATed packets.
 #[map(name = "SNAT_ADDRS")]
 pub static SNAT_ADDRS: HashMap<u32, SnatAddr> = HashMap::with_max_entries(MAX_TX_PORTS, 0);
 
@@ -47,3 +61,28 @@ pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
 /// Per-CPU counters, indexed by `lb_common::stat`.
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+#[map(name = "LISTENER_STATS")]
+pub static LISTENER_STATS: PerCpuArray<ListenerCounters> = PerCpuArray::with_max_entries(MAX_LISTENERS, 0);
+
+#[map(name = "BACKEND_STATS")]
+pub static BACKEND_STATS: PerCpuArray<BackendCounters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Per-CPU scratch space for the structs too large for the 512-byte BPF stack.
+#[repr(C)]
+pub struct Scratch {
+    pub fib: aya_ebpf::bindings::bpf_fib_lookup,
+    pub ct: CtEntry,
+    pub rev: RevEntry,
+}
+
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's scratch space.
+#[inline(always)]
+pub fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: per-CPU slot; XDP runs to completion on its CPU, and each user is done with
+    // its part before the next one starts.
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}

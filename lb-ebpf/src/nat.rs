@@ -1,36 +1,40 @@
-//! Full NAT rewrites: addresses, ports and both checksums, in place.
-use crate::{csum, parse::Packet};
+//! Full NAT rewrites: addresses, ports and checksums, in place.
+use lb_common::{Addr, FAMILY_V4, PROTO_UDP};
 
-/// Rewrite the packet's IPv4 source/destination and L4 ports (all in network byte order).
+use aya_ebpf::programs::XdpContext;
+
+use crate::parse::{Ip, Packet};
+
+/// Rewrite the packet to `src:sport → dst:dport` (network byte order). A fragment after the
+/// first has no transport header: only its addresses change (the transport checksum,
+/// carried by the first fragment, covers the pseudo-header and is fixed there).
 #[inline(always)]
-pub fn rewrite_v4(pkt: &Packet, saddr: u32, daddr: u32, sport: u16, dport: u16) {
-    // SAFETY: every pointer in `pkt` was bounds checked by `parse`.
+pub fn rewrite<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, src: &Addr, dst: &Addr, sport: u16, dport: u16) {
+    let Some(ip) = pkt.ip(ctx) else { return };
+    let l4 = match (pkt.ports(ctx), pkt.l4_csum(ctx)) {
+        (Some(p), Some(c)) => Some((p, c)),
+        _ => None,
+    };
+    // SAFETY: every pointer was bounds checked just now.
     unsafe {
-        let ip = pkt.ip;
-        let ports = pkt.ports;
-        let (old_s, old_d) = ((*ip).saddr, (*ip).daddr);
-        let (old_sp, old_dp) = ((*ports).src, (*ports).dst);
-
-        let mut ip_csum = (*ip).check;
-        ip_csum = csum::replace4(ip_csum, old_s, saddr);
-        ip_csum = csum::replace4(ip_csum, old_d, daddr);
-        (*ip).check = ip_csum;
-        (*ip).saddr = saddr;
-        (*ip).daddr = daddr;
-
-        let l4 = *pkt.l4_csum;
+        let mut l4sum = match l4 {
+            Some((_, c)) => *c,
+            None => 0,
+        };
         // A UDP checksum of 0 means "none" on IPv4: keep it so.
-        if !(pkt.proto == lb_common::PROTO_UDP && l4 == 0) {
-            let mut c = csum::replace4(l4, old_s, saddr);
-            c = csum::replace4(c, old_d, daddr);
-            c = csum::replace2(c, old_sp, sport);
-            c = csum::replace2(c, old_dp, dport);
-            if pkt.proto == lb_common::PROTO_UDP && c == 0 {
-                c = 0xffff;
+        let keep_zero = pkt.proto == PROTO_UDP && l4sum == 0 && H::FAMILY == FAMILY_V4;
+        H::set_addrs(ip, src, dst, &mut l4sum);
+        if let Some((ports, csum_ptr)) = l4 {
+            l4sum = crate::csum::replace2(l4sum, (*ports).src, sport);
+            l4sum = crate::csum::replace2(l4sum, (*ports).dst, dport);
+            (*ports).src = sport;
+            (*ports).dst = dport;
+            if !keep_zero {
+                if pkt.proto == PROTO_UDP && l4sum == 0 {
+                    l4sum = 0xffff;
+                }
+                *csum_ptr = l4sum;
             }
-            *pkt.l4_csum = c;
         }
-        (*ports).src = sport;
-        (*ports).dst = dport;
     }
 }

@@ -1,10 +1,21 @@
-//! Bounds-checked access to the headers of an XDP frame.
+//! Bounds-checked parsing of an XDP frame: Ethernet, IPv4 with options, IPv6 with extension
+//! headers, TCP/UDP ports, fragments. Each family has its own `Packet<H>` type, so the code
+//! after parsing is monomorphized per family and never touches the other family's header
+//! (the verifier could not prove such a branch dead).
 use aya_ebpf::programs::XdpContext;
+use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
+
+use crate::csum;
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
-pub const IP_MF: u16 = 0x2000;
-pub const IP_OFFSET: u16 = 0x1fff;
+pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET: u16 = 0x1fff;
+/// IPv6 extension headers walked before giving up.
+const MAX_V6_EXT: usize = 6;
 
 #[repr(C)]
 pub struct EthHdr {
@@ -28,6 +39,81 @@ pub struct Ipv4Hdr {
     pub daddr: u32,
 }
 
+#[repr(C)]
+pub struct Ipv6Hdr {
+    pub vtc_flow: u32,
+    pub payload_len: u16,
+    pub nexthdr: u8,
+    pub hop_limit: u8,
+    pub saddr: [u32; 4],
+    pub daddr: [u32; 4],
+}
+
+/// What differs between the families after parsing.
+pub trait Ip {
+    const FAMILY: u8;
+    /// Rewrite the addresses, fixing the header checksum (IPv4) and folding the
+    /// pseudo-header change into `l4sum`.
+    ///
+    /// # Safety
+    /// `ip` points to a bounds-checked header.
+    unsafe fn set_addrs(ip: *mut Self, src: &lb_common::Addr, dst: &lb_common::Addr, l4sum: &mut u16);
+    /// Total length of the IP packet (for the FIB's MTU check).
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn tot_len(ip: *mut Self) -> u16;
+}
+
+impl Ip for Ipv4Hdr {
+    const FAMILY: u8 = FAMILY_V4;
+
+    #[inline(always)]
+    unsafe fn set_addrs(ip: *mut Self, src: &lb_common::Addr, dst: &lb_common::Addr, l4sum: &mut u16) {
+        unsafe {
+            let (old_s, old_d) = ((*ip).saddr, (*ip).daddr);
+            let mut c = (*ip).check;
+            c = csum::replace4(c, old_s, src[0]);
+            c = csum::replace4(c, old_d, dst[0]);
+            (*ip).check = c;
+            *l4sum = csum::replace4(*l4sum, old_s, src[0]);
+            *l4sum = csum::replace4(*l4sum, old_d, dst[0]);
+            (*ip).saddr = src[0];
+            (*ip).daddr = dst[0];
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn tot_len(ip: *mut Self) -> u16 {
+        unsafe { u16::from_be((*ip).tot_len) }
+    }
+}
+
+impl Ip for Ipv6Hdr {
+    const FAMILY: u8 = FAMILY_V6;
+
+    #[inline(always)]
+    unsafe fn set_addrs(ip: *mut Self, src: &lb_common::Addr, dst: &lb_common::Addr, l4sum: &mut u16) {
+        unsafe {
+            let old_s = (*ip).saddr;
+            let old_d = (*ip).daddr;
+            let mut i = 0;
+            while i < 4 {
+                *l4sum = csum::replace4(*l4sum, old_s[i], src[i]);
+                *l4sum = csum::replace4(*l4sum, old_d[i], dst[i]);
+                i += 1;
+            }
+            (*ip).saddr = *src;
+            (*ip).daddr = *dst;
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn tot_len(ip: *mut Self) -> u16 {
+        unsafe { u16::from_be((*ip).payload_len).wrapping_add(40) }
+    }
+}
+
 /// The first 4 bytes of TCP and UDP headers.
 #[repr(C)]
 pub struct Ports {
@@ -35,10 +121,16 @@ pub struct Ports {
     pub dst: u16,
 }
 
-pub const TCP_CSUM_OFF: usize = 16;
-pub const TCP_MIN_HLEN: usize = 20;
-pub const UDP_CSUM_OFF: usize = 6;
-pub const UDP_HLEN: usize = 8;
+const TCP_CSUM_OFF: usize = 16;
+const TCP_FLAGS_OFF: usize = 13;
+const TCP_MIN_HLEN: usize = 20;
+const UDP_CSUM_OFF: usize = 6;
+const UDP_HLEN: usize = 8;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
 
 /// A pointer to a `T` at `offset` in the frame, if the whole `T` lies inside it.
 #[inline(always)]
@@ -51,35 +143,92 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
     Ok((start + offset) as *mut T)
 }
 
-/// What the datapath needs of an IPv4 TCP/UDP packet.
-pub struct Packet {
-    pub eth: *mut EthHdr,
-    pub ip: *mut Ipv4Hdr,
-    pub ports: *mut Ports,
-    pub l4_csum: *mut u16,
+/// What the datapath needs of a TCP/UDP packet of family `H`. It holds offsets, not
+/// pointers: a packet pointer carried across BPF calls and helper calls loses the bounds the
+/// verifier proved for it, so every user takes a fresh, bounds-checked pointer
+/// ([`Packet::eth`], [`Packet::ip`], [`Packet::ports`], [`Packet::l4_csum`]).
+pub struct Packet<H> {
+    /// Offset of the transport header; 0 in a fragment after the first (no header).
+    pub l4_off: u32,
+    pub key: FlowKey,
+    /// Fragment identification when the packet is a fragment.
+    pub frag_id: u32,
     pub proto: u8,
+    pub tcp_flags: u8,
+    pub is_fragment: bool,
+    _h: core::marker::PhantomData<H>,
+}
+
+/// Largest transport-header offset we accept (IPv6 extension headers included).
+const MAX_L4_OFF: u32 = 0x3fff;
+
+impl<H: Ip> Packet<H> {
+    #[inline(always)]
+    pub fn new() -> Packet<H> {
+        Packet {
+            l4_off: 0,
+            key: FlowKey { family: H::FAMILY, ..FlowKey::default() },
+            frag_id: 0,
+            proto: 0,
+            tcp_flags: 0,
+            is_fragment: false,
+            _h: core::marker::PhantomData,
+        }
+    }
+
+    #[inline(always)]
+    pub fn has_l4(&self) -> bool {
+        self.l4_off != 0
+    }
+
+    #[inline(always)]
+    pub fn eth(&self, ctx: &XdpContext) -> Option<*mut EthHdr> {
+        ptr_at(ctx, 0).ok()
+    }
+
+    #[inline(always)]
+    pub fn ip(&self, ctx: &XdpContext) -> Option<*mut H> {
+        ptr_at(ctx, ETH_HLEN).ok()
+    }
+
+    /// The ports, when the transport header is here.
+    #[inline(always)]
+    pub fn ports(&self, ctx: &XdpContext) -> Option<*mut Ports> {
+        let off = self.l4_off & MAX_L4_OFF;
+        if off == 0 {
+            return None;
+        }
+        ptr_at(ctx, off as usize).ok()
+    }
+
+    /// The transport checksum field, when the transport header is here.
+    #[inline(always)]
+    pub fn l4_csum(&self, ctx: &XdpContext) -> Option<*mut u16> {
+        let off = self.l4_off & MAX_L4_OFF;
+        if off == 0 {
+            return None;
+        }
+        let at = if self.proto == PROTO_TCP { TCP_CSUM_OFF } else { UDP_CSUM_OFF };
+        ptr_at(ctx, off as usize + at).ok()
+    }
 }
 
 /// Why a frame is not handled by the load balancer.
 pub enum Skip {
-    /// Not IPv4 TCP/UDP, or not a complete header: the kernel's business.
+    /// Not TCP/UDP, or not a complete header: the kernel's business.
     NotOurs,
-    /// An IPv4 fragment: left to the kernel for now.
-    Fragment,
-    /// An IPv4 header that cannot be right (IHL < 5).
+    /// An IP header that cannot be right (IHL < 5, a version that disagrees with the
+    /// EtherType, too many IPv6 extension headers).
     Malformed,
 }
 
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
-    let eth: *mut EthHdr = ptr_at(ctx, 0).map_err(|_| Skip::NotOurs)?;
-    // SAFETY: bounds checked by ptr_at.
-    if unsafe { (*eth).proto } != ETH_P_IP.to_be() {
-        return Err(Skip::NotOurs);
-    }
+pub fn v4(ctx: &XdpContext, pkt: &mut Packet<Ipv4Hdr>) -> Result<(), Skip> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN).map_err(|_| Skip::NotOurs)?;
-    let (version_ihl, proto, frag_off) =
-        unsafe { ((*ip).version_ihl, (*ip).protocol, u16::from_be((*ip).frag_off)) };
+    // SAFETY: bounds checked by ptr_at.
+    let (version_ihl, proto, frag_off, id, saddr, daddr) = unsafe {
+        ((*ip).version_ihl, (*ip).protocol, u16::from_be((*ip).frag_off), (*ip).id, (*ip).saddr, (*ip).daddr)
+    };
     if version_ihl >> 4 != 4 {
         return Err(Skip::Malformed);
     }
@@ -87,20 +236,89 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, Skip> {
     if ihl < 20 {
         return Err(Skip::Malformed);
     }
-    if proto != lb_common::PROTO_TCP && proto != lb_common::PROTO_UDP {
+    if proto != PROTO_TCP && proto != PROTO_UDP {
         return Err(Skip::NotOurs);
     }
-    if frag_off & (IP_MF | IP_OFFSET) != 0 {
-        return Err(Skip::Fragment);
+    pkt.proto = proto;
+    pkt.key.src[0] = saddr;
+    pkt.key.dst[0] = daddr;
+    pkt.key.proto = proto;
+    pkt.frag_id = id as u32;
+    pkt.is_fragment = frag_off & (IP_MF | IP_OFFSET) != 0;
+    if frag_off & IP_OFFSET == 0 {
+        l4(ctx, ETH_HLEN + ihl, pkt)?;
     }
-    let l4 = ETH_HLEN + ihl;
-    let l4_csum: *mut u16 = if proto == lb_common::PROTO_TCP {
-        let _: *mut [u8; TCP_MIN_HLEN] = ptr_at(ctx, l4).map_err(|_| Skip::NotOurs)?;
-        ptr_at(ctx, l4 + TCP_CSUM_OFF).map_err(|_| Skip::NotOurs)?
+    Ok(())
+}
+
+#[inline(always)]
+pub fn v6(ctx: &XdpContext, pkt: &mut Packet<Ipv6Hdr>) -> Result<(), Skip> {
+    let ip: *mut Ipv6Hdr = ptr_at(ctx, ETH_HLEN).map_err(|_| Skip::NotOurs)?;
+    // SAFETY: bounds checked by ptr_at.
+    let (vtc, mut next, saddr, daddr) = unsafe { ((*ip).vtc_flow, (*ip).nexthdr, (*ip).saddr, (*ip).daddr) };
+    if (u32::from_be(vtc) >> 28) != 6 {
+        return Err(Skip::Malformed);
+    }
+    let mut off = ETH_HLEN + 40;
+    let mut first = true;
+    let mut i = 0;
+    // Walk the extension headers to the transport header.
+    while i < MAX_V6_EXT {
+        match next {
+            PROTO_TCP | PROTO_UDP => break,
+            // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+            0 | 43 | 60 => {
+                let h: *mut [u8; 2] = ptr_at(ctx, off).map_err(|_| Skip::NotOurs)?;
+                let (nh, len) = unsafe { ((*h)[0], (*h)[1]) };
+                next = nh;
+                off += (len as usize + 1) * 8;
+            }
+            // Fragment header: 8 bytes, offset/flags then identification.
+            44 => {
+                let h: *mut [u8; 8] = ptr_at(ctx, off).map_err(|_| Skip::NotOurs)?;
+                let f = unsafe { *h };
+                next = f[0];
+                pkt.is_fragment = true;
+                first = u16::from_be_bytes([f[2], f[3]]) & 0xfff8 == 0;
+                pkt.frag_id = u32::from_ne_bytes([f[4], f[5], f[6], f[7]]);
+                off += 8;
+            }
+            _ => return Err(Skip::NotOurs),
+        }
+        i += 1;
+    }
+    if next != PROTO_TCP && next != PROTO_UDP {
+        return Err(if i >= MAX_V6_EXT { Skip::Malformed } else { Skip::NotOurs });
+    }
+    pkt.proto = next;
+    pkt.key.src = saddr;
+    pkt.key.dst = daddr;
+    pkt.key.proto = next;
+    if first {
+        l4(ctx, off, pkt)?;
+    }
+    Ok(())
+}
+
+/// The transport header at `off`: ports and TCP flags; the whole minimal header must be in
+/// the frame.
+#[inline(always)]
+fn l4<H: Ip>(ctx: &XdpContext, off: usize, pkt: &mut Packet<H>) -> Result<(), Skip> {
+    if off as u32 > MAX_L4_OFF {
+        return Err(Skip::NotOurs);
+    }
+    if pkt.proto == PROTO_TCP {
+        let h: *mut [u8; TCP_MIN_HLEN] = ptr_at(ctx, off).map_err(|_| Skip::NotOurs)?;
+        pkt.tcp_flags = unsafe { (*h)[TCP_FLAGS_OFF] };
     } else {
-        let _: *mut [u8; UDP_HLEN] = ptr_at(ctx, l4).map_err(|_| Skip::NotOurs)?;
-        ptr_at(ctx, l4 + UDP_CSUM_OFF).map_err(|_| Skip::NotOurs)?
-    };
-    let ports: *mut Ports = ptr_at(ctx, l4).map_err(|_| Skip::NotOurs)?;
-    Ok(Packet { eth, ip, ports, l4_csum, proto })
+        let _: *mut [u8; UDP_HLEN] = ptr_at(ctx, off).map_err(|_| Skip::NotOurs)?;
+    }
+    let ports: *mut Ports = ptr_at(ctx, off).map_err(|_| Skip::NotOurs)?;
+    // SAFETY: bounds checked above.
+    unsafe {
+        pkt.key.sport = (*ports).src;
+        pkt.key.dport = (*ports).dst;
+    }
+    pkt.l4_off = off as u32;
+    Ok(())
 }

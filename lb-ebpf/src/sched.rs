@@ -1,24 +1,29 @@
-//! Backend selection for a new flow.
-use lb_common::{Backend, Listener, MAX_BACKENDS_PER_LISTENER};
+//! Backend selection for a new flow: a per-CPU cursor over the listener's ring (rr, and wrr
+//! through a weighted ring), or a Maglev table indexed by the flow hash (sch, tch). Rings and
+//! tables are built in user space; here they are only read.
+use lb_common::{FlowKey, Listener, flow_hash, scheduler};
 
-use crate::maps::{BACKENDS, BACKEND_SLOTS, RR_CURSORS};
+use crate::maps::{BACKEND_TABLE, RR_CURSORS};
 
-/// Round robin over the listener's live slots (a per-CPU cursor: each CPU cycles through the
-/// backends, which spreads new flows evenly without a shared, bouncing cache line).
+/// The backend id for a new flow of listener `id`, or `None` when no backend takes new flows.
 #[inline(always)]
-pub fn pick_rr(listener: &Listener) -> Option<(u32, Backend)> {
-    let count = listener.backend_count;
-    if count == 0 || count > MAX_BACKENDS_PER_LISTENER {
+pub fn pick(id: u32, cfg: &Listener, key: &FlowKey) -> Option<u32> {
+    let len = cfg.table_len;
+    if len == 0 {
         return None;
     }
-    let cursor = RR_CURSORS.get_ptr_mut(listener.id)?;
-    // SAFETY: per-CPU slot.
-    let slot = unsafe {
-        let next = (*cursor).wrapping_add(1);
-        *cursor = next;
-        next % count
+    let slot = match cfg.scheduler {
+        scheduler::MAGLEV_SRC => flow_hash(key, false) % len,
+        scheduler::MAGLEV_TUPLE => flow_hash(key, true) % len,
+        _ => {
+            let cursor = RR_CURSORS.get_ptr_mut(id)?;
+            // SAFETY: per-CPU slot.
+            unsafe {
+                let next = (*cursor).wrapping_add(1);
+                *cursor = next;
+                next % len
+            }
+        }
     };
-    let id = *BACKEND_SLOTS.get(listener.id * MAX_BACKENDS_PER_LISTENER + slot)?;
-    let backend = *BACKENDS.get(id)?;
-    Some((id, backend))
+    BACKEND_TABLE.get(cfg.table_offset.wrapping_add(slot)).copied()
 }

@@ -19,6 +19,9 @@ pub struct RunOptions {
     pub dataplane: dataplane::Options,
     /// How often the manifest directory is checked for changes.
     pub poll: Duration,
+    /// How often conntrack is swept.
+    pub sweep: Duration,
+    pub sweep_options: dataplane::conntrack::SweepOptions,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -34,9 +37,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     for name in &opts.ifaces {
         let iface = Iface::lookup(name)?;
         node.enable_forwarding(&iface.name)?;
-        dp.add_port(iface.index, iface.ipv4)?;
-        if iface.ipv4.is_none() {
-            tracing::warn!(iface = %iface.name, "no IPv4 address: backends behind it cannot be reached (no SNAT source)");
+        dp.add_port(iface.index, iface.ipv4, iface.ipv6)?;
+        if iface.ipv4.is_none() && iface.ipv6.is_none() {
+            tracing::warn!(iface = %iface.name, "no address: backends behind it cannot be reached (no SNAT source)");
         }
         let mode = dp.attach(&iface.name).with_context(|| format!("attaching XDP to {}", iface.name))?;
         tracing::info!(iface = %iface.name, index = iface.index, ?mode, "XDP attached");
@@ -48,7 +51,18 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     tracing::info!(dir = %opts.manifests.display(), "watching manifests");
+    let mut last_sweep = std::time::Instant::now();
     loop {
+        if last_sweep.elapsed() >= opts.sweep {
+            last_sweep = std::time::Instant::now();
+            match dp.sweep(&opts.sweep_options) {
+                Ok(r) if r.expired + r.drained > 0 => {
+                    tracing::info!(flows = r.flows, expired = r.expired, drained = r.drained, "conntrack swept")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "conntrack sweep failed"),
+            }
+        }
         match source.poll() {
             Ok(Some(objects)) => {
                 for e in &objects.errors {
@@ -71,7 +85,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
-            _ = tokio::time::sleep(opts.poll) => {}
+            _ = tokio::time::sleep(opts.poll.min(opts.sweep)) => {}
         }
     }
     tracing::info!("shutting down: detaching XDP");

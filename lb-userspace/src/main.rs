@@ -29,9 +29,20 @@ enum Command {
         /// Flows the conntrack table holds.
         #[arg(long, default_value_t = lb_common::DEFAULT_CONNTRACK_ENTRIES)]
         conntrack_entries: u32,
+        /// Entries of the table holding every listener's rr/wrr ring and Maglev table
+        /// (a Maglev listener takes 16381, a ring one slot per backend turn; each twice
+        /// while it is being replaced).
+        #[arg(long, default_value_t = lb_common::DEFAULT_BACKEND_TABLE_ENTRIES)]
+        backend_table_entries: u32,
         /// How often the manifest directory is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
+        /// How often idle and drained flows are swept from conntrack, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        sweep_ms: u64,
+        /// Idle timeout of a UDP flow, in seconds.
+        #[arg(long, default_value_t = 120)]
+        udp_timeout: u64,
     },
     /// Validate a manifest directory offline: print the model, or every rejected object.
     #[command(after_help = "Example:\n  lb check --manifests ./examples --json")]
@@ -73,12 +84,26 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { manifests, iface, snat_ports, conntrack_entries, poll_ms } => {
+        Command::Run {
+            manifests,
+            iface,
+            snat_ports,
+            conntrack_entries,
+            backend_table_entries,
+            poll_ms,
+            sweep_ms,
+            udp_timeout,
+        } => {
             let opts = agent::RunOptions {
                 manifests,
                 ifaces: iface,
-                dataplane: dataplane::Options { conntrack_entries, snat_ports },
+                dataplane: dataplane::Options { conntrack_entries, snat_ports, backend_table_entries },
                 poll: Duration::from_millis(poll_ms),
+                sweep: Duration::from_millis(sweep_ms),
+                sweep_options: dataplane::conntrack::SweepOptions {
+                    udp_timeout: Duration::from_secs(udp_timeout),
+                    ..Default::default()
+                },
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(agent::run(opts))?;

@@ -4,7 +4,7 @@
 //! Everything this module changes on the node is remembered and undone by [`NodeChanges::restore`].
 use std::{
     fs,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     process::Command,
 };
 
@@ -16,16 +16,21 @@ pub struct Iface {
     pub name: String,
     pub index: u32,
     pub ipv4: Option<Ipv4Addr>,
+    /// The first global (not link-local) IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl Iface {
     pub fn lookup(name: &str) -> Result<Iface> {
         let index = nix::net::if_::if_nametoindex(name)
             .with_context(|| format!("interface {name:?} does not exist"))?;
-        let ipv4 = nix::ifaddrs::getifaddrs()?
-            .filter(|a| a.interface_name == name)
-            .find_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())));
-        Ok(Iface { name: name.to_string(), index, ipv4 })
+        let addrs: Vec<_> = nix::ifaddrs::getifaddrs()?.filter(|a| a.interface_name == name).filter_map(|a| a.address).collect();
+        let ipv4 = addrs.iter().find_map(|s| s.as_sockaddr_in().map(|s| s.ip()));
+        let ipv6 = addrs
+            .iter()
+            .filter_map(|s| s.as_sockaddr_in6().map(|s| s.ip()))
+            .find(|ip| (ip.segments()[0] & 0xffc0) != 0xfe80);
+        Ok(Iface { name: name.to_string(), index, ipv4, ipv6 })
     }
 }
 

@@ -1,15 +1,18 @@
 //! Crafted frames for BPF_PROG_TEST_RUN, and a reader that checks what came out, with its
 //! own full checksum computation (independent of the datapath's incremental updates).
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 pub const ETH_IP: u16 = 0x0800;
 pub const ETH_ARP: u16 = 0x0806;
 pub const ETH_IPV6: u16 = 0x86dd;
+pub const ETH_VLAN: u16 = 0x8100;
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
+pub const FIN: u8 = 0x01;
 pub const SYN: u8 = 0x02;
-pub const ACK: u8 = 0x10;
+pub const RST: u8 = 0x04;
 pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
 
 /// Internet checksum of `data` added to `initial` (not yet inverted).
 pub fn sum16(data: &[u8], initial: u32) -> u32 {
@@ -28,41 +31,62 @@ pub fn finish(mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
-fn pseudo(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: usize) -> u32 {
-    let mut p = Vec::with_capacity(12);
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    p.extend_from_slice(&[0, proto]);
-    p.extend_from_slice(&(len as u16).to_be_bytes());
+fn octets(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
+    let mut p = octets(src);
+    p.extend_from_slice(&octets(dst));
+    if src.is_ipv4() {
+        p.extend_from_slice(&[0, proto]);
+        p.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        p.extend_from_slice(&(len as u32).to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, proto]);
+    }
     sum16(&p, 0)
 }
 
-/// An IPv4 flow endpoint pair.
+/// A flow's endpoints (both of the same family).
 #[derive(Debug, Clone, Copy)]
-pub struct V4 {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+pub struct Flow {
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub sport: u16,
     pub dport: u16,
 }
 
-/// Builder for Ethernet/IPv4/TCP|UDP frames with valid checksums.
+impl Flow {
+    pub fn new(src: impl Into<IpAddr>, sport: u16, dst: impl Into<IpAddr>, dport: u16) -> Flow {
+        Flow { src: src.into(), dst: dst.into(), sport, dport }
+    }
+}
+
+/// Builder for Ethernet/IPv4|IPv6/TCP|UDP frames with valid checksums.
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
-    pub flow: V4,
+    pub flow: Flow,
     pub proto: u8,
     pub tcp_flags: u8,
+    /// IPv4 options (a multiple of 4 bytes).
     pub ip_options: Vec<u8>,
+    /// IPv6 extension headers before the transport header: (next-header value, bytes).
+    pub v6_ext: Vec<(u8, Vec<u8>)>,
     pub frag_off: u16,
+    pub ip_id: u16,
     pub payload: Vec<u8>,
     /// Send a UDP checksum of 0 ("none").
     pub udp_no_csum: bool,
 }
 
 impl Frame {
-    pub fn tcp(flow: V4, flags: u8) -> Frame {
+    pub fn tcp(flow: Flow, flags: u8) -> Frame {
         Frame {
             dst_mac: [0x02, 0, 0, 0, 0, 0xaa],
             src_mac: [0x02, 0, 0, 0, 0, 0xcc],
@@ -70,13 +94,15 @@ impl Frame {
             proto: TCP,
             tcp_flags: flags,
             ip_options: Vec::new(),
+            v6_ext: Vec::new(),
             frag_off: 0x4000, // DF
+            ip_id: 0x1234,
             payload: Vec::new(),
             udp_no_csum: false,
         }
     }
 
-    pub fn udp(flow: V4) -> Frame {
+    pub fn udp(flow: Flow) -> Frame {
         Frame { proto: UDP, ..Frame::tcp(flow, 0) }
     }
 
@@ -85,31 +111,8 @@ impl Frame {
         self
     }
 
-    pub fn bytes(&self) -> Vec<u8> {
-        let l4 = self.l4();
-        let ihl = 20 + self.ip_options.len();
-        assert!(ihl % 4 == 0 && ihl <= 60);
-        let mut ip = Vec::new();
-        ip.push(0x40 | (ihl / 4) as u8);
-        ip.push(0);
-        ip.extend_from_slice(&((ihl + l4.len()) as u16).to_be_bytes());
-        ip.extend_from_slice(&[0x12, 0x34]);
-        ip.extend_from_slice(&self.frag_off.to_be_bytes());
-        ip.push(64);
-        ip.push(self.proto);
-        ip.extend_from_slice(&[0, 0]);
-        ip.extend_from_slice(&self.flow.src.octets());
-        ip.extend_from_slice(&self.flow.dst.octets());
-        ip.extend_from_slice(&self.ip_options);
-        let c = finish(sum16(&ip, 0));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        let mut f = eth(self.dst_mac, self.src_mac, ETH_IP);
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&l4);
-        f
-    }
-
-    fn l4(&self) -> Vec<u8> {
+    /// The transport header and payload, with a valid checksum.
+    pub fn l4(&self) -> Vec<u8> {
         let mut h = Vec::new();
         h.extend_from_slice(&self.flow.sport.to_be_bytes());
         h.extend_from_slice(&self.flow.dport.to_be_bytes());
@@ -137,6 +140,66 @@ impl Frame {
         }
         h
     }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let l4 = self.l4();
+        self.with_l3_payload(&l4)
+    }
+
+    /// The frame carrying `l3_payload` (e.g. part of a fragmented datagram) after the IP
+    /// header (and extension headers).
+    pub fn with_l3_payload(&self, l3_payload: &[u8]) -> Vec<u8> {
+        match (self.flow.src, self.flow.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let mut f = eth(self.dst_mac, self.src_mac, ETH_IP);
+                f.extend_from_slice(&ipv4_header(s, d, self.proto, &self.ip_options, self.ip_id, self.frag_off, l3_payload.len()));
+                f.extend_from_slice(l3_payload);
+                f
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let mut ext = Vec::new();
+                let mut next = self.proto;
+                for (nh, bytes) in self.v6_ext.iter().rev() {
+                    let mut e = bytes.clone();
+                    e[0] = next;
+                    next = *nh;
+                    e.extend_from_slice(&ext);
+                    ext = e;
+                }
+                let mut f = eth(self.dst_mac, self.src_mac, ETH_IPV6);
+                f.extend_from_slice(&[0x60, 0, 0, 0]);
+                f.extend_from_slice(&((ext.len() + l3_payload.len()) as u16).to_be_bytes());
+                f.push(next);
+                f.push(64);
+                f.extend_from_slice(&s.octets());
+                f.extend_from_slice(&d.octets());
+                f.extend_from_slice(&ext);
+                f.extend_from_slice(l3_payload);
+                f
+            }
+            _ => panic!("mixed address families"),
+        }
+    }
+}
+
+pub fn ipv4_header(s: Ipv4Addr, d: Ipv4Addr, proto: u8, options: &[u8], id: u16, frag_off: u16, payload: usize) -> Vec<u8> {
+    let ihl = 20 + options.len();
+    assert!(ihl % 4 == 0 && ihl <= 60);
+    let mut ip = Vec::new();
+    ip.push(0x40 | (ihl / 4) as u8);
+    ip.push(0);
+    ip.extend_from_slice(&((ihl + payload) as u16).to_be_bytes());
+    ip.extend_from_slice(&id.to_be_bytes());
+    ip.extend_from_slice(&frag_off.to_be_bytes());
+    ip.push(64);
+    ip.push(proto);
+    ip.extend_from_slice(&[0, 0]);
+    ip.extend_from_slice(&s.octets());
+    ip.extend_from_slice(&d.octets());
+    ip.extend_from_slice(options);
+    let c = finish(sum16(&ip, 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip
 }
 
 pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
@@ -152,8 +215,9 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
 pub struct Parsed {
     pub dst_mac: [u8; 6],
     pub src_mac: [u8; 6],
-    pub flow: (Ipv4Addr, u16, Ipv4Addr, u16),
+    pub flow: (IpAddr, u16, IpAddr, u16),
     pub proto: u8,
+    /// Always true for IPv6 (no header checksum).
     pub ip_csum_ok: bool,
     pub l4_csum_ok: bool,
     /// The raw L4 checksum field.
@@ -162,21 +226,42 @@ pub struct Parsed {
     pub payload: Vec<u8>,
 }
 
-/// Parse an Ethernet/IPv4/TCP|UDP frame and verify both checksums from scratch.
+/// Parse an Ethernet/IPv4|IPv6/TCP|UDP frame (IPv6 without extension headers, or with
+/// those built by [`Frame`]) and verify its checksums from scratch.
 pub fn parse(f: &[u8]) -> Parsed {
     assert!(f.len() >= 34, "frame too short: {}", f.len());
+    let ethertype = u16::from_be_bytes([f[12], f[13]]);
     let ip = &f[14..];
-    let ihl = ((ip[0] & 0xf) as usize) * 4;
-    let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-    let proto = ip[9];
-    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
-    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-    let l4 = &ip[ihl..tot];
+    let (src, dst, proto, l4, options, ip_ok): (IpAddr, IpAddr, u8, &[u8], Vec<u8>, bool) = if ethertype == ETH_IP {
+        let ihl = ((ip[0] & 0xf) as usize) * 4;
+        let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+        (
+            Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]).into(),
+            Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]).into(),
+            ip[9],
+            &ip[ihl..tot],
+            ip[20..ihl].to_vec(),
+            finish(sum16(&ip[..ihl], 0)) == 0,
+        )
+    } else {
+        assert_eq!(ethertype, ETH_IPV6);
+        let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+        let mut next = ip[6];
+        let mut off = 40;
+        while next != TCP && next != UDP {
+            let len = (ip[off + 1] as usize + 1) * 8;
+            next = ip[off];
+            off += len;
+        }
+        let s: [u8; 16] = ip[8..24].try_into().unwrap();
+        let d: [u8; 16] = ip[24..40].try_into().unwrap();
+        (s.into(), d.into(), next, &ip[off..40 + plen], Vec::new(), true)
+    };
     let sport = u16::from_be_bytes([l4[0], l4[1]]);
     let dport = u16::from_be_bytes([l4[2], l4[3]]);
     let (csum_at, hlen) = if proto == TCP { (16, ((l4[12] >> 4) as usize) * 4) } else { (6, 8) };
     let l4_csum = u16::from_be_bytes([l4[csum_at], l4[csum_at + 1]]);
-    let l4_ok = if proto == UDP && l4_csum == 0 {
+    let l4_ok = if proto == UDP && l4_csum == 0 && src.is_ipv4() {
         true
     } else {
         finish(sum16(l4, pseudo(src, dst, proto, l4.len()))) == 0
@@ -186,26 +271,32 @@ pub fn parse(f: &[u8]) -> Parsed {
         src_mac: f[6..12].try_into().unwrap(),
         flow: (src, sport, dst, dport),
         proto,
-        ip_csum_ok: finish(sum16(&ip[..ihl], 0)) == 0,
+        ip_csum_ok: ip_ok,
         l4_csum_ok: l4_ok,
         l4_csum,
-        ip_options: ip[20..ihl].to_vec(),
+        ip_options: options,
         payload: l4[hlen..].to_vec(),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     #[test]
     fn built_frames_have_valid_checksums() {
-        let flow = V4 { src: Ipv4Addr::new(1, 2, 3, 4), dst: Ipv4Addr::new(5, 6, 7, 8), sport: 1, dport: 2 };
-        for f in [Frame::tcp(flow, SYN), Frame::udp(flow).payload(b"abc")] {
+        let v4 = Flow::new(Ipv4Addr::new(1, 2, 3, 4), 1, Ipv4Addr::new(5, 6, 7, 8), 2);
+        let v6 = Flow::new("2001:db8::1".parse::<Ipv6Addr>().unwrap(), 1, "2001:db8::2".parse::<Ipv6Addr>().unwrap(), 2);
+        let mut with_ext = Frame::tcp(v6, SYN);
+        with_ext.v6_ext = vec![(60, vec![0, 0, 1, 4, 0, 0, 0, 0])];
+        for f in [Frame::tcp(v4, SYN), Frame::udp(v4).payload(b"abc"), Frame::tcp(v6, SYN), Frame::udp(v6).payload(b"x"), with_ext] {
             let p = parse(&f.bytes());
             assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
+            assert_eq!(p.flow, (f.flow.src, f.flow.sport, f.flow.dst, f.flow.dport));
         }
-        let mut bad = Frame::tcp(flow, SYN).bytes();
+        let mut bad = Frame::tcp(v4, SYN).bytes();
         bad[40] ^= 1;
         assert!(!parse(&bad).l4_csum_ok);
     }

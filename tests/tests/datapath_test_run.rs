@@ -1,18 +1,25 @@
 //! The XDP program through BPF_PROG_TEST_RUN: crafted frames in, verdict and exact bytes out.
 //!
-//! The program runs in a namespace of its own with real routes and neighbours, so
-//! `bpf_fib_lookup` answers as it would on a node.
-use std::net::{IpAddr, Ipv4Addr};
+//! Each test loads the datapath in a namespace of its own with real routes and neighbours,
+//! so `bpf_fib_lookup` answers as it would on a node: interface `a` faces clients
+//! (198.18.0.1/24, 2001:db8::1/64), interface `b` faces backends (198.18.1.1/24,
+//! 2001:db8:1::1/64) with static neighbours for the backends.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use aya::programs::{TestRun, TestRunOptions};
+use ipnet::IpNet;
 use lb_tests::{
-    netns::{Netns, unique_prefix},
-    packet::{ACK, ETH_ARP, ETH_IPV6, Frame, PSH, SYN, V4, eth, parse},
+    netns::{Netns, sh, unique_prefix},
+    packet::{ACK, ETH_ARP, ETH_IPV6, ETH_VLAN, FIN, Flow, Frame, PSH, RST, SYN, eth, ipv4_header, parse},
     privileged,
 };
 use lb_userspace::{
-    dataplane::{Dataplane, Options},
-    model::{Backend, L4Listener, Model, ObjectRef, Protocol, Scheduler, listener_name},
+    dataplane::{Dataplane, Options, conntrack::SweepOptions, maglev},
+    model::{Acl, AclBinding, AclMode, Backend, L4Listener, Model, ObjectRef, Protocol, Scheduler, listener_name},
 };
 
 const XDP_DROP: u32 = 1;
@@ -24,11 +31,52 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const B1: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 const B2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 3);
-const B1_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x01];
-const B2_MAC: [u8; 6] = [0x02, 0xbe, 0, 0, 0, 0x02];
+const B3: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 4);
+const BACKEND_MACS: [(&str, [u8; 6]); 5] = [
+    ("198.18.1.2", [0x02, 0xbe, 0, 0, 0, 0x01]),
+    ("198.18.1.3", [0x02, 0xbe, 0, 0, 0, 0x02]),
+    ("198.18.1.4", [0x02, 0xbe, 0, 0, 0, 0x03]),
+    ("2001:db8:1::2", [0x02, 0xbe, 0, 0, 0, 0x12]),
+    ("2001:db8:1::3", [0x02, 0xbe, 0, 0, 0, 0x13]),
+];
 
-/// A namespace with a client-side interface (`a`, 198.18.0.1/24) and a backend-side one
-/// (`b`, 198.18.1.1/24, static neighbours for the two backends), and the datapath loaded.
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn mac_of(ip: IpAddr) -> [u8; 6] {
+    BACKEND_MACS.iter().find(|(a, _)| a.parse::<IpAddr>().unwrap() == ip).unwrap().1
+}
+
+/// A listener on `vip:port` over `backends` ((address, port, weight)).
+fn listener(vip: IpAddr, port: u16, protocol: Protocol, scheduler: Scheduler, backends: &[(IpAddr, u16, u32)]) -> L4Listener {
+    L4Listener {
+        source: ObjectRef { kind: "Service".into(), namespace: "t".into(), name: format!("l{port}") },
+        vip,
+        port,
+        protocol,
+        scheduler,
+        backends: backends.iter().map(|(a, p, w)| Backend { addr: *a, port: *p, weight: *w }).collect(),
+        persistence_timeout: 0,
+        established_timeout: 900,
+        drain_timeout: None,
+        acl: None,
+    }
+}
+
+fn be(a: Ipv4Addr, port: u16, weight: u32) -> (IpAddr, u16, u32) {
+    (IpAddr::V4(a), port, weight)
+}
+
+fn model(listeners: Vec<L4Listener>) -> Model {
+    let mut m = Model::default();
+    for l in listeners {
+        m.listeners.insert(listener_name(&l), l);
+    }
+    m
+}
+
+/// The loaded datapath in its namespace.
 struct Bench {
     dp: Dataplane,
     a: u32,
@@ -36,50 +84,7 @@ struct Bench {
     b_mac: [u8; 6],
 }
 
-fn listener(port: u16, protocol: Protocol, backends: &[(Ipv4Addr, u16)]) -> L4Listener {
-    L4Listener {
-        source: ObjectRef { kind: "Service".into(), namespace: "t".into(), name: "t".into() },
-        vip: IpAddr::V4(VIP),
-        port,
-        protocol,
-        scheduler: Scheduler::Rr,
-        backends: backends.iter().map(|(a, p)| Backend { addr: IpAddr::V4(*a), port: *p, weight: 100 }).collect(),
-    }
-}
-
-fn setup(ns: &Netns) -> (String, String) {
-    let (a, b) = (format!("{}a", ns.name), format!("{}b", ns.name));
-    lb_tests::netns::sh(&["ip", "link", "add", &a, "netns", &ns.name, "type", "veth", "peer", "name", &b, "netns", &ns.name]).unwrap();
-    ns.ip(&["addr", "add", "198.18.0.1/24", "dev", &a]).unwrap();
-    ns.ip(&["addr", "add", "198.18.1.1/24", "dev", &b]).unwrap();
-    ns.ip(&["link", "set", &a, "up"]).unwrap();
-    ns.ip(&["link", "set", &b, "up"]).unwrap();
-    for (ip, mac) in [(B1, B1_MAC), (B2, B2_MAC)] {
-        let mac = mac.iter().map(|m| format!("{m:02x}")).collect::<Vec<_>>().join(":");
-        ns.ip(&["neigh", "add", &ip.to_string(), "lladdr", &mac, "dev", &b, "nud", "permanent"]).unwrap();
-    }
-    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]).unwrap();
-    (a, b)
-}
-
 impl Bench {
-    /// Load the datapath; must run on a thread inside the namespace of `a` and `b`.
-    fn new(ai: u32, bi: u32, b_mac: [u8; 6]) -> Bench {
-        let mut dp = Dataplane::load(&Options::default()).expect("load datapath");
-        dp.add_port(ai, Some(Ipv4Addr::new(198, 18, 0, 1))).unwrap();
-        dp.add_port(bi, Some(SNAT)).unwrap();
-        let mut model = Model::default();
-        for l in [
-            listener(80, Protocol::Tcp, &[(B1, 8080), (B2, 8080)]),
-            listener(53, Protocol::Udp, &[(B1, 5353)]),
-            listener(90, Protocol::Tcp, &[]),
-        ] {
-            model.listeners.insert(listener_name(&l), l);
-        }
-        dp.apply(&model).unwrap();
-        Bench { dp, a: ai, b: bi, b_mac }
-    }
-
     /// Run one frame as if received on `ifindex`: (verdict, frame after the program).
     fn run(&mut self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
         // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
@@ -96,6 +101,25 @@ impl Bench {
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
     }
+
+    /// A client frame in on `a`: (verdict, backend address, SNAT port, parsed output).
+    fn client(&mut self, f: &Frame) -> (u32, lb_tests::packet::Parsed) {
+        let (v, out) = self.run(&f.bytes(), self.a);
+        let p = if v == XDP_REDIRECT { parse(&out) } else { parse_or_empty(&out) };
+        (v, p)
+    }
+
+    /// The backend a new TCP flow from `client:sport` to `vip:port` lands on.
+    fn new_flow_backend(&mut self, client: IpAddr, sport: u16, vip: IpAddr, port: u16) -> IpAddr {
+        let (v, p) = self.client(&Frame::tcp(Flow::new(client, sport, vip, port), SYN));
+        assert_eq!(v, XDP_REDIRECT, "new flow {client}:{sport} → {vip}:{port}");
+        assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
+        p.flow.2
+    }
+}
+
+fn parse_or_empty(out: &[u8]) -> lb_tests::packet::Parsed {
+    if out.len() >= 54 { parse(out) } else { parse(&Frame::tcp(Flow::new(CLIENT, 1, VIP, 1), 0).bytes()) }
 }
 
 fn pin_to_cpu0() {
@@ -104,148 +128,392 @@ fn pin_to_cpu0() {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
 }
 
-#[test]
-fn datapath_packet_table() {
-    if !privileged("datapath_packet_table") {
+/// Build the namespace, load the datapath with `m`, run `f` on a thread inside it (pinned to
+/// CPU 0, so per-CPU round robin is strictly sequential).
+fn with_datapath(test: &str, m: Model, f: impl FnOnce(&mut Bench) + Send + 'static) {
+    if !privileged(test) {
         return;
     }
     let ns = Netns::new(&format!("{}t", unique_prefix())).unwrap();
-    let (a, b) = setup(&ns);
+    let (a, b) = (format!("{}a", ns.name), format!("{}b", ns.name));
+    sh(&["ip", "link", "add", &a, "netns", &ns.name, "type", "veth", "peer", "name", &b, "netns", &ns.name]).unwrap();
+    for (dev, v4, v6) in [(&a, "198.18.0.1/24", "2001:db8::1/64"), (&b, "198.18.1.1/24", "2001:db8:1::1/64")] {
+        ns.ip(&["addr", "add", v4, "dev", dev]).unwrap();
+        ns.ip(&["addr", "add", v6, "dev", dev, "nodad"]).unwrap();
+        ns.ip(&["link", "set", dev, "up"]).unwrap();
+    }
+    for (ip, mac) in BACKEND_MACS {
+        let mac = mac.iter().map(|m| format!("{m:02x}")).collect::<Vec<_>>().join(":");
+        ns.ip(&["neigh", "add", ip, "lladdr", &mac, "dev", &b, "nud", "permanent"]).unwrap();
+    }
+    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]).unwrap();
+    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]).unwrap();
     let (ai, bi, b_mac) = (ns.ifindex(&a).unwrap(), ns.ifindex(&b).unwrap(), ns.mac(&b).unwrap());
     ns.run(move || {
         pin_to_cpu0();
-        table(&mut Bench::new(ai, bi, b_mac));
+        let mut dp = Dataplane::load(&Options::default()).expect("load datapath");
+        dp.add_port(ai, Some(Ipv4Addr::new(198, 18, 0, 1)), Some(v6("2001:db8::1"))).unwrap();
+        dp.add_port(bi, Some(SNAT), Some(v6("2001:db8:1::1"))).unwrap();
+        dp.apply(&m).unwrap();
+        f(&mut Bench { dp, a: ai, b: bi, b_mac });
     });
 }
 
-fn table(t: &mut Bench) {
-    let flow = V4 { src: CLIENT, dst: VIP, sport: 40000, dport: 80 };
-    let syn = Frame::tcp(flow, SYN);
-    let client_mac = syn.src_mac;
-    let our_mac = syn.dst_mac;
+#[test]
+fn full_nat_both_ways_and_everything_else_untouched() {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![
+        listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1), be(B2, 8080, 1)]),
+        listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1)]),
+        listener(vip, 90, Protocol::Tcp, Scheduler::Rr, &[]),
+    ]);
+    with_datapath("full_nat_both_ways_and_everything_else_untouched", m, move |t| {
+        let flow = Flow::new(CLIENT, 40000, VIP, 80);
+        let syn = Frame::tcp(flow, SYN);
+        let (client_mac, our_mac) = (syn.src_mac, syn.dst_mac);
 
-    // 1. A TCP SYN to a listener: full NAT towards a backend, out of the backend interface.
-    let (verdict, out) = t.run(&syn.bytes(), t.a);
-    assert_eq!(verdict, XDP_REDIRECT, "SYN to VIP:80");
-    let p = parse(&out);
-    assert!(p.ip_csum_ok && p.l4_csum_ok, "checksums after NAT: {p:?}");
-    let (src, sport, dst, dport) = p.flow;
-    assert_eq!(src, SNAT, "SNAT to the egress interface's address");
-    assert!((61000..=65535).contains(&sport), "SNAT port {sport} in the default range");
-    assert!(dst == B1 || dst == B2);
-    assert_eq!(dport, 8080);
-    assert_eq!(p.src_mac, t.b_mac, "source MAC is the egress interface's");
-    assert_eq!(p.dst_mac, if dst == B1 { B1_MAC } else { B2_MAC }, "destination MAC from the neighbour table");
-    assert_eq!(out.len(), syn.bytes().len());
-    let first = (dst, sport);
+        // A TCP SYN to a listener: full NAT towards a backend, out of the backend interface.
+        let (verdict, out) = t.run(&syn.bytes(), t.a);
+        assert_eq!(verdict, XDP_REDIRECT, "SYN to VIP:80");
+        let p = parse(&out);
+        assert!(p.ip_csum_ok && p.l4_csum_ok, "checksums after NAT: {p:?}");
+        let (src, sport, dst, dport) = p.flow;
+        assert_eq!(src, IpAddr::V4(SNAT), "SNAT to the egress interface's address");
+        assert!((61000..=65535).contains(&sport), "SNAT port {sport} in the default range");
+        assert!(dst == IpAddr::V4(B1) || dst == IpAddr::V4(B2));
+        assert_eq!(dport, 8080);
+        assert_eq!(p.src_mac, t.b_mac, "source MAC is the egress interface's");
+        assert_eq!(p.dst_mac, mac_of(dst), "destination MAC from the neighbour table");
+        assert_eq!(out.len(), syn.bytes().len());
+        let first = (dst, sport);
 
-    // 2. Data on the same flow: same backend, same SNAT port (conntrack), payload intact.
-    let data = Frame::tcp(flow, ACK | PSH).payload(b"GET / HTTP/1.1\r\n\r\n");
-    let (verdict, out) = t.run(&data.bytes(), t.a);
-    assert_eq!(verdict, XDP_REDIRECT);
-    let p = parse(&out);
-    assert!(p.ip_csum_ok && p.l4_csum_ok);
-    assert_eq!((p.flow.2, p.flow.1), first, "flow pinned in conntrack");
-    assert_eq!(p.payload, b"GET / HTTP/1.1\r\n\r\n");
+        // Data on the same flow: same backend, same SNAT port (conntrack), payload intact.
+        let data = Frame::tcp(flow, ACK | PSH).payload(b"GET / HTTP/1.1\r\n\r\n");
+        let (verdict, out) = t.run(&data.bytes(), t.a);
+        assert_eq!(verdict, XDP_REDIRECT);
+        let p = parse(&out);
+        assert!(p.ip_csum_ok && p.l4_csum_ok);
+        assert_eq!((p.flow.2, p.flow.1), first, "flow pinned in conntrack");
+        assert_eq!(p.payload, b"GET / HTTP/1.1\r\n\r\n");
 
-    // 3. The backend's reply: reverse NAT to VIP:80 → client, back where the client came from.
-    let reply = Frame {
-        dst_mac: t.b_mac,
-        src_mac: if first.0 == B1 { B1_MAC } else { B2_MAC },
-        ..Frame::tcp(V4 { src: first.0, dst: SNAT, sport: 8080, dport: first.1 }, SYN | ACK)
-    };
-    let (verdict, out) = t.run(&reply.bytes(), t.b);
-    assert_eq!(verdict, XDP_REDIRECT, "reply goes out of the client interface");
-    let p = parse(&out);
-    assert!(p.ip_csum_ok && p.l4_csum_ok);
-    assert_eq!(p.flow, (VIP, 80, CLIENT, 40000));
-    assert_eq!((p.dst_mac, p.src_mac), (client_mac, our_mac), "MACs the client's frames carried");
+        // The backend's reply: reverse NAT to VIP:80 → client, back where the client came from.
+        let reply = Frame { dst_mac: t.b_mac, src_mac: mac_of(first.0), ..Frame::tcp(Flow::new(first.0, 8080, SNAT, first.1), SYN | ACK) };
+        let (verdict, out) = t.run(&reply.bytes(), t.b);
+        assert_eq!(verdict, XDP_REDIRECT, "reply goes out of the client interface");
+        let p = parse(&out);
+        assert!(p.ip_csum_ok && p.l4_csum_ok);
+        assert_eq!(p.flow, (vip, 80, IpAddr::V4(CLIENT), 40000));
+        assert_eq!((p.dst_mac, p.src_mac), (client_mac, our_mac), "MACs the client's frames carried");
 
-    // 4. Round robin per new flow (one CPU: strict alternation), each flow then pinned.
-    let mut picks = Vec::new();
-    for port in 40001..40007 {
-        let f = Frame::tcp(V4 { sport: port, ..flow }, SYN);
-        let (v, out) = t.run(&f.bytes(), t.a);
+        // UDP to a listener on another port; a zero UDP checksum stays zero.
+        let u = Frame::udp(Flow::new(CLIENT, 40000, VIP, 53)).payload(b"query");
+        let (v, out) = t.run(&u.bytes(), t.a);
         assert_eq!(v, XDP_REDIRECT);
-        picks.push(parse(&out).flow.2);
-    }
-    for w in picks.windows(2) {
-        assert_ne!(w[0], w[1], "round robin alternates: {picks:?}");
-    }
+        let p = parse(&out);
+        assert!(p.ip_csum_ok && p.l4_csum_ok && p.l4_csum != 0, "{p:?}");
+        assert_eq!((p.flow.0, p.flow.2, p.flow.3), (IpAddr::V4(SNAT), IpAddr::V4(B1), 5353));
+        let mut u0 = Frame::udp(Flow::new(CLIENT, 40100, VIP, 53)).payload(b"query");
+        u0.udp_no_csum = true;
+        let (v, out) = t.run(&u0.bytes(), t.a);
+        assert_eq!(v, XDP_REDIRECT);
+        assert_eq!(parse(&out).l4_csum, 0, "no UDP checksum stays none");
 
-    // 5. UDP to a listener on another port; a zero UDP checksum stays zero.
-    let u = Frame::udp(V4 { dport: 53, ..flow }).payload(b"query");
-    let (v, out) = t.run(&u.bytes(), t.a);
-    assert_eq!(v, XDP_REDIRECT);
-    let p = parse(&out);
-    assert!(p.ip_csum_ok && p.l4_csum_ok && p.l4_csum != 0, "{p:?}");
-    assert_eq!((p.flow.0, p.flow.2, p.flow.3), (SNAT, B1, 5353));
-    let mut u0 = Frame::udp(V4 { sport: 40100, dport: 53, ..flow }).payload(b"query");
-    u0.udp_no_csum = true;
-    let (v, out) = t.run(&u0.bytes(), t.a);
-    assert_eq!(v, XDP_REDIRECT);
-    assert_eq!(parse(&out).l4_csum, 0, "no UDP checksum stays none");
+        // IPv4 options: the L4 header is found after them, options untouched.
+        let mut opt = Frame::tcp(Flow::new(CLIENT, 40200, VIP, 80), SYN);
+        opt.ip_options = vec![1, 1, 1, 0];
+        let (v, out) = t.run(&opt.bytes(), t.a);
+        assert_eq!(v, XDP_REDIRECT);
+        let p = parse(&out);
+        assert!(p.ip_csum_ok && p.l4_csum_ok);
+        assert_eq!(p.ip_options, vec![1, 1, 1, 0]);
+        assert_eq!(p.flow.3, 8080);
 
-    // 6. IPv4 options: the L4 header is found after them, options untouched.
-    let mut opt = Frame::tcp(V4 { sport: 40200, ..flow }, SYN);
-    opt.ip_options = vec![1, 1, 1, 0];
-    let (v, out) = t.run(&opt.bytes(), t.a);
-    assert_eq!(v, XDP_REDIRECT);
-    let p = parse(&out);
-    assert!(p.ip_csum_ok && p.l4_csum_ok);
-    assert_eq!(p.ip_options, vec![1, 1, 1, 0]);
-    assert_eq!(p.flow.3, 8080);
+        // A listener without backends drops (and counts) instead of leaking to the kernel.
+        let (v, _) = t.run(&Frame::tcp(Flow::new(CLIENT, 40000, VIP, 90), SYN).bytes(), t.a);
+        assert_eq!(v, XDP_DROP);
 
-    // 7. A listener without backends drops (and counts) instead of leaking to the kernel.
-    let (v, _) = t.run(&Frame::tcp(V4 { dport: 90, ..flow }, SYN).bytes(), t.a);
-    assert_eq!(v, XDP_DROP);
-
-    // 8. Everything that is not ours passes untouched.
-    let mut arp = eth([0xff; 6], client_mac, ETH_ARP);
-    arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
-    arp.extend_from_slice(&[0u8; 20]);
-    let mut v6 = eth(our_mac, client_mac, ETH_IPV6);
-    v6.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 17, 64]);
-    v6.extend_from_slice(&[0u8; 40]);
-    let full = syn.bytes();
-    let mut frag = Frame::tcp(V4 { sport: 40300, ..flow }, SYN);
-    frag.frag_off = 0x2000; // MF
-    let mut bad_ihl = syn.bytes();
-    bad_ihl[14] = 0x44;
-    let mut bad_version = syn.bytes();
-    bad_version[14] = 0x65;
-    let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("ARP", arp),
-        ("IPv6", v6),
-        ("empty", vec![]),
-        ("ethernet only", full[..14].to_vec()),
-        ("IPv4 header cut", full[..14 + 10].to_vec()),
-        ("TCP header cut", full[..14 + 20 + 10].to_vec()),
-        ("port not a listener", Frame::tcp(V4 { dport: 81, ..flow }, SYN).bytes()),
-        ("address not a VIP", Frame::tcp(V4 { dst: Ipv4Addr::new(198, 18, 0, 1), ..flow }, SYN).bytes()),
-        ("UDP to a TCP-only port", Frame::udp(flow).bytes()),
-        ("fragment", frag.bytes()),
-        ("IHL 4", bad_ihl),
-        ("version 6 in an IPv4 frame", bad_version),
-        ("ICMP", {
-            let mut f = syn.bytes();
-            f[14 + 9] = 1;
-            f
-        }),
-    ];
-    for (name, frame) in cases {
-        if frame.is_empty() {
-            // The kernel refuses an empty frame before the program runs.
-            continue;
+        // Everything that is not ours passes untouched.
+        let mut arp = eth([0xff; 6], client_mac, ETH_ARP);
+        arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        arp.extend_from_slice(&[0u8; 20]);
+        let mut v6_unknown = eth(our_mac, client_mac, ETH_IPV6);
+        v6_unknown.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 58, 64]); // ICMPv6
+        v6_unknown.extend_from_slice(&[0u8; 40]);
+        let full = syn.bytes();
+        let mut vlan = eth(our_mac, client_mac, ETH_VLAN);
+        vlan.extend_from_slice(&[0, 10, 0x08, 0x00]);
+        vlan.extend_from_slice(&full[14..]);
+        let mut bad_ihl = syn.bytes();
+        bad_ihl[14] = 0x44;
+        let mut bad_version = syn.bytes();
+        bad_version[14] = 0x65;
+        let mut icmp = syn.bytes();
+        icmp[14 + 9] = 1;
+        let mut later_fragment = Frame::udp(Flow::new(CLIENT, 41000, VIP, 53));
+        later_fragment.frag_off = 100; // offset 800 bytes, first fragment never seen
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("ARP", arp),
+            ("ICMPv6", v6_unknown),
+            ("VLAN-tagged", vlan),
+            ("ethernet only", full[..14].to_vec()),
+            ("IPv4 header cut", full[..14 + 10].to_vec()),
+            ("TCP header cut", full[..14 + 20 + 10].to_vec()),
+            ("port not a listener", Frame::tcp(Flow::new(CLIENT, 40000, VIP, 81), SYN).bytes()),
+            ("address not a VIP", Frame::tcp(Flow::new(CLIENT, 40000, Ipv4Addr::new(198, 18, 0, 1), 80), SYN).bytes()),
+            ("UDP to a TCP-only port", Frame::udp(Flow::new(CLIENT, 40000, VIP, 80)).bytes()),
+            ("later fragment without its first", later_fragment.with_l3_payload(&[0u8; 64])),
+            ("IHL 4", bad_ihl),
+            ("version 6 in an IPv4 frame", bad_version),
+            ("ICMP", icmp),
+        ];
+        for (name, frame) in cases {
+            let (v, out) = t.run(&frame, t.a);
+            assert_eq!(v, XDP_PASS, "{name}");
+            assert_eq!(out, frame, "{name}: bytes untouched");
         }
-        let (v, out) = t.run(&frame, t.a);
-        assert_eq!(v, XDP_PASS, "{name}");
-        assert_eq!(out, frame, "{name}: bytes untouched");
-    }
 
-    let stats = t.dp.stats().unwrap();
-    assert_eq!(stats.packets("new_flows"), 1 + 6 + 2 + 1, "{stats:?}");
-    assert_eq!(stats.packets("fwd_to_client"), 1);
-    assert_eq!(stats.packets("drop_no_backend"), 1);
-    assert_eq!(stats.packets("pass_fragment"), 1);
+        let stats = t.dp.stats().unwrap();
+        assert_eq!(stats.packets("new_flows"), 4, "{stats:?}");
+        assert_eq!(stats.packets("fwd_to_client"), 1);
+        assert_eq!(stats.packets("drop_no_backend"), 1);
+        assert_eq!(stats.packets("pass_vlan"), 1);
+        let l80 = stats.listeners["198.18.100.10:80/tcp"];
+        assert_eq!((l80.new_flows, l80.packets, l80.reply_packets), (2, 3, 1), "{l80:?}");
+        assert_eq!(stats.listeners["198.18.100.10:90/tcp"].no_backend_drops, 1);
+    });
+}
+
+#[test]
+fn schedulers_rr_wrr_sch_tch() {
+    let vip = IpAddr::V4(VIP);
+    let three = [be(B1, 8080, 1), be(B2, 8080, 1), be(B3, 8080, 1)];
+    let m = model(vec![
+        listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &three),
+        listener(vip, 81, Protocol::Tcp, Scheduler::Wrr, &[be(B1, 8080, 30), be(B2, 8080, 10), be(B3, 8080, 0)]),
+        listener(vip, 82, Protocol::Tcp, Scheduler::Sch, &three),
+        listener(vip, 83, Protocol::Tcp, Scheduler::Tch, &three),
+    ]);
+    with_datapath("schedulers_rr_wrr_sch_tch", m, move |t| {
+        let count = |picks: &[IpAddr]| {
+            let mut m: BTreeMap<IpAddr, usize> = BTreeMap::new();
+            for p in picks {
+                *m.entry(*p).or_default() += 1;
+            }
+            m
+        };
+        // rr: strict rotation over the three backends.
+        let rr: Vec<IpAddr> = (0..9).map(|i| t.new_flow_backend(CLIENT.into(), 30000 + i, vip, 80)).collect();
+        assert_eq!(count(&rr).values().copied().collect::<Vec<_>>(), vec![3, 3, 3], "{rr:?}");
+        for w in rr.windows(3) {
+            assert!(w[0] != w[1] && w[1] != w[2] && w[0] != w[2], "rotation: {rr:?}");
+        }
+        // wrr 30:10:0 — exactly 3:1 over whole rings, nothing to the weight-0 backend.
+        let wrr: Vec<IpAddr> = (0..8).map(|i| t.new_flow_backend(CLIENT.into(), 31000 + i, vip, 81)).collect();
+        let c = count(&wrr);
+        assert_eq!((c.get(&IpAddr::V4(B1)), c.get(&IpAddr::V4(B2)), c.get(&IpAddr::V4(B3))), (Some(&6), Some(&2), None), "{wrr:?}");
+        // sch: one client lands on one backend whatever its port — the backend user space
+        // predicts from the same Maglev table and flow hash.
+        let table = maglev::build_default(&three);
+        let predict = |client: Ipv4Addr, sport: u16, port: u16, tuple: bool| {
+            let key = lb_common::FlowKey {
+                src: [u32::from(client).to_be(), 0, 0, 0],
+                dst: [u32::from(VIP).to_be(), 0, 0, 0],
+                sport: sport.to_be(),
+                dport: port.to_be(),
+                proto: lb_common::PROTO_TCP,
+                family: lb_common::FAMILY_V4,
+                _pad: [0; 2],
+            };
+            three[table[(lb_common::flow_hash(&key, tuple) % lb_common::MAGLEV_M) as usize]].0
+        };
+        let mut per_client = BTreeMap::new();
+        for c in 2..40u8 {
+            let client = Ipv4Addr::new(198, 18, 0, c);
+            let got: Vec<IpAddr> = (0..4).map(|i| t.new_flow_backend(client.into(), 32000 + i, vip, 82)).collect();
+            assert!(got.iter().all(|g| *g == got[0]), "sch keeps {client} on one backend: {got:?}");
+            assert_eq!(got[0], predict(client, 0, 82, false), "kernel and user space agree for {client}");
+            per_client.insert(client, got[0]);
+        }
+        assert_eq!(count(&per_client.values().copied().collect::<Vec<_>>()).len(), 3, "sch spreads clients");
+        // tch: one client's ports spread over the backends, each where user space predicts.
+        let tch: Vec<IpAddr> = (0..30)
+            .map(|i| {
+                let got = t.new_flow_backend(CLIENT.into(), 33000 + i, vip, 83);
+                assert_eq!(got, predict(CLIENT, 33000 + i, 83, true));
+                got
+            })
+            .collect();
+        assert_eq!(count(&tch).len(), 3, "tch spreads one client's ports: {tch:?}");
+    });
+}
+
+#[test]
+fn acl_white_black_and_empty_lists() {
+    let vip = IpAddr::V4(VIP);
+    let mut white = listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
+    white.acl = Some(AclBinding { acl: "office".into(), mode: AclMode::White });
+    let mut black = listener(vip, 81, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
+    black.acl = Some(AclBinding { acl: "office".into(), mode: AclMode::Black });
+    let mut empty_white = listener(vip, 82, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
+    empty_white.acl = Some(AclBinding { acl: "empty".into(), mode: AclMode::White });
+    let mut m = model(vec![white, black, empty_white]);
+    let acl = |name: &str, nets: &[&str]| Acl {
+        source: ObjectRef { kind: "AccessControlList".into(), namespace: String::new(), name: name.into() },
+        entries: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
+    };
+    m.acls.insert("office".into(), acl("office", &["198.18.0.0/30", "198.18.0.64/26", "2001:db8::/64"]));
+    m.acls.insert("empty".into(), acl("empty", &[]));
+    let m2 = {
+        let mut m2 = m.clone();
+        m2.acls.insert("office".into(), acl("office", &["198.18.0.9/32"]));
+        m2
+    };
+    with_datapath("acl_white_black_and_empty_lists", m, move |t| {
+        let verdict = |t: &mut Bench, c: Ipv4Addr, sport: u16, port: u16| t.client(&Frame::tcp(Flow::new(c, sport, VIP, port), SYN)).0;
+        let (inside, inside2, outside) = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 70), Ipv4Addr::new(198, 18, 0, 9));
+        assert_eq!(verdict(t, inside, 1000, 80), XDP_REDIRECT, "whitelisted /30");
+        assert_eq!(verdict(t, inside2, 1000, 80), XDP_REDIRECT, "whitelisted /26");
+        assert_eq!(verdict(t, outside, 1000, 80), XDP_DROP, "not on the whitelist");
+        assert_eq!(verdict(t, inside, 1001, 81), XDP_DROP, "blacklisted");
+        assert_eq!(verdict(t, outside, 1001, 81), XDP_REDIRECT, "not on the blacklist");
+        assert_eq!(verdict(t, outside, 1002, 82), XDP_REDIRECT, "an empty whitelist forwards all");
+        let stats = t.dp.stats().unwrap();
+        assert_eq!(stats.packets("drop_acl"), 2);
+        assert_eq!(stats.listeners["198.18.100.10:80/tcp"].acl_drops, 1);
+        // An edit applies to the next new flow, without reloading anything else.
+        t.dp.apply(&m2).unwrap();
+        assert_eq!(verdict(t, inside, 1003, 80), XDP_DROP, "removed from the whitelist");
+        assert_eq!(verdict(t, outside, 1003, 80), XDP_REDIRECT, "added to the whitelist");
+        assert_eq!(verdict(t, outside, 1004, 81), XDP_DROP, "added to the blacklist");
+    });
+}
+
+#[test]
+fn session_persistence_holds_then_expires() {
+    let vip = IpAddr::V4(VIP);
+    let mut l = listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1), be(B2, 8080, 1)]);
+    l.persistence_timeout = 1;
+    with_datapath("session_persistence_holds_then_expires", model(vec![l]), move |t| {
+        let first = t.new_flow_backend(CLIENT.into(), 20000, vip, 80);
+        for i in 1..6 {
+            assert_eq!(t.new_flow_backend(CLIENT.into(), 20000 + i, vip, 80), first, "persisted (rr would alternate)");
+        }
+        let other = t.new_flow_backend(Ipv4Addr::new(198, 18, 0, 3).into(), 20000, vip, 80);
+        assert_ne!(other, first, "another client is scheduled normally");
+        std::thread::sleep(Duration::from_millis(1300));
+        let third = t.new_flow_backend(Ipv4Addr::new(198, 18, 0, 4).into(), 20000, vip, 80);
+        let after = t.new_flow_backend(CLIENT.into(), 20100, vip, 80);
+        assert_eq!(after, other, "expired: scheduled again (rr continues after {third})");
+        assert!(t.dp.stats().unwrap().packets("persist_hits") >= 5);
+    });
+}
+
+#[test]
+fn tcp_state_reopen_and_conntrack_sweep() {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![
+        listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1), be(B2, 8080, 1)]),
+        listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1)]),
+    ]);
+    with_datapath("tcp_state_reopen_and_conntrack_sweep", m, move |t| {
+        let flow = Flow::new(CLIENT, 45000, VIP, 80);
+        let first = t.new_flow_backend(CLIENT.into(), 45000, vip, 80);
+        let (_, p) = t.client(&Frame::tcp(flow, ACK | PSH));
+        assert_eq!(p.flow.2, first, "same flow");
+        // A retransmitted SYN of an open flow keeps its backend.
+        assert_eq!(t.new_flow_backend(CLIENT.into(), 45000, vip, 80), first);
+        // Client closes (FIN) — then a new SYN on the same 4-tuple is a new connection.
+        t.client(&Frame::tcp(flow, FIN | ACK));
+        let reopened = t.new_flow_backend(CLIENT.into(), 45000, vip, 80);
+        assert_ne!(reopened, first, "rescheduled (rr moves on)");
+        assert_eq!(t.dp.stats().unwrap().packets("flow_reopened"), 1);
+
+        // Sweep: a flow that saw a RST and an idle UDP flow go; an open TCP flow stays.
+        t.client(&Frame::tcp(Flow::new(CLIENT, 45001, VIP, 80), SYN));
+        t.client(&Frame::tcp(Flow::new(CLIENT, 45001, VIP, 80), RST));
+        t.client(&Frame::udp(Flow::new(CLIENT, 45002, VIP, 53)));
+        let report = t.dp.sweep(&SweepOptions {
+            udp_timeout: Duration::ZERO,
+            tcp_closed_timeout: Duration::ZERO,
+            tcp_syn_timeout: Duration::from_secs(60),
+        }).unwrap();
+        assert_eq!((report.flows, report.expired), (3, 2), "{report:?}");
+        let (_, p) = t.client(&Frame::tcp(flow, ACK));
+        assert_eq!(p.flow.2, reopened, "the open flow survived the sweep");
+    });
+}
+
+#[test]
+fn ipv6_full_nat_with_extension_headers() {
+    let vip = IpAddr::V6(v6("2001:db8:100::10"));
+    let client = v6("2001:db8::2");
+    let backends = [(IpAddr::V6(v6("2001:db8:1::2")), 8080, 1), (IpAddr::V6(v6("2001:db8:1::3")), 8080, 1)];
+    let m = model(vec![
+        listener(vip, 443, Protocol::Tcp, Scheduler::Rr, &backends),
+        listener(vip, 443, Protocol::Udp, Scheduler::Sch, &backends),
+    ]);
+    with_datapath("ipv6_full_nat_with_extension_headers", m, move |t| {
+        let flow = Flow::new(client, 50000, vip, 443);
+        let mut syn = Frame::tcp(flow, SYN);
+        syn.v6_ext = vec![(60, vec![0, 0, 1, 4, 0, 0, 0, 0])]; // destination options, PadN
+        let (v, out) = t.run(&syn.bytes(), t.a);
+        assert_eq!(v, XDP_REDIRECT);
+        let p = parse(&out);
+        assert!(p.l4_csum_ok, "{p:?}");
+        assert_eq!(p.flow.0, IpAddr::V6(v6("2001:db8:1::1")), "SNAT to the egress interface's IPv6 address");
+        assert!(backends.iter().any(|b| b.0 == p.flow.2) && p.flow.3 == 8080);
+        assert_eq!(p.dst_mac, mac_of(p.flow.2));
+        let reply = Frame { dst_mac: t.b_mac, ..Frame::tcp(Flow::new(p.flow.2, 8080, v6("2001:db8:1::1"), p.flow.1), SYN | ACK) };
+        let (v, out) = t.run(&reply.bytes(), t.b);
+        assert_eq!(v, XDP_REDIRECT);
+        let r = parse(&out);
+        assert!(r.l4_csum_ok);
+        assert_eq!(r.flow, (vip, 443, IpAddr::V6(client), 50000));
+        // UDP on the same VIP:port, IPv6 UDP always carries a checksum.
+        let (v, out) = t.run(&Frame::udp(flow).payload(b"hi").bytes(), t.a);
+        assert_eq!(v, XDP_REDIRECT);
+        let u = parse(&out);
+        assert!(u.l4_csum_ok && u.l4_csum != 0);
+    });
+}
+
+#[test]
+fn fragments_follow_their_first_fragment() {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1), be(B2, 5353, 1)])]);
+    with_datapath("fragments_follow_their_first_fragment", m, move |t| {
+        // One UDP datagram of 8 + 32 bytes, cut after 24 bytes of L4 data.
+        let mut whole = Frame::udp(Flow::new(CLIENT, 47000, VIP, 53)).payload(&[7u8; 32]);
+        whole.ip_id = 0x4242;
+        let l4 = whole.l4();
+        let (head, tail) = l4.split_at(24);
+        let mut first = whole.clone();
+        first.frag_off = 0x2000; // MF
+        let (v, out1) = t.run(&first.with_l3_payload(head), t.a);
+        assert_eq!(v, XDP_REDIRECT, "first fragment opens the flow");
+        let mut later = whole.clone();
+        later.frag_off = 3; // offset 24 bytes, last
+        let (v, out2) = t.run(&later.with_l3_payload(tail), t.a);
+        assert_eq!(v, XDP_REDIRECT, "later fragment follows");
+        // Both went to the same backend, addresses rewritten, IP checksums valid; the
+        // reassembled datagram's UDP checksum is valid.
+        let ip1 = &out1[14..34];
+        let ip2 = &out2[14..34];
+        assert_eq!(ip1[12..20], ip2[12..20], "same SNAT source and backend");
+        for ip in [ip1, ip2] {
+            assert_eq!(lb_tests::packet::finish(lb_tests::packet::sum16(ip, 0)), 0, "IP checksum");
+        }
+        let dst = Ipv4Addr::new(ip1[16], ip1[17], ip1[18], ip1[19]);
+        let src = Ipv4Addr::new(ip1[12], ip1[13], ip1[14], ip1[15]);
+        let mut datagram = out1[34..].to_vec();
+        datagram.extend_from_slice(&out2[34..]);
+        let rebuilt = ipv4_header(src, dst, 17, &[], 0x4242, 0, datagram.len());
+        let mut frame = eth([0; 6], [0; 6], 0x0800);
+        frame.extend_from_slice(&rebuilt);
+        frame.extend_from_slice(&datagram);
+        let p = parse(&frame);
+        assert!(p.l4_csum_ok, "reassembled UDP checksum after NAT: {p:?}");
+        assert_eq!(p.flow.3, 5353);
+        assert_eq!(t.dp.stats().unwrap().packets("fragments_fwd"), 1);
+    });
 }

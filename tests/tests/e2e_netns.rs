@@ -90,7 +90,7 @@ fn tcp_and_udp_balanced_through_the_vip() {
     // SIGTERM: a clean exit with the datapath's counters, and the node as it was found.
     let out = daemon.stop().unwrap();
     let stats: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    let packets = |name: &str| stats["stats"][name]["packets"].as_u64().unwrap();
+    let packets = |name: &str| stats["stats"]["datapath"][name]["packets"].as_u64().unwrap();
     assert!(packets("new_flows") >= 30 + 10 + 6, "{stats}");
     assert!(packets("fwd_to_client") > 0, "{stats}");
     let links = String::from_utf8(topo.lb.ip(&["link", "show"]).unwrap().stdout).unwrap();

@@ -1,9 +1,18 @@
 //! The XDP datapath seen from user space: loads the embedded object, attaches it to
 //! interfaces, and keeps its maps equal to the model ([`apply`](Dataplane::apply)).
+mod acls;
 mod backends;
+pub mod conntrack;
+pub mod maglev;
+pub mod ring;
 mod stats;
+pub mod table;
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Instant,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -11,15 +20,16 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    DatapathConfig, FAMILY_V4, Listener, ListenerKey, MAX_BACKENDS_PER_LISTENER, MAX_LISTENERS,
-    SnatAddr, map_names as names,
+    DatapathConfig, FAMILY_V4, FAMILY_V6, Listener, ListenerKey, MAX_LISTENERS, SnatAddr, acl_mode, listener_flags,
+    map_names as names, scheduler,
 };
 use thiserror::Error;
 
 pub use backends::BackendIds;
-pub use stats::Stats;
+pub use stats::{Count, Stats};
+use table::{Region, TableAlloc};
 
-use crate::model::{L4Listener, ListenerId, Model};
+use crate::model::{AclMode, L4Listener, ListenerId, Model, Scheduler};
 
 /// The datapath object built by `cargo xtask build-ebpf`, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -34,8 +44,8 @@ pub enum DataplaneError {
     Program(#[from] aya::programs::ProgramError),
     #[error("map {map}: {source}")]
     Map { map: &'static str, source: aya::maps::MapError },
-    #[error("map {map} is missing from the object")]
-    MissingMap { map: &'static str },
+    #[error("{what} is missing from the object")]
+    Missing { what: &'static str },
     #[error("listener {listener}: {reason}")]
     Listener { listener: String, reason: String },
     #[error("snat port range {0}-{1} is empty")]
@@ -55,11 +65,17 @@ pub struct Options {
     pub conntrack_entries: u32,
     /// Source ports used for full NAT, inclusive.
     pub snat_ports: (u16, u16),
+    /// Entries of the table holding every listener's ring or Maglev table.
+    pub backend_table_entries: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { conntrack_entries: lb_common::DEFAULT_CONNTRACK_ENTRIES, snat_ports: (61000, 65535) }
+        Options {
+            conntrack_entries: lb_common::DEFAULT_CONNTRACK_ENTRIES,
+            snat_ports: (61000, 65535),
+            backend_table_entries: lb_common::DEFAULT_BACKEND_TABLE_ENTRIES,
+        }
     }
 }
 
@@ -67,6 +83,9 @@ impl Default for Options {
 #[derive(Debug, Clone, PartialEq)]
 struct Loaded {
     id: u32,
+    region: Region,
+    /// Backend ids held (one reference each), in `listener.backends` order.
+    backend_ids: Vec<u32>,
     listener: L4Listener,
 }
 
@@ -75,7 +94,12 @@ pub struct Dataplane {
     links: Vec<(String, XdpLinkId)>,
     loaded: BTreeMap<ListenerId, Loaded>,
     free_ids: Vec<u32>,
+    pending_ids: Vec<(Instant, u32)>,
     backend_ids: BackendIds,
+    table: TableAlloc,
+    acls: acls::AclState,
+    /// Removed backends whose flows are cut at a deadline (connection drain).
+    pub drains: conntrack::Drains,
 }
 
 impl Dataplane {
@@ -91,6 +115,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
             .map_max_entries(names::REVERSE_NAT, opts.conntrack_entries)
+            .map_max_entries(names::BACKEND_TABLE, opts.backend_table_entries)
             .load(EBPF_OBJECT)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load()?;
@@ -99,7 +124,11 @@ impl Dataplane {
             links: Vec::new(),
             loaded: BTreeMap::new(),
             free_ids: (0..MAX_LISTENERS).rev().collect(),
+            pending_ids: Vec::new(),
             backend_ids: BackendIds::default(),
+            table: TableAlloc::new(opts.backend_table_entries),
+            acls: acls::AclState::default(),
+            drains: conntrack::Drains::default(),
         };
         let mut config: Array<&mut MapData, DatapathConfig> = dp.map_mut(names::CONFIG)?;
         let cfg = DatapathConfig { snat_port_min: lo, snat_port_max: hi, _pad: 0 };
@@ -139,95 +168,195 @@ impl Dataplane {
         }
     }
 
-    /// Make `ifindex` a forwarding target whose NATed traffic leaves from `addr`.
-    pub fn add_port(&mut self, ifindex: u32, addr: Option<std::net::Ipv4Addr>) -> Result<()> {
+    /// Make `ifindex` a forwarding target whose NATed traffic leaves from `v4` / `v6`.
+    pub fn add_port(&mut self, ifindex: u32, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Result<()> {
         let mut tx: DevMapHash<&mut MapData> = self.map_mut(names::TX_PORTS)?;
         tx.insert(ifindex, ifindex, None, 0)
             .map_err(|e| DataplaneError::Map { map: names::TX_PORTS, source: xdp_map_err(e) })?;
-        if let Some(addr) = addr {
+        let mut value = SnatAddr::default();
+        if let Some(a) = v4 {
+            value.v4 = u32::from(a).to_be();
+            value.flags |= 1;
+        }
+        if let Some(a) = v6 {
+            value.v6 = addr_words(IpAddr::V6(a));
+            value.flags |= 2;
+        }
+        if value.flags != 0 {
             let mut snat: BpfHashMap<&mut MapData, u32, SnatAddr> = self.map_mut(names::SNAT_ADDRS)?;
-            let value = SnatAddr { v4: u32::from(addr).to_be(), ..Default::default() };
             snat.insert(ifindex, value, 0).map_err(map_err(names::SNAT_ADDRS))?;
         }
         Ok(())
     }
 
-    /// Bring the listener and backend maps to `model`: new listeners are added, changed ones
-    /// rewritten in place (backends and slots first, the listener's count last), removed ones
-    /// deleted. Flows already in conntrack keep their backend.
+    /// Bring the maps to `model`: ACLs first, then listeners — new ones added, changed ones
+    /// switched to freshly written backends and tables (the listener's settings last, in one
+    /// update), removed ones deleted. Flows already in conntrack keep their backend; a removed
+    /// backend's flows are cut now, or at the end of the listener's drain timeout.
     pub fn apply(&mut self, model: &Model) -> Result<()> {
-        let desired: BTreeMap<ListenerId, &L4Listener> =
-            model.listeners.values().map(|l| (l.id(), l)).collect();
+        let now = Instant::now();
+        self.reclaim(now);
+        let acls = self.acls.apply(&mut self.ebpf, &model.acls)?;
+        let desired: BTreeMap<ListenerId, &L4Listener> = model.listeners.values().map(|l| (l.id(), l)).collect();
         let gone: Vec<ListenerId> = self.loaded.keys().filter(|k| !desired.contains_key(k)).copied().collect();
         for id in gone {
-            self.remove_listener(id)?;
+            self.remove_listener(id, now)?;
         }
         for (id, listener) in desired {
-            if self.loaded.get(&id).map(|l| &l.listener) != Some(listener) {
-                self.write_listener(listener)?;
+            let acl_changed = listener.acl.as_ref().is_some_and(|b| acls.changed.contains(&b.acl));
+            if acl_changed || self.loaded.get(&id).map(|l| &l.listener) != Some(listener) {
+                self.write_listener(listener, now)?;
             }
         }
+        self.acls.reclaim(&mut self.ebpf, &model.acls)?;
         Ok(())
     }
 
-    fn write_listener(&mut self, l: &L4Listener) -> Result<()> {
+    fn write_listener(&mut self, l: &L4Listener, now: Instant) -> Result<()> {
         let name = crate::model::listener_name(l);
-        let id = match self.loaded.get(&l.id()) {
-            Some(loaded) => loaded.id,
-            None => self.free_ids.pop().ok_or_else(|| DataplaneError::Listener {
-                listener: name.clone(),
-                reason: format!("more than {MAX_LISTENERS} listeners"),
-            })?,
+        let listener_err = |reason: String| DataplaneError::Listener { listener: name.clone(), reason };
+        let previous = self.loaded.get(&l.id()).cloned();
+        let id = match &previous {
+            Some(p) => p.id,
+            None => self.free_ids.pop().ok_or_else(|| listener_err(format!("more than {MAX_LISTENERS} listeners")))?,
         };
-        let old = self.loaded.get(&l.id()).map(|x| x.listener.backends.clone()).unwrap_or_default();
+        // Backends first: ids, then their entries (live = in this listener's table).
         let ids = self.backend_ids.acquire(&l.backends);
-        {
-            let mut table: Array<&mut MapData, lb_common::Backend> = self.map_mut(names::BACKENDS)?;
-            for (backend, bid) in l.backends.iter().zip(&ids) {
-                table.set(*bid, backends::to_map_value(backend), 0).map_err(map_err(names::BACKENDS))?;
+        backends::write(&mut self.ebpf, &l.backends, &ids)?;
+        let slots: Vec<usize> = match l.scheduler {
+            Scheduler::Rr => ring::build(&l.backends.iter().map(|b| u32::from(b.weight > 0)).collect::<Vec<_>>()),
+            Scheduler::Wrr => ring::build(&l.backends.iter().map(|b| b.weight).collect::<Vec<_>>()),
+            Scheduler::Sch | Scheduler::Tch => {
+                maglev::build_default(&l.backends.iter().map(|b| (b.addr, b.port, b.weight)).collect::<Vec<_>>())
+            }
+        };
+        let Some(region) = self.table.alloc(slots.len() as u32) else {
+            self.backend_ids.release(&l.backends, now);
+            if previous.is_none() {
+                self.free_ids.push(id);
+            }
+            return Err(listener_err(format!(
+                "backend table full ({} entries needed, {} free): raise --backend-table-entries",
+                slots.len(),
+                self.table.free_entries()
+            )));
+        };
+        let entries: Vec<u32> = slots.iter().map(|&i| ids[i]).collect();
+        backends::write_table(&mut self.ebpf, region.offset, &entries)?;
+        let (key, mut value) = listener_entry(l, region);
+        if let Some(binding) = &l.acl {
+            let (acl_id, empty) = self.acls.id_of(&binding.acl).ok_or_else(|| listener_err(format!("ACL {} is not loaded", binding.acl)))?;
+            value.acl_id = acl_id;
+            if empty {
+                value.flags |= listener_flags::ACL_EMPTY;
             }
         }
-        {
-            let mut slots: Array<&mut MapData, u32> = self.map_mut(names::BACKEND_SLOTS)?;
-            for (i, bid) in ids.iter().enumerate() {
-                slots.set(id * MAX_BACKENDS_PER_LISTENER + i as u32, bid, 0)
-                    .map_err(map_err(names::BACKEND_SLOTS))?;
-            }
+        let mut cfg: Array<&mut MapData, Listener> = self.map_mut(names::LISTENER_CFG)?;
+        cfg.set(id, value, 0).map_err(map_err(names::LISTENER_CFG))?;
+        let mut listeners: BpfHashMap<&mut MapData, ListenerKey, u32> = self.map_mut(names::LISTENERS)?;
+        listeners.insert(key, id, 0).map_err(map_err(names::LISTENERS))?;
+
+        for b in &l.backends {
+            self.drains.cancel(id, b.addr, b.port);
         }
-        let (key, value) = listener_entry(l, id, ids.len() as u32);
-        let mut listeners: BpfHashMap<&mut MapData, ListenerKey, Listener> = self.map_mut(names::LISTENERS)?;
-        listeners.insert(key, value, 0).map_err(map_err(names::LISTENERS))?;
-        self.backend_ids.release(&old);
-        tracing::info!(listener = %name, backends = ids.len(), "listener loaded");
-        self.loaded.insert(l.id(), Loaded { id, listener: l.clone() });
+        if let Some(prev) = previous {
+            self.table.release(prev.region, now);
+            self.release_backends(&prev.listener.backends, now);
+            self.retire_backends(id, &prev.listener, Some(l), now)?;
+        }
+        tracing::info!(listener = %name, backends = l.backends.len(), scheduler = ?l.scheduler, "listener loaded");
+        self.loaded.insert(l.id(), Loaded { id, region, backend_ids: ids, listener: l.clone() });
         Ok(())
     }
 
-    fn remove_listener(&mut self, id: ListenerId) -> Result<()> {
-        let Some(loaded) = self.loaded.remove(&id) else { return Ok(()) };
-        let (key, _) = listener_entry(&loaded.listener, loaded.id, 0);
-        let mut listeners: BpfHashMap<&mut MapData, ListenerKey, Listener> = self.map_mut(names::LISTENERS)?;
-        match listeners.remove(&key) {
+    fn remove_listener(&mut self, key: ListenerId, now: Instant) -> Result<()> {
+        let Some(loaded) = self.loaded.remove(&key) else { return Ok(()) };
+        let (lkey, _) = listener_entry(&loaded.listener, loaded.region);
+        let mut listeners: BpfHashMap<&mut MapData, ListenerKey, u32> = self.map_mut(names::LISTENERS)?;
+        match listeners.remove(&lkey) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
             Err(e) => return Err(map_err(names::LISTENERS)(e)),
         }
-        self.backend_ids.release(&loaded.listener.backends);
-        self.free_ids.push(loaded.id);
+        self.table.release(loaded.region, now);
+        self.release_backends(&loaded.listener.backends, now);
+        self.retire_backends(loaded.id, &loaded.listener, None, now)?;
+        self.pending_ids.push((now, loaded.id));
         tracing::info!(listener = %crate::model::listener_name(&loaded.listener), "listener removed");
         Ok(())
     }
 
+    /// Backends of `old` that `new` no longer has (all of them when the listener goes):
+    /// their flows are cut now, or at the drain deadline; their persistence is forgotten.
+    fn retire_backends(&mut self, id: u32, old: &L4Listener, new: Option<&L4Listener>, now: Instant) -> Result<()> {
+        let keep = |b: &crate::model::Backend| new.is_some_and(|n| n.backends.iter().any(|x| x.addr == b.addr && x.port == b.port && x.weight > 0));
+        let retired: Vec<(IpAddr, u16)> = old.backends.iter().filter(|b| !keep(b)).map(|b| (b.addr, b.port)).collect();
+        if retired.is_empty() {
+            return Ok(());
+        }
+        conntrack::forget_persistence(&mut self.ebpf, id, &retired)?;
+        // Weight 0 only stops new flows; removal ends the established ones too.
+        let removed: Vec<(IpAddr, u16)> = retired
+            .into_iter()
+            .filter(|(a, p)| !new.is_some_and(|n| n.backends.iter().any(|x| x.addr == *a && x.port == *p)))
+            .collect();
+        let drain = new.map_or(old.drain_timeout, |n| n.drain_timeout);
+        match drain {
+            Some(secs) => {
+                for (a, p) in removed {
+                    tracing::info!(listener = id, backend = %a, port = p, secs, "draining removed backend");
+                    self.drains.add(id, a, p, now + std::time::Duration::from_secs(secs as u64));
+                }
+            }
+            None if !removed.is_empty() => {
+                let cut = conntrack::cut_flows(&mut self.ebpf, |ct_listener, addr, port| {
+                    ct_listener == id && removed.contains(&(addr, port))
+                })?;
+                tracing::info!(listener = id, flows = cut, "cut the flows of removed backends (connection drain off)");
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn release_backends(&mut self, backends: &[crate::model::Backend], now: Instant) {
+        for freed in self.backend_ids.release(backends, now) {
+            let _ = backends::clear(&mut self.ebpf, freed);
+        }
+    }
+
+    fn reclaim(&mut self, now: Instant) {
+        self.table.reclaim(now);
+        self.backend_ids.reclaim(now);
+        let (due, keep): (Vec<_>, Vec<_>) =
+            self.pending_ids.drain(..).partition(|(t, _)| now.duration_since(*t) >= table::GRACE);
+        self.pending_ids = keep;
+        self.free_ids.extend(due.into_iter().map(|(_, id)| id));
+    }
+
+    /// One sweep of the conntrack tables: expired and drained flows are removed.
+    pub fn sweep(&mut self, opts: &conntrack::SweepOptions) -> Result<conntrack::SweepReport> {
+        let timeouts: BTreeMap<u32, u32> =
+            self.loaded.values().map(|l| (l.id, l.listener.established_timeout)).collect();
+        conntrack::sweep(&mut self.ebpf, &timeouts, &mut self.drains, opts)
+    }
+
     /// The datapath's counters, summed over CPUs.
     pub fn stats(&self) -> Result<Stats> {
-        stats::read(&self.ebpf)
+        let listeners: Vec<(String, u32)> =
+            self.loaded.values().map(|l| (crate::model::listener_name(&l.listener), l.id)).collect();
+        let backends: Vec<(String, u32)> = self
+            .loaded
+            .values()
+            .flat_map(|l| l.listener.backends.iter().zip(&l.backend_ids).map(|(b, id)| (backend_name(b.addr, b.port), *id)))
+            .collect();
+        stats::read(&self.ebpf, &listeners, &backends)
     }
 
     fn map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T>
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
     {
-        let map = self.ebpf.map_mut(name).ok_or(DataplaneError::MissingMap { map: name })?;
-        T::try_from(map).map_err(map_err(name))
+        map_mut(&mut self.ebpf, name)
     }
 }
 
@@ -237,10 +366,16 @@ impl Drop for Dataplane {
     }
 }
 
+pub(crate) fn map_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.map_mut(name).ok_or(DataplaneError::Missing { what: name })?;
+    T::try_from(map).map_err(map_err(name))
+}
+
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    let prog = ebpf
-        .program_mut(lb_common::XDP_PROGRAM)
-        .ok_or(DataplaneError::MissingMap { map: "program lb_xdp" })?;
+    let prog = ebpf.program_mut(lb_common::XDP_PROGRAM).ok_or(DataplaneError::Missing { what: "program lb_xdp" })?;
     Ok(prog.try_into()?)
 }
 
@@ -251,23 +386,42 @@ fn xdp_map_err(e: aya::maps::xdp::XdpMapError) -> aya::maps::MapError {
     }
 }
 
-/// The `LISTENERS` key and value of a model listener.
-fn listener_entry(l: &L4Listener, id: u32, backend_count: u32) -> (ListenerKey, Listener) {
+/// `addr:port` / `[addr]:port`.
+pub fn backend_name(addr: IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(addr, port).to_string()
+}
+
+/// The `LISTENERS` key and the `LISTENER_CFG` value of a model listener (ACL id not set).
+fn listener_entry(l: &L4Listener, region: Region) -> (ListenerKey, Listener) {
     let key = ListenerKey {
         vip: addr_words(l.vip),
         port: l.port.to_be(),
         proto: l.protocol.number(),
-        family: FAMILY_V4,
+        family: family(l.vip),
     };
     let value = Listener {
-        id,
-        backend_count,
-        scheduler: lb_common::scheduler::RR,
-        flags: 0,
+        table_offset: region.offset,
+        table_len: region.len,
+        acl_id: 0,
+        persist_timeout_s: if l.protocol == crate::model::Protocol::Tcp { l.persistence_timeout } else { 0 },
+        scheduler: match l.scheduler {
+            Scheduler::Rr | Scheduler::Wrr => scheduler::RING,
+            Scheduler::Sch => scheduler::MAGLEV_SRC,
+            Scheduler::Tch => scheduler::MAGLEV_TUPLE,
+        },
+        acl_mode: match l.acl.as_ref().map(|a| a.mode) {
+            None => acl_mode::OFF,
+            Some(AclMode::White) => acl_mode::WHITE,
+            Some(AclMode::Black) => acl_mode::BLACK,
+        },
         _pad: [0; 2],
-        idle_timeout_s: 900,
+        flags: 0,
     };
     (key, value)
+}
+
+pub fn family(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { FAMILY_V4 } else { FAMILY_V6 }
 }
 
 /// An address as the datapath stores it (see `lb_common::Addr`).
@@ -279,5 +433,18 @@ pub fn addr_words(ip: IpAddr) -> lb_common::Addr {
             let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
             [w(0), w(4), w(8), w(12)]
         }
+    }
+}
+
+/// The address a datapath `Addr` of `family` holds.
+pub fn words_addr(w: &lb_common::Addr, family: u8) -> IpAddr {
+    if family == FAMILY_V4 {
+        IpAddr::V4(Ipv4Addr::from(u32::from_be(w[0])))
+    } else {
+        let mut o = [0u8; 16];
+        for i in 0..4 {
+            o[i * 4..i * 4 + 4].copy_from_slice(&w[i].to_ne_bytes());
+        }
+        IpAddr::V6(Ipv6Addr::from(o))
     }
 }

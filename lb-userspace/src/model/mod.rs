@@ -79,7 +79,43 @@ pub struct L4Listener {
     pub port: u16,
     pub protocol: Protocol,
     pub scheduler: Scheduler,
+    /// Backends with weight 0 get no new flows; their established flows go on.
     pub backends: Vec<Backend>,
+    /// Session persistence per client address (TCP), seconds; 0 = off.
+    pub persistence_timeout: u32,
+    /// Idle timeout of an established TCP flow, seconds.
+    pub established_timeout: u32,
+    /// Connection drain: a removed backend keeps its established flows this many seconds;
+    /// `None` = drain off (its flows are cut when it is removed).
+    pub drain_timeout: Option<u32>,
+    pub acl: Option<AclBinding>,
+}
+
+/// Default idle timeout of an established TCP flow (CLB `established-timeout` default).
+pub const DEFAULT_ESTABLISHED_TIMEOUT: u32 = 900;
+
+/// A listener's use of an ACL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AclBinding {
+    /// Name of the `AccessControlList` object (the CLB `acl-id`).
+    pub acl: String,
+    pub mode: AclMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclMode {
+    /// Only listed sources may open flows (an empty list lets everyone in, as CLB does).
+    White,
+    /// Listed sources may not open flows.
+    Black,
+}
+
+/// A named list of source prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Acl {
+    pub source: ObjectRef,
+    pub entries: Vec<ipnet::IpNet>,
 }
 
 /// (VIP, port, protocol): what identifies a listener on the node.
@@ -95,6 +131,7 @@ impl L4Listener {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Model {
     pub listeners: BTreeMap<String, L4Listener>,
+    pub acls: BTreeMap<String, Acl>,
 }
 
 /// The model built from a set of objects, with every object that was rejected.

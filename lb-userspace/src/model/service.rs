@@ -63,6 +63,10 @@ pub fn listeners(svc: &Service, slices: &[EndpointSlice]) -> Result<Vec<L4Listen
             protocol,
             scheduler: Scheduler::Rr,
             backends,
+            persistence_timeout: 0,
+            established_timeout: super::DEFAULT_ESTABLISHED_TIMEOUT,
+            drain_timeout: None,
+            acl: None,
         });
     }
     Ok(out)

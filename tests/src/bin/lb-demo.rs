@@ -68,7 +68,7 @@ fn demo() -> Result<()> {
     });
     let out = daemon.stop()?;
     let stats: serde_json::Value = serde_json::from_str(out.lines().last().context("lb printed no stats")?)?;
-    let packets = |name: &str| stats["stats"][name]["packets"].as_u64().unwrap_or(0);
+    let packets = |name: &str| stats["stats"]["datapath"][name]["packets"].as_u64().unwrap_or(0);
 
     println!();
     println!("  {:<12} {:>5} {:>5}", "backend", "TCP", "UDP");

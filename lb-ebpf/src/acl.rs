@@ -1,0 +1,32 @@
+//! Access control lists: longest-prefix match of the client address in the listener's ACL.
+use aya_ebpf::maps::lpm_trie::Key;
+use lb_common::{AclData, FAMILY_V4, FlowKey, Listener, acl_mode, listener_flags};
+
+use crate::maps::ACLS;
+
+/// Whether the listener's ACL lets this client open a flow.
+#[inline(always)]
+pub fn allows(cfg: &Listener, key: &FlowKey) -> bool {
+    if cfg.acl_mode == acl_mode::OFF {
+        return true;
+    }
+    if cfg.acl_mode == acl_mode::WHITE && cfg.flags & listener_flags::ACL_EMPTY != 0 {
+        // An empty whitelist forwards everyone (as CLB does).
+        return true;
+    }
+    let mut addr = [0u8; 16];
+    if key.family == FAMILY_V4 {
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12..16].copy_from_slice(&key.src[0].to_ne_bytes());
+    } else {
+        let mut i = 0;
+        while i < 4 {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&key.src[i].to_ne_bytes());
+            i += 1;
+        }
+    }
+    let lpm = Key::new(32 + 128, AclData { acl_id: cfg.acl_id.to_be(), addr });
+    let listed = ACLS.get(&lpm).is_some();
+    if cfg.acl_mode == acl_mode::WHITE { listed } else { !listed }
+}

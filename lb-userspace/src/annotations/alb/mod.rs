@@ -1,1 +1,0 @@
-//! ALB annotations on Ingresses (`alb.ingress.kubernetes.io/*`), AlbConfig and IngressClass.

@@ -1,1 +1,0 @@
-//! CLB annotations on Services (`service.beta.kubernetes.io/alibaba-cloud-loadbalancer-*`).
