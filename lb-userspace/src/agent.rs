@@ -22,6 +22,7 @@ pub struct RunOptions {
     /// How often conntrack is swept.
     pub sweep: Duration,
     pub sweep_options: dataplane::conntrack::SweepOptions,
+    pub build: model::BuildOptions,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -36,7 +37,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut attached = BTreeSet::new();
     for name in &opts.ifaces {
         let iface = Iface::lookup(name)?;
-        node.enable_forwarding(&iface.name)?;
+        node.enable_forwarding(&iface.name, iface.ipv6.is_some())?;
         dp.add_port(iface.index, iface.ipv4, iface.ipv6)?;
         if iface.ipv4.is_none() && iface.ipv6.is_none() {
             tracing::warn!(iface = %iface.name, "no address: backends behind it cannot be reached (no SNAT source)");
@@ -68,9 +69,12 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 for e in &objects.errors {
                     tracing::error!(error = %e, "manifest rejected");
                 }
-                let mut build = model::build(&objects);
+                let mut build = model::build(&objects, &opts.build);
                 for e in &build.errors {
                     tracing::error!(error = %e, "object rejected");
+                }
+                for n in &build.notices {
+                    tracing::info!(notice = %n, "no effect on this node");
                 }
                 model::keep_last_good(&applied, &mut build);
                 resolve_next_hops(&build.model, node, &attached);

@@ -43,6 +43,9 @@ enum Command {
         /// Idle timeout of a UDP flow, in seconds.
         #[arg(long, default_value_t = 120)]
         udp_timeout: u64,
+        /// This node's name (externalTrafficPolicy: Local serves only its endpoints).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
     },
     /// Validate a manifest directory offline: print the model, or every rejected object.
     #[command(after_help = "Example:\n  lb check --manifests ./examples --json")]
@@ -52,6 +55,9 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The node to validate for (externalTrafficPolicy: Local).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
     },
 }
 
@@ -93,6 +99,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             poll_ms,
             sweep_ms,
             udp_timeout,
+            node_name,
         } => {
             let opts = agent::RunOptions {
                 manifests,
@@ -104,28 +111,34 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     udp_timeout: Duration::from_secs(udp_timeout),
                     ..Default::default()
                 },
+                build: model::BuildOptions { node_name },
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(agent::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { manifests, json } => check(&manifests, json),
+        Command::Check { manifests, json, node_name } => check(&manifests, json, &model::BuildOptions { node_name }),
     }
 }
 
-fn check(dir: &std::path::Path, json: bool) -> Result<ExitCode> {
+fn check(dir: &std::path::Path, json: bool, opts: &model::BuildOptions) -> Result<ExitCode> {
     if !dir.is_dir() {
         bail!("{}: not a directory", dir.display());
     }
     let objects = manifests::load_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    let build = model::build(&objects);
+    let build = model::build(&objects, opts);
     let manifest_errors: Vec<String> = objects.errors.iter().map(ToString::to_string).collect();
     let ok = manifest_errors.is_empty() && build.errors.is_empty();
     if json {
         let out = if ok {
-            serde_json::json!({ "model": build.model })
+            serde_json::json!({ "model": build.model, "notices": build.notices })
         } else {
-            serde_json::json!({ "manifest_errors": manifest_errors, "errors": build.errors, "model": build.model })
+            serde_json::json!({
+                "manifest_errors": manifest_errors,
+                "errors": build.errors,
+                "notices": build.notices,
+                "model": build.model,
+            })
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -134,6 +147,9 @@ fn check(dir: &std::path::Path, json: bool) -> Result<ExitCode> {
         }
         for e in &build.errors {
             println!("error: {e}");
+        }
+        for n in &build.notices {
+            println!("note: {n}");
         }
         for (name, l) in &build.model.listeners {
             println!("{name} ({}) -> {} backend(s)", l.source, l.backends.len());

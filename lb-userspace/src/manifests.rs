@@ -13,6 +13,8 @@ use serde::Deserialize;
 pub struct ObjectSet {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
+    /// The project's `AccessControlList` objects.
+    pub acls: Vec<crate::model::acl::AclObject>,
     /// Documents that did not parse, with where they came from.
     pub errors: Vec<ManifestError>,
     /// Kinds present but not used by the agent (reported, not an error).
@@ -93,6 +95,7 @@ impl DirSource {
             };
             out.services.extend(good.services.iter().cloned());
             out.endpoint_slices.extend(good.endpoint_slices.iter().cloned());
+            out.acls.extend(good.acls.iter().cloned());
             out.ignored.extend(good.ignored.iter().cloned());
             last_good.insert(file, good);
         }
@@ -162,6 +165,10 @@ fn add_object(value: serde_yaml_ng::Value, set: &mut ObjectSet) -> Result<(), St
         }
         ("EndpointSlice", "discovery.k8s.io/v1") => {
             set.endpoint_slices.push(typed(value, &kind)?);
+            Ok(())
+        }
+        (crate::model::acl::KIND, crate::model::acl::API_VERSION) => {
+            set.acls.push(typed(value, &kind)?);
             Ok(())
         }
         _ => {

@@ -44,14 +44,27 @@ pub struct NodeChanges {
 }
 
 impl NodeChanges {
-    /// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress interface forwards.
-    pub fn enable_forwarding(&mut self, iface: &str) -> Result<()> {
-        let path = format!("/proc/sys/net/ipv4/conf/{iface}/forwarding");
-        let before = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        if before.trim() != "1" {
-            fs::write(&path, "1").with_context(|| format!("writing {path}"))?;
-            tracing::info!(iface, "enabled IPv4 forwarding (needed by bpf_fib_lookup)");
-            self.sysctls.push((path, before.trim().to_string()));
+    /// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress interface forwards
+    /// (per family). IPv6 forwarding makes the kernel ignore router advertisements where
+    /// `accept_ra` is 1, so that is raised to 2 (accept them anyway) for the time we run.
+    pub fn enable_forwarding(&mut self, iface: &str, ipv6: bool) -> Result<()> {
+        self.set_sysctl(&format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"), "1")?;
+        if ipv6 {
+            let ra = format!("/proc/sys/net/ipv6/conf/{iface}/accept_ra");
+            if fs::read_to_string(&ra).map(|v| v.trim() == "1").unwrap_or(false) {
+                self.set_sysctl(&ra, "2")?;
+            }
+            self.set_sysctl(&format!("/proc/sys/net/ipv6/conf/{iface}/forwarding"), "1")?;
+        }
+        Ok(())
+    }
+
+    fn set_sysctl(&mut self, path: &str, value: &str) -> Result<()> {
+        let before = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        if before.trim() != value {
+            fs::write(path, value).with_context(|| format!("writing {path}"))?;
+            tracing::info!(path, value, "set (restored on exit)");
+            self.sysctls.push((path.to_string(), before.trim().to_string()));
         }
         Ok(())
     }

@@ -27,6 +27,18 @@ impl Daemon {
     /// Start `lb run` in `ns` on `manifests` and `ifaces`, and wait until it has loaded
     /// `listeners` listeners.
     pub fn start(ns: &Netns, manifests: &Path, ifaces: &str, listeners: usize, workdir: &Path) -> Result<Daemon> {
+        Daemon::start_with(ns, manifests, ifaces, listeners, workdir, &[])
+    }
+
+    /// [`Daemon::start`] with more `lb run` arguments.
+    pub fn start_with(
+        ns: &Netns,
+        manifests: &Path,
+        ifaces: &str,
+        listeners: usize,
+        workdir: &Path,
+        extra: &[&str],
+    ) -> Result<Daemon> {
         let bin = lb_bin();
         if !bin.exists() {
             bail!("{} not found: run `cargo xtask build` (or set LB_BIN)", bin.display());
@@ -38,6 +50,7 @@ impl Daemon {
             .args(["run", "--manifests"])
             .arg(manifests)
             .args(["--iface", ifaces, "--poll-ms", "200"])
+            .args(extra)
             .env("LB_LOG", "info")
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout)?)

@@ -5,6 +5,7 @@ pub mod netns;
 pub mod packet;
 pub mod servers;
 pub mod daemon;
+pub mod scenario;
 pub mod topology;
 
 /// True when privileged tests can run here. Without root they are skipped, unless

@@ -30,8 +30,9 @@ impl Drop for Server {
     }
 }
 
-/// In `ns`, answer every TCP connection and UDP datagram on `addr` with `name` followed by a
-/// newline (after reading the TCP request line).
+/// In `ns`, answer every UDP datagram on `addr` with `name` and a newline, and every line a
+/// TCP connection sends with the same, until the client closes. Bind `[::]:PORT` to serve
+/// IPv4 and IPv6 alike.
 pub fn name_server(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Server> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tcp, udp) = ns.run(move || -> Result<(TcpListener, UdpSocket)> {
@@ -53,10 +54,19 @@ pub fn name_server(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Server> {
                         let reply = reply.clone();
                         thread::spawn(move || {
                             let _ = s.set_nonblocking(false);
-                            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                            let mut buf = [0u8; 256];
-                            let _ = s.read(&mut buf);
-                            let _ = s.write_all(&reply);
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                            let mut buf = [0u8; 4096];
+                            // One reply per newline received; done at EOF or after 30 s idle.
+                            while let Ok(n) = s.read(&mut buf) {
+                                if n == 0 {
+                                    break;
+                                }
+                                for _ in buf[..n].iter().filter(|b| **b == b'\n') {
+                                    if s.write_all(&reply).is_err() {
+                                        return;
+                                    }
+                                }
+                            }
                         });
                     }
                     Err(_) => thread::sleep(Duration::from_millis(5)),
@@ -78,19 +88,56 @@ pub fn name_server(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Server> {
     Ok(Server { stop, threads })
 }
 
-/// One TCP request/response: connect, send a line, read the reply until EOF.
+/// One TCP request/response: connect, send a line, half-close, read the reply until EOF.
 pub fn tcp_request(to: SocketAddr, timeout: Duration) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(&to, timeout).with_context(|| format!("connect {to}"))?;
-    s.set_read_timeout(Some(timeout))?;
-    s.write_all(b"hello\n")?;
+    tcp_request_from(None, to, timeout)
+}
+
+/// [`tcp_request`] from a given source address.
+pub fn tcp_request_from(from: Option<std::net::IpAddr>, to: SocketAddr, timeout: Duration) -> Result<String> {
+    let mut s = Session::open(from, to, timeout)?;
+    s.stream.write_all(b"hello\n")?;
+    s.stream.shutdown(std::net::Shutdown::Write)?;
     let mut out = String::new();
-    s.read_to_string(&mut out).with_context(|| format!("read from {to}"))?;
+    s.stream.read_to_string(&mut out).with_context(|| format!("read from {to}"))?;
     Ok(out.trim().to_string())
+}
+
+/// A TCP connection kept open: each [`Session::ask`] sends a line and reads one back.
+pub struct Session {
+    pub stream: TcpStream,
+}
+
+impl Session {
+    pub fn open(from: Option<std::net::IpAddr>, to: SocketAddr, timeout: Duration) -> Result<Session> {
+        let domain = socket2::Domain::for_address(to);
+        let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        if let Some(ip) = from {
+            sock.bind(&SocketAddr::new(ip, 0).into())?;
+        }
+        sock.connect_timeout(&to.into(), timeout).with_context(|| format!("connect {to}"))?;
+        let stream: TcpStream = sock.into();
+        stream.set_read_timeout(Some(timeout))?;
+        Ok(Session { stream })
+    }
+
+    pub fn ask(&mut self) -> Result<String> {
+        self.stream.write_all(b"again\n")?;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.last() != Some(&b'\n') {
+            if self.stream.read(&mut byte)? == 0 {
+                anyhow::bail!("connection closed");
+            }
+            line.push(byte[0]);
+        }
+        Ok(String::from_utf8_lossy(&line).trim().to_string())
+    }
 }
 
 /// One UDP request/response from a socket connected to `to` (so only `to` can answer).
 pub fn udp_request(to: SocketAddr, timeout: Duration) -> Result<String> {
-    let s = UdpSocket::bind("0.0.0.0:0")?;
+    let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
     s.connect(to)?;
     s.set_read_timeout(Some(timeout))?;
     s.send(b"hello\n")?;

@@ -2,10 +2,11 @@
 //! namespaces, each backend on its own link to the load balancer.
 //!
 //! ```text
-//!  client 198.18.0.2 ──── 198.18.0.1 [lb] 198.18.i.1 ──── 198.18.i.2 backend i
-//!                         VIP 198.18.100.10 (on no interface: XDP answers for it)
+//!  client 198.18.0.2, .3 ── 198.18.0.1 [lb] 198.18.i.1 ── 198.18.i.2 backend i
+//!  2001:db8::2            2001:db8::1     2001:db8:i::1  2001:db8:i::2
+//!            VIP 198.18.100.10 / 2001:db8:100::10 (on no interface: XDP answers for it)
 //! ```
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::Result;
 
@@ -14,9 +15,17 @@ use crate::netns::{Netns, unique_prefix, veth};
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const LB_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// A second address of the client (for ACL tests).
+pub const CLIENT2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 
 pub fn backend_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, i as u8, 2)
+}
+
+pub fn backend_addr6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, i as u16, 0, 0, 0, 0, 2)
 }
 
 pub struct Topology {
@@ -36,7 +45,11 @@ impl Topology {
         let lb = Netns::new(&format!("{p}l"))?;
         let mut lb_ifaces = vec![format!("{p}lc")];
         veth(&client, &format!("{p}c0"), "198.18.0.2/24", &lb, &lb_ifaces[0], "198.18.0.1/24")?;
+        client.ip(&["addr", "add", "198.18.0.3/24", "dev", &format!("{p}c0")])?;
         client.ip(&["route", "add", "default", "via", "198.18.0.1"])?;
+        client.ip(&["addr", "add", "2001:db8::2/64", "dev", &format!("{p}c0"), "nodad"])?;
+        lb.ip(&["addr", "add", "2001:db8::1/64", "dev", &lb_ifaces[0], "nodad"])?;
+        client.ip(&["-6", "route", "add", "default", "via", "2001:db8::1"])?;
         edge_host(&client, &format!("{p}c0"))?;
         let mut bns = Vec::new();
         for i in 1..=backends {
@@ -45,6 +58,9 @@ impl Topology {
             let be_if = format!("{p}b{i}");
             veth(&lb, &lb_if, &format!("198.18.{i}.1/24"), &ns, &be_if, &format!("198.18.{i}.2/24"))?;
             ns.ip(&["route", "add", "default", "via", &format!("198.18.{i}.1")])?;
+            ns.ip(&["addr", "add", &format!("2001:db8:{i}::2/64"), "dev", &be_if, "nodad"])?;
+            lb.ip(&["addr", "add", &format!("2001:db8:{i}::1/64"), "dev", &lb_if, "nodad"])?;
+            ns.ip(&["-6", "route", "add", "default", "via", &format!("2001:db8:{i}::1")])?;
             edge_host(&ns, &be_if)?;
             lb_ifaces.push(lb_if);
             bns.push(ns);

@@ -46,7 +46,7 @@ fn tcp_and_udp_balanced_through_the_vip() {
         .backends
         .iter()
         .enumerate()
-        .map(|(i, ns)| name_server(ns, "0.0.0.0:8080".parse().unwrap(), &format!("backend-{}", i + 1)).unwrap())
+        .map(|(i, ns)| name_server(ns, "[::]:8080".parse().unwrap(), &format!("backend-{}", i + 1)).unwrap())
         .collect();
     let local = SocketAddr::V4(SocketAddrV4::new(LB_CLIENT_SIDE, 7000));
     let _lb_local = name_server(&topo.lb, local, "lb-local").unwrap();

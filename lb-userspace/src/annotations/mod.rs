@@ -3,6 +3,7 @@
 //! family; values are checked against the ranges and allowed values of the references in
 //! `shared/reference/`, defaults are the references' defaults, and every error names the
 //! annotation and the reason.
+pub mod clb;
 
 use serde::Serialize;
 

@@ -1,6 +1,7 @@
 //! The validated configuration: what the datapath must serve, each part tagged with the
 //! Kubernetes object it came from. Built from an [`ObjectSet`]; an object that fails
 //! validation is left out with an [`ObjectError`] and never affects the others.
+pub mod acl;
 mod service;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
@@ -19,7 +20,12 @@ pub struct ObjectRef {
 
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        if self.namespace.is_empty() {
+            // Cluster-scoped.
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 
@@ -134,33 +140,73 @@ pub struct Model {
     pub acls: BTreeMap<String, Acl>,
 }
 
+/// Something accepted that has no effect here (a cloud-only annotation, a listener kind not
+/// served yet), reported so that it is never silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notice {
+    pub object: ObjectRef,
+    pub field: String,
+    pub note: String,
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.object, self.field, self.note)
+    }
+}
+
 /// The model built from a set of objects, with every object that was rejected.
 #[derive(Debug, Default, Serialize)]
 pub struct Build {
     pub model: Model,
     pub errors: Vec<ObjectError>,
+    pub notices: Vec<Notice>,
+}
+
+/// What the model depends on besides the objects.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// This node's name (externalTrafficPolicy: Local keeps only its endpoints).
+    pub node_name: Option<String>,
+}
+
+/// What the Service builder needs to know of the rest of the model.
+pub struct BuildContext {
+    pub node_name: Option<String>,
+    /// Names of the ACLs that validated.
+    pub acls: std::collections::BTreeSet<String>,
 }
 
 /// Validate `objects` into a model. Objects are taken in (namespace, name) order so that a
 /// conflict between two objects always rejects the same one.
-pub fn build(objects: &ObjectSet) -> Build {
+pub fn build(objects: &ObjectSet, opts: &BuildOptions) -> Build {
     let mut out = Build::default();
+    for obj in &objects.acls {
+        match acl::build(obj) {
+            Ok(a) => {
+                out.model.acls.insert(a.source.name.clone(), a);
+            }
+            Err(e) => out.errors.push(e),
+        }
+    }
     let mut services: Vec<_> = objects.services.iter().collect();
     services.sort_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
+    let cx = BuildContext { node_name: opts.node_name.clone(), acls: out.model.acls.keys().cloned().collect() };
     let mut owners: BTreeMap<ListenerId, ObjectRef> = BTreeMap::new();
     for svc in services {
-        match service::listeners(svc, &objects.endpoint_slices) {
-            Ok(listeners) => {
-                if let Some(err) = conflict(&listeners, &owners) {
+        match service::listeners(svc, &objects.endpoint_slices, &cx) {
+            Ok(built) => {
+                out.notices.extend(built.notices);
+                if let Some(err) = conflict(&built.listeners, &owners) {
                     out.errors.push(err);
                     continue;
                 }
-                for l in listeners {
+                for l in built.listeners {
                     owners.insert(l.id(), l.source.clone());
                     out.model.listeners.insert(listener_name(&l), l);
                 }
             }
-            Err(e) => out.errors.push(e),
+            Err(errors) => out.errors.extend(errors),
         }
     }
     out

@@ -1,39 +1,44 @@
-//! Services of type LoadBalancer and their EndpointSlices → L4 listeners.
-use std::{collections::BTreeSet, net::IpAddr};
+//! Services of type LoadBalancer, their CLB annotations and their EndpointSlices → L4
+//! listeners.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-use super::{Backend, L4Listener, ObjectError, ObjectRef, Protocol, Scheduler};
+use super::{AclBinding, AclMode, Backend, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol};
+use crate::annotations::clb::{self, Acl, AclType, ConnectionDrain, IpVersion, ListenerProtocol, ServicePortInfo};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Project annotation on an EndpointSlice: per-endpoint weights for wrr (and weighted
+/// Maglev), `ADDRESS=WEIGHT,...`, weights 0..=100 (0 = no new flows). Endpoints not listed
+/// weigh 100.
+pub const ENDPOINT_WEIGHTS: &str = "lb.dev/endpoint-weights";
+/// Weight of an endpoint without one.
+pub const DEFAULT_WEIGHT: u32 = 100;
 
-/// The listeners a Service asks for, or why it cannot be served.
-pub fn listeners(svc: &Service, slices: &[EndpointSlice]) -> Result<Vec<L4Listener>, ObjectError> {
+/// What one Service asks for.
+pub struct ServiceBuild {
+    pub listeners: Vec<L4Listener>,
+    pub notices: Vec<Notice>,
+}
+
+/// The listeners a Service asks for, or every reason it cannot be served.
+pub fn listeners(svc: &Service, slices: &[EndpointSlice], cx: &BuildContext) -> Result<ServiceBuild, Vec<ObjectError>> {
     let source = ObjectRef {
         kind: "Service".into(),
         namespace: svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
         name: svc.metadata.name.clone().unwrap_or_default(),
     };
-    let err = |field: &str, reason: String| ObjectError {
-        object: source.clone(),
-        field: field.into(),
-        reason,
-    };
+    let err = |field: &str, reason: String| vec![ObjectError { object: source.clone(), field: field.into(), reason }];
     let spec = svc.spec.as_ref().ok_or_else(|| err("spec", "missing".into()))?;
     if spec.type_.as_deref() != Some("LoadBalancer") {
-        return Ok(Vec::new());
+        return Ok(ServiceBuild { listeners: Vec::new(), notices: Vec::new() });
     }
-    let vip = vip(svc).map_err(|reason| err("spec.loadBalancerIP", reason))?;
-    let my_slices: Vec<&EndpointSlice> = slices
-        .iter()
-        .filter(|s| {
-            s.metadata.namespace.as_deref().unwrap_or("default") == source.namespace
-                && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    == Some(&source.name)
-        })
-        .collect();
 
-    let mut out = Vec::new();
+    // Ports, as the annotations see them.
+    let mut ports = Vec::new();
     for (i, port) in spec.ports.iter().flatten().enumerate() {
         let field = format!("spec.ports[{i}]");
         let protocol = match port.protocol.as_deref().unwrap_or("TCP") {
@@ -45,31 +50,129 @@ pub fn listeners(svc: &Service, slices: &[EndpointSlice]) -> Result<Vec<L4Listen
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| err(&format!("{field}.port"), format!("{} is outside 1..=65535", port.port)))?;
-        let backends = backends(&my_slices, port.name.as_deref().unwrap_or(""), protocol, vip);
+        ports.push(ServicePortInfo { name: port.name.clone(), port: number, protocol });
+    }
+
+    let annotations: BTreeMap<String, String> = svc.metadata.annotations.clone().unwrap_or_default();
+    let parsed = clb::parse(&annotations, &ports);
+    let mut errors: Vec<ObjectError> = parsed
+        .errors
+        .iter()
+        .map(|e| ObjectError { object: source.clone(), field: e.annotation.clone(), reason: e.reason.clone() })
+        .collect();
+    let cfg = &parsed.config;
+    let mut notices: Vec<Notice> = parsed
+        .not_applicable
+        .iter()
+        .map(|n| Notice { object: source.clone(), field: n.annotation.clone(), note: n.reason.clone() })
+        .collect();
+    if cfg.l4.proxy_protocol {
+        errors.push(ObjectError {
+            object: source.clone(),
+            field: format!("{}proxy-protocol", clb::CLB_PREFIX),
+            reason: "on is not implemented yet: backends would not get the PROXY header they expect".into(),
+        });
+    }
+    let vip = match vip(svc) {
+        Ok(v) => v,
+        Err(reason) => {
+            errors.extend(err("spec.loadBalancerIP", reason));
+            return Err(errors);
+        }
+    };
+    let wanted = match cfg.ip_version {
+        IpVersion::Ipv4 => vip.is_ipv4(),
+        IpVersion::Ipv6 => vip.is_ipv6(),
+    };
+    if !wanted {
+        errors.push(ObjectError {
+            object: source.clone(),
+            field: format!("{}ip-version", clb::CLB_PREFIX),
+            reason: format!("{:?} does not match the VIP {vip}", cfg.ip_version).to_lowercase(),
+        });
+    }
+    let acl = match &cfg.acl {
+        Acl::Off => None,
+        Acl::On { id, kind } => {
+            if !cx.acls.contains(id.as_str()) {
+                errors.push(ObjectError {
+                    object: source.clone(),
+                    field: format!("{}acl-id", clb::CLB_PREFIX),
+                    reason: format!("AccessControlList {} not found", id.as_str()),
+                });
+            }
+            let mode = match kind {
+                AclType::White => AclMode::White,
+                AclType::Black => AclMode::Black,
+            };
+            Some(AclBinding { acl: id.as_str().to_string(), mode })
+        }
+    };
+    let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let node = if local {
+        match cx.node_name.as_deref() {
+            Some(n) => Some(n),
+            None => {
+                errors.extend(err(
+                    "spec.externalTrafficPolicy",
+                    "Local needs this node's name (lb run --node-name, or NODE_NAME from the downward API)".into(),
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let my_slices: Vec<&EndpointSlice> = slices
+        .iter()
+        .filter(|s| {
+            s.metadata.namespace.as_deref().unwrap_or("default") == source.namespace
+                && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&source.name)
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (listener, port) in cfg.listeners.iter().zip(&ports) {
+        let protocol = match listener.protocol {
+            ListenerProtocol::Tcp => Protocol::Tcp,
+            ListenerProtocol::Udp => Protocol::Udp,
+            ListenerProtocol::Http | ListenerProtocol::Https => {
+                notices.push(Notice {
+                    object: source.clone(),
+                    field: format!("{}protocol-port", clb::CLB_PREFIX),
+                    note: format!("{:?} listener on port {} is not served yet (the L7 proxy is a later issue)", listener.protocol, port.port).to_lowercase(),
+                });
+                continue;
+            }
+        };
+        let backends = backends(&my_slices, port.name.as_deref().unwrap_or(""), protocol, vip, node)
+            .map_err(|reason| err(&format!("metadata.annotations[{ENDPOINT_WEIGHTS}]"), reason))?;
         if backends.len() > lb_common::MAX_BACKENDS_PER_LISTENER as usize {
             return Err(err(
-                &field,
-                format!(
-                    "{} ready endpoints, at most {} per listener",
-                    backends.len(),
-                    lb_common::MAX_BACKENDS_PER_LISTENER
-                ),
+                "spec.ports",
+                format!("{} ready endpoints, at most {} per listener", backends.len(), lb_common::MAX_BACKENDS_PER_LISTENER),
             ));
         }
         out.push(L4Listener {
             source: source.clone(),
             vip,
-            port: number,
+            port: port.port,
             protocol,
-            scheduler: Scheduler::Rr,
+            scheduler: cfg.scheduler,
             backends,
-            persistence_timeout: 0,
-            established_timeout: super::DEFAULT_ESTABLISHED_TIMEOUT,
-            drain_timeout: None,
-            acl: None,
+            persistence_timeout: if protocol == Protocol::Tcp { cfg.l4.persistence_timeout_s as u32 } else { 0 },
+            established_timeout: cfg.l4.established_timeout_s.map_or(super::DEFAULT_ESTABLISHED_TIMEOUT, u32::from),
+            drain_timeout: match cfg.l4.connection_drain {
+                ConnectionDrain::Off => None,
+                ConnectionDrain::On { timeout_s } => Some(timeout_s as u32),
+            },
+            acl: acl.clone(),
         });
     }
-    Ok(out)
+    Ok(ServiceBuild { listeners: out, notices })
 }
 
 /// `spec.loadBalancerIP`, else the first `status.loadBalancer.ingress[].ip`.
@@ -81,24 +184,46 @@ fn vip(svc: &Service) -> Result<IpAddr, String> {
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
         .and_then(|ing| ing.iter().find_map(|i| i.ip.clone()));
-    let text = spec_ip.map(str::to_string).or(status_ip).ok_or_else(|| {
-        "no VIP: set spec.loadBalancerIP or status.loadBalancer.ingress[].ip".to_string()
-    })?;
-    let ip: IpAddr = text.parse().map_err(|_| format!("{text:?} is not an IP address"))?;
-    if !ip.is_ipv4() {
-        return Err(format!("{ip}: IPv6 VIPs are not supported yet"));
-    }
-    Ok(ip)
+    let text = spec_ip
+        .map(str::to_string)
+        .or(status_ip)
+        .ok_or_else(|| "no VIP: set spec.loadBalancerIP or status.loadBalancer.ingress[].ip".to_string())?;
+    text.parse().map_err(|_| format!("{text:?} is not an IP address"))
 }
 
-/// Ready endpoints of the Service port named `port_name`, in the VIP's address family.
-fn backends(slices: &[&EndpointSlice], port_name: &str, protocol: Protocol, vip: IpAddr) -> Vec<Backend> {
+/// `ADDRESS=WEIGHT,...` of an EndpointSlice.
+fn endpoint_weights(slice: &EndpointSlice) -> Result<BTreeMap<IpAddr, u32>, String> {
+    let Some(text) = slice.metadata.annotations.as_ref().and_then(|a| a.get(ENDPOINT_WEIGHTS)) else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (addr, w) = item.split_once('=').ok_or_else(|| format!("{item:?}: expected ADDRESS=WEIGHT"))?;
+        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let w: u32 = w.trim().parse().map_err(|_| format!("{w:?} is not a weight"))?;
+        if w > 100 {
+            return Err(format!("weight {w} of {addr} is outside 0..=100"));
+        }
+        out.insert(addr, w);
+    }
+    Ok(out)
+}
+
+/// Ready endpoints of the Service port named `port_name` in the VIP's address family (on
+/// `node` only, for externalTrafficPolicy: Local).
+fn backends(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+    protocol: Protocol,
+    vip: IpAddr,
+    node: Option<&str>,
+) -> Result<Vec<Backend>, String> {
     let family = if vip.is_ipv4() { "IPv4" } else { "IPv6" };
     let mut set = BTreeSet::new();
     for slice in slices.iter().filter(|s| s.address_type == family) {
+        let weights = endpoint_weights(slice)?;
         let port = slice.ports.iter().flatten().find(|p| {
-            p.name.as_deref().unwrap_or("") == port_name
-                && p.protocol.as_deref().unwrap_or("TCP") == protocol_name(protocol)
+            p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == protocol_name(protocol)
         });
         let Some(port) = port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
             continue;
@@ -108,14 +233,18 @@ fn backends(slices: &[&EndpointSlice], port_name: &str, protocol: Protocol, vip:
             if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
+            if node.is_some() && ep.node_name.as_deref() != node {
+                continue;
+            }
             for addr in &ep.addresses {
                 if let Ok(addr) = addr.parse::<IpAddr>() {
-                    set.insert(Backend { addr, port, weight: 100 });
+                    let weight = weights.get(&addr).copied().unwrap_or(DEFAULT_WEIGHT);
+                    set.insert(Backend { addr, port, weight });
                 }
             }
         }
     }
-    set.into_iter().collect()
+    Ok(set.into_iter().collect())
 }
 
 fn protocol_name(p: Protocol) -> &'static str {
@@ -135,7 +264,7 @@ mod tests {
         let mut set = manifests::ObjectSet::default();
         manifests::load_text(Path::new("t.yaml"), yaml, &mut set);
         assert!(set.errors.is_empty(), "{:?}", set.errors);
-        model::build(&set)
+        model::build(&set, &model::BuildOptions::default())
     }
 
     const SVC: &str = r#"

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 fn demo() -> Result<()> {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").canonicalize()?;
     let objects = manifests::load_dir(&examples)?;
-    let build = model::build(&objects);
+    let build = model::build(&objects, &model::BuildOptions::default());
     if !build.errors.is_empty() || !objects.errors.is_empty() {
         bail!("examples do not validate: {:?} {:?}", objects.errors, build.errors);
     }
@@ -46,7 +46,7 @@ fn demo() -> Result<()> {
         .backends
         .iter()
         .enumerate()
-        .map(|(i, ns)| name_server(ns, "0.0.0.0:8080".parse().unwrap(), &format!("backend-{}", i + 1)))
+        .map(|(i, ns)| name_server(ns, "[::]:8080".parse().unwrap(), &format!("backend-{}", i + 1)))
         .collect::<Result<Vec<_>>>()?;
     let work = std::env::temp_dir().join(format!("{}-demo", topo.prefix));
     std::fs::create_dir_all(&work)?;

@@ -1,0 +1,206 @@
+//! Value parsers shared by the families: on/off, bounded whole numbers, one-of choices,
+//! comma lists, IDs, cookie names and DNS names. Each returns the reason on failure.
+use serde::Serialize;
+
+/// A validated ID of an object the annotation refers to (`acl-id`, `cert-id`): one word,
+/// no spaces or commas.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ResourceId(String);
+
+impl ResourceId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated cookie name (`cookie`): 1–200 printable ASCII characters, no `,`, `;` or
+/// space, not starting with `$`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct CookieName(String);
+
+impl CookieName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `v` quoted for a message, cut at 64 characters.
+pub fn quote(v: &str) -> String {
+    let short: String = v.chars().take(64).collect();
+    if short.len() < v.len() { format!("{short:?}...") } else { format!("{short:?}") }
+}
+
+/// `on` or `off`.
+pub fn on_off(v: &str) -> Result<bool, String> {
+    choice(v, &[("on", true), ("off", false)])
+}
+
+/// One of `options`, compared case-sensitively (a case-insensitive match is suggested).
+pub fn choice<T: Copy>(v: &str, options: &[(&str, T)]) -> Result<T, String> {
+    if let Some((_, t)) = options.iter().find(|(s, _)| *s == v) {
+        return Ok(*t);
+    }
+    let names: Vec<&str> = options.iter().map(|(s, _)| *s).collect();
+    let hint = options
+        .iter()
+        .find(|(s, _)| s.eq_ignore_ascii_case(v))
+        .map(|(s, _)| format!(" (values are case-sensitive: {s})"))
+        .unwrap_or_default();
+    Err(format!("{} is not one of {}{hint}", quote(v), names.join(", ")))
+}
+
+/// A whole number in `min..=max`, written in decimal digits only.
+pub fn number(v: &str, min: u32, max: u32) -> Result<u32, String> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{} is not a whole number in {min}..={max}", quote(v)));
+    }
+    match v.parse::<u64>() {
+        Ok(n) if (u64::from(min)..=u64::from(max)).contains(&n) => Ok(n as u32),
+        Ok(n) => Err(format!("{n} is outside {min}..={max}")),
+        // More digits than u64 holds (all ASCII digits, so slicing is safe).
+        Err(_) if v.len() > 24 => Err(format!("{}... is outside {min}..={max}", &v[..24])),
+        Err(_) => Err(format!("{v} is outside {min}..={max}")),
+    }
+}
+
+/// The comma-separated items of `v`, trimmed; no item may be empty.
+pub fn list(v: &str) -> Result<Vec<&str>, String> {
+    if v.is_empty() {
+        return Err("is empty".into());
+    }
+    let items: Vec<&str> = v.split(',').map(str::trim).collect();
+    if items.iter().any(|i| i.is_empty()) {
+        return Err(format!("{} has an empty item", quote(v)));
+    }
+    Ok(items)
+}
+
+/// One word: not empty, no whitespace, control characters or commas.
+pub fn word(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(c) = v.chars().find(|c| c.is_whitespace() || c.is_control() || *c == ',') {
+        return Err(format!("{} contains {c:?}; an ID is one word without spaces or commas", quote(v)));
+    }
+    Ok(v.to_owned())
+}
+
+pub fn resource_id(v: &str) -> Result<ResourceId, String> {
+    word(v).map(ResourceId)
+}
+
+/// A cookie name as the reference states it.
+pub fn cookie_name(v: &str) -> Result<CookieName, String> {
+    let len = v.chars().count();
+    if !(1..=200).contains(&len) {
+        return Err(format!("a cookie name has 1..=200 characters, not {len}"));
+    }
+    if v.starts_with('$') {
+        return Err(format!("{} starts with $", quote(v)));
+    }
+    if let Some(c) = v.chars().find(|c| !c.is_ascii_graphic() || *c == ',' || *c == ';') {
+        return Err(format!(
+            "{} contains {c:?}; a cookie name is printable ASCII without ',', ';' or spaces",
+            quote(v)
+        ));
+    }
+    Ok(CookieName(v.to_owned()))
+}
+
+/// A DNS name: labels of 1..=63 letters, digits and hyphens (not at either end), 253
+/// characters at most; with `wildcard`, the first label may be `*`.
+pub fn dns_name(v: &str, wildcard: bool) -> Result<String, String> {
+    if v.is_empty() || v.len() > 253 {
+        return Err(format!("{} is not a DNS name (1..=253 characters)", quote(v)));
+    }
+    for (i, label) in v.split('.').enumerate() {
+        if wildcard && i == 0 && label == "*" {
+            continue;
+        }
+        let ok = (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "{} is not a DNS name (label {} is not 1..=63 letters, digits or inner hyphens)",
+                quote(v),
+                quote(label)
+            ));
+        }
+    }
+    Ok(v.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_off_is_case_sensitive() {
+        assert_eq!(on_off("on"), Ok(true));
+        assert_eq!(on_off("off"), Ok(false));
+        assert_eq!(on_off("On"), Err("\"On\" is not one of on, off (values are case-sensitive: on)".into()));
+        assert_eq!(on_off("true"), Err("\"true\" is not one of on, off".into()));
+        assert_eq!(on_off(""), Err("\"\" is not one of on, off".into()));
+    }
+
+    #[test]
+    fn numbers_are_decimal_digits_in_range() {
+        assert_eq!(number("0", 0, 3600), Ok(0));
+        assert_eq!(number("3600", 0, 3600), Ok(3600));
+        assert_eq!(number("007", 0, 3600), Ok(7));
+        assert_eq!(number("4000", 0, 3600), Err("4000 is outside 0..=3600".into()));
+        assert_eq!(number("9", 10, 900), Err("9 is outside 10..=900".into()));
+        assert_eq!(
+            number("99999999999999999999999", 0, 10),
+            Err("99999999999999999999999 is outside 0..=10".into())
+        );
+        for bad in ["-1", "+1", "1.5", "1e3", " 1", "", "ten", "1s"] {
+            assert_eq!(number(bad, 0, 10), Err(format!("{bad:?} is not a whole number in 0..=10")));
+        }
+    }
+
+    #[test]
+    fn lists_reject_empty_items() {
+        assert_eq!(list("a, b ,c"), Ok(vec!["a", "b", "c"]));
+        assert!(list("a,,b").is_err());
+        assert!(list("a,").is_err());
+        assert!(list("").is_err());
+    }
+
+    #[test]
+    fn ids_are_one_word() {
+        assert_eq!(resource_id("acl-bp1").map(|i| i.as_str().to_owned()), Ok("acl-bp1".into()));
+        assert!(resource_id("acl-1,acl-2").is_err());
+        assert!(resource_id("acl 1").is_err());
+        assert!(resource_id("").is_err());
+    }
+
+    #[test]
+    fn cookie_names_follow_the_reference() {
+        for ok in ["B490B5EBF6F3CD402E515D22BCDA1598", "my-cookie", "a", &"c".repeat(200)] {
+            assert!(cookie_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "$session", "a;b", "a,b", "a b", "café", &"c".repeat(201)] {
+            assert!(cookie_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_names() {
+        for ok in ["www.example.com", "a", "x-1.example", &format!("{}.com", "a".repeat(63))] {
+            assert!(dns_name(ok, false).is_ok(), "{ok}");
+        }
+        for bad in
+            ["", "-a.com", "a-.com", "a..com", "a_b.com", "*.example.com", &format!("{}.com", "a".repeat(64))]
+        {
+            assert!(dns_name(bad, false).is_err(), "{bad}");
+        }
+        assert!(dns_name("*.example.com", true).is_ok());
+        assert!(dns_name("a.*.com", true).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! An end-to-end scenario: the topology, a name server on `[::]:8080` (TCP and UDP) in each
+//! backend namespace, a manifest directory, and `lb run` on it.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Result;
+
+use crate::{
+    daemon::Daemon,
+    servers::{Server, name_server},
+    topology::Topology,
+};
+
+pub struct Scenario {
+    pub topo: Topology,
+    pub daemon: Daemon,
+    pub manifests: PathBuf,
+    _servers: Vec<Server>,
+    _work: tempfile::TempDir,
+}
+
+impl Scenario {
+    /// `files` are (name, YAML) written to the manifest directory before `lb` starts; it is
+    /// ready once it has loaded `listeners` listeners.
+    pub fn start(backends: usize, files: &[(&str, &str)], listeners: usize, extra: &[&str]) -> Result<Scenario> {
+        let topo = Topology::new(backends)?;
+        let servers = topo
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| name_server(ns, "[::]:8080".parse().unwrap(), &format!("backend-{}", i + 1)))
+            .collect::<Result<Vec<_>>>()?;
+        let work = tempfile::tempdir()?;
+        let manifests = work.path().join("manifests");
+        fs::create_dir(&manifests)?;
+        for (name, yaml) in files {
+            write_atomic(&manifests, name, yaml)?;
+        }
+        let daemon = Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), listeners, work.path(), extra)?;
+        Ok(Scenario { topo, daemon, manifests, _servers: servers, _work: work })
+    }
+
+    /// Replace a manifest file (write, then rename: never half-written).
+    pub fn write(&self, name: &str, yaml: &str) -> Result<()> {
+        write_atomic(&self.manifests, name, yaml)
+    }
+}
+
+fn write_atomic(dir: &Path, name: &str, yaml: &str) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, yaml)?;
+    fs::rename(tmp, dir.join(name))?;
+    Ok(())
+}
+
+/// A Service of type LoadBalancer on `vip` with one TCP and one UDP port 80 → 8080, the given
+/// annotations and externalTrafficPolicy, and its EndpointSlice over `endpoints`
+/// (address, optional weight).
+pub fn service_yaml(name: &str, vip: &str, annotations: &[(&str, &str)], endpoints: &[(String, Option<u32>)]) -> String {
+    let family = if vip.contains(':') { "IPv6" } else { "IPv4" };
+    let ann: String = annotations.iter().map(|(k, v)| format!("    {k}: \"{v}\"\n")).collect();
+    let weights: Vec<String> = endpoints.iter().filter_map(|(a, w)| w.map(|w| format!("{a}={w}"))).collect();
+    let eps: String = endpoints.iter().map(|(a, _)| format!("- addresses: [\"{a}\"]\n  conditions: {{ready: true}}\n")).collect();
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: e2e
+  annotations:
+{ann}    e2e/none: ""
+spec:
+  type: LoadBalancer
+  loadBalancerIP: "{vip}"
+  ports:
+  - {{name: tcp, protocol: TCP, port: 80, targetPort: 8080}}
+  - {{name: udp, protocol: UDP, port: 80, targetPort: 8080}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: e2e
+  labels: {{kubernetes.io/service-name: {name}}}
+  annotations: {{lb.dev/endpoint-weights: "{weights}"}}
+addressType: {family}
+ports: [{{name: tcp, protocol: TCP, port: 8080}}, {{name: udp, protocol: UDP, port: 8080}}]
+endpoints:
+{eps}"#,
+        weights = weights.join(",")
+    )
+}

@@ -1,0 +1,220 @@
+//! Each CLB L4 annotation family end to end: real TCP/UDP sockets in the netns topology,
+//! the `lb` daemon reading annotated Services, packets through XDP.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use lb_tests::{
+    privileged,
+    scenario::{Scenario, service_yaml},
+    servers::{Session, tcp_request, tcp_request_from, udp_request},
+    topology::{CLIENT, CLIENT2, VIP, VIP6, backend_addr, backend_addr6},
+};
+
+const P: &str = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-";
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn ann(suffix: &str, value: &str) -> (String, String) {
+    (format!("{P}{suffix}"), value.to_string())
+}
+
+fn yaml(vip: &str, annotations: &[(String, String)], endpoints: &[(String, Option<u32>)]) -> String {
+    let a: Vec<(&str, &str)> = annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    service_yaml("svc", vip, &a, endpoints)
+}
+
+fn v4_backends(n: usize) -> Vec<(String, Option<u32>)> {
+    (1..=n).map(|i| (backend_addr(i).to_string(), None)).collect()
+}
+
+fn vip80() -> SocketAddr {
+    SocketAddr::new(VIP.into(), 80)
+}
+
+fn tally(replies: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for r in replies {
+        *m.entry(r).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn wrr_follows_endpoint_weights() {
+    if !privileged("wrr_follows_endpoint_weights") {
+        return;
+    }
+    let eps: Vec<_> = [(1, 60), (2, 30), (3, 10)].iter().map(|(i, w)| (backend_addr(*i).to_string(), Some(*w))).collect();
+    let s = Scenario::start(3, &[("svc.yaml", &yaml(&VIP.to_string(), &[ann("scheduler", "wrr")], &eps))], 2, &[]).unwrap();
+    let counts = s.topo.client.run(|| tally((0..100).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
+    // Stated tolerance: each CPU walks the 10-slot ring on its own, so a backend is off by
+    // at most one ring turn per CPU (6 connections on 2 CPUs for the heaviest).
+    for (name, want) in [("backend-1", 60i64), ("backend-2", 30), ("backend-3", 10)] {
+        let got = *counts.get(name).unwrap_or(&0) as i64;
+        assert!((got - want).abs() <= 12, "{name}: {got} of 100, want {want}±12: {counts:?}");
+    }
+}
+
+#[test]
+fn weight_zero_takes_no_new_connections() {
+    if !privileged("weight_zero_takes_no_new_connections") {
+        return;
+    }
+    let eps = vec![(backend_addr(1).to_string(), Some(0)), (backend_addr(2).to_string(), Some(50))];
+    let s = Scenario::start(2, &[("svc.yaml", &yaml(&VIP.to_string(), &[ann("scheduler", "wrr")], &eps))], 2, &[]).unwrap();
+    let counts = s.topo.client.run(|| tally((0..20).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
+    assert_eq!(counts, BTreeMap::from([("backend-2".to_string(), 20)]));
+}
+
+#[test]
+fn sch_keeps_a_client_tch_spreads_its_ports() {
+    if !privileged("sch_keeps_a_client_tch_spreads_its_ports") {
+        return;
+    }
+    let sch = yaml(&VIP.to_string(), &[ann("scheduler", "sch")], &v4_backends(3));
+    let tch = service_yaml(
+        "tch",
+        "198.18.100.11",
+        &[(&format!("{P}scheduler"), "tch")],
+        &v4_backends(3),
+    );
+    let s = Scenario::start(3, &[("sch.yaml", &sch), ("tch.yaml", &tch)], 4, &[]).unwrap();
+    let (one, two, spread) = s.topo.client.run(|| {
+        let one = tally((0..15).map(|_| tcp_request_from(Some(CLIENT.into()), vip80(), TIMEOUT).unwrap()));
+        let two = tally((0..15).map(|_| tcp_request_from(Some(CLIENT2.into()), vip80(), TIMEOUT).unwrap()));
+        let tch_vip = SocketAddr::new("198.18.100.11".parse().unwrap(), 80);
+        let spread = tally((0..30).map(|_| tcp_request(tch_vip, TIMEOUT).unwrap()));
+        (one, two, spread)
+    });
+    assert_eq!(one.len(), 1, "sch: one client, one backend: {one:?}");
+    assert_eq!(two.len(), 1, "sch: one client, one backend: {two:?}");
+    assert!(spread.len() >= 2, "tch spreads one client's ports: {spread:?}");
+}
+
+#[test]
+fn persistence_holds_then_expires() {
+    if !privileged("persistence_holds_then_expires") {
+        return;
+    }
+    let y = yaml(&VIP.to_string(), &[ann("persistence-timeout", "2")], &v4_backends(3));
+    let mut s = Scenario::start(3, &[("svc.yaml", &y)], 2, &[]).unwrap();
+    let first = s.topo.client.run(|| tally((0..10).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
+    assert_eq!(first.len(), 1, "rr would spread these; persistence keeps them on one backend: {first:?}");
+    std::thread::sleep(Duration::from_millis(3500));
+    let second = s.topo.client.run(|| tally((0..5).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
+    assert_eq!(second.len(), 1, "{second:?}");
+    let out = s.daemon.stop().unwrap();
+    let stats: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    // 9 + 4 hits: the first connection after the 2 s timeout was scheduled afresh.
+    assert_eq!(stats["stats"]["datapath"]["persist_hits"]["packets"], 13, "{stats}");
+}
+
+#[test]
+fn blacklisted_source_gets_nothing_through() {
+    if !privileged("blacklisted_source_gets_nothing_through") {
+        return;
+    }
+    let acl = "apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {name: acl-bad}\nspec:\n  entries:\n  - {cidr: 198.18.0.3/32}\n";
+    let y = yaml(
+        &VIP.to_string(),
+        &[ann("acl-status", "on"), ann("acl-id", "acl-bad"), ann("acl-type", "black")],
+        &v4_backends(2),
+    );
+    let s = Scenario::start(2, &[("acl.yaml", acl), ("svc.yaml", &y)], 2, &[]).unwrap();
+    let (good, bad) = s.topo.client.run(|| {
+        let good = (0..5).filter(|_| tcp_request_from(Some(CLIENT.into()), vip80(), TIMEOUT).is_ok()).count();
+        let bad = (0..5)
+            .filter(|_| tcp_request_from(Some(CLIENT2.into()), vip80(), Duration::from_millis(700)).is_ok())
+            .count();
+        (good, bad)
+    });
+    assert_eq!((good, bad), (5, 0), "allowed source 5 of 5, blacklisted source 0 of 5");
+    // The ACL is edited live: now the first client is listed instead.
+    s.write("acl.yaml", &acl.replace("198.18.0.3/32", "198.18.0.2/32")).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let (good, bad) = s.topo.client.run(|| {
+        let good = (0..5).filter(|_| tcp_request_from(Some(CLIENT2.into()), vip80(), TIMEOUT).is_ok()).count();
+        let bad = (0..5)
+            .filter(|_| tcp_request_from(Some(CLIENT.into()), vip80(), Duration::from_millis(700)).is_ok())
+            .count();
+        (good, bad)
+    });
+    assert_eq!((good, bad), (5, 0), "after the edit");
+}
+
+#[test]
+fn drain_keeps_established_flows_until_the_timeout() {
+    if !privileged("drain_keeps_established_flows_until_the_timeout") {
+        return;
+    }
+    let on = [ann("connection-drain", "on"), ann("connection-drain-timeout", "10")];
+    let y = yaml(&VIP.to_string(), &on, &v4_backends(2));
+    let s = Scenario::start(2, &[("svc.yaml", &y)], 2, &["--sweep-ms", "500"]).unwrap();
+    // Open one long-lived connection per backend.
+    let mut sessions: Vec<(String, Session)> = s.topo.client.run(|| {
+        let mut out: Vec<(String, Session)> = Vec::new();
+        for _ in 0..6 {
+            let mut sess = Session::open(None, vip80(), TIMEOUT).unwrap();
+            let name = sess.ask().unwrap();
+            if !out.iter().any(|(n, _)| *n == name) {
+                out.push((name, sess));
+            }
+        }
+        out
+    });
+    assert_eq!(sessions.len(), 2, "one session on each backend");
+    let i = sessions.iter().position(|(n, _)| n == "backend-1").unwrap();
+    let (_, mut drained) = sessions.remove(i);
+    // Remove backend-1.
+    s.write("svc.yaml", &yaml(&VIP.to_string(), &on, &[(backend_addr(2).to_string(), None)])).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (drained, new) = s.topo.client.run(move || {
+        let answers: Vec<String> = (0..5).map(|_| drained.ask().unwrap()).collect();
+        let new = tally((0..10).map(|_| tcp_request(vip80(), TIMEOUT).unwrap()));
+        (answers, new)
+    });
+    assert!(drained.iter().all(|a| a == "backend-1"), "the established flow keeps its backend: {drained:?}");
+    assert_eq!(new, BTreeMap::from([("backend-2".to_string(), 10)]), "new connections avoid it");
+    let _ = sessions;
+}
+
+#[test]
+fn drain_timeout_cuts_the_flow() {
+    if !privileged("drain_timeout_cuts_the_flow") {
+        return;
+    }
+    let on = [ann("connection-drain", "on"), ann("connection-drain-timeout", "10")];
+    let y = yaml(&VIP.to_string(), &on, &[(backend_addr(1).to_string(), None)]);
+    let s = Scenario::start(2, &[("svc.yaml", &y)], 2, &["--sweep-ms", "500"]).unwrap();
+    let mut sess = s.topo.client.run(|| {
+        let mut sess = Session::open(None, vip80(), TIMEOUT).unwrap();
+        assert_eq!(sess.ask().unwrap(), "backend-1");
+        sess
+    });
+    s.write("svc.yaml", &yaml(&VIP.to_string(), &on, &[(backend_addr(2).to_string(), None)])).unwrap();
+    std::thread::sleep(Duration::from_millis(11500));
+    // The flow was removed at the deadline: its next segment is scheduled to backend-2,
+    // whose kernel knows no such connection and resets it.
+    let after = s.topo.client.run(move || sess.ask());
+    assert!(after.is_err(), "the drained flow is cut after the timeout: {after:?}");
+}
+
+#[test]
+fn ipv6_end_to_end() {
+    if !privileged("ipv6_end_to_end") {
+        return;
+    }
+    let eps: Vec<_> = (1..=2).map(|i| (backend_addr6(i).to_string(), None)).collect();
+    let y = yaml(&VIP6.to_string(), &[ann("ip-version", "ipv6")], &eps);
+    let s = Scenario::start(2, &[("svc.yaml", &y)], 2, &[]).unwrap();
+    let vip = SocketAddr::new(IpAddr::V6(VIP6), 80);
+    let (tcp, udp) = s.topo.client.run(move || {
+        let tcp = tally((0..10).map(|_| tcp_request(vip, TIMEOUT).unwrap()));
+        let udp = tally((0..6).map(|_| udp_request(vip, TIMEOUT).unwrap()));
+        (tcp, udp)
+    });
+    assert_eq!(tcp.len(), 2, "both backends over IPv6: {tcp:?}");
+    assert_eq!(udp.values().sum::<usize>(), 6, "{udp:?}");
+}
