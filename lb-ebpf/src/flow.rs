@@ -6,13 +6,15 @@ use aya_ebpf::{
 };
 use lb_common::*;
 
+const PROTO_ICMP: u8 = 1;
+
 use crate::{
-    acl,
+    acl, icmp,
     fwd::{self},
     maps::{BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, LISTENER_CFG, LISTENERS, REVERSE_NAT, SNAT_ADDRS, scratch},
     nat,
     parse::{
-        self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, Ip, Ipv4Hdr, Ipv6Hdr, Packet, Skip,
+        self, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, Ip, Ipv4Hdr, Ipv6Hdr, Packet, Skip,
         TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, ptr_at,
     },
     persist, sched,
@@ -30,6 +32,11 @@ pub fn handle(ctx: &XdpContext) -> Result<u32, ()> {
     // SAFETY: bounds checked by ptr_at.
     match u16::from_be(unsafe { (*eth).proto }) {
         ETH_P_IP => {
+            let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
+            // SAFETY: bounds checked by ptr_at.
+            if unsafe { (*ip).protocol } == PROTO_ICMP {
+                return Ok(icmp::handle_v4(ctx, bytes));
+            }
             let mut pkt = Packet::<Ipv4Hdr>::new();
             match parse::v4(ctx, &mut pkt) {
                 Ok(()) => process(ctx, &mut pkt, bytes),

@@ -65,15 +65,29 @@ pub fn lookup<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, dst: &Addr) -> Result<Ne
     }
 }
 
-/// Set the frame's MACs and send it out of `ifindex`.
+/// Route lookup for an IPv4 destination without a parsed packet (ICMP errors).
 #[inline(always)]
-pub fn transmit<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6], bytes: u64) -> u32 {
-    let Some(eth) = pkt.eth(ctx) else { return xdp_action::XDP_DROP };
-    // SAFETY: bounds checked just now.
+pub fn lookup_v4_addr(ctx: &XdpContext, dst: u32) -> Result<NextHop, FibError> {
+    let p: &mut FibParams = &mut crate::maps::scratch().ok_or(FibError::NoRoute)?.fib;
+    // SAFETY: an all-zero bpf_fib_lookup is a valid input.
+    *p = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
     unsafe {
-        (*eth).src = *smac;
-        (*eth).dst = *dmac;
+        p.ifindex = (*ctx.ctx).ingress_ifindex;
+        p.__bindgen_anon_4.ipv4_dst = dst;
     }
+    let ret = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, p, core::mem::size_of::<FibParams>() as i32, 0) };
+    match ret {
+        FIB_SUCCESS => Ok(NextHop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac }),
+        FIB_NO_NEIGH => Err(FibError::NoNeigh),
+        _ => Err(FibError::NoRoute),
+    }
+}
+
+/// Send the frame (MACs already set) out of `ifindex`: XDP_TX back out of the interface it
+/// came in on, else a devmap redirect.
+#[inline(always)]
+pub fn send(ctx: &XdpContext, ifindex: u32, bytes: u64) -> u32 {
     let ingress = unsafe { (*ctx.ctx).ingress_ifindex };
     if ifindex == ingress {
         count(stat::TX, bytes);
@@ -85,4 +99,16 @@ pub fn transmit<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ifindex: u32, smac: &[
         // Not in the devmap: the generic redirect reaches any interface, only slower.
         Err(_) => unsafe { bpf_redirect(ifindex, 0) as u32 },
     }
+}
+
+/// Set the frame's MACs and send it out of `ifindex`.
+#[inline(always)]
+pub fn transmit<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6], bytes: u64) -> u32 {
+    let Some(eth) = pkt.eth(ctx) else { return xdp_action::XDP_DROP };
+    // SAFETY: bounds checked just now.
+    unsafe {
+        (*eth).src = *smac;
+        (*eth).dst = *dmac;
+    }
+    send(ctx, ifindex, bytes)
 }

@@ -11,6 +11,7 @@ mod acl;
 mod csum;
 mod flow;
 mod fwd;
+mod icmp;
 mod maps;
 mod nat;
 mod parse;

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    admin,
     dataplane::{self, Dataplane},
     manifests::DirSource,
     model::{self, Model},
@@ -23,6 +24,8 @@ pub struct RunOptions {
     pub sweep: Duration,
     pub sweep_options: dataplane::conntrack::SweepOptions,
     pub build: model::BuildOptions,
+    /// Where the admin endpoint listens; `None` = off.
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -47,6 +50,12 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         attached.insert(iface.name);
     }
 
+    let (admin_tx, mut admin_rx) = tokio::sync::mpsc::channel::<admin::Request>(16);
+    if let Some(addr) = opts.admin {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the admin endpoint {addr}"))?;
+        tracing::info!(%addr, "admin endpoint: GET /stats, /healthz");
+        tokio::spawn(admin::serve(listener, admin_tx));
+    }
     let mut source = DirSource::new(&opts.manifests);
     let mut applied = Model::default();
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -89,6 +98,15 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            Some(req) = admin_rx.recv() => match req {
+                admin::Request::Stats(reply) => {
+                    let json = match dp.stats() {
+                        Ok(s) => serde_json::to_string_pretty(&s).unwrap_or_default(),
+                        Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
+                    };
+                    let _ = reply.send(json);
+                }
+            },
             _ = tokio::time::sleep(opts.poll.min(opts.sweep)) => {}
         }
     }

@@ -1,5 +1,6 @@
 //! The load balancer's control agent: reads Kubernetes objects, validates them into a typed
 //! model and loads that model into the XDP datapath.
+pub mod admin;
 pub mod agent;
 pub mod annotations;
 pub mod dataplane;

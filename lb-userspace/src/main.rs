@@ -3,7 +3,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use lb_userspace::{agent, dataplane, manifests, model};
+use lb_userspace::{admin, agent, dataplane, manifests, model};
 
 #[derive(Parser)]
 #[command(name = "lb", version, about = "XDP L4 load balancer driven by Kubernetes Services")]
@@ -46,6 +46,19 @@ enum Command {
         /// This node's name (externalTrafficPolicy: Local serves only its endpoints).
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
+        /// Admin endpoint (GET /stats, /healthz); "off" to disable.
+        #[arg(long, default_value = admin::DEFAULT_ADDR)]
+        admin: String,
+    },
+    /// Print the running daemon's counters: datapath-wide, per listener, per backend.
+    #[command(after_help = "Example:\n  lb stats\n  lb stats --admin 127.0.0.1:9901 --json")]
+    Stats {
+        /// The daemon's admin endpoint.
+        #[arg(long, default_value = admin::DEFAULT_ADDR)]
+        admin: std::net::SocketAddr,
+        /// Print the JSON as the daemon sends it.
+        #[arg(long)]
+        json: bool,
     },
     /// Validate a manifest directory offline: print the model, or every rejected object.
     #[command(after_help = "Example:\n  lb check --manifests ./examples --json")]
@@ -100,7 +113,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             sweep_ms,
             udp_timeout,
             node_name,
+            admin,
         } => {
+            let admin = match admin.as_str() {
+                "off" => None,
+                a => Some(a.parse().with_context(|| format!("--admin {a}: not ADDRESS:PORT or off"))?),
+            };
             let opts = agent::RunOptions {
                 manifests,
                 ifaces: iface,
@@ -112,11 +130,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     ..Default::default()
                 },
                 build: model::BuildOptions { node_name },
+                admin,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(agent::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Stats { admin, json } => stats(admin, json),
         Command::Check { manifests, json, node_name } => check(&manifests, json, &model::BuildOptions { node_name }),
     }
 }
@@ -156,4 +176,36 @@ fn check(dir: &std::path::Path, json: bool, opts: &model::BuildOptions) -> Resul
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn stats(addr: std::net::SocketAddr, json: bool) -> Result<ExitCode> {
+    let body = admin::get(addr, "/stats")?;
+    if json {
+        println!("{}", body.trim());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    let n = |x: &serde_json::Value| x.as_u64().unwrap_or(0);
+    println!("datapath");
+    for (name, c) in v["datapath"].as_object().into_iter().flatten() {
+        if n(&c["packets"]) > 0 {
+            println!("  {name:<22} {:>12} pkts {:>14} bytes", n(&c["packets"]), n(&c["bytes"]));
+        }
+    }
+    println!("listeners");
+    for (name, c) in v["listeners"].as_object().into_iter().flatten() {
+        println!(
+            "  {name:<32} flows {:>8}  in {:>10} pkts  out {:>10} pkts  acl drops {:>6}  no backend {:>6}",
+            n(&c["new_flows"]),
+            n(&c["packets"]),
+            n(&c["reply_packets"]),
+            n(&c["acl_drops"]),
+            n(&c["no_backend_drops"])
+        );
+    }
+    println!("backends");
+    for (name, c) in v["backends"].as_object().into_iter().flatten() {
+        println!("  {name:<32} flows {:>8}  {:>10} pkts {:>14} bytes", n(&c["new_flows"]), n(&c["packets"]), n(&c["bytes"]));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -131,6 +131,10 @@ fn pin_to_cpu0() {
 /// Build the namespace, load the datapath with `m`, run `f` on a thread inside it (pinned to
 /// CPU 0, so per-CPU round robin is strictly sequential).
 fn with_datapath(test: &str, m: Model, f: impl FnOnce(&mut Bench) + Send + 'static) {
+    with_datapath_opts(test, Options::default(), m, f)
+}
+
+fn with_datapath_opts(test: &str, opts: Options, m: Model, f: impl FnOnce(&mut Bench) + Send + 'static) {
     if !privileged(test) {
         return;
     }
@@ -151,7 +155,7 @@ fn with_datapath(test: &str, m: Model, f: impl FnOnce(&mut Bench) + Send + 'stat
     let (ai, bi, b_mac) = (ns.ifindex(&a).unwrap(), ns.ifindex(&b).unwrap(), ns.mac(&b).unwrap());
     ns.run(move || {
         pin_to_cpu0();
-        let mut dp = Dataplane::load(&Options::default()).expect("load datapath");
+        let mut dp = Dataplane::load(&opts).expect("load datapath");
         dp.add_port(ai, Some(Ipv4Addr::new(198, 18, 0, 1)), Some(v6("2001:db8::1"))).unwrap();
         dp.add_port(bi, Some(SNAT), Some(v6("2001:db8:1::1"))).unwrap();
         dp.apply(&m).unwrap();
@@ -515,5 +519,94 @@ fn fragments_follow_their_first_fragment() {
         assert!(p.l4_csum_ok, "reassembled UDP checksum after NAT: {p:?}");
         assert_eq!(p.flow.3, 5353);
         assert_eq!(t.dp.stats().unwrap().packets("fragments_fwd"), 1);
+    });
+}
+
+/// An ICMP error (type 3 code 4, "fragmentation needed", MTU 1400) from `src` to `dst`
+/// quoting `quoted` (an IPv4 packet without Ethernet header).
+fn icmp_frag_needed(src: Ipv4Addr, dst: Ipv4Addr, quoted: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
+    icmp.extend_from_slice(quoted);
+    let c = lb_tests::packet::finish(lb_tests::packet::sum16(&icmp, 0));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth([0x02, 0, 0, 0, 0, 0xaa], [0x02, 0, 0, 0, 0, 0xcc], 0x0800);
+    f.extend_from_slice(&ipv4_header(src, dst, 1, &[], 7, 0, icmp.len()));
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// (outer src, outer dst, quoted src:port, quoted dst:port) of an ICMP error, with every
+/// checksum checked from scratch (outer IP, ICMP, quoted IP).
+fn read_icmp(f: &[u8]) -> (Ipv4Addr, Ipv4Addr, (Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    use lb_tests::packet::{finish, sum16};
+    let ip = &f[14..34];
+    assert_eq!(finish(sum16(ip, 0)), 0, "outer IP checksum");
+    let icmp = &f[34..];
+    assert_eq!(finish(sum16(icmp, 0)), 0, "ICMP checksum");
+    let inner = &icmp[8..];
+    assert_eq!(finish(sum16(&inner[..20], 0)), 0, "quoted IP checksum");
+    let a = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    let p = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    (a(&ip[12..16]), a(&ip[16..20]), (a(&inner[12..16]), p(&inner[20..22])), (a(&inner[16..20]), p(&inner[22..24])))
+}
+
+#[test]
+fn icmp_errors_reach_the_right_side() {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![
+        listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]),
+        listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1)]),
+    ]);
+    with_datapath("icmp_errors_reach_the_right_side", m, move |t| {
+        for (proto, port, bport) in [(6u8, 80u16, 8080u16), (17, 53, 5353)] {
+            let flow = Flow::new(CLIENT, 40000, VIP, port);
+            let first = if proto == 6 { Frame::tcp(flow, SYN) } else { Frame::udp(flow).payload(b"query") };
+            let (v, sent) = t.run(&first.bytes(), t.a);
+            assert_eq!(v, XDP_REDIRECT);
+            let snat_port = parse(&sent).flow.1;
+            // The backend side says our packet (SNAT → backend) was too big.
+            let err = icmp_frag_needed(B1, SNAT, &sent[14..]);
+            let (v, out) = t.run(&err, t.b);
+            assert_eq!(v, XDP_REDIRECT, "proto {proto}: to the client");
+            assert_eq!(read_icmp(&out), (VIP, CLIENT, (CLIENT, 40000), (VIP, port)), "proto {proto}");
+            if proto == 17 {
+                // The quoted UDP header's checksum was kept right too.
+                let quoted = &out[34 + 8..];
+                let udp = Frame::udp(flow).payload(b"query").l4();
+                assert_eq!(&quoted[20..20 + udp.len()], &udp[..], "quoted datagram is the client's own");
+            }
+            // The client side says our reply (VIP → client) could not be delivered.
+            let reply = Frame { dst_mac: t.b_mac, ..if proto == 6 { Frame::tcp(Flow::new(B1, bport, SNAT, snat_port), SYN | ACK) } else { Frame::udp(Flow::new(B1, bport, SNAT, snat_port)) } };
+            let (v, back) = t.run(&reply.bytes(), t.b);
+            assert_eq!(v, XDP_REDIRECT);
+            let err = icmp_frag_needed(CLIENT, VIP, &back[14..]);
+            let (v, out) = t.run(&err, t.a);
+            assert_eq!(v, XDP_REDIRECT, "proto {proto}: to the backend");
+            assert_eq!(read_icmp(&out), (SNAT, B1, (B1, bport), (SNAT, snat_port)), "proto {proto}");
+        }
+        // An error about no flow of ours, and an ICMP echo, pass untouched.
+        let stray = icmp_frag_needed(B1, SNAT, &Frame::tcp(Flow::new(SNAT, 1234, B1, 9999), SYN).bytes()[14..]);
+        let (v, out) = t.run(&stray, t.b);
+        assert_eq!((v, &out), (XDP_PASS, &stray));
+        let mut echo = stray.clone();
+        echo[34] = 8;
+        let (v, _) = t.run(&echo, t.b);
+        assert_eq!(v, XDP_PASS);
+        assert_eq!(t.dp.stats().unwrap().packets("icmp_errors_fwd"), 4);
+    });
+}
+
+#[test]
+fn new_flows_still_work_when_conntrack_is_full() {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1), be(B2, 5353, 1)])]);
+    let opts = Options { conntrack_entries: 64, ..Options::default() };
+    with_datapath_opts("new_flows_still_work_when_conntrack_is_full", opts, m, move |t| {
+        for sport in 1000..1600u16 {
+            let (v, out) = t.run(&Frame::udp(Flow::new(CLIENT, sport, VIP, 53)).bytes(), t.a);
+            assert_eq!(v, XDP_REDIRECT, "flow {sport} of 600 through a 64-flow table");
+            assert!(parse(&out).l4_csum_ok);
+        }
+        assert_eq!(t.dp.stats().unwrap().packets("new_flows"), 600);
     });
 }

@@ -87,6 +87,21 @@ fn tcp_and_udp_balanced_through_the_vip() {
     let after = topo.client.run(|| (0..6).map(|_| tcp_request(vip(80), TIMEOUT).unwrap()).collect::<Vec<_>>());
     assert!(after.iter().all(|r| r == "backend-2"), "after the edit only backend-2 serves: {after:?}");
 
+    // `lb stats` reads the running daemon's counters per listener and per backend.
+    let bin = lb_tests::daemon::lb_bin();
+    let out = topo.lb.exec(&[bin.to_str().unwrap(), "stats", "--json"]).unwrap();
+    let live: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tcp = &live["listeners"]["198.18.100.10:80/tcp"];
+    assert_eq!(tcp["new_flows"], 36, "30 + 6 TCP connections: {live}");
+    assert!(tcp["reply_packets"].as_u64().unwrap() > 0);
+    assert_eq!(live["listeners"]["198.18.100.10:80/udp"]["new_flows"], 10);
+    let per_backend: u64 = (1..=3)
+        .map(|i| live["backends"][format!("198.18.{i}.2:8080")]["new_flows"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(per_backend >= 6, "backends still loaded count their flows: {live}");
+    let text = topo.lb.exec(&[bin.to_str().unwrap(), "stats"]).unwrap();
+    assert!(String::from_utf8_lossy(&text.stdout).contains("198.18.100.10:80/tcp"));
+
     // SIGTERM: a clean exit with the datapath's counters, and the node as it was found.
     let out = daemon.stop().unwrap();
     let stats: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();

@@ -1,0 +1,187 @@
+//! ICMP errors about a tracked flow (destination unreachable — fragmentation needed among
+//! them —, time exceeded, parameter problem) are translated like the flow itself, so path
+//! MTU discovery and error reporting work through the full NAT:
+//! - from the backend side, about a packet we sent the backend (SNAT → backend): it goes to
+//!   the client, its quoted packet turned back into the client's (client → VIP);
+//! - from the client side, about a reply we sent the client (VIP → client): it goes to the
+//!   backend, its quoted packet turned into the backend's view (backend → SNAT).
+//!
+//! IPv4 only for now.
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::{FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP, stat};
+
+use crate::{
+    csum,
+    fwd,
+    maps::{CONNTRACK, REVERSE_NAT},
+    parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Ports, ptr_at},
+    stats::count,
+};
+
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETERPROB: u8 = 12;
+
+#[repr(C)]
+struct IcmpHdr {
+    kind: u8,
+    code: u8,
+    check: u16,
+    rest: u32,
+}
+
+/// The addresses and ports to write into an ICMP error and the packet it quotes.
+struct Translation {
+    outer_src: u32,
+    outer_dst: u32,
+    inner_src: u32,
+    inner_dst: u32,
+    inner_sport: u16,
+    inner_dport: u16,
+}
+
+/// Handle an IPv4 ICMP packet; XDP_PASS unless it is an error about one of our flows.
+#[inline(never)]
+pub fn handle_v4(ctx: &XdpContext, bytes: u64) -> u32 {
+    match try_v4(ctx, bytes) {
+        Some(action) => action,
+        None => {
+            count(stat::PASS_NOT_OURS, bytes);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[inline(always)]
+fn try_v4(ctx: &XdpContext, bytes: u64) -> Option<u32> {
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN).ok()?;
+    // SAFETY: bounds checked by ptr_at, here and below.
+    let (vihl, frag) = unsafe { ((*ip).version_ihl, u16::from_be((*ip).frag_off)) };
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if ihl < 20 || frag & 0x3fff != 0 {
+        return None;
+    }
+    let icmp_off = ETH_HLEN + ihl;
+    let icmp: *mut IcmpHdr = ptr_at(ctx, icmp_off).ok()?;
+    let kind = unsafe { (*icmp).kind };
+    if kind != ICMP_DEST_UNREACH && kind != ICMP_TIME_EXCEEDED && kind != ICMP_PARAMETERPROB {
+        return None;
+    }
+    let inner_off = icmp_off + 8;
+    let inner: *mut Ipv4Hdr = ptr_at(ctx, inner_off).ok()?;
+    let (ivihl, iproto, isrc, idst) = unsafe { ((*inner).version_ihl, (*inner).protocol, (*inner).saddr, (*inner).daddr) };
+    let iihl = ((ivihl & 0x0f) as usize) * 4;
+    if ivihl >> 4 != 4 || iihl < 20 || iihl > 60 || (iproto != PROTO_TCP && iproto != PROTO_UDP) {
+        return None;
+    }
+    let ports: *mut Ports = ptr_at(ctx, inner_off + iihl).ok()?;
+    let (isport, idport) = unsafe { ((*ports).src, (*ports).dst) };
+    // The flow the quoted packet belongs to, seen from whoever sent it back to us.
+    let key = FlowKey { src: [idst, 0, 0, 0], dst: [isrc, 0, 0, 0], sport: idport, dport: isport, proto: iproto, family: FAMILY_V4, _pad: [0; 2] };
+    if let Some(rev) = REVERSE_NAT.get_ptr(&key) {
+        // SAFETY: map value from a successful lookup.
+        let r = unsafe { &*rev };
+        let t = Translation {
+            outer_src: r.vip[0],
+            outer_dst: r.client[0],
+            inner_src: r.client[0],
+            inner_dst: r.vip[0],
+            inner_sport: r.client_port,
+            inner_dport: r.vip_port,
+        };
+        let (ifindex, smac, dmac) = (r.ifindex, r.local_mac, r.client_mac);
+        translate(ctx, iihl, &t)?;
+        count(stat::ICMP_ERRORS_FWD, bytes);
+        return Some(transmit(ctx, ifindex, &smac, &dmac, bytes));
+    }
+    if let Some(ct) = CONNTRACK.get_ptr(&key) {
+        // SAFETY: map value from a successful lookup.
+        let c = unsafe { &*ct };
+        let t = Translation {
+            outer_src: c.snat[0],
+            outer_dst: c.backend[0],
+            inner_src: c.backend[0],
+            inner_dst: c.snat[0],
+            inner_sport: c.backend_port,
+            inner_dport: c.snat_port,
+        };
+        let hop = fwd::lookup_v4_addr(ctx, c.backend[0]).ok()?;
+        translate(ctx, iihl, &t)?;
+        count(stat::ICMP_ERRORS_FWD, bytes);
+        return Some(transmit(ctx, hop.ifindex, &hop.smac, &hop.dmac, bytes));
+    }
+    None
+}
+
+/// Rewrite the outer addresses, the quoted packet's addresses and ports, and every checksum
+/// involved (outer IP, quoted IP, quoted UDP, ICMP) incrementally.
+#[inline(always)]
+fn translate(ctx: &XdpContext, iihl: usize, t: &Translation) -> Option<()> {
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN).ok()?;
+    let ihl = ((unsafe { (*ip).version_ihl } & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return None;
+    }
+    let icmp: *mut IcmpHdr = ptr_at(ctx, ETH_HLEN + ihl).ok()?;
+    let inner_off = ETH_HLEN + ihl + 8;
+    let inner: *mut Ipv4Hdr = ptr_at(ctx, inner_off).ok()?;
+    let ports: *mut Ports = ptr_at(ctx, inner_off + (iihl & 0x3c)).ok()?;
+    // SAFETY: every pointer bounds checked above.
+    unsafe {
+        // Outer header (ICMPv4 has no pseudo-header: only the IP checksum sees these).
+        let mut c = (*ip).check;
+        c = csum::replace4(c, (*ip).saddr, t.outer_src);
+        c = csum::replace4(c, (*ip).daddr, t.outer_dst);
+        (*ip).check = c;
+        (*ip).saddr = t.outer_src;
+        (*ip).daddr = t.outer_dst;
+
+        // The quoted packet, all of it inside the ICMP checksum.
+        let mut icsum = (*icmp).check;
+        let old_inner_check = (*inner).check;
+        let mut ic = old_inner_check;
+        ic = csum::replace4(ic, (*inner).saddr, t.inner_src);
+        ic = csum::replace4(ic, (*inner).daddr, t.inner_dst);
+        icsum = csum::replace4(icsum, (*inner).saddr, t.inner_src);
+        icsum = csum::replace4(icsum, (*inner).daddr, t.inner_dst);
+        icsum = csum::replace2(icsum, old_inner_check, ic);
+        (*inner).check = ic;
+        let (old_src, old_dst) = ((*inner).saddr, (*inner).daddr);
+        (*inner).saddr = t.inner_src;
+        (*inner).daddr = t.inner_dst;
+        icsum = csum::replace2(icsum, (*ports).src, t.inner_sport);
+        icsum = csum::replace2(icsum, (*ports).dst, t.inner_dport);
+        // A quoted UDP header carries its checksum in its first 8 bytes: keep it right.
+        if (*inner).protocol == PROTO_UDP {
+            if let Ok(ucsum) = ptr_at::<u16>(ctx, inner_off + (iihl & 0x3c) + 6) {
+                let old = *ucsum;
+                if old != 0 {
+                    let mut u = csum::replace4(old, old_src, t.inner_src);
+                    u = csum::replace4(u, old_dst, t.inner_dst);
+                    u = csum::replace2(u, (*ports).src, t.inner_sport);
+                    u = csum::replace2(u, (*ports).dst, t.inner_dport);
+                    if u == 0 {
+                        u = 0xffff;
+                    }
+                    icsum = csum::replace2(icsum, old, u);
+                    *ucsum = u;
+                }
+            }
+        }
+        (*ports).src = t.inner_sport;
+        (*ports).dst = t.inner_dport;
+        (*icmp).check = icsum;
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn transmit(ctx: &XdpContext, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6], bytes: u64) -> u32 {
+    let Ok(eth) = ptr_at::<EthHdr>(ctx, 0) else { return xdp_action::XDP_DROP };
+    // SAFETY: bounds checked just now.
+    unsafe {
+        (*eth).src = *smac;
+        (*eth).dst = *dmac;
+    }
+    fwd::send(ctx, ifindex, bytes)
+}
