@@ -1,0 +1,47 @@
+//! `lb check` as users script it: the examples validate, bad input is named and exits non-zero.
+use std::{fs, path::Path, process::Command};
+
+use lb_tests::daemon::lb_bin;
+
+fn check(dir: &Path) -> (i32, serde_json::Value) {
+    let out = Command::new(lb_bin()).args(["check", "--json", "--manifests"]).arg(dir).output().expect("run lb check");
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code().unwrap_or(-1), json)
+}
+
+#[test]
+fn every_example_validates() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let (code, json) = check(&examples);
+    assert_eq!(code, 0, "{json}");
+    assert!(json["model"]["listeners"].as_object().unwrap().len() >= 9, "{json}");
+    for entry in fs::read_dir(&examples).unwrap() {
+        let dir = entry.unwrap().path();
+        if dir.is_dir() {
+            let (code, json) = check(&dir);
+            assert_eq!(code, 0, "{}: {json}", dir.display());
+        }
+    }
+}
+
+#[test]
+fn a_bad_annotation_rejects_its_object_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = |name: &str, vip: &str, timeout: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: t\n  annotations:\n    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-persistence-timeout: \"{timeout}\"\nspec:\n  type: LoadBalancer\n  loadBalancerIP: {vip}\n  ports: [{{port: 80}}]\n"
+        )
+    };
+    fs::write(dir.path().join("good.yaml"), svc("good", "198.18.100.20", "60")).unwrap();
+    fs::write(dir.path().join("bad.yaml"), svc("bad", "198.18.100.21", "4000")).unwrap();
+    fs::write(dir.path().join("broken.yaml"), "kind: Service\napiVersion: v1\nmetadata: [\n").unwrap();
+    let (code, json) = check(dir.path());
+    assert_eq!(code, 1);
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{json}");
+    assert_eq!(errors[0]["object"]["name"], "bad");
+    assert_eq!(errors[0]["field"], "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-persistence-timeout");
+    assert_eq!(errors[0]["reason"], "4000 is outside 0..=3600");
+    assert_eq!(json["manifest_errors"].as_array().unwrap().len(), 1, "the broken file is named: {json}");
+    assert!(json["model"]["listeners"]["198.18.100.20:80/tcp"].is_object(), "the good Service is still in the model");
+}
