@@ -7,6 +7,7 @@ use aya_ebpf::{
 use lb_common::*;
 
 const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
 
 use crate::{
     acl, icmp,
@@ -44,6 +45,11 @@ pub fn handle(ctx: &XdpContext) -> Result<u32, ()> {
             }
         }
         ETH_P_IPV6 => {
+            let ip: *mut Ipv6Hdr = ptr_at(ctx, ETH_HLEN)?;
+            // SAFETY: bounds checked by ptr_at.
+            if unsafe { (*ip).nexthdr } == PROTO_ICMPV6 {
+                return Ok(icmp::handle_v6(ctx, bytes));
+            }
             let mut pkt = Packet::<Ipv6Hdr>::new();
             match parse::v6(ctx, &mut pkt) {
                 Ok(()) => process(ctx, &mut pkt, bytes),

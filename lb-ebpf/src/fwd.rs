@@ -84,6 +84,25 @@ pub fn lookup_v4_addr(ctx: &XdpContext, dst: u32) -> Result<NextHop, FibError> {
     }
 }
 
+/// Route lookup for an IPv6 destination without a parsed packet (ICMPv6 errors).
+#[inline(always)]
+pub fn lookup_v6_addr(ctx: &XdpContext, dst: &Addr) -> Result<NextHop, FibError> {
+    let p: &mut FibParams = &mut crate::maps::scratch().ok_or(FibError::NoRoute)?.fib;
+    // SAFETY: an all-zero bpf_fib_lookup is a valid input.
+    *p = unsafe { core::mem::zeroed() };
+    p.family = AF_INET6;
+    unsafe {
+        p.ifindex = (*ctx.ctx).ingress_ifindex;
+        p.__bindgen_anon_4.ipv6_dst = *dst;
+    }
+    let ret = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, p, core::mem::size_of::<FibParams>() as i32, 0) };
+    match ret {
+        FIB_SUCCESS => Ok(NextHop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac }),
+        FIB_NO_NEIGH => Err(FibError::NoNeigh),
+        _ => Err(FibError::NoRoute),
+    }
+}
+
 /// Send the frame (MACs already set) out of `ifindex`: XDP_TX back out of the interface it
 /// came in on, else a devmap redirect.
 #[inline(always)]

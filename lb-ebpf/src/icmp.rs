@@ -6,14 +6,13 @@
 //! - from the client side, about a reply we sent the client (VIP → client): it goes to the
 //!   backend, its quoted packet turned into the backend's view (backend → SNAT).
 //!
-//! IPv4 only for now.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP, stat};
 
 use crate::{
     csum,
     fwd,
-    maps::{CONNTRACK, REVERSE_NAT},
+    maps::{CONNTRACK, REVERSE_NAT, scratch},
     parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Ports, ptr_at},
     stats::count,
 };
@@ -184,4 +183,134 @@ fn transmit(ctx: &XdpContext, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6], byte
         (*eth).dst = *dmac;
     }
     fwd::send(ctx, ifindex, bytes)
+}
+
+const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMPV6_PKT_TOOBIG: u8 = 2;
+const ICMPV6_TIME_EXCEED: u8 = 3;
+const ICMPV6_PARAMPROB: u8 = 4;
+const V6_HLEN: usize = 40;
+
+/// The IPv6 version: an ICMPv6 error right after the IPv6 header (no extension headers),
+/// quoting an IPv6 TCP/UDP packet whose transport header follows its fixed header. ICMPv6
+/// checksums cover a pseudo-header, so the outer addresses are folded in too.
+#[inline(never)]
+pub fn handle_v6(ctx: &XdpContext, bytes: u64) -> u32 {
+    match try_v6(ctx, bytes) {
+        Some(action) => action,
+        None => {
+            count(stat::PASS_NOT_OURS, bytes);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+#[repr(C)]
+struct V6Fixed {
+    vtc_flow: u32,
+    payload_len: u16,
+    nexthdr: u8,
+    hop_limit: u8,
+    saddr: [u32; 4],
+    daddr: [u32; 4],
+}
+
+
+#[inline(always)]
+fn try_v6(ctx: &XdpContext, bytes: u64) -> Option<u32> {
+    let ip: *mut V6Fixed = ptr_at(ctx, ETH_HLEN).ok()?;
+    let icmp: *mut IcmpHdr = ptr_at(ctx, ETH_HLEN + V6_HLEN).ok()?;
+    // SAFETY: bounds checked by ptr_at, here and below.
+    let kind = unsafe { (*icmp).kind };
+    if kind != ICMPV6_DEST_UNREACH && kind != ICMPV6_PKT_TOOBIG && kind != ICMPV6_TIME_EXCEED && kind != ICMPV6_PARAMPROB {
+        return None;
+    }
+    let inner_off = ETH_HLEN + V6_HLEN + 8;
+    let inner: *mut V6Fixed = ptr_at(ctx, inner_off).ok()?;
+    let (iproto, isrc, idst) = unsafe { ((*inner).nexthdr, (*inner).saddr, (*inner).daddr) };
+    if iproto != PROTO_TCP && iproto != PROTO_UDP {
+        return None;
+    }
+    let ports: *mut Ports = ptr_at(ctx, inner_off + V6_HLEN).ok()?;
+    let (isport, idport) = unsafe { ((*ports).src, (*ports).dst) };
+    let _ = ip;
+    let key = FlowKey { src: idst, dst: isrc, sport: idport, dport: isport, proto: iproto, family: lb_common::FAMILY_V6, _pad: [0; 2] };
+    if let Some(rev) = REVERSE_NAT.get_ptr(&key) {
+        // SAFETY: map value from a successful lookup.
+        let r = unsafe { &*rev };
+        // The addresses go through the per-CPU scratch space: four IPv6 addresses on the stack
+        // overflow the BPF stack.
+        let s = scratch()?;
+        s.t6 = [r.vip, r.client, r.client, r.vip];
+        let (ifindex, smac, dmac) = (r.ifindex, r.local_mac, r.client_mac);
+        translate6(ctx, r.client_port, r.vip_port)?;
+        count(stat::ICMP_ERRORS_FWD, bytes);
+        return Some(transmit(ctx, ifindex, &smac, &dmac, bytes));
+    }
+    if let Some(ct) = CONNTRACK.get_ptr(&key) {
+        // SAFETY: map value from a successful lookup.
+        let c = unsafe { &*ct };
+        let hop = fwd::lookup_v6_addr(ctx, &c.backend).ok()?;
+        let s = scratch()?;
+        s.t6 = [c.snat, c.backend, c.backend, c.snat];
+        translate6(ctx, c.backend_port, c.snat_port)?;
+        count(stat::ICMP_ERRORS_FWD, bytes);
+        return Some(transmit(ctx, hop.ifindex, &hop.smac, &hop.dmac, bytes));
+    }
+    None
+}
+
+#[inline(always)]
+fn replace_addr(mut c: u16, old: &[u32; 4], new: &[u32; 4]) -> u16 {
+    let mut i = 0;
+    while i < 4 {
+        c = csum::replace4(c, old[i], new[i]);
+        i += 1;
+    }
+    c
+}
+
+/// Rewrite an ICMPv6 error with the addresses in `scratch().t6` (outer source, outer
+/// destination, quoted source, quoted destination) and the quoted ports.
+#[inline(always)]
+fn translate6(ctx: &XdpContext, inner_sport: u16, inner_dport: u16) -> Option<()> {
+    let t = &scratch()?.t6;
+    let ip: *mut V6Fixed = ptr_at(ctx, ETH_HLEN).ok()?;
+    let icmp: *mut IcmpHdr = ptr_at(ctx, ETH_HLEN + V6_HLEN).ok()?;
+    let inner: *mut V6Fixed = ptr_at(ctx, ETH_HLEN + V6_HLEN + 8).ok()?;
+    let ports: *mut Ports = ptr_at(ctx, ETH_HLEN + V6_HLEN + 8 + V6_HLEN).ok()?;
+    // SAFETY: every pointer bounds checked above.
+    unsafe {
+        let mut icsum = (*icmp).check;
+        // The pseudo-header: outer addresses.
+        icsum = replace_addr(icsum, &(*ip).saddr, &t[0]);
+        icsum = replace_addr(icsum, &(*ip).daddr, &t[1]);
+        (*ip).saddr = t[0];
+        (*ip).daddr = t[1];
+        // The quoted packet (and its UDP checksum, whose pseudo-header it is).
+        if (*inner).nexthdr == PROTO_UDP {
+            if let Ok(ucsum) = ptr_at::<u16>(ctx, ETH_HLEN + V6_HLEN + 8 + V6_HLEN + 6) {
+                let old = *ucsum;
+                let mut u = replace_addr(old, &(*inner).saddr, &t[2]);
+                u = replace_addr(u, &(*inner).daddr, &t[3]);
+                u = csum::replace2(u, (*ports).src, inner_sport);
+                u = csum::replace2(u, (*ports).dst, inner_dport);
+                if u == 0 {
+                    u = 0xffff;
+                }
+                icsum = csum::replace2(icsum, old, u);
+                *ucsum = u;
+            }
+        }
+        icsum = replace_addr(icsum, &(*inner).saddr, &t[2]);
+        icsum = replace_addr(icsum, &(*inner).daddr, &t[3]);
+        (*inner).saddr = t[2];
+        (*inner).daddr = t[3];
+        icsum = csum::replace2(icsum, (*ports).src, inner_sport);
+        icsum = csum::replace2(icsum, (*ports).dst, inner_dport);
+        (*ports).src = inner_sport;
+        (*ports).dst = inner_dport;
+        (*icmp).check = icsum;
+    }
+    Some(())
 }

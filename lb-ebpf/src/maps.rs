@@ -74,6 +74,8 @@ pub struct Scratch {
     pub fib: aya_ebpf::bindings::bpf_fib_lookup,
     pub ct: CtEntry,
     pub rev: RevEntry,
+    /// Addresses an ICMPv6 error is rewritten to.
+    pub t6: [Addr; 4],
 }
 
 #[map(name = "SCRATCH")]

@@ -610,3 +610,63 @@ fn new_flows_still_work_when_conntrack_is_full() {
         assert_eq!(t.dp.stats().unwrap().packets("new_flows"), 600);
     });
 }
+
+/// An ICMPv6 "packet too big" (MTU 1280) from `src` to `dst` quoting `quoted` (an IPv6
+/// packet without Ethernet header), with its pseudo-header checksum.
+fn icmp6_too_big(src: Ipv6Addr, dst: Ipv6Addr, quoted: &[u8]) -> Vec<u8> {
+    use lb_tests::packet::{finish, sum16};
+    let mut icmp = vec![2, 0, 0, 0, 0, 0, 0x05, 0x00];
+    icmp.extend_from_slice(&quoted[..quoted.len().min(1232)]);
+    let mut pseudo = src.octets().to_vec();
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    let c = finish(sum16(&icmp, sum16(&pseudo, 0)));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth([0x02, 0, 0, 0, 0, 0xaa], [0x02, 0, 0, 0, 0, 0xcc], 0x86dd);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// (outer src, outer dst, quoted src:port, quoted dst:port) of an ICMPv6 error, its
+/// checksum (pseudo-header included) checked from scratch.
+fn read_icmp6(f: &[u8]) -> (Ipv6Addr, Ipv6Addr, (Ipv6Addr, u16), (Ipv6Addr, u16)) {
+    use lb_tests::packet::{finish, sum16};
+    let ip = &f[14..54];
+    let icmp = &f[54..];
+    let a = |b: &[u8]| Ipv6Addr::from(<[u8; 16]>::try_from(b).unwrap());
+    let mut pseudo = ip[8..40].to_vec();
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    assert_eq!(finish(sum16(icmp, sum16(&pseudo, 0))), 0, "ICMPv6 checksum");
+    let inner = &icmp[8..];
+    let p = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
+    (a(&ip[8..24]), a(&ip[24..40]), (a(&inner[8..24]), p(&inner[40..42])), (a(&inner[24..40]), p(&inner[42..44])))
+}
+
+#[test]
+fn icmpv6_packet_too_big_reaches_the_right_side() {
+    let vip6 = v6("2001:db8:100::10");
+    let client = v6("2001:db8::2");
+    let b1 = v6("2001:db8:1::2");
+    let snat = v6("2001:db8:1::1");
+    let m = model(vec![listener(IpAddr::V6(vip6), 443, Protocol::Tcp, Scheduler::Rr, &[(IpAddr::V6(b1), 8443, 1)])]);
+    with_datapath("icmpv6_packet_too_big_reaches_the_right_side", m, move |t| {
+        let (v, sent) = t.run(&Frame::tcp(Flow::new(client, 50000, vip6, 443), SYN).bytes(), t.a);
+        assert_eq!(v, XDP_REDIRECT);
+        let snat_port = parse(&sent).flow.1;
+        let (v, out) = t.run(&icmp6_too_big(b1, snat, &sent[14..]), t.b);
+        assert_eq!(v, XDP_REDIRECT, "to the client");
+        assert_eq!(read_icmp6(&out), (vip6, client, (client, 50000), (vip6, 443)));
+        let reply = Frame { dst_mac: t.b_mac, ..Frame::tcp(Flow::new(b1, 8443, snat, snat_port), SYN | ACK) };
+        let (_, back) = t.run(&reply.bytes(), t.b);
+        let (v, out) = t.run(&icmp6_too_big(client, vip6, &back[14..]), t.a);
+        assert_eq!(v, XDP_REDIRECT, "to the backend");
+        assert_eq!(read_icmp6(&out), (snat, b1, (b1, 8443), (snat, snat_port)));
+    });
+}

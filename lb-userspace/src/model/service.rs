@@ -355,6 +355,21 @@ spec: {type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{port: 80}]}
     }
 
     #[test]
+    fn external_traffic_policy_local_keeps_this_nodes_endpoints() {
+        let yaml = SVC
+            .replace("  loadBalancerIP: 198.18.100.10\n", "  loadBalancerIP: 198.18.100.10\n  externalTrafficPolicy: Local\n")
+            .replace("- addresses: [198.18.11.2]\n", "- addresses: [198.18.11.2]\n  nodeName: node-a\n")
+            .replace("- addresses: [198.18.12.2]\n", "- addresses: [198.18.12.2]\n  nodeName: node-b\n");
+        let mut set = manifests::ObjectSet::default();
+        manifests::load_text(Path::new("t.yaml"), &yaml, &mut set);
+        let on_a = model::build(&set, &model::BuildOptions { node_name: Some("node-a".into()) });
+        let addrs: Vec<String> = on_a.model.listeners["198.18.100.10:80/tcp"].backends.iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(addrs, ["198.18.11.2"], "only node-a's endpoint");
+        let nowhere = model::build(&set, &model::BuildOptions::default());
+        assert!(nowhere.errors[0].to_string().contains("externalTrafficPolicy: Local needs this node's name"), "{:?}", nowhere.errors);
+    }
+
+    #[test]
     fn non_loadbalancer_services_are_not_listeners() {
         let b = build(&SVC.replace("type: LoadBalancer", "type: ClusterIP"));
         assert!(b.model.listeners.is_empty() && b.errors.is_empty());
