@@ -25,7 +25,7 @@ pub mod map_names {
 pub const XDP_PROGRAM: &str = "lb_xdp";
 
 /// Upper bound on listeners (VIP, port, protocol) loaded at once.
-pub const MAX_LISTENERS: u32 = 4096;
+pub const MAX_LISTENERS: u32 = 16384;
 /// Upper bound on backends over all listeners.
 pub const MAX_BACKENDS: u32 = 65536;
 /// Upper bound on backends of one listener.

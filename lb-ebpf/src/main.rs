@@ -34,3 +34,11 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+/// The benchmark's floor: count the packet, drop it. `cargo xtask bench` measures every
+/// datapath case against this program in the same run.
+#[xdp]
+pub fn lb_xdp_floor(_ctx: XdpContext) -> u32 {
+    stats::count(lb_common::stat::RX, 0);
+    xdp_action::XDP_DROP
+}

@@ -4,6 +4,7 @@
 pub mod netns;
 pub mod packet;
 pub mod servers;
+pub mod testbed;
 pub mod daemon;
 pub mod scenario;
 pub mod topology;

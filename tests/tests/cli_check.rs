@@ -45,3 +45,18 @@ fn a_bad_annotation_rejects_its_object_only() {
     assert_eq!(json["manifest_errors"].as_array().unwrap().len(), 1, "the broken file is named: {json}");
     assert!(json["model"]["listeners"]["198.18.100.20:80/tcp"].is_object(), "the good Service is still in the model");
 }
+
+/// `cargo xtask bench --quick` still works (a smoke run: no figure is asserted).
+#[test]
+fn bench_quick_smoke() {
+    if !lb_tests::privileged("bench_quick_smoke") {
+        return;
+    }
+    let bench = Path::new(env!("CARGO_BIN_EXE_lb-bench"));
+    let out = Command::new(bench).arg("--quick").output().expect("run lb-bench");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/report.json");
+    let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(report).unwrap()).unwrap();
+    assert!(json["datapath_ns_per_packet"].as_array().unwrap().len() >= 8);
+    assert!(json["control_plane"]["apply_all_ms"].as_f64().is_some());
+}

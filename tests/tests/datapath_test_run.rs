@@ -10,10 +10,9 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::{TestRun, TestRunOptions};
 use ipnet::IpNet;
 use lb_tests::{
-    netns::{Netns, sh, unique_prefix},
+    testbed::{BACKEND_MACS, Bed, pin_to_cpu0, run_frame},
     packet::{ACK, ETH_ARP, ETH_IPV6, ETH_VLAN, FIN, Flow, Frame, PSH, RST, SYN, eth, ipv4_header, parse},
     privileged,
 };
@@ -32,14 +31,6 @@ const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 const B1: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 const B2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 3);
 const B3: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 4);
-const BACKEND_MACS: [(&str, [u8; 6]); 5] = [
-    ("198.18.1.2", [0x02, 0xbe, 0, 0, 0, 0x01]),
-    ("198.18.1.3", [0x02, 0xbe, 0, 0, 0, 0x02]),
-    ("198.18.1.4", [0x02, 0xbe, 0, 0, 0, 0x03]),
-    ("2001:db8:1::2", [0x02, 0xbe, 0, 0, 0, 0x12]),
-    ("2001:db8:1::3", [0x02, 0xbe, 0, 0, 0, 0x13]),
-];
-
 fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
@@ -87,19 +78,8 @@ struct Bench {
 impl Bench {
     /// Run one frame as if received on `ifindex`: (verdict, frame after the program).
     fn run(&mut self, frame: &[u8], ifindex: u32) -> (u32, Vec<u8>) {
-        // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex }
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 256];
-        let prog = self.dp.program().unwrap();
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        let (verdict, out, _) = run_frame(self.dp.program().unwrap(), frame, ifindex, 1);
+        (verdict, out)
     }
 
     /// A client frame in on `a`: (verdict, backend address, SNAT port, parsed output).
@@ -122,12 +102,6 @@ fn parse_or_empty(out: &[u8]) -> lb_tests::packet::Parsed {
     if out.len() >= 54 { parse(out) } else { parse(&Frame::tcp(Flow::new(CLIENT, 1, VIP, 1), 0).bytes()) }
 }
 
-fn pin_to_cpu0() {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(0).unwrap();
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
-}
-
 /// Build the namespace, load the datapath with `m`, run `f` on a thread inside it (pinned to
 /// CPU 0, so per-CPU round robin is strictly sequential).
 fn with_datapath(test: &str, m: Model, f: impl FnOnce(&mut Bench) + Send + 'static) {
@@ -138,22 +112,9 @@ fn with_datapath_opts(test: &str, opts: Options, m: Model, f: impl FnOnce(&mut B
     if !privileged(test) {
         return;
     }
-    let ns = Netns::new(&format!("{}t", unique_prefix())).unwrap();
-    let (a, b) = (format!("{}a", ns.name), format!("{}b", ns.name));
-    sh(&["ip", "link", "add", &a, "netns", &ns.name, "type", "veth", "peer", "name", &b, "netns", &ns.name]).unwrap();
-    for (dev, v4, v6) in [(&a, "198.18.0.1/24", "2001:db8::1/64"), (&b, "198.18.1.1/24", "2001:db8:1::1/64")] {
-        ns.ip(&["addr", "add", v4, "dev", dev]).unwrap();
-        ns.ip(&["addr", "add", v6, "dev", dev, "nodad"]).unwrap();
-        ns.ip(&["link", "set", dev, "up"]).unwrap();
-    }
-    for (ip, mac) in BACKEND_MACS {
-        let mac = mac.iter().map(|m| format!("{m:02x}")).collect::<Vec<_>>().join(":");
-        ns.ip(&["neigh", "add", ip, "lladdr", &mac, "dev", &b, "nud", "permanent"]).unwrap();
-    }
-    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]).unwrap();
-    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]).unwrap();
-    let (ai, bi, b_mac) = (ns.ifindex(&a).unwrap(), ns.ifindex(&b).unwrap(), ns.mac(&b).unwrap());
-    ns.run(move || {
+    let bed = Bed::new().unwrap();
+    let (ai, bi, b_mac) = (bed.a, bed.b, bed.b_mac);
+    bed.ns.run(move || {
         pin_to_cpu0();
         let mut dp = Dataplane::load(&opts).expect("load datapath");
         dp.add_port(ai, Some(Ipv4Addr::new(198, 18, 0, 1)), Some(v6("2001:db8::1"))).unwrap();

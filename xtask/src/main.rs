@@ -18,7 +18,8 @@ tasks:
   build        build-ebpf, then the `lb` binary (release) with the object embedded
   demo         setup + build, then real traffic through a namespace topology; prints a summary
   test         setup + build, then every test, privileged ones included (LB_REQUIRE_PRIVILEGED=1)
-  bench        measure the datapath, the L7 proxy and the control plane against peers";
+  bench        measure the datapath and the control plane against a floor in the same run
+               (--quick: a smaller run); writes target/bench/report.{md,json} and datapath.svg";
 
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -159,8 +160,13 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
     Some((count(" passed")?, count(" failed")?))
 }
 
-fn bench(_args: &[String]) -> Result<()> {
-    bail!("`cargo xtask bench` is not implemented yet (tracked by the bench issue)")
+fn bench(args: &[String]) -> Result<()> {
+    setup::run()?;
+    build()?;
+    exec(cargo()
+        .args(["run", "--release", "--quiet", "-p", "lb-tests", "--bin", "lb-bench", "--"])
+        .args(args)
+        .env("LB_BIN", root().join("target/release/lb")))
 }
 
 #[cfg(test)]

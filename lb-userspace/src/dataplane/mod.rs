@@ -293,7 +293,9 @@ impl Dataplane {
         if retired.is_empty() {
             return Ok(());
         }
-        conntrack::forget_persistence(&mut self.ebpf, id, &retired)?;
+        if old.persistence_timeout > 0 {
+            conntrack::forget_persistence(&mut self.ebpf, id, &retired)?;
+        }
         // Weight 0 only stops new flows; removal ends the established ones too.
         let removed: Vec<(IpAddr, u16)> = retired
             .into_iter()
@@ -358,6 +360,26 @@ impl Dataplane {
     {
         map_mut(&mut self.ebpf, name)
     }
+}
+
+/// Name of the benchmark's floor program (count, drop) in the object.
+pub const FLOOR_PROGRAM: &str = "lb_xdp_floor";
+
+/// The object with only the floor program loaded (`cargo xtask bench` measures against it);
+/// the big maps are made tiny.
+pub fn load_floor() -> Result<Ebpf> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(DataplaneError::NoObject);
+    }
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(names::CONNTRACK, 16)
+        .map_max_entries(names::REVERSE_NAT, 16)
+        .map_max_entries(names::BACKEND_TABLE, 16)
+        .load(EBPF_OBJECT)?;
+    let prog: &mut Xdp =
+        ebpf.program_mut(FLOOR_PROGRAM).ok_or(DataplaneError::Missing { what: "program lb_xdp_floor" })?.try_into()?;
+    prog.load()?;
+    Ok(ebpf)
 }
 
 impl Drop for Dataplane {

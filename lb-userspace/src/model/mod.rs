@@ -18,6 +18,13 @@ pub struct ObjectRef {
     pub name: String,
 }
 
+impl ObjectRef {
+    /// A cluster-scoped object's reference.
+    pub fn default_for(kind: &str, name: &str) -> ObjectRef {
+        ObjectRef { kind: kind.into(), namespace: String::new(), name: name.into() }
+    }
+}
+
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.namespace.is_empty() {
