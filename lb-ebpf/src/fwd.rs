@@ -38,18 +38,18 @@ impl FibError {
     }
 }
 
-/// Route lookup for `dst`, as if the frame were forwarded from its ingress interface.
+/// Route lookup for `dst` of `family`, as if a frame were forwarded from its ingress
+/// interface; `proto` and `tot_len` (0 if unknown) refine it when a packet is at hand.
 #[inline(always)]
-pub fn lookup<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, dst: &Addr) -> Result<NextHop, FibError> {
+fn fib(ctx: &XdpContext, family: u8, dst: &Addr, proto: u8, tot_len: u16) -> Result<NextHop, FibError> {
     let p: &mut FibParams = &mut crate::maps::scratch().ok_or(FibError::NoRoute)?.fib;
     // SAFETY: an all-zero bpf_fib_lookup is a valid input.
     *p = unsafe { core::mem::zeroed() };
-    p.l4_protocol = pkt.proto;
-    let ip = pkt.ip(ctx).ok_or(FibError::NoRoute)?;
+    p.l4_protocol = proto;
     unsafe {
         p.ifindex = (*ctx.ctx).ingress_ifindex;
-        p.__bindgen_anon_1.tot_len = H::tot_len(ip);
-        if H::FAMILY == FAMILY_V4 {
+        p.__bindgen_anon_1.tot_len = tot_len;
+        if family == FAMILY_V4 {
             p.family = AF_INET;
             p.__bindgen_anon_4.ipv4_dst = dst[0];
         } else {
@@ -65,42 +65,19 @@ pub fn lookup<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, dst: &Addr) -> Result<Ne
     }
 }
 
-/// Route lookup for an IPv4 destination without a parsed packet (ICMP errors).
+/// Route lookup for `dst`, as if the packet were forwarded from its ingress interface.
 #[inline(always)]
-pub fn lookup_v4_addr(ctx: &XdpContext, dst: u32) -> Result<NextHop, FibError> {
-    let p: &mut FibParams = &mut crate::maps::scratch().ok_or(FibError::NoRoute)?.fib;
-    // SAFETY: an all-zero bpf_fib_lookup is a valid input.
-    *p = unsafe { core::mem::zeroed() };
-    p.family = AF_INET;
-    unsafe {
-        p.ifindex = (*ctx.ctx).ingress_ifindex;
-        p.__bindgen_anon_4.ipv4_dst = dst;
-    }
-    let ret = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, p, core::mem::size_of::<FibParams>() as i32, 0) };
-    match ret {
-        FIB_SUCCESS => Ok(NextHop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac }),
-        FIB_NO_NEIGH => Err(FibError::NoNeigh),
-        _ => Err(FibError::NoRoute),
-    }
+pub fn lookup<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, dst: &Addr) -> Result<NextHop, FibError> {
+    let ip = pkt.ip(ctx).ok_or(FibError::NoRoute)?;
+    // SAFETY: bounds checked by ip().
+    let tot_len = unsafe { H::tot_len(ip) };
+    fib(ctx, H::FAMILY, dst, pkt.proto, tot_len)
 }
 
-/// Route lookup for an IPv6 destination without a parsed packet (ICMPv6 errors).
+/// Route lookup for an address without a parsed packet (ICMP errors).
 #[inline(always)]
-pub fn lookup_v6_addr(ctx: &XdpContext, dst: &Addr) -> Result<NextHop, FibError> {
-    let p: &mut FibParams = &mut crate::maps::scratch().ok_or(FibError::NoRoute)?.fib;
-    // SAFETY: an all-zero bpf_fib_lookup is a valid input.
-    *p = unsafe { core::mem::zeroed() };
-    p.family = AF_INET6;
-    unsafe {
-        p.ifindex = (*ctx.ctx).ingress_ifindex;
-        p.__bindgen_anon_4.ipv6_dst = *dst;
-    }
-    let ret = unsafe { bpf_fib_lookup(ctx.ctx as *mut _, p, core::mem::size_of::<FibParams>() as i32, 0) };
-    match ret {
-        FIB_SUCCESS => Ok(NextHop { ifindex: p.ifindex, smac: p.smac, dmac: p.dmac }),
-        FIB_NO_NEIGH => Err(FibError::NoNeigh),
-        _ => Err(FibError::NoRoute),
-    }
+pub fn lookup_addr(ctx: &XdpContext, family: u8, dst: &Addr) -> Result<NextHop, FibError> {
+    fib(ctx, family, dst, 0, 0)
 }
 
 /// Send the frame (MACs already set) out of `ifindex`: XDP_TX back out of the interface it

@@ -104,7 +104,7 @@ fn try_v4(ctx: &XdpContext, bytes: u64) -> Option<u32> {
             inner_sport: c.backend_port,
             inner_dport: c.snat_port,
         };
-        let hop = fwd::lookup_v4_addr(ctx, c.backend[0]).ok()?;
+        let hop = fwd::lookup_addr(ctx, FAMILY_V4, &c.backend).ok()?;
         translate(ctx, iihl, &t)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
         return Some(transmit(ctx, hop.ifindex, &hop.smac, &hop.dmac, bytes));
@@ -250,7 +250,7 @@ fn try_v6(ctx: &XdpContext, bytes: u64) -> Option<u32> {
     if let Some(ct) = CONNTRACK.get_ptr(&key) {
         // SAFETY: map value from a successful lookup.
         let c = unsafe { &*ct };
-        let hop = fwd::lookup_v6_addr(ctx, &c.backend).ok()?;
+        let hop = fwd::lookup_addr(ctx, lb_common::FAMILY_V6, &c.backend).ok()?;
         let s = scratch()?;
         s.t6 = [c.snat, c.backend, c.backend, c.snat];
         translate6(ctx, c.backend_port, c.snat_port)?;

@@ -67,6 +67,30 @@ pub fn run_frame(prog: &mut Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> (u3
     (r.return_value, out, r.duration)
 }
 
+/// A TCP/UDP listener on `vip:port` over `backends` ((address, port, weight)) with defaults
+/// for everything else, as a Service without annotations would give.
+pub fn listener(
+    vip: std::net::IpAddr,
+    port: u16,
+    protocol: lb_userspace::model::Protocol,
+    scheduler: lb_userspace::model::Scheduler,
+    backends: &[(std::net::IpAddr, u16, u32)],
+) -> lb_userspace::model::L4Listener {
+    use lb_userspace::model::{Backend, L4Listener, ObjectRef};
+    L4Listener {
+        source: ObjectRef { kind: "Service".into(), namespace: "t".into(), name: format!("l{port}") },
+        vip,
+        port,
+        protocol,
+        scheduler,
+        backends: backends.iter().map(|(a, p, w)| Backend { addr: *a, port: *p, weight: *w }).collect(),
+        persistence_timeout: 0,
+        established_timeout: lb_userspace::model::DEFAULT_ESTABLISHED_TIMEOUT,
+        drain_timeout: None,
+        acl: None,
+    }
+}
+
 /// Keep the calling thread on CPU 0 (per-CPU round robin is then strictly sequential, and
 /// timings do not mix CPUs).
 pub fn pin_to_cpu0() {

@@ -12,13 +12,13 @@ use std::{
 
 use ipnet::IpNet;
 use lb_tests::{
-    testbed::{BACKEND_MACS, Bed, pin_to_cpu0, run_frame},
+    testbed::{BACKEND_MACS, Bed, listener, pin_to_cpu0, run_frame},
     packet::{ACK, ETH_ARP, ETH_IPV6, ETH_VLAN, FIN, Flow, Frame, PSH, RST, SYN, eth, ipv4_header, parse},
     privileged,
 };
 use lb_userspace::{
     dataplane::{Dataplane, Options, conntrack::SweepOptions, maglev},
-    model::{Acl, AclBinding, AclMode, Backend, L4Listener, Model, ObjectRef, Protocol, Scheduler, listener_name},
+    model::{Acl, AclBinding, AclMode, L4Listener, Model, ObjectRef, Protocol, Scheduler, listener_name},
 };
 
 const XDP_DROP: u32 = 1;
@@ -37,22 +37,6 @@ fn v6(s: &str) -> Ipv6Addr {
 
 fn mac_of(ip: IpAddr) -> [u8; 6] {
     BACKEND_MACS.iter().find(|(a, _)| a.parse::<IpAddr>().unwrap() == ip).unwrap().1
-}
-
-/// A listener on `vip:port` over `backends` ((address, port, weight)).
-fn listener(vip: IpAddr, port: u16, protocol: Protocol, scheduler: Scheduler, backends: &[(IpAddr, u16, u32)]) -> L4Listener {
-    L4Listener {
-        source: ObjectRef { kind: "Service".into(), namespace: "t".into(), name: format!("l{port}") },
-        vip,
-        port,
-        protocol,
-        scheduler,
-        backends: backends.iter().map(|(a, p, w)| Backend { addr: *a, port: *p, weight: *w }).collect(),
-        persistence_timeout: 0,
-        established_timeout: 900,
-        drain_timeout: None,
-        acl: None,
-    }
 }
 
 fn be(a: Ipv4Addr, port: u16, weight: u32) -> (IpAddr, u16, u32) {

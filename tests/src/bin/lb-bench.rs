@@ -15,12 +15,12 @@ use std::{
 use anyhow::{Context, Result};
 use lb_tests::{
     packet::{ACK, Flow, Frame, SYN, parse},
-    testbed::{Bed, pin_to_cpu0, run_frame},
+    testbed::{self, Bed, pin_to_cpu0, run_frame},
 };
 use lb_userspace::{
     dataplane::{self, Dataplane, Options},
     manifests, model,
-    model::{Acl, AclBinding, AclMode, Backend, L4Listener, Model, ObjectRef, Protocol, Scheduler, listener_name},
+    model::{Acl, AclBinding, AclMode, L4Listener, Model, ObjectRef, Protocol, Scheduler, listener_name},
 };
 use serde_json::json;
 
@@ -82,18 +82,7 @@ fn stats(mut v: Vec<f64>) -> serde_json::Value {
 
 fn listener(port: u16, scheduler: Scheduler, backends: &[(IpAddr, u16, u32)]) -> L4Listener {
     let vip = if backends.first().is_some_and(|b| b.0.is_ipv6()) { IpAddr::V6("2001:db8:100::10".parse().unwrap()) } else { IpAddr::V4(VIP) };
-    L4Listener {
-        source: ObjectRef { kind: "Service".into(), namespace: "bench".into(), name: format!("p{port}") },
-        vip,
-        port,
-        protocol: Protocol::Tcp,
-        scheduler,
-        backends: backends.iter().map(|(a, p, w)| Backend { addr: *a, port: *p, weight: *w }).collect(),
-        persistence_timeout: 0,
-        established_timeout: 900,
-        drain_timeout: None,
-        acl: None,
-    }
+    testbed::listener(vip, port, Protocol::Tcp, scheduler, backends)
 }
 
 /// ns/packet for each datapath case, and the ratio to the floor.
