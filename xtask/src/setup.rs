@@ -14,8 +14,8 @@ use crate::exec;
 /// rustup cannot fetch rust-src here) and LLVM 22 for bpf-linker.
 const TOOLCHAIN_PACKAGES: &[&str] =
     &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
-/// What the tests, the demo and the daemon use at run time.
-const RUNTIME_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "procps"];
+/// What the tests, the demo, the bench (trafgen is in netsniff-ng) and the daemon use.
+const RUNTIME_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "procps", "netsniff-ng"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -1,0 +1,173 @@
+//! Throughput on the veth topology: trafgen pushes 60-byte UDP from the client namespace
+//! through (a) an XDP_DROP sink on the load balancer's interface, (b) `lb run` forwarding to a
+//! backend, (c) iptables DNAT + MASQUERADE doing the same balancing; one flow and many flows
+//! (random source ports). Bounded: a fixed packet count per run.
+use std::{
+    fs,
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail};
+use lb_tests::{daemon::Daemon, netns::Netns, topology::Topology};
+use serde_json::json;
+
+const MODES: [&str; 3] = ["XDP_DROP sink", "lb (XDP full NAT)", "iptables DNAT"];
+
+pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
+    let mut rows = Vec::new();
+    for flows in ["one flow", "many flows"] {
+        let mut per_mode: Vec<(String, Vec<f64>, f64)> = Vec::new();
+        for mode in MODES {
+            let mut secs = Vec::new();
+            let mut delivered = 0.0;
+            for _ in 0..repeats {
+                let (t, d) = run(mode, flows == "many flows", packets)?;
+                secs.push(t);
+                delivered = d;
+            }
+            secs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            per_mode.push((mode.to_string(), secs.clone(), delivered));
+        }
+        let sink = per_mode[0].1[per_mode[0].1.len() / 2];
+        for (mode, secs, delivered) in per_mode {
+            let t = secs[secs.len() / 2];
+            rows.push(json!({
+                "mode": mode,
+                "flows": flows,
+                "mpps": packets as f64 / t / 1e6,
+                "marginal_us_per_packet": (t - sink) / packets as f64 * 1e6,
+                "delivered": delivered,
+            }));
+        }
+    }
+    Ok(json!(rows))
+}
+
+/// One run: (seconds trafgen took to send `packets`, fraction that reached the backend or
+/// the sink).
+fn run(mode: &str, many: bool, packets: u32) -> Result<(f64, f64)> {
+    let topo = Topology::new(1)?;
+    let backend = &topo.backends[0];
+    let be_if = format!("{}b1", topo.prefix);
+    // The backend drops the datagrams before its stack would answer them.
+    backend.exec(&["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "8080", "-j", "DROP"])?;
+    let lbc = topo.lb_ifaces[0].clone();
+    let work = tempfile::tempdir()?;
+    let mut _daemon = None;
+    let mut _sink = None;
+    match mode {
+        "XDP_DROP sink" => {
+            let name = topo.lb.name.clone();
+            _sink = Some(SinkGuard::attach(&topo.lb, &lbc).with_context(|| format!("sink in {name}"))?);
+        }
+        "lb (XDP full NAT)" => {
+            let dir = work.path().join("m");
+            fs::create_dir(&dir)?;
+            fs::write(dir.join("svc.yaml"), SERVICE)?;
+            _daemon = Some(Daemon::start(&topo.lb, &dir, &topo.iface_list(), 1, work.path())?);
+        }
+        _ => {
+            topo.lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            topo.lb.exec(&["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "198.18.100.10", "-p", "udp", "--dport", "80", "-j", "DNAT", "--to-destination", "198.18.1.2:8080"])?;
+            topo.lb.exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", &topo.lb_ifaces[1], "-j", "MASQUERADE"])?;
+            // Resolve the backend first, as lb's managed neighbour entry would.
+            topo.lb.exec(&["ip", "neigh", "replace", "198.18.1.2", "dev", &topo.lb_ifaces[1], "managed"])?;
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+    let lb_mac = topo.lb.mac(&lbc)?;
+    let cli_if = format!("{}c0", topo.prefix);
+    let cli_mac = topo.client.mac(&cli_if)?;
+    let hex = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let conf = work.path().join("trafgen.cfg");
+    fs::write(
+        &conf,
+        format!(
+            "{{\n  eth(da={}, sa={}),\n  ipv4(saddr=198.18.0.2, daddr=198.18.100.10, ttl=64),\n  udp(sp={}, dp=80),\n  fill(0x00, 18),\n}}\n",
+            hex(lb_mac),
+            hex(cli_mac),
+            if many { "drnd()" } else { "40000" }
+        ),
+    )?;
+    let rx_before = rx_packets(if mode == "XDP_DROP sink" { &topo.lb } else { backend }, if mode == "XDP_DROP sink" { &lbc } else { &be_if })?;
+    let start = Instant::now();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &topo.client.name, "timeout", "120", "trafgen", "--dev", &cli_if, "--conf"])
+        .arg(&conf)
+        .args(["-n", &packets.to_string(), "--cpus", "1", "-q"])
+        .output()
+        .context("running trafgen (apt-get install netsniff-ng)")?;
+    let secs = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("trafgen failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let rx = rx_packets(if mode == "XDP_DROP sink" { &topo.lb } else { backend }, if mode == "XDP_DROP sink" { &lbc } else { &be_if })? - rx_before;
+    Ok((secs, rx as f64 / packets as f64))
+}
+
+fn rx_packets(ns: &Netns, iface: &str) -> Result<u64> {
+    let out = ns.exec(&["cat", &format!("/sys/class/net/{iface}/statistics/rx_packets")])?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+const SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: bench, namespace: bench}
+spec:
+  type: LoadBalancer
+  loadBalancerIP: 198.18.100.10
+  ports: [{name: udp, protocol: UDP, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bench-1, namespace: bench, labels: {kubernetes.io/service-name: bench}}
+addressType: IPv4
+ports: [{name: udp, protocol: UDP, port: 8080}]
+endpoints: [{addresses: ["198.18.1.2"]}]
+"#;
+
+/// The floor program attached to an interface in a namespace, detached on drop.
+struct SinkGuard {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SinkGuard {
+    fn attach(ns: &Netns, iface: &str) -> Result<SinkGuard> {
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<Result<(), String>>();
+        let iface = iface.to_string();
+        let thread = ns.spawn(move || {
+            let attached = (|| -> Result<aya::Ebpf> {
+                let mut ebpf = lb_userspace::dataplane::load_floor()?;
+                let prog: &mut aya::programs::Xdp =
+                    ebpf.program_mut(lb_userspace::dataplane::FLOOR_PROGRAM).unwrap().try_into()?;
+                prog.attach(&iface, aya::programs::XdpMode::Driver)?;
+                Ok(ebpf)
+            })();
+            match attached {
+                Ok(ebpf) => {
+                    let _ = ready_tx.send(Ok(()));
+                    let _ = wait.recv();
+                    drop(ebpf);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("{e:#}")));
+                }
+            }
+        });
+        ready.recv()?.map_err(|e| anyhow::anyhow!(e))?;
+        Ok(SinkGuard { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for SinkGuard {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
