@@ -34,6 +34,10 @@ enum Command {
         /// while it is being replaced).
         #[arg(long, default_value_t = lb_common::DEFAULT_BACKEND_TABLE_ENTRIES)]
         backend_table_entries: u32,
+        /// Distinct backends (address, port) over all listeners (per-backend counters take 40
+        /// bytes per CPU each).
+        #[arg(long, default_value_t = lb_common::MAX_BACKENDS)]
+        max_backends: u32,
         /// How often the manifest directory is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
@@ -109,6 +113,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             snat_ports,
             conntrack_entries,
             backend_table_entries,
+            max_backends,
             poll_ms,
             sweep_ms,
             udp_timeout,
@@ -122,7 +127,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let opts = agent::RunOptions {
                 manifests,
                 ifaces: iface,
-                dataplane: dataplane::Options { conntrack_entries, snat_ports, backend_table_entries },
+                dataplane: dataplane::Options { conntrack_entries, snat_ports, backend_table_entries, max_backends },
                 poll: Duration::from_millis(poll_ms),
                 sweep: Duration::from_millis(sweep_ms),
                 sweep_options: dataplane::conntrack::SweepOptions {

@@ -15,6 +15,10 @@ pub struct ObjectSet {
     pub endpoint_slices: Vec<EndpointSlice>,
     /// The project's `AccessControlList` objects.
     pub acls: Vec<crate::model::acl::AclObject>,
+    pub ingresses: Vec<k8s_openapi::api::networking::v1::Ingress>,
+    pub ingress_classes: Vec<k8s_openapi::api::networking::v1::IngressClass>,
+    /// `AlbConfig` objects, as written (the ALB parser validates them).
+    pub alb_configs: Vec<serde_json::Value>,
     /// Documents that did not parse, with where they came from.
     pub errors: Vec<ManifestError>,
     /// Kinds present but not used by the agent (reported, not an error).
@@ -96,6 +100,9 @@ impl DirSource {
             out.services.extend(good.services.iter().cloned());
             out.endpoint_slices.extend(good.endpoint_slices.iter().cloned());
             out.acls.extend(good.acls.iter().cloned());
+            out.ingresses.extend(good.ingresses.iter().cloned());
+            out.ingress_classes.extend(good.ingress_classes.iter().cloned());
+            out.alb_configs.extend(good.alb_configs.iter().cloned());
             out.ignored.extend(good.ignored.iter().cloned());
             last_good.insert(file, good);
         }
@@ -169,6 +176,18 @@ fn add_object(value: serde_yaml_ng::Value, set: &mut ObjectSet) -> Result<(), St
         }
         (crate::model::acl::KIND, crate::model::acl::API_VERSION) => {
             set.acls.push(typed(value, &kind)?);
+            Ok(())
+        }
+        ("Ingress", "networking.k8s.io/v1") => {
+            set.ingresses.push(typed(value, &kind)?);
+            Ok(())
+        }
+        ("IngressClass", "networking.k8s.io/v1") => {
+            set.ingress_classes.push(typed(value, &kind)?);
+            Ok(())
+        }
+        ("AlbConfig", "alibabacloud.com/v1") => {
+            set.alb_configs.push(typed(value, &kind)?);
             Ok(())
         }
         _ => {

@@ -60,3 +60,22 @@ fn bench_quick_smoke() {
     assert!(json["datapath_ns_per_packet"].as_array().unwrap().len() >= 8);
     assert!(json["control_plane"]["apply_all_ms"].as_f64().is_some());
 }
+
+#[test]
+fn a_bad_alb_annotation_rejects_its_ingress_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/l7-alb");
+    for f in ["alb.yaml", "ingress.yaml"] {
+        fs::copy(examples.join(f), dir.path().join(f)).unwrap();
+    }
+    let bad = fs::read_to_string(examples.join("ingress.yaml")).unwrap().replace("name: shop\n", "name: bad\n").replace("order: \"20\"", "order: \"1001\"");
+    fs::write(dir.path().join("bad.yaml"), bad).unwrap();
+    let (code, json) = check(dir.path());
+    assert_eq!(code, 1, "{json}");
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{json}");
+    assert_eq!(errors[0]["object"]["name"], "bad");
+    assert_eq!(errors[0]["field"], "alb.ingress.kubernetes.io/order");
+    assert!(errors[0]["reason"].as_str().unwrap().contains("1001"), "{json}");
+    assert!(json["model"]["ingresses"]["demo/shop"].is_object(), "the good Ingress stays: {json}");
+}

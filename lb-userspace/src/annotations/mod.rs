@@ -3,7 +3,9 @@
 //! family; values are checked against the ranges and allowed values of the references in
 //! `shared/reference/`, defaults are the references' defaults, and every error names the
 //! annotation and the reason.
+pub mod alb;
 pub mod clb;
+pub mod values;
 
 use serde::Serialize;
 

@@ -67,6 +67,9 @@ pub struct Options {
     pub snat_ports: (u16, u16),
     /// Entries of the table holding every listener's ring or Maglev table.
     pub backend_table_entries: u32,
+    /// Distinct backends (address, port) over all listeners; per-backend counters are per
+    /// CPU, so this costs 40 bytes × CPUs each.
+    pub max_backends: u32,
 }
 
 impl Default for Options {
@@ -75,6 +78,7 @@ impl Default for Options {
             conntrack_entries: lb_common::DEFAULT_CONNTRACK_ENTRIES,
             snat_ports: (61000, 65535),
             backend_table_entries: lb_common::DEFAULT_BACKEND_TABLE_ENTRIES,
+            max_backends: lb_common::MAX_BACKENDS,
         }
     }
 }
@@ -98,6 +102,7 @@ pub struct Dataplane {
     backend_ids: BackendIds,
     table: TableAlloc,
     acls: acls::AclState,
+    max_backends: u32,
     /// Removed backends whose flows are cut at a deadline (connection drain).
     pub drains: conntrack::Drains,
 }
@@ -116,6 +121,8 @@ impl Dataplane {
             .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
             .map_max_entries(names::REVERSE_NAT, opts.conntrack_entries)
             .map_max_entries(names::BACKEND_TABLE, opts.backend_table_entries)
+            .map_max_entries(names::BACKENDS, opts.max_backends)
+            .map_max_entries(names::BACKEND_STATS, opts.max_backends)
             .load(EBPF_OBJECT)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load()?;
@@ -128,6 +135,7 @@ impl Dataplane {
             backend_ids: BackendIds::default(),
             table: TableAlloc::new(opts.backend_table_entries),
             acls: acls::AclState::default(),
+            max_backends: opts.max_backends,
             drains: conntrack::Drains::default(),
         };
         let mut config: Array<&mut MapData, DatapathConfig> = dp.map_mut(names::CONFIG)?;
@@ -222,6 +230,13 @@ impl Dataplane {
         };
         // Backends first: ids, then their entries (live = in this listener's table).
         let ids = self.backend_ids.acquire(&l.backends);
+        if ids.iter().any(|id| *id >= self.max_backends) {
+            self.backend_ids.release(&l.backends, now);
+            if previous.is_none() {
+                self.free_ids.push(id);
+            }
+            return Err(listener_err(format!("more than {} distinct backends: raise --max-backends", self.max_backends)));
+        }
         backends::write(&mut self.ebpf, &l.backends, &ids)?;
         let slots: Vec<usize> = match l.scheduler {
             Scheduler::Rr => ring::build(&l.backends.iter().map(|b| u32::from(b.weight > 0)).collect::<Vec<_>>()),

@@ -2,6 +2,7 @@
 //! Kubernetes object it came from. Built from an [`ObjectSet`]; an object that fails
 //! validation is left out with an [`ObjectError`] and never affects the others.
 pub mod acl;
+mod ingress;
 mod service;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
@@ -141,10 +142,14 @@ impl L4Listener {
 }
 
 /// Everything the node serves.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Model {
     pub listeners: BTreeMap<String, L4Listener>,
     pub acls: BTreeMap<String, Acl>,
+    /// ALB Ingresses, validated (their routes are served once the L7 proxy lands).
+    pub ingresses: BTreeMap<String, crate::annotations::alb::IngressParse>,
+    /// AlbConfigs by name.
+    pub alb_configs: BTreeMap<String, crate::annotations::alb::AlbConfig>,
 }
 
 /// Something accepted that has no effect here (a cloud-only annotation, a listener kind not
@@ -198,6 +203,7 @@ pub fn build(objects: &ObjectSet, opts: &BuildOptions) -> Build {
     }
     let mut services: Vec<_> = objects.services.iter().collect();
     services.sort_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
+    ingress::build(objects, &mut out);
     let cx = BuildContext { node_name: opts.node_name.clone(), acls: out.model.acls.keys().cloned().collect() };
     let mut owners: BTreeMap<ListenerId, ObjectRef> = BTreeMap::new();
     for svc in services {

@@ -2,6 +2,8 @@
 //! comma lists, IDs, cookie names and DNS names. Each returns the reason on failure.
 use serde::Serialize;
 
+pub use crate::annotations::values::{choice, list, number, quote};
+
 /// A validated ID of an object the annotation refers to (`acl-id`, `cert-id`): one word,
 /// no spaces or commas.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -26,56 +28,14 @@ impl CookieName {
     }
 }
 
-/// `v` quoted for a message, cut at 64 characters.
-pub fn quote(v: &str) -> String {
-    let short: String = v.chars().take(64).collect();
-    if short.len() < v.len() { format!("{short:?}...") } else { format!("{short:?}") }
-}
 
 /// `on` or `off`.
 pub fn on_off(v: &str) -> Result<bool, String> {
     choice(v, &[("on", true), ("off", false)])
 }
 
-/// One of `options`, compared case-sensitively (a case-insensitive match is suggested).
-pub fn choice<T: Copy>(v: &str, options: &[(&str, T)]) -> Result<T, String> {
-    if let Some((_, t)) = options.iter().find(|(s, _)| *s == v) {
-        return Ok(*t);
-    }
-    let names: Vec<&str> = options.iter().map(|(s, _)| *s).collect();
-    let hint = options
-        .iter()
-        .find(|(s, _)| s.eq_ignore_ascii_case(v))
-        .map(|(s, _)| format!(" (values are case-sensitive: {s})"))
-        .unwrap_or_default();
-    Err(format!("{} is not one of {}{hint}", quote(v), names.join(", ")))
-}
 
-/// A whole number in `min..=max`, written in decimal digits only.
-pub fn number(v: &str, min: u32, max: u32) -> Result<u32, String> {
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{} is not a whole number in {min}..={max}", quote(v)));
-    }
-    match v.parse::<u64>() {
-        Ok(n) if (u64::from(min)..=u64::from(max)).contains(&n) => Ok(n as u32),
-        Ok(n) => Err(format!("{n} is outside {min}..={max}")),
-        // More digits than u64 holds (all ASCII digits, so slicing is safe).
-        Err(_) if v.len() > 24 => Err(format!("{}... is outside {min}..={max}", &v[..24])),
-        Err(_) => Err(format!("{v} is outside {min}..={max}")),
-    }
-}
 
-/// The comma-separated items of `v`, trimmed; no item may be empty.
-pub fn list(v: &str) -> Result<Vec<&str>, String> {
-    if v.is_empty() {
-        return Err("is empty".into());
-    }
-    let items: Vec<&str> = v.split(',').map(str::trim).collect();
-    if items.iter().any(|i| i.is_empty()) {
-        return Err(format!("{} has an empty item", quote(v)));
-    }
-    Ok(items)
-}
 
 /// One word: not empty, no whitespace, control characters or commas.
 pub fn word(v: &str) -> Result<String, String> {

@@ -46,7 +46,7 @@ fn main() -> Result<()> {
     let plan = if quick {
         Plan { repeats: 3, runs: 20_000, new_flows: 2_000, services: 1_000, endpoints_per_service: 10, packets: 50_000 }
     } else {
-        Plan { repeats: 7, runs: 200_000, new_flows: 20_000, services: 10_000, endpoints_per_service: 10, packets: 500_000 }
+        Plan { repeats: 7, runs: 200_000, new_flows: 20_000, services: 10_000, endpoints_per_service: 10, packets: 200_000 }
     };
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&out_dir)?;
@@ -208,7 +208,7 @@ fn control_plane_suite(plan: &Plan) -> Result<serde_json::Value> {
         let build = model::build(&objects, &model::BuildOptions::default());
         anyhow::ensure!(build.errors.is_empty(), "bench manifests rejected: {:?}", &build.errors[..1]);
         let built = t0.elapsed() - parsed;
-        let mut dp = Dataplane::load(&Options::default())?;
+        let mut dp = Dataplane::load(&Options { max_backends: 1 << 17, ..Options::default() })?;
         let t1 = Instant::now();
         dp.apply(&build.model)?;
         let applied = t1.elapsed();

@@ -91,17 +91,25 @@ fn run(mode: &str, many: bool, packets: u32) -> Result<(f64, f64)> {
         ),
     )?;
     let rx_before = rx_packets(if mode == "XDP_DROP sink" { &topo.lb } else { backend }, if mode == "XDP_DROP sink" { &lbc } else { &be_if })?;
-    let start = Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &topo.client.name, "timeout", "120", "trafgen", "--dev", &cli_if, "--conf"])
-        .arg(&conf)
-        .args(["-n", &packets.to_string(), "--cpus", "1", "-q"])
-        .output()
-        .context("running trafgen (apt-get install netsniff-ng)")?;
-    let secs = start.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!("trafgen failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    // trafgen sometimes fails to flush its TX ring on a busy veth: one retry.
+    let mut attempt = 0;
+    let secs = loop {
+        let start = Instant::now();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &topo.client.name, "timeout", "120", "trafgen", "--dev", &cli_if, "--conf"])
+            .arg(&conf)
+            .args(["-n", &packets.to_string(), "--cpus", "1", "-q"])
+            .output()
+            .context("running trafgen (apt-get install netsniff-ng)")?;
+        let secs = start.elapsed().as_secs_f64();
+        if out.status.success() {
+            break secs;
+        }
+        attempt += 1;
+        if attempt > 1 {
+            bail!("trafgen failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
     std::thread::sleep(std::time::Duration::from_millis(200));
     let rx = rx_packets(if mode == "XDP_DROP sink" { &topo.lb } else { backend }, if mode == "XDP_DROP sink" { &lbc } else { &be_if })? - rx_before;
     Ok((secs, rx as f64 / packets as f64))

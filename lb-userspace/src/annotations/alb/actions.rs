@@ -1,0 +1,739 @@
+//! `actions.<service>`: custom forwarding actions of the rules whose backend is that
+//! Service: ForwardGroup (weighted Services; `ServerGroupID`s are cloud-only), Redirect,
+//! FixedResponse (terminal, at most one) and InsertHeader, RemoveHeader, TrafficMirror.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::routing::Settings;
+use super::values::{
+    choice, dns_name, field, header_name, json_bool, json_number, json_str, kind, quote, unknown_fields,
+};
+use super::{Ctx, PREFIX};
+
+/// A Service port: number or name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ServicePort {
+    Number(u16),
+    Name(String),
+}
+
+/// The port name that hands a rule's backend over to `actions.<service>`.
+pub const USE_ANNOTATION: &str = "use-annotation";
+
+/// A Service of the Ingress's namespace and one of its ports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ServiceRef {
+    pub name: String,
+    pub port: ServicePort,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WeightedService {
+    pub service: ServiceRef,
+    /// 0..=100, relative to the other Services of the group.
+    pub weight: u32,
+}
+
+/// Stickiness across the Services of a ForwardGroup (`ServerGroupStickySession`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GroupSticky {
+    pub timeout_s: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redirect {
+    /// `None` keeps the request's value (`${protocol}`, `${host}`, ...).
+    pub protocol: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub query: Option<String>,
+    /// 301, 302, 303, 307 or 308.
+    pub code: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FixedResponse {
+    /// 2xx, 4xx or 5xx.
+    pub code: u16,
+    pub content_type: String,
+    pub content: String,
+}
+
+/// What a rule does with a request it matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Action {
+    /// Spread over Services by weight (a plain backend is one Service of weight 100).
+    Forward {
+        groups: Vec<WeightedService>,
+        sticky: Option<GroupSticky>,
+    },
+    Redirect(Redirect),
+    FixedResponse(FixedResponse),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HeaderValueType {
+    /// The value as written.
+    UserDefined,
+    /// The value of another request header, named by the value.
+    ReferenceHeader,
+    /// A value the balancer knows: ClientSrcPort, ClientSrcIp, Protocol, SLBId, SLBPort.
+    SystemDefined,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InsertHeader {
+    pub key: String,
+    pub value: String,
+    pub value_type: HeaderValueType,
+}
+
+/// Non-terminal actions, applied before the terminal one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Filter {
+    InsertHeader(InsertHeader),
+    RemoveHeader(String),
+    /// Copies of the requests go to these Services; their answers are dropped.
+    TrafficMirror(Vec<ServiceRef>),
+}
+
+/// One `actions.<service>` annotation.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ActionSet {
+    pub terminal: Option<Action>,
+    pub filters: Vec<Filter>,
+}
+
+/// ServerGroupIDs met while parsing (cloud server groups, reported as not applicable).
+#[derive(Default)]
+struct Found {
+    cloud_groups: Vec<String>,
+}
+
+const TYPES: [(&str, u8); 6] = [
+    ("ForwardGroup", 0),
+    ("Redirect", 1),
+    ("FixedResponse", 2),
+    ("InsertHeader", 3),
+    ("RemoveHeader", 4),
+    ("TrafficMirror", 5),
+];
+/// A ForwardGroup has at most five server groups (ALB's limit).
+pub const MAX_SERVER_GROUPS: usize = 5;
+const CONTENT_TYPES: [(&str, ()); 5] =
+    [("text/plain", ()), ("text/css", ()), ("text/html", ()), ("application/javascript", ()), ("application/json", ())];
+const SYSTEM_VALUES: [(&str, ()); 5] =
+    [("ClientSrcPort", ()), ("ClientSrcIp", ()), ("Protocol", ()), ("SLBId", ()), ("SLBPort", ())];
+
+fn object<'a>(obj: &'a Map<String, Value>, name: &str, at: &str) -> Result<&'a Map<String, Value>, String> {
+    match field(obj, name) {
+        Some(Value::Object(m)) => Ok(m),
+        Some(other) => Err(format!("{at}.{name} must be an object, not {}", kind(other))),
+        None => Err(format!("{at}.{name} is missing")),
+    }
+}
+
+fn check_fields(obj: &Map<String, Value>, known: &[&str], at: &str) -> Result<(), String> {
+    match unknown_fields(obj, known).first() {
+        Some(f) => Err(format!("{at}: unknown field {f:?} (known: {})", known.join(", "))),
+        None => Ok(()),
+    }
+}
+
+/// A Service name: a DNS-1035 label.
+pub fn service_name(v: &str) -> Result<String, String> {
+    let ok = (1..=63).contains(&v.len())
+        && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && v.starts_with(|c: char| c.is_ascii_lowercase())
+        && !v.ends_with('-');
+    if ok { Ok(v.to_owned()) } else { Err(format!("{} is not a Service name (a DNS-1035 label)", quote(v))) }
+}
+
+/// A port: a number 1..=65535 (or a string of digits), or a port name.
+fn service_port(v: &Value, at: &str) -> Result<ServicePort, String> {
+    match v {
+        Value::String(s) if !s.bytes().all(|b| b.is_ascii_digit()) => {
+            let ok = (1..=15).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && s.bytes().any(|b| b.is_ascii_lowercase());
+            if ok {
+                Ok(ServicePort::Name(s.clone()))
+            } else {
+                Err(format!("{at}: {} is not a port number or name", quote(s)))
+            }
+        }
+        _ => json_number(v, 1, 65535, at).map(|n| ServicePort::Number(n as u16)),
+    }
+}
+
+/// A server group tuple: `ServerGroupID` (cloud; `Ok(None)`) or `ServiceName` + `ServicePort`.
+fn group_target(g: &Map<String, Value>, at: &str, found: &mut Found) -> Result<Option<ServiceRef>, String> {
+    // "When you attach a server group by using both ServerGroupID and
+    // ServiceName+ServicePort, the system prioritizes ServerGroupID."
+    if let Some(id) = field(g, "ServerGroupID") {
+        let Value::String(id) = id else {
+            return Err(format!("{at}.ServerGroupID must be a string, not {}", kind(id)));
+        };
+        if !id.starts_with("sgp-") || id.len() < 5 || id.chars().any(|c| c.is_whitespace() || c == ',') {
+            return Err(format!("{at}.ServerGroupID {} is not a server group ID (sgp-...)", quote(id)));
+        }
+        found.cloud_groups.push(id.clone());
+        return Ok(None);
+    }
+    let name = service_name(json_str(g, "ServiceName", at)?).map_err(|e| format!("{at}.ServiceName: {e}"))?;
+    let port = field(g, "ServicePort").ok_or_else(|| format!("{at}.ServicePort is missing"))?;
+    let port = service_port(port, &format!("{at}.ServicePort"))?;
+    Ok(Some(ServiceRef { name, port }))
+}
+
+fn forward_group(obj: &Map<String, Value>, at: &str, found: &mut Found) -> Result<Action, String> {
+    let cfg = object(obj, "ForwardConfig", at)?;
+    let at = format!("{at}.ForwardConfig");
+    check_fields(cfg, &["ServerGroups", "ServerGroupStickySession"], &at)?;
+    let Some(Value::Array(groups)) = field(cfg, "ServerGroups") else {
+        return Err(format!("{at}.ServerGroups must be an array of server groups"));
+    };
+    if groups.is_empty() {
+        return Err(format!("{at}.ServerGroups is empty"));
+    }
+    if groups.len() > MAX_SERVER_GROUPS {
+        return Err(format!("{at}.ServerGroups has {} server groups; at most {MAX_SERVER_GROUPS}", groups.len()));
+    }
+    let mut out: Vec<WeightedService> = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        let gat = format!("{at}.ServerGroups[{i}]");
+        let Value::Object(g) = g else { return Err(format!("{gat} must be an object, not {}", kind(g))) };
+        check_fields(g, &["ServiceName", "ServicePort", "Weight", "ServerGroupID"], &gat)?;
+        let weight = field(g, "Weight").ok_or_else(|| format!("{gat}.Weight is missing"))?;
+        let weight = json_number(weight, 0, 100, &format!("{gat}.Weight"))?;
+        if let Some(service) = group_target(g, &gat, found)? {
+            if out.iter().any(|w| w.service == service) {
+                return Err(format!("{gat}: Service {}:{} is listed twice", service.name, port_str(&service.port)));
+            }
+            out.push(WeightedService { service, weight });
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{at}.ServerGroups has only ServerGroupIDs (cloud server groups); a node balancer needs at least one ServiceName + ServicePort"
+        ));
+    }
+    if out.iter().all(|w| w.weight == 0) {
+        return Err(format!("{at}.ServerGroups: every Service has weight 0; at least one needs a weight above 0"));
+    }
+    let sticky = match field(cfg, "ServerGroupStickySession") {
+        None => None,
+        Some(Value::Object(s)) => {
+            let sat = format!("{at}.ServerGroupStickySession");
+            check_fields(s, &["Enabled", "Timeout"], &sat)?;
+            let on = match field(s, "Enabled") {
+                Some(v) => json_bool(v, &format!("{sat}.Enabled"))?,
+                None => false,
+            };
+            let timeout =
+                field(s, "Timeout").map(|v| json_number(v, 1, 86400, &format!("{sat}.Timeout"))).transpose()?;
+            if !on && timeout.is_some() {
+                return Err(format!("{sat}.Timeout has no effect unless Enabled is true"));
+            }
+            on.then(|| GroupSticky { timeout_s: timeout.unwrap_or(1000) })
+        }
+        Some(other) => return Err(format!("{at}.ServerGroupStickySession must be an object, not {}", kind(other))),
+    };
+    Ok(Action::Forward { groups: out, sticky })
+}
+
+fn port_str(p: &ServicePort) -> String {
+    match p {
+        ServicePort::Number(n) => n.to_string(),
+        ServicePort::Name(n) => n.clone(),
+    }
+}
+
+/// A redirect field: absent or its `${name}` placeholder keeps the request's value.
+fn keep_or<'a>(cfg: &'a Map<String, Value>, name: &str, at: &str) -> Result<Option<&'a Value>, String> {
+    match field(cfg, name) {
+        None => Ok(None),
+        Some(Value::String(s)) if *s == format!("${{{name}}}") => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(format!("{at}.{name} is empty (leave it out, or ${{{name}}}, to keep the request's)"))
+        }
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+fn redirect(obj: &Map<String, Value>, at: &str) -> Result<Action, String> {
+    let cfg = object(obj, "redirectConfig", at)?;
+    let at = format!("{at}.redirectConfig");
+    check_fields(cfg, &["host", "httpCode", "path", "port", "protocol", "query"], &at)?;
+    let code = match field(cfg, "httpCode") {
+        Some(v) => json_number(v, 0, 999, &format!("{at}.httpCode"))?,
+        None => return Err(format!("{at}.httpCode is missing (301, 302, 303, 307 or 308)")),
+    };
+    if ![301, 302, 303, 307, 308].contains(&code) {
+        return Err(format!("{at}.httpCode {code} is not one of 301, 302, 303, 307, 308"));
+    }
+    let s = |v: &Value, name: &str| match v {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(format!("{at}.{name} must be a string, not {}", kind(other))),
+    };
+    let protocol = keep_or(cfg, "protocol", &at)?
+        .map(|v| {
+            s(v, "protocol").and_then(|p| {
+                choice(&p, &[("HTTP", ()), ("HTTPS", ())]).map(|_| p).map_err(|e| format!("{at}.protocol: {e}"))
+            })
+        })
+        .transpose()?;
+    let host = keep_or(cfg, "host", &at)?
+        .map(|v| s(v, "host").and_then(|h| dns_name(&h, false).map_err(|e| format!("{at}.host: {e}"))))
+        .transpose()?;
+    let port = keep_or(cfg, "port", &at)?
+        .map(|v| json_number(v, 1, 65535, &format!("{at}.port")).map(|p| p as u16))
+        .transpose()?;
+    let path = keep_or(cfg, "path", &at)?
+        .map(|v| {
+            s(v, "path").and_then(|p| {
+                if p.starts_with('/') && !p.chars().any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+                {
+                    Ok(p)
+                } else {
+                    Err(format!("{at}.path {} must start with / and have no spaces, ? or #", quote(&p)))
+                }
+            })
+        })
+        .transpose()?;
+    let query = keep_or(cfg, "query", &at)?
+        .map(|v| {
+            s(v, "query").and_then(|q| {
+                if q.len() <= 128 && !q.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
+                    Ok(q)
+                } else {
+                    Err(format!("{at}.query {} must have at most 128 characters, no spaces or #", quote(&q)))
+                }
+            })
+        })
+        .transpose()?;
+    if protocol.is_none() && host.is_none() && port.is_none() && path.is_none() && query.is_none() {
+        return Err(format!("{at} redirects to the same URL (every field keeps the request's value)"));
+    }
+    Ok(Action::Redirect(Redirect { protocol, host, port, path, query, code: code as u16 }))
+}
+
+fn fixed_response(obj: &Map<String, Value>, at: &str) -> Result<Action, String> {
+    let cfg = object(obj, "fixedResponseConfig", at)?;
+    let at = format!("{at}.fixedResponseConfig");
+    check_fields(cfg, &["content", "contentType", "httpCode"], &at)?;
+    let code = match field(cfg, "httpCode") {
+        Some(v) => json_number(v, 200, 599, &format!("{at}.httpCode"))?,
+        None => return Err(format!("{at}.httpCode is missing (2xx, 4xx or 5xx)")),
+    };
+    if code / 100 == 3 {
+        return Err(format!("{at}.httpCode {code} is not 2xx, 4xx or 5xx (use a Redirect action for 3xx)"));
+    }
+    let content_type = match field(cfg, "contentType") {
+        None => "text/plain".to_owned(),
+        Some(_) => {
+            let t = json_str(cfg, "contentType", &at)?;
+            choice(t, &CONTENT_TYPES).map_err(|e| format!("{at}.contentType: {e}"))?;
+            t.to_owned()
+        }
+    };
+    let content = match field(cfg, "content") {
+        None => String::new(),
+        Some(_) => json_str(cfg, "content", &at)?.to_owned(),
+    };
+    if content.len() > 1024 {
+        return Err(format!("{at}.content has {} bytes; at most 1024", content.len()));
+    }
+    Ok(Action::FixedResponse(FixedResponse { code: code as u16, content_type, content }))
+}
+
+fn insert_header(obj: &Map<String, Value>, at: &str) -> Result<Filter, String> {
+    let cfg = object(obj, "insertHeaderConfig", at)?;
+    let at = format!("{at}.insertHeaderConfig");
+    check_fields(cfg, &["key", "value", "valueType"], &at)?;
+    let key = header_name(json_str(cfg, "key", &at)?, 40).map_err(|e| format!("{at}.key: {e}"))?;
+    let value_type = match field(cfg, "valueType") {
+        None => HeaderValueType::UserDefined,
+        Some(_) => choice(
+            json_str(cfg, "valueType", &at)?,
+            &[
+                ("UserDefined", HeaderValueType::UserDefined),
+                ("ReferenceHeader", HeaderValueType::ReferenceHeader),
+                ("SystemDefined", HeaderValueType::SystemDefined),
+            ],
+        )
+        .map_err(|e| format!("{at}.valueType: {e}"))?,
+    };
+    let value = json_str(cfg, "value", &at)?.to_owned();
+    match value_type {
+        HeaderValueType::UserDefined => {
+            if value.is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
+                return Err(format!("{at}.value must be 1..=128 characters without control characters"));
+            }
+        }
+        HeaderValueType::ReferenceHeader => {
+            header_name(&value, 40).map_err(|e| format!("{at}.value: {e}"))?;
+        }
+        HeaderValueType::SystemDefined => {
+            choice(&value, &SYSTEM_VALUES).map_err(|e| format!("{at}.value: {e}"))?;
+        }
+    }
+    Ok(Filter::InsertHeader(InsertHeader { key, value, value_type }))
+}
+
+fn remove_header(obj: &Map<String, Value>, at: &str) -> Result<Filter, String> {
+    let cfg = object(obj, "removeHeaderConfig", at)?;
+    let at = format!("{at}.removeHeaderConfig");
+    check_fields(cfg, &["key"], &at)?;
+    let key = header_name(json_str(cfg, "key", &at)?, 40).map_err(|e| format!("{at}.key: {e}"))?;
+    Ok(Filter::RemoveHeader(key))
+}
+
+fn traffic_mirror(obj: &Map<String, Value>, at: &str, found: &mut Found) -> Result<Filter, String> {
+    let cfg = object(obj, "trafficMirrorConfig", at)?;
+    let at = format!("{at}.trafficMirrorConfig");
+    check_fields(cfg, &["targetType", "mirrorGroupConfig"], &at)?;
+    let t = json_str(cfg, "targetType", &at)?;
+    choice(t, &[("ForwardGroupMirror", ())]).map_err(|e| format!("{at}.targetType: {e}"))?;
+    let mg = object(cfg, "mirrorGroupConfig", &at)?;
+    let at = format!("{at}.mirrorGroupConfig");
+    check_fields(mg, &["serverGroupTuples"], &at)?;
+    let Some(Value::Array(tuples)) = field(mg, "serverGroupTuples") else {
+        return Err(format!("{at}.serverGroupTuples must be an array of server groups"));
+    };
+    if tuples.is_empty() {
+        return Err(format!("{at}.serverGroupTuples is empty"));
+    }
+    let mut out = Vec::new();
+    for (i, t) in tuples.iter().enumerate() {
+        let tat = format!("{at}.serverGroupTuples[{i}]");
+        let Value::Object(t) = t else { return Err(format!("{tat} must be an object, not {}", kind(t))) };
+        check_fields(t, &["serviceName", "servicePort", "serverGroupID", "weight"], &tat)?;
+        if let Some(s) = group_target(t, &tat, found)? {
+            out.push(s);
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "{at}.serverGroupTuples has only serverGroupIDs (cloud server groups); a node balancer needs a serviceName + servicePort"
+        ));
+    }
+    Ok(Filter::TrafficMirror(out))
+}
+
+/// One `actions.<service>` value: a non-empty JSON array of actions, at most one of them
+/// terminal (ForwardGroup, Redirect, FixedResponse). Also returns the cloud server group
+/// IDs it names.
+pub fn parse_actions(v: &str) -> Result<(ActionSet, Vec<String>), String> {
+    let json: Value = serde_json::from_str(v).map_err(|e| format!("is not JSON: {e}"))?;
+    let Value::Array(items) = json else { return Err(format!("must be a JSON array of actions, not {}", kind(&json))) };
+    if items.is_empty() {
+        return Err("lists no action".into());
+    }
+    let mut set = ActionSet::default();
+    let mut found = Found::default();
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("action {i}");
+        let Value::Object(obj) = item else { return Err(format!("{at} must be an object, not {}", kind(item))) };
+        let ty = json_str(obj, "type", &at)?;
+        let t = choice(ty, &TYPES).map_err(|e| format!("{at}: type {e}"))?;
+        let cfg = [
+            "ForwardConfig",
+            "redirectConfig",
+            "fixedResponseConfig",
+            "insertHeaderConfig",
+            "removeHeaderConfig",
+            "trafficMirrorConfig",
+        ][usize::from(t)];
+        if let Some(f) = unknown_fields(obj, &["type", cfg]).first() {
+            return Err(format!("{at} ({ty}): unknown field {f:?} (expected type and {cfg})"));
+        }
+        let terminal = match t {
+            0 => Some(forward_group(obj, &at, &mut found)?),
+            1 => Some(redirect(obj, &at)?),
+            2 => Some(fixed_response(obj, &at)?),
+            3 => {
+                set.filters.push(insert_header(obj, &at)?);
+                None
+            }
+            4 => {
+                set.filters.push(remove_header(obj, &at)?);
+                None
+            }
+            _ => {
+                set.filters.push(traffic_mirror(obj, &at, &mut found)?);
+                None
+            }
+        };
+        if let Some(a) = terminal {
+            if set.terminal.is_some() {
+                return Err(format!("{at} ({ty}): only one of ForwardGroup, Redirect, FixedResponse per rule"));
+            }
+            set.terminal = Some(a);
+        }
+    }
+    Ok((set, found.cloud_groups))
+}
+
+pub(super) fn parse_all(ctx: &mut Ctx, settings: &Settings) -> BTreeMap<String, ActionSet> {
+    let mut out = BTreeMap::new();
+    for (svc, v) in ctx.family("actions.") {
+        if svc.is_empty() {
+            continue;
+        }
+        let key = format!("actions.{svc}");
+        match parse_actions(&v) {
+            Ok((set, cloud)) => {
+                for id in cloud {
+                    ctx.na(&key, format!("ServerGroupID {id} is an ALB server group (ECS, other VPCs, IDC); a node balancer forwards only to Services, the other groups share the traffic"));
+                }
+                let bad = match (&set.terminal, set.filters.iter().any(|f| matches!(f, Filter::TrafficMirror(_)))) {
+                    (Some(Action::Redirect(_)), _) => Some("Redirect"),
+                    (Some(Action::FixedResponse(_)), _) => Some("FixedResponse"),
+                    (_, true) => Some("TrafficMirror"),
+                    _ => None,
+                };
+                if let (true, Some(b)) = (settings.ssl_redirect, bad) {
+                    ctx.err(&key, format!("{b} cannot be combined with {PREFIX}ssl-redirect (it works only alongside InsertHeader/RemoveHeader actions and CORS)"));
+                }
+                out.insert(svc, set);
+            }
+            Err(e) => ctx.err(&key, e),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    fn svc(name: &str, port: u16, weight: u32) -> WeightedService {
+        WeightedService { service: ServiceRef { name: name.into(), port: ServicePort::Number(port) }, weight }
+    }
+
+    #[test]
+    fn forward_group_reference_example() {
+        let v = r#"[{"type": "ForwardGroup", "ForwardConfig": {"ServerGroups": [
+            {"ServiceName": "tea-svc", "Weight": 80, "ServicePort": 80},
+            {"ServiceName": "coffee-svc", "Weight": 20, "ServicePort": 80}]}}]"#;
+        let (set, cloud) = parse_actions(v).unwrap();
+        assert!(cloud.is_empty() && set.filters.is_empty());
+        assert_eq!(
+            set.terminal,
+            Some(Action::Forward { groups: vec![svc("tea-svc", 80, 80), svc("coffee-svc", 80, 20)], sticky: None })
+        );
+    }
+
+    #[test]
+    fn server_group_ids_are_cloud_only_and_win_over_service_names() {
+        let v = r#"[{"type": "ForwardGroup", "ForwardConfig": {"ServerGroups": [
+            {"ServiceName": "tea-svc", "Weight": 30, "ServicePort": 80},
+            {"ServerGroupID": "sgp-71aexb9y93ypo*****", "Weight": 30},
+            {"ServerGroupID": "sgp-both", "ServiceName": "coffee-svc", "ServicePort": 80, "Weight": 40}]}}]"#;
+        let (set, cloud) = parse_actions(v).unwrap();
+        assert_eq!(cloud, vec!["sgp-71aexb9y93ypo*****", "sgp-both"]);
+        assert_eq!(set.terminal, Some(Action::Forward { groups: vec![svc("tea-svc", 80, 30)], sticky: None }));
+        let only = r#"[{"type": "ForwardGroup", "ForwardConfig": {"ServerGroups": [{"ServerGroupID": "sgp-1", "Weight": 100}]}}]"#;
+        assert_eq!(
+            parse_actions(only).unwrap_err(),
+            "action 0.ForwardConfig.ServerGroups has only ServerGroupIDs (cloud server groups); a node balancer needs at least one ServiceName + ServicePort"
+        );
+    }
+
+    #[test]
+    fn forward_group_weights_and_limits() {
+        let group = |w: &str| format!(r#"{{"ServiceName": "s{w}", "ServicePort": 80, "Weight": {w}}}"#);
+        let fg = |gs: Vec<String>| {
+            format!(r#"[{{"type": "ForwardGroup", "ForwardConfig": {{"ServerGroups": [{}]}}}}]"#, gs.join(","))
+        };
+        assert!(parse_actions(&fg(vec![group("0"), group("100")])).is_ok());
+        assert_eq!(
+            parse_actions(&fg(vec![group("101")])).unwrap_err(),
+            "action 0.ForwardConfig.ServerGroups[0].Weight: 101 is outside 0..=100"
+        );
+        assert_eq!(
+            parse_actions(&fg(vec![group("-1")])).unwrap_err(),
+            "action 0.ForwardConfig.ServerGroups[0].Weight: -1 is outside 0..=100"
+        );
+        assert_eq!(
+            parse_actions(&fg(vec![group("0")])).unwrap_err(),
+            "action 0.ForwardConfig.ServerGroups: every Service has weight 0; at least one needs a weight above 0"
+        );
+        let five: Vec<String> = (1..=5).map(|i| group(&i.to_string())).collect();
+        assert!(parse_actions(&fg(five.clone())).is_ok());
+        let mut six = five;
+        six.push(group("6"));
+        assert_eq!(
+            parse_actions(&fg(six)).unwrap_err(),
+            "action 0.ForwardConfig.ServerGroups has 6 server groups; at most 5"
+        );
+        assert_eq!(parse_actions(&fg(vec![])).unwrap_err(), "action 0.ForwardConfig.ServerGroups is empty");
+        assert_eq!(
+            parse_actions(&fg(vec![group("1"), group("1")])).unwrap_err(),
+            "action 0.ForwardConfig.ServerGroups[1]: Service s1:80 is listed twice"
+        );
+        assert_eq!(
+            parse_actions(&fg(vec![r#"{"ServiceName": "s", "ServicePort": 80}"#.into()])).unwrap_err(),
+            "action 0.ForwardConfig.ServerGroups[0].Weight is missing"
+        );
+        assert_eq!(
+            parse_actions(&fg(vec![r#"{"ServiceName": "S_1", "ServicePort": 80, "Weight": 1}"#.into()])).unwrap_err(),
+            "action 0.ForwardConfig.ServerGroups[0].ServiceName: \"S_1\" is not a Service name (a DNS-1035 label)"
+        );
+        let named = fg(vec![r#"{"ServiceName": "s", "ServicePort": "http", "Weight": 1}"#.into()]);
+        assert!(
+            matches!(parse_actions(&named).unwrap().0.terminal, Some(Action::Forward { ref groups, .. }) if groups[0].service.port == ServicePort::Name("http".into()))
+        );
+        let sticky = r#"[{"type": "ForwardGroup", "ForwardConfig": {"ServerGroups": [{"ServiceName": "s", "ServicePort": 80, "Weight": 1}], "ServerGroupStickySession": {"Enabled": true, "Timeout": 86400}}}]"#;
+        assert!(matches!(
+            parse_actions(sticky).unwrap().0.terminal,
+            Some(Action::Forward { sticky: Some(GroupSticky { timeout_s: 86400 }), .. })
+        ));
+        let bad = sticky.replace("86400", "86401");
+        assert!(
+            parse_actions(&bad).unwrap_err().ends_with("ServerGroupStickySession.Timeout: 86401 is outside 1..=86400")
+        );
+    }
+
+    #[test]
+    fn redirects() {
+        let r = |cfg: &str| parse_actions(&format!(r#"[{{"type": "Redirect", "redirectConfig": {cfg}}}]"#));
+        let (set, _) = r(r#"{"host": "${host}", "httpCode": "301", "path": "/new", "port": "443", "protocol": "HTTPS", "query": "${query}"}"#).unwrap();
+        assert_eq!(
+            set.terminal,
+            Some(Action::Redirect(Redirect {
+                protocol: Some("HTTPS".into()),
+                host: None,
+                port: Some(443),
+                path: Some("/new".into()),
+                query: None,
+                code: 301
+            }))
+        );
+        assert_eq!(
+            r(r#"{"httpCode": "302", "host": "${host}"}"#).unwrap_err(),
+            "action 0.redirectConfig redirects to the same URL (every field keeps the request's value)"
+        );
+        assert_eq!(
+            r(r#"{"httpCode": "300", "path": "/x"}"#).unwrap_err(),
+            "action 0.redirectConfig.httpCode 300 is not one of 301, 302, 303, 307, 308"
+        );
+        assert_eq!(
+            r(r#"{"path": "/x"}"#).unwrap_err(),
+            "action 0.redirectConfig.httpCode is missing (301, 302, 303, 307 or 308)"
+        );
+        assert_eq!(
+            r(r#"{"httpCode": 308, "protocol": "FTP"}"#).unwrap_err(),
+            "action 0.redirectConfig.protocol: \"FTP\" is not one of HTTP, HTTPS"
+        );
+        assert_eq!(
+            r(r#"{"httpCode": 308, "port": 0}"#).unwrap_err(),
+            "action 0.redirectConfig.port: 0 is outside 1..=65535"
+        );
+        assert_eq!(
+            r(r#"{"httpCode": 308, "path": "x"}"#).unwrap_err(),
+            "action 0.redirectConfig.path \"x\" must start with / and have no spaces, ? or #"
+        );
+        assert_eq!(
+            r(r#"{"httpCode": 308, "status": 1}"#).unwrap_err(),
+            "action 0.redirectConfig: unknown field \"status\" (known: host, httpCode, path, port, protocol, query)"
+        );
+    }
+
+    #[test]
+    fn fixed_responses() {
+        let f = |cfg: &str| parse_actions(&format!(r#"[{{"type": "FixedResponse", "fixedResponseConfig": {cfg}}}]"#));
+        let (set, _) = f(r#"{"content": "503 error text", "contentType": "text/plain", "httpCode": "503"}"#).unwrap();
+        assert_eq!(
+            set.terminal,
+            Some(Action::FixedResponse(FixedResponse {
+                code: 503,
+                content_type: "text/plain".into(),
+                content: "503 error text".into()
+            }))
+        );
+        for (code, ok) in [("200", true), ("599", true), ("199", false), ("600", false), ("302", false)] {
+            assert_eq!(f(&format!(r#"{{"httpCode": "{code}"}}"#)).is_ok(), ok, "{code}");
+        }
+        assert_eq!(
+            f(r#"{"httpCode": "404", "contentType": "image/png"}"#).unwrap_err(),
+            "action 0.fixedResponseConfig.contentType: \"image/png\" is not one of text/plain, text/css, text/html, application/javascript, application/json"
+        );
+        let big = "x".repeat(1025);
+        assert_eq!(
+            f(&format!(r#"{{"httpCode": "404", "content": "{big}"}}"#)).unwrap_err(),
+            "action 0.fixedResponseConfig.content has 1025 bytes; at most 1024"
+        );
+        assert!(f(&format!(r#"{{"httpCode": "404", "content": "{}"}}"#, "x".repeat(1024))).is_ok());
+    }
+
+    #[test]
+    fn header_actions_and_mirror() {
+        let v = r#"[
+            {"type": "InsertHeader", "insertHeaderConfig": {"key": "source", "value": "alibaba", "valueType": "UserDefined"}},
+            {"type": "InsertHeader", "insertHeaderConfig": {"key": "client-ip", "value": "ClientSrcIp", "valueType": "SystemDefined"}},
+            {"type": "RemoveHeader", "removeHeaderConfig": {"key": "x-debug"}},
+            {"type": "TrafficMirror", "trafficMirrorConfig": {"targetType": "ForwardGroupMirror", "mirrorGroupConfig": {"serverGroupTuples": [{"serviceName": "mirror-svc", "servicePort": 80}]}}}
+        ]"#;
+        let (set, _) = parse_actions(v).unwrap();
+        assert_eq!(set.terminal, None);
+        assert_eq!(set.filters.len(), 4);
+        assert_eq!(set.filters[2], Filter::RemoveHeader("x-debug".into()));
+        assert_eq!(
+            set.filters[3],
+            Filter::TrafficMirror(vec![ServiceRef { name: "mirror-svc".into(), port: ServicePort::Number(80) }])
+        );
+        let bad = r#"[{"type": "InsertHeader", "insertHeaderConfig": {"key": "k", "value": "NodeName", "valueType": "SystemDefined"}}]"#;
+        assert_eq!(
+            parse_actions(bad).unwrap_err(),
+            "action 0.insertHeaderConfig.value: \"NodeName\" is not one of ClientSrcPort, ClientSrcIp, Protocol, SLBId, SLBPort"
+        );
+        let two = r#"[{"type": "FixedResponse", "fixedResponseConfig": {"httpCode": "503"}}, {"type": "Redirect", "redirectConfig": {"httpCode": "301", "path": "/x"}}]"#;
+        assert_eq!(
+            parse_actions(two).unwrap_err(),
+            "action 1 (Redirect): only one of ForwardGroup, Redirect, FixedResponse per rule"
+        );
+        assert_eq!(
+            parse_actions(r#"[{"type": "Forward"}]"#).unwrap_err(),
+            "action 0: type \"Forward\" is not one of ForwardGroup, Redirect, FixedResponse, InsertHeader, RemoveHeader, TrafficMirror"
+        );
+        assert_eq!(parse_actions("[]").unwrap_err(), "lists no action");
+    }
+
+    #[test]
+    fn actions_need_use_annotation_and_a_matching_backend() {
+        let fg = r#"[{"type": "ForwardGroup", "ForwardConfig": {"ServerGroups": [{"ServiceName": "tea-svc", "Weight": 100, "ServicePort": 80}]}}]"#;
+        let use_ann = "rules:\n- http:\n    paths:\n    - path: /path\n      pathType: Prefix\n      backend: {service: {name: forward, port: {name: use-annotation}}}\n";
+        let p = parse(&[(&k("actions.forward"), fg)], use_ann);
+        assert!(p.is_ok(), "{:?}", p.errors);
+        assert_eq!(p.rules[0].action, Action::Forward { groups: vec![svc("tea-svc", 80, 100)], sticky: None });
+        let p = parse(&[], use_ann);
+        assert_eq!(
+            errs(&p),
+            vec![format!(
+                "spec.rules[0].http.paths[0].backend: port use-annotation needs {PREFIX}actions.forward with a ForwardGroup, Redirect or FixedResponse action"
+            )]
+        );
+        let p = parse(&[(&k("actions.tea-svc"), fg)], SIMPLE);
+        assert_eq!(
+            errs(&p),
+            vec![format!(
+                "{}: ForwardGroup needs the rule's backend port to be name: use-annotation (spec.rules[0].http.paths[0])",
+                k("actions.tea-svc")
+            )]
+        );
+        let p = parse(&[(&k("actions.other"), fg)], SIMPLE);
+        assert_eq!(errs(&p), vec![format!("{}: no backend in spec.rules is the Service other", k("actions.other"))]);
+        // A filter alone keeps forwarding to the rule's own Service.
+        let ins = r#"[{"type": "RemoveHeader", "removeHeaderConfig": {"key": "x-debug"}}]"#;
+        let p = parse(&[(&k("actions.tea-svc"), ins)], SIMPLE);
+        assert!(p.is_ok(), "{:?}", p.errors);
+        assert_eq!(p.rules[0].action, Action::Forward { groups: vec![svc("tea-svc", 80, 100)], sticky: None });
+        assert_eq!(p.rules[0].filters, vec![Filter::RemoveHeader("x-debug".into())]);
+    }
+}

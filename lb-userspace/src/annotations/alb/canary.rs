@@ -1,0 +1,191 @@
+//! Canary releases: `canary` with `canary-by-header` (+ `canary-by-header-value`),
+//! `canary-by-cookie` and `canary-weight`; precedence Header > Cookie > Weight.
+use serde::Serialize;
+
+use super::values::{boolean, number};
+use super::{Ctx, PREFIX};
+
+/// How a canary Ingress takes requests from the main one. At least one strategy is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Canary {
+    /// Header name and the value that selects the canary.
+    pub header: Option<(String, String)>,
+    /// Cookie name: `always` selects the canary, `never` does not.
+    pub cookie: Option<String>,
+    /// Percentage of the remaining requests, 0..=100.
+    pub weight: Option<u32>,
+}
+
+impl Canary {
+    /// Whether a request goes to the canary, with the reference's precedence Header >
+    /// Cookie > Weight. `header`/`cookie` look a name up in the request; `roll` is a
+    /// uniform random number in 0..100 (used only when the weight decides).
+    pub fn selects<'a>(
+        &self,
+        header: impl Fn(&str) -> Option<&'a str>,
+        cookie: impl Fn(&str) -> Option<&'a str>,
+        roll: u32,
+    ) -> bool {
+        if let Some((name, value)) = &self.header
+            && header(name) == Some(value.as_str())
+        {
+            return true;
+        }
+        if let Some(name) = &self.cookie {
+            match cookie(name) {
+                Some("always") => return true,
+                Some("never") => return false,
+                _ => {}
+            }
+        }
+        self.weight.is_some_and(|w| roll < w)
+    }
+}
+
+/// An HTTP token (header name).
+fn token(v: &str) -> Result<String, String> {
+    const SEP: &str = "()<>@,;:\\\"/[]?={} \t";
+    if v.is_empty() || v.len() > 100 {
+        return Err(format!("{v:?} must be a header name of 1..=100 characters"));
+    }
+    match v.chars().find(|c| !c.is_ascii_graphic() || SEP.contains(*c)) {
+        Some(c) => Err(format!("{v:?} contains {c:?}, which cannot be in a header name")),
+        None => Ok(v.to_owned()),
+    }
+}
+
+fn header_value(v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        return Err("is empty".into());
+    }
+    match v.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!("contains the control character {c:?}")),
+        None => Ok(v.to_owned()),
+    }
+}
+
+pub(super) fn parse(ctx: &mut Ctx) -> Option<Canary> {
+    const STRATEGIES: [&str; 4] = ["canary-by-header", "canary-by-header-value", "canary-by-cookie", "canary-weight"];
+    let on = ctx.parse("canary", boolean);
+    if on != Some(true) {
+        let ok = ctx.has("canary") && on.is_none(); // invalid value: already reported
+        for k in STRATEGIES {
+            if ctx.has(k) && !ok {
+                ctx.err(k, format!("needs {PREFIX}canary: \"true\" (this Ingress is not a canary)"));
+            }
+        }
+        return None;
+    }
+    let name = ctx.parse("canary-by-header", token);
+    let value = ctx.parse("canary-by-header-value", header_value);
+    let header = match (ctx.has("canary-by-header"), ctx.has("canary-by-header-value")) {
+        (true, false) => {
+            ctx.err("canary-by-header", format!("must be configured together with {PREFIX}canary-by-header-value"));
+            None
+        }
+        (false, true) => {
+            ctx.err("canary-by-header-value", format!("needs {PREFIX}canary-by-header (the header name)"));
+            None
+        }
+        _ => name.zip(value),
+    };
+    let cookie = ctx.parse("canary-by-cookie", super::backend::cookie_name);
+    let weight = ctx.parse("canary-weight", |v| number(v, 0, 100));
+    if !STRATEGIES.iter().any(|k| ctx.has(k)) {
+        ctx.err("canary", "\"true\" needs a strategy: canary-by-header (with canary-by-header-value), canary-by-cookie or canary-weight");
+        return None;
+    }
+    if header.is_none() && cookie.is_none() && weight.is_none() {
+        return None;
+    }
+    Some(Canary { header, cookie, weight })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::parse;
+    use super::super::testutil::*;
+    use super::*;
+
+    fn canary(ann: &[(&str, &str)]) -> (Option<Canary>, Vec<String>) {
+        let owned: Vec<(String, &str)> = ann.iter().map(|(s, v)| (k(s), *v)).collect();
+        let pairs: Vec<(&str, &str)> = owned.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+        let p = parse(&pairs, SIMPLE);
+        (p.rules[0].canary.clone(), errs(&p).into_iter().map(|e| e.trim_start_matches(PREFIX).to_owned()).collect())
+    }
+
+    #[test]
+    fn strategies() {
+        let (c, e) = canary(&[("canary", "true"), ("canary-by-header", "location"), ("canary-by-header-value", "hz")]);
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(c, Some(Canary { header: Some(("location".into(), "hz".into())), cookie: None, weight: None }));
+        let (c, _) = canary(&[("canary", "true"), ("canary-by-cookie", "demo")]);
+        assert_eq!(c, Some(Canary { header: None, cookie: Some("demo".into()), weight: None }));
+        for (w, ok) in [("0", true), ("100", true), ("101", false), ("-1", false), ("50%", false)] {
+            let (c, e) = canary(&[("canary", "true"), ("canary-weight", w)]);
+            assert_eq!(e.is_empty(), ok, "{w}: {e:?}");
+            if ok {
+                assert_eq!(c.unwrap().weight, Some(w.parse().unwrap()));
+            }
+        }
+        let (_, e) = canary(&[("canary", "true"), ("canary-weight", "101")]);
+        assert_eq!(e, vec!["canary-weight: 101 is outside 0..=100"]);
+        assert_eq!(canary(&[]), (None, vec![]));
+    }
+
+    #[test]
+    fn cross_rules() {
+        let table: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("canary", "true")],
+                "canary: \"true\" needs a strategy: canary-by-header (with canary-by-header-value), canary-by-cookie or canary-weight",
+            ),
+            (
+                &[("canary", "true"), ("canary-by-header", "location")],
+                "canary-by-header: must be configured together with alb.ingress.kubernetes.io/canary-by-header-value",
+            ),
+            (
+                &[("canary", "true"), ("canary-by-header-value", "hz")],
+                "canary-by-header-value: needs alb.ingress.kubernetes.io/canary-by-header (the header name)",
+            ),
+            (
+                &[("canary-weight", "10")],
+                "canary-weight: needs alb.ingress.kubernetes.io/canary: \"true\" (this Ingress is not a canary)",
+            ),
+            (
+                &[("canary", "false"), ("canary-by-cookie", "demo")],
+                "canary-by-cookie: needs alb.ingress.kubernetes.io/canary: \"true\" (this Ingress is not a canary)",
+            ),
+            (&[("canary", "yes")], "canary: \"yes\" is not one of true, false"),
+            (
+                &[("canary", "true"), ("canary-by-header", "a b"), ("canary-by-header-value", "x")],
+                "canary-by-header: \"a b\" contains ' ', which cannot be in a header name",
+            ),
+        ];
+        for (ann, want) in table {
+            let (c, e) = canary(ann);
+            assert_eq!(e, vec![(*want).to_owned()], "{ann:?}");
+            assert_eq!(c, None, "{ann:?}");
+        }
+    }
+
+    #[test]
+    fn precedence_header_cookie_weight() {
+        let c =
+            Canary { header: Some(("location".into(), "hz".into())), cookie: Some("demo".into()), weight: Some(30) };
+        let h = |v: Option<&'static str>| move |n: &str| if n == "location" { v } else { None };
+        let ck = |v: Option<&'static str>| move |n: &str| if n == "demo" { v } else { None };
+        // Header wins over a cookie that says never.
+        assert!(c.selects(h(Some("hz")), ck(Some("never")), 99));
+        // Wrong header value falls through to the cookie.
+        assert!(c.selects(h(Some("sh")), ck(Some("always")), 99));
+        assert!(!c.selects(h(None), ck(Some("never")), 0));
+        // Other cookie values fall through to the weight.
+        assert!(c.selects(h(None), ck(Some("maybe")), 29));
+        assert!(!c.selects(h(None), ck(None), 30));
+        let w0 = Canary { header: None, cookie: None, weight: Some(0) };
+        assert!(!w0.selects(h(None), ck(None), 0));
+        let w100 = Canary { header: None, cookie: None, weight: Some(100) };
+        assert!(w100.selects(h(None), ck(None), 99));
+    }
+}

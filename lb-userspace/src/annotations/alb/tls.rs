@@ -1,0 +1,157 @@
+//! TLS: the Ingress's `spec.tls` (hosts and the Secret that holds their certificate) and
+//! the AlbConfig listener's `securityPolicyId` (ALB's system TLS policies).
+use k8s_openapi::api::networking::v1::IngressSpec;
+use serde::Serialize;
+
+use super::super::NotApplicable;
+use super::Ctx;
+use super::values::dns_name;
+
+/// One `spec.tls` item: the hosts it covers and the Secret with their certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsHosts {
+    pub hosts: Vec<String>,
+    /// `None`: ALB would discover a certificate in Alibaba Cloud's certificate service;
+    /// a node balancer has no certificate then (reported as not applicable).
+    pub secret_name: Option<String>,
+}
+
+impl TlsHosts {
+    /// Whether `host` (lower case, no port) is covered, exactly or by a `*.` wildcard.
+    pub fn covers(&self, host: &str) -> bool {
+        self.hosts.iter().any(|h| match h.strip_prefix("*.") {
+            Some(suffix) => host.split_once('.').is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
+            None => h == host,
+        })
+    }
+}
+
+/// ALB's system TLS security policies (AlbConfig `listeners[].securityPolicyId`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TlsPolicy {
+    /// `tls_cipher_policy_1_0` (ALB's default): TLS 1.0 and later.
+    Tls10,
+    /// `tls_cipher_policy_1_1`: TLS 1.1 and later.
+    Tls11,
+    /// `tls_cipher_policy_1_2`: TLS 1.2 and later.
+    Tls12,
+    /// `tls_cipher_policy_1_2_strict`: TLS 1.2, forward-secret (ECDHE) ciphers only.
+    Tls12Strict,
+    /// `tls_cipher_policy_1_2_strict_with_1_3`: as above, plus TLS 1.3.
+    Tls12StrictWith13,
+}
+
+impl TlsPolicy {
+    pub const ALL: [(&'static str, TlsPolicy); 5] = [
+        ("tls_cipher_policy_1_0", TlsPolicy::Tls10),
+        ("tls_cipher_policy_1_1", TlsPolicy::Tls11),
+        ("tls_cipher_policy_1_2", TlsPolicy::Tls12),
+        ("tls_cipher_policy_1_2_strict", TlsPolicy::Tls12Strict),
+        ("tls_cipher_policy_1_2_strict_with_1_3", TlsPolicy::Tls12StrictWith13),
+    ];
+
+    /// The lowest TLS version allowed, as (major, minor) of the protocol name: (1, 2).
+    pub fn min_version(self) -> (u8, u8) {
+        match self {
+            TlsPolicy::Tls10 => (1, 0),
+            TlsPolicy::Tls11 => (1, 1),
+            _ => (1, 2),
+        }
+    }
+
+    /// Only forward-secret ciphers.
+    pub fn strict(self) -> bool {
+        matches!(self, TlsPolicy::Tls12Strict | TlsPolicy::Tls12StrictWith13)
+    }
+}
+
+/// A `securityPolicyId`: a system policy, or a custom policy ID (`tls-...`), which lives in
+/// the cloud account (`Ok(None)`: not applicable).
+pub fn security_policy(v: &str) -> Result<Option<TlsPolicy>, String> {
+    if let Some((_, p)) = TlsPolicy::ALL.iter().find(|(n, _)| *n == v) {
+        return Ok(Some(*p));
+    }
+    if v.starts_with("tls-") && v.len() > 4 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Ok(None);
+    }
+    let names: Vec<&str> = TlsPolicy::ALL.iter().map(|(n, _)| *n).collect();
+    Err(format!("{v:?} is neither one of {} nor a custom policy ID (tls-...)", names.join(", ")))
+}
+
+/// `spec.tls`: every host a DNS name (a leading `*.` allowed).
+pub(super) fn parse_ingress_tls(spec: Option<&IngressSpec>, ctx: &mut Ctx) -> Vec<TlsHosts> {
+    let mut out = Vec::new();
+    for (i, t) in spec.and_then(|s| s.tls.as_ref()).into_iter().flatten().enumerate() {
+        let mut hosts = Vec::new();
+        for (j, h) in t.hosts.iter().flatten().enumerate() {
+            match dns_name(h, true) {
+                Ok(h) => hosts.push(h),
+                Err(e) => ctx.field_err(format!("spec.tls[{i}].hosts[{j}]"), e),
+            }
+        }
+        let secret_name = t.secret_name.clone().filter(|s| !s.is_empty());
+        if secret_name.is_none() {
+            ctx.not_applicable.push(NotApplicable {
+                annotation: format!("spec.tls[{i}].secretName"),
+                reason: "certificate discovery in Alibaba Cloud Certificate Management is cloud-only; name a Secret to serve these hosts over TLS".into(),
+            });
+        }
+        out.push(TlsHosts { hosts, secret_name });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn tls_hosts_and_secrets() {
+        let spec = format!(
+            "tls:\n- hosts: [demo.alb.ingress.top, '*.example.com']\n  secretName: demo-tls\n- hosts: [ssl.alb.ingress.top]\n{SIMPLE}"
+        );
+        let p = parse(&[], &spec);
+        assert!(p.is_ok(), "{:?}", p.errors);
+        assert_eq!(
+            p.tls,
+            vec![
+                TlsHosts {
+                    hosts: vec!["demo.alb.ingress.top".into(), "*.example.com".into()],
+                    secret_name: Some("demo-tls".into())
+                },
+                TlsHosts { hosts: vec!["ssl.alb.ingress.top".into()], secret_name: None },
+            ]
+        );
+        assert_eq!(p.not_applicable.len(), 1);
+        assert_eq!(p.not_applicable[0].annotation, "spec.tls[1].secretName");
+        assert!(
+            p.tls[0].covers("a.example.com") && !p.tls[0].covers("a.b.example.com") && !p.tls[0].covers("example.com")
+        );
+        assert!(p.tls[0].covers("demo.alb.ingress.top") && !p.tls[1].covers("demo.alb.ingress.top"));
+    }
+
+    #[test]
+    fn tls_host_must_be_a_dns_name() {
+        let spec = format!("tls:\n- hosts: [bad_host.com]\n  secretName: s\n{SIMPLE}");
+        let p = parse(&[], &spec);
+        assert_eq!(
+            errs(&p),
+            vec![
+                "spec.tls[0].hosts[0]: \"bad_host.com\" is not a DNS name (label \"bad_host\" is not 1..=63 letters, digits or inner hyphens)"
+            ]
+        );
+    }
+
+    #[test]
+    fn security_policies() {
+        assert_eq!(security_policy("tls_cipher_policy_1_0"), Ok(Some(TlsPolicy::Tls10)));
+        assert_eq!(
+            security_policy("tls_cipher_policy_1_2_strict_with_1_3").map(|p| p.map(|p| (p.min_version(), p.strict()))),
+            Ok(Some(((1, 2), true)))
+        );
+        assert_eq!(security_policy("tls-bp1abc"), Ok(None));
+        assert!(security_policy("tls-").is_err());
+        assert!(security_policy("TLS_CIPHER_POLICY_1_0").is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! Value parsers both annotation families use: quoting for messages, one-of choices,
+//! bounded whole numbers, comma lists. Each returns the reason on failure.
+
+/// `v` quoted for a message, cut at 64 characters.
+pub fn quote(v: &str) -> String {
+    let short: String = v.chars().take(64).collect();
+    if short.len() < v.len() { format!("{short:?}...") } else { format!("{short:?}") }
+}
+
+/// One of `options`, compared case-sensitively (a case-insensitive match is suggested).
+pub fn choice<T: Copy>(v: &str, options: &[(&str, T)]) -> Result<T, String> {
+    if let Some((_, t)) = options.iter().find(|(s, _)| *s == v) {
+        return Ok(*t);
+    }
+    let names: Vec<&str> = options.iter().map(|(s, _)| *s).collect();
+    let hint = options
+        .iter()
+        .find(|(s, _)| s.eq_ignore_ascii_case(v))
+        .map(|(s, _)| format!(" (values are case-sensitive: {s})"))
+        .unwrap_or_default();
+    Err(format!("{} is not one of {}{hint}", quote(v), names.join(", ")))
+}
+
+/// A whole number in `min..=max`, written in decimal digits only.
+pub fn number(v: &str, min: u32, max: u32) -> Result<u32, String> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{} is not a whole number in {min}..={max}", quote(v)));
+    }
+    match v.parse::<u64>() {
+        Ok(n) if (u64::from(min)..=u64::from(max)).contains(&n) => Ok(n as u32),
+        Ok(n) => Err(format!("{n} is outside {min}..={max}")),
+        // More digits than u64 holds (all ASCII digits, so slicing is safe).
+        Err(_) if v.len() > 24 => Err(format!("{}... is outside {min}..={max}", &v[..24])),
+        Err(_) => Err(format!("{v} is outside {min}..={max}")),
+    }
+}
+
+/// The comma-separated items of `v`, trimmed; no item may be empty.
+pub fn list(v: &str) -> Result<Vec<&str>, String> {
+    if v.is_empty() {
+        return Err("is empty".into());
+    }
+    let items: Vec<&str> = v.split(',').map(str::trim).collect();
+    if items.iter().any(|i| i.is_empty()) {
+        return Err(format!("{} has an empty item", quote(v)));
+    }
+    Ok(items)
+}

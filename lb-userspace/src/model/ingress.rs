@@ -1,0 +1,66 @@
+//! ALB Ingresses, IngressClasses and AlbConfigs → validated L7 routing (served by the L7
+//! proxy once it lands: until then every ALB Ingress gets a notice saying so).
+use super::{Build, Notice, ObjectError, ObjectRef};
+use crate::{annotations::alb, manifests::ObjectSet};
+
+pub fn build(objects: &ObjectSet, out: &mut Build) {
+    let err = |kind: &str, ns: &str, name: &str, field: &str, reason: &str| ObjectError {
+        object: ObjectRef { kind: kind.into(), namespace: ns.into(), name: name.into() },
+        field: field.into(),
+        reason: reason.into(),
+    };
+    for value in &objects.alb_configs {
+        let name = value["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        match alb::parse_albconfig(value) {
+            Ok(cfg) => {
+                for n in &cfg.not_applicable {
+                    out.notices.push(Notice { object: ObjectRef::default_for("AlbConfig", &name), field: n.annotation.clone(), note: n.reason.clone() });
+                }
+                out.model.alb_configs.insert(name, cfg);
+            }
+            Err(errors) => out.errors.extend(errors.iter().map(|e| err("AlbConfig", "", &name, &e.annotation, &e.reason))),
+        }
+    }
+    let mut classes = Vec::new();
+    for c in &objects.ingress_classes {
+        let name = c.metadata.name.clone().unwrap_or_default();
+        match alb::parse_ingress_class(c) {
+            Ok(Some(class)) => classes.push(class),
+            Ok(None) => {}
+            Err(errors) => out.errors.extend(errors.iter().map(|e| err("IngressClass", "", &name, &e.annotation, &e.reason))),
+        }
+    }
+    let mut parsed = Vec::new();
+    for ing in &objects.ingresses {
+        let class_name = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref());
+        let Some(class) = alb::class_of(class_name, &classes) else { continue };
+        let p = alb::parse_ingress(ing);
+        let mut errors: Vec<_> = p.errors.clone();
+        if let Some(cfg) = out.model.alb_configs.get(&class.albconfig) {
+            errors.extend(alb::check_against_albconfig(&p, cfg));
+        }
+        if !errors.is_empty() {
+            out.errors.extend(errors.iter().map(|e| err("Ingress", &p.namespace, &p.name, &e.annotation, &e.reason)));
+            continue;
+        }
+        parsed.push(p);
+    }
+    let conflicts = alb::order_conflicts(&parsed);
+    for p in parsed {
+        let key = format!("{}/{}", p.namespace, p.name);
+        let object = ObjectRef { kind: "Ingress".into(), namespace: p.namespace.clone(), name: p.name.clone() };
+        if let Some((_, e)) = conflicts.iter().find(|(k, _)| *k == key) {
+            out.errors.push(ObjectError { object, field: e.annotation.clone(), reason: e.reason.clone() });
+            continue;
+        }
+        for n in &p.not_applicable {
+            out.notices.push(Notice { object: object.clone(), field: n.annotation.clone(), note: n.reason.clone() });
+        }
+        out.notices.push(Notice {
+            object,
+            field: "spec.rules".into(),
+            note: format!("{} route(s) validated; not served yet (the L7 proxy is a later issue)", p.rules.len()),
+        });
+        out.model.ingresses.insert(key, p);
+    }
+}
