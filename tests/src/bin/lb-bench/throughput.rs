@@ -49,7 +49,6 @@ pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
 fn run(mode: &str, many: bool, packets: u32) -> Result<(f64, f64)> {
     let topo = Topology::new(1)?;
     let backend = &topo.backends[0];
-    let be_if = format!("{}b1", topo.prefix);
     // The backend drops the datagrams before its stack would answer them.
     backend.exec(&["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "8080", "-j", "DROP"])?;
     let lbc = topo.lb_ifaces[0].clone();
@@ -90,29 +89,49 @@ fn run(mode: &str, many: bool, packets: u32) -> Result<(f64, f64)> {
             if many { "drnd()" } else { "40000" }
         ),
     )?;
-    let rx_before = rx_packets(if mode == "XDP_DROP sink" { &topo.lb } else { backend }, if mode == "XDP_DROP sink" { &lbc } else { &be_if })?;
-    // trafgen sometimes fails to flush its TX ring on a busy veth: one retry.
-    let mut attempt = 0;
-    let secs = loop {
-        let start = Instant::now();
-        let out = Command::new("ip")
-            .args(["netns", "exec", &topo.client.name, "timeout", "120", "trafgen", "--dev", &cli_if, "--conf"])
-            .arg(&conf)
-            .args(["-n", &packets.to_string(), "--cpus", "1", "-q"])
-            .output()
-            .context("running trafgen (apt-get install netsniff-ng)")?;
-        let secs = start.elapsed().as_secs_f64();
-        if out.status.success() {
-            break secs;
-        }
-        attempt += 1;
-        if attempt > 1 {
-            bail!("trafgen failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
+    // Delivered: the sink's interface counter, or the backend's iptables DROP rule counter
+    // (veth interface counters count XDP-redirected frames more than once).
+    let delivered = |topo: &Topology| -> Result<u64> {
+        if mode == "XDP_DROP sink" { rx_packets(&topo.lb, &lbc) } else { raw_drops(&topo.backends[0]) }
     };
+    let rx_before = delivered(&topo)?;
+    // In chunks of at most 50 000 packets, each retried: trafgen sometimes fails to flush its
+    // TX ring on a busy veth.
+    let mut secs = 0.0;
+    let mut left = packets;
+    while left > 0 {
+        let chunk = left.min(50_000);
+        let mut attempt = 0;
+        secs += loop {
+            let start = Instant::now();
+            let out = Command::new("ip")
+                .args(["netns", "exec", &topo.client.name, "timeout", "120", "trafgen", "--dev", &cli_if, "--conf"])
+                .arg(&conf)
+                .args(["-n", &chunk.to_string(), "--cpus", "1", "-q"])
+                .output()
+                .context("running trafgen (apt-get install netsniff-ng)")?;
+            let secs = start.elapsed().as_secs_f64();
+            if out.status.success() {
+                break secs;
+            }
+            attempt += 1;
+            if attempt > 2 {
+                bail!("trafgen failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+        };
+        left -= chunk;
+    }
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let rx = rx_packets(if mode == "XDP_DROP sink" { &topo.lb } else { backend }, if mode == "XDP_DROP sink" { &lbc } else { &be_if })? - rx_before;
+    let rx = delivered(&topo)? - rx_before;
     Ok((secs, rx as f64 / packets as f64))
+}
+
+/// Packets the backend's `raw PREROUTING` DROP rule matched.
+fn raw_drops(ns: &Netns) -> Result<u64> {
+    let out = ns.exec(&["iptables", "-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains("DROP")).context("no DROP rule")?;
+    Ok(line.split_whitespace().next().unwrap_or("0").parse()?)
 }
 
 fn rx_packets(ns: &Netns, iface: &str) -> Result<u64> {
