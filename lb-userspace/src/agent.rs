@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    admin,
+    admin, health,
     dataplane::{self, Dataplane},
     manifests::DirSource,
     model::{self, Model},
@@ -56,6 +56,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         tracing::info!(%addr, "admin endpoint: GET /stats, /healthz");
         tokio::spawn(admin::serve(listener, admin_tx));
     }
+    let (health_tx, mut health_rx) = tokio::sync::mpsc::channel::<health::Change>(256);
+    let mut checker = health::Checker::default();
     let mut source = DirSource::new(&opts.manifests);
     let mut applied = Model::default();
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -87,7 +89,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 }
                 model::keep_last_good(&applied, &mut build);
                 resolve_next_hops(&build.model, node, &attached);
-                match dp.apply(&build.model) {
+                checker.sync(&build.model, &health_tx);
+                match dp.apply(&checker.effective(&build.model)) {
                     Ok(()) => applied = build.model,
                     Err(e) => tracing::error!(error = %e, "applying the model failed; will retry"),
                 }
@@ -98,6 +101,12 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            Some(change) = health_rx.recv() => {
+                checker.record(change);
+                if let Err(e) = dp.apply(&checker.effective(&applied)) {
+                    tracing::error!(error = %e, "applying a health change failed");
+                }
+            }
             Some(req) = admin_rx.recv() => match req {
                 admin::Request::Stats(reply) => {
                     let json = match dp.stats() {

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod agent;
 pub mod annotations;
 pub mod dataplane;
+pub mod health;
 pub mod manifests;
 pub mod model;
 pub mod netif;

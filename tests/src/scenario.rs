@@ -17,7 +17,7 @@ pub struct Scenario {
     pub topo: Topology,
     pub daemon: Daemon,
     pub manifests: PathBuf,
-    _servers: Vec<Server>,
+    servers: Vec<Option<Server>>,
     _work: tempfile::TempDir,
 }
 
@@ -39,7 +39,18 @@ impl Scenario {
             write_atomic(&manifests, name, yaml)?;
         }
         let daemon = Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), listeners, work.path(), extra)?;
-        Ok(Scenario { topo, daemon, manifests, _servers: servers, _work: work })
+        Ok(Scenario { topo, daemon, manifests, servers: servers.into_iter().map(Some).collect(), _work: work })
+    }
+
+    /// Stop backend `i`'s server (1-based, as its name `backend-i`).
+    pub fn stop_backend(&mut self, i: usize) {
+        self.servers[i - 1] = None;
+    }
+
+    /// Start backend `i`'s server again.
+    pub fn start_backend(&mut self, i: usize) -> Result<()> {
+        self.servers[i - 1] = Some(name_server(&self.topo.backends[i - 1], "[::]:8080".parse().unwrap(), &format!("backend-{i}"))?);
+        Ok(())
     }
 
     /// Replace a manifest file (write, then rename: never half-written).

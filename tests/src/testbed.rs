@@ -88,6 +88,7 @@ pub fn listener(
         established_timeout: lb_userspace::model::DEFAULT_ESTABLISHED_TIMEOUT,
         drain_timeout: None,
         acl: None,
+        health_check: None,
     }
 }
 

@@ -218,3 +218,29 @@ fn ipv6_end_to_end() {
     assert_eq!(tcp.len(), 2, "both backends over IPv6: {tcp:?}");
     assert_eq!(udp.values().sum::<usize>(), 6, "{udp:?}");
 }
+
+#[test]
+fn health_checks_take_a_dead_backend_out_and_back() {
+    if !privileged("health_checks_take_a_dead_backend_out_and_back") {
+        return;
+    }
+    let checks = [
+        ann("health-check-interval", "1"),
+        ann("health-check-connect-timeout", "1"),
+        ann("unhealthy-threshold", "2"),
+        ann("healthy-threshold", "2"),
+    ];
+    let mut s = Scenario::start(2, &[("svc.yaml", &yaml(&VIP.to_string(), &checks, &v4_backends(2)))], 2, &[]).unwrap();
+    let both = s.topo.client.run(|| tally((0..10).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
+    assert_eq!(both.len(), 2, "{both:?}");
+    s.stop_backend(2);
+    // Two failed probes a second apart, and the change applied.
+    std::thread::sleep(Duration::from_millis(4000));
+    let one = s.topo.client.run(|| tally((0..10).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
+    assert_eq!(one, BTreeMap::from([("backend-1".to_string(), 10)]), "no new flows to the dead backend");
+    s.start_backend(2).unwrap();
+    std::thread::sleep(Duration::from_millis(4000));
+    let again = s.topo.client.run(|| tally((0..10).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
+    assert_eq!(again.len(), 2, "back in after two good probes: {again:?}");
+    assert!(s.daemon.log_text().contains("backend health changed"));
+}

@@ -103,6 +103,8 @@ pub struct L4Listener {
     /// `None` = drain off (its flows are cut when it is removed).
     pub drain_timeout: Option<u32>,
     pub acl: Option<AclBinding>,
+    /// Active health checks of the backends (CLB `health-check-*`); `None` = off.
+    pub health_check: Option<crate::health::HealthCheck>,
 }
 
 /// Default idle timeout of an established TCP flow (CLB `established-timeout` default).

@@ -170,6 +170,7 @@ pub fn listeners(svc: &Service, slices: &[EndpointSlice], cx: &BuildContext) -> 
                 ConnectionDrain::On { timeout_s } => Some(timeout_s as u32),
             },
             acl: acl.clone(),
+            health_check: crate::health::from_clb(&cfg.health_check, protocol),
         });
     }
     Ok(ServiceBuild { listeners: out, notices })

@@ -1,0 +1,214 @@
+//! Active health checks of L4 backends (CLB `health-check-*`): TCP connect, HTTP status, or
+//! UDP (healthy unless the backend answers with ICMP port unreachable, as CLB does). A
+//! backend turns unhealthy after `unhealthy_threshold` failures in a row and healthy again
+//! after `healthy_threshold` successes; unhealthy backends get no new flows (weight 0 in the
+//! datapath), their established flows go on. Backends start healthy.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+    sync::mpsc,
+    task::JoinHandle,
+};
+
+use crate::model::{Model, Protocol};
+
+/// How a listener's backends are checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct HealthCheck {
+    pub probe: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u8,
+    pub unhealthy_threshold: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    Tcp,
+    Udp,
+    Http {
+        uri: String,
+        /// `Host:` header; the backend's address when `None`.
+        host: Option<String>,
+        /// Healthy status classes: 2 for 2xx, ...
+        classes: Vec<u8>,
+        get: bool,
+    },
+}
+
+/// A health change of one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub backend: (IpAddr, u16),
+    pub healthy: bool,
+}
+
+/// The probes running for a model; restarted only for targets whose check changed.
+#[derive(Default)]
+pub struct Checker {
+    tasks: BTreeMap<((IpAddr, u16), HealthCheck), JoinHandle<()>>,
+    unhealthy: BTreeSet<(IpAddr, u16)>,
+}
+
+impl Checker {
+    /// Run exactly the probes `model` asks for; changes arrive on `tx`.
+    pub fn sync(&mut self, model: &Model, tx: &mpsc::Sender<Change>) {
+        let wanted: BTreeSet<((IpAddr, u16), HealthCheck)> = model
+            .listeners
+            .values()
+            .filter_map(|l| l.health_check.as_ref().map(|h| (l, h)))
+            .flat_map(|(l, h)| l.backends.iter().map(move |b| ((b.addr, b.port), h.clone())))
+            .collect();
+        self.tasks.retain(|k, task| {
+            let keep = wanted.contains(k);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let live: BTreeSet<(IpAddr, u16)> = wanted.iter().map(|(b, _)| *b).collect();
+        self.unhealthy.retain(|b| live.contains(b));
+        for (backend, check) in wanted {
+            if !self.tasks.contains_key(&(backend, check.clone())) {
+                let task = tokio::spawn(run(backend, check.clone(), tx.clone()));
+                self.tasks.insert((backend, check), task);
+            }
+        }
+    }
+
+    pub fn record(&mut self, c: Change) {
+        if c.healthy {
+            self.unhealthy.remove(&c.backend);
+        } else {
+            self.unhealthy.insert(c.backend);
+        }
+    }
+
+    /// `model` with unhealthy backends at weight 0 (no new flows).
+    pub fn effective(&self, model: &Model) -> Model {
+        let mut m = model.clone();
+        for l in m.listeners.values_mut() {
+            for b in &mut l.backends {
+                if self.unhealthy.contains(&(b.addr, b.port)) {
+                    b.weight = 0;
+                }
+            }
+        }
+        m
+    }
+
+    pub fn unhealthy(&self) -> &BTreeSet<(IpAddr, u16)> {
+        &self.unhealthy
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        for task in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+async fn run(backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change>) {
+    let (mut healthy, mut streak) = (true, 0u8);
+    let to = SocketAddr::new(backend.0, backend.1);
+    loop {
+        tokio::time::sleep(check.interval).await;
+        let ok = matches!(tokio::time::timeout(check.timeout, probe(to, &check.probe)).await, Ok(true));
+        if ok == healthy {
+            streak = 0;
+            continue;
+        }
+        streak += 1;
+        let needed = if healthy { check.unhealthy_threshold } else { check.healthy_threshold };
+        if streak >= needed {
+            healthy = ok;
+            streak = 0;
+            tracing::warn!(backend = %to, healthy, "backend health changed");
+            if tx.send(Change { backend, healthy }).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn probe(to: SocketAddr, kind: &ProbeKind) -> bool {
+    match kind {
+        ProbeKind::Tcp => TcpStream::connect(to).await.is_ok(),
+        ProbeKind::Udp => {
+            // CLB's rule: healthy unless the backend answers ICMP port unreachable.
+            let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let Ok(sock) = UdpSocket::bind(bind).await else { return false };
+            if sock.connect(to).await.is_err() || sock.send(b"lb-health-check").await.is_err() {
+                return false;
+            }
+            let mut buf = [0u8; 512];
+            match tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
+                Ok(Err(e)) => e.kind() != std::io::ErrorKind::ConnectionRefused,
+                _ => true,
+            }
+        }
+        ProbeKind::Http { uri, host, classes, get } => {
+            let Ok(mut s) = TcpStream::connect(to).await else { return false };
+            let host = host.clone().unwrap_or_else(|| to.ip().to_string());
+            let req = format!("{} {uri} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n", if *get { "GET" } else { "HEAD" });
+            if s.write_all(req.as_bytes()).await.is_err() {
+                return false;
+            }
+            let mut head = [0u8; 64];
+            let n = s.read(&mut head).await.unwrap_or(0);
+            let line = String::from_utf8_lossy(&head[..n]);
+            let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            classes.contains(&((code / 100) as u8))
+        }
+    }
+}
+
+/// The check CLB annotations ask for on a listener of `protocol`.
+pub fn from_clb(h: &crate::annotations::clb::HealthCheck, protocol: Protocol) -> Option<HealthCheck> {
+    use crate::annotations::clb::{HealthCheckDomain, HttpCodeClass, HttpMethod, ListenerProtocol, Probe};
+    let lp = match protocol {
+        Protocol::Tcp => ListenerProtocol::Tcp,
+        Protocol::Udp => ListenerProtocol::Udp,
+    };
+    let p = h.probe(lp)?;
+    let probe = match p {
+        Probe::Tcp => ProbeKind::Tcp,
+        Probe::Udp => ProbeKind::Udp,
+        Probe::Http => ProbeKind::Http {
+            uri: h.http.uri.clone().unwrap_or_else(|| "/".into()),
+            host: match &h.http.domain {
+                HealthCheckDomain::BackendIp => None,
+                HealthCheckDomain::Name(n) => Some(n.clone()),
+            },
+            classes: h
+                .http
+                .codes
+                .iter()
+                .map(|c| match c {
+                    HttpCodeClass::Http2xx => 2,
+                    HttpCodeClass::Http3xx => 3,
+                    HttpCodeClass::Http4xx => 4,
+                    HttpCodeClass::Http5xx => 5,
+                })
+                .collect(),
+            get: h.http.method == HttpMethod::Get,
+        },
+    };
+    Some(HealthCheck {
+        interval: Duration::from_secs(h.interval_s.max(1) as u64),
+        timeout: Duration::from_secs(h.timeout_s(p).max(1) as u64),
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+        probe,
+    })
+}
