@@ -1,5 +1,5 @@
 //! Value parsers both annotation families use: quoting for messages, one-of choices,
-//! bounded whole numbers, comma lists. Each returns the reason on failure.
+//! bounded whole numbers, comma lists, DNS names. Each returns the reason on failure.
 
 /// `v` quoted for a message, cut at 64 characters.
 pub fn quote(v: &str) -> String {
@@ -45,4 +45,29 @@ pub fn list(v: &str) -> Result<Vec<&str>, String> {
         return Err(format!("{} has an empty item", quote(v)));
     }
     Ok(items)
+}
+
+/// A DNS name: labels of 1..=63 letters, digits and hyphens (not at either end), 253
+/// characters at most; with `wildcard`, the first label may be `*`.
+pub fn dns_name(v: &str, wildcard: bool) -> Result<String, String> {
+    if v.is_empty() || v.len() > 253 {
+        return Err(format!("{} is not a DNS name (1..=253 characters)", quote(v)));
+    }
+    for (i, label) in v.split('.').enumerate() {
+        if wildcard && i == 0 && label == "*" {
+            continue;
+        }
+        let ok = (1..=63).contains(&label.len())
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!(
+                "{} is not a DNS name (label {} is not 1..=63 letters, digits or inner hyphens)",
+                quote(v),
+                quote(label)
+            ));
+        }
+    }
+    Ok(v.to_owned())
 }

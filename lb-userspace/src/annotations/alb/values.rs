@@ -16,29 +16,10 @@ pub fn boolean(v: &str) -> Result<bool, String> {
 
 
 
-/// A DNS name: labels of 1..=63 letters, digits and hyphens (not at either end), 253
-/// characters at most; with `wildcard`, the first label may be `*`.
+/// A DNS name (see [`crate::annotations::values::dns_name`]), lowercased: host matching is
+/// case-insensitive.
 pub fn dns_name(v: &str, wildcard: bool) -> Result<String, String> {
-    if v.is_empty() || v.len() > 253 {
-        return Err(format!("{} is not a DNS name (1..=253 characters)", quote(v)));
-    }
-    for (i, label) in v.split('.').enumerate() {
-        if wildcard && i == 0 && label == "*" {
-            continue;
-        }
-        let ok = (1..=63).contains(&label.len())
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(format!(
-                "{} is not a DNS name (label {} is not 1..=63 letters, digits or inner hyphens)",
-                quote(v),
-                quote(label)
-            ));
-        }
-    }
-    Ok(v.to_ascii_lowercase())
+    crate::annotations::values::dns_name(v, wildcard).map(|s| s.to_ascii_lowercase())
 }
 
 /// An HTTP header name as ALB takes it: 1..=`max` letters, digits, `-` or `_`, neither

@@ -2,7 +2,7 @@
 //! comma lists, IDs, cookie names and DNS names. Each returns the reason on failure.
 use serde::Serialize;
 
-pub use crate::annotations::values::{choice, list, number, quote};
+pub use crate::annotations::values::{choice, dns_name, list, number, quote};
 
 /// A validated ID of an object the annotation refers to (`acl-id`, `cert-id`): one word,
 /// no spaces or commas.
@@ -70,30 +70,6 @@ pub fn cookie_name(v: &str) -> Result<CookieName, String> {
     Ok(CookieName(v.to_owned()))
 }
 
-/// A DNS name: labels of 1..=63 letters, digits and hyphens (not at either end), 253
-/// characters at most; with `wildcard`, the first label may be `*`.
-pub fn dns_name(v: &str, wildcard: bool) -> Result<String, String> {
-    if v.is_empty() || v.len() > 253 {
-        return Err(format!("{} is not a DNS name (1..=253 characters)", quote(v)));
-    }
-    for (i, label) in v.split('.').enumerate() {
-        if wildcard && i == 0 && label == "*" {
-            continue;
-        }
-        let ok = (1..=63).contains(&label.len())
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
-            return Err(format!(
-                "{} is not a DNS name (label {} is not 1..=63 letters, digits or inner hyphens)",
-                quote(v),
-                quote(label)
-            ));
-        }
-    }
-    Ok(v.to_owned())
-}
 
 #[cfg(test)]
 mod tests {
