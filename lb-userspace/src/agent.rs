@@ -37,6 +37,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
 async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut dp = Dataplane::load(&opts.dataplane).context("loading the XDP datapath")?;
+    let (first, last) = opts.dataplane.snat_ports;
+    node.reserve_ports(first, last)?;
     let mut attached = BTreeSet::new();
     for name in &opts.ifaces {
         let iface = Iface::lookup(name)?;

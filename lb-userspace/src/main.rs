@@ -23,7 +23,9 @@ enum Command {
         /// Interfaces to attach to, comma separated (client side and backend side).
         #[arg(long, value_delimiter = ',', required = true)]
         iface: Vec<String>,
-        /// Source ports used for full NAT, inclusive; keep it outside net.ipv4.ip_local_port_range.
+        /// Source ports used for full NAT, inclusive (added to net.ipv4.ip_local_reserved_ports
+        /// while lb runs, so the node's own connections never take them). Each backend holds
+        /// as many flows at once per node address as the range has ports.
         #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
         snat_ports: (u16, u16),
         /// Flows the conntrack table holds.

@@ -59,6 +59,17 @@ impl NodeChanges {
         Ok(())
     }
 
+    /// Keep the kernel from picking the full-NAT source ports for the node's own connections:
+    /// the range is added to `net.ipv4.ip_local_reserved_ports` (which IPv6 follows too).
+    pub fn reserve_ports(&mut self, first: u16, last: u16) -> Result<()> {
+        let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+        let before = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+        let before = before.trim();
+        let ours = format!("{first}-{last}");
+        let value = if before.is_empty() { ours } else { format!("{before},{ours}") };
+        self.set_sysctl(path, &value)
+    }
+
     fn set_sysctl(&mut self, path: &str, value: &str) -> Result<()> {
         let before = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
         if before.trim() != value {
@@ -94,7 +105,9 @@ impl NodeChanges {
             let _ = Command::new("ip").args(["neigh", "del", &next_hop.to_string(), "dev", &dev]).status();
         }
         for (path, before) in self.sysctls.drain(..).rev() {
-            if let Err(e) = fs::write(&path, &before) {
+            // With a newline: an empty write would not reach the kernel (and an empty list is
+            // a value to restore, e.g. no reserved ports).
+            if let Err(e) = fs::write(&path, format!("{before}\n")) {
                 tracing::warn!(path, error = %e, "could not restore sysctl");
             }
         }

@@ -87,6 +87,10 @@ fn tcp_and_udp_balanced_through_the_vip() {
     let after = topo.client.run(|| (0..6).map(|_| tcp_request(vip(80), TIMEOUT).unwrap()).collect::<Vec<_>>());
     assert!(after.iter().all(|r| r == "backend-2"), "after the edit only backend-2 serves: {after:?}");
 
+    // While lb runs, the full-NAT source ports are reserved from the node's own connections.
+    let reserved = topo.lb.exec(&["sysctl", "-n", "net.ipv4.ip_local_reserved_ports"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&reserved.stdout).trim(), "61000-65535");
+
     // `lb stats` reads the running daemon's counters per listener and per backend.
     let bin = lb_tests::daemon::lb_bin();
     let out = topo.lb.exec(&[bin.to_str().unwrap(), "stats", "--json"]).unwrap();
@@ -112,4 +116,6 @@ fn tcp_and_udp_balanced_through_the_vip() {
     assert!(!links.contains("xdp"), "XDP detached on exit:\n{links}");
     let fwd = topo.lb.exec(&["sysctl", "-n", &format!("net.ipv4.conf.{}.forwarding", topo.lb_ifaces[0])]).unwrap();
     assert_eq!(String::from_utf8_lossy(&fwd.stdout).trim(), "0", "forwarding restored");
+    let reserved = topo.lb.exec(&["sysctl", "-n", "net.ipv4.ip_local_reserved_ports"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&reserved.stdout).trim(), "", "reserved ports restored");
 }
