@@ -615,3 +615,39 @@ fn icmpv6_packet_too_big_reaches_the_right_side() {
         assert_eq!(read_icmp6(&out), (snat, b1, (b1, 8443), (snat, snat_port)));
     });
 }
+
+#[test]
+fn ipv6_fragments_follow_their_first_fragment() {
+    let vip6 = v6("2001:db8:100::10");
+    let client = v6("2001:db8::2");
+    let b1 = v6("2001:db8:1::2");
+    let m = model(vec![listener(IpAddr::V6(vip6), 53, Protocol::Udp, Scheduler::Rr, &[(IpAddr::V6(b1), 5353, 1)])]);
+    with_datapath("ipv6_fragments_follow_their_first_fragment", m, move |t| {
+        let whole = Frame::udp(Flow::new(client, 47000, vip6, 53)).payload(&[9u8; 40]);
+        let l4 = whole.l4();
+        let (head, tail) = l4.split_at(24);
+        let frag = |offset: u16, more: bool| {
+            let mut f = whole.clone();
+            let off_flags = (offset << 3) | more as u16;
+            f.v6_ext = vec![(44, vec![0, 0, (off_flags >> 8) as u8, off_flags as u8, 0, 0, 0x42, 0x42])];
+            f
+        };
+        let (v, out1) = t.run(&frag(0, true).with_l3_payload(head), t.a);
+        assert_eq!(v, XDP_REDIRECT, "first fragment opens the flow");
+        let (v, out2) = t.run(&frag(3, false).with_l3_payload(tail), t.a);
+        assert_eq!(v, XDP_REDIRECT, "later fragment follows");
+        let addrs = |f: &[u8]| (Ipv6Addr::from(<[u8; 16]>::try_from(&f[22..38]).unwrap()), Ipv6Addr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap()));
+        assert_eq!(addrs(&out1), (v6("2001:db8:1::1"), b1));
+        assert_eq!(addrs(&out2), addrs(&out1), "same SNAT source and backend");
+        // Reassemble (drop the fragment headers) and check the UDP checksum after NAT.
+        let mut datagram = out1[14 + 40 + 8..].to_vec();
+        datagram.extend_from_slice(&out2[14 + 40 + 8..]);
+        let mut frame = out1[..14 + 40].to_vec();
+        frame[14 + 4..14 + 6].copy_from_slice(&(datagram.len() as u16).to_be_bytes());
+        frame[14 + 6] = 17;
+        frame.extend_from_slice(&datagram);
+        let p = parse(&frame);
+        assert!(p.l4_csum_ok, "reassembled UDP checksum after NAT: {p:?}");
+        assert_eq!(p.flow.3, 5353);
+    });
+}
