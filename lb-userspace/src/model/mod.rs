@@ -208,8 +208,9 @@ pub fn build(objects: &ObjectSet, opts: &BuildOptions) -> Build {
     ingress::build(objects, &mut out);
     let cx = BuildContext { node_name: opts.node_name.clone(), acls: out.model.acls.keys().cloned().collect() };
     let mut owners: BTreeMap<ListenerId, ObjectRef> = BTreeMap::new();
+    let slices = service::index_slices(&objects.endpoint_slices);
     for svc in services {
-        match service::listeners(svc, &objects.endpoint_slices, &cx) {
+        match service::listeners(svc, &slices, &cx) {
             Ok(built) => {
                 out.notices.extend(built.notices);
                 if let Some(err) = conflict(&built.listeners, &owners) {

@@ -25,7 +25,21 @@ pub struct ServiceBuild {
 }
 
 /// The listeners a Service asks for, or every reason it cannot be served.
-pub fn listeners(svc: &Service, slices: &[EndpointSlice], cx: &BuildContext) -> Result<ServiceBuild, Vec<ObjectError>> {
+/// EndpointSlices by (namespace, `kubernetes.io/service-name`), built once per model.
+pub type SliceIndex<'a> = BTreeMap<(String, String), Vec<&'a EndpointSlice>>;
+
+pub fn index_slices(slices: &[EndpointSlice]) -> SliceIndex<'_> {
+    let mut index: SliceIndex<'_> = BTreeMap::new();
+    for s in slices {
+        if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+            let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            index.entry((ns, svc.clone())).or_default().push(s);
+        }
+    }
+    index
+}
+
+pub fn listeners(svc: &Service, slices: &SliceIndex<'_>, cx: &BuildContext) -> Result<ServiceBuild, Vec<ObjectError>> {
     let source = ObjectRef {
         kind: "Service".into(),
         namespace: svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -127,13 +141,8 @@ pub fn listeners(svc: &Service, slices: &[EndpointSlice], cx: &BuildContext) -> 
         return Err(errors);
     }
 
-    let my_slices: Vec<&EndpointSlice> = slices
-        .iter()
-        .filter(|s| {
-            s.metadata.namespace.as_deref().unwrap_or("default") == source.namespace
-                && s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) == Some(&source.name)
-        })
-        .collect();
+    let my_slices: &[&EndpointSlice] =
+        slices.get(&(source.namespace.clone(), source.name.clone())).map(Vec::as_slice).unwrap_or(&[]);
     let mut out = Vec::new();
     for (listener, port) in cfg.listeners.iter().zip(&ports) {
         let protocol = match listener.protocol {
@@ -148,7 +157,7 @@ pub fn listeners(svc: &Service, slices: &[EndpointSlice], cx: &BuildContext) -> 
                 continue;
             }
         };
-        let backends = backends(&my_slices, port.name.as_deref().unwrap_or(""), protocol, vip, node)
+        let backends = backends(my_slices, port.name.as_deref().unwrap_or(""), protocol, vip, node)
             .map_err(|reason| err(&format!("metadata.annotations[{ENDPOINT_WEIGHTS}]"), reason))?;
         if backends.len() > lb_common::MAX_BACKENDS_PER_LISTENER as usize {
             return Err(err(
