@@ -48,7 +48,11 @@ pub fn name_server(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Server> {
         let stop = stop.clone();
         let reply = reply.clone();
         threads.push(thread::spawn(move || {
+            use std::os::fd::AsFd;
             while !stop.load(Ordering::Relaxed) {
+                // Wait for a connection (or 50 ms, to notice `stop`) instead of spinning.
+                let mut fds = [nix::poll::PollFd::new(tcp.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, 50u16);
                 match tcp.accept() {
                     Ok((mut s, _)) => {
                         let reply = reply.clone();
@@ -69,7 +73,7 @@ pub fn name_server(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Server> {
                             }
                         });
                     }
-                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                    Err(_) => {}
                 }
             }
         }));

@@ -2,8 +2,8 @@
 //! as figures (min/median/max over repeats) and ratios in `target/bench/report.{md,json}` with
 //! an SVG chart. Suites so far: datapath cost per packet (BPF_PROG_TEST_RUN, against an
 //! XDP_DROP + counter program) and the control plane (apply 10 000 Services / 100 000
-//! endpoints, one endpoint change, RSS). Throughput on the veth topology and L7 against
-//! nginx/haproxy are not written yet.
+//! endpoints, one endpoint change, RSS), throughput and TCP connection rate on the veth
+//! topology against iptables DNAT. L7 against nginx/haproxy is not written yet.
 use std::{
     fmt::Write as _,
     fs,
@@ -39,14 +39,16 @@ struct Plan {
     endpoints_per_service: usize,
     /// Packets trafgen sends per throughput run.
     packets: u32,
+    /// TCP connections per connection-rate run.
+    connections: usize,
 }
 
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let plan = if quick {
-        Plan { repeats: 3, runs: 20_000, new_flows: 2_000, services: 1_000, endpoints_per_service: 10, packets: 50_000 }
+        Plan { repeats: 3, runs: 20_000, new_flows: 2_000, services: 1_000, endpoints_per_service: 10, packets: 50_000, connections: 300 }
     } else {
-        Plan { repeats: 7, runs: 200_000, new_flows: 20_000, services: 10_000, endpoints_per_service: 10, packets: 200_000 }
+        Plan { repeats: 7, runs: 200_000, new_flows: 20_000, services: 10_000, endpoints_per_service: 10, packets: 200_000, connections: 2_000 }
     };
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&out_dir)?;
@@ -54,6 +56,7 @@ fn main() -> Result<()> {
     let datapath = datapath_suite(&plan)?;
     let control = control_plane_suite(&plan)?;
     let throughput = throughput::suite(plan.packets, plan.repeats.min(3))?;
+    let connection_rate = throughput::connection_rate(plan.connections, plan.repeats.min(3))?;
 
     let report = json!({
         "machine": machine(),
@@ -61,7 +64,8 @@ fn main() -> Result<()> {
         "datapath_ns_per_packet": datapath,
         "control_plane": control,
         "throughput": throughput,
-        "not_measured_yet": ["TCP connection rate vs iptables DNAT", "L7 vs nginx/haproxy", "PROXY protocol first segment"],
+        "connection_rate": connection_rate,
+        "not_measured_yet": ["L7 vs nginx/haproxy", "PROXY protocol first segment"],
     });
     fs::write(out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     let md = markdown(&report);
@@ -281,8 +285,21 @@ fn markdown(r: &serde_json::Value) -> String {
     }
     let _ = writeln!(
         s,
-        "\nWith many flows every packet opens a flow: lb's full NAT takes a source port per flow from `--snat-ports` (default 61000-65535: 4536 flows at once per backend and node address), so below 100% delivered the port range is exhausted, not the CPU."
+        "\nWith many flows every packet opens a flow: lb's full NAT takes a source port per flow from `--snat-ports` (default 61000-65535: 4536 flows at once per backend and node address), so below 100% delivered the port range is exhausted, not the CPU. Above 100%: a trafgen chunk that failed to flush was sent again."
     );
+    let _ = writeln!(s, "\n## TCP connection rate (sequential connect, request, response, close)\n");
+    let _ = writeln!(s, "| mode | connections/s (min / median / max) |\n|---|---:|");
+    for c in r["connection_rate"].as_array().into_iter().flatten() {
+        let v = &c["connections_per_second"];
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} / {:.0} / {:.0} |",
+            c["mode"].as_str().unwrap_or(""),
+            v["min"].as_f64().unwrap_or(0.0),
+            v["median"].as_f64().unwrap_or(0.0),
+            v["max"].as_f64().unwrap_or(0.0)
+        );
+    }
     let _ = writeln!(s, "\nNot measured yet: {}.", r["not_measured_yet"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect::<Vec<_>>().join("; "));
     s
 }

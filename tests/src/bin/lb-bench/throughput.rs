@@ -139,6 +139,49 @@ fn rx_packets(ns: &Netns, iface: &str) -> Result<u64> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
+/// TCP connections per second, sequential connect / request / response / close from the client
+/// through (a) lb and (b) iptables DNAT, to a real server on the backend.
+pub fn connection_rate(connections: usize, repeats: usize) -> Result<serde_json::Value> {
+    let mut rows = Vec::new();
+    for mode in ["lb (XDP full NAT)", "iptables DNAT"] {
+        let mut rates = Vec::new();
+        for _ in 0..repeats {
+            rates.push(conn_run(mode, connections)?);
+        }
+        rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        rows.push(json!({ "mode": mode, "connections_per_second": { "min": rates[0], "median": rates[rates.len() / 2], "max": rates[rates.len() - 1] } }));
+    }
+    Ok(json!(rows))
+}
+
+fn conn_run(mode: &str, connections: usize) -> Result<f64> {
+    let topo = Topology::new(1)?;
+    let _server = lb_tests::servers::name_server(&topo.backends[0], "[::]:8080".parse().unwrap(), "backend-1")?;
+    let work = tempfile::tempdir()?;
+    let mut _daemon = None;
+    if mode.starts_with("lb") {
+        let dir = work.path().join("m");
+        fs::create_dir(&dir)?;
+        fs::write(dir.join("svc.yaml"), SERVICE.replace("UDP", "TCP").replace("name: udp", "name: tcp"))?;
+        _daemon = Some(Daemon::start(&topo.lb, &dir, &topo.iface_list(), 1, work.path())?);
+    } else {
+        topo.lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        topo.lb.exec(&["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "198.18.100.10", "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", "198.18.1.2:8080"])?;
+        topo.lb.exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", &topo.lb_ifaces[1], "-j", "MASQUERADE"])?;
+    }
+    let to: std::net::SocketAddr = "198.18.100.10:80".parse()?;
+    // Warm up (neighbour resolution), then measure.
+    topo.client.run(move || lb_tests::servers::tcp_request(to, std::time::Duration::from_secs(5)))?;
+    let secs = topo.client.run(move || -> Result<f64> {
+        let start = Instant::now();
+        for _ in 0..connections {
+            lb_tests::servers::tcp_request(to, std::time::Duration::from_secs(5))?;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    })?;
+    Ok(connections as f64 / secs)
+}
+
 const SERVICE: &str = r#"apiVersion: v1
 kind: Service
 metadata: {name: bench, namespace: bench}
