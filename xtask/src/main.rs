@@ -46,10 +46,11 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// The cargo that runs us (rustup's stable), for the user-space crates.
+/// The cargo that runs us (rustup's stable), for the user-space crates. Always into
+/// `target/` (whatever CARGO_TARGET_DIR says): the tests and the demo find `lb` there.
 fn cargo() -> Command {
     let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.current_dir(root());
+    c.current_dir(root()).env("CARGO_TARGET_DIR", root().join("target"));
     c
 }
 
