@@ -125,20 +125,8 @@ pub fn cut_flows(ebpf: &mut Ebpf, doomed: impl Fn(u32, IpAddr, u16) -> bool) -> 
     Ok(cut.len())
 }
 
-/// Forget the persistence entries of listener `id` that point at `backends`.
-pub fn forget_persistence(ebpf: &mut Ebpf, id: u32, backends: &[(IpAddr, u16)]) -> Result<()> {
-    let ids: Vec<u32> = {
-        let table: aya::maps::Array<&mut MapData, lb_common::Backend> = map_mut(ebpf, names::BACKENDS)?;
-        table
-            .iter()
-            .enumerate()
-            .filter_map(|(i, b)| {
-                let b = b.ok()?;
-                backends.contains(&(words_addr(&b.addr, b.family), u16::from_be(b.port))).then_some(i as u32)
-            })
-            .take(backends.len())
-            .collect()
-    };
+/// Forget the persistence entries of listener `id` that point at the backend ids `ids`.
+pub fn forget_persistence(ebpf: &mut Ebpf, id: u32, ids: &[u32]) -> Result<()> {
     let mut persist: BpfHashMap<&mut MapData, PersistKey, PersistEntry> = map_mut(ebpf, names::PERSIST)?;
     let doomed: Vec<PersistKey> = persist
         .iter()

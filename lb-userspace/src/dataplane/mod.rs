@@ -168,10 +168,10 @@ impl Dataplane {
     pub fn detach_all(&mut self) {
         let links: Vec<_> = self.links.drain(..).collect();
         for (iface, id) in links {
-            if let Ok(prog) = self.program() {
-                if let Err(e) = prog.detach(id) {
-                    tracing::warn!(iface, error = %e, "detach failed");
-                }
+            if let Ok(prog) = self.program()
+                && let Err(e) = prog.detach(id)
+            {
+                tracing::warn!(iface, error = %e, "detach failed");
             }
         }
     }
@@ -277,7 +277,7 @@ impl Dataplane {
         if let Some(prev) = previous {
             self.table.release(prev.region, now);
             self.release_backends(&prev.listener.backends, now);
-            self.retire_backends(id, &prev.listener, Some(l), now)?;
+            self.retire_backends(&prev, Some(l), now)?;
         }
         tracing::info!(listener = %name, backends = l.backends.len(), scheduler = ?l.scheduler, "listener loaded");
         self.loaded.insert(l.id(), Loaded { id, region, backend_ids: ids, listener: l.clone() });
@@ -294,7 +294,7 @@ impl Dataplane {
         }
         self.table.release(loaded.region, now);
         self.release_backends(&loaded.listener.backends, now);
-        self.retire_backends(loaded.id, &loaded.listener, None, now)?;
+        self.retire_backends(&loaded, None, now)?;
         self.pending_ids.push((now, loaded.id));
         tracing::info!(listener = %crate::model::listener_name(&loaded.listener), "listener removed");
         Ok(())
@@ -302,14 +302,17 @@ impl Dataplane {
 
     /// Backends of `old` that `new` no longer has (all of them when the listener goes):
     /// their flows are cut now, or at the drain deadline; their persistence is forgotten.
-    fn retire_backends(&mut self, id: u32, old: &L4Listener, new: Option<&L4Listener>, now: Instant) -> Result<()> {
+    fn retire_backends(&mut self, loaded: &Loaded, new: Option<&L4Listener>, now: Instant) -> Result<()> {
+        let (id, old) = (loaded.id, &loaded.listener);
         let keep = |b: &crate::model::Backend| new.is_some_and(|n| n.backends.iter().any(|x| x.addr == b.addr && x.port == b.port && x.weight > 0));
-        let retired: Vec<(IpAddr, u16)> = old.backends.iter().filter(|b| !keep(b)).map(|b| (b.addr, b.port)).collect();
+        // The ids the listener held (its backends may already be released and cleared).
+        let (retired, retired_ids): (Vec<(IpAddr, u16)>, Vec<u32>) =
+            old.backends.iter().zip(&loaded.backend_ids).filter(|(b, _)| !keep(b)).map(|(b, id)| ((b.addr, b.port), *id)).unzip();
         if retired.is_empty() {
             return Ok(());
         }
         if old.persistence_timeout > 0 {
-            conntrack::forget_persistence(&mut self.ebpf, id, &retired)?;
+            conntrack::forget_persistence(&mut self.ebpf, id, &retired_ids)?;
         }
         // Weight 0 only stops new flows; removal ends the established ones too.
         let removed: Vec<(IpAddr, u16)> = retired
