@@ -16,12 +16,16 @@ const TOOLCHAIN_PACKAGES: &[&str] =
     &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 /// What the tests, the demo, the bench (trafgen is in netsniff-ng) and the daemon use.
 const RUNTIME_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "procps", "netsniff-ng"];
+/// Real peers the tests and the bench compare against or talk to: nginx and haproxy (PROXY
+/// protocol receivers, L7 peers), curl, wrk and h2load (nghttp2-client), openssl.
+const PEER_PACKAGES: &[&str] = &["nginx-light", "haproxy", "curl", "wrk", "nghttp2-client", "openssl"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> Result<()> {
     require_root()?;
     ensure_packages(RUNTIME_PACKAGES)?;
+    ensure_packages(PEER_PACKAGES)?;
     ensure_ebpf_toolchain()?;
     ensure_bpffs()?;
     println!("xtask: setup complete");
@@ -72,11 +76,23 @@ fn ensure_packages(pkgs: &[&str]) -> Result<()> {
     println!("xtask: installing {}", missing.join(" "));
     exec(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))
         .context("apt-get update failed: check the machine's Debian package sources")?;
-    exec(Command::new("apt-get")
+    // Packages such as nginx and haproxy start their service on install; the tests start
+    // their own instances on their own ports, so keep the packaged ones stopped.
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let placed = !policy.exists() && fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok();
+    if placed {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(policy, fs::Permissions::from_mode(0o755));
+    }
+    let result = exec(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
-    .with_context(|| format!("installing {} failed", missing.join(" ")))
+    .with_context(|| format!("installing {} failed", missing.join(" ")));
+    if placed {
+        let _ = fs::remove_file(policy);
+    }
+    result
 }
 
 pub fn cargo_bin_dir() -> PathBuf {
