@@ -19,6 +19,8 @@ pub struct ObjectSet {
     pub ingress_classes: Vec<k8s_openapi::api::networking::v1::IngressClass>,
     /// `AlbConfig` objects, as written (the ALB parser validates them).
     pub alb_configs: Vec<serde_json::Value>,
+    /// TLS Secrets (`kubernetes.io/tls`) the L7 listeners take certificates from.
+    pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
     /// Documents that did not parse, with where they came from.
     pub errors: Vec<ManifestError>,
     /// Kinds present but not used by the agent (reported, not an error).
@@ -184,6 +186,15 @@ fn add_object(value: serde_yaml_ng::Value, set: &mut ObjectSet) -> Result<(), St
         }
         ("IngressClass", "networking.k8s.io/v1") => {
             set.ingress_classes.push(typed(value, &kind)?);
+            Ok(())
+        }
+        ("Secret", "v1") => {
+            let secret: k8s_openapi::api::core::v1::Secret = typed(value, &kind)?;
+            if secret.type_.as_deref() == Some("kubernetes.io/tls") {
+                set.secrets.push(secret);
+            } else {
+                set.ignored.push(format!("{api_version}/{kind} (not kubernetes.io/tls)"));
+            }
             Ok(())
         }
         ("AlbConfig", "alibabacloud.com/v1") => {
