@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    admin, health,
+    admin, health, l7,
     dataplane::{self, Dataplane},
     manifests::DirSource,
     model::{self, Model},
@@ -26,6 +26,8 @@ pub struct RunOptions {
     pub build: model::BuildOptions,
     /// Where the admin endpoint listens; `None` = off.
     pub admin: Option<std::net::SocketAddr>,
+    /// Where ALB L7 listeners bind (every node address by default).
+    pub l7_bind: Vec<std::net::IpAddr>,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -62,6 +64,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut checker = health::Checker::default();
     let mut source = DirSource::new(&opts.manifests);
     let mut applied = Model::default();
+    let mut proxy = l7::Proxy::new(opts.l7_bind.clone());
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     tracing::info!(dir = %opts.manifests.display(), "watching manifests");
@@ -92,6 +95,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 model::keep_last_good(&applied, &mut build);
                 resolve_next_hops(&build.model, node, &attached);
                 checker.sync(&build.model, &health_tx);
+                apply_l7(&mut proxy, &build.model);
                 match dp.apply(&checker.effective(&build.model)) {
                     Ok(()) => applied = build.model,
                     Err(e) => tracing::error!(error = %e, "applying the model failed; will retry"),
@@ -121,11 +125,20 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
             _ = tokio::time::sleep(opts.poll.min(opts.sweep)) => {}
         }
     }
-    tracing::info!("shutting down: detaching XDP");
+    tracing::info!("shutting down: draining L7 listeners, detaching XDP");
+    proxy.shutdown();
     let stats = dp.stats()?;
     println!("{}", serde_json::json!({ "stats": stats }));
     dp.detach_all();
     Ok(())
+}
+
+/// Reconciles the L7 listeners; a listener that cannot be (re)configured is logged and
+/// the others go on.
+fn apply_l7(proxy: &mut l7::Proxy, model: &Model) {
+    for e in proxy.apply(&model.l7) {
+        tracing::error!(error = %e, "L7 listener not applied");
+    }
 }
 
 /// Managed neighbour entries for every backend's next hop; a warning for backends routed

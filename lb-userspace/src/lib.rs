@@ -5,6 +5,7 @@ pub mod agent;
 pub mod annotations;
 pub mod dataplane;
 pub mod health;
+pub mod l7;
 pub mod manifests;
 pub mod model;
 pub mod netif;

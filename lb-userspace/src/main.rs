@@ -55,6 +55,11 @@ enum Command {
         /// Admin endpoint (GET /stats, /healthz); "off" to disable.
         #[arg(long, default_value = admin::DEFAULT_ADDR)]
         admin: String,
+        /// Addresses the ALB (Ingress) L7 listeners bind, comma separated; the default is every
+        /// address of the node, like a host-network ingress controller. CLB http/https
+        /// listeners always bind their Service's VIP.
+        #[arg(long, value_delimiter = ',', default_value = "0.0.0.0,::")]
+        l7_bind: Vec<std::net::IpAddr>,
     },
     /// Print the running daemon's counters: datapath-wide, per listener, per backend.
     #[command(after_help = "Example:\n  lb stats\n  lb stats --admin 127.0.0.1:9901 --json")]
@@ -121,6 +126,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             udp_timeout,
             node_name,
             admin,
+            l7_bind,
         } => {
             let admin = match admin.as_str() {
                 "off" => None,
@@ -138,6 +144,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 },
                 build: model::BuildOptions { node_name },
                 admin,
+                l7_bind,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(agent::run(opts))?;

@@ -1,5 +1,5 @@
-//! ALB Ingresses, IngressClasses and AlbConfigs → validated L7 routing (served by the L7
-//! proxy once it lands: until then every ALB Ingress gets a notice saying so).
+//! ALB Ingresses, IngressClasses and AlbConfigs → validated L7 routing (turned into L7
+//! listeners by [`super::l7`]).
 use super::{Build, Notice, ObjectError, ObjectRef};
 use crate::{annotations::alb, manifests::ObjectSet};
 
@@ -56,11 +56,6 @@ pub fn build(objects: &ObjectSet, out: &mut Build) {
         for n in &p.not_applicable {
             out.notices.push(Notice { object: object.clone(), field: n.annotation.clone(), note: n.reason.clone() });
         }
-        out.notices.push(Notice {
-            object,
-            field: "spec.rules".into(),
-            note: format!("{} route(s) validated; not served yet (the L7 proxy is a later issue)", p.rules.len()),
-        });
         out.model.ingresses.insert(key, p);
     }
 }

@@ -3,6 +3,7 @@
 //! validation is left out with an [`ObjectError`] and never affects the others.
 pub mod acl;
 mod ingress;
+pub mod l7;
 mod service;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
@@ -148,7 +149,9 @@ impl L4Listener {
 pub struct Model {
     pub listeners: BTreeMap<String, L4Listener>,
     pub acls: BTreeMap<String, Acl>,
-    /// ALB Ingresses, validated (their routes are served once the L7 proxy lands).
+    /// L7 listeners (ALB Ingresses and CLB http/https ports), by [`l7::listener_key`].
+    pub l7: BTreeMap<String, l7::L7Listener>,
+    /// ALB Ingresses, validated (their routes are in `l7`).
     pub ingresses: BTreeMap<String, crate::annotations::alb::IngressParse>,
     /// AlbConfigs by name.
     pub alb_configs: BTreeMap<String, crate::annotations::alb::AlbConfig>,
@@ -209,11 +212,12 @@ pub fn build(objects: &ObjectSet, opts: &BuildOptions) -> Build {
     let cx = BuildContext { node_name: opts.node_name.clone(), acls: out.model.acls.keys().cloned().collect() };
     let mut owners: BTreeMap<ListenerId, ObjectRef> = BTreeMap::new();
     let slices = service::index_slices(&objects.endpoint_slices);
+    let lookup = l7::Lookup::new(objects, &slices);
     for svc in services {
-        match service::listeners(svc, &slices, &cx) {
+        match service::listeners(svc, &slices, &cx, &lookup) {
             Ok(built) => {
                 out.notices.extend(built.notices);
-                if let Some(err) = conflict(&built.listeners, &owners) {
+                if let Some(err) = conflict(&built.listeners, &owners).or_else(|| l7_conflict(&built.l7, &out.model)) {
                     out.errors.push(err);
                     continue;
                 }
@@ -221,11 +225,27 @@ pub fn build(objects: &ObjectSet, opts: &BuildOptions) -> Build {
                     owners.insert(l.id(), l.source.clone());
                     out.model.listeners.insert(listener_name(&l), l);
                 }
+                for l in built.l7 {
+                    out.model.l7.insert(l7::listener_key(l.addr, l.port, l.protocol), l);
+                }
             }
             Err(errors) => out.errors.extend(errors),
         }
     }
+    l7::build_alb(objects, &lookup, &mut out);
     out
+}
+
+/// A CLB http/https listener on a VIP and port another Service already serves.
+fn l7_conflict(listeners: &[l7::L7Listener], model: &Model) -> Option<ObjectError> {
+    listeners.iter().find_map(|l| {
+        let taken = model.l7.values().find(|o| o.addr == l.addr && o.port == l.port)?;
+        Some(ObjectError {
+            object: l.sources[0].clone(),
+            field: "spec.ports".into(),
+            reason: format!("{}:{} is already served for {}", l.addr.map(|a| a.to_string()).unwrap_or_default(), l.port, taken.sources[0]),
+        })
+    })
 }
 
 fn conflict(listeners: &[L4Listener], owners: &BTreeMap<ListenerId, ObjectRef>) -> Option<ObjectError> {
@@ -256,7 +276,7 @@ pub fn listener_name(l: &L4Listener) -> String {
 /// Keep serving the last good listeners of every object rejected in `build`, unless another
 /// object now serves the same (VIP, port, protocol).
 pub fn keep_last_good(previous: &Model, build: &mut Build) {
-    let rejected: Vec<&ObjectRef> = build.errors.iter().map(|e| &e.object).collect();
+    let rejected: Vec<ObjectRef> = build.errors.iter().map(|e| e.object.clone()).collect();
     let taken: std::collections::BTreeSet<ListenerId> =
         build.model.listeners.values().map(L4Listener::id).collect();
     let kept: Vec<(String, L4Listener)> = previous
@@ -268,5 +288,37 @@ pub fn keep_last_good(previous: &Model, build: &mut Build) {
     for (k, l) in kept {
         tracing::warn!(object = %l.source, listener = %k, "object rejected: its last good listener keeps serving");
         build.model.listeners.insert(k, l);
+    }
+    keep_last_good_routes(previous, build, &rejected);
+}
+
+/// The L7 routes of rejected Ingresses and Services keep serving as they last validated.
+fn keep_last_good_routes(previous: &Model, build: &mut Build, rejected: &[ObjectRef]) {
+    let from_rejected = |r: &l7::Route| {
+        rejected.iter().any(|o| {
+            (o.kind == "Ingress" || o.kind == "Service") && o.namespace == r.rule.namespace && o.name == r.rule.ingress
+        })
+    };
+    for (key, prev) in &previous.l7 {
+        let routes: Vec<l7::Route> = prev.routes.iter().filter(|r| from_rejected(r)).cloned().collect();
+        let canaries: Vec<l7::Route> = prev.canaries.iter().filter(|r| from_rejected(r)).cloned().collect();
+        if routes.is_empty() && canaries.is_empty() {
+            continue;
+        }
+        tracing::warn!(listener = %key, routes = routes.len() + canaries.len(), "object rejected: its last good routes keep serving");
+        match build.model.l7.get_mut(key) {
+            Some(l) => {
+                l.routes.extend(routes);
+                l.canaries.extend(canaries);
+                l7::sort_routes(&mut l.routes);
+                l7::sort_routes(&mut l.canaries);
+            }
+            None => {
+                let mut l = prev.clone();
+                l.routes = routes;
+                l.canaries = canaries;
+                build.model.l7.insert(key.clone(), l);
+            }
+        }
     }
 }

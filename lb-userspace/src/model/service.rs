@@ -21,6 +21,7 @@ pub const DEFAULT_WEIGHT: u32 = 100;
 /// What one Service asks for.
 pub struct ServiceBuild {
     pub listeners: Vec<L4Listener>,
+    pub l7: Vec<super::l7::L7Listener>,
     pub notices: Vec<Notice>,
 }
 
@@ -39,7 +40,12 @@ pub fn index_slices(slices: &[EndpointSlice]) -> SliceIndex<'_> {
     index
 }
 
-pub fn listeners(svc: &Service, slices: &SliceIndex<'_>, cx: &BuildContext) -> Result<ServiceBuild, Vec<ObjectError>> {
+pub fn listeners(
+    svc: &Service,
+    slices: &SliceIndex<'_>,
+    cx: &BuildContext,
+    lookup: &super::l7::Lookup<'_>,
+) -> Result<ServiceBuild, Vec<ObjectError>> {
     let source = ObjectRef {
         kind: "Service".into(),
         namespace: svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -48,7 +54,7 @@ pub fn listeners(svc: &Service, slices: &SliceIndex<'_>, cx: &BuildContext) -> R
     let err = |field: &str, reason: String| vec![ObjectError { object: source.clone(), field: field.into(), reason }];
     let spec = svc.spec.as_ref().ok_or_else(|| err("spec", "missing".into()))?;
     if spec.type_.as_deref() != Some("LoadBalancer") {
-        return Ok(ServiceBuild { listeners: Vec::new(), notices: Vec::new() });
+        return Ok(ServiceBuild { listeners: Vec::new(), l7: Vec::new(), notices: Vec::new() });
     }
 
     // Ports, as the annotations see them.
@@ -75,7 +81,7 @@ pub fn listeners(svc: &Service, slices: &SliceIndex<'_>, cx: &BuildContext) -> R
         .map(|e| ObjectError { object: source.clone(), field: e.annotation.clone(), reason: e.reason.clone() })
         .collect();
     let cfg = &parsed.config;
-    let mut notices: Vec<Notice> = parsed
+    let notices: Vec<Notice> = parsed
         .not_applicable
         .iter()
         .map(|n| Notice { object: source.clone(), field: n.annotation.clone(), note: n.reason.clone() })
@@ -148,14 +154,7 @@ pub fn listeners(svc: &Service, slices: &SliceIndex<'_>, cx: &BuildContext) -> R
         let protocol = match listener.protocol {
             ListenerProtocol::Tcp => Protocol::Tcp,
             ListenerProtocol::Udp => Protocol::Udp,
-            ListenerProtocol::Http | ListenerProtocol::Https => {
-                notices.push(Notice {
-                    object: source.clone(),
-                    field: format!("{}protocol-port", clb::CLB_PREFIX),
-                    note: format!("{:?} listener on port {} is not served yet (the L7 proxy is a later issue)", listener.protocol, port.port).to_lowercase(),
-                });
-                continue;
-            }
+            ListenerProtocol::Http | ListenerProtocol::Https => continue,
         };
         let backends = backends(my_slices, port.name.as_deref().unwrap_or(""), protocol, vip, node)
             .map_err(|reason| err(&format!("metadata.annotations[{ENDPOINT_WEIGHTS}]"), reason))?;
@@ -182,7 +181,8 @@ pub fn listeners(svc: &Service, slices: &SliceIndex<'_>, cx: &BuildContext) -> R
             health_check: crate::health::from_clb(&cfg.health_check, protocol),
         });
     }
-    Ok(ServiceBuild { listeners: out, notices })
+    let l7 = super::l7::clb_listeners(&source, cfg, vip, lookup)?;
+    Ok(ServiceBuild { listeners: out, l7, notices })
 }
 
 /// `spec.loadBalancerIP`, else the first `status.loadBalancer.ingress[].ip`.
@@ -221,7 +221,7 @@ fn endpoint_weights(slice: &EndpointSlice) -> Result<BTreeMap<IpAddr, u32>, Stri
 
 /// Ready endpoints of the Service port named `port_name` in the VIP's address family (on
 /// `node` only, for externalTrafficPolicy: Local).
-fn backends(
+pub(super) fn backends(
     slices: &[&EndpointSlice],
     port_name: &str,
     protocol: Protocol,

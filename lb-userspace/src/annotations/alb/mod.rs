@@ -37,7 +37,7 @@ mod golden;
 mod testutil;
 
 pub use actions::{
-    Action, Filter, FixedResponse, GroupSticky, InsertHeader, Redirect, ServicePort, ServiceRef, WeightedService,
+    Action, Filter, FixedResponse, GroupSticky, HeaderValueType, InsertHeader, Redirect, ServicePort, ServiceRef, WeightedService,
 };
 pub use albconfig::{AddressType, AlbConfig, AlbListener, parse_albconfig, parse_albconfig_yaml};
 pub use backend::{

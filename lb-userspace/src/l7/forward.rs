@@ -1,0 +1,466 @@
+//! One request through the proxy: route it, answer redirects and fixed responses, apply
+//! the rule's filters, rewrite and forwarded headers, forward it to the chosen endpoint
+//! (pooled or fresh connections, HTTP/1.1, h2c for gRPC, TLS for HTTPS backends), retry a
+//! failed connect on another endpoint, and turn failures into 502/503/504.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+
+use super::{
+    balance::{ActiveRequests, PickContext, endpoint_id, hash64},
+    respond::{self, Body, Origin},
+    router::{CompiledRoute, Pick, Table},
+};
+use crate::annotations::alb::{self, Action, BackendProtocol, Filter, StickySession};
+
+/// The client connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Connections to backends, shared by every listener.
+pub struct Upstreams {
+    /// Keep-alive pool (`backend-keepalive: true`).
+    pooled: HttpClient,
+    /// A new connection per request (the default, as on ALB).
+    fresh: HttpClient,
+    /// HTTP/2 (h2c) for gRPC backends, pooled.
+    h2: HttpClient,
+    pub active: ActiveRequests,
+}
+
+/// Name of the cookie the proxy inserts for `sticky-session-type: insert`.
+pub const STICKY_COOKIE: &str = "SERVERID";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Upstreams::new()
+    }
+}
+
+impl Upstreams {
+    pub fn new() -> Upstreams {
+        let connector = || {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(super::tls::backend_client_config())
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http)
+        };
+        let builder = || Client::builder(TokioExecutor::new());
+        Upstreams {
+            pooled: builder().pool_idle_timeout(Duration::from_secs(60)).build(connector()),
+            fresh: builder().pool_max_idle_per_host(0).build(connector()),
+            h2: builder().http2_only(true).build(connector()),
+            active: ActiveRequests::default(),
+        }
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "trailer", "transfer-encoding", "upgrade"];
+
+/// Removes hop-by-hop headers, and those named in `Connection`. `te: trailers` stays (gRPC).
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    if h.get(header::TE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
+        h.remove(header::TE);
+    }
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE)
+        && h.get_all(header::CONNECTION).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade")))
+}
+
+/// `Host` (HTTP/1) or the `:authority` (HTTP/2) of a request, with its port if any.
+fn request_host(req: &Request<Incoming>) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(host, |(h, _)| h);
+    }
+    host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
+}
+
+/// Serves one request of a listener.
+pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, up: Arc<Upstreams>) -> Response<Body> {
+    let l = &table.listener;
+    let scheme = if conn.tls { "https" } else { "http" };
+    let host = request_host(&req);
+    let bare_host = host_without_port(&host).to_owned();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    if let Some(port) = l.redirect_https_port {
+        return respond::redirect(301, &respond::location("https", &bare_host, port, &path, query.as_deref()));
+    }
+    let header_pairs: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+        .collect();
+    let header_refs: Vec<(&str, &str)> = header_pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let method = req.method().as_str().to_owned();
+    let view = alb::Request {
+        host: &host,
+        path: &path,
+        method: &method,
+        headers: &header_refs,
+        query: query.as_deref().unwrap_or(""),
+        source: conn.client.ip(),
+    };
+    let Some((route, caps)) = table.select(&view, fastrand::u32(0..100)) else {
+        return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no rule of this listener matches the request");
+    };
+    let rule = &route.route.rule;
+    let listen = alb::ListenPort { port: l.port, protocol: if conn.tls { alb::ListenProtocol::Https } else { alb::ListenProtocol::Http } };
+    if rule.redirects_to_https(&listen) {
+        return respond::redirect(301, &respond::location("https", &bare_host, 443, &path, query.as_deref()));
+    }
+    let origin_hdr = view.header("origin").map(str::to_owned);
+    if let (Some(cors), Some(o)) = (&rule.cors, &origin_hdr)
+        && req.method() == http::Method::OPTIONS
+        && view.header("access-control-request-method").is_some()
+    {
+        if cors.allows_origin(o) {
+            return respond::preflight(cors, o);
+        }
+        return respond::error(StatusCode::FORBIDDEN, "CORS origin not allowed");
+    }
+    let mut resp = match &rule.action {
+        Action::Redirect(r) => {
+            let o = Origin { scheme, host: &bare_host, port: l.port, path: &path, query: query.as_deref() };
+            return respond::redirect(r.code, &respond::redirect_location(r, &o));
+        }
+        Action::FixedResponse(f) => respond::fixed(f),
+        Action::Forward { .. } => {
+            let new_path = alb::rewrite(rule, &caps);
+            let (new_path, new_query) = match new_path.split_once('?') {
+                Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+                None => (new_path, query.clone()),
+            };
+            let cx = PickContext { client: conn.client.ip(), query: query.as_deref().unwrap_or("") };
+            let sticky = sticky_endpoint(route, &view);
+            let Some(pick) = route.pick(&cx, fastrand::u32(..), sticky) else {
+                return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend for this route");
+            };
+            prepare(&mut req, &conn, &table, route, &new_path, new_query.as_deref(), &header_pairs);
+            mirror(&req, route, &cx, &up);
+            let mut resp = forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s))).await;
+            set_sticky(route, pick, &mut resp);
+            resp
+        }
+    };
+    if let (Some(cors), Some(o)) = (&rule.cors, &origin_hdr)
+        && cors.allows_origin(o)
+    {
+        respond::cors_headers(cors, o, resp.headers_mut());
+    }
+    resp
+}
+
+/// Rewrites the request for the backend: path and query, filters, forwarded headers,
+/// hop-by-hop headers, the server-cookie prefix.
+fn prepare(
+    req: &mut Request<Incoming>,
+    conn: &Conn,
+    table: &Table,
+    route: &CompiledRoute,
+    path: &str,
+    query: Option<&str>,
+    original: &[(String, String)],
+) {
+    let l = &table.listener;
+    let upgrade = is_upgrade(req.headers());
+    let upgrade_hdr = req.headers().get(header::UPGRADE).cloned();
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    let h = req.headers_mut();
+    strip_hop_by_hop(h);
+    // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
+    if let Some(a) = authority
+        && !h.contains_key(header::HOST)
+    {
+        put(h, "host", &a);
+    }
+    if upgrade && let Some(u) = upgrade_hdr {
+        h.insert(header::UPGRADE, u);
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let client_ip = conn.client.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {client_ip}"),
+        None => client_ip.clone(),
+    };
+    put(h, "x-forwarded-for", &xff);
+    if l.headers.proto {
+        put(h, "x-forwarded-proto", if conn.tls { "https" } else { "http" });
+    }
+    if l.headers.listener_port {
+        put(h, "x-forwarded-port", &l.port.to_string());
+    }
+    if l.headers.client_port {
+        put(h, "x-forwarded-client-srcport", &conn.client.port().to_string());
+    }
+    for f in &route.route.rule.filters {
+        match f {
+            Filter::InsertHeader(ins) => {
+                let value = match ins.value_type {
+                    alb::HeaderValueType::UserDefined => Some(ins.value.clone()),
+                    alb::HeaderValueType::ReferenceHeader => {
+                        original.iter().find(|(k, _)| k.eq_ignore_ascii_case(&ins.value)).map(|(_, v)| v.clone())
+                    }
+                    alb::HeaderValueType::SystemDefined => Some(match ins.value.as_str() {
+                        "ClientSrcPort" => conn.client.port().to_string(),
+                        "ClientSrcIp" => client_ip.clone(),
+                        "Protocol" => (if conn.tls { "https" } else { "http" }).to_owned(),
+                        "SLBPort" => l.port.to_string(),
+                        _ => conn.local.ip().to_string(),
+                    }),
+                };
+                if let Some(v) = value {
+                    put(h, &ins.key.to_ascii_lowercase(), &v);
+                }
+            }
+            Filter::RemoveHeader(name) => {
+                h.remove(name.to_ascii_lowercase().as_str());
+            }
+            Filter::TrafficMirror(_) => {}
+        }
+    }
+    if let Some(StickySession::Server { cookie }) = &route.route.rule.backend.sticky {
+        strip_cookie_prefix(h, cookie);
+    }
+    let pq = match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_owned(),
+    };
+    // The backend's address goes in the URI at forward time; keep only the path here.
+    if let Ok(uri) = Uri::builder().path_and_query(pq).build() {
+        *req.uri_mut() = uri;
+    }
+}
+
+fn put(h: &mut HeaderMap, name: &str, value: &str) {
+    if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        h.insert(n, v);
+    }
+}
+
+/// The endpoint a sticky cookie names, if the rule is sticky.
+fn sticky_endpoint(route: &CompiledRoute, req: &alb::Request<'_>) -> Option<SocketAddr> {
+    let id = match route.route.rule.backend.sticky.as_ref()? {
+        StickySession::Insert { .. } => req.cookie(STICKY_COOKIE)?.to_owned(),
+        StickySession::Server { cookie } => req.cookie(cookie)?.split_once('~')?.0.to_owned(),
+    };
+    route.route.upstreams.iter().flat_map(|u| &u.endpoints).map(|e| e.addr).find(|a| sticky_id(*a) == id)
+}
+
+/// The cookie value naming an endpoint.
+pub fn sticky_id(addr: SocketAddr) -> String {
+    format!("{:016x}", hash64(&[&endpoint_id(addr)]))
+}
+
+/// `NAME=<id>~value` → `NAME=value` in the Cookie headers (server cookie stickiness).
+fn strip_cookie_prefix(h: &mut HeaderMap, name: &str) {
+    let values: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .map(|kv| match kv.trim().split_once('=') {
+                    Some((k, val)) if k == name => format!("{k}={}", val.split_once('~').map_or(val, |(_, rest)| rest)),
+                    _ => kv.trim().to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .collect();
+    h.remove(header::COOKIE);
+    for v in values {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.append(header::COOKIE, v);
+        }
+    }
+}
+
+/// Sets or prefixes the sticky cookie on the backend's answer.
+fn set_sticky(route: &CompiledRoute, pick: Pick, resp: &mut Response<Body>) {
+    let id = sticky_id(pick.endpoint.addr);
+    match &route.route.rule.backend.sticky {
+        Some(StickySession::Insert { timeout_s }) => {
+            let v = format!("{STICKY_COOKIE}={id}; Max-Age={timeout_s}; Path=/; HttpOnly");
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        Some(StickySession::Server { cookie }) => {
+            let prefix = format!("{cookie}=");
+            let rewritten: Vec<HeaderValue> = resp
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .filter_map(|v| {
+                    let s = v.to_str().ok()?;
+                    let out = match s.strip_prefix(&prefix) {
+                        Some(rest) => format!("{prefix}{id}~{rest}"),
+                        None => s.to_owned(),
+                    };
+                    HeaderValue::from_str(&out).ok()
+                })
+                .collect();
+            resp.headers_mut().remove(header::SET_COOKIE);
+            for v in rewritten {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        None => {}
+    }
+}
+
+/// Copies of a body-less request go to the mirror targets; their answers are dropped.
+fn mirror(req: &Request<Incoming>, route: &CompiledRoute, cx: &PickContext<'_>, up: &Arc<Upstreams>) {
+    if route.route.mirrors.is_empty() || !req.body().is_end_stream() {
+        return;
+    }
+    for e in route.mirror_picks(cx) {
+        let mut copy = Request::new(respond::empty());
+        *copy.method_mut() = req.method().clone();
+        *copy.headers_mut() = req.headers().clone();
+        let Ok(uri) = upstream_uri(req.uri(), e.addr, "http") else { continue };
+        *copy.uri_mut() = uri;
+        let client = up.fresh.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(30), client.request(copy)).await {
+                let _ = r.into_body().collect().await;
+            }
+        });
+    }
+}
+
+fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::Error> {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    Uri::builder().scheme(scheme).authority(addr.to_string()).path_and_query(pq).build()
+}
+
+/// Sends the prepared request to `pick` (and to one other endpoint when the connection
+/// could not be made and the body can be resent), within `timeout`.
+async fn forward(
+    req: Request<Incoming>,
+    route: &CompiledRoute,
+    pick: Pick,
+    cx: &PickContext<'_>,
+    up: &Arc<Upstreams>,
+    timeout: Duration,
+) -> Response<Body> {
+    let backend = &route.route.rule.backend;
+    let (scheme, client) = match backend.protocol {
+        BackendProtocol::Http => ("http", if backend.keepalive { &up.pooled } else { &up.fresh }),
+        BackendProtocol::Https => ("https", if backend.keepalive { &up.pooled } else { &up.fresh }),
+        BackendProtocol::Grpc => ("http", &up.h2),
+    };
+    let upgrade = is_upgrade(req.headers());
+    let (mut parts, body) = req.into_parts();
+    let mut client_req = Request::from_parts(parts.clone(), ());
+    let on_upgrade = if upgrade { Some(hyper::upgrade::on(&mut client_req)) } else { None };
+    let resendable = body.is_end_stream();
+    let version = if backend.protocol == BackendProtocol::Grpc { Version::HTTP_2 } else { Version::HTTP_11 };
+    parts.version = version;
+    let upgrade_client = if upgrade { &up.fresh } else { client };
+    let send = |addr: SocketAddr, body: Body| {
+        let mut p = parts.clone();
+        p.uri = upstream_uri(&p.uri, addr, scheme).unwrap_or_default();
+        let guard = up.active.track(addr);
+        let fut = upgrade_client.request(Request::from_parts(p, body));
+        async move {
+            let r = fut.await;
+            drop(guard);
+            r
+        }
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut addr = pick.endpoint.addr;
+    let mut result = tokio::time::timeout_at(deadline, send(addr, body.boxed())).await;
+    if resendable
+        && let Ok(Err(e)) = &result
+        && e.is_connect()
+        && let Some(other) = route.retry_pick(cx, pick.upstream, addr)
+    {
+        tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
+        addr = other.addr;
+        result = tokio::time::timeout_at(deadline, send(addr, respond::empty())).await;
+    }
+    match result {
+        Err(_) => respond::error(StatusCode::GATEWAY_TIMEOUT, &format!("backend {addr} did not answer within {}s", timeout.as_secs())),
+        Ok(Err(e)) => {
+            tracing::debug!(backend = %addr, error = %e, "backend request failed");
+            respond::error(StatusCode::BAD_GATEWAY, &format!("backend {addr}: {}", error_text(&e)))
+        }
+        Ok(Ok(mut resp)) => {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client_side) = on_upgrade
+            {
+                let backend_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
+                        let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+                    }
+                });
+                let (p, _) = resp.into_parts();
+                return Response::from_parts(p, respond::empty());
+            }
+            strip_hop_by_hop(resp.headers_mut());
+            resp.map(|b| b.boxed())
+        }
+    }
+}
+
+fn error_text(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+

@@ -1,0 +1,143 @@
+//! The L7 proxy: serves the model's L7 listeners (ALB Ingresses, CLB http/https ports) with
+//! HTTP/1.1, HTTP/2 and TLS. [`Proxy::apply`] reconciles the running listeners with the
+//! model: a changed routing table or certificate set is swapped atomically (requests in
+//! flight finish on the table they started with), listeners are added or drained one by
+//! one without touching the others, and a listener whose new settings are bad keeps its
+//! last good ones.
+pub mod balance;
+pub mod forward;
+pub mod respond;
+pub mod router;
+pub mod server;
+pub mod tls;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::watch;
+
+use crate::model::l7::L7Listener;
+use forward::Upstreams;
+use router::Table;
+use server::ListenerState;
+
+/// Why a listener could not be (re)configured; the rest of the proxy is unaffected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("L7 listener {listener}: {reason}")]
+pub struct ProxyError {
+    pub listener: String,
+    pub reason: String,
+}
+
+struct Running {
+    config: L7Listener,
+    state: Arc<ListenerState>,
+    drain: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    addrs: Vec<SocketAddr>,
+}
+
+/// The running L7 listeners.
+pub struct Proxy {
+    running: BTreeMap<String, Running>,
+    upstreams: Arc<Upstreams>,
+    /// Where listeners without an address (ALB) bind: every address of the node by default.
+    bind_all: Vec<IpAddr>,
+}
+
+impl Default for Proxy {
+    fn default() -> Proxy {
+        Proxy::new(vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)])
+    }
+}
+
+impl Proxy {
+    pub fn new(bind_all: Vec<IpAddr>) -> Proxy {
+        Proxy { running: BTreeMap::new(), upstreams: Arc::new(Upstreams::new()), bind_all }
+    }
+
+    /// The addresses each listener is bound to.
+    pub fn bound(&self) -> BTreeMap<String, Vec<SocketAddr>> {
+        self.running.iter().map(|(k, r)| (k.clone(), r.addrs.clone())).collect()
+    }
+
+    /// Makes the running listeners those of `wanted`. Must run inside a tokio runtime.
+    pub fn apply(&mut self, wanted: &BTreeMap<String, L7Listener>) -> Vec<ProxyError> {
+        let mut errors = Vec::new();
+        let gone: Vec<String> = self.running.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+        for key in gone {
+            if let Some(r) = self.running.remove(&key) {
+                tracing::info!(listener = %key, "L7 listener removed: draining its connections");
+                let _ = r.stop.send(true);
+                let _ = r.drain.send(true);
+            }
+        }
+        for (key, config) in wanted {
+            let err = |reason: String| ProxyError { listener: key.clone(), reason };
+            match self.running.get_mut(key) {
+                Some(r) if r.config == *config => {}
+                Some(r) => {
+                    match tls_config(config) {
+                        Ok(tls) => r.state.tls.store(tls),
+                        Err(e) => errors.push(err(format!("{e}; the previous certificates keep serving"))),
+                    }
+                    r.state.table.store(Arc::new(Table::new(config.clone(), &self.upstreams.active)));
+                    r.config = config.clone();
+                    tracing::info!(listener = %key, routes = config.routes.len(), "L7 routes swapped");
+                }
+                None => match self.start(config) {
+                    Ok(r) => {
+                        tracing::info!(listener = %key, addrs = ?r.addrs, "L7 listener started");
+                        self.running.insert(key.clone(), r);
+                    }
+                    Err(reason) => errors.push(err(reason)),
+                },
+            }
+        }
+        errors
+    }
+
+    fn start(&self, config: &L7Listener) -> Result<Running, String> {
+        let tls = tls_config(config).map_err(|e| e.to_string())?;
+        let addrs: Vec<SocketAddr> = match config.addr {
+            Some(a) => vec![SocketAddr::new(a, config.port)],
+            None => self.bind_all.iter().map(|a| SocketAddr::new(*a, config.port)).collect(),
+        };
+        let mut sockets = Vec::new();
+        for a in &addrs {
+            sockets.push(server::bind(*a).map_err(|e| format!("binding {a}: {e}"))?);
+        }
+        let (drain, drain_rx) = watch::channel(false);
+        let (stop, _) = watch::channel(false);
+        let state = Arc::new(ListenerState {
+            table: ArcSwap::from_pointee(Table::new(config.clone(), &self.upstreams.active)),
+            tls: ArcSwapOption::new(tls),
+            upstreams: self.upstreams.clone(),
+            drain: drain_rx,
+        });
+        let addrs = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+        for s in sockets {
+            tokio::spawn(server::accept_loop(s, state.clone(), stop.subscribe()));
+        }
+        Ok(Running { config: config.clone(), state, drain, stop, addrs })
+    }
+
+    /// Stops accepting everywhere and lets connections finish.
+    pub fn shutdown(&mut self) {
+        self.apply(&BTreeMap::new());
+    }
+}
+
+fn tls_config(config: &L7Listener) -> Result<Option<Arc<rustls::ServerConfig>>, tls::TlsError> {
+    match &config.tls {
+        None => Ok(None),
+        Some(t) if t.certificates.is_empty() => Err(tls::TlsError::Config(
+            "an HTTPS listener without any certificate (no usable TLS Secret)".into(),
+        )),
+        Some(t) => tls::server_config(t, config.http2).map(Some),
+    }
+}

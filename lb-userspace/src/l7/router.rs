@@ -1,0 +1,121 @@
+//! A listener's routing table, compiled from the model once per reload and swapped
+//! atomically: route selection (canary rules first, then ALB order), the Service of a
+//! forward group by weight, and the endpoint by the rule's scheduler or sticky cookie.
+use std::net::SocketAddr;
+
+use super::balance::{self, ActiveRequests, Balancer, PickContext};
+use crate::{
+    annotations::alb::{self, Captures, Request},
+    model::l7::{Endpoint, L7Listener, Route, Upstream},
+};
+
+pub struct Table {
+    pub listener: L7Listener,
+    canaries: Vec<CompiledRoute>,
+    routes: Vec<CompiledRoute>,
+}
+
+pub struct CompiledRoute {
+    pub route: Route,
+    balancers: Vec<Box<dyn Balancer>>,
+    mirror_balancers: Vec<Box<dyn Balancer>>,
+}
+
+/// The endpoint chosen for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    pub upstream: usize,
+    pub endpoint: Endpoint,
+}
+
+impl Table {
+    pub fn new(listener: L7Listener, active: &ActiveRequests) -> Table {
+        let compile = |routes: &[Route]| routes.iter().map(|r| CompiledRoute::new(r.clone(), active)).collect();
+        Table { canaries: compile(&listener.canaries), routes: compile(&listener.routes), listener }
+    }
+
+    /// The rule that takes `req`: a canary rule that matches and selects it, else the first
+    /// matching rule in ALB order. `roll` is uniform in 0..100 (canary weight).
+    pub fn select(&self, req: &Request<'_>, roll: u32) -> Option<(&CompiledRoute, Captures)> {
+        for c in &self.canaries {
+            if let Some(caps) = alb::matches_request(&c.route.rule, req)
+                && c.route.rule.canary.as_ref().is_some_and(|k| k.selects(|h| req.header(h), |n| req.cookie(n), roll))
+            {
+                return Some((c, caps));
+            }
+        }
+        self.routes.iter().find_map(|r| alb::matches_request(&r.route.rule, req).map(|c| (r, c)))
+    }
+}
+
+impl CompiledRoute {
+    fn new(route: Route, active: &ActiveRequests) -> CompiledRoute {
+        let make = |ups: &[Upstream]| {
+            ups.iter().map(|u| balance::for_scheduler(&route.rule.backend.scheduler, u.endpoints.len(), active)).collect()
+        };
+        CompiledRoute { balancers: make(&route.upstreams), mirror_balancers: make(&route.mirrors), route }
+    }
+
+    /// The Service by weight (`roll` uniform in 0..total), then its endpoint: the sticky one
+    /// when `sticky` names a live endpoint of that Service, else the scheduler's pick.
+    pub fn pick(&self, cx: &PickContext<'_>, roll: u32, sticky: Option<SocketAddr>) -> Option<Pick> {
+        if let Some(addr) = sticky {
+            for (ui, u) in self.route.upstreams.iter().enumerate() {
+                if let Some(e) = u.endpoints.iter().find(|e| e.addr == addr && e.weight > 0) {
+                    return Some(Pick { upstream: ui, endpoint: *e });
+                }
+            }
+        }
+        let ui = weighted_index(self.route.upstreams.iter().map(|u| if u.endpoints.is_empty() { 0 } else { u.weight }), roll)?;
+        let u = &self.route.upstreams[ui];
+        let ei = self.balancers[ui].pick(cx, &u.endpoints)?;
+        Some(Pick { upstream: ui, endpoint: u.endpoints[ei] })
+    }
+
+    /// One endpoint per mirror target (those with endpoints).
+    pub fn mirror_picks(&self, cx: &PickContext<'_>) -> Vec<Endpoint> {
+        self.route
+            .mirrors
+            .iter()
+            .zip(&self.mirror_balancers)
+            .filter_map(|(u, b)| b.pick(cx, &u.endpoints).map(|i| u.endpoints[i]))
+            .collect()
+    }
+
+    /// Another endpoint of the same Service than `not` (a retry after a failed connect).
+    pub fn retry_pick(&self, cx: &PickContext<'_>, upstream: usize, not: SocketAddr) -> Option<Endpoint> {
+        let u = self.route.upstreams.get(upstream)?;
+        let others: Vec<Endpoint> = u.endpoints.iter().copied().filter(|e| e.addr != not).collect();
+        self.balancers[upstream].pick(cx, &others).map(|i| others[i])
+    }
+}
+
+/// The index whose cumulative weight range holds `roll % total`; `None` when all are 0.
+fn weighted_index(weights: impl Iterator<Item = u32> + Clone, roll: u32) -> Option<usize> {
+    let total: u64 = weights.clone().map(u64::from).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut x = u64::from(roll) % total;
+    for (i, w) in weights.enumerate() {
+        if x < u64::from(w) {
+            return Some(i);
+        }
+        x -= u64::from(w);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weighted_index;
+
+    #[test]
+    fn weighted_index_spreads_by_weight() {
+        let w = [80u32, 20, 0];
+        let picks: Vec<_> = (0..100).map(|r| weighted_index(w.iter().copied(), r).unwrap()).collect();
+        assert_eq!(picks.iter().filter(|i| **i == 0).count(), 80);
+        assert_eq!(picks.iter().filter(|i| **i == 1).count(), 20);
+        assert_eq!(weighted_index([0u32, 0].iter().copied(), 5), None);
+    }
+}

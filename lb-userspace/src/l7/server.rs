@@ -1,0 +1,175 @@
+//! Listening sockets and client connections: accept, TLS handshake (ALPN h2 / http/1.1),
+//! HTTP/1.1 with keep-alive and upgrades or HTTP/2 (h2c by prior knowledge on plain
+//! listeners), the listener's idle timeout, and graceful draining when a listener is removed.
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use hyper::{Request, body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{net::TcpListener, sync::watch};
+
+use super::{
+    forward::{self, Conn, Upstreams},
+    router::Table,
+};
+
+/// What every connection of a listener shares; swapped in place on reload.
+pub struct ListenerState {
+    pub table: ArcSwap<Table>,
+    pub tls: ArcSwapOption<rustls::ServerConfig>,
+    pub upstreams: Arc<Upstreams>,
+    /// Turns true when the listener is removed: connections finish their requests and close.
+    pub drain: watch::Receiver<bool>,
+}
+
+/// A listening socket: `SO_REUSEADDR`, `IP_FREEBIND` (a VIP may be routed to the node
+/// without being configured on an interface), IPv6 sockets IPv6-only (so `0.0.0.0` and
+/// `::` can both be bound).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+        socket.set_freebind_v6(true)?;
+    } else {
+        socket.set_freebind_v4(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts until `stop` turns true.
+pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or(peer);
+                    tokio::spawn(connection(stream, peer, local, state.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => if *stop.borrow() { break },
+        }
+    }
+}
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr, state: Arc<ListenerState>) {
+    match state.tls.load_full() {
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    serve(TokioIo::new(tls), Conn { client: peer, local, tls: true }, state, Some(h2)).await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+        None => serve(TokioIo::new(stream), Conn { client: peer, local, tls: false }, state, None).await,
+    }
+}
+
+/// Requests in flight on a connection and when it last did something.
+struct Activity {
+    inflight: AtomicUsize,
+    last_ms: AtomicU64,
+    start: Instant,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Option<Duration> {
+        if self.inflight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        Some(self.start.elapsed().saturating_sub(last))
+    }
+}
+
+/// HTTP on one connection. `alpn_h2`: what TLS negotiated (`None` on plain listeners,
+/// where h2c prior knowledge is detected from the preface when HTTP/2 is on).
+async fn serve<I>(io: TokioIo<I>, conn: Conn, state: Arc<ListenerState>, alpn_h2: Option<bool>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let table = state.table.load_full();
+    let idle = Duration::from_secs(u64::from(table.listener.idle_timeout_s.max(1)));
+    let http2 = table.listener.http2;
+    let activity = Arc::new(Activity { inflight: AtomicUsize::new(0), last_ms: AtomicU64::new(0), start: Instant::now() });
+    let svc = {
+        let (state, activity) = (state.clone(), activity.clone());
+        service_fn(move |req: Request<Incoming>| {
+            let (table, up, activity) = (state.table.load_full(), state.upstreams.clone(), activity.clone());
+            activity.inflight.fetch_add(1, Ordering::Relaxed);
+            activity.touch();
+            async move {
+                let resp = forward::handle(req, conn, table, up).await;
+                activity.inflight.fetch_sub(1, Ordering::Relaxed);
+                activity.touch();
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(None);
+    let builder = match alpn_h2 {
+        Some(true) => builder.http2_only(),
+        Some(false) => builder.http1_only(),
+        None if !http2 => builder.http1_only(),
+        None => builder,
+    };
+    let served = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(served);
+    let mut drain = state.drain.clone();
+    let mut tick = tokio::time::interval(Duration::from_millis(250).min(idle));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = tick.tick(), if !closing => {
+                if activity.idle_for().is_some_and(|d| d >= idle) {
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
+            }
+            r = drain.changed(), if !closing => {
+                if r.is_err() || *drain.borrow() {
+                    closing = true;
+                    served.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! In-process backends, manifest builders and clients for the L7 proxy tests (everything on
+//! 127.0.0.1).
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use lb_userspace::{l7::Proxy, manifests, model};
+use serde_json::{Value, json};
+
+/// A backend that answers every request with what it saw, as JSON.
+pub struct Echo {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Echo {
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts an echo backend named `name`. `/slow` waits `delay` before answering; a request
+/// with `Upgrade: echo` is switched (101) and its bytes are echoed back.
+pub async fn echo(name: &str, delay: Duration) -> Echo {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (name, h) = (name.to_owned(), hits.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else { return };
+            let (name, h) = (name.clone(), h.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (name, h) = (name.clone(), h.clone());
+                    async move {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(answer(req, &name, peer, delay).await)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Echo { addr, hits }
+}
+
+async fn answer(mut req: Request<Incoming>, name: &str, peer: SocketAddr, delay: Duration) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/slow" {
+        tokio::time::sleep(delay).await;
+    }
+    if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
+        let up = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(io) = up.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(io));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        return Response::builder().status(101).header("upgrade", "echo").header("connection", "upgrade").body(Full::new(Bytes::new())).unwrap();
+    }
+    let headers: BTreeMap<String, String> =
+        req.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
+    let body = json!({
+        "backend": name,
+        "method": req.method().as_str(),
+        "uri": req.uri().to_string(),
+        "version": format!("{:?}", req.version()),
+        "headers": headers,
+        "peer": peer.to_string(),
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    if let Some(c) = req.headers().get("x-set-cookie") {
+        resp.headers_mut().insert("set-cookie", c.clone());
+    }
+    resp
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A ClusterIP Service `name` (port 80, named `http`) in `ns` and its EndpointSlice with
+/// `backends` (their port is the endpoint port; all must share it).
+pub fn service(ns: &str, name: &str, backends: &[&Echo]) -> String {
+    let port = backends.first().map_or(8080, |b| b.addr.port());
+    let endpoints: String = backends
+        .iter()
+        .map(|b| format!("- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n", b.addr.ip()))
+        .collect();
+    // One slice per port: endpoints of one Service may listen on different ports here.
+    let mut out = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: {port}}}\n---\n"
+    );
+    let by_port: BTreeMap<u16, Vec<&&Echo>> = backends.iter().fold(BTreeMap::new(), |mut m, b| {
+        m.entry(b.addr.port()).or_default().push(b);
+        m
+    });
+    for (i, (port, bs)) in by_port.iter().enumerate() {
+        let endpoints: String =
+            bs.iter().map(|b| format!("- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n", b.addr.ip())).collect();
+        out.push_str(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-{i}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: http, port: {port}, protocol: TCP}}\nendpoints:\n{endpoints}---\n"
+        ));
+    }
+    let _ = endpoints;
+    out
+}
+
+/// The IngressClass `alb` and an AlbConfig with `listeners` (`(port, "HTTP"|"HTTPS")`).
+pub fn alb_class(listeners: &[(u16, &str)]) -> String {
+    alb_class_with(listeners, "")
+}
+
+/// As [`alb_class`], with `extra` (YAML lines, 4-space indented) added to every listener.
+pub fn alb_class_with(listeners: &[(u16, &str)], extra: &str) -> String {
+    let ls: String = listeners.iter().map(|(p, proto)| format!("  - port: {p}\n    protocol: {proto}\n{extra}")).collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: alb}}\nspec:\n  controller: ingress.k8s.alibabacloud/alb\n  parameters: {{apiGroup: alibabacloud.com, kind: AlbConfig, name: alb}}\n---\napiVersion: alibabacloud.com/v1\nkind: AlbConfig\nmetadata: {{name: alb}}\nspec:\n  config:\n    name: alb\n    addressType: Intranet\n    zoneMappings: [{{vSwitchId: vsw-a}}, {{vSwitchId: vsw-b}}]\n  listeners:\n{ls}---\n"
+    )
+}
+
+/// The model of `yaml`; panics on any rejected object (tests write valid manifests unless
+/// they check errors).
+pub fn model(yaml: &str) -> model::Model {
+    let build = build(yaml);
+    assert!(build.errors.is_empty(), "rejected: {:#?}", build.errors);
+    build.model
+}
+
+pub fn build(yaml: &str) -> model::Build {
+    let mut set = manifests::ObjectSet::default();
+    manifests::load_text(Path::new("test.yaml"), yaml, &mut set);
+    assert!(set.errors.is_empty(), "{:?}", set.errors);
+    model::build(&set, &model::BuildOptions::default())
+}
+
+/// A proxy whose ALB listeners bind 127.0.0.1, with `model` applied.
+pub fn proxy(model: &model::Model) -> Proxy {
+    let mut p = Proxy::new(vec!["127.0.0.1".parse().unwrap()]);
+    let errors = p.apply(&model.l7);
+    assert!(errors.is_empty(), "{errors:?}");
+    p
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A response: status, headers, body.
+pub struct Got {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Got {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.body))
+    }
+
+    pub fn backend(&self) -> String {
+        self.json()["backend"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn uri(&self) -> String {
+        self.json()["uri"].as_str().unwrap_or_default().to_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+    }
+}
+
+/// GET `path` on 127.0.0.1:`port` with `Host: host` and extra headers.
+pub async fn get(c: &HttpClient, port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    send(c, "GET", port, host, path, headers).await
+}
+
+pub async fn send(c: &HttpClient, method: &str, port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> Got {
+    let mut req = Request::builder().method(method).uri(format!("http://127.0.0.1:{port}{path}")).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tokio::time::timeout(Duration::from_secs(30), c.request(req.body(Full::new(Bytes::new())).unwrap()))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Got { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+/// An Ingress in `ns` named `name` with `annotations` (`key: value` pairs, keys without the
+/// ALB prefix) and the rules YAML under `spec.rules`.
+pub fn ingress(ns: &str, name: &str, annotations: &[(&str, &str)], rules: &str) -> String {
+    let ann: String = annotations
+        .iter()
+        .map(|(k, v)| format!("    alb.ingress.kubernetes.io/{k}: {}\n", serde_json::to_string(v).unwrap()))
+        .collect();
+    let ann = if ann.is_empty() { String::new() } else { format!("  annotations:\n{ann}") };
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: {ns}\n{ann}spec:\n  ingressClassName: alb\n  rules:\n{rules}---\n"
+    )
+}
+
+/// One rule: `host` (empty: any), paths `(path, pathType, service)`.
+pub fn rule(host: &str, paths: &[(&str, &str, &str)]) -> String {
+    let host = if host.is_empty() { String::new() } else { format!("    host: '{host}'\n") };
+    let ps: String = paths
+        .iter()
+        .map(|(p, t, s)| {
+            format!("      - path: '{p}'\n        pathType: {t}\n        backend:\n          service:\n            name: {s}\n            port:\n              number: 80\n")
+        })
+        .collect();
+    format!("  -\n{host}    http:\n      paths:\n{ps}")
+}

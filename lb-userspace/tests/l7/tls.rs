@@ -1,0 +1,246 @@
+//! TLS through curl (a real client): certificates chosen by SNI from TLS Secrets, the
+//! default certificate, ALPN h2, each cipher policy's protocol versions, certificate
+//! rotation without restart, CLB cert-id + forward-port.
+use std::{path::Path, process::Command, time::Duration};
+
+use super::support::*;
+
+const NS: &str = "tls";
+
+struct Ca {
+    ca: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+fn ca() -> Ca {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "lb test CA");
+    let ca = params.self_signed(&key).unwrap();
+    let issuer = rcgen::Issuer::new(params, rcgen::KeyPair::from_pem(&key.serialize_pem()).unwrap());
+    Ca { ca, key, issuer }
+}
+
+/// A leaf certificate for `names` (CN = first name) signed by the CA: (cert PEM, key PEM).
+fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let _ = &ca.key;
+    (cert.pem(), key.serialize_pem())
+}
+
+fn secret(name: &str, (cert, key): &(String, String)) -> String {
+    use base64::{Engine, engine::general_purpose::STANDARD};
+    let encode = |b: &[u8]| STANDARD.encode(b);
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {NS}}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n---\n",
+        encode(cert.as_bytes()),
+        encode(key.as_bytes())
+    )
+}
+
+struct Curl {
+    status: u16,
+    http_version: String,
+    subject: String,
+    body: String,
+    ok: bool,
+    stderr: String,
+}
+
+/// curl `https://host:port/path` resolved to 127.0.0.1, trusting `ca_file`.
+fn curl(ca_file: &Path, host: &str, port: u16, path: &str, extra: &[&str]) -> Curl {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca_file)
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .args(["-v", "-w", "\n%{http_code} %{http_version}\n"])
+        .args(extra)
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .expect("curl (installed by cargo xtask setup)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, rest) = text.split_once('\n').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or_default();
+    let mut lines = rest.lines();
+    let mut status_line = lines.next().unwrap_or("").split_whitespace();
+    let status = status_line.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let http_version = status_line.next().unwrap_or("").to_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // `*  subject: CN=a.test` in curl's verbose output.
+    let subject = stderr.lines().find(|l| l.trim_start_matches(['*', ' ']).starts_with("subject:")).unwrap_or("").to_owned();
+    Curl { status, http_version, subject, body, ok: out.status.success(), stderr }
+}
+
+fn https_ingress(port: u16, tls: &str, host_rules: &[&str]) -> String {
+    let lp = format!("[{{\"HTTPS\": {port}}}]");
+    let rules: String = host_rules.iter().map(|h| rule(h, &[("/", "Prefix", "web")])).collect();
+    ingress(NS, "secure", &[("listen-ports", &lp)], &rules).replace("spec:\n", &format!("spec:\n  tls:\n{tls}"))
+}
+
+#[tokio::test]
+async fn sni_default_certificate_alpn_and_rotation() {
+    let port = free_port();
+    let web = echo("web", Duration::ZERO).await;
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.ca.pem()).unwrap();
+    let tls = "  - hosts: [a.test]\n    secretName: cert-a\n  - hosts: ['*.b.test']\n    secretName: cert-b\n";
+    let base = alb_class(&[(port, "HTTPS")]) + &service(NS, "web", &[&web]);
+    let yaml = base.clone()
+        + &secret("cert-a", &leaf(&ca, &["a.test"]))
+        + &secret("cert-b", &leaf(&ca, &["*.b.test"]))
+        + &https_ingress(port, tls, &["a.test", "*.b.test"]);
+    let m = model(&yaml);
+    let mut p = proxy(&m);
+    let c = tokio::task::spawn_blocking({
+        let f = ca_file.clone();
+        move || (curl(&f, "a.test", port, "/x", &["--http2"]), curl(&f, "x.b.test", port, "/", &["--http1.1"]), curl(&f, "other.test", port, "/", &["--insecure"]))
+    })
+    .await
+    .unwrap();
+    let (a, b, other) = c;
+    assert!(a.ok && a.status == 200, "a.test: {} {}", a.status, a.stderr);
+    assert!(a.subject.contains("CN=a.test") || a.subject.contains("CN = a.test"), "SNI a.test: {}", a.subject);
+    assert_eq!(a.http_version, "2", "ALPN h2");
+    assert!(a.body.contains("\"uri\":\"/x\""), "{}", a.body);
+    assert!(b.ok && b.subject.contains("b.test"), "wildcard SNI: {} {}", b.subject, b.stderr);
+    assert_eq!(b.http_version, "1.1");
+    assert!(other.ok && other.subject.contains("a.test"), "unknown name gets the default (first) certificate: {}", other.subject);
+
+    // Rotation: a new certificate in the Secret is served by the next handshake.
+    let rotated = base
+        + &secret("cert-a", &leaf(&ca, &["a.test", "rotated.a.test"]))
+        + &secret("cert-b", &leaf(&ca, &["*.b.test"]))
+        + &https_ingress(port, tls, &["a.test", "*.b.test"]);
+    assert!(p.apply(&model(&rotated).l7).is_empty());
+    let f = ca_file.clone();
+    let after = tokio::task::spawn_blocking(move || curl(&f, "a.test", port, "/", &[])).await.unwrap();
+    assert!(after.ok, "{}", after.stderr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo | openssl s_client -connect 127.0.0.1:{port} -servername a.test 2>/dev/null | openssl x509 -noout -ext subjectAltName"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rotated.a.test"), "rotated certificate not served: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[tokio::test]
+async fn cipher_policies_map_to_protocol_versions() {
+    let web = echo("web", Duration::ZERO).await;
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.ca.pem()).unwrap();
+    // (policy, TLS 1.3 accepted, TLS 1.2 accepted, TLS 1.2 ChaCha20 accepted)
+    let table = [
+        ("tls_cipher_policy_1_0", false, true, true),
+        ("tls_cipher_policy_1_1", false, true, true),
+        ("tls_cipher_policy_1_2", false, true, true),
+        ("tls_cipher_policy_1_2_strict", false, true, false),
+        ("tls_cipher_policy_1_2_strict_with_1_3", true, true, false),
+    ];
+    let cert = leaf(&ca, &["p.test"]);
+    for (policy, v13, v12, chacha) in table {
+        let port = free_port();
+        let class = alb_class_with(&[(port, "HTTPS")], &format!("    securityPolicyId: {policy}\n"));
+        let yaml = class
+            + &service(NS, "web", &[&web])
+            + &secret("cert-p", &cert)
+            + &https_ingress(port, "  - hosts: [p.test]\n    secretName: cert-p\n", &["p.test"]);
+        let _p = proxy(&model(&yaml));
+        let f = ca_file.clone();
+        let (r13, r12, rc) = tokio::task::spawn_blocking(move || {
+            (
+                curl(&f, "p.test", port, "/", &["--tlsv1.3"]),
+                curl(&f, "p.test", port, "/", &["--tlsv1.2", "--tls-max", "1.2"]),
+                curl(&f, "p.test", port, "/", &["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305"]),
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(r13.ok, v13, "{policy}: TLS 1.3 {}", r13.stderr);
+        assert_eq!(r12.ok, v12, "{policy}: TLS 1.2 {}", r12.stderr);
+        assert_eq!(rc.ok, chacha, "{policy}: ChaCha20 {}", rc.stderr);
+    }
+}
+
+#[tokio::test]
+async fn clb_https_listener_with_cert_id_and_forward_port() {
+    let (http_port, https_port) = (free_port(), free_port());
+    let web = echo("web", Duration::ZERO).await;
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.ca.pem()).unwrap();
+    let vip = "127.0.0.8";
+    let bport = web.addr.port();
+    let yaml = secret("my-cert", &leaf(&ca, &["shop.test"]))
+        + &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata:
+  name: shop
+  namespace: {NS}
+  annotations:
+    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-protocol-port: "https:{https_port},http:{http_port}"
+    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-cert-id: "my-cert"
+    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-forward-port: "{http_port}:{https_port}"
+spec:
+  type: LoadBalancer
+  loadBalancerIP: {vip}
+  ports:
+  - {{name: https, port: {https_port}, targetPort: {bport}}}
+  - {{name: http, port: {http_port}, targetPort: {bport}}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: shop-1
+  namespace: {NS}
+  labels: {{kubernetes.io/service-name: shop}}
+addressType: IPv4
+ports:
+- {{name: https, port: {bport}, protocol: TCP}}
+- {{name: http, port: {bport}, protocol: TCP}}
+endpoints:
+- addresses: ["127.0.0.1"]
+"#
+        );
+    let _p = proxy(&model(&yaml));
+    let c = client();
+    let resp = c.request(http::Request::get(format!("http://{vip}:{http_port}/cart?id=1")).header("host", "shop.test").body(Default::default()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(resp.headers()["location"], format!("https://shop.test:{https_port}/cart?id=1"));
+    let f = ca_file.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&f)
+            .args(["--resolve", &format!("shop.test:{https_port}:{vip}")])
+            .arg(format!("https://shop.test:{https_port}/cart"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"backend\":\"web\""));
+}
+
+#[test]
+fn bad_certificates_are_rejected_with_the_secret_named() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\n  namespace: tls\n  annotations:\n    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-protocol-port: \"https:443\"\n    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-cert-id: \"broken\"\nspec:\n  type: LoadBalancer\n  loadBalancerIP: 127.0.0.9\n  ports:\n  - {name: https, port: 443}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: broken, namespace: tls}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: bm90IGEgY2VydA==\n  tls.key: bm90IGEga2V5\n";
+    let b = build(yaml);
+    assert_eq!(b.errors.len(), 1, "{:?}", b.errors);
+    let e = b.errors[0].to_string();
+    assert!(e.contains("Service tls/s") && e.contains("cert-id") && e.contains("Secret tls/broken"), "{e}");
+}
