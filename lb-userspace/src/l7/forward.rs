@@ -149,6 +149,9 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
         return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no rule of this listener matches the request");
     };
     let rule = &route.route.rule;
+    if !route.admit() {
+        return respond::error(StatusCode::SERVICE_UNAVAILABLE, "traffic-limit-qps exceeded");
+    }
     let listen = alb::ListenPort { port: l.port, protocol: if conn.tls { alb::ListenProtocol::Https } else { alb::ListenProtocol::Http } };
     if rule.redirects_to_https(&listen) {
         return respond::redirect(301, &respond::location("https", &bare_host, 443, &path, query.as_deref()));

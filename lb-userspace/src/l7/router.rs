@@ -19,6 +19,33 @@ pub struct CompiledRoute {
     pub route: Route,
     balancers: Vec<Box<dyn Balancer>>,
     mirror_balancers: Vec<Box<dyn Balancer>>,
+    /// `traffic-limit-qps`.
+    limit: Option<RateLimit>,
+}
+
+/// A token bucket holding one second of requests.
+struct RateLimit {
+    qps: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimit {
+    fn new(qps: u32) -> RateLimit {
+        RateLimit { qps: f64::from(qps), state: std::sync::Mutex::new((f64::from(qps), std::time::Instant::now())) }
+    }
+
+    fn admit(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.qps).min(self.qps);
+        s.1 = now;
+        if s.0 >= 1.0 {
+            s.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The endpoint chosen for a request.
@@ -53,7 +80,17 @@ impl CompiledRoute {
         let make = |ups: &[Upstream]| {
             ups.iter().map(|u| balance::for_scheduler(&route.rule.backend.scheduler, u.endpoints.len(), active)).collect()
         };
-        CompiledRoute { balancers: make(&route.upstreams), mirror_balancers: make(&route.mirrors), route }
+        CompiledRoute {
+            balancers: make(&route.upstreams),
+            mirror_balancers: make(&route.mirrors),
+            limit: route.rule.qps_limit.map(RateLimit::new),
+            route,
+        }
+    }
+
+    /// Whether the rule's QPS limit lets one more request through now.
+    pub fn admit(&self) -> bool {
+        self.limit.as_ref().is_none_or(RateLimit::admit)
     }
 
     /// The Service by weight (`roll` uniform in 0..total), then its endpoint: the sticky one

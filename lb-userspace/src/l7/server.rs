@@ -73,6 +73,8 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
 }
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request line and headers of one request, at most (ALB allows 32 KiB of headers).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr, state: Arc<ListenerState>) {
     match state.tls.load_full() {
@@ -137,8 +139,13 @@ where
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true).header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(None);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(MAX_HEADER_BYTES);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(None).max_header_list_size(MAX_HEADER_BYTES as u32);
     let builder = match alpn_h2 {
         Some(true) => builder.http2_only(),
         Some(false) => builder.http1_only(),

@@ -368,3 +368,68 @@ async fn upgrade_tunnel_and_h2c() {
     assert_eq!(body["version"], "HTTP/1.1", "the backend is spoken to in HTTP/1.1");
     assert_eq!(body["uri"], "/h2c");
 }
+
+/// `backend-protocol: https`, `backend-keepalive` (one
+/// backend connection for many requests), `traffic-limit-qps` → 503, oversized headers
+/// → 431, the listener's idle timeout closes a quiet keep-alive connection.
+#[tokio::test]
+async fn backend_protocols_keepalive_and_limits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = free_port();
+    let (plain, tls) = (echo("plain", Duration::ZERO).await, echo_tls("secure").await);
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let class = alb_class_with(&[(port, "HTTP")], "    idleTimeout: 1\n");
+    let yaml = class
+        + &service(NS, "plain", &[&plain])
+        + &service(NS, "secure", &[&tls])
+        + &ingress(NS, "https", &[("listen-ports", &lp), ("backend-protocol", "https")], &rule("https.test", &[("/", "Prefix", "secure")]))
+        + &ingress(NS, "ka", &[("listen-ports", &lp), ("backend-keepalive", "true")], &rule("ka.test", &[("/", "Prefix", "plain")]))
+        + &ingress(NS, "fresh", &[("listen-ports", &lp)], &rule("fresh.test", &[("/", "Prefix", "plain")]))
+        + &ingress(NS, "limited", &[("listen-ports", &lp), ("traffic-limit-qps", "5")], &rule("qps.test", &[("/", "Prefix", "plain")]));
+    let m = model(&yaml);
+    let _p = proxy(&m);
+    let c = client();
+    assert_eq!(get(&c, port, "https.test", "/", &[]).await.backend(), "secure over TLS");
+
+    let peers = |host: &'static str| {
+        let c = c.clone();
+        async move {
+            let mut ports = std::collections::BTreeSet::new();
+            for _ in 0..5 {
+                ports.insert(get(&c, port, host, "/", &[]).await.json()["peer"].as_str().unwrap().to_owned());
+            }
+            ports.len()
+        }
+    };
+    assert_eq!(peers("ka.test").await, 1, "backend-keepalive reuses one backend connection");
+    assert_eq!(peers("fresh.test").await, 5, "without it every request opens a new one");
+
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(get(&c, port, "qps.test", "/", &[]).await.status);
+    }
+    let passed = statuses.iter().filter(|s| **s == 200).count();
+    assert!((5..=8).contains(&passed) && statuses.iter().all(|s| *s == 200 || *s == 503), "qps 5: {statuses:?}");
+
+    let big = "x".repeat(70 * 1024);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: fresh.test\r\nX-Big: {big}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&buf[..n]));
+
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: fresh.test\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let started = std::time::Instant::now();
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("idle connection not closed").unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    let idle = started.elapsed();
+    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(3), "closed after {idle:?} (idle-timeout 1s)");
+}

@@ -62,6 +62,41 @@ pub async fn echo(name: &str, delay: Duration) -> Echo {
     Echo { addr, hits }
 }
 
+/// An echo backend behind TLS (a self-signed certificate, as in-cluster HTTPS backends have).
+pub async fn echo_tls(name: &str) -> Echo {
+    let cert = rcgen::generate_simple_self_signed(vec!["backend.local".to_owned()]).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (name, h) = (name.to_owned(), hits.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else { return };
+            let (name, h, acceptor) = (name.clone(), h.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (name, h) = (name.clone(), h.clone());
+                    async move {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(answer(req, &format!("{name} over TLS"), peer, Duration::ZERO).await)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), svc).await;
+            });
+        }
+    });
+    Echo { addr, hits }
+}
+
 async fn answer(mut req: Request<Incoming>, name: &str, peer: SocketAddr, delay: Duration) -> Response<Full<Bytes>> {
     if req.uri().path() == "/slow" {
         tokio::time::sleep(delay).await;

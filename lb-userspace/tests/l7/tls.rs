@@ -244,3 +244,31 @@ fn bad_certificates_are_rejected_with_the_secret_named() {
     let e = b.errors[0].to_string();
     assert!(e.contains("Service tls/s") && e.contains("cert-id") && e.contains("Secret tls/broken"), "{e}");
 }
+
+/// `backend-protocol: grpc` (on an HTTPS listener, as ALB requires): the backend is spoken
+/// to in HTTP/2 (h2c) with `te: trailers` kept.
+#[tokio::test]
+async fn grpc_backends_get_http2() {
+    let port = free_port();
+    let web = echo("grpc", Duration::ZERO).await;
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.ca.pem()).unwrap();
+    let lp = format!("[{{\"HTTPS\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTPS")])
+        + &service(NS, "web", &[&web])
+        + &secret("cert-g", &leaf(&ca, &["g.test"]))
+        + &ingress(NS, "grpc", &[("listen-ports", &lp), ("backend-protocol", "grpc")], &rule("g.test", &[("/", "Prefix", "web")]))
+            .replace("spec:\n", "spec:\n  tls:\n  - hosts: [g.test]\n    secretName: cert-g\n");
+    let _p = proxy(&model(&yaml));
+    let f = ca_file.clone();
+    let r = tokio::task::spawn_blocking(move || curl(&f, "g.test", port, "/pkg.Svc/Call", &["--http2", "-H", "te: trailers", "-H", "content-type: application/grpc"]))
+        .await
+        .unwrap();
+    assert!(r.ok && r.status == 200, "{} {}", r.status, r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(j["version"], "HTTP/2.0", "gRPC backends are spoken to in HTTP/2");
+    assert_eq!(j["headers"]["te"], "trailers");
+    assert!(j["uri"].as_str().unwrap().ends_with("/pkg.Svc/Call"), "{}", j["uri"]);
+}
