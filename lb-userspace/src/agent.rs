@@ -95,7 +95,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 model::keep_last_good(&applied, &mut build);
                 resolve_next_hops(&build.model, node, &attached);
                 checker.sync(&build.model, &health_tx);
-                apply_l7(&mut proxy, &build.model);
+                apply_l7(&mut proxy, &checker.effective(&build.model));
                 match dp.apply(&checker.effective(&build.model)) {
                     Ok(()) => applied = build.model,
                     Err(e) => tracing::error!(error = %e, "applying the model failed; will retry"),
@@ -109,6 +109,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
             _ = sigterm.recv() => break,
             Some(change) = health_rx.recv() => {
                 checker.record(change);
+                apply_l7(&mut proxy, &checker.effective(&applied));
                 if let Err(e) = dp.apply(&checker.effective(&applied)) {
                     tracing::error!(error = %e, "applying a health change failed");
                 }

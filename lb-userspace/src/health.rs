@@ -23,6 +23,8 @@ use crate::model::{Model, Protocol};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct HealthCheck {
     pub probe: ProbeKind,
+    /// The port probed; 0: the backend's own port.
+    pub port: u16,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u8,
@@ -41,6 +43,8 @@ pub enum ProbeKind {
         /// Healthy status classes: 2 for 2xx, ...
         classes: Vec<u8>,
         get: bool,
+        /// Over TLS (the backend's certificate is not verified, as on ALB).
+        tls: bool,
     },
 }
 
@@ -61,12 +65,17 @@ pub struct Checker {
 impl Checker {
     /// Run exactly the probes `model` asks for; changes arrive on `tx`.
     pub fn sync(&mut self, model: &Model, tx: &mpsc::Sender<Change>) {
-        let wanted: BTreeSet<((IpAddr, u16), HealthCheck)> = model
+        let mut wanted: BTreeSet<((IpAddr, u16), HealthCheck)> = model
             .listeners
             .values()
             .filter_map(|l| l.health_check.as_ref().map(|h| (l, h)))
             .flat_map(|(l, h)| l.backends.iter().map(move |b| ((b.addr, b.port), h.clone())))
             .collect();
+        for u in model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).flat_map(|r| &r.upstreams) {
+            if let Some(h) = &u.health_check {
+                wanted.extend(u.endpoints.iter().map(|e| ((e.addr.ip(), e.addr.port()), h.clone())));
+            }
+        }
         self.tasks.retain(|k, task| {
             let keep = wanted.contains(k);
             if !keep {
@@ -102,6 +111,15 @@ impl Checker {
                 }
             }
         }
+        for l in m.l7.values_mut() {
+            for u in l.routes.iter_mut().chain(l.canaries.iter_mut()).flat_map(|r| &mut r.upstreams) {
+                for e in &mut u.endpoints {
+                    if self.unhealthy.contains(&(e.addr.ip(), e.addr.port())) {
+                        e.weight = 0;
+                    }
+                }
+            }
+        }
         m
     }
 
@@ -120,7 +138,7 @@ impl Drop for Checker {
 
 async fn run(backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change>) {
     let (mut healthy, mut streak) = (true, 0u8);
-    let to = SocketAddr::new(backend.0, backend.1);
+    let to = SocketAddr::new(backend.0, if check.port == 0 { backend.1 } else { check.port });
     loop {
         tokio::time::sleep(check.interval).await;
         let ok = matches!(tokio::time::timeout(check.timeout, probe(to, &check.probe)).await, Ok(true));
@@ -157,29 +175,48 @@ async fn probe(to: SocketAddr, kind: &ProbeKind) -> bool {
                 _ => true,
             }
         }
-        ProbeKind::Http { uri, host, classes, get } => {
-            let Ok(mut s) = TcpStream::connect(to).await else { return false };
+        ProbeKind::Http { uri, host, classes, get, tls } => {
+            let Ok(s) = TcpStream::connect(to).await else { return false };
             let host = host.clone().unwrap_or_else(|| to.ip().to_string());
             let req = format!("{} {uri} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n", if *get { "GET" } else { "HEAD" });
-            if s.write_all(req.as_bytes()).await.is_err() {
-                return false;
-            }
-            let mut head = [0u8; 64];
-            let n = s.read(&mut head).await.unwrap_or(0);
-            let line = String::from_utf8_lossy(&head[..n]);
-            let code: u16 = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let code = if *tls {
+                let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(crate::l7::tls::backend_client_config()));
+                let name = rustls_pki_types::ServerName::IpAddress(to.ip().into());
+                match connector.connect(name, s).await {
+                    Ok(t) => http_status(t, &req).await,
+                    Err(_) => 0,
+                }
+            } else {
+                http_status(s, &req).await
+            };
             classes.contains(&((code / 100) as u8))
         }
     }
 }
 
+/// Sends `req` and reads the status code of the answer (0: none).
+async fn http_status(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, req: &str) -> u16 {
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).await.unwrap_or(0);
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
 /// The check CLB annotations ask for on a listener of `protocol`.
 pub fn from_clb(h: &crate::annotations::clb::HealthCheck, protocol: Protocol) -> Option<HealthCheck> {
-    use crate::annotations::clb::{HealthCheckDomain, HttpCodeClass, HttpMethod, ListenerProtocol, Probe};
-    let lp = match protocol {
+    use crate::annotations::clb::ListenerProtocol;
+    from_clb_listener(h, match protocol {
         Protocol::Tcp => ListenerProtocol::Tcp,
         Protocol::Udp => ListenerProtocol::Udp,
-    };
+    })
+}
+
+/// The check CLB annotations ask for on a listener speaking `lp` (http/https included).
+pub fn from_clb_listener(h: &crate::annotations::clb::HealthCheck, lp: crate::annotations::clb::ListenerProtocol) -> Option<HealthCheck> {
+    use crate::annotations::clb::{HealthCheckDomain, HttpCodeClass, HttpMethod, Probe};
     let p = h.probe(lp)?;
     let probe = match p {
         Probe::Tcp => ProbeKind::Tcp,
@@ -202,13 +239,39 @@ pub fn from_clb(h: &crate::annotations::clb::HealthCheck, protocol: Protocol) ->
                 })
                 .collect(),
             get: h.http.method == HttpMethod::Get,
+            tls: false,
         },
     };
     Some(HealthCheck {
+        port: 0,
         interval: Duration::from_secs(h.interval_s.max(1) as u64),
         timeout: Duration::from_secs(h.timeout_s(p).max(1) as u64),
         healthy_threshold: h.healthy_threshold,
         unhealthy_threshold: h.unhealthy_threshold,
         probe,
     })
+}
+
+/// The check of an ALB Ingress's `healthcheck-*` annotations. gRPC checks connect over TCP
+/// (the gRPC health protocol is not spoken yet).
+pub fn from_alb(h: &crate::annotations::alb::HealthCheck) -> HealthCheck {
+    use crate::annotations::alb::{HealthCheckCodes, HealthCheckMethod, HealthCheckProtocol};
+    let classes = match &h.codes {
+        HealthCheckCodes::Http(c) => c.clone(),
+        _ => vec![2],
+    };
+    let http = |tls| ProbeKind::Http { uri: h.path.clone(), host: None, classes: classes.clone(), get: h.method == HealthCheckMethod::Get, tls };
+    let probe = match h.protocol {
+        HealthCheckProtocol::Http => http(false),
+        HealthCheckProtocol::Https => http(true),
+        HealthCheckProtocol::Tcp | HealthCheckProtocol::Grpc => ProbeKind::Tcp,
+    };
+    HealthCheck {
+        probe,
+        port: h.port,
+        interval: Duration::from_secs(u64::from(h.interval_s.max(1))),
+        timeout: Duration::from_secs(u64::from(h.timeout_s.max(1))),
+        healthy_threshold: h.healthy_threshold.clamp(1, 255) as u8,
+        unhealthy_threshold: h.unhealthy_threshold.clamp(1, 255) as u8,
+    }
 }

@@ -79,6 +79,8 @@ pub struct Upstream {
     /// Relative weight among the Services of the rule (0..=100).
     pub weight: u32,
     pub endpoints: Vec<Endpoint>,
+    /// Active health checks of the endpoints (unhealthy ones get no requests).
+    pub health_check: Option<crate::health::HealthCheck>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -207,7 +209,12 @@ fn route(rule: &Rule, lookup: &Lookup<'_>, notices: &mut Vec<Notice>, source: &O
             notices.push(Notice { object: source.clone(), field: "spec.rules".into(), note: format!("{reason}: requests answer 503") });
             Vec::new()
         });
-        Upstream { name: format!("{}/{}:{}", rule.namespace, svc.name, port_text(&svc.port)), weight, endpoints }
+        Upstream {
+            name: format!("{}/{}:{}", rule.namespace, svc.name, port_text(&svc.port)),
+            weight,
+            endpoints,
+            health_check: rule.backend.health_check.as_ref().map(crate::health::from_alb),
+        }
     };
     let upstreams = match &rule.action {
         Action::Forward { groups, .. } => groups.iter().map(|g| resolve(&g.service, g.weight)).collect(),
@@ -408,7 +415,12 @@ pub fn clb_listeners(
                 e.weight = e.weight.min(1) * 100;
             }
         }
-        let upstream = Upstream { name: format!("{}/{}:{}", source.namespace, source.name, l.port), weight: 100, endpoints };
+        let upstream = Upstream {
+            name: format!("{}/{}:{}", source.namespace, source.name, l.port),
+            weight: 100,
+            endpoints,
+            health_check: crate::health::from_clb_listener(&cfg.health_check, l.protocol),
+        };
         let redirect_https_port = cfg.forward_ports.iter().find(|f| f.http_port == l.port).map(|f| f.https_port);
         out.push(L7Listener {
             sources: vec![source.clone()],

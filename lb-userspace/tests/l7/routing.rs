@@ -433,3 +433,96 @@ async fn backend_protocols_keepalive_and_limits() {
     let idle = started.elapsed();
     assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(3), "closed after {idle:?} (idle-timeout 1s)");
 }
+
+/// ALB `healthcheck-*`: an endpoint failing its HTTP check stops getting requests; the
+/// agent's checker drives it exactly as `lb run` does.
+#[tokio::test]
+async fn health_checks_take_a_failing_endpoint_out() {
+    let port = free_port();
+    let (good, sick) = (echo("good", Duration::ZERO).await, echo("sick", Duration::ZERO).await);
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "pool", &[&good, &sick])
+        + &ingress(
+            NS,
+            "checked",
+            &[
+                ("listen-ports", &lp),
+                ("healthcheck-enabled", "true"),
+                ("healthcheck-path", "/healthz"),
+                ("healthcheck-interval-seconds", "1"),
+                ("healthcheck-timeout-seconds", "1"),
+                ("unhealthy-threshold-count", "2"),
+            ],
+            &rule("hc.test", &[("/", "Prefix", "pool")]),
+        );
+    let m = model(&yaml);
+    let mut p = proxy(&m);
+    let c = client();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(get(&c, port, "hc.test", "/", &[]).await.backend());
+    }
+    assert_eq!(seen.len(), 2, "both endpoints serve before the checks decide");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let mut checker = lb_userspace::health::Checker::default();
+    checker.sync(&m, &tx);
+    let change = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("no health change").unwrap();
+    assert_eq!((change.backend, change.healthy), ((sick.addr.ip(), sick.addr.port()), false));
+    checker.record(change);
+    assert!(p.apply(&checker.effective(&m).l7).is_empty());
+    for _ in 0..10 {
+        assert_eq!(get(&c, port, "hc.test", "/", &[]).await.backend(), "good");
+    }
+}
+
+/// `enable-cors`: preflights answered by the proxy for allowed origins, CORS headers on
+/// answers, other origins refused.
+#[tokio::test]
+async fn cors_preflight_and_headers() {
+    let port = free_port();
+    let b = echo("b", Duration::ZERO).await;
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "b", &[&b])
+        + &ingress(
+            NS,
+            "cors",
+            &[("listen-ports", &lp), ("enable-cors", "true"), ("cors-allow-origin", "https://app.test"), ("cors-allow-credentials", "true"), ("cors-max-age", "600")],
+            &rule("api.test", &[("/", "Prefix", "b")]),
+        );
+    let _p = proxy(&model(&yaml));
+    let c = client();
+    let pre = send(&c, "OPTIONS", port, "api.test", "/x", &[("origin", "https://app.test"), ("access-control-request-method", "PUT")]).await;
+    assert_eq!(pre.status, 204);
+    assert_eq!(pre.header("access-control-allow-origin").as_deref(), Some("https://app.test"));
+    assert!(pre.header("access-control-allow-methods").unwrap().contains("PUT"));
+    assert_eq!(pre.header("access-control-max-age").as_deref(), Some("600"));
+    assert_eq!(pre.header("access-control-allow-credentials").as_deref(), Some("true"));
+    assert_eq!(b.hits(), 0, "preflights are answered by the proxy");
+    let got = get(&c, port, "api.test", "/x", &[("origin", "https://app.test")]).await;
+    assert_eq!((got.status, got.header("access-control-allow-origin").as_deref()), (200, Some("https://app.test")));
+    let evil = send(&c, "OPTIONS", port, "api.test", "/x", &[("origin", "https://evil.test"), ("access-control-request-method", "PUT")]).await;
+    assert_eq!(evil.status, 403);
+    assert!(get(&c, port, "api.test", "/x", &[("origin", "https://evil.test")]).await.header("access-control-allow-origin").is_none());
+}
+
+/// `ssl-redirect`: HTTP on port 80 is redirected to HTTPS 443 (on 127.0.0.10 so as not to
+/// meet anything else on port 80).
+#[tokio::test]
+async fn ssl_redirect_on_port_80() {
+    let b = echo("b", Duration::ZERO).await;
+    let lp = "[{\"HTTP\": 80}, {\"HTTPS\": 443}]";
+    let yaml = alb_class(&[(80, "HTTP"), (443, "HTTPS")])
+        + &service(NS, "b", &[&b])
+        + &ingress(NS, "secure", &[("listen-ports", lp), ("ssl-redirect", "true")], &rule("s.test", &[("/", "Prefix", "b")]));
+    let m = model(&yaml);
+    let http: std::collections::BTreeMap<_, _> = m.l7.iter().filter(|(k, _)| k.ends_with("/http")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut p = lb_userspace::l7::Proxy::new(vec!["127.0.0.10".parse().unwrap()]);
+    assert!(p.apply(&http).is_empty());
+    let c = client();
+    let req = http::Request::get("http://127.0.0.10:80/cart?x=1").header("host", "s.test").body(Default::default()).unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(resp.headers()["location"], "https://s.test/cart?x=1");
+}

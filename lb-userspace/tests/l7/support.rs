@@ -98,6 +98,9 @@ pub async fn echo_tls(name: &str) -> Echo {
 }
 
 async fn answer(mut req: Request<Incoming>, name: &str, peer: SocketAddr, delay: Duration) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/healthz" && name.starts_with("sick") {
+        return Response::builder().status(500).body(Full::new(Bytes::from_static(b"sick"))).unwrap();
+    }
     if req.uri().path() == "/slow" {
         tokio::time::sleep(delay).await;
     }
