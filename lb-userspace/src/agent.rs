@@ -95,6 +95,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 model::keep_last_good(&applied, &mut build);
                 resolve_next_hops(&build.model, node, &attached);
                 checker.sync(&build.model, &health_tx);
+                node.sync_local_vips(&build.model.l7.values().filter_map(|l| l.addr).collect());
                 apply_l7(&mut proxy, &checker.effective(&build.model));
                 match dp.apply(&checker.effective(&build.model)) {
                     Ok(()) => applied = build.model,

@@ -105,6 +105,7 @@ impl DirSource {
             out.ingresses.extend(good.ingresses.iter().cloned());
             out.ingress_classes.extend(good.ingress_classes.iter().cloned());
             out.alb_configs.extend(good.alb_configs.iter().cloned());
+            out.secrets.extend(good.secrets.iter().cloned());
             out.ignored.extend(good.ignored.iter().cloned());
             last_good.insert(file, good);
         }

@@ -41,6 +41,8 @@ pub struct NodeChanges {
     sysctls: Vec<(String, String)>,
     /// (next hop, device) of the managed neighbour entries we created.
     neighbours: Vec<(IpAddr, String)>,
+    /// VIPs of L7 listeners made local (`ip route add local VIP dev lo`).
+    local_vips: std::collections::BTreeSet<IpAddr>,
 }
 
 impl NodeChanges {
@@ -99,8 +101,32 @@ impl NodeChanges {
         Ok(dev)
     }
 
+    /// Makes exactly `vips` local to the node (a route of type local in the local table), so
+    /// that the kernel hands their traffic, which XDP passes up, to the L7 listeners bound
+    /// on them. VIPs are not put on an interface: the node does not announce them.
+    pub fn sync_local_vips(&mut self, vips: &std::collections::BTreeSet<IpAddr>) {
+        let gone: Vec<IpAddr> = self.local_vips.difference(vips).copied().collect();
+        for vip in gone {
+            let _ = local_route("del", vip);
+            self.local_vips.remove(&vip);
+        }
+        for vip in vips {
+            if !self.local_vips.contains(vip) {
+                match local_route("replace", *vip) {
+                    Ok(()) => {
+                        self.local_vips.insert(*vip);
+                    }
+                    Err(e) => tracing::warn!(%vip, error = %e, "cannot make the VIP local: its L7 listeners get no traffic"),
+                }
+            }
+        }
+    }
+
     /// Undo every change, in reverse order. Errors are logged, not fatal.
     pub fn restore(&mut self) {
+        for vip in std::mem::take(&mut self.local_vips) {
+            let _ = local_route("del", vip);
+        }
         for (next_hop, dev) in self.neighbours.drain(..).rev() {
             let _ = Command::new("ip").args(["neigh", "del", &next_hop.to_string(), "dev", &dev]).status();
         }
@@ -131,4 +157,17 @@ fn route_to(dst: IpAddr) -> Result<(IpAddr, String)> {
         None => dst,
     };
     Ok((next_hop, dev))
+}
+
+fn local_route(op: &str, vip: IpAddr) -> Result<()> {
+    let prefix = if vip.is_ipv4() { format!("{vip}/32") } else { format!("{vip}/128") };
+    let family = if vip.is_ipv4() { "-4" } else { "-6" };
+    let out = Command::new("ip")
+        .args([family, "route", op, "local", &prefix, "dev", "lo", "table", "local"])
+        .output()
+        .context("running `ip route`")?;
+    if !out.status.success() {
+        bail!("ip route {op} local {prefix} dev lo: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
 }

@@ -92,6 +92,48 @@ pub fn name_server(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Server> {
     Ok(Server { stop, threads })
 }
 
+/// In `ns`, answer every HTTP/1.1 request on `addr` with `200` and `name` as the body
+/// (followed by the request line it saw), keeping the connection open for more.
+pub fn http_name_server(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Server> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tcp = ns.run(move || TcpListener::bind(addr).context("tcp bind"))?;
+    tcp.set_nonblocking(true)?;
+    let name = name.to_owned();
+    let stop2 = stop.clone();
+    let thread = thread::spawn(move || {
+        use std::os::fd::AsFd;
+        while !stop2.load(Ordering::Relaxed) {
+            let mut fds = [nix::poll::PollFd::new(tcp.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut fds, 50u16);
+            let Ok((mut s, _)) = tcp.accept() else { continue };
+            let name = name.clone();
+            thread::spawn(move || {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                        pending.drain(..end + 4);
+                        let line = head.lines().next().unwrap_or("").to_owned();
+                        let body = format!("{name}\n{line}\n");
+                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}", body.len());
+                        if s.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(Server { stop, threads: vec![thread] })
+}
+
 /// One TCP request/response: connect, send a line, half-close, read the reply until EOF.
 pub fn tcp_request(to: SocketAddr, timeout: Duration) -> Result<String> {
     tcp_request_from(None, to, timeout)
