@@ -5,6 +5,8 @@ pub mod agent;
 pub mod annotations;
 pub mod dataplane;
 pub mod health;
+pub mod kube;
 pub mod manifests;
 pub mod model;
 pub mod netif;
+pub mod source;
