@@ -20,12 +20,14 @@ enum Command {
         lb run --manifests /etc/lb/manifests --iface eth0\n  \
         lb run --manifests ./examples --iface eth0,eth1 --snat-ports 61000-65535\n  \
         lb run --kubernetes --iface eth0 --node-name \"$NODE_NAME\"\n  \
-        lb run --kubernetes --iface eth0 --load-balancer-class example.com/lb --default-class --write-status\n\n\
+        lb run --kubernetes --iface eth0 --load-balancer-class example.com/lb --default-class --write-status\n  \
+        lb run --kubernetes --iface eth0 --node-name \"$NODE_NAME\" --leader-election\n\n\
         With --kubernetes, lb uses the in-cluster service account (else KUBECONFIG or\n\
         ~/.kube/config) and serves Services of type LoadBalancer whose spec.loadBalancerClass\n\
         is --load-balancer-class (and, with --default-class, those without a class), their\n\
         EndpointSlices, ALB Ingresses, IngressClasses, AlbConfigs, AccessControlLists and TLS\n\
-        Secrets. --write-status (one pod per cluster) writes status.loadBalancer and Events.")]
+        Secrets. --write-status (one pod per cluster) or --leader-election (every pod; the\n\
+        Lease holder writes) writes status.loadBalancer and an Event per rejected object.")]
     Run {
         /// Directory of Kubernetes YAML (Service, EndpointSlice, ...), watched for changes.
         #[arg(long, required_unless_present = "kubernetes", conflicts_with = "kubernetes")]
@@ -45,6 +47,14 @@ enum Command {
         /// Enable it on one pod per cluster: every node would write the same.
         #[arg(long)]
         write_status: bool,
+        /// With --kubernetes: every pod may run with this; the one holding the Lease
+        /// lb-status-writer (in --lease-namespace) writes status and Events. Implies
+        /// --write-status; needs --node-name (the pod's identity in the Lease).
+        #[arg(long)]
+        leader_election: bool,
+        /// Namespace of the leader-election Lease (the pod's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "lb-system")]
+        lease_namespace: String,
         /// Interfaces to attach to, comma separated (client side and backend side).
         #[arg(long, value_delimiter = ',', required = true)]
         iface: Vec<String>,
@@ -140,6 +150,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             load_balancer_class,
             default_class,
             write_status,
+            leader_election,
+            lease_namespace,
             iface,
             snat_ports,
             conntrack_entries,
@@ -157,15 +169,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let source = match manifests {
                 Some(dir) if !kubernetes => {
-                    if write_status || default_class || load_balancer_class != kube::DEFAULT_CLASS {
-                        bail!("--write-status, --default-class and --load-balancer-class need --kubernetes");
+                    if write_status || leader_election || default_class || load_balancer_class != kube::DEFAULT_CLASS {
+                        bail!("--write-status, --leader-election, --default-class and --load-balancer-class need --kubernetes");
                     }
                     SourceOptions::Dir(dir)
                 }
                 _ => SourceOptions::Kube(kube::KubeOptions {
                     class: load_balancer_class,
                     default_class,
-                    write_status,
+                    write_status: write_status || leader_election,
+                    leader_election: match (leader_election, &node_name) {
+                        (false, _) => None,
+                        (true, Some(node)) => Some(kube::leader::LeaseOptions::new(lease_namespace, node.clone())),
+                        (true, None) => bail!("--leader-election needs --node-name (or NODE_NAME)"),
+                    },
                     node_name: node_name.clone(),
                     ..Default::default()
                 }),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use fake_api::{FakeApi, fixture};
 use http::Method;
 use lb_userspace::{
-    kube::{KubeOptions, KubeSource},
+    kube::{KubeOptions, KubeSource, leader::LeaseOptions},
     manifests::ObjectSet,
     model::{self, BuildOptions},
 };
@@ -232,4 +232,63 @@ async fn status_is_patched_once_and_not_repeated() {
     // The rejected Service gets no status; the Node was read once.
     assert!(fake.requests_to(Method::PATCH, "/services/bad/status").is_empty());
     assert_eq!(fake.requests_to(Method::GET, "/api/v1/nodes/node-a").len(), 1);
+}
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/lb-system/leases/lb-status-writer";
+
+fn leader_opts() -> KubeOptions {
+    let mut lease = LeaseOptions::new("lb-system".into(), "node-a".into());
+    lease.duration = Duration::from_secs(2);
+    lease.retry = Duration::from_millis(100);
+    KubeOptions { leader_election: Some(lease), ..opts(true) }
+}
+
+#[tokio::test]
+async fn the_lease_holder_writes_and_the_others_wait() {
+    let fake = FakeApi::new();
+    // node-b holds the Lease and renewed it just now.
+    let held = |renewed: k8s_openapi::jiff::Timestamp| {
+        json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "lb-status-writer", "namespace": "lb-system"},
+            "spec": {"holderIdentity": "node-b", "leaseDurationSeconds": 2, "renewTime": renewed.to_string(), "leaseTransitions": 3},
+        })
+    };
+    fake.put_object(LEASE, held(k8s_openapi::jiff::Timestamp::now()));
+    let mut src = KubeSource::new(fake.client(), leader_opts());
+    let set = next(&mut src).await;
+    build_and_report(&mut src, &set);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(fake.requests_to(Method::GET, LEASE).len() >= 2, "node-a keeps checking the Lease");
+    assert!(fake.requests_to(Method::PATCH, "/status").is_empty(), "not the holder: no status");
+    assert!(fake.requests_to(Method::POST, "/events").is_empty(), "not the holder: no Events");
+
+    // node-b stops renewing: after 2 s node-a takes over and writes the latest report.
+    wait_for(&fake, "the takeover", |f| {
+        f.object(LEASE).is_some_and(|l| l["spec"]["holderIdentity"] == "node-a")
+    })
+    .await;
+    let lease = fake.object(LEASE).unwrap();
+    assert_eq!(lease["spec"]["leaseTransitions"], 4);
+    wait_for(&fake, "status and Event from the new holder", |f| {
+        f.requests_to(Method::PATCH, "/services/web/status").len() == 1 && f.requests_to(Method::POST, "/events").len() == 1
+    })
+    .await;
+    // It renews.
+    let renewed = lease["spec"]["renewTime"].clone();
+    wait_for(&fake, "a renewal", |f| f.object(LEASE).is_some_and(|l| l["spec"]["renewTime"] != renewed)).await;
+}
+
+#[tokio::test]
+async fn a_missing_lease_is_created() {
+    let fake = FakeApi::new();
+    let mut src = KubeSource::new(fake.client(), leader_opts());
+    let set = next(&mut src).await;
+    build_and_report(&mut src, &set);
+    wait_for(&fake, "the status patch", |f| !f.requests_to(Method::PATCH, "/services/web/status").is_empty()).await;
+    let created = fake.requests_to(Method::POST, "/namespaces/lb-system/leases");
+    assert_eq!(created.len(), 1, "{created:#?}");
+    let lease = fake.object(LEASE).unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "node-a");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 2);
 }

@@ -4,8 +4,10 @@
 //!
 //! - [`watch`]: one watcher + reflector (a local cache) per kind, retried with backoff.
 //! - [`source`]: [`KubeSource`], the debounced snapshots and the class filter.
-//! - [`report`]: the background task that writes Events ([`events`]) and status ([`status`]).
+//! - [`report`]: the background task that writes Events ([`events`]) and status ([`status`]),
+//!   on the pod holding the [`leader`] Lease when leader election is on.
 pub mod events;
+pub mod leader;
 pub mod report;
 pub mod source;
 pub mod status;
@@ -30,6 +32,9 @@ pub struct KubeOptions {
     /// Write `status.loadBalancer` of served Services and Ingresses, and Events for rejected
     /// objects. One writer per cluster: every node would write the same thing.
     pub write_status: bool,
+    /// With `write_status`: write only while holding the Lease (so every pod of the
+    /// DaemonSet can have `write_status` on and one of them writes).
+    pub leader_election: Option<leader::LeaseOptions>,
     /// This node (Ingress status takes its addresses; Events name it as the instance).
     pub node_name: Option<String>,
     /// Changes closer together than this make one snapshot.
@@ -45,6 +50,7 @@ impl Default for KubeOptions {
             class: DEFAULT_CLASS.into(),
             default_class: false,
             write_status: false,
+            leader_election: None,
             node_name: None,
             debounce: Duration::from_millis(200),
             sync_timeout: Duration::from_secs(30),

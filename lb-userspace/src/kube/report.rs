@@ -51,8 +51,9 @@ impl Handle {
         let (tx, rx) = watch::channel(None);
         let instance = opts.node_name.clone().unwrap_or_else(|| "lb".into());
         let events = EventWriter::new(client.clone(), stores.clone(), instance);
-        let status = StatusWriter::new(client, stores, opts.node_name.clone());
-        tasks.spawn(run(rx, events, status));
+        let status = StatusWriter::new(client.clone(), stores, opts.node_name.clone());
+        let leader = opts.leader_election.clone().map(|l| super::leader::spawn(client, l, tasks));
+        tasks.spawn(run(rx, leader, events, status));
         Handle { tx }
     }
 
@@ -61,10 +62,37 @@ impl Handle {
     }
 }
 
-async fn run(mut rx: watch::Receiver<Option<Arc<Report>>>, mut events: EventWriter, mut status: StatusWriter) {
-    while rx.changed().await.is_ok() {
+/// Write each new report; with leader election, only while holding the Lease, and the
+/// latest report again on becoming the holder.
+async fn run(
+    mut rx: watch::Receiver<Option<Arc<Report>>>,
+    mut leader: Option<watch::Receiver<bool>>,
+    mut events: EventWriter,
+    mut status: StatusWriter,
+) {
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            () = became_leader(&mut leader) => {}
+        }
+        if leader.as_ref().is_some_and(|l| !*l.borrow()) {
+            continue;
+        }
         let Some(report) = rx.borrow_and_update().clone() else { continue };
         events.sync(&report.errors).await;
         status.sync(&report).await;
+    }
+}
+
+/// Resolves when this pod becomes the Lease holder; never without leader election.
+async fn became_leader(leader: &mut Option<watch::Receiver<bool>>) {
+    let Some(rx) = leader else { return std::future::pending().await };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if *rx.borrow_and_update() {
+            return;
+        }
     }
 }

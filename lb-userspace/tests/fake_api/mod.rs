@@ -42,6 +42,9 @@ struct State {
     /// Collection path -> how many more list requests fail with 500.
     failures: HashMap<String, usize>,
     requests: Vec<Recorded>,
+    /// Objects created or replaced through the fake (Leases), by path.
+    objects: HashMap<String, Value>,
+    resource_version: u64,
 }
 
 #[derive(Clone, Default)]
@@ -91,6 +94,18 @@ impl FakeApi {
             async move { Ok::<_, Infallible>(fake.handle(req).await) }
         });
         kube::Client::new(service, "default")
+    }
+
+    /// Store an object at `path` (as if another client had written it).
+    pub fn put_object(&self, path: &str, mut obj: Value) {
+        let mut state = self.state.lock().unwrap();
+        state.resource_version += 1;
+        obj["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
+        state.objects.insert(path.into(), obj);
+    }
+
+    pub fn object(&self, path: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.get(path).cloned()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -150,6 +165,29 @@ impl FakeApi {
                     .body(BodyExt::boxed(StreamBody::new(stream)))
                     .unwrap()
             }
+            Method::GET if state.objects.contains_key(path) => json_response(StatusCode::OK, &state.objects[path].to_string()),
+            // Create (POST to the collection) and replace (PUT with the resourceVersion read:
+            // optimistic concurrency, 409 on a stale one), as the API server does for Leases.
+            Method::POST | Method::PUT if path.contains("/leases") => {
+                let mut obj = recorded.body.clone().unwrap_or(Value::Null);
+                let target = match recorded.method {
+                    Method::POST => format!("{path}/{}", obj["metadata"]["name"].as_str().unwrap_or_default()),
+                    _ => path.to_string(),
+                };
+                let stored_rv = state.objects.get(&target).map(|o| o["metadata"]["resourceVersion"].clone());
+                let conflict = match (&recorded.method, &stored_rv) {
+                    (&Method::POST, Some(_)) | (&Method::PUT, None) => true,
+                    (&Method::PUT, Some(rv)) => *rv != obj["metadata"]["resourceVersion"],
+                    _ => false,
+                };
+                if conflict {
+                    return status(StatusCode::CONFLICT, &format!("conflict on {target}"));
+                }
+                state.resource_version += 1;
+                obj["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
+                state.objects.insert(target, obj.clone());
+                json_response(if recorded.method == Method::POST { StatusCode::CREATED } else { StatusCode::OK }, &obj.to_string())
+            }
             Method::GET => {
                 if let Some(n) = state.failures.get_mut(path).filter(|n| **n > 0) {
                     *n -= 1;
@@ -195,7 +233,11 @@ fn json_response(code: StatusCode, body: &str) -> Response<BoxBody<Bytes, Infall
 fn status(code: StatusCode, message: &str) -> Response<BoxBody<Bytes, Infallible>> {
     let body = json!({
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": if code == StatusCode::NOT_FOUND { "NotFound" } else { "InternalError" },
+        "message": message, "reason": match code {
+            StatusCode::NOT_FOUND => "NotFound",
+            StatusCode::CONFLICT => "Conflict",
+            _ => "InternalError",
+        },
         "code": code.as_u16(),
     });
     json_response(code, &body.to_string())
