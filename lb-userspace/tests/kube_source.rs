@@ -292,3 +292,36 @@ async fn a_missing_lease_is_created() {
     assert_eq!(lease["spec"]["holderIdentity"], "node-a");
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 2);
 }
+
+#[tokio::test]
+async fn a_custom_object_that_does_not_decode_is_an_error_and_an_event() {
+    let fake = FakeApi::new();
+    let mut src = KubeSource::new(fake.client(), opts(true));
+    let set = next(&mut src).await;
+    build_and_report(&mut src, &set);
+    settle(&mut src).await;
+    // An ACL with a field the CRD's schema would refuse too (`spec.mode`).
+    fake.push("/apis/lb.dev/v1alpha1/accesscontrollists", &fixture("watch/acl-added-invalid.jsonl")).await;
+    let set = next(&mut src).await;
+    assert_eq!(names(&set.acls, |s| &s.metadata), ["/office"], "the bad one is left out");
+    assert_eq!(set.errors.len(), 1, "{:?}", set.errors);
+    assert!(set.errors[0].to_string().contains("AccessControlList lab"), "{}", set.errors[0]);
+    build_and_report(&mut src, &set);
+    wait_for(&fake, "the ACL's Event", |f| {
+        f.requests_to(Method::POST, "/events").iter().any(|r| r.body.as_ref().is_some_and(|b| b["regarding"]["name"] == "lab"))
+    })
+    .await;
+    let event = fake
+        .requests_to(Method::POST, "/events")
+        .into_iter()
+        .find(|r| r.body.as_ref().is_some_and(|b| b["regarding"]["name"] == "lab"))
+        .unwrap();
+    // Cluster-scoped: the Event goes to `default`.
+    assert_eq!(event.path, "/apis/events.k8s.io/v1/namespaces/default/events");
+    let body = event.body.unwrap();
+    assert_eq!(body["regarding"]["apiVersion"], "lb.dev/v1alpha1");
+    assert_eq!(body["regarding"]["kind"], "AccessControlList");
+    assert_eq!(body["regarding"]["uid"], "4f0c6a52-0d55-4c1e-9a55-000000000001");
+    assert_eq!(body["reason"], "InvalidSpec");
+    assert!(body["note"].as_str().unwrap().contains("mode"), "{}", body["note"]);
+}
