@@ -325,3 +325,34 @@ async fn a_custom_object_that_does_not_decode_is_an_error_and_an_event() {
     assert_eq!(body["reason"], "InvalidSpec");
     assert!(body["note"].as_str().unwrap().contains("mode"), "{}", body["note"]);
 }
+
+/// The real client stack (kubeconfig, rustls with ring, hyper) builds, and an unreachable
+/// API server means no snapshot and no panic: the watchers keep retrying.
+#[tokio::test]
+async fn an_unreachable_api_server_yields_nothing() {
+    let kubeconfig: kube::config::Kubeconfig = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:9", "insecure-skip-tls-verify": true}}],
+        "users": [{"name": "test", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+    }))
+    .unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let client = kube::Client::try_from(config).expect("the rustls client builds");
+    let mut src = KubeSource::new(client, KubeOptions { sync_timeout: Duration::from_secs(60), ..opts(false) });
+    let waited = tokio::time::timeout(Duration::from_millis(1500), src.changed()).await;
+    assert!(waited.is_err(), "a snapshot without any list");
+    assert!(src.poll().is_none());
+}
+
+#[tokio::test]
+async fn a_crd_that_is_not_installed_does_not_hold_up_the_first_snapshot() {
+    let fake = FakeApi::new();
+    fake.remove_route("/apis/alibabacloud.com/v1/albconfigs");
+    let mut src = KubeSource::new(fake.client(), KubeOptions { sync_timeout: Duration::from_secs(60), ..opts(false) });
+    let started = std::time::Instant::now();
+    let set = next(&mut src).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "waited {:?}", started.elapsed());
+    assert!(set.alb_configs.is_empty());
+    assert_eq!(names(&set.services, |s| &s.metadata), ["default/web", "shop/bad"]);
+}

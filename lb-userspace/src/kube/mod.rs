@@ -40,7 +40,8 @@ pub struct KubeOptions {
     /// Changes closer together than this make one snapshot.
     pub debounce: Duration,
     /// How long the first snapshot waits for every kind's initial list; kinds not listed by
-    /// then (e.g. a CRD that is not installed) contribute nothing until they are.
+    /// then contribute nothing until they are. (A kind the API server answers 404 for, a
+    /// CRD that is not installed, counts as listed and empty at once.)
     pub sync_timeout: Duration,
 }
 

@@ -96,7 +96,7 @@ async fn debounce(stores: Stores, changed: Arc<Notify>, tx: watch::Sender<u64>, 
     if !missing.is_empty() {
         tracing::warn!(
             kinds = ?missing,
-            "not listed yet (API errors above; a CRD not installed?): serving without them until they are"
+            "not listed yet (API errors above): serving without them until they are"
         );
     }
     tracing::info!("Kubernetes objects listed");

@@ -81,6 +81,11 @@ impl FakeApi {
         fake
     }
 
+    /// `path` answers 404, as for a CRD that is not installed.
+    pub fn remove_route(&self, path: &str) {
+        self.state.lock().unwrap().routes.remove(path);
+    }
+
     /// The next `n` list requests of `path` fail with 500.
     pub fn fail_lists(&self, path: &str, n: usize) {
         self.state.lock().unwrap().failures.insert(path.into(), n);
