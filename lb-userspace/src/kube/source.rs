@@ -100,6 +100,10 @@ async fn debounce(stores: Stores, changed: Arc<Notify>, tx: watch::Sender<u64>, 
         );
     }
     tracing::info!("Kubernetes objects listed");
+    // The initial lists rang the bell (each right after its cache filled): the first
+    // snapshot includes them.
+    tokio::time::sleep(opts.debounce).await;
+    let _ = futures::FutureExt::now_or_never(changed.notified());
     loop {
         tx.send_modify(|g| *g += 1);
         changed.notified().await;
