@@ -1,6 +1,6 @@
-//! `lb run`: load the datapath, attach it, and keep its maps equal to the manifest directory
-//! until SIGINT/SIGTERM, then leave the node as it was found.
-use std::{collections::BTreeSet, path::PathBuf, time::Duration};
+//! `lb run`: load the datapath, attach it, and keep its maps equal to the source (a manifest
+//! directory or the Kubernetes API) until SIGINT/SIGTERM, then leave the node as it was found.
+use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
@@ -8,17 +8,18 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::{
     admin, health, l7,
     dataplane::{self, Dataplane},
-    manifests::DirSource,
     model::{self, Model},
     netif::{Iface, NodeChanges},
+    source::{Source, SourceOptions},
 };
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    pub manifests: PathBuf,
+    /// Where the objects come from.
+    pub source: SourceOptions,
     pub ifaces: Vec<String>,
     pub dataplane: dataplane::Options,
-    /// How often the manifest directory is checked for changes.
+    /// How often a manifest directory is checked for changes.
     pub poll: Duration,
     /// How often conntrack is swept.
     pub sweep: Duration,
@@ -62,12 +63,12 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     }
     let (health_tx, mut health_rx) = tokio::sync::mpsc::channel::<health::Change>(256);
     let mut checker = health::Checker::default();
-    let mut source = DirSource::new(&opts.manifests);
+    let mut source = Source::start(&opts.source).await.context("starting the source")?;
     let mut applied = Model::default();
     let mut proxy = l7::Proxy::new(opts.l7_bind.clone());
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
-    tracing::info!(dir = %opts.manifests.display(), "watching manifests");
+    tracing::info!(%source, "watching");
     let mut last_sweep = std::time::Instant::now();
     loop {
         if last_sweep.elapsed() >= opts.sweep {
@@ -101,13 +102,15 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                     Ok(()) => applied = build.model,
                     Err(e) => tracing::error!(error = %e, "applying the model failed; will retry"),
                 }
+                source.report(&build.errors, &applied);
             }
             Ok(None) => {}
-            Err(e) => tracing::error!(dir = %opts.manifests.display(), error = %e, "reading manifests"),
+            Err(e) => tracing::error!(%source, error = %e, "reading the source"),
         }
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = source.changed() => {}
             Some(change) = health_rx.recv() => {
                 checker.record(change);
                 apply_l7(&mut proxy, &checker.effective(&applied));

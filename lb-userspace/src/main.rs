@@ -3,7 +3,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use lb_userspace::{admin, agent, dataplane, manifests, model};
+use lb_userspace::{admin, agent, dataplane, kube, manifests, model, source::SourceOptions};
 
 #[derive(Parser)]
 #[command(name = "lb", version, about = "XDP L4 load balancer driven by Kubernetes Services")]
@@ -14,12 +14,47 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon: attach XDP to the interfaces and serve the manifests, reloading on change.
-    #[command(after_help = "Example:\n  lb run --manifests /etc/lb/manifests --iface eth0\n  lb run --manifests ./examples --iface eth0,eth1 --snat-ports 61000-65535")]
+    /// Run the daemon: attach XDP to the interfaces and serve the objects of a manifest
+    /// directory or of the Kubernetes API, applying every change.
+    #[command(after_help = "Examples:\n  \
+        lb run --manifests /etc/lb/manifests --iface eth0\n  \
+        lb run --manifests ./examples --iface eth0,eth1 --snat-ports 61000-65535\n  \
+        lb run --kubernetes --iface eth0 --node-name \"$NODE_NAME\"\n  \
+        lb run --kubernetes --iface eth0 --load-balancer-class example.com/lb --default-class --write-status\n  \
+        lb run --kubernetes --iface eth0 --node-name \"$NODE_NAME\" --leader-election\n\n\
+        With --kubernetes, lb uses the in-cluster service account (else KUBECONFIG or\n\
+        ~/.kube/config) and serves Services of type LoadBalancer whose spec.loadBalancerClass\n\
+        is --load-balancer-class (and, with --default-class, those without a class), their\n\
+        EndpointSlices, ALB Ingresses, IngressClasses, AlbConfigs, AccessControlLists and TLS\n\
+        Secrets. --write-status (one pod per cluster) or --leader-election (every pod; the\n\
+        Lease holder writes) writes status.loadBalancer and an Event per rejected object.")]
     Run {
         /// Directory of Kubernetes YAML (Service, EndpointSlice, ...), watched for changes.
+        #[arg(long, required_unless_present = "kubernetes", conflicts_with = "kubernetes")]
+        manifests: Option<PathBuf>,
+        /// Watch the Kubernetes API instead of a manifest directory.
         #[arg(long)]
-        manifests: PathBuf,
+        kubernetes: bool,
+        /// With --kubernetes: serve the LoadBalancer Services of this spec.loadBalancerClass.
+        #[arg(long, default_value = kube::DEFAULT_CLASS)]
+        load_balancer_class: String,
+        /// With --kubernetes: also serve LoadBalancer Services without a loadBalancerClass
+        /// (only where no other load-balancer implementation takes them).
+        #[arg(long)]
+        default_class: bool,
+        /// With --kubernetes: write status.loadBalancer.ingress of the served Services (their
+        /// VIPs) and ALB Ingresses (this node's addresses), and an Event per rejected object.
+        /// Enable it on one pod per cluster: every node would write the same.
+        #[arg(long)]
+        write_status: bool,
+        /// With --kubernetes: every pod may run with this; the one holding the Lease
+        /// lb-status-writer (in --lease-namespace) writes status and Events. Implies
+        /// --write-status; needs --node-name (the pod's identity in the Lease).
+        #[arg(long)]
+        leader_election: bool,
+        /// Namespace of the leader-election Lease (the pod's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "lb-system")]
+        lease_namespace: String,
         /// Interfaces to attach to, comma separated (client side and backend side).
         #[arg(long, value_delimiter = ',', required = true)]
         iface: Vec<String>,
@@ -40,7 +75,7 @@ enum Command {
         /// bytes per CPU each).
         #[arg(long, default_value_t = lb_common::MAX_BACKENDS)]
         max_backends: u32,
-        /// How often the manifest directory is checked for changes, in milliseconds.
+        /// How often a manifest directory is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
         /// How often idle and drained flows are swept from conntrack, in milliseconds.
@@ -116,6 +151,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run {
             manifests,
+            kubernetes,
+            load_balancer_class,
+            default_class,
+            write_status,
+            leader_election,
+            lease_namespace,
             iface,
             snat_ports,
             conntrack_entries,
@@ -132,8 +173,28 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 "off" => None,
                 a => Some(a.parse().with_context(|| format!("--admin {a}: not ADDRESS:PORT or off"))?),
             };
+            let source = match manifests {
+                Some(dir) if !kubernetes => {
+                    if write_status || leader_election || default_class || load_balancer_class != kube::DEFAULT_CLASS {
+                        bail!("--write-status, --leader-election, --default-class and --load-balancer-class need --kubernetes");
+                    }
+                    SourceOptions::Dir(dir)
+                }
+                _ => SourceOptions::Kube(kube::KubeOptions {
+                    class: load_balancer_class,
+                    default_class,
+                    write_status: write_status || leader_election,
+                    leader_election: match (leader_election, &node_name) {
+                        (false, _) => None,
+                        (true, Some(node)) => Some(kube::leader::LeaseOptions::new(lease_namespace, node.clone())),
+                        (true, None) => bail!("--leader-election needs --node-name (or NODE_NAME)"),
+                    },
+                    node_name: node_name.clone(),
+                    ..Default::default()
+                }),
+            };
             let opts = agent::RunOptions {
-                manifests,
+                source,
                 ifaces: iface,
                 dataplane: dataplane::Options { conntrack_entries, snat_ports, backend_table_entries, max_backends },
                 poll: Duration::from_millis(poll_ms),

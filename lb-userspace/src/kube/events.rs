@@ -1,0 +1,137 @@
+//! Kubernetes Events for rejected objects: one Warning per (object, field, reason) when it
+//! first appears, not again while it persists; again if it goes away and comes back.
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Client,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+
+use super::watch::{self, Stores};
+use crate::model::{ObjectError, ObjectRef, acl};
+
+/// Events' `note` is limited to 1 kB.
+const MAX_NOTE: usize = 1024;
+
+type Key = (ObjectRef, String, String);
+
+/// Publishes an Event for each new error.
+pub struct EventWriter {
+    client: Client,
+    reporter: Reporter,
+    stores: Stores,
+    /// Errors already published (and still present).
+    emitted: BTreeSet<Key>,
+}
+
+impl EventWriter {
+    pub fn new(client: Client, stores: Stores, instance: String) -> EventWriter {
+        let reporter = Reporter { controller: super::CONTROLLER.into(), instance: Some(instance) };
+        EventWriter { client, reporter, stores, emitted: BTreeSet::new() }
+    }
+
+    /// Publish the errors not published yet; forget those that are gone. A failed publish
+    /// is logged and retried with the next report.
+    pub async fn sync(&mut self, errors: &[ObjectError]) {
+        let current: BTreeSet<Key> =
+            errors.iter().map(|e| (e.object.clone(), e.field.clone(), e.reason.clone())).collect();
+        self.emitted.retain(|k| current.contains(k));
+        for key in current {
+            if self.emitted.contains(&key) {
+                continue;
+            }
+            let (object, field, reason) = &key;
+            let event = Event {
+                type_: EventType::Warning,
+                reason: event_reason(field, reason).into(),
+                note: Some(truncate(format!("{field}: {reason}"))),
+                action: "Validate".into(),
+                secondary: None,
+            };
+            // A recorder per Event: the shared one would merge two errors of one object
+            // with the same reason into one series (it keys on the reason, not the note).
+            let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+            match recorder.publish(&event, &reference(&self.stores, object)).await {
+                Ok(()) => {
+                    self.emitted.insert(key);
+                }
+                Err(e) => tracing::warn!(%object, error = %e, "cannot record the rejection as an Event"),
+            }
+        }
+    }
+}
+
+/// The Event's `reason` for an error on `field`.
+pub fn event_reason(field: &str, reason: &str) -> &'static str {
+    if reason.contains("already served for") {
+        "ListenerConflict"
+    } else if field.contains("annotations[")
+        || (field.contains('/') && !["spec", "metadata", "status"].iter().any(|p| field.starts_with(p)))
+    {
+        "InvalidAnnotation"
+    } else if field.starts_with("spec") || field.starts_with("metadata") {
+        "InvalidSpec"
+    } else {
+        "Invalid"
+    }
+}
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_NOTE {
+        let mut end = MAX_NOTE - 3;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
+/// The object as Events refer to it, with its uid when the cache has it.
+pub fn reference(stores: &Stores, object: &ObjectRef) -> ObjectReference {
+    let uid = |meta: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| meta.and_then(|m| m.uid.clone());
+    let (api_version, uid) = match object.kind.as_str() {
+        "Service" => ("v1", uid(watch::cached(&stores.services, (), object).as_deref().map(|o| &o.metadata))),
+        "Ingress" => ("networking.k8s.io/v1", uid(watch::cached(&stores.ingresses, (), object).as_deref().map(|o| &o.metadata))),
+        "IngressClass" => (
+            "networking.k8s.io/v1",
+            uid(watch::cached(&stores.ingress_classes, (), object).as_deref().map(|o| &o.metadata)),
+        ),
+        "AlbConfig" => (
+            "alibabacloud.com/v1",
+            uid(watch::cached(&stores.alb_configs, watch::alb_config_resource(), object).as_deref().map(|o| &o.metadata)),
+        ),
+        acl::KIND => (acl::API_VERSION, uid(watch::cached(&stores.acls, watch::acl_resource(), object).as_deref().map(|o| &o.metadata))),
+        _ => ("", None),
+    };
+    ObjectReference {
+        api_version: (!api_version.is_empty()).then(|| api_version.into()),
+        kind: Some(object.kind.clone()),
+        name: Some(object.name.clone()),
+        namespace: (!object.namespace.is_empty()).then(|| object.namespace.clone()),
+        uid,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{event_reason, truncate};
+
+    #[test]
+    fn reasons_follow_the_field() {
+        let clb = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-persistence-timeout";
+        assert_eq!(event_reason(clb, "4000 is outside 0..=3600"), "InvalidAnnotation");
+        assert_eq!(event_reason("metadata.annotations[lb.dev/endpoint-weights]", "x"), "InvalidAnnotation");
+        assert_eq!(event_reason("spec.loadBalancerIP", "no VIP"), "InvalidSpec");
+        assert_eq!(event_reason("spec.ports", "10.0.0.1:80/Tcp is already served for Service a/b"), "ListenerConflict");
+    }
+
+    #[test]
+    fn long_notes_are_cut_at_a_char_boundary() {
+        let s = truncate("é".repeat(600));
+        assert!(s.len() <= super::MAX_NOTE && s.ends_with("..."), "{}", s.len());
+    }
+}

@@ -1,0 +1,106 @@
+//! The status writer's background task: after each applied build, Events for the rejected
+//! objects ([`events`](super::events)) and `status.loadBalancer` of the served Services and
+//! Ingresses ([`status`](super::status)). Only the latest report matters: one that arrives
+//! while the previous is being written replaces any still waiting.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Arc,
+};
+
+use kube::Client;
+use tokio::{sync::watch, task::JoinSet};
+
+use super::{KubeOptions, events::EventWriter, status::StatusWriter, watch::Stores};
+use crate::model::{Model, ObjectError, ObjectRef};
+
+/// What one applied build has to say to the API server.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Report {
+    /// Every object rejected, with why.
+    pub errors: Vec<ObjectError>,
+    /// Each served Service and the VIPs its listeners use.
+    pub services: BTreeMap<ObjectRef, BTreeSet<IpAddr>>,
+    /// Each served ALB Ingress (its status takes the node's addresses).
+    pub ingresses: BTreeSet<ObjectRef>,
+}
+
+impl Report {
+    pub fn new(errors: Vec<ObjectError>, applied: &Model) -> Report {
+        let mut services: BTreeMap<ObjectRef, BTreeSet<IpAddr>> = BTreeMap::new();
+        for l in applied.listeners.values().filter(|l| l.source.kind == "Service") {
+            services.entry(l.source.clone()).or_default().insert(l.vip);
+        }
+        // CLB http/https listeners (served by the L7 proxy on the Service's VIP).
+        for l in applied.l7.values() {
+            if let Some(vip) = l.addr {
+                for s in l.sources.iter().filter(|s| s.kind == "Service") {
+                    services.entry(s.clone()).or_default().insert(vip);
+                }
+            }
+        }
+        let ingresses = applied
+            .ingresses
+            .values()
+            .map(|i| ObjectRef { kind: "Ingress".into(), namespace: i.namespace.clone(), name: i.name.clone() })
+            .collect();
+        Report { errors, services, ingresses }
+    }
+}
+
+/// Where reports go.
+pub struct Handle {
+    tx: watch::Sender<Option<Arc<Report>>>,
+}
+
+impl Handle {
+    /// Start the writer task on `tasks`.
+    pub fn spawn(client: Client, stores: Stores, opts: &KubeOptions, tasks: &mut JoinSet<()>) -> Handle {
+        let (tx, rx) = watch::channel(None);
+        let instance = opts.node_name.clone().unwrap_or_else(|| "lb".into());
+        let events = EventWriter::new(client.clone(), stores.clone(), instance);
+        let status = StatusWriter::new(client.clone(), stores, opts.node_name.clone());
+        let leader = opts.leader_election.clone().map(|l| super::leader::spawn(client, l, tasks));
+        tasks.spawn(run(rx, leader, events, status));
+        Handle { tx }
+    }
+
+    pub fn send(&self, report: Report) {
+        self.tx.send_replace(Some(Arc::new(report)));
+    }
+}
+
+/// Write each new report; with leader election, only while holding the Lease, and the
+/// latest report again on becoming the holder.
+async fn run(
+    mut rx: watch::Receiver<Option<Arc<Report>>>,
+    mut leader: Option<watch::Receiver<bool>>,
+    mut events: EventWriter,
+    mut status: StatusWriter,
+) {
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            () = became_leader(&mut leader) => {}
+        }
+        if leader.as_ref().is_some_and(|l| !*l.borrow()) {
+            continue;
+        }
+        let Some(report) = rx.borrow_and_update().clone() else { continue };
+        events.sync(&report.errors).await;
+        status.sync(&report).await;
+    }
+}
+
+/// Resolves when this pod becomes the Lease holder; never without leader election.
+async fn became_leader(leader: &mut Option<watch::Receiver<bool>>) {
+    let Some(rx) = leader else { return std::future::pending().await };
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if *rx.borrow_and_update() {
+            return;
+        }
+    }
+}

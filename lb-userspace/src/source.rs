@@ -1,0 +1,74 @@
+//! Where the agent's objects come from: a manifest directory (polled) or the Kubernetes
+//! API (watched). Both yield [`ObjectSet`]s for the same build and apply code.
+use std::{fmt, path::PathBuf};
+
+use crate::{
+    kube::{KubeError, KubeOptions, KubeSource},
+    manifests::{DirSource, ObjectSet},
+    model::{Model, ObjectError},
+};
+
+/// Which source `lb run` uses.
+#[derive(Debug, Clone)]
+pub enum SourceOptions {
+    /// `--manifests DIR`.
+    Dir(PathBuf),
+    /// `--kubernetes`.
+    Kube(KubeOptions),
+}
+
+pub enum Source {
+    Dir(DirSource, PathBuf),
+    Kube(Box<KubeSource>),
+}
+
+/// Why a source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("reading {}: {source}", dir.display())]
+    Dir { dir: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+}
+
+impl Source {
+    pub async fn start(opts: &SourceOptions) -> Result<Source, SourceError> {
+        Ok(match opts {
+            SourceOptions::Dir(dir) => Source::Dir(DirSource::new(dir), dir.clone()),
+            SourceOptions::Kube(k) => Source::Kube(Box::new(KubeSource::connect(k.clone()).await?)),
+        })
+    }
+
+    /// The objects, if they changed since the last call. Never blocks.
+    pub fn poll(&mut self) -> Result<Option<ObjectSet>, SourceError> {
+        match self {
+            Source::Dir(d, dir) => d.poll().map_err(|source| SourceError::Dir { dir: dir.clone(), source }),
+            Source::Kube(k) => Ok(k.poll()),
+        }
+    }
+
+    /// Resolves when [`poll`](Self::poll) has something new; never for a directory, which
+    /// is polled on a timer.
+    pub async fn changed(&mut self) {
+        match self {
+            Source::Dir(..) => std::future::pending().await,
+            Source::Kube(k) => k.changed().await,
+        }
+    }
+
+    /// After an apply: what was rejected and what serves (Events and status, in Kubernetes).
+    pub fn report(&mut self, errors: &[ObjectError], applied: &Model) {
+        if let Source::Kube(k) = self {
+            k.report(errors, applied);
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Dir(_, dir) => write!(f, "manifest directory {}", dir.display()),
+            Source::Kube(_) => f.write_str("Kubernetes API"),
+        }
+    }
+}
