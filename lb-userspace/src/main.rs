@@ -249,6 +249,13 @@ fn check(dir: &std::path::Path, json: bool, opts: &model::BuildOptions) -> Resul
         for (name, l) in &build.model.listeners {
             println!("{name} ({}) -> {} backend(s)", l.source, l.backends.len());
         }
+        for (name, l) in &build.model.l7 {
+            let sources: Vec<String> = l.sources.iter().map(ToString::to_string).collect();
+            let routes = l.routes.len() + l.canaries.len();
+            let endpoints: std::collections::BTreeSet<_> =
+                l.routes.iter().chain(&l.canaries).flat_map(|r| &r.upstreams).flat_map(|u| &u.endpoints).map(|e| e.addr).collect();
+            println!("{name} ({}) -> {routes} route(s), {} endpoint(s)", sources.join(", "), endpoints.len());
+        }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

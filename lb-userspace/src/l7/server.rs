@@ -33,13 +33,16 @@ pub struct ListenerState {
     pub drain: watch::Receiver<bool>,
 }
 
-/// A listening socket: `SO_REUSEADDR`, `IP_FREEBIND` (a VIP may be routed to the node
-/// without being configured on an interface), IPv6 sockets IPv6-only (so `0.0.0.0` and
+/// A listening socket: `SO_REUSEADDR`; `SO_REUSEPORT`, so that a CLB listener on
+/// `VIP:port` and an ALB listener on `0.0.0.0:port` coexist (the kernel gives each
+/// connection to the most specific socket); `IP_FREEBIND` (a VIP may be routed to the node
+/// without being configured on an interface); IPv6 sockets IPv6-only (so `0.0.0.0` and
 /// `::` can both be bound).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
         socket.set_freebind_v6(true)?;

@@ -12,8 +12,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use lb_tests::{
     daemon::Daemon,
-    servers::{name_server, tcp_request, udp_request},
-    topology::{Topology, VIP},
+    servers::{http_name_server, name_server, tcp_request, udp_request},
+    topology::{LB_CLIENT_SIDE, Topology, VIP},
 };
 use lb_userspace::{manifests, model};
 
@@ -51,10 +51,18 @@ fn demo() -> Result<()> {
         .enumerate()
         .map(|(i, ns)| name_server(ns, "[::]:8080".parse().unwrap(), &format!("backend-{}", i + 1)))
         .collect::<Result<Vec<_>>>()?;
+    // HTTP backends for the L7 examples.
+    let _http = topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| http_name_server(ns, "0.0.0.0:8081".parse().unwrap(), &format!("backend-{}", i + 1)))
+        .collect::<Result<Vec<_>>>()?;
     let work = std::env::temp_dir().join(format!("{}-demo", topo.prefix));
     std::fs::create_dir_all(&work)?;
     let mut daemon = Daemon::start(&topo.lb, &examples, &topo.iface_list(), listeners, &work)?;
     println!("demo: lb run attached to {}", topo.iface_list());
+    daemon.wait_for_log("L7 listener started", build.model.l7.len(), Duration::from_secs(10))?;
 
     // Every example listener: 30 requests from the client, tallied by the backend that answered.
     let targets: Vec<(String, SocketAddr, bool)> = build
@@ -77,6 +85,8 @@ fn demo() -> Result<()> {
             })
             .collect::<Vec<_>>()
     });
+    let mut results = results;
+    results.extend(l7_requests(&topo, &build.model));
     let out = daemon.stop()?;
     let stats: serde_json::Value = serde_json::from_str(out.lines().last().context("lb printed no stats")?)?;
     let packets = |name: &str| stats["stats"]["datapath"][name]["packets"].as_u64().unwrap_or(0);
@@ -109,9 +119,40 @@ fn demo() -> Result<()> {
         bail!("not every request was answered through its VIP by the backends");
     }
     println!(
-        "demo: PASS: {} listeners, {REQUESTS} requests each, all answered through the VIPs with full NAT",
+        "demo: PASS: {} listeners, {REQUESTS} requests each, all answered through the VIPs (L4 with full NAT, L7 through the proxy)",
         results.len()
     );
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// Every L7 example listener, 30 requests with curl from the client namespace, tallied by
+/// the backend that answered (the first line of its body). ALB listeners answer on the
+/// node's address; the example Ingress rewrites `/shop/(.*)` to `/${1}`.
+fn l7_requests(topo: &Topology, m: &model::Model) -> Vec<(String, BTreeMap<String, usize>)> {
+    m.l7.iter()
+        .map(|(name, l)| {
+            let addr = l.addr.unwrap_or(LB_CLIENT_SIDE.into());
+            let host = l.routes.iter().find_map(|r| r.rule.host.as_ref().and_then(|h| match h {
+                lb_userspace::annotations::alb::HostMatch::Exact(h) => Some(h.clone()),
+                _ => None,
+            }));
+            let url = format!("http://{addr}:{}/shop/cart/42", l.port);
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for _ in 0..REQUESTS {
+                let mut cmd = topo.client.command("curl");
+                cmd.args(["-sS", "--max-time", "3"]);
+                if let Some(h) = &host {
+                    cmd.args(["-H", &format!("Host: {h}")]);
+                }
+                let reply = match cmd.arg(&url).output() {
+                    Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned(),
+                    Ok(o) => format!("failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+                    Err(e) => format!("failed: {e}"),
+                };
+                *counts.entry(reply).or_default() += 1;
+            }
+            (name.clone(), counts)
+        })
+        .collect()
 }
