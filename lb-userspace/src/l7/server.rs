@@ -61,6 +61,11 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
+                    let denied = state.table.load().listener.acl.as_ref().is_some_and(|a| !a.allows(peer.ip()));
+                    if denied {
+                        tracing::debug!(%peer, "connection refused by the listener's ACL");
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let local = stream.local_addr().unwrap_or(peer);
                     tokio::spawn(connection(stream, peer, local, state.clone()));

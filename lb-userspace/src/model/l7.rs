@@ -45,10 +45,31 @@ pub struct L7Listener {
     pub headers: ForwardedHeaders,
     /// CLB `forward-port`: every request is redirected to HTTPS on this port.
     pub redirect_https_port: Option<u16>,
+    /// CLB `acl-*`: who may connect (checked when a connection is accepted).
+    pub acl: Option<ListenerAcl>,
     /// Canary rules, tried first (a canary rule that matches and selects the request wins).
     pub canaries: Vec<Route>,
     /// The other rules, in ALB order.
     pub routes: Vec<Route>,
+}
+
+/// An ACL bound to an L7 listener, with its prefixes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerAcl {
+    pub acl: String,
+    pub mode: super::AclMode,
+    pub entries: Vec<ipnet::IpNet>,
+}
+
+impl ListenerAcl {
+    /// Whether `client` may connect (an empty whitelist lets everyone in, as CLB does).
+    pub fn allows(&self, client: IpAddr) -> bool {
+        let listed = self.entries.iter().any(|n| n.contains(&client));
+        match self.mode {
+            super::AclMode::White => listed || self.entries.is_empty(),
+            super::AclMode::Black => !listed,
+        }
+    }
 }
 
 /// Headers added to every forwarded request besides `X-Forwarded-For` (always appended).
@@ -136,6 +157,8 @@ pub struct Lookup<'a> {
     pub secrets: BTreeMap<(String, String), &'a Secret>,
     pub slices: &'a SliceIndex<'a>,
     pub classes: Vec<AlbIngressClass>,
+    /// Prefixes of the validated ACLs, by name.
+    pub acls: BTreeMap<String, Vec<ipnet::IpNet>>,
 }
 
 impl<'a> Lookup<'a> {
@@ -148,6 +171,7 @@ impl<'a> Lookup<'a> {
             secrets: objects.secrets.iter().map(|s| (key(&s.metadata), s)).collect(),
             slices,
             classes: objects.ingress_classes.iter().filter_map(|c| alb::parse_ingress_class(c).ok().flatten()).collect(),
+            acls: BTreeMap::new(),
         }
     }
 
@@ -289,6 +313,7 @@ pub fn build_alb(objects: &ObjectSet, lookup: &Lookup<'_>, out: &mut Build) {
                 idle_timeout_s: cfg.as_ref().map_or(ALB_IDLE_TIMEOUT_S, |c| c.idle_timeout_s),
                 headers: ForwardedHeaders { proto: true, listener_port: true, client_port: false },
                 redirect_https_port: None,
+                acl: None,
                 canaries: Vec::new(),
                 routes: Vec::new(),
             });
@@ -341,8 +366,14 @@ pub fn clb_listeners(
     source: &ObjectRef,
     cfg: &ClbConfig,
     vip: IpAddr,
+    acl: Option<&super::AclBinding>,
     lookup: &Lookup<'_>,
 ) -> Result<Vec<L7Listener>, Vec<ObjectError>> {
+    let acl = acl.map(|b| ListenerAcl {
+        acl: b.acl.clone(),
+        mode: b.mode,
+        entries: lookup.acls.get(&b.acl).cloned().unwrap_or_default(),
+    });
     let err = |field: String, reason: String| ObjectError { object: source.clone(), field, reason };
     let mut errors = Vec::new();
     let mut out = Vec::new();
@@ -437,6 +468,7 @@ pub fn clb_listeners(
                 client_port: cfg.http.x_forwarded_client_src_port,
             },
             redirect_https_port,
+            acl: acl.clone(),
             canaries: Vec::new(),
             routes: vec![Route { rule, upstreams: vec![upstream], mirrors: Vec::new() }],
         });

@@ -212,7 +212,8 @@ pub fn build(objects: &ObjectSet, opts: &BuildOptions) -> Build {
     let cx = BuildContext { node_name: opts.node_name.clone(), acls: out.model.acls.keys().cloned().collect() };
     let mut owners: BTreeMap<ListenerId, ObjectRef> = BTreeMap::new();
     let slices = service::index_slices(&objects.endpoint_slices);
-    let lookup = l7::Lookup::new(objects, &slices);
+    let mut lookup = l7::Lookup::new(objects, &slices);
+    lookup.acls = out.model.acls.iter().map(|(k, a)| (k.clone(), a.entries.clone())).collect();
     for svc in services {
         match service::listeners(svc, &slices, &cx, &lookup) {
             Ok(built) => {

@@ -181,7 +181,7 @@ pub fn listeners(
             health_check: crate::health::from_clb(&cfg.health_check, protocol),
         });
     }
-    let l7 = super::l7::clb_listeners(&source, cfg, vip, lookup)?;
+    let l7 = super::l7::clb_listeners(&source, cfg, vip, acl.as_ref(), lookup)?;
     Ok(ServiceBuild { listeners: out, l7, notices })
 }
 

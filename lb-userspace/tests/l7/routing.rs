@@ -526,3 +526,51 @@ async fn ssl_redirect_on_port_80() {
     assert_eq!(resp.status(), 301);
     assert_eq!(resp.headers()["location"], "https://s.test/cart?x=1");
 }
+
+/// CLB `acl-*` on an http listener: the proxy refuses connections the ACL does not let in.
+#[tokio::test]
+async fn clb_acl_guards_http_listeners() {
+    let b = echo("b", Duration::ZERO).await;
+    let bport = b.addr.port();
+    let cases = [("white", "127.0.0.1/32", true), ("white", "10.0.0.0/8", false), ("black", "127.0.0.0/8", false), ("black", "10.0.0.0/8", true)];
+    for (i, (kind, cidr, allowed)) in cases.into_iter().enumerate() {
+        let port = free_port();
+        let vip = format!("127.0.1.{}", i + 1);
+        let yaml = format!(
+            r#"apiVersion: lb.dev/v1alpha1
+kind: AccessControlList
+metadata: {{name: acl{i}}}
+spec:
+  entries: [{{cidr: "{cidr}"}}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web{i}
+  namespace: {NS}
+  annotations:
+    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-protocol-port: "http:{port}"
+    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-acl-status: "on"
+    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-acl-id: "acl{i}"
+    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-acl-type: "{kind}"
+spec:
+  type: LoadBalancer
+  loadBalancerIP: {vip}
+  ports: [{{name: http, port: {port}, targetPort: {bport}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web{i}-1, namespace: {NS}, labels: {{kubernetes.io/service-name: web{i}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {bport}, protocol: TCP}}]
+endpoints:
+- addresses: ["127.0.0.1"]
+"#
+        );
+        let _p = proxy(&model(&yaml));
+        let c = client();
+        let req = http::Request::get(format!("http://{vip}:{port}/")).body(Default::default()).unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), c.request(req)).await.unwrap();
+        assert_eq!(r.is_ok(), allowed, "{kind} {cidr}: {r:?}");
+    }
+}
