@@ -574,3 +574,26 @@ endpoints:
         assert_eq!(r.is_ok(), allowed, "{kind} {cidr}: {r:?}");
     }
 }
+
+/// `conditions.<service>`: Header, QueryString, Method, Cookie and SourceIp conditions all
+/// have to hold for the rule to take a request; otherwise the next rule does.
+#[tokio::test]
+async fn conditions_through_requests() {
+    let port = free_port();
+    let (gray, main) = (echo("gray", Duration::ZERO).await, echo("main", Duration::ZERO).await);
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let cond = r#"[{"type":"Header","headerConfig":{"key":"stage","values":["gray"]}},{"type":"QueryString","queryStringConfig":{"values":[{"key":"type","value":"test"}]}},{"type":"Method","methodConfig":{"values":["GET","HEAD"]}},{"type":"Cookie","cookieConfig":{"values":[{"key":"user","value":"tom"}]}},{"type":"SourceIp","sourceIpConfig":{"values":["127.0.0.0/8"]}}]"#;
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "gray", &[&gray])
+        + &service(NS, "main", &[&main])
+        + &ingress(NS, "a-gray", &[("listen-ports", &lp), ("order", "1"), ("conditions.gray", cond)], &rule("c.test", &[("/", "Prefix", "gray")]))
+        + &ingress(NS, "b-main", &[("listen-ports", &lp), ("order", "2")], &rule("c.test", &[("/", "Prefix", "main")]));
+    let _p = proxy(&model(&yaml));
+    let c = client();
+    let all = [("stage", "gray"), ("cookie", "a=1; user=tom")];
+    assert_eq!(get(&c, port, "c.test", "/?type=test", &all).await.backend(), "gray");
+    assert_eq!(get(&c, port, "c.test", "/?type=prod", &all).await.backend(), "main", "query");
+    assert_eq!(get(&c, port, "c.test", "/?type=test", &[("cookie", "user=tom")]).await.backend(), "main", "header");
+    assert_eq!(get(&c, port, "c.test", "/?type=test", &[("stage", "gray")]).await.backend(), "main", "cookie");
+    assert_eq!(send(&c, "POST", port, "c.test", "/?type=test", &all).await.backend(), "main", "method");
+}
