@@ -17,6 +17,44 @@ pub struct PickContext<'a> {
     pub client: IpAddr,
     /// The raw query string (uch).
     pub query: &'a str,
+    /// When each endpoint was first served (slow start); `None`: no ramp.
+    pub ages: Option<&'a EndpointAges>,
+}
+
+/// When each endpoint joined (slow start ramps a new endpoint's weight up over the
+/// `slow-start-duration`). Endpoints present at the first apply count as old.
+#[derive(Clone, Default)]
+pub struct EndpointAges(Arc<Mutex<(bool, HashMap<SocketAddr, std::time::Instant>)>>);
+
+impl EndpointAges {
+    /// Records the endpoints of a new model: new ones start now, gone ones are forgotten.
+    pub fn update(&self, live: impl IntoIterator<Item = SocketAddr>) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (started, map) = &mut *g;
+        let now = std::time::Instant::now();
+        let born = if *started { now } else { now.checked_sub(std::time::Duration::from_secs(86_400)).unwrap_or(now) };
+        let live: std::collections::HashSet<SocketAddr> = live.into_iter().collect();
+        map.retain(|a, _| live.contains(a));
+        for a in live {
+            map.entry(a).or_insert(born);
+        }
+        *started = true;
+    }
+
+    /// `endpoints` with the weights of those younger than `ramp` scaled by their age (at
+    /// least 1 while the weight is not 0).
+    pub fn ramped(&self, endpoints: &[Endpoint], ramp: std::time::Duration) -> Vec<Endpoint> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        endpoints
+            .iter()
+            .map(|e| {
+                let age = g.1.get(&e.addr).map_or(ramp, |t| t.elapsed());
+                let share = if ramp.is_zero() { 1.0 } else { (age.as_secs_f64() / ramp.as_secs_f64()).min(1.0) };
+                let w = if e.weight == 0 { 0 } else { ((f64::from(e.weight) * share).ceil() as u32).max(1) };
+                Endpoint { addr: e.addr, weight: w }
+            })
+            .collect()
+    }
 }
 
 /// Picks an endpoint index among `endpoints` (weight 0: never picked).
@@ -202,7 +240,20 @@ mod tests {
     }
 
     fn cx(client: [u8; 4]) -> PickContext<'static> {
-        PickContext { client: IpAddr::from(client), query: "" }
+        PickContext { client: IpAddr::from(client), query: "", ages: None }
+    }
+
+    #[test]
+    fn slow_start_ramps_new_endpoints_only() {
+        let ages = EndpointAges::default();
+        let e = eps(&[100, 100]);
+        ages.update([e[0].addr]);
+        ages.update([e[0].addr, e[1].addr]);
+        let r = ages.ramped(&e, std::time::Duration::from_secs(30));
+        assert_eq!(r[0].weight, 100, "present at the first apply: full weight");
+        assert!((1..=5).contains(&r[1].weight), "just added: ramping, got {}", r[1].weight);
+        let r = ages.ramped(&e, std::time::Duration::ZERO);
+        assert_eq!(r[1].weight, 100);
     }
 
     #[test]
@@ -271,7 +322,7 @@ mod tests {
     fn uch_hashes_the_named_parameter() {
         let b = for_scheduler(&Scheduler::Uch { parameter: "uid".into() }, 4, &ActiveRequests::default());
         let e = eps(&[100, 100, 100, 100]);
-        let pick = |q: &'static str, client: [u8; 4]| b.pick(&PickContext { client: IpAddr::from(client), query: q }, &e);
+        let pick = |q: &'static str, client: [u8; 4]| b.pick(&PickContext { client: IpAddr::from(client), query: q, ages: None }, &e);
         assert_eq!(pick("a=1&uid=42", [1, 1, 1, 1]), pick("uid=42", [9, 9, 9, 9]));
         let spread: std::collections::BTreeSet<_> =
             ["uid=1", "uid=2", "uid=3", "uid=4", "uid=5", "uid=6", "uid=7", "uid=8"].iter().map(|q| pick(q, [1, 1, 1, 1])).collect();

@@ -39,6 +39,8 @@ pub struct Upstreams {
     /// HTTP/2 (h2c) for gRPC backends, pooled.
     h2: HttpClient,
     pub active: ActiveRequests,
+    /// When each endpoint joined (slow start).
+    pub ages: super::balance::EndpointAges,
 }
 
 /// Name of the cookie the proxy inserts for `sticky-session-type: insert`.
@@ -71,6 +73,7 @@ impl Upstreams {
             fresh: builder().pool_max_idle_per_host(0).build(connector()),
             h2: builder().http2_only(true).build(connector()),
             active: ActiveRequests::default(),
+            ages: Default::default(),
         }
     }
 }
@@ -178,7 +181,7 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
                 Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
                 None => (new_path, query.clone()),
             };
-            let cx = PickContext { client: conn.client.ip(), query: query.as_deref().unwrap_or("") };
+            let cx = PickContext { client: conn.client.ip(), query: query.as_deref().unwrap_or(""), ages: Some(&up.ages) };
             let sticky = sticky_endpoint(route, &view);
             let Some(pick) = route.pick(&cx, fastrand::u32(..), sticky) else {
                 return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend for this route");

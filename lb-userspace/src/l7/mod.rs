@@ -68,6 +68,14 @@ impl Proxy {
     /// Makes the running listeners those of `wanted`. Must run inside a tokio runtime.
     pub fn apply(&mut self, wanted: &BTreeMap<String, L7Listener>) -> Vec<ProxyError> {
         let mut errors = Vec::new();
+        self.upstreams.ages.update(
+            wanted
+                .values()
+                .flat_map(|l| l.routes.iter().chain(&l.canaries))
+                .flat_map(|r| &r.upstreams)
+                .flat_map(|u| &u.endpoints)
+                .map(|e| e.addr),
+        );
         let gone: Vec<String> = self.running.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
         for key in gone {
             if let Some(r) = self.running.remove(&key) {

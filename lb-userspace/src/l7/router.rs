@@ -105,8 +105,17 @@ impl CompiledRoute {
         }
         let ui = weighted_index(self.route.upstreams.iter().map(|u| if u.endpoints.is_empty() { 0 } else { u.weight }), roll)?;
         let u = &self.route.upstreams[ui];
-        let ei = self.balancers[ui].pick(cx, &u.endpoints)?;
-        Some(Pick { upstream: ui, endpoint: u.endpoints[ei] })
+        match (self.route.rule.backend.slow_start_s, cx.ages) {
+            (Some(ramp), Some(ages)) => {
+                let ramped = ages.ramped(&u.endpoints, std::time::Duration::from_secs(u64::from(ramp)));
+                let ei = self.balancers[ui].pick(cx, &ramped)?;
+                Some(Pick { upstream: ui, endpoint: u.endpoints[ei] })
+            }
+            _ => {
+                let ei = self.balancers[ui].pick(cx, &u.endpoints)?;
+                Some(Pick { upstream: ui, endpoint: u.endpoints[ei] })
+            }
+        }
     }
 
     /// One endpoint per mirror target (those with endpoints).

@@ -597,3 +597,38 @@ async fn conditions_through_requests() {
     assert_eq!(get(&c, port, "c.test", "/?type=test", &[("stage", "gray")]).await.backend(), "main", "cookie");
     assert_eq!(send(&c, "POST", port, "c.test", "/?type=test", &all).await.backend(), "main", "method");
 }
+
+/// `slow-start-*`: an endpoint added to a running proxy starts with a small share of the
+/// requests; without slow start it takes its full share at once.
+#[tokio::test]
+async fn slow_start_ramps_a_new_endpoint() {
+    let port = free_port();
+    let (old, new) = (echo("old", Duration::ZERO).await, echo("new", Duration::ZERO).await);
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = |eps: &[&Echo]| {
+        alb_class(&[(port, "HTTP")])
+            + &service(NS, "slow", eps)
+            + &service(NS, "fast", eps)
+            + &ingress(NS, "slow", &[("listen-ports", &lp), ("slow-start-enabled", "true"), ("slow-start-duration", "60")], &rule("slow.test", &[("/", "Prefix", "slow")]))
+            + &ingress(NS, "fast", &[("listen-ports", &lp)], &rule("fast.test", &[("/", "Prefix", "fast")]))
+    };
+    let mut p = proxy(&model(&yaml(&[&old])));
+    assert!(p.apply(&model(&yaml(&[&old, &new])).l7).is_empty());
+    let c = client();
+    let count = |host: &'static str| {
+        let c = c.clone();
+        async move {
+            let mut n = 0;
+            for _ in 0..40 {
+                if get(&c, port, host, "/", &[]).await.backend() == "new" {
+                    n += 1;
+                }
+            }
+            n
+        }
+    };
+    let slow = count("slow.test").await;
+    let fast = count("fast.test").await;
+    assert!(slow <= 4, "slow start: the new endpoint took {slow}/40");
+    assert!((15..=25).contains(&fast), "no slow start: the new endpoint took {fast}/40");
+}
