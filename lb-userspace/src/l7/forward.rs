@@ -16,7 +16,7 @@ use hyper_util::{
 use super::{
     balance::{ActiveRequests, PickContext, endpoint_id, hash64},
     respond::{self, Body, Origin},
-    router::{CompiledRoute, Pick, Table},
+    router::{self, CompiledRoute, Pick, Table},
 };
 use crate::annotations::alb::{self, Action, BackendProtocol, Filter, StickySession};
 
@@ -45,6 +45,9 @@ pub struct Upstreams {
 
 /// Name of the cookie the proxy inserts for `sticky-session-type: insert`.
 pub const STICKY_COOKIE: &str = "SERVERID";
+/// Name of the cookie that keeps a client on one Service of a forward group
+/// (`ServerGroupStickySession`).
+pub const GROUP_COOKIE: &str = "SERVERGROUPID";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for Upstreams {
@@ -183,13 +186,25 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
             };
             let cx = PickContext { client: conn.client.ip(), query: query.as_deref().unwrap_or(""), ages: Some(&up.ages) };
             let sticky = sticky_endpoint(route, &view);
-            let Some(pick) = route.pick(&cx, fastrand::u32(..), sticky) else {
+            let group_sticky = match &rule.action {
+                Action::Forward { sticky: Some(g), .. } => Some(g.timeout_s),
+                _ => None,
+            };
+            let group = group_sticky.and_then(|_| view.cookie(GROUP_COOKIE)).and_then(|id| route.group_of(id));
+            let Some(pick) = route.pick(&cx, fastrand::u32(..), sticky, group) else {
                 return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend for this route");
             };
             prepare(&mut req, &conn, &table, route, &new_path, new_query.as_deref(), &header_pairs);
             mirror(&req, route, &cx, &up);
             let mut resp = forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s))).await;
             set_sticky(route, pick, &mut resp);
+            if let Some(timeout) = group_sticky {
+                let id = router::group_id(&route.route.upstreams[pick.upstream].name);
+                let v = format!("{GROUP_COOKIE}={id}; Max-Age={timeout}; Path=/; HttpOnly");
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    resp.headers_mut().append(header::SET_COOKIE, v);
+                }
+            }
             resp
         }
     };

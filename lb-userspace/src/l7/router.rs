@@ -95,7 +95,7 @@ impl CompiledRoute {
 
     /// The Service by weight (`roll` uniform in 0..total), then its endpoint: the sticky one
     /// when `sticky` names a live endpoint of that Service, else the scheduler's pick.
-    pub fn pick(&self, cx: &PickContext<'_>, roll: u32, sticky: Option<SocketAddr>) -> Option<Pick> {
+    pub fn pick(&self, cx: &PickContext<'_>, roll: u32, sticky: Option<SocketAddr>, group: Option<usize>) -> Option<Pick> {
         if let Some(addr) = sticky {
             for (ui, u) in self.route.upstreams.iter().enumerate() {
                 if let Some(e) = u.endpoints.iter().find(|e| e.addr == addr && e.weight > 0) {
@@ -103,7 +103,11 @@ impl CompiledRoute {
                 }
             }
         }
-        let ui = weighted_index(self.route.upstreams.iter().map(|u| if u.endpoints.is_empty() { 0 } else { u.weight }), roll)?;
+        let live = |u: &Upstream| u.endpoints.iter().any(|e| e.weight > 0);
+        let ui = match group.filter(|g| self.route.upstreams.get(*g).is_some_and(live)) {
+            Some(g) => g,
+            None => weighted_index(self.route.upstreams.iter().map(|u| if u.endpoints.is_empty() { 0 } else { u.weight }), roll)?,
+        };
         let u = &self.route.upstreams[ui];
         match (self.route.rule.backend.slow_start_s, cx.ages) {
             (Some(ramp), Some(ages)) => {
@@ -116,6 +120,11 @@ impl CompiledRoute {
                 Some(Pick { upstream: ui, endpoint: u.endpoints[ei] })
             }
         }
+    }
+
+    /// The index of the Service a group-stickiness cookie value names.
+    pub fn group_of(&self, id: &str) -> Option<usize> {
+        self.route.upstreams.iter().position(|u| group_id(&u.name) == id)
     }
 
     /// One endpoint per mirror target (those with endpoints).
@@ -150,6 +159,11 @@ fn weighted_index(weights: impl Iterator<Item = u32> + Clone, roll: u32) -> Opti
         x -= u64::from(w);
     }
     None
+}
+
+/// The cookie value naming a Service of a forward group.
+pub fn group_id(upstream: &str) -> String {
+    format!("{:016x}", balance::hash64(&[upstream.as_bytes()]))
 }
 
 #[cfg(test)]

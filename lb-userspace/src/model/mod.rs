@@ -283,7 +283,7 @@ pub fn keep_last_good(previous: &Model, build: &mut Build) {
     let kept: Vec<(String, L4Listener)> = previous
         .listeners
         .iter()
-        .filter(|(_, l)| rejected.contains(&&l.source) && !taken.contains(&l.id()))
+        .filter(|(_, l)| rejected.contains(&l.source) && !taken.contains(&l.id()))
         .map(|(k, l)| (k.clone(), l.clone()))
         .collect();
     for (k, l) in kept {

@@ -53,7 +53,8 @@ async fn golden_multiple_rule_paths_through_requests() {
     let (a, b) = (echo("a", Duration::ZERO).await, echo("b", Duration::ZERO).await);
     let lp = format!("[{{\"HTTP\": {port}}}]");
     // (paths in order with their Services, request, winner or None)
-    let table: &[(&[(&str, &str)], &str, Option<&str>)] = &[
+    type Row<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<&'a str>);
+    let table: &[Row] = &[
         (&[("/", "a"), ("/aaa", "b")], "/aaa/ccc", Some("a")),
         (&[("/aaa", "a"), ("/", "b")], "/aaa/ccc", Some("a")),
         (&[("/aaa", "a"), ("/", "b")], "/ccc", Some("b")),
@@ -81,7 +82,8 @@ async fn golden_rewrite_examples_through_requests() {
     let port = free_port();
     let svc = echo("rewrite", Duration::ZERO).await;
     let lp = format!("[{{\"HTTP\": {port}}}]");
-    let examples: &[(&str, &[&str], &[(&str, Option<&str>)])] = &[
+    type Example<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, Option<&'a str>)]);
+    let examples: &[Example] = &[
         (
             "/${2}",
             &["/something(/|$)(.*)"],
@@ -631,4 +633,38 @@ async fn slow_start_ramps_a_new_endpoint() {
     let fast = count("fast.test").await;
     assert!(slow <= 4, "slow start: the new endpoint took {slow}/40");
     assert!((15..=25).contains(&fast), "no slow start: the new endpoint took {fast}/40");
+}
+
+/// `ServerGroupStickySession`: a client that got one Service of a forward group keeps it
+/// (cookie `SERVERGROUPID`), whatever the group's weights say.
+#[tokio::test]
+async fn forward_group_stickiness() {
+    let port = free_port();
+    let (a, b) = (echo("a", Duration::ZERO).await, echo("b", Duration::ZERO).await);
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let group = r#"[{"type":"ForwardGroup","ForwardConfig":{"ServerGroups":[{"ServiceName":"a","ServicePort":80,"Weight":50},{"ServiceName":"b","ServicePort":80,"Weight":50}],"ServerGroupStickySession":{"Enabled":true,"Timeout":120}}}]"#;
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "a", &[&a])
+        + &service(NS, "b", &[&b])
+        + &ingress(NS, "g", &[("listen-ports", &lp), ("actions.split", group)], &rule("g.test", &[("/", "Prefix", "split")]).replace("number: 80", "name: use-annotation"));
+    let _p = proxy(&model(&yaml));
+    let c = client();
+    let first = get(&c, port, "g.test", "/", &[]).await;
+    let cookie = first.header("set-cookie").expect("a group cookie");
+    assert!(cookie.starts_with("SERVERGROUPID=") && cookie.contains("Max-Age=120"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    for _ in 0..20 {
+        assert_eq!(get(&c, port, "g.test", "/", &[("cookie", &pair)]).await.backend(), first.backend());
+    }
+    let spread: std::collections::BTreeSet<String> =
+        backends_without_cookie(&c, port).await;
+    assert_eq!(spread.len(), 2, "without the cookie both Services serve");
+}
+
+async fn backends_without_cookie(c: &HttpClient, port: u16) -> std::collections::BTreeSet<String> {
+    let mut s = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        s.insert(get(c, port, "g.test", "/", &[]).await.backend());
+    }
+    s
 }
