@@ -15,7 +15,7 @@ use hyper_util::{
 
 use super::{
     balance::{ActiveRequests, PickContext, endpoint_id, hash64},
-    respond::{self, Body, Origin},
+    respond::{self, Body, BoxError, Origin},
     router::{self, CompiledRoute, Pick, Table},
 };
 use crate::annotations::alb::{self, Action, BackendProtocol, Filter, StickySession};
@@ -143,6 +143,7 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
         .collect();
     let header_refs: Vec<(&str, &str)> = header_pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let method = req.method().as_str().to_owned();
+    let gzip = l.gzip && super::gzip::accepts_gzip(req.headers());
     let view = alb::Request {
         host: &host,
         path: &path,
@@ -198,6 +199,9 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
             mirror(&req, route, &cx, &up);
             let mut resp = forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s))).await;
             set_sticky(route, pick, &mut resp);
+            if gzip {
+                resp = super::gzip::compress(resp);
+            }
             if let Some(timeout) = group_sticky {
                 let id = router::group_id(&route.route.upstreams[pick.upstream].name);
                 let v = format!("{GROUP_COOKIE}={id}; Max-Age={timeout}; Path=/; HttpOnly");
@@ -437,7 +441,7 @@ async fn forward(
     };
     let deadline = tokio::time::Instant::now() + timeout;
     let mut addr = pick.endpoint.addr;
-    let mut result = tokio::time::timeout_at(deadline, send(addr, body.boxed())).await;
+    let mut result = tokio::time::timeout_at(deadline, send(addr, body.map_err(BoxError::from).boxed())).await;
     if resendable
         && let Ok(Err(e)) = &result
         && e.is_connect()
@@ -468,7 +472,7 @@ async fn forward(
                 return Response::from_parts(p, respond::empty());
             }
             strip_hop_by_hop(resp.headers_mut());
-            resp.map(|b| b.boxed())
+            resp.map(|b| b.map_err(BoxError::from).boxed())
         }
     }
 }

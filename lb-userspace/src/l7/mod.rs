@@ -6,6 +6,7 @@
 //! last good ones.
 pub mod balance;
 pub mod forward;
+pub mod gzip;
 pub mod respond;
 pub mod router;
 pub mod server;

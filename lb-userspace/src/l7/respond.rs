@@ -6,7 +6,9 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 
 use crate::annotations::alb::{Cors, FixedResponse, Redirect};
 
-pub type Body = BoxBody<Bytes, hyper::Error>;
+/// Any error of a body the proxy relays or makes.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()

@@ -42,6 +42,9 @@ pub struct L7Listener {
     pub request_timeout_s: u32,
     /// A keep-alive connection idle this long is closed.
     pub idle_timeout_s: u32,
+    /// Text-like answers are gzip-compressed for clients that accept it (ALB `gzipEnabled`,
+    /// on by default; CLB http/https listeners compress as CLB does by default).
+    pub gzip: bool,
     pub headers: ForwardedHeaders,
     /// CLB `forward-port`: every request is redirected to HTTPS on this port.
     pub redirect_https_port: Option<u16>,
@@ -311,6 +314,7 @@ pub fn build_alb(objects: &ObjectSet, lookup: &Lookup<'_>, out: &mut Build) {
                 http2: cfg.as_ref().is_none_or(|c| c.http2),
                 request_timeout_s: cfg.as_ref().map_or(ALB_REQUEST_TIMEOUT_S, |c| c.request_timeout_s),
                 idle_timeout_s: cfg.as_ref().map_or(ALB_IDLE_TIMEOUT_S, |c| c.idle_timeout_s),
+                gzip: cfg.as_ref().is_none_or(|c| c.gzip),
                 headers: ForwardedHeaders { proto: true, listener_port: true, client_port: false },
                 redirect_https_port: None,
                 acl: None,
@@ -462,6 +466,7 @@ pub fn clb_listeners(
             http2: cfg.tls.http2,
             request_timeout_s: u32::from(cfg.http.request_timeout_s),
             idle_timeout_s: u32::from(cfg.http.idle_timeout_s),
+            gzip: true,
             headers: ForwardedHeaders {
                 proto: cfg.http.x_forwarded_proto,
                 listener_port: cfg.http.x_forwarded_slb_port,

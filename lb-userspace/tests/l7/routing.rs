@@ -668,3 +668,39 @@ async fn backends_without_cookie(c: &HttpClient, port: u16) -> std::collections:
     }
     s
 }
+
+/// `gzipEnabled` (on by default): text answers of 1 KiB or more are compressed for clients
+/// that accept gzip (curl decompresses them back to the same bytes); not for others, not
+/// when the listener turns it off.
+#[tokio::test]
+async fn gzip_compresses_text_answers() {
+    let (on, off) = (free_port(), free_port());
+    let b = echo("b", Duration::ZERO).await;
+    let class = alb_class(&[(on, "HTTP")]).replace("  listeners:\n", &format!("  listeners:\n  - port: {off}\n    protocol: HTTP\n    gzipEnabled: false\n"));
+    let lp = format!("[{{\"HTTP\": {on}}}, {{\"HTTP\": {off}}}]");
+    let yaml = class + &service(NS, "b", &[&b]) + &ingress(NS, "z", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "b")]));
+    let _p = proxy(&model(&yaml));
+    let want = "the quick brown fox jumps over the lazy dog\n".repeat(200);
+    let curl = |port: u16, args: &'static [&'static str]| {
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "5", "-D", "/dev/stderr"])
+                .args(args)
+                .arg(format!("http://127.0.0.1:{port}/big"))
+                .output()
+                .unwrap();
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).to_ascii_lowercase())
+        })
+    };
+    let (body, head) = curl(on, &["--compressed"]).await.unwrap();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert_eq!(body, want, "curl decompresses to the backend's bytes");
+    let (body, head) = curl(on, &[]).await.unwrap();
+    assert!(!head.contains("content-encoding"), "no Accept-Encoding, no gzip: {head}");
+    assert_eq!(body, want);
+    let (_, head) = curl(off, &["--compressed"]).await.unwrap();
+    assert!(!head.contains("content-encoding"), "gzipEnabled: false: {head}");
+    let c = client();
+    let small = get(&c, on, "x", "/small", &[("accept-encoding", "gzip")]).await;
+    assert!(small.header("content-encoding").is_none(), "answers under 1 KiB are sent as they are");
+}

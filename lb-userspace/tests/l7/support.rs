@@ -101,6 +101,10 @@ async fn answer(mut req: Request<Incoming>, name: &str, peer: SocketAddr, delay:
     if req.uri().path() == "/healthz" && name.starts_with("sick") {
         return Response::builder().status(500).body(Full::new(Bytes::from_static(b"sick"))).unwrap();
     }
+    if req.uri().path() == "/big" {
+        let body = "the quick brown fox jumps over the lazy dog\n".repeat(200);
+        return Response::builder().header("content-type", "text/plain").body(Full::new(Bytes::from(body))).unwrap();
+    }
     if req.uri().path() == "/slow" {
         tokio::time::sleep(delay).await;
     }
