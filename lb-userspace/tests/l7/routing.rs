@@ -279,39 +279,19 @@ async fn clb_http_listener_headers_and_timeout() {
     let (port, https_port) = (free_port(), free_port());
     let slow = echo("slow", Duration::from_secs(3)).await;
     let vip = "127.0.0.7";
-    let bport = slow.addr.port();
-    let yaml = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata:
-  name: web
-  namespace: {NS}
-  annotations:
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-protocol-port: "http:{port},http:{https_port}"
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-xforwardedfor-proto: "on"
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-xforwardedfor-slbport: "on"
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-xforwardedfor-clientsrcport: "on"
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-request-timeout: "1"
-spec:
-  type: LoadBalancer
-  loadBalancerIP: {vip}
-  ports:
-  - {{name: http, port: {port}, targetPort: {bport}}}
-  - {{name: other, port: {https_port}, targetPort: {bport}}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: web-1
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: web}}
-addressType: IPv4
-ports:
-- {{name: http, port: {bport}, protocol: TCP}}
-- {{name: other, port: {bport}, protocol: TCP}}
-endpoints:
-- addresses: ["127.0.0.1"]
-"#
+    let yaml = clb_service(
+        NS,
+        "web",
+        vip,
+        &[
+            ("protocol-port", &format!("http:{port},http:{https_port}")),
+            ("xforwardedfor-proto", "on"),
+            ("xforwardedfor-slbport", "on"),
+            ("xforwardedfor-clientsrcport", "on"),
+            ("request-timeout", "1"),
+        ],
+        &[("http", port), ("other", https_port)],
+        &slow,
     );
     let m = model(&yaml);
     assert!(m.l7.contains_key(&format!("{vip}:{port}/http")), "{:?}", m.l7.keys());
@@ -533,42 +513,19 @@ async fn ssl_redirect_on_port_80() {
 #[tokio::test]
 async fn clb_acl_guards_http_listeners() {
     let b = echo("b", Duration::ZERO).await;
-    let bport = b.addr.port();
     let cases = [("white", "127.0.0.1/32", true), ("white", "10.0.0.0/8", false), ("black", "127.0.0.0/8", false), ("black", "10.0.0.0/8", true)];
     for (i, (kind, cidr, allowed)) in cases.into_iter().enumerate() {
         let port = free_port();
         let vip = format!("127.0.1.{}", i + 1);
-        let yaml = format!(
-            r#"apiVersion: lb.dev/v1alpha1
-kind: AccessControlList
-metadata: {{name: acl{i}}}
-spec:
-  entries: [{{cidr: "{cidr}"}}]
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web{i}
-  namespace: {NS}
-  annotations:
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-protocol-port: "http:{port}"
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-acl-status: "on"
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-acl-id: "acl{i}"
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-acl-type: "{kind}"
-spec:
-  type: LoadBalancer
-  loadBalancerIP: {vip}
-  ports: [{{name: http, port: {port}, targetPort: {bport}}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: web{i}-1, namespace: {NS}, labels: {{kubernetes.io/service-name: web{i}}}}}
-addressType: IPv4
-ports: [{{name: http, port: {bport}, protocol: TCP}}]
-endpoints:
-- addresses: ["127.0.0.1"]
-"#
-        );
+        let acl = format!("apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {{name: acl{i}}}\nspec:\n  entries: [{{cidr: \"{cidr}\"}}]\n---\n");
+        let annotations = [
+            ("protocol-port", format!("http:{port}")),
+            ("acl-status", "on".to_owned()),
+            ("acl-id", format!("acl{i}")),
+            ("acl-type", kind.to_owned()),
+        ];
+        let annotations: Vec<(&str, &str)> = annotations.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let yaml = acl + &clb_service(NS, &format!("web{i}"), &vip, &annotations, &[("http", port)], &b);
         let _p = proxy(&model(&yaml));
         let c = client();
         let req = http::Request::get(format!("http://{vip}:{port}/")).body(Default::default()).unwrap();

@@ -39,27 +39,7 @@ impl Echo {
 /// Starts an echo backend named `name`. `/slow` waits `delay` before answering; a request
 /// with `Upgrade: echo` is switched (101) and its bytes are echoed back.
 pub async fn echo(name: &str, delay: Duration) -> Echo {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let (name, h) = (name.to_owned(), hits.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else { return };
-            let (name, h) = (name.clone(), h.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let (name, h) = (name.clone(), h.clone());
-                    async move {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        Ok::<_, Infallible>(answer(req, &name, peer, delay).await)
-                    }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
-            });
-        }
-    });
-    Echo { addr, hits }
+    start_echo(name.to_owned(), delay, None).await
 }
 
 /// An echo backend behind TLS (a self-signed certificate, as in-cluster HTTPS backends have).
@@ -72,25 +52,34 @@ pub async fn echo_tls(name: &str) -> Echo {
         .with_no_client_auth()
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    start_echo(format!("{name} over TLS"), Duration::ZERO, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+}
+
+async fn start_echo(name: String, delay: Duration, tls: Option<tokio_rustls::TlsAcceptor>) -> Echo {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
-    let (name, h) = (name.to_owned(), hits.clone());
+    let h = hits.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, peer)) = listener.accept().await else { return };
-            let (name, h, acceptor) = (name.clone(), h.clone(), acceptor.clone());
+            let (name, h, tls) = (name.clone(), h.clone(), tls.clone());
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else { return };
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let (name, h) = (name.clone(), h.clone());
                     async move {
                         h.fetch_add(1, Ordering::SeqCst);
-                        Ok::<_, Infallible>(answer(req, &format!("{name} over TLS"), peer, Duration::ZERO).await)
+                        Ok::<_, Infallible>(answer(req, &name, peer, delay).await)
                     }
                 });
-                let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), svc).await;
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let _ = match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
+                        Err(_) => return,
+                    },
+                    None => builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await,
+                };
             });
         }
     });
@@ -278,4 +267,20 @@ pub fn rule(host: &str, paths: &[(&str, &str, &str)]) -> String {
         })
         .collect();
     format!("  -\n{host}    http:\n      paths:\n{ps}")
+}
+
+/// A CLB Service `name` of type LoadBalancer on `vip` with CLB `annotations` (suffixes after
+/// `alibaba-cloud-loadbalancer-`), TCP `ports` `(name, port)`, and its EndpointSlice: the
+/// one `backend` (on 127.0.0.1) behind every port.
+pub fn clb_service(ns: &str, name: &str, vip: &str, annotations: &[(&str, &str)], ports: &[(&str, u16)], backend: &Echo) -> String {
+    let bport = backend.addr.port();
+    let ann: String = annotations
+        .iter()
+        .map(|(k, v)| format!("    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-{k}: \"{v}\"\n"))
+        .collect();
+    let svc_ports: String = ports.iter().map(|(n, p)| format!("  - {{name: {n}, port: {p}, targetPort: {bport}}}\n")).collect();
+    let slice_ports: String = ports.iter().map(|(n, _)| format!("- {{name: {n}, port: {bport}, protocol: TCP}}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations:\n{ann}spec:\n  type: LoadBalancer\n  loadBalancerIP: {vip}\n  ports:\n{svc_ports}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n{slice_ports}endpoints:\n- addresses: [\"127.0.0.1\"]\n---\n"
+    )
 }

@@ -182,38 +182,18 @@ async fn clb_https_listener_with_cert_id_and_forward_port() {
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.ca.pem()).unwrap();
     let vip = "127.0.0.8";
-    let bport = web.addr.port();
     let yaml = secret("my-cert", &leaf(&ca, &["shop.test"]))
-        + &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata:
-  name: shop
-  namespace: {NS}
-  annotations:
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-protocol-port: "https:{https_port},http:{http_port}"
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-cert-id: "my-cert"
-    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-forward-port: "{http_port}:{https_port}"
-spec:
-  type: LoadBalancer
-  loadBalancerIP: {vip}
-  ports:
-  - {{name: https, port: {https_port}, targetPort: {bport}}}
-  - {{name: http, port: {http_port}, targetPort: {bport}}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: shop-1
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: shop}}
-addressType: IPv4
-ports:
-- {{name: https, port: {bport}, protocol: TCP}}
-- {{name: http, port: {bport}, protocol: TCP}}
-endpoints:
-- addresses: ["127.0.0.1"]
-"#
+        + &clb_service(
+            NS,
+            "shop",
+            vip,
+            &[
+                ("protocol-port", &format!("https:{https_port},http:{http_port}")),
+                ("cert-id", "my-cert"),
+                ("forward-port", &format!("{http_port}:{https_port}")),
+            ],
+            &[("https", https_port), ("http", http_port)],
+            &web,
         );
     let _p = proxy(&model(&yaml));
     let c = client();
