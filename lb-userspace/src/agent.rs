@@ -66,6 +66,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut source = Source::start(&opts.source).await.context("starting the source")?;
     let mut applied = Model::default();
     let mut proxy = l7::Proxy::new(opts.l7_bind.clone());
+    let mut agent_stats = AgentStats::default();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     tracing::info!(%source, "watching");
@@ -86,10 +87,14 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 for e in &objects.errors {
                     tracing::error!(error = %e, "manifest rejected");
                 }
+                agent_stats.reloads += 1;
+                agent_stats.manifests_rejected = objects.errors.len();
                 let mut build = model::build(&objects, &opts.build);
                 for e in &build.errors {
                     tracing::error!(error = %e, "object rejected");
                 }
+                agent_stats.objects_rejected = build.errors.len();
+                agent_stats.rejections_total += build.errors.len() as u64;
                 for n in &build.notices {
                     tracing::info!(notice = %n, "no effect on this node");
                 }
@@ -97,7 +102,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 resolve_next_hops(&build.model, node, &attached);
                 checker.sync(&build.model, &health_tx);
                 node.sync_local_vips(&build.model.l7.values().filter_map(|l| l.addr).collect());
-                apply_l7(&mut proxy, &checker.effective(&build.model));
+                apply_l7(&mut proxy, &checker.effective(&build.model), &mut agent_stats);
                 match dp.apply(&checker.effective(&build.model)) {
                     Ok(()) => applied = build.model,
                     Err(e) => tracing::error!(error = %e, "applying the model failed; will retry"),
@@ -113,15 +118,20 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
             _ = source.changed() => {}
             Some(change) = health_rx.recv() => {
                 checker.record(change);
-                apply_l7(&mut proxy, &checker.effective(&applied));
+                apply_l7(&mut proxy, &checker.effective(&applied), &mut agent_stats);
                 if let Err(e) = dp.apply(&checker.effective(&applied)) {
                     tracing::error!(error = %e, "applying a health change failed");
                 }
             }
             Some(req) = admin_rx.recv() => match req {
                 admin::Request::Stats(reply) => {
-                    let json = match dp.stats() {
-                        Ok(s) => serde_json::to_string_pretty(&s).unwrap_or_default(),
+                    let json = match dp.stats().map(|s| serde_json::to_value(&s)) {
+                        Ok(Ok(mut v)) => {
+                            v["l7"] = proxy.stats();
+                            v["agent"] = agent_stats.to_json();
+                            serde_json::to_string_pretty(&v).unwrap_or_default()
+                        }
+                        Ok(Err(e)) => serde_json::json!({ "error": e.to_string() }).to_string(),
                         Err(e) => serde_json::json!({ "error": e.to_string() }).to_string(),
                     };
                     let _ = reply.send(json);
@@ -140,9 +150,36 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
 
 /// Reconciles the L7 listeners; a listener that cannot be (re)configured is logged and
 /// the others go on.
-fn apply_l7(proxy: &mut l7::Proxy, model: &Model) {
-    for e in proxy.apply(&model.l7) {
+fn apply_l7(proxy: &mut l7::Proxy, model: &Model, stats: &mut AgentStats) {
+    let errors = proxy.apply(&model.l7);
+    stats.l7_errors = errors.len();
+    for e in errors {
         tracing::error!(error = %e, "L7 listener not applied");
+    }
+}
+
+/// What the agent counts (shown under `agent` by `/stats` and `lb stats`).
+#[derive(Default)]
+struct AgentStats {
+    /// Times the source delivered a new set of objects.
+    reloads: u64,
+    /// Rejected now (the last build), and over the daemon's life (each build counts its own).
+    objects_rejected: usize,
+    rejections_total: u64,
+    manifests_rejected: usize,
+    /// L7 listeners that could not be (re)configured at the last apply.
+    l7_errors: usize,
+}
+
+impl AgentStats {
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "reloads": self.reloads,
+            "objects_rejected": self.objects_rejected,
+            "rejections_total": self.rejections_total,
+            "manifests_rejected": self.manifests_rejected,
+            "l7_listener_errors": self.l7_errors,
+        })
     }
 }
 

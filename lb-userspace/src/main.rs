@@ -289,5 +289,32 @@ fn stats(addr: std::net::SocketAddr, json: bool) -> Result<ExitCode> {
     for (name, c) in v["backends"].as_object().into_iter().flatten() {
         println!("  {name:<32} flows {:>8}  {:>10} pkts {:>14} bytes", n(&c["new_flows"]), n(&c["packets"]), n(&c["bytes"]));
     }
+    if let Some(l7) = v["l7"].as_object().filter(|m| !m.is_empty()) {
+        println!("l7 listeners");
+        for (name, c) in l7 {
+            let r = &c["responses"];
+            println!(
+                "  {name:<32} conns {:>8}  requests {:>10}  2xx {:>8}  3xx {:>6}  4xx {:>6}  5xx {:>6}  acl refused {:>6}",
+                n(&c["connections"]),
+                n(&c["requests"]),
+                n(&r["2xx"]),
+                n(&r["3xx"]),
+                n(&r["4xx"]),
+                n(&r["5xx"]),
+                n(&c["refused_by_acl"])
+            );
+        }
+    }
+    let a = &v["agent"];
+    if a.is_object() {
+        println!(
+            "agent\n  reloads {}  objects rejected now {} (total {})  manifests rejected {}  L7 listener errors {}",
+            n(&a["reloads"]),
+            n(&a["objects_rejected"]),
+            n(&a["rejections_total"]),
+            n(&a["manifests_rejected"]),
+            n(&a["l7_listener_errors"])
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -124,6 +124,17 @@ fn ingress_and_clb_http_listener_through_lb_run() {
     let l4 = s.topo.client.run(|| tcp_request(SocketAddr::new(VIP.into(), 8080), Duration::from_secs(5)).unwrap());
     assert!(l4.starts_with("backend-"), "{l4}");
 
+    // Counters: `lb stats --json` against the daemon's admin endpoint.
+    let out = s.topo.lb.command(lb_tests::daemon::lb_bin().to_str().unwrap()).args(["stats", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
+    let alb = &v["l7"]["*:8000/http"];
+    assert!(alb.is_object(), "no counters for *:8000/http: {}", v["l7"]);
+    assert_eq!(alb["requests"], 7, "{alb}");
+    assert_eq!(alb["responses"]["2xx"], 6);
+    assert_eq!(alb["responses"]["5xx"], 1);
+    assert_eq!(v["l7"]["198.18.100.10:80/http"]["responses"]["2xx"], 1);
+    assert_eq!(v["agent"]["objects_rejected"], 0);
+
     let log = s.daemon.stop().unwrap();
     assert!(!s.daemon.log_text().contains("L7 listener not applied"), "{}", s.daemon.log_text());
     let _ = log;

@@ -123,6 +123,7 @@ impl Proxy {
         let (drain, drain_rx) = watch::channel(false);
         let (stop, _) = watch::channel(false);
         let state = Arc::new(ListenerState {
+            counters: Default::default(),
             table: ArcSwap::from_pointee(Table::new(config.clone(), &self.upstreams.active)),
             tls: ArcSwapOption::new(tls),
             upstreams: self.upstreams.clone(),
@@ -133,6 +134,13 @@ impl Proxy {
             tokio::spawn(server::accept_loop(s, state.clone(), stop.subscribe()));
         }
         Ok(Running { config: config.clone(), state, drain, stop, addrs })
+    }
+
+    /// Counters of every running listener, by key.
+    pub fn stats(&self) -> serde_json::Value {
+        let m: serde_json::Map<String, serde_json::Value> =
+            self.running.iter().map(|(k, r)| (k.clone(), r.state.counters.to_json())).collect();
+        serde_json::Value::Object(m)
     }
 
     /// Stops accepting everywhere and lets connections finish.

@@ -24,8 +24,37 @@ use super::{
     router::Table,
 };
 
+/// Requests a listener answered, by status class, and connections it took or refused.
+#[derive(Default)]
+pub struct Counters {
+    pub connections: AtomicU64,
+    pub refused_by_acl: AtomicU64,
+    pub tls_failures: AtomicU64,
+    /// Index 0: 1xx ... 4: 5xx.
+    pub responses: [AtomicU64; 5],
+}
+
+impl Counters {
+    fn response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let r = |i: usize| self.responses[i].load(Ordering::Relaxed);
+        serde_json::json!({
+            "connections": self.connections.load(Ordering::Relaxed),
+            "refused_by_acl": self.refused_by_acl.load(Ordering::Relaxed),
+            "tls_failures": self.tls_failures.load(Ordering::Relaxed),
+            "requests": (0..5).map(r).sum::<u64>(),
+            "responses": { "1xx": r(0), "2xx": r(1), "3xx": r(2), "4xx": r(3), "5xx": r(4) },
+        })
+    }
+}
+
 /// What every connection of a listener shares; swapped in place on reload.
 pub struct ListenerState {
+    pub counters: Counters,
     pub table: ArcSwap<Table>,
     pub tls: ArcSwapOption<rustls::ServerConfig>,
     pub upstreams: Arc<Upstreams>,
@@ -63,9 +92,11 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
                 Ok((stream, peer)) => {
                     let denied = state.table.load().listener.acl.as_ref().is_some_and(|a| !a.allows(peer.ip()));
                     if denied {
+                        state.counters.refused_by_acl.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%peer, "connection refused by the listener's ACL");
                         continue;
                     }
+                    state.counters.connections.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
                     let local = stream.local_addr().unwrap_or(peer);
                     tokio::spawn(connection(stream, peer, local, state.clone()));
@@ -93,8 +124,14 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: Sock
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     serve(TokioIo::new(tls), Conn { client: peer, local, tls: true }, state, Some(h2)).await
                 }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    state.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                }
+                Err(_) => {
+                    state.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, "TLS handshake timed out")
+                }
             }
         }
         None => serve(TokioIo::new(stream), Conn { client: peer, local, tls: false }, state, None).await,
@@ -135,11 +172,12 @@ where
     let svc = {
         let (state, activity) = (state.clone(), activity.clone());
         service_fn(move |req: Request<Incoming>| {
-            let (table, up, activity) = (state.table.load_full(), state.upstreams.clone(), activity.clone());
+            let (table, up, activity, state) = (state.table.load_full(), state.upstreams.clone(), activity.clone(), state.clone());
             activity.inflight.fetch_add(1, Ordering::Relaxed);
             activity.touch();
             async move {
                 let resp = forward::handle(req, conn, table, up).await;
+                state.counters.response(resp.status().as_u16());
                 activity.inflight.fetch_sub(1, Ordering::Relaxed);
                 activity.touch();
                 Ok::<_, Infallible>(resp)
