@@ -128,6 +128,8 @@ fn case_json(load: Load, proxy: &str, v: &[Sample]) -> serde_json::Value {
         "p50_ms": s(|x| x.p50_ms),
         "p99_ms": s(|x| x.p99_ms),
         "proxy_cpu": s(|x| x.proxy_cpu),
+        "rps_per_core": s(|x| x.rps_per_core),
+        "segments_per_request": s(|x| x.segments_per_request),
         "load_core_busy": s(|x| x.load_core_busy),
         "requests": v.iter().map(|x| x.requests).sum::<u64>(),
         "errors": v.iter().map(|x| x.errors).sum::<u64>(),
@@ -135,7 +137,8 @@ fn case_json(load: Load, proxy: &str, v: &[Sample]) -> serde_json::Value {
     })
 }
 
-/// lb over each peer, medians: rps (above 1 = lb faster), p50 and p99 (below 1 = lb lower).
+/// lb over each peer, medians: rps and rps per proxy core (above 1 = lb better), p50 and p99
+/// (below 1 = lb lower).
 fn ratios(cases: &[serde_json::Value]) -> serde_json::Value {
     let find = |case: &str, proxy: &str| cases.iter().find(|c| c["case"] == case && c["proxy"] == proxy);
     let mut out = Vec::new();
@@ -144,7 +147,7 @@ fn ratios(cases: &[serde_json::Value]) -> serde_json::Value {
         for peer in ["nginx", "haproxy"] {
             let Some(p) = find(case, peer) else { continue };
             let r = |k: &str| c[k]["median"].as_f64().unwrap_or(0.0) / p[k]["median"].as_f64().unwrap_or(f64::NAN);
-            out.push(json!({ "case": case, "vs": peer, "rps": r("rps"), "p50": r("p50_ms"), "p99": r("p99_ms") }));
+            out.push(json!({ "case": case, "vs": peer, "rps": r("rps"), "rps_per_core": r("rps_per_core"), "p50": r("p50_ms"), "p99": r("p99_ms") }));
         }
     }
     json!(out)

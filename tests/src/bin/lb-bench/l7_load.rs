@@ -58,6 +58,10 @@ pub struct Sample {
     pub errors: u64,
     /// The proxy's CPU time over the run's wall time (1.0 = one core).
     pub proxy_cpu: f64,
+    /// Requests per second of proxy CPU time: what the proxy costs, whoever the bottleneck.
+    pub rps_per_core: f64,
+    /// TCP segments sent in the namespace per request (client, proxy and backend together).
+    pub segments_per_request: f64,
     /// Busy fraction of the load generator's core.
     pub load_core_busy: f64,
     /// What the TLS handshake negotiated (h2load), empty otherwise.
@@ -94,9 +98,9 @@ pub fn run(ns: &Netns, cpu: usize, load: Load, port: u16, secs: f64, proxy_pid: 
                 .arg(format!("https://127.0.0.1:{port}{PATH}"));
         }
     }
-    let (cpu0, cores0, t0) = (proc_cpu(proxy_pid), cores(), Instant::now());
+    let (seg0, cpu0, cores0, t0) = (out_segs(ns), proc_cpu(proxy_pid), cores(), Instant::now());
     let out = cmd.output().with_context(|| format!("running the {} load", load.name()))?;
-    let (cpu1, cores1, wall) = (proc_cpu(proxy_pid), cores(), t0.elapsed().as_secs_f64());
+    let (cpu1, cores1, wall, seg1) = (proc_cpu(proxy_pid), cores(), t0.elapsed().as_secs_f64(), out_segs(ns));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!("{} load failed ({}): {text}\n{}", load.name(), out.status, String::from_utf8_lossy(&out.stderr));
@@ -104,7 +108,17 @@ pub fn run(ns: &Netns, cpu: usize, load: Load, port: u16, secs: f64, proxy_pid: 
     let mut s = if load == Load::H2Tls { h2load(&text, &log)? } else { wrk(&text)? };
     s.proxy_cpu = (cpu1 - cpu0) / wall;
     s.load_core_busy = busy(&cores0, &cores1, cpu);
+    // Requests over the whole run (h2load's warm-up included), as for rps_per_core.
+    let all_requests = s.requests as f64 + if load == Load::H2Tls { s.rps * 0.3 } else { 0.0 };
+    s.segments_per_request = (seg1 - seg0) / all_requests.max(1.0);
+    s.rps_per_core = if s.proxy_cpu > 0.0 { s.rps * wall_measured(load, secs, wall) / s.proxy_cpu } else { 0.0 };
     Ok(s)
+}
+
+/// The share of the sampled wall time the measured requests ran in (h2load warms up first).
+fn wall_measured(load: Load, secs: f64, wall: f64) -> f64 {
+    let busy = if load == Load::H2Tls { secs + 0.3 } else { secs };
+    (busy / wall).min(1.0)
 }
 
 fn wrk(text: &str) -> Result<Sample> {
@@ -151,6 +165,14 @@ fn h2load(text: &str, log: &Path) -> Result<Sample> {
         tls,
         ..Sample::default()
     })
+}
+
+/// The namespace's TCP OutSegs counter.
+fn out_segs(ns: &Netns) -> f64 {
+    let text = Command::new("ip").args(["netns", "exec", &ns.name, "cat", "/proc/net/snmp"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else { return 0.0 };
+    names.split_whitespace().zip(values.split_whitespace()).find(|(n, _)| *n == "OutSegs").and_then(|(_, v)| v.parse().ok()).unwrap_or(0.0)
 }
 
 /// CPU seconds of `pid` and its children (nginx's worker under its master).

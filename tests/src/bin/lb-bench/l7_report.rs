@@ -26,33 +26,36 @@ pub fn markdown(s: &mut String, l7: &Value) {
     let _ = writeln!(s, "Arrangement: {}.\n", l7["arrangement"].as_str().unwrap_or(""));
     let _ = writeln!(
         s,
-        "{} repeats of {} s per case and proxy. rps and latency: min / median / max over the repeats; proxy CPU: the proxy's CPU time over the run's wall time (1.00 = its core saturated); load core: how busy the generator's core was.\n",
+        "{} repeats of {} s per case and proxy. rps and latency: min / median / max over the repeats; proxy CPU: the proxy's CPU time over the run's wall time (1.00 = its core saturated); rps/core: requests per second of proxy CPU time (what a request costs the proxy, whichever side was the bottleneck); seg/req: TCP segments sent in the namespace per request, by everyone (on loopback the receiving side's work runs on the sender's core, so a proxy that sends more segments also loads the generator's core); load core: how busy the generator's core was (near 100%: the generator and backend, not the proxy's core, limited rps).\n",
         l7["repeats"], l7["seconds_per_run"]
     );
-    let _ = writeln!(s, "| case | proxy | rps | p50 ms | p99 ms | proxy CPU | load core | errors |\n|---|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| case | proxy | rps | p50 ms | p99 ms | proxy CPU | rps/core | seg/req | load core | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for c in l7["cases"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} / **{:.0}** / {:.0} | {:.2} / **{:.2}** / {:.2} | {:.2} / **{:.2}** / {:.2} | {:.2} | {:.0}% | {} |",
+            "| {} | {} | {:.0} / **{:.0}** / {:.0} | {:.2} / **{:.2}** / {:.2} | {:.2} / **{:.2}** / {:.2} | {:.2} | {:.0} | {:.1} | {:.0}% | {} |",
             c["name"].as_str().unwrap_or(""),
             c["proxy"].as_str().unwrap_or(""),
             f(c, "rps", "min"), f(c, "rps", "median"), f(c, "rps", "max"),
             f(c, "p50_ms", "min"), f(c, "p50_ms", "median"), f(c, "p50_ms", "max"),
             f(c, "p99_ms", "min"), f(c, "p99_ms", "median"), f(c, "p99_ms", "max"),
             f(c, "proxy_cpu", "median"),
+            f(c, "rps_per_core", "median"),
+            f(c, "segments_per_request", "median"),
             f(c, "load_core_busy", "median") * 100.0,
             c["errors"],
         );
     }
-    let _ = writeln!(s, "\nRatios of medians, lb / peer (rps above 1: lb serves more; latency below 1: lb answers sooner):\n");
-    let _ = writeln!(s, "| case | vs | rps | p50 | p99 |\n|---|---|---:|---:|---:|");
+    let _ = writeln!(s, "\nRatios of medians, lb / peer (rps and rps/core above 1: lb serves more, or spends less CPU per request; latency below 1: lb answers sooner):\n");
+    let _ = writeln!(s, "| case | vs | rps | rps/core | p50 | p99 |\n|---|---|---:|---:|---:|---:|");
     for r in l7["ratios"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
             r["case"].as_str().unwrap_or(""),
             r["vs"].as_str().unwrap_or(""),
             r["rps"].as_f64().unwrap_or(0.0),
+            r["rps_per_core"].as_f64().unwrap_or(0.0),
             r["p50"].as_f64().unwrap_or(0.0),
             r["p99"].as_f64().unwrap_or(0.0)
         );
@@ -83,14 +86,15 @@ pub fn markdown(s: &mut String, l7: &Value) {
 
 /// A short table for the terminal.
 pub fn short_table(l7: &Value) -> String {
-    let mut s = String::from("L7 (medians)       proxy      rps      p50 ms  p99 ms\n");
+    let mut s = String::from("L7 (medians)       proxy         rps  rps/core  p50 ms  p99 ms\n");
     for c in l7["cases"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "{:<18} {:<8} {:>8.0} {:>8.2} {:>7.2}",
+            "{:<18} {:<8} {:>8.0} {:>9.0} {:>7.2} {:>7.2}",
             c["case"].as_str().unwrap_or(""),
             c["proxy"].as_str().unwrap_or(""),
             f(c, "rps", "median"),
+            f(c, "rps_per_core", "median"),
             f(c, "p50_ms", "median"),
             f(c, "p99_ms", "median")
         );
@@ -118,9 +122,25 @@ fn rows(l7: &Value, keys: &[&str]) -> Vec<Row> {
         .collect()
 }
 
-/// Median rps per case and proxy, with min–max whiskers.
+/// Median rps, and rps per proxy core, per case and proxy, with min–max whiskers.
 pub fn throughput_svg(l7: &Value) -> String {
-    chart("L7 throughput, requests/s (median; whiskers: min–max over repeats)", &rows(l7, &["rps"]), "", 0)
+    let a = chart("L7 throughput, requests/s (median; whiskers: min–max over repeats)", &rows(l7, &["rps"]), "", 0);
+    let b = chart("Requests per second of proxy CPU time (median; whiskers: min–max)", &rows(l7, &["rps_per_core"]), "", 0);
+    stack(&[a, b])
+}
+
+/// Charts one above the other (nested `<svg>` elements).
+fn stack(charts: &[String]) -> String {
+    let height = |c: &str| c.split("height=\"").nth(1).and_then(|h| h.split('"').next()).and_then(|h| h.parse::<f64>().ok()).unwrap_or(0.0);
+    let total: f64 = charts.iter().map(|c| height(c)).sum();
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"960\" height=\"{total}\">\n");
+    let mut y = 0.0;
+    for c in charts {
+        s.push_str(&c.replacen("<svg ", &format!("<svg y=\"{y}\" "), 1));
+        y += height(c);
+    }
+    s.push_str("</svg>\n");
+    s
 }
 
 /// p99 (light) behind p50 (dark), medians, per case and proxy.
