@@ -77,7 +77,7 @@ pub fn markdown(s: &mut String, l7: &Value) {
     for k in l7["skipped"].as_array().into_iter().flatten() {
         let _ = writeln!(s, "\nSkipped: {}", k.as_str().unwrap_or(""));
     }
-    let _ = writeln!(s, "\nCharts: `l7-throughput.svg`, `l7-latency.svg`.");
+    let _ = writeln!(s, "\nCharts: [throughput](l7-throughput.svg), [latency](l7-latency.svg).");
 }
 
 /// A short table for the terminal.
