@@ -188,10 +188,10 @@ fn proc_cpu(pid: u32) -> f64 {
     let mut total = 0.0;
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        if let Some((ppid, t)) = fs::read_to_string(e.path().join("stat")).ok().as_deref().and_then(ticks) {
-            if p == pid || ppid == pid {
-                total += t;
-            }
+        if let Some((ppid, t)) = fs::read_to_string(e.path().join("stat")).ok().as_deref().and_then(ticks)
+            && (p == pid || ppid == pid)
+        {
+            total += t;
         }
     }
     total / hz
