@@ -59,6 +59,10 @@ fn bench_quick_smoke() {
     let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(report).unwrap()).unwrap();
     assert!(json["datapath_ns_per_packet"].as_array().unwrap().len() >= 8);
     assert!(json["control_plane"]["apply_all_ms"].as_f64().is_some());
+    // L7: rows for the proxies that ran; a peer missing here is skipped with a note.
+    let l7 = &json["l7"];
+    assert!(!l7["cases"].as_array().unwrap().is_empty() || !l7["skipped"].as_array().unwrap().is_empty(), "{l7}");
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench/l7-latency.svg").exists());
 }
 
 #[test]

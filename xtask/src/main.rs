@@ -18,8 +18,10 @@ tasks:
   build        build-ebpf, then the `lb` binary (release) with the object embedded
   demo         setup + build, then real traffic through a namespace topology; prints a summary
   test         setup + build, then every test, privileged ones included (LB_REQUIRE_PRIVILEGED=1)
-  bench        measure the datapath and the control plane against a floor in the same run
-               (--quick: a smaller run); writes target/bench/report.{md,json} and datapath.svg";
+  bench        measure the datapath, the control plane, veth throughput and the L7 proxy
+               against peers in the same run (XDP_DROP floor, iptables DNAT, nginx, haproxy);
+               --quick: a smaller run; --only datapath,control,throughput,connections,l7;
+               writes target/bench/report.{md,json}, datapath.svg, l7-throughput.svg, l7-latency.svg";
 
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();

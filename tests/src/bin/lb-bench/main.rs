@@ -3,7 +3,8 @@
 //! an SVG chart. Suites so far: datapath cost per packet (BPF_PROG_TEST_RUN, against an
 //! XDP_DROP + counter program) and the control plane (apply 10 000 Services / 100 000
 //! endpoints, one endpoint change, RSS), throughput and TCP connection rate on the veth
-//! topology against iptables DNAT. L7 against nginx/haproxy is not written yet.
+//! topology against iptables DNAT, and the L7 proxy against nginx and haproxy (wrk, h2load).
+//! `--only SUITE[,SUITE]` runs some of them (datapath, control, throughput, connections, l7).
 use std::{
     fmt::Write as _,
     fs,
@@ -12,6 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod l7;
+mod l7_load;
+mod l7_peers;
+mod l7_report;
+mod report;
 mod throughput;
 
 use anyhow::{Context, Result};
@@ -44,7 +50,12 @@ struct Plan {
 }
 
 fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Option<Vec<String>> = args.iter().position(|a| a == "--only").map(|i| {
+        args.get(i + 1).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default()
+    });
+    let runs = |suite: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == suite));
     let plan = if quick {
         Plan { repeats: 3, runs: 20_000, new_flows: 2_000, services: 1_000, endpoints_per_service: 10, packets: 50_000, connections: 300 }
     } else {
@@ -53,25 +64,38 @@ fn main() -> Result<()> {
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&out_dir)?;
 
-    let datapath = datapath_suite(&plan)?;
-    let control = control_plane_suite(&plan)?;
-    let throughput = throughput::suite(plan.packets, plan.repeats.min(3))?;
-    let connection_rate = throughput::connection_rate(plan.connections, plan.repeats.min(3))?;
-
-    let report = json!({
-        "machine": machine(),
-        "quick": quick,
-        "datapath_ns_per_packet": datapath,
-        "control_plane": control,
-        "throughput": throughput,
-        "connection_rate": connection_rate,
-        "not_measured_yet": ["L7 vs nginx/haproxy", "PROXY protocol first segment"],
-    });
+    let mut report = json!({ "machine": machine(), "quick": quick });
+    if runs("datapath") {
+        report["datapath_ns_per_packet"] = datapath_suite(&plan)?;
+    }
+    if runs("control") {
+        report["control_plane"] = control_plane_suite(&plan)?;
+    }
+    if runs("throughput") {
+        report["throughput"] = throughput::suite(plan.packets, plan.repeats.min(3))?;
+    }
+    if runs("connections") {
+        report["connection_rate"] = throughput::connection_rate(plan.connections, plan.repeats.min(3))?;
+    }
+    if runs("l7") {
+        let l7_plan = if quick { l7::L7Plan { quick, repeats: 1, secs: 1.0 } } else { l7::L7Plan { quick, repeats: 5, secs: 4.0 } };
+        report["l7"] = l7::suite(&l7_plan).context("the L7 suite")?;
+    }
+    report["not_measured_yet"] = json!(["PROXY protocol first segment"]);
     fs::write(out_dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
-    let md = markdown(&report);
+    let md = report::markdown(&report);
     fs::write(out_dir.join("report.md"), &md)?;
-    fs::write(out_dir.join("datapath.svg"), svg(&report))?;
+    if report.get("datapath_ns_per_packet").is_some() {
+        fs::write(out_dir.join("datapath.svg"), report::svg(&report))?;
+    }
+    if let Some(l7) = report.get("l7") {
+        fs::write(out_dir.join("l7-throughput.svg"), l7_report::throughput_svg(l7))?;
+        fs::write(out_dir.join("l7-latency.svg"), l7_report::latency_svg(l7))?;
+    }
     println!("{md}");
+    if let Some(l7) = report.get("l7") {
+        println!("{}", l7_report::short_table(l7));
+    }
     println!("bench: wrote {}", out_dir.display());
     Ok(())
 }
@@ -241,90 +265,4 @@ fn control_plane_suite(plan: &Plan) -> Result<serde_json::Value> {
     .join()
     .map_err(|_| anyhow::anyhow!("control-plane suite panicked"))??;
     Ok(result)
-}
-
-fn markdown(r: &serde_json::Value) -> String {
-    let mut s = String::new();
-    let m = &r["machine"];
-    let _ = writeln!(s, "# lb benchmark{}\n", if r["quick"].as_bool() == Some(true) { " (--quick)" } else { "" });
-    let _ = writeln!(s, "Machine: {} ({} CPUs), kernel {}, lb {}.\n", m["cpu"], m["cpus"], m["kernel"], m["lb"]);
-    let _ = writeln!(s, "## Datapath cost (BPF_PROG_TEST_RUN, ns per packet, same run)\n");
-    let _ = writeln!(s, "| case | min | median | max | × floor |\n|---|---:|---:|---:|---:|");
-    for c in r["datapath_ns_per_packet"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            s,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} |",
-            c["case"].as_str().unwrap_or(""),
-            c["ns"]["min"].as_f64().unwrap_or(0.0),
-            c["ns"]["median"].as_f64().unwrap_or(0.0),
-            c["ns"]["max"].as_f64().unwrap_or(0.0),
-            c["ratio_to_floor"].as_f64().unwrap_or(0.0)
-        );
-    }
-    let c = &r["control_plane"];
-    let _ = writeln!(s, "\n## Control plane\n");
-    let _ = writeln!(
-        s,
-        "{} Services, {} endpoints: parse {:.0} ms, validate {:.0} ms, apply to the maps {:.0} ms; one endpoint change applied in {:.2} ms; agent RSS {:.0} MiB.",
-        c["services"], c["endpoints"], c["parse_ms"].as_f64().unwrap_or(0.0), c["validate_ms"].as_f64().unwrap_or(0.0),
-        c["apply_all_ms"].as_f64().unwrap_or(0.0), c["one_endpoint_change_ms"].as_f64().unwrap_or(0.0), c["agent_rss_mib"].as_f64().unwrap_or(0.0)
-    );
-    let _ = writeln!(s, "\n## Throughput on the veth topology (trafgen, 60-byte UDP, one CPU)\n");
-    let _ = writeln!(s, "The generator, the forwarder and the sink share one CPU path, so forwarders are compared by their marginal cost per packet over an XDP_DROP sink measured in the same run.\n");
-    let _ = writeln!(s, "| mode | flows | Mpps (median) | marginal µs/pkt | delivered |\n|---|---|---:|---:|---:|");
-    for t in r["throughput"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            s,
-            "| {} | {} | {:.3} | {:.2} | {:.0}% |",
-            t["mode"].as_str().unwrap_or(""),
-            t["flows"].as_str().unwrap_or(""),
-            t["mpps"].as_f64().unwrap_or(0.0),
-            t["marginal_us_per_packet"].as_f64().unwrap_or(0.0),
-            t["delivered"].as_f64().unwrap_or(0.0) * 100.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\nWith many flows every packet opens a flow: lb's full NAT takes a source port per flow from `--snat-ports` (default 61000-65535: 4536 flows at once per backend and node address), so below 100% delivered the port range is exhausted, not the CPU. Above 100%: a trafgen chunk that failed to flush was sent again."
-    );
-    let _ = writeln!(s, "\n## TCP connection rate (sequential connect, request, response, close)\n");
-    let _ = writeln!(s, "| mode | connections/s (min / median / max) |\n|---|---:|");
-    for c in r["connection_rate"].as_array().into_iter().flatten() {
-        let v = &c["connections_per_second"];
-        let _ = writeln!(
-            s,
-            "| {} | {:.0} / {:.0} / {:.0} |",
-            c["mode"].as_str().unwrap_or(""),
-            v["min"].as_f64().unwrap_or(0.0),
-            v["median"].as_f64().unwrap_or(0.0),
-            v["max"].as_f64().unwrap_or(0.0)
-        );
-    }
-    let _ = writeln!(s, "\nNot measured yet: {}.", r["not_measured_yet"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect::<Vec<_>>().join("; "));
-    s
-}
-
-/// A horizontal bar chart of the median ns/packet per case.
-fn svg(r: &serde_json::Value) -> String {
-    let cases: Vec<(String, f64)> = r["datapath_ns_per_packet"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| (c["case"].as_str().unwrap_or("").to_string(), c["ns"]["median"].as_f64().unwrap_or(0.0)))
-        .collect();
-    let max = cases.iter().map(|c| c.1).fold(1.0, f64::max);
-    let (w, row) = (900.0, 28.0);
-    let h = 40.0 + row * cases.len() as f64;
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<text x=\"10\" y=\"22\" font-size=\"15\">Datapath cost, median ns/packet (BPF_PROG_TEST_RUN)</text>\n");
-    for (i, (name, v)) in cases.iter().enumerate() {
-        let y = 34.0 + row * i as f64;
-        let bw = (w - 420.0) * v / max;
-        let _ = writeln!(s, "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"300\" y=\"{:.0}\" width=\"{bw:.1}\" height=\"18\" fill=\"#4a7bd0\"/><text x=\"{:.0}\" y=\"{:.0}\">{v:.0}</text>", y + 14.0, xml(name), y, 306.0 + bw, y + 14.0);
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
