@@ -136,12 +136,9 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
     if let Some(port) = l.redirect_https_port {
         return respond::redirect(301, &respond::location("https", &bare_host, port, &path, query.as_deref()));
     }
-    let header_pairs: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
-        .collect();
-    let header_refs: Vec<(&str, &str)> = header_pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    // Borrowed from the request until it is rewritten (no copies on the hot path).
+    let header_refs: Vec<(&str, &str)> =
+        req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
     let method = req.method().as_str().to_owned();
     let gzip = l.gzip && super::gzip::accepts_gzip(req.headers());
     let view = alb::Request {
@@ -195,7 +192,7 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
             let Some(pick) = route.pick(&cx, fastrand::u32(..), sticky, group) else {
                 return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend for this route");
             };
-            prepare(&mut req, &conn, &table, route, &new_path, new_query.as_deref(), &header_pairs);
+            prepare(&mut req, &conn, &table, route, &new_path, new_query.as_deref());
             mirror(&req, route, &cx, &up);
             let mut resp = forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s))).await;
             set_sticky(route, pick, &mut resp);
@@ -229,9 +226,21 @@ fn prepare(
     route: &CompiledRoute,
     path: &str,
     query: Option<&str>,
-    original: &[(String, String)],
 ) {
     let l = &table.listener;
+    // ReferenceHeader values come from the request as received.
+    let referenced: Vec<Option<String>> = route
+        .route
+        .rule
+        .filters
+        .iter()
+        .map(|f| match f {
+            Filter::InsertHeader(ins) if ins.value_type == alb::HeaderValueType::ReferenceHeader => {
+                req.headers().get(ins.value.to_ascii_lowercase().as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect();
     let upgrade = is_upgrade(req.headers());
     let upgrade_hdr = req.headers().get(header::UPGRADE).cloned();
     let authority = req.uri().authority().map(|a| a.as_str().to_owned());
@@ -262,14 +271,12 @@ fn prepare(
     if l.headers.client_port {
         put(h, "x-forwarded-client-srcport", &conn.client.port().to_string());
     }
-    for f in &route.route.rule.filters {
+    for (f, referenced) in route.route.rule.filters.iter().zip(referenced) {
         match f {
             Filter::InsertHeader(ins) => {
                 let value = match ins.value_type {
                     alb::HeaderValueType::UserDefined => Some(ins.value.clone()),
-                    alb::HeaderValueType::ReferenceHeader => {
-                        original.iter().find(|(k, _)| k.eq_ignore_ascii_case(&ins.value)).map(|(_, v)| v.clone())
-                    }
+                    alb::HeaderValueType::ReferenceHeader => referenced,
                     alb::HeaderValueType::SystemDefined => Some(match ins.value.as_str() {
                         "ClientSrcPort" => conn.client.port().to_string(),
                         "ClientSrcIp" => client_ip.clone(),
@@ -422,14 +429,12 @@ async fn forward(
     };
     let upgrade = is_upgrade(req.headers());
     let (mut parts, body) = req.into_parts();
-    let mut client_req = Request::from_parts(parts.clone(), ());
-    let on_upgrade = if upgrade { Some(hyper::upgrade::on(&mut client_req)) } else { None };
+    let on_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let resendable = body.is_end_stream();
     let version = if backend.protocol == BackendProtocol::Grpc { Version::HTTP_2 } else { Version::HTTP_11 };
     parts.version = version;
     let upgrade_client = if upgrade { &up.fresh } else { client };
-    let send = |addr: SocketAddr, body: Body| {
-        let mut p = parts.clone();
+    let send = |mut p: http::request::Parts, addr: SocketAddr, body: Body| {
         p.uri = upstream_uri(&p.uri, addr, scheme).unwrap_or_default();
         let guard = up.active.track(addr);
         let fut = upgrade_client.request(Request::from_parts(p, body));
@@ -441,15 +446,17 @@ async fn forward(
     };
     let deadline = tokio::time::Instant::now() + timeout;
     let mut addr = pick.endpoint.addr;
-    let mut result = tokio::time::timeout_at(deadline, send(addr, body.map_err(BoxError::from).boxed())).await;
-    if resendable
+    // Kept only when the request could be sent again (no body).
+    let saved = resendable.then(|| parts.clone());
+    let mut result = tokio::time::timeout_at(deadline, send(parts, addr, body.map_err(BoxError::from).boxed())).await;
+    if let Some(saved) = saved
         && let Ok(Err(e)) = &result
         && e.is_connect()
         && let Some(other) = route.retry_pick(cx, pick.upstream, addr)
     {
         tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
         addr = other.addr;
-        result = tokio::time::timeout_at(deadline, send(addr, respond::empty())).await;
+        result = tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())).await;
     }
     match result {
         Err(_) => respond::error(StatusCode::GATEWAY_TIMEOUT, &format!("backend {addr} did not answer within {}s", timeout.as_secs())),
