@@ -7,7 +7,7 @@ use std::{
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-use super::{AclBinding, AclMode, Backend, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol};
+use super::{AclBinding, AclMode, Backend, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol, ProxyProtocol};
 use crate::annotations::clb::{self, Acl, AclType, ConnectionDrain, IpVersion, ListenerProtocol, ServicePortInfo};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -15,6 +15,10 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Maglev), `ADDRESS=WEIGHT,...`, weights 0..=100 (0 = no new flows). Endpoints not listed
 /// weigh 100.
 pub const ENDPOINT_WEIGHTS: &str = "lb.dev/endpoint-weights";
+/// Project annotation on a Service: the PROXY protocol version its listeners send when CLB
+/// `proxy-protocol` is `on`: `"2"` (binary, the default) or `"1"` (text; TCP listeners only,
+/// UDP listeners always send v2).
+pub const PROXY_PROTOCOL_VERSION: &str = "lb.dev/proxy-protocol-version";
 /// Weight of an endpoint without one.
 pub const DEFAULT_WEIGHT: u32 = 100;
 
@@ -80,13 +84,37 @@ pub fn listeners(svc: &Service, slices: &SliceIndex<'_>, cx: &BuildContext) -> R
         .iter()
         .map(|n| Notice { object: source.clone(), field: n.annotation.clone(), note: n.reason.clone() })
         .collect();
-    if cfg.l4.proxy_protocol {
-        errors.push(ObjectError {
-            object: source.clone(),
-            field: format!("{}proxy-protocol", clb::CLB_PREFIX),
-            reason: "on is not implemented yet: backends would not get the PROXY header they expect".into(),
-        });
-    }
+    let proxy_protocol = match annotations.get(PROXY_PROTOCOL_VERSION).map(|v| v.trim()) {
+        _ if !cfg.l4.proxy_protocol => {
+            if annotations.contains_key(PROXY_PROTOCOL_VERSION) {
+                notices.push(Notice {
+                    object: source.clone(),
+                    field: format!("metadata.annotations[{PROXY_PROTOCOL_VERSION}]"),
+                    note: format!("has no effect while {}proxy-protocol is off", clb::CLB_PREFIX),
+                });
+            }
+            ProxyProtocol::Off
+        }
+        None | Some("2") => ProxyProtocol::V2,
+        Some("1") => {
+            if ports.iter().any(|p| p.protocol == Protocol::Udp) {
+                notices.push(Notice {
+                    object: source.clone(),
+                    field: format!("metadata.annotations[{PROXY_PROTOCOL_VERSION}]"),
+                    note: "UDP listeners send PROXY protocol v2 (v1 has no datagram form)".into(),
+                });
+            }
+            ProxyProtocol::V1
+        }
+        Some(other) => {
+            errors.push(ObjectError {
+                object: source.clone(),
+                field: format!("metadata.annotations[{PROXY_PROTOCOL_VERSION}]"),
+                reason: format!("{other:?} is not a PROXY protocol version (\"1\" or \"2\")"),
+            });
+            ProxyProtocol::Off
+        }
+    };
     let vip = match vip(svc) {
         Ok(v) => v,
         Err(reason) => {
@@ -180,6 +208,7 @@ pub fn listeners(svc: &Service, slices: &SliceIndex<'_>, cx: &BuildContext) -> R
             },
             acl: acl.clone(),
             health_check: crate::health::from_clb(&cfg.health_check, protocol),
+            proxy_protocol,
         });
     }
     Ok(ServiceBuild { listeners: out, notices })
