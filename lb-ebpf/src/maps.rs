@@ -113,6 +113,7 @@ pub struct PpScratch {
     /// TCP option walk state, kept in the map rather than in registers: every path through
     /// a walk step then leaves the verifier the same (unknown) state, so it prunes instead
     /// of following each option layout separately.
+    pub opt_len: u32,
     pub opt_pos: u32,
     pub sack_at: u32,
     pub sack_len: u32,

@@ -597,8 +597,8 @@ fn try_backend(ctx: &XdpContext, s: &mut PpScratch) -> Result<u32, ()> {
         // Options: SACK edges follow the ack; the SYN-ACK's MSS leaves room for the header.
         // The length goes through the map so the check below is on the very register the
         // helpers get (LLVM otherwise tests `doff` and the verifier loses the relation).
-        s.sack_len = thl - 20;
-        let olen = read(&s.sack_len);
+        s.opt_len = thl - 20;
+        let olen = read(&s.opt_len);
         if olen < 4 || olen > 40 {
             return Err(());
         }
@@ -606,13 +606,14 @@ fn try_backend(ctx: &XdpContext, s: &mut PpScratch) -> Result<u32, ()> {
         if unsafe { bpf_xdp_load_bytes(ctx.ctx, off + 20, s.hdr.as_mut_ptr() as *mut _, olen) } != 0 {
             return Err(());
         }
-        let before = c;
+        let mut changed = false;
         walk_options(s, olen);
         let o = &mut s.hdr;
         let none = NO_OPTION;
         // SACK blocks (2 + 8n bytes): each edge into the client's space.
         let at = read(&s.sack_at);
         if ack && at != none {
+            changed = true;
             let l = read(&s.sack_len);
             let mut e = 0;
             while e < 8 {
@@ -629,6 +630,7 @@ fn try_backend(ctx: &XdpContext, s: &mut PpScratch) -> Result<u32, ()> {
             let (hi, lo) = (o[at as usize], o[((at + 1) & 63) as usize]);
             let mss = ((hi as u32) << 8) | lo as u32;
             if mss >= len + MIN_MSS {
+                changed = true;
                 let new = mss - len;
                 let (nh, nl) = ((new >> 8) as u8, new as u8);
                 c = byte_changed(c, 20 + at, hi, nh);
@@ -639,6 +641,7 @@ fn try_backend(ctx: &XdpContext, s: &mut PpScratch) -> Result<u32, ()> {
         }
         let pos = read(&s.opt_pos);
         if pos < olen {
+            changed = true;
             // More options than the walk covers: blank the rest (NOPs) rather than let an
             // unshifted SACK block through.
             let mut i = 0;
@@ -652,7 +655,7 @@ fn try_backend(ctx: &XdpContext, s: &mut PpScratch) -> Result<u32, ()> {
             }
         }
         // SAFETY: as above.
-        if c != before && unsafe { bpf_xdp_store_bytes(ctx.ctx, off + 20, s.hdr.as_mut_ptr() as *mut _, olen) } != 0 {
+        if changed && unsafe { bpf_xdp_store_bytes(ctx.ctx, off + 20, s.hdr.as_mut_ptr() as *mut _, olen) } != 0 {
             return Err(());
         }
     }
