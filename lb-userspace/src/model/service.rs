@@ -409,6 +409,32 @@ spec: {type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{port: 80}]}
     }
 
     #[test]
+    fn proxy_protocol_on_with_its_version() {
+        use crate::model::ProxyProtocol;
+        let with = |ann: &str| build(&SVC.replace("metadata: {name: web, namespace: shop}", &format!("metadata:\n  name: web\n  namespace: shop\n  annotations:\n{ann}")));
+        let on = "    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-proxy-protocol: \"on\"\n";
+        let b = with(on);
+        assert!(b.errors.is_empty(), "{:?}", b.errors);
+        assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::V2, "v2 by default");
+        assert_eq!(b.model.listeners["198.18.100.10:53/udp"].proxy_protocol, ProxyProtocol::V2);
+        let b = with(&format!("{on}    lb.dev/proxy-protocol-version: \"1\"\n"));
+        assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::V1);
+        assert!(b.notices.iter().any(|n| n.note.contains("UDP listeners send PROXY protocol v2")), "{:?}", b.notices);
+        let b = with(&format!("{on}    lb.dev/proxy-protocol-version: \"2\"\n"));
+        assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::V2);
+        let b = with(&format!("{on}    lb.dev/proxy-protocol-version: \"3\"\n"));
+        assert_eq!(
+            b.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            ["Service shop/web: metadata.annotations[lb.dev/proxy-protocol-version]: \"3\" is not a PROXY protocol version (\"1\" or \"2\")"]
+        );
+        assert!(b.model.listeners.is_empty());
+        let b = with("    lb.dev/proxy-protocol-version: \"1\"\n");
+        assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::Off);
+        assert!(b.notices.iter().any(|n| n.note.contains("no effect while")), "{:?}", b.notices);
+        assert_eq!(build(SVC).model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::Off);
+    }
+
+    #[test]
     fn non_loadbalancer_services_are_not_listeners() {
         let b = build(&SVC.replace("type: LoadBalancer", "type: ClusterIP"));
         assert!(b.model.listeners.is_empty() && b.errors.is_empty());
