@@ -19,6 +19,19 @@ pub mod map_names {
     pub const LISTENER_STATS: &str = "LISTENER_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const CONFIG: &str = "CONFIG";
+    /// Tail-called programs (`prog_index`).
+    pub const PROGS: &str = "PROGS";
+}
+
+/// The programs `lb_xdp` tail-calls, by their index in `PROGS`.
+pub mod prog_index {
+    /// PROXY protocol on a client → backend packet (insert the header, shift seq).
+    pub const PP_CLIENT: u32 = 0;
+    /// PROXY protocol on a backend → client packet (shift ack and SACK, clamp MSS).
+    pub const PP_BACKEND: u32 = 1;
+    pub const COUNT: u32 = 2;
+    /// Program names in index order.
+    pub const NAMES: [&str; COUNT as usize] = ["lb_xdp_pp_client", "lb_xdp_pp_backend"];
 }
 
 /// Name of the XDP entry point in the object.
@@ -118,6 +131,19 @@ pub struct Listener {
 pub mod listener_flags {
     /// The listener's whitelist is empty: everyone passes (as CLB does).
     pub const ACL_EMPTY: u32 = 1;
+    /// New flows get a PROXY protocol v1 (text) header (TCP listeners).
+    pub const PROXY_V1: u32 = 2;
+    /// New flows get a PROXY protocol v2 (binary) header (TCP and UDP listeners).
+    pub const PROXY_V2: u32 = 4;
+}
+
+/// PROXY protocol version of a flow (`CtEntry::pp_version`, `RevEntry::pp_version`).
+pub mod pp {
+    pub const OFF: u8 = 0;
+    pub const V1: u8 = 1;
+    pub const V2: u8 = 2;
+    /// Longest header: v1 `PROXY TCP6 <39> <39> <5> <5>\r\n` is 104 bytes, v2 with IPv6 52.
+    pub const MAX_LEN: u16 = 108;
 }
 
 /// Value of `BACKENDS`, indexed by backend id.
@@ -167,6 +193,15 @@ pub struct CtEntry {
     pub state: u32,
     /// `bpf_ktime_get_ns` when the flow was last seen (refreshed at most once a second).
     pub last_seen_ns: u64,
+    /// PROXY protocol: the client's initial sequence number (TCP), from its SYN.
+    pub client_isn: u32,
+    /// PROXY protocol: header length (0 = no header); client → backend sequence numbers
+    /// after the header are shifted by it.
+    pub pp_len: u16,
+    /// PROXY protocol version (`pp`), fixed when the flow is created.
+    pub pp_version: u8,
+    /// 1 once the backend acknowledged the header (TCP): no more header insertion.
+    pub pp_acked: u8,
 }
 
 /// Value of `REVERSE_NAT`: how a backend's reply is turned back into the client's flow.
@@ -185,8 +220,14 @@ pub struct RevEntry {
     pub listener_id: u32,
     /// `tcp_state` bits seen from the backend.
     pub state: u32,
-    pub _pad: u32,
+    /// PROXY protocol (copied from the flow's `CtEntry`): the client's initial sequence
+    /// number, the header length, the version, whether the backend acknowledged it.
+    pub client_isn: u32,
     pub last_seen_ns: u64,
+    pub pp_len: u16,
+    pub pp_version: u8,
+    pub pp_acked: u8,
+    pub _pad: u32,
 }
 
 /// Key of `PERSIST`: a client address on a listener.
@@ -283,7 +324,12 @@ pub mod stat {
     pub const FRAGMENTS_FWD: u32 = 17;
     pub const ICMP_ERRORS_FWD: u32 = 18;
     pub const PASS_VLAN: u32 = 19;
-    pub const COUNT: u32 = 20;
+    /// PROXY protocol headers inserted (first segments, their retransmissions, datagrams).
+    pub const PP_INSERTED: u32 = 20;
+    /// PROXY protocol packets dropped: a header that could not be inserted (headers too
+    /// long, a fragmented datagram, a failed tail call).
+    pub const DROP_PP: u32 = 21;
+    pub const COUNT: u32 = 22;
     /// Names in index order, for user space.
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -306,6 +352,8 @@ pub mod stat {
         "fragments_fwd",
         "icmp_errors_fwd",
         "pass_vlan",
+        "pp_inserted",
+        "drop_pp",
     ];
 }
 
@@ -343,8 +391,8 @@ const _: () = {
     assert!(core::mem::size_of::<Listener>() == 24);
     assert!(core::mem::size_of::<Backend>() == 24);
     assert!(core::mem::size_of::<FlowKey>() == 40);
-    assert!(core::mem::size_of::<CtEntry>() == 56);
-    assert!(core::mem::size_of::<RevEntry>() == 72);
+    assert!(core::mem::size_of::<CtEntry>() == 64);
+    assert!(core::mem::size_of::<RevEntry>() == 80);
     assert!(core::mem::size_of::<PersistKey>() == 20);
     assert!(core::mem::size_of::<PersistEntry>() == 16);
     assert!(core::mem::size_of::<AclData>() == 20);

@@ -12,8 +12,8 @@ const PROTO_ICMPV6: u8 = 58;
 use crate::{
     acl, icmp,
     fwd::{self},
-    maps::{BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, LISTENER_CFG, LISTENERS, REVERSE_NAT, SNAT_ADDRS, scratch},
-    nat,
+    maps::{BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, LISTENER_CFG, LISTENERS, REVERSE_NAT, SNAT_ADDRS, pp_scratch, scratch},
+    nat, pp,
     parse::{
         self, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, Ip, Ipv4Hdr, Ipv6Hdr, Packet, Skip,
         TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, ptr_at,
@@ -21,6 +21,10 @@ use crate::{
     persist, sched,
     stats::{self, count},
 };
+
+/// A verdict with this bit set asks `lb_xdp` to tail-call program `verdict & 0xff`
+/// (`lb_common::prog_index`), which returns the real verdict.
+pub const TAIL_CALL: u32 = 0x100;
 
 /// How often (ns) a flow's `last_seen` is refreshed: not on every packet, to keep the
 /// entry's cache line from bouncing between CPUs.
@@ -196,30 +200,31 @@ fn reverse_key(ct: &CtEntry, proto: u8, family: u8) -> FlowKey {
     FlowKey { src: ct.backend, dst: ct.snat, sport: ct.backend_port, dport: ct.snat_port, proto, family, _pad: [0; 2] }
 }
 
-/// The reverse-NAT value for a client flow, from the client's packet.
+/// The reverse-NAT value for a client flow, from the client's packet and the flow's entry,
+/// written in place (the struct is too large to build on the BPF stack and copy).
 #[inline(always)]
-fn reverse_entry<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, key: &FlowKey, listener_id: u32, state: u32, now: u64) -> RevEntry {
+fn write_reverse<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, key: &FlowKey, ct: &CtEntry, state: u32, now: u64, out: &mut RevEntry) {
     let (client_mac, local_mac) = match pkt.eth(ctx) {
         // SAFETY: bounds checked by eth().
         Some(eth) => unsafe { ((*eth).src, (*eth).dst) },
         None => ([0; 6], [0; 6]),
     };
+    out.client = key.src;
+    out.vip = key.dst;
+    out.client_port = key.sport;
+    out.vip_port = key.dport;
     // SAFETY: reading the context.
-    unsafe {
-        RevEntry {
-            client: key.src,
-            vip: key.dst,
-            client_port: key.sport,
-            vip_port: key.dport,
-            ifindex: (*ctx.ctx).ingress_ifindex,
-            client_mac,
-            local_mac,
-            listener_id,
-            state,
-            _pad: 0,
-            last_seen_ns: now,
-        }
-    }
+    out.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    out.client_mac = client_mac;
+    out.local_mac = local_mac;
+    out.listener_id = ct.listener_id;
+    out.state = state;
+    out.client_isn = ct.client_isn;
+    out.last_seen_ns = now;
+    out.pp_len = ct.pp_len;
+    out.pp_version = ct.pp_version;
+    out.pp_acked = ct.pp_acked;
+    out._pad = 0;
 }
 
 /// A client packet of a known flow: NAT it towards its backend.
@@ -250,7 +255,24 @@ fn to_backend<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ct: *mut CtEntry, bytes:
         c.packets += 1;
         c.bytes += bytes;
     });
-    fwd::transmit(ctx, pkt, hop.ifindex, &hop.smac, &hop.dmac, bytes)
+    let action = fwd::transmit(ctx, pkt, hop.ifindex, &hop.smac, &hop.dmac, bytes);
+    if entry.pp_version == 0 || action == xdp_action::XDP_DROP {
+        return action;
+    }
+    // PROXY protocol: the header and the sequence shift are the tail-called program's.
+    let Some(s) = pp_scratch() else { return drop(stat::DROP_PP, 0) };
+    s.action = action;
+    s.l4_off = pkt.l4_off;
+    s.client_isn = entry.client_isn;
+    s.pp_len = entry.pp_len as u32;
+    s.pp_version = entry.pp_version;
+    s.pp_acked = entry.pp_acked;
+    s.proto = pkt.proto;
+    s.family = pkt.key.family;
+    s.fragment = pkt.is_fragment as u8;
+    s.key = pkt.key;
+    s.rkey = reverse_key(entry, pkt.key.proto, pkt.key.family);
+    TAIL_CALL | prog_index::PP_CLIENT
 }
 
 /// Once a second per flow: keep the reply path alive and pointed at where the client is now,
@@ -259,13 +281,14 @@ fn to_backend<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ct: *mut CtEntry, bytes:
 fn refresh<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
     let key = &pkt.key;
     let rkey = reverse_key(entry, key.proto, key.family);
-    let state = match REVERSE_NAT.get_ptr(&rkey) {
+    let (state, acked) = match REVERSE_NAT.get_ptr(&rkey) {
         // SAFETY: map value pointer from a successful lookup.
-        Some(r) => unsafe { (*r).state },
-        None => 0,
+        Some(r) => unsafe { ((*r).state, (*r).pp_acked) },
+        None => (0, 0),
     };
     if let Some(scratch) = scratch() {
-        scratch.rev = reverse_entry(ctx, pkt, key, entry.listener_id, state, now);
+        write_reverse(ctx, pkt, key, entry, state, now, &mut scratch.rev);
+        scratch.rev.pp_acked |= acked;
         let _ = REVERSE_NAT.insert(&rkey, &scratch.rev, 0);
     }
     if let Some(cfg) = LISTENER_CFG.get(entry.listener_id) {
@@ -294,7 +317,33 @@ fn to_client<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, rev: *mut RevEntry, bytes
         c.reply_packets += 1;
         c.reply_bytes += bytes;
     });
-    fwd::transmit(ctx, pkt, r.ifindex, &r.local_mac, &r.client_mac, bytes)
+    let action = fwd::transmit(ctx, pkt, r.ifindex, &r.local_mac, &r.client_mac, bytes);
+    // PROXY protocol over TCP: ack, SACK and MSS are the tail-called program's. (UDP replies
+    // carry no header: nothing to undo.)
+    if r.pp_version == 0 || pkt.proto != PROTO_TCP || action == xdp_action::XDP_DROP {
+        return action;
+    }
+    let Some(s) = pp_scratch() else { return drop(stat::DROP_PP, 0) };
+    s.action = action;
+    s.l4_off = pkt.l4_off;
+    s.client_isn = r.client_isn;
+    s.pp_len = r.pp_len as u32;
+    s.pp_version = r.pp_version;
+    s.pp_acked = r.pp_acked;
+    s.proto = pkt.proto;
+    s.family = pkt.key.family;
+    s.fragment = pkt.is_fragment as u8;
+    s.key = FlowKey {
+        src: r.client,
+        dst: r.vip,
+        sport: r.client_port,
+        dport: r.vip_port,
+        proto: pkt.key.proto,
+        family: pkt.key.family,
+        _pad: [0; 2],
+    };
+    s.rkey = pkt.key;
+    TAIL_CALL | prog_index::PP_BACKEND
 }
 
 /// The first packet of a flow to a listener: ACL, persistence or scheduler, a source port,
@@ -347,6 +396,7 @@ fn try_new_flow<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, key: &FlowKey, id: u32
         snat.v6
     };
     let state = if pkt.proto == PROTO_TCP { state_bits(pkt.tcp_flags) } else { 0 };
+    let (pp_version, pp_len, client_isn) = pp::for_new_flow(ctx, pkt, cfg.flags);
     let scratch = scratch().ok_or(stat::DROP_NO_SNAT_PORT)?;
     scratch.ct = CtEntry {
         backend: backend.addr,
@@ -357,8 +407,12 @@ fn try_new_flow<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, key: &FlowKey, id: u32
         listener_id: id,
         state,
         last_seen_ns: now,
+        client_isn,
+        pp_len,
+        pp_version,
+        pp_acked: 0,
     };
-    scratch.rev = reverse_entry(ctx, pkt, key, id, 0, now);
+    write_reverse(ctx, pkt, key, &scratch.ct, 0, now, &mut scratch.rev);
     let rkey = claim_snat_port(&mut scratch.ct, &scratch.rev, key).ok_or(stat::DROP_NO_SNAT_PORT)?;
     if CONNTRACK.insert(key, &scratch.ct, BPF_NOEXIST as u64).is_err() {
         // Another CPU created this flow first: release our port, the caller follows theirs.

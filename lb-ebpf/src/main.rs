@@ -16,6 +16,7 @@ mod maps;
 mod nat;
 mod parse;
 mod persist;
+mod pp;
 mod sched;
 mod stats;
 
@@ -23,10 +24,32 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    match flow::handle(&ctx) {
+    let action = match flow::handle(&ctx) {
         Ok(action) => action,
         Err(_) => xdp_action::XDP_PASS,
+    };
+    if action & flow::TAIL_CALL != 0 {
+        // PROXY protocol work, in its own program (tail calls are made from here, the entry
+        // function). It returns the verdict; if the call fails the packet cannot be sent
+        // without its header or shift.
+        // SAFETY: the context is this program's.
+        unsafe { maps::PROGS.tail_call(&ctx, action & 0xff) };
+        stats::count(lb_common::stat::DROP_PP, 0);
+        return xdp_action::XDP_DROP;
     }
+    action
+}
+
+/// PROXY protocol on a client → backend packet (tail-called by `lb_xdp`).
+#[xdp]
+pub fn lb_xdp_pp_client(ctx: XdpContext) -> u32 {
+    pp::client(&ctx)
+}
+
+/// PROXY protocol on a backend → client packet (tail-called by `lb_xdp`).
+#[xdp]
+pub fn lb_xdp_pp_backend(ctx: XdpContext) -> u32 {
+    pp::backend(&ctx)
 }
 
 #[cfg(not(test))]

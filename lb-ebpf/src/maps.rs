@@ -1,7 +1,7 @@
 //! Every map of the datapath, with the types `lb-common` defines for both sides.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::*;
 
@@ -87,4 +87,61 @@ pub fn scratch() -> Option<&'static mut Scratch> {
     // SAFETY: per-CPU slot; XDP runs to completion on its CPU, and each user is done with
     // its part before the next one starts.
     SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Programs `lb_xdp` tail-calls (`lb_common::prog_index`), filled by user space at load.
+#[map(name = "PROGS")]
+pub static PROGS: ProgramArray = ProgramArray::with_max_entries(prog_index::COUNT, 0);
+
+/// What `lb_xdp` hands a PROXY protocol program it tail-calls (a tail call passes only the
+/// context), and the buffers that program works in.
+#[repr(C)]
+pub struct PpScratch {
+    /// The verdict `lb_xdp` decided (the redirect is already set up).
+    pub action: u32,
+    /// Offset of the transport header (the same before and after the NAT).
+    pub l4_off: u32,
+    pub client_isn: u32,
+    pub pp_len: u32,
+    pub pp_version: u8,
+    pub pp_acked: u8,
+    pub proto: u8,
+    pub family: u8,
+    /// 1 when the packet is an IP fragment.
+    pub fragment: u8,
+    pub _pad: [u8; 3],
+    /// TCP option walk state, kept in the map rather than in registers: every path through
+    /// a walk step then leaves the verifier the same (unknown) state, so it prunes instead
+    /// of following each option layout separately.
+    pub opt_len: u32,
+    pub opt_pos: u32,
+    pub sack_at: u32,
+    pub sack_len: u32,
+    pub mss_at: u32,
+    /// The flow's client-side key: client → VIP, what the header tells.
+    pub key: FlowKey,
+    /// The flow's backend-side key (backend → SNAT), for `REVERSE_NAT`.
+    pub rkey: FlowKey,
+    /// Frame headers (Ethernet, IP, transport) while they are moved, or TCP options.
+    pub hdr: [u8; PP_HDR_BUF],
+    /// The PROXY header, zero-padded to a multiple of 4 bytes.
+    pub pp: [u8; PP_BUF],
+    /// A pseudo-header for checksums.
+    pub pseudo: [u8; 40],
+}
+
+/// Room for the frame headers moved when a PROXY header is inserted.
+pub const PP_HDR_BUF: usize = 256;
+/// Room for the PROXY header (at most `pp::MAX_LEN` bytes).
+pub const PP_BUF: usize = 128;
+
+#[map(name = "PP_SCRATCH")]
+pub static PP_SCRATCH: PerCpuArray<PpScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's PROXY protocol scratch space.
+#[inline(always)]
+pub fn pp_scratch() -> Option<&'static mut PpScratch> {
+    // SAFETY: per-CPU slot; `lb_xdp` fills it and the program it tail-calls reads it, both
+    // on this CPU, one packet at a time.
+    PP_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }

@@ -114,6 +114,22 @@ impl Ip for Ipv6Hdr {
     }
 }
 
+/// A TCP header without options.
+#[repr(C)]
+pub struct TcpHdr {
+    pub sport: u16,
+    pub dport: u16,
+    /// Network byte order, like every multi-byte field here.
+    pub seq: u32,
+    pub ack: u32,
+    /// Data offset (header length in 32-bit words) in the high nibble.
+    pub doff: u8,
+    pub flags: u8,
+    pub window: u16,
+    pub check: u16,
+    pub urg: u16,
+}
+
 /// The first 4 bytes of TCP and UDP headers.
 #[repr(C)]
 pub struct Ports {
@@ -130,6 +146,7 @@ const UDP_HLEN: usize = 8;
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 
 /// A pointer to a `T` at `offset` in the frame, if the whole `T` lies inside it.
@@ -160,7 +177,7 @@ pub struct Packet<H> {
 }
 
 /// Largest transport-header offset we accept (IPv6 extension headers included).
-const MAX_L4_OFF: u32 = 0x3fff;
+pub const MAX_L4_OFF: u32 = 0x3fff;
 
 impl<H: Ip> Packet<H> {
     #[inline(always)]
@@ -196,6 +213,16 @@ impl<H: Ip> Packet<H> {
     pub fn ports(&self, ctx: &XdpContext) -> Option<*mut Ports> {
         let off = self.l4_off & MAX_L4_OFF;
         if off == 0 {
+            return None;
+        }
+        ptr_at(ctx, off as usize).ok()
+    }
+
+    /// The TCP header, when the packet is TCP and its header is here.
+    #[inline(always)]
+    pub fn tcp(&self, ctx: &XdpContext) -> Option<*mut TcpHdr> {
+        let off = self.l4_off & MAX_L4_OFF;
+        if off == 0 || self.proto != PROTO_TCP {
             return None;
         }
         ptr_at(ctx, off as usize).ok()

@@ -3,6 +3,7 @@
 //! packets, small real servers, and the `lb` daemon as a child process.
 pub mod netns;
 pub mod packet;
+pub mod ppserver;
 pub mod servers;
 pub mod testbed;
 pub mod daemon;

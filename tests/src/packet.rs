@@ -83,6 +83,11 @@ pub struct Frame {
     pub payload: Vec<u8>,
     /// Send a UDP checksum of 0 ("none").
     pub udp_no_csum: bool,
+    /// TCP sequence and acknowledgment numbers.
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP options (padded to a multiple of 4 bytes with EOL).
+    pub tcp_options: Vec<u8>,
 }
 
 impl Frame {
@@ -99,7 +104,24 @@ impl Frame {
             ip_id: 0x1234,
             payload: Vec::new(),
             udp_no_csum: false,
+            seq: 1000,
+            ack: if flags & ACK != 0 { 2000 } else { 0 },
+            tcp_options: Vec::new(),
         }
+    }
+
+    pub fn seq_ack(mut self, seq: u32, ack: u32) -> Frame {
+        self.seq = seq;
+        self.ack = ack;
+        self
+    }
+
+    pub fn options(mut self, o: &[u8]) -> Frame {
+        self.tcp_options = o.to_vec();
+        while self.tcp_options.len() % 4 != 0 {
+            self.tcp_options.push(0);
+        }
+        self
     }
 
     pub fn udp(flow: Flow) -> Frame {
@@ -118,12 +140,13 @@ impl Frame {
         h.extend_from_slice(&self.flow.dport.to_be_bytes());
         let csum_at;
         if self.proto == TCP {
-            h.extend_from_slice(&1000u32.to_be_bytes()); // seq
-            h.extend_from_slice(&(if self.tcp_flags & ACK != 0 { 2000u32 } else { 0 }).to_be_bytes());
-            h.push(5 << 4);
+            h.extend_from_slice(&self.seq.to_be_bytes());
+            h.extend_from_slice(&self.ack.to_be_bytes());
+            h.push(((5 + self.tcp_options.len() / 4) as u8) << 4);
             h.push(self.tcp_flags);
             h.extend_from_slice(&64240u16.to_be_bytes());
             h.extend_from_slice(&[0, 0, 0, 0]); // csum, urg
+            h.extend_from_slice(&self.tcp_options);
             csum_at = 16;
         } else {
             h.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
@@ -224,6 +247,13 @@ pub struct Parsed {
     pub l4_csum: u16,
     pub ip_options: Vec<u8>,
     pub payload: Vec<u8>,
+    /// TCP only (zero / empty for UDP).
+    pub seq: u32,
+    pub ack: u32,
+    pub tcp_flags: u8,
+    pub tcp_options: Vec<u8>,
+    /// The IP packet's length from its header (IPv4 total length, IPv6 40 + payload length).
+    pub ip_len: usize,
 }
 
 /// Parse an Ethernet/IPv4|IPv6/TCP|UDP frame (IPv6 without extension headers, or with
@@ -232,9 +262,11 @@ pub fn parse(f: &[u8]) -> Parsed {
     assert!(f.len() >= 34, "frame too short: {}", f.len());
     let ethertype = u16::from_be_bytes([f[12], f[13]]);
     let ip = &f[14..];
+    let ip_len;
     let (src, dst, proto, l4, options, ip_ok): (IpAddr, IpAddr, u8, &[u8], Vec<u8>, bool) = if ethertype == ETH_IP {
         let ihl = ((ip[0] & 0xf) as usize) * 4;
         let tot = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+        ip_len = tot;
         (
             Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]).into(),
             Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]).into(),
@@ -246,6 +278,7 @@ pub fn parse(f: &[u8]) -> Parsed {
     } else {
         assert_eq!(ethertype, ETH_IPV6);
         let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+        ip_len = 40 + plen;
         let mut next = ip[6];
         let mut off = 40;
         while next != TCP && next != UDP {
@@ -276,6 +309,11 @@ pub fn parse(f: &[u8]) -> Parsed {
         l4_csum,
         ip_options: options,
         payload: l4[hlen..].to_vec(),
+        seq: if proto == TCP { u32::from_be_bytes(l4[4..8].try_into().unwrap()) } else { 0 },
+        ack: if proto == TCP { u32::from_be_bytes(l4[8..12].try_into().unwrap()) } else { 0 },
+        tcp_flags: if proto == TCP { l4[13] } else { 0 },
+        tcp_options: if proto == TCP { l4[20..hlen].to_vec() } else { Vec::new() },
+        ip_len,
     }
 }
 

@@ -21,6 +21,13 @@ pub struct Server {
     threads: Vec<thread::JoinHandle<()>>,
 }
 
+impl Server {
+    /// A server made of `threads` that watch `stop`.
+    pub fn from_parts(stop: Arc<AtomicBool>, threads: Vec<thread::JoinHandle<()>>) -> Server {
+        Server { stop, threads }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -89,6 +89,7 @@ pub fn listener(
         drain_timeout: None,
         acl: None,
         health_check: None,
+        proxy_protocol: lb_userspace::model::ProxyProtocol::Off,
     }
 }
 

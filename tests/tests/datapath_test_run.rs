@@ -18,7 +18,7 @@ use lb_tests::{
 };
 use lb_userspace::{
     dataplane::{Dataplane, Options, conntrack::SweepOptions, maglev},
-    model::{Acl, AclBinding, AclMode, L4Listener, Model, ObjectRef, Protocol, Scheduler, listener_name},
+    model::{Acl, AclBinding, AclMode, L4Listener, Model, ObjectRef, Protocol, ProxyProtocol, Scheduler, listener_name},
 };
 
 const XDP_DROP: u32 = 1;
@@ -649,5 +649,348 @@ fn ipv6_fragments_follow_their_first_fragment() {
         let p = parse(&frame);
         assert!(p.l4_csum_ok, "reassembled UDP checksum after NAT: {p:?}");
         assert_eq!(p.flow.3, 5353);
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// PROXY protocol: header bytes, seq/ack/SACK rewriting, MSS clamp, retransmissions, UDP.
+
+/// A listener with a PROXY protocol version.
+fn pp_listener(vip: IpAddr, port: u16, protocol: Protocol, backends: &[(IpAddr, u16, u32)], pp: ProxyProtocol) -> L4Listener {
+    let mut l = listener(vip, port, protocol, Scheduler::Rr, backends);
+    l.proxy_protocol = pp;
+    l
+}
+
+fn octets(a: IpAddr) -> Vec<u8> {
+    match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// The v2 header the spec defines for `client` → `vip` (PROXY command).
+fn v2_header(client: IpAddr, cport: u16, vip: IpAddr, vport: u16, udp: bool) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.push(0x21);
+    h.push(if client.is_ipv4() { 0x10 } else { 0x20 } | if udp { 2 } else { 1 });
+    h.extend_from_slice(&(if client.is_ipv4() { 12u16 } else { 36 }).to_be_bytes());
+    h.extend_from_slice(&octets(client));
+    h.extend_from_slice(&octets(vip));
+    h.extend_from_slice(&cport.to_be_bytes());
+    h.extend_from_slice(&vport.to_be_bytes());
+    h
+}
+
+/// The v1 header (IPv6 as eight lowercase hex groups without leading zeros).
+fn v1_header(client: IpAddr, cport: u16, vip: IpAddr, vport: u16) -> Vec<u8> {
+    let text = |a: IpAddr| match a {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => a.segments().iter().map(|g| format!("{g:x}")).collect::<Vec<_>>().join(":"),
+    };
+    let fam = if client.is_ipv4() { "TCP4" } else { "TCP6" };
+    format!("PROXY {fam} {} {} {cport} {vport}\r\n", text(client), text(vip)).into_bytes()
+}
+
+/// Linux's SYN options: MSS, SACK permitted, timestamps, window scale.
+fn syn_options(mss: u16) -> Vec<u8> {
+    let m = mss.to_be_bytes();
+    vec![2, 4, m[0], m[1], 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7]
+}
+
+/// Linux's ACK options with SACK blocks: NOP NOP TS NOP NOP SACK.
+fn sack_options(blocks: &[(u32, u32)]) -> Vec<u8> {
+    let mut o = vec![1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 1, 1, 1, 5, 2 + 8 * blocks.len() as u8];
+    for (l, r) in blocks {
+        o.extend_from_slice(&l.to_be_bytes());
+        o.extend_from_slice(&r.to_be_bytes());
+    }
+    o
+}
+
+/// (left, right) edges of the SACK option in `opts`, if any.
+fn sack_blocks(opts: &[u8]) -> Vec<(u32, u32)> {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let l = opts[i + 1] as usize;
+                if kind == 5 {
+                    let be = |o: usize| u32::from_be_bytes(opts[o..o + 4].try_into().unwrap());
+                    return (0..(l - 2) / 8).map(|b| (be(i + 2 + 8 * b), be(i + 6 + 8 * b))).collect();
+                }
+                i += l.max(2);
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// The MSS option's value in `opts`, if any.
+fn mss_of(opts: &[u8]) -> Option<u16> {
+    opts.windows(4).position(|w| w[0] == 2 && w[1] == 4).map(|i| u16::from_be_bytes([opts[i + 2], opts[i + 3]]))
+}
+
+/// One TCP connection through a PROXY listener, driven frame by frame.
+struct PpConn {
+    flow: Flow,
+    backend: IpAddr,
+    bport: u16,
+    snat: IpAddr,
+    snat_port: u16,
+}
+
+impl PpConn {
+    /// Open with a SYN carrying `options`: the SYN goes through unchanged.
+    fn open(t: &mut Bench, flow: Flow, isn: u32, options: &[u8]) -> PpConn {
+        let syn = Frame::tcp(flow, SYN).seq_ack(isn, 0).options(options);
+        let (v, p) = t.client(&syn);
+        assert_eq!(v, XDP_REDIRECT, "SYN");
+        assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
+        assert_eq!((p.seq, p.tcp_options.clone(), p.payload.len()), (isn, syn.tcp_options.clone(), 0), "the SYN is not touched");
+        PpConn { flow, backend: p.flow.2, bport: p.flow.3, snat: p.flow.0, snat_port: p.flow.1 }
+    }
+
+    /// A client segment: (verdict, parsed output).
+    fn send(&self, t: &mut Bench, flags: u8, seq: u32, payload: &[u8]) -> (u32, lb_tests::packet::Parsed, Vec<u8>) {
+        let f = Frame::tcp(self.flow, flags).seq_ack(seq, 7001).payload(payload);
+        let (v, out) = t.run(&f.bytes(), t.a);
+        let p = if v == XDP_REDIRECT { parse(&out) } else { parse_or_empty(&out) };
+        (v, p, out)
+    }
+
+    /// A backend segment towards the client: (verdict, parsed output).
+    fn reply(&self, t: &mut Bench, flags: u8, ack: u32, options: &[u8]) -> (u32, lb_tests::packet::Parsed) {
+        let f = Frame {
+            dst_mac: t.b_mac,
+            ..Frame::tcp(Flow::new(self.backend, self.bport, self.snat, self.snat_port), flags).seq_ack(7000, ack).options(options)
+        };
+        let (v, out) = t.run(&f.bytes(), t.b);
+        assert_eq!(v, XDP_REDIRECT, "backend → client");
+        let p = parse(&out);
+        assert!(p.ip_csum_ok && p.l4_csum_ok, "checksums of the backend's segment after rewriting: {p:?}");
+        (v, p)
+    }
+}
+
+#[test]
+fn proxy_v2_tcp_header_seq_ack_sack_mss() {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![pp_listener(vip, 80, Protocol::Tcp, &[be(B1, 8080, 1)], ProxyProtocol::V2)]);
+    with_datapath("proxy_v2_tcp_header_seq_ack_sack_mss", m, move |t| {
+        let flow = Flow::new(CLIENT, 40000, VIP, 80);
+        let c = PpConn::open(t, flow, 5000, &syn_options(1460));
+        let hdr = v2_header(CLIENT.into(), 40000, vip, 80, false);
+        let len = hdr.len() as u32;
+        assert_eq!(len, 28);
+
+        // SYN-ACK: MSS clamped by the header's length, ack (ISN+1) unchanged.
+        let (_, p) = c.reply(t, SYN | ACK, 5001, &syn_options(1460));
+        assert_eq!(mss_of(&p.tcp_options), Some(1460 - 28), "MSS clamp");
+        assert_eq!(p.ack, 5001);
+        assert_eq!(p.flow, (vip, 80, IpAddr::V4(CLIENT), 40000));
+
+        // The handshake's final ACK (seq ISN+1, no data) carries the header: server-first
+        // protocols get it before the server speaks.
+        let (v, p, _) = c.send(t, ACK, 5001, b"");
+        assert_eq!(v, XDP_REDIRECT);
+        assert!(p.ip_csum_ok && p.l4_csum_ok, "checksums after insertion: {p:?}");
+        assert_eq!((p.seq, p.payload.clone()), (5001, hdr.clone()), "header at ISN+1");
+        assert_eq!(p.ip_len, 20 + 20 + 28);
+        assert_eq!((p.flow.2, p.flow.3), (IpAddr::V4(B1), 8080));
+
+        // The first data segment, and its retransmission, before the backend acknowledged
+        // the header: each carries the same header in front of the data.
+        let (_, first, first_bytes) = c.send(t, ACK | PSH, 5001, b"GET / HTTP/1.0\r\n\r\n");
+        assert!(first.l4_csum_ok && first.ip_csum_ok, "{first:?}");
+        assert_eq!(first.payload, [hdr.clone(), b"GET / HTTP/1.0\r\n\r\n".to_vec()].concat());
+        assert_eq!(first.seq, 5001);
+        let (_, _, again) = c.send(t, ACK | PSH, 5001, b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(again, first_bytes, "a retransmission carries byte-identical header and data");
+
+        // The backend acknowledges part of the header only: the client sees nothing acked.
+        let (_, p) = c.reply(t, ACK, 5001 + 10, &[]);
+        assert_eq!(p.ack, 5001);
+        // Now the header and 18 bytes of data: the client sees its 18 bytes acknowledged.
+        let (_, p) = c.reply(t, ACK, 5001 + len + 18, &[]);
+        assert_eq!(p.ack, 5001 + 18, "ack moves down by the header length");
+
+        // After the backend holds the header, a retransmission of the first segment and any
+        // later segment are only shifted.
+        let (_, p, _) = c.send(t, ACK | PSH, 5001, b"GET / HTTP/1.0\r\n\r\n");
+        assert!(p.l4_csum_ok, "{p:?}");
+        assert_eq!((p.seq, p.payload.clone()), (5001 + len, b"GET / HTTP/1.0\r\n\r\n".to_vec()));
+        let (_, p, _) = c.send(t, ACK | PSH, 5019, b"more");
+        assert!(p.l4_csum_ok);
+        assert_eq!((p.seq, p.payload.clone()), (5019 + len, b"more".to_vec()));
+        let (_, p, _) = c.send(t, ACK, 5023, b"");
+        assert_eq!((p.seq, p.payload.len()), (5023 + len, 0), "pure ACKs are shifted, not given a header");
+
+        // SACK blocks from the backend move down too (timestamps untouched).
+        let opts = sack_options(&[(5001 + len + 100, 5001 + len + 200), (5001 + len + 300, 5001 + len + 400)]);
+        let (_, p) = c.reply(t, ACK, 5001 + len + 50, &opts);
+        assert_eq!(p.ack, 5051);
+        assert_eq!(sack_blocks(&p.tcp_options), vec![(5101, 5201), (5301, 5401)]);
+        assert_eq!(&p.tcp_options[..12], &opts[..12], "timestamps untouched");
+        // A D-SACK of a duplicate header maps to the first data byte.
+        let (_, p) = c.reply(t, ACK, 5001 + len + 50, &sack_options(&[(5001, 5001 + len)]));
+        assert_eq!(sack_blocks(&p.tcp_options), vec![(5001, 5001)]);
+
+        // A client FIN and RST after the header: shifted.
+        let (_, p, _) = c.send(t, FIN | ACK, 5100, b"");
+        assert_eq!(p.seq, 5100 + len);
+
+        // A SYN-ACK without options (SYN without options on a second connection).
+        let c2 = PpConn::open(t, Flow::new(CLIENT, 40001, VIP, 80), 0xffff_fff0, &[]);
+        let (_, p) = c2.reply(t, SYN | ACK, 0xffff_fff1, &[]);
+        assert!(p.tcp_options.is_empty() && p.ack == 0xffff_fff1);
+        // Sequence numbers wrap: ISN+1+len past 2^32.
+        let (_, p, _) = c2.send(t, ACK | PSH, 0xffff_fff1, b"x");
+        assert_eq!((p.seq, p.payload.len()), (0xffff_fff1, 29));
+        let (_, p) = c2.reply(t, ACK, 0xffff_fff1u32.wrapping_add(29), &[]);
+        assert_eq!(p.ack, 0xffff_fff2);
+        let (_, p, _) = c2.send(t, ACK | PSH, 0xffff_fff2, b"y");
+        assert_eq!(p.seq, 0xffff_fff2u32.wrapping_add(28));
+        assert!(p.l4_csum_ok);
+
+        let stats = t.dp.stats().unwrap();
+        assert_eq!(stats.packets("pp_inserted"), 4, "{stats:?}");
+        assert_eq!(stats.packets("drop_pp"), 0);
+    });
+}
+
+#[test]
+fn proxy_v1_and_ipv6_header_bytes() {
+    let vip6 = v6("2001:db8:100::10");
+    let client6 = v6("2001:db8::2");
+    let b6 = (IpAddr::V6(v6("2001:db8:1::2")), 8080, 1);
+    let m = model(vec![
+        pp_listener(IpAddr::V4(VIP), 80, Protocol::Tcp, &[be(B1, 8080, 1)], ProxyProtocol::V1),
+        pp_listener(IpAddr::V6(vip6), 80, Protocol::Tcp, &[b6], ProxyProtocol::V1),
+        pp_listener(IpAddr::V6(vip6), 81, Protocol::Tcp, &[b6], ProxyProtocol::V2),
+    ]);
+    with_datapath("proxy_v1_and_ipv6_header_bytes", m, move |t| {
+        // v1 over IPv4; clients whose header has an odd and an even length (the payload
+        // changes byte lanes in the checksum when it is odd).
+        for (client, sport) in [(Ipv4Addr::new(198, 18, 0, 2), 40000u16), (Ipv4Addr::new(198, 18, 0, 23), 5)] {
+            let c = PpConn::open(t, Flow::new(client, sport, VIP, 80), 100, &syn_options(1460));
+            let hdr = v1_header(client.into(), sport, VIP.into(), 80);
+            let (_, p) = c.reply(t, SYN | ACK, 101, &syn_options(1460));
+            assert_eq!(mss_of(&p.tcp_options), Some(1460 - hdr.len() as u16));
+            let (_, p, _) = c.send(t, ACK | PSH, 101, b"hello, odd and even\n");
+            assert!(p.ip_csum_ok && p.l4_csum_ok, "{} bytes of header: {p:?}", hdr.len());
+            assert_eq!(p.payload, [hdr.clone(), b"hello, odd and even\n".to_vec()].concat(), "{}", String::from_utf8_lossy(&p.payload));
+            let (_, p) = c.reply(t, ACK, 101 + hdr.len() as u32 + 20, &[]);
+            assert_eq!(p.ack, 121);
+            let (_, p, _) = c.send(t, ACK | PSH, 121, b"z");
+            assert_eq!(p.seq, 121 + hdr.len() as u32);
+            assert!(p.l4_csum_ok);
+        }
+        // v1 and v2 over IPv6.
+        for (port, want) in [(80u16, v1_header(client6.into(), 50000, vip6.into(), 80)), (81, v2_header(client6.into(), 50000, vip6.into(), 81, false))] {
+            let c = PpConn::open(t, Flow::new(client6, 50000, vip6, port), 77, &syn_options(1440));
+            let (_, p) = c.reply(t, SYN | ACK, 78, &syn_options(1440));
+            assert_eq!(mss_of(&p.tcp_options), Some(1440 - want.len() as u16));
+            let (_, p, _) = c.send(t, ACK, 78, b"");
+            assert!(p.l4_csum_ok, "{p:?}");
+            assert_eq!(p.payload, want, "{}", String::from_utf8_lossy(&p.payload));
+            assert_eq!(p.ip_len, 40 + 20 + want.len());
+        }
+        assert_eq!(v1_header(client6.into(), 50000, vip6.into(), 80), b"PROXY TCP6 2001:db8:0:0:0:0:0:2 2001:db8:100:0:0:0:0:10 50000 80\r\n");
+    });
+}
+
+#[test]
+fn proxy_udp_datagrams_get_a_v2_header_replies_do_not() {
+    let vip6 = v6("2001:db8:100::10");
+    let client6 = v6("2001:db8::2");
+    let m = model(vec![
+        pp_listener(IpAddr::V4(VIP), 53, Protocol::Udp, &[be(B1, 5353, 1)], ProxyProtocol::V2),
+        // v1 asked: UDP still gets v2.
+        pp_listener(IpAddr::V6(vip6), 53, Protocol::Udp, &[(IpAddr::V6(v6("2001:db8:1::2")), 5353, 1)], ProxyProtocol::V1),
+    ]);
+    with_datapath("proxy_udp_datagrams_get_a_v2_header_replies_do_not", m, move |t| {
+        for (client, vip) in [(IpAddr::V4(CLIENT), IpAddr::V4(VIP)), (IpAddr::V6(client6), IpAddr::V6(vip6))] {
+            let hdr = v2_header(client, 41000, vip, 53, true);
+            let mut snat = None;
+            for i in 0..3u8 {
+                let (v, p) = t.client(&Frame::udp(Flow::new(client, 41000, vip, 53)).payload(&[b'q', i]));
+                assert_eq!(v, XDP_REDIRECT);
+                assert!(p.ip_csum_ok && p.l4_csum_ok && p.l4_csum != 0, "{p:?}");
+                assert_eq!(p.payload, [hdr.clone(), vec![b'q', i]].concat(), "every datagram");
+                snat = Some((p.flow.0, p.flow.1, p.flow.2));
+            }
+            // The backend's reply goes back as it was sent.
+            let (s, sport, b) = snat.unwrap();
+            let reply = Frame { dst_mac: t.b_mac, ..Frame::udp(Flow::new(b, 5353, s, sport)).payload(b"answer") };
+            let (v, out) = t.run(&reply.bytes(), t.b);
+            assert_eq!(v, XDP_REDIRECT);
+            let p = parse(&out);
+            assert!(p.l4_csum_ok);
+            assert_eq!((p.flow, p.payload), ((vip, 53, client, 41000), b"answer".to_vec()));
+        }
+        // IPv4 without a UDP checksum stays without one.
+        let mut f = Frame::udp(Flow::new(CLIENT, 41001, VIP, 53)).payload(b"nocsum");
+        f.udp_no_csum = true;
+        let (v, p) = t.client(&f);
+        assert_eq!(v, XDP_REDIRECT);
+        assert_eq!((p.l4_csum, p.payload.len()), (0, 28 + 6));
+        // A fragmented datagram cannot grow: dropped and counted.
+        let mut frag = Frame::udp(Flow::new(CLIENT, 41002, VIP, 53)).payload(&[1u8; 32]);
+        frag.frag_off = 0x2000;
+        let (v, _) = t.run(&frag.with_l3_payload(&frag.l4()[..24]), t.a);
+        assert_eq!(v, XDP_DROP);
+        let stats = t.dp.stats().unwrap();
+        assert_eq!((stats.packets("pp_inserted"), stats.packets("drop_pp")), (7, 1), "{stats:?}");
+    });
+}
+
+#[test]
+fn proxy_malformed_options_and_toggling() {
+    let vip = IpAddr::V4(VIP);
+    let on = model(vec![pp_listener(vip, 80, Protocol::Tcp, &[be(B1, 8080, 1)], ProxyProtocol::V2)]);
+    let off = model(vec![pp_listener(vip, 80, Protocol::Tcp, &[be(B1, 8080, 1)], ProxyProtocol::Off)]);
+    with_datapath("proxy_malformed_options_and_toggling", on, move |t| {
+        let c = PpConn::open(t, Flow::new(CLIENT, 42000, VIP, 80), 1, &syn_options(1460));
+        let (_, _, _) = c.send(t, ACK | PSH, 2, b"data");
+        let len = 28u32;
+        // Backend segments with broken or odd options: forwarded, checksums right, never a crash.
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("option length 0", vec![8, 0, 1, 1]),
+            ("option longer than the header", vec![1, 1, 5, 30, 0, 0, 0, 0]),
+            ("SACK of odd length", vec![5, 7, 0, 0, 0, 0, 0, 1]),
+            ("EOL first", vec![0, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            ("40 NOPs", vec![1; 40]),
+            ("unknown kinds", vec![99, 4, 1, 2, 254, 6, 1, 2, 3, 4, 1, 1]),
+        ];
+        for (name, opts) in cases {
+            let (v, p) = c.reply(t, ACK, 2 + len + 4, &opts);
+            assert_eq!(v, XDP_REDIRECT, "{name}");
+            assert_eq!(p.ack, 6, "{name}");
+        }
+        // A SACK behind more options than the walk covers is blanked, never passed unshifted.
+        let mut many = vec![1u8; 24];
+        many.extend_from_slice(&[5, 10]);
+        many.extend_from_slice(&(2 + len + 100).to_be_bytes());
+        many.extend_from_slice(&(2 + len + 200).to_be_bytes());
+        let (_, p) = c.reply(t, ACK, 2 + len + 4, &many);
+        assert!(sack_blocks(&p.tcp_options).iter().all(|b| *b == (102, 202)), "{:?}", p.tcp_options);
+        // A client segment at ISN+1 with a data offset below 5: dropped and counted.
+        let c2 = PpConn::open(t, Flow::new(CLIENT, 42001, VIP, 80), 1, &[]);
+        let mut bad = Frame::tcp(c2.flow, ACK).seq_ack(2, 1).payload(b"x").bytes();
+        bad[14 + 20 + 12] = 4 << 4;
+        let (v, _) = t.run(&bad, t.a);
+        assert_eq!(v, XDP_DROP);
+        assert_eq!(t.dp.stats().unwrap().packets("drop_pp"), 1);
+
+        // Turning the annotation off affects new connections only.
+        t.dp.apply(&off).unwrap();
+        let (_, p, _) = c.send(t, ACK | PSH, 6, b"still shifted");
+        assert_eq!(p.seq, 6 + len, "the established flow keeps its framing");
+        let c3 = PpConn::open(t, Flow::new(CLIENT, 42002, VIP, 80), 1, &[]);
+        let (_, p, _) = c3.send(t, ACK | PSH, 2, b"plain");
+        assert_eq!((p.seq, p.payload), (2, b"plain".to_vec()), "a new flow gets no header");
     });
 }

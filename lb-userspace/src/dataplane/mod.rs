@@ -16,12 +16,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, DevMapHash, HashMap as BpfHashMap, MapData},
+    maps::{Array, DevMapHash, HashMap as BpfHashMap, MapData, ProgramArray},
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
     DatapathConfig, FAMILY_V4, FAMILY_V6, Listener, ListenerKey, MAX_LISTENERS, SnatAddr, acl_mode, listener_flags,
-    map_names as names, scheduler,
+    map_names as names, prog_index, scheduler,
 };
 use thiserror::Error;
 
@@ -29,7 +29,7 @@ pub use backends::BackendIds;
 pub use stats::{Count, Stats};
 use table::{Region, TableAlloc};
 
-use crate::model::{AclMode, L4Listener, ListenerId, Model, Scheduler};
+use crate::model::{AclMode, L4Listener, ListenerId, Model, ProxyProtocol, Scheduler};
 
 /// The datapath object built by `cargo xtask build-ebpf`, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -42,6 +42,8 @@ pub enum DataplaneError {
     Load(#[from] aya::EbpfError),
     #[error("the XDP program: {0}")]
     Program(#[from] aya::programs::ProgramError),
+    #[error("the XDP program {name}: {source}")]
+    NamedProgram { name: &'static str, source: aya::programs::ProgramError },
     #[error("map {map}: {source}")]
     Map { map: &'static str, source: aya::maps::MapError },
     #[error("{what} is missing from the object")]
@@ -126,6 +128,20 @@ impl Dataplane {
             .load(EBPF_OBJECT)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load()?;
+        // The programs lb_xdp tail-calls (PROXY protocol), by index.
+        let mut fds = Vec::new();
+        for name in prog_index::NAMES {
+            let p: &mut Xdp = ebpf.program_mut(name).ok_or(DataplaneError::Missing { what: name })?.try_into()?;
+            p.load().map_err(|source| DataplaneError::NamedProgram { name, source })?;
+            fds.push(p.fd()?.try_clone().map_err(|e| DataplaneError::Map {
+                map: names::PROGS,
+                source: aya::maps::MapError::InvalidName { name: format!("{name}: {e}") },
+            })?);
+        }
+        let mut progs: ProgramArray<&mut MapData> = map_mut(&mut ebpf, names::PROGS)?;
+        for (i, fd) in fds.iter().enumerate() {
+            progs.set(i as u32, fd, 0).map_err(map_err(names::PROGS))?;
+        }
         let mut dp = Dataplane {
             ebpf,
             links: Vec::new(),
@@ -455,7 +471,11 @@ fn listener_entry(l: &L4Listener, region: Region) -> (ListenerKey, Listener) {
             Some(AclMode::Black) => acl_mode::BLACK,
         },
         _pad: [0; 2],
-        flags: 0,
+        flags: match l.proxy_protocol {
+            ProxyProtocol::Off => 0,
+            ProxyProtocol::V1 => listener_flags::PROXY_V1,
+            ProxyProtocol::V2 => listener_flags::PROXY_V2,
+        },
     };
     (key, value)
 }

@@ -106,6 +106,22 @@ pub struct L4Listener {
     pub acl: Option<AclBinding>,
     /// Active health checks of the backends (CLB `health-check-*`); `None` = off.
     pub health_check: Option<crate::health::HealthCheck>,
+    /// PROXY protocol header towards the backends (CLB `proxy-protocol`, version from
+    /// `lb.dev/proxy-protocol-version`); new flows only.
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// The PROXY protocol header a listener's backends get at the start of every connection
+/// (TCP) or datagram (UDP, always v2: v1 has no datagram form).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    #[default]
+    Off,
+    /// Text header (`PROXY TCP4 ...\r\n`).
+    V1,
+    /// Binary header.
+    V2,
 }
 
 /// Default idle timeout of an established TCP flow (CLB `established-timeout` default).

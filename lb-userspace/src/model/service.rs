@@ -7,7 +7,7 @@ use std::{
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-use super::{AclBinding, AclMode, Backend, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol};
+use super::{AclBinding, AclMode, Backend, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol, ProxyProtocol};
 use crate::annotations::clb::{self, Acl, AclType, ConnectionDrain, IpVersion, ListenerProtocol, ServicePortInfo};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -15,6 +15,10 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Maglev), `ADDRESS=WEIGHT,...`, weights 0..=100 (0 = no new flows). Endpoints not listed
 /// weigh 100.
 pub const ENDPOINT_WEIGHTS: &str = "lb.dev/endpoint-weights";
+/// Project annotation on a Service: the PROXY protocol version its listeners send when CLB
+/// `proxy-protocol` is `on`: `"2"` (binary, the default) or `"1"` (text; TCP listeners only,
+/// UDP listeners always send v2).
+pub const PROXY_PROTOCOL_VERSION: &str = "lb.dev/proxy-protocol-version";
 /// Weight of an endpoint without one.
 pub const DEFAULT_WEIGHT: u32 = 100;
 
@@ -81,18 +85,42 @@ pub fn listeners(
         .map(|e| ObjectError { object: source.clone(), field: e.annotation.clone(), reason: e.reason.clone() })
         .collect();
     let cfg = &parsed.config;
-    let notices: Vec<Notice> = parsed
+    let mut notices: Vec<Notice> = parsed
         .not_applicable
         .iter()
         .map(|n| Notice { object: source.clone(), field: n.annotation.clone(), note: n.reason.clone() })
         .collect();
-    if cfg.l4.proxy_protocol {
-        errors.push(ObjectError {
-            object: source.clone(),
-            field: format!("{}proxy-protocol", clb::CLB_PREFIX),
-            reason: "on is not implemented yet: backends would not get the PROXY header they expect".into(),
-        });
-    }
+    let proxy_protocol = match annotations.get(PROXY_PROTOCOL_VERSION).map(|v| v.trim()) {
+        _ if !cfg.l4.proxy_protocol => {
+            if annotations.contains_key(PROXY_PROTOCOL_VERSION) {
+                notices.push(Notice {
+                    object: source.clone(),
+                    field: format!("metadata.annotations[{PROXY_PROTOCOL_VERSION}]"),
+                    note: format!("has no effect while {}proxy-protocol is off", clb::CLB_PREFIX),
+                });
+            }
+            ProxyProtocol::Off
+        }
+        None | Some("2") => ProxyProtocol::V2,
+        Some("1") => {
+            if ports.iter().any(|p| p.protocol == Protocol::Udp) {
+                notices.push(Notice {
+                    object: source.clone(),
+                    field: format!("metadata.annotations[{PROXY_PROTOCOL_VERSION}]"),
+                    note: "UDP listeners send PROXY protocol v2 (v1 has no datagram form)".into(),
+                });
+            }
+            ProxyProtocol::V1
+        }
+        Some(other) => {
+            errors.push(ObjectError {
+                object: source.clone(),
+                field: format!("metadata.annotations[{PROXY_PROTOCOL_VERSION}]"),
+                reason: format!("{other:?} is not a PROXY protocol version (\"1\" or \"2\")"),
+            });
+            ProxyProtocol::Off
+        }
+    };
     let vip = match vip(svc) {
         Ok(v) => v,
         Err(reason) => {
@@ -179,6 +207,7 @@ pub fn listeners(
             },
             acl: acl.clone(),
             health_check: crate::health::from_clb(&cfg.health_check, protocol),
+            proxy_protocol,
         });
     }
     let l7 = super::l7::clb_listeners(&source, cfg, vip, acl.as_ref(), lookup)?;
@@ -377,6 +406,32 @@ spec: {type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{port: 80}]}
         assert_eq!(addrs, ["198.18.11.2"], "only node-a's endpoint");
         let nowhere = model::build(&set, &model::BuildOptions::default());
         assert!(nowhere.errors[0].to_string().contains("externalTrafficPolicy: Local needs this node's name"), "{:?}", nowhere.errors);
+    }
+
+    #[test]
+    fn proxy_protocol_on_with_its_version() {
+        use crate::model::ProxyProtocol;
+        let with = |ann: &str| build(&SVC.replace("metadata: {name: web, namespace: shop}", &format!("metadata:\n  name: web\n  namespace: shop\n  annotations:\n{ann}")));
+        let on = "    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-proxy-protocol: \"on\"\n";
+        let b = with(on);
+        assert!(b.errors.is_empty(), "{:?}", b.errors);
+        assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::V2, "v2 by default");
+        assert_eq!(b.model.listeners["198.18.100.10:53/udp"].proxy_protocol, ProxyProtocol::V2);
+        let b = with(&format!("{on}    lb.dev/proxy-protocol-version: \"1\"\n"));
+        assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::V1);
+        assert!(b.notices.iter().any(|n| n.note.contains("UDP listeners send PROXY protocol v2")), "{:?}", b.notices);
+        let b = with(&format!("{on}    lb.dev/proxy-protocol-version: \"2\"\n"));
+        assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::V2);
+        let b = with(&format!("{on}    lb.dev/proxy-protocol-version: \"3\"\n"));
+        assert_eq!(
+            b.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            ["Service shop/web: metadata.annotations[lb.dev/proxy-protocol-version]: \"3\" is not a PROXY protocol version (\"1\" or \"2\")"]
+        );
+        assert!(b.model.listeners.is_empty());
+        let b = with("    lb.dev/proxy-protocol-version: \"1\"\n");
+        assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::Off);
+        assert!(b.notices.iter().any(|n| n.note.contains("no effect while")), "{:?}", b.notices);
+        assert_eq!(build(SVC).model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::Off);
     }
 
     #[test]

@@ -136,7 +136,9 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
             "bench".into(),
             Acl { source: ObjectRef::default_for("AccessControlList", "bench"), entries: vec!["198.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()] },
         );
-        for l in [listener(80, Scheduler::Rr, &two), listener(81, Scheduler::Wrr, &two), listener(82, Scheduler::Sch, &two), listener(443, Scheduler::Rr, &six), acl_l] {
+        let mut pp_l = listener(85, Scheduler::Rr, &two);
+        pp_l.proxy_protocol = lb_userspace::model::ProxyProtocol::V2;
+        for l in [listener(80, Scheduler::Rr, &two), listener(81, Scheduler::Wrr, &two), listener(82, Scheduler::Sch, &two), listener(443, Scheduler::Rr, &six), acl_l, pp_l] {
             m.listeners.insert(listener_name(&l), l);
         }
         let mut dp = Dataplane::load(&Options::default())?;
@@ -169,6 +171,19 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         let p = parse(&fwd);
         let reply = Frame { dst_mac: [0; 6], ..Frame::tcp(Flow::new(p.flow.2, 8080, p.flow.0, p.flow.1), ACK) }.bytes();
         repeated("backend reply, IPv4", prog, &reply, b);
+        // PROXY protocol v2: the first segment (header inserted, each run: the backend never
+        // acknowledges it here), then a later segment once it did (seq shifted only).
+        let ppf = Flow::new(Ipv4Addr::new(198, 18, 0, 2), 40000, VIP, 85);
+        let (v, syn_out, _) = run_frame(prog, &Frame::tcp(ppf, SYN).seq_ack(1000, 0).bytes(), a, 1);
+        anyhow::ensure!(v == XDP_REDIRECT, "PROXY bench flow not forwarded (verdict {v})");
+        let first = Frame::tcp(ppf, ACK | lb_tests::packet::PSH).seq_ack(1001, 1).payload(&[b'x'; 64]).bytes();
+        repeated("PROXY v2 first segment (header inserted), IPv4", prog, &first, a);
+        let p = parse(&syn_out);
+        let ack = Frame { dst_mac: [0; 6], ..Frame::tcp(Flow::new(p.flow.2, 8080, p.flow.0, p.flow.1), ACK).seq_ack(1, 1001 + 28 + 64) }.bytes();
+        run_frame(prog, &ack, b, 1);
+        let later = Frame::tcp(ppf, ACK | lb_tests::packet::PSH).seq_ack(1065, 1).payload(&[b'x'; 64]).bytes();
+        repeated("PROXY v2 later segment (seq shifted), IPv4", prog, &later, a);
+        repeated("PROXY v2 backend ACK (ack shifted), IPv4", prog, &ack, b);
         // New flows: one packet each (distinct client address per repeat and port per packet),
         // so one BPF_PROG_TEST_RUN call per packet: its fixed cost is measured on the floor
         // program the same way, and subtracted out by the ratio.

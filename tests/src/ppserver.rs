@@ -1,0 +1,221 @@
+//! A PROXY protocol backend for the end-to-end tests: a server-first TCP service (it writes
+//! its banner before reading anything, then requires a PROXY header as the first bytes of
+//! the stream) with upload and download commands checked by a hash, and a UDP receiver that
+//! checks the v2 header of every datagram. Peers that are not ours (nginx, haproxy) are
+//! started by the tests themselves.
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{netns::Netns, servers::Server};
+
+/// The banner the server writes first.
+pub const BANNER: &str = "220 lb-test ready";
+
+/// What a PROXY header said: (source, destination, version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub version: u8,
+}
+
+const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Parse a v2 header at the start of `b`: (header, its length).
+pub fn parse_v2(b: &[u8], want_dgram: bool) -> Result<(Header, usize)> {
+    if b.len() < 16 || &b[..12] != V2_SIG {
+        bail!("no v2 signature: {:02x?}", &b[..b.len().min(16)]);
+    }
+    if b[12] != 0x21 {
+        bail!("version/command {:#x}, want 0x21 (v2, PROXY)", b[12]);
+    }
+    let len = u16::from_be_bytes([b[14], b[15]]) as usize;
+    if b.len() < 16 + len {
+        bail!("header says {len} address bytes, {} present", b.len() - 16);
+    }
+    let transport = b[13] & 0x0f;
+    if transport != if want_dgram { 2 } else { 1 } {
+        bail!("transport {transport} (1 stream, 2 datagram)");
+    }
+    let a = &b[16..16 + len];
+    let (src, dst) = match b[13] >> 4 {
+        1 if len >= 12 => {
+            let ip = |o: usize| IpAddr::from(<[u8; 4]>::try_from(&a[o..o + 4]).unwrap());
+            let port = |o: usize| u16::from_be_bytes([a[o], a[o + 1]]);
+            (SocketAddr::new(ip(0), port(8)), SocketAddr::new(ip(4), port(10)))
+        }
+        2 if len >= 36 => {
+            let ip = |o: usize| IpAddr::from(<[u8; 16]>::try_from(&a[o..o + 16]).unwrap());
+            let port = |o: usize| u16::from_be_bytes([a[o], a[o + 1]]);
+            (SocketAddr::new(ip(0), port(32)), SocketAddr::new(ip(16), port(34)))
+        }
+        f => bail!("family {f} with {len} address bytes"),
+    };
+    Ok((Header { src, dst, version: 2 }, 16 + len))
+}
+
+/// Parse a v1 line (without its `\r\n`).
+pub fn parse_v1(line: &str) -> Result<Header> {
+    let f: Vec<&str> = line.split(' ').collect();
+    if f.len() != 6 || f[0] != "PROXY" || !(f[1] == "TCP4" || f[1] == "TCP6") {
+        bail!("bad v1 line {line:?}");
+    }
+    let ip = |s: &str| s.parse::<IpAddr>().with_context(|| format!("address {s:?}"));
+    let port = |s: &str| s.parse::<u16>().with_context(|| format!("port {s:?}"));
+    Ok(Header { src: SocketAddr::new(ip(f[2])?, port(f[4])?), dst: SocketAddr::new(ip(f[3])?, port(f[5])?), version: 1 })
+}
+
+/// Read the PROXY header that must start the stream (v1 or v2), and nothing more.
+fn read_header(r: &mut impl Read) -> Result<Header> {
+    let mut first = [0u8; 1];
+    r.read_exact(&mut first).context("stream ended before any byte")?;
+    if first[0] == b'P' {
+        let mut line = vec![b'P'];
+        while !line.ends_with(b"\r\n") {
+            if line.len() > 107 {
+                bail!("v1 line longer than 107 bytes");
+            }
+            let mut c = [0u8; 1];
+            r.read_exact(&mut c)?;
+            line.push(c[0]);
+        }
+        return parse_v1(std::str::from_utf8(&line[..line.len() - 2])?);
+    }
+    let mut b = vec![first[0]; 16];
+    r.read_exact(&mut b[1..])?;
+    let len = u16::from_be_bytes([b[14], b[15]]) as usize;
+    b.resize(16 + len, 0);
+    r.read_exact(&mut b[16..])?;
+    Ok(parse_v2(&b, false)?.0)
+}
+
+/// 64-bit FNV-1a.
+pub fn fnv(data: &[u8], mut h: u64) -> u64 {
+    for b in data {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// `n` deterministic pseudo-random bytes from `seed` (xorshift64), in chunks to `f`.
+pub fn stream_bytes(n: usize, seed: u64, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    let mut x = seed | 1;
+    let mut buf = vec![0u8; 65536];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(buf.len());
+        for chunk in buf[..k].chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let w = x.to_le_bytes();
+            chunk.copy_from_slice(&w[..chunk.len()]);
+        }
+        f(&buf[..k])?;
+        left -= k;
+    }
+    Ok(())
+}
+
+/// In `ns` on `port` (all addresses): the server-first TCP service and the UDP receiver.
+///
+/// TCP: writes [`BANNER`], reads the PROXY header, answers `200 <src> v<version>` (or
+/// `500 <why>` and closes); then serves `UP <n>` (reads n bytes, answers `OK <fnv>`),
+/// `DOWN <n> <seed>` (writes n bytes of [`stream_bytes`]) and `QUIT`.
+/// UDP: answers each datagram with `ok <src> <payload>` when it starts with a valid v2
+/// datagram header, else `bad <why>`.
+pub fn start(ns: &Netns, port: u16) -> Result<Server> {
+    let addr: SocketAddr = format!("[::]:{port}").parse()?;
+    let (tcp, udp) = ns.run(move || -> Result<(TcpListener, UdpSocket)> {
+        Ok((TcpListener::bind(addr).context("tcp bind")?, UdpSocket::bind(addr).context("udp bind")?))
+    })?;
+    tcp.set_nonblocking(true)?;
+    udp.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    {
+        let stop = stop.clone();
+        threads.push(thread::spawn(move || {
+            use std::os::fd::AsFd;
+            while !stop.load(Ordering::Relaxed) {
+                let mut fds = [nix::poll::PollFd::new(tcp.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, 50u16);
+                if let Ok((s, _)) = tcp.accept() {
+                    thread::spawn(move || {
+                        let _ = serve(s);
+                    });
+                }
+            }
+        }));
+    }
+    {
+        let stop = stop.clone();
+        threads.push(thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                    let answer = match parse_v2(&buf[..n], true) {
+                        Ok((h, hl)) => format!("ok {} {}", h.src, String::from_utf8_lossy(&buf[hl..n])),
+                        Err(e) => format!("bad {e:#}"),
+                    };
+                    let _ = udp.send_to(answer.as_bytes(), from);
+                }
+            }
+        }));
+    }
+    Ok(Server::from_parts(stop, threads))
+}
+
+fn serve(s: TcpStream) -> Result<()> {
+    s.set_nonblocking(false)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut w = s.try_clone()?;
+    // Server first: the banner goes out before a single byte was read.
+    w.write_all(format!("{BANNER}\r\n").as_bytes())?;
+    let mut r = BufReader::new(s);
+    match read_header(&mut r) {
+        Ok(h) => w.write_all(format!("200 {} v{}\r\n", h.src, h.version).as_bytes())?,
+        Err(e) => {
+            w.write_all(format!("500 {e:#}\r\n").as_bytes())?;
+            return Ok(());
+        }
+    }
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            ["UP", n] => {
+                let mut left: usize = n.parse()?;
+                let mut h = FNV_START;
+                let mut buf = vec![0u8; 65536];
+                while left > 0 {
+                    let k = r.read(&mut buf[..left.min(65536)])?;
+                    if k == 0 {
+                        bail!("upload cut short");
+                    }
+                    h = fnv(&buf[..k], h);
+                    left -= k;
+                }
+                w.write_all(format!("OK {h:016x}\n").as_bytes())?;
+            }
+            ["DOWN", n, seed] => stream_bytes(n.parse()?, seed.parse()?, |b| Ok(w.write_all(b)?))?,
+            _ => return Ok(()),
+        }
+    }
+}
