@@ -25,6 +25,9 @@ pub struct HealthCheck {
     pub probe: ProbeKind,
     /// The port probed; 0: the backend's own port.
     pub port: u16,
+    /// The backend expects a PROXY protocol header: HTTP probes start with a LOCAL one
+    /// (v2 `LOCAL` command, v1 `PROXY UNKNOWN`), as the spec provides for health checks.
+    pub proxy_protocol: crate::model::ProxyProtocol,
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u8,
@@ -141,7 +144,7 @@ async fn run(backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change
     let to = SocketAddr::new(backend.0, if check.port == 0 { backend.1 } else { check.port });
     loop {
         tokio::time::sleep(check.interval).await;
-        let ok = matches!(tokio::time::timeout(check.timeout, probe(to, &check.probe)).await, Ok(true));
+        let ok = matches!(tokio::time::timeout(check.timeout, probe(to, &check.probe, check.proxy_protocol)).await, Ok(true));
         if ok == healthy {
             streak = 0;
             continue;
@@ -159,7 +162,18 @@ async fn run(backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change
     }
 }
 
-async fn probe(to: SocketAddr, kind: &ProbeKind) -> bool {
+/// The PROXY protocol header of a health check (no client behind it).
+pub fn local_proxy_header(pp: crate::model::ProxyProtocol) -> &'static [u8] {
+    use crate::model::ProxyProtocol;
+    match pp {
+        ProxyProtocol::Off => b"",
+        ProxyProtocol::V1 => b"PROXY UNKNOWN\r\n",
+        // Signature, version 2 + LOCAL, AF_UNSPEC, no addresses.
+        ProxyProtocol::V2 => b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00",
+    }
+}
+
+async fn probe(to: SocketAddr, kind: &ProbeKind, pp: crate::model::ProxyProtocol) -> bool {
     match kind {
         ProbeKind::Tcp => TcpStream::connect(to).await.is_ok(),
         ProbeKind::Udp => {
@@ -178,7 +192,11 @@ async fn probe(to: SocketAddr, kind: &ProbeKind) -> bool {
         ProbeKind::Http { uri, host, classes, get, tls } => {
             let Ok(s) = TcpStream::connect(to).await else { return false };
             let host = host.clone().unwrap_or_else(|| to.ip().to_string());
-            let req = format!("{} {uri} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n", if *get { "GET" } else { "HEAD" });
+            let mut req = local_proxy_header(pp).to_vec();
+            req.extend_from_slice(
+                format!("{} {uri} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n", if *get { "GET" } else { "HEAD" })
+                    .as_bytes(),
+            );
             let code = if *tls {
                 let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(crate::l7::tls::backend_client_config()));
                 let name = rustls_pki_types::ServerName::IpAddress(to.ip().into());
@@ -195,8 +213,8 @@ async fn probe(to: SocketAddr, kind: &ProbeKind) -> bool {
 }
 
 /// Sends `req` and reads the status code of the answer (0: none).
-async fn http_status(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, req: &str) -> u16 {
-    if s.write_all(req.as_bytes()).await.is_err() {
+async fn http_status(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, req: &[u8]) -> u16 {
+    if s.write_all(req).await.is_err() {
         return 0;
     }
     let mut head = [0u8; 64];
@@ -244,6 +262,7 @@ pub fn from_clb_listener(h: &crate::annotations::clb::HealthCheck, lp: crate::an
     };
     Some(HealthCheck {
         port: 0,
+        proxy_protocol: crate::model::ProxyProtocol::Off,
         interval: Duration::from_secs(h.interval_s.max(1) as u64),
         timeout: Duration::from_secs(h.timeout_s(p).max(1) as u64),
         healthy_threshold: h.healthy_threshold,
@@ -269,9 +288,45 @@ pub fn from_alb(h: &crate::annotations::alb::HealthCheck) -> HealthCheck {
     HealthCheck {
         probe,
         port: h.port,
+        proxy_protocol: crate::model::ProxyProtocol::Off,
         interval: Duration::from_secs(u64::from(h.interval_s.max(1))),
         timeout: Duration::from_secs(u64::from(h.timeout_s.max(1))),
         healthy_threshold: h.healthy_threshold.clamp(1, 255) as u8,
         unhealthy_threshold: h.unhealthy_threshold.clamp(1, 255) as u8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::model::ProxyProtocol;
+
+    /// A backend that answers 200 only when the request starts with `want`.
+    async fn backend(want: &'static [u8]) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 256];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let status = if buf[..n].starts_with(want) && (want.is_empty() || n > want.len()) { 200 } else { 400 };
+                let _ = s.write_all(format!("HTTP/1.0 {status} X\r\n\r\n").as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http_probes_start_with_a_local_proxy_header_when_the_listener_sends_one() {
+        let http = ProbeKind::Http { uri: "/".into(), host: None, classes: vec![2], get: false, tls: false };
+        let v2 = backend(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00HEAD / HTTP/1.0").await;
+        assert!(probe(v2, &http, ProxyProtocol::V2).await, "v2 LOCAL header first");
+        assert!(!probe(v2, &http, ProxyProtocol::Off).await, "a PROXY backend refuses a bare request");
+        let v1 = backend(b"PROXY UNKNOWN\r\nHEAD / HTTP/1.0").await;
+        assert!(probe(v1, &http, ProxyProtocol::V1).await);
+        let plain = backend(b"HEAD / HTTP/1.0").await;
+        assert!(probe(plain, &http, ProxyProtocol::Off).await);
     }
 }

@@ -113,7 +113,7 @@ pub struct L4Listener {
 
 /// The PROXY protocol header a listener's backends get at the start of every connection
 /// (TCP) or datagram (UDP, always v2: v1 has no datagram form).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyProtocol {
     #[default]
