@@ -354,9 +354,22 @@ fn nginx_and_haproxy_log_the_real_client_v1_v2_under_loss() {
         clients.push(("nginx-tls".into(), local));
     }
     // The logs say the same.
+    // (Each server writes its log line after the answer: wait a bounded time for the last ones.)
     let logged = |text: &str| text.lines().filter_map(parse_addr).collect::<BTreeSet<SocketAddr>>();
-    let ngx_log = logged(&fs::read_to_string(bed.work.path().join("nginx/access.log")).unwrap());
-    let hap_log = logged(&hap.output("out"));
+    let read_logs = || {
+        (logged(&fs::read_to_string(bed.work.path().join("nginx/access.log")).unwrap_or_default()), logged(&hap.output("out")))
+    };
+    let all_logged = |(ngx, hap): &(BTreeSet<SocketAddr>, BTreeSet<SocketAddr>)| {
+        clients.iter().all(|(name, local)| if name.starts_with("nginx") { ngx.contains(local) } else { hap.contains(local) })
+    };
+    // haproxy logs a request when its stream ends, which retransmissions under loss delay.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut logs = read_logs();
+    while !all_logged(&logs) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        logs = read_logs();
+    }
+    let (ngx_log, hap_log) = logs;
     for (name, local) in &clients {
         let log = if name.starts_with("nginx") { &ngx_log } else { &hap_log };
         assert!(log.contains(local), "{name}: {local} not in the access log: {log:?}");
