@@ -118,7 +118,7 @@ impl Frame {
 
     pub fn options(mut self, o: &[u8]) -> Frame {
         self.tcp_options = o.to_vec();
-        while self.tcp_options.len() % 4 != 0 {
+        while !self.tcp_options.len().is_multiple_of(4) {
             self.tcp_options.push(0);
         }
         self
@@ -138,8 +138,7 @@ impl Frame {
         let mut h = Vec::new();
         h.extend_from_slice(&self.flow.sport.to_be_bytes());
         h.extend_from_slice(&self.flow.dport.to_be_bytes());
-        let csum_at;
-        if self.proto == TCP {
+        let csum_at = if self.proto == TCP {
             h.extend_from_slice(&self.seq.to_be_bytes());
             h.extend_from_slice(&self.ack.to_be_bytes());
             h.push(((5 + self.tcp_options.len() / 4) as u8) << 4);
@@ -147,12 +146,12 @@ impl Frame {
             h.extend_from_slice(&64240u16.to_be_bytes());
             h.extend_from_slice(&[0, 0, 0, 0]); // csum, urg
             h.extend_from_slice(&self.tcp_options);
-            csum_at = 16;
+            16
         } else {
             h.extend_from_slice(&((8 + self.payload.len()) as u16).to_be_bytes());
             h.extend_from_slice(&[0, 0]);
-            csum_at = 6;
-        }
+            6
+        };
         h.extend_from_slice(&self.payload);
         if !(self.proto == UDP && self.udp_no_csum) {
             let mut c = finish(sum16(&h, pseudo(self.flow.src, self.flow.dst, self.proto, h.len())));
@@ -207,7 +206,7 @@ impl Frame {
 
 pub fn ipv4_header(s: Ipv4Addr, d: Ipv4Addr, proto: u8, options: &[u8], id: u16, frag_off: u16, payload: usize) -> Vec<u8> {
     let ihl = 20 + options.len();
-    assert!(ihl % 4 == 0 && ihl <= 60);
+    assert!(ihl.is_multiple_of(4) && ihl <= 60);
     let mut ip = Vec::new();
     ip.push(0x40 | (ihl / 4) as u8);
     ip.push(0);

@@ -103,3 +103,12 @@ endpoints:
         weights = weights.join(",")
     )
 }
+
+/// The IngressClass `alb` and its AlbConfig `alb` with `listeners` (YAML flow mappings such
+/// as `{port: 80, protocol: HTTP}`), as an ALB installation has them.
+pub fn alb_class_yaml(listeners: &[&str]) -> String {
+    let ls: String = listeners.iter().map(|l| format!("  - {l}\n")).collect();
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: alb}}\nspec:\n  controller: ingress.k8s.alibabacloud/alb\n  parameters: {{apiGroup: alibabacloud.com, kind: AlbConfig, name: alb}}\n---\napiVersion: alibabacloud.com/v1\nkind: AlbConfig\nmetadata: {{name: alb}}\nspec:\n  config: {{name: alb, addressType: Intranet, zoneMappings: [{{vSwitchId: vsw-a}}]}}\n  listeners:\n{ls}---\n"
+    )
+}

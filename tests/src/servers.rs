@@ -60,27 +60,24 @@ pub fn name_server(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Server> {
                 // Wait for a connection (or 50 ms, to notice `stop`) instead of spinning.
                 let mut fds = [nix::poll::PollFd::new(tcp.as_fd(), nix::poll::PollFlags::POLLIN)];
                 let _ = nix::poll::poll(&mut fds, 50u16);
-                match tcp.accept() {
-                    Ok((mut s, _)) => {
-                        let reply = reply.clone();
-                        thread::spawn(move || {
-                            let _ = s.set_nonblocking(false);
-                            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                            let mut buf = [0u8; 4096];
-                            // One reply per newline received; done at EOF or after 30 s idle.
-                            while let Ok(n) = s.read(&mut buf) {
-                                if n == 0 {
-                                    break;
-                                }
-                                for _ in buf[..n].iter().filter(|b| **b == b'\n') {
-                                    if s.write_all(&reply).is_err() {
-                                        return;
-                                    }
+                if let Ok((mut s, _)) = tcp.accept() {
+                    let reply = reply.clone();
+                    thread::spawn(move || {
+                        let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                        let mut buf = [0u8; 4096];
+                        // One reply per newline received; done at EOF or after 30 s idle.
+                        while let Ok(n) = s.read(&mut buf) {
+                            if n == 0 {
+                                break;
+                            }
+                            for _ in buf[..n].iter().filter(|b| **b == b'\n') {
+                                if s.write_all(&reply).is_err() {
+                                    return;
                                 }
                             }
-                        });
-                    }
-                    Err(_) => {}
+                        }
+                    });
                 }
             }
         }));

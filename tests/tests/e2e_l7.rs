@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use lb_tests::{
     privileged,
-    scenario::Scenario,
+    scenario::{Scenario, alb_class_yaml},
     servers::{http_name_server, tcp_request},
     topology::{LB_CLIENT_SIDE, VIP, backend_addr},
 };
@@ -15,23 +15,9 @@ const HTTP_PORT: u16 = 8081;
 
 fn manifests() -> String {
     let eps: String = (1..=2).map(|i| format!("- addresses: [\"{}\"]\n", backend_addr(i))).collect();
-    format!(
-        r#"apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {{name: alb}}
-spec:
-  controller: ingress.k8s.alibabacloud/alb
-  parameters: {{apiGroup: alibabacloud.com, kind: AlbConfig, name: alb}}
----
-apiVersion: alibabacloud.com/v1
-kind: AlbConfig
-metadata: {{name: alb}}
-spec:
-  config: {{name: alb, addressType: Intranet, zoneMappings: [{{vSwitchId: vsw-a}}]}}
-  listeners:
-  - {{port: 8000, protocol: HTTP}}
----
-apiVersion: v1
+    alb_class_yaml(&["{port: 8000, protocol: HTTP}"])
+        + &format!(
+            r#"apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: e2e}}
 spec:

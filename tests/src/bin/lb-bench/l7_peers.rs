@@ -237,24 +237,12 @@ pub fn lb(ns: &Netns, cpu: usize, dir: &Path, cert: &Path, key: &Path, iface: &s
 
 fn lb_manifests(cert: &[u8], key: &[u8]) -> String {
     let (p, s) = (LB.http, LB.https);
-    format!(
-        r#"apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {{name: alb}}
-spec:
-  controller: ingress.k8s.alibabacloud/alb
-  parameters: {{apiGroup: alibabacloud.com, kind: AlbConfig, name: alb}}
----
-apiVersion: alibabacloud.com/v1
-kind: AlbConfig
-metadata: {{name: alb}}
-spec:
-  config: {{name: alb, addressType: Intranet, zoneMappings: [{{vSwitchId: vsw-a}}]}}
-  listeners:
-  - {{port: {p}, protocol: HTTP}}
-  - {{port: {s}, protocol: HTTPS, securityPolicyId: tls_cipher_policy_1_2_strict_with_1_3}}
----
-apiVersion: v1
+    let class = lb_tests::scenario::alb_class_yaml(&[
+        &format!("{{port: {p}, protocol: HTTP}}"),
+        &format!("{{port: {s}, protocol: HTTPS, securityPolicyId: tls_cipher_policy_1_2_strict_with_1_3}}"),
+    ]);
+    class + &format!(
+        r#"apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: bench}}
 spec:
