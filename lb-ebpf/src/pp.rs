@@ -230,7 +230,7 @@ fn build(s: &mut PpScratch) -> u32 {
         return w.pos;
     }
     // v2: signature, PROXY command, family and transport, address length, addresses, ports.
-    w.put_all(b"\r\n\r\n\0\r\nQUIT\n");
+    w.put_all(&lb_common::PROXY_V2_SIGNATURE);
     w.put(0x21);
     let fam = if v4 { 0x10 } else { 0x20 };
     w.put(fam | if proto == PROTO_UDP { 0x02 } else { 0x01 });

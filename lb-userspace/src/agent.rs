@@ -102,8 +102,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 resolve_next_hops(&build.model, node, &attached);
                 checker.sync(&build.model, &health_tx);
                 node.sync_local_vips(&build.model.l7.values().filter_map(|l| l.addr).collect());
-                apply_l7(&mut proxy, &checker.effective(&build.model), &mut agent_stats);
-                match dp.apply(&checker.effective(&build.model)) {
+                let effective = checker.effective(&build.model);
+                apply_l7(&mut proxy, &effective, &mut agent_stats);
+                match dp.apply(&effective) {
                     Ok(()) => applied = build.model,
                     Err(e) => tracing::error!(error = %e, "applying the model failed; will retry"),
                 }
@@ -118,8 +119,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
             _ = source.changed() => {}
             Some(change) = health_rx.recv() => {
                 checker.record(change);
-                apply_l7(&mut proxy, &checker.effective(&applied), &mut agent_stats);
-                if let Err(e) = dp.apply(&checker.effective(&applied)) {
+                let effective = checker.effective(&applied);
+                apply_l7(&mut proxy, &effective, &mut agent_stats);
+                if let Err(e) = dp.apply(&effective) {
                     tracing::error!(error = %e, "applying a health change failed");
                 }
             }

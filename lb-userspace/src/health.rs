@@ -163,13 +163,13 @@ async fn run(backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change
 }
 
 /// The PROXY protocol header of a health check (no client behind it).
-pub fn local_proxy_header(pp: crate::model::ProxyProtocol) -> &'static [u8] {
+pub fn local_proxy_header(pp: crate::model::ProxyProtocol) -> Vec<u8> {
     use crate::model::ProxyProtocol;
     match pp {
-        ProxyProtocol::Off => b"",
-        ProxyProtocol::V1 => b"PROXY UNKNOWN\r\n",
+        ProxyProtocol::Off => Vec::new(),
+        ProxyProtocol::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
         // Signature, version 2 + LOCAL, AF_UNSPEC, no addresses.
-        ProxyProtocol::V2 => b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00",
+        ProxyProtocol::V2 => [&lb_common::PROXY_V2_SIGNATURE[..], &[0x20, 0x00, 0x00, 0x00]].concat(),
     }
 }
 
@@ -192,7 +192,7 @@ async fn probe(to: SocketAddr, kind: &ProbeKind, pp: crate::model::ProxyProtocol
         ProbeKind::Http { uri, host, classes, get, tls } => {
             let Ok(s) = TcpStream::connect(to).await else { return false };
             let host = host.clone().unwrap_or_else(|| to.ip().to_string());
-            let mut req = local_proxy_header(pp).to_vec();
+            let mut req = local_proxy_header(pp);
             req.extend_from_slice(
                 format!("{} {uri} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n", if *get { "GET" } else { "HEAD" })
                     .as_bytes(),

@@ -29,7 +29,7 @@ pub struct Header {
     pub version: u8,
 }
 
-const V2_SIG: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+const V2_SIG: &[u8; 12] = &lb_common::PROXY_V2_SIGNATURE;
 
 /// Parse a v2 header at the start of `b`: (header, its length).
 pub fn parse_v2(b: &[u8], want_dgram: bool) -> Result<(Header, usize)> {

@@ -118,19 +118,12 @@ fn request_host(req: &Request<Incoming>) -> String {
         .unwrap_or_default()
 }
 
-fn host_without_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split_once(']').map_or(host, |(h, _)| h);
-    }
-    host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
-}
-
 /// Serves one request of a listener.
 pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, up: Arc<Upstreams>) -> Response<Body> {
     let l = &table.listener;
     let scheme = if conn.tls { "https" } else { "http" };
     let host = request_host(&req);
-    let bare_host = host_without_port(&host).to_owned();
+    let bare_host = alb::host_without_port(&host).to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     if let Some(port) = l.redirect_https_port {

@@ -260,7 +260,7 @@ fn route(rule: &Rule, lookup: &Lookup<'_>, notices: &mut Vec<Notice>, source: &O
 /// ALB listeners for the accepted Ingresses, plus CLB http/https listeners already put in
 /// `out.model.l7` by the Service builder. An Ingress that asks for a port another Ingress
 /// already serves with another protocol is rejected.
-pub fn build_alb(objects: &ObjectSet, lookup: &Lookup<'_>, out: &mut Build) {
+pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
     let mut rejected = Vec::new();
     let ingresses: Vec<(String, IngressParse)> = out.model.ingresses.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     for (key, p) in ingresses {
@@ -355,7 +355,6 @@ pub fn build_alb(objects: &ObjectSet, lookup: &Lookup<'_>, out: &mut Build) {
         sort_routes(&mut l.routes);
         sort_routes(&mut l.canaries);
     }
-    let _ = objects;
 }
 
 pub fn sort_routes(routes: &mut [Route]) {

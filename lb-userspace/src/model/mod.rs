@@ -249,7 +249,7 @@ pub fn build(objects: &ObjectSet, opts: &BuildOptions) -> Build {
             Err(errors) => out.errors.extend(errors),
         }
     }
-    l7::build_alb(objects, &lookup, &mut out);
+    l7::build_alb(&lookup, &mut out);
     out
 }
 

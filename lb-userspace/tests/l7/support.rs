@@ -131,13 +131,9 @@ pub fn free_port() -> u16 {
 }
 
 /// A ClusterIP Service `name` (port 80, named `http`) in `ns` and its EndpointSlice with
-/// `backends` (their port is the endpoint port; all must share it).
+/// `backends` (one slice per backend port: the endpoints may listen on different ports).
 pub fn service(ns: &str, name: &str, backends: &[&Echo]) -> String {
     let port = backends.first().map_or(8080, |b| b.addr.port());
-    let endpoints: String = backends
-        .iter()
-        .map(|b| format!("- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n", b.addr.ip()))
-        .collect();
     // One slice per port: endpoints of one Service may listen on different ports here.
     let mut out = format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: {port}}}\n---\n"
@@ -153,7 +149,6 @@ pub fn service(ns: &str, name: &str, backends: &[&Echo]) -> String {
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-{i}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: http, port: {port}, protocol: TCP}}\nendpoints:\n{endpoints}---\n"
         ));
     }
-    let _ = endpoints;
     out
 }
 

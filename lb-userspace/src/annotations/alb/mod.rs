@@ -51,7 +51,7 @@ pub use ingressclass::{ALB_CONTROLLER, AlbIngressClass, class_of, parse_ingress_
 pub use listeners::{ListenPort, ListenProtocol};
 pub use multicluster::ClusterWeight;
 pub use routing::{
-    Captures, HostMatch, PathMatch, PathType, Rule, RulePath, matches, matches_request, rewrite, select,
+    Captures, HostMatch, PathMatch, PathType, Rule, RulePath, host_without_port, matches, matches_request, rewrite, select,
     select_request, sort_rules,
 };
 pub use tls::{TlsHosts, TlsPolicy};

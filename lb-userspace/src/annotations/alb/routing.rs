@@ -199,14 +199,17 @@ pub fn rewrite(rule: &Rule, caps: &Captures) -> String {
     out
 }
 
+/// A `Host` header (or `:authority`) without its port; `[v6]` without brackets.
+pub fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once(']').map_or(host, |(h, _)| h);
+    }
+    host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
+}
+
 /// The host part of a `Host` header: lower case, without port and trailing dot.
 fn normalize_host(host: &str) -> String {
-    let h = if host.starts_with('[') {
-        host.split_once(']').map(|(a, _)| &a[1..]).unwrap_or(host)
-    } else {
-        host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host)
-    };
-    h.trim_end_matches('.').to_ascii_lowercase()
+    host_without_port(host).trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn path_matches(m: &PathMatch, path: &str) -> Option<Captures> {
