@@ -36,6 +36,32 @@ pub mod prog_index {
 
 /// Name of the XDP entry point in the object.
 pub const XDP_PROGRAM: &str = "lb_xdp";
+/// The tc program on the devices backends and local clients are reached through (bridges,
+/// overlay devices, pod veths): the whole datapath, with the skb checksum helpers.
+pub const TC_PROGRAM: &str = "lb_tc";
+/// The tc ingress program on the XDP NICs: sends on the frames XDP handed over.
+pub const TC_NIC_PROGRAM: &str = "lb_tc_nic";
+
+/// XDP → tc hand-off: the metadata `lb_xdp` puts in front of a frame it has rewritten but
+/// cannot send itself (its egress takes no XDP redirect, or the neighbour is unresolved);
+/// `lb_tc_nic` on the same interface redirects it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Handoff {
+    pub magic: u16,
+    pub flags: u16,
+    /// Where the frame goes.
+    pub ifindex: u32,
+}
+
+/// `Handoff::magic`.
+pub const HANDOFF_MAGIC: u16 = 0x1b7c;
+
+/// `Handoff::flags`.
+pub mod handoff_flags {
+    /// The next hop's neighbour is unresolved: `bpf_redirect_neigh` resolves it.
+    pub const NEIGH: u16 = 1;
+}
 
 /// Upper bound on listeners (VIP, port, protocol) loaded at once.
 pub const MAX_LISTENERS: u32 = 16384;
@@ -315,7 +341,9 @@ pub mod stat {
     pub const DROP_NO_BACKEND: u32 = 5;
     pub const DROP_NO_SNAT_PORT: u32 = 6;
     pub const DROP_NO_ROUTE: u32 = 7;
-    pub const DROP_NO_NEIGH: u32 = 8;
+    /// Frames whose next hop's neighbour was unresolved (sent through the kernel's
+    /// neighbour resolution by tc).
+    pub const NEIGH_UNRESOLVED: u32 = 8;
     pub const DROP_NO_SNAT_ADDR: u32 = 9;
     pub const PASS_FRAGMENT: u32 = 10;
     pub const PASS_MALFORMED: u32 = 11;
@@ -332,7 +360,18 @@ pub mod stat {
     /// PROXY protocol packets dropped: a header that could not be inserted (headers too
     /// long, a fragmented datagram, a failed tail call).
     pub const DROP_PP: u32 = 21;
-    pub const COUNT: u32 = 22;
+    /// Frames XDP rewrote and handed to tc, whose egress (bridge, overlay, pod veth) takes no
+    /// XDP redirect.
+    pub const XDP_TO_TC: u32 = 22;
+    /// Frames a tc program redirected.
+    pub const TC_REDIRECT: u32 = 23;
+    /// Frames XDP could not hand to tc (no room for the metadata).
+    pub const DROP_HANDOFF: u32 = 24;
+    /// Packets the tc datapath program saw (the bridges', overlays' and pod veths' ingress).
+    pub const TC_RX: u32 = 25;
+    /// A PROXY-protocol flow met where the tc datapath cannot insert or shift the header.
+    pub const DROP_PP_TC: u32 = 26;
+    pub const COUNT: u32 = 27;
     /// Names in index order, for user space.
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -343,7 +382,7 @@ pub mod stat {
         "drop_no_backend",
         "drop_no_snat_port",
         "drop_no_route",
-        "drop_no_neigh",
+        "neigh_unresolved",
         "drop_no_snat_addr",
         "pass_fragment",
         "pass_malformed",
@@ -357,6 +396,11 @@ pub mod stat {
         "pass_vlan",
         "pp_inserted",
         "drop_pp",
+        "xdp_to_tc",
+        "tc_redirect",
+        "drop_handoff",
+        "tc_rx",
+        "drop_pp_tc",
     ];
 }
 
@@ -386,6 +430,7 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for ListenerCounters {}
     unsafe impl aya::Pod for BackendCounters {}
+    unsafe impl aya::Pod for Handoff {}
 }
 
 // Layout checks: both sides compile these, so a change that moves a field breaks the build.
@@ -403,6 +448,7 @@ const _: () = {
     assert!(core::mem::size_of::<DatapathConfig>() == 8);
     assert!(core::mem::size_of::<ListenerCounters>() == 56);
     assert!(core::mem::size_of::<BackendCounters>() == 40);
+    assert!(core::mem::size_of::<Handoff>() == 8);
 };
 
 /// The flow hash both sides agree on: the datapath hashes flows with it to index Maglev

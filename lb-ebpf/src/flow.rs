@@ -1,8 +1,7 @@
 //! The per-packet decision: known client flow, backend reply, new flow, or not ours.
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
+    bindings::BPF_NOEXIST,
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
-    programs::XdpContext,
 };
 use lb_common::*;
 
@@ -10,8 +9,10 @@ const PROTO_ICMP: u8 = 1;
 const PROTO_ICMPV6: u8 = 58;
 
 use crate::{
-    acl, icmp,
+    acl,
+    ctx::Ctx,
     fwd::{self},
+    icmp,
     maps::{BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, LISTENER_CFG, LISTENERS, REVERSE_NAT, SNAT_ADDRS, pp_scratch, scratch},
     nat, pp,
     parse::{
@@ -30,7 +31,7 @@ pub const TAIL_CALL: u32 = 0x100;
 /// entry's cache line from bouncing between CPUs.
 const REFRESH_NS: u64 = 1_000_000_000;
 
-pub fn handle(ctx: &XdpContext) -> Result<u32, ()> {
+pub fn handle<C: Ctx>(ctx: &C) -> Result<u32, ()> {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     count(stat::RX, bytes);
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
@@ -45,7 +46,7 @@ pub fn handle(ctx: &XdpContext) -> Result<u32, ()> {
             let mut pkt = Packet::<Ipv4Hdr>::new();
             match parse::v4(ctx, &mut pkt) {
                 Ok(()) => process(ctx, &mut pkt, bytes),
-                Err(skip) => Ok(skipped(skip, bytes)),
+                Err(skip) => Ok(skipped::<C>(skip, bytes)),
             }
         }
         ETH_P_IPV6 => {
@@ -57,26 +58,26 @@ pub fn handle(ctx: &XdpContext) -> Result<u32, ()> {
             let mut pkt = Packet::<Ipv6Hdr>::new();
             match parse::v6(ctx, &mut pkt) {
                 Ok(()) => process(ctx, &mut pkt, bytes),
-                Err(skip) => Ok(skipped(skip, bytes)),
+                Err(skip) => Ok(skipped::<C>(skip, bytes)),
             }
         }
-        ETH_P_8021Q | ETH_P_8021AD => Ok(pass(stat::PASS_VLAN, bytes)),
-        _ => Ok(pass(stat::PASS_NOT_OURS, bytes)),
+        ETH_P_8021Q | ETH_P_8021AD => Ok(pass::<C>(stat::PASS_VLAN, bytes)),
+        _ => Ok(pass::<C>(stat::PASS_NOT_OURS, bytes)),
     }
 }
 
 #[inline(always)]
-fn skipped(skip: Skip, bytes: u64) -> u32 {
+fn skipped<C: Ctx>(skip: Skip, bytes: u64) -> u32 {
     match skip {
-        Skip::NotOurs => pass(stat::PASS_NOT_OURS, bytes),
-        Skip::Malformed => pass(stat::PASS_MALFORMED, bytes),
+        Skip::NotOurs => pass::<C>(stat::PASS_NOT_OURS, bytes),
+        Skip::Malformed => pass::<C>(stat::PASS_MALFORMED, bytes),
     }
 }
 
 #[inline(always)]
-fn process<H: Ip>(ctx: &XdpContext, pkt: &mut Packet<H>, bytes: u64) -> Result<u32, ()> {
+fn process<C: Ctx, H: Ip>(ctx: &C, pkt: &mut Packet<H>, bytes: u64) -> Result<u32, ()> {
     if pkt.is_fragment && !fragment_ports(pkt) {
-        return Ok(pass(stat::PASS_FRAGMENT, bytes));
+        return Ok(pass::<C>(stat::PASS_FRAGMENT, bytes));
     }
     let key = &pkt.key;
 
@@ -100,15 +101,15 @@ fn process<H: Ip>(ctx: &XdpContext, pkt: &mut Packet<H>, bytes: u64) -> Result<u
     let lkey = ListenerKey { vip: key.dst, port: key.dport, proto: key.proto, family: key.family };
     // SAFETY: read-only copy of the value.
     let Some(id) = (unsafe { LISTENERS.get(&lkey) }).copied() else {
-        return Ok(pass(stat::PASS_NOT_OURS, bytes));
+        return Ok(pass::<C>(stat::PASS_NOT_OURS, bytes));
     };
     if !pkt.has_l4() {
         // A later fragment cannot open a flow.
-        return Ok(pass(stat::PASS_FRAGMENT, bytes));
+        return Ok(pass::<C>(stat::PASS_FRAGMENT, bytes));
     }
     let dropped = new_flow(ctx, pkt, id);
     if dropped != 0 {
-        return Ok(drop(dropped, bytes));
+        return Ok(drop::<C>(dropped, bytes));
     }
     // Whichever CPU won the race to create the flow, its entry is the one to follow.
     match CONNTRACK.get_ptr_mut(&pkt.key) {
@@ -116,20 +117,20 @@ fn process<H: Ip>(ctx: &XdpContext, pkt: &mut Packet<H>, bytes: u64) -> Result<u
             count(stat::NEW_FLOWS, bytes);
             Ok(to_backend(ctx, pkt, ct, bytes))
         }
-        None => Ok(drop(stat::DROP_NO_SNAT_PORT, bytes)),
+        None => Ok(drop::<C>(stat::DROP_NO_SNAT_PORT, bytes)),
     }
 }
 
 #[inline(always)]
-fn pass(index: u32, bytes: u64) -> u32 {
+fn pass<C: Ctx>(index: u32, bytes: u64) -> u32 {
     count(index, bytes);
-    xdp_action::XDP_PASS
+    C::PASS
 }
 
 #[inline(always)]
-fn drop(index: u32, bytes: u64) -> u32 {
+fn drop<C: Ctx>(index: u32, bytes: u64) -> u32 {
     count(index, bytes);
-    xdp_action::XDP_DROP
+    C::DROP
 }
 
 /// Fragments: the first one records its ports; the ones after it borrow them. Returns false
@@ -203,7 +204,7 @@ fn reverse_key(ct: &CtEntry, proto: u8, family: u8) -> FlowKey {
 /// The reverse-NAT value for a client flow, from the client's packet and the flow's entry,
 /// written in place (the struct is too large to build on the BPF stack and copy).
 #[inline(always)]
-fn write_reverse<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, key: &FlowKey, ct: &CtEntry, state: u32, now: u64, out: &mut RevEntry) {
+fn write_reverse<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, key: &FlowKey, ct: &CtEntry, state: u32, now: u64, out: &mut RevEntry) {
     let (client_mac, local_mac) = match pkt.eth(ctx) {
         // SAFETY: bounds checked by eth().
         Some(eth) => unsafe { ((*eth).src, (*eth).dst) },
@@ -213,8 +214,7 @@ fn write_reverse<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, key: &FlowKey, ct: &C
     out.vip = key.dst;
     out.client_port = key.sport;
     out.vip_port = key.dport;
-    // SAFETY: reading the context.
-    out.ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    out.ifindex = ctx.ingress_ifindex();
     out.client_mac = client_mac;
     out.local_mac = local_mac;
     out.listener_id = ct.listener_id;
@@ -229,7 +229,7 @@ fn write_reverse<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, key: &FlowKey, ct: &C
 
 /// A client packet of a known flow: NAT it towards its backend.
 #[inline(never)]
-fn to_backend<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ct: *mut CtEntry, bytes: u64) -> u32 {
+fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: u64) -> u32 {
     // SAFETY: map value pointer from a successful lookup.
     let entry = unsafe { &mut *ct };
     let bits = state_bits(pkt.tcp_flags);
@@ -241,9 +241,12 @@ fn to_backend<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ct: *mut CtEntry, bytes:
         entry.last_seen_ns = now;
         refresh(ctx, pkt, entry, now);
     }
+    if entry.pp_version != 0 && !C::XDP {
+        return drop::<C>(stat::DROP_PP_TC, bytes);
+    }
     let hop = match fwd::lookup(ctx, pkt, &entry.backend) {
         Ok(h) => h,
-        Err(e) => return drop(e.counter(), bytes),
+        Err(e) => return drop::<C>(e.counter(), bytes),
     };
     nat::rewrite(ctx, pkt, &entry.snat, &entry.backend, entry.snat_port, entry.backend_port);
     count(stat::FWD_TO_BACKEND, bytes);
@@ -255,12 +258,12 @@ fn to_backend<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ct: *mut CtEntry, bytes:
         c.packets += 1;
         c.bytes += bytes;
     });
-    let action = fwd::transmit(ctx, pkt, hop.ifindex, &hop.smac, &hop.dmac, bytes);
-    if entry.pp_version == 0 || action == xdp_action::XDP_DROP {
+    let action = fwd::transmit(ctx, hop.ifindex, hop.resolved, &hop.smac, &hop.dmac, bytes);
+    if entry.pp_version == 0 || action == C::DROP {
         return action;
     }
     // PROXY protocol: the header and the sequence shift are the tail-called program's.
-    let Some(s) = pp_scratch() else { return drop(stat::DROP_PP, 0) };
+    let Some(s) = pp_scratch() else { return drop::<C>(stat::DROP_PP, 0) };
     s.action = action;
     s.l4_off = pkt.l4_off;
     s.client_isn = entry.client_isn;
@@ -278,7 +281,7 @@ fn to_backend<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, ct: *mut CtEntry, bytes:
 /// Once a second per flow: keep the reply path alive and pointed at where the client is now,
 /// and the client's persistence fresh.
 #[inline(always)]
-fn refresh<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
+fn refresh<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
     let key = &pkt.key;
     let rkey = reverse_key(entry, key.proto, key.family);
     let (state, acked) = match REVERSE_NAT.get_ptr(&rkey) {
@@ -300,9 +303,12 @@ fn refresh<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, entry: &CtEntry, now: u64) 
 
 /// A backend's reply: NAT it back to the client's flow and send it where the client is.
 #[inline(never)]
-fn to_client<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, rev: *mut RevEntry, bytes: u64) -> u32 {
+fn to_client<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, rev: *mut RevEntry, bytes: u64) -> u32 {
     // SAFETY: map value pointer from a successful lookup.
     let r = unsafe { &mut *rev };
+    if r.pp_version != 0 && pkt.proto == PROTO_TCP && !C::XDP {
+        return drop::<C>(stat::DROP_PP_TC, bytes);
+    }
     let bits = state_bits(pkt.tcp_flags);
     if pkt.proto == PROTO_TCP && r.state | bits != r.state {
         r.state |= bits;
@@ -317,13 +323,13 @@ fn to_client<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, rev: *mut RevEntry, bytes
         c.reply_packets += 1;
         c.reply_bytes += bytes;
     });
-    let action = fwd::transmit(ctx, pkt, r.ifindex, &r.local_mac, &r.client_mac, bytes);
+    let action = fwd::transmit(ctx, r.ifindex, true, &r.local_mac, &r.client_mac, bytes);
     // PROXY protocol over TCP: ack, SACK and MSS are the tail-called program's. (UDP replies
     // carry no header: nothing to undo.)
-    if r.pp_version == 0 || pkt.proto != PROTO_TCP || action == xdp_action::XDP_DROP {
+    if r.pp_version == 0 || pkt.proto != PROTO_TCP || action == C::DROP {
         return action;
     }
-    let Some(s) = pp_scratch() else { return drop(stat::DROP_PP, 0) };
+    let Some(s) = pp_scratch() else { return drop::<C>(stat::DROP_PP, 0) };
     s.action = action;
     s.l4_off = pkt.l4_off;
     s.client_isn = r.client_isn;
@@ -350,7 +356,7 @@ fn to_client<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, rev: *mut RevEntry, bytes
 /// both directions recorded. Returns 0, or the drop counter when the flow cannot be created
 /// (a plain integer: a BPF call passes at most five registers, a `Result` would need a sixth).
 #[inline(never)]
-fn new_flow<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, id: u32) -> u32 {
+fn new_flow<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, id: u32) -> u32 {
     match try_new_flow(ctx, pkt, &pkt.key, id) {
         Ok(()) => 0,
         Err(counter) => counter,
@@ -358,7 +364,7 @@ fn new_flow<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, id: u32) -> u32 {
 }
 
 #[inline(always)]
-fn try_new_flow<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, key: &FlowKey, id: u32) -> Result<(), u32> {
+fn try_new_flow<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, key: &FlowKey, id: u32) -> Result<(), u32> {
     let cfg = LISTENER_CFG.get(id).ok_or(stat::DROP_NO_BACKEND)?;
     if !acl::allows(cfg, key) {
         stats::listener(id, |c| c.acl_drops += 1);

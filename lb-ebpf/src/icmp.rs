@@ -6,14 +6,14 @@
 //! - from the client side, about a reply we sent the client (VIP → client): it goes to the
 //!   backend, its quoted packet turned into the backend's view (backend → SNAT).
 //!
-use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP, stat};
 
 use crate::{
     csum,
+    ctx::Ctx,
     fwd,
     maps::{CONNTRACK, REVERSE_NAT, scratch},
-    parse::{ETH_HLEN, EthHdr, Ipv4Hdr, Ports, ptr_at},
+    parse::{ETH_HLEN, Ipv4Hdr, Ports, ptr_at},
     stats::count,
 };
 
@@ -41,18 +41,18 @@ struct Translation {
 
 /// Handle an IPv4 ICMP packet; XDP_PASS unless it is an error about one of our flows.
 #[inline(never)]
-pub fn handle_v4(ctx: &XdpContext, bytes: u64) -> u32 {
+pub fn handle_v4<C: Ctx>(ctx: &C, bytes: u64) -> u32 {
     match try_v4(ctx, bytes) {
         Some(action) => action,
         None => {
             count(stat::PASS_NOT_OURS, bytes);
-            xdp_action::XDP_PASS
+            C::PASS
         }
     }
 }
 
 #[inline(always)]
-fn try_v4(ctx: &XdpContext, bytes: u64) -> Option<u32> {
+fn try_v4<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN).ok()?;
     // SAFETY: bounds checked by ptr_at, here and below.
     let (vihl, frag) = unsafe { ((*ip).version_ihl, u16::from_be((*ip).frag_off)) };
@@ -91,7 +91,7 @@ fn try_v4(ctx: &XdpContext, bytes: u64) -> Option<u32> {
         let (ifindex, smac, dmac) = (r.ifindex, r.local_mac, r.client_mac);
         translate(ctx, iihl, &t)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
-        return Some(transmit(ctx, ifindex, &smac, &dmac, bytes));
+        return Some(fwd::transmit(ctx, ifindex, true, &smac, &dmac, bytes));
     }
     if let Some(ct) = CONNTRACK.get_ptr(&key) {
         // SAFETY: map value from a successful lookup.
@@ -107,7 +107,7 @@ fn try_v4(ctx: &XdpContext, bytes: u64) -> Option<u32> {
         let hop = fwd::lookup_addr(ctx, FAMILY_V4, &c.backend).ok()?;
         translate(ctx, iihl, &t)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
-        return Some(transmit(ctx, hop.ifindex, &hop.smac, &hop.dmac, bytes));
+        return Some(fwd::transmit(ctx, hop.ifindex, hop.resolved, &hop.smac, &hop.dmac, bytes));
     }
     None
 }
@@ -115,7 +115,7 @@ fn try_v4(ctx: &XdpContext, bytes: u64) -> Option<u32> {
 /// Rewrite the outer addresses, the quoted packet's addresses and ports, and every checksum
 /// involved (outer IP, quoted IP, quoted UDP, ICMP) incrementally.
 #[inline(always)]
-fn translate(ctx: &XdpContext, iihl: usize, t: &Translation) -> Option<()> {
+fn translate<C: Ctx>(ctx: &C, iihl: usize, t: &Translation) -> Option<()> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN).ok()?;
     let ihl = ((unsafe { (*ip).version_ihl } & 0x0f) as usize) * 4;
     if ihl < 20 {
@@ -152,7 +152,7 @@ fn translate(ctx: &XdpContext, iihl: usize, t: &Translation) -> Option<()> {
         icsum = csum::replace2(icsum, (*ports).dst, t.inner_dport);
         // A quoted UDP header carries its checksum in its first 8 bytes: keep it right.
         if (*inner).protocol == PROTO_UDP {
-            if let Ok(ucsum) = ptr_at::<u16>(ctx, inner_off + (iihl & 0x3c) + 6) {
+            if let Ok(ucsum) = ptr_at::<C, u16>(ctx, inner_off + (iihl & 0x3c) + 6) {
                 let old = *ucsum;
                 if old != 0 {
                     let mut u = csum::replace4(old, old_src, t.inner_src);
@@ -174,17 +174,6 @@ fn translate(ctx: &XdpContext, iihl: usize, t: &Translation) -> Option<()> {
     Some(())
 }
 
-#[inline(always)]
-fn transmit(ctx: &XdpContext, ifindex: u32, smac: &[u8; 6], dmac: &[u8; 6], bytes: u64) -> u32 {
-    let Ok(eth) = ptr_at::<EthHdr>(ctx, 0) else { return xdp_action::XDP_DROP };
-    // SAFETY: bounds checked just now.
-    unsafe {
-        (*eth).src = *smac;
-        (*eth).dst = *dmac;
-    }
-    fwd::send(ctx, ifindex, bytes)
-}
-
 const ICMPV6_DEST_UNREACH: u8 = 1;
 const ICMPV6_PKT_TOOBIG: u8 = 2;
 const ICMPV6_TIME_EXCEED: u8 = 3;
@@ -195,12 +184,12 @@ const V6_HLEN: usize = 40;
 /// quoting an IPv6 TCP/UDP packet whose transport header follows its fixed header. ICMPv6
 /// checksums cover a pseudo-header, so the outer addresses are folded in too.
 #[inline(never)]
-pub fn handle_v6(ctx: &XdpContext, bytes: u64) -> u32 {
+pub fn handle_v6<C: Ctx>(ctx: &C, bytes: u64) -> u32 {
     match try_v6(ctx, bytes) {
         Some(action) => action,
         None => {
             count(stat::PASS_NOT_OURS, bytes);
-            xdp_action::XDP_PASS
+            C::PASS
         }
     }
 }
@@ -217,7 +206,7 @@ struct V6Fixed {
 
 
 #[inline(always)]
-fn try_v6(ctx: &XdpContext, bytes: u64) -> Option<u32> {
+fn try_v6<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
     let ip: *mut V6Fixed = ptr_at(ctx, ETH_HLEN).ok()?;
     let icmp: *mut IcmpHdr = ptr_at(ctx, ETH_HLEN + V6_HLEN).ok()?;
     // SAFETY: bounds checked by ptr_at, here and below.
@@ -245,7 +234,7 @@ fn try_v6(ctx: &XdpContext, bytes: u64) -> Option<u32> {
         let (ifindex, smac, dmac) = (r.ifindex, r.local_mac, r.client_mac);
         translate6(ctx, r.client_port, r.vip_port)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
-        return Some(transmit(ctx, ifindex, &smac, &dmac, bytes));
+        return Some(fwd::transmit(ctx, ifindex, true, &smac, &dmac, bytes));
     }
     if let Some(ct) = CONNTRACK.get_ptr(&key) {
         // SAFETY: map value from a successful lookup.
@@ -255,7 +244,7 @@ fn try_v6(ctx: &XdpContext, bytes: u64) -> Option<u32> {
         s.t6 = [c.snat, c.backend, c.backend, c.snat];
         translate6(ctx, c.backend_port, c.snat_port)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
-        return Some(transmit(ctx, hop.ifindex, &hop.smac, &hop.dmac, bytes));
+        return Some(fwd::transmit(ctx, hop.ifindex, hop.resolved, &hop.smac, &hop.dmac, bytes));
     }
     None
 }
@@ -273,7 +262,7 @@ fn replace_addr(mut c: u16, old: &[u32; 4], new: &[u32; 4]) -> u16 {
 /// Rewrite an ICMPv6 error with the addresses in `scratch().t6` (outer source, outer
 /// destination, quoted source, quoted destination) and the quoted ports.
 #[inline(always)]
-fn translate6(ctx: &XdpContext, inner_sport: u16, inner_dport: u16) -> Option<()> {
+fn translate6<C: Ctx>(ctx: &C, inner_sport: u16, inner_dport: u16) -> Option<()> {
     let t = &scratch()?.t6;
     let ip: *mut V6Fixed = ptr_at(ctx, ETH_HLEN).ok()?;
     let icmp: *mut IcmpHdr = ptr_at(ctx, ETH_HLEN + V6_HLEN).ok()?;
@@ -289,7 +278,7 @@ fn translate6(ctx: &XdpContext, inner_sport: u16, inner_dport: u16) -> Option<()
         (*ip).daddr = t[1];
         // The quoted packet (and its UDP checksum, whose pseudo-header it is).
         if (*inner).nexthdr == PROTO_UDP {
-            if let Ok(ucsum) = ptr_at::<u16>(ctx, ETH_HLEN + V6_HLEN + 8 + V6_HLEN + 6) {
+            if let Ok(ucsum) = ptr_at::<C, u16>(ctx, ETH_HLEN + V6_HLEN + 8 + V6_HLEN + 6) {
                 let old = *ucsum;
                 let mut u = replace_addr(old, &(*inner).saddr, &t[2]);
                 u = replace_addr(u, &(*inner).daddr, &t[3]);

@@ -9,6 +9,7 @@
 
 mod acl;
 mod csum;
+mod ctx;
 mod flow;
 mod fwd;
 mod icmp;
@@ -19,8 +20,13 @@ mod persist;
 mod pp;
 mod sched;
 mod stats;
+mod tc;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
@@ -50,6 +56,19 @@ pub fn lb_xdp_pp_client(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn lb_xdp_pp_backend(ctx: XdpContext) -> u32 {
     pp::backend(&ctx)
+}
+
+/// The datapath on the devices backends and local clients are reached through (bridges,
+/// overlay devices, pod veths): tc ingress, skb checksum helpers.
+#[classifier]
+pub fn lb_tc(ctx: TcContext) -> i32 {
+    tc::datapath(&ctx) as i32
+}
+
+/// tc ingress on the XDP NICs: sends on the frames `lb_xdp` handed over.
+#[classifier]
+pub fn lb_tc_nic(ctx: TcContext) -> i32 {
+    tc::nic(&ctx) as i32
 }
 
 #[cfg(not(test))]

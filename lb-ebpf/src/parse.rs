@@ -2,10 +2,13 @@
 //! headers, TCP/UDP ports, fragments. Each family has its own `Packet<H>` type, so the code
 //! after parsing is monomorphized per family and never touches the other family's header
 //! (the verifier could not prove such a branch dead).
-use aya_ebpf::programs::XdpContext;
 use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
 
-use crate::csum;
+pub use crate::ctx::ptr_at;
+use crate::{
+    csum,
+    ctx::{Ctx, Diff},
+};
 
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
@@ -52,12 +55,12 @@ pub struct Ipv6Hdr {
 /// What differs between the families after parsing.
 pub trait Ip {
     const FAMILY: u8;
-    /// Rewrite the addresses, fixing the header checksum (IPv4) and folding the
-    /// pseudo-header change into `l4sum`.
+    /// Rewrite the addresses, fixing the header checksum (IPv4) and adding the
+    /// pseudo-header change to `pseudo`.
     ///
     /// # Safety
     /// `ip` points to a bounds-checked header.
-    unsafe fn set_addrs(ip: *mut Self, src: &lb_common::Addr, dst: &lb_common::Addr, l4sum: &mut u16);
+    unsafe fn set_addrs(ip: *mut Self, src: &lb_common::Addr, dst: &lb_common::Addr, pseudo: &mut Diff);
     /// Total length of the IP packet (for the FIB's MTU check).
     ///
     /// # Safety
@@ -69,15 +72,15 @@ impl Ip for Ipv4Hdr {
     const FAMILY: u8 = FAMILY_V4;
 
     #[inline(always)]
-    unsafe fn set_addrs(ip: *mut Self, src: &lb_common::Addr, dst: &lb_common::Addr, l4sum: &mut u16) {
+    unsafe fn set_addrs(ip: *mut Self, src: &lb_common::Addr, dst: &lb_common::Addr, pseudo: &mut Diff) {
         unsafe {
             let (old_s, old_d) = ((*ip).saddr, (*ip).daddr);
             let mut c = (*ip).check;
             c = csum::replace4(c, old_s, src[0]);
             c = csum::replace4(c, old_d, dst[0]);
             (*ip).check = c;
-            *l4sum = csum::replace4(*l4sum, old_s, src[0]);
-            *l4sum = csum::replace4(*l4sum, old_d, dst[0]);
+            pseudo.add4(old_s, src[0]);
+            pseudo.add4(old_d, dst[0]);
             (*ip).saddr = src[0];
             (*ip).daddr = dst[0];
         }
@@ -93,14 +96,14 @@ impl Ip for Ipv6Hdr {
     const FAMILY: u8 = FAMILY_V6;
 
     #[inline(always)]
-    unsafe fn set_addrs(ip: *mut Self, src: &lb_common::Addr, dst: &lb_common::Addr, l4sum: &mut u16) {
+    unsafe fn set_addrs(ip: *mut Self, src: &lb_common::Addr, dst: &lb_common::Addr, pseudo: &mut Diff) {
         unsafe {
             let old_s = (*ip).saddr;
             let old_d = (*ip).daddr;
             let mut i = 0;
             while i < 4 {
-                *l4sum = csum::replace4(*l4sum, old_s[i], src[i]);
-                *l4sum = csum::replace4(*l4sum, old_d[i], dst[i]);
+                pseudo.add4(old_s[i], src[i]);
+                pseudo.add4(old_d[i], dst[i]);
                 i += 1;
             }
             (*ip).saddr = *src;
@@ -149,17 +152,6 @@ pub const TCP_RST: u8 = 0x04;
 pub const TCP_PSH: u8 = 0x08;
 pub const TCP_ACK: u8 = 0x10;
 
-/// A pointer to a `T` at `offset` in the frame, if the whole `T` lies inside it.
-#[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
-    let start = ctx.data();
-    let end = ctx.data_end();
-    if start + offset + core::mem::size_of::<T>() > end {
-        return Err(());
-    }
-    Ok((start + offset) as *mut T)
-}
-
 /// What the datapath needs of a TCP/UDP packet of family `H`. It holds offsets, not
 /// pointers: a packet pointer carried across BPF calls and helper calls loses the bounds the
 /// verifier proved for it, so every user takes a fresh, bounds-checked pointer
@@ -199,18 +191,18 @@ impl<H: Ip> Packet<H> {
     }
 
     #[inline(always)]
-    pub fn eth(&self, ctx: &XdpContext) -> Option<*mut EthHdr> {
+    pub fn eth<C: Ctx>(&self, ctx: &C) -> Option<*mut EthHdr> {
         ptr_at(ctx, 0).ok()
     }
 
     #[inline(always)]
-    pub fn ip(&self, ctx: &XdpContext) -> Option<*mut H> {
+    pub fn ip<C: Ctx>(&self, ctx: &C) -> Option<*mut H> {
         ptr_at(ctx, ETH_HLEN).ok()
     }
 
     /// The ports, when the transport header is here.
     #[inline(always)]
-    pub fn ports(&self, ctx: &XdpContext) -> Option<*mut Ports> {
+    pub fn ports<C: Ctx>(&self, ctx: &C) -> Option<*mut Ports> {
         let off = self.l4_off & MAX_L4_OFF;
         if off == 0 {
             return None;
@@ -220,7 +212,7 @@ impl<H: Ip> Packet<H> {
 
     /// The TCP header, when the packet is TCP and its header is here.
     #[inline(always)]
-    pub fn tcp(&self, ctx: &XdpContext) -> Option<*mut TcpHdr> {
+    pub fn tcp<C: Ctx>(&self, ctx: &C) -> Option<*mut TcpHdr> {
         let off = self.l4_off & MAX_L4_OFF;
         if off == 0 || self.proto != PROTO_TCP {
             return None;
@@ -228,15 +220,11 @@ impl<H: Ip> Packet<H> {
         ptr_at(ctx, off as usize).ok()
     }
 
-    /// The transport checksum field, when the transport header is here.
+    /// Offset of the transport checksum field (valid when [`Packet::has_l4`]).
     #[inline(always)]
-    pub fn l4_csum(&self, ctx: &XdpContext) -> Option<*mut u16> {
-        let off = self.l4_off & MAX_L4_OFF;
-        if off == 0 {
-            return None;
-        }
+    pub fn csum_off(&self) -> u32 {
         let at = if self.proto == PROTO_TCP { TCP_CSUM_OFF } else { UDP_CSUM_OFF };
-        ptr_at(ctx, off as usize + at).ok()
+        (self.l4_off & MAX_L4_OFF) + at as u32
     }
 }
 
@@ -250,7 +238,7 @@ pub enum Skip {
 }
 
 #[inline(always)]
-pub fn v4(ctx: &XdpContext, pkt: &mut Packet<Ipv4Hdr>) -> Result<(), Skip> {
+pub fn v4<C: Ctx>(ctx: &C, pkt: &mut Packet<Ipv4Hdr>) -> Result<(), Skip> {
     let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN).map_err(|_| Skip::NotOurs)?;
     // SAFETY: bounds checked by ptr_at.
     let (version_ihl, proto, frag_off, id, saddr, daddr) = unsafe {
@@ -279,7 +267,7 @@ pub fn v4(ctx: &XdpContext, pkt: &mut Packet<Ipv4Hdr>) -> Result<(), Skip> {
 }
 
 #[inline(always)]
-pub fn v6(ctx: &XdpContext, pkt: &mut Packet<Ipv6Hdr>) -> Result<(), Skip> {
+pub fn v6<C: Ctx>(ctx: &C, pkt: &mut Packet<Ipv6Hdr>) -> Result<(), Skip> {
     let ip: *mut Ipv6Hdr = ptr_at(ctx, ETH_HLEN).map_err(|_| Skip::NotOurs)?;
     // SAFETY: bounds checked by ptr_at.
     let (vtc, mut next, saddr, daddr) = unsafe { ((*ip).vtc_flow, (*ip).nexthdr, (*ip).saddr, (*ip).daddr) };
@@ -330,7 +318,7 @@ pub fn v6(ctx: &XdpContext, pkt: &mut Packet<Ipv6Hdr>) -> Result<(), Skip> {
 /// The transport header at `off`: ports and TCP flags; the whole minimal header must be in
 /// the frame.
 #[inline(always)]
-fn l4<H: Ip>(ctx: &XdpContext, off: usize, pkt: &mut Packet<H>) -> Result<(), Skip> {
+fn l4<C: Ctx, H: Ip>(ctx: &C, off: usize, pkt: &mut Packet<H>) -> Result<(), Skip> {
     if off as u32 > MAX_L4_OFF {
         return Err(Skip::NotOurs);
     }

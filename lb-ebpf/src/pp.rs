@@ -47,7 +47,7 @@ const MIN_MSS: u32 = 64;
 /// here and set by `lb_xdp_pp_client` when the SYN goes through it (the new-flow path of
 /// `lb_xdp` has no stack to spare for it).
 #[inline(always)]
-pub fn for_new_flow<H: Ip>(ctx: &XdpContext, pkt: &Packet<H>, flags: u32) -> (u8, u16, u32) {
+pub fn for_new_flow<C: crate::ctx::Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, flags: u32) -> (u8, u16, u32) {
     if flags & (listener_flags::PROXY_V1 | listener_flags::PROXY_V2) == 0 {
         return (pp::OFF, 0, 0);
     }

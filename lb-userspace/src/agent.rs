@@ -71,7 +71,14 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     tracing::info!(%source, "watching");
     let mut last_sweep = std::time::Instant::now();
+    let mut paths = BackendPaths { nics: attached, ..BackendPaths::default() };
+    let mut last_paths = std::time::Instant::now();
     loop {
+        if last_paths.elapsed() >= PATHS_EVERY {
+            // Routes and links change under us (pods come and go, an overlay is re-created).
+            last_paths = std::time::Instant::now();
+            paths.sync(&applied, node, &mut dp);
+        }
         if last_sweep.elapsed() >= opts.sweep {
             last_sweep = std::time::Instant::now();
             match dp.sweep(&opts.sweep_options) {
@@ -99,7 +106,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                     tracing::info!(notice = %n, "no effect on this node");
                 }
                 model::keep_last_good(&applied, &mut build);
-                resolve_next_hops(&build.model, node, &attached);
+                paths.sync(&build.model, node, &mut dp);
                 checker.sync(&build.model, &health_tx);
                 node.sync_local_vips(&build.model.l7.values().filter_map(|l| l.addr).collect());
                 let effective = checker.effective(&build.model);
@@ -185,20 +192,68 @@ impl AgentStats {
     }
 }
 
-/// Managed neighbour entries for every backend's next hop; a warning for backends routed
-/// through an interface the datapath is not attached to (their replies would miss it).
-fn resolve_next_hops(model: &Model, node: &mut NodeChanges, attached: &BTreeSet<String>) {
-    let backends: BTreeSet<_> =
-        model.listeners.values().flat_map(|l| l.backends.iter().map(|b| b.addr)).collect();
-    for addr in backends {
-        match node.ensure_neighbour(addr) {
-            Ok(dev) if !attached.contains(&dev) => tracing::warn!(
-                backend = %addr,
-                dev,
-                "backend is routed through an interface without the datapath: attach it with --iface"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(backend = %addr, error = %e, "cannot resolve next hop"),
+/// How often the routes to backends are looked up again when nothing else changed.
+const PATHS_EVERY: Duration = Duration::from_secs(5);
+
+/// How backends are reached: through the XDP NICs (`--iface`), or through devices the tc
+/// datapath runs on (a bridge, an overlay device, a pod veth), found from the routes.
+#[derive(Default)]
+struct BackendPaths {
+    /// The NICs XDP is attached to.
+    nics: BTreeSet<String>,
+    /// Devices the tc datapath was put on, and the route lookups that failed (warned once).
+    tc: BTreeSet<String>,
+    warned: BTreeSet<std::net::IpAddr>,
+}
+
+impl BackendPaths {
+    /// For every backend: a managed neighbour entry for its next hop when it is reached by a
+    /// NIC; else the tc datapath on the device it is reached through, that device's address
+    /// as the SNAT source (replies then come back the same way) and forwarding on it.
+    fn sync(&mut self, model: &Model, node: &mut NodeChanges, dp: &mut Dataplane) {
+        let backends: BTreeSet<_> =
+            model.listeners.values().flat_map(|l| l.backends.iter().map(|b| b.addr)).collect();
+        let mut devices = BTreeSet::new();
+        for addr in backends {
+            match crate::netif::route_to(addr) {
+                Ok((_, dev)) if self.nics.contains(&dev) => {
+                    if let Err(e) = node.ensure_neighbour(addr) {
+                        tracing::warn!(backend = %addr, error = %e, "cannot resolve next hop");
+                    }
+                }
+                Ok((_, dev)) if dev == "lo" => {
+                    if self.warned.insert(addr) {
+                        tracing::warn!(backend = %addr, "backend is an address of this node (host network): not served by the L4 datapath");
+                    }
+                }
+                Ok((_, dev)) => {
+                    devices.insert(dev);
+                }
+                Err(e) => {
+                    if self.warned.insert(addr) {
+                        tracing::warn!(backend = %addr, error = %e, "cannot route to backend");
+                    }
+                }
+            }
         }
+        for dev in devices {
+            if let Err(e) = self.attach(&dev, node, dp) {
+                tracing::warn!(dev, error = %format!("{e:#}"), "cannot put the tc datapath on the device backends are reached through");
+            }
+        }
+    }
+
+    fn attach(&mut self, dev: &str, node: &mut NodeChanges, dp: &mut Dataplane) -> Result<()> {
+        let iface = Iface::lookup(dev)?;
+        node.enable_forwarding(dev, iface.ipv6.is_some())?;
+        dp.set_snat(iface.index, iface.ipv4, iface.ipv6)?;
+        if dp.attach_tc(dev)? {
+            tracing::info!(dev, index = iface.index, snat4 = ?iface.ipv4, snat6 = ?iface.ipv6, "tc datapath attached (backends reached through it)");
+        }
+        if iface.ipv4.is_none() && iface.ipv6.is_none() {
+            tracing::warn!(dev, "no address: backends behind it cannot be reached (no SNAT source)");
+        }
+        self.tc.insert(dev.to_string());
+        Ok(())
     }
 }

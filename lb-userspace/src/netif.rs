@@ -141,7 +141,7 @@ impl NodeChanges {
 }
 
 /// The next hop and device the kernel routes `dst` through.
-fn route_to(dst: IpAddr) -> Result<(IpAddr, String)> {
+pub fn route_to(dst: IpAddr) -> Result<(IpAddr, String)> {
     let out = Command::new("ip")
         .args(["-j", "route", "get", &dst.to_string()])
         .output()

@@ -17,7 +17,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, DevMapHash, HashMap as BpfHashMap, MapData, ProgramArray},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode, tc::SchedClassifierLinkId, xdp::XdpLinkId},
 };
 use lb_common::{
     DatapathConfig, FAMILY_V4, FAMILY_V6, Listener, ListenerKey, MAX_LISTENERS, SnatAddr, acl_mode, listener_flags,
@@ -98,6 +98,8 @@ struct Loaded {
 pub struct Dataplane {
     ebpf: Ebpf,
     links: Vec<(String, XdpLinkId)>,
+    /// tc ingress attachments: (interface, its ifindex then, program, link).
+    tc_links: Vec<(String, u32, &'static str, SchedClassifierLinkId)>,
     loaded: BTreeMap<ListenerId, Loaded>,
     free_ids: Vec<u32>,
     pending_ids: Vec<(Instant, u32)>,
@@ -142,9 +144,13 @@ impl Dataplane {
         for (i, fd) in fds.iter().enumerate() {
             progs.set(i as u32, fd, 0).map_err(map_err(names::PROGS))?;
         }
+        for name in [lb_common::TC_PROGRAM, lb_common::TC_NIC_PROGRAM] {
+            tc_program(&mut ebpf, name)?.load().map_err(|source| DataplaneError::NamedProgram { name, source })?;
+        }
         let mut dp = Dataplane {
             ebpf,
             links: Vec::new(),
+            tc_links: Vec::new(),
             loaded: BTreeMap::new(),
             free_ids: (0..MAX_LISTENERS).rev().collect(),
             pending_ids: Vec::new(),
@@ -165,8 +171,15 @@ impl Dataplane {
         program(&mut self.ebpf)
     }
 
-    /// Attach to `iface` in driver mode, or in generic mode (with a warning) where the driver
-    /// has no XDP support. Returns the mode used.
+    /// The loaded tc program `name` (`lb_common::TC_PROGRAM`, `TC_NIC_PROGRAM`), for
+    /// BPF_PROG_TEST_RUN.
+    pub fn tc_program(&mut self, name: &'static str) -> Result<&mut SchedClassifier> {
+        tc_program(&mut self.ebpf, name)
+    }
+
+    /// Attach XDP to the NIC `iface` in driver mode, or in generic mode (with a warning)
+    /// where the driver has no XDP support, and `lb_tc_nic` to its tc ingress (it sends on
+    /// the frames XDP hands over). Returns the XDP mode used.
     pub fn attach(&mut self, iface: &str) -> Result<XdpMode> {
         let prog = self.program()?;
         let (id, mode) = match prog.attach(iface, XdpMode::Driver) {
@@ -177,7 +190,35 @@ impl Dataplane {
             }
         };
         self.links.push((iface.to_string(), id));
+        self.attach_tc_program(iface, lb_common::TC_NIC_PROGRAM)?;
         Ok(mode)
+    }
+
+    /// Run the tc datapath (`lb_tc`) on `iface`'s ingress: a bridge, overlay device or pod
+    /// veth that backends or local clients are reached through. Idempotent while the
+    /// interface keeps its ifindex; a re-created interface is attached again.
+    pub fn attach_tc(&mut self, iface: &str) -> Result<bool> {
+        self.attach_tc_program(iface, lb_common::TC_PROGRAM)
+    }
+
+    fn attach_tc_program(&mut self, iface: &str, name: &'static str) -> Result<bool> {
+        let ifindex = nix::net::if_::if_nametoindex(iface).unwrap_or(0);
+        if self.tc_links.iter().any(|(i, idx, n, _)| i == iface && *idx == ifindex && *n == name) {
+            return Ok(false);
+        }
+        // A stale attachment (the interface was re-created): forget it.
+        self.tc_links.retain(|(i, _, n, _)| !(i == iface && *n == name));
+        let prog = tc_program(&mut self.ebpf, name)?;
+        let id = prog
+            .attach(iface, TcAttachType::Ingress)
+            .map_err(|source| DataplaneError::NamedProgram { name, source })?;
+        self.tc_links.push((iface.to_string(), ifindex, name, id));
+        Ok(true)
+    }
+
+    /// Interfaces running the tc datapath (`lb_tc`).
+    pub fn tc_ifaces(&self) -> Vec<String> {
+        self.tc_links.iter().filter(|(_, _, n, _)| *n == lb_common::TC_PROGRAM).map(|(i, ..)| i.clone()).collect()
     }
 
     /// Detach from every interface.
@@ -190,13 +231,26 @@ impl Dataplane {
                 tracing::warn!(iface, error = %e, "detach failed");
             }
         }
+        for (iface, _, name, id) in std::mem::take(&mut self.tc_links) {
+            if let Ok(prog) = tc_program(&mut self.ebpf, name)
+                && let Err(e) = prog.detach(id)
+            {
+                tracing::debug!(iface, error = %e, "tc detach failed (the interface may be gone)");
+            }
+        }
     }
 
-    /// Make `ifindex` a forwarding target whose NATed traffic leaves from `v4` / `v6`.
+    /// Make `ifindex` an XDP forwarding target whose NATed traffic leaves from `v4` / `v6`.
     pub fn add_port(&mut self, ifindex: u32, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Result<()> {
         let mut tx: DevMapHash<&mut MapData> = self.map_mut(names::TX_PORTS)?;
         tx.insert(ifindex, ifindex, None, 0)
             .map_err(|e| DataplaneError::Map { map: names::TX_PORTS, source: xdp_map_err(e) })?;
+        self.set_snat(ifindex, v4, v6)
+    }
+
+    /// NATed traffic leaving by `ifindex` (an XDP port, or a tc device: bridge, overlay, pod
+    /// veth) takes `v4` / `v6` as its source, so replies come back the same way.
+    pub fn set_snat(&mut self, ifindex: u32, v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr>) -> Result<()> {
         let mut value = SnatAddr::default();
         if let Some(a) = v4 {
             value.v4 = u32::from(a).to_be();
@@ -428,6 +482,11 @@ where
 {
     let map = ebpf.map_mut(name).ok_or(DataplaneError::Missing { what: name })?;
     T::try_from(map).map_err(map_err(name))
+}
+
+fn tc_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {
+    let prog = ebpf.program_mut(name).ok_or(DataplaneError::Missing { what: name })?;
+    Ok(prog.try_into()?)
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

@@ -1,0 +1,232 @@
+//! The two hooks the datapath runs in, behind one trait so the flow, NAT and ICMP code is
+//! written once:
+//! - XDP on the NICs named by `--iface`: wire frames, whose checksums are complete, so
+//!   checksum changes are applied in place; frames leave by XDP_TX or a devmap redirect, or,
+//!   when their egress cannot take an XDP redirect (a bridge, an overlay device, a pod's
+//!   veth) or its neighbour is unresolved, are handed to tc on the same NIC with
+//!   [`Handoff`] metadata (XDP_PASS);
+//! - tc on the devices backends and local clients are reached through: skbs from local
+//!   stacks may carry a partial checksum (CHECKSUM_PARTIAL), which only the kernel's
+//!   checksum helpers update correctly, and frames leave by `bpf_redirect` /
+//!   `bpf_redirect_neigh`.
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action},
+    helpers::generated::{bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh, bpf_xdp_adjust_meta},
+    programs::{TcContext, XdpContext},
+};
+use lb_common::{HANDOFF_MAGIC, Handoff, handoff_flags, stat};
+
+use crate::{maps::TX_PORTS, stats::count};
+
+/// What the datapath needs of the hook it runs in.
+pub trait Ctx {
+    /// Hand the packet to the kernel untouched.
+    const PASS: u32;
+    /// Drop the packet.
+    const DROP: u32;
+    /// XDP (PROXY-protocol work is tail-called there; the tc hook has none yet).
+    const XDP: bool;
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    fn raw(&self) -> *mut core::ffi::c_void;
+    /// The interface the packet arrived on.
+    fn ingress_ifindex(&self) -> u32;
+    /// Apply checksum changes to the TCP/UDP checksum field at `off`: `pseudo` and `data`
+    /// are ones' complement sums of `!old + new` over the 16-bit words that changed, in the
+    /// pseudo-header (addresses, length) and in the covered data (ports, seq, options).
+    /// `udp`: a zero checksum means "none" (IPv4) and a computed zero is sent as 0xffff.
+    /// Called after every direct write to the packet (the tc helper invalidates pointers).
+    fn l4_csum(&self, off: u32, pseudo: u16, data: u16, udp: bool);
+    /// Send the frame, its MACs set, out of `ifindex`; `resolved`: the MACs are the next
+    /// hop's (else the kernel must resolve the neighbour).
+    fn send(&self, ifindex: u32, resolved: bool, bytes: u64) -> u32;
+}
+
+/// A pointer to a `T` at `offset` in the frame, if the whole `T` lies inside it.
+#[inline(always)]
+pub fn ptr_at<C: Ctx, T>(ctx: &C, offset: usize) -> Result<*mut T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + offset) as *mut T)
+}
+
+/// Ones' complement fold of a 32-bit accumulator.
+#[inline(always)]
+pub fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum as u16
+}
+
+/// Accumulates `!old + new` over changed 16-bit words (in memory order, like every word the
+/// checksum covers), for [`Ctx::l4_csum`].
+#[derive(Clone, Copy)]
+pub struct Diff(u32);
+
+impl Diff {
+    #[inline(always)]
+    pub fn new() -> Diff {
+        Diff(0)
+    }
+
+    #[inline(always)]
+    pub fn add2(&mut self, old: u16, new: u16) {
+        self.0 = fold(self.0 + (!old) as u32 + new as u32) as u32;
+    }
+
+    #[inline(always)]
+    pub fn add4(&mut self, old: u32, new: u32) {
+        self.add2(old as u16, new as u16);
+        self.add2((old >> 16) as u16, (new >> 16) as u16);
+    }
+
+    #[inline(always)]
+    pub fn get(self) -> u16 {
+        self.0 as u16
+    }
+}
+
+impl Ctx for XdpContext {
+    const PASS: u32 = xdp_action::XDP_PASS;
+    const DROP: u32 = xdp_action::XDP_DROP;
+    const XDP: bool = true;
+
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> *mut core::ffi::c_void {
+        self.as_ptr()
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: reading the context.
+        unsafe { (*self.ctx).ingress_ifindex as u32 }
+    }
+
+    #[inline(always)]
+    fn l4_csum(&self, off: u32, pseudo: u16, data: u16, udp: bool) {
+        let Ok(p) = ptr_at::<_, u16>(self, (off & 0x3fff) as usize) else { return };
+        // SAFETY: bounds checked by ptr_at.
+        unsafe {
+            let old = *p;
+            if udp && old == 0 {
+                return;
+            }
+            let mut c = !fold((!old) as u32 + pseudo as u32 + data as u32);
+            if udp && c == 0 {
+                c = 0xffff;
+            }
+            *p = c;
+        }
+    }
+
+    #[inline(always)]
+    fn send(&self, ifindex: u32, resolved: bool, bytes: u64) -> u32 {
+        if resolved {
+            if ifindex == Ctx::ingress_ifindex(self) {
+                count(stat::TX, bytes);
+                return xdp_action::XDP_TX;
+            }
+            if let Ok(action) = TX_PORTS.redirect(ifindex, 0) {
+                count(stat::REDIRECT, bytes);
+                return action;
+            }
+        }
+        handoff(self, ifindex, resolved, bytes)
+    }
+}
+
+/// Pass the frame (already rewritten) up with [`Handoff`] metadata: `lb_tc_nic` on this
+/// interface sends it to `ifindex`, which XDP cannot (not an XDP port, or the next hop's
+/// neighbour is unresolved).
+#[inline(always)]
+fn handoff(ctx: &XdpContext, ifindex: u32, resolved: bool, bytes: u64) -> u32 {
+    let size = core::mem::size_of::<Handoff>() as i32;
+    // SAFETY: helper on our context.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -size) } != 0 {
+        count(stat::DROP_HANDOFF, bytes);
+        return xdp_action::XDP_DROP;
+    }
+    let meta = ctx.metadata();
+    if meta + size as usize > ctx.metadata_end() {
+        count(stat::DROP_HANDOFF, bytes);
+        return xdp_action::XDP_DROP;
+    }
+    let flags = if resolved { 0 } else { handoff_flags::NEIGH };
+    // SAFETY: bounds checked just now.
+    unsafe { *(meta as *mut Handoff) = Handoff { magic: HANDOFF_MAGIC, flags, ifindex } };
+    count(if resolved { stat::XDP_TO_TC } else { stat::NEIGH_UNRESOLVED }, bytes);
+    xdp_action::XDP_PASS
+}
+
+impl Ctx for TcContext {
+    const PASS: u32 = TC_ACT_OK as u32;
+    const DROP: u32 = TC_ACT_SHOT as u32;
+    const XDP: bool = false;
+
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> *mut core::ffi::c_void {
+        self.as_ptr()
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: reading the context.
+        unsafe { (*self.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
+    fn l4_csum(&self, off: u32, pseudo: u16, data: u16, udp: bool) {
+        let mangled = if udp { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
+        // SAFETY: helpers on our context; they check the offset against the skb. They know
+        // the skb's checksum state: a partial checksum takes only the pseudo-header change.
+        unsafe {
+            if pseudo != 0 {
+                bpf_l4_csum_replace(self.skb.skb, off, 0, pseudo as u64, BPF_F_PSEUDO_HDR as u64 | mangled);
+            }
+            if data != 0 {
+                bpf_l4_csum_replace(self.skb.skb, off, 0, data as u64, mangled);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn send(&self, ifindex: u32, resolved: bool, bytes: u64) -> u32 {
+        count(stat::TC_REDIRECT, bytes);
+        tc_redirect(ifindex, resolved)
+    }
+}
+
+/// `bpf_redirect` to a resolved next hop (MACs set), else `bpf_redirect_neigh`, which
+/// resolves it.
+#[inline(always)]
+pub fn tc_redirect(ifindex: u32, resolved: bool) -> u32 {
+    // SAFETY: plain helpers.
+    let r = unsafe {
+        if resolved { bpf_redirect(ifindex, 0) } else { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) }
+    };
+    if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT as u32 } else { TC_ACT_SHOT as u32 }
+}

@@ -1,0 +1,53 @@
+//! The tc programs: `lb_tc_nic` sends on what XDP handed over; `lb_tc` runs the whole
+//! datapath on the devices backends and local clients are reached through (bridges, overlay
+//! devices, pod veths), where packets come from local stacks.
+use aya_ebpf::{
+    bindings::TC_ACT_OK,
+    helpers::generated::bpf_skb_pull_data,
+    programs::TcContext,
+};
+use lb_common::{HANDOFF_MAGIC, Handoff, handoff_flags, stat};
+
+use crate::{ctx::tc_redirect, flow, stats::count};
+
+/// Bytes of headers the datapath reads directly (Ethernet, IPv6 with extension headers,
+/// a TCP header); pulled into the linear part when an skb has less there.
+const HEADERS: u32 = 128;
+
+/// `lb_tc_nic`: a frame with [`Handoff`] metadata is sent where XDP said; everything else
+/// goes on into the stack.
+#[inline(always)]
+pub fn nic(ctx: &TcContext) -> u32 {
+    // SAFETY: reading the context.
+    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
+    if meta + core::mem::size_of::<Handoff>() > data {
+        return TC_ACT_OK as u32;
+    }
+    // SAFETY: bounds checked just now (the verifier knows data_meta..data).
+    let h = unsafe { *(meta as *const Handoff) };
+    if h.magic != HANDOFF_MAGIC {
+        return TC_ACT_OK as u32;
+    }
+    count(stat::TC_REDIRECT, ctx.len() as u64);
+    tc_redirect(h.ifindex, h.flags & handoff_flags::NEIGH == 0)
+}
+
+/// `lb_tc`: the datapath on an skb.
+#[inline(always)]
+pub fn datapath(ctx: &TcContext) -> u32 {
+    count(stat::TC_RX, 0);
+    let len = ctx.len();
+    let linear = (ctx.data_end() - ctx.data()) as u32;
+    if linear < HEADERS && len > linear {
+        let want = if len < HEADERS { len } else { HEADERS };
+        // SAFETY: helper on our context.
+        if unsafe { bpf_skb_pull_data(ctx.skb.skb, want) } != 0 {
+            return TC_ACT_OK as u32;
+        }
+    }
+    match flow::handle(ctx) {
+        Ok(action) => action,
+        Err(()) => TC_ACT_OK as u32,
+    }
+}
+
