@@ -1,6 +1,7 @@
 //! Test support shared by the integration tests and the demo: network namespaces and veth
 //! pairs with a unique per-run prefix (removed on drop, even when a test fails), crafted
 //! packets, small real servers, and the `lb` daemon as a child process.
+pub mod cluster;
 pub mod netns;
 pub mod packet;
 pub mod ppserver;

@@ -80,6 +80,23 @@ impl Netns {
         Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
     }
 
+    /// Names of the programs on `iface`'s tc ingress (TCX) and XDP hook.
+    pub fn bpf_programs(&self, iface: &str) -> Vec<String> {
+        let iface = iface.to_string();
+        self.run(move || {
+            use aya::programs::{SchedClassifier, TcAttachType};
+            let mut names: Vec<String> = SchedClassifier::query_tcx(&iface, TcAttachType::Ingress)
+                .map(|(_, progs)| progs.iter().filter_map(|p| p.name_as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            if let Ok(out) = Command::new("ip").args(["-d", "link", "show", &iface]).output()
+                && String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+            {
+                names.push("xdp".to_string());
+            }
+            names
+        })
+    }
+
     pub fn mac(&self, iface: &str) -> Result<[u8; 6]> {
         let out = self.exec(&["cat", &format!("/sys/class/net/{iface}/address")])?;
         parse_mac(String::from_utf8_lossy(&out.stdout).trim())

@@ -70,10 +70,36 @@ fn write_atomic(dir: &Path, name: &str, yaml: &str) -> Result<()> {
 /// annotations and externalTrafficPolicy, and its EndpointSlice over `endpoints`
 /// (address, optional weight).
 pub fn service_yaml(name: &str, vip: &str, annotations: &[(&str, &str)], endpoints: &[(String, Option<u32>)]) -> String {
+    let eps: Vec<Endpoint> = endpoints.iter().map(|(a, w)| Endpoint { addr: a.clone(), weight: *w, node: None }).collect();
+    render_service(name, vip, annotations, false, &eps)
+}
+
+/// [`service_yaml`] over endpoints on named nodes; `local`: `externalTrafficPolicy: Local`.
+pub fn service_yaml_on_nodes(name: &str, vip: &str, annotations: &[(&str, &str)], local: bool, endpoints: &[(String, &str)]) -> String {
+    let eps: Vec<Endpoint> =
+        endpoints.iter().map(|(a, n)| Endpoint { addr: a.clone(), weight: None, node: Some(n.to_string()) }).collect();
+    render_service(name, vip, annotations, local, &eps)
+}
+
+/// One endpoint of an EndpointSlice.
+pub struct Endpoint {
+    pub addr: String,
+    pub weight: Option<u32>,
+    pub node: Option<String>,
+}
+
+fn render_service(name: &str, vip: &str, annotations: &[(&str, &str)], local: bool, endpoints: &[Endpoint]) -> String {
     let family = if vip.contains(':') { "IPv6" } else { "IPv4" };
     let ann: String = annotations.iter().map(|(k, v)| format!("    {k}: \"{v}\"\n")).collect();
-    let weights: Vec<String> = endpoints.iter().filter_map(|(a, w)| w.map(|w| format!("{a}={w}"))).collect();
-    let eps: String = endpoints.iter().map(|(a, _)| format!("- addresses: [\"{a}\"]\n  conditions: {{ready: true}}\n")).collect();
+    let weights: Vec<String> = endpoints.iter().filter_map(|e| e.weight.map(|w| format!("{}={w}", e.addr))).collect();
+    let eps: String = endpoints
+        .iter()
+        .map(|e| {
+            let node = e.node.as_ref().map(|n| format!("  nodeName: {n}\n")).unwrap_or_default();
+            format!("- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n{node}", e.addr)
+        })
+        .collect();
+    let policy = if local { "  externalTrafficPolicy: Local\n" } else { "" };
     format!(
         r#"apiVersion: v1
 kind: Service
@@ -85,7 +111,7 @@ metadata:
 spec:
   type: LoadBalancer
   loadBalancerIP: "{vip}"
-  ports:
+{policy}  ports:
   - {{name: tcp, protocol: TCP, port: 80, targetPort: 8080}}
   - {{name: udp, protocol: UDP, port: 80, targetPort: 8080}}
 ---

@@ -14,8 +14,9 @@ use crate::exec;
 /// rustup cannot fetch rust-src here) and LLVM 22 for bpf-linker.
 const TOOLCHAIN_PACKAGES: &[&str] =
     &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
-/// What the tests, the demo, the bench (trafgen is in netsniff-ng) and the daemon use.
-const RUNTIME_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "procps", "netsniff-ng"];
+/// What the tests, the demo, the bench (trafgen is in netsniff-ng; bpftool shows attached
+/// programs and their run-time stats) and the daemon use.
+const RUNTIME_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "procps", "netsniff-ng", "bpftool"];
 /// Real peers the tests and the bench compare against or talk to: nginx and haproxy (PROXY
 /// protocol receivers, L7 peers), curl, wrk and h2load (nghttp2-client), openssl.
 const PEER_PACKAGES: &[&str] = &["nginx-light", "haproxy", "curl", "wrk", "nghttp2-client", "openssl"];

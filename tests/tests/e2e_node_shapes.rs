@@ -1,0 +1,120 @@
+//! End to end on nodes shaped like Kubernetes nodes (`lb_tests::cluster`): pods behind a
+//! bridge on the load balancer's node, pods on a second node behind a VXLAN overlay, a client
+//! across the wire and a client pod on the node; pods keep their default offloads.
+use std::{
+    collections::BTreeMap,
+    fs,
+    net::SocketAddr,
+    time::Duration,
+};
+
+use lb_tests::{
+    cluster::{Cluster, NODE_A, Pods},
+    daemon::Daemon,
+    netns::Netns,
+    privileged,
+    scenario::service_yaml_on_nodes,
+    servers::{Server, name_server, tcp_request, udp_request},
+};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const VIP: &str = "198.18.100.10";
+const VIP_LOCAL: &str = "198.18.100.11";
+const VIP6: &str = "2001:db8:100::10";
+
+fn servers(cluster: &Cluster) -> Vec<Server> {
+    cluster.pods.iter().map(|p| name_server(&p.ns, "[::]:8080".parse().unwrap(), &p.name).unwrap()).collect()
+}
+
+/// `n` TCP and `n` UDP requests from `ns` to `vip:80`: the answers by pod name, and the failures.
+fn ask(ns: &Netns, vip: &str, n: usize) -> (BTreeMap<String, usize>, Vec<String>) {
+    let to = SocketAddr::new(vip.parse().unwrap(), 80);
+    ns.run(move || {
+        let mut seen = BTreeMap::new();
+        let mut failed = Vec::new();
+        for i in 0..n * 2 {
+            let answer = if i % 2 == 0 { tcp_request(to, TIMEOUT) } else { udp_request(to, TIMEOUT) };
+            match answer {
+                Ok(name) => *seen.entry(name).or_insert(0) += 1,
+                Err(e) => failed.push(format!("{} #{i}: {e:#}", if i % 2 == 0 { "tcp" } else { "udp" })),
+            }
+        }
+        (seen, failed)
+    })
+}
+
+fn manifests(cluster: &Cluster, dir: &std::path::Path) {
+    let eps = |v6: bool| -> Vec<(String, &str)> { cluster.endpoints(v6).into_iter().map(|(a, n)| (a.to_string(), n)).collect() };
+    fs::write(dir.join("spread.yaml"), service_yaml_on_nodes("spread", VIP, &[], false, &eps(false))).unwrap();
+    fs::write(dir.join("local.yaml"), service_yaml_on_nodes("local", VIP_LOCAL, &[], true, &eps(false))).unwrap();
+    fs::write(dir.join("spread6.yaml"), service_yaml_on_nodes("spread6", VIP6, &[("service.beta.kubernetes.io/alibaba-cloud-loadbalancer-ip-version", "ipv6")], false, &eps(true))).unwrap();
+}
+
+fn start(cluster: &Cluster, work: &tempfile::TempDir) -> Daemon {
+    let dir = work.path().join("manifests");
+    fs::create_dir(&dir).unwrap();
+    manifests(cluster, &dir);
+    // Three Services, TCP and UDP each.
+    Daemon::start_with(&cluster.lb, &dir, &cluster.nic, 6, work.path(), &["--node-name", NODE_A]).unwrap()
+}
+
+fn all_pods(cluster: &Cluster) -> Vec<String> {
+    cluster.pods.iter().map(|p| p.name.clone()).collect()
+}
+
+#[test]
+fn wire_client_and_client_pod_reach_bridge_and_overlay_pods() {
+    if !privileged("wire_client_and_client_pod_reach_bridge_and_overlay_pods") {
+        return;
+    }
+    let cluster = Cluster::new(Pods::Both, 3).unwrap();
+    let _servers = servers(&cluster);
+    let work = tempfile::tempdir().unwrap();
+    let mut daemon = start(&cluster, &work);
+
+    for (who, ns, vip) in [
+        ("client across the wire", &cluster.client, VIP),
+        ("client across the wire, IPv6", &cluster.client, VIP6),
+        ("client pod on node-a", &cluster.client_pod, VIP),
+        ("client pod on node-a, IPv6", &cluster.client_pod, VIP6),
+    ] {
+        let (seen, failed) = ask(ns, vip, 30);
+        assert!(failed.is_empty(), "{who}: {} of 60 failed: {failed:#?}\n{}", failed.len(), daemon.log_text());
+        let names: Vec<String> = seen.keys().cloned().collect();
+        assert_eq!(names, all_pods(&cluster), "{who}: every pod answers: {seen:?}");
+    }
+    let shown = |dev: &str| cluster.lb.bpf_programs(&format!("{}{dev}", cluster.prefix));
+    for (dev, progs) in [("cni", vec!["lb_tc"]), ("vx", vec!["lb_tc"]), ("n0", vec!["lb_tc_nic", "xdp"])] {
+        assert_eq!(shown(dev), progs, "programs on {dev} while lb runs");
+    }
+    // The way the packets went: the wire client's requests were rewritten by XDP and handed
+    // to tc (the bridge and the overlay take no XDP redirect); the pods' replies and the
+    // client pod's requests went through the tc datapath on the bridge and the overlay.
+    let out = daemon.stop().unwrap();
+    let stats: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let packets = |name: &str| stats["stats"]["datapath"][name]["packets"].as_u64().unwrap();
+    assert!(packets("xdp_to_tc") >= 60, "{stats}");
+    assert!(packets("tc_rx") >= 120, "{stats}");
+    assert!(packets("tc_redirect") >= 240, "{stats}");
+    assert!(packets("new_flows") >= 240, "{stats}");
+    assert_eq!(packets("drop_no_snat_addr"), 0, "{stats}");
+    // Nothing left on the node: tc programs detached from the bridge and the overlay.
+    for dev in ["cni", "vx", "n0"] {
+        assert!(shown(dev).is_empty(), "{dev} still has programs: {:?}", shown(dev));
+    }
+}
+
+#[test]
+fn local_traffic_policy_reaches_only_this_nodes_pods() {
+    if !privileged("local_traffic_policy_reaches_only_this_nodes_pods") {
+        return;
+    }
+    let cluster = Cluster::new(Pods::Both, 3).unwrap();
+    let _servers = servers(&cluster);
+    let work = tempfile::tempdir().unwrap();
+    let daemon = start(&cluster, &work);
+    let (seen, failed) = ask(&cluster.client, VIP_LOCAL, 30);
+    assert!(failed.is_empty(), "{} of 60 failed: {failed:#?}\n{}", failed.len(), daemon.log_text());
+    let local: Vec<String> = cluster.pods.iter().filter(|p| p.node == NODE_A).map(|p| p.name.clone()).collect();
+    assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), local, "only node-a's pods: {seen:?}");
+}
