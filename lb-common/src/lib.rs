@@ -41,6 +41,8 @@ pub const XDP_PROGRAM: &str = "lb_xdp";
 pub const TC_PROGRAM: &str = "lb_tc";
 /// The tc ingress program on the XDP NICs: sends on the frames XDP handed over.
 pub const TC_NIC_PROGRAM: &str = "lb_tc_nic";
+/// The tc egress program on the XDP NICs: the node's own connections to VIPs.
+pub const TC_EGRESS_PROGRAM: &str = "lb_tc_egress";
 
 /// XDP → tc hand-off: the metadata `lb_xdp` puts in front of a frame it has rewritten but
 /// cannot send itself (its egress takes no XDP redirect, or the neighbour is unresolved);
@@ -256,7 +258,15 @@ pub struct RevEntry {
     pub pp_len: u16,
     pub pp_version: u8,
     pub pp_acked: u8,
-    pub _pad: u32,
+    /// `rev_flags`.
+    pub flags: u32,
+}
+
+/// `RevEntry::flags`.
+pub mod rev_flags {
+    /// The client is this node itself (its packets were seen leaving by tc egress): replies
+    /// are delivered up its own stack, not sent out of `ifindex`.
+    pub const LOCAL_CLIENT: u32 = 1;
 }
 
 /// Key of `PERSIST`: a client address on a listener.
@@ -371,7 +381,11 @@ pub mod stat {
     pub const TC_RX: u32 = 25;
     /// A PROXY-protocol flow met where the tc datapath cannot insert or shift the header.
     pub const DROP_PP_TC: u32 = 26;
-    pub const COUNT: u32 = 27;
+    /// Replies delivered to a client on this node (the node itself).
+    pub const TO_LOCAL: u32 = 27;
+    /// Packets the node itself sent that the tc egress program looked at.
+    pub const TC_EGRESS_RX: u32 = 28;
+    pub const COUNT: u32 = 29;
     /// Names in index order, for user space.
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -401,6 +415,8 @@ pub mod stat {
         "drop_handoff",
         "tc_rx",
         "drop_pp_tc",
+        "to_local",
+        "tc_egress_rx",
     ];
 }
 

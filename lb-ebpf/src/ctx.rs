@@ -11,7 +11,7 @@
 //!   `bpf_redirect_neigh`.
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action},
+    bindings::{BPF_F_INGRESS, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action},
     helpers::generated::{bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
@@ -41,6 +41,10 @@ pub trait Ctx {
     /// Send the frame, its MACs set, out of `ifindex`; `resolved`: the MACs are the next
     /// hop's (else the kernel must resolve the neighbour).
     fn send(&self, ifindex: u32, resolved: bool, bytes: u64) -> u32;
+    /// The packet was sent by this node's own stack (seen by tc egress).
+    fn local_origin(&self) -> bool;
+    /// Hand the frame up this node's stack as if received on `ifindex`.
+    fn deliver_local(&self, ifindex: u32, bytes: u64) -> u32;
 }
 
 /// A pointer to a `T` at `offset` in the frame, if the whole `T` lies inside it.
@@ -147,6 +151,18 @@ impl Ctx for XdpContext {
         }
         handoff(self, ifindex, resolved, bytes)
     }
+
+    #[inline(always)]
+    fn local_origin(&self) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn deliver_local(&self, _ifindex: u32, bytes: u64) -> u32 {
+        // The frame arrived on a NIC: passing it up is delivering it here.
+        count(stat::TO_LOCAL, bytes);
+        xdp_action::XDP_PASS
+    }
 }
 
 /// Pass the frame (already rewritten) up with [`Handoff`] metadata: `lb_tc_nic` on this
@@ -217,6 +233,21 @@ impl Ctx for TcContext {
     fn send(&self, ifindex: u32, resolved: bool, bytes: u64) -> u32 {
         count(stat::TC_REDIRECT, bytes);
         tc_redirect(ifindex, resolved)
+    }
+
+    #[inline(always)]
+    fn local_origin(&self) -> bool {
+        // Only packets this node's stack sent have no input interface.
+        // SAFETY: reading the context.
+        unsafe { (*self.skb.skb).ingress_ifindex == 0 }
+    }
+
+    #[inline(always)]
+    fn deliver_local(&self, ifindex: u32, bytes: u64) -> u32 {
+        count(stat::TO_LOCAL, bytes);
+        // SAFETY: plain helper.
+        let r = unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) };
+        if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT as u32 } else { TC_ACT_SHOT as u32 }
     }
 }
 

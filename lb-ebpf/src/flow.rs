@@ -31,6 +31,7 @@ pub const TAIL_CALL: u32 = 0x100;
 /// entry's cache line from bouncing between CPUs.
 const REFRESH_NS: u64 = 1_000_000_000;
 
+#[inline(always)]
 pub fn handle<C: Ctx>(ctx: &C) -> Result<u32, ()> {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     count(stat::RX, bytes);
@@ -224,7 +225,7 @@ fn write_reverse<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, key: &FlowKey, ct: &Ct
     out.pp_len = ct.pp_len;
     out.pp_version = ct.pp_version;
     out.pp_acked = ct.pp_acked;
-    out._pad = 0;
+    out.flags = if ctx.local_origin() { rev_flags::LOCAL_CLIENT } else { 0 };
 }
 
 /// A client packet of a known flow: NAT it towards its backend.
@@ -258,7 +259,7 @@ fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: 
         c.packets += 1;
         c.bytes += bytes;
     });
-    let action = fwd::transmit(ctx, hop.ifindex, hop.resolved, &hop.smac, &hop.dmac, bytes);
+    let action = fwd::transmit(ctx, hop.ifindex, hop.out(), &hop.smac, &hop.dmac, bytes);
     if entry.pp_version == 0 || action == C::DROP {
         return action;
     }
@@ -323,7 +324,8 @@ fn to_client<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, rev: *mut RevEntry, bytes:
         c.reply_packets += 1;
         c.reply_bytes += bytes;
     });
-    let action = fwd::transmit(ctx, r.ifindex, true, &r.local_mac, &r.client_mac, bytes);
+    let out = if r.flags & rev_flags::LOCAL_CLIENT != 0 { fwd::Out::Local } else { fwd::Out::Resolved };
+    let action = fwd::transmit(ctx, r.ifindex, out, &r.local_mac, &r.client_mac, bytes);
     // PROXY protocol over TCP: ack, SACK and MSS are the tail-called program's. (UDP replies
     // carry no header: nothing to undo.)
     if r.pp_version == 0 || pkt.proto != PROTO_TCP || action == C::DROP {

@@ -73,9 +73,22 @@ pub fn lookup_addr<C: Ctx>(ctx: &C, family: u8, dst: &Addr) -> Result<NextHop, N
     fib(ctx, family, dst, 0, 0)
 }
 
-/// Set the frame's MACs (when the next hop is resolved) and send it out of `ifindex`.
+/// Where a frame goes after the rewrite.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Out {
+    /// To a next hop whose MACs are known.
+    Resolved,
+    /// To a next hop the kernel must resolve (tc: `bpf_redirect_neigh`).
+    Unresolved,
+    /// Up this node's own stack (a reply to the node itself as a client), as if received
+    /// on `ifindex`.
+    Local,
+}
+
+/// Set the frame's MACs (when known) and send it out of `ifindex` (or up this node's stack).
 #[inline(always)]
-pub fn transmit<C: Ctx>(ctx: &C, ifindex: u32, resolved: bool, smac: &[u8; 6], dmac: &[u8; 6], bytes: u64) -> u32 {
+pub fn transmit<C: Ctx>(ctx: &C, ifindex: u32, out: Out, smac: &[u8; 6], dmac: &[u8; 6], bytes: u64) -> u32 {
+    let resolved = out != Out::Unresolved;
     if resolved {
         let Ok(eth) = crate::ctx::ptr_at::<C, crate::parse::EthHdr>(ctx, 0) else { return C::DROP };
         // SAFETY: bounds checked just now.
@@ -84,5 +97,16 @@ pub fn transmit<C: Ctx>(ctx: &C, ifindex: u32, resolved: bool, smac: &[u8; 6], d
             (*eth).dst = *dmac;
         }
     }
+    if out == Out::Local {
+        return ctx.deliver_local(ifindex, bytes);
+    }
     ctx.send(ifindex, resolved, bytes)
 }
+
+impl NextHop {
+    #[inline(always)]
+    pub fn out(&self) -> Out {
+        if self.resolved { Out::Resolved } else { Out::Unresolved }
+    }
+}
+

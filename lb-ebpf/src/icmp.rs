@@ -91,7 +91,7 @@ fn try_v4<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
         let (ifindex, smac, dmac) = (r.ifindex, r.local_mac, r.client_mac);
         translate(ctx, iihl, &t)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
-        return Some(fwd::transmit(ctx, ifindex, true, &smac, &dmac, bytes));
+        return Some(fwd::transmit(ctx, ifindex, fwd::Out::Resolved, &smac, &dmac, bytes));
     }
     if let Some(ct) = CONNTRACK.get_ptr(&key) {
         // SAFETY: map value from a successful lookup.
@@ -107,7 +107,7 @@ fn try_v4<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
         let hop = fwd::lookup_addr(ctx, FAMILY_V4, &c.backend).ok()?;
         translate(ctx, iihl, &t)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
-        return Some(fwd::transmit(ctx, hop.ifindex, hop.resolved, &hop.smac, &hop.dmac, bytes));
+        return Some(fwd::transmit(ctx, hop.ifindex, hop.out(), &hop.smac, &hop.dmac, bytes));
     }
     None
 }
@@ -234,7 +234,7 @@ fn try_v6<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
         let (ifindex, smac, dmac) = (r.ifindex, r.local_mac, r.client_mac);
         translate6(ctx, r.client_port, r.vip_port)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
-        return Some(fwd::transmit(ctx, ifindex, true, &smac, &dmac, bytes));
+        return Some(fwd::transmit(ctx, ifindex, fwd::Out::Resolved, &smac, &dmac, bytes));
     }
     if let Some(ct) = CONNTRACK.get_ptr(&key) {
         // SAFETY: map value from a successful lookup.
@@ -244,7 +244,7 @@ fn try_v6<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
         s.t6 = [c.snat, c.backend, c.backend, c.snat];
         translate6(ctx, c.backend_port, c.snat_port)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
-        return Some(fwd::transmit(ctx, hop.ifindex, hop.resolved, &hop.smac, &hop.dmac, bytes));
+        return Some(fwd::transmit(ctx, hop.ifindex, hop.out(), &hop.smac, &hop.dmac, bytes));
     }
     None
 }

@@ -62,7 +62,13 @@ pub fn lb_xdp_pp_backend(ctx: XdpContext) -> u32 {
 /// overlay devices, pod veths): tc ingress, skb checksum helpers.
 #[classifier]
 pub fn lb_tc(ctx: TcContext) -> i32 {
-    tc::datapath(&ctx) as i32
+    tc::ingress(&ctx) as i32
+}
+
+/// tc egress on the XDP NICs: the node's own connections to VIPs.
+#[classifier]
+pub fn lb_tc_egress(ctx: TcContext) -> i32 {
+    tc::egress(&ctx) as i32
 }
 
 /// tc ingress on the XDP NICs: sends on the frames `lb_xdp` handed over.

@@ -32,10 +32,27 @@ pub fn nic(ctx: &TcContext) -> u32 {
     tc_redirect(h.ifindex, h.flags & handoff_flags::NEIGH == 0)
 }
 
+/// `lb_tc_egress`: the node's own packets (no input interface) leaving by a NIC go through
+/// the datapath (a connection to a VIP); forwarded and redirected ones go on.
+#[inline(always)]
+pub fn egress(ctx: &TcContext) -> u32 {
+    // SAFETY: reading the context.
+    if unsafe { (*ctx.skb.skb).ingress_ifindex } != 0 {
+        return TC_ACT_OK as u32;
+    }
+    count(stat::TC_EGRESS_RX, 0);
+    datapath(ctx)
+}
+
 /// `lb_tc`: the datapath on an skb.
 #[inline(always)]
-pub fn datapath(ctx: &TcContext) -> u32 {
+pub fn ingress(ctx: &TcContext) -> u32 {
     count(stat::TC_RX, 0);
+    datapath(ctx)
+}
+
+#[inline(always)]
+fn datapath(ctx: &TcContext) -> u32 {
     let len = ctx.len();
     let linear = (ctx.data_end() - ctx.data()) as u32;
     if linear < HEADERS && len > linear {

@@ -10,6 +10,7 @@
 //!                      │            │    vx 198.18.10.0/32 ⇄ VXLAN ⇄ node-b   
 //!                      │            └── node-b 198.18.0.4 (NIC)
 //!                      │                 cni0 198.18.11.1/24 ── pod b1..b3 198.18.11.2-4
+//!  The wire's router (the nodes' default gateway) is 198.18.0.254 / 2001:db8::fe.
 //!  IPv6: client 2001:db8::2, node-a 2001:db8::1, pods a 2001:db8:10::2-4 (+ ::10), pods b
 //!  2001:db8:11::2-4; the VTEPs carry 2001:db8:ff::a / ::b.
 //!            VIP 198.18.100.10 / 2001:db8:100::10 (on no interface: the datapath answers)
@@ -84,6 +85,9 @@ impl Cluster {
         let sw = format!("{p}sw");
         wire.ip(&["link", "add", &sw, "type", "bridge"])?;
         wire.ip(&["link", "set", &sw, "up"])?;
+        // The wire's router: the nodes' default gateway.
+        wire.ip(&["addr", "add", "198.18.0.254/24", "dev", &sw])?;
+        wire.ip(&["addr", "add", "2001:db8::fe/64", "dev", &sw, "nodad"])?;
         let nic = format!("{p}n0");
         // The wire: client, node-a and node-b on one switch.
         for (host, port, host_if, v4, v6) in [
@@ -108,6 +112,8 @@ impl Cluster {
         for node in [&lb, &node_b] {
             node.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
             node.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+            node.ip(&["route", "add", "default", "via", "198.18.0.254"])?;
+            node.ip(&["-6", "route", "add", "default", "via", "2001:db8::fe"])?;
         }
         let cni = format!("{p}cni");
         let vx = format!("{p}vx");

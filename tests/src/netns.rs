@@ -97,6 +97,17 @@ impl Netns {
         })
     }
 
+    /// Names of the programs on `iface`'s tc egress (TCX).
+    pub fn bpf_egress_programs(&self, iface: &str) -> Vec<String> {
+        let iface = iface.to_string();
+        self.run(move || {
+            use aya::programs::{SchedClassifier, TcAttachType};
+            SchedClassifier::query_tcx(&iface, TcAttachType::Egress)
+                .map(|(_, progs)| progs.iter().filter_map(|p| p.name_as_str().map(str::to_string)).collect())
+                .unwrap_or_default()
+        })
+    }
+
     pub fn mac(&self, iface: &str) -> Result<[u8; 6]> {
         let out = self.exec(&["cat", &format!("/sys/class/net/{iface}/address")])?;
         parse_mac(String::from_utf8_lossy(&out.stdout).trim())

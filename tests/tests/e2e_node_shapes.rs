@@ -77,6 +77,8 @@ fn wire_client_and_client_pod_reach_bridge_and_overlay_pods() {
         ("client across the wire, IPv6", &cluster.client, VIP6),
         ("client pod on node-a", &cluster.client_pod, VIP),
         ("client pod on node-a, IPv6", &cluster.client_pod, VIP6),
+        ("node-a itself", &cluster.lb, VIP),
+        ("node-a itself, IPv6", &cluster.lb, VIP6),
     ] {
         let (seen, failed) = ask(ns, vip, 30);
         assert!(failed.is_empty(), "{who}: {} of 60 failed: {failed:#?}\n{}", failed.len(), daemon.log_text());
@@ -87,6 +89,8 @@ fn wire_client_and_client_pod_reach_bridge_and_overlay_pods() {
     for (dev, progs) in [("cni", vec!["lb_tc"]), ("vx", vec!["lb_tc"]), ("n0", vec!["lb_tc_nic", "xdp"])] {
         assert_eq!(shown(dev), progs, "programs on {dev} while lb runs");
     }
+    let egress = cluster.lb.bpf_egress_programs(&cluster.nic);
+    assert_eq!(egress, vec!["lb_tc_egress"], "on the NIC's egress");
     // The way the packets went: the wire client's requests were rewritten by XDP and handed
     // to tc (the bridge and the overlay take no XDP redirect); the pods' replies and the
     // client pod's requests went through the tc datapath on the bridge and the overlay.
@@ -96,12 +100,14 @@ fn wire_client_and_client_pod_reach_bridge_and_overlay_pods() {
     assert!(packets("xdp_to_tc") >= 60, "{stats}");
     assert!(packets("tc_rx") >= 120, "{stats}");
     assert!(packets("tc_redirect") >= 240, "{stats}");
+    assert!(packets("to_local") >= 60, "replies to node-a itself: {stats}");
     assert!(packets("new_flows") >= 240, "{stats}");
     assert_eq!(packets("drop_no_snat_addr"), 0, "{stats}");
     // Nothing left on the node: tc programs detached from the bridge and the overlay.
     for dev in ["cni", "vx", "n0"] {
         assert!(shown(dev).is_empty(), "{dev} still has programs: {:?}", shown(dev));
     }
+    assert!(cluster.lb.bpf_egress_programs(&cluster.nic).is_empty());
 }
 
 #[test]

@@ -144,7 +144,7 @@ impl Dataplane {
         for (i, fd) in fds.iter().enumerate() {
             progs.set(i as u32, fd, 0).map_err(map_err(names::PROGS))?;
         }
-        for name in [lb_common::TC_PROGRAM, lb_common::TC_NIC_PROGRAM] {
+        for name in [lb_common::TC_PROGRAM, lb_common::TC_NIC_PROGRAM, lb_common::TC_EGRESS_PROGRAM] {
             tc_program(&mut ebpf, name)?.load().map_err(|source| DataplaneError::NamedProgram { name, source })?;
         }
         let mut dp = Dataplane {
@@ -178,8 +178,9 @@ impl Dataplane {
     }
 
     /// Attach XDP to the NIC `iface` in driver mode, or in generic mode (with a warning)
-    /// where the driver has no XDP support, and `lb_tc_nic` to its tc ingress (it sends on
-    /// the frames XDP hands over). Returns the XDP mode used.
+    /// where the driver has no XDP support, `lb_tc_nic` to its tc ingress (it sends on the
+    /// frames XDP hands over) and `lb_tc_egress` to its tc egress (the node's own
+    /// connections to VIPs). Returns the XDP mode used.
     pub fn attach(&mut self, iface: &str) -> Result<XdpMode> {
         let prog = self.program()?;
         let (id, mode) = match prog.attach(iface, XdpMode::Driver) {
@@ -190,7 +191,8 @@ impl Dataplane {
             }
         };
         self.links.push((iface.to_string(), id));
-        self.attach_tc_program(iface, lb_common::TC_NIC_PROGRAM)?;
+        self.attach_tc_program(iface, lb_common::TC_NIC_PROGRAM, TcAttachType::Ingress)?;
+        self.attach_tc_program(iface, lb_common::TC_EGRESS_PROGRAM, TcAttachType::Egress)?;
         Ok(mode)
     }
 
@@ -198,10 +200,10 @@ impl Dataplane {
     /// veth that backends or local clients are reached through. Idempotent while the
     /// interface keeps its ifindex; a re-created interface is attached again.
     pub fn attach_tc(&mut self, iface: &str) -> Result<bool> {
-        self.attach_tc_program(iface, lb_common::TC_PROGRAM)
+        self.attach_tc_program(iface, lb_common::TC_PROGRAM, TcAttachType::Ingress)
     }
 
-    fn attach_tc_program(&mut self, iface: &str, name: &'static str) -> Result<bool> {
+    fn attach_tc_program(&mut self, iface: &str, name: &'static str, hook: TcAttachType) -> Result<bool> {
         let ifindex = nix::net::if_::if_nametoindex(iface).unwrap_or(0);
         if self.tc_links.iter().any(|(i, idx, n, _)| i == iface && *idx == ifindex && *n == name) {
             return Ok(false);
@@ -210,7 +212,7 @@ impl Dataplane {
         self.tc_links.retain(|(i, _, n, _)| !(i == iface && *n == name));
         let prog = tc_program(&mut self.ebpf, name)?;
         let id = prog
-            .attach(iface, TcAttachType::Ingress)
+            .attach(iface, hook)
             .map_err(|source| DataplaneError::NamedProgram { name, source })?;
         self.tc_links.push((iface.to_string(), ifindex, name, id));
         Ok(true)
