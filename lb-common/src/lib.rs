@@ -19,19 +19,25 @@ pub mod map_names {
     pub const LISTENER_STATS: &str = "LISTENER_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const CONFIG: &str = "CONFIG";
-    /// Tail-called programs (`prog_index`).
+    /// Tail-called programs (`prog_index`): XDP's, and tc's.
     pub const PROGS: &str = "PROGS";
+    pub const TC_PROGS: &str = "TC_PROGS";
 }
 
-/// The programs `lb_xdp` tail-calls, by their index in `PROGS`.
+/// The programs `lb_xdp` tail-calls, by their index in `PROGS` (and the tc programs theirs,
+/// in `TC_PROGS`).
 pub mod prog_index {
     /// PROXY protocol on a client → backend packet (insert the header, shift seq).
     pub const PP_CLIENT: u32 = 0;
     /// PROXY protocol on a backend → client packet (shift ack and SACK, clamp MSS).
     pub const PP_BACKEND: u32 = 1;
-    pub const COUNT: u32 = 2;
-    /// Program names in index order.
-    pub const NAMES: [&str; COUNT as usize] = ["lb_xdp_pp_client", "lb_xdp_pp_backend"];
+    /// tc only: make room for the header the client program worked out (move the payload).
+    pub const PP_MOVE: u32 = 2;
+    pub const COUNT: u32 = 3;
+    /// Program names in index order (`PROGS`).
+    pub const NAMES: [&str; 2] = ["lb_xdp_pp_client", "lb_xdp_pp_backend"];
+    /// The tc programs in index order (`TC_PROGS`).
+    pub const TC_NAMES: [&str; 3] = ["lb_tc_pp_client", "lb_tc_pp_backend", "lb_tc_pp_move"];
 }
 
 /// Name of the XDP entry point in the object.

@@ -12,7 +12,10 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_INGRESS, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action},
-    helpers::generated::{bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh, bpf_xdp_adjust_meta},
+    helpers::generated::{
+        bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_tail, bpf_skb_load_bytes,
+        bpf_skb_store_bytes, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+    },
     programs::{TcContext, XdpContext},
 };
 use lb_common::{HANDOFF_MAGIC, Handoff, handoff_flags, stat};
@@ -25,7 +28,7 @@ pub trait Ctx {
     const PASS: u32;
     /// Drop the packet.
     const DROP: u32;
-    /// XDP (PROXY-protocol work is tail-called there; the tc hook has none yet).
+    /// XDP (else tc).
     const XDP: bool;
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
@@ -41,6 +44,18 @@ pub trait Ctx {
     /// Send the frame, its MACs set, out of `ifindex`; `resolved`: the MACs are the next
     /// hop's (else the kernel must resolve the neighbour).
     fn send(&self, ifindex: u32, resolved: bool, bytes: u64) -> u32;
+    /// Copy `len` bytes of the packet at `off` to `buf` / from `buf` (past the linear
+    /// part of an skb too); 0 on success.
+    fn load_bytes(&self, off: u32, buf: *mut u8, len: u32) -> i64;
+    fn store_bytes(&self, off: u32, buf: *const u8, len: u32) -> i64;
+    /// The packet's length, link-layer header included.
+    fn pkt_len(&self) -> u32;
+    /// A GSO skb (several segments in one; never in XDP).
+    fn is_gso(&self) -> bool;
+    /// XDP: `len` bytes of new headroom in front of the frame; 0 on success.
+    fn grow_head(&self, len: u32) -> i64;
+    /// tc: the skb grown (zeroes at its tail) to `new_len` bytes; 0 on success.
+    fn grow_tail(&self, new_len: u32) -> i64;
     /// The packet was sent by this node's own stack (seen by tc egress).
     fn local_origin(&self) -> bool;
     /// Hand the frame up this node's stack as if received on `ifindex`.
@@ -153,6 +168,39 @@ impl Ctx for XdpContext {
     }
 
     #[inline(always)]
+    fn load_bytes(&self, off: u32, buf: *mut u8, len: u32) -> i64 {
+        // SAFETY: the caller's buffer holds `len` bytes; the helper checks the frame.
+        unsafe { bpf_xdp_load_bytes(self.ctx, off, buf as *mut _, len) }
+    }
+
+    #[inline(always)]
+    fn store_bytes(&self, off: u32, buf: *const u8, len: u32) -> i64 {
+        // SAFETY: as above.
+        unsafe { bpf_xdp_store_bytes(self.ctx, off, buf as *mut _, len) }
+    }
+
+    #[inline(always)]
+    fn pkt_len(&self) -> u32 {
+        (XdpContext::data_end(self) - XdpContext::data(self)) as u32
+    }
+
+    #[inline(always)]
+    fn is_gso(&self) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn grow_head(&self, len: u32) -> i64 {
+        // SAFETY: helper on our context.
+        unsafe { bpf_xdp_adjust_head(self.ctx, -(len as i32)) }
+    }
+
+    #[inline(always)]
+    fn grow_tail(&self, _new_len: u32) -> i64 {
+        -1
+    }
+
+    #[inline(always)]
     fn local_origin(&self) -> bool {
         false
     }
@@ -233,6 +281,40 @@ impl Ctx for TcContext {
     fn send(&self, ifindex: u32, resolved: bool, bytes: u64) -> u32 {
         count(stat::TC_REDIRECT, bytes);
         tc_redirect(ifindex, resolved)
+    }
+
+    #[inline(always)]
+    fn load_bytes(&self, off: u32, buf: *mut u8, len: u32) -> i64 {
+        // SAFETY: the caller's buffer holds `len` bytes; the helper checks the skb.
+        unsafe { bpf_skb_load_bytes(self.skb.skb as *const _, off, buf as *mut _, len) }
+    }
+
+    #[inline(always)]
+    fn store_bytes(&self, off: u32, buf: *const u8, len: u32) -> i64 {
+        // SAFETY: as above.
+        unsafe { bpf_skb_store_bytes(self.skb.skb, off, buf as *const _, len, 0) }
+    }
+
+    #[inline(always)]
+    fn pkt_len(&self) -> u32 {
+        self.len()
+    }
+
+    #[inline(always)]
+    fn is_gso(&self) -> bool {
+        // SAFETY: reading the context.
+        unsafe { (*self.skb.skb).gso_size != 0 }
+    }
+
+    #[inline(always)]
+    fn grow_head(&self, _len: u32) -> i64 {
+        -1
+    }
+
+    #[inline(always)]
+    fn grow_tail(&self, new_len: u32) -> i64 {
+        // SAFETY: helper on our context.
+        unsafe { bpf_skb_change_tail(self.skb.skb, new_len, 0) }
     }
 
     #[inline(always)]

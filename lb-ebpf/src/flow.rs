@@ -242,9 +242,6 @@ fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: 
         entry.last_seen_ns = now;
         refresh(ctx, pkt, entry, now);
     }
-    if entry.pp_version != 0 && !C::XDP {
-        return drop::<C>(stat::DROP_PP_TC, bytes);
-    }
     let hop = match fwd::lookup(ctx, pkt, &entry.backend) {
         Ok(h) => h,
         Err(e) => return drop::<C>(e.counter(), bytes),
@@ -307,9 +304,6 @@ fn refresh<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
 fn to_client<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, rev: *mut RevEntry, bytes: u64) -> u32 {
     // SAFETY: map value pointer from a successful lookup.
     let r = unsafe { &mut *rev };
-    if r.pp_version != 0 && pkt.proto == PROTO_TCP && !C::XDP {
-        return drop::<C>(stat::DROP_PP_TC, bytes);
-    }
     let bits = state_bits(pkt.tcp_flags);
     if pkt.proto == PROTO_TCP && r.state | bits != r.state {
         r.state |= bits;

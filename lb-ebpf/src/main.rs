@@ -65,6 +65,31 @@ pub fn lb_tc(ctx: TcContext) -> i32 {
     tc::ingress(&ctx) as i32
 }
 
+/// PROXY protocol on a client → backend skb (tail-called by `lb_tc` / `lb_tc_egress`).
+#[classifier]
+pub fn lb_tc_pp_client(ctx: TcContext) -> i32 {
+    let action = pp::client(&ctx);
+    if action & flow::TAIL_CALL != 0 {
+        // SAFETY: the context is this program's.
+        unsafe { maps::TC_PROGS.tail_call(&ctx, action & 0xff) };
+        stats::count(lb_common::stat::DROP_PP, 0);
+        return aya_ebpf::bindings::TC_ACT_SHOT as i32;
+    }
+    action as i32
+}
+
+/// Room for the PROXY header in an skb: payload moved up (tail-called by `lb_tc_pp_client`).
+#[classifier]
+pub fn lb_tc_pp_move(ctx: TcContext) -> i32 {
+    pp::tc_move(&ctx) as i32
+}
+
+/// PROXY protocol on a backend → client skb (tail-called by `lb_tc`).
+#[classifier]
+pub fn lb_tc_pp_backend(ctx: TcContext) -> i32 {
+    pp::backend(&ctx) as i32
+}
+
 /// tc egress on the XDP NICs: the node's own connections to VIPs.
 #[classifier]
 pub fn lb_tc_egress(ctx: TcContext) -> i32 {

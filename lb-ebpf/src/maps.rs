@@ -93,11 +93,15 @@ pub fn scratch() -> Option<&'static mut Scratch> {
 #[map(name = "PROGS")]
 pub static PROGS: ProgramArray = ProgramArray::with_max_entries(prog_index::COUNT, 0);
 
+/// The same for the tc programs (`lb_tc_pp_*`: a tail call stays within a program type).
+#[map(name = "TC_PROGS")]
+pub static TC_PROGS: ProgramArray = ProgramArray::with_max_entries(prog_index::COUNT, 0);
+
 /// What `lb_xdp` hands a PROXY protocol program it tail-calls (a tail call passes only the
 /// context), and the buffers that program works in.
 #[repr(C)]
 pub struct PpScratch {
-    /// The verdict `lb_xdp` decided (the redirect is already set up).
+    /// The verdict the entry program decided (the redirect is already set up).
     pub action: u32,
     /// Offset of the transport header (the same before and after the NAT).
     pub l4_off: u32,
@@ -128,7 +132,34 @@ pub struct PpScratch {
     pub pp: [u8; PP_BUF],
     /// A pseudo-header for checksums.
     pub pseudo: [u8; 40],
+    /// Payload moved up a chunk at a time (tc makes room for a header at the tail).
+    pub chunk: [u8; CHUNK],
+    /// A header insertion worked out, handed from `lb_tc_pp_client` to `lb_tc_pp_move`.
+    pub ins: Insertion,
 }
+
+/// A PROXY header insertion, worked out before room is made for it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Insertion {
+    /// PROXY header length.
+    pub len: u32,
+    /// Bytes of Ethernet, IP and transport headers (the payload starts here).
+    pub hl: u32,
+    /// Offset of the transport checksum.
+    pub csum_off: u32,
+    /// The checksum field as it was, and as a complete checksum after the insertion.
+    pub old_csum: u16,
+    pub new_csum: u16,
+    /// The pseudo-header's change (the transport length).
+    pub pseudo: u16,
+    /// IPv4 UDP without a checksum: it stays without one.
+    pub keep_zero: u8,
+    pub _pad: u8,
+}
+
+/// Bytes of payload moved per step when tc makes room for a PROXY header.
+pub const CHUNK: usize = 128;
 
 /// Room for the frame headers moved when a PROXY header is inserted.
 pub const PP_HDR_BUF: usize = 256;

@@ -2,13 +2,18 @@
 //! datapath on the devices backends and local clients are reached through (bridges, overlay
 //! devices, pod veths), where packets come from local stacks.
 use aya_ebpf::{
-    bindings::TC_ACT_OK,
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::bpf_skb_pull_data,
     programs::TcContext,
 };
 use lb_common::{HANDOFF_MAGIC, Handoff, handoff_flags, stat};
 
-use crate::{ctx::tc_redirect, flow, stats::count};
+use crate::{
+    ctx::tc_redirect,
+    flow::{self, TAIL_CALL},
+    maps::TC_PROGS,
+    stats::count,
+};
 
 /// Bytes of headers the datapath reads directly (Ethernet, IPv6 with extension headers,
 /// a TCP header); pulled into the linear part when an skb has less there.
@@ -62,9 +67,17 @@ fn datapath(ctx: &TcContext) -> u32 {
             return TC_ACT_OK as u32;
         }
     }
-    match flow::handle(ctx) {
+    let action = match flow::handle(ctx) {
         Ok(action) => action,
-        Err(()) => TC_ACT_OK as u32,
+        Err(()) => return TC_ACT_OK as u32,
+    };
+    if action & TAIL_CALL != 0 {
+        // PROXY protocol work, in its own program; it returns the verdict.
+        // SAFETY: the context is this program's.
+        unsafe { TC_PROGS.tail_call(ctx, action & 0xff) };
+        count(stat::DROP_PP, 0);
+        return TC_ACT_SHOT as u32;
     }
+    action
 }
 

@@ -147,6 +147,19 @@ impl Dataplane {
         for name in [lb_common::TC_PROGRAM, lb_common::TC_NIC_PROGRAM, lb_common::TC_EGRESS_PROGRAM] {
             tc_program(&mut ebpf, name)?.load().map_err(|source| DataplaneError::NamedProgram { name, source })?;
         }
+        let mut fds = Vec::new();
+        for name in prog_index::TC_NAMES {
+            let p = tc_program(&mut ebpf, name)?;
+            p.load().map_err(|source| DataplaneError::NamedProgram { name, source })?;
+            fds.push(p.fd()?.try_clone().map_err(|e| DataplaneError::Map {
+                map: names::TC_PROGS,
+                source: aya::maps::MapError::InvalidName { name: format!("{name}: {e}") },
+            })?);
+        }
+        let mut progs: ProgramArray<&mut MapData> = map_mut(&mut ebpf, names::TC_PROGS)?;
+        for (i, fd) in fds.iter().enumerate() {
+            progs.set(i as u32, fd, 0).map_err(map_err(names::TC_PROGS))?;
+        }
         let mut dp = Dataplane {
             ebpf,
             links: Vec::new(),
