@@ -77,6 +77,7 @@ impl Cluster {
     /// the nodes `pods` says.
     pub fn new(pods: Pods, per_node: usize) -> Result<Cluster> {
         assert!((1..=7).contains(&per_node));
+        // Pod addresses .2-.8 of each node's /24; the client pod is .10.
         let p = unique_prefix();
         let wire = Netns::new(&format!("{p}w"))?;
         let client = Netns::new(&format!("{p}c"))?;

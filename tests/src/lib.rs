@@ -24,3 +24,35 @@ pub fn privileged(test: &str) -> bool {
     eprintln!("skipping {test}: needs root");
     false
 }
+
+/// `in_every_shape!(name, ...)`: for each `fn name(shape: Shape)` in scope, the tests
+/// `name::routed`, `name::bridge` and `name::vxlan` (privileged: see [`privileged`]).
+#[macro_export]
+macro_rules! in_every_shape {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn routed() {
+                    if $crate::privileged(concat!(stringify!($name), "::routed")) {
+                        super::$name($crate::topology::Shape::Routed)
+                    }
+                }
+
+                #[test]
+                fn bridge() {
+                    if $crate::privileged(concat!(stringify!($name), "::bridge")) {
+                        super::$name($crate::topology::Shape::Bridge)
+                    }
+                }
+
+                #[test]
+                fn vxlan() {
+                    if $crate::privileged(concat!(stringify!($name), "::vxlan")) {
+                        super::$name($crate::topology::Shape::Vxlan)
+                    }
+                }
+            }
+        )+
+    };
+}

@@ -10,7 +10,7 @@ use anyhow::Result;
 use crate::{
     daemon::Daemon,
     servers::{Server, name_server},
-    topology::Topology,
+    topology::{Shape, Topology},
 };
 
 pub struct Scenario {
@@ -25,7 +25,12 @@ impl Scenario {
     /// `files` are (name, YAML) written to the manifest directory before `lb` starts; it is
     /// ready once it has loaded `listeners` listeners.
     pub fn start(backends: usize, files: &[(&str, &str)], listeners: usize, extra: &[&str]) -> Result<Scenario> {
-        let topo = Topology::new(backends)?;
+        Scenario::start_in(Shape::Routed, backends, files, listeners, extra)
+    }
+
+    /// [`Scenario::start`] in a topology of `shape`.
+    pub fn start_in(shape: Shape, backends: usize, files: &[(&str, &str)], listeners: usize, extra: &[&str]) -> Result<Scenario> {
+        let topo = Topology::shaped(shape, backends)?;
         let servers = topo
             .backends
             .iter()
@@ -38,7 +43,7 @@ impl Scenario {
         for (name, yaml) in files {
             write_atomic(&manifests, name, yaml)?;
         }
-        let daemon = Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), listeners, work.path(), extra)?;
+        let daemon = Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), listeners, work.path(), &topo.lb_args(extra))?;
         Ok(Scenario { topo, daemon, manifests, servers: servers.into_iter().map(Some).collect(), _work: work })
     }
 

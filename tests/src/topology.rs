@@ -1,5 +1,11 @@
-//! The end-to-end topology: a client namespace, the load balancer's namespace and N backend
-//! namespaces, each backend on its own link to the load balancer.
+//! The end-to-end topologies, by [`Shape`]:
+//! - `Routed`: a client namespace, the load balancer's namespace and N backend namespaces,
+//!   each backend a host on its own link to the load balancer (wire to wire, XDP both ways);
+//! - `Bridge`: N pods behind a bridge on the load balancer's node;
+//! - `Vxlan`: N pods on a second node, reached through a VXLAN overlay.
+//!
+//! The last two are [`crate::cluster::Cluster`]s; all three give the same client addresses
+//! and VIPs, so a test written once runs in each shape. The routed one:
 //!
 //! ```text
 //!  client 198.18.0.2, .3 ── 198.18.0.1 [lb] 198.18.i.1 ── 198.18.i.2 backend i
@@ -20,25 +26,95 @@ pub const CLIENT2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 
+/// Backend `i` (1-based) of the routed topology.
 pub fn backend_addr(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, i as u8, 2)
+    Shape::Routed.backend_addr(i)
 }
 
 pub fn backend_addr6(i: usize) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, i as u16, 0, 0, 0, 0, 2)
+    Shape::Routed.backend_addr6(i)
+}
+
+/// Where the backends are, as seen from the load balancer's node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Hosts across wires, each on its own link (XDP to XDP).
+    Routed,
+    /// Pods behind a bridge on the load balancer's node (default offloads).
+    Bridge,
+    /// Pods on another node behind a VXLAN overlay (default offloads).
+    Vxlan,
+}
+
+impl Shape {
+    pub const ALL: [Shape; 3] = [Shape::Routed, Shape::Bridge, Shape::Vxlan];
+
+    /// Backend `i`'s address (1-based).
+    pub fn backend_addr(self, i: usize) -> Ipv4Addr {
+        match self {
+            Shape::Routed => Ipv4Addr::new(198, 18, i as u8, 2),
+            Shape::Bridge => Ipv4Addr::new(198, 18, 10, 1 + i as u8),
+            Shape::Vxlan => Ipv4Addr::new(198, 18, 11, 1 + i as u8),
+        }
+    }
+
+    pub fn backend_addr6(self, i: usize) -> Ipv6Addr {
+        match self {
+            Shape::Routed => Ipv6Addr::new(0x2001, 0xdb8, i as u16, 0, 0, 0, 0, 2),
+            Shape::Bridge => Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 1 + i as u16),
+            Shape::Vxlan => Ipv6Addr::new(0x2001, 0xdb8, 0x11, 0, 0, 0, 0, 1 + i as u16),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Routed => "routed",
+            Shape::Bridge => "bridge",
+            Shape::Vxlan => "vxlan",
+        }
+    }
 }
 
 pub struct Topology {
     pub prefix: String,
+    pub shape: Shape,
     pub client: Netns,
     pub lb: Netns,
+    /// The backends' namespaces, backend 1 first.
     pub backends: Vec<Netns>,
-    /// The load balancer's interfaces: client side first, then one per backend.
+    /// The interfaces given to `lb run --iface`: routed, the client side first, then one
+    /// per backend; otherwise the node's NIC.
     pub lb_ifaces: Vec<String>,
+    /// The rest of a cluster (wire, second node, client pod), kept alive with it.
+    pub others: Vec<Netns>,
 }
 
 impl Topology {
+    /// The routed topology with `backends` backends.
     pub fn new(backends: usize) -> Result<Topology> {
+        Topology::shaped(Shape::Routed, backends)
+    }
+
+    /// A topology of `shape` with `backends` backends.
+    pub fn shaped(shape: Shape, backends: usize) -> Result<Topology> {
+        let pods = match shape {
+            Shape::Routed => return Topology::routed(backends),
+            Shape::Bridge => crate::cluster::Pods::Bridge,
+            Shape::Vxlan => crate::cluster::Pods::Vxlan,
+        };
+        let c = crate::cluster::Cluster::new(pods, backends)?;
+        Ok(Topology {
+            prefix: c.prefix,
+            shape,
+            client: c.client,
+            lb: c.lb,
+            backends: c.pods.into_iter().map(|p| p.ns).collect(),
+            lb_ifaces: vec![c.nic],
+            others: vec![c.client_pod, c.node_b, c.wire],
+        })
+    }
+
+    fn routed(backends: usize) -> Result<Topology> {
         assert!((1..=99).contains(&backends));
         let p = unique_prefix();
         let client = Netns::new(&format!("{p}c"))?;
@@ -65,7 +141,18 @@ impl Topology {
             lb_ifaces.push(lb_if);
             bns.push(ns);
         }
-        Ok(Topology { prefix: p, client, lb, backends: bns, lb_ifaces })
+        Ok(Topology { prefix: p, shape: Shape::Routed, client, lb, backends: bns, lb_ifaces, others: Vec::new() })
+    }
+
+    /// `lb run` arguments for this topology besides `--iface`, then `extra`: in a cluster,
+    /// the node's name (for `externalTrafficPolicy: Local`).
+    pub fn lb_args<'a>(&self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = Vec::new();
+        if self.shape != Shape::Routed {
+            args.extend(["--node-name", crate::cluster::NODE_A]);
+        }
+        args.extend_from_slice(extra);
+        args
     }
 
     /// The interfaces of the load balancer, comma separated, for `lb run --iface`.

@@ -1,5 +1,6 @@
 //! Each CLB L4 annotation family end to end: real TCP/UDP sockets in the netns topology,
-//! the `lb` daemon reading annotated Services, packets through XDP.
+//! the `lb` daemon reading annotated Services, packets through XDP and tc; every test runs
+//! with routed backends, pods behind a bridge, and pods behind a VXLAN overlay.
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
@@ -7,10 +8,10 @@ use std::{
 };
 
 use lb_tests::{
-    privileged,
+    in_every_shape,
     scenario::{Scenario, service_yaml},
     servers::{Session, tcp_request, tcp_request_from, udp_request},
-    topology::{CLIENT, CLIENT2, VIP, VIP6, backend_addr, backend_addr6},
+    topology::{CLIENT, CLIENT2, Shape, VIP, VIP6},
 };
 
 const P: &str = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-";
@@ -25,8 +26,8 @@ fn yaml(vip: &str, annotations: &[(String, String)], endpoints: &[(String, Optio
     service_yaml("svc", vip, &a, endpoints)
 }
 
-fn v4_backends(n: usize) -> Vec<(String, Option<u32>)> {
-    (1..=n).map(|i| (backend_addr(i).to_string(), None)).collect()
+fn v4_backends(shape: Shape, n: usize) -> Vec<(String, Option<u32>)> {
+    (1..=n).map(|i| (shape.backend_addr(i).to_string(), None)).collect()
 }
 
 fn vip80() -> SocketAddr {
@@ -41,13 +42,9 @@ fn tally(replies: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
     m
 }
 
-#[test]
-fn wrr_follows_endpoint_weights() {
-    if !privileged("wrr_follows_endpoint_weights") {
-        return;
-    }
-    let eps: Vec<_> = [(1, 60), (2, 30), (3, 10)].iter().map(|(i, w)| (backend_addr(*i).to_string(), Some(*w))).collect();
-    let s = Scenario::start(3, &[("svc.yaml", &yaml(&VIP.to_string(), &[ann("scheduler", "wrr")], &eps))], 2, &[]).unwrap();
+fn wrr_follows_endpoint_weights(shape: Shape) {
+    let eps: Vec<_> = [(1, 60), (2, 30), (3, 10)].iter().map(|(i, w)| (shape.backend_addr(*i).to_string(), Some(*w))).collect();
+    let s = Scenario::start_in(shape, 3, &[("svc.yaml", &yaml(&VIP.to_string(), &[ann("scheduler", "wrr")], &eps))], 2, &[]).unwrap();
     let counts = s.topo.client.run(|| tally((0..100).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
     // Stated tolerance: each CPU walks the 10-slot ring on its own, so a backend is off by
     // at most one ring turn per CPU (6 connections on 2 CPUs for the heaviest).
@@ -57,30 +54,22 @@ fn wrr_follows_endpoint_weights() {
     }
 }
 
-#[test]
-fn weight_zero_takes_no_new_connections() {
-    if !privileged("weight_zero_takes_no_new_connections") {
-        return;
-    }
-    let eps = vec![(backend_addr(1).to_string(), Some(0)), (backend_addr(2).to_string(), Some(50))];
-    let s = Scenario::start(2, &[("svc.yaml", &yaml(&VIP.to_string(), &[ann("scheduler", "wrr")], &eps))], 2, &[]).unwrap();
+fn weight_zero_takes_no_new_connections(shape: Shape) {
+    let eps = vec![(shape.backend_addr(1).to_string(), Some(0)), (shape.backend_addr(2).to_string(), Some(50))];
+    let s = Scenario::start_in(shape, 2, &[("svc.yaml", &yaml(&VIP.to_string(), &[ann("scheduler", "wrr")], &eps))], 2, &[]).unwrap();
     let counts = s.topo.client.run(|| tally((0..20).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
     assert_eq!(counts, BTreeMap::from([("backend-2".to_string(), 20)]));
 }
 
-#[test]
-fn sch_keeps_a_client_tch_spreads_its_ports() {
-    if !privileged("sch_keeps_a_client_tch_spreads_its_ports") {
-        return;
-    }
-    let sch = yaml(&VIP.to_string(), &[ann("scheduler", "sch")], &v4_backends(3));
+fn sch_keeps_a_client_tch_spreads_its_ports(shape: Shape) {
+    let sch = yaml(&VIP.to_string(), &[ann("scheduler", "sch")], &v4_backends(shape, 3));
     let tch = service_yaml(
         "tch",
         "198.18.100.11",
         &[(&format!("{P}scheduler"), "tch")],
-        &v4_backends(3),
+        &v4_backends(shape, 3),
     );
-    let s = Scenario::start(3, &[("sch.yaml", &sch), ("tch.yaml", &tch)], 4, &[]).unwrap();
+    let s = Scenario::start_in(shape, 3, &[("sch.yaml", &sch), ("tch.yaml", &tch)], 4, &[]).unwrap();
     let (one, two, spread) = s.topo.client.run(|| {
         let one = tally((0..15).map(|_| tcp_request_from(Some(CLIENT.into()), vip80(), TIMEOUT).unwrap()));
         let two = tally((0..15).map(|_| tcp_request_from(Some(CLIENT2.into()), vip80(), TIMEOUT).unwrap()));
@@ -93,13 +82,9 @@ fn sch_keeps_a_client_tch_spreads_its_ports() {
     assert!(spread.len() >= 2, "tch spreads one client's ports: {spread:?}");
 }
 
-#[test]
-fn persistence_holds_then_expires() {
-    if !privileged("persistence_holds_then_expires") {
-        return;
-    }
-    let y = yaml(&VIP.to_string(), &[ann("persistence-timeout", "2")], &v4_backends(3));
-    let mut s = Scenario::start(3, &[("svc.yaml", &y)], 2, &[]).unwrap();
+fn persistence_holds_then_expires(shape: Shape) {
+    let y = yaml(&VIP.to_string(), &[ann("persistence-timeout", "2")], &v4_backends(shape, 3));
+    let mut s = Scenario::start_in(shape, 3, &[("svc.yaml", &y)], 2, &[]).unwrap();
     let first = s.topo.client.run(|| tally((0..10).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
     assert_eq!(first.len(), 1, "rr would spread these; persistence keeps them on one backend: {first:?}");
     std::thread::sleep(Duration::from_millis(3500));
@@ -111,18 +96,14 @@ fn persistence_holds_then_expires() {
     assert_eq!(stats["stats"]["datapath"]["persist_hits"]["packets"], 13, "{stats}");
 }
 
-#[test]
-fn blacklisted_source_gets_nothing_through() {
-    if !privileged("blacklisted_source_gets_nothing_through") {
-        return;
-    }
+fn blacklisted_source_gets_nothing_through(shape: Shape) {
     let acl = "apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {name: acl-bad}\nspec:\n  entries:\n  - {cidr: 198.18.0.3/32}\n";
     let y = yaml(
         &VIP.to_string(),
         &[ann("acl-status", "on"), ann("acl-id", "acl-bad"), ann("acl-type", "black")],
-        &v4_backends(2),
+        &v4_backends(shape, 2),
     );
-    let s = Scenario::start(2, &[("acl.yaml", acl), ("svc.yaml", &y)], 2, &[]).unwrap();
+    let s = Scenario::start_in(shape, 2, &[("acl.yaml", acl), ("svc.yaml", &y)], 2, &[]).unwrap();
     let (good, bad) = s.topo.client.run(|| {
         let good = (0..5).filter(|_| tcp_request_from(Some(CLIENT.into()), vip80(), TIMEOUT).is_ok()).count();
         let bad = (0..5)
@@ -144,14 +125,10 @@ fn blacklisted_source_gets_nothing_through() {
     assert_eq!((good, bad), (5, 0), "after the edit");
 }
 
-#[test]
-fn drain_keeps_established_flows_until_the_timeout() {
-    if !privileged("drain_keeps_established_flows_until_the_timeout") {
-        return;
-    }
+fn drain_keeps_established_flows_until_the_timeout(shape: Shape) {
     let on = [ann("connection-drain", "on"), ann("connection-drain-timeout", "10")];
-    let y = yaml(&VIP.to_string(), &on, &v4_backends(2));
-    let s = Scenario::start(2, &[("svc.yaml", &y)], 2, &["--sweep-ms", "500"]).unwrap();
+    let y = yaml(&VIP.to_string(), &on, &v4_backends(shape, 2));
+    let s = Scenario::start_in(shape, 2, &[("svc.yaml", &y)], 2, &["--sweep-ms", "500"]).unwrap();
     // Open one long-lived connection per backend.
     let mut sessions: Vec<(String, Session)> = s.topo.client.run(|| {
         let mut out: Vec<(String, Session)> = Vec::new();
@@ -168,7 +145,7 @@ fn drain_keeps_established_flows_until_the_timeout() {
     let i = sessions.iter().position(|(n, _)| n == "backend-1").unwrap();
     let (_, mut drained) = sessions.remove(i);
     // Remove backend-1.
-    s.write("svc.yaml", &yaml(&VIP.to_string(), &on, &[(backend_addr(2).to_string(), None)])).unwrap();
+    s.write("svc.yaml", &yaml(&VIP.to_string(), &on, &[(shape.backend_addr(2).to_string(), None)])).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     let (drained, new) = s.topo.client.run(move || {
         let answers: Vec<String> = (0..5).map(|_| drained.ask().unwrap()).collect();
@@ -180,20 +157,16 @@ fn drain_keeps_established_flows_until_the_timeout() {
     let _ = sessions;
 }
 
-#[test]
-fn drain_timeout_cuts_the_flow() {
-    if !privileged("drain_timeout_cuts_the_flow") {
-        return;
-    }
+fn drain_timeout_cuts_the_flow(shape: Shape) {
     let on = [ann("connection-drain", "on"), ann("connection-drain-timeout", "10")];
-    let y = yaml(&VIP.to_string(), &on, &[(backend_addr(1).to_string(), None)]);
-    let s = Scenario::start(2, &[("svc.yaml", &y)], 2, &["--sweep-ms", "500"]).unwrap();
+    let y = yaml(&VIP.to_string(), &on, &[(shape.backend_addr(1).to_string(), None)]);
+    let s = Scenario::start_in(shape, 2, &[("svc.yaml", &y)], 2, &["--sweep-ms", "500"]).unwrap();
     let mut sess = s.topo.client.run(|| {
         let mut sess = Session::open(None, vip80(), TIMEOUT).unwrap();
         assert_eq!(sess.ask().unwrap(), "backend-1");
         sess
     });
-    s.write("svc.yaml", &yaml(&VIP.to_string(), &on, &[(backend_addr(2).to_string(), None)])).unwrap();
+    s.write("svc.yaml", &yaml(&VIP.to_string(), &on, &[(shape.backend_addr(2).to_string(), None)])).unwrap();
     std::thread::sleep(Duration::from_millis(11500));
     // The flow was removed at the deadline: its next segment is scheduled to backend-2,
     // whose kernel knows no such connection and resets it.
@@ -201,14 +174,10 @@ fn drain_timeout_cuts_the_flow() {
     assert!(after.is_err(), "the drained flow is cut after the timeout: {after:?}");
 }
 
-#[test]
-fn ipv6_end_to_end() {
-    if !privileged("ipv6_end_to_end") {
-        return;
-    }
-    let eps: Vec<_> = (1..=2).map(|i| (backend_addr6(i).to_string(), None)).collect();
+fn ipv6_end_to_end(shape: Shape) {
+    let eps: Vec<_> = (1..=2).map(|i| (shape.backend_addr6(i).to_string(), None)).collect();
     let y = yaml(&VIP6.to_string(), &[ann("ip-version", "ipv6")], &eps);
-    let s = Scenario::start(2, &[("svc.yaml", &y)], 2, &[]).unwrap();
+    let s = Scenario::start_in(shape, 2, &[("svc.yaml", &y)], 2, &[]).unwrap();
     let vip = SocketAddr::new(IpAddr::V6(VIP6), 80);
     let (tcp, udp) = s.topo.client.run(move || {
         let tcp = tally((0..10).map(|_| tcp_request(vip, TIMEOUT).unwrap()));
@@ -219,18 +188,14 @@ fn ipv6_end_to_end() {
     assert_eq!(udp.values().sum::<usize>(), 6, "{udp:?}");
 }
 
-#[test]
-fn health_checks_take_a_dead_backend_out_and_back() {
-    if !privileged("health_checks_take_a_dead_backend_out_and_back") {
-        return;
-    }
+fn health_checks_take_a_dead_backend_out_and_back(shape: Shape) {
     let checks = [
         ann("health-check-interval", "1"),
         ann("health-check-connect-timeout", "1"),
         ann("unhealthy-threshold", "2"),
         ann("healthy-threshold", "2"),
     ];
-    let mut s = Scenario::start(2, &[("svc.yaml", &yaml(&VIP.to_string(), &checks, &v4_backends(2)))], 2, &[]).unwrap();
+    let mut s = Scenario::start_in(shape, 2, &[("svc.yaml", &yaml(&VIP.to_string(), &checks, &v4_backends(shape, 2)))], 2, &[]).unwrap();
     let both = s.topo.client.run(|| tally((0..10).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
     assert_eq!(both.len(), 2, "{both:?}");
     s.stop_backend(2);
@@ -244,3 +209,15 @@ fn health_checks_take_a_dead_backend_out_and_back() {
     assert_eq!(again.len(), 2, "back in after two good probes: {again:?}");
     assert!(s.daemon.log_text().contains("backend health changed"));
 }
+
+in_every_shape!(
+    wrr_follows_endpoint_weights,
+    weight_zero_takes_no_new_connections,
+    sch_keeps_a_client_tch_spreads_its_ports,
+    persistence_holds_then_expires,
+    blacklisted_source_gets_nothing_through,
+    drain_keeps_established_flows_until_the_timeout,
+    drain_timeout_cuts_the_flow,
+    ipv6_end_to_end,
+    health_checks_take_a_dead_backend_out_and_back,
+);
