@@ -1,20 +1,21 @@
 //! The L7 proxy inside `lb run`, end to end in the netns topology: curl in the client
 //! namespace → XDP (passes L7 traffic up) → the proxy in the load balancer's namespace →
-//! HTTP servers in the backend namespaces. An ALB Ingress on the node's addresses and a CLB
+//! HTTP servers in the backend namespaces (routed hosts, pods behind a bridge, pods behind a
+//! VXLAN overlay). An ALB Ingress on the node's addresses and a CLB
 //! http listener on a VIP (made local by the agent) beside an L4 port of the same Service.
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use lb_tests::{
-    privileged,
+    in_every_shape,
     scenario::{Scenario, alb_class_yaml},
     servers::{http_name_server, tcp_request},
-    topology::{LB_CLIENT_SIDE, VIP, backend_addr},
+    topology::{LB_CLIENT_SIDE, Shape, VIP},
 };
 
 const HTTP_PORT: u16 = 8081;
 
-fn manifests() -> String {
-    let eps: String = (1..=2).map(|i| format!("- addresses: [\"{}\"]\n", backend_addr(i))).collect();
+fn manifests(shape: Shape) -> String {
+    let eps: String = (1..=2).map(|i| format!("- addresses: [\"{}\"]\n", shape.backend_addr(i))).collect();
     alb_class_yaml(&["{port: 8000, protocol: HTTP}"])
         + &format!(
             r#"apiVersion: v1
@@ -77,12 +78,8 @@ fn curl(s: &Scenario, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn ingress_and_clb_http_listener_through_lb_run() {
-    if !privileged("ingress_and_clb_http_listener_through_lb_run") {
-        return;
-    }
-    let mut s = Scenario::start(2, &[("l7.yaml", &manifests())], 1, &[]).unwrap();
+fn ingress_and_clb_http_listener_through_lb_run(shape: Shape) {
+    let mut s = Scenario::start_in(shape, 2, &[("l7.yaml", &manifests(shape))], 1, &[]).unwrap();
     let _http: Vec<_> = s
         .topo
         .backends
@@ -125,3 +122,5 @@ fn ingress_and_clb_http_listener_through_lb_run() {
     assert!(!s.daemon.log_text().contains("L7 listener not applied"), "{}", s.daemon.log_text());
     let _ = log;
 }
+
+in_every_shape!(ingress_and_clb_http_listener_through_lb_run);
