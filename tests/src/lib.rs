@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod netns;
 pub mod packet;
 pub mod ppserver;
+pub mod proxy_frames;
 pub mod servers;
 pub mod testbed;
 pub mod daemon;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 
 use crate::netns::{Netns, sh, unique_prefix};
 
@@ -63,6 +63,27 @@ pub fn run_frame(prog: &mut Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> (u3
     opts.ctx_in = Some(&ctx);
     opts.repeat = repeat;
     let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out, r.duration)
+}
+
+/// Run the tc program `prog` on `frame` as if it arrived on `ifindex` (tc ingress), or was
+/// sent by this node's own stack out of `ifindex` (tc egress: `local`), `repeat` times:
+/// (verdict, the frame after the program, the kernel's average time per run).
+pub fn run_skb(prog: &mut SchedClassifier, frame: &[u8], ifindex: u32, local: bool, repeat: u32) -> (u32, Vec<u8>, Duration) {
+    // struct __sk_buff: ingress_ifindex at 36, ifindex at 40 (the device the skb is on);
+    // every other field BPF_PROG_TEST_RUN accepts stays zero.
+    let mut ctx = [0u8; 192];
+    let ingress = if local { 0 } else { ifindex };
+    ctx[36..40].copy_from_slice(&ingress.to_ne_bytes());
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 512];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx);
+    opts.repeat = repeat;
+    let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN (tc)");
     out.truncate(r.data_size_out as usize);
     (r.return_value, out, r.duration)
 }
