@@ -43,6 +43,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let (first, last) = opts.dataplane.snat_ports;
     node.reserve_ports(first, last)?;
     let mut attached = BTreeSet::new();
+    let mut fallback = (None, None);
     for name in &opts.ifaces {
         let iface = Iface::lookup(name)?;
         node.enable_forwarding(&iface.name, iface.ipv6.is_some())?;
@@ -52,6 +53,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         }
         let mode = dp.attach(&iface.name).with_context(|| format!("attaching XDP to {}", iface.name))?;
         tracing::info!(iface = %iface.name, index = iface.index, ?mode, "XDP attached");
+        if fallback == (None, None) {
+            fallback = (iface.ipv4, iface.ipv6);
+        }
         attached.insert(iface.name);
     }
 
@@ -71,7 +75,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     tracing::info!(%source, "watching");
     let mut last_sweep = std::time::Instant::now();
-    let mut paths = BackendPaths { nics: attached, ..BackendPaths::default() };
+    let mut paths = BackendPaths { nics: attached, fallback, ..BackendPaths::default() };
     let mut last_paths = std::time::Instant::now();
     loop {
         if last_paths.elapsed() >= PATHS_EVERY {
@@ -196,7 +200,8 @@ impl AgentStats {
 const PATHS_EVERY: Duration = Duration::from_secs(5);
 
 /// How backends are reached: through the XDP NICs (`--iface`), or through devices the tc
-/// datapath runs on (a bridge, an overlay device, a pod veth), found from the routes.
+/// datapath runs on (a bridge, an overlay device, a pod veth), found from the routes; and
+/// where local clients (pods on this node) come from: bridges and unbridged veths.
 #[derive(Default)]
 struct BackendPaths {
     /// The NICs XDP is attached to.
@@ -204,6 +209,8 @@ struct BackendPaths {
     /// Devices the tc datapath was put on, and the route lookups that failed (warned once).
     tc: BTreeSet<String>,
     warned: BTreeSet<std::net::IpAddr>,
+    /// The first NIC's addresses: the SNAT source behind a device without an address.
+    fallback: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
 }
 
 impl BackendPaths {
@@ -236,6 +243,10 @@ impl BackendPaths {
                 }
             }
         }
+        match crate::netif::local_client_devices(&self.nics) {
+            Ok(local) => devices.extend(local),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot list the node's bridges and veths (local clients)"),
+        }
         for dev in devices {
             if let Err(e) = self.attach(&dev, node, dp) {
                 tracing::warn!(dev, error = %format!("{e:#}"), "cannot put the tc datapath on the device backends are reached through");
@@ -243,15 +254,19 @@ impl BackendPaths {
         }
     }
 
+    /// The tc datapath on `dev`, forwarding on, and the SNAT source for backends behind it:
+    /// its own address, or (a per-pod veth has none) the first NIC's, which the pod's
+    /// default route sends back through the same veth.
     fn attach(&mut self, dev: &str, node: &mut NodeChanges, dp: &mut Dataplane) -> Result<()> {
         let iface = Iface::lookup(dev)?;
-        node.enable_forwarding(dev, iface.ipv6.is_some())?;
-        dp.set_snat(iface.index, iface.ipv4, iface.ipv6)?;
+        let (v4, v6) = match (iface.ipv4, iface.ipv6) {
+            (None, None) => self.fallback,
+            own => own,
+        };
+        node.enable_forwarding(dev, v6.is_some())?;
+        dp.set_snat(iface.index, v4, v6)?;
         if dp.attach_tc(dev)? {
-            tracing::info!(dev, index = iface.index, snat4 = ?iface.ipv4, snat6 = ?iface.ipv6, "tc datapath attached (backends reached through it)");
-        }
-        if iface.ipv4.is_none() && iface.ipv6.is_none() {
-            tracing::warn!(dev, "no address: backends behind it cannot be reached (no SNAT source)");
+            tracing::info!(dev, index = iface.index, snat4 = ?v4, snat6 = ?v6, "tc datapath attached (backends or local clients behind it)");
         }
         self.tc.insert(dev.to_string());
         Ok(())

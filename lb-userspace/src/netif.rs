@@ -140,6 +140,27 @@ impl NodeChanges {
     }
 }
 
+/// Devices local clients (pods on this node) reach the node through: bridges (a bridge
+/// CNI's cni0, docker0) and veths that are no bridge's port (per-pod veths with /32 routes,
+/// Calico-style), up and not in `except` (the XDP NICs).
+pub fn local_client_devices(except: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
+    let out = Command::new("ip").args(["-j", "-d", "link", "show"]).output().context("running `ip link show`")?;
+    if !out.status.success() {
+        bail!("ip link show: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(links
+        .iter()
+        .filter(|l| l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")))
+        .filter(|l| {
+            let kind = l["linkinfo"]["info_kind"].as_str();
+            kind == Some("bridge") || (kind == Some("veth") && l["master"].is_null())
+        })
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .filter(|name| !except.contains(name))
+        .collect())
+}
+
 /// The next hop and device the kernel routes `dst` through.
 pub fn route_to(dst: IpAddr) -> Result<(IpAddr, String)> {
     let out = Command::new("ip")

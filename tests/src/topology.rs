@@ -85,7 +85,9 @@ pub struct Topology {
     /// The interfaces given to `lb run --iface`: routed, the client side first, then one
     /// per backend; otherwise the node's NIC.
     pub lb_ifaces: Vec<String>,
-    /// The rest of a cluster (wire, second node, client pod), kept alive with it.
+    /// A cluster's client pod on the load balancer's node (default offloads).
+    pub client_pod: Option<Netns>,
+    /// The rest of a cluster (wire, second node), kept alive with it.
     pub others: Vec<Netns>,
 }
 
@@ -110,7 +112,8 @@ impl Topology {
             lb: c.lb,
             backends: c.pods.into_iter().map(|p| p.ns).collect(),
             lb_ifaces: vec![c.nic],
-            others: vec![c.client_pod, c.node_b, c.wire],
+            client_pod: Some(c.client_pod),
+            others: vec![c.node_b, c.wire],
         })
     }
 
@@ -141,7 +144,7 @@ impl Topology {
             lb_ifaces.push(lb_if);
             bns.push(ns);
         }
-        Ok(Topology { prefix: p, shape: Shape::Routed, client, lb, backends: bns, lb_ifaces, others: Vec::new() })
+        Ok(Topology { prefix: p, shape: Shape::Routed, client, lb, backends: bns, lb_ifaces, client_pod: None, others: Vec::new() })
     }
 
     /// `lb run` arguments for this topology besides `--iface`, then `extra`: in a cluster,
