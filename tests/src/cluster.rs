@@ -168,6 +168,25 @@ impl Cluster {
         Ok(Cluster { prefix: p, wire, client, lb, node_b, client_pod, client_pod_addr, client_pod_addr6, pods: all, nic })
     }
 
+    /// A pod on node-a the Calico way: its own veth with no bridge, a /32 host route to it,
+    /// proxy ARP on the host side, and `169.254.1.1` as the pod's gateway. Default offloads.
+    pub fn add_veth_pod(&mut self, i: u8) -> Result<()> {
+        let addr = Ipv4Addr::new(198, 18, 12, i);
+        let host_if = format!("{}cali{i}", self.prefix);
+        let ns = Netns::new(&format!("{}v{i}", self.prefix))?;
+        sh(&["ip", "link", "add", "eth0", "netns", &ns.name, "type", "veth", "peer", "name", &host_if, "netns", &self.lb.name])?;
+        self.lb.ip(&["link", "set", &host_if, "up"])?;
+        self.lb.exec(&["sysctl", "-qw", &format!("net.ipv4.conf.{host_if}.proxy_arp=1")])?;
+        self.lb.ip(&["route", "add", &format!("{addr}/32"), "dev", &host_if])?;
+        ns.ip(&["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        ns.ip(&["route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"])?;
+        ns.ip(&["route", "add", "default", "via", "169.254.1.1", "dev", "eth0"])?;
+        // IPv4 only: `addr6` is unspecified.
+        self.pods.push(Pod { ns, addr, addr6: Ipv6Addr::UNSPECIFIED, node: NODE_A, name: format!("pod-v{i}") });
+        Ok(())
+    }
+
     /// The pods' addresses with their node names, for an EndpointSlice.
     pub fn endpoints(&self, v6: bool) -> Vec<(IpAddr, &'static str)> {
         self.pods.iter().map(|p| (if v6 { IpAddr::V6(p.addr6) } else { IpAddr::V4(p.addr) }, p.node)).collect()

@@ -124,3 +124,31 @@ fn local_traffic_policy_reaches_only_this_nodes_pods() {
     let local: Vec<String> = cluster.pods.iter().filter(|p| p.node == NODE_A).map(|p| p.name.clone()).collect();
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), local, "only node-a's pods: {seen:?}");
 }
+
+#[test]
+fn per_pod_veths_with_host_routes() {
+    if !privileged("per_pod_veths_with_host_routes") {
+        return;
+    }
+    // Calico-style pods on node-a (no bridge: a veth and a /32 route each), beside the
+    // overlay's pods on node-b.
+    let mut cluster = Cluster::new(Pods::Vxlan, 1).unwrap();
+    cluster.add_veth_pod(2).unwrap();
+    cluster.add_veth_pod(3).unwrap();
+    let _servers = servers(&cluster);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("manifests");
+    fs::create_dir(&dir).unwrap();
+    let eps: Vec<(String, &str)> = cluster.endpoints(false).into_iter().map(|(a, n)| (a.to_string(), n)).collect();
+    fs::write(dir.join("svc.yaml"), service_yaml_on_nodes("veths", VIP, &[], false, &eps)).unwrap();
+    let daemon = Daemon::start_with(&cluster.lb, &dir, &cluster.nic, 2, work.path(), &["--node-name", NODE_A]).unwrap();
+    for (who, ns) in [("client across the wire", &cluster.client), ("client pod", &cluster.client_pod), ("node-a itself", &cluster.lb)] {
+        let (seen, failed) = ask(ns, VIP, 15);
+        assert!(failed.is_empty(), "{who}: {} of 30 failed: {failed:#?}\n{}", failed.len(), daemon.log_text());
+        assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), all_pods(&cluster), "{who}: {seen:?}");
+    }
+    let cali: Vec<String> = (2..=3).map(|i| format!("{}cali{i}", cluster.prefix)).collect();
+    for dev in &cali {
+        assert_eq!(cluster.lb.bpf_programs(dev), vec!["lb_tc"], "the tc datapath on {dev}");
+    }
+}
