@@ -223,6 +223,11 @@ impl Dataplane {
         }
         // A stale attachment (the interface was re-created): forget it.
         self.tc_links.retain(|(i, _, n, _)| !(i == iface && *n == name));
+        let tcx = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(6, 6, 0));
+        if !tcx {
+            // Before TCX, tc programs hang off a clsact qdisc (already there is fine).
+            let _ = aya::programs::tc::qdisc_add_clsact(iface);
+        }
         let prog = tc_program(&mut self.ebpf, name)?;
         let id = prog
             .attach(iface, hook)
