@@ -108,6 +108,13 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+/// The tc benchmark's floor: count the packet, drop it (`TC_ACT_SHOT`).
+#[classifier]
+pub fn lb_tc_floor(_ctx: TcContext) -> i32 {
+    stats::count(lb_common::stat::RX, 0);
+    aya_ebpf::bindings::TC_ACT_SHOT as i32
+}
+
 /// The benchmark's floor: count the packet, drop it. `cargo xtask bench` measures every
 /// datapath case against this program in the same run.
 #[xdp]

@@ -472,8 +472,10 @@ impl Dataplane {
 
 /// Name of the benchmark's floor program (count, drop) in the object.
 pub const FLOOR_PROGRAM: &str = "lb_xdp_floor";
+/// The same for tc.
+pub const TC_FLOOR_PROGRAM: &str = "lb_tc_floor";
 
-/// The object with only the floor program loaded (`cargo xtask bench` measures against it);
+/// The object with only the floor programs (XDP and tc) loaded (`cargo xtask bench` measures against it);
 /// the big maps are made tiny.
 pub fn load_floor() -> Result<Ebpf> {
     if EBPF_OBJECT.is_empty() {
@@ -487,6 +489,7 @@ pub fn load_floor() -> Result<Ebpf> {
     let prog: &mut Xdp =
         ebpf.program_mut(FLOOR_PROGRAM).ok_or(DataplaneError::Missing { what: "program lb_xdp_floor" })?.try_into()?;
     prog.load()?;
+    tc_program(&mut ebpf, TC_FLOOR_PROGRAM)?.load()?;
     Ok(ebpf)
 }
 

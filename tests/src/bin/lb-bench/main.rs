@@ -1,7 +1,8 @@
 //! `cargo xtask bench [--quick]`: measured side by side with a floor in the same run, reported
 //! as figures (min/median/max over repeats) and ratios in `target/bench/report.{md,json}` with
-//! an SVG chart. Suites so far: datapath cost per packet (BPF_PROG_TEST_RUN, against an
-//! XDP_DROP + counter program) and the control plane (apply 10 000 Services / 100 000
+//! an SVG chart. Suites so far: datapath cost per packet (BPF_PROG_TEST_RUN: the XDP program
+//! against an XDP_DROP + counter program, the tc program against a TC_ACT_SHOT + counter
+//! one) and the control plane (apply 10 000 Services / 100 000
 //! endpoints, one endpoint change, RSS), throughput and TCP connection rate on the veth
 //! topology against iptables DNAT, and the L7 proxy against nginx and haproxy (wrk, h2load).
 //! `--only SUITE[,SUITE]` runs some of them (datapath, control, throughput, connections, l7).
@@ -18,6 +19,7 @@ mod l7_load;
 mod l7_peers;
 mod l7_report;
 mod report;
+mod tc_datapath;
 mod throughput;
 
 use anyhow::{Context, Result};
@@ -67,6 +69,7 @@ fn main() -> Result<()> {
     let mut report = json!({ "machine": machine(), "quick": quick });
     if runs("datapath") {
         report["datapath_ns_per_packet"] = datapath_suite(&plan)?;
+        report["tc_datapath_ns_per_packet"] = tc_datapath::suite(&plan)?;
     }
     if runs("control") {
         report["control_plane"] = control_plane_suite(&plan)?;

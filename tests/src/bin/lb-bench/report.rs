@@ -8,7 +8,10 @@ pub fn markdown(r: &serde_json::Value) -> String {
     let _ = writeln!(s, "# lb benchmark{}\n", if r["quick"].as_bool() == Some(true) { " (--quick)" } else { "" });
     let _ = writeln!(s, "Machine: {} ({} CPUs), kernel {}, lb {}.\n", m["cpu"], m["cpus"], m["kernel"], m["lb"]);
     if r.get("datapath_ns_per_packet").is_some() {
-        datapath_markdown(&mut s, r);
+        datapath_markdown(&mut s, &r["datapath_ns_per_packet"], "Datapath cost: XDP (BPF_PROG_TEST_RUN, ns per packet, same run)");
+    }
+    if r.get("tc_datapath_ns_per_packet").is_some() {
+        datapath_markdown(&mut s, &r["tc_datapath_ns_per_packet"], "Datapath cost: tc, for pods and local clients (BPF_PROG_TEST_RUN, ns per packet, against a tc floor, same run)");
     }
     if r.get("control_plane").is_some() {
         control_markdown(&mut s, r);
@@ -26,10 +29,10 @@ pub fn markdown(r: &serde_json::Value) -> String {
     s
 }
 
-fn datapath_markdown(s: &mut String, r: &serde_json::Value) {
-    let _ = writeln!(s, "## Datapath cost (BPF_PROG_TEST_RUN, ns per packet, same run)\n");
+fn datapath_markdown(s: &mut String, cases: &serde_json::Value, title: &str) {
+    let _ = writeln!(s, "\n## {title}\n");
     let _ = writeln!(s, "| case | min | median | max | × floor |\n|---|---:|---:|---:|---:|");
-    for c in r["datapath_ns_per_packet"].as_array().into_iter().flatten() {
+    for c in cases.as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
             "| {} | {:.0} | {:.0} | {:.0} | {:.2} |",
@@ -55,12 +58,13 @@ fn control_markdown(s: &mut String, r: &serde_json::Value) {
 
 fn throughput_markdown(s: &mut String, r: &serde_json::Value) {
     let _ = writeln!(s, "\n## Throughput on the veth topology (trafgen, 60-byte UDP, one CPU)\n");
-    let _ = writeln!(s, "The generator, the forwarder and the sink share one CPU path, so forwarders are compared by their marginal cost per packet over an XDP_DROP sink measured in the same run.\n");
-    let _ = writeln!(s, "| mode | flows | Mpps (median) | marginal µs/pkt | delivered |\n|---|---|---:|---:|---:|");
+    let _ = writeln!(s, "The generator, the forwarder and the sink share one CPU path, so forwarders are compared by their marginal cost per packet over an XDP_DROP sink measured in the same run, on the same topology (the bridge rows cross a wire switch to the node, so their sink is that topology's).\n");
+    let _ = writeln!(s, "| backend | mode | flows | Mpps (median) | marginal µs/pkt | delivered |\n|---|---|---|---:|---:|---:|");
     for t in r["throughput"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.3} | {:.2} | {:.0}% |",
+            "| {} | {} | {} | {:.3} | {:.2} | {:.0}% |",
+            t["backend"].as_str().unwrap_or("routed host (XDP both ways)"),
             t["mode"].as_str().unwrap_or(""),
             t["flows"].as_str().unwrap_or(""),
             t["mpps"].as_f64().unwrap_or(0.0),

@@ -1,7 +1,8 @@
 //! Throughput on the veth topology: trafgen pushes 60-byte UDP from the client namespace
 //! through (a) an XDP_DROP sink on the load balancer's interface, (b) `lb run` forwarding to a
 //! backend, (c) iptables DNAT + MASQUERADE doing the same balancing; one flow and many flows
-//! (random source ports). Bounded: a fixed packet count per run.
+//! (random source ports); with a routed backend (XDP both ways) and with a pod behind a
+//! bridge on the node (XDP hands over to tc). Bounded: a fixed packet count per run.
 use std::{
     fs,
     process::Command,
@@ -9,20 +10,24 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use lb_tests::{daemon::Daemon, netns::Netns, topology::Topology};
+use lb_tests::{
+    daemon::Daemon,
+    netns::Netns,
+    topology::{Shape, Topology},
+};
 use serde_json::json;
 
-const MODES: [&str; 3] = ["XDP_DROP sink", "lb (XDP full NAT)", "iptables DNAT"];
+const MODES: [&str; 3] = ["XDP_DROP sink", "lb (full NAT)", "iptables DNAT"];
 
 pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
     let mut rows = Vec::new();
-    for flows in ["one flow", "many flows"] {
+    for (shape, flows) in [(Shape::Routed, "one flow"), (Shape::Routed, "many flows"), (Shape::Bridge, "one flow"), (Shape::Bridge, "many flows")] {
         let mut per_mode: Vec<(String, Vec<f64>, f64)> = Vec::new();
         for mode in MODES {
             let mut secs = Vec::new();
             let mut delivered = 0.0;
             for _ in 0..repeats {
-                let (t, d) = run(mode, flows == "many flows", packets)?;
+                let (t, d) = run(shape, mode, flows == "many flows", packets)?;
                 secs.push(t);
                 delivered = d;
             }
@@ -33,6 +38,7 @@ pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
         for (mode, secs, delivered) in per_mode {
             let t = secs[secs.len() / 2];
             rows.push(json!({
+                "backend": if shape == Shape::Routed { "routed host (XDP both ways)" } else { "pod behind a bridge (XDP hands over to tc)" },
                 "mode": mode,
                 "flows": flows,
                 "mpps": packets as f64 / t / 1e6,
@@ -46,8 +52,11 @@ pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
 
 /// One run: (seconds trafgen took to send `packets`, fraction that reached the backend or
 /// the sink).
-fn run(mode: &str, many: bool, packets: u32) -> Result<(f64, f64)> {
-    let topo = Topology::new(1)?;
+fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<(f64, f64)> {
+    let topo = Topology::shaped(shape, 1)?;
+    let backend_addr = shape.backend_addr(1).to_string();
+    // Where NATed traffic leaves the node towards the backend.
+    let out_if = if shape == Shape::Routed { topo.lb_ifaces[1].clone() } else { format!("{}cni", topo.prefix) };
     let backend = &topo.backends[0];
     // The backend drops the datagrams before its stack would answer them.
     backend.exec(&["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "8080", "-j", "DROP"])?;
@@ -60,18 +69,18 @@ fn run(mode: &str, many: bool, packets: u32) -> Result<(f64, f64)> {
             let name = topo.lb.name.clone();
             _sink = Some(SinkGuard::attach(&topo.lb, &lbc).with_context(|| format!("sink in {name}"))?);
         }
-        "lb (XDP full NAT)" => {
+        "lb (full NAT)" => {
             let dir = work.path().join("m");
             fs::create_dir(&dir)?;
-            fs::write(dir.join("svc.yaml"), SERVICE)?;
-            _daemon = Some(Daemon::start(&topo.lb, &dir, &topo.iface_list(), 1, work.path())?);
+            fs::write(dir.join("svc.yaml"), SERVICE.replace("198.18.1.2", &backend_addr))?;
+            _daemon = Some(Daemon::start_with(&topo.lb, &dir, &topo.iface_list(), 1, work.path(), &topo.lb_args(&[]))?);
         }
         _ => {
             topo.lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-            topo.lb.exec(&["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "198.18.100.10", "-p", "udp", "--dport", "80", "-j", "DNAT", "--to-destination", "198.18.1.2:8080"])?;
-            topo.lb.exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", &topo.lb_ifaces[1], "-j", "MASQUERADE"])?;
+            topo.lb.exec(&["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "198.18.100.10", "-p", "udp", "--dport", "80", "-j", "DNAT", "--to-destination", &format!("{backend_addr}:8080")])?;
+            topo.lb.exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", &out_if, "-j", "MASQUERADE"])?;
             // Resolve the backend first, as lb's managed neighbour entry would.
-            topo.lb.exec(&["ip", "neigh", "replace", "198.18.1.2", "dev", &topo.lb_ifaces[1], "managed"])?;
+            topo.lb.exec(&["ip", "neigh", "replace", &backend_addr, "dev", &out_if, "managed"])?;
             std::thread::sleep(std::time::Duration::from_millis(300));
         }
     }
@@ -143,7 +152,7 @@ fn rx_packets(ns: &Netns, iface: &str) -> Result<u64> {
 /// through (a) lb and (b) iptables DNAT, to a real server on the backend.
 pub fn connection_rate(connections: usize, repeats: usize) -> Result<serde_json::Value> {
     let mut rows = Vec::new();
-    for mode in ["lb (XDP full NAT)", "iptables DNAT"] {
+    for mode in ["lb (full NAT)", "iptables DNAT"] {
         let mut rates = Vec::new();
         for _ in 0..repeats {
             rates.push(conn_run(mode, connections)?);
