@@ -206,8 +206,7 @@ const PATHS_EVERY: Duration = Duration::from_secs(5);
 struct BackendPaths {
     /// The NICs XDP is attached to.
     nics: BTreeSet<String>,
-    /// Devices the tc datapath was put on, and the route lookups that failed (warned once).
-    tc: BTreeSet<String>,
+    /// Backends whose route lookup failed or leads nowhere we serve (warned once).
     warned: BTreeSet<std::net::IpAddr>,
     /// The first NIC's addresses: the SNAT source behind a device without an address.
     fallback: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
@@ -268,7 +267,6 @@ impl BackendPaths {
         if dp.attach_tc(dev)? {
             tracing::info!(dev, index = iface.index, snat4 = ?v4, snat6 = ?v6, "tc datapath attached (backends or local clients behind it)");
         }
-        self.tc.insert(dev.to_string());
         Ok(())
     }
 }

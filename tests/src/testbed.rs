@@ -114,6 +114,20 @@ pub fn listener(
     }
 }
 
+/// The static neighbour MAC of backend `ip` in [`Bed`].
+pub fn mac_of(ip: std::net::IpAddr) -> [u8; 6] {
+    BACKEND_MACS.iter().find(|(a, _)| a.parse::<std::net::IpAddr>().unwrap() == ip).unwrap().1
+}
+
+/// A model of just these listeners.
+pub fn model(listeners: Vec<lb_userspace::model::L4Listener>) -> lb_userspace::model::Model {
+    let mut m = lb_userspace::model::Model::default();
+    for l in listeners {
+        m.listeners.insert(lb_userspace::model::listener_name(&l), l);
+    }
+    m
+}
+
 /// Keep the calling thread on CPU 0 (per-CPU round robin is then strictly sequential, and
 /// timings do not mix CPUs).
 pub fn pin_to_cpu0() {

@@ -12,14 +12,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_tests::{
-    packet::{ACK, Flow, Frame, PSH, SYN, parse},
+    packet::{ACK, Flow, Frame, PSH, SYN, eth, finish, ipv4_header, parse, sum16},
     privileged,
     proxy_frames::{mss_of, syn_options, v1_header, v2_header},
-    testbed::{BACKEND_MACS, Bed, listener, pin_to_cpu0, run_frame, run_skb},
+    testbed::{Bed, listener, mac_of, model, pin_to_cpu0, run_frame, run_skb},
 };
 use lb_userspace::{
     dataplane::{Dataplane, Options},
-    model::{L4Listener, Model, Protocol, ProxyProtocol, Scheduler, listener_name},
+    model::{Model, Protocol, ProxyProtocol, Scheduler},
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -35,17 +35,7 @@ fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
-fn mac_of(ip: IpAddr) -> [u8; 6] {
-    BACKEND_MACS.iter().find(|(a, _)| a.parse::<IpAddr>().unwrap() == ip).unwrap().1
-}
 
-fn model(listeners: Vec<L4Listener>) -> Model {
-    let mut m = Model::default();
-    for l in listeners {
-        m.listeners.insert(listener_name(&l), l);
-    }
-    m
-}
 
 struct Tc {
     dp: Dataplane,
@@ -154,6 +144,44 @@ fn tc_full_nat_both_ways_tcp_udp_ipv6() {
         let other = Frame::tcp(Flow::new(CLIENT, 40000, Ipv4Addr::new(198, 18, 1, 9), 80), SYN).bytes();
         assert_eq!(t.ingress(&other, t.a), (TC_ACT_OK, other.clone()));
         assert!(t.counter("tc_rx") >= 8);
+    });
+}
+
+#[test]
+fn tc_fragments_follow_their_first_fragment() {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[(B1.into(), 5353, 1)])]);
+    with_tc("tc_fragments_follow_their_first_fragment", false, m, move |t| {
+        // A client pod's UDP datagram of 8 + 32 bytes, cut after 24 bytes of L4 data.
+        let mut whole = Frame::udp(Flow::new(CLIENT, 47000, VIP, 53)).payload(&[7u8; 32]);
+        whole.ip_id = 0x4242;
+        let l4 = whole.l4();
+        let (head, tail) = l4.split_at(24);
+        let mut first = whole.clone();
+        first.frag_off = 0x2000; // MF
+        let (v, out1) = t.ingress(&first.with_l3_payload(head), t.a);
+        assert_eq!(v, TC_ACT_REDIRECT, "first fragment opens the flow");
+        let mut later = whole.clone();
+        later.frag_off = 3; // offset 24 bytes, last
+        let (v, out2) = t.ingress(&later.with_l3_payload(tail), t.a);
+        assert_eq!(v, TC_ACT_REDIRECT, "later fragment follows");
+        let (ip1, ip2) = (&out1[14..34], &out2[14..34]);
+        assert_eq!(ip1[12..20], ip2[12..20], "same SNAT source and backend");
+        for ip in [ip1, ip2] {
+            assert_eq!(finish(sum16(ip, 0)), 0, "IP checksum");
+        }
+        // The reassembled datagram's UDP checksum is valid after the NAT.
+        let (src, dst) = (Ipv4Addr::new(ip1[12], ip1[13], ip1[14], ip1[15]), Ipv4Addr::new(ip1[16], ip1[17], ip1[18], ip1[19]));
+        assert_eq!((src, dst), (SNAT, B1));
+        let mut datagram = out1[34..].to_vec();
+        datagram.extend_from_slice(&out2[34..]);
+        let mut frame = eth([0; 6], [0; 6], 0x0800);
+        frame.extend_from_slice(&ipv4_header(src, dst, 17, &[], 0x4242, 0, datagram.len()));
+        frame.extend_from_slice(&datagram);
+        let p = parse(&frame);
+        assert!(p.l4_csum_ok, "reassembled UDP checksum after NAT: {p:?}");
+        assert_eq!(p.flow.3, 5353);
+        assert_eq!(t.counter("fragments_fwd"), 1);
     });
 }
 

@@ -12,14 +12,14 @@ use std::{
 
 use ipnet::IpNet;
 use lb_tests::{
-    testbed::{BACKEND_MACS, Bed, listener, pin_to_cpu0, run_frame},
+    testbed::{Bed, listener, mac_of, model, pin_to_cpu0, run_frame},
     packet::{ACK, ETH_ARP, ETH_IPV6, ETH_VLAN, FIN, Flow, Frame, PSH, RST, SYN, eth, ipv4_header, parse},
     proxy_frames::{mss_of, sack_blocks, sack_options, syn_options, v1_header, v2_header},
     privileged,
 };
 use lb_userspace::{
     dataplane::{Dataplane, Options, conntrack::SweepOptions, maglev},
-    model::{Acl, AclBinding, AclMode, L4Listener, Model, ObjectRef, Protocol, ProxyProtocol, Scheduler, listener_name},
+    model::{Acl, AclBinding, AclMode, L4Listener, Model, ObjectRef, Protocol, ProxyProtocol, Scheduler},
 };
 
 const XDP_DROP: u32 = 1;
@@ -36,21 +36,11 @@ fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
-fn mac_of(ip: IpAddr) -> [u8; 6] {
-    BACKEND_MACS.iter().find(|(a, _)| a.parse::<IpAddr>().unwrap() == ip).unwrap().1
-}
 
 fn be(a: Ipv4Addr, port: u16, weight: u32) -> (IpAddr, u16, u32) {
     (IpAddr::V4(a), port, weight)
 }
 
-fn model(listeners: Vec<L4Listener>) -> Model {
-    let mut m = Model::default();
-    for l in listeners {
-        m.listeners.insert(listener_name(&l), l);
-    }
-    m
-}
 
 /// The loaded datapath in its namespace.
 struct Bench {

@@ -210,7 +210,38 @@ fn health_checks_take_a_dead_backend_out_and_back(shape: Shape) {
     assert!(s.daemon.log_text().contains("backend health changed"));
 }
 
+/// A backend's ICMP error about a flow (port unreachable: nothing listens on the target port)
+/// comes back to the client through the VIP, translated like the flow: the client's
+/// connected UDP socket sees "connection refused", IPv4 and IPv6.
+fn icmp_errors_come_back_through_the_vip(shape: Shape) {
+    let closed = |vip: &str, eps: &[(String, Option<u32>)], anns: &[(String, String)]| {
+        yaml(vip, anns, eps).replace("port: 8080}", "port: 9999}").replace("name: svc", "name: closed")
+    };
+    let v4 = closed(&VIP.to_string(), &v4_backends(shape, 1), &[]);
+    let v6 = closed(&VIP6.to_string(), &[(shape.backend_addr6(1).to_string(), None)], &[ann("ip-version", "ipv6")]).replace("name: closed", "name: closed6");
+    let s = Scenario::start_in(shape, 1, &[("v4.yaml", &v4), ("v6.yaml", &v6)], 4, &[]).unwrap();
+    for vip in [IpAddr::V4(VIP), IpAddr::V6(VIP6)] {
+        let to = SocketAddr::new(vip, 80);
+        let got = s.topo.client.run(move || {
+            let sock = std::net::UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).unwrap();
+            sock.connect(to).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            // The first datagram may wait for neighbour discovery: a few tries.
+            (0..3).find_map(|_| {
+                sock.send(b"anyone?\n").unwrap();
+                match sock.recv(&mut [0u8; 64]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(Ok(())),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => None,
+                    other => Some(Err(format!("{other:?}"))),
+                }
+            })
+        });
+        assert_eq!(got, Some(Ok(())), "{vip}: the port-unreachable error reached the client as ECONNREFUSED\n{}", s.daemon.log_text());
+    }
+}
+
 in_every_shape!(
+    icmp_errors_come_back_through_the_vip,
     wrr_follows_endpoint_weights,
     weight_zero_takes_no_new_connections,
     sch_keeps_a_client_tch_spreads_its_ports,

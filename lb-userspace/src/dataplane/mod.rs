@@ -130,36 +130,12 @@ impl Dataplane {
             .load(EBPF_OBJECT)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load()?;
-        // The programs lb_xdp tail-calls (PROXY protocol), by index.
-        let mut fds = Vec::new();
-        for name in prog_index::NAMES {
-            let p: &mut Xdp = ebpf.program_mut(name).ok_or(DataplaneError::Missing { what: name })?.try_into()?;
-            p.load().map_err(|source| DataplaneError::NamedProgram { name, source })?;
-            fds.push(p.fd()?.try_clone().map_err(|e| DataplaneError::Map {
-                map: names::PROGS,
-                source: aya::maps::MapError::InvalidName { name: format!("{name}: {e}") },
-            })?);
-        }
-        let mut progs: ProgramArray<&mut MapData> = map_mut(&mut ebpf, names::PROGS)?;
-        for (i, fd) in fds.iter().enumerate() {
-            progs.set(i as u32, fd, 0).map_err(map_err(names::PROGS))?;
-        }
+        // The programs lb_xdp and lb_tc tail-call (PROXY protocol), by index.
+        fill_tail_calls(&mut ebpf, names::PROGS, &prog_index::NAMES, |p| <&mut Xdp>::try_from(p)?.load())?;
         for name in [lb_common::TC_PROGRAM, lb_common::TC_NIC_PROGRAM, lb_common::TC_EGRESS_PROGRAM] {
             tc_program(&mut ebpf, name)?.load().map_err(|source| DataplaneError::NamedProgram { name, source })?;
         }
-        let mut fds = Vec::new();
-        for name in prog_index::TC_NAMES {
-            let p = tc_program(&mut ebpf, name)?;
-            p.load().map_err(|source| DataplaneError::NamedProgram { name, source })?;
-            fds.push(p.fd()?.try_clone().map_err(|e| DataplaneError::Map {
-                map: names::TC_PROGS,
-                source: aya::maps::MapError::InvalidName { name: format!("{name}: {e}") },
-            })?);
-        }
-        let mut progs: ProgramArray<&mut MapData> = map_mut(&mut ebpf, names::TC_PROGS)?;
-        for (i, fd) in fds.iter().enumerate() {
-            progs.set(i as u32, fd, 0).map_err(map_err(names::TC_PROGS))?;
-        }
+        fill_tail_calls(&mut ebpf, names::TC_PROGS, &prog_index::TC_NAMES, |p| <&mut SchedClassifier>::try_from(p)?.load())?;
         let mut dp = Dataplane {
             ebpf,
             links: Vec::new(),
@@ -505,6 +481,30 @@ where
 {
     let map = ebpf.map_mut(name).ok_or(DataplaneError::Missing { what: name })?;
     T::try_from(map).map_err(map_err(name))
+}
+
+/// Load the programs `progs` (in index order) with `load` and put them in the program array
+/// `map`.
+fn fill_tail_calls(
+    ebpf: &mut Ebpf,
+    map: &'static str,
+    progs: &[&'static str],
+    load: impl Fn(&mut aya::programs::Program) -> std::result::Result<(), aya::programs::ProgramError>,
+) -> Result<()> {
+    let mut fds = Vec::new();
+    for &name in progs {
+        let p = ebpf.program_mut(name).ok_or(DataplaneError::Missing { what: name })?;
+        load(p).map_err(|source| DataplaneError::NamedProgram { name, source })?;
+        fds.push(p.fd()?.try_clone().map_err(|e| DataplaneError::Map {
+            map,
+            source: aya::maps::MapError::InvalidName { name: format!("{name}: {e}") },
+        })?);
+    }
+    let mut array: ProgramArray<&mut MapData> = map_mut(ebpf, map)?;
+    for (i, fd) in fds.iter().enumerate() {
+        array.set(i as u32, fd, 0).map_err(map_err(map))?;
+    }
+    Ok(())
 }
 
 fn tc_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {
