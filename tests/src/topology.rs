@@ -164,12 +164,13 @@ impl Topology {
     }
 }
 
-/// Make a host's veth behave like a NIC towards an XDP forwarder:
+/// Make a host's veth behave like a NIC towards an XDP forwarder. Only for senders that
+/// stand for hosts across a wire (the routed topology's client and backends, the cluster's
+/// client): pods and nodes keep their default offloads.
 /// - GRO on gives the veth a NAPI poller, without which frames XDP_REDIRECTed into it are
 ///   dropped silently;
-/// - TX checksum offload off makes the host's stack write full checksums: with offload a
-///   veth frame carries only a partial (pseudo-header) checksum, which a frame redirected by
-///   XDP never gets completed, so the receiver would drop it.
+/// - TX checksum offload off makes the host's stack write full checksums, as frames on a
+///   wire carry (with offload a veth frame carries only a partial, pseudo-header checksum).
 pub fn edge_host(ns: &Netns, iface: &str) -> Result<()> {
     ns.exec(&["ethtool", "-K", iface, "gro", "on", "tx", "off"])?;
     Ok(())

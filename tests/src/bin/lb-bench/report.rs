@@ -9,6 +9,10 @@ pub fn markdown(r: &serde_json::Value) -> String {
     let _ = writeln!(s, "Machine: {} ({} CPUs), kernel {}, lb {}.\n", m["cpu"], m["cpus"], m["kernel"], m["lb"]);
     if r.get("datapath_ns_per_packet").is_some() {
         datapath_markdown(&mut s, &r["datapath_ns_per_packet"], "Datapath cost: XDP (BPF_PROG_TEST_RUN, ns per packet, same run)");
+        let _ = writeln!(
+            s,
+            "\nCaveat: the repeated cases run BPF_PROG_TEST_RUN with `repeat`, which runs the program again on the packet it already rewrote: after the first run a NATed packet is no longer a client's (it is not ours), so those rows measure mostly the lookups that find nothing. The tc table below measures one call per packet instead."
+        );
     }
     if r.get("tc_datapath_ns_per_packet").is_some() {
         datapath_markdown(&mut s, &r["tc_datapath_ns_per_packet"], "Datapath cost: tc, for pods and local clients (BPF_PROG_TEST_RUN, ns per packet, against a tc floor, same run)");
