@@ -13,13 +13,15 @@ use crate::{
     ctx::Ctx,
     fwd::{self},
     icmp,
-    maps::{BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, LISTENER_CFG, LISTENERS, REVERSE_NAT, SNAT_ADDRS, pp_scratch, scratch},
-    nat, pp,
+    maps::{
+        BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, LISTENER_CFG, LISTENERS, REVERSE_NAT, SNAT_ADDRS, pp_scratch, scratch,
+    },
+    nat,
     parse::{
         self, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, Ip, Ipv4Hdr, Ipv6Hdr, Packet, Skip,
         TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, ptr_at,
     },
-    persist, sched,
+    persist, pp, sched,
     stats::{self, count},
 };
 
@@ -205,7 +207,15 @@ fn reverse_key(ct: &CtEntry, proto: u8, family: u8) -> FlowKey {
 /// The reverse-NAT value for a client flow, from the client's packet and the flow's entry,
 /// written in place (the struct is too large to build on the BPF stack and copy).
 #[inline(always)]
-fn write_reverse<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, key: &FlowKey, ct: &CtEntry, state: u32, now: u64, out: &mut RevEntry) {
+fn write_reverse<C: Ctx, H: Ip>(
+    ctx: &C,
+    pkt: &Packet<H>,
+    key: &FlowKey,
+    ct: &CtEntry,
+    state: u32,
+    now: u64,
+    out: &mut RevEntry,
+) {
     let (client_mac, local_mac) = match pkt.eth(ctx) {
         // SAFETY: bounds checked by eth().
         Some(eth) => unsafe { ((*eth).src, (*eth).dst) },

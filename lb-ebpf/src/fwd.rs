@@ -109,4 +109,3 @@ impl NextHop {
         if self.resolved { Out::Resolved } else { Out::Unresolved }
     }
 }
-

@@ -68,7 +68,8 @@ fn try_v4<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
     }
     let inner_off = icmp_off + 8;
     let inner: *mut Ipv4Hdr = ptr_at(ctx, inner_off).ok()?;
-    let (ivihl, iproto, isrc, idst) = unsafe { ((*inner).version_ihl, (*inner).protocol, (*inner).saddr, (*inner).daddr) };
+    let (ivihl, iproto, isrc, idst) =
+        unsafe { ((*inner).version_ihl, (*inner).protocol, (*inner).saddr, (*inner).daddr) };
     let iihl = ((ivihl & 0x0f) as usize) * 4;
     if ivihl >> 4 != 4 || iihl < 20 || iihl > 60 || (iproto != PROTO_TCP && iproto != PROTO_UDP) {
         return None;
@@ -76,7 +77,15 @@ fn try_v4<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
     let ports: *mut Ports = ptr_at(ctx, inner_off + iihl).ok()?;
     let (isport, idport) = unsafe { ((*ports).src, (*ports).dst) };
     // The flow the quoted packet belongs to, seen from whoever sent it back to us.
-    let key = FlowKey { src: [idst, 0, 0, 0], dst: [isrc, 0, 0, 0], sport: idport, dport: isport, proto: iproto, family: FAMILY_V4, _pad: [0; 2] };
+    let key = FlowKey {
+        src: [idst, 0, 0, 0],
+        dst: [isrc, 0, 0, 0],
+        sport: idport,
+        dport: isport,
+        proto: iproto,
+        family: FAMILY_V4,
+        _pad: [0; 2],
+    };
     if let Some(rev) = REVERSE_NAT.get_ptr(&key) {
         // SAFETY: map value from a successful lookup.
         let r = unsafe { &*rev };
@@ -204,14 +213,17 @@ struct V6Fixed {
     daddr: [u32; 4],
 }
 
-
 #[inline(always)]
 fn try_v6<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
     let ip: *mut V6Fixed = ptr_at(ctx, ETH_HLEN).ok()?;
     let icmp: *mut IcmpHdr = ptr_at(ctx, ETH_HLEN + V6_HLEN).ok()?;
     // SAFETY: bounds checked by ptr_at, here and below.
     let kind = unsafe { (*icmp).kind };
-    if kind != ICMPV6_DEST_UNREACH && kind != ICMPV6_PKT_TOOBIG && kind != ICMPV6_TIME_EXCEED && kind != ICMPV6_PARAMPROB {
+    if kind != ICMPV6_DEST_UNREACH
+        && kind != ICMPV6_PKT_TOOBIG
+        && kind != ICMPV6_TIME_EXCEED
+        && kind != ICMPV6_PARAMPROB
+    {
         return None;
     }
     let inner_off = ETH_HLEN + V6_HLEN + 8;
@@ -223,7 +235,15 @@ fn try_v6<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
     let ports: *mut Ports = ptr_at(ctx, inner_off + V6_HLEN).ok()?;
     let (isport, idport) = unsafe { ((*ports).src, (*ports).dst) };
     let _ = ip;
-    let key = FlowKey { src: idst, dst: isrc, sport: idport, dport: isport, proto: iproto, family: lb_common::FAMILY_V6, _pad: [0; 2] };
+    let key = FlowKey {
+        src: idst,
+        dst: isrc,
+        sport: idport,
+        dport: isport,
+        proto: iproto,
+        family: lb_common::FAMILY_V6,
+        _pad: [0; 2],
+    };
     if let Some(rev) = REVERSE_NAT.get_ptr(&key) {
         // SAFETY: map value from a successful lookup.
         let r = unsafe { &*rev };

@@ -80,4 +80,3 @@ fn datapath(ctx: &TcContext) -> u32 {
     }
     action
 }
-

@@ -64,8 +64,9 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<Request>) {
 
 /// `GET path` from the admin endpoint at `addr`: the body, or an error with the status.
 pub fn get(addr: SocketAddr, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
-        .with_context(|| format!("connecting to lb's admin endpoint at {addr} (is `lb run` running with --admin {addr}?)"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).with_context(|| {
+        format!("connecting to lb's admin endpoint at {addr} (is `lb run` running with --admin {addr}?)")
+    })?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
     let mut out = String::new();

@@ -6,8 +6,9 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    admin, health, l7,
+    admin,
     dataplane::{self, Dataplane},
+    health, l7,
     model::{self, Model},
     netif::{Iface, NodeChanges},
     source::{Source, SourceOptions},
@@ -61,7 +62,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
 
     let (admin_tx, mut admin_rx) = tokio::sync::mpsc::channel::<admin::Request>(16);
     if let Some(addr) = opts.admin {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the admin endpoint {addr}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the admin endpoint {addr}"))?;
         tracing::info!(%addr, "admin endpoint: GET /stats, /healthz");
         tokio::spawn(admin::serve(listener, admin_tx));
     }
@@ -217,8 +219,7 @@ impl BackendPaths {
     /// NIC; else the tc datapath on the device it is reached through, that device's address
     /// as the SNAT source (replies then come back the same way) and forwarding on it.
     fn sync(&mut self, model: &Model, node: &mut NodeChanges, dp: &mut Dataplane) {
-        let backends: BTreeSet<_> =
-            model.listeners.values().flat_map(|l| l.backends.iter().map(|b| b.addr)).collect();
+        let backends: BTreeSet<_> = model.listeners.values().flat_map(|l| l.backends.iter().map(|b| b.addr)).collect();
         let mut devices = BTreeSet::new();
         for addr in backends {
             match crate::netif::route_to(addr) {
@@ -244,7 +245,9 @@ impl BackendPaths {
         }
         match crate::netif::local_client_devices(&self.nics) {
             Ok(local) => devices.extend(local),
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot list the node's bridges and veths (local clients)"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot list the node's bridges and veths (local clients)")
+            }
         }
         for dev in devices {
             if let Err(e) = self.attach(&dev, node, dp) {

@@ -144,7 +144,10 @@ async fn run(backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change
     let to = SocketAddr::new(backend.0, if check.port == 0 { backend.1 } else { check.port });
     loop {
         tokio::time::sleep(check.interval).await;
-        let ok = matches!(tokio::time::timeout(check.timeout, probe(to, &check.probe, check.proxy_protocol)).await, Ok(true));
+        let ok = matches!(
+            tokio::time::timeout(check.timeout, probe(to, &check.probe, check.proxy_protocol)).await,
+            Ok(true)
+        );
         if ok == healthy {
             streak = 0;
             continue;
@@ -194,11 +197,15 @@ async fn probe(to: SocketAddr, kind: &ProbeKind, pp: crate::model::ProxyProtocol
             let host = host.clone().unwrap_or_else(|| to.ip().to_string());
             let mut req = local_proxy_header(pp);
             req.extend_from_slice(
-                format!("{} {uri} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n", if *get { "GET" } else { "HEAD" })
-                    .as_bytes(),
+                format!(
+                    "{} {uri} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n",
+                    if *get { "GET" } else { "HEAD" }
+                )
+                .as_bytes(),
             );
             let code = if *tls {
-                let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(crate::l7::tls::backend_client_config()));
+                let connector =
+                    tokio_rustls::TlsConnector::from(std::sync::Arc::new(crate::l7::tls::backend_client_config()));
                 let name = rustls_pki_types::ServerName::IpAddress(to.ip().into());
                 match connector.connect(name, s).await {
                     Ok(t) => http_status(t, &req).await,
@@ -226,14 +233,20 @@ async fn http_status(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + 
 /// The check CLB annotations ask for on a listener of `protocol`.
 pub fn from_clb(h: &crate::annotations::clb::HealthCheck, protocol: Protocol) -> Option<HealthCheck> {
     use crate::annotations::clb::ListenerProtocol;
-    from_clb_listener(h, match protocol {
-        Protocol::Tcp => ListenerProtocol::Tcp,
-        Protocol::Udp => ListenerProtocol::Udp,
-    })
+    from_clb_listener(
+        h,
+        match protocol {
+            Protocol::Tcp => ListenerProtocol::Tcp,
+            Protocol::Udp => ListenerProtocol::Udp,
+        },
+    )
 }
 
 /// The check CLB annotations ask for on a listener speaking `lp` (http/https included).
-pub fn from_clb_listener(h: &crate::annotations::clb::HealthCheck, lp: crate::annotations::clb::ListenerProtocol) -> Option<HealthCheck> {
+pub fn from_clb_listener(
+    h: &crate::annotations::clb::HealthCheck,
+    lp: crate::annotations::clb::ListenerProtocol,
+) -> Option<HealthCheck> {
     use crate::annotations::clb::{HealthCheckDomain, HttpCodeClass, HttpMethod, Probe};
     let p = h.probe(lp)?;
     let probe = match p {
@@ -279,7 +292,13 @@ pub fn from_alb(h: &crate::annotations::alb::HealthCheck) -> HealthCheck {
         HealthCheckCodes::Http(c) => c.clone(),
         _ => vec![2],
     };
-    let http = |tls| ProbeKind::Http { uri: h.path.clone(), host: None, classes: classes.clone(), get: h.method == HealthCheckMethod::Get, tls };
+    let http = |tls| ProbeKind::Http {
+        uri: h.path.clone(),
+        host: None,
+        classes: classes.clone(),
+        get: h.method == HealthCheckMethod::Get,
+        tls,
+    };
     let probe = match h.protocol {
         HealthCheckProtocol::Http => http(false),
         HealthCheckProtocol::Https => http(true),

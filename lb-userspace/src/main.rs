@@ -176,7 +176,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let source = match manifests {
                 Some(dir) if !kubernetes => {
                     if write_status || leader_election || default_class || load_balancer_class != kube::DEFAULT_CLASS {
-                        bail!("--write-status, --leader-election, --default-class and --load-balancer-class need --kubernetes");
+                        bail!(
+                            "--write-status, --leader-election, --default-class and --load-balancer-class need --kubernetes"
+                        );
                     }
                     SourceOptions::Dir(dir)
                 }
@@ -252,8 +254,14 @@ fn check(dir: &std::path::Path, json: bool, opts: &model::BuildOptions) -> Resul
         for (name, l) in &build.model.l7 {
             let sources: Vec<String> = l.sources.iter().map(ToString::to_string).collect();
             let routes = l.routes.len() + l.canaries.len();
-            let endpoints: std::collections::BTreeSet<_> =
-                l.routes.iter().chain(&l.canaries).flat_map(|r| &r.upstreams).flat_map(|u| &u.endpoints).map(|e| e.addr).collect();
+            let endpoints: std::collections::BTreeSet<_> = l
+                .routes
+                .iter()
+                .chain(&l.canaries)
+                .flat_map(|r| &r.upstreams)
+                .flat_map(|u| &u.endpoints)
+                .map(|e| e.addr)
+                .collect();
             println!("{name} ({}) -> {routes} route(s), {} endpoint(s)", sources.join(", "), endpoints.len());
         }
     }
@@ -287,7 +295,12 @@ fn stats(addr: std::net::SocketAddr, json: bool) -> Result<ExitCode> {
     }
     println!("backends");
     for (name, c) in v["backends"].as_object().into_iter().flatten() {
-        println!("  {name:<32} flows {:>8}  {:>10} pkts {:>14} bytes", n(&c["new_flows"]), n(&c["packets"]), n(&c["bytes"]));
+        println!(
+            "  {name:<32} flows {:>8}  {:>10} pkts {:>14} bytes",
+            n(&c["new_flows"]),
+            n(&c["packets"]),
+            n(&c["bytes"])
+        );
     }
     if let Some(l7) = v["l7"].as_object().filter(|m| !m.is_empty()) {
         println!("l7 listeners");

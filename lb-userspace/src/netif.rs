@@ -22,9 +22,10 @@ pub struct Iface {
 
 impl Iface {
     pub fn lookup(name: &str) -> Result<Iface> {
-        let index = nix::net::if_::if_nametoindex(name)
-            .with_context(|| format!("interface {name:?} does not exist"))?;
-        let addrs: Vec<_> = nix::ifaddrs::getifaddrs()?.filter(|a| a.interface_name == name).filter_map(|a| a.address).collect();
+        let index =
+            nix::net::if_::if_nametoindex(name).with_context(|| format!("interface {name:?} does not exist"))?;
+        let addrs: Vec<_> =
+            nix::ifaddrs::getifaddrs()?.filter(|a| a.interface_name == name).filter_map(|a| a.address).collect();
         let ipv4 = addrs.iter().find_map(|s| s.as_sockaddr_in().map(|s| s.ip()));
         let ipv6 = addrs
             .iter()
@@ -116,7 +117,9 @@ impl NodeChanges {
                     Ok(()) => {
                         self.local_vips.insert(*vip);
                     }
-                    Err(e) => tracing::warn!(%vip, error = %e, "cannot make the VIP local: its L7 listeners get no traffic"),
+                    Err(e) => {
+                        tracing::warn!(%vip, error = %e, "cannot make the VIP local: its L7 listeners get no traffic")
+                    }
                 }
             }
         }
@@ -163,10 +166,8 @@ pub fn local_client_devices(except: &std::collections::BTreeSet<String>) -> Resu
 
 /// The next hop and device the kernel routes `dst` through.
 pub fn route_to(dst: IpAddr) -> Result<(IpAddr, String)> {
-    let out = Command::new("ip")
-        .args(["-j", "route", "get", &dst.to_string()])
-        .output()
-        .context("running `ip route get`")?;
+    let out =
+        Command::new("ip").args(["-j", "route", "get", &dst.to_string()]).output().context("running `ip route get`")?;
     if !out.status.success() {
         bail!("no route to {dst}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }

@@ -38,7 +38,10 @@ async fn settle(src: &mut KubeSource) {
     let _ = src.poll();
 }
 
-fn names<T>(items: &[T], meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<String> {
+fn names<T>(
+    items: &[T],
+    meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<String> {
     let mut v: Vec<String> = items
         .iter()
         .map(|o| {
@@ -122,7 +125,19 @@ async fn watch_events_change_the_next_snapshot() {
     let fake = FakeApi::new();
     let mut src = KubeSource::new(fake.client(), opts(false));
     let first = next(&mut src).await;
-    assert_eq!(first.services.iter().find(|s| s.metadata.name.as_deref() == Some("web")).unwrap().spec.as_ref().unwrap().load_balancer_ip.as_deref(), Some("192.0.2.10"));
+    assert_eq!(
+        first
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some("web"))
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .load_balancer_ip
+            .as_deref(),
+        Some("192.0.2.10")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(src.poll().is_none(), "no change, no snapshot (the initial lists make one)");
 
@@ -264,14 +279,12 @@ async fn the_lease_holder_writes_and_the_others_wait() {
     assert!(fake.requests_to(Method::POST, "/events").is_empty(), "not the holder: no Events");
 
     // node-b stops renewing: after 2 s node-a takes over and writes the latest report.
-    wait_for(&fake, "the takeover", |f| {
-        f.object(LEASE).is_some_and(|l| l["spec"]["holderIdentity"] == "node-a")
-    })
-    .await;
+    wait_for(&fake, "the takeover", |f| f.object(LEASE).is_some_and(|l| l["spec"]["holderIdentity"] == "node-a")).await;
     let lease = fake.object(LEASE).unwrap();
     assert_eq!(lease["spec"]["leaseTransitions"], 4);
     wait_for(&fake, "status and Event from the new holder", |f| {
-        f.requests_to(Method::PATCH, "/services/web/status").len() == 1 && f.requests_to(Method::POST, "/events").len() == 1
+        f.requests_to(Method::PATCH, "/services/web/status").len() == 1
+            && f.requests_to(Method::POST, "/events").len() == 1
     })
     .await;
     // It renews.
@@ -308,7 +321,9 @@ async fn a_custom_object_that_does_not_decode_is_an_error_and_an_event() {
     assert!(set.errors[0].to_string().contains("AccessControlList lab"), "{}", set.errors[0]);
     build_and_report(&mut src, &set);
     wait_for(&fake, "the ACL's Event", |f| {
-        f.requests_to(Method::POST, "/events").iter().any(|r| r.body.as_ref().is_some_and(|b| b["regarding"]["name"] == "lab"))
+        f.requests_to(Method::POST, "/events")
+            .iter()
+            .any(|r| r.body.as_ref().is_some_and(|b| b["regarding"]["name"] == "lab"))
     })
     .await;
     let event = fake

@@ -96,7 +96,10 @@ impl Cluster {
             (&lb, format!("{p}wa"), nic.clone(), "198.18.0.1/24", "2001:db8::1/64"),
             (&node_b, format!("{p}wb"), format!("{p}n0"), "198.18.0.4/24", "2001:db8::4/64"),
         ] {
-            sh(&["ip", "link", "add", &host_if, "netns", &host.name, "type", "veth", "peer", "name", &port, "netns", &wire.name])?;
+            sh(&[
+                "ip", "link", "add", &host_if, "netns", &host.name, "type", "veth", "peer", "name", &port, "netns",
+                &wire.name,
+            ])?;
             host.ip(&["addr", "add", v4, "dev", &host_if])?;
             host.ip(&["link", "set", &host_if, "up"])?;
             wire.ip(&["link", "set", &port, "master", &sw, "up"])?;
@@ -118,14 +121,30 @@ impl Cluster {
         }
         let cni = format!("{p}cni");
         let vx = format!("{p}vx");
-        for (node, subnet, local, mac) in [(&lb, 10u8, "198.18.0.1", VTEP_MAC_A), (&node_b, 11u8, "198.18.0.4", VTEP_MAC_B)] {
+        for (node, subnet, local, mac) in
+            [(&lb, 10u8, "198.18.0.1", VTEP_MAC_A), (&node_b, 11u8, "198.18.0.4", VTEP_MAC_B)]
+        {
             node.ip(&["link", "add", &cni, "mtu", POD_MTU, "type", "bridge"])?;
             node.ip(&["addr", "add", &format!("198.18.{subnet}.1/24"), "dev", &cni])?;
             node.ip(&["addr", "add", &format!("2001:db8:{subnet}::1/64"), "dev", &cni, "nodad"])?;
             node.ip(&["link", "set", &cni, "up"])?;
             node.ip(&[
-                "link", "add", &vx, "address", mac, "type", "vxlan", "id", "42", "dstport", "8472", "local", local, "dev",
-                &nic, "nolearning",
+                "link",
+                "add",
+                &vx,
+                "address",
+                mac,
+                "type",
+                "vxlan",
+                "id",
+                "42",
+                "dstport",
+                "8472",
+                "local",
+                local,
+                "dev",
+                &nic,
+                "nolearning",
             ])?;
             node.ip(&["addr", "add", &format!("198.18.{subnet}.0/32"), "dev", &vx])?;
             let vtep6 = if subnet == 10 { "2001:db8:ff::a/128" } else { "2001:db8:ff::b/128" };
@@ -147,7 +166,8 @@ impl Cluster {
         }
         let client_pod_addr = Ipv4Addr::new(198, 18, 10, 10);
         let client_pod_addr6: Ipv6Addr = "2001:db8:10::10".parse().unwrap();
-        let client_pod = pod_ns(&lb, &cni, &format!("{p}ac"), &format!("{p}pc"), client_pod_addr, client_pod_addr6, 10)?;
+        let client_pod =
+            pod_ns(&lb, &cni, &format!("{p}ac"), &format!("{p}pc"), client_pod_addr, client_pod_addr6, 10)?;
         let mut all = Vec::new();
         for (node, name, subnet, tag) in [(&lb, NODE_A, 10u8, 'a'), (&node_b, NODE_B, 11u8, 'b')] {
             let wanted = match pods {
@@ -165,7 +185,18 @@ impl Cluster {
                 all.push(Pod { ns, addr, addr6, node: name, name: format!("pod-{tag}{i}") });
             }
         }
-        Ok(Cluster { prefix: p, wire, client, lb, node_b, client_pod, client_pod_addr, client_pod_addr6, pods: all, nic })
+        Ok(Cluster {
+            prefix: p,
+            wire,
+            client,
+            lb,
+            node_b,
+            client_pod,
+            client_pod_addr,
+            client_pod_addr6,
+            pods: all,
+            nic,
+        })
     }
 
     /// A pod on node-a the Calico way: its own veth with no bridge, a /32 host route to it,
@@ -174,7 +205,21 @@ impl Cluster {
         let addr = Ipv4Addr::new(198, 18, 12, i);
         let host_if = format!("{}cali{i}", self.prefix);
         let ns = Netns::new(&format!("{}v{i}", self.prefix))?;
-        sh(&["ip", "link", "add", "eth0", "netns", &ns.name, "type", "veth", "peer", "name", &host_if, "netns", &self.lb.name])?;
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &host_if,
+            "netns",
+            &self.lb.name,
+        ])?;
         self.lb.ip(&["link", "set", &host_if, "up"])?;
         self.lb.exec(&["sysctl", "-qw", &format!("net.ipv4.conf.{host_if}.proxy_arp=1")])?;
         self.lb.ip(&["route", "add", &format!("{addr}/32"), "dev", &host_if])?;
@@ -195,9 +240,20 @@ impl Cluster {
 
 /// A pod: its own namespace, a veth whose host side is a port of the node's bridge, the
 /// bridge's address as its gateway, default offloads, the pod network's MTU.
-fn pod_ns(node: &Netns, bridge: &str, name: &str, host_if: &str, addr: Ipv4Addr, addr6: Ipv6Addr, subnet: u8) -> Result<Netns> {
+fn pod_ns(
+    node: &Netns,
+    bridge: &str,
+    name: &str,
+    host_if: &str,
+    addr: Ipv4Addr,
+    addr6: Ipv6Addr,
+    subnet: u8,
+) -> Result<Netns> {
     let ns = Netns::new(name)?;
-    sh(&["ip", "link", "add", "eth0", "netns", &ns.name, "mtu", POD_MTU, "type", "veth", "peer", "name", host_if, "netns", &node.name])?;
+    sh(&[
+        "ip", "link", "add", "eth0", "netns", &ns.name, "mtu", POD_MTU, "type", "veth", "peer", "name", host_if,
+        "netns", &node.name,
+    ])?;
     node.ip(&["link", "set", host_if, "mtu", POD_MTU, "master", bridge, "up"])?;
     ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
     ns.ip(&["addr", "add", &format!("{addr6}/64"), "dev", "eth0", "nodad"])?;

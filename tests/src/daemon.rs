@@ -12,9 +12,9 @@ use crate::netns::Netns;
 
 /// The `lb` binary: `$LB_BIN` (set by `cargo xtask test`), else `target/release/lb`.
 pub fn lb_bin() -> PathBuf {
-    std::env::var_os("LB_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/lb")
-    })
+    std::env::var_os("LB_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/lb"))
 }
 
 pub struct Daemon {

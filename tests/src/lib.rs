@@ -2,14 +2,14 @@
 //! pairs with a unique per-run prefix (removed on drop, even when a test fails), crafted
 //! packets, small real servers, and the `lb` daemon as a child process.
 pub mod cluster;
+pub mod daemon;
 pub mod netns;
 pub mod packet;
 pub mod ppserver;
 pub mod proxy_frames;
+pub mod scenario;
 pub mod servers;
 pub mod testbed;
-pub mod daemon;
-pub mod scenario;
 pub mod topology;
 
 /// True when privileged tests can run here. Without root they are skipped, unless

@@ -18,7 +18,8 @@ pub const ACK: u8 = 0x10;
 pub fn sum16(data: &[u8], initial: u32) -> u32 {
     let mut sum = initial;
     for chunk in data.chunks(2) {
-        let word = if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from_be_bytes([chunk[0], 0]) };
+        let word =
+            if chunk.len() == 2 { u16::from_be_bytes([chunk[0], chunk[1]]) } else { u16::from_be_bytes([chunk[0], 0]) };
         sum += word as u32;
     }
     sum
@@ -174,7 +175,15 @@ impl Frame {
         match (self.flow.src, self.flow.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let mut f = eth(self.dst_mac, self.src_mac, ETH_IP);
-                f.extend_from_slice(&ipv4_header(s, d, self.proto, &self.ip_options, self.ip_id, self.frag_off, l3_payload.len()));
+                f.extend_from_slice(&ipv4_header(
+                    s,
+                    d,
+                    self.proto,
+                    &self.ip_options,
+                    self.ip_id,
+                    self.frag_off,
+                    l3_payload.len(),
+                ));
                 f.extend_from_slice(l3_payload);
                 f
             }
@@ -204,7 +213,15 @@ impl Frame {
     }
 }
 
-pub fn ipv4_header(s: Ipv4Addr, d: Ipv4Addr, proto: u8, options: &[u8], id: u16, frag_off: u16, payload: usize) -> Vec<u8> {
+pub fn ipv4_header(
+    s: Ipv4Addr,
+    d: Ipv4Addr,
+    proto: u8,
+    options: &[u8],
+    id: u16,
+    frag_off: u16,
+    payload: usize,
+) -> Vec<u8> {
     let ihl = 20 + options.len();
     assert!(ihl.is_multiple_of(4) && ihl <= 60);
     let mut ip = Vec::new();
@@ -325,10 +342,17 @@ mod tests {
     #[test]
     fn built_frames_have_valid_checksums() {
         let v4 = Flow::new(Ipv4Addr::new(1, 2, 3, 4), 1, Ipv4Addr::new(5, 6, 7, 8), 2);
-        let v6 = Flow::new("2001:db8::1".parse::<Ipv6Addr>().unwrap(), 1, "2001:db8::2".parse::<Ipv6Addr>().unwrap(), 2);
+        let v6 =
+            Flow::new("2001:db8::1".parse::<Ipv6Addr>().unwrap(), 1, "2001:db8::2".parse::<Ipv6Addr>().unwrap(), 2);
         let mut with_ext = Frame::tcp(v6, SYN);
         with_ext.v6_ext = vec![(60, vec![0, 0, 1, 4, 0, 0, 0, 0])];
-        for f in [Frame::tcp(v4, SYN), Frame::udp(v4).payload(b"abc"), Frame::tcp(v6, SYN), Frame::udp(v6).payload(b"x"), with_ext] {
+        for f in [
+            Frame::tcp(v4, SYN),
+            Frame::udp(v4).payload(b"abc"),
+            Frame::tcp(v6, SYN),
+            Frame::udp(v6).payload(b"x"),
+            with_ext,
+        ] {
             let p = parse(&f.bytes());
             assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
             assert_eq!(p.flow, (f.flow.src, f.flow.sport, f.flow.dst, f.flow.dport));

@@ -72,7 +72,11 @@ pub fn parse_v1(line: &str) -> Result<Header> {
     }
     let ip = |s: &str| s.parse::<IpAddr>().with_context(|| format!("address {s:?}"));
     let port = |s: &str| s.parse::<u16>().with_context(|| format!("port {s:?}"));
-    Ok(Header { src: SocketAddr::new(ip(f[2])?, port(f[4])?), dst: SocketAddr::new(ip(f[3])?, port(f[5])?), version: 1 })
+    Ok(Header {
+        src: SocketAddr::new(ip(f[2])?, port(f[4])?),
+        dst: SocketAddr::new(ip(f[3])?, port(f[5])?),
+        version: 1,
+    })
 }
 
 /// Read the PROXY header that must start the stream (v1 or v2), and nothing more.

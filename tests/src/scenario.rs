@@ -29,7 +29,13 @@ impl Scenario {
     }
 
     /// [`Scenario::start`] in a topology of `shape`.
-    pub fn start_in(shape: Shape, backends: usize, files: &[(&str, &str)], listeners: usize, extra: &[&str]) -> Result<Scenario> {
+    pub fn start_in(
+        shape: Shape,
+        backends: usize,
+        files: &[(&str, &str)],
+        listeners: usize,
+        extra: &[&str],
+    ) -> Result<Scenario> {
         let topo = Topology::shaped(shape, backends)?;
         let servers = topo
             .backends
@@ -43,7 +49,8 @@ impl Scenario {
         for (name, yaml) in files {
             write_atomic(&manifests, name, yaml)?;
         }
-        let daemon = Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), listeners, work.path(), &topo.lb_args(extra))?;
+        let daemon =
+            Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), listeners, work.path(), &topo.lb_args(extra))?;
         Ok(Scenario { topo, daemon, manifests, servers: servers.into_iter().map(Some).collect(), _work: work })
     }
 
@@ -54,7 +61,8 @@ impl Scenario {
 
     /// Start backend `i`'s server again.
     pub fn start_backend(&mut self, i: usize) -> Result<()> {
-        self.servers[i - 1] = Some(name_server(&self.topo.backends[i - 1], "[::]:8080".parse().unwrap(), &format!("backend-{i}"))?);
+        self.servers[i - 1] =
+            Some(name_server(&self.topo.backends[i - 1], "[::]:8080".parse().unwrap(), &format!("backend-{i}"))?);
         Ok(())
     }
 
@@ -74,13 +82,25 @@ fn write_atomic(dir: &Path, name: &str, yaml: &str) -> Result<()> {
 /// A Service of type LoadBalancer on `vip` with one TCP and one UDP port 80 → 8080, the given
 /// annotations and externalTrafficPolicy, and its EndpointSlice over `endpoints`
 /// (address, optional weight).
-pub fn service_yaml(name: &str, vip: &str, annotations: &[(&str, &str)], endpoints: &[(String, Option<u32>)]) -> String {
-    let eps: Vec<Endpoint> = endpoints.iter().map(|(a, w)| Endpoint { addr: a.clone(), weight: *w, node: None }).collect();
+pub fn service_yaml(
+    name: &str,
+    vip: &str,
+    annotations: &[(&str, &str)],
+    endpoints: &[(String, Option<u32>)],
+) -> String {
+    let eps: Vec<Endpoint> =
+        endpoints.iter().map(|(a, w)| Endpoint { addr: a.clone(), weight: *w, node: None }).collect();
     render_service(name, vip, annotations, false, &eps)
 }
 
 /// [`service_yaml`] over endpoints on named nodes; `local`: `externalTrafficPolicy: Local`.
-pub fn service_yaml_on_nodes(name: &str, vip: &str, annotations: &[(&str, &str)], local: bool, endpoints: &[(String, &str)]) -> String {
+pub fn service_yaml_on_nodes(
+    name: &str,
+    vip: &str,
+    annotations: &[(&str, &str)],
+    local: bool,
+    endpoints: &[(String, &str)],
+) -> String {
     let eps: Vec<Endpoint> =
         endpoints.iter().map(|(a, n)| Endpoint { addr: a.clone(), weight: None, node: Some(n.to_string()) }).collect();
     render_service(name, vip, annotations, local, &eps)

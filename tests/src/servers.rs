@@ -126,7 +126,10 @@ pub fn http_name_server(ns: &Netns, addr: SocketAddr, name: &str) -> Result<Serv
                         pending.drain(..end + 4);
                         let line = head.lines().next().unwrap_or("").to_owned();
                         let body = format!("{name}\n{line}\n");
-                        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}", body.len());
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+                            body.len()
+                        );
                         if s.write_all(resp.as_bytes()).is_err() {
                             return;
                         }

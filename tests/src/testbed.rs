@@ -70,7 +70,13 @@ pub fn run_frame(prog: &mut Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> (u3
 /// Run the tc program `prog` on `frame` as if it arrived on `ifindex` (tc ingress), or was
 /// sent by this node's own stack out of `ifindex` (tc egress: `local`), `repeat` times:
 /// (verdict, the frame after the program, the kernel's average time per run).
-pub fn run_skb(prog: &mut SchedClassifier, frame: &[u8], ifindex: u32, local: bool, repeat: u32) -> (u32, Vec<u8>, Duration) {
+pub fn run_skb(
+    prog: &mut SchedClassifier,
+    frame: &[u8],
+    ifindex: u32,
+    local: bool,
+    repeat: u32,
+) -> (u32, Vec<u8>, Duration) {
     // struct __sk_buff: ingress_ifindex at 36, ifindex at 40 (the device the skb is on);
     // every other field BPF_PROG_TEST_RUN accepts stays zero.
     let mut ctx = [0u8; 192];

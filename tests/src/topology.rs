@@ -144,7 +144,16 @@ impl Topology {
             lb_ifaces.push(lb_if);
             bns.push(ns);
         }
-        Ok(Topology { prefix: p, shape: Shape::Routed, client, lb, backends: bns, lb_ifaces, client_pod: None, others: Vec::new() })
+        Ok(Topology {
+            prefix: p,
+            shape: Shape::Routed,
+            client,
+            lb,
+            backends: bns,
+            lb_ifaces,
+            client_pod: None,
+            others: Vec::new(),
+        })
     }
 
     /// `lb run` arguments for this topology besides `--iface`, then `extra`: in a cluster,

@@ -5,7 +5,8 @@ use lb_tests::daemon::lb_bin;
 
 fn check(dir: &Path) -> (i32, serde_json::Value) {
     let out = Command::new(lb_bin()).args(["check", "--json", "--manifests"]).arg(dir).output().expect("run lb check");
-    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let json =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     (out.status.code().unwrap_or(-1), json)
 }
 
@@ -72,7 +73,10 @@ fn a_bad_alb_annotation_rejects_its_ingress_only() {
     for f in ["alb.yaml", "ingress.yaml"] {
         fs::copy(examples.join(f), dir.path().join(f)).unwrap();
     }
-    let bad = fs::read_to_string(examples.join("ingress.yaml")).unwrap().replace("name: shop\n", "name: bad\n").replace("order: \"20\"", "order: \"1001\"");
+    let bad = fs::read_to_string(examples.join("ingress.yaml"))
+        .unwrap()
+        .replace("name: shop\n", "name: bad\n")
+        .replace("order: \"20\"", "order: \"1001\"");
     fs::write(dir.path().join("bad.yaml"), bad).unwrap();
     let (code, json) = check(dir.path());
     assert_eq!(code, 1, "{json}");

@@ -35,8 +35,6 @@ fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
-
-
 struct Tc {
     dp: Dataplane,
     a: u32,
@@ -171,7 +169,8 @@ fn tc_fragments_follow_their_first_fragment() {
             assert_eq!(finish(sum16(ip, 0)), 0, "IP checksum");
         }
         // The reassembled datagram's UDP checksum is valid after the NAT.
-        let (src, dst) = (Ipv4Addr::new(ip1[12], ip1[13], ip1[14], ip1[15]), Ipv4Addr::new(ip1[16], ip1[17], ip1[18], ip1[19]));
+        let (src, dst) =
+            (Ipv4Addr::new(ip1[12], ip1[13], ip1[14], ip1[15]), Ipv4Addr::new(ip1[16], ip1[17], ip1[18], ip1[19]));
         assert_eq!((src, dst), (SNAT, B1));
         let mut datagram = out1[34..].to_vec();
         datagram.extend_from_slice(&out2[34..]);
@@ -256,7 +255,13 @@ fn tc_inserts_the_proxy_header_by_moving_the_payload() {
     let vip = IpAddr::V4(VIP);
     let mut v2 = listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[(B1.into(), 8080, 1)]);
     v2.proxy_protocol = ProxyProtocol::V2;
-    let mut v1 = listener(IpAddr::V4(Ipv4Addr::new(198, 18, 100, 11)), 80, Protocol::Tcp, Scheduler::Rr, &[(B1.into(), 8080, 1)]);
+    let mut v1 = listener(
+        IpAddr::V4(Ipv4Addr::new(198, 18, 100, 11)),
+        80,
+        Protocol::Tcp,
+        Scheduler::Rr,
+        &[(B1.into(), 8080, 1)],
+    );
     v1.proxy_protocol = ProxyProtocol::V1;
     let mut udp = listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[(B1.into(), 5353, 1)]);
     udp.proxy_protocol = ProxyProtocol::V2;
@@ -265,12 +270,17 @@ fn tc_inserts_the_proxy_header_by_moving_the_payload() {
         // v2 (even length) and v1 (this one is odd: the payload changes byte lanes).
         for (vip, header) in [
             (vip, v2_header(client, 40000, vip, 80, false)),
-            (IpAddr::V4(Ipv4Addr::new(198, 18, 100, 11)), v1_header(client, 40000, "198.18.100.11".parse().unwrap(), 80)),
+            (
+                IpAddr::V4(Ipv4Addr::new(198, 18, 100, 11)),
+                v1_header(client, 40000, "198.18.100.11".parse().unwrap(), 80),
+            ),
         ] {
             let len = header.len() as u32;
             let (sport, backend) = pp_flow(t, client, vip, 1000);
             // The backend's SYN-ACK: MSS clamped by the header's length.
-            let synack = Frame::tcp(Flow::new(backend, 8080, SNAT, sport), SYN | ACK).seq_ack(9000, 1001).options(&syn_options(1460));
+            let synack = Frame::tcp(Flow::new(backend, 8080, SNAT, sport), SYN | ACK)
+                .seq_ack(9000, 1001)
+                .options(&syn_options(1460));
             let (v, out) = t.ingress(&synack.bytes(), t.b);
             assert_eq!(v, TC_ACT_REDIRECT);
             let p = parse(&out);

@@ -12,10 +12,10 @@ use std::{
 
 use ipnet::IpNet;
 use lb_tests::{
-    testbed::{Bed, listener, mac_of, model, pin_to_cpu0, run_frame},
     packet::{ACK, ETH_ARP, ETH_IPV6, ETH_VLAN, FIN, Flow, Frame, PSH, RST, SYN, eth, ipv4_header, parse},
-    proxy_frames::{mss_of, sack_blocks, sack_options, syn_options, v1_header, v2_header},
     privileged,
+    proxy_frames::{mss_of, sack_blocks, sack_options, syn_options, v1_header, v2_header},
+    testbed::{Bed, listener, mac_of, model, pin_to_cpu0, run_frame},
 };
 use lb_userspace::{
     dataplane::{Dataplane, Options, conntrack::SweepOptions, maglev},
@@ -36,11 +36,9 @@ fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
 }
 
-
 fn be(a: Ipv4Addr, port: u16, weight: u32) -> (IpAddr, u16, u32) {
     (IpAddr::V4(a), port, weight)
 }
-
 
 /// The loaded datapath in its namespace.
 struct Bench {
@@ -137,7 +135,11 @@ fn full_nat_both_ways_and_everything_else_untouched() {
         assert_eq!(p.payload, b"GET / HTTP/1.1\r\n\r\n");
 
         // The backend's reply: reverse NAT to VIP:80 → client, back where the client came from.
-        let reply = Frame { dst_mac: t.b_mac, src_mac: mac_of(first.0), ..Frame::tcp(Flow::new(first.0, 8080, SNAT, first.1), SYN | ACK) };
+        let reply = Frame {
+            dst_mac: t.b_mac,
+            src_mac: mac_of(first.0),
+            ..Frame::tcp(Flow::new(first.0, 8080, SNAT, first.1), SYN | ACK)
+        };
         let (verdict, out) = t.run(&reply.bytes(), t.b);
         assert_eq!(verdict, XDP_REDIRECT, "reply goes out of the client interface");
         let p = parse(&out);
@@ -250,7 +252,11 @@ fn schedulers_rr_wrr_sch_tch() {
         // wrr 30:10:0 — exactly 3:1 over whole rings, nothing to the weight-0 backend.
         let wrr: Vec<IpAddr> = (0..8).map(|i| t.new_flow_backend(CLIENT.into(), 31000 + i, vip, 81)).collect();
         let c = count(&wrr);
-        assert_eq!((c.get(&IpAddr::V4(B1)), c.get(&IpAddr::V4(B2)), c.get(&IpAddr::V4(B3))), (Some(&6), Some(&2), None), "{wrr:?}");
+        assert_eq!(
+            (c.get(&IpAddr::V4(B1)), c.get(&IpAddr::V4(B2)), c.get(&IpAddr::V4(B3))),
+            (Some(&6), Some(&2), None),
+            "{wrr:?}"
+        );
         // sch: one client lands on one backend whatever its port — the backend user space
         // predicts from the same Maglev table and flow hash.
         let table = maglev::build_default(&three);
@@ -309,8 +315,11 @@ fn acl_white_black_and_empty_lists() {
         m2
     };
     with_datapath("acl_white_black_and_empty_lists", m, move |t| {
-        let verdict = |t: &mut Bench, c: Ipv4Addr, sport: u16, port: u16| t.client(&Frame::tcp(Flow::new(c, sport, VIP, port), SYN)).0;
-        let (inside, inside2, outside) = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 70), Ipv4Addr::new(198, 18, 0, 9));
+        let verdict = |t: &mut Bench, c: Ipv4Addr, sport: u16, port: u16| {
+            t.client(&Frame::tcp(Flow::new(c, sport, VIP, port), SYN)).0
+        };
+        let (inside, inside2, outside) =
+            (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 70), Ipv4Addr::new(198, 18, 0, 9));
         assert_eq!(verdict(t, inside, 1000, 80), XDP_REDIRECT, "whitelisted /30");
         assert_eq!(verdict(t, inside2, 1000, 80), XDP_REDIRECT, "whitelisted /26");
         assert_eq!(verdict(t, outside, 1000, 80), XDP_DROP, "not on the whitelist");
@@ -372,11 +381,13 @@ fn tcp_state_reopen_and_conntrack_sweep() {
         t.client(&Frame::tcp(Flow::new(CLIENT, 45001, VIP, 80), SYN));
         t.client(&Frame::tcp(Flow::new(CLIENT, 45001, VIP, 80), RST));
         t.client(&Frame::udp(Flow::new(CLIENT, 45002, VIP, 53)));
-        let report = t.dp.sweep(&SweepOptions {
-            udp_timeout: Duration::ZERO,
-            tcp_closed_timeout: Duration::ZERO,
-            tcp_syn_timeout: Duration::from_secs(60),
-        }).unwrap();
+        let report =
+            t.dp.sweep(&SweepOptions {
+                udp_timeout: Duration::ZERO,
+                tcp_closed_timeout: Duration::ZERO,
+                tcp_syn_timeout: Duration::from_secs(60),
+            })
+            .unwrap();
         assert_eq!((report.flows, report.expired), (3, 2), "{report:?}");
         let (_, p) = t.client(&Frame::tcp(flow, ACK));
         assert_eq!(p.flow.2, reopened, "the open flow survived the sweep");
@@ -403,7 +414,10 @@ fn ipv6_full_nat_with_extension_headers() {
         assert_eq!(p.flow.0, IpAddr::V6(v6("2001:db8:1::1")), "SNAT to the egress interface's IPv6 address");
         assert!(backends.iter().any(|b| b.0 == p.flow.2) && p.flow.3 == 8080);
         assert_eq!(p.dst_mac, mac_of(p.flow.2));
-        let reply = Frame { dst_mac: t.b_mac, ..Frame::tcp(Flow::new(p.flow.2, 8080, v6("2001:db8:1::1"), p.flow.1), SYN | ACK) };
+        let reply = Frame {
+            dst_mac: t.b_mac,
+            ..Frame::tcp(Flow::new(p.flow.2, 8080, v6("2001:db8:1::1"), p.flow.1), SYN | ACK)
+        };
         let (v, out) = t.run(&reply.bytes(), t.b);
         assert_eq!(v, XDP_REDIRECT);
         let r = parse(&out);
@@ -512,7 +526,14 @@ fn icmp_errors_reach_the_right_side() {
                 assert_eq!(&quoted[20..20 + udp.len()], &udp[..], "quoted datagram is the client's own");
             }
             // The client side says our reply (VIP → client) could not be delivered.
-            let reply = Frame { dst_mac: t.b_mac, ..if proto == 6 { Frame::tcp(Flow::new(B1, bport, SNAT, snat_port), SYN | ACK) } else { Frame::udp(Flow::new(B1, bport, SNAT, snat_port)) } };
+            let reply = Frame {
+                dst_mac: t.b_mac,
+                ..if proto == 6 {
+                    Frame::tcp(Flow::new(B1, bport, SNAT, snat_port), SYN | ACK)
+                } else {
+                    Frame::udp(Flow::new(B1, bport, SNAT, snat_port))
+                }
+            };
             let (v, back) = t.run(&reply.bytes(), t.b);
             assert_eq!(v, XDP_REDIRECT);
             let err = icmp_frag_needed(CLIENT, VIP, &back[14..]);
@@ -627,7 +648,12 @@ fn ipv6_fragments_follow_their_first_fragment() {
         assert_eq!(v, XDP_REDIRECT, "first fragment opens the flow");
         let (v, out2) = t.run(&frag(3, false).with_l3_payload(tail), t.a);
         assert_eq!(v, XDP_REDIRECT, "later fragment follows");
-        let addrs = |f: &[u8]| (Ipv6Addr::from(<[u8; 16]>::try_from(&f[22..38]).unwrap()), Ipv6Addr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap()));
+        let addrs = |f: &[u8]| {
+            (
+                Ipv6Addr::from(<[u8; 16]>::try_from(&f[22..38]).unwrap()),
+                Ipv6Addr::from(<[u8; 16]>::try_from(&f[38..54]).unwrap()),
+            )
+        };
         assert_eq!(addrs(&out1), (v6("2001:db8:1::1"), b1));
         assert_eq!(addrs(&out2), addrs(&out1), "same SNAT source and backend");
         // Reassemble (drop the fragment headers) and check the UDP checksum after NAT.
@@ -647,7 +673,13 @@ fn ipv6_fragments_follow_their_first_fragment() {
 // PROXY protocol: header bytes, seq/ack/SACK rewriting, MSS clamp, retransmissions, UDP.
 
 /// A listener with a PROXY protocol version.
-fn pp_listener(vip: IpAddr, port: u16, protocol: Protocol, backends: &[(IpAddr, u16, u32)], pp: ProxyProtocol) -> L4Listener {
+fn pp_listener(
+    vip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    backends: &[(IpAddr, u16, u32)],
+    pp: ProxyProtocol,
+) -> L4Listener {
     let mut l = listener(vip, port, protocol, Scheduler::Rr, backends);
     l.proxy_protocol = pp;
     l
@@ -669,7 +701,11 @@ impl PpConn {
         let (v, p) = t.client(&syn);
         assert_eq!(v, XDP_REDIRECT, "SYN");
         assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
-        assert_eq!((p.seq, p.tcp_options.clone(), p.payload.len()), (isn, syn.tcp_options.clone(), 0), "the SYN is not touched");
+        assert_eq!(
+            (p.seq, p.tcp_options.clone(), p.payload.len()),
+            (isn, syn.tcp_options.clone(), 0),
+            "the SYN is not touched"
+        );
         PpConn { flow, backend: p.flow.2, bport: p.flow.3, snat: p.flow.0, snat_port: p.flow.1 }
     }
 
@@ -685,7 +721,9 @@ impl PpConn {
     fn reply(&self, t: &mut Bench, flags: u8, ack: u32, options: &[u8]) -> (u32, lb_tests::packet::Parsed) {
         let f = Frame {
             dst_mac: t.b_mac,
-            ..Frame::tcp(Flow::new(self.backend, self.bport, self.snat, self.snat_port), flags).seq_ack(7000, ack).options(options)
+            ..Frame::tcp(Flow::new(self.backend, self.bport, self.snat, self.snat_port), flags)
+                .seq_ack(7000, ack)
+                .options(options)
         };
         let (v, out) = t.run(&f.bytes(), t.b);
         assert_eq!(v, XDP_REDIRECT, "backend → client");
@@ -801,7 +839,12 @@ fn proxy_v1_and_ipv6_header_bytes() {
             assert_eq!(mss_of(&p.tcp_options), Some(1460 - hdr.len() as u16));
             let (_, p, _) = c.send(t, ACK | PSH, 101, b"hello, odd and even\n");
             assert!(p.ip_csum_ok && p.l4_csum_ok, "{} bytes of header: {p:?}", hdr.len());
-            assert_eq!(p.payload, [hdr.clone(), b"hello, odd and even\n".to_vec()].concat(), "{}", String::from_utf8_lossy(&p.payload));
+            assert_eq!(
+                p.payload,
+                [hdr.clone(), b"hello, odd and even\n".to_vec()].concat(),
+                "{}",
+                String::from_utf8_lossy(&p.payload)
+            );
             let (_, p) = c.reply(t, ACK, 101 + hdr.len() as u32 + 20, &[]);
             assert_eq!(p.ack, 121);
             let (_, p, _) = c.send(t, ACK | PSH, 121, b"z");
@@ -809,7 +852,10 @@ fn proxy_v1_and_ipv6_header_bytes() {
             assert!(p.l4_csum_ok);
         }
         // v1 and v2 over IPv6.
-        for (port, want) in [(80u16, v1_header(client6.into(), 50000, vip6.into(), 80)), (81, v2_header(client6.into(), 50000, vip6.into(), 81, false))] {
+        for (port, want) in [
+            (80u16, v1_header(client6.into(), 50000, vip6.into(), 80)),
+            (81, v2_header(client6.into(), 50000, vip6.into(), 81, false)),
+        ] {
             let c = PpConn::open(t, Flow::new(client6, 50000, vip6, port), 77, &syn_options(1440));
             let (_, p) = c.reply(t, SYN | ACK, 78, &syn_options(1440));
             assert_eq!(mss_of(&p.tcp_options), Some(1440 - want.len() as u16));
@@ -818,7 +864,10 @@ fn proxy_v1_and_ipv6_header_bytes() {
             assert_eq!(p.payload, want, "{}", String::from_utf8_lossy(&p.payload));
             assert_eq!(p.ip_len, 40 + 20 + want.len());
         }
-        assert_eq!(v1_header(client6.into(), 50000, vip6.into(), 80), b"PROXY TCP6 2001:db8:0:0:0:0:0:2 2001:db8:100:0:0:0:0:10 50000 80\r\n");
+        assert_eq!(
+            v1_header(client6.into(), 50000, vip6.into(), 80),
+            b"PROXY TCP6 2001:db8:0:0:0:0:0:2 2001:db8:100:0:0:0:0:10 50000 80\r\n"
+        );
     });
 }
 
@@ -829,7 +878,13 @@ fn proxy_udp_datagrams_get_a_v2_header_replies_do_not() {
     let m = model(vec![
         pp_listener(IpAddr::V4(VIP), 53, Protocol::Udp, &[be(B1, 5353, 1)], ProxyProtocol::V2),
         // v1 asked: UDP still gets v2.
-        pp_listener(IpAddr::V6(vip6), 53, Protocol::Udp, &[(IpAddr::V6(v6("2001:db8:1::2")), 5353, 1)], ProxyProtocol::V1),
+        pp_listener(
+            IpAddr::V6(vip6),
+            53,
+            Protocol::Udp,
+            &[(IpAddr::V6(v6("2001:db8:1::2")), 5353, 1)],
+            ProxyProtocol::V1,
+        ),
     ]);
     with_datapath("proxy_udp_datagrams_get_a_v2_header_replies_do_not", m, move |t| {
         for (client, vip) in [(IpAddr::V4(CLIENT), IpAddr::V4(VIP)), (IpAddr::V6(client6), IpAddr::V6(vip6))] {

@@ -43,8 +43,16 @@ fn tally(replies: impl IntoIterator<Item = String>) -> BTreeMap<String, usize> {
 }
 
 fn wrr_follows_endpoint_weights(shape: Shape) {
-    let eps: Vec<_> = [(1, 60), (2, 30), (3, 10)].iter().map(|(i, w)| (shape.backend_addr(*i).to_string(), Some(*w))).collect();
-    let s = Scenario::start_in(shape, 3, &[("svc.yaml", &yaml(&VIP.to_string(), &[ann("scheduler", "wrr")], &eps))], 2, &[]).unwrap();
+    let eps: Vec<_> =
+        [(1, 60), (2, 30), (3, 10)].iter().map(|(i, w)| (shape.backend_addr(*i).to_string(), Some(*w))).collect();
+    let s = Scenario::start_in(
+        shape,
+        3,
+        &[("svc.yaml", &yaml(&VIP.to_string(), &[ann("scheduler", "wrr")], &eps))],
+        2,
+        &[],
+    )
+    .unwrap();
     let counts = s.topo.client.run(|| tally((0..100).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
     // Stated tolerance: each CPU walks the 10-slot ring on its own, so a backend is off by
     // at most one ring turn per CPU (6 connections on 2 CPUs for the heaviest).
@@ -56,19 +64,21 @@ fn wrr_follows_endpoint_weights(shape: Shape) {
 
 fn weight_zero_takes_no_new_connections(shape: Shape) {
     let eps = vec![(shape.backend_addr(1).to_string(), Some(0)), (shape.backend_addr(2).to_string(), Some(50))];
-    let s = Scenario::start_in(shape, 2, &[("svc.yaml", &yaml(&VIP.to_string(), &[ann("scheduler", "wrr")], &eps))], 2, &[]).unwrap();
+    let s = Scenario::start_in(
+        shape,
+        2,
+        &[("svc.yaml", &yaml(&VIP.to_string(), &[ann("scheduler", "wrr")], &eps))],
+        2,
+        &[],
+    )
+    .unwrap();
     let counts = s.topo.client.run(|| tally((0..20).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
     assert_eq!(counts, BTreeMap::from([("backend-2".to_string(), 20)]));
 }
 
 fn sch_keeps_a_client_tch_spreads_its_ports(shape: Shape) {
     let sch = yaml(&VIP.to_string(), &[ann("scheduler", "sch")], &v4_backends(shape, 3));
-    let tch = service_yaml(
-        "tch",
-        "198.18.100.11",
-        &[(&format!("{P}scheduler"), "tch")],
-        &v4_backends(shape, 3),
-    );
+    let tch = service_yaml("tch", "198.18.100.11", &[(&format!("{P}scheduler"), "tch")], &v4_backends(shape, 3));
     let s = Scenario::start_in(shape, 3, &[("sch.yaml", &sch), ("tch.yaml", &tch)], 4, &[]).unwrap();
     let (one, two, spread) = s.topo.client.run(|| {
         let one = tally((0..15).map(|_| tcp_request_from(Some(CLIENT.into()), vip80(), TIMEOUT).unwrap()));
@@ -195,7 +205,9 @@ fn health_checks_take_a_dead_backend_out_and_back(shape: Shape) {
         ann("unhealthy-threshold", "2"),
         ann("healthy-threshold", "2"),
     ];
-    let mut s = Scenario::start_in(shape, 2, &[("svc.yaml", &yaml(&VIP.to_string(), &checks, &v4_backends(shape, 2)))], 2, &[]).unwrap();
+    let mut s =
+        Scenario::start_in(shape, 2, &[("svc.yaml", &yaml(&VIP.to_string(), &checks, &v4_backends(shape, 2)))], 2, &[])
+            .unwrap();
     let both = s.topo.client.run(|| tally((0..10).map(|_| tcp_request(vip80(), TIMEOUT).unwrap())));
     assert_eq!(both.len(), 2, "{both:?}");
     s.stop_backend(2);
@@ -218,7 +230,8 @@ fn icmp_errors_come_back_through_the_vip(shape: Shape) {
         yaml(vip, anns, eps).replace("port: 8080}", "port: 9999}").replace("name: svc", "name: closed")
     };
     let v4 = closed(&VIP.to_string(), &v4_backends(shape, 1), &[]);
-    let v6 = closed(&VIP6.to_string(), &[(shape.backend_addr6(1).to_string(), None)], &[ann("ip-version", "ipv6")]).replace("name: closed", "name: closed6");
+    let v6 = closed(&VIP6.to_string(), &[(shape.backend_addr6(1).to_string(), None)], &[ann("ip-version", "ipv6")])
+        .replace("name: closed", "name: closed6");
     let s = Scenario::start_in(shape, 1, &[("v4.yaml", &v4), ("v6.yaml", &v6)], 4, &[]).unwrap();
     for vip in [IpAddr::V4(VIP), IpAddr::V6(VIP6)] {
         let to = SocketAddr::new(vip, 80);
@@ -231,12 +244,21 @@ fn icmp_errors_come_back_through_the_vip(shape: Shape) {
                 sock.send(b"anyone?\n").unwrap();
                 match sock.recv(&mut [0u8; 64]) {
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(Ok(())),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => None,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        None
+                    }
                     other => Some(Err(format!("{other:?}"))),
                 }
             })
         });
-        assert_eq!(got, Some(Ok(())), "{vip}: the port-unreachable error reached the client as ECONNREFUSED\n{}", s.daemon.log_text());
+        assert_eq!(
+            got,
+            Some(Ok(())),
+            "{vip}: the port-unreachable error reached the client as ECONNREFUSED\n{}",
+            s.daemon.log_text()
+        );
     }
 }
 

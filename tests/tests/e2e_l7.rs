@@ -68,7 +68,7 @@ addressType: IPv4
 ports: [{{name: http, port: {HTTP_PORT}, protocol: TCP}}, {{name: tcp, port: 8080, protocol: TCP}}]
 endpoints:
 {eps}"#
-    )
+        )
 }
 
 /// `curl` in the client namespace; the body.
@@ -85,7 +85,9 @@ fn ingress_and_clb_http_listener_through_lb_run(shape: Shape) {
         .backends
         .iter()
         .enumerate()
-        .map(|(i, ns)| http_name_server(ns, SocketAddr::from(([0, 0, 0, 0], HTTP_PORT)), &format!("backend-{}", i + 1)).unwrap())
+        .map(|(i, ns)| {
+            http_name_server(ns, SocketAddr::from(([0, 0, 0, 0], HTTP_PORT)), &format!("backend-{}", i + 1)).unwrap()
+        })
         .collect();
     s.daemon.wait_for_log("L7 listener started", 2, Duration::from_secs(10)).unwrap();
 
@@ -98,7 +100,14 @@ fn ingress_and_clb_http_listener_through_lb_run(shape: Shape) {
         assert_eq!(lines.next(), Some("GET /cart?id=7 HTTP/1.1"), "rewritten path: {body}");
     }
     assert_eq!(seen, BTreeSet::from(["backend-1".to_owned(), "backend-2".to_owned()]));
-    let out = s.topo.client.command("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "-H", "Host: other.test"]).arg(format!("http://{LB_CLIENT_SIDE}:8000/")).output().unwrap();
+    let out = s
+        .topo
+        .client
+        .command("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "-H", "Host: other.test"])
+        .arg(format!("http://{LB_CLIENT_SIDE}:8000/"))
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "503");
 
     // CLB: http on the VIP (L7 proxy) and tcp on the same VIP (XDP) side by side.
@@ -108,7 +117,8 @@ fn ingress_and_clb_http_listener_through_lb_run(shape: Shape) {
     assert!(l4.starts_with("backend-"), "{l4}");
 
     // Counters: `lb stats --json` against the daemon's admin endpoint.
-    let out = s.topo.lb.command(lb_tests::daemon::lb_bin().to_str().unwrap()).args(["stats", "--json"]).output().unwrap();
+    let out =
+        s.topo.lb.command(lb_tests::daemon::lb_bin().to_str().unwrap()).args(["stats", "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
     let alb = &v["l7"]["*:8000/http"];
     assert!(alb.is_object(), "no counters for *:8000/http: {}", v["l7"]);

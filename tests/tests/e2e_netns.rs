@@ -73,7 +73,9 @@ fn tcp_and_udp_balanced_through_the_vip() {
 
     // UDP through the same VIP:port as the TCP listener; replies come from the VIP.
     let udp = topo.client.run(|| {
-        (0..10).map(|i| udp_request(vip(80), TIMEOUT).unwrap_or_else(|e| panic!("UDP request {i}: {e:#}"))).collect::<Vec<_>>()
+        (0..10)
+            .map(|i| udp_request(vip(80), TIMEOUT).unwrap_or_else(|e| panic!("UDP request {i}: {e:#}")))
+            .collect::<Vec<_>>()
     });
     assert!(udp.iter().all(|r| r.starts_with("backend-")), "{udp:?}");
 
@@ -99,9 +101,8 @@ fn tcp_and_udp_balanced_through_the_vip() {
     assert_eq!(tcp["new_flows"], 36, "30 + 6 TCP connections: {live}");
     assert!(tcp["reply_packets"].as_u64().unwrap() > 0);
     assert_eq!(live["listeners"]["198.18.100.10:80/udp"]["new_flows"], 10);
-    let per_backend: u64 = (1..=3)
-        .map(|i| live["backends"][format!("198.18.{i}.2:8080")]["new_flows"].as_u64().unwrap_or(0))
-        .sum();
+    let per_backend: u64 =
+        (1..=3).map(|i| live["backends"][format!("198.18.{i}.2:8080")]["new_flows"].as_u64().unwrap_or(0)).sum();
     assert!(per_backend >= 6, "backends still loaded count their flows: {live}");
     let text = topo.lb.exec(&[bin.to_str().unwrap(), "stats"]).unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("198.18.100.10:80/tcp"));

@@ -1,12 +1,7 @@
 //! End to end on nodes shaped like Kubernetes nodes (`lb_tests::cluster`): pods behind a
 //! bridge on the load balancer's node, pods on a second node behind a VXLAN overlay, a client
 //! across the wire and a client pod on the node; pods keep their default offloads.
-use std::{
-    collections::BTreeMap,
-    fs,
-    net::SocketAddr,
-    time::Duration,
-};
+use std::{collections::BTreeMap, fs, net::SocketAddr, time::Duration};
 
 use lb_tests::{
     cluster::{Cluster, NODE_A, Pods},
@@ -44,10 +39,22 @@ fn ask(ns: &Netns, vip: &str, n: usize) -> (BTreeMap<String, usize>, Vec<String>
 }
 
 fn manifests(cluster: &Cluster, dir: &std::path::Path) {
-    let eps = |v6: bool| -> Vec<(String, &str)> { cluster.endpoints(v6).into_iter().map(|(a, n)| (a.to_string(), n)).collect() };
+    let eps = |v6: bool| -> Vec<(String, &str)> {
+        cluster.endpoints(v6).into_iter().map(|(a, n)| (a.to_string(), n)).collect()
+    };
     fs::write(dir.join("spread.yaml"), service_yaml_on_nodes("spread", VIP, &[], false, &eps(false))).unwrap();
     fs::write(dir.join("local.yaml"), service_yaml_on_nodes("local", VIP_LOCAL, &[], true, &eps(false))).unwrap();
-    fs::write(dir.join("spread6.yaml"), service_yaml_on_nodes("spread6", VIP6, &[("service.beta.kubernetes.io/alibaba-cloud-loadbalancer-ip-version", "ipv6")], false, &eps(true))).unwrap();
+    fs::write(
+        dir.join("spread6.yaml"),
+        service_yaml_on_nodes(
+            "spread6",
+            VIP6,
+            &[("service.beta.kubernetes.io/alibaba-cloud-loadbalancer-ip-version", "ipv6")],
+            false,
+            &eps(true),
+        ),
+    )
+    .unwrap();
 }
 
 fn start(cluster: &Cluster, work: &tempfile::TempDir) -> Daemon {
@@ -142,7 +149,11 @@ fn per_pod_veths_with_host_routes() {
     let eps: Vec<(String, &str)> = cluster.endpoints(false).into_iter().map(|(a, n)| (a.to_string(), n)).collect();
     fs::write(dir.join("svc.yaml"), service_yaml_on_nodes("veths", VIP, &[], false, &eps)).unwrap();
     let daemon = Daemon::start_with(&cluster.lb, &dir, &cluster.nic, 2, work.path(), &["--node-name", NODE_A]).unwrap();
-    for (who, ns) in [("client across the wire", &cluster.client), ("client pod", &cluster.client_pod), ("node-a itself", &cluster.lb)] {
+    for (who, ns) in [
+        ("client across the wire", &cluster.client),
+        ("client pod", &cluster.client_pod),
+        ("node-a itself", &cluster.lb),
+    ] {
         let (seen, failed) = ask(ns, VIP, 15);
         assert!(failed.is_empty(), "{who}: {} of 30 failed: {failed:#?}\n{}", failed.len(), daemon.log_text());
         assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), all_pods(&cluster), "{who}: {seen:?}");

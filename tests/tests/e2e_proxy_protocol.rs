@@ -20,10 +20,10 @@ use std::{
 use anyhow::{Context, Result, bail};
 use lb_tests::{
     daemon::Daemon,
+    in_every_shape,
     netns::Netns,
     ppserver::{self, BANNER, FNV_START, fnv, stream_bytes},
     privileged,
-    in_every_shape,
     topology::{CLIENT, CLIENT6, Shape, Topology},
 };
 
@@ -37,7 +37,8 @@ fn ready(test: &str, bins: &[&str]) -> bool {
         return false;
     }
     for bin in bins {
-        let found = Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().is_ok_and(|o| o.status.success());
+        let found =
+            Command::new("sh").args(["-c", &format!("command -v {bin}")]).output().is_ok_and(|o| o.status.success());
         if !found {
             if std::env::var("LB_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
                 panic!("{test} needs {bin} (cargo xtask setup installs it)");
@@ -57,10 +58,18 @@ fn service(name: &str, vip: IpAddr, version: &str, ports: &[(&str, u16, u16)], e
     if vip.is_ipv6() {
         version.push_str("    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-ip-version: \"ipv6\"\n");
     }
-    let svc_ports: String =
-        ports.iter().map(|(p, port, target)| format!("  - {{name: {}{port}, protocol: {p}, port: {port}, targetPort: {target}}}\n", p.to_lowercase())).collect();
-    let ep_ports: Vec<String> = ports.iter().map(|(p, port, target)| format!("{{name: {}{port}, protocol: {p}, port: {target}}}", p.to_lowercase())).collect();
-    let eps: String = endpoints.iter().map(|a| format!("- addresses: [\"{a}\"]\n  conditions: {{ready: true}}\n")).collect();
+    let svc_ports: String = ports
+        .iter()
+        .map(|(p, port, target)| {
+            format!("  - {{name: {}{port}, protocol: {p}, port: {port}, targetPort: {target}}}\n", p.to_lowercase())
+        })
+        .collect();
+    let ep_ports: Vec<String> = ports
+        .iter()
+        .map(|(p, port, target)| format!("{{name: {}{port}, protocol: {p}, port: {target}}}", p.to_lowercase()))
+        .collect();
+    let eps: String =
+        endpoints.iter().map(|a| format!("- addresses: [\"{a}\"]\n  conditions: {{ready: true}}\n")).collect();
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: e2e\n  annotations:\n    {PP}: \"on\"\n{version}spec:\n  type: LoadBalancer\n  loadBalancerIP: \"{vip}\"\n  ports:\n{svc_ports}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: e2e\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: {family}\nports: [{}]\nendpoints:\n{eps}",
         ep_ports.join(", ")
@@ -92,7 +101,8 @@ impl Bed {
         for (i, s) in services.iter().enumerate() {
             fs::write(manifests.join(format!("svc{i}.yaml")), s)?;
         }
-        let daemon = Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), listeners, work.path(), &topo.lb_args(&[]))?;
+        let daemon =
+            Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), listeners, work.path(), &topo.lb_args(&[]))?;
         Ok((Bed { topo, daemon, work }, peers))
     }
 
@@ -286,14 +296,25 @@ fn http_get(to: SocketAddr) -> Result<(SocketAddr, String)> {
     s.write_all(b"GET / HTTP/1.0\r\nHost: lb-test\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).with_context(|| format!("no HTTP response: {out:?}"))?;
+    let body =
+        out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).with_context(|| format!("no HTTP response: {out:?}"))?;
     Ok((local, body))
 }
 
 /// One HTTPS request with TLS 1.3 through curl: (our local address, the body).
 fn https_get(ns: &Netns, to: SocketAddr) -> Result<(SocketAddr, String)> {
     let url = format!("https://{to}/");
-    let out = ns.exec(&["curl", "-sS", "-k", "--tlsv1.3", "--max-time", "60", "-w", "\n%{local_ip} %{local_port} %{ssl_verify_result}", &url])?;
+    let out = ns.exec(&[
+        "curl",
+        "-sS",
+        "-k",
+        "--tlsv1.3",
+        "--max-time",
+        "60",
+        "-w",
+        "\n%{local_ip} %{local_port} %{ssl_verify_result}",
+        &url,
+    ])?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, tail) = text.rsplit_once('\n').context("curl output")?;
     let mut t = tail.split_whitespace();
@@ -302,11 +323,19 @@ fn https_get(ns: &Netns, to: SocketAddr) -> Result<(SocketAddr, String)> {
 }
 
 fn nginx_and_haproxy_log_the_real_client_v1_v2_under_loss(shape: Shape) {
-    if !ready("nginx_and_haproxy_log_the_real_client_v1_v2_under_loss", &["nginx", "haproxy", "openssl", "curl", "iptables"]) {
+    if !ready(
+        "nginx_and_haproxy_log_the_real_client_v1_v2_under_loss",
+        &["nginx", "haproxy", "openssl", "curl", "iptables"],
+    ) {
         return;
     }
     let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
-    let (n4, n6, h4, h6) = (IpAddr::V4(shape.backend_addr(1)), IpAddr::V6(shape.backend_addr6(1)), IpAddr::V4(shape.backend_addr(2)), IpAddr::V6(shape.backend_addr6(2)));
+    let (n4, n6, h4, h6) = (
+        IpAddr::V4(shape.backend_addr(1)),
+        IpAddr::V6(shape.backend_addr6(1)),
+        IpAddr::V4(shape.backend_addr(2)),
+        IpAddr::V6(shape.backend_addr6(2)),
+    );
     let web = [("TCP", 80, 8080), ("TCP", 443, 8443)];
     // (name, VIP, version, backend)
     let plan: Vec<(&str, IpAddr, &str, IpAddr)> = vec![
@@ -358,10 +387,15 @@ fn nginx_and_haproxy_log_the_real_client_v1_v2_under_loss(shape: Shape) {
     // (Each server writes its log line after the answer: wait a bounded time for the last ones.)
     let logged = |text: &str| text.lines().filter_map(parse_addr).collect::<BTreeSet<SocketAddr>>();
     let read_logs = || {
-        (logged(&fs::read_to_string(bed.work.path().join("nginx/access.log")).unwrap_or_default()), logged(&hap.output("out")))
+        (
+            logged(&fs::read_to_string(bed.work.path().join("nginx/access.log")).unwrap_or_default()),
+            logged(&hap.output("out")),
+        )
     };
     let all_logged = |(ngx, hap): &(BTreeSet<SocketAddr>, BTreeSet<SocketAddr>)| {
-        clients.iter().all(|(name, local)| if name.starts_with("nginx") { ngx.contains(local) } else { hap.contains(local) })
+        clients
+            .iter()
+            .all(|(name, local)| if name.starts_with("nginx") { ngx.contains(local) } else { hap.contains(local) })
     };
     // haproxy logs a request when its stream ends, which retransmissions under loss delay.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -415,14 +449,21 @@ fn server_first_protocol_gets_the_header_first_under_loss(shape: Shape) {
     let tcp = [("TCP", 80, 8080)];
     let b4 = IpAddr::V4(shape.backend_addr(1));
     let b6 = IpAddr::V6(shape.backend_addr6(1));
-    let plan: Vec<(IpAddr, u8)> =
-        vec![("198.18.100.10".parse().unwrap(), 2), ("198.18.100.11".parse().unwrap(), 1), ("2001:db8:100::10".parse().unwrap(), 2), ("2001:db8:100::11".parse().unwrap(), 1)];
+    let plan: Vec<(IpAddr, u8)> = vec![
+        ("198.18.100.10".parse().unwrap(), 2),
+        ("198.18.100.11".parse().unwrap(), 1),
+        ("2001:db8:100::10".parse().unwrap(), 2),
+        ("2001:db8:100::11".parse().unwrap(), 1),
+    ];
     let services: Vec<String> = plan
         .iter()
         .enumerate()
-        .map(|(i, (vip, v))| service(&format!("sf{i}"), *vip, &v.to_string(), &tcp, &[if vip.is_ipv4() { b4 } else { b6 }]))
+        .map(|(i, (vip, v))| {
+            service(&format!("sf{i}"), *vip, &v.to_string(), &tcp, &[if vip.is_ipv4() { b4 } else { b6 }])
+        })
         .collect();
-    let (mut bed, _server) = Bed::start(shape, 1, &services, services.len(), |topo, _| ppserver::start(&topo.backends[0], 8080)).unwrap();
+    let (mut bed, _server) =
+        Bed::start(shape, 1, &services, services.len(), |topo, _| ppserver::start(&topo.backends[0], 8080)).unwrap();
     let _pcap: Vec<Peer> = match std::env::var("PP_PCAP") {
         Ok(dir) => {
             let dir = PathBuf::from(dir);
@@ -432,8 +473,22 @@ fn server_first_protocol_gets_the_header_first_under_loss(shape: Shape) {
             let cf = dir.join("client.pcap");
             let bf = dir.join("backend.pcap");
             vec![
-                Peer::start(&bed.topo.client, "tcpdump-c", &dir, "tcpdump", &["-i", &c, "-s", "200", "-w", cf.to_str().unwrap(), "tcp"]).unwrap(),
-                Peer::start(&bed.topo.backends[0], "tcpdump-b", &dir, "tcpdump", &["-i", &b, "-s", "200", "-w", bf.to_str().unwrap(), "tcp"]).unwrap(),
+                Peer::start(
+                    &bed.topo.client,
+                    "tcpdump-c",
+                    &dir,
+                    "tcpdump",
+                    &["-i", &c, "-s", "200", "-w", cf.to_str().unwrap(), "tcp"],
+                )
+                .unwrap(),
+                Peer::start(
+                    &bed.topo.backends[0],
+                    "tcpdump-b",
+                    &dir,
+                    "tcpdump",
+                    &["-i", &b, "-s", "200", "-w", bf.to_str().unwrap(), "tcp"],
+                )
+                .unwrap(),
             ]
         }
         Err(_) => Vec::new(),
@@ -485,7 +540,8 @@ fn multi_megabyte_transfers_keep_their_checksums(shape: Shape) {
         service("big4", "198.18.100.10".parse().unwrap(), "2", &tcp, &[IpAddr::V4(shape.backend_addr(1))]),
         service("big6", "2001:db8:100::10".parse().unwrap(), "1", &tcp, &[IpAddr::V6(shape.backend_addr6(1))]),
     ];
-    let (mut bed, _server) = Bed::start(shape, 1, &services, 2, |topo, _| ppserver::start(&topo.backends[0], 8080)).unwrap();
+    let (mut bed, _server) =
+        Bed::start(shape, 1, &services, 2, |topo, _| ppserver::start(&topo.backends[0], 8080)).unwrap();
     // A little loss: SACK blocks from the backend, retransmissions both ways.
     inject_loss(&bed.topo.backends[0], 8080, "0.01").unwrap();
     const SIZE: usize = 8 << 20;
@@ -544,8 +600,13 @@ fn udp_datagrams_each_carry_a_v2_header(shape: Shape) {
         service("u4v1", "198.18.100.11".parse().unwrap(), "1", &udp, &[IpAddr::V4(shape.backend_addr(1))]),
         service("u6", "2001:db8:100::10".parse().unwrap(), "2", &udp, &[IpAddr::V6(shape.backend_addr6(1))]),
     ];
-    let (bed, _server) = Bed::start(shape, 1, &services, 3, |topo, _| ppserver::start(&topo.backends[0], 8080)).unwrap();
-    for (vip, client) in [("198.18.100.10", IpAddr::V4(CLIENT)), ("198.18.100.11", IpAddr::V4(CLIENT)), ("2001:db8:100::10", IpAddr::V6(CLIENT6))] {
+    let (bed, _server) =
+        Bed::start(shape, 1, &services, 3, |topo, _| ppserver::start(&topo.backends[0], 8080)).unwrap();
+    for (vip, client) in [
+        ("198.18.100.10", IpAddr::V4(CLIENT)),
+        ("198.18.100.11", IpAddr::V4(CLIENT)),
+        ("2001:db8:100::10", IpAddr::V6(CLIENT6)),
+    ] {
         let to = SocketAddr::new(vip.parse().unwrap(), 53);
         let answers = bed.topo.client.run(move || -> Result<Vec<(String, String)>> {
             let s = UdpSocket::bind(SocketAddr::new(client, 0))?;
@@ -603,8 +664,12 @@ fn local_clients_get_the_header_from_tc(shape: Shape) {
         return;
     }
     let http = [("TCP", 80, 8080)];
-    let (n4, n6, h4, h6) =
-        (IpAddr::V4(shape.backend_addr(1)), IpAddr::V6(shape.backend_addr6(1)), IpAddr::V4(shape.backend_addr(2)), IpAddr::V6(shape.backend_addr6(2)));
+    let (n4, n6, h4, h6) = (
+        IpAddr::V4(shape.backend_addr(1)),
+        IpAddr::V6(shape.backend_addr6(1)),
+        IpAddr::V4(shape.backend_addr(2)),
+        IpAddr::V6(shape.backend_addr6(2)),
+    );
     let services = vec![
         service("ngx4", "198.18.100.10".parse().unwrap(), "2", &http, &[n4]),
         service("ngx6", "2001:db8:100::10".parse().unwrap(), "2", &http, &[n6]),
@@ -637,10 +702,18 @@ fn local_clients_get_the_header_from_tc(shape: Shape) {
                     Ok((local, body))
                 });
                 let (local, body) = got.unwrap_or_else(|e| {
-                    let stats = bed.topo.lb.exec(&[lb_tests::daemon::lb_bin().to_str().unwrap(), "stats"]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+                    let stats = bed
+                        .topo
+                        .lb
+                        .exec(&[lb_tests::daemon::lb_bin().to_str().unwrap(), "stats"])
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
                     panic!("{who} → {to} (big: {big}): {e:#}\n{stats:?}\n{}", bed.daemon.log_text())
                 });
-                assert_eq!(parse_addr(&body), Some(local), "{who} → {to} (big: {big}): the backend saw the real client: {body:?}");
+                assert_eq!(
+                    parse_addr(&body),
+                    Some(local),
+                    "{who} → {to} (big: {big}): the backend saw the real client: {body:?}"
+                );
             }
         }
     }

@@ -89,7 +89,12 @@ fn build_ebpf() -> Result<()> {
         .arg(root().join("target/ebpf"));
     for (key, _) in env::vars_os() {
         let k = key.to_string_lossy();
-        if k.starts_with("CARGO") && k != "CARGO_HOME" || k.starts_with("RUSTUP") || k.starts_with("RUSTC") || k.starts_with("RUSTFLAGS") || k == "RUSTDOC" {
+        if k.starts_with("CARGO") && k != "CARGO_HOME"
+            || k.starts_with("RUSTUP")
+            || k.starts_with("RUSTC")
+            || k.starts_with("RUSTFLAGS")
+            || k == "RUSTDOC"
+        {
             cmd.env_remove(&key);
         }
     }
@@ -113,10 +118,12 @@ fn build() -> Result<()> {
 fn demo(args: &[String]) -> Result<()> {
     setup::run()?;
     build()?;
-    exec(cargo()
-        .args(["run", "--release", "--quiet", "-p", "lb-tests", "--bin", "lb-demo", "--"])
-        .args(args)
-        .env("LB_BIN", root().join("target/release/lb")))
+    exec(
+        cargo()
+            .args(["run", "--release", "--quiet", "-p", "lb-tests", "--bin", "lb-demo", "--"])
+            .args(args)
+            .env("LB_BIN", root().join("target/release/lb")),
+    )
 }
 
 fn test(args: &[String]) -> Result<()> {
@@ -166,10 +173,12 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
 fn bench(args: &[String]) -> Result<()> {
     setup::run()?;
     build()?;
-    exec(cargo()
-        .args(["run", "--release", "--quiet", "-p", "lb-tests", "--bin", "lb-bench", "--"])
-        .args(args)
-        .env("LB_BIN", root().join("target/release/lb")))
+    exec(
+        cargo()
+            .args(["run", "--release", "--quiet", "-p", "lb-tests", "--bin", "lb-bench", "--"])
+            .args(args)
+            .env("LB_BIN", root().join("target/release/lb")),
+    )
 }
 
 #[cfg(test)]

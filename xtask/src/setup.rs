@@ -85,10 +85,12 @@ fn ensure_packages(pkgs: &[&str]) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let _ = fs::set_permissions(policy, fs::Permissions::from_mode(0o755));
     }
-    let result = exec(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    let result = exec(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
     .with_context(|| format!("installing {} failed", missing.join(" ")));
     if placed {
         let _ = fs::remove_file(policy);
@@ -105,17 +107,29 @@ pub fn cargo_bin_dir() -> PathBuf {
 
 fn ensure_bpf_linker() -> Result<()> {
     let bin = cargo_bin_dir().join("bpf-linker");
-    let version = Command::new(&bin).arg("--version").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let version =
+        Command::new(&bin).arg("--version").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     if version.as_deref().is_some_and(|v| v.contains(BPF_LINKER_VERSION)) {
         println!("xtask: bpf-linker {BPF_LINKER_VERSION} present");
         return Ok(());
     }
     println!("xtask: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
     let path = env::var("PATH").unwrap_or_default();
-    exec(Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features", "--features", "llvm-22"])
-        .env("PATH", format!("/usr/lib/llvm-22/bin:{path}"))
-        .env_remove("CARGO_TARGET_DIR"))
+    exec(
+        Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", format!("/usr/lib/llvm-22/bin:{path}"))
+            .env_remove("CARGO_TARGET_DIR"),
+    )
     .context("building bpf-linker failed (it needs llvm-22-dev and libpolly-22-dev)")
 }
 
@@ -125,5 +139,6 @@ fn ensure_bpffs() -> Result<()> {
         println!("xtask: bpffs mounted");
         return Ok(());
     }
-    exec(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"])).context("mounting bpffs on /sys/fs/bpf failed")
+    exec(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
+        .context("mounting bpffs on /sys/fs/bpf failed")
 }

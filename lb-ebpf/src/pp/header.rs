@@ -197,4 +197,3 @@ pub fn build(s: &mut PpScratch) -> u32 {
     w.put_all(&key.dport.to_ne_bytes());
     w.pos
 }
-

@@ -30,8 +30,6 @@ mod insert;
 use aya_ebpf::helpers::generated::bpf_csum_diff;
 use lb_common::{PROTO_UDP, listener_flags, pp, prog_index, stat};
 
-pub use backend::backend;
-pub use insert::at_payload as tc_move;
 use crate::{
     ctx::{Ctx, Diff},
     flow::TAIL_CALL,
@@ -39,6 +37,8 @@ use crate::{
     parse::{Ip, Packet, TCP_ACK, TCP_RST, TCP_SYN, TcpHdr, ptr_at},
     stats::count,
 };
+pub use backend::backend;
+pub use insert::at_payload as tc_move;
 
 /// Largest transport-header offset a PROXY flow's packets may have: the moved headers
 /// (offset + a 60-byte TCP header) must fit the scratch buffer.
@@ -155,7 +155,6 @@ fn set_v1_len(s: &PpScratch) {
     }
 }
 
-
 /// Ones' complement fold of a 64-bit accumulator to 16 bits.
 #[inline(always)]
 pub(crate) fn fold(mut sum: u64) -> u16 {
@@ -174,4 +173,3 @@ pub(crate) fn sum_of(p: *const u8, size: u32) -> u64 {
     let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, p as *mut u32, size, 0) };
     (r as u64) & 0xffff_ffff
 }
-

@@ -4,7 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aya::{
     Ebpf,
-    maps::{MapData, lpm_trie::{Key, LpmTrie}},
+    maps::{
+        MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
 };
 use ipnet::IpNet;
 use lb_common::{AclData, map_names as names};

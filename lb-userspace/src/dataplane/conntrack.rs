@@ -158,8 +158,8 @@ pub fn sweep(
         let idle = Duration::from_nanos(now_ns.saturating_sub(last));
         let timeout = if k.proto == PROTO_TCP {
             let back = rev.map_or(0, |r| r.state);
-            let closed = (e.state | back) & tcp_state::RST != 0
-                || (e.state & tcp_state::FIN != 0 && back & tcp_state::FIN != 0);
+            let closed =
+                (e.state | back) & tcp_state::RST != 0 || (e.state & tcp_state::FIN != 0 && back & tcp_state::FIN != 0);
             if closed {
                 opts.tcp_closed_timeout
             } else if back & tcp_state::SYN == 0 {
@@ -183,4 +183,3 @@ pub fn sweep(
     drains.prune(now);
     Ok(report)
 }
-

@@ -36,7 +36,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 #[derive(Debug, Error)]
 pub enum DataplaneError {
-    #[error("this `lb` was built without the XDP object: run `cargo xtask build` (or `cargo xtask build-ebpf` before building lb)")]
+    #[error(
+        "this `lb` was built without the XDP object: run `cargo xtask build` (or `cargo xtask build-ebpf` before building lb)"
+    )]
     NoObject,
     #[error("loading the XDP object: {0}")]
     Load(#[from] aya::EbpfError),
@@ -135,7 +137,9 @@ impl Dataplane {
         for name in [lb_common::TC_PROGRAM, lb_common::TC_NIC_PROGRAM, lb_common::TC_EGRESS_PROGRAM] {
             tc_program(&mut ebpf, name)?.load().map_err(|source| DataplaneError::NamedProgram { name, source })?;
         }
-        fill_tail_calls(&mut ebpf, names::TC_PROGS, &prog_index::TC_NAMES, |p| <&mut SchedClassifier>::try_from(p)?.load())?;
+        fill_tail_calls(&mut ebpf, names::TC_PROGS, &prog_index::TC_NAMES, |p| {
+            <&mut SchedClassifier>::try_from(p)?.load()
+        })?;
         let mut dp = Dataplane {
             ebpf,
             links: Vec::new(),
@@ -205,9 +209,7 @@ impl Dataplane {
             let _ = aya::programs::tc::qdisc_add_clsact(iface);
         }
         let prog = tc_program(&mut self.ebpf, name)?;
-        let id = prog
-            .attach(iface, hook)
-            .map_err(|source| DataplaneError::NamedProgram { name, source })?;
+        let id = prog.attach(iface, hook).map_err(|source| DataplaneError::NamedProgram { name, source })?;
         self.tc_links.push((iface.to_string(), ifindex, name, id));
         Ok(true)
     }
@@ -301,7 +303,10 @@ impl Dataplane {
             if previous.is_none() {
                 self.free_ids.push(id);
             }
-            return Err(listener_err(format!("more than {} distinct backends: raise --max-backends", self.max_backends)));
+            return Err(listener_err(format!(
+                "more than {} distinct backends: raise --max-backends",
+                self.max_backends
+            )));
         }
         backends::write(&mut self.ebpf, &l.backends, &ids)?;
         let slots: Vec<usize> = match l.scheduler {
@@ -326,7 +331,10 @@ impl Dataplane {
         backends::write_table(&mut self.ebpf, region.offset, &entries)?;
         let (key, mut value) = listener_entry(l, region);
         if let Some(binding) = &l.acl {
-            let (acl_id, empty) = self.acls.id_of(&binding.acl).ok_or_else(|| listener_err(format!("ACL {} is not loaded", binding.acl)))?;
+            let (acl_id, empty) = self
+                .acls
+                .id_of(&binding.acl)
+                .ok_or_else(|| listener_err(format!("ACL {} is not loaded", binding.acl)))?;
             value.acl_id = acl_id;
             if empty {
                 value.flags |= listener_flags::ACL_EMPTY;
@@ -370,10 +378,17 @@ impl Dataplane {
     /// their flows are cut now, or at the drain deadline; their persistence is forgotten.
     fn retire_backends(&mut self, loaded: &Loaded, new: Option<&L4Listener>, now: Instant) -> Result<()> {
         let (id, old) = (loaded.id, &loaded.listener);
-        let keep = |b: &crate::model::Backend| new.is_some_and(|n| n.backends.iter().any(|x| x.addr == b.addr && x.port == b.port && x.weight > 0));
+        let keep = |b: &crate::model::Backend| {
+            new.is_some_and(|n| n.backends.iter().any(|x| x.addr == b.addr && x.port == b.port && x.weight > 0))
+        };
         // The ids the listener held (its backends may already be released and cleared).
-        let (retired, retired_ids): (Vec<(IpAddr, u16)>, Vec<u32>) =
-            old.backends.iter().zip(&loaded.backend_ids).filter(|(b, _)| !keep(b)).map(|(b, id)| ((b.addr, b.port), *id)).unzip();
+        let (retired, retired_ids): (Vec<(IpAddr, u16)>, Vec<u32>) = old
+            .backends
+            .iter()
+            .zip(&loaded.backend_ids)
+            .filter(|(b, _)| !keep(b))
+            .map(|(b, id)| ((b.addr, b.port), *id))
+            .unzip();
         if retired.is_empty() {
             return Ok(());
         }
@@ -433,7 +448,9 @@ impl Dataplane {
         let backends: Vec<(String, u32)> = self
             .loaded
             .values()
-            .flat_map(|l| l.listener.backends.iter().zip(&l.backend_ids).map(|(b, id)| (backend_name(b.addr, b.port), *id)))
+            .flat_map(|l| {
+                l.listener.backends.iter().zip(&l.backend_ids).map(|(b, id)| (backend_name(b.addr, b.port), *id))
+            })
             .collect();
         stats::read(&self.ebpf, &listeners, &backends)
     }
@@ -531,12 +548,8 @@ pub fn backend_name(addr: IpAddr, port: u16) -> String {
 
 /// The `LISTENERS` key and the `LISTENER_CFG` value of a model listener (ACL id not set).
 fn listener_entry(l: &L4Listener, region: Region) -> (ListenerKey, Listener) {
-    let key = ListenerKey {
-        vip: addr_words(l.vip),
-        port: l.port.to_be(),
-        proto: l.protocol.number(),
-        family: family(l.vip),
-    };
+    let key =
+        ListenerKey { vip: addr_words(l.vip), port: l.port.to_be(), proto: l.protocol.number(), family: family(l.vip) };
     let value = Listener {
         table_offset: region.offset,
         table_len: region.len,

@@ -6,7 +6,8 @@ use lb_common::MAX_RING;
 
 /// Slots for `weights` (index into the input per slot). Weight-0 entries get none.
 pub fn build(weights: &[u32]) -> Vec<usize> {
-    let live: Vec<(usize, u64)> = weights.iter().enumerate().filter(|(_, w)| **w > 0).map(|(i, w)| (i, *w as u64)).collect();
+    let live: Vec<(usize, u64)> =
+        weights.iter().enumerate().filter(|(_, w)| **w > 0).map(|(i, w)| (i, *w as u64)).collect();
     if live.is_empty() {
         return Vec::new();
     }

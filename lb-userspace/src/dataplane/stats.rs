@@ -59,7 +59,9 @@ pub fn read(ebpf: &Ebpf, listeners: &[(String, u32)], backends: &[(String, u32)]
     let counters = per_cpu::<Counter>(ebpf, names::STATS)?;
     for (i, name) in stat::NAMES.iter().enumerate() {
         let per_cpu = counters.get(&(i as u32), 0).map_err(map_err(names::STATS))?;
-        let sum = per_cpu.iter().fold(Count::default(), |a, c| Count { packets: a.packets + c.packets, bytes: a.bytes + c.bytes });
+        let sum = per_cpu
+            .iter()
+            .fold(Count::default(), |a, c| Count { packets: a.packets + c.packets, bytes: a.bytes + c.bytes });
         out.datapath.insert(*name, sum);
     }
     let lmap = per_cpu::<ListenerCounters>(ebpf, names::LISTENER_STATS)?;

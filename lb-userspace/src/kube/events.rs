@@ -91,19 +91,27 @@ fn truncate(mut s: String) -> String {
 
 /// The object as Events refer to it, with its uid when the cache has it.
 pub fn reference(stores: &Stores, object: &ObjectRef) -> ObjectReference {
-    let uid = |meta: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| meta.and_then(|m| m.uid.clone());
+    let uid =
+        |meta: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>| meta.and_then(|m| m.uid.clone());
     let (api_version, uid) = match object.kind.as_str() {
         "Service" => ("v1", uid(watch::cached(&stores.services, (), object).as_deref().map(|o| &o.metadata))),
-        "Ingress" => ("networking.k8s.io/v1", uid(watch::cached(&stores.ingresses, (), object).as_deref().map(|o| &o.metadata))),
+        "Ingress" => {
+            ("networking.k8s.io/v1", uid(watch::cached(&stores.ingresses, (), object).as_deref().map(|o| &o.metadata)))
+        }
         "IngressClass" => (
             "networking.k8s.io/v1",
             uid(watch::cached(&stores.ingress_classes, (), object).as_deref().map(|o| &o.metadata)),
         ),
         "AlbConfig" => (
             "alibabacloud.com/v1",
-            uid(watch::cached(&stores.alb_configs, watch::alb_config_resource(), object).as_deref().map(|o| &o.metadata)),
+            uid(watch::cached(&stores.alb_configs, watch::alb_config_resource(), object)
+                .as_deref()
+                .map(|o| &o.metadata)),
         ),
-        acl::KIND => (acl::API_VERSION, uid(watch::cached(&stores.acls, watch::acl_resource(), object).as_deref().map(|o| &o.metadata))),
+        acl::KIND => (
+            acl::API_VERSION,
+            uid(watch::cached(&stores.acls, watch::acl_resource(), object).as_deref().map(|o| &o.metadata)),
+        ),
         _ => ("", None),
     };
     ObjectReference {

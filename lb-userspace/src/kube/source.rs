@@ -1,10 +1,6 @@
 //! [`KubeSource`]: the watched objects as a fresh [`ObjectSet`] after every change
 //! (debounced), filtered to what this `lb` serves.
-use std::{
-    collections::BTreeSet,
-    path::PathBuf,
-    sync::Arc,
-};
+use std::{collections::BTreeSet, path::PathBuf, sync::Arc};
 
 use k8s_openapi::api::core::v1::Service;
 use kube::{Client, api::DynamicObject};
@@ -183,7 +179,11 @@ fn decode_error(set: &mut ObjectSet, errors: &mut Vec<ObjectError>, kind: &str, 
         namespace: obj.metadata.namespace.clone().unwrap_or_default(),
         name: obj.metadata.name.clone().unwrap_or_default(),
     };
-    set.errors.push(ManifestError { file: PathBuf::from(format!("API: {object}")), document: 1, reason: reason.clone() });
+    set.errors.push(ManifestError {
+        file: PathBuf::from(format!("API: {object}")),
+        document: 1,
+        reason: reason.clone(),
+    });
     errors.push(ObjectError { object, field: "spec".into(), reason: format!("invalid {kind}: {reason}") });
 }
 

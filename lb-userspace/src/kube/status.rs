@@ -13,7 +13,10 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{report::Report, watch::{self, Stores}};
+use super::{
+    report::Report,
+    watch::{self, Stores},
+};
 use crate::model::ObjectRef;
 
 /// What was last written to one object.
@@ -82,7 +85,9 @@ impl StatusWriter {
                 tracing::info!(%object, ingress = ?ips, "status.loadBalancer written");
                 self.written.insert(object.clone(), Written { ips, resource_version: rv });
             }
-            Err(e) => tracing::warn!(%object, error = %e, "cannot write status.loadBalancer; retrying with the next change"),
+            Err(e) => {
+                tracing::warn!(%object, error = %e, "cannot write status.loadBalancer; retrying with the next change")
+            }
         }
     }
 

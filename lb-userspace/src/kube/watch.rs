@@ -127,7 +127,13 @@ struct Watches<'a> {
 }
 
 impl Watches<'_> {
-    fn spawn<K>(&mut self, api: Api<K>, config: watcher::Config, dyntype: K::DynamicType, kind: &'static str) -> Store<K>
+    fn spawn<K>(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+        dyntype: K::DynamicType,
+        kind: &'static str,
+    ) -> Store<K>
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
         K::DynamicType: Eq + Hash + Clone + Send + Sync,

@@ -322,10 +322,15 @@ mod tests {
     fn uch_hashes_the_named_parameter() {
         let b = for_scheduler(&Scheduler::Uch { parameter: "uid".into() }, 4, &ActiveRequests::default());
         let e = eps(&[100, 100, 100, 100]);
-        let pick = |q: &'static str, client: [u8; 4]| b.pick(&PickContext { client: IpAddr::from(client), query: q, ages: None }, &e);
+        let pick = |q: &'static str, client: [u8; 4]| {
+            b.pick(&PickContext { client: IpAddr::from(client), query: q, ages: None }, &e)
+        };
         assert_eq!(pick("a=1&uid=42", [1, 1, 1, 1]), pick("uid=42", [9, 9, 9, 9]));
         let spread: std::collections::BTreeSet<_> =
-            ["uid=1", "uid=2", "uid=3", "uid=4", "uid=5", "uid=6", "uid=7", "uid=8"].iter().map(|q| pick(q, [1, 1, 1, 1])).collect();
+            ["uid=1", "uid=2", "uid=3", "uid=4", "uid=5", "uid=6", "uid=7", "uid=8"]
+                .iter()
+                .map(|q| pick(q, [1, 1, 1, 1]))
+                .collect();
         assert!(spread.len() > 1);
     }
 }

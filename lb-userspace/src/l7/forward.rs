@@ -81,8 +81,16 @@ impl Upstreams {
     }
 }
 
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Removes hop-by-hop headers, and those named in `Connection`. `te: trailers` stays (gRPC).
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -106,7 +114,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade")))
+        && h.get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade")))
 }
 
 /// `Host` (HTTP/1) or the `:authority` (HTTP/2) of a request, with its port if any.
@@ -149,7 +159,10 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
     if !route.admit() {
         return respond::error(StatusCode::SERVICE_UNAVAILABLE, "traffic-limit-qps exceeded");
     }
-    let listen = alb::ListenPort { port: l.port, protocol: if conn.tls { alb::ListenProtocol::Https } else { alb::ListenProtocol::Http } };
+    let listen = alb::ListenPort {
+        port: l.port,
+        protocol: if conn.tls { alb::ListenProtocol::Https } else { alb::ListenProtocol::Http },
+    };
     if rule.redirects_to_https(&listen) {
         return respond::redirect(301, &respond::location("https", &bare_host, 443, &path, query.as_deref()));
     }
@@ -175,7 +188,8 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
                 Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
                 None => (new_path, query.clone()),
             };
-            let cx = PickContext { client: conn.client.ip(), query: query.as_deref().unwrap_or(""), ages: Some(&up.ages) };
+            let cx =
+                PickContext { client: conn.client.ip(), query: query.as_deref().unwrap_or(""), ages: Some(&up.ages) };
             let sticky = sticky_endpoint(route, &view);
             let group_sticky = match &rule.action {
                 Action::Forward { sticky: Some(g), .. } => Some(g.timeout_s),
@@ -187,7 +201,8 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
             };
             prepare(&mut req, &conn, &table, route, &new_path, new_query.as_deref());
             mirror(&req, route, &cx, &up);
-            let mut resp = forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s))).await;
+            let mut resp =
+                forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s))).await;
             set_sticky(route, pick, &mut resp);
             if gzip {
                 resp = super::gzip::compress(resp);
@@ -228,9 +243,11 @@ fn prepare(
         .filters
         .iter()
         .map(|f| match f {
-            Filter::InsertHeader(ins) if ins.value_type == alb::HeaderValueType::ReferenceHeader => {
-                req.headers().get(ins.value.to_ascii_lowercase().as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned)
-            }
+            Filter::InsertHeader(ins) if ins.value_type == alb::HeaderValueType::ReferenceHeader => req
+                .headers()
+                .get(ins.value.to_ascii_lowercase().as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             _ => None,
         })
         .collect();
@@ -452,7 +469,10 @@ async fn forward(
         result = tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())).await;
     }
     match result {
-        Err(_) => respond::error(StatusCode::GATEWAY_TIMEOUT, &format!("backend {addr} did not answer within {}s", timeout.as_secs())),
+        Err(_) => respond::error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("backend {addr} did not answer within {}s", timeout.as_secs()),
+        ),
         Ok(Err(e)) => {
             tracing::debug!(backend = %addr, error = %e, "backend request failed");
             respond::error(StatusCode::BAD_GATEWAY, &format!("backend {addr}: {}", error_text(&e)))
@@ -488,4 +508,3 @@ fn error_text(e: &hyper_util::client::legacy::Error) -> String {
     }
     s
 }
-

@@ -9,7 +9,14 @@ use hyper::body::Frame;
 use super::respond::{Body, BoxError};
 
 /// Content types worth compressing (ALB's list: text, JSON, JavaScript, XML).
-const TYPES: [&str; 6] = ["text/", "application/json", "application/javascript", "application/xml", "application/x-javascript", "image/svg+xml"];
+const TYPES: [&str; 6] = [
+    "text/",
+    "application/json",
+    "application/javascript",
+    "application/xml",
+    "application/x-javascript",
+    "image/svg+xml",
+];
 /// Smaller answers are sent as they are.
 const MIN_BYTES: u64 = 1024;
 
@@ -54,4 +61,3 @@ pub fn compress(resp: Response<Body>) -> Response<Body> {
     parts.headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     Response::from_parts(parts, StreamBody::new(out).boxed())
 }
-

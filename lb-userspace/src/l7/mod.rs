@@ -152,9 +152,9 @@ impl Proxy {
 fn tls_config(config: &L7Listener) -> Result<Option<Arc<rustls::ServerConfig>>, tls::TlsError> {
     match &config.tls {
         None => Ok(None),
-        Some(t) if t.certificates.is_empty() => Err(tls::TlsError::Config(
-            "an HTTPS listener without any certificate (no usable TLS Secret)".into(),
-        )),
+        Some(t) if t.certificates.is_empty() => {
+            Err(tls::TlsError::Config("an HTTPS listener without any certificate (no usable TLS Secret)".into()))
+        }
         Some(t) => tls::server_config(t, config.http2).map(Some),
     }
 }

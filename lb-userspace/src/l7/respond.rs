@@ -129,7 +129,14 @@ mod tests {
         assert_eq!(location("https", "a.example.com", 443, "/x", Some("q=1")), "https://a.example.com/x?q=1");
         assert_eq!(location("http", "a", 8080, "/", None), "http://a:8080/");
         assert_eq!(location("http", "::1", 80, "/", Some("")), "http://[::1]/");
-        let r = Redirect { protocol: Some("HTTPS".into()), host: None, port: None, path: Some("/new".into()), query: None, code: 301 };
+        let r = Redirect {
+            protocol: Some("HTTPS".into()),
+            host: None,
+            port: None,
+            path: Some("/new".into()),
+            query: None,
+            code: 301,
+        };
         let o = Origin { scheme: "http", host: "shop.example.com", port: 80, path: "/old", query: Some("a=b") };
         assert_eq!(redirect_location(&r, &o), "https://shop.example.com/new?a=b");
     }

@@ -78,7 +78,9 @@ impl Table {
 impl CompiledRoute {
     fn new(route: Route, active: &ActiveRequests) -> CompiledRoute {
         let make = |ups: &[Upstream]| {
-            ups.iter().map(|u| balance::for_scheduler(&route.rule.backend.scheduler, u.endpoints.len(), active)).collect()
+            ups.iter()
+                .map(|u| balance::for_scheduler(&route.rule.backend.scheduler, u.endpoints.len(), active))
+                .collect()
         };
         CompiledRoute {
             balancers: make(&route.upstreams),
@@ -95,7 +97,13 @@ impl CompiledRoute {
 
     /// The Service by weight (`roll` uniform in 0..total), then its endpoint: the sticky one
     /// when `sticky` names a live endpoint of that Service, else the scheduler's pick.
-    pub fn pick(&self, cx: &PickContext<'_>, roll: u32, sticky: Option<SocketAddr>, group: Option<usize>) -> Option<Pick> {
+    pub fn pick(
+        &self,
+        cx: &PickContext<'_>,
+        roll: u32,
+        sticky: Option<SocketAddr>,
+        group: Option<usize>,
+    ) -> Option<Pick> {
         if let Some(addr) = sticky {
             for (ui, u) in self.route.upstreams.iter().enumerate() {
                 if let Some(e) = u.endpoints.iter().find(|e| e.addr == addr && e.weight > 0) {
@@ -106,7 +114,10 @@ impl CompiledRoute {
         let live = |u: &Upstream| u.endpoints.iter().any(|e| e.weight > 0);
         let ui = match group.filter(|g| self.route.upstreams.get(*g).is_some_and(live)) {
             Some(g) => g,
-            None => weighted_index(self.route.upstreams.iter().map(|u| if u.endpoints.is_empty() { 0 } else { u.weight }), roll)?,
+            None => weighted_index(
+                self.route.upstreams.iter().map(|u| if u.endpoints.is_empty() { 0 } else { u.weight }),
+                roll,
+            )?,
         };
         let u = &self.route.upstreams[ui];
         match (self.route.rule.backend.slow_start_s, cx.ages) {

@@ -168,11 +168,13 @@ where
     let table = state.table.load_full();
     let idle = Duration::from_secs(u64::from(table.listener.idle_timeout_s.max(1)));
     let http2 = table.listener.http2;
-    let activity = Arc::new(Activity { inflight: AtomicUsize::new(0), last_ms: AtomicU64::new(0), start: Instant::now() });
+    let activity =
+        Arc::new(Activity { inflight: AtomicUsize::new(0), last_ms: AtomicU64::new(0), start: Instant::now() });
     let svc = {
         let (state, activity) = (state.clone(), activity.clone());
         service_fn(move |req: Request<Incoming>| {
-            let (table, up, activity, state) = (state.table.load_full(), state.upstreams.clone(), activity.clone(), state.clone());
+            let (table, up, activity, state) =
+                (state.table.load_full(), state.upstreams.clone(), activity.clone(), state.clone());
             activity.inflight.fetch_add(1, Ordering::Relaxed);
             activity.touch();
             async move {

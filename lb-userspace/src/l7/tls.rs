@@ -119,7 +119,8 @@ pub fn policy(p: TlsPolicy) -> (Vec<&'static SupportedProtocolVersion>, Vec<Supp
         // Strict: the AES-GCM suites of ALB's strict policies (no ChaCha20).
         TlsPolicy::Tls12Strict => tls12[..4].to_vec(),
         TlsPolicy::Tls12StrictWith13 => {
-            let mut s = vec![cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256];
+            let mut s =
+                vec![cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256];
             s.extend_from_slice(&tls12[..4]);
             s
         }

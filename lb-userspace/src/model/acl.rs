@@ -46,11 +46,8 @@ pub struct AclEntry {
 
 /// Validate one object into an ACL.
 pub fn build(obj: &AclObject) -> Result<Acl, ObjectError> {
-    let source = ObjectRef {
-        kind: KIND.into(),
-        namespace: String::new(),
-        name: obj.metadata.name.clone().unwrap_or_default(),
-    };
+    let source =
+        ObjectRef { kind: KIND.into(), namespace: String::new(), name: obj.metadata.name.clone().unwrap_or_default() };
     let err = |field: String, reason: String| ObjectError { object: source.clone(), field, reason };
     if source.name.is_empty() {
         return Err(err("metadata.name".into(), "missing (it is the acl-id Services refer to)".into()));
@@ -99,13 +96,21 @@ mod tests {
     #[test]
     fn bad_entries_name_the_field() {
         let e = parse("apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {name: office}\nspec:\n  entries:\n  - {cidr: 10.0.0.0/8}\n  - {cidr: not-a-net}\n").unwrap_err();
-        assert_eq!(e.to_string(), "AccessControlList office: spec.entries[1].cidr: \"not-a-net\" is not a CIDR or an IP address");
+        assert_eq!(
+            e.to_string(),
+            "AccessControlList office: spec.entries[1].cidr: \"not-a-net\" is not a CIDR or an IP address"
+        );
         let e = parse("apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {name: office}\nspec:\n  entries:\n  - {cidr: 10.0.0.1/8}\n").unwrap_err();
         assert!(e.reason.contains("host bits set (did you mean 10.0.0.0/8?)"), "{e}");
     }
 
     #[test]
     fn an_empty_list_is_valid() {
-        assert!(parse("apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {name: open}\n").unwrap().entries.is_empty());
+        assert!(
+            parse("apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {name: open}\n")
+                .unwrap()
+                .entries
+                .is_empty()
+        );
     }
 }

@@ -14,11 +14,17 @@ pub fn build(objects: &ObjectSet, out: &mut Build) {
         match alb::parse_albconfig(value) {
             Ok(cfg) => {
                 for n in &cfg.not_applicable {
-                    out.notices.push(Notice { object: ObjectRef::default_for("AlbConfig", &name), field: n.annotation.clone(), note: n.reason.clone() });
+                    out.notices.push(Notice {
+                        object: ObjectRef::default_for("AlbConfig", &name),
+                        field: n.annotation.clone(),
+                        note: n.reason.clone(),
+                    });
                 }
                 out.model.alb_configs.insert(name, cfg);
             }
-            Err(errors) => out.errors.extend(errors.iter().map(|e| err("AlbConfig", "", &name, &e.annotation, &e.reason))),
+            Err(errors) => {
+                out.errors.extend(errors.iter().map(|e| err("AlbConfig", "", &name, &e.annotation, &e.reason)))
+            }
         }
     }
     let mut classes = Vec::new();
@@ -27,7 +33,9 @@ pub fn build(objects: &ObjectSet, out: &mut Build) {
         match alb::parse_ingress_class(c) {
             Ok(Some(class)) => classes.push(class),
             Ok(None) => {}
-            Err(errors) => out.errors.extend(errors.iter().map(|e| err("IngressClass", "", &name, &e.annotation, &e.reason))),
+            Err(errors) => {
+                out.errors.extend(errors.iter().map(|e| err("IngressClass", "", &name, &e.annotation, &e.reason)))
+            }
         }
     }
     let mut parsed = Vec::new();

@@ -173,7 +173,11 @@ impl<'a> Lookup<'a> {
             services: objects.services.iter().map(|s| (key(&s.metadata), s)).collect(),
             secrets: objects.secrets.iter().map(|s| (key(&s.metadata), s)).collect(),
             slices,
-            classes: objects.ingress_classes.iter().filter_map(|c| alb::parse_ingress_class(c).ok().flatten()).collect(),
+            classes: objects
+                .ingress_classes
+                .iter()
+                .filter_map(|c| alb::parse_ingress_class(c).ok().flatten())
+                .collect(),
             acls: BTreeMap::new(),
         }
     }
@@ -189,7 +193,12 @@ impl<'a> Lookup<'a> {
         let cert_pem = get("tls.crt").ok_or_else(|| format!("Secret {namespace}/{name} has no tls.crt"))?;
         let key_pem = get("tls.key").ok_or_else(|| format!("Secret {namespace}/{name} has no tls.key"))?;
         crate::l7::tls::check_pem(&cert_pem, &key_pem).map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
-        Ok(Certificate { secret: ObjectRef { kind: "Secret".into(), namespace: namespace.into(), name: name.into() }, hosts, cert_pem, key_pem })
+        Ok(Certificate {
+            secret: ObjectRef { kind: "Secret".into(), namespace: namespace.into(), name: name.into() },
+            hosts,
+            cert_pem,
+            key_pem,
+        })
     }
 
     /// The ready endpoints of a Service port (the port by number or name), in the families asked.
@@ -215,7 +224,9 @@ impl<'a> Lookup<'a> {
         }
         for family in families {
             let backends = super::service::backends(slices, &port_name, super::Protocol::Tcp, family, None)?;
-            out.extend(backends.into_iter().map(|b| Endpoint { addr: SocketAddr::new(b.addr, b.port), weight: b.weight }));
+            out.extend(
+                backends.into_iter().map(|b| Endpoint { addr: SocketAddr::new(b.addr, b.port), weight: b.weight }),
+            );
         }
         Ok(out)
     }
@@ -233,7 +244,11 @@ fn port_text(p: &ServicePort) -> String {
 fn route(rule: &Rule, lookup: &Lookup<'_>, notices: &mut Vec<Notice>, source: &ObjectRef) -> Route {
     let mut resolve = |svc: &ServiceRef, weight: u32| {
         let endpoints = lookup.endpoints(&rule.namespace, svc, rule.backend.ipv6).unwrap_or_else(|reason| {
-            notices.push(Notice { object: source.clone(), field: "spec.rules".into(), note: format!("{reason}: requests answer 503") });
+            notices.push(Notice {
+                object: source.clone(),
+                field: "spec.rules".into(),
+                note: format!("{reason}: requests answer 503"),
+            });
             Vec::new()
         });
         Upstream {
@@ -262,7 +277,8 @@ fn route(rule: &Rule, lookup: &Lookup<'_>, notices: &mut Vec<Notice>, source: &O
 /// already serves with another protocol is rejected.
 pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
     let mut rejected = Vec::new();
-    let ingresses: Vec<(String, IngressParse)> = out.model.ingresses.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let ingresses: Vec<(String, IngressParse)> =
+        out.model.ingresses.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     for (key, p) in ingresses {
         let source = ObjectRef { kind: "Ingress".into(), namespace: p.namespace.clone(), name: p.name.clone() };
         let class = alb::class_of(p.class_name.as_deref(), &lookup.classes);
@@ -359,7 +375,8 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
 
 pub fn sort_routes(routes: &mut [Route]) {
     routes.sort_by(|a, b| {
-        let key = |r: &Rule| (r.default_backend, r.order, r.namespace.clone(), r.ingress.clone(), r.rule_index, r.path_index);
+        let key =
+            |r: &Rule| (r.default_backend, r.order, r.namespace.clone(), r.ingress.clone(), r.rule_index, r.path_index);
         key(&a.rule).cmp(&key(&b.rule))
     });
 }
@@ -389,7 +406,8 @@ pub fn clb_listeners(
             },
             None => errors.push(err(
                 format!("{}cert-id", clb::CLB_PREFIX),
-                "an https listener needs a certificate: name a kubernetes.io/tls Secret of the Service's namespace".into(),
+                "an https listener needs a certificate: name a kubernetes.io/tls Secret of the Service's namespace"
+                    .into(),
             )),
         }
         for ext in &cfg.tls.domain_extensions {
@@ -408,7 +426,9 @@ pub fn clb_listeners(
         let mut backend = BackendSettings { ipv6: vip.is_ipv6(), ..BackendSettings::default() };
         backend.sticky = match &cfg.http.sticky_session {
             clb::StickySession::Off => None,
-            clb::StickySession::Insert { cookie_timeout_s } => Some(StickySession::Insert { timeout_s: *cookie_timeout_s }),
+            clb::StickySession::Insert { cookie_timeout_s } => {
+                Some(StickySession::Insert { timeout_s: *cookie_timeout_s })
+            }
             clb::StickySession::Server { cookie } => Some(StickySession::Server { cookie: cookie.as_str().to_owned() }),
         };
         backend.scheduler = match cfg.scheduler {

@@ -260,7 +260,12 @@ fn l7_conflict(listeners: &[l7::L7Listener], model: &Model) -> Option<ObjectErro
         Some(ObjectError {
             object: l.sources[0].clone(),
             field: "spec.ports".into(),
-            reason: format!("{}:{} is already served for {}", l.addr.map(|a| a.to_string()).unwrap_or_default(), l.port, taken.sources[0]),
+            reason: format!(
+                "{}:{} is already served for {}",
+                l.addr.map(|a| a.to_string()).unwrap_or_default(),
+                l.port,
+                taken.sources[0]
+            ),
         })
     })
 }
@@ -270,10 +275,7 @@ fn conflict(listeners: &[L4Listener], owners: &BTreeMap<ListenerId, ObjectRef>) 
         owners.get(&l.id()).map(|owner| ObjectError {
             object: l.source.clone(),
             field: "spec.ports".into(),
-            reason: format!(
-                "{}:{}/{:?} is already served for {owner}",
-                l.vip, l.port, l.protocol
-            ),
+            reason: format!("{}:{}/{:?} is already served for {owner}", l.vip, l.port, l.protocol),
         })
     })
 }
@@ -294,8 +296,7 @@ pub fn listener_name(l: &L4Listener) -> String {
 /// object now serves the same (VIP, port, protocol).
 pub fn keep_last_good(previous: &Model, build: &mut Build) {
     let rejected: Vec<ObjectRef> = build.errors.iter().map(|e| e.object.clone()).collect();
-    let taken: std::collections::BTreeSet<ListenerId> =
-        build.model.listeners.values().map(L4Listener::id).collect();
+    let taken: std::collections::BTreeSet<ListenerId> = build.model.listeners.values().map(L4Listener::id).collect();
     let kept: Vec<(String, L4Listener)> = previous
         .listeners
         .iter()

@@ -7,7 +7,9 @@ use std::{
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-use super::{AclBinding, AclMode, Backend, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol, ProxyProtocol};
+use super::{
+    AclBinding, AclMode, Backend, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol, ProxyProtocol,
+};
 use crate::annotations::clb::{self, Acl, AclType, ConnectionDrain, IpVersion, ListenerProtocol, ServicePortInfo};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -189,7 +191,11 @@ pub fn listeners(
         if backends.len() > lb_common::MAX_BACKENDS_PER_LISTENER as usize {
             return Err(err(
                 "spec.ports",
-                format!("{} ready endpoints, at most {} per listener", backends.len(), lb_common::MAX_BACKENDS_PER_LISTENER),
+                format!(
+                    "{} ready endpoints, at most {} per listener",
+                    backends.len(),
+                    lb_common::MAX_BACKENDS_PER_LISTENER
+                ),
             ));
         }
         out.push(L4Listener {
@@ -206,7 +212,8 @@ pub fn listeners(
                 ConnectionDrain::On { timeout_s } => Some(timeout_s as u32),
             },
             acl: acl.clone(),
-            health_check: crate::health::from_clb(&cfg.health_check, protocol).map(|h| crate::health::HealthCheck { proxy_protocol, ..h }),
+            health_check: crate::health::from_clb(&cfg.health_check, protocol)
+                .map(|h| crate::health::HealthCheck { proxy_protocol, ..h }),
             proxy_protocol,
         });
     }
@@ -262,7 +269,8 @@ pub(super) fn backends(
     for slice in slices.iter().filter(|s| s.address_type == family) {
         let weights = endpoint_weights(slice)?;
         let port = slice.ports.iter().flatten().find(|p| {
-            p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == protocol_name(protocol)
+            p.name.as_deref().unwrap_or("") == port_name
+                && p.protocol.as_deref().unwrap_or("TCP") == protocol_name(protocol)
         });
         let Some(port) = port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
             continue;
@@ -357,8 +365,11 @@ endpoints: [{addresses: [198.18.99.9]}]
 
     #[test]
     fn vip_from_status_when_spec_has_none() {
-        let yaml = SVC.replace("  loadBalancerIP: 198.18.100.10\n", "")
-            .replacen("---", "status: {loadBalancer: {ingress: [{ip: 198.18.100.20}]}}\n---", 1);
+        let yaml = SVC.replace("  loadBalancerIP: 198.18.100.10\n", "").replacen(
+            "---",
+            "status: {loadBalancer: {ingress: [{ip: 198.18.100.20}]}}\n---",
+            1,
+        );
         let b = build(&yaml);
         assert!(b.model.listeners.contains_key("198.18.100.20:80/tcp"), "{:?}", b);
     }
@@ -396,22 +407,35 @@ spec: {type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{port: 80}]}
     #[test]
     fn external_traffic_policy_local_keeps_this_nodes_endpoints() {
         let yaml = SVC
-            .replace("  loadBalancerIP: 198.18.100.10\n", "  loadBalancerIP: 198.18.100.10\n  externalTrafficPolicy: Local\n")
+            .replace(
+                "  loadBalancerIP: 198.18.100.10\n",
+                "  loadBalancerIP: 198.18.100.10\n  externalTrafficPolicy: Local\n",
+            )
             .replace("- addresses: [198.18.11.2]\n", "- addresses: [198.18.11.2]\n  nodeName: node-a\n")
             .replace("- addresses: [198.18.12.2]\n", "- addresses: [198.18.12.2]\n  nodeName: node-b\n");
         let mut set = manifests::ObjectSet::default();
         manifests::load_text(Path::new("t.yaml"), &yaml, &mut set);
         let on_a = model::build(&set, &model::BuildOptions { node_name: Some("node-a".into()) });
-        let addrs: Vec<String> = on_a.model.listeners["198.18.100.10:80/tcp"].backends.iter().map(|b| b.addr.to_string()).collect();
+        let addrs: Vec<String> =
+            on_a.model.listeners["198.18.100.10:80/tcp"].backends.iter().map(|b| b.addr.to_string()).collect();
         assert_eq!(addrs, ["198.18.11.2"], "only node-a's endpoint");
         let nowhere = model::build(&set, &model::BuildOptions::default());
-        assert!(nowhere.errors[0].to_string().contains("externalTrafficPolicy: Local needs this node's name"), "{:?}", nowhere.errors);
+        assert!(
+            nowhere.errors[0].to_string().contains("externalTrafficPolicy: Local needs this node's name"),
+            "{:?}",
+            nowhere.errors
+        );
     }
 
     #[test]
     fn proxy_protocol_on_with_its_version() {
         use crate::model::ProxyProtocol;
-        let with = |ann: &str| build(&SVC.replace("metadata: {name: web, namespace: shop}", &format!("metadata:\n  name: web\n  namespace: shop\n  annotations:\n{ann}")));
+        let with = |ann: &str| {
+            build(&SVC.replace(
+                "metadata: {name: web, namespace: shop}",
+                &format!("metadata:\n  name: web\n  namespace: shop\n  annotations:\n{ann}"),
+            ))
+        };
         let on = "    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-proxy-protocol: \"on\"\n";
         let b = with(on);
         assert!(b.errors.is_empty(), "{:?}", b.errors);
@@ -425,7 +449,9 @@ spec: {type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{port: 80}]}
         let b = with(&format!("{on}    lb.dev/proxy-protocol-version: \"3\"\n"));
         assert_eq!(
             b.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-            ["Service shop/web: metadata.annotations[lb.dev/proxy-protocol-version]: \"3\" is not a PROXY protocol version (\"1\" or \"2\")"]
+            [
+                "Service shop/web: metadata.annotations[lb.dev/proxy-protocol-version]: \"3\" is not a PROXY protocol version (\"1\" or \"2\")"
+            ]
         );
         assert!(b.model.listeners.is_empty());
         let b = with("    lb.dev/proxy-protocol-version: \"1\"\n");

@@ -12,8 +12,8 @@ use std::{
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -152,7 +152,11 @@ impl FakeApi {
             method: parts.method.clone(),
             path: parts.uri.path().to_string(),
             query: parts.uri.query().unwrap_or_default().to_string(),
-            content_type: parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string),
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
             body: serde_json::from_slice(&bytes).ok(),
         };
         let mut state = self.state.lock().unwrap();
@@ -170,7 +174,9 @@ impl FakeApi {
                     .body(BodyExt::boxed(StreamBody::new(stream)))
                     .unwrap()
             }
-            Method::GET if state.objects.contains_key(path) => json_response(StatusCode::OK, &state.objects[path].to_string()),
+            Method::GET if state.objects.contains_key(path) => {
+                json_response(StatusCode::OK, &state.objects[path].to_string())
+            }
             // Create (POST to the collection) and replace (PUT with the resourceVersion read:
             // optimistic concurrency, 409 on a stale one), as the API server does for Leases.
             Method::POST | Method::PUT if path.contains("/leases") => {
@@ -191,7 +197,10 @@ impl FakeApi {
                 state.resource_version += 1;
                 obj["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
                 state.objects.insert(target, obj.clone());
-                json_response(if recorded.method == Method::POST { StatusCode::CREATED } else { StatusCode::OK }, &obj.to_string())
+                json_response(
+                    if recorded.method == Method::POST { StatusCode::CREATED } else { StatusCode::OK },
+                    &obj.to_string(),
+                )
             }
             Method::GET => {
                 if let Some(n) = state.failures.get_mut(path).filter(|n| **n > 0) {
@@ -200,13 +209,17 @@ impl FakeApi {
                 }
                 match state.routes.get(path) {
                     Some(file) => json_response(StatusCode::OK, &fixture(file)),
-                    None => status(StatusCode::NOT_FOUND, &format!("the server could not find the requested resource ({path})")),
+                    None => status(
+                        StatusCode::NOT_FOUND,
+                        &format!("the server could not find the requested resource ({path})"),
+                    ),
                 }
             }
             Method::PATCH if path.ends_with("/status") => {
                 // The object as the server would return it after the merge patch.
                 let segments: Vec<&str> = path.split('/').collect();
-                let (ns, kind_plural, name) = (segments[segments.len() - 4], segments[segments.len() - 3], segments[segments.len() - 2]);
+                let (ns, kind_plural, name) =
+                    (segments[segments.len() - 4], segments[segments.len() - 3], segments[segments.len() - 2]);
                 let (api_version, kind) = match kind_plural {
                     "services" => ("v1", "Service"),
                     _ => ("networking.k8s.io/v1", "Ingress"),

@@ -85,7 +85,11 @@ async fn removed_listener_finishes_in_flight_requests() {
     let port = free_port();
     let slow = echo("slow", Duration::from_millis(800)).await;
     let lp = format!("[{{\"HTTP\": {port}}}]");
-    let m = model(&(alb_class(&[(port, "HTTP")]) + &service(NS, "slow", &[&slow]) + &ingress(NS, "s", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "slow")]))));
+    let m = model(
+        &(alb_class(&[(port, "HTTP")])
+            + &service(NS, "slow", &[&slow])
+            + &ingress(NS, "s", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "slow")]))),
+    );
     let mut p = proxy(&m);
     let c = client();
     let inflight = tokio::spawn({

@@ -30,7 +30,12 @@ async fn golden_path_tables_through_requests() {
     let mut yaml = alb_class(&[(port, "HTTP")]) + &service(NS, "hit", &[&hit]);
     let lp = format!("[{{\"HTTP\": {port}}}]");
     for (i, (ty, path, _, _)) in table.iter().enumerate() {
-        yaml += &ingress(NS, &format!("row{i}"), &[("listen-ports", &lp)], &rule(&format!("row{i}.test"), &[(path, ty, "hit")]));
+        yaml += &ingress(
+            NS,
+            &format!("row{i}"),
+            &[("listen-ports", &lp)],
+            &rule(&format!("row{i}.test"), &[(path, ty, "hit")]),
+        );
     }
     let _p = proxy(&model(&yaml));
     let c = client();
@@ -87,7 +92,12 @@ async fn golden_rewrite_examples_through_requests() {
         (
             "/${2}",
             &["/something(/|$)(.*)"],
-            &[("/something", Some("/")), ("/something/", Some("/")), ("/something/new", Some("/new")), ("/something-new/item", None)],
+            &[
+                ("/something", Some("/")),
+                ("/something/", Some("/")),
+                ("/something/new", Some("/new")),
+                ("/something-new/item", None),
+            ],
         ),
         (
             "/${2}?code=${3}",
@@ -145,8 +155,18 @@ async fn order_hosts_and_503s() {
         + &service(NS, "a", &[&a])
         + &service(NS, "b", &[&b])
         + &service(NS, "empty", &[])
-        + &ingress(NS, "aaa-first-by-name", &[("listen-ports", &lp), ("order", "20")], &rule("shop.test", &[("/", "Prefix", "a")]))
-        + &ingress(NS, "zzz-first-by-order", &[("listen-ports", &lp), ("order", "5")], &rule("shop.test", &[("/", "Prefix", "b")]))
+        + &ingress(
+            NS,
+            "aaa-first-by-name",
+            &[("listen-ports", &lp), ("order", "20")],
+            &rule("shop.test", &[("/", "Prefix", "a")]),
+        )
+        + &ingress(
+            NS,
+            "zzz-first-by-order",
+            &[("listen-ports", &lp), ("order", "5")],
+            &rule("shop.test", &[("/", "Prefix", "b")]),
+        )
         + &ingress(NS, "wild", &[("listen-ports", &lp)], &rule("*.wild.test", &[("/", "Prefix", "a")]))
         + &ingress(NS, "none", &[("listen-ports", &lp)], &rule("empty.test", &[("/", "Prefix", "empty")]));
     let _p = proxy(&model(&yaml));
@@ -168,7 +188,8 @@ async fn order_hosts_and_503s() {
 #[tokio::test]
 async fn actions_and_canary() {
     let port = free_port();
-    let (a, b, canary) = (echo("a", Duration::ZERO).await, echo("b", Duration::ZERO).await, echo("canary", Duration::ZERO).await);
+    let (a, b, canary) =
+        (echo("a", Duration::ZERO).await, echo("b", Duration::ZERO).await, echo("canary", Duration::ZERO).await);
     let mirror = echo("mirror", Duration::ZERO).await;
     let mirrored = r#"[{"type":"TrafficMirror","trafficMirrorConfig":{"targetType":"ForwardGroupMirror","mirrorGroupConfig":{"serverGroupTuples":[{"serviceName":"mirror","servicePort":80}]}}},{"type":"ForwardGroup","ForwardConfig":{"ServerGroups":[{"ServiceName":"a","ServicePort":80,"Weight":100}]}}]"#;
     let lp = format!("[{{\"HTTP\": {port}}}]");
@@ -180,21 +201,60 @@ async fn actions_and_canary() {
         + &service(NS, "b", &[&b])
         + &service(NS, "canary", &[&canary])
         + &service(NS, "mirror", &[&mirror])
-        + &ingress(NS, "mirrored", &[("listen-ports", &lp), ("actions.m", mirrored)], &rule("mirror.test", &[("/", "Prefix", "m")]).replace("number: 80", "name: use-annotation"))
-        + &ingress(NS, "groups", &[("listen-ports", &lp), ("actions.split", group)], &rule("g.test", &[("/", "Prefix", "split")]).replace("number: 80", "name: use-annotation"))
-        + &ingress(NS, "redir", &[("listen-ports", &lp), ("actions.r", redirect)], &rule("r.test", &[("/", "Prefix", "r")]).replace("number: 80", "name: use-annotation"))
-        + &ingress(NS, "fixed", &[("listen-ports", &lp), ("actions.f", fixed)], &rule("f.test", &[("/", "Prefix", "f")]).replace("number: 80", "name: use-annotation"))
+        + &ingress(
+            NS,
+            "mirrored",
+            &[("listen-ports", &lp), ("actions.m", mirrored)],
+            &rule("mirror.test", &[("/", "Prefix", "m")]).replace("number: 80", "name: use-annotation"),
+        )
+        + &ingress(
+            NS,
+            "groups",
+            &[("listen-ports", &lp), ("actions.split", group)],
+            &rule("g.test", &[("/", "Prefix", "split")]).replace("number: 80", "name: use-annotation"),
+        )
+        + &ingress(
+            NS,
+            "redir",
+            &[("listen-ports", &lp), ("actions.r", redirect)],
+            &rule("r.test", &[("/", "Prefix", "r")]).replace("number: 80", "name: use-annotation"),
+        )
+        + &ingress(
+            NS,
+            "fixed",
+            &[("listen-ports", &lp), ("actions.f", fixed)],
+            &rule("f.test", &[("/", "Prefix", "f")]).replace("number: 80", "name: use-annotation"),
+        )
         + &ingress(NS, "main", &[("listen-ports", &lp)], &rule("c.test", &[("/", "Prefix", "a")]))
-        + &ingress(NS, "main-canary", &[("listen-ports", &lp), ("canary", "true"), ("canary-by-header", "x-canary"), ("canary-by-header-value", "yes"), ("canary-by-cookie", "beta")], &rule("c.test", &[("/", "Prefix", "canary")]))
+        + &ingress(
+            NS,
+            "main-canary",
+            &[
+                ("listen-ports", &lp),
+                ("canary", "true"),
+                ("canary-by-header", "x-canary"),
+                ("canary-by-header-value", "yes"),
+                ("canary-by-cookie", "beta"),
+            ],
+            &rule("c.test", &[("/", "Prefix", "canary")]),
+        )
         + &ingress(NS, "w", &[("listen-ports", &lp)], &rule("w.test", &[("/", "Prefix", "a")]))
-        + &ingress(NS, "w-canary", &[("listen-ports", &lp), ("canary", "true"), ("canary-weight", "30")], &rule("w.test", &[("/", "Prefix", "canary")]));
+        + &ingress(
+            NS,
+            "w-canary",
+            &[("listen-ports", &lp), ("canary", "true"), ("canary-weight", "30")],
+            &rule("w.test", &[("/", "Prefix", "canary")]),
+        );
     let _p = proxy(&model(&yaml));
     let c = client();
 
     let r = get(&c, port, "r.test", "/old?q=1", &[]).await;
     assert_eq!((r.status, r.header("location").as_deref()), (302, Some("https://r.test/new?q=1")));
     let f = get(&c, port, "f.test", "/", &[]).await;
-    assert_eq!((f.status, f.body.as_str(), f.header("content-type").as_deref()), (418, "short and stout", Some("text/plain")));
+    assert_eq!(
+        (f.status, f.body.as_str(), f.header("content-type").as_deref()),
+        (418, "short and stout", Some("text/plain"))
+    );
 
     for _ in 0..5 {
         assert_eq!(get(&c, port, "mirror.test", "/", &[]).await.backend(), "a");
@@ -242,9 +302,29 @@ async fn schedulers_and_sticky_sessions() {
     let yaml = alb_class(&[(port, "HTTP")])
         + &service(NS, "pool", &refs)
         + &ingress(NS, "rr", &[("listen-ports", &lp)], &rule("wrr.test", &[("/", "Prefix", "pool")]))
-        + &ingress(NS, "sch", &[("listen-ports", &lp), ("backend-scheduler", "sch")], &rule("sch.test", &[("/", "Prefix", "pool")]))
-        + &ingress(NS, "uch", &[("listen-ports", &lp), ("backend-scheduler", "uch"), ("backend-scheduler-uch-value", "uid")], &rule("uch.test", &[("/", "Prefix", "pool")]))
-        + &ingress(NS, "sticky", &[("listen-ports", &lp), ("sticky-session", "true"), ("sticky-session-type", "Insert"), ("cookie-timeout", "300")], &rule("sticky.test", &[("/", "Prefix", "pool")]));
+        + &ingress(
+            NS,
+            "sch",
+            &[("listen-ports", &lp), ("backend-scheduler", "sch")],
+            &rule("sch.test", &[("/", "Prefix", "pool")]),
+        )
+        + &ingress(
+            NS,
+            "uch",
+            &[("listen-ports", &lp), ("backend-scheduler", "uch"), ("backend-scheduler-uch-value", "uid")],
+            &rule("uch.test", &[("/", "Prefix", "pool")]),
+        )
+        + &ingress(
+            NS,
+            "sticky",
+            &[
+                ("listen-ports", &lp),
+                ("sticky-session", "true"),
+                ("sticky-session-type", "Insert"),
+                ("cookie-timeout", "300"),
+            ],
+            &rule("sticky.test", &[("/", "Prefix", "pool")]),
+        );
     let _p = proxy(&model(&yaml));
     let c = client();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -259,7 +339,11 @@ async fn schedulers_and_sticky_sessions() {
     let mut by_uid = BTreeMap::new();
     for uid in 0..20 {
         let b = get(&c, port, "uch.test", &format!("/?uid={uid}"), &[]).await.backend();
-        assert_eq!(get(&c, port, "uch.test", &format!("/x?a=1&uid={uid}"), &[]).await.backend(), b, "uch: same uid, same backend");
+        assert_eq!(
+            get(&c, port, "uch.test", &format!("/x?a=1&uid={uid}"), &[]).await.backend(),
+            b,
+            "uch: same uid, same backend"
+        );
         by_uid.insert(uid, b);
     }
     assert!(by_uid.values().collect::<std::collections::BTreeSet<_>>().len() > 1, "uch spreads uids");
@@ -268,7 +352,11 @@ async fn schedulers_and_sticky_sessions() {
     assert!(cookie.starts_with("SERVERID=") && cookie.contains("Max-Age=300"), "{cookie}");
     let pair = cookie.split(';').next().unwrap().to_owned();
     for _ in 0..10 {
-        assert_eq!(get(&c, port, "sticky.test", "/", &[("cookie", &pair)]).await.backend(), r.backend(), "sticky cookie");
+        assert_eq!(
+            get(&c, port, "sticky.test", "/", &[("cookie", &pair)]).await.backend(),
+            r.backend(),
+            "sticky cookie"
+        );
     }
 }
 
@@ -298,7 +386,10 @@ async fn clb_http_listener_headers_and_timeout() {
     let _p = proxy(&m);
     let c = client();
     let url = |p: u16, path: &str| format!("http://{vip}:{p}{path}");
-    let req = http::Request::get(url(port, "/hello")).header("x-forwarded-for", "203.0.113.9").body(Default::default()).unwrap();
+    let req = http::Request::get(url(port, "/hello"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(Default::default())
+        .unwrap();
     let resp = c.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value =
@@ -313,7 +404,11 @@ async fn clb_http_listener_headers_and_timeout() {
     let started = std::time::Instant::now();
     let resp = c.request(http::Request::get(url(port, "/slow")).body(Default::default()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), 504);
-    assert!(started.elapsed() < Duration::from_millis(2500), "504 after request-timeout 1s, took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "504 after request-timeout 1s, took {:?}",
+        started.elapsed()
+    );
 }
 
 /// WebSocket-style upgrades are tunnelled; h2c prior knowledge reaches an HTTP/1.1 backend.
@@ -323,7 +418,9 @@ async fn upgrade_tunnel_and_h2c() {
     let port = free_port();
     let b = echo("b", Duration::ZERO).await;
     let lp = format!("[{{\"HTTP\": {port}}}]");
-    let yaml = alb_class(&[(port, "HTTP")]) + &service(NS, "b", &[&b]) + &ingress(NS, "u", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "b")]));
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "b", &[&b])
+        + &ingress(NS, "u", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "b")]));
     let _p = proxy(&model(&yaml));
 
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -343,7 +440,10 @@ async fn upgrade_tunnel_and_h2c() {
 
     let h2: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
-    let resp = h2.request(http::Request::get(format!("http://127.0.0.1:{port}/h2c")).body(Default::default()).unwrap()).await.unwrap();
+    let resp = h2
+        .request(http::Request::get(format!("http://127.0.0.1:{port}/h2c")).body(Default::default()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     let body: serde_json::Value =
         serde_json::from_slice(&http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes()).unwrap();
@@ -364,10 +464,25 @@ async fn backend_protocols_keepalive_and_limits() {
     let yaml = class
         + &service(NS, "plain", &[&plain])
         + &service(NS, "secure", &[&tls])
-        + &ingress(NS, "https", &[("listen-ports", &lp), ("backend-protocol", "https")], &rule("https.test", &[("/", "Prefix", "secure")]))
-        + &ingress(NS, "ka", &[("listen-ports", &lp), ("backend-keepalive", "true")], &rule("ka.test", &[("/", "Prefix", "plain")]))
+        + &ingress(
+            NS,
+            "https",
+            &[("listen-ports", &lp), ("backend-protocol", "https")],
+            &rule("https.test", &[("/", "Prefix", "secure")]),
+        )
+        + &ingress(
+            NS,
+            "ka",
+            &[("listen-ports", &lp), ("backend-keepalive", "true")],
+            &rule("ka.test", &[("/", "Prefix", "plain")]),
+        )
         + &ingress(NS, "fresh", &[("listen-ports", &lp)], &rule("fresh.test", &[("/", "Prefix", "plain")]))
-        + &ingress(NS, "limited", &[("listen-ports", &lp), ("traffic-limit-qps", "5")], &rule("qps.test", &[("/", "Prefix", "plain")]));
+        + &ingress(
+            NS,
+            "limited",
+            &[("listen-ports", &lp), ("traffic-limit-qps", "5")],
+            &rule("qps.test", &[("/", "Prefix", "plain")]),
+        );
     let m = model(&yaml);
     let _p = proxy(&m);
     let c = client();
@@ -405,7 +520,10 @@ async fn backend_protocols_keepalive_and_limits() {
     let mut got = Vec::new();
     let started = std::time::Instant::now();
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("idle connection not closed").unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("idle connection not closed")
+            .unwrap();
         if n == 0 {
             break;
         }
@@ -413,7 +531,10 @@ async fn backend_protocols_keepalive_and_limits() {
     }
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     let idle = started.elapsed();
-    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(3), "closed after {idle:?} (idle-timeout 1s)");
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(3),
+        "closed after {idle:?} (idle-timeout 1s)"
+    );
 }
 
 /// ALB `healthcheck-*`: an endpoint failing its HTTP check stops getting requests; the
@@ -470,12 +591,26 @@ async fn cors_preflight_and_headers() {
         + &ingress(
             NS,
             "cors",
-            &[("listen-ports", &lp), ("enable-cors", "true"), ("cors-allow-origin", "https://app.test"), ("cors-allow-credentials", "true"), ("cors-max-age", "600")],
+            &[
+                ("listen-ports", &lp),
+                ("enable-cors", "true"),
+                ("cors-allow-origin", "https://app.test"),
+                ("cors-allow-credentials", "true"),
+                ("cors-max-age", "600"),
+            ],
             &rule("api.test", &[("/", "Prefix", "b")]),
         );
     let _p = proxy(&model(&yaml));
     let c = client();
-    let pre = send(&c, "OPTIONS", port, "api.test", "/x", &[("origin", "https://app.test"), ("access-control-request-method", "PUT")]).await;
+    let pre = send(
+        &c,
+        "OPTIONS",
+        port,
+        "api.test",
+        "/x",
+        &[("origin", "https://app.test"), ("access-control-request-method", "PUT")],
+    )
+    .await;
     assert_eq!(pre.status, 204);
     assert_eq!(pre.header("access-control-allow-origin").as_deref(), Some("https://app.test"));
     assert!(pre.header("access-control-allow-methods").unwrap().contains("PUT"));
@@ -484,9 +619,22 @@ async fn cors_preflight_and_headers() {
     assert_eq!(b.hits(), 0, "preflights are answered by the proxy");
     let got = get(&c, port, "api.test", "/x", &[("origin", "https://app.test")]).await;
     assert_eq!((got.status, got.header("access-control-allow-origin").as_deref()), (200, Some("https://app.test")));
-    let evil = send(&c, "OPTIONS", port, "api.test", "/x", &[("origin", "https://evil.test"), ("access-control-request-method", "PUT")]).await;
+    let evil = send(
+        &c,
+        "OPTIONS",
+        port,
+        "api.test",
+        "/x",
+        &[("origin", "https://evil.test"), ("access-control-request-method", "PUT")],
+    )
+    .await;
     assert_eq!(evil.status, 403);
-    assert!(get(&c, port, "api.test", "/x", &[("origin", "https://evil.test")]).await.header("access-control-allow-origin").is_none());
+    assert!(
+        get(&c, port, "api.test", "/x", &[("origin", "https://evil.test")])
+            .await
+            .header("access-control-allow-origin")
+            .is_none()
+    );
 }
 
 /// `ssl-redirect`: HTTP on port 80 is redirected to HTTPS 443 (on 127.0.0.10 so as not to
@@ -497,13 +645,20 @@ async fn ssl_redirect_on_port_80() {
     let lp = "[{\"HTTP\": 80}, {\"HTTPS\": 443}]";
     let yaml = alb_class(&[(80, "HTTP"), (443, "HTTPS")])
         + &service(NS, "b", &[&b])
-        + &ingress(NS, "secure", &[("listen-ports", lp), ("ssl-redirect", "true")], &rule("s.test", &[("/", "Prefix", "b")]));
+        + &ingress(
+            NS,
+            "secure",
+            &[("listen-ports", lp), ("ssl-redirect", "true")],
+            &rule("s.test", &[("/", "Prefix", "b")]),
+        );
     let m = model(&yaml);
-    let http: std::collections::BTreeMap<_, _> = m.l7.iter().filter(|(k, _)| k.ends_with("/http")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let http: std::collections::BTreeMap<_, _> =
+        m.l7.iter().filter(|(k, _)| k.ends_with("/http")).map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut p = lb_userspace::l7::Proxy::new(vec!["127.0.0.10".parse().unwrap()]);
     assert!(p.apply(&http).is_empty());
     let c = client();
-    let req = http::Request::get("http://127.0.0.10:80/cart?x=1").header("host", "s.test").body(Default::default()).unwrap();
+    let req =
+        http::Request::get("http://127.0.0.10:80/cart?x=1").header("host", "s.test").body(Default::default()).unwrap();
     let resp = c.request(req).await.unwrap();
     assert_eq!(resp.status(), 301);
     assert_eq!(resp.headers()["location"], "https://s.test/cart?x=1");
@@ -513,11 +668,18 @@ async fn ssl_redirect_on_port_80() {
 #[tokio::test]
 async fn clb_acl_guards_http_listeners() {
     let b = echo("b", Duration::ZERO).await;
-    let cases = [("white", "127.0.0.1/32", true), ("white", "10.0.0.0/8", false), ("black", "127.0.0.0/8", false), ("black", "10.0.0.0/8", true)];
+    let cases = [
+        ("white", "127.0.0.1/32", true),
+        ("white", "10.0.0.0/8", false),
+        ("black", "127.0.0.0/8", false),
+        ("black", "10.0.0.0/8", true),
+    ];
     for (i, (kind, cidr, allowed)) in cases.into_iter().enumerate() {
         let port = free_port();
         let vip = format!("127.0.1.{}", i + 1);
-        let acl = format!("apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {{name: acl{i}}}\nspec:\n  entries: [{{cidr: \"{cidr}\"}}]\n---\n");
+        let acl = format!(
+            "apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {{name: acl{i}}}\nspec:\n  entries: [{{cidr: \"{cidr}\"}}]\n---\n"
+        );
         let annotations = [
             ("protocol-port", format!("http:{port}")),
             ("acl-status", "on".to_owned()),
@@ -545,7 +707,12 @@ async fn conditions_through_requests() {
     let yaml = alb_class(&[(port, "HTTP")])
         + &service(NS, "gray", &[&gray])
         + &service(NS, "main", &[&main])
-        + &ingress(NS, "a-gray", &[("listen-ports", &lp), ("order", "1"), ("conditions.gray", cond)], &rule("c.test", &[("/", "Prefix", "gray")]))
+        + &ingress(
+            NS,
+            "a-gray",
+            &[("listen-ports", &lp), ("order", "1"), ("conditions.gray", cond)],
+            &rule("c.test", &[("/", "Prefix", "gray")]),
+        )
         + &ingress(NS, "b-main", &[("listen-ports", &lp), ("order", "2")], &rule("c.test", &[("/", "Prefix", "main")]));
     let _p = proxy(&model(&yaml));
     let c = client();
@@ -568,7 +735,12 @@ async fn slow_start_ramps_a_new_endpoint() {
         alb_class(&[(port, "HTTP")])
             + &service(NS, "slow", eps)
             + &service(NS, "fast", eps)
-            + &ingress(NS, "slow", &[("listen-ports", &lp), ("slow-start-enabled", "true"), ("slow-start-duration", "60")], &rule("slow.test", &[("/", "Prefix", "slow")]))
+            + &ingress(
+                NS,
+                "slow",
+                &[("listen-ports", &lp), ("slow-start-enabled", "true"), ("slow-start-duration", "60")],
+                &rule("slow.test", &[("/", "Prefix", "slow")]),
+            )
             + &ingress(NS, "fast", &[("listen-ports", &lp)], &rule("fast.test", &[("/", "Prefix", "fast")]))
     };
     let mut p = proxy(&model(&yaml(&[&old])));
@@ -603,7 +775,12 @@ async fn forward_group_stickiness() {
     let yaml = alb_class(&[(port, "HTTP")])
         + &service(NS, "a", &[&a])
         + &service(NS, "b", &[&b])
-        + &ingress(NS, "g", &[("listen-ports", &lp), ("actions.split", group)], &rule("g.test", &[("/", "Prefix", "split")]).replace("number: 80", "name: use-annotation"));
+        + &ingress(
+            NS,
+            "g",
+            &[("listen-ports", &lp), ("actions.split", group)],
+            &rule("g.test", &[("/", "Prefix", "split")]).replace("number: 80", "name: use-annotation"),
+        );
     let _p = proxy(&model(&yaml));
     let c = client();
     let first = get(&c, port, "g.test", "/", &[]).await;
@@ -613,8 +790,7 @@ async fn forward_group_stickiness() {
     for _ in 0..20 {
         assert_eq!(get(&c, port, "g.test", "/", &[("cookie", &pair)]).await.backend(), first.backend());
     }
-    let spread: std::collections::BTreeSet<String> =
-        backends_without_cookie(&c, port).await;
+    let spread: std::collections::BTreeSet<String> = backends_without_cookie(&c, port).await;
     assert_eq!(spread.len(), 2, "without the cookie both Services serve");
 }
 
@@ -633,9 +809,14 @@ async fn backends_without_cookie(c: &HttpClient, port: u16) -> std::collections:
 async fn gzip_compresses_text_answers() {
     let (on, off) = (free_port(), free_port());
     let b = echo("b", Duration::ZERO).await;
-    let class = alb_class(&[(on, "HTTP")]).replace("  listeners:\n", &format!("  listeners:\n  - port: {off}\n    protocol: HTTP\n    gzipEnabled: false\n"));
+    let class = alb_class(&[(on, "HTTP")]).replace(
+        "  listeners:\n",
+        &format!("  listeners:\n  - port: {off}\n    protocol: HTTP\n    gzipEnabled: false\n"),
+    );
     let lp = format!("[{{\"HTTP\": {on}}}, {{\"HTTP\": {off}}}]");
-    let yaml = class + &service(NS, "b", &[&b]) + &ingress(NS, "z", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "b")]));
+    let yaml = class
+        + &service(NS, "b", &[&b])
+        + &ingress(NS, "z", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "b")]));
     let _p = proxy(&model(&yaml));
     let want = "the quick brown fox jumps over the lazy dog\n".repeat(200);
     let curl = |port: u16, args: &'static [&'static str]| {
@@ -646,7 +827,10 @@ async fn gzip_compresses_text_answers() {
                 .arg(format!("http://127.0.0.1:{port}/big"))
                 .output()
                 .unwrap();
-            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).to_ascii_lowercase())
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).to_ascii_lowercase(),
+            )
         })
     };
     let (body, head) = curl(on, &["--compressed"]).await.unwrap();

@@ -46,12 +46,13 @@ pub async fn echo(name: &str, delay: Duration) -> Echo {
 pub async fn echo_tls(name: &str) -> Echo {
     let cert = rcgen::generate_simple_self_signed(vec!["backend.local".to_owned()]).unwrap();
     let key = rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .unwrap();
+    let cfg =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
     start_echo(format!("{name} over TLS"), Duration::ZERO, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
 }
 
@@ -105,7 +106,12 @@ async fn answer(mut req: Request<Incoming>, name: &str, peer: SocketAddr, delay:
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             }
         });
-        return Response::builder().status(101).header("upgrade", "echo").header("connection", "upgrade").body(Full::new(Bytes::new())).unwrap();
+        return Response::builder()
+            .status(101)
+            .header("upgrade", "echo")
+            .header("connection", "upgrade")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
     }
     let headers: BTreeMap<String, String> =
         req.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
@@ -159,7 +165,8 @@ pub fn alb_class(listeners: &[(u16, &str)]) -> String {
 
 /// As [`alb_class`], with `extra` (YAML lines, 4-space indented) added to every listener.
 pub fn alb_class_with(listeners: &[(u16, &str)], extra: &str) -> String {
-    let ls: String = listeners.iter().map(|(p, proto)| format!("  - port: {p}\n    protocol: {proto}\n{extra}")).collect();
+    let ls: String =
+        listeners.iter().map(|(p, proto)| format!("  - port: {p}\n    protocol: {proto}\n{extra}")).collect();
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: alb}}\nspec:\n  controller: ingress.k8s.alibabacloud/alb\n  parameters: {{apiGroup: alibabacloud.com, kind: AlbConfig, name: alb}}\n---\napiVersion: alibabacloud.com/v1\nkind: AlbConfig\nmetadata: {{name: alb}}\nspec:\n  config:\n    name: alb\n    addressType: Intranet\n    zoneMappings: [{{vSwitchId: vsw-a}}, {{vSwitchId: vsw-b}}]\n  listeners:\n{ls}---\n"
     )
@@ -267,14 +274,23 @@ pub fn rule(host: &str, paths: &[(&str, &str, &str)]) -> String {
 /// A CLB Service `name` of type LoadBalancer on `vip` with CLB `annotations` (suffixes after
 /// `alibaba-cloud-loadbalancer-`), TCP `ports` `(name, port)`, and its EndpointSlice: the
 /// one `backend` (on 127.0.0.1) behind every port.
-pub fn clb_service(ns: &str, name: &str, vip: &str, annotations: &[(&str, &str)], ports: &[(&str, u16)], backend: &Echo) -> String {
+pub fn clb_service(
+    ns: &str,
+    name: &str,
+    vip: &str,
+    annotations: &[(&str, &str)],
+    ports: &[(&str, u16)],
+    backend: &Echo,
+) -> String {
     let bport = backend.addr.port();
     let ann: String = annotations
         .iter()
         .map(|(k, v)| format!("    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-{k}: \"{v}\"\n"))
         .collect();
-    let svc_ports: String = ports.iter().map(|(n, p)| format!("  - {{name: {n}, port: {p}, targetPort: {bport}}}\n")).collect();
-    let slice_ports: String = ports.iter().map(|(n, _)| format!("- {{name: {n}, port: {bport}, protocol: TCP}}\n")).collect();
+    let svc_ports: String =
+        ports.iter().map(|(n, p)| format!("  - {{name: {n}, port: {p}, targetPort: {bport}}}\n")).collect();
+    let slice_ports: String =
+        ports.iter().map(|(n, _)| format!("- {{name: {n}, port: {bport}, protocol: TCP}}\n")).collect();
     format!(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations:\n{ann}spec:\n  type: LoadBalancer\n  loadBalancerIP: {vip}\n  ports:\n{svc_ports}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n{slice_ports}endpoints:\n- addresses: [\"127.0.0.1\"]\n---\n"
     )

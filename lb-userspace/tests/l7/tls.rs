@@ -71,7 +71,8 @@ fn curl(ca_file: &Path, host: &str, port: u16, path: &str, extra: &[&str]) -> Cu
     let http_version = status_line.next().unwrap_or("").to_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // `*  subject: CN=a.test` in curl's verbose output.
-    let subject = stderr.lines().find(|l| l.trim_start_matches(['*', ' ']).starts_with("subject:")).unwrap_or("").to_owned();
+    let subject =
+        stderr.lines().find(|l| l.trim_start_matches(['*', ' ']).starts_with("subject:")).unwrap_or("").to_owned();
     Curl { status, http_version, subject, body, ok: out.status.success(), stderr }
 }
 
@@ -99,7 +100,13 @@ async fn sni_default_certificate_alpn_and_rotation() {
     let mut p = proxy(&m);
     let c = tokio::task::spawn_blocking({
         let f = ca_file.clone();
-        move || (curl(&f, "a.test", port, "/x", &["--http2"]), curl(&f, "x.b.test", port, "/", &["--http1.1"]), curl(&f, "other.test", port, "/", &["--insecure"]))
+        move || {
+            (
+                curl(&f, "a.test", port, "/x", &["--http2"]),
+                curl(&f, "x.b.test", port, "/", &["--http1.1"]),
+                curl(&f, "other.test", port, "/", &["--insecure"]),
+            )
+        }
     })
     .await
     .unwrap();
@@ -110,7 +117,11 @@ async fn sni_default_certificate_alpn_and_rotation() {
     assert!(a.body.contains("\"uri\":\"/x\""), "{}", a.body);
     assert!(b.ok && b.subject.contains("b.test"), "wildcard SNI: {} {}", b.subject, b.stderr);
     assert_eq!(b.http_version, "1.1");
-    assert!(other.ok && other.subject.contains("a.test"), "unknown name gets the default (first) certificate: {}", other.subject);
+    assert!(
+        other.ok && other.subject.contains("a.test"),
+        "unknown name gets the default (first) certificate: {}",
+        other.subject
+    );
 
     // Rotation: a new certificate in the Secret is served by the next handshake.
     let rotated = base
@@ -130,7 +141,11 @@ async fn sni_default_certificate_alpn_and_rotation() {
     })
     .await
     .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("rotated.a.test"), "rotated certificate not served: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rotated.a.test"),
+        "rotated certificate not served: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[tokio::test]
@@ -162,7 +177,19 @@ async fn cipher_policies_map_to_protocol_versions() {
             (
                 curl(&f, "p.test", port, "/", &["--tlsv1.3"]),
                 curl(&f, "p.test", port, "/", &["--tlsv1.2", "--tls-max", "1.2"]),
-                curl(&f, "p.test", port, "/", &["--tlsv1.2", "--tls-max", "1.2", "--ciphers", "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305"]),
+                curl(
+                    &f,
+                    "p.test",
+                    port,
+                    "/",
+                    &[
+                        "--tlsv1.2",
+                        "--tls-max",
+                        "1.2",
+                        "--ciphers",
+                        "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305",
+                    ],
+                ),
             )
         })
         .await
@@ -197,7 +224,15 @@ async fn clb_https_listener_with_cert_id_and_forward_port() {
         );
     let _p = proxy(&model(&yaml));
     let c = client();
-    let resp = c.request(http::Request::get(format!("http://{vip}:{http_port}/cart?id=1")).header("host", "shop.test").body(Default::default()).unwrap()).await.unwrap();
+    let resp = c
+        .request(
+            http::Request::get(format!("http://{vip}:{http_port}/cart?id=1"))
+                .header("host", "shop.test")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 301);
     assert_eq!(resp.headers()["location"], format!("https://shop.test:{https_port}/cart?id=1"));
     let f = ca_file.clone();
@@ -239,13 +274,26 @@ async fn grpc_backends_get_http2() {
     let yaml = alb_class(&[(port, "HTTPS")])
         + &service(NS, "web", &[&web])
         + &secret("cert-g", &leaf(&ca, &["g.test"]))
-        + &ingress(NS, "grpc", &[("listen-ports", &lp), ("backend-protocol", "grpc")], &rule("g.test", &[("/", "Prefix", "web")]))
-            .replace("spec:\n", "spec:\n  tls:\n  - hosts: [g.test]\n    secretName: cert-g\n");
+        + &ingress(
+            NS,
+            "grpc",
+            &[("listen-ports", &lp), ("backend-protocol", "grpc")],
+            &rule("g.test", &[("/", "Prefix", "web")]),
+        )
+        .replace("spec:\n", "spec:\n  tls:\n  - hosts: [g.test]\n    secretName: cert-g\n");
     let _p = proxy(&model(&yaml));
     let f = ca_file.clone();
-    let r = tokio::task::spawn_blocking(move || curl(&f, "g.test", port, "/pkg.Svc/Call", &["--http2", "-H", "te: trailers", "-H", "content-type: application/grpc"]))
-        .await
-        .unwrap();
+    let r = tokio::task::spawn_blocking(move || {
+        curl(
+            &f,
+            "g.test",
+            port,
+            "/pkg.Svc/Call",
+            &["--http2", "-H", "te: trailers", "-H", "content-type: application/grpc"],
+        )
+    })
+    .await
+    .unwrap();
     assert!(r.ok && r.status == 200, "{} {}", r.status, r.stderr);
     let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(j["version"], "HTTP/2.0", "gRPC backends are spoken to in HTTP/2");

@@ -2,13 +2,7 @@
 //! backends across wires, pods behind a bridge on the node, pods behind a VXLAN overlay, and
 //! a client pod on the node — real TCP, UDP and HTTP traffic, and a summary per shape. Exits
 //! 0 only when the traffic really went through the load balancer to every backend in each.
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    path::Path,
-    process::ExitCode,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use lb_tests::{
@@ -125,7 +119,8 @@ fn section(examples: &Path, shape: Shape, from_pod: bool) -> Result<()> {
         .enumerate()
         .map(|(i, ns)| http_name_server(ns, "0.0.0.0:8081".parse().unwrap(), &format!("backend-{}", i + 1)))
         .collect::<Result<Vec<_>>>()?;
-    let mut daemon = Daemon::start_with(&topo.lb, &manifests_dir, &topo.iface_list(), listeners, &work, &topo.lb_args(&[]))?;
+    let mut daemon =
+        Daemon::start_with(&topo.lb, &manifests_dir, &topo.iface_list(), listeners, &work, &topo.lb_args(&[]))?;
     println!("demo: lb run attached to {}", topo.iface_list());
     daemon.wait_for_log("L7 listener started", build.model.l7.len(), Duration::from_secs(10))?;
 
@@ -173,16 +168,30 @@ fn section(examples: &Path, shape: Shape, from_pod: bool) -> Result<()> {
     println!("  {:<28} {:>6}", "passed to the kernel", packets("pass_not_ours"));
     println!("  {:<28} {:>6}", "handed from XDP to tc", packets("xdp_to_tc"));
     println!("  {:<28} {:>6}", "redirected by tc", packets("tc_redirect"));
-    let dropped: u64 = ["drop_no_backend", "drop_no_route", "drop_no_snat_addr", "drop_no_snat_port", "drop_acl", "drop_pp", "drop_handoff"]
-        .iter()
-        .map(|n| packets(n))
-        .sum();
+    let dropped: u64 = [
+        "drop_no_backend",
+        "drop_no_route",
+        "drop_no_snat_addr",
+        "drop_no_snat_port",
+        "drop_acl",
+        "drop_pp",
+        "drop_handoff",
+    ]
+    .iter()
+    .map(|n| packets(n))
+    .sum();
     println!("  {:<28} {:>6}", "dropped", dropped);
     println!();
-    let basic = |suffix: &str| results.iter().find(|(n, _)| n == &format!("{VIP}:80/{suffix}")).map(|(_, c)| c.clone()).unwrap_or_default();
+    let basic = |suffix: &str| {
+        results.iter().find(|(n, _)| n == &format!("{VIP}:80/{suffix}")).map(|(_, c)| c.clone()).unwrap_or_default()
+    };
     let every_backend = |m: &BTreeMap<String, usize>| names.iter().all(|n| m.get(n).is_some_and(|c| *c > 0));
     let through_tc = shape == Shape::Routed && !from_pod || packets("tc_redirect") > 0;
-    let ok = failed == 0 && every_backend(&basic("tcp")) && every_backend(&basic("udp")) && packets("fwd_to_client") > 0 && through_tc;
+    let ok = failed == 0
+        && every_backend(&basic("tcp"))
+        && every_backend(&basic("udp"))
+        && packets("fwd_to_client") > 0
+        && through_tc;
     if !ok {
         bail!("not every request was answered through its VIP by the backends");
     }
@@ -201,10 +210,12 @@ fn l7_requests(client: &Netns, m: &model::Model) -> Vec<(String, BTreeMap<String
     m.l7.iter()
         .map(|(name, l)| {
             let addr = l.addr.unwrap_or(LB_CLIENT_SIDE.into());
-            let host = l.routes.iter().find_map(|r| r.rule.host.as_ref().and_then(|h| match h {
-                lb_userspace::annotations::alb::HostMatch::Exact(h) => Some(h.clone()),
-                _ => None,
-            }));
+            let host = l.routes.iter().find_map(|r| {
+                r.rule.host.as_ref().and_then(|h| match h {
+                    lb_userspace::annotations::alb::HostMatch::Exact(h) => Some(h.clone()),
+                    _ => None,
+                })
+            });
             let url = format!("http://{addr}:{}/shop/cart/42", l.port);
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
             for _ in 0..REQUESTS {
@@ -214,7 +225,9 @@ fn l7_requests(client: &Netns, m: &model::Model) -> Vec<(String, BTreeMap<String
                     cmd.args(["-H", &format!("Host: {h}")]);
                 }
                 let reply = match cmd.arg(&url).output() {
-                    Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned(),
+                    Ok(o) if o.status.success() => {
+                        String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned()
+                    }
                     Ok(o) => format!("failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
                     Err(e) => format!("failed: {e}"),
                 };

@@ -37,7 +37,8 @@ mod golden;
 mod testutil;
 
 pub use actions::{
-    Action, Filter, FixedResponse, GroupSticky, HeaderValueType, InsertHeader, Redirect, ServicePort, ServiceRef, WeightedService,
+    Action, Filter, FixedResponse, GroupSticky, HeaderValueType, InsertHeader, Redirect, ServicePort, ServiceRef,
+    WeightedService,
 };
 pub use albconfig::{AddressType, AlbConfig, AlbListener, parse_albconfig, parse_albconfig_yaml};
 pub use backend::{
@@ -51,8 +52,8 @@ pub use ingressclass::{ALB_CONTROLLER, AlbIngressClass, class_of, parse_ingress_
 pub use listeners::{ListenPort, ListenProtocol};
 pub use multicluster::ClusterWeight;
 pub use routing::{
-    Captures, HostMatch, PathMatch, PathType, Rule, RulePath, host_without_port, matches, matches_request, rewrite, select,
-    select_request, sort_rules,
+    Captures, HostMatch, PathMatch, PathType, Rule, RulePath, host_without_port, matches, matches_request, rewrite,
+    select, select_request, sort_rules,
 };
 pub use tls::{TlsHosts, TlsPolicy};
 pub use values::Pattern;

@@ -7,14 +7,10 @@ use regex::{Regex, RegexBuilder};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-
 /// `"true"` or `"false"`, case-sensitive (a case-insensitive match gets a hint).
 pub fn boolean(v: &str) -> Result<bool, String> {
     choice(v, &[("true", true), ("false", false)])
 }
-
-
-
 
 /// A DNS name (see [`crate::annotations::values::dns_name`]), lowercased: host matching is
 /// case-insensitive.

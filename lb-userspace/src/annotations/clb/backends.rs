@@ -123,16 +123,8 @@ mod tests {
         let p = run(&[("backend-type", "eni")], &[tcp(80)]);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         assert_eq!(p.config.backends.backend_type, Some(BackendType::Eni));
-        assert_eq!(
-            run(&[("backend-type", "ecs")], &[tcp(80)]).config.backends.backend_type,
-            Some(BackendType::Ecs)
-        );
-        assert_one_error(
-            &[("backend-type", "pod")],
-            &[tcp(80)],
-            "backend-type",
-            "\"pod\" is not one of eni, ecs",
-        );
+        assert_eq!(run(&[("backend-type", "ecs")], &[tcp(80)]).config.backends.backend_type, Some(BackendType::Ecs));
+        assert_one_error(&[("backend-type", "pod")], &[tcp(80)], "backend-type", "\"pod\" is not one of eni, ecs");
     }
 
     #[test]
@@ -146,11 +138,7 @@ mod tests {
             p.config.backends.node_labels.iter().map(|l| (l.key.as_str(), l.value.as_str())).collect();
         assert_eq!(
             got,
-            vec![
-                ("failure-domain.beta.kubernetes.io/zone", "ap-southeast-5a"),
-                ("pool", "edge"),
-                ("empty", "")
-            ]
+            vec![("failure-domain.beta.kubernetes.io/zone", "ap-southeast-5a"), ("pool", "edge"), ("empty", "")]
         );
         for (v, reason) in [
             ("zone", "\"zone\" is not key=value"),
@@ -158,10 +146,7 @@ mod tests {
                 "-zone=a",
                 "in \"-zone=a\": key \"-zone\" is not a label name (1..=63 letters, digits, '-', '_', '.', alphanumeric at both ends)",
             ),
-            (
-                "Ex.com/zone=a",
-                "in \"Ex.com/zone=a\": key prefix \"Ex.com\" is not a lower-case DNS subdomain",
-            ),
+            ("Ex.com/zone=a", "in \"Ex.com/zone=a\": key prefix \"Ex.com\" is not a lower-case DNS subdomain"),
             (
                 "zone=a b",
                 "in \"zone=a b\": value \"a b\" is not a label value (0..=63 letters, digits, '-', '_', '.', alphanumeric at both ends)",
@@ -180,17 +165,13 @@ mod tests {
             "backend-label",
             "is effective only with backend-type ecs, not eni",
         );
-        assert!(
-            run(&[("backend-type", "ecs"), ("backend-label", "pool=edge")], &[tcp(80)]).errors.is_empty()
-        );
+        assert!(run(&[("backend-type", "ecs"), ("backend-label", "pool=edge")], &[tcp(80)]).errors.is_empty());
     }
 
     #[test]
     fn remove_unscheduled_backend_on_off() {
         assert!(run(&[("remove-unscheduled-backend", "on")], &[tcp(80)]).config.backends.remove_unscheduled);
-        assert!(
-            !run(&[("remove-unscheduled-backend", "off")], &[tcp(80)]).config.backends.remove_unscheduled
-        );
+        assert!(!run(&[("remove-unscheduled-backend", "off")], &[tcp(80)]).config.backends.remove_unscheduled);
         assert_one_error(
             &[("remove-unscheduled-backend", "true")],
             &[tcp(80)],

@@ -22,10 +22,7 @@ pub const REASONS: [(Key, &str); 20] = [
     (Key::InstanceChargeType, "billing method of a cloud instance; a node balancer has none"),
     (Key::Spec, "size of a cloud instance; capacity here is the nodes' own"),
     (Key::ChargeType, "billing method of a cloud instance's traffic; a node balancer has none"),
-    (
-        Key::Bandwidth,
-        "bandwidth cap of a pay-by-bandwidth cloud instance; a node balancer has no billing cap",
-    ),
+    (Key::Bandwidth, "bandwidth cap of a pay-by-bandwidth cloud instance; a node balancer has no billing cap"),
     (Key::Id, "reuses an existing cloud instance; here the listeners are always created from this Service"),
     (
         Key::ForceOverrideListeners,
@@ -40,10 +37,7 @@ pub const REASONS: [(Key, &str); 20] = [
     (Key::AdditionalResourceTags, "tags of a cloud resource; a node balancer creates none"),
     (Key::Name, "name of a cloud instance; listeners here are named after the Service"),
     (Key::ResourceGroupId, "resource group of a cloud instance; a node balancer creates none"),
-    (
-        Key::DeleteProtection,
-        "deletion protection of a cloud instance; a node balancer has no instance to delete",
-    ),
+    (Key::DeleteProtection, "deletion protection of a cloud instance; a node balancer has no instance to delete"),
     (Key::ModificationProtection, "console protection of a cloud instance; a node balancer has no console"),
     (
         Key::PreserveLbOnDelete,
@@ -53,10 +47,7 @@ pub const REASONS: [(Key, &str); 20] = [
         Key::VgroupPort,
         "reuses a vServer group of an existing cloud instance; backends here come from the Service's EndpointSlices",
     ),
-    (
-        Key::Weight,
-        "splits a vServer group shared by Services of a reused cloud instance; a node balancer shares none",
-    ),
+    (Key::Weight, "splits a vServer group shared by Services of a reused cloud instance; a node balancer shares none"),
     (
         Key::IgnoreWeightUpdate,
         "keeps backend weights edited in the cloud console; here weights come only from Kubernetes",
@@ -92,12 +83,8 @@ fn values(cx: &mut Cx) {
     for key in [Key::DeleteProtection, Key::IgnoreWeightUpdate] {
         cx.value(key, on_off);
     }
-    cx.value(Key::AddressType, |v| {
-        choice(v, &[("internet", Address::Internet), ("intranet", Address::Intranet)])
-    });
-    cx.value(Key::InstanceChargeType, |v| {
-        choice(v, &[("PayBySpec", Charge::Spec), ("PayByCLCU", Charge::Clcu)])
-    });
+    cx.value(Key::AddressType, |v| choice(v, &[("internet", Address::Internet), ("intranet", Address::Intranet)]));
+    cx.value(Key::InstanceChargeType, |v| choice(v, &[("PayBySpec", Charge::Spec), ("PayByCLCU", Charge::Clcu)]));
     cx.value(Key::ChargeType, |v| {
         choice(v, &[("paybytraffic", Charge::Traffic), ("paybybandwidth", Charge::Bandwidth)])
     });
@@ -155,11 +142,7 @@ fn rules(cx: &mut Cx) {
             cx.cross(Key::Bandwidth, &[Key::ChargeType], "requires charge-type paybybandwidth");
         }
         if value(cx, Key::AddressType).as_deref() == Some("intranet") {
-            cx.cross(
-                Key::Bandwidth,
-                &[Key::AddressType],
-                "applies only to Internet-facing instances, not intranet",
-            );
+            cx.cross(Key::Bandwidth, &[Key::AddressType], "applies only to Internet-facing instances, not intranet");
         }
     }
     for (key, other) in [(Key::MasterZoneId, Key::SlaveZoneId), (Key::SlaveZoneId, Key::MasterZoneId)] {
@@ -188,11 +171,7 @@ fn spec(v: &str) -> Result<(), String> {
             && !size.is_empty()
             && size.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{} is not an instance spec like slb.s1.small or slb.s3.large", quote(v)))
-    }
+    if ok { Ok(()) } else { Err(format!("{} is not an instance spec like slb.s1.small or slb.s3.large", quote(v))) }
 }
 
 /// `Key1=Value1,Key2=Value2`.

@@ -13,8 +13,10 @@ use crate::model::Protocol;
 
 fn ports() -> impl Strategy<Value = Vec<ServicePortInfo>> {
     prop::collection::vec(
-        (prop::option::of("[a-z]{1,5}"), any::<u16>(), any::<bool>()).prop_map(|(name, port, udp)| {
-            ServicePortInfo { name, port, protocol: if udp { Protocol::Udp } else { Protocol::Tcp } }
+        (prop::option::of("[a-z]{1,5}"), any::<u16>(), any::<bool>()).prop_map(|(name, port, udp)| ServicePortInfo {
+            name,
+            port,
+            protocol: if udp { Protocol::Udp } else { Protocol::Tcp },
         }),
         0..4,
     )

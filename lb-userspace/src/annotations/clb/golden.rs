@@ -43,11 +43,7 @@ fn golden(yaml: &str) -> (ClbConfig, Vec<String>) {
     let mut na: Vec<String> = p
         .not_applicable
         .iter()
-        .map(|n| {
-            n.annotation
-                .trim_start_matches("service.beta.kubernetes.io/alibaba-cloud-loadbalancer-")
-                .to_owned()
-        })
+        .map(|n| n.annotation.trim_start_matches("service.beta.kubernetes.io/alibaba-cloud-loadbalancer-").to_owned())
         .collect();
     na.sort();
     (p.config, na)
@@ -58,11 +54,7 @@ fn with_listeners(listeners: &[(Option<&str>, u16, ListenerProtocol)]) -> ClbCon
     ClbConfig {
         listeners: listeners
             .iter()
-            .map(|(name, port, protocol)| Listener {
-                name: name.map(str::to_owned),
-                port: *port,
-                protocol: *protocol,
-            })
+            .map(|(name, port, protocol)| Listener { name: name.map(str::to_owned), port: *port, protocol: *protocol })
             .collect(),
         ..ClbConfig::default()
     }

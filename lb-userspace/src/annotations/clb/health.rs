@@ -161,8 +161,7 @@ const HTTP_ONLY: [Key; 5] = [
     Key::HealthCheckMethod,
 ];
 /// What decides which listeners get which check.
-const SWITCHES: [Key; 4] =
-    [Key::HealthCheckSwitch, Key::HealthCheckFlag, Key::HealthCheckType, Key::ProtocolPort];
+const SWITCHES: [Key; 4] = [Key::HealthCheckSwitch, Key::HealthCheckFlag, Key::HealthCheckType, Key::ProtocolPort];
 
 pub(super) fn health_check(cx: &mut Cx, listeners: &[Listener]) -> HealthCheck {
     let d = HealthCheck::default();
@@ -185,20 +184,14 @@ pub(super) fn health_check(cx: &mut Cx, listeners: &[Listener]) -> HealthCheck {
         unhealthy_threshold: cx
             .value(Key::UnhealthyThreshold, |v| number(v, 2, 10))
             .map_or(d.unhealthy_threshold, |n| n as u8),
-        interval_s: cx
-            .value(Key::HealthCheckInterval, |v| number(v, 1, 50))
-            .map_or(d.interval_s, |n| n as u8),
+        interval_s: cx.value(Key::HealthCheckInterval, |v| number(v, 1, 50)).map_or(d.interval_s, |n| n as u8),
         http: HttpCheck {
             uri: cx.value(Key::HealthCheckUri, uri),
             codes: cx.value(Key::HealthCheckHttpCode, http_codes).unwrap_or(d.http.codes),
             domain: cx.value(Key::HealthCheckDomain, domain).unwrap_or_default(),
-            timeout_s: cx
-                .value(Key::HealthCheckTimeout, |v| number(v, 1, 300))
-                .map_or(d.http.timeout_s, |n| n as u16),
+            timeout_s: cx.value(Key::HealthCheckTimeout, |v| number(v, 1, 300)).map_or(d.http.timeout_s, |n| n as u16),
             method: cx
-                .value(Key::HealthCheckMethod, |v| {
-                    choice(v, &[("head", HttpMethod::Head), ("get", HttpMethod::Get)])
-                })
+                .value(Key::HealthCheckMethod, |v| choice(v, &[("head", HttpMethod::Head), ("get", HttpMethod::Get)]))
                 .unwrap_or_default(),
         },
     };
@@ -233,9 +226,7 @@ fn cross_rules(cx: &mut Cx, listeners: &[Listener], hc: &HealthCheck) {
             }
         }
     }
-    if cx.present(Key::HealthCheckConnectTimeout)
-        && !probes.iter().any(|p| matches!(p, Probe::Tcp | Probe::Udp))
-    {
+    if cx.present(Key::HealthCheckConnectTimeout) && !probes.iter().any(|p| matches!(p, Probe::Tcp | Probe::Udp)) {
         cx.cross(
             Key::HealthCheckConnectTimeout,
             &SWITCHES,
@@ -286,8 +277,7 @@ fn domain(v: &str) -> Result<HealthCheckDomain, String> {
     if v == "$_ip" {
         return Ok(HealthCheckDomain::BackendIp);
     }
-    let ok =
-        (1..=80).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let ok = (1..=80).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     if !ok {
         return Err(format!("{} is neither $_ip nor 1..=80 letters, digits, periods and hyphens", quote(v)));
     }

@@ -76,9 +76,7 @@ pub(super) fn options(cx: &mut Cx, listeners: &[Listener]) -> HttpOptions {
         x_forwarded_client_src_port: cx
             .value(Key::XForwardedForClientSrcPort, on_off)
             .unwrap_or(d.x_forwarded_client_src_port),
-        idle_timeout_s: cx
-            .value(Key::IdleTimeout, |v| number(v, 1, 60))
-            .map_or(d.idle_timeout_s, |n| n as u8),
+        idle_timeout_s: cx.value(Key::IdleTimeout, |v| number(v, 1, 60)).map_or(d.idle_timeout_s, |n| n as u8),
         request_timeout_s: cx
             .value(Key::RequestTimeout, |v| number(v, 1, 180))
             .map_or(d.request_timeout_s, |n| n as u8),
@@ -93,16 +91,11 @@ enum Kind {
 
 fn sticky_session(cx: &mut Cx) -> StickySession {
     let on = cx.value(Key::StickySession, on_off);
-    let kind = cx
-        .value(Key::StickySessionType, |v| choice(v, &[("insert", Kind::Insert), ("server", Kind::Server)]));
+    let kind = cx.value(Key::StickySessionType, |v| choice(v, &[("insert", Kind::Insert), ("server", Kind::Server)]));
     let timeout = cx.value(Key::CookieTimeout, |v| number(v, 1, 86400));
     let cookie = cx.value(Key::Cookie, cookie_name);
     if on != Some(true) {
-        let why = if on == Some(false) {
-            "sticky-session is off"
-        } else {
-            "sticky-session is not on (default off)"
-        };
+        let why = if on == Some(false) { "sticky-session is off" } else { "sticky-session is not on (default off)" };
         for key in [Key::StickySessionType, Key::CookieTimeout, Key::Cookie] {
             if cx.present(key) {
                 cx.cross(key, &[Key::StickySession], format!("has no effect while {why}"));
@@ -119,10 +112,7 @@ fn sticky_session(cx: &mut Cx) -> StickySession {
                 cx.error(Key::StickySessionType, "insert requires cookie-timeout (1..=86400 seconds)");
             }
             if cx.present(Key::Cookie) {
-                cx.error(
-                    Key::Cookie,
-                    "applies only to sticky-session-type server (insert makes its own cookie)",
-                );
+                cx.error(Key::Cookie, "applies only to sticky-session-type server (insert makes its own cookie)");
             }
             if let Some(t) = timeout {
                 return StickySession::Insert { cookie_timeout_s: t };
@@ -203,10 +193,7 @@ mod tests {
         );
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         let h = &p.config.http;
-        assert_eq!(
-            (h.x_forwarded_proto, h.x_forwarded_slb_port, h.x_forwarded_client_src_port),
-            (true, true, false)
-        );
+        assert_eq!((h.x_forwarded_proto, h.x_forwarded_slb_port, h.x_forwarded_client_src_port), (true, true, false));
         assert_one_error(
             &[HTTP, ("xforwardedfor-slbport", "ON")],
             &[tcp(80)],
@@ -264,12 +251,7 @@ mod tests {
     fn sticky_session_cross_rules() {
         let ports = [tcp(80)];
         let on = ("sticky-session", "on");
-        assert_one_error(
-            &[HTTP, on],
-            &ports,
-            "sticky-session",
-            "on requires sticky-session-type (insert or server)",
-        );
+        assert_one_error(&[HTTP, on], &ports, "sticky-session", "on requires sticky-session-type (insert or server)");
         assert_one_error(
             &[HTTP, on, ("sticky-session-type", "insert")],
             &ports,

@@ -298,11 +298,9 @@ mod tests {
             assert_eq!(errs.len(), 1, "{rest}: {errs:?}");
             assert_eq!(errs[0].annotation, key);
             match want {
-                Some(s) => assert_eq!(
-                    errs[0].reason,
-                    format!("unknown annotation; did you mean {PREFIX}{s}?"),
-                    "{rest}"
-                ),
+                Some(s) => {
+                    assert_eq!(errs[0].reason, format!("unknown annotation; did you mean {PREFIX}{s}?"), "{rest}")
+                }
                 None => {
                     assert_eq!(errs[0].reason, "unknown annotation (not in the CLB annotation reference)")
                 }

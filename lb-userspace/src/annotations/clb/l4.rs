@@ -137,10 +137,7 @@ mod tests {
         let p = run(&[("connection-drain", "on"), ("connection-drain-timeout", "30")], &[udp(53)]);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         assert_eq!(p.config.l4.connection_drain, ConnectionDrain::On { timeout_s: 30 });
-        assert_eq!(
-            run(&[("connection-drain", "off")], &[tcp(80)]).config.l4.connection_drain,
-            ConnectionDrain::Off
-        );
+        assert_eq!(run(&[("connection-drain", "off")], &[tcp(80)]).config.l4.connection_drain, ConnectionDrain::Off);
     }
 
     #[test]
@@ -184,12 +181,7 @@ mod tests {
         assert!(run(&[("proxy-protocol", "on")], &[tcp(80)]).config.l4.proxy_protocol);
         assert!(run(&[("proxy-protocol", "on")], &[udp(53)]).config.l4.proxy_protocol);
         assert!(!run(&[("proxy-protocol", "off")], &[tcp(80)]).config.l4.proxy_protocol);
-        assert_one_error(
-            &[("proxy-protocol", "v2")],
-            &[tcp(80)],
-            "proxy-protocol",
-            "\"v2\" is not one of on, off",
-        );
+        assert_one_error(&[("proxy-protocol", "v2")], &[tcp(80)], "proxy-protocol", "\"v2\" is not one of on, off");
         assert_one_error(
             &[("proxy-protocol", "on"), ("protocol-port", "https:443"), ("cert-id", "c")],
             &[tcp(443)],

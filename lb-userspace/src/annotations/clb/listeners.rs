@@ -100,12 +100,7 @@ pub struct TlsOptions {
 
 impl Default for TlsOptions {
     fn default() -> TlsOptions {
-        TlsOptions {
-            cert_id: None,
-            domain_extensions: Vec::new(),
-            cipher_policy: TlsCipherPolicy::Tls10,
-            http2: true,
-        }
+        TlsOptions { cert_id: None, domain_extensions: Vec::new(), cipher_policy: TlsCipherPolicy::Tls10, http2: true }
     }
 }
 
@@ -144,9 +139,8 @@ fn protocol_ports(
 ) -> Result<BTreeMap<(u16, Protocol), ListenerProtocol>, String> {
     let mut out = BTreeMap::new();
     for item in list(v)? {
-        let (proto, port) = item
-            .split_once(':')
-            .ok_or_else(|| format!("{} is not protocol:port (e.g. https:443)", quote(item)))?;
+        let (proto, port) =
+            item.split_once(':').ok_or_else(|| format!("{} is not protocol:port (e.g. https:443)", quote(item)))?;
         let proto = choice(proto, &[("http", Http), ("https", Https), ("tcp", Tcp), ("udp", Udp)])
             .map_err(|e| format!("in {}: {e}", quote(item)))?;
         let port = number(port, 1, 65535).map_err(|e| format!("in {}: port {e}", quote(item)))? as u16;
@@ -241,8 +235,7 @@ pub(super) fn tls(cx: &mut Cx, listeners: &[Listener]) -> TlsOptions {
 fn domain_extensions(v: &str) -> Result<Vec<DomainExtension>, String> {
     let mut out: Vec<DomainExtension> = Vec::new();
     for item in list(v)? {
-        let (domain, cert) =
-            item.split_once(':').ok_or_else(|| format!("{} is not domain:cert-id", quote(item)))?;
+        let (domain, cert) = item.split_once(':').ok_or_else(|| format!("{} is not domain:cert-id", quote(item)))?;
         let domain = dns_name(domain, true)?;
         let cert_id = resource_id(cert).map_err(|e| format!("in {}: certificate {e}", quote(item)))?;
         if out.iter().any(|d| d.domain.eq_ignore_ascii_case(&domain)) {
@@ -367,8 +360,7 @@ mod tests {
             assert!(p.errors.is_empty(), "{:?}", p.errors);
             assert_eq!(p.config.tls.cipher_policy, want);
         }
-        let errs =
-            errors_of(&[base[0], base[1], ("tls-cipher-policy", "tls_cipher_policy_1_3")], &[tcp(443)]);
+        let errs = errors_of(&[base[0], base[1], ("tls-cipher-policy", "tls_cipher_policy_1_3")], &[tcp(443)]);
         assert_eq!(errs.len(), 1);
         assert!(errs[0].reason.starts_with("\"tls_cipher_policy_1_3\" is not one of tls_cipher_policy_1_0,"));
     }
@@ -390,10 +382,7 @@ mod tests {
     #[test]
     fn domain_extensions_map_domains_to_certificates() {
         let base = [("protocol-port", "https:443"), ("cert-id", "c-0")];
-        let p = run(
-            &[base[0], base[1], ("domain-extensions", "example.com:c-1, *.api.example.com:c-2")],
-            &[tcp(443)],
-        );
+        let p = run(&[base[0], base[1], ("domain-extensions", "example.com:c-1, *.api.example.com:c-2")], &[tcp(443)]);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         let got: Vec<(&str, &str)> =
             p.config.tls.domain_extensions.iter().map(|d| (d.domain.as_str(), d.cert_id.as_str())).collect();
@@ -407,12 +396,7 @@ mod tests {
             ),
             ("a.com:c-1,A.com:c-2", "A.com is listed twice"),
         ] {
-            assert_one_error(
-                &[base[0], base[1], ("domain-extensions", v)],
-                &[tcp(443)],
-                "domain-extensions",
-                reason,
-            );
+            assert_one_error(&[base[0], base[1], ("domain-extensions", v)], &[tcp(443)], "domain-extensions", reason);
         }
     }
 
@@ -424,10 +408,7 @@ mod tests {
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         assert_eq!(
             p.config.forward_ports,
-            vec![
-                ForwardPort { http_port: 80, https_port: 443 },
-                ForwardPort { http_port: 8080, https_port: 8443 }
-            ]
+            vec![ForwardPort { http_port: 80, https_port: 443 }, ForwardPort { http_port: 8080, https_port: 8443 }]
         );
         assert!(run(&base, &ports).config.forward_ports.is_empty());
         for (v, reason) in [

@@ -34,9 +34,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 pub use backends::{BackendOptions, BackendType, NodeLabel};
-pub use health::{
-    HealthCheck, HealthCheckDomain, HealthCheckType, HttpCheck, HttpCodeClass, HttpMethod, Probe,
-};
+pub use health::{HealthCheck, HealthCheckDomain, HealthCheckType, HttpCheck, HttpCodeClass, HttpMethod, Probe};
 pub use http::{HttpOptions, StickySession};
 pub use keys::{CLB_PREFIX, LEGACY_PREFIX, PREFIX};
 pub use l4::{ConnectionDrain, L4Options};
@@ -177,8 +175,7 @@ impl<'a> Cx<'a> {
             return;
         }
         let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-        let reason =
-            format!("applies only to {} listeners, and {}", kinds.join("/"), listeners::describe(listeners));
+        let reason = format!("applies only to {} listeners, and {}", kinds.join("/"), listeners::describe(listeners));
         self.cross(key, &[keys::Key::ProtocolPort], reason);
     }
 
@@ -208,23 +205,12 @@ mod tests {
         assert_eq!((c.l4.connection_drain, c.l4.proxy_protocol), (ConnectionDrain::Off, false));
         assert_eq!((c.http.idle_timeout_s, c.http.request_timeout_s), (15, 60));
         assert_eq!(c.http.sticky_session, StickySession::Off);
-        assert!(
-            !c.http.x_forwarded_proto && !c.http.x_forwarded_slb_port && !c.http.x_forwarded_client_src_port
-        );
-        assert_eq!(
-            (c.tls.cipher_policy, c.tls.http2, c.tls.cert_id.is_none()),
-            (TlsCipherPolicy::Tls10, true, true)
-        );
+        assert!(!c.http.x_forwarded_proto && !c.http.x_forwarded_slb_port && !c.http.x_forwarded_client_src_port);
+        assert_eq!((c.tls.cipher_policy, c.tls.http2, c.tls.cert_id.is_none()), (TlsCipherPolicy::Tls10, true, true));
         let hc = &c.health_check;
         assert_eq!((hc.switch, hc.flag, hc.check_type), (true, false, HealthCheckType::Tcp));
-        assert_eq!(
-            (hc.connect_timeout_s, hc.healthy_threshold, hc.unhealthy_threshold, hc.interval_s),
-            (5, 3, 3, 2)
-        );
-        assert_eq!(
-            (hc.http.codes.as_slice(), hc.http.method),
-            ([HttpCodeClass::Http2xx].as_slice(), HttpMethod::Head)
-        );
+        assert_eq!((hc.connect_timeout_s, hc.healthy_threshold, hc.unhealthy_threshold, hc.interval_s), (5, 3, 3, 2));
+        assert_eq!((hc.http.codes.as_slice(), hc.http.method), ([HttpCodeClass::Http2xx].as_slice(), HttpMethod::Head));
         assert_eq!(c.backends, BackendOptions::default());
         assert_eq!(
             c.listeners,

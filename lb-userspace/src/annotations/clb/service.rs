@@ -42,22 +42,13 @@ pub enum Acl {
 
 pub(super) fn scheduler(cx: &mut Cx) -> Scheduler {
     cx.value(Key::Scheduler, |v| {
-        choice(
-            v,
-            &[
-                ("rr", Scheduler::Rr),
-                ("wrr", Scheduler::Wrr),
-                ("sch", Scheduler::Sch),
-                ("tch", Scheduler::Tch),
-            ],
-        )
+        choice(v, &[("rr", Scheduler::Rr), ("wrr", Scheduler::Wrr), ("sch", Scheduler::Sch), ("tch", Scheduler::Tch)])
     })
     .unwrap_or_default()
 }
 
 pub(super) fn ip_version(cx: &mut Cx) -> IpVersion {
-    cx.value(Key::IpVersion, |v| choice(v, &[("ipv4", IpVersion::Ipv4), ("ipv6", IpVersion::Ipv6)]))
-        .unwrap_or_default()
+    cx.value(Key::IpVersion, |v| choice(v, &[("ipv4", IpVersion::Ipv4), ("ipv6", IpVersion::Ipv6)])).unwrap_or_default()
 }
 
 /// `hostname`: a DNS name, lowercase as Kubernetes requires of `status.loadBalancer.ingress[].hostname`.
@@ -65,10 +56,7 @@ pub(super) fn hostname(cx: &mut Cx) -> Option<String> {
     cx.value(Key::Hostname, |v| {
         let name = dns_name(v, false)?;
         if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(format!(
-                "{} has upper-case letters; Kubernetes status hostnames are lower-case",
-                quote(v)
-            ));
+            return Err(format!("{} has upper-case letters; Kubernetes status hostnames are lower-case", quote(v)));
         }
         Ok(name)
     })
@@ -94,8 +82,7 @@ pub(super) fn acl(cx: &mut Cx) -> Acl {
             return Acl::On { id, kind };
         }
     } else {
-        let why =
-            if status == Some(false) { "acl-status is off" } else { "acl-status is not on (default off)" };
+        let why = if status == Some(false) { "acl-status is off" } else { "acl-status is not on (default off)" };
         for key in [Key::AclId, Key::AclType] {
             if cx.present(key) {
                 cx.cross(key, &[Key::AclStatus], format!("has no effect while {why}"));
@@ -120,12 +107,7 @@ mod tests {
             assert!(p.errors.is_empty(), "{:?}", p.errors);
             assert_eq!(p.config.scheduler, want);
         }
-        assert_one_error(
-            &[("scheduler", "lc")],
-            &[tcp(80)],
-            "scheduler",
-            "\"lc\" is not one of rr, wrr, sch, tch",
-        );
+        assert_one_error(&[("scheduler", "lc")], &[tcp(80)], "scheduler", "\"lc\" is not one of rr, wrr, sch, tch");
         assert_one_error(
             &[("scheduler", "WRR")],
             &[tcp(80)],
@@ -139,12 +121,7 @@ mod tests {
         assert_eq!(run(&[], &[tcp(80)]).config.ip_version, IpVersion::Ipv4);
         assert_eq!(run(&[("ip-version", "ipv4")], &[tcp(80)]).config.ip_version, IpVersion::Ipv4);
         assert_eq!(run(&[("ip-version", "ipv6")], &[tcp(80)]).config.ip_version, IpVersion::Ipv6);
-        assert_one_error(
-            &[("ip-version", "dual")],
-            &[tcp(80)],
-            "ip-version",
-            "\"dual\" is not one of ipv4, ipv6",
-        );
+        assert_one_error(&[("ip-version", "dual")], &[tcp(80)], "ip-version", "\"dual\" is not one of ipv4, ipv6");
     }
 
     #[test]
@@ -178,12 +155,7 @@ mod tests {
     #[test]
     fn acl_cross_rules() {
         let ports = [tcp(80)];
-        assert_one_error(
-            &[("acl-status", "on"), ("acl-type", "white")],
-            &ports,
-            "acl-status",
-            "on requires acl-id",
-        );
+        assert_one_error(&[("acl-status", "on"), ("acl-type", "white")], &ports, "acl-status", "on requires acl-id");
         assert_one_error(
             &[("acl-status", "on"), ("acl-id", "acl-1")],
             &ports,

@@ -28,14 +28,10 @@ impl CookieName {
     }
 }
 
-
 /// `on` or `off`.
 pub fn on_off(v: &str) -> Result<bool, String> {
     choice(v, &[("on", true), ("off", false)])
 }
-
-
-
 
 /// One word: not empty, no whitespace, control characters or commas.
 pub fn word(v: &str) -> Result<String, String> {
@@ -70,7 +66,6 @@ pub fn cookie_name(v: &str) -> Result<CookieName, String> {
     Ok(CookieName(v.to_owned()))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,10 +86,7 @@ mod tests {
         assert_eq!(number("007", 0, 3600), Ok(7));
         assert_eq!(number("4000", 0, 3600), Err("4000 is outside 0..=3600".into()));
         assert_eq!(number("9", 10, 900), Err("9 is outside 10..=900".into()));
-        assert_eq!(
-            number("99999999999999999999999", 0, 10),
-            Err("99999999999999999999999 is outside 0..=10".into())
-        );
+        assert_eq!(number("99999999999999999999999", 0, 10), Err("99999999999999999999999 is outside 0..=10".into()));
         for bad in ["-1", "+1", "1.5", "1e3", " 1", "", "ten", "1s"] {
             assert_eq!(number(bad, 0, 10), Err(format!("{bad:?} is not a whole number in 0..=10")));
         }
@@ -131,9 +123,7 @@ mod tests {
         for ok in ["www.example.com", "a", "x-1.example", &format!("{}.com", "a".repeat(63))] {
             assert!(dns_name(ok, false).is_ok(), "{ok}");
         }
-        for bad in
-            ["", "-a.com", "a-.com", "a..com", "a_b.com", "*.example.com", &format!("{}.com", "a".repeat(64))]
-        {
+        for bad in ["", "-a.com", "a-.com", "a..com", "a_b.com", "*.example.com", &format!("{}.com", "a".repeat(64))] {
             assert!(dns_name(bad, false).is_err(), "{bad}");
         }
         assert!(dns_name("*.example.com", true).is_ok());

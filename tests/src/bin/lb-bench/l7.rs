@@ -77,7 +77,8 @@ pub fn suite(plan: &L7Plan) -> Result<serde_json::Value> {
     for (p, proc) in &procs {
         for load in &loads {
             let port = if *load == Load::H2Tls { p.https } else { p.http };
-            l7_load::run(&ns, load_cpu, *load, port, 1.0, proc.pid(), dir.path()).with_context(|| format!("warming up {}", p.name))?;
+            l7_load::run(&ns, load_cpu, *load, port, 1.0, proc.pid(), dir.path())
+                .with_context(|| format!("warming up {}", p.name))?;
         }
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -96,7 +97,11 @@ pub fn suite(plan: &L7Plan) -> Result<serde_json::Value> {
                 anyhow::ensure!(
                     failed < 0.01,
                     "{} through {}: {} of {} requests failed; its log:\n{}",
-                    load.name(), p.name, s.errors, s.requests, proc.log_text()
+                    load.name(),
+                    p.name,
+                    s.errors,
+                    s.requests,
+                    proc.log_text()
                 );
                 samples[i].push(s);
             }
@@ -160,7 +165,9 @@ fn ratios(cases: &[serde_json::Value]) -> serde_json::Value {
 fn version(program: &str, args: &[&str]) -> String {
     // "nginx version: nginx/1.22.1", "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - ..."
     let out = std::process::Command::new(program).args(args).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout)).unwrap_or_default();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout))
+        .unwrap_or_default();
     let v = text.lines().next().and_then(|l| l.split("version").nth(1)).unwrap_or("");
     v.trim_start_matches([':', ' ']).split_whitespace().next().unwrap_or("").trim_start_matches("nginx/").to_string()
 }

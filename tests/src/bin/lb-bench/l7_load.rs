@@ -79,13 +79,35 @@ end
 /// One run of `load` against `port` for `secs` seconds; `proxy_pid` is sampled for CPU.
 pub fn run(ns: &Netns, cpu: usize, load: Load, port: u16, secs: f64, proxy_pid: u32, dir: &Path) -> Result<Sample> {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns.name, "timeout", "-k", "5", &format!("{:.0}", secs + 30.0), "taskset", "-c", &cpu.to_string()]);
+    cmd.args([
+        "netns",
+        "exec",
+        &ns.name,
+        "timeout",
+        "-k",
+        "5",
+        &format!("{:.0}", secs + 30.0),
+        "taskset",
+        "-c",
+        &cpu.to_string(),
+    ]);
     let log = dir.join("h2load.log");
     match load {
         Load::KeepAlive | Load::NewConnection => {
             let script = dir.join("report.lua");
             fs::write(&script, WRK_SCRIPT)?;
-            cmd.args(["wrk", "-t1", "-c32", &format!("-d{secs:.0}s"), "--timeout", "5s", "-H", &format!("Host: {HOST}"), "-s"]).arg(&script);
+            cmd.args([
+                "wrk",
+                "-t1",
+                "-c32",
+                &format!("-d{secs:.0}s"),
+                "--timeout",
+                "5s",
+                "-H",
+                &format!("Host: {HOST}"),
+                "-s",
+            ])
+            .arg(&script);
             if load == Load::NewConnection {
                 cmd.args(["-H", "Connection: close"]);
             }
@@ -93,9 +115,20 @@ pub fn run(ns: &Netns, cpu: usize, load: Load, port: u16, secs: f64, proxy_pid: 
         }
         Load::H2Tls => {
             let _ = fs::remove_file(&log);
-            cmd.args(["h2load", "-t1", "-c4", "-m8", "-D", &format!("{secs:.0}"), "--warm-up-time=300ms", "-H", &format!(":authority: {HOST}"), "--log-file"])
-                .arg(&log)
-                .arg(format!("https://127.0.0.1:{port}{PATH}"));
+            cmd.args([
+                "h2load",
+                "-t1",
+                "-c4",
+                "-m8",
+                "-D",
+                &format!("{secs:.0}"),
+                "--warm-up-time=300ms",
+                "-H",
+                &format!(":authority: {HOST}"),
+                "--log-file",
+            ])
+            .arg(&log)
+            .arg(format!("https://127.0.0.1:{port}{PATH}"));
         }
     }
     let (seg0, cpu0, cores0, t0) = (out_segs(ns), proc_cpu(proxy_pid), cores(), Instant::now());
@@ -122,7 +155,10 @@ fn wall_measured(load: Load, secs: f64, wall: f64) -> f64 {
 }
 
 fn wrk(text: &str) -> Result<Sample> {
-    let line = text.lines().find_map(|l| l.strip_prefix("LBBENCH ")).with_context(|| format!("no result line in wrk's output:\n{text}"))?;
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("LBBENCH "))
+        .with_context(|| format!("no result line in wrk's output:\n{text}"))?;
     let v: Vec<f64> = line.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
     anyhow::ensure!(v.len() == 9, "wrk result line {line:?}");
     let errors = v[4..].iter().sum::<f64>() as u64;
@@ -137,12 +173,21 @@ fn wrk(text: &str) -> Result<Sample> {
 }
 
 fn h2load(text: &str, log: &Path) -> Result<Sample> {
-    let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(str::trim).unwrap_or("").to_string();
+    let field = |prefix: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix(prefix)).map(str::trim).unwrap_or("").to_string()
+    };
     // "finished in 3.00s, 41234.33 req/s, 5.11MB/s"
     let finished = field("finished in");
-    let rps: f64 = finished.split(", ").nth(1).and_then(|r| r.trim_end_matches(" req/s").parse().ok()).with_context(|| format!("h2load output:\n{text}"))?;
+    let rps: f64 = finished
+        .split(", ")
+        .nth(1)
+        .and_then(|r| r.trim_end_matches(" req/s").parse().ok())
+        .with_context(|| format!("h2load output:\n{text}"))?;
     // "requests: N total, N started, N done, N succeeded, F failed, E errored, T timeout"
-    let counts: Vec<u64> = field("requests:").split(", ").map(|p| p.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0)).collect();
+    let counts: Vec<u64> = field("requests:")
+        .split(", ")
+        .map(|p| p.split_whitespace().next().unwrap_or("0").parse().unwrap_or(0))
+        .collect();
     anyhow::ensure!(counts.len() >= 7, "h2load output:\n{text}");
     let (done, succeeded) = (counts[2], counts[3]);
     // "status codes: N 2xx, ..."
@@ -169,10 +214,19 @@ fn h2load(text: &str, log: &Path) -> Result<Sample> {
 
 /// The namespace's TCP OutSegs counter.
 fn out_segs(ns: &Netns) -> f64 {
-    let text = Command::new("ip").args(["netns", "exec", &ns.name, "cat", "/proc/net/snmp"]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let text = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "cat", "/proc/net/snmp"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
     let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else { return 0.0 };
-    names.split_whitespace().zip(values.split_whitespace()).find(|(n, _)| *n == "OutSegs").and_then(|(_, v)| v.parse().ok()).unwrap_or(0.0)
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// CPU seconds of `pid` and its children (nginx's worker under its master).

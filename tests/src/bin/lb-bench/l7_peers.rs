@@ -77,7 +77,11 @@ impl Proc {
             match got {
                 Ok(r) if r.starts_with("HTTP/1.1 200") && r.contains(BODY) => return Ok(()),
                 _ if Instant::now() > deadline => {
-                    bail!("{} not serving the route on {port} after 30 s (last: {got:?}); its log:\n{}", self.name, self.log_text())
+                    bail!(
+                        "{} not serving the route on {port} after 30 s (last: {got:?}); its log:\n{}",
+                        self.name,
+                        self.log_text()
+                    )
                 }
                 _ => {}
             }
@@ -161,7 +165,11 @@ pub fn backend(ns: &Netns, cpu: usize, dir: &Path) -> Result<Proc> {
 pub fn nginx_proxy(ns: &Netns, cpu: usize, dir: &Path, cert: &Path, key: &Path) -> Result<Proc> {
     let d = prefix(dir, "nginx")?;
     let (p, s) = (NGINX.http, NGINX.https);
-    let tls = format!("    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n", cert.display(), key.display());
+    let tls = format!(
+        "    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n",
+        cert.display(),
+        key.display()
+    );
     let conf = format!(
         "{main}http {{\n  access_log off;\n  keepalive_requests 100000000;\n{temp}  upstream web {{\n    server 127.0.0.1:{BACKEND_PORT};\n    keepalive 256;\n    keepalive_requests 100000000;\n    keepalive_timeout 60s;\n  }}\n  \
          server {{\n    listen 127.0.0.1:{p} default_server;\n    listen 127.0.0.1:{s} ssl http2 default_server;\n{tls}    return 404;\n  }}\n  \
@@ -232,7 +240,13 @@ pub fn lb(ns: &Netns, cpu: usize, dir: &Path, cert: &Path, key: &Path, iface: &s
         bail!("{} not found: run `cargo xtask build` (or set LB_BIN)", bin.display());
     }
     let (bin, m) = (bin.display().to_string(), m.display().to_string());
-    Proc::start(ns, cpu, "lb", &[&bin, "run", "--manifests", &m, "--iface", iface, "--l7-bind", "127.0.0.1", "--admin", "off"], &d)
+    Proc::start(
+        ns,
+        cpu,
+        "lb",
+        &[&bin, "run", "--manifests", &m, "--iface", iface, "--l7-bind", "127.0.0.1", "--admin", "off"],
+        &d,
+    )
 }
 
 fn lb_manifests(cert: &[u8], key: &[u8]) -> String {
@@ -241,8 +255,9 @@ fn lb_manifests(cert: &[u8], key: &[u8]) -> String {
         &format!("{{port: {p}, protocol: HTTP}}"),
         &format!("{{port: {s}, protocol: HTTPS, securityPolicyId: tls_cipher_policy_1_2_strict_with_1_3}}"),
     ]);
-    class + &format!(
-        r#"apiVersion: v1
+    class
+        + &format!(
+            r#"apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: bench}}
 spec:
@@ -278,7 +293,7 @@ spec:
       paths:
       - {{path: /api, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
 "#,
-        crt = STANDARD.encode(cert),
-        key = STANDARD.encode(key)
-    )
+            crt = STANDARD.encode(cert),
+            key = STANDARD.encode(key)
+        )
 }

@@ -25,16 +25,25 @@ pub fn markdown(s: &mut String, l7: &Value) {
         "{} repeats of {} s per case and proxy. rps and latency: min / median / max over the repeats; proxy CPU: the proxy's CPU time over the run's wall time (1.00 = its core saturated); rps/core: requests per second of proxy CPU time (what a request costs the proxy, whichever side was the bottleneck); seg/req: TCP segments sent in the namespace per request, by everyone (on loopback the receiving side's work runs on the sender's core, so a proxy that sends more segments also loads the generator's core); load core: how busy the generator's core was (near 100%: the generator and backend, not the proxy's core, limited rps).\n",
         l7["repeats"], l7["seconds_per_run"]
     );
-    let _ = writeln!(s, "| case | proxy | rps | p50 ms | p99 ms | proxy CPU | rps/core | seg/req | load core | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| case | proxy | rps | p50 ms | p99 ms | proxy CPU | rps/core | seg/req | load core | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for c in l7["cases"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
             "| {} | {} | {:.0} / **{:.0}** / {:.0} | {:.2} / **{:.2}** / {:.2} | {:.2} / **{:.2}** / {:.2} | {:.2} | {:.0} | {:.1} | {:.0}% | {} |",
             c["name"].as_str().unwrap_or(""),
             c["proxy"].as_str().unwrap_or(""),
-            f(c, "rps", "min"), f(c, "rps", "median"), f(c, "rps", "max"),
-            f(c, "p50_ms", "min"), f(c, "p50_ms", "median"), f(c, "p50_ms", "max"),
-            f(c, "p99_ms", "min"), f(c, "p99_ms", "median"), f(c, "p99_ms", "max"),
+            f(c, "rps", "min"),
+            f(c, "rps", "median"),
+            f(c, "rps", "max"),
+            f(c, "p50_ms", "min"),
+            f(c, "p50_ms", "median"),
+            f(c, "p50_ms", "max"),
+            f(c, "p99_ms", "min"),
+            f(c, "p99_ms", "median"),
+            f(c, "p99_ms", "max"),
             f(c, "proxy_cpu", "median"),
             f(c, "rps_per_core", "median"),
             f(c, "segments_per_request", "median"),
@@ -42,7 +51,10 @@ pub fn markdown(s: &mut String, l7: &Value) {
             c["errors"],
         );
     }
-    let _ = writeln!(s, "\nRatios of medians, lb / peer (rps and rps/core above 1: lb serves more, or spends less CPU per request; latency below 1: lb answers sooner):\n");
+    let _ = writeln!(
+        s,
+        "\nRatios of medians, lb / peer (rps and rps/core above 1: lb serves more, or spends less CPU per request; latency below 1: lb answers sooner):\n"
+    );
     let _ = writeln!(s, "| case | vs | rps | rps/core | p50 | p99 |\n|---|---|---:|---:|---:|---:|");
     for r in l7["ratios"].as_array().into_iter().flatten() {
         let _ = writeln!(
@@ -121,13 +133,16 @@ fn rows(l7: &Value, keys: &[&str]) -> Vec<Row> {
 /// Median rps, and rps per proxy core, per case and proxy, with min–max whiskers.
 pub fn throughput_svg(l7: &Value) -> String {
     let a = chart("L7 throughput, requests/s (median; whiskers: min–max over repeats)", &rows(l7, &["rps"]), "", 0);
-    let b = chart("Requests per second of proxy CPU time (median; whiskers: min–max)", &rows(l7, &["rps_per_core"]), "", 0);
+    let b =
+        chart("Requests per second of proxy CPU time (median; whiskers: min–max)", &rows(l7, &["rps_per_core"]), "", 0);
     stack(&[a, b])
 }
 
 /// Charts one above the other (nested `<svg>` elements).
 fn stack(charts: &[String]) -> String {
-    let height = |c: &str| c.split("height=\"").nth(1).and_then(|h| h.split('"').next()).and_then(|h| h.parse::<f64>().ok()).unwrap_or(0.0);
+    let height = |c: &str| {
+        c.split("height=\"").nth(1).and_then(|h| h.split('"').next()).and_then(|h| h.parse::<f64>().ok()).unwrap_or(0.0)
+    };
     let total: f64 = charts.iter().map(|c| height(c)).sum();
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"960\" height=\"{total}\">\n");
     let mut y = 0.0;
@@ -141,7 +156,12 @@ fn stack(charts: &[String]) -> String {
 
 /// p99 (light) behind p50 (dark), medians, per case and proxy.
 pub fn latency_svg(l7: &Value) -> String {
-    chart("L7 latency, ms: p50 (dark) and p99 (light), medians over repeats", &rows(l7, &["p99_ms", "p50_ms"]), " ms", 2)
+    chart(
+        "L7 latency, ms: p50 (dark) and p99 (light), medians over repeats",
+        &rows(l7, &["p99_ms", "p50_ms"]),
+        " ms",
+        2,
+    )
 }
 
 fn chart(title: &str, rows: &[Row], unit: &str, digits: usize) -> String {
@@ -159,10 +179,22 @@ fn chart(title: &str, rows: &[Row], unit: &str, digits: usize) -> String {
         let n = r.bars.len();
         for (j, (v, lo, hi)) in r.bars.iter().enumerate() {
             let opacity = if j + 1 == n { 1.0 } else { 0.4 };
-            let _ = write!(s, "<rect x=\"{x0}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"18\" fill=\"{}\" fill-opacity=\"{opacity}\"/>", v * scale, color(&r.proxy));
+            let _ = write!(
+                s,
+                "<rect x=\"{x0}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"18\" fill=\"{}\" fill-opacity=\"{opacity}\"/>",
+                v * scale,
+                color(&r.proxy)
+            );
             if n == 1 && hi > lo {
                 let (a, b, m) = (x0 + lo * scale, x0 + hi * scale, y + 9.0);
-                let _ = write!(s, "<path d=\"M{a:.1} {m:.0}H{b:.1}M{a:.1} {:.0}V{:.0}M{b:.1} {:.0}V{:.0}\" stroke=\"black\" fill=\"none\"/>", m - 5.0, m + 5.0, m - 5.0, m + 5.0);
+                let _ = write!(
+                    s,
+                    "<path d=\"M{a:.1} {m:.0}H{b:.1}M{a:.1} {:.0}V{:.0}M{b:.1} {:.0}V{:.0}\" stroke=\"black\" fill=\"none\"/>",
+                    m - 5.0,
+                    m + 5.0,
+                    m - 5.0,
+                    m + 5.0
+                );
             }
         }
         let end = r.bars.iter().map(|b| b.0.max(b.2)).fold(0.0, f64::max) * scale + x0 + 6.0;
@@ -172,7 +204,12 @@ fn chart(title: &str, rows: &[Row], unit: &str, digits: usize) -> String {
     let legend_y = h - 12.0;
     for (k, (name, c)) in COLORS.iter().enumerate() {
         let x = 10.0 + 110.0 * k as f64;
-        let _ = writeln!(s, "<rect x=\"{x}\" y=\"{:.0}\" width=\"12\" height=\"12\" fill=\"{c}\"/><text x=\"{:.0}\" y=\"{legend_y:.0}\">{name}</text>", legend_y - 11.0, x + 16.0);
+        let _ = writeln!(
+            s,
+            "<rect x=\"{x}\" y=\"{:.0}\" width=\"12\" height=\"12\" fill=\"{c}\"/><text x=\"{:.0}\" y=\"{legend_y:.0}\">{name}</text>",
+            legend_y - 11.0,
+            x + 16.0
+        );
     }
     s.push_str("</svg>\n");
     s

@@ -54,14 +54,31 @@ struct Plan {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let only: Option<Vec<String>> = args.iter().position(|a| a == "--only").map(|i| {
-        args.get(i + 1).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default()
-    });
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default());
     let runs = |suite: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == suite));
     let plan = if quick {
-        Plan { repeats: 3, runs: 20_000, new_flows: 2_000, services: 1_000, endpoints_per_service: 10, packets: 50_000, connections: 300 }
+        Plan {
+            repeats: 3,
+            runs: 20_000,
+            new_flows: 2_000,
+            services: 1_000,
+            endpoints_per_service: 10,
+            packets: 50_000,
+            connections: 300,
+        }
     } else {
-        Plan { repeats: 7, runs: 200_000, new_flows: 20_000, services: 10_000, endpoints_per_service: 10, packets: 200_000, connections: 2_000 }
+        Plan {
+            repeats: 7,
+            runs: 200_000,
+            new_flows: 20_000,
+            services: 10_000,
+            endpoints_per_service: 10,
+            packets: 200_000,
+            connections: 2_000,
+        }
     };
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&out_dir)?;
@@ -81,7 +98,11 @@ fn main() -> Result<()> {
         report["connection_rate"] = throughput::connection_rate(plan.connections, plan.repeats.min(3))?;
     }
     if runs("l7") {
-        let l7_plan = if quick { l7::L7Plan { quick, repeats: 1, secs: 1.0 } } else { l7::L7Plan { quick, repeats: 5, secs: 4.0 } };
+        let l7_plan = if quick {
+            l7::L7Plan { quick, repeats: 1, secs: 1.0 }
+        } else {
+            l7::L7Plan { quick, repeats: 5, secs: 4.0 }
+        };
         report["l7"] = l7::suite(&l7_plan).context("the L7 suite")?;
     }
     report["not_measured_yet"] = json!(["HTTP/2 cleartext (h2c)", "TLS handshake rate", "large bodies"]);
@@ -106,7 +127,11 @@ fn main() -> Result<()> {
 fn machine() -> serde_json::Value {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     json!({ "cpu": cpu, "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "kernel": kernel, "lb": env!("CARGO_PKG_VERSION") })
@@ -118,7 +143,11 @@ fn stats(mut v: Vec<f64>) -> serde_json::Value {
 }
 
 fn listener(port: u16, scheduler: Scheduler, backends: &[(IpAddr, u16, u32)]) -> L4Listener {
-    let vip = if backends.first().is_some_and(|b| b.0.is_ipv6()) { IpAddr::V6("2001:db8:100::10".parse().unwrap()) } else { IpAddr::V4(VIP) };
+    let vip = if backends.first().is_some_and(|b| b.0.is_ipv6()) {
+        IpAddr::V6("2001:db8:100::10".parse().unwrap())
+    } else {
+        IpAddr::V4(VIP)
+    };
     testbed::listener(vip, port, Protocol::Tcp, scheduler, backends)
 }
 
@@ -137,11 +166,21 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         acl_l.acl = Some(AclBinding { acl: "bench".into(), mode: AclMode::White });
         m.acls.insert(
             "bench".into(),
-            Acl { source: ObjectRef::default_for("AccessControlList", "bench"), entries: vec!["198.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()] },
+            Acl {
+                source: ObjectRef::default_for("AccessControlList", "bench"),
+                entries: vec!["198.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
+            },
         );
         let mut pp_l = listener(85, Scheduler::Rr, &two);
         pp_l.proxy_protocol = lb_userspace::model::ProxyProtocol::V2;
-        for l in [listener(80, Scheduler::Rr, &two), listener(81, Scheduler::Wrr, &two), listener(82, Scheduler::Sch, &two), listener(443, Scheduler::Rr, &six), acl_l, pp_l] {
+        for l in [
+            listener(80, Scheduler::Rr, &two),
+            listener(81, Scheduler::Wrr, &two),
+            listener(82, Scheduler::Sch, &two),
+            listener(443, Scheduler::Rr, &six),
+            acl_l,
+            pp_l,
+        ] {
             m.listeners.insert(listener_name(&l), l);
         }
         let mut dp = Dataplane::load(&Options::default())?;
@@ -161,7 +200,12 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         };
         repeated("floor: XDP_DROP + counter", floor_prog, &syn(Ipv4Addr::new(198, 18, 0, 2), 1, 80), a);
         let prog = dp.program()?;
-        repeated("not ours (UDP to another address)", prog, &Frame::udp(Flow::new(Ipv4Addr::new(198, 18, 0, 2), 1, Ipv4Addr::new(198, 18, 0, 1), 53)).bytes(), a);
+        repeated(
+            "not ours (UDP to another address)",
+            prog,
+            &Frame::udp(Flow::new(Ipv4Addr::new(198, 18, 0, 2), 1, Ipv4Addr::new(198, 18, 0, 1), 53)).bytes(),
+            a,
+        );
         let est = Frame::tcp(Flow::new(Ipv4Addr::new(198, 18, 0, 2), 40000, VIP, 80), ACK).bytes();
         let (v, _, _) = run_frame(prog, &syn(Ipv4Addr::new(198, 18, 0, 2), 40000, 80), a, 1);
         anyhow::ensure!(v == XDP_REDIRECT, "bench flow not forwarded (verdict {v})");
@@ -182,7 +226,11 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         let first = Frame::tcp(ppf, ACK | lb_tests::packet::PSH).seq_ack(1001, 1).payload(&[b'x'; 64]).bytes();
         repeated("PROXY v2 first segment (header inserted), IPv4", prog, &first, a);
         let p = parse(&syn_out);
-        let ack = Frame { dst_mac: [0; 6], ..Frame::tcp(Flow::new(p.flow.2, 8080, p.flow.0, p.flow.1), ACK).seq_ack(1, 1001 + 28 + 64) }.bytes();
+        let ack = Frame {
+            dst_mac: [0; 6],
+            ..Frame::tcp(Flow::new(p.flow.2, 8080, p.flow.0, p.flow.1), ACK).seq_ack(1, 1001 + 28 + 64)
+        }
+        .bytes();
         run_frame(prog, &ack, b, 1);
         let later = Frame::tcp(ppf, ACK | lb_tests::packet::PSH).seq_ack(1065, 1).payload(&[b'x'; 64]).bytes();
         repeated("PROXY v2 later segment (seq shifted), IPv4", prog, &later, a);
@@ -200,7 +248,12 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
             v.push(total / new_flows as f64);
         }
         out.push(("floor, one packet per call".to_string(), v));
-        for (name, port) in [("new TCP flow, rr", 80u16), ("new TCP flow, wrr", 81), ("new TCP flow, Maglev (sch)", 82), ("new TCP flow through a whitelist", 84)] {
+        for (name, port) in [
+            ("new TCP flow, rr", 80u16),
+            ("new TCP flow, wrr", 81),
+            ("new TCP flow, Maglev (sch)", 82),
+            ("new TCP flow through a whitelist", 84),
+        ] {
             let mut v = Vec::new();
             for r in 0..repeats {
                 let client = Ipv4Addr::new(198, 18, 0, 10 + (r as u8) + (port as u8 - 80) * 16);
@@ -239,11 +292,25 @@ fn control_plane_suite(plan: &Plan) -> Result<serde_json::Value> {
     let mut text = String::new();
     for s in 0..plan.services {
         let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + s as u32);
-        writeln!(text, "apiVersion: v1\nkind: Service\nmetadata: {{name: s{s}, namespace: bench}}\nspec: {{type: LoadBalancer, loadBalancerIP: {vip}, ports: [{{name: tcp, port: 80}}]}}\n---")?;
+        writeln!(
+            text,
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: s{s}, namespace: bench}}\nspec: {{type: LoadBalancer, loadBalancerIP: {vip}, ports: [{{name: tcp, port: 80}}]}}\n---"
+        )?;
         let eps: Vec<String> = (0..plan.endpoints_per_service)
-            .map(|e| format!("{{addresses: [\"{}\"]}}", Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 128, 0)) + (s * plan.endpoints_per_service + e) as u32)))
+            .map(|e| {
+                format!(
+                    "{{addresses: [\"{}\"]}}",
+                    Ipv4Addr::from(
+                        u32::from(Ipv4Addr::new(198, 18, 128, 0)) + (s * plan.endpoints_per_service + e) as u32
+                    )
+                )
+            })
             .collect();
-        writeln!(text, "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s{s}-1, namespace: bench, labels: {{kubernetes.io/service-name: s{s}}}}}\naddressType: IPv4\nports: [{{name: tcp, port: 8080}}]\nendpoints: [{}]\n---", eps.join(", "))?;
+        writeln!(
+            text,
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s{s}-1, namespace: bench, labels: {{kubernetes.io/service-name: s{s}}}}}\naddressType: IPv4\nports: [{{name: tcp, port: 8080}}]\nendpoints: [{}]\n---",
+            eps.join(", ")
+        )?;
     }
     fs::write(dir.path().join("bench.yaml"), &text)?;
     let services = plan.services;

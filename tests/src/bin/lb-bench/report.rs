@@ -8,14 +8,22 @@ pub fn markdown(r: &serde_json::Value) -> String {
     let _ = writeln!(s, "# lb benchmark{}\n", if r["quick"].as_bool() == Some(true) { " (--quick)" } else { "" });
     let _ = writeln!(s, "Machine: {} ({} CPUs), kernel {}, lb {}.\n", m["cpu"], m["cpus"], m["kernel"], m["lb"]);
     if r.get("datapath_ns_per_packet").is_some() {
-        datapath_markdown(&mut s, &r["datapath_ns_per_packet"], "Datapath cost: XDP (BPF_PROG_TEST_RUN, ns per packet, same run)");
+        datapath_markdown(
+            &mut s,
+            &r["datapath_ns_per_packet"],
+            "Datapath cost: XDP (BPF_PROG_TEST_RUN, ns per packet, same run)",
+        );
         let _ = writeln!(
             s,
             "\nCaveat: the repeated cases run BPF_PROG_TEST_RUN with `repeat`, which runs the program again on the packet it already rewrote: after the first run a NATed packet is no longer a client's (it is not ours), so those rows measure mostly the lookups that find nothing. The tc table below measures one call per packet instead."
         );
     }
     if r.get("tc_datapath_ns_per_packet").is_some() {
-        datapath_markdown(&mut s, &r["tc_datapath_ns_per_packet"], "Datapath cost: tc, for pods and local clients (BPF_PROG_TEST_RUN, ns per packet, against a tc floor, same run)");
+        datapath_markdown(
+            &mut s,
+            &r["tc_datapath_ns_per_packet"],
+            "Datapath cost: tc, for pods and local clients (BPF_PROG_TEST_RUN, ns per packet, against a tc floor, same run)",
+        );
     }
     if r.get("control_plane").is_some() {
         control_markdown(&mut s, r);
@@ -29,7 +37,17 @@ pub fn markdown(r: &serde_json::Value) -> String {
     if let Some(l7) = r.get("l7") {
         crate::l7_report::markdown(&mut s, l7);
     }
-    let _ = writeln!(s, "\nNot measured yet: {}.", r["not_measured_yet"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect::<Vec<_>>().join("; "));
+    let _ = writeln!(
+        s,
+        "\nNot measured yet: {}.",
+        r["not_measured_yet"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     s
 }
 
@@ -55,15 +73,26 @@ fn control_markdown(s: &mut String, r: &serde_json::Value) {
     let _ = writeln!(
         s,
         "{} Services, {} endpoints: parse {:.0} ms, validate {:.0} ms, apply to the maps {:.0} ms; one endpoint change applied in {:.2} ms; agent RSS {:.0} MiB.",
-        c["services"], c["endpoints"], c["parse_ms"].as_f64().unwrap_or(0.0), c["validate_ms"].as_f64().unwrap_or(0.0),
-        c["apply_all_ms"].as_f64().unwrap_or(0.0), c["one_endpoint_change_ms"].as_f64().unwrap_or(0.0), c["agent_rss_mib"].as_f64().unwrap_or(0.0)
+        c["services"],
+        c["endpoints"],
+        c["parse_ms"].as_f64().unwrap_or(0.0),
+        c["validate_ms"].as_f64().unwrap_or(0.0),
+        c["apply_all_ms"].as_f64().unwrap_or(0.0),
+        c["one_endpoint_change_ms"].as_f64().unwrap_or(0.0),
+        c["agent_rss_mib"].as_f64().unwrap_or(0.0)
     );
 }
 
 fn throughput_markdown(s: &mut String, r: &serde_json::Value) {
     let _ = writeln!(s, "\n## Throughput on the veth topology (trafgen, 60-byte UDP, one CPU)\n");
-    let _ = writeln!(s, "The generator, the forwarder and the sink share one CPU path, so forwarders are compared by their marginal cost per packet over an XDP_DROP sink measured in the same run, on the same topology (the bridge rows cross a wire switch to the node, so their sink is that topology's).\n");
-    let _ = writeln!(s, "| backend | mode | flows | Mpps (median) | marginal µs/pkt | delivered |\n|---|---|---|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "The generator, the forwarder and the sink share one CPU path, so forwarders are compared by their marginal cost per packet over an XDP_DROP sink measured in the same run, on the same topology (the bridge rows cross a wire switch to the node, so their sink is that topology's).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| backend | mode | flows | Mpps (median) | marginal µs/pkt | delivered |\n|---|---|---|---:|---:|---:|"
+    );
     for t in r["throughput"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
@@ -109,11 +138,21 @@ pub fn svg(r: &serde_json::Value) -> String {
     let max = cases.iter().map(|c| c.1).fold(1.0, f64::max);
     let (w, row) = (900.0, 28.0);
     let h = 40.0 + row * cases.len() as f64;
-    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<text x=\"10\" y=\"22\" font-size=\"15\">Datapath cost, median ns/packet (BPF_PROG_TEST_RUN)</text>\n");
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<text x=\"10\" y=\"22\" font-size=\"15\">Datapath cost, median ns/packet (BPF_PROG_TEST_RUN)</text>\n"
+    );
     for (i, (name, v)) in cases.iter().enumerate() {
         let y = 34.0 + row * i as f64;
         let bw = (w - 420.0) * v / max;
-        let _ = writeln!(s, "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"300\" y=\"{:.0}\" width=\"{bw:.1}\" height=\"18\" fill=\"#4a7bd0\"/><text x=\"{:.0}\" y=\"{:.0}\">{v:.0}</text>", y + 14.0, xml(name), y, 306.0 + bw, y + 14.0);
+        let _ = writeln!(
+            s,
+            "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"300\" y=\"{:.0}\" width=\"{bw:.1}\" height=\"18\" fill=\"#4a7bd0\"/><text x=\"{:.0}\" y=\"{:.0}\">{v:.0}</text>",
+            y + 14.0,
+            xml(name),
+            y,
+            306.0 + bw,
+            y + 14.0
+        );
     }
     s.push_str("</svg>\n");
     s

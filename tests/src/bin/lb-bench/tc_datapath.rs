@@ -38,7 +38,12 @@ pub fn suite(plan: &Plan) -> Result<serde_json::Value> {
         let mut m = Model::default();
         let mut pp_l = listener(85, Scheduler::Rr, &two);
         pp_l.proxy_protocol = ProxyProtocol::V2;
-        for l in [listener(80, Scheduler::Rr, &two), listener(82, Scheduler::Sch, &two), listener(443, Scheduler::Rr, &six), pp_l] {
+        for l in [
+            listener(80, Scheduler::Rr, &two),
+            listener(82, Scheduler::Sch, &two),
+            listener(443, Scheduler::Rr, &six),
+            pp_l,
+        ] {
             m.listeners.insert(listener_name(&l), l);
         }
         // Both interfaces are tc devices (a bridge with client pods, one with backends).
@@ -47,7 +52,8 @@ pub fn suite(plan: &Plan) -> Result<serde_json::Value> {
         dp.set_snat(b, Some(Ipv4Addr::new(198, 18, 1, 1)), Some("2001:db8:1::1".parse()?))?;
         dp.apply(&m)?;
         let mut floor = dataplane::load_floor()?;
-        let floor_prog: &mut aya::programs::SchedClassifier = floor.program_mut(dataplane::TC_FLOOR_PROGRAM).unwrap().try_into()?;
+        let floor_prog: &mut aya::programs::SchedClassifier =
+            floor.program_mut(dataplane::TC_FLOOR_PROGRAM).unwrap().try_into()?;
 
         let ns = |d: Duration| d.as_nanos() as f64;
         let mut out: Vec<(String, Vec<f64>)> = Vec::new();
@@ -62,10 +68,20 @@ pub fn suite(plan: &Plan) -> Result<serde_json::Value> {
         };
         repeated("tc floor: TC_ACT_SHOT + counter", floor_prog, &syn(client, 1, 80), a);
         let prog = dp.tc_program(lb_common::TC_PROGRAM)?;
-        repeated("tc: not ours (UDP to another address)", prog, &Frame::udp(Flow::new(client, 1, Ipv4Addr::new(198, 18, 0, 1), 53)).bytes(), a);
+        repeated(
+            "tc: not ours (UDP to another address)",
+            prog,
+            &Frame::udp(Flow::new(client, 1, Ipv4Addr::new(198, 18, 0, 1), 53)).bytes(),
+            a,
+        );
         let (v, fwd, _) = run_skb(prog, &syn(client, 40000, 80), a, false, 1);
         anyhow::ensure!(v == TC_ACT_REDIRECT, "tc bench flow not forwarded (verdict {v})");
-        repeated("tc: established TCP flow, IPv4", prog, &Frame::tcp(Flow::new(client, 40000, VIP, 80), ACK).bytes(), a);
+        repeated(
+            "tc: established TCP flow, IPv4",
+            prog,
+            &Frame::tcp(Flow::new(client, 40000, VIP, 80), ACK).bytes(),
+            a,
+        );
         let p = parse(&fwd);
         let reply = Frame { dst_mac: [0; 6], ..Frame::tcp(Flow::new(p.flow.2, 8080, p.flow.0, p.flow.1), ACK) }.bytes();
         repeated("tc: backend reply, IPv4", prog, &reply, b);
@@ -81,7 +97,11 @@ pub fn suite(plan: &Plan) -> Result<serde_json::Value> {
         repeated("tc: PROXY v2 first segment (payload moved, header inserted), IPv4", prog, &first, a);
         // (each call inserts: the backend has not acknowledged the header yet)
         let p = parse(&syn_out);
-        let ack = Frame { dst_mac: [0; 6], ..Frame::tcp(Flow::new(p.flow.2, 8080, p.flow.0, p.flow.1), ACK).seq_ack(1, 1001 + 28 + 64) }.bytes();
+        let ack = Frame {
+            dst_mac: [0; 6],
+            ..Frame::tcp(Flow::new(p.flow.2, 8080, p.flow.0, p.flow.1), ACK).seq_ack(1, 1001 + 28 + 64)
+        }
+        .bytes();
         run_skb(prog, &ack, b, false, 1);
         let later = Frame::tcp(ppf, ACK | PSH).seq_ack(1065, 1).payload(&[b'x'; 64]).bytes();
         repeated("tc: PROXY v2 later segment (seq shifted), IPv4", prog, &later, a);
@@ -91,7 +111,8 @@ pub fn suite(plan: &Plan) -> Result<serde_json::Value> {
             let mut v = Vec::new();
             for r in 0..repeats {
                 let c = Ipv4Addr::new(198, 18, 0, 10 + (r as u8) + (port as u8 - 80) * 16);
-                let total: f64 = (1..=new_flows).map(|sport| ns(run_skb(prog, &syn(c, sport, port), a, false, 1).2)).sum();
+                let total: f64 =
+                    (1..=new_flows).map(|sport| ns(run_skb(prog, &syn(c, sport, port), a, false, 1).2)).sum();
                 v.push(total / new_flows as f64);
             }
             out.push((name.to_string(), v));

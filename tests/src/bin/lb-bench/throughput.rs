@@ -3,11 +3,7 @@
 //! backend, (c) iptables DNAT + MASQUERADE doing the same balancing; one flow and many flows
 //! (random source ports); with a routed backend (XDP both ways) and with a pod behind a
 //! bridge on the node (XDP hands over to tc). Bounded: a fixed packet count per run.
-use std::{
-    fs,
-    process::Command,
-    time::Instant,
-};
+use std::{fs, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
 use lb_tests::{
@@ -21,7 +17,12 @@ const MODES: [&str; 3] = ["XDP_DROP sink", "lb (full NAT)", "iptables DNAT"];
 
 pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
     let mut rows = Vec::new();
-    for (shape, flows) in [(Shape::Routed, "one flow"), (Shape::Routed, "many flows"), (Shape::Bridge, "one flow"), (Shape::Bridge, "many flows")] {
+    for (shape, flows) in [
+        (Shape::Routed, "one flow"),
+        (Shape::Routed, "many flows"),
+        (Shape::Bridge, "one flow"),
+        (Shape::Bridge, "many flows"),
+    ] {
         let mut per_mode: Vec<(String, Vec<f64>, f64)> = Vec::new();
         for mode in MODES {
             let mut secs = Vec::new();
@@ -77,7 +78,23 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<(f64, f64)>
         }
         _ => {
             topo.lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-            topo.lb.exec(&["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "198.18.100.10", "-p", "udp", "--dport", "80", "-j", "DNAT", "--to-destination", &format!("{backend_addr}:8080")])?;
+            topo.lb.exec(&[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                "198.18.100.10",
+                "-p",
+                "udp",
+                "--dport",
+                "80",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{backend_addr}:8080"),
+            ])?;
             topo.lb.exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", &out_if, "-j", "MASQUERADE"])?;
             // Resolve the backend first, as lb's managed neighbour entry would.
             topo.lb.exec(&["ip", "neigh", "replace", &backend_addr, "dev", &out_if, "managed"])?;
@@ -175,7 +192,23 @@ fn conn_run(mode: &str, connections: usize) -> Result<f64> {
         _daemon = Some(Daemon::start(&topo.lb, &dir, &topo.iface_list(), 1, work.path())?);
     } else {
         topo.lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        topo.lb.exec(&["iptables", "-t", "nat", "-A", "PREROUTING", "-d", "198.18.100.10", "-p", "tcp", "--dport", "80", "-j", "DNAT", "--to-destination", "198.18.1.2:8080"])?;
+        topo.lb.exec(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-d",
+            "198.18.100.10",
+            "-p",
+            "tcp",
+            "--dport",
+            "80",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "198.18.1.2:8080",
+        ])?;
         topo.lb.exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", &topo.lb_ifaces[1], "-j", "MASQUERADE"])?;
     }
     let to: std::net::SocketAddr = "198.18.100.10:80".parse()?;

@@ -104,12 +104,7 @@ fn cloud_values_are_still_validated() {
     }
     assert!(run(&[("name", "负载均衡-1")], &ports).errors.is_empty());
     assert!(run(&[("name", &"n".repeat(128))], &ports).errors.is_empty());
-    assert_one_error(
-        &[("name", &"n".repeat(129))],
-        &ports,
-        "name",
-        "an instance name has 2..=128 characters, not 129",
-    );
+    assert_one_error(&[("name", &"n".repeat(129))], &ports, "name", "an instance name has 2..=128 characters, not 129");
     assert!(run(&[("spec", "slb.s3.xlarge")], &ports).errors.is_empty());
 }
 
@@ -151,18 +146,8 @@ fn instance_rules() {
         "true requires alibaba-cloud-loadbalancer-id (the instance whose listeners to override)",
     );
     assert!(run(&[("force-override-listeners", "false")], &ports).errors.is_empty());
-    assert_one_error(
-        &[("master-zoneid", "cn-hangzhou-k")],
-        &ports,
-        "master-zoneid",
-        "requires slave-zoneid as well",
-    );
-    assert_one_error(
-        &[("slave-zoneid", "cn-hangzhou-j")],
-        &ports,
-        "slave-zoneid",
-        "requires master-zoneid as well",
-    );
+    assert_one_error(&[("master-zoneid", "cn-hangzhou-k")], &ports, "master-zoneid", "requires slave-zoneid as well");
+    assert_one_error(&[("slave-zoneid", "cn-hangzhou-j")], &ports, "slave-zoneid", "requires master-zoneid as well");
 }
 
 #[test]
@@ -175,12 +160,7 @@ fn static_ip_rules() {
         "ip",
         "\"192.168.1.300\" is not an IPv4 address",
     );
-    assert_one_error(
-        &[base[0], base[1], ("ip", "fd00::1")],
-        &ports,
-        "ip",
-        "\"fd00::1\" is not an IPv4 address",
-    );
+    assert_one_error(&[base[0], base[1], ("ip", "fd00::1")], &ports, "ip", "\"fd00::1\" is not an IPv4 address");
     assert_one_error(&[base[1], ("ip", "192.168.1.3")], &ports, "ip", "requires address-type intranet");
     assert_one_error(
         &[base[0], ("ip", "192.168.1.3")],
@@ -196,12 +176,7 @@ fn vserver_group_reuse_rules() {
     let id = ("id", "lb-1");
     assert!(run(&[id, ("vgroup-port", "rsp-1:80"), ("weight", "0")], &ports).errors.is_empty());
     assert!(run(&[id, ("vgroup-port", "rsp-1:80"), ("weight", "100")], &ports).errors.is_empty());
-    assert_one_error(
-        &[id, ("vgroup-port", "rsp-1:80"), ("weight", "101")],
-        &ports,
-        "weight",
-        "101 is outside 0..=100",
-    );
+    assert_one_error(&[id, ("vgroup-port", "rsp-1:80"), ("weight", "101")], &ports, "weight", "101 is outside 0..=100");
     assert_one_error(
         &[id, ("vgroup-port", "rsp-1:8080")],
         &ports,

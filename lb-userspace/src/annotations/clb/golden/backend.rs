@@ -27,10 +27,8 @@ spec:
 "#,
     );
     let mut want = with_listeners(&[(None, 443, Tcp)]);
-    want.backends.node_labels = vec![NodeLabel {
-        key: "failure-domain.beta.kubernetes.io/zone".into(),
-        value: "ap-southeast-5a".into(),
-    }];
+    want.backends.node_labels =
+        vec![NodeLabel { key: "failure-domain.beta.kubernetes.io/zone".into(), value: "ap-southeast-5a".into() }];
     assert_eq!(config, want);
 }
 

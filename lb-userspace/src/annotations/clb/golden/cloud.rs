@@ -59,24 +59,15 @@ type Example = (&'static [(&'static str, &'static str)], &'static [&'static str]
 #[test]
 fn golden_cloud_only_examples() {
     let cases: &[Example] = &[
-        (
-            &[("instance-charge-type", "PayBySpec"), ("spec", "slb.s1.small")],
-            &["instance-charge-type", "spec"],
-        ),
+        (&[("instance-charge-type", "PayBySpec"), ("spec", "slb.s1.small")], &["instance-charge-type", "spec"]),
         (&[("charge-type", "paybybandwidth"), ("bandwidth", "2")], &["bandwidth", "charge-type"]),
         (&[("id", "<your-clb-instance-id>")], &["id"]),
         (
             &[("id", "<your-clb-instance-id>"), ("force-override-listeners", "true")],
             &["force-override-listeners", "id"],
         ),
-        (
-            &[("master-zoneid", "cn-hangzhou-k"), ("slave-zoneid", "cn-hangzhou-j")],
-            &["master-zoneid", "slave-zoneid"],
-        ),
-        (
-            &[("address-type", "intranet"), ("vswitch-id", "<your-vswitch-id>")],
-            &["address-type", "vswitch-id"],
-        ),
+        (&[("master-zoneid", "cn-hangzhou-k"), ("slave-zoneid", "cn-hangzhou-j")], &["master-zoneid", "slave-zoneid"]),
+        (&[("address-type", "intranet"), ("vswitch-id", "<your-vswitch-id>")], &["address-type", "vswitch-id"]),
         (&[("additional-resource-tags", "Key1=Value1,Key2=Value2")], &["additional-resource-tags"]),
         (&[("name", "your-svc-name")], &["name"]),
         (&[("resource-group-id", "rg-xxxx")], &["resource-group-id"]),

@@ -66,10 +66,8 @@ fn golden_scheduler_wrr() {
 
 #[test]
 fn golden_acl() {
-    let (config, _) = golden(&svc(
-        &lines(&[("acl-status", "on"), ("acl-id", "<your-acl-id>"), ("acl-type", "white")]),
-        TCP_443,
-    ));
+    let (config, _) =
+        golden(&svc(&lines(&[("acl-status", "on"), ("acl-id", "<your-acl-id>"), ("acl-type", "white")]), TCP_443));
     let Acl::On { id, kind } = &config.acl else { panic!("{:?}", config.acl) };
     assert_eq!((id.as_str(), *kind), ("<your-acl-id>", AclType::White));
 }
@@ -182,10 +180,7 @@ fn golden_tls_cipher_policy() {
         ports,
     ));
     assert_eq!(config.tls.cipher_policy, TlsCipherPolicy::Tls12);
-    assert_eq!(
-        config.listeners,
-        with_listeners(&[(Some("https"), 443, Https), (Some("http"), 80, Http)]).listeners
-    );
+    assert_eq!(config.listeners, with_listeners(&[(Some("https"), 443, Https), (Some("http"), 80, Http)]).listeners);
 }
 
 #[test]
@@ -226,8 +221,7 @@ fn golden_proxy_protocol() {
 
 #[test]
 fn golden_connection_drain() {
-    let (config, _) =
-        golden(&svc(&lines(&[("connection-drain", "on"), ("connection-drain-timeout", "30")]), TCP_80));
+    let (config, _) = golden(&svc(&lines(&[("connection-drain", "on"), ("connection-drain-timeout", "30")]), TCP_80));
     let mut want = with_listeners(&[(None, 80, Tcp)]);
     want.l4.connection_drain = ConnectionDrain::On { timeout_s: 30 };
     assert_eq!(config, want);
@@ -255,8 +249,7 @@ fn golden_forwarded_headers() {
 fn golden_idle_and_request_timeouts() {
     let (config, _) = golden(&svc(&lines(&[("protocol-port", "http:80"), ("idle-timeout", "30")]), TCP_80));
     assert_eq!((config.http.idle_timeout_s, config.http.request_timeout_s), (30, 60));
-    let (config, _) =
-        golden(&svc(&lines(&[("protocol-port", "http:80"), ("request-timeout", "60")]), TCP_80));
+    let (config, _) = golden(&svc(&lines(&[("protocol-port", "http:80"), ("request-timeout", "60")]), TCP_80));
     assert_eq!((config.http.idle_timeout_s, config.http.request_timeout_s), (15, 60));
 }
 

@@ -12,10 +12,7 @@ fn defaults_when_absent() {
     assert_eq!(*hc, HealthCheck::default());
     assert!(hc.switch && !hc.flag);
     assert_eq!(hc.check_type, HealthCheckType::Tcp);
-    assert_eq!(
-        (hc.connect_timeout_s, hc.healthy_threshold, hc.unhealthy_threshold, hc.interval_s),
-        (5, 3, 3, 2)
-    );
+    assert_eq!((hc.connect_timeout_s, hc.healthy_threshold, hc.unhealthy_threshold, hc.interval_s), (5, 3, 3, 2));
     assert_eq!(hc.http.codes, vec![HttpCodeClass::Http2xx]);
     assert_eq!(hc.http.method, HttpMethod::Head);
     assert_eq!(hc.http.domain, HealthCheckDomain::BackendIp);
@@ -24,16 +21,12 @@ fn defaults_when_absent() {
 
 #[test]
 fn connect_timeout_range() {
-    check_range("health-check-connect-timeout", 1, 300, &[], &[tcp(80)], |c| {
-        c.health_check.connect_timeout_s.into()
-    });
+    check_range("health-check-connect-timeout", 1, 300, &[], &[tcp(80)], |c| c.health_check.connect_timeout_s.into());
 }
 
 #[test]
 fn http_timeout_range() {
-    check_range("health-check-timeout", 1, 300, &HTTP_TCP, &[tcp(80)], |c| {
-        c.health_check.http.timeout_s.into()
-    });
+    check_range("health-check-timeout", 1, 300, &HTTP_TCP, &[tcp(80)], |c| c.health_check.http.timeout_s.into());
 }
 
 #[test]
@@ -76,20 +69,14 @@ fn switch_and_flag_values() {
 fn which_listener_gets_which_probe() {
     use ListenerProtocol::*;
     let hc = HealthCheck::default();
-    assert_eq!(
-        [Tcp, Udp, Http, Https].map(|l| hc.probe(l)),
-        [Some(Probe::Tcp), Some(Probe::Udp), None, None]
-    );
+    assert_eq!([Tcp, Udp, Http, Https].map(|l| hc.probe(l)), [Some(Probe::Tcp), Some(Probe::Udp), None, None]);
     let hc = HealthCheck { check_type: HealthCheckType::Http, flag: true, ..HealthCheck::default() };
     assert_eq!(
         [Tcp, Udp, Http, Https].map(|l| hc.probe(l)),
         [Some(Probe::Http), Some(Probe::Udp), Some(Probe::Http), Some(Probe::Http)]
     );
     let hc = HealthCheck { switch: false, flag: true, ..HealthCheck::default() };
-    assert_eq!(
-        [Tcp, Udp, Http, Https].map(|l| hc.probe(l)),
-        [None, None, Some(Probe::Tcp), Some(Probe::Tcp)]
-    );
+    assert_eq!([Tcp, Udp, Http, Https].map(|l| hc.probe(l)), [None, None, Some(Probe::Tcp), Some(Probe::Tcp)]);
 }
 
 #[test]
@@ -122,10 +109,8 @@ fn http_check_fields() {
     assert_eq!(h.codes, vec![HttpCodeClass::Http2xx, HttpCodeClass::Http3xx]);
     assert_eq!(h.domain, HealthCheckDomain::Name("www.example.com".into()));
     assert_eq!(h.method, HttpMethod::Get);
-    let p = run(
-        &[HTTP_TCP[0], HTTP_TCP[1], ("health-check-domain", "$_ip"), ("health-check-method", "head")],
-        &[tcp(80)],
-    );
+    let p =
+        run(&[HTTP_TCP[0], HTTP_TCP[1], ("health-check-domain", "$_ip"), ("health-check-method", "head")], &[tcp(80)]);
     assert_eq!(p.config.health_check.http.domain, HealthCheckDomain::BackendIp);
     assert_eq!(p.config.health_check.http.method, HttpMethod::Head);
 }
@@ -150,11 +135,7 @@ fn http_check_invalid_values() {
             "\"a_b.com\" is neither $_ip nor 1..=80 letters, digits, periods and hyphens",
         ),
         ("health-check-domain", "a".repeat(81), ""),
-        (
-            "health-check-method",
-            "GET".into(),
-            "\"GET\" is not one of head, get (values are case-sensitive: get)",
-        ),
+        ("health-check-method", "GET".into(), "\"GET\" is not one of head, get (values are case-sensitive: get)"),
         ("health-check-method", "post".into(), "\"post\" is not one of head, get"),
     ];
     for (key, value, reason) in &cases {
@@ -181,9 +162,7 @@ fn http_checks_need_a_uri() {
         "http requires health-check-uri",
     );
     // With the tcp listener's checks off, no listener gets the HTTP check: no URI needed.
-    assert!(
-        errors_of(&[("health-check-type", "http"), ("health-check-switch", "off")], &[tcp(80)]).is_empty()
-    );
+    assert!(errors_of(&[("health-check-type", "http"), ("health-check-switch", "off")], &[tcp(80)]).is_empty());
 }
 
 #[test]
@@ -261,8 +240,7 @@ fn timing_fields_need_a_checked_listener() {
     );
     // The UDP listener still uses the connect timeout.
     assert!(
-        errors_of(&[HTTP_TCP[0], HTTP_TCP[1], ("health-check-connect-timeout", "5")], &[tcp(80), udp(53)])
-            .is_empty()
+        errors_of(&[HTTP_TCP[0], HTTP_TCP[1], ("health-check-connect-timeout", "5")], &[tcp(80), udp(53)]).is_empty()
     );
 }
 
