@@ -12,7 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_tests::{
-    packet::{ACK, Flow, Frame, PSH, SYN, eth, finish, ipv4_header, parse, sum16},
+    packet::{ACK, Flow, Frame, PSH, SYN, parse, reassemble_udp_fragments},
     privileged,
     proxy_frames::{mss_of, syn_options, v1_header, v2_header},
     testbed::{Bed, listener, mac_of, model, pin_to_cpu0, run_frame, run_skb},
@@ -163,21 +163,9 @@ fn tc_fragments_follow_their_first_fragment() {
         later.frag_off = 3; // offset 24 bytes, last
         let (v, out2) = t.ingress(&later.with_l3_payload(tail), t.a);
         assert_eq!(v, TC_ACT_REDIRECT, "later fragment follows");
-        let (ip1, ip2) = (&out1[14..34], &out2[14..34]);
-        assert_eq!(ip1[12..20], ip2[12..20], "same SNAT source and backend");
-        for ip in [ip1, ip2] {
-            assert_eq!(finish(sum16(ip, 0)), 0, "IP checksum");
-        }
-        // The reassembled datagram's UDP checksum is valid after the NAT.
-        let (src, dst) =
-            (Ipv4Addr::new(ip1[12], ip1[13], ip1[14], ip1[15]), Ipv4Addr::new(ip1[16], ip1[17], ip1[18], ip1[19]));
-        assert_eq!((src, dst), (SNAT, B1));
-        let mut datagram = out1[34..].to_vec();
-        datagram.extend_from_slice(&out2[34..]);
-        let mut frame = eth([0; 6], [0; 6], 0x0800);
-        frame.extend_from_slice(&ipv4_header(src, dst, 17, &[], 0x4242, 0, datagram.len()));
-        frame.extend_from_slice(&datagram);
-        let p = parse(&frame);
+        // Same backend, IP checksums valid, the reassembled datagram's UDP checksum too.
+        let p = reassemble_udp_fragments(&out1, &out2, 0x4242);
+        assert_eq!((p.flow.0, p.flow.2), (IpAddr::V4(SNAT), IpAddr::V4(B1)));
         assert!(p.l4_csum_ok, "reassembled UDP checksum after NAT: {p:?}");
         assert_eq!(p.flow.3, 5353);
         assert_eq!(t.counter("fragments_fwd"), 1);

@@ -71,31 +71,10 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<(f64, f64)>
             _sink = Some(SinkGuard::attach(&topo.lb, &lbc).with_context(|| format!("sink in {name}"))?);
         }
         "lb (full NAT)" => {
-            let dir = work.path().join("m");
-            fs::create_dir(&dir)?;
-            fs::write(dir.join("svc.yaml"), SERVICE.replace("198.18.1.2", &backend_addr))?;
-            _daemon = Some(Daemon::start_with(&topo.lb, &dir, &topo.iface_list(), 1, work.path(), &topo.lb_args(&[]))?);
+            _daemon = Some(start_lb(&topo, &SERVICE.replace("198.18.1.2", &backend_addr), work.path())?);
         }
         _ => {
-            topo.lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-            topo.lb.exec(&[
-                "iptables",
-                "-t",
-                "nat",
-                "-A",
-                "PREROUTING",
-                "-d",
-                "198.18.100.10",
-                "-p",
-                "udp",
-                "--dport",
-                "80",
-                "-j",
-                "DNAT",
-                "--to-destination",
-                &format!("{backend_addr}:8080"),
-            ])?;
-            topo.lb.exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", &out_if, "-j", "MASQUERADE"])?;
+            iptables_dnat(&topo.lb, "udp", &backend_addr, &out_if)?;
             // Resolve the backend first, as lb's managed neighbour entry would.
             topo.lb.exec(&["ip", "neigh", "replace", &backend_addr, "dev", &out_if, "managed"])?;
             std::thread::sleep(std::time::Duration::from_millis(300));
@@ -186,30 +165,9 @@ fn conn_run(mode: &str, connections: usize) -> Result<f64> {
     let work = tempfile::tempdir()?;
     let mut _daemon = None;
     if mode.starts_with("lb") {
-        let dir = work.path().join("m");
-        fs::create_dir(&dir)?;
-        fs::write(dir.join("svc.yaml"), SERVICE.replace("UDP", "TCP").replace("name: udp", "name: tcp"))?;
-        _daemon = Some(Daemon::start(&topo.lb, &dir, &topo.iface_list(), 1, work.path())?);
+        _daemon = Some(start_lb(&topo, &SERVICE.replace("UDP", "TCP").replace("name: udp", "name: tcp"), work.path())?);
     } else {
-        topo.lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        topo.lb.exec(&[
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-d",
-            "198.18.100.10",
-            "-p",
-            "tcp",
-            "--dport",
-            "80",
-            "-j",
-            "DNAT",
-            "--to-destination",
-            "198.18.1.2:8080",
-        ])?;
-        topo.lb.exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", &topo.lb_ifaces[1], "-j", "MASQUERADE"])?;
+        iptables_dnat(&topo.lb, "tcp", "198.18.1.2", &topo.lb_ifaces[1])?;
     }
     let to: std::net::SocketAddr = "198.18.100.10:80".parse()?;
     // Warm up (neighbour resolution), then measure.
@@ -222,6 +180,26 @@ fn conn_run(mode: &str, connections: usize) -> Result<f64> {
         Ok(start.elapsed().as_secs_f64())
     })?;
     Ok(connections as f64 / secs)
+}
+
+/// `lb run` on the bench Service `yaml` in `topo`, ready.
+fn start_lb(topo: &Topology, yaml: &str, work: &std::path::Path) -> Result<Daemon> {
+    let dir = work.join("m");
+    fs::create_dir(&dir)?;
+    fs::write(dir.join("svc.yaml"), yaml)?;
+    Daemon::start_with(&topo.lb, &dir, &topo.iface_list(), 1, work, &topo.lb_args(&[]))
+}
+
+/// The peer: iptables DNAT from VIP:80/`proto` to `backend`:8080 and MASQUERADE out of
+/// `out_if`, in the load balancer's namespace.
+fn iptables_dnat(lb: &Netns, proto: &str, backend: &str, out_if: &str) -> Result<()> {
+    lb.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    let to = format!("{backend}:8080");
+    let rule =
+        ["-A", "PREROUTING", "-d", "198.18.100.10", "-p", proto, "--dport", "80", "-j", "DNAT", "--to-destination"];
+    lb.exec(&[&["iptables", "-t", "nat"][..], &rule, &[to.as_str()]].concat())?;
+    lb.exec(&["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", out_if, "-j", "MASQUERADE"])?;
+    Ok(())
 }
 
 const SERVICE: &str = r#"apiVersion: v1
