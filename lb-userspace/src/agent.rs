@@ -243,6 +243,7 @@ impl BackendPaths {
                 }
             }
         }
+        dp.forget_gone_tc();
         match crate::netif::local_client_devices(&self.nics) {
             Ok(local) => devices.extend(local),
             Err(e) => {

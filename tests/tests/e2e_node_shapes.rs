@@ -148,7 +148,8 @@ fn per_pod_veths_with_host_routes() {
     fs::create_dir(&dir).unwrap();
     let eps: Vec<(String, &str)> = cluster.endpoints(false).into_iter().map(|(a, n)| (a.to_string(), n)).collect();
     fs::write(dir.join("svc.yaml"), service_yaml_on_nodes("veths", VIP, &[], false, &eps)).unwrap();
-    let daemon = Daemon::start_with(&cluster.lb, &dir, &cluster.nic, 2, work.path(), &["--node-name", NODE_A]).unwrap();
+    let mut daemon =
+        Daemon::start_with(&cluster.lb, &dir, &cluster.nic, 2, work.path(), &["--node-name", NODE_A]).unwrap();
     for (who, ns) in [
         ("client across the wire", &cluster.client),
         ("client pod", &cluster.client_pod),
@@ -162,4 +163,7 @@ fn per_pod_veths_with_host_routes() {
     for dev in &cali {
         assert_eq!(cluster.lb.bpf_programs(dev), vec!["lb_tc"], "the tc datapath on {dev}");
     }
+    // A pod goes (its veth with it): the agent lets go of the attachment at its next look.
+    cluster.lb.ip(&["link", "del", &cali[1]]).unwrap();
+    daemon.wait_for_log("tc attachment forgotten", 1, std::time::Duration::from_secs(12)).unwrap();
 }

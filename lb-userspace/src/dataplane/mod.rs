@@ -214,9 +214,23 @@ impl Dataplane {
         Ok(true)
     }
 
-    /// Interfaces running the tc datapath (`lb_tc`).
-    pub fn tc_ifaces(&self) -> Vec<String> {
-        self.tc_links.iter().filter(|(_, _, n, _)| *n == lb_common::TC_PROGRAM).map(|(i, ..)| i.clone()).collect()
+    /// Forget the tc attachments of interfaces that are gone (a pod's veth when the pod
+    /// goes): the kernel detached them; their links would otherwise hold a descriptor each.
+    pub fn forget_gone_tc(&mut self) {
+        let gone: Vec<usize> = self
+            .tc_links
+            .iter()
+            .enumerate()
+            .filter(|(_, (iface, ifindex, ..))| nix::net::if_::if_nametoindex(iface.as_str()).ok() != Some(*ifindex))
+            .map(|(i, _)| i)
+            .collect();
+        for i in gone.into_iter().rev() {
+            let (iface, _, name, id) = self.tc_links.remove(i);
+            if let Ok(prog) = tc_program(&mut self.ebpf, name) {
+                let _ = prog.detach(id);
+            }
+            tracing::info!(iface, "interface gone: tc attachment forgotten");
+        }
     }
 
     /// Detach from every interface.
