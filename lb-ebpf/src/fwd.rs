@@ -62,8 +62,11 @@ fn fib<C: Ctx>(ctx: &C, family: u8, dst: &Addr, proto: u8, tot_len: u16) -> Resu
 #[inline(always)]
 pub fn lookup<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, dst: &Addr) -> Result<NextHop, NoRoute> {
     let ip = pkt.ip(ctx).ok_or(NoRoute)?;
+    // The FIB checks the length against the route's MTU when it is given: a GSO skb (a local
+    // sender's segments in one) is far longer, and the kernel segments it later, so it gets
+    // the skb check (length 0) instead.
     // SAFETY: bounds checked by ip().
-    let tot_len = unsafe { H::tot_len(ip) };
+    let tot_len = if ctx.is_gso() { 0 } else { unsafe { H::tot_len(ip) } };
     fib(ctx, H::FAMILY, dst, pkt.proto, tot_len)
 }
 

@@ -6,7 +6,7 @@
 //! - from the client side, about a reply we sent the client (VIP → client): it goes to the
 //!   backend, its quoted packet turned into the backend's view (backend → SNAT).
 //!
-use lb_common::{FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP, stat};
+use lb_common::{FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP, rev_flags, stat};
 
 use crate::{
     csum,
@@ -98,9 +98,11 @@ fn try_v4<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
             inner_dport: r.vip_port,
         };
         let (ifindex, smac, dmac) = (r.ifindex, r.local_mac, r.client_mac);
+        // A client on this node itself gets the error up its own stack.
+        let out = if r.flags & rev_flags::LOCAL_CLIENT != 0 { fwd::Out::Local } else { fwd::Out::Resolved };
         translate(ctx, iihl, &t)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
-        return Some(fwd::transmit(ctx, ifindex, fwd::Out::Resolved, &smac, &dmac, bytes));
+        return Some(fwd::transmit(ctx, ifindex, out, &smac, &dmac, bytes));
     }
     if let Some(ct) = CONNTRACK.get_ptr(&key) {
         // SAFETY: map value from a successful lookup.
@@ -252,9 +254,11 @@ fn try_v6<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
         let s = scratch()?;
         s.t6 = [r.vip, r.client, r.client, r.vip];
         let (ifindex, smac, dmac) = (r.ifindex, r.local_mac, r.client_mac);
+        // A client on this node itself gets the error up its own stack.
+        let out = if r.flags & rev_flags::LOCAL_CLIENT != 0 { fwd::Out::Local } else { fwd::Out::Resolved };
         translate6(ctx, r.client_port, r.vip_port)?;
         count(stat::ICMP_ERRORS_FWD, bytes);
-        return Some(fwd::transmit(ctx, ifindex, fwd::Out::Resolved, &smac, &dmac, bytes));
+        return Some(fwd::transmit(ctx, ifindex, out, &smac, &dmac, bytes));
     }
     if let Some(ct) = CONNTRACK.get_ptr(&key) {
         // SAFETY: map value from a successful lookup.

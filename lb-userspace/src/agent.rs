@@ -198,6 +198,9 @@ impl AgentStats {
     }
 }
 
+/// `/sys/class/net/DEV/type` of an Ethernet device.
+const ARPHRD_ETHER: &str = "1";
+
 /// How often the routes to backends are looked up again when nothing else changed.
 const PATHS_EVERY: Duration = Duration::from_secs(5);
 
@@ -208,8 +211,10 @@ const PATHS_EVERY: Duration = Duration::from_secs(5);
 struct BackendPaths {
     /// The NICs XDP is attached to.
     nics: BTreeSet<String>,
-    /// Backends whose route lookup failed or leads nowhere we serve (warned once).
+    /// Backends whose route lookup failed or leads nowhere we serve, and devices the tc
+    /// datapath could not be put on (each warned once).
     warned: BTreeSet<std::net::IpAddr>,
+    warned_devs: BTreeSet<String>,
     /// The first NIC's addresses: the SNAT source behind a device without an address.
     fallback: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
 }
@@ -251,7 +256,9 @@ impl BackendPaths {
             }
         }
         for dev in devices {
-            if let Err(e) = self.attach(&dev, node, dp) {
+            if let Err(e) = self.attach(&dev, node, dp)
+                && self.warned_devs.insert(dev.clone())
+            {
                 tracing::warn!(dev, error = %format!("{e:#}"), "cannot put the tc datapath on the device backends are reached through");
             }
         }
@@ -261,6 +268,11 @@ impl BackendPaths {
     /// its own address, or (a per-pod veth has none) the first NIC's, which the pod's
     /// default route sends back through the same veth.
     fn attach(&mut self, dev: &str, node: &mut NodeChanges, dp: &mut Dataplane) -> Result<()> {
+        // The datapath parses Ethernet frames: an L3 device (IPIP, WireGuard) has none.
+        let link_type = std::fs::read_to_string(format!("/sys/class/net/{dev}/type")).unwrap_or_default();
+        if link_type.trim() != ARPHRD_ETHER {
+            anyhow::bail!("not an Ethernet device (link type {}): backends behind it are not served", link_type.trim());
+        }
         let iface = Iface::lookup(dev)?;
         let (v4, v6) = match (iface.ipv4, iface.ipv6) {
             (None, None) => self.fallback,

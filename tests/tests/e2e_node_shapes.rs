@@ -167,3 +167,35 @@ fn per_pod_veths_with_host_routes() {
     cluster.lb.ip(&["link", "del", &cali[1]]).unwrap();
     daemon.wait_for_log("tc attachment forgotten", 1, std::time::Duration::from_secs(12)).unwrap();
 }
+
+#[test]
+fn local_clients_upload_megabytes_through_the_vip() {
+    if !privileged("local_clients_upload_megabytes_through_the_vip") {
+        return;
+    }
+    // A client pod and the node keep TSO on: their bulk data reaches tc as GSO skbs, each far
+    // longer than the route's MTU (the kernel segments it after the redirect).
+    let cluster = Cluster::new(Pods::Both, 1).unwrap();
+    let _servers = servers(&cluster);
+    let work = tempfile::tempdir().unwrap();
+    let daemon = start(&cluster, &work);
+    for (who, ns) in [("client pod", &cluster.client_pod), ("node-a itself", &cluster.lb)] {
+        for _ in 0..4 {
+            let to = SocketAddr::new(VIP.parse().unwrap(), 80);
+            let got = ns.run(move || -> anyhow::Result<String> {
+                use std::io::{BufRead, Write};
+                let mut s = std::net::TcpStream::connect_timeout(&to, TIMEOUT)?;
+                s.set_read_timeout(Some(Duration::from_secs(20)))?;
+                s.set_write_timeout(Some(Duration::from_secs(20)))?;
+                s.write_all(&vec![b'x'; 4 << 20])?;
+                s.write_all(b"\n")?;
+                let mut line = String::new();
+                std::io::BufReader::new(&s).read_line(&mut line)?;
+                Ok(line.trim().to_string())
+            });
+            let name =
+                got.unwrap_or_else(|e| panic!("{who}: 4 MiB upload through the VIP: {e:#}\n{}", daemon.log_text()));
+            assert!(name.starts_with("pod-"), "{who}: {name:?}");
+        }
+    }
+}
