@@ -323,6 +323,10 @@ fn https_get(ns: &Netns, to: SocketAddr) -> Result<(SocketAddr, String)> {
 }
 
 fn nginx_and_haproxy_log_the_real_client_v1_v2_under_loss(shape: Shape) {
+    // One shape at a time: three runs at once on two CPUs, each with 20% loss, stretch
+    // haproxy's stream ends (it logs at the end) past any sensible deadline.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     if !ready(
         "nginx_and_haproxy_log_the_real_client_v1_v2_under_loss",
         &["nginx", "haproxy", "openssl", "curl", "iptables"],
@@ -397,8 +401,9 @@ fn nginx_and_haproxy_log_the_real_client_v1_v2_under_loss(shape: Shape) {
             .iter()
             .all(|(name, local)| if name.starts_with("nginx") { ngx.contains(local) } else { hap.contains(local) })
     };
-    // haproxy logs a request when its stream ends, which retransmissions under loss delay.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // haproxy logs a request when its stream ends, which retransmissions under loss delay
+    // (the more so with the three shapes' runs sharing two CPUs).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut logs = read_logs();
     while !all_logged(&logs) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -718,9 +723,13 @@ fn local_clients_get_the_header_from_tc(shape: Shape) {
         }
     }
     drop(peers);
-    let [inserted, drop_pp] = bed.stop_counter(&["pp_inserted", "drop_pp"])[..] else { unreachable!() };
+    let [inserted, drop_pp, gso] = bed.stop_counter(&["pp_inserted", "drop_pp", "drop_pp_tc"])[..] else {
+        unreachable!()
+    };
     assert!(inserted >= 16, "a header for each of the 16 connections: {inserted}");
-    assert_eq!(drop_pp, 0, "no header failed");
+    // A multi-segment first write (GSO) is dropped on purpose (drop_pp_tc) for its
+    // one-segment retransmission to carry the header; nothing else may fail.
+    assert_eq!(drop_pp, gso, "every header not inserted was a deliberate GSO drop");
 }
 
 /// The cluster shapes only: the routed topology has no client on the node.
