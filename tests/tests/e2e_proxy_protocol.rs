@@ -30,6 +30,13 @@ use lb_tests::{
 const PP: &str = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-proxy-protocol";
 const PP_VERSION: &str = "lb.dev/proxy-protocol-version";
 
+/// The tests with injected loss run one at a time: several at once on two CPUs stretch
+/// retransmissions (and haproxy's stream ends, when it logs) past their deadlines.
+fn one_loss_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// True when the test can run: root, and every program in `bins` installed. A missing one
 /// skips the test, unless `LB_REQUIRE_PRIVILEGED=1` makes it a failure.
 fn ready(test: &str, bins: &[&str]) -> bool {
@@ -323,10 +330,7 @@ fn https_get(ns: &Netns, to: SocketAddr) -> Result<(SocketAddr, String)> {
 }
 
 fn nginx_and_haproxy_log_the_real_client_v1_v2_under_loss(shape: Shape) {
-    // One shape at a time: three runs at once on two CPUs, each with 20% loss, stretch
-    // haproxy's stream ends (it logs at the end) past any sensible deadline.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = one_loss_test_at_a_time();
     if !ready(
         "nginx_and_haproxy_log_the_real_client_v1_v2_under_loss",
         &["nginx", "haproxy", "openssl", "curl", "iptables"],
@@ -448,6 +452,7 @@ fn server_first(to: SocketAddr) -> Result<(SocketAddr, BufReader<TcpStream>, Tcp
 }
 
 fn server_first_protocol_gets_the_header_first_under_loss(shape: Shape) {
+    let _turn = one_loss_test_at_a_time();
     if !ready("server_first_protocol_gets_the_header_first_under_loss", &["iptables"]) {
         return;
     }
