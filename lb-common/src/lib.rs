@@ -308,9 +308,17 @@ pub struct AclData {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SnatAddr {
     pub v4: u32,
-    /// 1 when `v4` is set, 2 when `v6` is set (bits).
+    /// Which addresses are set: `snat_flags` bits (`V4` = 1, `V6` = 2).
     pub flags: u32,
     pub v6: Addr,
+}
+
+/// `SnatAddr::flags`: the address families an interface has a SNAT address for.
+pub mod snat_flags {
+    /// `SnatAddr::v4` is set.
+    pub const V4: u32 = 1;
+    /// `SnatAddr::v6` is set.
+    pub const V6: u32 = 2;
 }
 
 /// Value of `CONFIG[0]`: datapath-wide settings.

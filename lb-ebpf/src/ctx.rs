@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use lb_common::{HANDOFF_MAGIC, Handoff, handoff_flags, stat};
 
-use crate::{maps::TX_PORTS, stats::count};
+use crate::{csum, maps::TX_PORTS, stats::count};
 
 /// What the datapath needs of the hook it runs in.
 pub trait Ctx {
@@ -75,42 +75,6 @@ pub fn ptr_at<C: Ctx, T>(ctx: &C, offset: usize) -> Result<*mut T, ()> {
     Ok((start + offset) as *mut T)
 }
 
-/// Ones' complement fold of a 32-bit accumulator.
-#[inline(always)]
-pub fn fold(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
-}
-
-/// Accumulates `!old + new` over changed 16-bit words (in memory order, like every word the
-/// checksum covers), for [`Ctx::l4_csum`].
-#[derive(Clone, Copy)]
-pub struct Diff(u32);
-
-impl Diff {
-    #[inline(always)]
-    pub fn new() -> Diff {
-        Diff(0)
-    }
-
-    #[inline(always)]
-    pub fn add2(&mut self, old: u16, new: u16) {
-        self.0 = fold(self.0 + (!old) as u32 + new as u32) as u32;
-    }
-
-    #[inline(always)]
-    pub fn add4(&mut self, old: u32, new: u32) {
-        self.add2(old as u16, new as u16);
-        self.add2((old >> 16) as u16, (new >> 16) as u16);
-    }
-
-    #[inline(always)]
-    pub fn get(self) -> u16 {
-        self.0 as u16
-    }
-}
-
 impl Ctx for XdpContext {
     const PASS: u32 = xdp_action::XDP_PASS;
     const DROP: u32 = xdp_action::XDP_DROP;
@@ -146,11 +110,8 @@ impl Ctx for XdpContext {
             if udp && old == 0 {
                 return;
             }
-            let mut c = !fold((!old) as u32 + pseudo as u32 + data as u32);
-            if udp && c == 0 {
-                c = 0xffff;
-            }
-            *p = c;
+            let c = csum::apply(old, pseudo, data);
+            *p = if udp { csum::udp_nonzero(c) } else { c };
         }
     }
 

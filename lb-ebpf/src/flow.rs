@@ -14,7 +14,8 @@ use crate::{
     fwd::{self},
     icmp,
     maps::{
-        BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, LISTENER_CFG, LISTENERS, REVERSE_NAT, SNAT_ADDRS, pp_scratch, scratch,
+        BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, LISTENER_CFG, LISTENERS, REVERSE_NAT, SNAT_ADDRS, TAIL_CALL,
+        pp_scratch, scratch,
     },
     nat,
     parse::{
@@ -24,10 +25,6 @@ use crate::{
     persist, pp, sched,
     stats::{self, count},
 };
-
-/// A verdict with this bit set asks `lb_xdp` to tail-call program `verdict & 0xff`
-/// (`lb_common::prog_index`), which returns the real verdict.
-pub const TAIL_CALL: u32 = 0x100;
 
 /// How often (ns) a flow's `last_seen` is refreshed: not on every packet, to keep the
 /// entry's cache line from bouncing between CPUs.
@@ -267,7 +264,7 @@ fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: 
         c.bytes += bytes;
     });
     let action = fwd::transmit(ctx, hop.ifindex, hop.out(), &hop.smac, &hop.dmac, bytes);
-    if entry.pp_version == 0 || action == C::DROP {
+    if entry.pp_version == lb_common::pp::OFF || action == C::DROP {
         return action;
     }
     // PROXY protocol: the header and the sequence shift are the tail-called program's.
@@ -332,7 +329,7 @@ fn to_client<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, rev: *mut RevEntry, bytes:
     let action = fwd::transmit(ctx, r.ifindex, out, &r.local_mac, &r.client_mac, bytes);
     // PROXY protocol over TCP: ack, SACK and MSS are the tail-called program's. (UDP replies
     // carry no header: nothing to undo.)
-    if r.pp_version == 0 || pkt.proto != PROTO_TCP || action == C::DROP {
+    if r.pp_version == lb_common::pp::OFF || pkt.proto != PROTO_TCP || action == C::DROP {
         return action;
     }
     let Some(s) = pp_scratch() else { return drop::<C>(stat::DROP_PP, 0) };
@@ -397,12 +394,12 @@ fn try_new_flow<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, key: &FlowKey, id: u32)
     // SAFETY: read-only use of the value.
     let snat = unsafe { SNAT_ADDRS.get(&egress) }.ok_or(stat::DROP_NO_SNAT_ADDR)?;
     let snat_addr = if key.family == FAMILY_V4 {
-        if snat.flags & 1 == 0 {
+        if snat.flags & snat_flags::V4 == 0 {
             return Err(stat::DROP_NO_SNAT_ADDR);
         }
         [snat.v4, 0, 0, 0]
     } else {
-        if snat.flags & 2 == 0 {
+        if snat.flags & snat_flags::V6 == 0 {
             return Err(stat::DROP_NO_SNAT_ADDR);
         }
         snat.v6

@@ -170,9 +170,7 @@ fn translate<C: Ctx>(ctx: &C, iihl: usize, t: &Translation) -> Option<()> {
                     u = csum::replace4(u, old_dst, t.inner_dst);
                     u = csum::replace2(u, (*ports).src, t.inner_sport);
                     u = csum::replace2(u, (*ports).dst, t.inner_dport);
-                    if u == 0 {
-                        u = 0xffff;
-                    }
+                    u = csum::udp_nonzero(u);
                     icsum = csum::replace2(icsum, old, u);
                     *ucsum = u;
                 }
@@ -273,16 +271,6 @@ fn try_v6<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
     None
 }
 
-#[inline(always)]
-fn replace_addr(mut c: u16, old: &[u32; 4], new: &[u32; 4]) -> u16 {
-    let mut i = 0;
-    while i < 4 {
-        c = csum::replace4(c, old[i], new[i]);
-        i += 1;
-    }
-    c
-}
-
 /// Rewrite an ICMPv6 error with the addresses in `scratch().t6` (outer source, outer
 /// destination, quoted source, quoted destination) and the quoted ports.
 #[inline(always)]
@@ -296,27 +284,25 @@ fn translate6<C: Ctx>(ctx: &C, inner_sport: u16, inner_dport: u16) -> Option<()>
     unsafe {
         let mut icsum = (*icmp).check;
         // The pseudo-header: outer addresses.
-        icsum = replace_addr(icsum, &(*ip).saddr, &t[0]);
-        icsum = replace_addr(icsum, &(*ip).daddr, &t[1]);
+        icsum = csum::replace16(icsum, &(*ip).saddr, &t[0]);
+        icsum = csum::replace16(icsum, &(*ip).daddr, &t[1]);
         (*ip).saddr = t[0];
         (*ip).daddr = t[1];
         // The quoted packet (and its UDP checksum, whose pseudo-header it is).
         if (*inner).nexthdr == PROTO_UDP {
             if let Ok(ucsum) = ptr_at::<C, u16>(ctx, ETH_HLEN + V6_HLEN + 8 + V6_HLEN + 6) {
                 let old = *ucsum;
-                let mut u = replace_addr(old, &(*inner).saddr, &t[2]);
-                u = replace_addr(u, &(*inner).daddr, &t[3]);
+                let mut u = csum::replace16(old, &(*inner).saddr, &t[2]);
+                u = csum::replace16(u, &(*inner).daddr, &t[3]);
                 u = csum::replace2(u, (*ports).src, inner_sport);
                 u = csum::replace2(u, (*ports).dst, inner_dport);
-                if u == 0 {
-                    u = 0xffff;
-                }
+                u = csum::udp_nonzero(u);
                 icsum = csum::replace2(icsum, old, u);
                 *ucsum = u;
             }
         }
-        icsum = replace_addr(icsum, &(*inner).saddr, &t[2]);
-        icsum = replace_addr(icsum, &(*inner).daddr, &t[3]);
+        icsum = csum::replace16(icsum, &(*inner).saddr, &t[2]);
+        icsum = csum::replace16(icsum, &(*inner).daddr, &t[3]);
         (*inner).saddr = t[2];
         (*inner).daddr = t[3];
         icsum = csum::replace2(icsum, (*ports).src, inner_sport);

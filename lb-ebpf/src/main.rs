@@ -34,7 +34,7 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         Ok(action) => action,
         Err(_) => xdp_action::XDP_PASS,
     };
-    if action & flow::TAIL_CALL != 0 {
+    if action & maps::TAIL_CALL != 0 {
         // PROXY protocol work, in its own program (tail calls are made from here, the entry
         // function). It returns the verdict; if the call fails the packet cannot be sent
         // without its header or shift.
@@ -69,7 +69,7 @@ pub fn lb_tc(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn lb_tc_pp_client(ctx: TcContext) -> i32 {
     let action = pp::client(&ctx);
-    if action & flow::TAIL_CALL != 0 {
+    if action & maps::TAIL_CALL != 0 {
         // SAFETY: the context is this program's.
         unsafe { maps::TC_PROGS.tail_call(&ctx, action & 0xff) };
         stats::count(lb_common::stat::DROP_PP, 0);

@@ -89,6 +89,11 @@ pub fn scratch() -> Option<&'static mut Scratch> {
     SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
+/// A verdict with this bit set asks the entry program (`lb_xdp`, `lb_tc`, `lb_tc_pp_client`)
+/// to tail-call program `verdict & 0xff` (`lb_common::prog_index`) of [`PROGS`] / [`TC_PROGS`],
+/// which returns the real verdict.
+pub const TAIL_CALL: u32 = 0x100;
+
 /// Programs `lb_xdp` tail-calls (`lb_common::prog_index`), filled by user space at load.
 #[map(name = "PROGS")]
 pub static PROGS: ProgramArray = ProgramArray::with_max_entries(prog_index::COUNT, 0);
@@ -163,6 +168,9 @@ pub const CHUNK: usize = 128;
 
 /// Room for the frame headers moved when a PROXY header is inserted.
 pub const PP_HDR_BUF: usize = 256;
+/// Largest transport-header offset a PROXY flow's packets may have: the moved headers
+/// (offset + a 60-byte TCP header) must fit [`PP_HDR_BUF`].
+pub const PP_MAX_OFF: u32 = (PP_HDR_BUF - 60) as u32;
 /// Room for the PROXY header (at most `pp::MAX_LEN` bytes).
 pub const PP_BUF: usize = 128;
 

@@ -4,7 +4,8 @@
 use lb_common::{Addr, PROTO_UDP};
 
 use crate::{
-    ctx::{Ctx, Diff},
+    csum::Diff,
+    ctx::Ctx,
     parse::{Ip, Packet},
 };
 

@@ -6,8 +6,8 @@ use lb_common::{FAMILY_V4, FAMILY_V6, FlowKey, PROTO_TCP, PROTO_UDP};
 
 pub use crate::ctx::ptr_at;
 use crate::{
-    csum,
-    ctx::{Ctx, Diff},
+    csum::{self, Diff},
+    ctx::Ctx,
 };
 
 pub const ETH_HLEN: usize = 14;

@@ -10,8 +10,8 @@ use lb_common::{HANDOFF_MAGIC, Handoff, handoff_flags, stat};
 
 use crate::{
     ctx::tc_redirect,
-    flow::{self, TAIL_CALL},
-    maps::TC_PROGS,
+    flow,
+    maps::{TAIL_CALL, TC_PROGS},
     stats::count,
 };
 

@@ -6,15 +6,13 @@ use lb_common::stat;
 use crate::{
     csum,
     ctx::Ctx,
-    maps::{CONNTRACK, PP_HDR_BUF, PpScratch, REVERSE_NAT, pp_scratch},
+    maps::{CONNTRACK, PP_HDR_BUF, PP_MAX_OFF, PpScratch, REVERSE_NAT, pp_scratch},
     parse::{TCP_ACK, TCP_SYN, TcpHdr, ptr_at},
     stats::count,
 };
 
-use super::MAX_OFF;
+use super::options::{NO_OPTION, read, walk_options};
 
-/// TCP option walk budget (Linux sends at most 6 options: NOP NOP TS NOP NOP SACK).
-const MAX_OPTIONS: u32 = 12;
 /// Smallest MSS the clamp leaves.
 const MIN_MSS: u32 = 64;
 
@@ -49,65 +47,6 @@ pub fn backend<C: Ctx>(ctx: &C) -> u32 {
     }
 }
 
-/// A byte of the TCP header changed at `at` (from the header's start): the checksum after.
-#[inline(always)]
-fn byte_changed(c: u16, at: u32, old: u8, new: u8) -> u16 {
-    // Raw (in-memory) 16-bit lanes: an even offset is the low byte on this little-endian
-    // target, an odd one the high byte.
-    let shift = (at & 1) * 8;
-    csum::replace2(c, (old as u16) << shift, (new as u16) << shift)
-}
-
-/// "No such option" in the walk's results.
-const NO_OPTION: u32 = 0xff;
-/// Walk position meaning "stopped" (end of list, or malformed: left to the client's stack).
-const STOPPED: u32 = 0xfe;
-
-/// A walk variable read back from the map: an unknown value to the verifier.
-#[inline(always)]
-fn read(v: &u32) -> u32 {
-    // SAFETY: a plain read of a map value field.
-    unsafe { core::ptr::read_volatile(v) }
-}
-
-/// Find the SACK and MSS options among the `olen` option bytes in `s.hdr` (at most
-/// `MAX_OPTIONS` options). Results in `s.sack_at`, `s.sack_len`, `s.mss_at` (`NO_OPTION`
-/// when absent), and `s.opt_pos`: where the walk stopped (`STOPPED`, or below `olen` when
-/// the budget ran out).
-#[inline(always)]
-fn walk_options(s: &mut PpScratch, olen: u32) {
-    s.opt_pos = 0;
-    s.sack_at = NO_OPTION;
-    s.sack_len = 0;
-    s.mss_at = NO_OPTION;
-    let mut n = 0;
-    while n < MAX_OPTIONS {
-        let pos = read(&s.opt_pos) & 0xff;
-        if pos < olen && pos < 40 {
-            let kind = s.hdr[pos as usize];
-            if kind == 0 {
-                s.opt_pos = STOPPED;
-            } else if kind == 1 {
-                s.opt_pos = pos + 1;
-            } else {
-                let l = s.hdr[(pos + 1) as usize] as u32;
-                if l < 2 || pos + l > olen {
-                    s.opt_pos = STOPPED;
-                } else {
-                    if kind == 5 {
-                        s.sack_at = pos;
-                        s.sack_len = l;
-                    } else if kind == 2 && l == 4 {
-                        s.mss_at = pos;
-                    }
-                    s.opt_pos = pos + l;
-                }
-            }
-        }
-        n += 1;
-    }
-}
-
 /// Rewrite the 4-byte sequence number at option offset `at` in the client's space.
 #[inline(always)]
 fn sack_edge(o: &mut [u8; PP_HDR_BUF], at: u32, base: u32, len: u32, c: &mut u16) {
@@ -117,7 +56,7 @@ fn sack_edge(o: &mut [u8; PP_HDR_BUF], at: u32, base: u32, len: u32, c: &mut u16
     let mut k = 0;
     while k < 4 {
         let old = o[i(k)];
-        *c = byte_changed(*c, 20 + at + k, old, new[k as usize]);
+        *c = csum::replace_byte(*c, 20 + at + k, old, new[k as usize]);
         o[i(k)] = new[k as usize];
         k += 1;
     }
@@ -127,7 +66,7 @@ fn sack_edge(o: &mut [u8; PP_HDR_BUF], at: u32, base: u32, len: u32, c: &mut u16
 fn try_backend<C: Ctx>(ctx: &C, s: &mut PpScratch) -> Result<u32, ()> {
     let action = s.action;
     let off = s.l4_off;
-    if off == 0 || off > MAX_OFF {
+    if off == 0 || off > PP_MAX_OFF {
         return Err(());
     }
     let tcp: *mut TcpHdr = ptr_at(ctx, off as usize)?;
@@ -184,8 +123,8 @@ fn try_backend<C: Ctx>(ctx: &C, s: &mut PpScratch) -> Result<u32, ()> {
                 changed = true;
                 let new = mss - len;
                 let (nh, nl) = ((new >> 8) as u8, new as u8);
-                c = byte_changed(c, 20 + at, hi, nh);
-                c = byte_changed(c, 21 + at, lo, nl);
+                c = csum::replace_byte(c, 20 + at, hi, nh);
+                c = csum::replace_byte(c, 21 + at, lo, nl);
                 o[at as usize] = nh;
                 o[((at + 1) & 63) as usize] = nl;
             }
@@ -199,7 +138,7 @@ fn try_backend<C: Ctx>(ctx: &C, s: &mut PpScratch) -> Result<u32, ()> {
             while i < 40 {
                 if i >= pos && i < olen {
                     let old = o[(i & 63) as usize];
-                    c = byte_changed(c, 20 + i, old, 1);
+                    c = csum::replace_byte(c, 20 + i, old, 1);
                     o[(i & 63) as usize] = 1;
                 }
                 i += 1;

@@ -12,10 +12,10 @@
 //!   the sender's retransmission (one segment) gets the header.
 use lb_common::{FAMILY_V4, PROTO_TCP, PROTO_UDP, pp, stat};
 
-use super::{fold, header::build, sum_of};
+use super::header::build;
 use crate::{
-    csum,
-    ctx::{Ctx, Diff},
+    csum::{self, Diff, fold64, sum_of},
+    ctx::Ctx,
     maps::{CHUNK, Insertion, PP_HDR_BUF, PpScratch, pp_scratch},
     parse::{ETH_HLEN, TCP_PSH},
     stats::count,
@@ -109,7 +109,7 @@ fn prepare<C: Ctx>(ctx: &C, s: &mut PpScratch, off: u32, l4_len: u32) -> Result<
     let keep_zero = proto == PROTO_UDP && old_csum == 0 && s.family == FAMILY_V4;
     // The payload's sum: what makes pseudo-header + transport header + payload sum to zero
     // (meaningless for a partial checksum, whose change below the helper then ignores).
-    let payload = !fold(sum_of(p.as_ptr(), pseudo_len) + sum_of(b.as_ptr().wrapping_add(l4), l4_len));
+    let payload = !fold64(sum_of(p.as_ptr(), pseudo_len) + sum_of(b.as_ptr().wrapping_add(l4), l4_len));
     let new_l4 = l4_old + len;
     let mut pseudo = Diff::new();
     pseudo.add2((l4_old as u16).to_be(), (new_l4 as u16).to_be());
@@ -127,9 +127,9 @@ fn prepare<C: Ctx>(ctx: &C, s: &mut PpScratch, off: u32, l4_len: u32) -> Result<
         + sum_of(b.as_ptr().wrapping_add(l4), l4_len)
         + sum_of(s.pp.as_ptr(), (len + 3) & !3)
         + payload as u64;
-    let mut new_csum = !fold(total);
-    if proto == PROTO_UDP && new_csum == 0 {
-        new_csum = 0xffff;
+    let mut new_csum = !fold64(total);
+    if proto == PROTO_UDP {
+        new_csum = csum::udp_nonzero(new_csum);
     }
     let old = old_csum.to_ne_bytes();
     b[(l4 + csum_at) & 0xff] = old[0];
