@@ -1,5 +1,8 @@
 //! The L7 proxy end to end on 127.0.0.1: manifests → model → proxy → real HTTP requests to
 //! in-process backends (and curl for TLS and HTTP/2).
+mod actions;
+mod balancing;
+mod listeners;
 mod reload;
 mod routing;
 mod support;
