@@ -98,7 +98,7 @@ impl Ctx for XdpContext {
     #[inline(always)]
     fn ingress_ifindex(&self) -> u32 {
         // SAFETY: reading the context.
-        unsafe { (*self.ctx).ingress_ifindex as u32 }
+        unsafe { (*self.ctx).ingress_ifindex }
     }
 
     #[inline(always)]
@@ -220,6 +220,11 @@ impl Ctx for TcContext {
     }
 
     #[inline(always)]
+    #[allow(
+        clippy::misnamed_getters,
+        reason = "the device tc runs on: where the packet arrived at ingress; at egress, where the node's own \
+                  packet leaves (`ingress_ifindex` is 0 there), which the FIB lookup and the replies need"
+    )]
     fn ingress_ifindex(&self) -> u32 {
         // SAFETY: reading the context.
         unsafe { (*self.skb.skb).ifindex }

@@ -92,10 +92,11 @@ fn process<C: Ctx, H: Ip>(ctx: &C, pkt: &mut Packet<H>, bytes: u64) -> Result<u3
     } else {
         let cfg = CONFIG.get(0).ok_or(())?;
         let dport = u16::from_be(key.dport);
-        if dport >= cfg.snat_port_min && dport <= cfg.snat_port_max {
-            if let Some(rev) = REVERSE_NAT.get_ptr_mut(key) {
-                return Ok(to_client(ctx, pkt, rev, bytes));
-            }
+        if dport >= cfg.snat_port_min
+            && dport <= cfg.snat_port_max
+            && let Some(rev) = REVERSE_NAT.get_ptr_mut(key)
+        {
+            return Ok(to_client(ctx, pkt, rev, bytes));
         }
     }
     let lkey = ListenerKey { vip: key.dst, port: key.dport, proto: key.proto, family: key.family };
@@ -299,10 +300,10 @@ fn refresh<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
         scratch.rev.pp_acked |= acked;
         let _ = REVERSE_NAT.insert(&rkey, &scratch.rev, 0);
     }
-    if let Some(cfg) = LISTENER_CFG.get(entry.listener_id) {
-        if cfg.persist_timeout_s != 0 {
-            persist::remember(&persist::key(entry.listener_id, key), entry.backend_id, now);
-        }
+    if let Some(cfg) = LISTENER_CFG.get(entry.listener_id)
+        && cfg.persist_timeout_s != 0
+    {
+        persist::remember(&persist::key(entry.listener_id, key), entry.backend_id, now);
     }
 }
 

@@ -162,18 +162,18 @@ fn translate<C: Ctx>(ctx: &C, iihl: usize, t: &Translation) -> Option<()> {
         icsum = csum::replace2(icsum, (*ports).src, t.inner_sport);
         icsum = csum::replace2(icsum, (*ports).dst, t.inner_dport);
         // A quoted UDP header carries its checksum in its first 8 bytes: keep it right.
-        if (*inner).protocol == PROTO_UDP {
-            if let Ok(ucsum) = ptr_at::<C, u16>(ctx, inner_off + (iihl & 0x3c) + 6) {
-                let old = *ucsum;
-                if old != 0 {
-                    let mut u = csum::replace4(old, old_src, t.inner_src);
-                    u = csum::replace4(u, old_dst, t.inner_dst);
-                    u = csum::replace2(u, (*ports).src, t.inner_sport);
-                    u = csum::replace2(u, (*ports).dst, t.inner_dport);
-                    u = csum::udp_nonzero(u);
-                    icsum = csum::replace2(icsum, old, u);
-                    *ucsum = u;
-                }
+        if (*inner).protocol == PROTO_UDP
+            && let Ok(ucsum) = ptr_at::<C, u16>(ctx, inner_off + (iihl & 0x3c) + 6)
+        {
+            let old = *ucsum;
+            if old != 0 {
+                let mut u = csum::replace4(old, old_src, t.inner_src);
+                u = csum::replace4(u, old_dst, t.inner_dst);
+                u = csum::replace2(u, (*ports).src, t.inner_sport);
+                u = csum::replace2(u, (*ports).dst, t.inner_dport);
+                u = csum::udp_nonzero(u);
+                icsum = csum::replace2(icsum, old, u);
+                *ucsum = u;
             }
         }
         (*ports).src = t.inner_sport;
@@ -289,17 +289,17 @@ fn translate6<C: Ctx>(ctx: &C, inner_sport: u16, inner_dport: u16) -> Option<()>
         (*ip).saddr = t[0];
         (*ip).daddr = t[1];
         // The quoted packet (and its UDP checksum, whose pseudo-header it is).
-        if (*inner).nexthdr == PROTO_UDP {
-            if let Ok(ucsum) = ptr_at::<C, u16>(ctx, ETH_HLEN + V6_HLEN + 8 + V6_HLEN + 6) {
-                let old = *ucsum;
-                let mut u = csum::replace16(old, &(*inner).saddr, &t[2]);
-                u = csum::replace16(u, &(*inner).daddr, &t[3]);
-                u = csum::replace2(u, (*ports).src, inner_sport);
-                u = csum::replace2(u, (*ports).dst, inner_dport);
-                u = csum::udp_nonzero(u);
-                icsum = csum::replace2(icsum, old, u);
-                *ucsum = u;
-            }
+        if (*inner).nexthdr == PROTO_UDP
+            && let Ok(ucsum) = ptr_at::<C, u16>(ctx, ETH_HLEN + V6_HLEN + 8 + V6_HLEN + 6)
+        {
+            let old = *ucsum;
+            let mut u = csum::replace16(old, &(*inner).saddr, &t[2]);
+            u = csum::replace16(u, &(*inner).daddr, &t[3]);
+            u = csum::replace2(u, (*ports).src, inner_sport);
+            u = csum::replace2(u, (*ports).dst, inner_dport);
+            u = csum::udp_nonzero(u);
+            icsum = csum::replace2(icsum, old, u);
+            *ucsum = u;
         }
         icsum = csum::replace16(icsum, &(*inner).saddr, &t[2]);
         icsum = csum::replace16(icsum, &(*inner).daddr, &t[3]);

@@ -219,7 +219,7 @@ fn try_at_payload<C: Ctx>(ctx: &C, s: &mut PpScratch) -> Result<(), ()> {
         if end == 0 || end > plen {
             break;
         }
-        let start = if end > CHUNK as u32 { end - CHUNK as u32 } else { 0 };
+        let start = end.saturating_sub(CHUNK as u32);
         let n = checked(&mut s.opt_len, end - start, 1, CHUNK as u32)?;
         if ctx.load_bytes(p.hl + start, s.chunk.as_mut_ptr(), n) != 0
             || ctx.store_bytes(p.hl + p.len + start, s.chunk.as_ptr(), n) != 0
