@@ -333,6 +333,25 @@ pub fn parse(f: &[u8]) -> Parsed {
     }
 }
 
+/// Two IPv4 fragments of one UDP datagram after a rewrite (Ethernet frames, 20-byte IP
+/// headers), checked and put back together: both IP checksums valid and both fragments
+/// between the same addresses; the reassembled datagram parsed (its UDP checksum verified).
+pub fn reassemble_udp_fragments(out1: &[u8], out2: &[u8], id: u16) -> Parsed {
+    let (ip1, ip2) = (&out1[14..34], &out2[14..34]);
+    assert_eq!(ip1[12..20], ip2[12..20], "both fragments between the same addresses");
+    for ip in [ip1, ip2] {
+        assert_eq!(finish(sum16(ip, 0)), 0, "IP checksum");
+    }
+    let src = Ipv4Addr::new(ip1[12], ip1[13], ip1[14], ip1[15]);
+    let dst = Ipv4Addr::new(ip1[16], ip1[17], ip1[18], ip1[19]);
+    let mut datagram = out1[34..].to_vec();
+    datagram.extend_from_slice(&out2[34..]);
+    let mut frame = eth([0; 6], [0; 6], ETH_IP);
+    frame.extend_from_slice(&ipv4_header(src, dst, UDP, &[], id, 0, datagram.len()));
+    frame.extend_from_slice(&datagram);
+    parse(&frame)
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv6Addr;
@@ -361,23 +380,4 @@ mod tests {
         bad[40] ^= 1;
         assert!(!parse(&bad).l4_csum_ok);
     }
-}
-
-/// Two IPv4 fragments of one UDP datagram after a rewrite (Ethernet frames, 20-byte IP
-/// headers), checked and put back together: both IP checksums valid and both fragments
-/// between the same addresses; the reassembled datagram parsed (its UDP checksum verified).
-pub fn reassemble_udp_fragments(out1: &[u8], out2: &[u8], id: u16) -> Parsed {
-    let (ip1, ip2) = (&out1[14..34], &out2[14..34]);
-    assert_eq!(ip1[12..20], ip2[12..20], "both fragments between the same addresses");
-    for ip in [ip1, ip2] {
-        assert_eq!(finish(sum16(ip, 0)), 0, "IP checksum");
-    }
-    let src = Ipv4Addr::new(ip1[12], ip1[13], ip1[14], ip1[15]);
-    let dst = Ipv4Addr::new(ip1[16], ip1[17], ip1[18], ip1[19]);
-    let mut datagram = out1[34..].to_vec();
-    datagram.extend_from_slice(&out2[34..]);
-    let mut frame = eth([0; 6], [0; 6], ETH_IP);
-    frame.extend_from_slice(&ipv4_header(src, dst, UDP, &[], id, 0, datagram.len()));
-    frame.extend_from_slice(&datagram);
-    parse(&frame)
 }

@@ -1,4 +1,5 @@
 //! `cargo xtask <task>`: the project's self-installing build, test, demo and bench entry points.
+mod lint;
 mod setup;
 
 use std::{
@@ -16,8 +17,10 @@ tasks:
   setup        install what this machine lacks (Debian packages, bpf-linker, bpffs); idempotent
   build-ebpf   build the XDP object (lb-ebpf) for bpfel-unknown-none
   build        build-ebpf, then the `lb` binary (release) with the object embedded
+  lint         the gates: rustfmt --check and clippy -D warnings, on the host workspace and lb-ebpf
   demo         setup + build, then real traffic through a namespace topology; prints a summary
-  test         setup + build, then every test, privileged ones included (LB_REQUIRE_PRIVILEGED=1)
+  test         setup + lint + build, then every test, privileged ones included
+               (LB_REQUIRE_PRIVILEGED=1); a failing gate fails the task before any build
   bench        measure the datapath, the control plane, veth throughput and the L7 proxy
                against peers in the same run (XDP_DROP floor, iptables DNAT, nginx, haproxy);
                --quick: a smaller run; --only datapath,control,throughput,connections,l7;
@@ -29,6 +32,7 @@ fn main() {
         Some("setup") => setup::run(),
         Some("build-ebpf") => setup::ensure_ebpf_toolchain().and_then(|_| build_ebpf()),
         Some("build") => build(),
+        Some("lint") => setup::ensure_ebpf_toolchain().and_then(|_| lint::gates()),
         Some("demo") => demo(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
@@ -50,7 +54,7 @@ pub fn root() -> PathBuf {
 
 /// The cargo that runs us (rustup's stable), for the user-space crates. Always into
 /// `target/` (whatever CARGO_TARGET_DIR says): the tests and the demo find `lb` there.
-fn cargo() -> Command {
+pub fn cargo() -> Command {
     let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root()).env("CARGO_TARGET_DIR", root().join("target"));
     c
@@ -79,12 +83,14 @@ pub fn ebpf_object() -> PathBuf {
     root().join("target/ebpf/bpfel-unknown-none/release/lb-ebpf")
 }
 
-/// Build lb-ebpf with Debian's rustc (it has the library source build-std needs) in an
-/// environment cleaned of what rustup and the outer cargo set.
-fn build_ebpf() -> Result<()> {
+/// Debian's cargo in lb-ebpf running `subcommand` for bpfel-unknown-none (release, build-std
+/// core, into target/ebpf) with Debian's rustc (it has the library source build-std needs), in
+/// an environment cleaned of what rustup and the outer cargo set. `cargo xtask build-ebpf`
+/// builds with it and the lint gate runs clippy with it: the same flags, the same artifacts.
+pub fn ebpf_cargo(subcommand: &str) -> Command {
     let mut cmd = Command::new("/usr/bin/cargo");
     cmd.current_dir(root().join("lb-ebpf"))
-        .args(["build", "--release", "-Z", "build-std=core", "--target", "bpfel-unknown-none"])
+        .args([subcommand, "--release", "-Z", "build-std=core", "--target", "bpfel-unknown-none"])
         .arg("--target-dir")
         .arg(root().join("target/ebpf"));
     for (key, _) in env::vars_os() {
@@ -102,7 +108,11 @@ fn build_ebpf() -> Result<()> {
     cmd.env("PATH", format!("/usr/bin:{}:{path}", setup::cargo_bin_dir().display()))
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTC_BOOTSTRAP", "1");
-    exec(&mut cmd)?;
+    cmd
+}
+
+fn build_ebpf() -> Result<()> {
+    exec(&mut ebpf_cargo("build"))?;
     println!("xtask: XDP object at {}", ebpf_object().display());
     Ok(())
 }
@@ -128,6 +138,7 @@ fn demo(args: &[String]) -> Result<()> {
 
 fn test(args: &[String]) -> Result<()> {
     setup::run()?;
+    lint::gates()?;
     build()?;
     let mut cmd = cargo();
     cmd.args(["test", "--release", "--workspace"])

@@ -11,9 +11,18 @@ use anyhow::{Context, Result, bail};
 use crate::exec;
 
 /// Debian's rustc 1.96 with its library source (build-std for bpfel-unknown-none needs it;
-/// rustup cannot fetch rust-src here) and LLVM 22 for bpf-linker.
-const TOOLCHAIN_PACKAGES: &[&str] =
-    &["rustc-web", "cargo-web", "rust-web-src", "llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
+/// rustup cannot fetch rust-src here) and its clippy (the lint gate's on lb-ebpf), and LLVM 22
+/// for bpf-linker.
+const TOOLCHAIN_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "rust-web-clippy",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
 /// What the tests, the demo, the bench (trafgen is in netsniff-ng; bpftool shows attached
 /// programs and their run-time stats) and the daemon use.
 const RUNTIME_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "procps", "netsniff-ng", "bpftool"];

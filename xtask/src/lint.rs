@@ -1,0 +1,34 @@
+//! The gates `cargo xtask test` passes before it builds anything (and `cargo xtask lint` runs
+//! alone): the code is formatted and clippy has nothing to say, on the host workspace and on
+//! lb-ebpf (its own workspace, for bpfel-unknown-none).
+use anyhow::{Context, Result};
+
+use crate::{cargo, ebpf_cargo, exec, root};
+
+/// Every gate in turn; the first failing one fails the task, named in the error.
+pub fn gates() -> Result<()> {
+    gate("rustfmt (host workspace)", "run `cargo fmt --all`", || exec(cargo().args(["fmt", "--all", "--check"])))?;
+    gate("rustfmt (lb-ebpf)", "run `cargo fmt --all` in lb-ebpf/", || {
+        exec(cargo().current_dir(root().join("lb-ebpf")).args(["fmt", "--all", "--check"]))
+    })?;
+    // --release: the dependencies' build scripts and proc macros are the release build's.
+    gate("clippy (host workspace)", "fix the lints printed above", || {
+        exec(cargo().args(["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]))
+    })?;
+    gate("clippy (lb-ebpf)", "fix the lints printed above", clippy_ebpf)?;
+    println!("xtask: gates passed: rustfmt and clippy, host workspace and lb-ebpf");
+    Ok(())
+}
+
+fn gate(name: &str, fix: &str, run: impl FnOnce() -> Result<()>) -> Result<()> {
+    println!("xtask: gate: {name}");
+    run().with_context(|| format!("gate `{name}` failed: {fix}"))
+}
+
+/// Clippy on lb-ebpf with the environment and flags `cargo xtask build-ebpf` builds it with
+/// (Debian's cargo, rustc and clippy; bpfel-unknown-none, build-std core, release, into
+/// target/ebpf), every warning an error. Only the program itself: no test harness exists for
+/// a `no_std` BPF target, so no `--all-targets`.
+pub fn clippy_ebpf() -> Result<()> {
+    exec(ebpf_cargo("clippy").args(["--", "-D", "warnings"]))
+}
