@@ -11,3 +11,4 @@ pub mod manifests;
 pub mod model;
 pub mod netif;
 pub mod source;
+pub mod tls;

@@ -5,37 +5,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use serde::Deserialize;
 
-/// The objects read from a manifest directory, and what could not be read.
-#[derive(Debug, Default)]
-pub struct ObjectSet {
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
-    /// The project's `AccessControlList` objects.
-    pub acls: Vec<crate::model::acl::AclObject>,
-    pub ingresses: Vec<k8s_openapi::api::networking::v1::Ingress>,
-    pub ingress_classes: Vec<k8s_openapi::api::networking::v1::IngressClass>,
-    /// `AlbConfig` objects, as written (the ALB parser validates them).
-    pub alb_configs: Vec<serde_json::Value>,
-    /// TLS Secrets (`kubernetes.io/tls`) the L7 listeners take certificates from.
-    pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
-    /// Documents that did not parse, with where they came from.
-    pub errors: Vec<ManifestError>,
-    /// Kinds present but not used by the agent (reported, not an error).
-    pub ignored: Vec<String>,
-}
-
-/// A document of a manifest file that could not be used.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{file}: document {document}: {reason}")]
-pub struct ManifestError {
-    pub file: PathBuf,
-    /// 1-based index of the document in its file.
-    pub document: usize,
-    pub reason: String,
-}
+pub use crate::model::objects::{ManifestError, ObjectSet};
 
 /// Read every `*.yaml`, `*.yml` and `*.json` file under `dir` (recursively, in name order).
 pub fn load_dir(dir: &Path) -> std::io::Result<ObjectSet> {

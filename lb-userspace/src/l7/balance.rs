@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use crate::{annotations::alb::Scheduler, model::l7::Endpoint};
+use crate::model::l7::{Endpoint, route::Scheduler};
 
 /// What a selection may look at.
 pub struct PickContext<'a> {

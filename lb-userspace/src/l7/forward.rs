@@ -13,12 +13,13 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
 };
 
+use super::matching::{self, cors_allows, host_without_port, redirects_to_https};
 use super::{
     balance::{ActiveRequests, PickContext, endpoint_id, hash64},
     respond::{self, Body, BoxError, Origin},
     router::{self, CompiledRoute, Pick, Table},
 };
-use crate::annotations::alb::{self, Action, BackendProtocol, Filter, StickySession};
+use crate::model::l7::route::{Action, BackendProtocol, Filter, HeaderValue as Value, StickySession, SystemValue};
 
 /// The client connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +65,7 @@ impl Upstreams {
             http.set_nodelay(true);
             http.set_connect_timeout(Some(CONNECT_TIMEOUT));
             hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(super::tls::backend_client_config())
+                .with_tls_config(crate::tls::backend_client_config())
                 .https_or_http()
                 .enable_http1()
                 .enable_http2()
@@ -133,7 +134,7 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
     let l = &table.listener;
     let scheme = if conn.tls { "https" } else { "http" };
     let host = request_host(&req);
-    let bare_host = alb::host_without_port(&host).to_owned();
+    let bare_host = host_without_port(&host).to_owned();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
     if let Some(port) = l.redirect_https_port {
@@ -144,7 +145,7 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
         req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
     let method = req.method().as_str().to_owned();
     let gzip = l.gzip && super::gzip::accepts_gzip(req.headers());
-    let view = alb::Request {
+    let view = matching::Request {
         host: &host,
         path: &path,
         method: &method,
@@ -159,11 +160,7 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
     if !route.admit() {
         return respond::error(StatusCode::SERVICE_UNAVAILABLE, "traffic-limit-qps exceeded");
     }
-    let listen = alb::ListenPort {
-        port: l.port,
-        protocol: if conn.tls { alb::ListenProtocol::Https } else { alb::ListenProtocol::Http },
-    };
-    if rule.redirects_to_https(&listen) {
+    if redirects_to_https(rule, l.port, conn.tls) {
         return respond::redirect(301, &respond::location("https", &bare_host, 443, &path, query.as_deref()));
     }
     let origin_hdr = view.header("origin").map(str::to_owned);
@@ -171,7 +168,7 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
         && req.method() == http::Method::OPTIONS
         && view.header("access-control-request-method").is_some()
     {
-        if cors.allows_origin(o) {
+        if cors_allows(cors, o) {
             return respond::preflight(cors, o);
         }
         return respond::error(StatusCode::FORBIDDEN, "CORS origin not allowed");
@@ -183,7 +180,7 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
         }
         Action::FixedResponse(f) => respond::fixed(f),
         Action::Forward { .. } => {
-            let new_path = alb::rewrite(rule, &caps);
+            let new_path = matching::rewrite(rule, &caps);
             let (new_path, new_query) = match new_path.split_once('?') {
                 Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
                 None => (new_path, query.clone()),
@@ -218,7 +215,7 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
         }
     };
     if let (Some(cors), Some(o)) = (&rule.cors, &origin_hdr)
-        && cors.allows_origin(o)
+        && cors_allows(cors, o)
     {
         respond::cors_headers(cors, o, resp.headers_mut());
     }
@@ -243,11 +240,9 @@ fn prepare(
         .filters
         .iter()
         .map(|f| match f {
-            Filter::InsertHeader(ins) if ins.value_type == alb::HeaderValueType::ReferenceHeader => req
-                .headers()
-                .get(ins.value.to_ascii_lowercase().as_str())
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            Filter::InsertHeader { value: Value::RequestHeader(name), .. } => {
+                req.headers().get(name.as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            }
             _ => None,
         })
         .collect();
@@ -283,26 +278,25 @@ fn prepare(
     }
     for (f, referenced) in route.route.rule.filters.iter().zip(referenced) {
         match f {
-            Filter::InsertHeader(ins) => {
-                let value = match ins.value_type {
-                    alb::HeaderValueType::UserDefined => Some(ins.value.clone()),
-                    alb::HeaderValueType::ReferenceHeader => referenced,
-                    alb::HeaderValueType::SystemDefined => Some(match ins.value.as_str() {
-                        "ClientSrcPort" => conn.client.port().to_string(),
-                        "ClientSrcIp" => client_ip.clone(),
-                        "Protocol" => (if conn.tls { "https" } else { "http" }).to_owned(),
-                        "SLBPort" => l.port.to_string(),
-                        _ => conn.local.ip().to_string(),
+            Filter::InsertHeader { key, value } => {
+                let value = match value {
+                    Value::Literal(v) => Some(v.clone()),
+                    Value::RequestHeader(_) => referenced,
+                    Value::System(s) => Some(match s {
+                        SystemValue::ClientSrcPort => conn.client.port().to_string(),
+                        SystemValue::ClientSrcIp => client_ip.clone(),
+                        SystemValue::Protocol => (if conn.tls { "https" } else { "http" }).to_owned(),
+                        SystemValue::SlbPort => l.port.to_string(),
+                        SystemValue::LocalAddr => conn.local.ip().to_string(),
                     }),
                 };
                 if let Some(v) = value {
-                    put(h, &ins.key.to_ascii_lowercase(), &v);
+                    put(h, &key.to_ascii_lowercase(), &v);
                 }
             }
             Filter::RemoveHeader(name) => {
                 h.remove(name.to_ascii_lowercase().as_str());
             }
-            Filter::TrafficMirror(_) => {}
         }
     }
     if let Some(StickySession::Server { cookie }) = &route.route.rule.backend.sticky {
@@ -325,7 +319,7 @@ fn put(h: &mut HeaderMap, name: &str, value: &str) {
 }
 
 /// The endpoint a sticky cookie names, if the rule is sticky.
-fn sticky_endpoint(route: &CompiledRoute, req: &alb::Request<'_>) -> Option<SocketAddr> {
+fn sticky_endpoint(route: &CompiledRoute, req: &matching::Request<'_>) -> Option<SocketAddr> {
     let id = match route.route.rule.backend.sticky.as_ref()? {
         StickySession::Insert { .. } => req.cookie(STICKY_COOKIE)?.to_owned(),
         StickySession::Server { cookie } => req.cookie(cookie)?.split_once('~')?.0.to_owned(),

@@ -7,10 +7,10 @@
 pub mod balance;
 pub mod forward;
 pub mod gzip;
+pub mod matching;
 pub mod respond;
 pub mod router;
 pub mod server;
-pub mod tls;
 
 use std::{
     collections::BTreeMap,
@@ -21,7 +21,7 @@ use std::{
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
-use crate::model::l7::L7Listener;
+use crate::{model::l7::L7Listener, tls};
 use forward::Upstreams;
 use router::Table;
 use server::ListenerState;

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 
-use crate::annotations::alb::{Cors, FixedResponse, Redirect};
+use crate::model::l7::route::{Cors, FixedResponse, Redirect};
 
 /// Any error of a body the proxy relays or makes.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -4,10 +4,8 @@
 use std::net::SocketAddr;
 
 use super::balance::{self, ActiveRequests, Balancer, PickContext};
-use crate::{
-    annotations::alb::{self, Captures, Request},
-    model::l7::{Endpoint, L7Listener, Route, Upstream},
-};
+use super::matching::{Captures, Request, canary_selects, matches_request};
+use crate::model::l7::{Endpoint, L7Listener, Route, Upstream};
 
 pub struct Table {
     pub listener: L7Listener,
@@ -65,13 +63,17 @@ impl Table {
     /// matching rule in ALB order. `roll` is uniform in 0..100 (canary weight).
     pub fn select(&self, req: &Request<'_>, roll: u32) -> Option<(&CompiledRoute, Captures)> {
         for c in &self.canaries {
-            if let Some(caps) = alb::matches_request(&c.route.rule, req)
-                && c.route.rule.canary.as_ref().is_some_and(|k| k.selects(|h| req.header(h), |n| req.cookie(n), roll))
+            if let Some(caps) = matches_request(&c.route.rule, req)
+                && c.route
+                    .rule
+                    .canary
+                    .as_ref()
+                    .is_some_and(|k| canary_selects(k, |h| req.header(h), |n| req.cookie(n), roll))
             {
                 return Some((c, caps));
             }
         }
-        self.routes.iter().find_map(|r| alb::matches_request(&r.route.rule, req).map(|c| (r, c)))
+        self.routes.iter().find_map(|r| matches_request(&r.route.rule, req).map(|c| (r, c)))
     }
 }
 

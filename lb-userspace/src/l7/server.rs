@@ -90,7 +90,7 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    let denied = state.table.load().listener.acl.as_ref().is_some_and(|a| !a.allows(peer.ip()));
+                    let denied = state.table.load().listener.acl.as_ref().is_some_and(|a| !super::matching::acl_allows(a, peer.ip()));
                     if denied {
                         state.counters.refused_by_acl.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%peer, "connection refused by the listener's ACL");

@@ -1,7 +1,8 @@
 //! ALB Ingresses, IngressClasses and AlbConfigs → validated L7 routing (turned into L7
 //! listeners by [`super::l7`]).
+use super::objects::ObjectSet;
 use super::{Build, Notice, ObjectError, ObjectRef};
-use crate::{annotations::alb, manifests::ObjectSet};
+use crate::annotations::alb;
 
 pub fn build(objects: &ObjectSet, out: &mut Build) {
     let err = |kind: &str, ns: &str, name: &str, field: &str, reason: &str| ObjectError {

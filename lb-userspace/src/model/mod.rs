@@ -2,15 +2,17 @@
 //! Kubernetes object it came from. Built from an [`ObjectSet`]; an object that fails
 //! validation is left out with an [`ObjectError`] and never affects the others.
 pub mod acl;
+pub mod health;
 mod ingress;
 pub mod l7;
+pub mod objects;
 mod service;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use serde::Serialize;
 
-use crate::manifests::ObjectSet;
+use objects::ObjectSet;
 
 /// `Kind namespace/name` of a Kubernetes object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -105,7 +107,7 @@ pub struct L4Listener {
     pub drain_timeout: Option<u32>,
     pub acl: Option<AclBinding>,
     /// Active health checks of the backends (CLB `health-check-*`); `None` = off.
-    pub health_check: Option<crate::health::HealthCheck>,
+    pub health_check: Option<health::HealthCheck>,
     /// PROXY protocol header towards the backends (CLB `proxy-protocol`, version from
     /// `lb.dev/proxy-protocol-version`); new flows only.
     pub proxy_protocol: ProxyProtocol,
@@ -312,11 +314,7 @@ pub fn keep_last_good(previous: &Model, build: &mut Build) {
 
 /// The L7 routes of rejected Ingresses and Services keep serving as they last validated.
 fn keep_last_good_routes(previous: &Model, build: &mut Build, rejected: &[ObjectRef]) {
-    let from_rejected = |r: &l7::Route| {
-        rejected.iter().any(|o| {
-            (o.kind == "Ingress" || o.kind == "Service") && o.namespace == r.rule.namespace && o.name == r.rule.ingress
-        })
-    };
+    let from_rejected = |r: &l7::Route| rejected.contains(&r.rule.source);
     for (key, prev) in &previous.l7 {
         let routes: Vec<l7::Route> = prev.routes.iter().filter(|r| from_rejected(r)).cloned().collect();
         let canaries: Vec<l7::Route> = prev.canaries.iter().filter(|r| from_rejected(r)).cloned().collect();

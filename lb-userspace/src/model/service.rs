@@ -212,8 +212,8 @@ pub fn listeners(
                 ConnectionDrain::On { timeout_s } => Some(timeout_s as u32),
             },
             acl: acl.clone(),
-            health_check: crate::health::from_clb(&cfg.health_check, protocol)
-                .map(|h| crate::health::HealthCheck { proxy_protocol, ..h }),
+            health_check: super::health::from_clb(&cfg.health_check, protocol)
+                .map(|h| super::health::HealthCheck { proxy_protocol, ..h }),
             proxy_protocol,
         });
     }

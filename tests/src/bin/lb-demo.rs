@@ -212,7 +212,7 @@ fn l7_requests(client: &Netns, m: &model::Model) -> Vec<(String, BTreeMap<String
             let addr = l.addr.unwrap_or(LB_CLIENT_SIDE.into());
             let host = l.routes.iter().find_map(|r| {
                 r.rule.host.as_ref().and_then(|h| match h {
-                    lb_userspace::annotations::alb::HostMatch::Exact(h) => Some(h.clone()),
+                    lb_userspace::model::l7::route::HostMatch::Exact(h) => Some(h.clone()),
                     _ => None,
                 })
             });

@@ -16,32 +16,6 @@ pub struct Canary {
     pub weight: Option<u32>,
 }
 
-impl Canary {
-    /// Whether a request goes to the canary, with the reference's precedence Header >
-    /// Cookie > Weight. `header`/`cookie` look a name up in the request; `roll` is a
-    /// uniform random number in 0..100 (used only when the weight decides).
-    pub fn selects<'a>(
-        &self,
-        header: impl Fn(&str) -> Option<&'a str>,
-        cookie: impl Fn(&str) -> Option<&'a str>,
-        roll: u32,
-    ) -> bool {
-        if let Some((name, value)) = &self.header
-            && header(name) == Some(value.as_str())
-        {
-            return true;
-        }
-        if let Some(name) = &self.cookie {
-            match cookie(name) {
-                Some("always") => return true,
-                Some("never") => return false,
-                _ => {}
-            }
-        }
-        self.weight.is_some_and(|w| roll < w)
-    }
-}
-
 /// An HTTP token (header name).
 fn token(v: &str) -> Result<String, String> {
     const SEP: &str = "()<>@,;:\\\"/[]?={} \t";
@@ -167,25 +141,5 @@ mod tests {
             assert_eq!(e, vec![(*want).to_owned()], "{ann:?}");
             assert_eq!(c, None, "{ann:?}");
         }
-    }
-
-    #[test]
-    fn precedence_header_cookie_weight() {
-        let c =
-            Canary { header: Some(("location".into(), "hz".into())), cookie: Some("demo".into()), weight: Some(30) };
-        let h = |v: Option<&'static str>| move |n: &str| if n == "location" { v } else { None };
-        let ck = |v: Option<&'static str>| move |n: &str| if n == "demo" { v } else { None };
-        // Header wins over a cookie that says never.
-        assert!(c.selects(h(Some("hz")), ck(Some("never")), 99));
-        // Wrong header value falls through to the cookie.
-        assert!(c.selects(h(Some("sh")), ck(Some("always")), 99));
-        assert!(!c.selects(h(None), ck(Some("never")), 0));
-        // Other cookie values fall through to the weight.
-        assert!(c.selects(h(None), ck(Some("maybe")), 29));
-        assert!(!c.selects(h(None), ck(None), 30));
-        let w0 = Canary { header: None, cookie: None, weight: Some(0) };
-        assert!(!w0.selects(h(None), ck(None), 0));
-        let w100 = Canary { header: None, cookie: None, weight: Some(100) };
-        assert!(w100.selects(h(None), ck(None), 99));
     }
 }

@@ -38,58 +38,6 @@ pub enum Condition {
     SourceIp(Vec<IpNet>),
 }
 
-/// The parts of a request the conditions look at.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    pub host: &'a str,
-    pub path: &'a str,
-    pub method: &'a str,
-    /// Header fields as received (names in any case; `Cookie` fields included).
-    pub headers: &'a [(&'a str, &'a str)],
-    /// The raw query string, without `?`.
-    pub query: &'a str,
-    pub source: IpAddr,
-}
-
-impl Request<'_> {
-    fn cookies(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
-            .flat_map(|(_, v)| v.split(';'))
-            .filter_map(|kv| kv.trim().split_once('='))
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
-    }
-
-    pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.cookies().find(|(n, _)| *n == name).map(|(_, v)| v)
-    }
-}
-
-impl Condition {
-    /// Whether the request meets this condition. Host and Path are evaluated by
-    /// [`super::matches`] (they replace the rule's host and path) and count as met here.
-    pub fn matches_request(&self, req: &Request<'_>) -> bool {
-        match self {
-            Condition::Host(_) | Condition::Path(_) => true,
-            Condition::Header { name, values } => {
-                req.headers.iter().any(|(n, v)| n.eq_ignore_ascii_case(name) && values.iter().any(|want| want == v))
-            }
-            Condition::QueryString(pairs) => req
-                .query
-                .split('&')
-                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-                .any(|(k, v)| pairs.iter().any(|(pk, pv)| pk == k && pv == v)),
-            Condition::Method(ms) => ms.iter().any(|m| m == req.method),
-            Condition::Cookie(pairs) => req.cookies().any(|(k, v)| pairs.iter().any(|(pk, pv)| pk == k && pv == v)),
-            Condition::SourceIp(nets) => nets.iter().any(|n| n.contains(&req.source)),
-        }
-    }
-}
-
 const TYPES: [(&str, Kind); 7] = [
     ("Host", Kind::Host),
     ("Path", Kind::Path),
@@ -261,47 +209,6 @@ mod tests {
 
     fn on() -> Settings {
         Settings { use_regex: true, ..Settings::default() }
-    }
-
-    #[test]
-    fn every_type_parses() {
-        let v = r#"[
-            {"type": "Host", "hostConfig": {"values": ["anno.example.com", "*.example.org", "~test.example.com"]}},
-            {"type": "Path", "pathConfig": {"values": ["~*^/pathvalue1", "/pathvalue2"]}},
-            {"type": "Header", "headerConfig": {"key": "stage", "values": ["gray"]}},
-            {"type": "QueryString", "queryStringConfig": {"values": [{"key": "type", "value": "test"}]}},
-            {"type": "Method", "methodConfig": {"values": ["GET", "HEAD"]}},
-            {"type": "Cookie", "cookieConfig": {"values": [{"key": "user", "value": "tom"}]}},
-            {"type": "SourceIp", "sourceIpConfig": {"values": ["192.168.0.0/16", "10.1.1.1"]}}
-        ]"#;
-        let c = parse_conditions(v, &on()).unwrap();
-        assert_eq!(c.len(), 7);
-        assert_eq!(c[2], Condition::Header { name: "stage".into(), values: vec!["gray".into()] });
-        assert_eq!(c[6], Condition::SourceIp(vec!["192.168.0.0/16".parse().unwrap(), "10.1.1.1/32".parse().unwrap()]));
-        let Condition::Path(p) = &c[1] else { panic!() };
-        assert_eq!(p[1], PathValue::Exact("/pathvalue2".into()));
-        assert!(matches!(&p[0], PathValue::Regex(r) if !r.case_insensitive && r.source == "^/pathvalue1"));
-
-        let headers = [("Stage", "gray"), ("Cookie", "a=b; user=tom")];
-        let req = Request {
-            host: "anno.example.com",
-            path: "/x",
-            method: "GET",
-            headers: &headers,
-            query: "a=1&type=test",
-            source: "192.168.3.4".parse().unwrap(),
-        };
-        assert!(c.iter().all(|c| c.matches_request(&req)));
-        let other = Request {
-            method: "POST",
-            query: "type=prod",
-            source: "172.16.0.1".parse().unwrap(),
-            headers: &[("stage", "blue")],
-            ..req
-        };
-        for c in &c[2..] {
-            assert!(!c.matches_request(&other), "{c:?}");
-        }
     }
 
     #[test]

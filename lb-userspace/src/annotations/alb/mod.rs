@@ -6,8 +6,8 @@
 //! accepted but have no effect on a node balancer. [`parse_albconfig`] and
 //! [`parse_ingress_class`] read the two objects that say which listeners exist;
 //! [`check_against_albconfig`] and [`order_conflicts`] are the checks across objects;
-//! [`sort_rules`], [`select`], [`matches`] and [`rewrite`] are the pure routing functions
-//! the L7 proxy reuses. Reference: `shared/reference/alb-*.txt`.
+//! [`sort_rules`] is ALB's rule order. Serving the rules is the route model's and the
+//! proxy's. Reference: `shared/reference/alb-*.txt`.
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::Ingress;
@@ -30,10 +30,6 @@ mod tls;
 mod values;
 
 #[cfg(test)]
-mod fuzz;
-#[cfg(test)]
-mod golden;
-#[cfg(test)]
 mod testutil;
 
 pub use actions::{
@@ -46,15 +42,12 @@ pub use backend::{
     HttpVersion, Scheduler, StickySession,
 };
 pub use canary::Canary;
-pub use conditions::{Condition, PathValue, Request};
+pub use conditions::{Condition, PathValue};
 pub use cors::Cors;
 pub use ingressclass::{ALB_CONTROLLER, AlbIngressClass, class_of, parse_ingress_class};
 pub use listeners::{ListenPort, ListenProtocol};
 pub use multicluster::ClusterWeight;
-pub use routing::{
-    Captures, HostMatch, PathMatch, PathType, Rule, RulePath, host_without_port, matches, matches_request, rewrite,
-    select, select_request, sort_rules,
-};
+pub use routing::{HostMatch, PathMatch, PathType, Rule, RulePath, sort_rules};
 pub use tls::{TlsHosts, TlsPolicy};
 pub use values::Pattern;
 

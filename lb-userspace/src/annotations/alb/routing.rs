@@ -1,6 +1,6 @@
-//! Rules: host and path matching (Exact / Prefix / ImplementationSpecific, `use-regex`,
-//! `~` / `~*`), `rewrite-target` with `${1}`..`${3}`, `ssl-redirect`, rule ordering, and
-//! the pure functions the L7 proxy reuses: [`matches`], [`rewrite`], [`select`].
+//! Rules: host and path matchers (Exact / Prefix / ImplementationSpecific, `use-regex`,
+//! `~` / `~*`), `rewrite-target` with `${1}`..`${3}`, `ssl-redirect` and rule ordering, as
+//! parsed from an Ingress. Matching requests is the proxy's (`crate::l7::matching`).
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressSpec};
@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::actions::{Action, ActionSet, Filter, ServicePort, ServiceRef, USE_ANNOTATION, WeightedService};
 use super::backend::BackendSettings;
 use super::canary::Canary;
-use super::conditions::{Condition, PathValue, Request};
+use super::conditions::Condition;
 use super::cors::Cors;
 use super::listeners::{ListenPort, ListenProtocol};
 use super::values::{Pattern, boolean, dns_name, quote};
@@ -49,18 +49,6 @@ pub enum HostMatch {
     Wildcard(String),
     /// `~` / `~*` regex (Host conditions only).
     Regex(Pattern),
-}
-
-impl HostMatch {
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostMatch::Exact(h) => h == host,
-            HostMatch::Wildcard(suffix) => {
-                host.split_once('.').is_some_and(|(first, rest)| !first.is_empty() && rest == suffix)
-            }
-            HostMatch::Regex(p) => p.regex.is_match(host),
-        }
-    }
 }
 
 /// A host as written in a rule (`regex`: a Host condition, where `~`/`~*` are allowed).
@@ -105,13 +93,6 @@ pub struct Rule {
     pub qps_limit: Option<u32>,
 }
 
-impl Rule {
-    /// Whether this rule answers on `listener` with a redirect to HTTPS 443.
-    pub fn redirects_to_https(&self, listener: &ListenPort) -> bool {
-        self.ssl_redirect && listener.protocol == ListenProtocol::Http && listener.port == 80
-    }
-}
-
 /// The path-related annotations of an Ingress.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -126,26 +107,6 @@ impl Settings {
     /// Regex paths are on: `use-regex`, or `rewrite-target` (which enables it).
     pub fn regex_on(&self) -> bool {
         self.use_regex || self.rewrite.is_some()
-    }
-}
-
-/// Capturing groups of the path regex that matched (`groups[0]`: the whole match), and
-/// the request path.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Captures {
-    pub path: String,
-    pub groups: Vec<String>,
-}
-
-impl Captures {
-    fn literal(path: &str) -> Captures {
-        Captures { path: path.to_owned(), groups: Vec::new() }
-    }
-
-    fn from_regex(p: &Pattern, path: &str) -> Option<Captures> {
-        let c = p.regex.captures(path)?;
-        let groups = c.iter().map(|m| m.map(|m| m.as_str().to_owned()).unwrap_or_default()).collect();
-        Some(Captures { path: path.to_owned(), groups })
     }
 }
 
@@ -175,86 +136,6 @@ pub fn rewrite_target(v: &str) -> Result<(String, usize), String> {
     Ok((v.to_owned(), max))
 }
 
-/// The request path after the rule's `rewrite-target` (the path itself when there is none).
-/// Groups that did not take part in the match are empty.
-pub fn rewrite(rule: &Rule, caps: &Captures) -> String {
-    let Some(t) = &rule.rewrite else { return caps.path.clone() };
-    let mut out = String::with_capacity(t.len());
-    let mut rest = t.as_str();
-    while let Some(i) = rest.find("${") {
-        out.push_str(&rest[..i]);
-        match rest.as_bytes()[i..] {
-            [b'$', b'{', d @ b'1'..=b'3', b'}', ..] => {
-                out.push_str(caps.groups.get(usize::from(d - b'0')).map(String::as_str).unwrap_or(""));
-                rest = &rest[i + 4..];
-            }
-            // Not a reference (parsed templates have none): kept as written.
-            _ => {
-                out.push_str("${");
-                rest = &rest[i + 2..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A `Host` header (or `:authority`) without its port; `[v6]` without brackets.
-pub fn host_without_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split_once(']').map_or(host, |(h, _)| h);
-    }
-    host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
-}
-
-/// The host part of a `Host` header: lower case, without port and trailing dot.
-fn normalize_host(host: &str) -> String {
-    host_without_port(host).trim_end_matches('.').to_ascii_lowercase()
-}
-
-fn path_matches(m: &PathMatch, path: &str) -> Option<Captures> {
-    match m {
-        PathMatch::Exact(p) => (p == path).then(|| Captures::literal(path)),
-        PathMatch::Prefix(p) => {
-            let ok =
-                p == "/" || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-            ok.then(|| Captures::literal(path))
-        }
-        PathMatch::Regex(r) => Captures::from_regex(r, path),
-    }
-}
-
-/// Whether `rule` takes a request for `host` (a `Host` header value) and `path` (without
-/// query): its host and path, or its Host and Path conditions, which replace them.
-/// Other conditions are checked by [`matches_request`].
-pub fn matches(rule: &Rule, host: &str, path: &str) -> Option<Captures> {
-    let host = normalize_host(host);
-    let host_cond = rule.conditions.iter().find_map(|c| if let Condition::Host(h) = c { Some(h) } else { None });
-    let host_ok = match (host_cond, &rule.host) {
-        (Some(hs), _) => hs.iter().any(|h| h.matches(&host)),
-        (None, Some(h)) => h.matches(&host),
-        (None, None) => true,
-    };
-    if !host_ok {
-        return None;
-    }
-    let path_cond = rule.conditions.iter().find_map(|c| if let Condition::Path(p) = c { Some(p) } else { None });
-    match path_cond {
-        Some(values) => values.iter().find_map(|v| match v {
-            PathValue::Exact(p) => (p == path).then(|| Captures::literal(path)),
-            PathValue::Regex(r) => Captures::from_regex(r, path),
-        }),
-        None => path_matches(&rule.path.matcher, path),
-    }
-}
-
-/// [`matches`] plus every other condition of the rule (header, query, method, cookie,
-/// source IP).
-pub fn matches_request(rule: &Rule, req: &Request<'_>) -> Option<Captures> {
-    let caps = matches(rule, req.host, req.path)?;
-    rule.conditions.iter().all(|c| c.matches_request(req)).then_some(caps)
-}
-
 /// Orders rules as ALB does: `order` (lower first), then Ingresses by namespace, then
 /// name (lexicographically smaller first), then the position of the rule and path in the
 /// Ingress. Default backends come last. Path type and length play no part: of `/` and
@@ -271,16 +152,6 @@ pub fn sort_rules(rules: &mut [Rule]) {
             b.path_index,
         ))
     });
-}
-
-/// The first rule of `rules` (sorted by [`sort_rules`]) that takes `host` and `path`.
-pub fn select<'a>(rules: &'a [Rule], host: &str, path: &str) -> Option<(&'a Rule, Captures)> {
-    rules.iter().find_map(|r| matches(r, host, path).map(|c| (r, c)))
-}
-
-/// The first rule of `rules` (sorted) whose host, path and conditions all take `req`.
-pub fn select_request<'a>(rules: &'a [Rule], req: &Request<'_>) -> Option<(&'a Rule, Captures)> {
-    rules.iter().find_map(|r| matches_request(r, req).map(|c| (r, c)))
 }
 
 /// `use-regex`, `rewrite-target`, `ssl-redirect`.
@@ -715,9 +586,6 @@ mod tests {
         let p = parse(&[(&k("ssl-redirect"), "true")], &tls);
         assert!(p.is_ok(), "{:?}", p.errors);
         assert!(p.rules[0].ssl_redirect);
-        let http80 = ListenPort { protocol: ListenProtocol::Http, port: 80 };
-        let https = ListenPort { protocol: ListenProtocol::Https, port: 443 };
-        assert!(p.rules[0].redirects_to_https(&http80) && !p.rules[0].redirects_to_https(&https));
         let p = parse(&[(&k("ssl-redirect"), "true")], SIMPLE);
         assert_eq!(
             errs(&p),
@@ -746,46 +614,6 @@ mod tests {
                 k("actions.tea-svc")
             )]
         );
-    }
-
-    #[test]
-    fn hosts_and_backends() {
-        let spec = "rules:\n- host: '*.example.com'\n  http:\n    paths:\n    - path: /\n      pathType: Prefix\n      backend: {service: {name: svc, port: {name: http}}}\n";
-        let p = parse(&[], spec);
-        assert!(p.is_ok(), "{:?}", p.errors);
-        let r = &p.rules[0];
-        assert_eq!(r.host, Some(HostMatch::Wildcard("example.com".into())));
-        assert_eq!(r.service, ServiceRef { name: "svc".into(), port: ServicePort::Name("http".into()) });
-        assert!(matches(r, "a.example.com:8080", "/x").is_some());
-        assert!(matches(r, "A.Example.COM.", "/x").is_some());
-        assert!(matches(r, "a.b.example.com", "/x").is_none());
-        assert!(matches(r, "example.com", "/x").is_none());
-        let bad = spec.replace("'*.example.com'", "bad_host");
-        assert_eq!(
-            errs(&parse(&[], &bad)),
-            vec![
-                "spec.rules[0].host: \"bad_host\" is not a DNS name (label \"bad_host\" is not 1..=63 letters, digits or inner hyphens)"
-            ]
-        );
-        let res = spec.replace("{service: {name: svc, port: {name: http}}}", "{resource: {kind: Bucket, name: b}}");
-        assert_eq!(
-            errs(&parse(&[], &res)),
-            vec!["spec.rules[0].http.paths[0].backend: only Service backends are supported (not resource backends)"]
-        );
-    }
-
-    #[test]
-    fn default_backend_goes_last() {
-        let spec = format!("defaultBackend: {{service: {{name: fallback, port: {{number: 8080}}}}}}\n{SIMPLE}");
-        let p = parse(&[], &spec);
-        assert!(p.is_ok(), "{:?}", p.errors);
-        let mut rules = p.rules.clone();
-        rules.reverse();
-        sort_rules(&mut rules);
-        assert_eq!(rules[0].service.name, "tea-svc");
-        assert!(rules[1].default_backend);
-        assert_eq!(select(&rules, "demo.alb.ingress.top", "/tea/x").unwrap().0.service.name, "tea-svc");
-        assert_eq!(select(&rules, "other.host", "/anything").unwrap().0.service.name, "fallback");
     }
 
     #[test]
@@ -822,36 +650,5 @@ mod tests {
                 "a/b/b@1000"
             ]
         );
-    }
-
-    #[test]
-    fn matches_request_checks_every_condition() {
-        let cond = r#"[{"type": "Header", "headerConfig": {"key": "stage", "values": ["gray"]}}, {"type": "Method", "methodConfig": {"values": ["GET"]}}]"#;
-        let p = parse(&[(&k("conditions.tea-svc"), cond)], SIMPLE);
-        let r = &p.rules[0];
-        let h = [("Stage", "gray")];
-        let req = Request {
-            host: "demo.alb.ingress.top",
-            path: "/tea",
-            method: "GET",
-            headers: &h,
-            query: "",
-            source: "10.0.0.1".parse().unwrap(),
-        };
-        assert!(matches_request(r, &req).is_some());
-        assert!(matches_request(r, &Request { method: "POST", ..req }).is_none());
-        assert!(matches_request(r, &Request { headers: &[], ..req }).is_none());
-        assert!(select_request(&p.rules, &Request { path: "/coffee", ..req }).is_none());
-    }
-
-    #[test]
-    fn host_and_path_conditions_replace_the_rules_own() {
-        let cond = r#"[{"type": "Host", "hostConfig": {"values": ["~test.example.com"]}}, {"type": "Path", "pathConfig": {"values": ["/only"]}}]"#;
-        let p = parse(&[(&k("conditions.tea-svc"), cond)], SIMPLE);
-        assert!(p.is_ok(), "{:?}", p.errors);
-        let r = &p.rules[0];
-        assert!(matches(r, "test.EXAMPLE.com", "/only").is_some());
-        assert!(matches(r, "demo.alb.ingress.top", "/only").is_none());
-        assert!(matches(r, "test.example.com", "/tea").is_none());
     }
 }

@@ -3,8 +3,9 @@
 //! deterministic; the AlbConfig parser survives arbitrary JSON.
 use proptest::prelude::*;
 
-use super::testutil::{SIMPLE, ingress};
-use super::*;
+use lb_userspace::annotations::alb::*;
+
+use crate::support::{SIMPLE, ingress, matches, rewrite};
 
 /// Every key: the fixed ones and a member of each family.
 fn known_key() -> impl Strategy<Value = String> {

@@ -2,8 +2,9 @@
 //! parsed and checked against the typed result and the matching/rewrite functions.
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-use super::testutil::{errs, parse as parse_ann};
-use super::*;
+use lb_userspace::annotations::alb::*;
+
+use crate::support::{errs, matches, parse as parse_ann, rewrite, select, selects};
 
 fn yaml(text: &str) -> IngressParse {
     let ing: Ingress = serde_yaml_ng::from_str(text).expect("Ingress YAML");
@@ -108,7 +109,7 @@ fn golden_regex_flags() {
     for (obj, rule, req, want) in table {
         let c = cond(obj, rule);
         let p = parse_ann(
-            &[(&super::testutil::k("use-regex"), "true"), (&super::testutil::k("conditions.svc"), &c)],
+            &[(&crate::support::k("use-regex"), "true"), (&crate::support::k("conditions.svc"), &c)],
             "rules:\n- http:\n    paths:\n    - {path: /x, pathType: Prefix, backend: {service: {name: svc, port: {number: 80}}}}\n",
         );
         assert!(p.is_ok(), "{:?}", p.errors);
@@ -298,16 +299,16 @@ fn golden_canary_examples() {
     ));
     let c = p.rules[0].canary.clone().unwrap();
     assert_eq!(c.header, Some(("location".into(), "hz".into())));
-    assert!(c.selects(|n| (n == "location").then_some("hz"), |_| None, 99));
-    assert!(!c.selects(|n| (n == "location").then_some("sh"), |_| None, 0));
+    assert!(selects(&c, |n| (n == "location").then_some("hz"), |_| None, 99));
+    assert!(!selects(&c, |n| (n == "location").then_some("sh"), |_| None, 0));
     let p = ok(&example(
         "alb.ingress.kubernetes.io/order: \"2\"\nalb.ingress.kubernetes.io/canary: \"true\"\nalb.ingress.kubernetes.io/canary-by-cookie: \"demo\"",
         HELLO,
     ));
     let c = p.rules[0].canary.clone().unwrap();
     assert_eq!((c.cookie.as_deref(), p.order), (Some("demo"), 2));
-    assert!(c.selects(|_| None, |n| (n == "demo").then_some("always"), 99));
-    assert!(!c.selects(|_| None, |n| (n == "demo").then_some("never"), 0));
+    assert!(selects(&c, |_| None, |n| (n == "demo").then_some("always"), 99));
+    assert!(!selects(&c, |_| None, |n| (n == "demo").then_some("never"), 0));
 }
 
 #[test]

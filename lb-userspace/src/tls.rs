@@ -1,6 +1,7 @@
-//! TLS for the L7 listeners: certificates from PEM, the certificate chosen by SNI (exact
-//! name, then `*.` wildcard, then the default), ALPN, and the `tls_cipher_policy_*` mapping
-//! to rustls protocol versions and cipher suites (see docs/l7.md).
+//! TLS of the runtime: listener certificates from PEM, the certificate chosen by SNI (exact
+//! name, then `*.` wildcard, then the default), ALPN, the `tls_cipher_policy_*` mapping to
+//! rustls protocol versions and cipher suites (see docs/l7.md), and the client config of
+//! HTTPS backends and health checks.
 use std::{collections::BTreeMap, sync::Arc};
 
 use rustls::{
@@ -11,7 +12,7 @@ use rustls::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
-use crate::{annotations::alb::TlsPolicy, model::l7::TlsSettings};
+use crate::model::l7::{TlsPolicy, TlsSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -41,11 +42,6 @@ fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsErr
         other => TlsError::Key(other.to_string()),
     })?;
     Ok(ck)
-}
-
-/// Whether a certificate and key are usable (parse, and the key matches the certificate).
-pub fn check_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
-    certified_key(cert_pem, key_pem).map(|_| ())
 }
 
 /// Picks a certificate by SNI.

@@ -1,0 +1,143 @@
+//! Active health checks (CLB `health-check-*`, ALB `healthcheck-*`): one task per checked
+//! backend runs its [`Probe`] (TCP connect, HTTP status, UDP; see [`probe`]). A
+//! backend turns unhealthy after `unhealthy_threshold` failures in a row and healthy again
+//! after `healthy_threshold` successes; unhealthy backends get no new flows (weight 0 in the
+//! datapath), their established flows go on. Backends start healthy.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+
+pub use self::probe::{HttpProbe, Probe, TcpProbe, UdpProbe};
+use crate::model::{
+    Model,
+    health::{HealthCheck, ProbeKind},
+};
+
+mod probe;
+
+/// A health change of one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    pub backend: (IpAddr, u16),
+    pub healthy: bool,
+}
+
+/// The probes running for a model; restarted only for targets whose check changed.
+#[derive(Default)]
+pub struct Checker {
+    tasks: BTreeMap<((IpAddr, u16), HealthCheck), JoinHandle<()>>,
+    unhealthy: BTreeSet<(IpAddr, u16)>,
+}
+
+impl Checker {
+    /// Run exactly the probes `model` asks for; changes arrive on `tx`.
+    pub fn sync(&mut self, model: &Model, tx: &mpsc::Sender<Change>) {
+        let mut wanted: BTreeSet<((IpAddr, u16), HealthCheck)> = model
+            .listeners
+            .values()
+            .filter_map(|l| l.health_check.as_ref().map(|h| (l, h)))
+            .flat_map(|(l, h)| l.backends.iter().map(move |b| ((b.addr, b.port), h.clone())))
+            .collect();
+        for u in model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).flat_map(|r| &r.upstreams) {
+            if let Some(h) = &u.health_check {
+                wanted.extend(u.endpoints.iter().map(|e| ((e.addr.ip(), e.addr.port()), h.clone())));
+            }
+        }
+        self.tasks.retain(|k, task| {
+            let keep = wanted.contains(k);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let live: BTreeSet<(IpAddr, u16)> = wanted.iter().map(|(b, _)| *b).collect();
+        self.unhealthy.retain(|b| live.contains(b));
+        for (backend, check) in wanted {
+            if !self.tasks.contains_key(&(backend, check.clone())) {
+                let task = spawn(backend, check.clone(), tx.clone());
+                self.tasks.insert((backend, check), task);
+            }
+        }
+    }
+
+    pub fn record(&mut self, c: Change) {
+        if c.healthy {
+            self.unhealthy.remove(&c.backend);
+        } else {
+            self.unhealthy.insert(c.backend);
+        }
+    }
+
+    /// `model` with unhealthy backends at weight 0 (no new flows).
+    pub fn effective(&self, model: &Model) -> Model {
+        let mut m = model.clone();
+        for l in m.listeners.values_mut() {
+            for b in &mut l.backends {
+                if self.unhealthy.contains(&(b.addr, b.port)) {
+                    b.weight = 0;
+                }
+            }
+        }
+        for l in m.l7.values_mut() {
+            for u in l.routes.iter_mut().chain(l.canaries.iter_mut()).flat_map(|r| &mut r.upstreams) {
+                for e in &mut u.endpoints {
+                    if self.unhealthy.contains(&(e.addr.ip(), e.addr.port())) {
+                        e.weight = 0;
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    pub fn unhealthy(&self) -> &BTreeSet<(IpAddr, u16)> {
+        &self.unhealthy
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        for task in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+/// The task that checks `backend` with the probe `check` asks for.
+fn spawn(backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change>) -> JoinHandle<()> {
+    let pp = check.proxy_protocol;
+    match &check.probe {
+        ProbeKind::Tcp => tokio::spawn(run(TcpProbe, backend, check, tx)),
+        ProbeKind::Udp => tokio::spawn(run(UdpProbe, backend, check, tx)),
+        ProbeKind::Http { .. } => {
+            let probe = HttpProbe::new(&check.probe, pp);
+            tokio::spawn(run(probe, backend, check, tx))
+        }
+    }
+}
+
+async fn run(probe: impl Probe, backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change>) {
+    let (mut healthy, mut streak) = (true, 0u8);
+    let to = SocketAddr::new(backend.0, if check.port == 0 { backend.1 } else { check.port });
+    loop {
+        tokio::time::sleep(check.interval).await;
+        let ok = matches!(tokio::time::timeout(check.timeout, probe.check(to)).await, Ok(true));
+        if ok == healthy {
+            streak = 0;
+            continue;
+        }
+        streak += 1;
+        let needed = if healthy { check.unhealthy_threshold } else { check.healthy_threshold };
+        if streak >= needed {
+            healthy = ok;
+            streak = 0;
+            tracing::warn!(backend = %to, healthy, "backend health changed");
+            if tx.send(Change { backend, healthy }).await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The probes a health check runs against one backend, behind [`Probe`]: TCP connect,
+//! UDP (healthy unless the backend answers ICMP port unreachable, as CLB does) and HTTP(S)
+//! status classes, with a PROXY protocol LOCAL header first when the backend expects one.
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpStream, UdpSocket},
+};
+
+use crate::model::{ProxyProtocol, health::ProbeKind};
+
+/// One way of asking a backend whether it is healthy.
+pub trait Probe: Send + Sync + 'static {
+    fn check(&self, to: SocketAddr) -> impl Future<Output = bool> + Send;
+}
+
+/// Healthy when a TCP connection opens.
+pub struct TcpProbe;
+
+impl Probe for TcpProbe {
+    async fn check(&self, to: SocketAddr) -> bool {
+        TcpStream::connect(to).await.is_ok()
+    }
+}
+
+/// Healthy unless the backend answers a datagram with ICMP port unreachable.
+pub struct UdpProbe;
+
+impl Probe for UdpProbe {
+    async fn check(&self, to: SocketAddr) -> bool {
+        let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let Ok(sock) = UdpSocket::bind(bind).await else { return false };
+        if sock.connect(to).await.is_err() || sock.send(b"lb-health-check").await.is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
+            Ok(Err(e)) => e.kind() != std::io::ErrorKind::ConnectionRefused,
+            _ => true,
+        }
+    }
+}
+
+/// Healthy when an HTTP(S) request gets a status of an accepted class.
+pub struct HttpProbe {
+    uri: String,
+    host: Option<String>,
+    classes: Vec<u8>,
+    get: bool,
+    tls: Option<tokio_rustls::TlsConnector>,
+    proxy_header: Vec<u8>,
+}
+
+impl HttpProbe {
+    /// The probe of an HTTP check (`kind` must be [`ProbeKind::Http`]; other kinds give a
+    /// plain `HEAD /`).
+    pub fn new(kind: &ProbeKind, pp: ProxyProtocol) -> HttpProbe {
+        let (uri, host, classes, get, tls) = match kind {
+            ProbeKind::Http { uri, host, classes, get, tls } => {
+                (uri.clone(), host.clone(), classes.clone(), *get, *tls)
+            }
+            _ => ("/".into(), None, vec![2], false, false),
+        };
+        let tls = tls.then(|| tokio_rustls::TlsConnector::from(Arc::new(crate::tls::backend_client_config())));
+        HttpProbe { uri, host, classes, get, tls, proxy_header: local_proxy_header(pp) }
+    }
+}
+
+impl Probe for HttpProbe {
+    async fn check(&self, to: SocketAddr) -> bool {
+        let Ok(s) = TcpStream::connect(to).await else { return false };
+        let host = self.host.clone().unwrap_or_else(|| to.ip().to_string());
+        let mut req = self.proxy_header.clone();
+        let method = if self.get { "GET" } else { "HEAD" };
+        req.extend_from_slice(
+            format!("{method} {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n", self.uri).as_bytes(),
+        );
+        let code = match &self.tls {
+            Some(connector) => {
+                let name = rustls_pki_types::ServerName::IpAddress(to.ip().into());
+                match connector.connect(name, s).await {
+                    Ok(t) => http_status(t, &req).await,
+                    Err(_) => 0,
+                }
+            }
+            None => http_status(s, &req).await,
+        };
+        self.classes.contains(&((code / 100) as u8))
+    }
+}
+
+/// The PROXY protocol header of a health check (no client behind it).
+pub fn local_proxy_header(pp: ProxyProtocol) -> Vec<u8> {
+    match pp {
+        ProxyProtocol::Off => Vec::new(),
+        ProxyProtocol::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        // Signature, version 2 + LOCAL, AF_UNSPEC, no addresses.
+        ProxyProtocol::V2 => [&lb_common::PROXY_V2_SIGNATURE[..], &[0x20, 0x00, 0x00, 0x00]].concat(),
+    }
+}
+
+/// Sends `req` and reads the status code of the answer (0: none).
+async fn http_status(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, req: &[u8]) -> u16 {
+    if s.write_all(req).await.is_err() {
+        return 0;
+    }
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).await.unwrap_or(0);
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend that answers 200 only when the request starts with `want`.
+    async fn backend(want: &'static [u8]) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 256];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let status = if buf[..n].starts_with(want) && (want.is_empty() || n > want.len()) { 200 } else { 400 };
+                let _ = s.write_all(format!("HTTP/1.0 {status} X\r\n\r\n").as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http_probes_start_with_a_local_proxy_header_when_the_listener_sends_one() {
+        let http = ProbeKind::Http { uri: "/".into(), host: None, classes: vec![2], get: false, tls: false };
+        let v2 = backend(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00HEAD / HTTP/1.0").await;
+        assert!(HttpProbe::new(&http, ProxyProtocol::V2).check(v2).await, "v2 LOCAL header first");
+        assert!(!HttpProbe::new(&http, ProxyProtocol::Off).check(v2).await, "a PROXY backend refuses a bare request");
+        let v1 = backend(b"PROXY UNKNOWN\r\nHEAD / HTTP/1.0").await;
+        assert!(HttpProbe::new(&http, ProxyProtocol::V1).check(v1).await);
+        let plain = backend(b"HEAD / HTTP/1.0").await;
+        assert!(HttpProbe::new(&http, ProxyProtocol::Off).check(plain).await);
+    }
+}

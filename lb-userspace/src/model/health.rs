@@ -1,0 +1,125 @@
+//! Health-check specifications: how a listener's or an upstream's backends are probed,
+//! built from the CLB `health-check-*` and ALB `healthcheck-*` annotations. The probes
+//! themselves run in `crate::health`.
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Protocol, ProxyProtocol};
+
+/// How a listener's backends are checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct HealthCheck {
+    pub probe: ProbeKind,
+    /// The port probed; 0: the backend's own port.
+    pub port: u16,
+    /// The backend expects a PROXY protocol header: HTTP probes start with a LOCAL one
+    /// (v2 `LOCAL` command, v1 `PROXY UNKNOWN`), as the spec provides for health checks.
+    pub proxy_protocol: ProxyProtocol,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u8,
+    pub unhealthy_threshold: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    Tcp,
+    Udp,
+    Http {
+        uri: String,
+        /// `Host:` header; the backend's address when `None`.
+        host: Option<String>,
+        /// Healthy status classes: 2 for 2xx, ...
+        classes: Vec<u8>,
+        get: bool,
+        /// Over TLS (the backend's certificate is not verified, as on ALB).
+        tls: bool,
+    },
+}
+
+/// The check CLB annotations ask for on a listener of `protocol`.
+pub fn from_clb(h: &crate::annotations::clb::HealthCheck, protocol: Protocol) -> Option<HealthCheck> {
+    use crate::annotations::clb::ListenerProtocol;
+    from_clb_listener(
+        h,
+        match protocol {
+            Protocol::Tcp => ListenerProtocol::Tcp,
+            Protocol::Udp => ListenerProtocol::Udp,
+        },
+    )
+}
+
+/// The check CLB annotations ask for on a listener speaking `lp` (http/https included).
+pub fn from_clb_listener(
+    h: &crate::annotations::clb::HealthCheck,
+    lp: crate::annotations::clb::ListenerProtocol,
+) -> Option<HealthCheck> {
+    use crate::annotations::clb::{HealthCheckDomain, HttpCodeClass, HttpMethod, Probe};
+    let p = h.probe(lp)?;
+    let probe = match p {
+        Probe::Tcp => ProbeKind::Tcp,
+        Probe::Udp => ProbeKind::Udp,
+        Probe::Http => ProbeKind::Http {
+            uri: h.http.uri.clone().unwrap_or_else(|| "/".into()),
+            host: match &h.http.domain {
+                HealthCheckDomain::BackendIp => None,
+                HealthCheckDomain::Name(n) => Some(n.clone()),
+            },
+            classes: h
+                .http
+                .codes
+                .iter()
+                .map(|c| match c {
+                    HttpCodeClass::Http2xx => 2,
+                    HttpCodeClass::Http3xx => 3,
+                    HttpCodeClass::Http4xx => 4,
+                    HttpCodeClass::Http5xx => 5,
+                })
+                .collect(),
+            get: h.http.method == HttpMethod::Get,
+            tls: false,
+        },
+    };
+    Some(HealthCheck {
+        port: 0,
+        proxy_protocol: ProxyProtocol::Off,
+        interval: Duration::from_secs(h.interval_s.max(1) as u64),
+        timeout: Duration::from_secs(h.timeout_s(p).max(1) as u64),
+        healthy_threshold: h.healthy_threshold,
+        unhealthy_threshold: h.unhealthy_threshold,
+        probe,
+    })
+}
+
+/// The check of an ALB Ingress's `healthcheck-*` annotations. gRPC checks connect over TCP
+/// (the gRPC health protocol is not spoken yet).
+pub fn from_alb(h: &crate::annotations::alb::HealthCheck) -> HealthCheck {
+    use crate::annotations::alb::{HealthCheckCodes, HealthCheckMethod, HealthCheckProtocol};
+    let classes = match &h.codes {
+        HealthCheckCodes::Http(c) => c.clone(),
+        _ => vec![2],
+    };
+    let http = |tls| ProbeKind::Http {
+        uri: h.path.clone(),
+        host: None,
+        classes: classes.clone(),
+        get: h.method == HealthCheckMethod::Get,
+        tls,
+    };
+    let probe = match h.protocol {
+        HealthCheckProtocol::Http => http(false),
+        HealthCheckProtocol::Https => http(true),
+        HealthCheckProtocol::Tcp | HealthCheckProtocol::Grpc => ProbeKind::Tcp,
+    };
+    HealthCheck {
+        probe,
+        port: h.port,
+        proxy_protocol: ProxyProtocol::Off,
+        interval: Duration::from_secs(u64::from(h.interval_s.max(1))),
+        timeout: Duration::from_secs(u64::from(h.timeout_s.max(1))),
+        healthy_threshold: h.healthy_threshold.clamp(1, 255) as u8,
+        unhealthy_threshold: h.unhealthy_threshold.clamp(1, 255) as u8,
+    }
+}

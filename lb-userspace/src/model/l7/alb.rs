@@ -1,0 +1,149 @@
+//! ALB Ingresses → L7 listeners on every node address: one per `listen-ports` entry (with
+//! its AlbConfig listener's settings), the Ingress's rules as routes with their Services
+//! resolved to ready endpoints, and `spec.tls` certificates.
+use super::{
+    ForwardedHeaders, L7Listener, L7Protocol, Lookup, Route, TlsSettings, Upstream, convert, listener_key,
+    lookup::port_text, sort_routes,
+};
+use crate::annotations::alb::{self, IngressParse, ListenProtocol, ServiceRef};
+use crate::model::{Build, Notice, ObjectError, ObjectRef, health};
+
+/// Default `request-timeout` and `idle-timeout` of ALB listeners without an AlbConfig.
+const ALB_REQUEST_TIMEOUT_S: u32 = 60;
+const ALB_IDLE_TIMEOUT_S: u32 = 15;
+
+/// Routes of one rule with its Services resolved; missing Services become notices (the
+/// rule then answers 503, as a controller whose Service is not there yet does).
+fn route(rule: &alb::Rule, lookup: &Lookup<'_>, notices: &mut Vec<Notice>, source: &ObjectRef) -> Route {
+    let mut resolve = |svc: &ServiceRef, weight: u32| {
+        let endpoints = lookup.endpoints(&rule.namespace, svc, rule.backend.ipv6).unwrap_or_else(|reason| {
+            notices.push(Notice {
+                object: source.clone(),
+                field: "spec.rules".into(),
+                note: format!("{reason}: requests answer 503"),
+            });
+            Vec::new()
+        });
+        Upstream {
+            name: format!("{}/{}:{}", rule.namespace, svc.name, port_text(&svc.port)),
+            weight,
+            endpoints,
+            health_check: rule.backend.health_check.as_ref().map(health::from_alb),
+        }
+    };
+    let upstreams = match &rule.action {
+        alb::Action::Forward { groups, .. } => groups.iter().map(|g| resolve(&g.service, g.weight)).collect(),
+        _ => Vec::new(),
+    };
+    let mirrors = rule
+        .filters
+        .iter()
+        .filter_map(|f| if let alb::Filter::TrafficMirror(s) = f { Some(s) } else { None })
+        .flatten()
+        .map(|s| resolve(s, 100))
+        .collect();
+    Route { rule: convert::rule(rule, source), upstreams, mirrors }
+}
+
+/// ALB listeners for the accepted Ingresses, plus CLB http/https listeners already put in
+/// `out.model.l7` by the Service builder. An Ingress that asks for a port another Ingress
+/// already serves with another protocol is rejected.
+pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
+    let mut rejected = Vec::new();
+    let ingresses: Vec<(String, IngressParse)> =
+        out.model.ingresses.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (key, p) in ingresses {
+        let source = ObjectRef { kind: "Ingress".into(), namespace: p.namespace.clone(), name: p.name.clone() };
+        let class = alb::class_of(p.class_name.as_deref(), &lookup.classes);
+        let albconfig = class.and_then(|c| out.model.alb_configs.get(&c.albconfig)).cloned();
+        // Protocol clash with a listener of another Ingress or a CLB Service.
+        let clash = p.listeners.iter().find_map(|l| {
+            let proto = match l.protocol {
+                ListenProtocol::Http => L7Protocol::Http,
+                ListenProtocol::Https => L7Protocol::Https,
+                ListenProtocol::Quic => return None,
+            };
+            let other = if proto == L7Protocol::Http { L7Protocol::Https } else { L7Protocol::Http };
+            out.model.l7.get(&listener_key(None, l.port, other)).map(|o| (l.port, o.sources.first().cloned()))
+        });
+        if let Some((port, owner)) = clash {
+            let owner = owner.map(|o| o.to_string()).unwrap_or_default();
+            out.errors.push(ObjectError {
+                object: source,
+                field: format!("{}listen-ports", alb::PREFIX),
+                reason: format!("port {port} is already served with another protocol for {owner}"),
+            });
+            rejected.push(key);
+            continue;
+        }
+        for l in &p.listeners {
+            let protocol = match l.protocol {
+                ListenProtocol::Http => L7Protocol::Http,
+                ListenProtocol::Https => L7Protocol::Https,
+                ListenProtocol::Quic => {
+                    out.notices.push(Notice {
+                        object: source.clone(),
+                        field: format!("{}listen-ports", alb::PREFIX),
+                        note: format!("QUIC:{} is not served (no HTTP/3 on this balancer)", l.port),
+                    });
+                    continue;
+                }
+            };
+            let cfg: Option<alb::AlbListener> =
+                albconfig.as_ref().and_then(|c| c.listeners.iter().find(|a| a.port == l.port).cloned());
+            let entry = out.model.l7.entry(listener_key(None, l.port, protocol)).or_insert_with(|| L7Listener {
+                sources: Vec::new(),
+                addr: None,
+                port: l.port,
+                protocol,
+                tls: (protocol == L7Protocol::Https).then(|| TlsSettings {
+                    policy: convert::tls_policy(
+                        cfg.as_ref().and_then(|c| c.security_policy).unwrap_or(alb::TlsPolicy::Tls10),
+                    ),
+                    certificates: Vec::new(),
+                }),
+                http2: cfg.as_ref().is_none_or(|c| c.http2),
+                request_timeout_s: cfg.as_ref().map_or(ALB_REQUEST_TIMEOUT_S, |c| c.request_timeout_s),
+                idle_timeout_s: cfg.as_ref().map_or(ALB_IDLE_TIMEOUT_S, |c| c.idle_timeout_s),
+                gzip: cfg.as_ref().is_none_or(|c| c.gzip),
+                headers: ForwardedHeaders { proto: true, listener_port: true, client_port: false },
+                redirect_https_port: None,
+                acl: None,
+                canaries: Vec::new(),
+                routes: Vec::new(),
+            });
+            entry.sources.push(source.clone());
+            let mut notices = Vec::new();
+            for rule in &p.rules {
+                let r = route(rule, lookup, &mut notices, &source);
+                if rule.canary.is_some() { entry.canaries.push(r) } else { entry.routes.push(r) }
+            }
+            if let Some(tls) = entry.tls.as_mut() {
+                for t in &p.tls {
+                    let Some(secret) = &t.secret_name else { continue };
+                    match lookup.certificate(&p.namespace, secret, t.hosts.clone()) {
+                        Ok(c) => tls.certificates.push(c),
+                        Err(reason) => notices.push(Notice {
+                            object: source.clone(),
+                            field: "spec.tls".into(),
+                            note: format!("{reason}: its hosts get the listener's default certificate"),
+                        }),
+                    }
+                }
+            }
+            // One notice per missing thing, even when the Ingress is on several listeners.
+            for n in notices {
+                if !out.notices.contains(&n) {
+                    out.notices.push(n);
+                }
+            }
+        }
+    }
+    for key in rejected {
+        out.model.ingresses.remove(&key);
+    }
+    for l in out.model.l7.values_mut() {
+        sort_routes(&mut l.routes);
+        sort_routes(&mut l.canaries);
+    }
+}

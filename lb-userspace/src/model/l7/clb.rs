@@ -1,0 +1,125 @@
+//! CLB http/https Service ports → L7 listeners on the Service's VIP, each with one
+//! catch-all route to the Service port (CLB `cert-id`, `tls-cipher-policy`, sticky
+//! sessions, forwarded headers, `forward-port`, ACL).
+use std::net::IpAddr;
+
+use super::{
+    ForwardedHeaders, L7Listener, L7Protocol, ListenerAcl, Lookup, Route, TlsPolicy, TlsSettings, Upstream, route,
+};
+use crate::annotations::alb::{ServicePort, ServiceRef};
+use crate::annotations::clb::{self, ClbConfig, ListenerProtocol, TlsCipherPolicy};
+use crate::model::{AclBinding, ObjectError, ObjectRef, Scheduler, health};
+
+/// The http/https listeners of a CLB Service: one catch-all route to the Service port.
+pub fn clb_listeners(
+    source: &ObjectRef,
+    cfg: &ClbConfig,
+    vip: IpAddr,
+    acl: Option<&AclBinding>,
+    lookup: &Lookup<'_>,
+) -> Result<Vec<L7Listener>, Vec<ObjectError>> {
+    let acl = acl.map(|b| ListenerAcl {
+        acl: b.acl.clone(),
+        mode: b.mode,
+        entries: lookup.acls.get(&b.acl).cloned().unwrap_or_default(),
+    });
+    let err = |field: String, reason: String| ObjectError { object: source.clone(), field, reason };
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    let tls = if cfg.listeners.iter().any(|l| l.protocol == ListenerProtocol::Https) {
+        let mut certificates = Vec::new();
+        match &cfg.tls.cert_id {
+            Some(id) => match lookup.certificate(&source.namespace, id.as_str(), Vec::new()) {
+                Ok(c) => certificates.push(c),
+                Err(reason) => errors.push(err(format!("{}cert-id", clb::CLB_PREFIX), reason)),
+            },
+            None => errors.push(err(
+                format!("{}cert-id", clb::CLB_PREFIX),
+                "an https listener needs a certificate: name a kubernetes.io/tls Secret of the Service's namespace"
+                    .into(),
+            )),
+        }
+        for ext in &cfg.tls.domain_extensions {
+            match lookup.certificate(&source.namespace, ext.cert_id.as_str(), vec![ext.domain.clone()]) {
+                Ok(c) => certificates.push(c),
+                Err(reason) => errors.push(err(format!("{}domain-extensions", clb::CLB_PREFIX), reason)),
+            }
+        }
+        Some(TlsSettings { policy: tls_policy(cfg.tls.cipher_policy), certificates })
+    } else {
+        None
+    };
+    for l in cfg.listeners.iter().filter(|l| l.protocol.is_l7()) {
+        let protocol = if l.protocol == ListenerProtocol::Https { L7Protocol::Https } else { L7Protocol::Http };
+        let service = ServiceRef { name: source.name.clone(), port: ServicePort::Number(l.port) };
+        let backend = route::BackendSettings {
+            sticky: match &cfg.http.sticky_session {
+                clb::StickySession::Off => None,
+                clb::StickySession::Insert { cookie_timeout_s } => {
+                    Some(route::StickySession::Insert { timeout_s: *cookie_timeout_s })
+                }
+                clb::StickySession::Server { cookie } => {
+                    Some(route::StickySession::Server { cookie: cookie.as_str().to_owned() })
+                }
+            },
+            scheduler: match cfg.scheduler {
+                Scheduler::Sch | Scheduler::Tch => route::Scheduler::Sch,
+                _ => route::Scheduler::Wrr,
+            },
+            ..route::BackendSettings::default()
+        };
+        let rule = route::Rule::catch_all(source.clone(), backend);
+        let mut endpoints = match lookup.endpoints(&source.namespace, &service, vip.is_ipv6()) {
+            Ok(e) => e,
+            Err(reason) => {
+                errors.push(err("spec.ports".into(), reason));
+                continue;
+            }
+        };
+        endpoints.retain(|e| e.addr.is_ipv4() == vip.is_ipv4());
+        if cfg.scheduler == Scheduler::Rr {
+            // Round robin ignores weights (a weight-0 endpoint still gets nothing).
+            for e in &mut endpoints {
+                e.weight = e.weight.min(1) * 100;
+            }
+        }
+        let upstream = Upstream {
+            name: format!("{}/{}:{}", source.namespace, source.name, l.port),
+            weight: 100,
+            endpoints,
+            health_check: health::from_clb_listener(&cfg.health_check, l.protocol),
+        };
+        let redirect_https_port = cfg.forward_ports.iter().find(|f| f.http_port == l.port).map(|f| f.https_port);
+        out.push(L7Listener {
+            sources: vec![source.clone()],
+            addr: Some(vip),
+            port: l.port,
+            protocol,
+            tls: if protocol == L7Protocol::Https { tls.clone() } else { None },
+            http2: cfg.tls.http2,
+            request_timeout_s: u32::from(cfg.http.request_timeout_s),
+            idle_timeout_s: u32::from(cfg.http.idle_timeout_s),
+            gzip: true,
+            headers: ForwardedHeaders {
+                proto: cfg.http.x_forwarded_proto,
+                listener_port: cfg.http.x_forwarded_slb_port,
+                client_port: cfg.http.x_forwarded_client_src_port,
+            },
+            redirect_https_port,
+            acl: acl.clone(),
+            canaries: Vec::new(),
+            routes: vec![Route { rule, upstreams: vec![upstream], mirrors: Vec::new() }],
+        });
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
+}
+
+fn tls_policy(p: TlsCipherPolicy) -> TlsPolicy {
+    match p {
+        TlsCipherPolicy::Tls10 => TlsPolicy::Tls10,
+        TlsCipherPolicy::Tls11 => TlsPolicy::Tls11,
+        TlsCipherPolicy::Tls12 => TlsPolicy::Tls12,
+        TlsCipherPolicy::Tls12Strict => TlsPolicy::Tls12Strict,
+        TlsCipherPolicy::Tls12StrictWith13 => TlsPolicy::Tls12StrictWith13,
+    }
+}

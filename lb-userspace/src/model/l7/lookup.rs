@@ -1,0 +1,101 @@
+//! What the L7 builders look up: Services and their ready endpoints, TLS Secrets, the ALB
+//! IngressClasses and the ACLs that validated.
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+};
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+
+use super::{Certificate, Endpoint};
+use crate::annotations::{
+    alb::{self, AlbIngressClass, ServicePort, ServiceRef},
+    secret::tls_pair,
+};
+use crate::model::{
+    ObjectRef, Protocol,
+    objects::ObjectSet,
+    service::{self, SliceIndex},
+};
+
+/// What the L7 builder looks things up in.
+pub struct Lookup<'a> {
+    pub services: BTreeMap<(String, String), &'a Service>,
+    pub secrets: BTreeMap<(String, String), &'a Secret>,
+    pub slices: &'a SliceIndex<'a>,
+    pub classes: Vec<AlbIngressClass>,
+    /// Prefixes of the validated ACLs, by name.
+    pub acls: BTreeMap<String, Vec<ipnet::IpNet>>,
+}
+
+impl<'a> Lookup<'a> {
+    pub fn new(objects: &'a ObjectSet, slices: &'a SliceIndex<'a>) -> Lookup<'a> {
+        let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            (m.namespace.clone().unwrap_or_else(|| "default".into()), m.name.clone().unwrap_or_default())
+        };
+        Lookup {
+            services: objects.services.iter().map(|s| (key(&s.metadata), s)).collect(),
+            secrets: objects.secrets.iter().map(|s| (key(&s.metadata), s)).collect(),
+            slices,
+            classes: objects
+                .ingress_classes
+                .iter()
+                .filter_map(|c| alb::parse_ingress_class(c).ok().flatten())
+                .collect(),
+            acls: BTreeMap::new(),
+        }
+    }
+
+    /// A TLS Secret's certificate, or why it cannot be used.
+    pub fn certificate(&self, namespace: &str, name: &str, hosts: Vec<String>) -> Result<Certificate, String> {
+        let secret = self
+            .secrets
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .ok_or_else(|| format!("TLS Secret {namespace}/{name} not found"))?;
+        let pair = tls_pair(secret, namespace, name)?;
+        Ok(Certificate {
+            secret: ObjectRef { kind: "Secret".into(), namespace: namespace.into(), name: name.into() },
+            hosts,
+            cert_pem: pair.cert_pem,
+            key_pem: pair.key_pem,
+        })
+    }
+
+    /// The ready endpoints of a Service port (the port by number or name), in the families asked.
+    pub fn endpoints(&self, namespace: &str, svc: &ServiceRef, ipv6: bool) -> Result<Vec<Endpoint>, String> {
+        let service = self
+            .services
+            .get(&(namespace.to_owned(), svc.name.clone()))
+            .ok_or_else(|| format!("Service {namespace}/{} not found", svc.name))?;
+        let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref()).cloned().unwrap_or_default();
+        let port = ports
+            .iter()
+            .find(|p| match &svc.port {
+                ServicePort::Number(n) => p.port == i32::from(*n),
+                ServicePort::Name(n) => p.name.as_deref() == Some(n.as_str()),
+            })
+            .ok_or_else(|| format!("Service {namespace}/{} has no port {}", svc.name, port_text(&svc.port)))?;
+        let slices = self.slices.get(&(namespace.to_owned(), svc.name.clone())).map(Vec::as_slice).unwrap_or(&[]);
+        let port_name = port.name.clone().unwrap_or_default();
+        let mut out = Vec::new();
+        let mut families = vec![IpAddr::from([0, 0, 0, 0])];
+        if ipv6 {
+            families.push(IpAddr::from([0u16; 8]));
+        }
+        for family in families {
+            let backends = service::backends(slices, &port_name, Protocol::Tcp, family, None)?;
+            out.extend(
+                backends.into_iter().map(|b| Endpoint { addr: SocketAddr::new(b.addr, b.port), weight: b.weight }),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// A Service port as written: its number or name.
+pub fn port_text(p: &ServicePort) -> String {
+    match p {
+        ServicePort::Number(n) => n.to_string(),
+        ServicePort::Name(n) => n.clone(),
+    }
+}

@@ -1,0 +1,34 @@
+//! The Kubernetes objects a model is built from, as a manifest directory or the API
+//! server yields them, and the documents that could not be read.
+use std::path::PathBuf;
+
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+
+/// The objects read from a manifest directory, and what could not be read.
+#[derive(Debug, Default)]
+pub struct ObjectSet {
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    /// The project's `AccessControlList` objects.
+    pub acls: Vec<super::acl::AclObject>,
+    pub ingresses: Vec<k8s_openapi::api::networking::v1::Ingress>,
+    pub ingress_classes: Vec<k8s_openapi::api::networking::v1::IngressClass>,
+    /// `AlbConfig` objects, as written (the ALB parser validates them).
+    pub alb_configs: Vec<serde_json::Value>,
+    /// TLS Secrets (`kubernetes.io/tls`) the L7 listeners take certificates from.
+    pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
+    /// Documents that did not parse, with where they came from.
+    pub errors: Vec<ManifestError>,
+    /// Kinds present but not used by the agent (reported, not an error).
+    pub ignored: Vec<String>,
+}
+
+/// A document of a manifest file that could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}: document {document}: {reason}")]
+pub struct ManifestError {
+    pub file: PathBuf,
+    /// 1-based index of the document in its file.
+    pub document: usize,
+    pub reason: String,
+}
