@@ -5,6 +5,7 @@
 //! annotation and the reason.
 pub mod alb;
 pub mod clb;
+pub mod lbdev;
 pub mod secret;
 pub mod values;
 

@@ -1,5 +1,6 @@
 //! Value parsers both annotation families use: quoting for messages, one-of choices,
 //! bounded whole numbers, comma lists, DNS names. Each returns the reason on failure.
+use serde::Serialize;
 
 /// `v` quoted for a message, cut at 64 characters.
 pub fn quote(v: &str) -> String {
@@ -70,4 +71,50 @@ pub fn dns_name(v: &str, wildcard: bool) -> Result<String, String> {
         }
     }
     Ok(v.to_owned())
+}
+
+/// The system TLS security policies: ALB `securityPolicyId`, CLB `tls-cipher-policy`
+/// (default `tls_cipher_policy_1_0`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum TlsPolicy {
+    /// `tls_cipher_policy_1_0` (ALB's default): TLS 1.0 and later.
+    #[default]
+    #[serde(rename = "tls_cipher_policy_1_0")]
+    Tls10,
+    /// `tls_cipher_policy_1_1`: TLS 1.1 and later.
+    #[serde(rename = "tls_cipher_policy_1_1")]
+    Tls11,
+    /// `tls_cipher_policy_1_2`: TLS 1.2 and later.
+    #[serde(rename = "tls_cipher_policy_1_2")]
+    Tls12,
+    /// `tls_cipher_policy_1_2_strict`: TLS 1.2, forward-secret (ECDHE) ciphers only.
+    #[serde(rename = "tls_cipher_policy_1_2_strict")]
+    Tls12Strict,
+    /// `tls_cipher_policy_1_2_strict_with_1_3`: as above, plus TLS 1.3.
+    #[serde(rename = "tls_cipher_policy_1_2_strict_with_1_3")]
+    Tls12StrictWith13,
+}
+
+impl TlsPolicy {
+    pub const ALL: [(&'static str, TlsPolicy); 5] = [
+        ("tls_cipher_policy_1_0", TlsPolicy::Tls10),
+        ("tls_cipher_policy_1_1", TlsPolicy::Tls11),
+        ("tls_cipher_policy_1_2", TlsPolicy::Tls12),
+        ("tls_cipher_policy_1_2_strict", TlsPolicy::Tls12Strict),
+        ("tls_cipher_policy_1_2_strict_with_1_3", TlsPolicy::Tls12StrictWith13),
+    ];
+
+    /// The lowest TLS version allowed, as (major, minor) of the protocol name: (1, 2).
+    pub fn min_version(self) -> (u8, u8) {
+        match self {
+            TlsPolicy::Tls10 => (1, 0),
+            TlsPolicy::Tls11 => (1, 1),
+            _ => (1, 2),
+        }
+    }
+
+    /// Only forward-secret ciphers.
+    pub fn strict(self) -> bool {
+        matches!(self, TlsPolicy::Tls12Strict | TlsPolicy::Tls12StrictWith13)
+    }
 }

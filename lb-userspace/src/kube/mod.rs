@@ -8,6 +8,7 @@
 //!   on the pod holding the [`leader`] Lease when leader election is on.
 pub mod events;
 pub mod leader;
+pub mod outcome;
 pub mod report;
 pub mod source;
 pub mod status;

@@ -14,7 +14,7 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    report::Report,
+    outcome::Report,
     watch::{self, Stores},
 };
 use crate::model::ObjectRef;

@@ -11,16 +11,10 @@ use super::{
     AclBinding, AclMode, Backend, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol, ProxyProtocol,
 };
 use crate::annotations::clb::{self, Acl, AclType, ConnectionDrain, IpVersion, ListenerProtocol, ServicePortInfo};
+use crate::annotations::lbdev::{self, ProxyVersion};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// Project annotation on an EndpointSlice: per-endpoint weights for wrr (and weighted
-/// Maglev), `ADDRESS=WEIGHT,...`, weights 0..=100 (0 = no new flows). Endpoints not listed
-/// weigh 100.
-pub const ENDPOINT_WEIGHTS: &str = "lb.dev/endpoint-weights";
-/// Project annotation on a Service: the PROXY protocol version its listeners send when CLB
-/// `proxy-protocol` is `on`: `"2"` (binary, the default) or `"1"` (text; TCP listeners only,
-/// UDP listeners always send v2).
-pub const PROXY_PROTOCOL_VERSION: &str = "lb.dev/proxy-protocol-version";
+pub use crate::annotations::lbdev::{ENDPOINT_WEIGHTS, PROXY_PROTOCOL_VERSION};
 /// Weight of an endpoint without one.
 pub const DEFAULT_WEIGHT: u32 = 100;
 
@@ -76,6 +70,10 @@ pub fn listeners(
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| err(&format!("{field}.port"), format!("{} is outside 1..=65535", port.port)))?;
+        let protocol = match protocol {
+            Protocol::Tcp => clb::Protocol::Tcp,
+            Protocol::Udp => clb::Protocol::Udp,
+        };
         ports.push(ServicePortInfo { name: port.name.clone(), port: number, protocol });
     }
 
@@ -92,35 +90,33 @@ pub fn listeners(
         .iter()
         .map(|n| Notice { object: source.clone(), field: n.annotation.clone(), note: n.reason.clone() })
         .collect();
-    let proxy_protocol = match annotations.get(PROXY_PROTOCOL_VERSION).map(|v| v.trim()) {
-        _ if !cfg.l4.proxy_protocol => {
-            if annotations.contains_key(PROXY_PROTOCOL_VERSION) {
-                notices.push(Notice {
-                    object: source.clone(),
-                    field: format!("metadata.annotations[{PROXY_PROTOCOL_VERSION}]"),
-                    note: format!("has no effect while {}proxy-protocol is off", clb::CLB_PREFIX),
-                });
-            }
-            ProxyProtocol::Off
-        }
-        None | Some("2") => ProxyProtocol::V2,
-        Some("1") => {
-            if ports.iter().any(|p| p.protocol == Protocol::Udp) {
-                notices.push(Notice {
-                    object: source.clone(),
-                    field: format!("metadata.annotations[{PROXY_PROTOCOL_VERSION}]"),
-                    note: "UDP listeners send PROXY protocol v2 (v1 has no datagram form)".into(),
-                });
-            }
-            ProxyProtocol::V1
-        }
-        Some(other) => {
-            errors.push(ObjectError {
+    let field = format!("metadata.annotations[{PROXY_PROTOCOL_VERSION}]");
+    let proxy_protocol = if !cfg.l4.proxy_protocol {
+        if annotations.contains_key(PROXY_PROTOCOL_VERSION) {
+            notices.push(Notice {
                 object: source.clone(),
-                field: format!("metadata.annotations[{PROXY_PROTOCOL_VERSION}]"),
-                reason: format!("{other:?} is not a PROXY protocol version (\"1\" or \"2\")"),
+                field: field.clone(),
+                note: format!("has no effect while {}proxy-protocol is off", clb::CLB_PREFIX),
             });
-            ProxyProtocol::Off
+        }
+        ProxyProtocol::Off
+    } else {
+        match lbdev::proxy_protocol_version(&annotations) {
+            Ok(None | Some(ProxyVersion::V2)) => ProxyProtocol::V2,
+            Ok(Some(ProxyVersion::V1)) => {
+                if ports.iter().any(|p| p.protocol == clb::Protocol::Udp) {
+                    notices.push(Notice {
+                        object: source.clone(),
+                        field: field.clone(),
+                        note: "UDP listeners send PROXY protocol v2 (v1 has no datagram form)".into(),
+                    });
+                }
+                ProxyProtocol::V1
+            }
+            Err(reason) => {
+                errors.push(ObjectError { object: source.clone(), field, reason });
+                ProxyProtocol::Off
+            }
         }
     };
     let vip = match vip(svc) {
@@ -203,7 +199,7 @@ pub fn listeners(
             vip,
             port: port.port,
             protocol,
-            scheduler: cfg.scheduler,
+            scheduler: scheduler(cfg.scheduler),
             backends,
             persistence_timeout: if protocol == Protocol::Tcp { cfg.l4.persistence_timeout_s as u32 } else { 0 },
             established_timeout: cfg.l4.established_timeout_s.map_or(super::DEFAULT_ESTABLISHED_TIMEOUT, u32::from),
@@ -237,24 +233,6 @@ fn vip(svc: &Service) -> Result<IpAddr, String> {
     text.parse().map_err(|_| format!("{text:?} is not an IP address"))
 }
 
-/// `ADDRESS=WEIGHT,...` of an EndpointSlice.
-fn endpoint_weights(slice: &EndpointSlice) -> Result<BTreeMap<IpAddr, u32>, String> {
-    let Some(text) = slice.metadata.annotations.as_ref().and_then(|a| a.get(ENDPOINT_WEIGHTS)) else {
-        return Ok(BTreeMap::new());
-    };
-    let mut out = BTreeMap::new();
-    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (addr, w) = item.split_once('=').ok_or_else(|| format!("{item:?}: expected ADDRESS=WEIGHT"))?;
-        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
-        let w: u32 = w.trim().parse().map_err(|_| format!("{w:?} is not a weight"))?;
-        if w > 100 {
-            return Err(format!("weight {w} of {addr} is outside 0..=100"));
-        }
-        out.insert(addr, w);
-    }
-    Ok(out)
-}
-
 /// Ready endpoints of the Service port named `port_name` in the VIP's address family (on
 /// `node` only, for externalTrafficPolicy: Local).
 pub(super) fn backends(
@@ -267,7 +245,7 @@ pub(super) fn backends(
     let family = if vip.is_ipv4() { "IPv4" } else { "IPv6" };
     let mut set = BTreeSet::new();
     for slice in slices.iter().filter(|s| s.address_type == family) {
-        let weights = endpoint_weights(slice)?;
+        let weights = lbdev::endpoint_weights(slice.metadata.annotations.as_ref())?;
         let port = slice.ports.iter().flatten().find(|p| {
             p.name.as_deref().unwrap_or("") == port_name
                 && p.protocol.as_deref().unwrap_or("TCP") == protocol_name(protocol)
@@ -298,6 +276,16 @@ fn protocol_name(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "TCP",
         Protocol::Udp => "UDP",
+    }
+}
+
+/// CLB `scheduler` → the L4 listener's.
+fn scheduler(s: clb::Scheduler) -> super::Scheduler {
+    match s {
+        clb::Scheduler::Rr => super::Scheduler::Rr,
+        clb::Scheduler::Wrr => super::Scheduler::Wrr,
+        clb::Scheduler::Sch => super::Scheduler::Sch,
+        clb::Scheduler::Tch => super::Scheduler::Tch,
     }
 }
 

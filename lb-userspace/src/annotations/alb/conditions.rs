@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::routing::{HostMatch, Settings, host_match};
+use super::paths::{HostMatch, Settings, host_match};
 use super::values::{Pattern, choice, field, header_name, json_str, json_strings, kind, quote, unknown_fields};
 use super::{Ctx, PREFIX};
 

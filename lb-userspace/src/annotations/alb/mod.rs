@@ -25,6 +25,7 @@ mod ingressclass;
 mod limits;
 mod listeners;
 mod multicluster;
+mod paths;
 mod routing;
 mod tls;
 mod values;
@@ -47,7 +48,8 @@ pub use cors::Cors;
 pub use ingressclass::{ALB_CONTROLLER, AlbIngressClass, class_of, parse_ingress_class};
 pub use listeners::{ListenPort, ListenProtocol};
 pub use multicluster::ClusterWeight;
-pub use routing::{HostMatch, PathMatch, PathType, Rule, RulePath, sort_rules};
+pub use paths::{HostMatch, PathMatch, PathType, RulePath};
+pub use routing::{Rule, sort_rules};
 pub use tls::{TlsHosts, TlsPolicy};
 pub use values::Pattern;
 
@@ -271,7 +273,7 @@ pub fn parse_ingress(ingress: &Ingress) -> IngressParse {
     let qps_limit = limits::parse(&mut ctx);
     let canary = canary::parse(&mut ctx);
     let cluster_weights = multicluster::parse_weights(&mut ctx);
-    let settings = routing::parse_settings(&mut ctx, &listeners);
+    let settings = paths::parse_settings(&mut ctx, &listeners);
     let actions = actions::parse_all(&mut ctx, &settings);
     let conditions = conditions::parse_all(&mut ctx, &settings);
 

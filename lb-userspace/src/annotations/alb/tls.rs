@@ -6,6 +6,7 @@ use serde::Serialize;
 use super::super::NotApplicable;
 use super::Ctx;
 use super::values::dns_name;
+pub use crate::annotations::values::TlsPolicy;
 
 /// One `spec.tls` item: the hosts it covers and the Secret with their certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,45 +24,6 @@ impl TlsHosts {
             Some(suffix) => host.split_once('.').is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
             None => h == host,
         })
-    }
-}
-
-/// ALB's system TLS security policies (AlbConfig `listeners[].securityPolicyId`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum TlsPolicy {
-    /// `tls_cipher_policy_1_0` (ALB's default): TLS 1.0 and later.
-    Tls10,
-    /// `tls_cipher_policy_1_1`: TLS 1.1 and later.
-    Tls11,
-    /// `tls_cipher_policy_1_2`: TLS 1.2 and later.
-    Tls12,
-    /// `tls_cipher_policy_1_2_strict`: TLS 1.2, forward-secret (ECDHE) ciphers only.
-    Tls12Strict,
-    /// `tls_cipher_policy_1_2_strict_with_1_3`: as above, plus TLS 1.3.
-    Tls12StrictWith13,
-}
-
-impl TlsPolicy {
-    pub const ALL: [(&'static str, TlsPolicy); 5] = [
-        ("tls_cipher_policy_1_0", TlsPolicy::Tls10),
-        ("tls_cipher_policy_1_1", TlsPolicy::Tls11),
-        ("tls_cipher_policy_1_2", TlsPolicy::Tls12),
-        ("tls_cipher_policy_1_2_strict", TlsPolicy::Tls12Strict),
-        ("tls_cipher_policy_1_2_strict_with_1_3", TlsPolicy::Tls12StrictWith13),
-    ];
-
-    /// The lowest TLS version allowed, as (major, minor) of the protocol name: (1, 2).
-    pub fn min_version(self) -> (u8, u8) {
-        match self {
-            TlsPolicy::Tls10 => (1, 0),
-            TlsPolicy::Tls11 => (1, 1),
-            _ => (1, 2),
-        }
-    }
-
-    /// Only forward-secret ciphers.
-    pub fn strict(self) -> bool {
-        matches!(self, TlsPolicy::Tls12Strict | TlsPolicy::Tls12StrictWith13)
     }
 }
 

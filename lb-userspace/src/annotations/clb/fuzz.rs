@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use super::Protocol;
 use super::{
     ServicePortInfo,
     keys::{CLB_PREFIX, Key, LEGACY_PREFIX, PREFIX},
     parse,
 };
-use crate::model::Protocol;
 
 fn ports() -> impl Strategy<Value = Vec<ServicePortInfo>> {
     prop::collection::vec(

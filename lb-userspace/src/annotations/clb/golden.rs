@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
 
+use super::Protocol;
 use super::{ClbConfig, ClbParse, Listener, ListenerProtocol, ServicePortInfo, parse};
-use crate::model::Protocol;
 
 /// The annotations and ports of the Service in `yaml`, parsed.
 fn parse_yaml(yaml: &str) -> ClbParse {

@@ -257,7 +257,7 @@ mod tests {
         let legacy = format!("{PREFIX}{LEGACY_PREFIX}scheduler");
         let p = run(&[(&legacy, "wrr")], &[tcp(80)]);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
-        assert_eq!(p.config.scheduler, crate::model::Scheduler::Wrr);
+        assert_eq!(p.config.scheduler, super::super::Scheduler::Wrr);
         // An error names the key as written.
         let p = run(&[(&legacy, "WRR")], &[tcp(80)]);
         assert_eq!(p.errors[0].annotation, legacy);

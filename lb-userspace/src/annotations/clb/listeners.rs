@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::values::Protocol;
 use super::{
     Cx, ResourceId,
     keys::Key,
     values::{choice, dns_name, list, number, on_off, quote, resource_id},
 };
-use crate::model::Protocol;
+use crate::annotations::values::TlsPolicy;
 
 /// What a listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -62,22 +63,6 @@ pub struct ForwardPort {
     pub https_port: u16,
 }
 
-/// `tls-cipher-policy` (default `tls_cipher_policy_1_0`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub enum TlsCipherPolicy {
-    #[default]
-    #[serde(rename = "tls_cipher_policy_1_0")]
-    Tls10,
-    #[serde(rename = "tls_cipher_policy_1_1")]
-    Tls11,
-    #[serde(rename = "tls_cipher_policy_1_2")]
-    Tls12,
-    #[serde(rename = "tls_cipher_policy_1_2_strict")]
-    Tls12Strict,
-    #[serde(rename = "tls_cipher_policy_1_2_strict_with_1_3")]
-    Tls12StrictWith13,
-}
-
 /// One `domain-extensions` entry: the certificate served for `domain` (SNI).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DomainExtension {
@@ -93,14 +78,14 @@ pub struct TlsOptions {
     pub cert_id: Option<ResourceId>,
     /// `domain-extensions`, in the order written.
     pub domain_extensions: Vec<DomainExtension>,
-    pub cipher_policy: TlsCipherPolicy,
+    pub cipher_policy: TlsPolicy,
     /// `http2-enabled` (default on).
     pub http2: bool,
 }
 
 impl Default for TlsOptions {
     fn default() -> TlsOptions {
-        TlsOptions { cert_id: None, domain_extensions: Vec::new(), cipher_policy: TlsCipherPolicy::Tls10, http2: true }
+        TlsOptions { cert_id: None, domain_extensions: Vec::new(), cipher_policy: TlsPolicy::Tls10, http2: true }
     }
 }
 
@@ -211,18 +196,7 @@ pub(super) fn tls(cx: &mut Cx, listeners: &[Listener]) -> TlsOptions {
         cx.error(Key::ProtocolPort, format!("https:{} needs a certificate: set cert-id", l.port));
     }
     tls.domain_extensions = cx.value(Key::DomainExtensions, domain_extensions).unwrap_or_default();
-    if let Some(p) = cx.value(Key::TlsCipherPolicy, |v| {
-        choice(
-            v,
-            &[
-                ("tls_cipher_policy_1_0", TlsCipherPolicy::Tls10),
-                ("tls_cipher_policy_1_1", TlsCipherPolicy::Tls11),
-                ("tls_cipher_policy_1_2", TlsCipherPolicy::Tls12),
-                ("tls_cipher_policy_1_2_strict", TlsCipherPolicy::Tls12Strict),
-                ("tls_cipher_policy_1_2_strict_with_1_3", TlsCipherPolicy::Tls12StrictWith13),
-            ],
-        )
-    }) {
+    if let Some(p) = cx.value(Key::TlsCipherPolicy, |v| choice(v, &TlsPolicy::ALL)) {
         tls.cipher_policy = p;
     }
     if let Some(on) = cx.value(Key::Http2Enabled, on_off) {
@@ -348,13 +322,13 @@ mod tests {
     #[test]
     fn tls_cipher_policy_values_and_default() {
         let base = [("protocol-port", "https:443"), ("cert-id", "c-1")];
-        assert_eq!(run(&base, &[tcp(443)]).config.tls.cipher_policy, TlsCipherPolicy::Tls10);
+        assert_eq!(run(&base, &[tcp(443)]).config.tls.cipher_policy, TlsPolicy::Tls10);
         for (v, want) in [
-            ("tls_cipher_policy_1_0", TlsCipherPolicy::Tls10),
-            ("tls_cipher_policy_1_1", TlsCipherPolicy::Tls11),
-            ("tls_cipher_policy_1_2", TlsCipherPolicy::Tls12),
-            ("tls_cipher_policy_1_2_strict", TlsCipherPolicy::Tls12Strict),
-            ("tls_cipher_policy_1_2_strict_with_1_3", TlsCipherPolicy::Tls12StrictWith13),
+            ("tls_cipher_policy_1_0", TlsPolicy::Tls10),
+            ("tls_cipher_policy_1_1", TlsPolicy::Tls11),
+            ("tls_cipher_policy_1_2", TlsPolicy::Tls12),
+            ("tls_cipher_policy_1_2_strict", TlsPolicy::Tls12Strict),
+            ("tls_cipher_policy_1_2_strict_with_1_3", TlsPolicy::Tls12StrictWith13),
         ] {
             let p = run(&[base[0], base[1], ("tls-cipher-policy", v)], &[tcp(443)]);
             assert!(p.errors.is_empty(), "{:?}", p.errors);

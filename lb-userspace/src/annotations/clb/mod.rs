@@ -33,17 +33,17 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub use crate::annotations::values::TlsPolicy;
 pub use backends::{BackendOptions, BackendType, NodeLabel};
 pub use health::{HealthCheck, HealthCheckDomain, HealthCheckType, HttpCheck, HttpCodeClass, HttpMethod, Probe};
 pub use http::{HttpOptions, StickySession};
 pub use keys::{CLB_PREFIX, LEGACY_PREFIX, PREFIX};
 pub use l4::{ConnectionDrain, L4Options};
-pub use listeners::{DomainExtension, ForwardPort, Listener, ListenerProtocol, TlsCipherPolicy, TlsOptions};
+pub use listeners::{DomainExtension, ForwardPort, Listener, ListenerProtocol, TlsOptions};
 pub use service::{Acl, AclType, IpVersion};
-pub use values::{CookieName, ResourceId};
+pub use values::{CookieName, Protocol, ResourceId, Scheduler};
 
 use super::{AnnotationError, NotApplicable};
-use crate::model::{Protocol, Scheduler};
 
 /// One port of the Service (`spec.ports[]`): what `protocol-port`, `forward-port` and the
 /// listener-specific annotations refer to.
@@ -206,7 +206,7 @@ mod tests {
         assert_eq!((c.http.idle_timeout_s, c.http.request_timeout_s), (15, 60));
         assert_eq!(c.http.sticky_session, StickySession::Off);
         assert!(!c.http.x_forwarded_proto && !c.http.x_forwarded_slb_port && !c.http.x_forwarded_client_src_port);
-        assert_eq!((c.tls.cipher_policy, c.tls.http2, c.tls.cert_id.is_none()), (TlsCipherPolicy::Tls10, true, true));
+        assert_eq!((c.tls.cipher_policy, c.tls.http2, c.tls.cert_id.is_none()), (TlsPolicy::Tls10, true, true));
         let hc = &c.health_check;
         assert_eq!((hc.switch, hc.flag, hc.check_type), (true, false, HealthCheckType::Tcp));
         assert_eq!((hc.connect_timeout_s, hc.healthy_threshold, hc.unhealthy_threshold, hc.interval_s), (5, 3, 3, 2));

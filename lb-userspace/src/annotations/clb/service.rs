@@ -2,12 +2,12 @@
 //! `hostname`, and the ACL (`acl-status`, `acl-id`, `acl-type`).
 use serde::Serialize;
 
+use super::values::Scheduler;
 use super::{
     Cx, ResourceId,
     keys::Key,
     values::{choice, dns_name, on_off, quote, resource_id},
 };
-use crate::model::Scheduler;
 
 /// `ip-version` (default ipv4): the address family of the VIP.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -2,8 +2,9 @@
 //! shared by the family tests (one error with an exact reason, both ends of a range).
 use std::collections::BTreeMap;
 
+use super::Protocol;
 use super::{ClbConfig, ClbParse, ServicePortInfo, keys::PREFIX, parse};
-use crate::{annotations::AnnotationError, model::Protocol};
+use crate::annotations::AnnotationError;
 
 /// The full current-spelling key for `suffix`; keys that already start with
 /// [`PREFIX`] (or hold a `/`) are taken as they are.

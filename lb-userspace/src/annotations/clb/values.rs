@@ -4,6 +4,29 @@ use serde::Serialize;
 
 pub use crate::annotations::values::{choice, dns_name, list, number, quote};
 
+/// The transport of a Service port (`spec.ports[].protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// CLB `scheduler`: how a listener picks a backend for a new flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// Round robin (the default).
+    #[default]
+    Rr,
+    /// Weighted round robin.
+    Wrr,
+    /// Consistent hash of the source IP.
+    Sch,
+    /// Consistent hash of the 4-tuple.
+    Tch,
+}
+
 /// A validated ID of an object the annotation refers to (`acl-id`, `cert-id`): one word,
 /// no spaces or commas.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -4,11 +4,12 @@
 use std::net::IpAddr;
 
 use super::{
-    ForwardedHeaders, L7Listener, L7Protocol, ListenerAcl, Lookup, Route, TlsPolicy, TlsSettings, Upstream, route,
+    ForwardedHeaders, L7Listener, L7Protocol, ListenerAcl, Lookup, Route, TlsSettings, Upstream, convert, route,
 };
 use crate::annotations::alb::{ServicePort, ServiceRef};
-use crate::annotations::clb::{self, ClbConfig, ListenerProtocol, TlsCipherPolicy};
-use crate::model::{AclBinding, ObjectError, ObjectRef, Scheduler, health};
+use crate::annotations::clb::Scheduler;
+use crate::annotations::clb::{self, ClbConfig, ListenerProtocol};
+use crate::model::{AclBinding, ObjectError, ObjectRef, health};
 
 /// The http/https listeners of a CLB Service: one catch-all route to the Service port.
 pub fn clb_listeners(
@@ -45,7 +46,7 @@ pub fn clb_listeners(
                 Err(reason) => errors.push(err(format!("{}domain-extensions", clb::CLB_PREFIX), reason)),
             }
         }
-        Some(TlsSettings { policy: tls_policy(cfg.tls.cipher_policy), certificates })
+        Some(TlsSettings { policy: convert::tls_policy(cfg.tls.cipher_policy), certificates })
     } else {
         None
     };
@@ -112,14 +113,4 @@ pub fn clb_listeners(
         });
     }
     if errors.is_empty() { Ok(out) } else { Err(errors) }
-}
-
-fn tls_policy(p: TlsCipherPolicy) -> TlsPolicy {
-    match p {
-        TlsCipherPolicy::Tls10 => TlsPolicy::Tls10,
-        TlsCipherPolicy::Tls11 => TlsPolicy::Tls11,
-        TlsCipherPolicy::Tls12 => TlsPolicy::Tls12,
-        TlsCipherPolicy::Tls12Strict => TlsPolicy::Tls12Strict,
-        TlsCipherPolicy::Tls12StrictWith13 => TlsPolicy::Tls12StrictWith13,
-    }
 }

@@ -1,9 +1,6 @@
 //! Golden tests of the reference's "Backend server group configuration" examples.
 use super::{golden, with_listeners};
-use crate::{
-    annotations::clb::{BackendType, ListenerProtocol::Tcp, NodeLabel},
-    model::Scheduler,
-};
+use crate::annotations::clb::{BackendType, ListenerProtocol::Tcp, NodeLabel, Scheduler};
 
 #[test]
 fn golden_backend_label() {

@@ -1,12 +1,9 @@
 //! Golden tests of the reference's "Listener configuration" examples.
 use super::{golden, with_listeners};
-use crate::{
-    annotations::clb::{
-        Acl, AclType, ConnectionDrain, ForwardPort,
-        ListenerProtocol::{Http, Https, Tcp, Udp},
-        StickySession, TlsCipherPolicy,
-    },
-    model::Scheduler,
+use crate::annotations::clb::{
+    Acl, AclType, ConnectionDrain, ForwardPort,
+    ListenerProtocol::{Http, Https, Tcp, Udp},
+    Scheduler, StickySession, TlsPolicy,
 };
 
 /// A Service named nginx with `annotations` (YAML lines) and `ports` (YAML list items).
@@ -148,7 +145,7 @@ fn golden_http_and_https_listeners() {
         golden(&svc(&lines(&[("protocol-port", "https:443"), ("cert-id", "<your-cert-id>")]), TCP_443_TO_80));
     assert_eq!(config.listeners, with_listeners(&[(None, 443, Https)]).listeners);
     assert!(config.tls.http2, "http2 is on by default");
-    assert_eq!(config.tls.cipher_policy, TlsCipherPolicy::Tls10);
+    assert_eq!(config.tls.cipher_policy, TlsPolicy::Tls10);
 }
 
 #[test]
@@ -179,7 +176,7 @@ fn golden_tls_cipher_policy() {
         ]),
         ports,
     ));
-    assert_eq!(config.tls.cipher_policy, TlsCipherPolicy::Tls12);
+    assert_eq!(config.tls.cipher_policy, TlsPolicy::Tls12);
     assert_eq!(config.listeners, with_listeners(&[(Some("https"), 443, Https), (Some("http"), 80, Http)]).listeners);
 }
 

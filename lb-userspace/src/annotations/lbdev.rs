@@ -1,0 +1,48 @@
+//! The project's own annotations (`lb.dev/*`): the PROXY protocol version of a Service's
+//! listeners and per-endpoint weights on EndpointSlices.
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::Serialize;
+
+/// On a Service: the PROXY protocol version its listeners send when CLB `proxy-protocol`
+/// is `on`: `"2"` (binary, the default) or `"1"` (text; TCP listeners only, UDP listeners
+/// always send v2).
+pub const PROXY_PROTOCOL_VERSION: &str = "lb.dev/proxy-protocol-version";
+/// On an EndpointSlice: per-endpoint weights for wrr (and weighted Maglev),
+/// `ADDRESS=WEIGHT,...`, weights 0..=100 (0 = no new flows). Endpoints not listed weigh 100.
+pub const ENDPOINT_WEIGHTS: &str = "lb.dev/endpoint-weights";
+
+/// A PROXY protocol version as written in [`PROXY_PROTOCOL_VERSION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ProxyVersion {
+    V1,
+    V2,
+}
+
+/// The version [`PROXY_PROTOCOL_VERSION`] asks for; `None` when it is absent.
+pub fn proxy_protocol_version(annotations: &BTreeMap<String, String>) -> Result<Option<ProxyVersion>, String> {
+    match annotations.get(PROXY_PROTOCOL_VERSION).map(|v| v.trim()) {
+        None => Ok(None),
+        Some("2") => Ok(Some(ProxyVersion::V2)),
+        Some("1") => Ok(Some(ProxyVersion::V1)),
+        Some(other) => Err(format!("{other:?} is not a PROXY protocol version (\"1\" or \"2\")")),
+    }
+}
+
+/// The weights of [`ENDPOINT_WEIGHTS`] (empty when absent).
+pub fn endpoint_weights(annotations: Option<&BTreeMap<String, String>>) -> Result<BTreeMap<IpAddr, u32>, String> {
+    let Some(text) = annotations.and_then(|a| a.get(ENDPOINT_WEIGHTS)) else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (addr, w) = item.split_once('=').ok_or_else(|| format!("{item:?}: expected ADDRESS=WEIGHT"))?;
+        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let w: u32 = w.trim().parse().map_err(|_| format!("{w:?} is not a weight"))?;
+        if w > 100 {
+            return Err(format!("weight {w} of {addr} is outside 0..=100"));
+        }
+        out.insert(addr, w);
+    }
+    Ok(out)
+}
