@@ -98,6 +98,8 @@ pub const SNAT_PORT_TRIES: u32 = 16;
 /// The 12-byte signature that starts every PROXY protocol v2 header.
 pub const PROXY_V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 
+pub mod proxy_header;
+
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const FAMILY_V4: u8 = 4;

@@ -1,13 +1,19 @@
 //! The PROXY protocol header of a flow: v1 text (`PROXY TCP4 ...\r\n`, built right to left
 //! without a stack buffer) or v2 binary, from the flow's client-side key.
-use lb_common::{FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP, pp};
+use lb_common::{
+    FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP, pp,
+    proxy_header::{
+        V2_ADDR_LEN_V4, V2_ADDR_LEN_V6, V2_AF_INET, V2_AF_INET6, V2_DGRAM, V2_FIXED_LEN, V2_PROXY, V2_SIGNATURE,
+        V2_STREAM,
+    },
+};
 
 use crate::maps::{PP_BUF, PpScratch};
 
 /// Length of a v2 header (PROXY command, TCP or UDP) for `family`.
 #[inline(always)]
 pub fn v2_len(family: u8) -> u16 {
-    if family == FAMILY_V4 { 16 + 12 } else { 16 + 36 }
+    V2_FIXED_LEN as u16 + if family == FAMILY_V4 { V2_ADDR_LEN_V4 } else { V2_ADDR_LEN_V6 }
 }
 
 /// Decimal digits of `v` (at most 5).
@@ -172,12 +178,12 @@ pub fn build(s: &mut PpScratch) -> u32 {
         return w.pos;
     }
     // v2: signature, PROXY command, family and transport, address length, addresses, ports.
-    w.put_all(&lb_common::PROXY_V2_SIGNATURE);
-    w.put(0x21);
-    let fam = if v4 { 0x10 } else { 0x20 };
-    w.put(fam | if proto == PROTO_UDP { 0x02 } else { 0x01 });
+    w.put_all(&V2_SIGNATURE);
+    w.put(V2_PROXY);
+    let fam = if v4 { V2_AF_INET } else { V2_AF_INET6 };
+    w.put(fam | if proto == PROTO_UDP { V2_DGRAM } else { V2_STREAM });
     w.put(0);
-    w.put(if v4 { 12 } else { 36 });
+    w.put(if v4 { V2_ADDR_LEN_V4 } else { V2_ADDR_LEN_V6 } as u8);
     let words = if v4 { 1 } else { 4 };
     let mut j = 0;
     while j < 4 {
