@@ -5,7 +5,9 @@
 //! annotation and the reason.
 pub mod alb;
 pub mod clb;
+pub mod keys;
 pub mod lbdev;
+pub mod parser;
 pub mod secret;
 pub mod values;
 

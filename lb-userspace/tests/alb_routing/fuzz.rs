@@ -9,7 +9,7 @@ use crate::support::{SIMPLE, ingress, matches, rewrite};
 
 /// Every key: the fixed ones and a member of each family.
 fn known_key() -> impl Strategy<Value = String> {
-    let mut keys: Vec<String> = INGRESS_KEYS.iter().map(|k| format!("{PREFIX}{k}")).collect();
+    let mut keys: Vec<String> = Key::ALL.iter().map(|k| format!("{PREFIX}{}", k.suffix())).collect();
     keys.extend(
         ["actions.tea-svc", "conditions.tea-svc", "cluster-weight.c1", "cluster-weight.c2", "remote-clusters"]
             .iter()
@@ -97,7 +97,7 @@ proptest! {
 /// names that key (or a spec field).
 #[test]
 fn every_known_key_with_hostile_values() {
-    let mut keys: Vec<String> = INGRESS_KEYS.iter().map(|k| format!("{PREFIX}{k}")).collect();
+    let mut keys: Vec<String> = Key::ALL.iter().map(|k| format!("{PREFIX}{}", k.suffix())).collect();
     keys.extend(["actions.tea-svc", "conditions.tea-svc", "cluster-weight.c1"].iter().map(|k| format!("{PREFIX}{k}")));
     let values = [
         "",

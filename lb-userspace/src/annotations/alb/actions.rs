@@ -10,7 +10,7 @@ use super::paths::Settings;
 use super::values::{
     choice, dns_name, field, header_name, json_bool, json_number, json_str, kind, quote, unknown_fields,
 };
-use super::{Ctx, PREFIX};
+use super::{Cx, PREFIX};
 
 /// A Service port: number or name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -478,9 +478,9 @@ pub fn parse_actions(v: &str) -> Result<(ActionSet, Vec<String>), String> {
     Ok((set, found.cloud_groups))
 }
 
-pub(super) fn parse_all(ctx: &mut Ctx, settings: &Settings) -> BTreeMap<String, ActionSet> {
+pub(super) fn parse_all(cx: &mut Cx, settings: &Settings) -> BTreeMap<String, ActionSet> {
     let mut out = BTreeMap::new();
-    for (svc, v) in ctx.family("actions.") {
+    for (svc, v) in cx.family("actions.") {
         if svc.is_empty() {
             continue;
         }
@@ -488,7 +488,7 @@ pub(super) fn parse_all(ctx: &mut Ctx, settings: &Settings) -> BTreeMap<String, 
         match parse_actions(&v) {
             Ok((set, cloud)) => {
                 for id in cloud {
-                    ctx.na(&key, format!("ServerGroupID {id} is an ALB server group (ECS, other VPCs, IDC); a node balancer forwards only to Services, the other groups share the traffic"));
+                    cx.note(format!("{PREFIX}{key}"), format!("ServerGroupID {id} is an ALB server group (ECS, other VPCs, IDC); a node balancer forwards only to Services, the other groups share the traffic"));
                 }
                 let bad = match (&set.terminal, set.filters.iter().any(|f| matches!(f, Filter::TrafficMirror(_)))) {
                     (Some(Action::Redirect(_)), _) => Some("Redirect"),
@@ -497,11 +497,11 @@ pub(super) fn parse_all(ctx: &mut Ctx, settings: &Settings) -> BTreeMap<String, 
                     _ => None,
                 };
                 if let (true, Some(b)) = (settings.ssl_redirect, bad) {
-                    ctx.err(&key, format!("{b} cannot be combined with {PREFIX}ssl-redirect (it works only alongside InsertHeader/RemoveHeader actions and CORS)"));
+                    cx.field_error(format!("{PREFIX}{key}"), format!("{b} cannot be combined with {PREFIX}ssl-redirect (it works only alongside InsertHeader/RemoveHeader actions and CORS)"));
                 }
                 out.insert(svc, set);
             }
-            Err(e) => ctx.err(&key, e),
+            Err(e) => cx.field_error(format!("{PREFIX}{key}"), e),
         }
     }
     out

@@ -10,7 +10,7 @@ use super::listeners::{ListenProtocol, protocol};
 use super::multicluster::{NOT_APPLICABLE as MULTI_CLUSTER, remote_clusters};
 use super::tls::{TlsPolicy, security_policy};
 use super::values::{boolean, choice, dns_name, json_number, kind, quote};
-use super::{INGRESS_KEYS, PREFIX};
+use super::{FAMILIES, Key, PREFIX};
 
 pub const API_VERSION: &str = "alibabacloud.com/v1";
 
@@ -335,9 +335,7 @@ pub fn parse_albconfig(value: &Value) -> Result<AlbConfig, Vec<AnnotationError>>
                 }
                 Err(e) => p.err(k, e),
             }
-        } else if INGRESS_KEYS.contains(&suffix)
-            || ["actions.", "conditions.", "cluster-weight."].iter().any(|f| suffix.starts_with(f))
-        {
+        } else if Key::from_suffix(suffix).is_some() || FAMILIES.iter().any(|f| suffix.starts_with(f)) {
             p.err(k, "is an Ingress annotation, not an AlbConfig one");
         } else {
             p.err(k, "unknown annotation");

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::listeners::ListenPort;
 use super::values::{boolean, choice, list, number, quote};
-use super::{Ctx, PREFIX};
+use super::{Cx, Key, PREFIX, gated};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum BackendProtocol {
@@ -187,36 +187,36 @@ fn health_path(v: &str) -> Result<String, String> {
     Ok(v.to_owned())
 }
 
-fn health_check(ctx: &mut Ctx) -> Option<HealthCheck> {
-    let enabled = ctx.bool_or("healthcheck-enabled", false);
-    const GATED: [&str; 11] = [
-        "healthcheck-path",
-        "healthcheck-protocol",
-        "healthcheck-httpversion",
-        "healthcheck-method",
-        "healthcheck-code",
-        "healthcheck-httpcode",
-        "healthcheck-timeout-seconds",
-        "healthcheck-interval-seconds",
-        "healthy-threshold-count",
-        "unhealthy-threshold-count",
-        "healthcheck-connect-port",
+fn health_check(cx: &mut Cx) -> Option<HealthCheck> {
+    let enabled = cx.value_or(Key::HealthcheckEnabled, false, boolean);
+    const GATED: [Key; 11] = [
+        Key::HealthcheckPath,
+        Key::HealthcheckProtocol,
+        Key::HealthcheckHttpversion,
+        Key::HealthcheckMethod,
+        Key::HealthcheckCode,
+        Key::HealthcheckHttpcode,
+        Key::HealthcheckTimeoutSeconds,
+        Key::HealthcheckIntervalSeconds,
+        Key::HealthyThresholdCount,
+        Key::UnhealthyThresholdCount,
+        Key::HealthcheckConnectPort,
     ];
     if !enabled {
         for k in GATED {
-            ctx.gated(k, "healthcheck-enabled", false);
+            gated(cx, k, Key::HealthcheckEnabled, false);
         }
         return None;
     }
     use HealthCheckProtocol as P;
-    let protocol = ctx
-        .parse("healthcheck-protocol", |v| {
+    let protocol = cx
+        .value(Key::HealthcheckProtocol, |v| {
             choice(v, &[("HTTP", P::Http), ("HTTPS", P::Https), ("TCP", P::Tcp), ("GRPC", P::Grpc)])
         })
         .unwrap_or(P::Http);
-    let path = ctx.parse("healthcheck-path", health_path).unwrap_or_else(|| "/".to_owned());
-    let http_version = ctx
-        .parse("healthcheck-httpversion", |v| {
+    let path = cx.value(Key::HealthcheckPath, health_path).unwrap_or_else(|| "/".to_owned());
+    let http_version = cx
+        .value(Key::HealthcheckHttpversion, |v| {
             choice(v, &[("HTTP1.0", HttpVersion::Http10), ("HTTP1.1", HttpVersion::Http11)])
         })
         .unwrap_or(HttpVersion::Http11);
@@ -225,7 +225,7 @@ fn health_check(ctx: &mut Ctx) -> Option<HealthCheck> {
     } else {
         &[("HEAD", HealthCheckMethod::Head), ("GET", HealthCheckMethod::Get)]
     };
-    let method = ctx.parse("healthcheck-method", |v| choice(v, methods)).unwrap_or(if protocol == P::Grpc {
+    let method = cx.value(Key::HealthcheckMethod, |v| choice(v, methods)).unwrap_or(if protocol == P::Grpc {
         HealthCheckMethod::Post
     } else {
         HealthCheckMethod::Head
@@ -233,45 +233,48 @@ fn health_check(ctx: &mut Ctx) -> Option<HealthCheck> {
     let codes = match protocol {
         P::Tcp => HealthCheckCodes::None,
         P::Grpc => {
-            if ctx.has("healthcheck-httpcode") {
-                ctx.err(
-                    "healthcheck-httpcode",
+            if cx.has(Key::HealthcheckHttpcode) {
+                cx.error(
+                    Key::HealthcheckHttpcode,
                     "takes HTTP status classes; a GRPC health check uses healthcheck-code (gRPC codes 0..=99)",
                 );
             }
-            ctx.parse("healthcheck-code", grpc_codes).unwrap_or(HealthCheckCodes::Grpc(vec![(0, 0)]))
+            cx.value(Key::HealthcheckCode, grpc_codes).unwrap_or(HealthCheckCodes::Grpc(vec![(0, 0)]))
         }
         P::Http | P::Https => {
-            let code = ctx.parse("healthcheck-code", http_codes);
-            let httpcode = ctx.parse("healthcheck-httpcode", http_codes);
+            let code = cx.value(Key::HealthcheckCode, http_codes);
+            let httpcode = cx.value(Key::HealthcheckHttpcode, http_codes);
             if let (Some(a), Some(b)) = (&code, &httpcode)
                 && a != b
             {
-                ctx.err("healthcheck-httpcode", format!("disagrees with {PREFIX}healthcheck-code; write one of them"));
+                cx.error(
+                    Key::HealthcheckHttpcode,
+                    format!("disagrees with {PREFIX}healthcheck-code; write one of them"),
+                );
             }
             code.or(httpcode).unwrap_or(HealthCheckCodes::Http(vec![2]))
         }
     };
     if protocol == P::Tcp {
         for k in [
-            "healthcheck-path",
-            "healthcheck-httpversion",
-            "healthcheck-method",
-            "healthcheck-code",
-            "healthcheck-httpcode",
+            Key::HealthcheckPath,
+            Key::HealthcheckHttpversion,
+            Key::HealthcheckMethod,
+            Key::HealthcheckCode,
+            Key::HealthcheckHttpcode,
         ] {
-            if ctx.has(k) {
-                ctx.err(k, "has no effect with healthcheck-protocol TCP");
+            if cx.has(k) {
+                cx.error(k, "has no effect with healthcheck-protocol TCP");
             }
         }
-    } else if protocol == P::Grpc && ctx.has("healthcheck-httpversion") {
-        ctx.err("healthcheck-httpversion", "has no effect with healthcheck-protocol GRPC (gRPC is HTTP/2)");
+    } else if protocol == P::Grpc && cx.has(Key::HealthcheckHttpversion) {
+        cx.error(Key::HealthcheckHttpversion, "has no effect with healthcheck-protocol GRPC (gRPC is HTTP/2)");
     }
-    let timeout_s = ctx.num_or("healthcheck-timeout-seconds", 1, 300, 5);
-    let interval_s = ctx.num_or("healthcheck-interval-seconds", 1, 50, 2);
-    let healthy_threshold = ctx.num_or("healthy-threshold-count", 2, 10, 3);
-    let unhealthy_threshold = ctx.num_or("unhealthy-threshold-count", 2, 10, 3);
-    let port = ctx.num_or("healthcheck-connect-port", 0, 65535, 0) as u16;
+    let timeout_s = cx.value_or(Key::HealthcheckTimeoutSeconds, 5, |v| number(v, 1, 300));
+    let interval_s = cx.value_or(Key::HealthcheckIntervalSeconds, 2, |v| number(v, 1, 50));
+    let healthy_threshold = cx.value_or(Key::HealthyThresholdCount, 3, |v| number(v, 2, 10));
+    let unhealthy_threshold = cx.value_or(Key::UnhealthyThresholdCount, 3, |v| number(v, 2, 10));
+    let port = cx.value_or(Key::HealthcheckConnectPort, 0, |v| number(v, 0, 65535)) as u16;
     Some(HealthCheck {
         protocol,
         path,
@@ -286,32 +289,32 @@ fn health_check(ctx: &mut Ctx) -> Option<HealthCheck> {
     })
 }
 
-fn sticky(ctx: &mut Ctx) -> Option<StickySession> {
-    let on = ctx.bool_or("sticky-session", false);
+fn sticky(cx: &mut Cx) -> Option<StickySession> {
+    let on = cx.value_or(Key::StickySession, false, boolean);
     if !on {
-        for k in ["sticky-session-type", "cookie-timeout", "cookie"] {
-            ctx.gated(k, "sticky-session", false);
+        for k in [Key::StickySessionType, Key::CookieTimeout, Key::Cookie] {
+            gated(cx, k, Key::StickySession, false);
         }
         return None;
     }
     let server =
-        ctx.parse("sticky-session-type", |v| choice(v, &[("Insert", false), ("Server", true)])).unwrap_or(false);
+        cx.value(Key::StickySessionType, |v| choice(v, &[("Insert", false), ("Server", true)])).unwrap_or(false);
     if server {
-        if ctx.has("cookie-timeout") {
-            ctx.err("cookie-timeout", "applies only when sticky-session-type is Insert");
+        if cx.has(Key::CookieTimeout) {
+            cx.error(Key::CookieTimeout, "applies only when sticky-session-type is Insert");
         }
-        match ctx.get("cookie") {
+        match cx.get(Key::Cookie) {
             None | Some("") => {
-                ctx.err("sticky-session-type", format!("Server needs a cookie name in {PREFIX}cookie"));
+                cx.error(Key::StickySessionType, format!("Server needs a cookie name in {PREFIX}cookie"));
                 None
             }
-            Some(_) => ctx.parse("cookie", cookie_name).map(|cookie| StickySession::Server { cookie }),
+            Some(_) => cx.value(Key::Cookie, cookie_name).map(|cookie| StickySession::Server { cookie }),
         }
     } else {
         // The reference's own example writes `cookie` with Insert: it is validated and has
         // no effect (Insert uses the balancer's SERVERID cookie).
-        ctx.parse("cookie", |v| if v.is_empty() { Ok(String::new()) } else { cookie_name(v) });
-        Some(StickySession::Insert { timeout_s: ctx.num_or("cookie-timeout", 1, 86400, 1000) })
+        cx.value(Key::Cookie, |v| if v.is_empty() { Ok(String::new()) } else { cookie_name(v) });
+        Some(StickySession::Insert { timeout_s: cx.value_or(Key::CookieTimeout, 1000, |v| number(v, 1, 86400)) })
     }
 }
 
@@ -325,7 +328,7 @@ fn uch_parameter(v: &str) -> Result<String, String> {
     Ok(v.to_owned())
 }
 
-fn scheduler(ctx: &mut Ctx) -> Scheduler {
+fn scheduler(cx: &mut Cx) -> Scheduler {
     #[derive(Clone, Copy, PartialEq)]
     enum S {
         Wrr,
@@ -333,21 +336,21 @@ fn scheduler(ctx: &mut Ctx) -> Scheduler {
         Sch,
         Uch,
     }
-    let s = ctx.parse("backend-scheduler", |v| {
+    let s = cx.value(Key::BackendScheduler, |v| {
         choice(v, &[("wrr", S::Wrr), ("wlc", S::Wlc), ("sch", S::Sch), ("uch", S::Uch)])
     });
-    let param = ctx.parse("backend-scheduler-uch-value", uch_parameter);
+    let param = cx.value(Key::BackendSchedulerUchValue, uch_parameter);
     match s {
         Some(S::Uch) => match param {
             Some(parameter) => return Scheduler::Uch { parameter },
-            None if !ctx.has("backend-scheduler-uch-value") => ctx.err(
-                "backend-scheduler",
+            None if !cx.has(Key::BackendSchedulerUchValue) => cx.error(
+                Key::BackendScheduler,
                 format!("uch needs the URL parameter in {PREFIX}backend-scheduler-uch-value"),
             ),
             None => {}
         },
-        _ if ctx.has("backend-scheduler-uch-value") => {
-            ctx.err("backend-scheduler-uch-value", "applies only when backend-scheduler is uch")
+        _ if cx.has(Key::BackendSchedulerUchValue) => {
+            cx.error(Key::BackendSchedulerUchValue, "applies only when backend-scheduler is uch")
         }
         _ => {}
     }
@@ -358,9 +361,9 @@ fn scheduler(ctx: &mut Ctx) -> Scheduler {
     }
 }
 
-pub(super) fn parse(ctx: &mut Ctx, listeners: &[ListenPort]) -> BackendSettings {
-    let protocol = ctx
-        .parse("backend-protocol", |v| {
+pub(super) fn parse(cx: &mut Cx, listeners: &[ListenPort]) -> BackendSettings {
+    let protocol = cx
+        .value(Key::BackendProtocol, |v| {
             choice(
                 v,
                 &[("http", BackendProtocol::Http), ("https", BackendProtocol::Https), ("grpc", BackendProtocol::Grpc)],
@@ -368,22 +371,22 @@ pub(super) fn parse(ctx: &mut Ctx, listeners: &[ListenPort]) -> BackendSettings 
         })
         .unwrap_or(BackendProtocol::Http);
     if protocol == BackendProtocol::Grpc && !listeners.iter().any(|l| l.protocol.is_tls()) {
-        ctx.err("backend-protocol", "grpc needs TLS: list an HTTPS listener in listen-ports (or add spec.tls)");
+        cx.error(Key::BackendProtocol, "grpc needs TLS: list an HTTPS listener in listen-ports (or add spec.tls)");
     }
-    let scheduler = scheduler(ctx);
-    let keepalive = ctx.bool_or("backend-keepalive", false);
-    let ipv6 = ctx.bool_or("enable-ipv6", false);
-    let health_check = health_check(ctx);
-    let sticky = sticky(ctx);
-    let slow = ctx.bool_or("slow-start-enabled", false);
-    ctx.gated("slow-start-duration", "slow-start-enabled", slow);
-    let slow_start_s = slow.then(|| ctx.num_or("slow-start-duration", 30, 900, 30));
-    let drain = ctx.bool_or("connection-drain-enabled", false);
-    ctx.gated("connection-drain-timeout", "connection-drain-enabled", drain);
-    let drain_timeout_s = drain.then(|| ctx.num_or("connection-drain-timeout", 0, 900, 300));
-    if ctx.parse("cross-zone-enabled", boolean).is_some() {
-        ctx.na(
-            "cross-zone-enabled",
+    let scheduler = scheduler(cx);
+    let keepalive = cx.value_or(Key::BackendKeepalive, false, boolean);
+    let ipv6 = cx.value_or(Key::EnableIpv6, false, boolean);
+    let health_check = health_check(cx);
+    let sticky = sticky(cx);
+    let slow = cx.value_or(Key::SlowStartEnabled, false, boolean);
+    gated(cx, Key::SlowStartDuration, Key::SlowStartEnabled, slow);
+    let slow_start_s = slow.then(|| cx.value_or(Key::SlowStartDuration, 30, |v| number(v, 30, 900)));
+    let drain = cx.value_or(Key::ConnectionDrainEnabled, false, boolean);
+    gated(cx, Key::ConnectionDrainTimeout, Key::ConnectionDrainEnabled, drain);
+    let drain_timeout_s = drain.then(|| cx.value_or(Key::ConnectionDrainTimeout, 300, |v| number(v, 0, 900)));
+    if cx.value(Key::CrossZoneEnabled, boolean).is_some() {
+        cx.not_applicable(
+            Key::CrossZoneEnabled,
             "availability zones are an ALB concept; a node balancer sends to every ready endpoint",
         );
     }

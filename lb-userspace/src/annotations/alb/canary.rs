@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::values::{boolean, number};
-use super::{Ctx, PREFIX};
+use super::{Cx, Key, PREFIX};
 
 /// How a canary Ingress takes requests from the main one. At least one strategy is set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,35 +38,36 @@ fn header_value(v: &str) -> Result<String, String> {
     }
 }
 
-pub(super) fn parse(ctx: &mut Ctx) -> Option<Canary> {
-    const STRATEGIES: [&str; 4] = ["canary-by-header", "canary-by-header-value", "canary-by-cookie", "canary-weight"];
-    let on = ctx.parse("canary", boolean);
+pub(super) fn parse(cx: &mut Cx) -> Option<Canary> {
+    const STRATEGIES: [Key; 4] =
+        [Key::CanaryByHeader, Key::CanaryByHeaderValue, Key::CanaryByCookie, Key::CanaryWeight];
+    let on = cx.value(Key::Canary, boolean);
     if on != Some(true) {
-        let ok = ctx.has("canary") && on.is_none(); // invalid value: already reported
+        let ok = cx.has(Key::Canary) && on.is_none(); // invalid value: already reported
         for k in STRATEGIES {
-            if ctx.has(k) && !ok {
-                ctx.err(k, format!("needs {PREFIX}canary: \"true\" (this Ingress is not a canary)"));
+            if cx.has(k) && !ok {
+                cx.error(k, format!("needs {PREFIX}canary: \"true\" (this Ingress is not a canary)"));
             }
         }
         return None;
     }
-    let name = ctx.parse("canary-by-header", token);
-    let value = ctx.parse("canary-by-header-value", header_value);
-    let header = match (ctx.has("canary-by-header"), ctx.has("canary-by-header-value")) {
+    let name = cx.value(Key::CanaryByHeader, token);
+    let value = cx.value(Key::CanaryByHeaderValue, header_value);
+    let header = match (cx.has(Key::CanaryByHeader), cx.has(Key::CanaryByHeaderValue)) {
         (true, false) => {
-            ctx.err("canary-by-header", format!("must be configured together with {PREFIX}canary-by-header-value"));
+            cx.error(Key::CanaryByHeader, format!("must be configured together with {PREFIX}canary-by-header-value"));
             None
         }
         (false, true) => {
-            ctx.err("canary-by-header-value", format!("needs {PREFIX}canary-by-header (the header name)"));
+            cx.error(Key::CanaryByHeaderValue, format!("needs {PREFIX}canary-by-header (the header name)"));
             None
         }
         _ => name.zip(value),
     };
-    let cookie = ctx.parse("canary-by-cookie", super::backend::cookie_name);
-    let weight = ctx.parse("canary-weight", |v| number(v, 0, 100));
-    if !STRATEGIES.iter().any(|k| ctx.has(k)) {
-        ctx.err("canary", "\"true\" needs a strategy: canary-by-header (with canary-by-header-value), canary-by-cookie or canary-weight");
+    let cookie = cx.value(Key::CanaryByCookie, super::backend::cookie_name);
+    let weight = cx.value(Key::CanaryWeight, |v| number(v, 0, 100));
+    if !STRATEGIES.iter().any(|k| cx.has(*k)) {
+        cx.error(Key::Canary, "\"true\" needs a strategy: canary-by-header (with canary-by-header-value), canary-by-cookie or canary-weight");
         return None;
     }
     if header.is_none() && cookie.is_none() && weight.is_none() {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::paths::{HostMatch, Settings, host_match};
 use super::values::{Pattern, choice, field, header_name, json_str, json_strings, kind, quote, unknown_fields};
-use super::{Ctx, PREFIX};
+use super::{Cx, PREFIX};
 
 /// A path value of a Path condition: exact (no flag) or a regex (`~`, `~*`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -185,9 +185,9 @@ pub fn parse_conditions(v: &str, settings: &Settings) -> Result<Vec<Condition>, 
     items.iter().enumerate().map(|(i, c)| one(c, i, settings)).collect()
 }
 
-pub(super) fn parse_all(ctx: &mut Ctx, settings: &Settings) -> BTreeMap<String, Vec<Condition>> {
+pub(super) fn parse_all(cx: &mut Cx, settings: &Settings) -> BTreeMap<String, Vec<Condition>> {
     let mut out = BTreeMap::new();
-    for (svc, v) in ctx.family("conditions.") {
+    for (svc, v) in cx.family("conditions.") {
         if svc.is_empty() {
             continue;
         }
@@ -196,7 +196,7 @@ pub(super) fn parse_all(ctx: &mut Ctx, settings: &Settings) -> BTreeMap<String, 
             Ok(c) => {
                 out.insert(svc, c);
             }
-            Err(e) => ctx.err(&key, e),
+            Err(e) => cx.field_error(format!("{PREFIX}{key}"), e),
         }
     }
     out

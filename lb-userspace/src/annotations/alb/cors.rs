@@ -2,8 +2,8 @@
 //! preflight max age).
 use serde::Serialize;
 
-use super::Ctx;
-use super::values::{dns_name, header_name, list, number, quote};
+use super::values::{boolean, dns_name, header_name, list, number, quote};
+use super::{Cx, Key, gated};
 
 /// What the proxy answers to cross-origin requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -80,33 +80,33 @@ pub fn headers(v: &str, allow_empty: bool) -> Result<Vec<String>, String> {
     list(v)?.into_iter().map(|h| header_name(h, 32)).collect()
 }
 
-pub(super) fn parse(ctx: &mut Ctx) -> Option<Cors> {
-    let on = ctx.bool_or("enable-cors", false);
-    const GATED: [&str; 6] = [
-        "cors-allow-origin",
-        "cors-allow-methods",
-        "cors-allow-headers",
-        "cors-expose-headers",
-        "cors-allow-credentials",
-        "cors-max-age",
+pub(super) fn parse(cx: &mut Cx) -> Option<Cors> {
+    let on = cx.value_or(Key::EnableCors, false, boolean);
+    const GATED: [Key; 6] = [
+        Key::CorsAllowOrigin,
+        Key::CorsAllowMethods,
+        Key::CorsAllowHeaders,
+        Key::CorsExposeHeaders,
+        Key::CorsAllowCredentials,
+        Key::CorsMaxAge,
     ];
     if !on {
         for k in GATED {
-            ctx.gated(k, "enable-cors", false);
+            gated(cx, k, Key::EnableCors, false);
         }
         return None;
     }
     Some(Cors {
-        allow_origins: ctx.parse("cors-allow-origin", origins).unwrap_or_else(|| vec!["*".into()]),
-        allow_methods: ctx
-            .parse("cors-allow-methods", methods)
+        allow_origins: cx.value(Key::CorsAllowOrigin, origins).unwrap_or_else(|| vec!["*".into()]),
+        allow_methods: cx
+            .value(Key::CorsAllowMethods, methods)
             .unwrap_or_else(|| methods(DEFAULT_METHODS).expect("default")),
-        allow_headers: ctx
-            .parse("cors-allow-headers", |v| headers(v, false))
+        allow_headers: cx
+            .value(Key::CorsAllowHeaders, |v| headers(v, false))
             .unwrap_or_else(|| headers(DEFAULT_HEADERS, false).expect("default")),
-        expose_headers: ctx.parse("cors-expose-headers", |v| headers(v, true)).unwrap_or_default(),
-        allow_credentials: ctx.bool_or("cors-allow-credentials", true),
-        max_age_s: ctx.num_or("cors-max-age", 0, 172800, 172800),
+        expose_headers: cx.value(Key::CorsExposeHeaders, |v| headers(v, true)).unwrap_or_default(),
+        allow_credentials: cx.value_or(Key::CorsAllowCredentials, true, boolean),
+        max_age_s: cx.value_or(Key::CorsMaxAge, 172800, |v| number(v, 0, 172800)),
     })
 }
 

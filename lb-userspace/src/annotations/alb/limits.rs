@@ -1,7 +1,7 @@
 //! Limits: `traffic-limit-qps` on an Ingress, and the AlbConfig listener timeouts
 //! (`requestTimeout`, `idleTimeout`) the proxy enforces per connection.
-use super::Ctx;
 use super::values::number;
+use super::{Cx, Key};
 
 /// `traffic-limit-qps`: requests per second per rule, 1..=1000000.
 pub const QPS: (u32, u32) = (1, 1_000_000);
@@ -14,8 +14,8 @@ pub fn qps(v: &str) -> Result<u32, String> {
     number(v, QPS.0, QPS.1)
 }
 
-pub(super) fn parse(ctx: &mut Ctx) -> Option<u32> {
-    ctx.parse("traffic-limit-qps", qps)
+pub(super) fn parse(cx: &mut Cx) -> Option<u32> {
+    cx.value(Key::TrafficLimitQps, qps)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::Ctx;
 use super::values::{json_number, kind, quote};
+use super::{Cx, Key};
 
 /// A listener protocol of ALB: HTTP and HTTPS over TCP, QUIC (HTTP/3) over UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -91,8 +91,8 @@ pub fn parse_listen_ports(v: &str) -> Result<Vec<ListenPort>, String> {
 
 /// The listeners of an Ingress: `listen-ports`, else HTTP 80 (and HTTPS 443 when the
 /// Ingress has `spec.tls`).
-pub(super) fn parse(ctx: &mut Ctx, has_tls: bool) -> Vec<ListenPort> {
-    if let Some(l) = ctx.parse("listen-ports", parse_listen_ports) {
+pub(super) fn parse(cx: &mut Cx, has_tls: bool) -> Vec<ListenPort> {
+    if let Some(l) = cx.value(Key::ListenPorts, parse_listen_ports) {
         return l;
     }
     let mut l = vec![ListenPort { protocol: ListenProtocol::Http, port: 80 }];

@@ -8,11 +8,10 @@
 //! [`check_against_albconfig`] and [`order_conflicts`] are the checks across objects;
 //! [`sort_rules`] is ALB's rule order. Serving the rules is the route model's and the
 //! proxy's. Reference: `shared/reference/alb-*.txt`.
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::networking::v1::Ingress;
 use serde::Serialize;
 
+use super::parser::{AnnotationKey, Parser};
 use super::{AnnotationError, NotApplicable};
 
 mod actions;
@@ -22,6 +21,7 @@ mod canary;
 mod conditions;
 mod cors;
 mod ingressclass;
+mod keys;
 mod limits;
 mod listeners;
 mod multicluster;
@@ -46,6 +46,7 @@ pub use canary::Canary;
 pub use conditions::{Condition, PathValue};
 pub use cors::Cors;
 pub use ingressclass::{ALB_CONTROLLER, AlbIngressClass, class_of, parse_ingress_class};
+pub use keys::{FAMILIES, Key};
 pub use listeners::{ListenPort, ListenProtocol};
 pub use multicluster::ClusterWeight;
 pub use paths::{HostMatch, PathMatch, PathType, RulePath};
@@ -55,60 +56,6 @@ pub use values::Pattern;
 
 /// Every ALB annotation key starts with this.
 pub const PREFIX: &str = "alb.ingress.kubernetes.io/";
-
-/// The fixed key suffixes an Ingress may carry (every annotation of the references).
-pub const INGRESS_KEYS: &[&str] = &[
-    "healthcheck-enabled",
-    "healthcheck-path",
-    "healthcheck-protocol",
-    "healthcheck-httpversion",
-    "healthcheck-method",
-    "healthcheck-code",
-    "healthcheck-httpcode",
-    "healthcheck-timeout-seconds",
-    "healthcheck-interval-seconds",
-    "healthy-threshold-count",
-    "unhealthy-threshold-count",
-    "healthcheck-connect-port",
-    "ssl-redirect",
-    "backend-protocol",
-    "use-regex",
-    "rewrite-target",
-    "listen-ports",
-    "order",
-    "canary",
-    "canary-by-header",
-    "canary-by-header-value",
-    "canary-by-cookie",
-    "canary-weight",
-    "sticky-session",
-    "sticky-session-type",
-    "cookie-timeout",
-    "cookie",
-    "backend-scheduler",
-    "backend-scheduler-uch-value",
-    "enable-cors",
-    "cors-allow-origin",
-    "cors-allow-methods",
-    "cors-allow-headers",
-    "cors-expose-headers",
-    "cors-allow-credentials",
-    "cors-max-age",
-    "backend-keepalive",
-    "enable-ipv6",
-    "traffic-limit-qps",
-    "slow-start-enabled",
-    "slow-start-duration",
-    "connection-drain-enabled",
-    "connection-drain-timeout",
-    "cross-zone-enabled",
-];
-
-/// Key families: the suffix is followed by a Service name or a cluster ID.
-pub const INGRESS_FAMILIES: &[&str] = &["actions.", "conditions.", "cluster-weight."];
-
-/// Keys of the references that belong on another object than an Ingress.
-const ALBCONFIG_KEYS: &[&str] = &["remote-clusters"];
 
 /// Everything one Ingress says, typed and validated.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -139,143 +86,34 @@ impl IngressParse {
     }
 }
 
-/// The ALB annotations of one object with their trimmed values, and what parsing found.
-pub(crate) struct Ctx {
-    ann: BTreeMap<String, String>,
-    pub errors: Vec<AnnotationError>,
-    pub not_applicable: Vec<NotApplicable>,
-}
+/// The parser context of the ALB family functions.
+pub(crate) type Cx = Parser<Key>;
 
-impl Ctx {
-    /// The `alb.ingress.kubernetes.io/` annotations of `all`, keyed by suffix.
-    pub fn new<'a>(all: impl IntoIterator<Item = (&'a String, &'a String)>) -> Ctx {
-        let ann = all
-            .into_iter()
-            .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|s| (s.to_owned(), v.trim().to_owned())))
-            .collect();
-        Ctx { ann, errors: Vec::new(), not_applicable: Vec::new() }
+/// `key` has an effect only when `gate` is `"true"`: an error when it is written while the
+/// gate is off.
+pub(crate) fn gated(cx: &mut Cx, key: Key, gate: Key, gate_on: bool) {
+    if !gate_on && cx.has(key) {
+        cx.error(key, format!("has no effect unless {} is \"true\"", gate.full()));
     }
-
-    pub fn get(&self, suffix: &str) -> Option<&str> {
-        self.ann.get(suffix).map(String::as_str)
-    }
-
-    pub fn has(&self, suffix: &str) -> bool {
-        self.ann.contains_key(suffix)
-    }
-
-    /// The `(name, value)` pairs of a family (`actions.` → service names).
-    pub fn family(&self, family: &str) -> Vec<(String, String)> {
-        self.ann.iter().filter_map(|(k, v)| k.strip_prefix(family).map(|n| (n.to_owned(), v.clone()))).collect()
-    }
-
-    pub fn err(&mut self, suffix: &str, reason: impl Into<String>) {
-        self.errors.push(AnnotationError::new(format!("{PREFIX}{suffix}"), reason));
-    }
-
-    /// An error about a field of the object rather than an annotation.
-    pub fn field_err(&mut self, field: impl Into<String>, reason: impl Into<String>) {
-        self.errors.push(AnnotationError::new(field, reason));
-    }
-
-    pub fn na(&mut self, suffix: &str, reason: impl Into<String>) {
-        self.not_applicable.push(NotApplicable { annotation: format!("{PREFIX}{suffix}"), reason: reason.into() });
-    }
-
-    /// The parsed value of `suffix`; `None` when absent or invalid (the error is recorded).
-    pub fn parse<T>(&mut self, suffix: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
-        let v = self.get(suffix)?.to_owned();
-        match f(&v) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.err(suffix, e);
-                None
-            }
-        }
-    }
-
-    pub fn bool_or(&mut self, suffix: &str, default: bool) -> bool {
-        self.parse(suffix, values::boolean).unwrap_or(default)
-    }
-
-    pub fn num_or(&mut self, suffix: &str, min: u32, max: u32, default: u32) -> u32 {
-        self.parse(suffix, |v| values::number(v, min, max)).unwrap_or(default)
-    }
-
-    /// `suffix` has an effect only when `gate` is `"true"`: an error when it is written
-    /// while the gate is off.
-    pub fn gated(&mut self, suffix: &str, gate: &str, gate_on: bool) {
-        if !gate_on && self.has(suffix) {
-            self.err(suffix, format!("has no effect unless {PREFIX}{gate} is \"true\""));
-        }
-    }
-
-    /// Unknown keys, family keys without a name, keys of other objects.
-    fn check_keys(&mut self, known: &[&str], families: &[&str], elsewhere: &[(&str, &str)]) {
-        let keys: Vec<String> = self.ann.keys().cloned().collect();
-        for k in keys {
-            if known.contains(&k.as_str()) {
-                continue;
-            }
-            if let Some(f) = families.iter().find(|f| k.starts_with(**f)) {
-                if k.len() == f.len() {
-                    self.err(&k, format!("needs a name after {f:?}"));
-                }
-                continue;
-            }
-            if let Some((_, obj)) = elsewhere.iter().find(|(e, _)| *e == k) {
-                self.err(&k, format!("belongs on the {obj}, not here"));
-                continue;
-            }
-            let reason = match nearest(&k, known) {
-                Some(s) => format!("unknown annotation; did you mean {PREFIX}{s}?"),
-                None => "unknown annotation".to_owned(),
-            };
-            self.err(&k, reason);
-        }
-    }
-}
-
-/// The known suffix within three edits of `k`, if any.
-fn nearest<'a>(k: &str, known: &[&'a str]) -> Option<&'a str> {
-    known.iter().map(|s| (edit_distance(k, s), *s)).filter(|(d, _)| *d <= 3).min().map(|(_, s)| s)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Parses one Ingress: every `alb.ingress.kubernetes.io/` annotation and the rules.
 pub fn parse_ingress(ingress: &Ingress) -> IngressParse {
     let meta = &ingress.metadata;
-    let mut ctx = Ctx::new(meta.annotations.iter().flatten());
-    ctx.check_keys(
-        INGRESS_KEYS,
-        INGRESS_FAMILIES,
-        &ALBCONFIG_KEYS.iter().map(|k| (*k, "AlbConfig")).collect::<Vec<_>>(),
-    );
+    let mut cx = keys::parser(meta.annotations.iter().flatten());
 
     let spec = ingress.spec.as_ref();
-    let tls = tls::parse_ingress_tls(spec, &mut ctx);
-    let listeners = listeners::parse(&mut ctx, !tls.is_empty());
-    let order = ctx.num_or("order", 1, 1000, 10);
-    let backend = backend::parse(&mut ctx, &listeners);
-    let cors = cors::parse(&mut ctx);
-    let qps_limit = limits::parse(&mut ctx);
-    let canary = canary::parse(&mut ctx);
-    let cluster_weights = multicluster::parse_weights(&mut ctx);
-    let settings = paths::parse_settings(&mut ctx, &listeners);
-    let actions = actions::parse_all(&mut ctx, &settings);
-    let conditions = conditions::parse_all(&mut ctx, &settings);
+    let tls = tls::parse_ingress_tls(spec, &mut cx);
+    let listeners = listeners::parse(&mut cx, !tls.is_empty());
+    let order = cx.value_or(Key::Order, 10, |v| values::number(v, 1, 1000));
+    let backend = backend::parse(&mut cx, &listeners);
+    let cors = cors::parse(&mut cx);
+    let qps_limit = limits::parse(&mut cx);
+    let canary = canary::parse(&mut cx);
+    let cluster_weights = multicluster::parse_weights(&mut cx);
+    let settings = paths::parse_settings(&mut cx, &listeners);
+    let actions = actions::parse_all(&mut cx, &settings);
+    let conditions = conditions::parse_all(&mut cx, &settings);
 
     let shared = routing::Shared {
         namespace: meta.namespace.clone().unwrap_or_else(|| "default".to_owned()),
@@ -287,21 +125,21 @@ pub fn parse_ingress(ingress: &Ingress) -> IngressParse {
         canary,
         settings,
     };
-    let rules = routing::build_rules(spec, &shared, &actions, &conditions, &mut ctx);
+    let rules = routing::build_rules(spec, &shared, &actions, &conditions, &mut cx);
 
     IngressParse {
         namespace: shared.namespace,
         name: shared.ingress,
         class_name: spec.and_then(|s| s.ingress_class_name.clone()),
         order,
-        order_explicit: ctx.has("order"),
+        order_explicit: cx.has(Key::Order),
         rules,
-        listen_ports_explicit: ctx.has("listen-ports"),
+        listen_ports_explicit: cx.has(Key::ListenPorts),
         listeners,
         tls,
         cluster_weights,
-        errors: ctx.errors,
-        not_applicable: ctx.not_applicable,
+        errors: cx.errors,
+        not_applicable: cx.not_applicable,
     }
 }
 
@@ -504,13 +342,5 @@ mod tests {
                 ),
             ]
         );
-    }
-
-    #[test]
-    fn edit_distance_counts_edits() {
-        assert_eq!(edit_distance("order", "order"), 0);
-        assert_eq!(edit_distance("oder", "order"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 }

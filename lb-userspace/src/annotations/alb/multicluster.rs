@@ -3,8 +3,8 @@
 //! a node balancer serves the endpoints of its own cluster.
 use serde::Serialize;
 
-use super::Ctx;
 use super::values::{list, number, quote};
+use super::{Cx, PREFIX};
 
 /// One `cluster-weight.<id>`: the share of traffic for a cluster of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,10 +38,10 @@ pub fn remote_clusters(v: &str) -> Result<Vec<String>, String> {
 }
 
 /// The `cluster-weight.<id>` annotations: each 0..=100, and together exactly 100.
-pub(super) fn parse_weights(ctx: &mut Ctx) -> Vec<ClusterWeight> {
+pub(super) fn parse_weights(cx: &mut Cx) -> Vec<ClusterWeight> {
     let mut out = Vec::new();
     let mut all_valid = true;
-    for (id, v) in ctx.family("cluster-weight.") {
+    for (id, v) in cx.family("cluster-weight.") {
         if id.is_empty() {
             continue; // reported by the key check
         }
@@ -49,18 +49,21 @@ pub(super) fn parse_weights(ctx: &mut Ctx) -> Vec<ClusterWeight> {
         let weight = match cluster_id(&id).and_then(|_| number(&v, 0, 100)) {
             Ok(w) => w,
             Err(e) => {
-                ctx.err(&key, e);
+                cx.field_error(format!("{PREFIX}{key}"), e);
                 all_valid = false;
                 continue;
             }
         };
-        ctx.na(&key, NOT_APPLICABLE);
+        cx.note(format!("{PREFIX}{key}"), NOT_APPLICABLE);
         out.push(ClusterWeight { cluster_id: id, weight });
     }
     let sum: u32 = out.iter().map(|w| w.weight).sum();
     if all_valid && !out.is_empty() && sum != 100 {
         let ids: Vec<&str> = out.iter().map(|w| w.cluster_id.as_str()).collect();
-        ctx.err("cluster-weight.*", format!("the weights of {} sum to {sum}; they must sum to 100", ids.join(", ")));
+        cx.field_error(
+            format!("{PREFIX}cluster-weight.*"),
+            format!("the weights of {} sum to {sum}; they must sum to 100", ids.join(", ")),
+        );
     }
     out
 }

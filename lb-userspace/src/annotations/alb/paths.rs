@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::listeners::{ListenPort, ListenProtocol};
 use super::values::{Pattern, boolean, dns_name, quote};
-use super::{Ctx, PREFIX};
+use super::{Cx, Key, PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum PathType {
@@ -99,18 +99,18 @@ pub fn rewrite_target(v: &str) -> Result<(String, usize), String> {
 }
 
 /// `use-regex`, `rewrite-target`, `ssl-redirect`.
-pub(super) fn parse_settings(ctx: &mut Ctx, listeners: &[ListenPort]) -> Settings {
-    let use_regex = ctx.has("use-regex");
-    ctx.parse("use-regex", boolean);
-    let rewrite = ctx.parse("rewrite-target", rewrite_target).map(|(t, _)| t);
-    let ssl_redirect = ctx.parse("ssl-redirect", boolean).unwrap_or(false);
+pub(super) fn parse_settings(cx: &mut Cx, listeners: &[ListenPort]) -> Settings {
+    let use_regex = cx.has(Key::UseRegex);
+    cx.value(Key::UseRegex, boolean);
+    let rewrite = cx.value(Key::RewriteTarget, rewrite_target).map(|(t, _)| t);
+    let ssl_redirect = cx.value(Key::SslRedirect, boolean).unwrap_or(false);
     if ssl_redirect {
         if !listeners.iter().any(|l| l.protocol == ListenProtocol::Http && l.port == 80) {
-            ctx.err("ssl-redirect", "applies only to HTTP rules on listening port 80; listen-ports has no HTTP:80");
+            cx.error(Key::SslRedirect, "applies only to HTTP rules on listening port 80; listen-ports has no HTTP:80");
         }
         if !listeners.iter().any(|l| l.protocol == ListenProtocol::Https && l.port == 443) {
-            ctx.err(
-                "ssl-redirect",
+            cx.error(
+                Key::SslRedirect,
                 "needs an HTTPS listener on port 443 (in listen-ports, or spec.tls for the default)",
             );
         }

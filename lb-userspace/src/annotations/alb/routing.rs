@@ -13,7 +13,7 @@ use super::conditions::Condition;
 use super::cors::Cors;
 use super::paths::{HostMatch, PathMatch, RulePath, Settings, host_match, rewrite_target, rule_path};
 use super::values::quote;
-use super::{Ctx, PREFIX};
+use super::{Cx, Key, PREFIX};
 
 /// One routing rule: a host/path of an Ingress with everything that applies to it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -106,22 +106,22 @@ fn build_one(
     shared: &Shared,
     actions: &BTreeMap<String, ActionSet>,
     conditions: &BTreeMap<String, Vec<Condition>>,
-    ctx: &mut Ctx,
+    cx: &mut Cx,
 ) -> Option<Rule> {
     let at = &input.at;
     let path = match rule_path(at, input.path, input.path_type, &shared.settings) {
         Ok(p) => p,
         Err(e) => {
             let (field, reason) = e.split_once(": ").expect("field: reason");
-            ctx.field_err(field, reason);
+            cx.field_error(field, reason);
             return None;
         }
     };
     if let (Some(t), PathMatch::Regex(p)) = (&shared.settings.rewrite, &path.matcher) {
         let (_, max) = rewrite_target(t).expect("validated");
         if max > p.groups() {
-            ctx.err(
-                "rewrite-target",
+            cx.error(
+                Key::RewriteTarget,
                 format!(
                     "references ${{{max}}} but path {} of {at} has {} capturing group(s)",
                     quote(&path.path),
@@ -135,7 +135,7 @@ fn build_one(
         Ok(s) => s,
         Err(e) => {
             let (field, reason) = e.split_once(": ").unwrap_or((at, &e));
-            ctx.field_err(field.to_owned(), reason.to_owned());
+            cx.field_error(field.to_owned(), reason.to_owned());
             return None;
         }
     };
@@ -147,7 +147,7 @@ fn build_one(
             Action::Forward { groups: vec![WeightedService { service: service.clone(), weight: 100 }], sticky: None }
         }
         (None, true) => {
-            ctx.field_err(
+            cx.field_error(
                 format!("{at}.backend"),
                 format!("port {USE_ANNOTATION} needs {PREFIX}actions.{} with a ForwardGroup, Redirect or FixedResponse action", service.name),
             );
@@ -159,8 +159,8 @@ fn build_one(
                 Action::Redirect(_) => "Redirect",
                 Action::FixedResponse(_) => "FixedResponse",
             };
-            ctx.err(
-                &format!("actions.{}", service.name),
+            cx.field_error(
+                format!("{PREFIX}actions.{}", service.name),
                 format!("{kind} needs the rule's backend port to be name: {USE_ANNOTATION} ({at})"),
             );
             return None;
@@ -195,7 +195,7 @@ pub(super) fn build_rules(
     shared: &Shared,
     actions: &BTreeMap<String, ActionSet>,
     conditions: &BTreeMap<String, Vec<Condition>>,
-    ctx: &mut Ctx,
+    cx: &mut Cx,
 ) -> Vec<Rule> {
     let mut out = Vec::new();
     let mut names: BTreeSet<String> = BTreeSet::new();
@@ -204,7 +204,7 @@ pub(super) fn build_rules(
         let host = match r.host.as_deref().filter(|h| !h.is_empty()).map(|h| host_match(h, false)).transpose() {
             Ok(h) => h,
             Err(e) => {
-                ctx.field_err(format!("spec.rules[{i}].host"), e);
+                cx.field_error(format!("spec.rules[{i}].host"), e);
                 continue;
             }
         };
@@ -223,11 +223,10 @@ pub(super) fn build_rules(
                         backend: b,
                     };
                     names.extend(b.service.as_ref().map(|s| s.name.clone()));
-                    out.extend(build_one(input, shared, actions, conditions, ctx));
+                    out.extend(build_one(input, shared, actions, conditions, cx));
                 }
-                None => {
-                    ctx.field_err(format!("spec.rules[{i}].http"), "has no paths and the Ingress has no defaultBackend")
-                }
+                None => cx
+                    .field_error(format!("spec.rules[{i}].http"), "has no paths and the Ingress has no defaultBackend"),
             }
             continue;
         }
@@ -243,7 +242,7 @@ pub(super) fn build_rules(
                 path_type: &p.path_type,
                 backend: &p.backend,
             };
-            out.extend(build_one(input, shared, actions, conditions, ctx));
+            out.extend(build_one(input, shared, actions, conditions, cx));
         }
     }
     if let Some(b) = default {
@@ -263,14 +262,17 @@ pub(super) fn build_rules(
             settings: Settings { use_regex: false, rewrite: None, ..shared.settings.clone() },
             ..clone_shared(shared)
         };
-        out.extend(build_one(input, &plain, actions, conditions, ctx));
+        out.extend(build_one(input, &plain, actions, conditions, cx));
     }
     for family in ["actions.", "conditions."] {
         let keyed: Vec<String> =
             if family == "actions." { actions.keys().cloned().collect() } else { conditions.keys().cloned().collect() };
         for svc in keyed {
             if !names.contains(&svc) {
-                ctx.err(&format!("{family}{svc}"), format!("no backend in spec.rules is the Service {svc}"));
+                cx.field_error(
+                    format!("{PREFIX}{family}{svc}"),
+                    format!("no backend in spec.rules is the Service {svc}"),
+                );
             }
         }
     }

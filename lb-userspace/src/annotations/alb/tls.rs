@@ -4,7 +4,7 @@ use k8s_openapi::api::networking::v1::IngressSpec;
 use serde::Serialize;
 
 use super::super::NotApplicable;
-use super::Ctx;
+use super::Cx;
 use super::values::dns_name;
 pub use crate::annotations::values::TlsPolicy;
 
@@ -41,19 +41,19 @@ pub fn security_policy(v: &str) -> Result<Option<TlsPolicy>, String> {
 }
 
 /// `spec.tls`: every host a DNS name (a leading `*.` allowed).
-pub(super) fn parse_ingress_tls(spec: Option<&IngressSpec>, ctx: &mut Ctx) -> Vec<TlsHosts> {
+pub(super) fn parse_ingress_tls(spec: Option<&IngressSpec>, cx: &mut Cx) -> Vec<TlsHosts> {
     let mut out = Vec::new();
     for (i, t) in spec.and_then(|s| s.tls.as_ref()).into_iter().flatten().enumerate() {
         let mut hosts = Vec::new();
         for (j, h) in t.hosts.iter().flatten().enumerate() {
             match dns_name(h, true) {
                 Ok(h) => hosts.push(h),
-                Err(e) => ctx.field_err(format!("spec.tls[{i}].hosts[{j}]"), e),
+                Err(e) => cx.field_error(format!("spec.tls[{i}].hosts[{j}]"), e),
             }
         }
         let secret_name = t.secret_name.clone().filter(|s| !s.is_empty());
         if secret_name.is_none() {
-            ctx.not_applicable.push(NotApplicable {
+            cx.not_applicable.push(NotApplicable {
                 annotation: format!("spec.tls[{i}].secretName"),
                 reason: "certificate discovery in Alibaba Cloud Certificate Management is cloud-only; name a Secret to serve these hosts over TLS".into(),
             });

@@ -40,7 +40,7 @@ pub(super) fn options(cx: &mut Cx) -> BackendOptions {
     let backend_type =
         cx.value(Key::BackendType, |v| choice(v, &[("eni", BackendType::Eni), ("ecs", BackendType::Ecs)]));
     let node_labels = cx.value(Key::BackendLabel, node_labels).unwrap_or_default();
-    if backend_type == Some(BackendType::Eni) && cx.present(Key::BackendLabel) {
+    if backend_type == Some(BackendType::Eni) && cx.has(Key::BackendLabel) {
         cx.cross(Key::BackendLabel, &[Key::BackendType], "is effective only with backend-type ecs, not eni");
     }
     BackendOptions {

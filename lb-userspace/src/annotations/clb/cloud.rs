@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use super::{
-    Cx,
+    Cx, ServicePortInfo,
     keys::Key,
     values::{choice, list, number, on_off, quote, word},
 };
@@ -54,8 +54,8 @@ pub const REASONS: [(Key, &str); 20] = [
     ),
 ];
 
-pub(super) fn not_applicable(cx: &mut Cx) {
-    values(cx);
+pub(super) fn not_applicable(cx: &mut Cx, ports: &[ServicePortInfo]) {
+    values(cx, ports);
     rules(cx);
     for (key, reason) in REASONS {
         cx.not_applicable(key, reason);
@@ -76,7 +76,7 @@ enum Address {
     Intranet,
 }
 
-fn values(cx: &mut Cx) {
+fn values(cx: &mut Cx, ports: &[ServicePortInfo]) {
     for key in [Key::VswitchId, Key::Id, Key::MasterZoneId, Key::SlaveZoneId, Key::ResourceGroupId] {
         cx.value(key, word);
     }
@@ -98,7 +98,6 @@ fn values(cx: &mut Cx) {
     cx.value(Key::AdditionalResourceTags, tags);
     cx.value(Key::Name, name);
     cx.value(Key::ModificationProtection, |v| choice(v, &[("ConsoleProtection", ()), ("NonProtection", ())]));
-    let ports = cx.ports;
     cx.value(Key::VgroupPort, |v| {
         for item in list(v)? {
             let (id, port) = item
@@ -118,26 +117,26 @@ fn values(cx: &mut Cx) {
 
 /// The rules of the reference between cloud-only annotations.
 fn rules(cx: &mut Cx) {
-    let value = |cx: &Cx, key: Key| cx.input.get(key).map(|e| e.value.trim().to_owned());
-    if value(cx, Key::InstanceChargeType).as_deref() == Some("PayByCLCU") && cx.present(Key::Spec) {
+    let value = |cx: &Cx, key: Key| cx.get(key).map(str::to_owned);
+    if value(cx, Key::InstanceChargeType).as_deref() == Some("PayByCLCU") && cx.has(Key::Spec) {
         cx.cross(Key::Spec, &[Key::InstanceChargeType], "cannot be set with instance-charge-type PayByCLCU");
     }
-    if value(cx, Key::ForceOverrideListeners).as_deref() == Some("true") && !cx.present(Key::Id) {
+    if value(cx, Key::ForceOverrideListeners).as_deref() == Some("true") && !cx.has(Key::Id) {
         cx.cross(
             Key::ForceOverrideListeners,
             &[],
             "true requires alibaba-cloud-loadbalancer-id (the instance whose listeners to override)",
         );
     }
-    if cx.present(Key::Ip) {
+    if cx.has(Key::Ip) {
         if value(cx, Key::AddressType).as_deref() != Some("intranet") {
             cx.cross(Key::Ip, &[Key::AddressType], "requires address-type intranet");
         }
-        if !cx.present(Key::VswitchId) {
+        if !cx.has(Key::VswitchId) {
             cx.cross(Key::Ip, &[], "requires vswitch-id (the address is taken from that vSwitch)");
         }
     }
-    if cx.present(Key::Bandwidth) {
+    if cx.has(Key::Bandwidth) {
         if value(cx, Key::ChargeType).as_deref() != Some("paybybandwidth") {
             cx.cross(Key::Bandwidth, &[Key::ChargeType], "requires charge-type paybybandwidth");
         }
@@ -146,18 +145,18 @@ fn rules(cx: &mut Cx) {
         }
     }
     for (key, other) in [(Key::MasterZoneId, Key::SlaveZoneId), (Key::SlaveZoneId, Key::MasterZoneId)] {
-        if cx.present(key) && !cx.present(other) {
+        if cx.has(key) && !cx.has(other) {
             cx.cross(key, &[], format!("requires {} as well", other.suffix()));
         }
     }
-    if cx.present(Key::VgroupPort) && !cx.present(Key::Id) {
+    if cx.has(Key::VgroupPort) && !cx.has(Key::Id) {
         cx.cross(
             Key::VgroupPort,
             &[],
             "requires alibaba-cloud-loadbalancer-id (vServer groups are reused from an existing instance)",
         );
     }
-    if cx.present(Key::Weight) && !cx.present(Key::VgroupPort) {
+    if cx.has(Key::Weight) && !cx.has(Key::VgroupPort) {
         cx.cross(Key::Weight, &[], "requires vgroup-port (the weight applies to a reused vServer group)");
     }
 }

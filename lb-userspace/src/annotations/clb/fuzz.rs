@@ -1,5 +1,6 @@
 //! Property tests: no annotation key or value makes the parser panic, errors always name
 //! a key that was written, and parsing is deterministic.
+use crate::annotations::parser::AnnotationKey;
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;

@@ -6,7 +6,10 @@ use serde::Serialize;
 use super::{
     Cx, Listener,
     keys::Key,
-    listeners::ListenerProtocol::{self, Http, Https, Tcp, Udp},
+    listeners::{
+        ListenerProtocol::{self, Http, Https, Tcp, Udp},
+        applies_to,
+    },
     values::{choice, list, number, on_off, quote},
 };
 
@@ -165,8 +168,8 @@ const SWITCHES: [Key; 4] = [Key::HealthCheckSwitch, Key::HealthCheckFlag, Key::H
 
 pub(super) fn health_check(cx: &mut Cx, listeners: &[Listener]) -> HealthCheck {
     let d = HealthCheck::default();
-    cx.applies_to(Key::HealthCheckSwitch, listeners, &[Tcp, Udp]);
-    cx.applies_to(Key::HealthCheckType, listeners, &[Tcp, Http, Https]);
+    applies_to(cx, Key::HealthCheckSwitch, listeners, &[Tcp, Udp]);
+    applies_to(cx, Key::HealthCheckType, listeners, &[Tcp, Http, Https]);
     let hc = HealthCheck {
         switch: cx.value(Key::HealthCheckSwitch, on_off).unwrap_or(d.switch),
         flag: cx.value(Key::HealthCheckFlag, on_off).unwrap_or(d.flag),
@@ -200,7 +203,7 @@ pub(super) fn health_check(cx: &mut Cx, listeners: &[Listener]) -> HealthCheck {
 }
 
 fn cross_rules(cx: &mut Cx, listeners: &[Listener], hc: &HealthCheck) {
-    if cx.present(Key::HealthCheckFlag) && !hc.flag && !listeners.iter().any(|l| l.protocol.is_l7()) {
+    if cx.has(Key::HealthCheckFlag) && !hc.flag && !listeners.iter().any(|l| l.protocol.is_l7()) {
         let reason = format!(
             "off cannot turn off the checks of tcp listeners (use health-check-switch), and {}",
             super::listeners::describe(listeners)
@@ -209,7 +212,7 @@ fn cross_rules(cx: &mut Cx, listeners: &[Listener], hc: &HealthCheck) {
     }
     let probes: Vec<Probe> = listeners.iter().filter_map(|l| hc.probe(l.protocol)).collect();
     let http = probes.contains(&Probe::Http);
-    if http && !cx.present(Key::HealthCheckUri) {
+    if http && !cx.has(Key::HealthCheckUri) {
         cx.cross(Key::HealthCheckType, &SWITCHES, "http requires health-check-uri");
     }
     let none = "no listener of this Service gets one (tcp/udp listeners are checked unless \
@@ -221,12 +224,12 @@ fn cross_rules(cx: &mut Cx, listeners: &[Listener], hc: &HealthCheck) {
             format!("applies only to HTTP health checks, and {none}")
         };
         for key in HTTP_ONLY {
-            if cx.present(key) {
+            if cx.has(key) {
                 cx.cross(key, &SWITCHES, reason.clone());
             }
         }
     }
-    if cx.present(Key::HealthCheckConnectTimeout) && !probes.iter().any(|p| matches!(p, Probe::Tcp | Probe::Udp)) {
+    if cx.has(Key::HealthCheckConnectTimeout) && !probes.iter().any(|p| matches!(p, Probe::Tcp | Probe::Udp)) {
         cx.cross(
             Key::HealthCheckConnectTimeout,
             &SWITCHES,
@@ -235,7 +238,7 @@ fn cross_rules(cx: &mut Cx, listeners: &[Listener], hc: &HealthCheck) {
     }
     if probes.is_empty() {
         for key in [Key::HealthyThreshold, Key::UnhealthyThreshold, Key::HealthCheckInterval] {
-            if cx.present(key) {
+            if cx.has(key) {
                 cx.cross(key, &SWITCHES, format!("applies only to health checks, and {none}"));
             }
         }

@@ -6,7 +6,10 @@ use serde::Serialize;
 use super::{
     CookieName, Cx, Listener,
     keys::Key,
-    listeners::ListenerProtocol::{Http, Https},
+    listeners::{
+        ListenerProtocol::{Http, Https},
+        applies_to,
+    },
     values::{choice, cookie_name, number, on_off},
 };
 
@@ -66,7 +69,7 @@ const HTTP_KEYS: [Key; 9] = [
 
 pub(super) fn options(cx: &mut Cx, listeners: &[Listener]) -> HttpOptions {
     for key in HTTP_KEYS {
-        cx.applies_to(key, listeners, &[Http, Https]);
+        applies_to(cx, key, listeners, &[Http, Https]);
     }
     let d = HttpOptions::default();
     HttpOptions {
@@ -97,21 +100,21 @@ fn sticky_session(cx: &mut Cx) -> StickySession {
     if on != Some(true) {
         let why = if on == Some(false) { "sticky-session is off" } else { "sticky-session is not on (default off)" };
         for key in [Key::StickySessionType, Key::CookieTimeout, Key::Cookie] {
-            if cx.present(key) {
+            if cx.has(key) {
                 cx.cross(key, &[Key::StickySession], format!("has no effect while {why}"));
             }
         }
         return StickySession::Off;
     }
-    if !cx.present(Key::StickySessionType) {
+    if !cx.has(Key::StickySessionType) {
         cx.error(Key::StickySession, "on requires sticky-session-type (insert or server)");
     }
     match kind {
         Some(Kind::Insert) => {
-            if !cx.present(Key::CookieTimeout) {
+            if !cx.has(Key::CookieTimeout) {
                 cx.error(Key::StickySessionType, "insert requires cookie-timeout (1..=86400 seconds)");
             }
-            if cx.present(Key::Cookie) {
+            if cx.has(Key::Cookie) {
                 cx.error(Key::Cookie, "applies only to sticky-session-type server (insert makes its own cookie)");
             }
             if let Some(t) = timeout {
@@ -119,10 +122,10 @@ fn sticky_session(cx: &mut Cx) -> StickySession {
             }
         }
         Some(Kind::Server) => {
-            if !cx.present(Key::Cookie) {
+            if !cx.has(Key::Cookie) {
                 cx.error(Key::StickySessionType, "server requires cookie (the name of the backend's cookie)");
             }
-            if cx.present(Key::CookieTimeout) {
+            if cx.has(Key::CookieTimeout) {
                 cx.error(Key::CookieTimeout, "applies only to sticky-session-type insert");
             }
             if let Some(cookie) = cookie {

@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::AnnotationError;
+use crate::annotations::keys::{edit_distance, keys};
+use crate::annotations::parser::{AnnotationKey, Parser, Written};
 
 /// The namespace of every CLB annotation key.
 pub const PREFIX: &str = "service.beta.kubernetes.io/";
@@ -12,23 +14,6 @@ pub const CLB_PREFIX: &str = "alibaba-cloud-loadbalancer-";
 pub const LEGACY_PREFIX: &str = "alicloud-loadbalancer-";
 /// The one key of the reference outside the `alibaba-cloud-loadbalancer-` family.
 const BACKEND_TYPE: &str = "backend-type";
-
-macro_rules! keys {
-    ($($var:ident => $suffix:literal,)*) => {
-        /// An annotation of the reference, by its suffix.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum Key { $($var,)* }
-
-        impl Key {
-            pub const ALL: &[Key] = &[$(Key::$var,)*];
-
-            /// The key without [`PREFIX`] and [`CLB_PREFIX`] (`backend-type` for [`Key::BackendType`]).
-            pub fn suffix(self) -> &'static str {
-                match self { $(Key::$var => $suffix,)* }
-            }
-        }
-    };
-}
 
 keys! {
     // Listeners.
@@ -101,93 +86,72 @@ keys! {
     IgnoreWeightUpdate => "ignore-weight-update",
 }
 
-impl Key {
+impl AnnotationKey for Key {
     /// The full key in the current spelling.
-    pub fn full(self) -> String {
+    fn full(self) -> String {
         match self {
             Key::BackendType => format!("{PREFIX}{BACKEND_TYPE}"),
             _ => format!("{PREFIX}{CLB_PREFIX}{}", self.suffix()),
         }
     }
+}
 
+impl Key {
     fn from_clb_suffix(suffix: &str) -> Option<Key> {
-        Key::ALL.iter().copied().find(|k| *k != Key::BackendType && k.suffix() == suffix)
+        Key::from_suffix(suffix).filter(|k| *k != Key::BackendType)
     }
 }
 
-/// One annotation as written on the Service.
-#[derive(Debug, Clone, Copy)]
-pub struct Entry<'a> {
-    pub key: &'a str,
-    pub value: &'a str,
-}
-
-/// The CLB annotations of a Service, by [`Key`].
-pub struct Input<'a> {
-    entries: BTreeMap<Key, Entry<'a>>,
-}
-
-impl<'a> Input<'a> {
-    /// Sort the CLB annotations out of `annotations`: unknown keys and conflicting spellings
-    /// go to `errors`; the keys of conflicting spellings are returned as failed (present, but
-    /// with no usable value).
-    pub fn collect(
-        annotations: &'a BTreeMap<String, String>,
-        errors: &mut Vec<AnnotationError>,
-    ) -> (Input<'a>, BTreeSet<Key>) {
-        let mut current: BTreeMap<Key, Entry<'a>> = BTreeMap::new();
-        let mut legacy: BTreeMap<Key, Entry<'a>> = BTreeMap::new();
-        for (key, value) in annotations {
-            let Some(rest) = key.strip_prefix(PREFIX) else { continue };
-            let entry = Entry { key, value };
-            if rest == BACKEND_TYPE {
-                current.insert(Key::BackendType, entry);
-            } else if let Some(suffix) = rest.strip_prefix(CLB_PREFIX) {
-                match Key::from_clb_suffix(suffix) {
-                    Some(k) => {
-                        current.insert(k, entry);
-                    }
-                    None => errors.push(unknown(key, rest)),
+/// A parser over the CLB annotations of `annotations`: unknown keys and conflicting
+/// spellings are errors; the keys of conflicting spellings are failed (present, but with no
+/// usable value).
+pub fn parser(annotations: &BTreeMap<String, String>) -> Parser<Key> {
+    let mut errors = Vec::new();
+    let mut current: BTreeMap<Key, Written> = BTreeMap::new();
+    let mut legacy: BTreeMap<Key, Written> = BTreeMap::new();
+    for (key, value) in annotations {
+        let Some(rest) = key.strip_prefix(PREFIX) else { continue };
+        let entry = Written { key: key.clone(), value: value.trim().to_owned() };
+        if rest == BACKEND_TYPE {
+            current.insert(Key::BackendType, entry);
+        } else if let Some(suffix) = rest.strip_prefix(CLB_PREFIX) {
+            match Key::from_clb_suffix(suffix) {
+                Some(k) => {
+                    current.insert(k, entry);
                 }
-            } else if let Some(suffix) = rest.strip_prefix(LEGACY_PREFIX) {
-                match Key::from_clb_suffix(suffix) {
-                    Some(k) => {
-                        legacy.insert(k, entry);
-                    }
-                    None => errors.push(unknown(key, rest)),
+                None => errors.push(unknown(key, rest)),
+            }
+        } else if let Some(suffix) = rest.strip_prefix(LEGACY_PREFIX) {
+            match Key::from_clb_suffix(suffix) {
+                Some(k) => {
+                    legacy.insert(k, entry);
                 }
-            } else if rest.starts_with("alibaba-cloud-")
-                || rest.starts_with("alicloud-")
-                || (rest.len() < 40 && edit_distance(rest, BACKEND_TYPE) <= 2)
-            {
-                errors.push(unknown(key, rest));
+                None => errors.push(unknown(key, rest)),
+            }
+        } else if rest.starts_with("alibaba-cloud-")
+            || rest.starts_with("alicloud-")
+            || (rest.len() < 40 && edit_distance(rest, BACKEND_TYPE) <= 2)
+        {
+            errors.push(unknown(key, rest));
+        }
+    }
+    let mut failed = BTreeSet::new();
+    for (k, old) in legacy {
+        match current.get(&k) {
+            None => {
+                current.insert(k, old);
+            }
+            Some(new) if new.value == old.value => {}
+            Some(new) => {
+                errors.push(AnnotationError::new(
+                    new.key.clone(),
+                    format!("{:?} conflicts with {:?} set by the legacy spelling {}", new.value, old.value, old.key),
+                ));
+                failed.insert(k);
             }
         }
-        let mut failed = BTreeSet::new();
-        for (k, old) in legacy {
-            match current.get(&k) {
-                None => {
-                    current.insert(k, old);
-                }
-                Some(new) if new.value.trim() == old.value.trim() => {}
-                Some(new) => {
-                    errors.push(AnnotationError::new(
-                        new.key,
-                        format!(
-                            "{:?} conflicts with {:?} set by the legacy spelling {}",
-                            new.value, old.value, old.key
-                        ),
-                    ));
-                    failed.insert(k);
-                }
-            }
-        }
-        (Input { entries: current }, failed)
     }
-
-    pub fn get(&self, key: Key) -> Option<Entry<'a>> {
-        self.entries.get(&key).copied()
-    }
+    Parser::new(current, errors, failed)
 }
 
 /// The error for a key in the CLB namespace that the reference does not know.
@@ -221,22 +185,6 @@ fn suggestion(rest: &str) -> Option<String> {
         [(best, c), (second, _), ..] if *best <= 3 && best < second => Some(c.clone()),
         _ => None,
     }
-}
-
-/// Levenshtein distance over chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@ use serde::Serialize;
 use super::{
     Cx, Listener,
     keys::Key,
-    listeners::ListenerProtocol::{Tcp, Udp},
+    listeners::{
+        ListenerProtocol::{Tcp, Udp},
+        applies_to,
+    },
     values::{number, on_off},
 };
 
@@ -34,10 +37,10 @@ pub struct L4Options {
 
 pub(super) fn options(cx: &mut Cx, listeners: &[Listener]) -> L4Options {
     for key in [Key::PersistenceTimeout, Key::EstablishedTimeout] {
-        cx.applies_to(key, listeners, &[Tcp]);
+        applies_to(cx, key, listeners, &[Tcp]);
     }
     for key in [Key::ConnectionDrain, Key::ConnectionDrainTimeout, Key::ProxyProtocol] {
-        cx.applies_to(key, listeners, &[Tcp, Udp]);
+        applies_to(cx, key, listeners, &[Tcp, Udp]);
     }
     L4Options {
         persistence_timeout_s: cx.value(Key::PersistenceTimeout, |v| number(v, 0, 3600)).unwrap_or(0) as u16,
@@ -52,13 +55,13 @@ fn connection_drain(cx: &mut Cx) -> ConnectionDrain {
     let timeout = cx.value(Key::ConnectionDrainTimeout, |v| number(v, 10, 900));
     match (on, timeout) {
         (Some(true), Some(t)) => return ConnectionDrain::On { timeout_s: t as u16 },
-        (Some(true), None) if !cx.present(Key::ConnectionDrainTimeout) => {
+        (Some(true), None) if !cx.has(Key::ConnectionDrainTimeout) => {
             cx.error(Key::ConnectionDrain, "on requires connection-drain-timeout (10..=900 seconds)");
         }
-        (Some(false), _) if cx.present(Key::ConnectionDrainTimeout) => {
+        (Some(false), _) if cx.has(Key::ConnectionDrainTimeout) => {
             cx.cross(Key::ConnectionDrainTimeout, &[], "has no effect while connection-drain is off");
         }
-        (None, _) if cx.present(Key::ConnectionDrainTimeout) => cx.cross(
+        (None, _) if cx.has(Key::ConnectionDrainTimeout) => cx.cross(
             Key::ConnectionDrainTimeout,
             &[Key::ConnectionDrain],
             "requires connection-drain: on (connection draining is off unless set)",

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::values::Protocol;
 use super::{
-    Cx, ResourceId,
+    Cx, ResourceId, ServicePortInfo,
     keys::Key,
     values::{choice, dns_name, list, number, on_off, quote, resource_id},
 };
@@ -101,8 +101,7 @@ pub fn describe(listeners: &[Listener]) -> String {
 }
 
 /// The Service's listeners: every port, with `protocol-port` applied.
-pub(super) fn listeners(cx: &mut Cx) -> Vec<Listener> {
-    let ports = cx.ports;
+pub(super) fn listeners(cx: &mut Cx, ports: &[ServicePortInfo]) -> Vec<Listener> {
     let declared = cx.value(Key::ProtocolPort, |v| protocol_ports(v, ports)).unwrap_or_default();
     ports
         .iter()
@@ -156,7 +155,7 @@ fn transport_name(p: Protocol) -> &'static str {
 /// `forward-port`: `80:443[,8080:8443]`, from an http listener to an https listener.
 pub(super) fn forward_ports(cx: &mut Cx, listeners: &[Listener]) -> Vec<ForwardPort> {
     // When protocol-port itself is invalid, its listeners are unknown: check syntax only.
-    let check_listeners = !cx.failed.contains(&Key::ProtocolPort);
+    let check_listeners = !cx.failed(Key::ProtocolPort);
     cx.value(Key::ForwardPort, |v| {
         let mut out: Vec<ForwardPort> = Vec::new();
         for item in list(v)? {
@@ -188,9 +187,9 @@ pub(super) fn forward_ports(cx: &mut Cx, listeners: &[Listener]) -> Vec<ForwardP
 pub(super) fn tls(cx: &mut Cx, listeners: &[Listener]) -> TlsOptions {
     let mut tls = TlsOptions { cert_id: cx.value(Key::CertId, resource_id), ..TlsOptions::default() };
     for key in [Key::CertId, Key::DomainExtensions, Key::TlsCipherPolicy, Key::Http2Enabled] {
-        cx.applies_to(key, listeners, &[Https]);
+        applies_to(cx, key, listeners, &[Https]);
     }
-    if !cx.present(Key::CertId)
+    if !cx.has(Key::CertId)
         && let Some(l) = listeners.iter().find(|l| l.protocol == Https)
     {
         cx.error(Key::ProtocolPort, format!("https:{} needs a certificate: set cert-id", l.port));
@@ -218,6 +217,16 @@ fn domain_extensions(v: &str) -> Result<Vec<DomainExtension>, String> {
         out.push(DomainExtension { domain, cert_id });
     }
     Ok(out)
+}
+
+/// Report `key` (when set) if none of `listeners` is one of `kinds`.
+pub(super) fn applies_to(cx: &mut Cx, key: Key, listeners: &[Listener], kinds: &[ListenerProtocol]) {
+    if !cx.has(key) || listeners.iter().any(|l| kinds.contains(&l.protocol)) {
+        return;
+    }
+    let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    let reason = format!("applies only to {} listeners, and {}", kinds.join("/"), describe(listeners));
+    cx.cross(key, &[Key::ProtocolPort], reason);
 }
 
 #[cfg(test)]

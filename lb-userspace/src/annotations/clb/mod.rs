@@ -43,7 +43,7 @@ pub use listeners::{DomainExtension, ForwardPort, Listener, ListenerProtocol, Tl
 pub use service::{Acl, AclType, IpVersion};
 pub use values::{CookieName, Protocol, ResourceId, Scheduler};
 
-use super::{AnnotationError, NotApplicable};
+use super::{AnnotationError, NotApplicable, parser::Parser};
 
 /// One port of the Service (`spec.ports[]`): what `protocol-port`, `forward-port` and the
 /// listener-specific annotations refer to.
@@ -95,8 +95,8 @@ pub struct ClbConfig {
 /// Parse the CLB annotations among `annotations` for a Service with `ports`. Keys outside
 /// the CLB namespace (other controllers' annotations) are not looked at.
 pub fn parse(annotations: &BTreeMap<String, String>, ports: &[ServicePortInfo]) -> ClbParse {
-    let mut cx = Cx::new(annotations, ports);
-    let listeners = listeners::listeners(&mut cx);
+    let mut cx = keys::parser(annotations);
+    let listeners = listeners::listeners(&mut cx, ports);
     let config = ClbConfig {
         forward_ports: listeners::forward_ports(&mut cx, &listeners),
         tls: listeners::tls(&mut cx, &listeners),
@@ -110,81 +110,12 @@ pub fn parse(annotations: &BTreeMap<String, String>, ports: &[ServicePortInfo]) 
         backends: backends::options(&mut cx),
         listeners,
     };
-    cloud::not_applicable(&mut cx);
+    cloud::not_applicable(&mut cx, ports);
     ClbParse { config, errors: cx.errors, not_applicable: cx.not_applicable }
 }
 
-/// Parsing state shared by the family functions.
-pub(crate) struct Cx<'a> {
-    input: keys::Input<'a>,
-    ports: &'a [ServicePortInfo],
-    errors: Vec<AnnotationError>,
-    not_applicable: Vec<NotApplicable>,
-    /// Keys whose value was rejected: rules across annotations that involve them are not
-    /// checked, so that one typo gives one error.
-    failed: std::collections::BTreeSet<keys::Key>,
-}
-
-impl<'a> Cx<'a> {
-    fn new(annotations: &'a BTreeMap<String, String>, ports: &'a [ServicePortInfo]) -> Cx<'a> {
-        let mut errors = Vec::new();
-        let (input, failed) = keys::Input::collect(annotations, &mut errors);
-        Cx { input, ports, errors, not_applicable: Vec::new(), failed }
-    }
-
-    /// Whether `key` is set (in either spelling).
-    fn present(&self, key: keys::Key) -> bool {
-        self.input.get(key).is_some()
-    }
-
-    /// The full key as the Service wrote it, or its canonical spelling when absent.
-    fn name(&self, key: keys::Key) -> String {
-        self.input.get(key).map_or_else(|| key.full(), |e| e.key.to_owned())
-    }
-
-    fn error(&mut self, key: keys::Key, reason: impl Into<String>) {
-        self.errors.push(AnnotationError::new(self.name(key), reason));
-    }
-
-    /// An error of a rule across annotations, unless one of `involved` already failed.
-    fn cross(&mut self, key: keys::Key, involved: &[keys::Key], reason: impl Into<String>) {
-        if !involved.iter().chain([&key]).any(|k| self.failed.contains(k)) {
-            self.error(key, reason);
-        }
-    }
-
-    /// The value of `key` parsed by `f`; `None` when absent or invalid (then with an error).
-    fn value<T>(&mut self, key: keys::Key, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
-        let entry = self.input.get(key)?;
-        if self.failed.contains(&key) {
-            return None;
-        }
-        match f(entry.value.trim()) {
-            Ok(v) => Some(v),
-            Err(reason) => {
-                self.failed.insert(key);
-                self.error(key, reason);
-                None
-            }
-        }
-    }
-
-    /// Report `key` (when set) if none of `listeners` is one of `kinds`.
-    fn applies_to(&mut self, key: keys::Key, listeners: &[Listener], kinds: &[ListenerProtocol]) {
-        if !self.present(key) || listeners.iter().any(|l| kinds.contains(&l.protocol)) {
-            return;
-        }
-        let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-        let reason = format!("applies only to {} listeners, and {}", kinds.join("/"), listeners::describe(listeners));
-        self.cross(key, &[keys::Key::ProtocolPort], reason);
-    }
-
-    fn not_applicable(&mut self, key: keys::Key, reason: &str) {
-        if self.present(key) {
-            self.not_applicable.push(NotApplicable { annotation: self.name(key), reason: reason.into() });
-        }
-    }
-}
+/// The parser context of the CLB family functions.
+pub(crate) type Cx = Parser<keys::Key>;
 
 #[cfg(test)]
 mod tests {

@@ -72,10 +72,10 @@ pub(super) fn acl(cx: &mut Cx) -> Acl {
     });
     let kind = cx.value(Key::AclType, |v| choice(v, &[("white", AclType::White), ("black", AclType::Black)]));
     if status == Some(true) {
-        if !cx.present(Key::AclId) {
+        if !cx.has(Key::AclId) {
             cx.cross(Key::AclStatus, &[], "on requires acl-id");
         }
-        if !cx.present(Key::AclType) {
+        if !cx.has(Key::AclType) {
             cx.cross(Key::AclStatus, &[], "on requires acl-type (white or black)");
         }
         if let (Some(id), Some(kind)) = (id, kind) {
@@ -84,7 +84,7 @@ pub(super) fn acl(cx: &mut Cx) -> Acl {
     } else {
         let why = if status == Some(false) { "acl-status is off" } else { "acl-status is not on (default off)" };
         for key in [Key::AclId, Key::AclType] {
-            if cx.present(key) {
+            if cx.has(key) {
                 cx.cross(key, &[Key::AclStatus], format!("has no effect while {why}"));
             }
         }
