@@ -3,6 +3,7 @@
 //! packets, small real servers, and the `lb` daemon as a child process.
 pub mod cluster;
 pub mod daemon;
+pub mod fixture;
 pub mod netns;
 pub mod packet;
 pub mod ppserver;

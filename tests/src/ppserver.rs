@@ -15,6 +15,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use lb_common::proxy_header::{
+    V1_MAX_LEN, V2_ADDR_LEN_V4, V2_ADDR_LEN_V6, V2_AF_INET, V2_AF_INET6, V2_DGRAM, V2_FIXED_LEN, V2_PROXY,
+    V2_SIGNATURE, V2_STREAM,
+};
 
 use crate::{netns::Netns, servers::Server};
 
@@ -29,39 +33,37 @@ pub struct Header {
     pub version: u8,
 }
 
-const V2_SIG: &[u8; 12] = &lb_common::PROXY_V2_SIGNATURE;
-
 /// Parse a v2 header at the start of `b`: (header, its length).
 pub fn parse_v2(b: &[u8], want_dgram: bool) -> Result<(Header, usize)> {
-    if b.len() < 16 || &b[..12] != V2_SIG {
+    if b.len() < V2_FIXED_LEN || b[..12] != V2_SIGNATURE {
         bail!("no v2 signature: {:02x?}", &b[..b.len().min(16)]);
     }
-    if b[12] != 0x21 {
-        bail!("version/command {:#x}, want 0x21 (v2, PROXY)", b[12]);
+    if b[12] != V2_PROXY {
+        bail!("version/command {:#x}, want {V2_PROXY:#x} (v2, PROXY)", b[12]);
     }
     let len = u16::from_be_bytes([b[14], b[15]]) as usize;
-    if b.len() < 16 + len {
-        bail!("header says {len} address bytes, {} present", b.len() - 16);
+    if b.len() < V2_FIXED_LEN + len {
+        bail!("header says {len} address bytes, {} present", b.len() - V2_FIXED_LEN);
     }
     let transport = b[13] & 0x0f;
-    if transport != if want_dgram { 2 } else { 1 } {
+    if transport != if want_dgram { V2_DGRAM } else { V2_STREAM } {
         bail!("transport {transport} (1 stream, 2 datagram)");
     }
-    let a = &b[16..16 + len];
-    let (src, dst) = match b[13] >> 4 {
-        1 if len >= 12 => {
+    let a = &b[V2_FIXED_LEN..V2_FIXED_LEN + len];
+    let (src, dst) = match b[13] & 0xf0 {
+        V2_AF_INET if len >= V2_ADDR_LEN_V4 as usize => {
             let ip = |o: usize| IpAddr::from(<[u8; 4]>::try_from(&a[o..o + 4]).unwrap());
             let port = |o: usize| u16::from_be_bytes([a[o], a[o + 1]]);
             (SocketAddr::new(ip(0), port(8)), SocketAddr::new(ip(4), port(10)))
         }
-        2 if len >= 36 => {
+        V2_AF_INET6 if len >= V2_ADDR_LEN_V6 as usize => {
             let ip = |o: usize| IpAddr::from(<[u8; 16]>::try_from(&a[o..o + 16]).unwrap());
             let port = |o: usize| u16::from_be_bytes([a[o], a[o + 1]]);
             (SocketAddr::new(ip(0), port(32)), SocketAddr::new(ip(16), port(34)))
         }
-        f => bail!("family {f} with {len} address bytes"),
+        f => bail!("family {} with {len} address bytes", f >> 4),
     };
-    Ok((Header { src, dst, version: 2 }, 16 + len))
+    Ok((Header { src, dst, version: 2 }, V2_FIXED_LEN + len))
 }
 
 /// Parse a v1 line (without its `\r\n`).
@@ -86,8 +88,8 @@ fn read_header(r: &mut impl Read) -> Result<Header> {
     if first[0] == b'P' {
         let mut line = vec![b'P'];
         while !line.ends_with(b"\r\n") {
-            if line.len() > 107 {
-                bail!("v1 line longer than 107 bytes");
+            if line.len() > V1_MAX_LEN {
+                bail!("v1 line longer than {V1_MAX_LEN} bytes");
             }
             let mut c = [0u8; 1];
             r.read_exact(&mut c)?;
@@ -221,5 +223,34 @@ fn serve(s: TcpStream) -> Result<()> {
             ["DOWN", n, seed] => stream_bytes(n.parse()?, seed.parse()?, |b| Ok(w.write_all(b)?))?,
             _ => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::proxy_header::{self, Transport};
+
+    use super::*;
+
+    /// The parsers read back what the reference encoder writes.
+    #[test]
+    fn parsers_read_the_reference_encoding() {
+        for (src, dst) in [("198.18.0.2:40000", "198.18.100.10:80"), ("[2001:db8::2]:50000", "[2001:db8:100::10]:81")] {
+            let (src, dst): (SocketAddr, SocketAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+            let mut b = [0u8; proxy_header::MAX_LEN];
+            for (transport, dgram) in [(Transport::Stream, false), (Transport::Datagram, true)] {
+                let n = proxy_header::v2(&mut b, src, dst, transport).unwrap();
+                assert_eq!(parse_v2(&b[..n], dgram).unwrap(), (Header { src, dst, version: 2 }, n));
+                assert!(parse_v2(&b[..n], !dgram).is_err(), "the other transport is refused");
+            }
+            let n = proxy_header::v1(&mut b, src, dst).unwrap();
+            let line = std::str::from_utf8(&b[..n - 2]).unwrap();
+            assert_eq!(parse_v1(line).unwrap(), Header { src, dst, version: 1 });
+            let mut stream = &b[..n];
+            assert_eq!(read_header(&mut stream).unwrap(), Header { src, dst, version: 1 });
+        }
+        let mut local = [0u8; 16];
+        let n = proxy_header::v2_local(&mut local).unwrap();
+        assert!(parse_v2(&local[..n], false).is_err(), "a LOCAL header tells no client: refused");
     }
 }

@@ -1,36 +1,27 @@
 //! What a PROXY-protocol flow's frames carry, for the packet tests: the headers as the spec
-//! writes them, Linux's TCP options, and readers for the options a datapath rewrites.
-use std::net::IpAddr;
+//! writes them (lb-common's reference encoder), Linux's TCP options, and readers for the
+//! options a datapath rewrites.
+use std::net::{IpAddr, SocketAddr};
 
-/// An address's bytes in network order.
-pub fn octets(a: IpAddr) -> Vec<u8> {
-    match a {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
+use lb_common::proxy_header::{self, Transport};
 
-/// The v2 header the spec defines for `client` → `vip` (PROXY command).
+/// The v2 header of `client` → `vip` (PROXY command), from the reference encoder
+/// ([`lb_common::proxy_header::v2`], checked against the spec's bytes).
 pub fn v2_header(client: IpAddr, cport: u16, vip: IpAddr, vport: u16, udp: bool) -> Vec<u8> {
-    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
-    h.push(0x21);
-    h.push(if client.is_ipv4() { 0x10 } else { 0x20 } | if udp { 2 } else { 1 });
-    h.extend_from_slice(&(if client.is_ipv4() { 12u16 } else { 36 }).to_be_bytes());
-    h.extend_from_slice(&octets(client));
-    h.extend_from_slice(&octets(vip));
-    h.extend_from_slice(&cport.to_be_bytes());
-    h.extend_from_slice(&vport.to_be_bytes());
-    h
+    let transport = if udp { Transport::Datagram } else { Transport::Stream };
+    encoded(|b| proxy_header::v2(b, SocketAddr::new(client, cport), SocketAddr::new(vip, vport), transport))
 }
 
-/// The v1 header (IPv6 as eight lowercase hex groups without leading zeros).
+/// The v1 header (IPv6 as eight lowercase hex groups without leading zeros), from the
+/// reference encoder ([`lb_common::proxy_header::v1`]).
 pub fn v1_header(client: IpAddr, cport: u16, vip: IpAddr, vport: u16) -> Vec<u8> {
-    let text = |a: IpAddr| match a {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => a.segments().iter().map(|g| format!("{g:x}")).collect::<Vec<_>>().join(":"),
-    };
-    let fam = if client.is_ipv4() { "TCP4" } else { "TCP6" };
-    format!("PROXY {fam} {} {} {cport} {vport}\r\n", text(client), text(vip)).into_bytes()
+    encoded(|b| proxy_header::v1(b, SocketAddr::new(client, cport), SocketAddr::new(vip, vport)))
+}
+
+fn encoded(f: impl FnOnce(&mut [u8]) -> Result<usize, proxy_header::EncodeError>) -> Vec<u8> {
+    let mut b = [0u8; proxy_header::MAX_LEN];
+    let n = f(&mut b).unwrap_or_else(|e| panic!("{e}"));
+    b[..n].to_vec()
 }
 
 /// Linux's SYN options: MSS, SACK permitted, timestamps, window scale.

@@ -1,0 +1,251 @@
+//! Which backend a new flow gets (rr, wrr, sch, tch; persistence), who may open one (ACLs),
+//! and a flow's life (reopened after a close, swept when idle or closed).
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use lb_tests::{
+    fixture::{Out, Side::Client, Step, packet, parsed, then},
+    packet::{ACK, FIN, Flow, Frame, PSH, RST, SYN},
+    testbed::{listener, model},
+};
+use lb_userspace::{
+    dataplane::{conntrack::SweepOptions, maglev},
+    model::{Acl, AclBinding, AclMode, ObjectRef, Protocol, Scheduler},
+};
+
+use super::{B1, B2, B3, Bench, CLIENT, Fixture, VIP, XDP_DROP, XDP_REDIRECT, backend_of, be, new_flow};
+
+/// How many of `picks` went to each backend.
+fn count(picks: &[IpAddr]) -> BTreeMap<IpAddr, usize> {
+    let mut m: BTreeMap<IpAddr, usize> = BTreeMap::new();
+    for p in picks {
+        *m.entry(*p).or_default() += 1;
+    }
+    m
+}
+
+pub fn schedulers_rr_wrr_sch_tch() -> Fixture {
+    let vip = IpAddr::V4(VIP);
+    let three = [be(B1, 8080, 1), be(B2, 8080, 1), be(B3, 8080, 1)];
+    let m = model(vec![
+        listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &three),
+        listener(vip, 81, Protocol::Tcp, Scheduler::Wrr, &[be(B1, 8080, 30), be(B2, 8080, 10), be(B3, 8080, 0)]),
+        listener(vip, 82, Protocol::Tcp, Scheduler::Sch, &three),
+        listener(vip, 83, Protocol::Tcp, Scheduler::Tch, &three),
+    ]);
+    // The backend user space predicts from the same Maglev table and flow hash.
+    let table = maglev::build_default(&three);
+    let predict = |client: Ipv4Addr, sport: u16, port: u16, tuple: bool| {
+        let key = lb_common::FlowKey {
+            src: [u32::from(client).to_be(), 0, 0, 0],
+            dst: [u32::from(VIP).to_be(), 0, 0, 0],
+            sport: sport.to_be(),
+            dport: port.to_be(),
+            proto: lb_common::PROTO_TCP,
+            family: lb_common::FAMILY_V4,
+            _pad: [0; 2],
+        };
+        three[table[(lb_common::flow_hash(&key, tuple) % lb_common::MAGLEV_M) as usize]].0
+    };
+    let mut steps: Vec<Step<Bench>> = Vec::new();
+
+    // rr: strict rotation over the three backends.
+    steps.extend((0..9).map(|i| new_flow(format!("rr {i}"), CLIENT.into(), 30000 + i, vip, 80)));
+    steps.push(then("rr rotates", |_, s| {
+        let rr: Vec<IpAddr> = (0..9).map(|i| backend_of(s, &format!("rr {i}"))).collect();
+        assert_eq!(count(&rr).values().copied().collect::<Vec<_>>(), vec![3, 3, 3], "{rr:?}");
+        for w in rr.windows(3) {
+            assert!(w[0] != w[1] && w[1] != w[2] && w[0] != w[2], "rotation: {rr:?}");
+        }
+    }));
+
+    // wrr 30:10:0 — exactly 3:1 over whole rings, nothing to the weight-0 backend.
+    steps.extend((0..8).map(|i| new_flow(format!("wrr {i}"), CLIENT.into(), 31000 + i, vip, 81)));
+    steps.push(then("wrr follows the weights", |_, s| {
+        let wrr: Vec<IpAddr> = (0..8).map(|i| backend_of(s, &format!("wrr {i}"))).collect();
+        let c = count(&wrr);
+        assert_eq!(
+            (c.get(&IpAddr::V4(B1)), c.get(&IpAddr::V4(B2)), c.get(&IpAddr::V4(B3))),
+            (Some(&6), Some(&2), None),
+            "{wrr:?}"
+        );
+    }));
+
+    // sch: one client lands on one backend whatever its port — the one user space predicts.
+    let sch_name = |c: u8, i: u16| format!("sch: 198.18.0.{c} port {}", 32000 + i);
+    for c in 2..40u8 {
+        let client = Ipv4Addr::new(198, 18, 0, c);
+        steps.extend((0..4).map(|i| new_flow(sch_name(c, i), client.into(), 32000 + i, vip, 82)));
+        let predicted = predict(client, 0, 82, false);
+        steps.push(then(format!("sch keeps {client} on one backend"), move |_, s| {
+            let got: Vec<IpAddr> = (0..4).map(|i| backend_of(s, &sch_name(c, i))).collect();
+            assert!(got.iter().all(|g| *g == got[0]), "sch keeps {client} on one backend: {got:?}");
+            assert_eq!(got[0], predicted, "kernel and user space agree for {client}");
+        }));
+    }
+    steps.push(then("sch spreads clients", move |_, s| {
+        let per_client: Vec<IpAddr> = (2..40u8).map(|c| backend_of(s, &sch_name(c, 0))).collect();
+        assert_eq!(count(&per_client).len(), 3, "sch spreads clients");
+    }));
+
+    // tch: one client's ports spread over the backends, each where user space predicts.
+    for i in 0..30 {
+        let predicted = predict(CLIENT, 33000 + i, 83, true);
+        let syn = Frame::tcp(Flow::new(CLIENT, 33000 + i, VIP, 83), SYN).bytes();
+        steps.push(packet(
+            format!("tch {i}"),
+            Client,
+            syn,
+            XDP_REDIRECT,
+            parsed(move |p, _| {
+                assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
+                assert_eq!(p.flow.2, predicted);
+            }),
+        ));
+    }
+    steps.push(then("tch spreads one client's ports", |_, s| {
+        let tch: Vec<IpAddr> = (0..30).map(|i| backend_of(s, &format!("tch {i}"))).collect();
+        assert_eq!(count(&tch).len(), 3, "tch spreads one client's ports: {tch:?}");
+    }));
+    Fixture::new(m, steps)
+}
+
+pub fn acl_white_black_and_empty_lists() -> Fixture {
+    let vip = IpAddr::V4(VIP);
+    let mut white = listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
+    white.acl = Some(AclBinding { acl: "office".into(), mode: AclMode::White });
+    let mut black = listener(vip, 81, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
+    black.acl = Some(AclBinding { acl: "office".into(), mode: AclMode::Black });
+    let mut empty_white = listener(vip, 82, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
+    empty_white.acl = Some(AclBinding { acl: "empty".into(), mode: AclMode::White });
+    let mut m = model(vec![white, black, empty_white]);
+    let acl = |name: &str, nets: &[&str]| Acl {
+        source: ObjectRef { kind: "AccessControlList".into(), namespace: String::new(), name: name.into() },
+        entries: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
+    };
+    m.acls.insert("office".into(), acl("office", &["198.18.0.0/30", "198.18.0.64/26", "2001:db8::/64"]));
+    m.acls.insert("empty".into(), acl("empty", &[]));
+    let m2 = {
+        let mut m2 = m.clone();
+        m2.acls.insert("office".into(), acl("office", &["198.18.0.9/32"]));
+        m2
+    };
+    let (inside, inside2, outside) =
+        (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 70), Ipv4Addr::new(198, 18, 0, 9));
+    // A SYN from `c:sport` to VIP:`port`, and the verdict it must get.
+    let syn = |name: &str, c: Ipv4Addr, sport: u16, port: u16, verdict: u32| {
+        packet(name, Client, Frame::tcp(Flow::new(c, sport, VIP, port), SYN).bytes(), verdict, Out::Any)
+    };
+    let steps = vec![
+        syn("whitelisted /30", inside, 1000, 80, XDP_REDIRECT),
+        syn("whitelisted /26", inside2, 1000, 80, XDP_REDIRECT),
+        syn("not on the whitelist", outside, 1000, 80, XDP_DROP),
+        syn("blacklisted", inside, 1001, 81, XDP_DROP),
+        syn("not on the blacklist", outside, 1001, 81, XDP_REDIRECT),
+        syn("an empty whitelist forwards all", outside, 1002, 82, XDP_REDIRECT),
+        then("counters", |t: &mut Bench, _| {
+            let stats = t.dp.stats().unwrap();
+            assert_eq!(stats.packets("drop_acl"), 2);
+            assert_eq!(stats.listeners["198.18.100.10:80/tcp"].acl_drops, 1);
+        }),
+        // An edit applies to the next new flow, without reloading anything else.
+        then("the ACL edited", move |t: &mut Bench, _| t.dp.apply(&m2).unwrap()),
+        syn("removed from the whitelist", inside, 1003, 80, XDP_DROP),
+        syn("added to the whitelist", outside, 1003, 80, XDP_REDIRECT),
+        syn("added to the blacklist", outside, 1004, 81, XDP_DROP),
+    ];
+    Fixture::new(m, steps)
+}
+
+pub fn session_persistence_holds_then_expires() -> Fixture {
+    let vip = IpAddr::V4(VIP);
+    let mut l = listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1), be(B2, 8080, 1)]);
+    l.persistence_timeout = 1;
+    let mut steps = vec![new_flow("first", CLIENT.into(), 20000, vip, 80)];
+    for i in 1..6 {
+        let name = format!("the client again, port {}", 20000 + i);
+        steps.push(new_flow(name.clone(), CLIENT.into(), 20000 + i, vip, 80));
+        steps.push(then(format!("{name} persisted"), move |_, s| {
+            assert_eq!(backend_of(s, &name), backend_of(s, "first"), "persisted (rr would alternate)");
+        }));
+    }
+    steps.extend([
+        new_flow("another client", Ipv4Addr::new(198, 18, 0, 3).into(), 20000, vip, 80),
+        then("another client scheduled", |_, s| {
+            assert_ne!(backend_of(s, "another client"), backend_of(s, "first"), "another client is scheduled normally");
+        }),
+        then("persistence expires", |_, _| std::thread::sleep(Duration::from_millis(1300))),
+        new_flow("a third client", Ipv4Addr::new(198, 18, 0, 4).into(), 20000, vip, 80),
+        new_flow("the client after expiry", CLIENT.into(), 20100, vip, 80),
+        then("scheduled again", |t: &mut Bench, s| {
+            let third = backend_of(s, "a third client");
+            assert_eq!(
+                backend_of(s, "the client after expiry"),
+                backend_of(s, "another client"),
+                "expired: scheduled again (rr continues after {third})"
+            );
+            assert!(t.dp.stats().unwrap().packets("persist_hits") >= 5);
+        }),
+    ]);
+    Fixture::new(model(vec![l]), steps)
+}
+
+pub fn tcp_state_reopen_and_conntrack_sweep() -> Fixture {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![
+        listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1), be(B2, 8080, 1)]),
+        listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1)]),
+    ]);
+    let flow = Flow::new(CLIENT, 45000, VIP, 80);
+    // A client frame of an open flow: to the backend case `of` put its flow on.
+    let same_backend = |name: &str, frame: Frame, of: &'static str, why: &'static str| {
+        packet(
+            name,
+            Client,
+            frame.bytes(),
+            XDP_REDIRECT,
+            parsed(move |p, s| assert_eq!(p.flow.2, backend_of(s, of), "{why}")),
+        )
+    };
+    let steps = vec![
+        new_flow("SYN", CLIENT.into(), 45000, vip, 80),
+        same_backend("data", Frame::tcp(flow, ACK | PSH), "SYN", "same flow"),
+        // A retransmitted SYN of an open flow keeps its backend.
+        new_flow("retransmitted SYN", CLIENT.into(), 45000, vip, 80),
+        then("the retransmitted SYN keeps its backend", |_, s| {
+            assert_eq!(backend_of(s, "retransmitted SYN"), backend_of(s, "SYN"));
+        }),
+        // Client closes (FIN) — then a new SYN on the same 4-tuple is a new connection.
+        packet("FIN", Client, Frame::tcp(flow, FIN | ACK).bytes(), XDP_REDIRECT, Out::Any),
+        new_flow("SYN after the FIN", CLIENT.into(), 45000, vip, 80),
+        then("reopened", |t: &mut Bench, s| {
+            assert_ne!(backend_of(s, "SYN after the FIN"), backend_of(s, "SYN"), "rescheduled (rr moves on)");
+            assert_eq!(t.dp.stats().unwrap().packets("flow_reopened"), 1);
+        }),
+        // Sweep: a flow that saw a RST and an idle UDP flow go; an open TCP flow stays.
+        packet("SYN 45001", Client, Frame::tcp(Flow::new(CLIENT, 45001, VIP, 80), SYN).bytes(), XDP_REDIRECT, Out::Any),
+        packet("RST 45001", Client, Frame::tcp(Flow::new(CLIENT, 45001, VIP, 80), RST).bytes(), XDP_REDIRECT, Out::Any),
+        packet("UDP 45002", Client, Frame::udp(Flow::new(CLIENT, 45002, VIP, 53)).bytes(), XDP_REDIRECT, Out::Any),
+        then("sweep", |t: &mut Bench, _| {
+            let report =
+                t.dp.sweep(&SweepOptions {
+                    udp_timeout: Duration::ZERO,
+                    tcp_closed_timeout: Duration::ZERO,
+                    tcp_syn_timeout: Duration::from_secs(60),
+                })
+                .unwrap();
+            assert_eq!((report.flows, report.expired), (3, 2), "{report:?}");
+        }),
+        same_backend(
+            "ACK after the sweep",
+            Frame::tcp(flow, ACK),
+            "SYN after the FIN",
+            "the open flow survived the sweep",
+        ),
+    ];
+    Fixture::new(m, steps)
+}
