@@ -8,6 +8,8 @@ use tokio::{
     net::{TcpStream, UdpSocket},
 };
 
+use lb_common::proxy_header;
+
 use crate::model::{ProxyProtocol, health::ProbeKind};
 
 /// One way of asking a backend whether it is healthy.
@@ -90,14 +92,16 @@ impl Probe for HttpProbe {
     }
 }
 
-/// The PROXY protocol header of a health check (no client behind it).
+/// The PROXY protocol header of a health check (no client behind it): v2 `LOCAL`, v1
+/// `PROXY UNKNOWN`.
 pub fn local_proxy_header(pp: ProxyProtocol) -> Vec<u8> {
-    match pp {
-        ProxyProtocol::Off => Vec::new(),
-        ProxyProtocol::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
-        // Signature, version 2 + LOCAL, AF_UNSPEC, no addresses.
-        ProxyProtocol::V2 => [&lb_common::PROXY_V2_SIGNATURE[..], &[0x20, 0x00, 0x00, 0x00]].concat(),
-    }
+    let mut buf = [0u8; proxy_header::MAX_LEN];
+    let len = match pp {
+        ProxyProtocol::Off => Ok(0),
+        ProxyProtocol::V1 => proxy_header::v1_unknown(&mut buf),
+        ProxyProtocol::V2 => proxy_header::v2_local(&mut buf),
+    };
+    buf[..len.unwrap_or(0)].to_vec()
 }
 
 /// Sends `req` and reads the status code of the answer (0: none).
