@@ -118,3 +118,22 @@ impl TlsPolicy {
         matches!(self, TlsPolicy::Tls12Strict | TlsPolicy::Tls12StrictWith13)
     }
 }
+
+/// A cookie name: 1..=200 printable ASCII characters without `,`, `;` or spaces, not
+/// starting with `$` (both references' rule).
+pub fn cookie_name(v: &str) -> Result<String, String> {
+    let len = v.chars().count();
+    if !(1..=200).contains(&len) {
+        return Err(format!("a cookie name has 1..=200 characters, not {len}"));
+    }
+    if v.starts_with('$') {
+        return Err(format!("{} starts with $", quote(v)));
+    }
+    if let Some(c) = v.chars().find(|c| !c.is_ascii_graphic() || *c == ',' || *c == ';') {
+        return Err(format!(
+            "{} contains {c:?}; a cookie name is printable ASCII without ',', ';' or spaces",
+            quote(v)
+        ));
+    }
+    Ok(v.to_owned())
+}

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::listeners::ListenPort;
-use super::values::{boolean, choice, list, number, quote};
+use super::values::{boolean, choice, cookie_name, list, number, quote};
 use super::{Cx, Key, PREFIX, gated};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -126,24 +126,6 @@ impl Default for BackendSettings {
             drain_timeout_s: None,
         }
     }
-}
-
-/// A cookie name: 1..=200 printable ASCII characters without `,`, `;`, spaces, not `$...`.
-pub fn cookie_name(v: &str) -> Result<String, String> {
-    let len = v.chars().count();
-    if !(1..=200).contains(&len) {
-        return Err(format!("a cookie name has 1..=200 characters, not {len}"));
-    }
-    if v.starts_with('$') {
-        return Err(format!("{} starts with $", quote(v)));
-    }
-    if let Some(c) = v.chars().find(|c| !c.is_ascii_graphic() || *c == ',' || *c == ';') {
-        return Err(format!(
-            "{} contains {c:?}; a cookie name is printable ASCII without ',', ';' or spaces",
-            quote(v)
-        ));
-    }
-    Ok(v.to_owned())
 }
 
 fn http_codes(v: &str) -> Result<HealthCheckCodes, String> {

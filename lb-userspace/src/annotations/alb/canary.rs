@@ -2,7 +2,7 @@
 //! `canary-by-cookie` and `canary-weight`; precedence Header > Cookie > Weight.
 use serde::Serialize;
 
-use super::values::{boolean, number};
+use super::values::{boolean, cookie_name, number};
 use super::{Cx, Key, PREFIX};
 
 /// How a canary Ingress takes requests from the main one. At least one strategy is set.
@@ -64,7 +64,7 @@ pub(super) fn parse(cx: &mut Cx) -> Option<Canary> {
         }
         _ => name.zip(value),
     };
-    let cookie = cx.value(Key::CanaryByCookie, super::backend::cookie_name);
+    let cookie = cx.value(Key::CanaryByCookie, cookie_name);
     let weight = cx.value(Key::CanaryWeight, |v| number(v, 0, 100));
     if !STRATEGIES.iter().any(|k| cx.has(*k)) {
         cx.error(Key::Canary, "\"true\" needs a strategy: canary-by-header (with canary-by-header-value), canary-by-cookie or canary-weight");

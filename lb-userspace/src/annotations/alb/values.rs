@@ -2,7 +2,7 @@
 //! comma lists, DNS names, header names, JSON field lookup (case-insensitive, as the Go
 //! controller's `encoding/json` is) and regex patterns with the `~` / `~*` flags.
 
-pub use crate::annotations::values::{choice, list, number, quote};
+pub use crate::annotations::values::{choice, cookie_name, list, number, quote};
 use regex::{Regex, RegexBuilder};
 use serde::{Serialize, Serializer};
 use serde_json::Value;

@@ -71,22 +71,9 @@ pub fn resource_id(v: &str) -> Result<ResourceId, String> {
     word(v).map(ResourceId)
 }
 
-/// A cookie name as the reference states it.
+/// A validated cookie name (`cookie`), see [`crate::annotations::values::cookie_name`].
 pub fn cookie_name(v: &str) -> Result<CookieName, String> {
-    let len = v.chars().count();
-    if !(1..=200).contains(&len) {
-        return Err(format!("a cookie name has 1..=200 characters, not {len}"));
-    }
-    if v.starts_with('$') {
-        return Err(format!("{} starts with $", quote(v)));
-    }
-    if let Some(c) = v.chars().find(|c| !c.is_ascii_graphic() || *c == ',' || *c == ';') {
-        return Err(format!(
-            "{} contains {c:?}; a cookie name is printable ASCII without ',', ';' or spaces",
-            quote(v)
-        ));
-    }
-    Ok(CookieName(v.to_owned()))
+    crate::annotations::values::cookie_name(v).map(CookieName)
 }
 
 #[cfg(test)]
