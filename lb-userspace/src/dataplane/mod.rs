@@ -22,7 +22,7 @@ use aya::{
 };
 use lb_common::{
     DatapathConfig, FAMILY_V4, FAMILY_V6, Listener, ListenerKey, MAX_LISTENERS, SnatAddr, acl_mode, listener_flags,
-    map_names as names, prog_index, scheduler,
+    map_names as names, prog_index, scheduler, snat_flags,
 };
 use thiserror::Error;
 
@@ -185,11 +185,11 @@ impl Dataplane {
         let mut value = SnatAddr::default();
         if let Some(a) = v4 {
             value.v4 = u32::from(a).to_be();
-            value.flags |= 1;
+            value.flags |= snat_flags::V4;
         }
         if let Some(a) = v6 {
             value.v6 = addr_words(IpAddr::V6(a));
-            value.flags |= 2;
+            value.flags |= snat_flags::V6;
         }
         if value.flags != 0 {
             let mut snat: BpfHashMap<&mut MapData, u32, SnatAddr> = self.map_mut(names::SNAT_ADDRS)?;
