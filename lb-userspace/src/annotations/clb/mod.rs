@@ -25,8 +25,6 @@ mod values;
 #[cfg(test)]
 mod fuzz;
 #[cfg(test)]
-mod golden;
-#[cfg(test)]
 mod testutil;
 
 use std::collections::BTreeMap;
