@@ -95,15 +95,17 @@ impl ResolvesServerCert for SniResolver {
 
 /// Protocol versions and cipher suites of a policy. rustls implements TLS 1.2 and 1.3 with
 /// AEAD, forward-secret (ECDHE) suites only, so the policies that also allow TLS 1.0/1.1
-/// and CBC or static-RSA suites serve their TLS 1.2 part; only `..._with_1_3` adds TLS 1.3
-/// (as on ALB/CLB, where the other policies have no TLS 1.3).
+/// and CBC or static-RSA suites serve their TLS 1.2 part. A policy named for a lowest
+/// version (`1_0`, `1_1`, `1_2`) allows every later one, TLS 1.3 included; only
+/// `..._1_2_strict` is TLS 1.2 alone.
 pub fn policy(p: TlsPolicy) -> (Vec<&'static SupportedProtocolVersion>, Vec<SupportedCipherSuite>) {
     use rustls::crypto::ring::cipher_suite as cs;
     let versions = match p {
-        TlsPolicy::Tls12StrictWith13 => vec![&rustls::version::TLS13, &rustls::version::TLS12],
-        _ => vec![&rustls::version::TLS12],
+        TlsPolicy::Tls12Strict => vec![&rustls::version::TLS12],
+        _ => vec![&rustls::version::TLS13, &rustls::version::TLS12],
     };
-    let tls12 = vec![
+    let tls13 = [cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256];
+    let tls12 = [
         cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
         cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
         cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
@@ -112,15 +114,10 @@ pub fn policy(p: TlsPolicy) -> (Vec<&'static SupportedProtocolVersion>, Vec<Supp
         cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     ];
     let suites = match p {
-        // Strict: the AES-GCM suites of ALB's strict policies (no ChaCha20).
+        // Strict: the AES-GCM suites of ALB's strict policies (no ChaCha20 in TLS 1.2).
         TlsPolicy::Tls12Strict => tls12[..4].to_vec(),
-        TlsPolicy::Tls12StrictWith13 => {
-            let mut s =
-                vec![cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256];
-            s.extend_from_slice(&tls12[..4]);
-            s
-        }
-        _ => tls12,
+        TlsPolicy::Tls12StrictWith13 => [&tls13[..], &tls12[..4]].concat(),
+        _ => [&tls13[..], &tls12[..]].concat(),
     };
     (versions, suites)
 }

@@ -94,6 +94,17 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Removes hop-by-hop headers, and those named in `Connection`. `te: trailers` stays (gRPC).
+/// Forwarding headers a client may not set: the listener adds its own (`X-Forwarded-For`
+/// is appended to, as nginx's `$proxy_add_x_forwarded_for` does).
+const UNTRUSTED_FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-host",
+    "x-forwarded-client-srcport",
+];
+
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -135,7 +146,9 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
     let scheme = if conn.tls { "https" } else { "http" };
     let host = request_host(&req);
     let bare_host = host_without_port(&host).to_owned();
-    let path = req.uri().path().to_owned();
+    let Some(path) = matching::normalize_path(req.uri().path()) else {
+        return respond::error(StatusCode::BAD_REQUEST, "the request path is not an absolute path");
+    };
     let query = req.uri().query().map(str::to_owned);
     if let Some(port) = l.redirect_https_port {
         return respond::redirect(301, &respond::location("https", &bare_host, port, &path, query.as_deref()));
@@ -251,11 +264,15 @@ fn prepare(
     let authority = req.uri().authority().map(|a| a.as_str().to_owned());
     let h = req.headers_mut();
     strip_hop_by_hop(h);
-    // HTTP/2 clients send :authority instead of Host; HTTP/1.1 backends need Host.
-    if let Some(a) = authority
-        && !h.contains_key(header::HOST)
-    {
+    // The Host the backend gets is the one the route matched: the URI's authority when the
+    // request has one (HTTP/2 `:authority`, HTTP/1.1 absolute-form), which overrides a
+    // different Host header (RFC 9112 3.2.2).
+    if let Some(a) = authority {
         put(h, "host", &a);
+    }
+    // Forwarding headers are the listener's to set: what a client sent is not trusted.
+    for name in UNTRUSTED_FORWARDING {
+        h.remove(*name);
     }
     if upgrade && let Some(u) = upgrade_hdr {
         h.insert(header::UPGRADE, u);
@@ -465,11 +482,11 @@ async fn forward(
     match result {
         Err(_) => respond::error(
             StatusCode::GATEWAY_TIMEOUT,
-            &format!("backend {addr} did not answer within {}s", timeout.as_secs()),
+            &format!("the backend did not answer within {}s", timeout.as_secs()),
         ),
         Ok(Err(e)) => {
-            tracing::debug!(backend = %addr, error = %e, "backend request failed");
-            respond::error(StatusCode::BAD_GATEWAY, &format!("backend {addr}: {}", error_text(&e)))
+            tracing::info!(backend = %addr, error = %error_text(&e), "backend request failed: 502");
+            respond::error(StatusCode::BAD_GATEWAY, "the backend could not be reached")
         }
         Ok(Ok(mut resp)) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS

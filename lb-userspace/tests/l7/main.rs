@@ -2,6 +2,7 @@
 //! in-process backends (and curl for TLS and HTTP/2).
 mod actions;
 mod balancing;
+mod hardening;
 mod listeners;
 mod reload;
 mod routing;

@@ -157,9 +157,9 @@ async fn cipher_policies_map_to_protocol_versions() {
     std::fs::write(&ca_file, ca.ca.pem()).unwrap();
     // (policy, TLS 1.3 accepted, TLS 1.2 accepted, TLS 1.2 ChaCha20 accepted)
     let table = [
-        ("tls_cipher_policy_1_0", false, true, true),
-        ("tls_cipher_policy_1_1", false, true, true),
-        ("tls_cipher_policy_1_2", false, true, true),
+        ("tls_cipher_policy_1_0", true, true, true),
+        ("tls_cipher_policy_1_1", true, true, true),
+        ("tls_cipher_policy_1_2", true, true, true),
         ("tls_cipher_policy_1_2_strict", false, true, false),
         ("tls_cipher_policy_1_2_strict_with_1_3", true, true, false),
     ];
