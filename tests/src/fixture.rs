@@ -2,6 +2,10 @@
 //! steps, each packet step a case — a name, the frame in and the side it arrives on, the
 //! verdict, and what the frame out must be — and a small runner plays them in order.
 //!
+//! Where a frame goes in is the side it arrives on ([`Side`]) unless the hook says otherwise:
+//! a hook with several programs (the tc tests: `lb_tc` on either side, `lb_tc_egress`, and
+//! `lb_xdp`) names them with a type of its own, `On` in [`Hook<On>`] and [`Step<H, On>`].
+//!
 //! Flows carry state from one case to the next (a backend's reply goes to the source port
 //! the client's packet was given, which is random), so a case's frame may be built from the
 //! frames earlier cases put out ([`Seen`]), and its check may compare with them. Steps that
@@ -21,10 +25,12 @@ pub enum Side {
     Backend,
 }
 
-/// A datapath the runner plays frames through.
-pub trait Hook {
-    /// Run `frame` as if it arrived on `side`: (verdict, the frame after the program).
-    fn run(&mut self, frame: &[u8], side: Side) -> (u32, Vec<u8>);
+/// A datapath the runner plays frames through; `On` says where a frame goes in (by default
+/// the side it arrives on).
+pub trait Hook<On = Side> {
+    /// Run `frame` as if it went in at `on` (by default: arrived on that side): (verdict, the
+    /// frame after the program).
+    fn run(&mut self, frame: &[u8], on: On) -> (u32, Vec<u8>);
     /// The MAC of the backend-facing interface (backends address their frames to it).
     fn backend_side_mac(&self) -> [u8; 6];
 }
@@ -98,25 +104,25 @@ pub fn raw(f: impl Fn(&[u8], &Seen) + Send + 'static) -> Out {
 }
 
 /// A row of a table.
-pub enum Step<H> {
-    /// A frame in on `on`: the program must answer `verdict` and put out what `out` says.
-    Packet { name: String, on: Side, input: Input, verdict: u32, out: Out },
+pub enum Step<H, On = Side> {
+    /// A frame in at `on`: the program must answer `verdict` and put out what `out` says.
+    Packet { name: String, on: On, input: Input, verdict: u32, out: Out },
     /// Anything else, in its place among the packets.
     Then { name: String, f: Action<H> },
 }
 
 /// A packet case.
-pub fn packet<H>(name: impl Into<String>, on: Side, input: impl Into<Input>, verdict: u32, out: Out) -> Step<H> {
+pub fn packet<H, On>(name: impl Into<String>, on: On, input: impl Into<Input>, verdict: u32, out: Out) -> Step<H, On> {
     Step::Packet { name: name.into(), on, input: input.into(), verdict, out }
 }
 
 /// A step that is not a packet: counters, a model change, a pause.
-pub fn then<H>(name: impl Into<String>, f: impl FnOnce(&mut H, &Seen) + Send + 'static) -> Step<H> {
+pub fn then<H, On>(name: impl Into<String>, f: impl FnOnce(&mut H, &Seen) + Send + 'static) -> Step<H, On> {
     Step::Then { name: name.into(), f: Box::new(f) }
 }
 
 /// Play `steps` in order through `hook`. A failing check names its case.
-pub fn run<H: Hook>(hook: &mut H, steps: Vec<Step<H>>) {
+pub fn run<H: Hook<On>, On>(hook: &mut H, steps: Vec<Step<H, On>>) {
     let mut seen = Seen { b_mac: hook.backend_side_mac(), frames: HashMap::new() };
     for step in steps {
         match step {
