@@ -12,10 +12,10 @@ use lb_userspace::model::{Protocol, ProxyProtocol, Scheduler};
 
 use super::{A, At, B, B1, CLIENT, Fixture, SNAT, TC_ACT_REDIRECT, Tc, VIP};
 
-/// One TCP flow (client port 40000, ISN 1000) through a PROXY listener on `vip:80` whose
+/// One TCP flow (client port `port`, ISN 1000) through a PROXY listener on `vip:80` whose
 /// header is `header`: the client's frames on `a`, the backend's on `b`. Its cases are named
 /// `<name>: <case>`.
-fn pp_flow(name: &str, vip: IpAddr, header: Vec<u8>) -> Vec<Step<Tc, At>> {
+fn pp_flow(name: &str, vip: IpAddr, port: u16, header: Vec<u8>) -> Vec<Step<Tc, At>> {
     let client = IpAddr::V4(CLIENT);
     let case = |what: &str| format!("{name}: {what}");
     let syn_case = case("SYN");
@@ -26,12 +26,12 @@ fn pp_flow(name: &str, vip: IpAddr, header: Vec<u8>) -> Vec<Step<Tc, At>> {
     };
     let reply = to_client.clone();
     let len = header.len() as u32;
-    let syn = Frame::tcp(Flow::new(client, 40000, vip, 80), SYN).seq_ack(1000, 0).options(&syn_options(1460));
+    let syn = Frame::tcp(Flow::new(client, port, vip, 80), SYN).seq_ack(1000, 0).options(&syn_options(1460));
     // The first data segment (1400 bytes: several chunks moved), before the backend
     // acknowledged anything.
     let body: Vec<u8> = (0..1400u32).map(|i| (i * 7 + 3) as u8).collect();
-    let data = Frame::tcp(Flow::new(client, 40000, vip, 80), ACK | PSH).seq_ack(1001, 9001).payload(&body);
-    let more = Frame::tcp(Flow::new(client, 40000, vip, 80), ACK | PSH).seq_ack(2401, 9001).payload(b"more");
+    let data = Frame::tcp(Flow::new(client, port, vip, 80), ACK | PSH).seq_ack(1001, 9001).payload(&body);
+    let more = Frame::tcp(Flow::new(client, port, vip, 80), ACK | PSH).seq_ack(2401, 9001).payload(b"more");
     vec![
         packet(
             case("SYN"),
@@ -99,9 +99,13 @@ pub fn tc_inserts_the_proxy_header_by_moving_the_payload() -> Fixture {
     udp.proxy_protocol = ProxyProtocol::V2;
     let client = IpAddr::V4(CLIENT);
 
-    // v2 (28 bytes) and v1 (46 bytes: with these addresses and ports, even too).
-    let mut steps = pp_flow("v2 to 198.18.100.10", vip, v2_header(client, 40000, vip, 80, false));
-    steps.extend(pp_flow("v1 to 198.18.100.11", vip11, v1_header(client, 40000, vip11, 80)));
+    // v2 (28 bytes), v1 of an even length (46 bytes) and of an odd one (45 bytes: client
+    // port 4000), which the payload move must handle without a 16-bit alignment.
+    let mut steps = pp_flow("v2 to 198.18.100.10", vip, 40000, v2_header(client, 40000, vip, 80, false));
+    steps.extend(pp_flow("v1 to 198.18.100.11", vip11, 40000, v1_header(client, 40000, vip11, 80)));
+    let odd = v1_header(client, 4000, vip11, 80);
+    assert_eq!(odd.len() % 2, 1, "an odd-length v1 header");
+    steps.extend(pp_flow("odd v1 to 198.18.100.11", vip11, 4000, odd));
     steps.extend([
         // A UDP datagram: a v2 header in front of each.
         packet(
@@ -114,7 +118,7 @@ pub fn tc_inserts_the_proxy_header_by_moving_the_payload() -> Fixture {
                 assert_eq!(p.payload, [v2_header(client, 5000, IpAddr::V4(VIP), 53, true), vec![9u8; 300]].concat());
             }),
         ),
-        then("counters", |t: &mut Tc, _| assert_eq!(t.counter("pp_inserted"), 3)),
+        then("counters", |t: &mut Tc, _| assert_eq!(t.counter("pp_inserted"), 4)),
     ]);
     Fixture::new(model(vec![v2, v1, udp]), steps)
 }
