@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
@@ -16,6 +16,7 @@ use hyper_util::{
 use super::matching::{self, cors_allows, host_without_port, redirects_to_https};
 use super::{
     balance::{ActiveRequests, PickContext, endpoint_id, hash64},
+    limits::Limits,
     respond::{self, Body, BoxError, Origin},
     router::{self, CompiledRoute, Pick, Table},
 };
@@ -141,7 +142,20 @@ fn request_host(req: &Request<Incoming>) -> String {
 }
 
 /// Serves one request of a listener.
-pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, up: Arc<Upstreams>) -> Response<Body> {
+pub async fn handle(
+    mut req: Request<Incoming>,
+    conn: Conn,
+    table: Arc<Table>,
+    up: Arc<Upstreams>,
+    limits: Limits,
+) -> Response<Body> {
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return respond::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than {} bytes", limits.max_body_bytes),
+        );
+    }
     let l = &table.listener;
     let scheme = if conn.tls { "https" } else { "http" };
     let host = request_host(&req);
@@ -212,7 +226,7 @@ pub async fn handle(mut req: Request<Incoming>, conn: Conn, table: Arc<Table>, u
             prepare(&mut req, &conn, &table, route, &new_path, new_query.as_deref());
             mirror(&req, route, &cx, &up);
             let mut resp =
-                forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s))).await;
+                forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s)), limits).await;
             set_sticky(route, pick, &mut resp);
             if gzip {
                 resp = super::gzip::compress(resp);
@@ -441,6 +455,7 @@ async fn forward(
     cx: &PickContext<'_>,
     up: &Arc<Upstreams>,
     timeout: Duration,
+    limits: Limits,
 ) -> Response<Body> {
     let backend = &route.route.rule.backend;
     let (scheme, client) = match backend.protocol {
@@ -469,7 +484,11 @@ async fn forward(
     let mut addr = pick.endpoint.addr;
     // Kept only when the request could be sent again (no body).
     let saved = resendable.then(|| parts.clone());
-    let mut result = tokio::time::timeout_at(deadline, send(parts, addr, body.map_err(BoxError::from).boxed())).await;
+    let mut result = tokio::time::timeout_at(
+        deadline,
+        send(parts, addr, Limited::new(body, limits.max_body_bytes as usize).map_err(BoxError::from).boxed()),
+    )
+    .await;
     if let Some(saved) = saved
         && let Ok(Err(e)) = &result
         && e.is_connect()
@@ -495,8 +514,7 @@ async fn forward(
                 let backend_side = hyper::upgrade::on(&mut resp);
                 tokio::spawn(async move {
                     if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
-                        let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
-                        let _ = tokio::io::copy_bidirectional(&mut c, &mut b).await;
+                        super::limits::tunnel(TokioIo::new(c), TokioIo::new(b), limits.tunnel_idle).await;
                     }
                 });
                 let (p, _) = resp.into_parts();

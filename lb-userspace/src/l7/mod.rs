@@ -7,6 +7,7 @@
 pub mod balance;
 pub mod forward;
 pub mod gzip;
+pub mod limits;
 pub mod matching;
 pub mod respond;
 pub mod router;
@@ -23,6 +24,8 @@ use tokio::sync::watch;
 
 use crate::{model::l7::L7Listener, tls};
 use forward::Upstreams;
+use limits::ConnectionGate;
+pub use limits::Limits;
 use router::Table;
 use server::ListenerState;
 
@@ -48,6 +51,7 @@ pub struct Proxy {
     upstreams: Arc<Upstreams>,
     /// Where listeners without an address (ALB) bind: every address of the node by default.
     bind_all: Vec<IpAddr>,
+    limits: Limits,
 }
 
 impl Default for Proxy {
@@ -58,7 +62,12 @@ impl Default for Proxy {
 
 impl Proxy {
     pub fn new(bind_all: Vec<IpAddr>) -> Proxy {
-        Proxy { running: BTreeMap::new(), upstreams: Arc::new(Upstreams::new()), bind_all }
+        Proxy::with_limits(bind_all, Limits::default())
+    }
+
+    /// A proxy whose listeners have `limits` instead of the defaults.
+    pub fn with_limits(bind_all: Vec<IpAddr>, limits: Limits) -> Proxy {
+        Proxy { running: BTreeMap::new(), upstreams: Arc::new(Upstreams::new()), bind_all, limits }
     }
 
     /// The addresses each listener is bound to.
@@ -128,6 +137,8 @@ impl Proxy {
             tls: ArcSwapOption::new(tls),
             upstreams: self.upstreams.clone(),
             drain: drain_rx,
+            limits: self.limits,
+            gate: ConnectionGate::new(self.limits),
         });
         let addrs = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
         for s in sockets {

@@ -21,6 +21,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use super::{
     forward::{self, Conn, Upstreams},
+    limits::{ConnectionGate, Limits},
     router::Table,
 };
 
@@ -29,6 +30,8 @@ use super::{
 pub struct Counters {
     pub connections: AtomicU64,
     pub refused_by_acl: AtomicU64,
+    /// Connections closed at accept: the listener or the client had too many open.
+    pub refused_over_limit: AtomicU64,
     pub tls_failures: AtomicU64,
     /// Index 0: 1xx ... 4: 5xx.
     pub responses: [AtomicU64; 5],
@@ -45,6 +48,7 @@ impl Counters {
         serde_json::json!({
             "connections": self.connections.load(Ordering::Relaxed),
             "refused_by_acl": self.refused_by_acl.load(Ordering::Relaxed),
+            "refused_over_limit": self.refused_over_limit.load(Ordering::Relaxed),
             "tls_failures": self.tls_failures.load(Ordering::Relaxed),
             "requests": (0..5).map(r).sum::<u64>(),
             "responses": { "1xx": r(0), "2xx": r(1), "3xx": r(2), "4xx": r(3), "5xx": r(4) },
@@ -60,6 +64,9 @@ pub struct ListenerState {
     pub upstreams: Arc<Upstreams>,
     /// Turns true when the listener is removed: connections finish their requests and close.
     pub drain: watch::Receiver<bool>,
+    pub limits: Limits,
+    /// Open connections, per listener and per client.
+    pub gate: Arc<ConnectionGate>,
 }
 
 /// A listening socket: `SO_REUSEADDR`; `SO_REUSEPORT`, so that a CLB listener on
@@ -96,10 +103,19 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
                         tracing::debug!(%peer, "connection refused by the listener's ACL");
                         continue;
                     }
+                    let Some(admitted) = state.gate.admit(peer.ip()) else {
+                        state.counters.refused_over_limit.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "connection refused: too many open connections");
+                        continue;
+                    };
                     state.counters.connections.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
                     let local = stream.local_addr().unwrap_or(peer);
-                    tokio::spawn(connection(stream, peer, local, state.clone()));
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        connection(stream, peer, local, state).await;
+                        drop(admitted);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -178,7 +194,7 @@ where
             activity.inflight.fetch_add(1, Ordering::Relaxed);
             activity.touch();
             async move {
-                let resp = forward::handle(req, conn, table, up).await;
+                let resp = forward::handle(req, conn, table, up, state.limits).await;
                 state.counters.response(resp.status().as_u16());
                 activity.inflight.fetch_sub(1, Ordering::Relaxed);
                 activity.touch();

@@ -3,6 +3,7 @@
 mod actions;
 mod balancing;
 mod hardening;
+mod limits;
 mod listeners;
 mod reload;
 mod routing;

@@ -1,0 +1,162 @@
+//! The proxy's own limits, so that one abusive client or a flood cannot exhaust the node:
+//! open connections per listener and per client address, the request body size, and how
+//! long an upgraded tunnel (WebSocket) may stay silent. Defaults are in [`Limits::default`]
+//! and `docs/l7.md`.
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The limits of every listener of a proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections of one listener; more are closed at accept.
+    pub max_connections: usize,
+    /// Open connections of one listener from one client address.
+    pub max_connections_per_client: usize,
+    /// A request body larger than this gets 413 (by `Content-Length`) or is cut off.
+    pub max_body_bytes: u64,
+    /// An upgraded connection (WebSocket tunnel) silent both ways this long is closed.
+    pub tunnel_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 16_384,
+            max_connections_per_client: 1_024,
+            max_body_bytes: 256 << 20,
+            tunnel_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Counts a listener's open connections, in all and per client address.
+pub struct ConnectionGate {
+    limits: Limits,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One admitted connection; dropping it frees its place.
+pub struct Admitted {
+    gate: Arc<ConnectionGate>,
+    client: IpAddr,
+}
+
+impl ConnectionGate {
+    pub fn new(limits: Limits) -> Arc<ConnectionGate> {
+        Arc::new(ConnectionGate { limits, open: Mutex::new((0, HashMap::new())) })
+    }
+
+    /// A place for a connection from `client`, or `None` when the listener or the client
+    /// is at its limit.
+    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Admitted> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let from_client = open.1.get(&client).copied().unwrap_or(0);
+        if open.0 >= self.limits.max_connections || from_client >= self.limits.max_connections_per_client {
+            return None;
+        }
+        open.0 += 1;
+        open.1.insert(client, from_client + 1);
+        Some(Admitted { gate: self.clone(), client })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.gate.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Copies both ways between `a` and `b` until either side closes or nothing moved for
+/// `idle`.
+pub async fn tunnel<A, B>(a: A, b: B, idle: Duration)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let mut a = Watched { io: a, start, last: last.clone() };
+    let mut b = Watched { io: b, start, last: last.clone() };
+    let watchdog = async {
+        loop {
+            let quiet = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
+        _ = watchdog => tracing::debug!(?idle, "tunnel idle: closed"),
+    }
+}
+
+/// An I/O object that records when it last read something.
+struct Watched<T> {
+    io: T,
+    start: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_counts_per_listener_and_per_client() {
+        let gate =
+            ConnectionGate::new(Limits { max_connections: 3, max_connections_per_client: 2, ..Limits::default() });
+        let (a, b): (IpAddr, IpAddr) = ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap());
+        let a1 = gate.admit(a).unwrap();
+        let _a2 = gate.admit(a).unwrap();
+        assert!(gate.admit(a).is_none(), "a third from one client");
+        let _b1 = gate.admit(b).unwrap();
+        assert!(gate.admit(b).is_none(), "a fourth on the listener");
+        drop(a1);
+        assert!(gate.admit(b).is_some(), "a closed connection frees its place");
+    }
+}

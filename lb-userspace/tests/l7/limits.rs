@@ -1,0 +1,98 @@
+//! The proxy's limits through real connections: connections per client, the request body
+//! size, idle tunnels.
+use std::time::Duration;
+
+use lb_userspace::l7::{Limits, Proxy};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use super::{routing::NS, support::*};
+
+/// One ALB listener on `port` forwarding everything to one echo backend, under `limits`.
+async fn listener(port: u16, limits: Limits) -> Proxy {
+    let b = echo("b", Duration::ZERO).await;
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "b", &[&b])
+        + &ingress(NS, "lim", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "b")]));
+    let mut p = Proxy::with_limits(vec!["127.0.0.1".parse().unwrap()], limits);
+    let errors = p.apply(&model(&yaml).l7);
+    assert!(errors.is_empty(), "{errors:?}");
+    p
+}
+
+/// Sends one HTTP/1.1 request on `s` and returns the status line ("" when the connection
+/// was closed without an answer).
+async fn status_line(s: &mut TcpStream, req: &[u8]) -> String {
+    if s.write_all(req).await.is_err() {
+        return String::new();
+    }
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    }
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: lim.test\r\n\r\n";
+
+#[tokio::test]
+async fn a_client_over_its_connection_limit_is_refused_until_one_closes() {
+    let port = free_port();
+    let _p = listener(port, Limits { max_connections_per_client: 2, ..Limits::default() }).await;
+    let mut first = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut second = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert!(status_line(&mut first, GET).await.starts_with("HTTP/1.1 200"));
+    assert!(status_line(&mut second, GET).await.starts_with("HTTP/1.1 200"));
+    let mut third = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(status_line(&mut third, GET).await, "", "the third connection is closed unanswered");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert!(status_line(&mut again, GET).await.starts_with("HTTP/1.1 200"), "a freed place is taken again");
+    assert!(status_line(&mut second, GET).await.starts_with("HTTP/1.1 200"), "admitted connections go on");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413() {
+    let port = free_port();
+    let _p = listener(port, Limits { max_body_bytes: 1024, ..Limits::default() }).await;
+    let c = client();
+    let small = send_body(&c, port, vec![b'x'; 1024]).await;
+    assert_eq!(small, 200);
+    let big = send_body(&c, port, vec![b'x'; 1025]).await;
+    assert_eq!(big, 413);
+}
+
+async fn send_body(c: &HttpClient, port: u16, body: Vec<u8>) -> u16 {
+    let req = http::Request::post(format!("http://127.0.0.1:{port}/upload"))
+        .header("host", "lim.test")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    c.request(req).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed() {
+    let port = free_port();
+    let _p = listener(port, Limits { tunnel_idle: Duration::from_secs(1), ..Limits::default() }).await;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let head =
+        status_line(&mut s, b"GET /ws HTTP/1.1\r\nHost: lim.test\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+            .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // Traffic keeps it open past the idle time...
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        s.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+    // ...silence closes it.
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed within the idle time");
+    assert_eq!(n.unwrap_or(0), 0, "the tunnel was closed");
+}
