@@ -117,3 +117,60 @@ async fn error_bodies_do_not_name_backends() {
     assert_eq!(got.status, 502, "{}", got.body);
     assert!(!got.body.contains("127.0.0.1") && !got.body.contains(&dead_port.to_string()), "{}", got.body);
 }
+
+/// An Ingress of another namespace cannot take a host and path an older Ingress serves,
+/// not even with a lower `order`; Ingresses of one namespace still share hosts.
+#[tokio::test]
+async fn a_host_and_path_belong_to_the_oldest_ingress_across_namespaces() {
+    let port = free_port();
+    let (shop, evil) = (echo("shop", Duration::ZERO).await, echo("evil", Duration::ZERO).await);
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let created = |yaml: String, ns: &str, ts: &str| {
+        yaml.replacen(
+            &format!("  namespace: {ns}\n"),
+            &format!("  namespace: {ns}\n  creationTimestamp: \"{ts}\"\n"),
+            1,
+        )
+    };
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service("shop", "web", &[&shop])
+        + &service("evil", "web", &[&evil])
+        + &created(
+            ingress("shop", "store", &[("listen-ports", &lp)], &rule("shop.test", &[("/", "Prefix", "web")])),
+            "shop",
+            "2026-01-01T00:00:00Z",
+        )
+        + &created(
+            ingress(
+                "evil",
+                "grab",
+                &[("listen-ports", &lp), ("order", "1")],
+                &rule("shop.test", &[("/", "Prefix", "web")]),
+            ),
+            "evil",
+            "2026-06-01T00:00:00Z",
+        )
+        + &created(
+            ingress(
+                "shop",
+                "api",
+                &[("listen-ports", &lp), ("order", "5")],
+                &rule("shop.test", &[("/api", "Prefix", "web")]),
+            ),
+            "shop",
+            "2026-07-01T00:00:00Z",
+        );
+    let b = build(&yaml);
+    let errors: Vec<String> = b.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        errors,
+        [
+            "Ingress evil/grab: spec.rules: host shop.test path Prefix / is already served for Ingress shop/store (created earlier, in another namespace)"
+        ],
+    );
+    let _p = proxy(&b.model);
+    let c = client();
+    assert_eq!(get(&c, port, "shop.test", "/", &[]).await.backend(), "shop");
+    assert_eq!(get(&c, port, "shop.test", "/api/x", &[]).await.backend(), "shop", "one namespace shares its hosts");
+    assert_eq!(evil.hits(), 0);
+}

@@ -3,7 +3,7 @@
 //! resolved to ready endpoints, and `spec.tls` certificates.
 use super::{
     ForwardedHeaders, L7Listener, L7Protocol, Lookup, Route, TlsSettings, Upstream, convert, listener_key,
-    lookup::port_text, sort_routes,
+    lookup::port_text, ownership, sort_routes,
 };
 use crate::annotations::alb::{self, IngressParse, ListenProtocol, ServiceRef};
 use crate::model::{Build, Notice, ObjectError, ObjectRef, health};
@@ -47,8 +47,13 @@ fn route(rule: &alb::Rule, lookup: &Lookup<'_>, notices: &mut Vec<Notice>, sourc
 
 /// ALB listeners for the accepted Ingresses, plus CLB http/https listeners already put in
 /// `out.model.l7` by the Service builder. An Ingress that asks for a port another Ingress
-/// already serves with another protocol is rejected.
+/// already serves with another protocol, or a host and path an older Ingress of another
+/// namespace serves, is rejected.
 pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
+    for (key, err) in ownership::conflicts(&out.model.ingresses, &lookup.ingress_created) {
+        out.model.ingresses.remove(&key);
+        out.errors.push(err);
+    }
     let mut rejected = Vec::new();
     let ingresses: Vec<(String, IngressParse)> =
         out.model.ingresses.iter().map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -6,6 +6,7 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::jiff::Timestamp;
 
 use super::{Certificate, Endpoint};
 use crate::annotations::{
@@ -26,6 +27,8 @@ pub struct Lookup<'a> {
     pub classes: Vec<AlbIngressClass>,
     /// Prefixes of the validated ACLs, by name.
     pub acls: BTreeMap<String, Vec<ipnet::IpNet>>,
+    /// Each Ingress's `creationTimestamp`, by (namespace, name).
+    pub ingress_created: BTreeMap<(String, String), Timestamp>,
 }
 
 impl<'a> Lookup<'a> {
@@ -43,6 +46,11 @@ impl<'a> Lookup<'a> {
                 .filter_map(|c| alb::parse_ingress_class(c).ok().flatten())
                 .collect(),
             acls: BTreeMap::new(),
+            ingress_created: objects
+                .ingresses
+                .iter()
+                .filter_map(|i| Some((key(&i.metadata), i.metadata.creation_timestamp.as_ref()?.0)))
+                .collect(),
         }
     }
 

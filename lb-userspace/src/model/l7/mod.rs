@@ -6,6 +6,7 @@ mod alb;
 mod clb;
 pub mod convert;
 mod lookup;
+mod ownership;
 pub mod route;
 
 use std::net::{IpAddr, SocketAddr};

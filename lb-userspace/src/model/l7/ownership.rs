@@ -1,0 +1,69 @@
+//! Host ownership across namespaces: when Ingresses of different namespaces claim the same
+//! host and path, the oldest one (by `creationTimestamp`, then namespace and name) keeps it
+//! and the others are rejected, whatever `order` or canary settings they give themselves.
+//! Ingresses of one namespace share hosts freely (ALB order decides among them).
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::Timestamp;
+
+use crate::annotations::alb::{HostMatch, IngressParse};
+use crate::model::{ObjectError, ObjectRef};
+
+/// What a rule claims: its host (`None`: any) and its path with the path type.
+type Claim = (Option<String>, String);
+
+/// The Ingresses (by model key) to reject, with why. `created`: each Ingress's
+/// `creationTimestamp` (absent sorts first), by (namespace, name).
+pub fn conflicts(
+    ingresses: &BTreeMap<String, IngressParse>,
+    created: &BTreeMap<(String, String), Timestamp>,
+) -> Vec<(String, ObjectError)> {
+    let age = |p: &IngressParse| {
+        let ts = created.get(&(p.namespace.clone(), p.name.clone())).copied();
+        (ts, p.namespace.clone(), p.name.clone())
+    };
+    let mut by_age: Vec<(&String, &IngressParse)> = ingresses.iter().collect();
+    by_age.sort_by_key(|(_, p)| age(p));
+    // The first (oldest) Ingress to claim a host and path owns it for its namespace.
+    let mut owners: BTreeMap<Claim, &IngressParse> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (key, p) in by_age {
+        let taken = p.rules.iter().find_map(|r| {
+            let claim = (r.host.as_ref().map(host_text), format!("{:?} {}", r.path.path_type, r.path.path));
+            match owners.get(&claim) {
+                Some(owner) if owner.namespace != p.namespace => Some((claim, *owner)),
+                _ => None,
+            }
+        });
+        match taken {
+            Some(((host, path), owner)) => out.push((
+                key.clone(),
+                ObjectError {
+                    object: ObjectRef { kind: "Ingress".into(), namespace: p.namespace.clone(), name: p.name.clone() },
+                    field: "spec.rules".into(),
+                    reason: format!(
+                        "host {} path {path} is already served for Ingress {}/{} (created earlier, in another namespace)",
+                        host.as_deref().unwrap_or("*"),
+                        owner.namespace,
+                        owner.name
+                    ),
+                },
+            )),
+            None => {
+                for r in &p.rules {
+                    let claim = (r.host.as_ref().map(host_text), format!("{:?} {}", r.path.path_type, r.path.path));
+                    owners.entry(claim).or_insert(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn host_text(h: &HostMatch) -> String {
+    match h {
+        HostMatch::Exact(h) => h.clone(),
+        HostMatch::Wildcard(suffix) => format!("*.{suffix}"),
+        HostMatch::Regex(p) => format!("~{}", p.source),
+    }
+}
