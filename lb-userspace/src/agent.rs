@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub admin: Option<std::net::SocketAddr>,
     /// Where ALB L7 listeners bind (every node address by default).
     pub l7_bind: Vec<std::net::IpAddr>,
+    /// The L7 proxy's connection, body and tunnel limits.
+    pub l7_limits: l7::Limits,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -71,7 +73,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut checker = health::Checker::default();
     let mut source = Source::start(&opts.source).await.context("starting the source")?;
     let mut applied = Model::default();
-    let mut proxy = l7::Proxy::new(opts.l7_bind.clone());
+    let mut proxy = l7::Proxy::with_limits(opts.l7_bind.clone(), opts.l7_limits);
     let mut agent_stats = AgentStats::default();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -3,7 +3,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use lb_userspace::{admin, agent, dataplane, kube, manifests, model, source::SourceOptions};
+use lb_userspace::{admin, agent, dataplane, kube, l7, manifests, model, source::SourceOptions};
 
 #[derive(Parser)]
 #[command(name = "lb", version, about = "XDP L4 load balancer driven by Kubernetes Services")]
@@ -95,6 +95,18 @@ enum Command {
         /// listeners always bind their Service's VIP.
         #[arg(long, value_delimiter = ',', default_value = "0.0.0.0,::")]
         l7_bind: Vec<std::net::IpAddr>,
+        /// Open connections per L7 listener; more are closed at accept.
+        #[arg(long, default_value_t = l7::limits::DEFAULT_MAX_CONNECTIONS)]
+        l7_max_connections: usize,
+        /// Open connections per L7 listener from one client address.
+        #[arg(long, default_value_t = l7::limits::DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
+        l7_max_connections_per_client: usize,
+        /// Largest request body the L7 proxy forwards, in bytes (413 past it).
+        #[arg(long, default_value_t = l7::limits::DEFAULT_MAX_BODY_BYTES)]
+        l7_max_body_bytes: u64,
+        /// Seconds an upgraded L7 connection (WebSocket) may stay silent before it is closed.
+        #[arg(long, default_value_t = l7::limits::DEFAULT_TUNNEL_IDLE_S)]
+        l7_tunnel_idle: u64,
     },
     /// Print the running daemon's counters: datapath-wide, per listener, per backend.
     #[command(after_help = "Example:\n  lb stats\n  lb stats --admin 127.0.0.1:9901 --json")]
@@ -168,6 +180,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             node_name,
             admin,
             l7_bind,
+            l7_max_connections,
+            l7_max_connections_per_client,
+            l7_max_body_bytes,
+            l7_tunnel_idle,
         } => {
             let admin = match admin.as_str() {
                 "off" => None,
@@ -208,6 +224,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 build: model::BuildOptions { node_name },
                 admin,
                 l7_bind,
+                l7_limits: l7::Limits {
+                    max_connections: l7_max_connections,
+                    max_connections_per_client: l7_max_connections_per_client,
+                    max_body_bytes: l7_max_body_bytes,
+                    tunnel_idle: Duration::from_secs(l7_tunnel_idle),
+                },
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(agent::run(opts))?;

@@ -29,13 +29,22 @@ pub struct Limits {
     pub tunnel_idle: Duration,
 }
 
+/// Default of [`Limits::max_connections`] (`lb run --l7-max-connections`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Default of [`Limits::max_connections_per_client`] (`--l7-max-connections-per-client`).
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1_024;
+/// Default of [`Limits::max_body_bytes`] (`--l7-max-body-bytes`): 256 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 << 20;
+/// Default of [`Limits::tunnel_idle`] in seconds (`--l7-tunnel-idle`).
+pub const DEFAULT_TUNNEL_IDLE_S: u64 = 300;
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_connections: 16_384,
-            max_connections_per_client: 1_024,
-            max_body_bytes: 256 << 20,
-            tunnel_idle: Duration::from_secs(300),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            tunnel_idle: Duration::from_secs(DEFAULT_TUNNEL_IDLE_S),
         }
     }
 }
