@@ -12,6 +12,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of the `run` variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: attach XDP to the interfaces and serve the objects of a manifest
@@ -107,6 +109,9 @@ enum Command {
         /// Seconds an upgraded L7 connection (WebSocket) may stay silent before it is closed.
         #[arg(long, default_value_t = l7::limits::DEFAULT_TUNNEL_IDLE_S)]
         l7_tunnel_idle: u64,
+        /// Seconds a backend's response body may send nothing before the L7 proxy cuts it off.
+        #[arg(long, default_value_t = l7::limits::DEFAULT_BODY_IDLE_S)]
+        l7_body_idle: u64,
     },
     /// Print the running daemon's counters: datapath-wide, per listener, per backend.
     #[command(after_help = "Example:\n  lb stats\n  lb stats --admin 127.0.0.1:9901 --json")]
@@ -184,6 +189,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             l7_max_connections_per_client,
             l7_max_body_bytes,
             l7_tunnel_idle,
+            l7_body_idle,
         } => {
             let admin = match admin.as_str() {
                 "off" => None,
@@ -229,6 +235,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     max_connections_per_client: l7_max_connections_per_client,
                     max_body_bytes: l7_max_body_bytes,
                     tunnel_idle: Duration::from_secs(l7_tunnel_idle),
+                    body_idle: Duration::from_secs(l7_body_idle),
                 },
             };
             let rt = tokio::runtime::Runtime::new()?;

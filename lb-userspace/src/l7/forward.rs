@@ -521,7 +521,7 @@ async fn forward(
                 return Response::from_parts(p, respond::empty());
             }
             strip_hop_by_hop(resp.headers_mut());
-            resp.map(|b| b.map_err(BoxError::from).boxed())
+            resp.map(|b| super::limits::IdleBody::new(b, limits.body_idle).boxed())
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The proxy's own limits, so that one abusive client or a flood cannot exhaust the node:
-//! open connections per listener and per client address, the request body size, and how
-//! long an upgraded tunnel (WebSocket) may stay silent. Defaults are in [`Limits::default`]
+//! open connections per listener and per client address, the request body size, how long a
+//! backend's response body may stall, and how long an upgraded tunnel (WebSocket) may stay
+//! silent. Defaults are in [`Limits::default`]
 //! and `docs/l7.md`.
 use std::{
     collections::HashMap,
@@ -13,6 +14,8 @@ use std::{
     task::{Context, Poll},
     time::{Duration, Instant},
 };
+
+use std::future::Future;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -27,6 +30,8 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// An upgraded connection (WebSocket tunnel) silent both ways this long is closed.
     pub tunnel_idle: Duration,
+    /// A backend's response body that sends nothing for this long is cut off.
+    pub body_idle: Duration,
 }
 
 /// Default of [`Limits::max_connections`] (`lb run --l7-max-connections`).
@@ -37,6 +42,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1_024;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 << 20;
 /// Default of [`Limits::tunnel_idle`] in seconds (`--l7-tunnel-idle`).
 pub const DEFAULT_TUNNEL_IDLE_S: u64 = 300;
+/// Default of [`Limits::body_idle`] in seconds (`--l7-body-idle`).
+pub const DEFAULT_BODY_IDLE_S: u64 = 60;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -45,6 +52,7 @@ impl Default for Limits {
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             tunnel_idle: Duration::from_secs(DEFAULT_TUNNEL_IDLE_S),
+            body_idle: Duration::from_secs(DEFAULT_BODY_IDLE_S),
         }
     }
 }
@@ -90,6 +98,59 @@ impl Drop for Admitted {
                 open.1.remove(&self.client);
             }
         }
+    }
+}
+
+/// A body that fails when its source sends no frame for `idle` (a stalled backend).
+pub struct IdleBody<B> {
+    inner: B,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> IdleBody<B> {
+    pub fn new(inner: B, idle: Duration) -> IdleBody<B> {
+        IdleBody { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+    }
+}
+
+/// The error of a stalled body.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent no response data for {0:?}")]
+pub struct Stalled(Duration);
+
+impl<B> hyper::body::Body for IdleBody<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(this.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

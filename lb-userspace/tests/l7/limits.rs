@@ -96,3 +96,38 @@ async fn an_idle_tunnel_is_closed() {
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed within the idle time");
     assert_eq!(n.unwrap_or(0), 0, "the tunnel was closed");
 }
+
+/// A backend that answers its headers and a first part of the body, then stalls: the proxy
+/// cuts the response off after `body_idle` instead of holding the client forever.
+#[tokio::test]
+async fn a_stalled_response_body_is_cut_off() {
+    let port = free_port();
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = Echo { addr: stall.local_addr().unwrap(), hits: Default::default() };
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = stall.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nfirst part").await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "stall", &[&backend])
+        + &ingress(NS, "st", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "stall")]));
+    let limits = Limits { body_idle: Duration::from_secs(1), ..Limits::default() };
+    let mut p = Proxy::with_limits(vec!["127.0.0.1".parse().unwrap()], limits);
+    assert!(p.apply(&model(&yaml).l7).is_empty());
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: st.test\r\n\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the client was held past the body idle limit");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("first part"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5), "cut off after {:?}", started.elapsed());
+}
