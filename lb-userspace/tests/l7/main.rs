@@ -1,5 +1,6 @@
 //! The L7 proxy end to end on 127.0.0.1: manifests → model → proxy → real HTTP requests to
 //! in-process backends (and curl for TLS and HTTP/2).
+mod abuse;
 mod actions;
 mod balancing;
 mod hardening;
