@@ -32,6 +32,8 @@ pub struct Counters {
     pub refused_by_acl: AtomicU64,
     /// Connections closed at accept: the listener or the client had too many open.
     pub refused_over_limit: AtomicU64,
+    /// Connections cut off because the client abandoned too many requests (rapid reset).
+    pub abusive_closed: AtomicU64,
     pub tls_failures: AtomicU64,
     /// Index 0: 1xx ... 4: 5xx.
     pub responses: [AtomicU64; 5],
@@ -49,6 +51,7 @@ impl Counters {
             "connections": self.connections.load(Ordering::Relaxed),
             "refused_by_acl": self.refused_by_acl.load(Ordering::Relaxed),
             "refused_over_limit": self.refused_over_limit.load(Ordering::Relaxed),
+            "abusive_closed": self.abusive_closed.load(Ordering::Relaxed),
             "tls_failures": self.tls_failures.load(Ordering::Relaxed),
             "requests": (0..5).map(r).sum::<u64>(),
             "responses": { "1xx": r(0), "2xx": r(1), "3xx": r(2), "4xx": r(3), "5xx": r(4) },
@@ -130,6 +133,10 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request line and headers of one request, at most (ALB allows 32 KiB of headers).
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Concurrent HTTP/2 streams per connection.
+pub const MAX_H2_STREAMS: u32 = 256;
+/// HTTP/2 streams reset by the client before they were served, per connection.
+pub const MAX_H2_PENDING_RESETS: usize = 20;
 
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr, state: Arc<ListenerState>) {
     match state.tls.load_full() {
@@ -154,11 +161,50 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: Sock
     }
 }
 
-/// Requests in flight on a connection and when it last did something.
+/// Requests in flight on a connection, when it last did something, and how many of its
+/// requests the client abandoned (HTTP/2 stream resets, closed connections).
 struct Activity {
     inflight: AtomicUsize,
     last_ms: AtomicU64,
     start: Instant,
+    completed: AtomicUsize,
+    abandoned: AtomicUsize,
+    /// Wakes the connection's loop when the client abandons too many requests.
+    abusive: tokio::sync::Notify,
+}
+
+/// A client that abandoned this many requests, more than it let finish, is cut off: it
+/// makes the proxy and the backends work for nothing (HTTP/2 rapid reset, CVE-2023-44487).
+const MAX_ABANDONED: usize = 100;
+
+/// One request of a connection: counted in flight until it is answered or abandoned.
+struct InFlight(Arc<Activity>, bool);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.inflight.fetch_add(1, Ordering::Relaxed);
+        activity.touch();
+        InFlight(activity.clone(), false)
+    }
+
+    fn done(mut self) {
+        self.1 = true;
+        self.0.completed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.inflight.fetch_sub(1, Ordering::Relaxed);
+        a.touch();
+        if !self.1 {
+            let abandoned = a.abandoned.fetch_add(1, Ordering::Relaxed) + 1;
+            if abandoned >= MAX_ABANDONED && abandoned > a.completed.load(Ordering::Relaxed) {
+                a.abusive.notify_one();
+            }
+        }
+    }
 }
 
 impl Activity {
@@ -184,20 +230,24 @@ where
     let table = state.table.load_full();
     let idle = Duration::from_secs(u64::from(table.listener.idle_timeout_s.max(1)));
     let http2 = table.listener.http2;
-    let activity =
-        Arc::new(Activity { inflight: AtomicUsize::new(0), last_ms: AtomicU64::new(0), start: Instant::now() });
+    let activity = Arc::new(Activity {
+        inflight: AtomicUsize::new(0),
+        last_ms: AtomicU64::new(0),
+        start: Instant::now(),
+        completed: AtomicUsize::new(0),
+        abandoned: AtomicUsize::new(0),
+        abusive: tokio::sync::Notify::new(),
+    });
     let svc = {
         let (state, activity) = (state.clone(), activity.clone());
         service_fn(move |req: Request<Incoming>| {
             let (table, up, activity, state) =
                 (state.table.load_full(), state.upstreams.clone(), activity.clone(), state.clone());
-            activity.inflight.fetch_add(1, Ordering::Relaxed);
-            activity.touch();
+            let inflight = InFlight::start(&activity);
             async move {
                 let resp = forward::handle(req, conn, table, up, state.limits).await;
                 state.counters.response(resp.status().as_u16());
-                activity.inflight.fetch_sub(1, Ordering::Relaxed);
-                activity.touch();
+                inflight.done();
                 Ok::<_, Infallible>(resp)
             }
         })
@@ -209,7 +259,15 @@ where
         .keep_alive(true)
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(MAX_HEADER_BYTES);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(None).max_header_list_size(MAX_HEADER_BYTES as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(None)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        // Streams a client opens and resets before they are served (CVE-2023-44487): past
+        // this, the connection is closed with GOAWAY.
+        .max_pending_accept_reset_streams(MAX_H2_PENDING_RESETS);
     let builder = match alpn_h2 {
         Some(true) => builder.http2_only(),
         Some(false) => builder.http1_only(),
@@ -240,6 +298,11 @@ where
                     closing = true;
                     served.as_mut().graceful_shutdown();
                 }
+            }
+            _ = activity.abusive.notified() => {
+                state.counters.abusive_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(client = %conn.client, "connection closed: the client abandoned too many requests");
+                break;
             }
         }
     }

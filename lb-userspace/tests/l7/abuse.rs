@@ -89,3 +89,37 @@ async fn ambiguous_framing_is_refused_or_normalised() {
         }
     }
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): a client that opens and resets streams as fast as it
+/// can loses its connection, the backends see a bounded share of its requests, and other
+/// clients are served meanwhile.
+#[tokio::test]
+async fn h2_rapid_reset_is_bounded() {
+    let port = free_port();
+    let (b, _p) = one_backend(port).await;
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (h2c, conn) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(conn);
+    // One honest request first: the server's SETTINGS (its stream limit) are then known.
+    let mut h2c = h2c.ready().await.unwrap();
+    let (resp, _) =
+        h2c.send_request(http::Request::get(format!("http://ab.test:{port}/")).body(()).unwrap(), true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    let held = h2c.clone();
+    for _ in 0..10_000 {
+        let req = http::Request::get(format!("http://ab.test:{port}/")).body(()).unwrap();
+        let Ok(Ok(ready)) = tokio::time::timeout(Duration::from_secs(5), h2c.ready()).await else { break };
+        h2c = ready;
+        match h2c.send_request(req, true) {
+            Ok((_resp, mut stream)) => stream.send_reset(h2::Reason::CANCEL),
+            Err(_) => break,
+        }
+    }
+    // The client still holds its side: only the server can have ended the connection.
+    let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
+    assert!(ended.is_ok(), "the abusive connection is still open");
+    assert!(b.hits() < 1_000, "the backend saw {} of the reset requests", b.hits());
+    drop(held);
+    let got = get(&client(), port, "ab.test", "/", &[]).await;
+    assert_eq!(got.status, 200, "other clients are served");
+}
