@@ -247,6 +247,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// The version of `lb check --json`'s format (docs/check-json.md); raised when a field
+/// changes meaning or goes away.
+const CHECK_SCHEMA: u32 = 1;
+
 fn check(dir: &std::path::Path, json: bool, opts: &model::BuildOptions) -> Result<ExitCode> {
     if !dir.is_dir() {
         bail!("{}: not a directory", dir.display());
@@ -257,9 +261,10 @@ fn check(dir: &std::path::Path, json: bool, opts: &model::BuildOptions) -> Resul
     let ok = manifest_errors.is_empty() && build.errors.is_empty();
     if json {
         let out = if ok {
-            serde_json::json!({ "model": build.model, "notices": build.notices })
+            serde_json::json!({ "schema": CHECK_SCHEMA, "model": build.model, "notices": build.notices })
         } else {
             serde_json::json!({
+                "schema": CHECK_SCHEMA,
                 "manifest_errors": manifest_errors,
                 "errors": build.errors,
                 "notices": build.notices,

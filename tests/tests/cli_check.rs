@@ -15,6 +15,7 @@ fn every_example_validates() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let (code, json) = check(&examples);
     assert_eq!(code, 0, "{json}");
+    assert_eq!(json["schema"], 1, "the format's version is printed");
     assert!(json["model"]["listeners"].as_object().unwrap().len() >= 9, "{json}");
     for entry in fs::read_dir(&examples).unwrap() {
         let dir = entry.unwrap().path();
@@ -23,6 +24,16 @@ fn every_example_validates() {
             assert_eq!(code, 0, "{}: {json}", dir.display());
         }
     }
+}
+
+/// Exit codes as docs/check-json.md gives them: 2 for a usage error, 1 for a directory that
+/// cannot be read.
+#[test]
+fn usage_errors_exit_2_and_unreadable_directories_1() {
+    let code = |args: &[&str]| Command::new(lb_bin()).args(args).output().expect("run lb check").status.code();
+    assert_eq!(code(&["check", "--json"]), Some(2), "no --manifests");
+    assert_eq!(code(&["check", "--json", "--no-such-flag"]), Some(2));
+    assert_eq!(code(&["check", "--json", "--manifests", "/nonexistent/lb-check"]), Some(1));
 }
 
 #[test]

@@ -16,10 +16,18 @@ pub struct HealthCheck {
     /// The backend expects a PROXY protocol header: HTTP probes start with a LOCAL one
     /// (v2 `LOCAL` command, v1 `PROXY UNKNOWN`), as the spec provides for health checks.
     pub proxy_protocol: ProxyProtocol,
+    /// Printed as `interval_s`, whole seconds.
+    #[serde(rename = "interval_s", serialize_with = "seconds")]
     pub interval: Duration,
+    /// Printed as `timeout_s`, whole seconds.
+    #[serde(rename = "timeout_s", serialize_with = "seconds")]
     pub timeout: Duration,
     pub healthy_threshold: u8,
     pub unhealthy_threshold: u8,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -121,5 +129,26 @@ pub fn from_alb(h: &crate::annotations::alb::HealthCheck) -> HealthCheck {
         timeout: Duration::from_secs(u64::from(h.timeout_s.max(1))),
         healthy_threshold: h.healthy_threshold.clamp(1, 255) as u8,
         unhealthy_threshold: h.unhealthy_threshold.clamp(1, 255) as u8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_as_whole_seconds() {
+        let h = HealthCheck {
+            probe: ProbeKind::Tcp,
+            port: 0,
+            proxy_protocol: ProxyProtocol::Off,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            healthy_threshold: 3,
+            unhealthy_threshold: 3,
+        };
+        let v = serde_json::to_value(&h).unwrap();
+        assert_eq!((v["interval_s"].as_u64(), v["timeout_s"].as_u64()), (Some(2), Some(5)), "{v}");
+        assert!(v.get("interval").is_none());
     }
 }
