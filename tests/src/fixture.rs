@@ -18,6 +18,20 @@ use std::{
 
 use crate::packet::{Parsed, parse};
 
+/// One `#[test]` per fixture, named after it: `name => fixture` calls the test binary's
+/// own `play(name, fixture)`.
+#[macro_export]
+macro_rules! fixtures {
+    ($($name:ident => $fixture:expr),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                play(stringify!($name), $fixture)
+            }
+        )+
+    };
+}
+
 /// The interface a frame arrives on: the one facing clients, or the one facing backends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {

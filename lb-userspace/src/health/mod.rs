@@ -108,12 +108,11 @@ impl Drop for Checker {
 
 /// The task that checks `backend` with the probe `check` asks for.
 fn spawn(backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change>) -> JoinHandle<()> {
-    let pp = check.proxy_protocol;
     match &check.probe {
         ProbeKind::Tcp => tokio::spawn(run(TcpProbe, backend, check, tx)),
         ProbeKind::Udp => tokio::spawn(run(UdpProbe, backend, check, tx)),
-        ProbeKind::Http { .. } => {
-            let probe = HttpProbe::new(&check.probe, pp);
+        ProbeKind::Http(http) => {
+            let probe = HttpProbe::new(http.clone(), check.proxy_protocol);
             tokio::spawn(run(probe, backend, check, tx))
         }
     }

@@ -10,7 +10,7 @@ use tokio::{
 
 use lb_common::proxy_header;
 
-use crate::model::{ProxyProtocol, health::ProbeKind};
+use crate::model::{ProxyProtocol, health::HttpCheck};
 
 /// One way of asking a backend whether it is healthy.
 pub trait Probe: Send + Sync + 'static {
@@ -46,37 +46,28 @@ impl Probe for UdpProbe {
 
 /// Healthy when an HTTP(S) request gets a status of an accepted class.
 pub struct HttpProbe {
-    uri: String,
-    host: Option<String>,
-    classes: Vec<u8>,
-    get: bool,
+    check: HttpCheck,
     tls: Option<tokio_rustls::TlsConnector>,
     proxy_header: Vec<u8>,
 }
 
 impl HttpProbe {
-    /// The probe of an HTTP check (`kind` must be [`ProbeKind::Http`]; other kinds give a
-    /// plain `HEAD /`).
-    pub fn new(kind: &ProbeKind, pp: ProxyProtocol) -> HttpProbe {
-        let (uri, host, classes, get, tls) = match kind {
-            ProbeKind::Http { uri, host, classes, get, tls } => {
-                (uri.clone(), host.clone(), classes.clone(), *get, *tls)
-            }
-            _ => ("/".into(), None, vec![2], false, false),
-        };
-        let tls = tls.then(|| tokio_rustls::TlsConnector::from(Arc::new(crate::tls::backend_client_config())));
-        HttpProbe { uri, host, classes, get, tls, proxy_header: local_proxy_header(pp) }
+    /// The probe of `check`, after a LOCAL PROXY header when the backend expects `pp`.
+    pub fn new(check: HttpCheck, pp: ProxyProtocol) -> HttpProbe {
+        let tls = check.tls.then(|| tokio_rustls::TlsConnector::from(Arc::new(crate::tls::backend_client_config())));
+        HttpProbe { check, tls, proxy_header: local_proxy_header(pp) }
     }
 }
 
 impl Probe for HttpProbe {
     async fn check(&self, to: SocketAddr) -> bool {
         let Ok(s) = TcpStream::connect(to).await else { return false };
-        let host = self.host.clone().unwrap_or_else(|| to.ip().to_string());
+        let c = &self.check;
+        let host = c.host.clone().unwrap_or_else(|| to.ip().to_string());
         let mut req = self.proxy_header.clone();
-        let method = if self.get { "GET" } else { "HEAD" };
+        let method = if c.get { "GET" } else { "HEAD" };
         req.extend_from_slice(
-            format!("{method} {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n", self.uri).as_bytes(),
+            format!("{method} {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n", c.uri).as_bytes(),
         );
         let code = match &self.tls {
             Some(connector) => {
@@ -88,7 +79,7 @@ impl Probe for HttpProbe {
             }
             None => http_status(s, &req).await,
         };
-        self.classes.contains(&((code / 100) as u8))
+        c.classes.contains(&((code / 100) as u8))
     }
 }
 
@@ -136,13 +127,16 @@ mod tests {
 
     #[tokio::test]
     async fn http_probes_start_with_a_local_proxy_header_when_the_listener_sends_one() {
-        let http = ProbeKind::Http { uri: "/".into(), host: None, classes: vec![2], get: false, tls: false };
+        let http = HttpCheck { uri: "/".into(), host: None, classes: vec![2], get: false, tls: false };
         let v2 = backend(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00HEAD / HTTP/1.0").await;
-        assert!(HttpProbe::new(&http, ProxyProtocol::V2).check(v2).await, "v2 LOCAL header first");
-        assert!(!HttpProbe::new(&http, ProxyProtocol::Off).check(v2).await, "a PROXY backend refuses a bare request");
+        assert!(HttpProbe::new(http.clone(), ProxyProtocol::V2).check(v2).await, "v2 LOCAL header first");
+        assert!(
+            !HttpProbe::new(http.clone(), ProxyProtocol::Off).check(v2).await,
+            "a PROXY backend refuses a bare request"
+        );
         let v1 = backend(b"PROXY UNKNOWN\r\nHEAD / HTTP/1.0").await;
-        assert!(HttpProbe::new(&http, ProxyProtocol::V1).check(v1).await);
+        assert!(HttpProbe::new(http.clone(), ProxyProtocol::V1).check(v1).await);
         let plain = backend(b"HEAD / HTTP/1.0").await;
-        assert!(HttpProbe::new(&http, ProxyProtocol::Off).check(plain).await);
+        assert!(HttpProbe::new(http.clone(), ProxyProtocol::Off).check(plain).await);
     }
 }

@@ -35,16 +35,20 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 pub enum ProbeKind {
     Tcp,
     Udp,
-    Http {
-        uri: String,
-        /// `Host:` header; the backend's address when `None`.
-        host: Option<String>,
-        /// Healthy status classes: 2 for 2xx, ...
-        classes: Vec<u8>,
-        get: bool,
-        /// Over TLS (the backend's certificate is not verified, as on ALB).
-        tls: bool,
-    },
+    Http(HttpCheck),
+}
+
+/// An HTTP(S) check: the request it sends and the answers that count as healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct HttpCheck {
+    pub uri: String,
+    /// `Host:` header; the backend's address when `None`.
+    pub host: Option<String>,
+    /// Healthy status classes: 2 for 2xx, ...
+    pub classes: Vec<u8>,
+    pub get: bool,
+    /// Over TLS (the backend's certificate is not verified, as on ALB).
+    pub tls: bool,
 }
 
 /// The check CLB annotations ask for on a listener of `protocol`.
@@ -69,7 +73,7 @@ pub fn from_clb_listener(
     let probe = match p {
         Probe::Tcp => ProbeKind::Tcp,
         Probe::Udp => ProbeKind::Udp,
-        Probe::Http => ProbeKind::Http {
+        Probe::Http => ProbeKind::Http(HttpCheck {
             uri: h.http.uri.clone().unwrap_or_else(|| "/".into()),
             host: match &h.http.domain {
                 HealthCheckDomain::BackendIp => None,
@@ -88,7 +92,7 @@ pub fn from_clb_listener(
                 .collect(),
             get: h.http.method == HttpMethod::Get,
             tls: false,
-        },
+        }),
     };
     Some(HealthCheck {
         port: 0,
@@ -109,12 +113,14 @@ pub fn from_alb(h: &crate::annotations::alb::HealthCheck) -> HealthCheck {
         HealthCheckCodes::Http(c) => c.clone(),
         _ => vec![2],
     };
-    let http = |tls| ProbeKind::Http {
-        uri: h.path.clone(),
-        host: None,
-        classes: classes.clone(),
-        get: h.method == HealthCheckMethod::Get,
-        tls,
+    let http = |tls| {
+        ProbeKind::Http(HttpCheck {
+            uri: h.path.clone(),
+            host: None,
+            classes: classes.clone(),
+            get: h.method == HealthCheckMethod::Get,
+            tls,
+        })
     };
     let probe = match h.protocol {
         HealthCheckProtocol::Http => http(false),

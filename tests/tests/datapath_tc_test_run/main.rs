@@ -31,19 +31,7 @@ use lb_userspace::{
     model::Model,
 };
 
-/// One `#[test]` per fixture, named after it.
-macro_rules! fixtures {
-    ($($name:ident => $fixture:expr),+ $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                play(stringify!($name), $fixture)
-            }
-        )+
-    };
-}
-
-fixtures! {
+lb_tests::fixtures! {
     tc_full_nat_both_ways_tcp_udp_ipv6 => nat::tc_full_nat_both_ways_tcp_udp_ipv6(),
     tc_fragments_follow_their_first_fragment => nat::tc_fragments_follow_their_first_fragment(),
     xdp_hands_frames_bound_for_tc_devices_to_tc => nat::xdp_hands_frames_bound_for_tc_devices_to_tc(),

@@ -29,19 +29,7 @@ use lb_userspace::{
     model::Model,
 };
 
-/// One `#[test]` per fixture, named after it.
-macro_rules! fixtures {
-    ($($name:ident => $fixture:expr),+ $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                play(stringify!($name), $fixture)
-            }
-        )+
-    };
-}
-
-fixtures! {
+lb_tests::fixtures! {
     full_nat_both_ways_and_everything_else_untouched => nat::full_nat_both_ways_and_everything_else_untouched(),
     ipv6_full_nat_with_extension_headers => nat::ipv6_full_nat_with_extension_headers(),
     new_flows_still_work_when_conntrack_is_full => nat::new_flows_still_work_when_conntrack_is_full(),

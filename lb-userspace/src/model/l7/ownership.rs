@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::annotations::alb::{HostMatch, IngressParse};
+use crate::annotations::alb::{HostMatch, IngressParse, Rule};
 use crate::model::{ObjectError, ObjectRef};
 
 /// What a rule claims: its host (`None`: any) and its path with the path type.
@@ -29,7 +29,7 @@ pub fn conflicts(
     let mut out = Vec::new();
     for (key, p) in by_age {
         let taken = p.rules.iter().find_map(|r| {
-            let claim = (r.host.as_ref().map(host_text), format!("{:?} {}", r.path.path_type, r.path.path));
+            let claim = claim(r);
             match owners.get(&claim) {
                 Some(owner) if owner.namespace != p.namespace => Some((claim, *owner)),
                 _ => None,
@@ -51,13 +51,16 @@ pub fn conflicts(
             )),
             None => {
                 for r in &p.rules {
-                    let claim = (r.host.as_ref().map(host_text), format!("{:?} {}", r.path.path_type, r.path.path));
-                    owners.entry(claim).or_insert(p);
+                    owners.entry(claim(r)).or_insert(p);
                 }
             }
         }
     }
     out
+}
+
+fn claim(r: &Rule) -> Claim {
+    (r.host.as_ref().map(host_text), format!("{:?} {}", r.path.path_type, r.path.path))
 }
 
 fn host_text(h: &HostMatch) -> String {
