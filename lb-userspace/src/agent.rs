@@ -104,7 +104,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 }
                 agent_stats.reloads += 1;
                 agent_stats.manifests_rejected = objects.errors.len();
-                let mut build = model::build(&objects, &opts.build);
+                let build = model::build_next(&objects, &opts.build, &applied);
                 for e in &build.errors {
                     tracing::error!(error = %e, "object rejected");
                 }
@@ -113,7 +113,6 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 for n in &build.notices {
                     tracing::info!(notice = %n, "no effect on this node");
                 }
-                model::keep_last_good(&applied, &mut build);
                 paths.sync(&build.model, node, &mut dp);
                 checker.sync(&build.model, &health_tx);
                 node.sync_local_vips(&build.model.l7.values().filter_map(|l| l.addr).collect());

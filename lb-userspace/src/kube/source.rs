@@ -184,6 +184,7 @@ fn decode_error(set: &mut ObjectSet, errors: &mut Vec<ObjectError>, kind: &str, 
         document: 1,
         reason: reason.clone(),
     });
+    set.undecodable.push(object.clone());
     errors.push(ObjectError { object, field: "spec".into(), reason: format!("invalid {kind}: {reason}") });
 }
 

@@ -104,6 +104,64 @@ mod tests {
         assert!(e.reason.contains("host bits set (did you mean 10.0.0.0/8?)"), "{e}");
     }
 
+    /// A whitelisted Service, its ACL and its endpoints (`ENDPOINT` and `CIDR` replaced).
+    const ACL_SERVICE: &str = "apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {name: office}\nspec:\n  entries:\n  - {cidr: 198.18.0.0/24}\n  - {cidr: CIDR}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-acl-status: \"on\"\n    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-acl-id: office\n    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-acl-type: white\nspec: {type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{name: http, port: 80}]}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints: [{addresses: [ENDPOINT]}]\n";
+
+    fn objects(cidr: &str, endpoint: &str) -> manifests::ObjectSet {
+        let mut set = manifests::ObjectSet::default();
+        let yaml = ACL_SERVICE.replace("CIDR", cidr).replace("ENDPOINT", endpoint);
+        manifests::load_text(Path::new("t.yaml"), &yaml, &mut set);
+        assert!(set.errors.is_empty(), "{:?}", set.errors);
+        set
+    }
+
+    /// Issue #15, item 4 (ACL last-good): an AccessControlList that stops validating keeps
+    /// the prefixes it last had (a whitelist must not close, a blacklist must not open), with
+    /// an error naming the object, the field and the reason; the Services naming it keep
+    /// updating.
+    #[test]
+    fn an_invalid_acl_keeps_its_last_good_prefixes() {
+        use crate::model::{BuildOptions, Model, build_next};
+        let opts = BuildOptions::default();
+        let first = build_next(&objects("198.18.9.0/24", "198.18.11.2"), &opts, &Model::default());
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        let good = first.model.acls["office"].entries.clone();
+        assert_eq!(good.len(), 2);
+
+        // The ACL breaks and the Service's endpoint moves in the same update.
+        let next = build_next(&objects("198.18.9.1/24", "198.18.12.2"), &opts, &first.model);
+        let msgs: Vec<String> = next.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(msgs.len(), 1, "only the ACL is rejected: {msgs:?}");
+        assert!(
+            msgs[0].starts_with("AccessControlList office: spec.entries[1].cidr: 198.18.9.1/24 has host bits set"),
+            "{msgs:?}"
+        );
+        assert!(msgs[0].contains("last good"), "the error says what still applies: {msgs:?}");
+        assert_eq!(next.model.acls["office"].entries, good, "the last good prefixes stay loaded");
+        let l = &next.model.listeners["198.18.100.10:80/tcp"];
+        assert_eq!(l.backends[0].addr.to_string(), "198.18.12.2", "the Service naming the ACL still updates");
+        assert_eq!(l.acl.as_ref().map(|a| a.acl.as_str()), Some("office"));
+
+        // Still broken one update later: still the same prefixes (the applied model carries them).
+        let again = build_next(&objects("198.18.9.1/24", "198.18.12.2"), &opts, &next.model);
+        assert_eq!(again.model.acls["office"].entries, good);
+        // The API source could not even decode it: the same.
+        let mut undecodable = objects("198.18.9.0/24", "198.18.12.2");
+        undecodable.acls.clear();
+        undecodable.undecodable.push(crate::model::ObjectRef::default_for(super::KIND, "office"));
+        let kept = build_next(&undecodable, &opts, &next.model);
+        assert_eq!(kept.model.acls["office"].entries, good);
+        assert!(kept.errors.is_empty() && kept.model.listeners.contains_key("198.18.100.10:80/tcp"), "{kept:?}");
+        // Fixed: the new prefixes.
+        let fixed = build_next(&objects("198.18.8.0/24", "198.18.12.2"), &opts, &again.model);
+        assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
+        assert_eq!(fixed.model.acls["office"].entries[1].to_string(), "198.18.8.0/24");
+        // Never valid: nothing to keep, and the Service naming it is rejected (as before).
+        let never = build_next(&objects("198.18.9.1/24", "198.18.12.2"), &opts, &Model::default());
+        assert!(never.model.acls.is_empty() && never.model.listeners.is_empty(), "{:?}", never.model);
+        assert_eq!(never.errors.len(), 2, "{:?}", never.errors);
+    }
+
     #[test]
     fn an_empty_list_is_valid() {
         assert!(

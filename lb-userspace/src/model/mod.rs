@@ -215,13 +215,31 @@ pub struct BuildContext {
 /// Validate `objects` into a model. Objects are taken in (namespace, name) order so that a
 /// conflict between two objects always rejects the same one.
 pub fn build(objects: &ObjectSet, opts: &BuildOptions) -> Build {
+    build_with(objects, opts, &BTreeMap::new())
+}
+
+/// [`build`], where an AccessControlList that is rejected (or that the source could not
+/// decode) takes its prefixes from `last_good`, if it has an entry there.
+fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<String, Acl>) -> Build {
     let mut out = Build::default();
     for obj in &objects.acls {
         match acl::build(obj) {
             Ok(a) => {
                 out.model.acls.insert(a.source.name.clone(), a);
             }
-            Err(e) => out.errors.push(e),
+            Err(mut e) => {
+                if let Some(prev) = last_good.get(&e.object.name) {
+                    e.reason = format!("{}; its last good prefixes ({}) stay in force", e.reason, prev.entries.len());
+                    out.model.acls.insert(e.object.name.clone(), prev.clone());
+                }
+                out.errors.push(e);
+            }
+        }
+    }
+    for rejected in objects.undecodable.iter().filter(|o| o.kind == acl::KIND) {
+        if let Some(prev) = last_good.get(&rejected.name) {
+            tracing::warn!(object = %rejected, prefixes = prev.entries.len(), "invalid: its last good prefixes stay in force");
+            out.model.acls.entry(rejected.name.clone()).or_insert_with(|| prev.clone());
         }
     }
     let mut services: Vec<_> = objects.services.iter().collect();
@@ -292,6 +310,17 @@ pub fn listener_name(l: &L4Listener) -> String {
         IpAddr::V4(a) => format!("{a}:{}/{proto}", l.port),
         IpAddr::V6(a) => format!("[{a}]:{}/{proto}", l.port),
     }
+}
+
+/// The next model of `lb run`: `objects` validated as [`build`] does, except that what is
+/// rejected keeps its last good version from `previous`, the model last applied. An
+/// AccessControlList that stops validating keeps its prefixes (a whitelist must not close,
+/// nor a blacklist open), so the Services naming it still build and update; its error says
+/// so. A rejected Service or Ingress keeps its listeners and routes ([`keep_last_good`]).
+pub fn build_next(objects: &ObjectSet, opts: &BuildOptions, previous: &Model) -> Build {
+    let mut out = build_with(objects, opts, &previous.acls);
+    keep_last_good(previous, &mut out);
+    out
 }
 
 /// Keep serving the last good listeners of every object rejected in `build`, unless another

@@ -19,6 +19,9 @@ pub struct ObjectSet {
     pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
     /// Documents that did not parse, with where they came from.
     pub errors: Vec<ManifestError>,
+    /// Objects the source holds that are not valid objects of their kind (their errors are
+    /// in `errors`): an AccessControlList among them keeps its last good prefixes in `lb run`.
+    pub undecodable: Vec<super::ObjectRef>,
     /// Kinds present but not used by the agent (reported, not an error).
     pub ignored: Vec<String>,
 }
