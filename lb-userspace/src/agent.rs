@@ -104,7 +104,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 }
                 agent_stats.reloads += 1;
                 agent_stats.manifests_rejected = objects.errors.len();
-                let build = model::build_next(&objects, &opts.build, &applied);
+                let mut build = model::build_next(&objects, &opts.build, &applied);
                 for e in &build.errors {
                     tracing::error!(error = %e, "object rejected");
                 }
@@ -119,7 +119,18 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 let effective = checker.effective(&build.model);
                 apply_l7(&mut proxy, &effective, &mut agent_stats);
                 match dp.apply(&effective) {
-                    Ok(()) => applied = build.model,
+                    Ok(()) => {
+                        agent_stats.datapath_errors = 0;
+                        applied = build.model;
+                    }
+                    Err(dataplane::DataplaneError::Rejected(rejected)) => {
+                        // The rest is applied; each failure is reported on its object.
+                        agent_stats.datapath_errors = rejected.len();
+                        let mut served = build.model;
+                        dataplane::keep_served(&mut served, &applied, &rejected);
+                        applied = served;
+                        build.errors.extend(rejected.iter().map(dataplane::Rejected::object_error));
+                    }
                     Err(e) => tracing::error!(error = %e, "applying the model failed; will retry"),
                 }
                 source.report(&build.errors, &applied);
@@ -135,8 +146,11 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 checker.record(change);
                 let effective = checker.effective(&applied);
                 apply_l7(&mut proxy, &effective, &mut agent_stats);
-                if let Err(e) = dp.apply(&effective) {
-                    tracing::error!(error = %e, "applying a health change failed");
+                match dp.apply(&effective) {
+                    Ok(()) => agent_stats.datapath_errors = 0,
+                    // Each failure is logged; the objects keep their last good state.
+                    Err(dataplane::DataplaneError::Rejected(rejected)) => agent_stats.datapath_errors = rejected.len(),
+                    Err(e) => tracing::error!(error = %e, "applying a health change failed"),
                 }
             }
             Some(req) = admin_rx.recv() => match req {
@@ -185,6 +199,8 @@ struct AgentStats {
     manifests_rejected: usize,
     /// L7 listeners that could not be (re)configured at the last apply.
     l7_errors: usize,
+    /// L4 listeners and ACLs the datapath could not take at the last apply.
+    datapath_errors: usize,
 }
 
 impl AgentStats {
@@ -195,6 +211,7 @@ impl AgentStats {
             "rejections_total": self.rejections_total,
             "manifests_rejected": self.manifests_rejected,
             "l7_listener_errors": self.l7_errors,
+            "datapath_errors": self.datapath_errors,
         })
     }
 }

@@ -12,7 +12,7 @@ use aya::{
 use ipnet::IpNet;
 use lb_common::{AclData, map_names as names};
 
-use super::{Result, map_err, map_mut};
+use super::{DataplaneError, Result, map_err, map_mut};
 use crate::model::Acl;
 
 #[derive(Debug, Default)]
@@ -26,43 +26,69 @@ pub struct AclState {
 pub struct Applied {
     /// ACLs whose prefixes changed (listeners using them are rewritten: emptiness may flip).
     pub changed: BTreeSet<String>,
+    /// ACLs whose new prefixes could not be loaded (the trie is full): (name, whether its
+    /// last good prefixes are still loaded, why).
+    pub failed: Vec<(String, bool, DataplaneError)>,
 }
 
 impl AclState {
+    /// The id of a loaded ACL and whether it is empty.
     pub fn id_of(&self, name: &str) -> Option<(u32, bool)> {
         self.loaded.get(name).map(|(id, set)| (*id, set.is_empty()))
     }
 
-    /// Insert every ACL's new prefixes and delete the ones it no longer has.
+    /// Insert every ACL's new prefixes and delete the ones it no longer has. An ACL whose new
+    /// prefixes do not all fit gets none of them: it keeps its last good ones (one that never
+    /// loaded stays unknown, so no listener takes it for an empty list).
     pub fn apply(&mut self, ebpf: &mut Ebpf, acls: &BTreeMap<String, Acl>) -> Result<Applied> {
         let mut trie: LpmTrie<&mut MapData, AclData, u32> = map_mut(ebpf, names::ACLS)?;
-        let mut changed = BTreeSet::new();
+        let mut out = Applied { changed: BTreeSet::new(), failed: Vec::new() };
         for (name, acl) in acls {
             let want: BTreeSet<IpNet> = acl.entries.iter().map(IpNet::trunc).collect();
+            let known = self.loaded.contains_key(name);
             let next_id = &mut self.next_id;
             let (id, have) = self.loaded.entry(name.clone()).or_insert_with(|| {
                 *next_id += 1;
                 (*next_id, BTreeSet::new())
             });
-            if *have == want {
+            if known && *have == want {
                 continue;
             }
+            let mut added = Vec::new();
+            let mut failure = None;
             for net in want.difference(have) {
-                trie.insert(&key(*id, net), 1, 0).map_err(map_err(names::ACLS))?;
+                match trie.insert(&key(*id, net), 1, 0) {
+                    Ok(()) => added.push(*net),
+                    Err(e) => {
+                        failure = Some(map_err(names::ACLS)(e));
+                        break;
+                    }
+                }
+            }
+            if let Some(error) = failure {
+                for net in &added {
+                    let _ = trie.remove(&key(*id, net));
+                }
+                if !known {
+                    self.loaded.remove(name);
+                }
+                out.failed.push((name.clone(), known, error));
+                continue;
             }
             for net in have.difference(&want) {
                 let _ = trie.remove(&key(*id, net));
             }
             tracing::info!(acl = %name, prefixes = want.len(), "ACL loaded");
             *have = want;
-            changed.insert(name.clone());
+            out.changed.insert(name.clone());
         }
-        Ok(Applied { changed })
+        Ok(out)
     }
 
-    /// Delete ACLs no longer in the model (after the listeners stopped using them).
-    pub fn reclaim(&mut self, ebpf: &mut Ebpf, acls: &BTreeMap<String, Acl>) -> Result<()> {
-        let gone: Vec<String> = self.loaded.keys().filter(|n| !acls.contains_key(*n)).cloned().collect();
+    /// Delete the ACLs `keep` says no (no longer in the model, and no loaded listener names
+    /// them).
+    pub fn reclaim(&mut self, ebpf: &mut Ebpf, keep: impl Fn(&str) -> bool) -> Result<()> {
+        let gone: Vec<String> = self.loaded.keys().filter(|n| !keep(n)).cloned().collect();
         if gone.is_empty() {
             return Ok(());
         }

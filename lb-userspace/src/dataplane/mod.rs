@@ -1,6 +1,7 @@
 //! The XDP datapath seen from user space: loads the embedded object, attaches it to
 //! interfaces, and keeps its maps equal to the model ([`apply`](Dataplane::apply)).
 mod acls;
+mod apply;
 mod attach;
 mod backends;
 pub mod conntrack;
@@ -26,11 +27,12 @@ use lb_common::{
 };
 use thiserror::Error;
 
+pub use apply::{Rejected, RejectedPart, keep_served};
 pub use backends::BackendIds;
 pub use stats::{Count, Stats};
 use table::{Region, TableAlloc};
 
-use crate::model::{AclMode, L4Listener, ListenerId, Model, ProxyProtocol, Scheduler};
+use crate::model::{AclMode, L4Listener, ListenerId, ProxyProtocol, Scheduler};
 
 /// The datapath object built by `cargo xtask build-ebpf`, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -55,6 +57,9 @@ pub enum DataplaneError {
     Listener { listener: String, reason: String },
     #[error("snat port range {0}-{1} is empty")]
     PortRange(u16, u16),
+    /// Objects the datapath could not take; the rest of the model was applied.
+    #[error("{}", apply::list(.0))]
+    Rejected(Vec<Rejected>),
 }
 
 type Result<T> = std::result::Result<T, DataplaneError>;
@@ -196,175 +201,6 @@ impl Dataplane {
             snat.insert(ifindex, value, 0).map_err(map_err(names::SNAT_ADDRS))?;
         }
         Ok(())
-    }
-
-    /// Bring the maps to `model`: ACLs first, then listeners — new ones added, changed ones
-    /// switched to freshly written backends and tables (the listener's settings last, in one
-    /// update), removed ones deleted. Flows already in conntrack keep their backend; a removed
-    /// backend's flows are cut now, or at the end of the listener's drain timeout.
-    pub fn apply(&mut self, model: &Model) -> Result<()> {
-        let now = Instant::now();
-        self.reclaim(now);
-        let acls = self.acls.apply(&mut self.ebpf, &model.acls)?;
-        let desired: BTreeMap<ListenerId, &L4Listener> = model.listeners.values().map(|l| (l.id(), l)).collect();
-        let gone: Vec<ListenerId> = self.loaded.keys().filter(|k| !desired.contains_key(k)).copied().collect();
-        for id in gone {
-            self.remove_listener(id, now)?;
-        }
-        for (id, listener) in desired {
-            let acl_changed = listener.acl.as_ref().is_some_and(|b| acls.changed.contains(&b.acl));
-            if acl_changed || self.loaded.get(&id).map(|l| &l.listener) != Some(listener) {
-                self.write_listener(listener, now)?;
-            }
-        }
-        self.acls.reclaim(&mut self.ebpf, &model.acls)?;
-        Ok(())
-    }
-
-    fn write_listener(&mut self, l: &L4Listener, now: Instant) -> Result<()> {
-        let name = crate::model::listener_name(l);
-        let listener_err = |reason: String| DataplaneError::Listener { listener: name.clone(), reason };
-        let previous = self.loaded.get(&l.id()).cloned();
-        let id = match &previous {
-            Some(p) => p.id,
-            None => self.free_ids.pop().ok_or_else(|| listener_err(format!("more than {MAX_LISTENERS} listeners")))?,
-        };
-        // Backends first: ids, then their entries (live = in this listener's table).
-        let ids = self.backend_ids.acquire(&l.backends);
-        if ids.iter().any(|id| *id >= self.max_backends) {
-            self.backend_ids.release(&l.backends, now);
-            if previous.is_none() {
-                self.free_ids.push(id);
-            }
-            return Err(listener_err(format!(
-                "more than {} distinct backends: raise --max-backends",
-                self.max_backends
-            )));
-        }
-        backends::write(&mut self.ebpf, &l.backends, &ids)?;
-        let slots: Vec<usize> = match l.scheduler {
-            Scheduler::Rr => ring::build(&l.backends.iter().map(|b| u32::from(b.weight > 0)).collect::<Vec<_>>()),
-            Scheduler::Wrr => ring::build(&l.backends.iter().map(|b| b.weight).collect::<Vec<_>>()),
-            Scheduler::Sch | Scheduler::Tch => {
-                maglev::build_default(&l.backends.iter().map(|b| (b.addr, b.port, b.weight)).collect::<Vec<_>>())
-            }
-        };
-        let Some(region) = self.table.alloc(slots.len() as u32) else {
-            self.backend_ids.release(&l.backends, now);
-            if previous.is_none() {
-                self.free_ids.push(id);
-            }
-            return Err(listener_err(format!(
-                "backend table full ({} entries needed, {} free): raise --backend-table-entries",
-                slots.len(),
-                self.table.free_entries()
-            )));
-        };
-        let entries: Vec<u32> = slots.iter().map(|&i| ids[i]).collect();
-        backends::write_table(&mut self.ebpf, region.offset, &entries)?;
-        let (key, mut value) = listener_entry(l, region);
-        if let Some(binding) = &l.acl {
-            let (acl_id, empty) = self
-                .acls
-                .id_of(&binding.acl)
-                .ok_or_else(|| listener_err(format!("ACL {} is not loaded", binding.acl)))?;
-            value.acl_id = acl_id;
-            if empty {
-                value.flags |= listener_flags::ACL_EMPTY;
-            }
-        }
-        let mut cfg: Array<&mut MapData, Listener> = self.map_mut(names::LISTENER_CFG)?;
-        cfg.set(id, value, 0).map_err(map_err(names::LISTENER_CFG))?;
-        let mut listeners: BpfHashMap<&mut MapData, ListenerKey, u32> = self.map_mut(names::LISTENERS)?;
-        listeners.insert(key, id, 0).map_err(map_err(names::LISTENERS))?;
-
-        for b in &l.backends {
-            self.drains.cancel(id, b.addr, b.port);
-        }
-        if let Some(prev) = previous {
-            self.table.release(prev.region, now);
-            self.release_backends(&prev.listener.backends, now);
-            self.retire_backends(&prev, Some(l), now)?;
-        }
-        tracing::info!(listener = %name, backends = l.backends.len(), scheduler = ?l.scheduler, "listener loaded");
-        self.loaded.insert(l.id(), Loaded { id, region, backend_ids: ids, listener: l.clone() });
-        Ok(())
-    }
-
-    fn remove_listener(&mut self, key: ListenerId, now: Instant) -> Result<()> {
-        let Some(loaded) = self.loaded.remove(&key) else { return Ok(()) };
-        let (lkey, _) = listener_entry(&loaded.listener, loaded.region);
-        let mut listeners: BpfHashMap<&mut MapData, ListenerKey, u32> = self.map_mut(names::LISTENERS)?;
-        match listeners.remove(&lkey) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_err(names::LISTENERS)(e)),
-        }
-        self.table.release(loaded.region, now);
-        self.release_backends(&loaded.listener.backends, now);
-        self.retire_backends(&loaded, None, now)?;
-        self.pending_ids.push((now, loaded.id));
-        tracing::info!(listener = %crate::model::listener_name(&loaded.listener), "listener removed");
-        Ok(())
-    }
-
-    /// Backends of `old` that `new` no longer has (all of them when the listener goes):
-    /// their flows are cut now, or at the drain deadline; their persistence is forgotten.
-    fn retire_backends(&mut self, loaded: &Loaded, new: Option<&L4Listener>, now: Instant) -> Result<()> {
-        let (id, old) = (loaded.id, &loaded.listener);
-        let keep = |b: &crate::model::Backend| {
-            new.is_some_and(|n| n.backends.iter().any(|x| x.addr == b.addr && x.port == b.port && x.weight > 0))
-        };
-        // The ids the listener held (its backends may already be released and cleared).
-        let (retired, retired_ids): (Vec<(IpAddr, u16)>, Vec<u32>) = old
-            .backends
-            .iter()
-            .zip(&loaded.backend_ids)
-            .filter(|(b, _)| !keep(b))
-            .map(|(b, id)| ((b.addr, b.port), *id))
-            .unzip();
-        if retired.is_empty() {
-            return Ok(());
-        }
-        if old.persistence_timeout > 0 {
-            conntrack::forget_persistence(&mut self.ebpf, id, &retired_ids)?;
-        }
-        // Weight 0 only stops new flows; removal ends the established ones too.
-        let removed: Vec<(IpAddr, u16)> = retired
-            .into_iter()
-            .filter(|(a, p)| !new.is_some_and(|n| n.backends.iter().any(|x| x.addr == *a && x.port == *p)))
-            .collect();
-        let drain = new.map_or(old.drain_timeout, |n| n.drain_timeout);
-        match drain {
-            Some(secs) => {
-                for (a, p) in removed {
-                    tracing::info!(listener = id, backend = %a, port = p, secs, "draining removed backend");
-                    self.drains.add(id, a, p, now + std::time::Duration::from_secs(secs as u64));
-                }
-            }
-            None if !removed.is_empty() => {
-                let cut = conntrack::cut_flows(&mut self.ebpf, |ct_listener, addr, port| {
-                    ct_listener == id && removed.contains(&(addr, port))
-                })?;
-                tracing::info!(listener = id, flows = cut, "cut the flows of removed backends (connection drain off)");
-            }
-            None => {}
-        }
-        Ok(())
-    }
-
-    fn release_backends(&mut self, backends: &[crate::model::Backend], now: Instant) {
-        for freed in self.backend_ids.release(backends, now) {
-            let _ = backends::clear(&mut self.ebpf, freed);
-        }
-    }
-
-    fn reclaim(&mut self, now: Instant) {
-        self.table.reclaim(now);
-        self.backend_ids.reclaim(now);
-        let (due, keep): (Vec<_>, Vec<_>) =
-            self.pending_ids.drain(..).partition(|(t, _)| now.duration_since(*t) >= table::GRACE);
-        self.pending_ids = keep;
-        self.free_ids.extend(due.into_iter().map(|(_, id)| id));
     }
 
     /// One sweep of the conntrack tables: expired and drained flows are removed.

@@ -66,6 +66,9 @@ impl EventWriter {
 pub fn event_reason(field: &str, reason: &str) -> &'static str {
     if reason.contains("already served for") {
         "ListenerConflict"
+    } else if reason.contains("not loaded into the datapath") {
+        // Valid, but the node's datapath could not take it (dataplane::Rejected).
+        "NotLoaded"
     } else if field.contains("annotations[")
         || (field.contains('/') && !["spec", "metadata", "status"].iter().any(|p| field.starts_with(p)))
     {
@@ -135,6 +138,8 @@ mod tests {
         assert_eq!(event_reason("metadata.annotations[lb.dev/endpoint-weights]", "x"), "InvalidAnnotation");
         assert_eq!(event_reason("spec.loadBalancerIP", "no VIP"), "InvalidSpec");
         assert_eq!(event_reason("spec.ports", "10.0.0.1:80/Tcp is already served for Service a/b"), "ListenerConflict");
+        let full = "listener 10.0.0.1:80/tcp not loaded into the datapath: backend table full (16381 entries needed, 0 free): raise --backend-table-entries; not served";
+        assert_eq!(event_reason("spec.ports", full), "NotLoaded");
     }
 
     #[test]

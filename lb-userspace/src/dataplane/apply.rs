@@ -1,0 +1,324 @@
+//! [`Dataplane::apply`]: the maps brought to a model one object at a time. An ACL or a
+//! listener the datapath cannot take (a full backend table, too many backends, a map
+//! error) keeps its last good state, or stays absent if it never loaded; every other object
+//! is applied, and the failures come back as [`Rejected`], each naming its object.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    time::Instant,
+};
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
+use lb_common::{Listener, ListenerKey, MAX_LISTENERS, listener_flags, map_names as names};
+
+use super::{Dataplane, DataplaneError, Loaded, Result, backends, conntrack, listener_entry, maglev, map_err, ring};
+use crate::model::{Backend, L4Listener, ListenerId, Model, ObjectError, ObjectRef, Scheduler, listener_name};
+
+/// One object of the model the datapath could not take; the rest of the model was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{object}: {field}: {reason}")]
+pub struct Rejected {
+    pub object: ObjectRef,
+    /// `spec.ports` (a listener of a Service) or `spec.entries` (an AccessControlList).
+    pub field: String,
+    pub what: RejectedPart,
+    /// Whether its last good version is still loaded (else it is not served at all).
+    pub kept: bool,
+    /// What was not loaded, why, and what serves instead.
+    pub reason: String,
+}
+
+/// What of the object was not loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RejectedPart {
+    /// A listener, by its key in [`Model::listeners`].
+    Listener(String),
+    /// An ACL, by name.
+    Acl(String),
+}
+
+impl Rejected {
+    fn new(object: ObjectRef, field: &str, what: RejectedPart, kept: bool, error: &DataplaneError) -> Rejected {
+        let (name, last_good) = match &what {
+            RejectedPart::Listener(name) => (format!("listener {name}"), "its last good version keeps serving"),
+            RejectedPart::Acl(name) => (format!("ACL {name}"), "its last good prefixes stay in force"),
+        };
+        let error = match error {
+            // Already names the listener.
+            DataplaneError::Listener { reason, .. } => reason.clone(),
+            e => e.to_string(),
+        };
+        let serves = if kept { last_good } else { "not served" };
+        let reason = format!("{name} not loaded into the datapath: {error}; {serves}");
+        Rejected { object, field: field.into(), what, kept, reason }
+    }
+
+    fn listener(l: &L4Listener, kept: bool, error: &DataplaneError) -> Rejected {
+        Rejected::new(l.source.clone(), "spec.ports", RejectedPart::Listener(listener_name(l)), kept, error)
+    }
+
+    /// The error as the agent reports it on the object (an Event, the log).
+    pub fn object_error(&self) -> ObjectError {
+        ObjectError { object: self.object.clone(), field: self.field.clone(), reason: self.reason.clone() }
+    }
+}
+
+/// What `model` becomes once the datapath rejected `rejected`: each rejected listener or ACL
+/// as it was in `previous` (the model applied before, whose version is still loaded), or
+/// gone if it had none there.
+pub fn keep_served(model: &mut Model, previous: &Model, rejected: &[Rejected]) {
+    for r in rejected {
+        match &r.what {
+            RejectedPart::Listener(key) => match previous.listeners.get(key).filter(|_| r.kept) {
+                Some(prev) => {
+                    model.listeners.insert(key.clone(), prev.clone());
+                }
+                None => {
+                    model.listeners.remove(key);
+                }
+            },
+            RejectedPart::Acl(name) => match previous.acls.get(name).filter(|_| r.kept) {
+                Some(prev) => {
+                    model.acls.insert(name.clone(), prev.clone());
+                }
+                None => {
+                    model.acls.remove(name);
+                }
+            },
+        }
+    }
+}
+
+impl Dataplane {
+    /// Bring the maps to `model`: ACLs first, then listeners — new ones added, changed ones
+    /// switched to freshly written backends and tables (the listener's settings last, in one
+    /// update), removed ones deleted. Flows already in conntrack keep their backend; a removed
+    /// backend's flows are cut now, or at the end of the listener's drain timeout.
+    ///
+    /// Each ACL and each listener is applied on its own: one the datapath cannot take keeps
+    /// its last good state (or stays absent), the others are applied, and
+    /// [`DataplaneError::Rejected`] lists the failures. Other errors mean the maps
+    /// themselves could not be reached.
+    pub fn apply(&mut self, model: &Model) -> Result<()> {
+        let now = Instant::now();
+        self.reclaim(now);
+        let acls = self.acls.apply(&mut self.ebpf, &model.acls)?;
+        let mut rejected: Vec<Rejected> = acls
+            .failed
+            .into_iter()
+            .map(|(name, kept, error)| {
+                let object = model.acls[&name].source.clone();
+                Rejected::new(object, "spec.entries", RejectedPart::Acl(name), kept, &error)
+            })
+            .collect();
+        let desired: BTreeMap<ListenerId, &L4Listener> = model.listeners.values().map(|l| (l.id(), l)).collect();
+        let gone: Vec<ListenerId> = self.loaded.keys().filter(|k| !desired.contains_key(k)).copied().collect();
+        for id in gone {
+            let l = self.loaded[&id].listener.clone();
+            if let Err(e) = self.remove_listener(id, now) {
+                rejected.push(Rejected::listener(&l, self.loaded.contains_key(&id), &e));
+            }
+        }
+        for (id, listener) in desired {
+            let acl_changed = listener.acl.as_ref().is_some_and(|b| acls.changed.contains(&b.acl));
+            let stale = acl_changed || self.loaded.get(&id).map(|l| &l.listener) != Some(listener);
+            if stale && let Err(e) = self.write_listener(listener, now) {
+                rejected.push(Rejected::listener(listener, self.loaded.contains_key(&id), &e));
+            }
+        }
+        // ACLs leave once no listener still loaded (a last good one included) names them.
+        let in_use: BTreeSet<&str> =
+            self.loaded.values().filter_map(|l| l.listener.acl.as_ref()).map(|b| b.acl.as_str()).collect();
+        self.acls.reclaim(&mut self.ebpf, |name| model.acls.contains_key(name) || in_use.contains(name))?;
+        for r in &rejected {
+            tracing::error!(error = %r, "not loaded into the datapath; the rest of the model was applied");
+        }
+        if rejected.is_empty() { Ok(()) } else { Err(DataplaneError::Rejected(rejected)) }
+    }
+
+    /// Load `l` (new or changed). Everything that can run out (its id, backend ids, table
+    /// entries, its ACL) is taken before anything is written: a listener that does not fit
+    /// leaves the maps, and its last good version, as they were.
+    fn write_listener(&mut self, l: &L4Listener, now: Instant) -> Result<()> {
+        let name = listener_name(l);
+        let listener_err = |reason: String| DataplaneError::Listener { listener: name.clone(), reason };
+        let previous = self.loaded.get(&l.id()).cloned();
+        let acl = match &l.acl {
+            Some(binding) => Some(
+                self.acls
+                    .id_of(&binding.acl)
+                    .ok_or_else(|| listener_err(format!("ACL {} is not loaded", binding.acl)))?,
+            ),
+            None => None,
+        };
+        let id = match &previous {
+            Some(p) => p.id,
+            None => self.free_ids.pop().ok_or_else(|| listener_err(format!("more than {MAX_LISTENERS} listeners")))?,
+        };
+        let give_back_id = |dp: &mut Dataplane| {
+            if previous.is_none() {
+                dp.free_ids.push(id);
+            }
+        };
+        let ids = self.backend_ids.acquire(&l.backends);
+        if ids.iter().any(|id| *id >= self.max_backends) {
+            self.release_backends(&l.backends, now);
+            give_back_id(self);
+            return Err(listener_err(format!(
+                "more than {} distinct backends: raise --max-backends",
+                self.max_backends
+            )));
+        }
+        let slots = table_slots(l);
+        let Some(region) = self.table.alloc(slots.len() as u32) else {
+            self.release_backends(&l.backends, now);
+            give_back_id(self);
+            return Err(listener_err(format!(
+                "backend table full ({} entries needed, {} free): raise --backend-table-entries",
+                slots.len(),
+                self.table.free_entries()
+            )));
+        };
+        let (key, mut value) = listener_entry(l, region);
+        if let Some((acl_id, empty)) = acl {
+            value.acl_id = acl_id;
+            if empty {
+                value.flags |= listener_flags::ACL_EMPTY;
+            }
+        }
+        let entries: Vec<u32> = slots.iter().map(|&i| ids[i]).collect();
+        if let Err(e) = self.write_entries(l, &ids, region.offset, &entries, id, key, value) {
+            self.table.release(region, now);
+            self.release_backends(&l.backends, now);
+            give_back_id(self);
+            return Err(e);
+        }
+
+        for b in &l.backends {
+            self.drains.cancel(id, b.addr, b.port);
+        }
+        tracing::info!(listener = %name, backends = l.backends.len(), scheduler = ?l.scheduler, "listener loaded");
+        self.loaded.insert(l.id(), Loaded { id, region, backend_ids: ids, listener: l.clone() });
+        if let Some(prev) = previous {
+            self.table.release(prev.region, now);
+            self.release_backends(&prev.listener.backends, now);
+            self.retire_backends(&prev, Some(l), now)?;
+        }
+        Ok(())
+    }
+
+    /// The map writes of [`write_listener`](Self::write_listener): backends, the table, then
+    /// the listener's settings and its key (the switch).
+    #[allow(clippy::too_many_arguments)]
+    fn write_entries(
+        &mut self,
+        l: &L4Listener,
+        ids: &[u32],
+        offset: u32,
+        entries: &[u32],
+        id: u32,
+        key: ListenerKey,
+        value: Listener,
+    ) -> Result<()> {
+        backends::write(&mut self.ebpf, &l.backends, ids)?;
+        backends::write_table(&mut self.ebpf, offset, entries)?;
+        let mut cfg: Array<&mut MapData, Listener> = self.map_mut(names::LISTENER_CFG)?;
+        cfg.set(id, value, 0).map_err(map_err(names::LISTENER_CFG))?;
+        let mut listeners: BpfHashMap<&mut MapData, ListenerKey, u32> = self.map_mut(names::LISTENERS)?;
+        listeners.insert(key, id, 0).map_err(map_err(names::LISTENERS))
+    }
+
+    fn remove_listener(&mut self, key: ListenerId, now: Instant) -> Result<()> {
+        let Some(loaded) = self.loaded.get(&key).cloned() else { return Ok(()) };
+        let (lkey, _) = listener_entry(&loaded.listener, loaded.region);
+        let mut listeners: BpfHashMap<&mut MapData, ListenerKey, u32> = self.map_mut(names::LISTENERS)?;
+        match listeners.remove(&lkey) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(names::LISTENERS)(e)),
+        }
+        self.loaded.remove(&key);
+        self.table.release(loaded.region, now);
+        self.release_backends(&loaded.listener.backends, now);
+        self.retire_backends(&loaded, None, now)?;
+        self.pending_ids.push((now, loaded.id));
+        tracing::info!(listener = %listener_name(&loaded.listener), "listener removed");
+        Ok(())
+    }
+
+    /// Backends of `old` that `new` no longer has (all of them when the listener goes):
+    /// their flows are cut now, or at the drain deadline; their persistence is forgotten.
+    fn retire_backends(&mut self, loaded: &Loaded, new: Option<&L4Listener>, now: Instant) -> Result<()> {
+        let (id, old) = (loaded.id, &loaded.listener);
+        let keep = |b: &Backend| {
+            new.is_some_and(|n| n.backends.iter().any(|x| x.addr == b.addr && x.port == b.port && x.weight > 0))
+        };
+        // The ids the listener held (its backends may already be released and cleared).
+        let (retired, retired_ids): (Vec<(IpAddr, u16)>, Vec<u32>) = old
+            .backends
+            .iter()
+            .zip(&loaded.backend_ids)
+            .filter(|(b, _)| !keep(b))
+            .map(|(b, id)| ((b.addr, b.port), *id))
+            .unzip();
+        if retired.is_empty() {
+            return Ok(());
+        }
+        if old.persistence_timeout > 0 {
+            conntrack::forget_persistence(&mut self.ebpf, id, &retired_ids)?;
+        }
+        // Weight 0 only stops new flows; removal ends the established ones too.
+        let removed: Vec<(IpAddr, u16)> = retired
+            .into_iter()
+            .filter(|(a, p)| !new.is_some_and(|n| n.backends.iter().any(|x| x.addr == *a && x.port == *p)))
+            .collect();
+        let drain = new.map_or(old.drain_timeout, |n| n.drain_timeout);
+        match drain {
+            Some(secs) => {
+                for (a, p) in removed {
+                    tracing::info!(listener = id, backend = %a, port = p, secs, "draining removed backend");
+                    self.drains.add(id, a, p, now + std::time::Duration::from_secs(secs as u64));
+                }
+            }
+            None if !removed.is_empty() => {
+                let cut = conntrack::cut_flows(&mut self.ebpf, |ct_listener, addr, port| {
+                    ct_listener == id && removed.contains(&(addr, port))
+                })?;
+                tracing::info!(listener = id, flows = cut, "cut the flows of removed backends (connection drain off)");
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn release_backends(&mut self, backends: &[Backend], now: Instant) {
+        for freed in self.backend_ids.release(backends, now) {
+            let _ = backends::clear(&mut self.ebpf, freed);
+        }
+    }
+
+    fn reclaim(&mut self, now: Instant) {
+        self.table.reclaim(now);
+        self.backend_ids.reclaim(now);
+        let (due, keep): (Vec<_>, Vec<_>) =
+            self.pending_ids.drain(..).partition(|(t, _)| now.duration_since(*t) >= super::table::GRACE);
+        self.pending_ids = keep;
+        self.free_ids.extend(due.into_iter().map(|(_, id)| id));
+    }
+}
+
+/// A listener's ring or Maglev table: an index into `l.backends` per entry.
+pub fn table_slots(l: &L4Listener) -> Vec<usize> {
+    match l.scheduler {
+        Scheduler::Rr => ring::build(&l.backends.iter().map(|b| u32::from(b.weight > 0)).collect::<Vec<_>>()),
+        Scheduler::Wrr => ring::build(&l.backends.iter().map(|b| b.weight).collect::<Vec<_>>()),
+        Scheduler::Sch | Scheduler::Tch => {
+            maglev::build_default(&l.backends.iter().map(|b| (b.addr, b.port, b.weight)).collect::<Vec<_>>())
+        }
+    }
+}
+
+/// The message of [`DataplaneError::Rejected`].
+pub(super) fn list(rejected: &[Rejected]) -> String {
+    let all: Vec<String> = rejected.iter().map(ToString::to_string).collect();
+    format!("not loaded into the datapath (the rest of the model was): {}", all.join("; "))
+}
