@@ -1,10 +1,14 @@
 //! `Dataplane::apply` on the real object (issue #15, item 4): every listener and ACL is
 //! applied on its own, so one that does not fit keeps its last good state (or stays absent)
-//! while the others load, and the failure names its object.
+//! while the others load, and the failure names its object; a freed listener or backend id
+//! is not handed out again while drained flows still name it.
 //!
 //! Each test loads the datapath in a namespace of its own ([`Bed`]) and sends frames through
 //! `lb_xdp` with BPF_PROG_TEST_RUN.
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use lb_tests::{
     packet::{Flow, Frame, SYN, parse},
@@ -12,7 +16,7 @@ use lb_tests::{
     testbed::{Bed, listener, model, pin_to_cpu0, run_frame},
 };
 use lb_userspace::{
-    dataplane::{Dataplane, DataplaneError, Options, Rejected, keep_served},
+    dataplane::{Dataplane, DataplaneError, Options, Rejected, conntrack::SweepOptions, keep_served},
     model::{Acl, AclBinding, AclMode, Model, ObjectRef, Protocol, Scheduler},
 };
 
@@ -37,6 +41,13 @@ struct Loaded {
 }
 
 impl Loaded {
+    /// A datagram from `CLIENT:sport` to `VIP:port`: the verdict, and the backend it went to.
+    fn udp(&mut self, sport: u16, port: u16) -> (u32, Option<IpAddr>) {
+        let frame = Frame::udp(Flow::new(CLIENT, sport, VIP, port)).payload(b"ping").bytes();
+        let (verdict, out, _) = run_frame(self.dp.program().unwrap(), &frame, self.a, 1);
+        (verdict, (verdict == XDP_REDIRECT).then(|| parse(&out).flow.2))
+    }
+
     /// A SYN from `CLIENT:sport` to `VIP:port`: the verdict, and the backend it went to.
     fn syn(&mut self, sport: u16, port: u16) -> (u32, Option<IpAddr>) {
         let frame = Frame::tcp(Flow::new(CLIENT, sport, VIP, port), SYN).bytes();
@@ -176,5 +187,42 @@ fn an_acl_that_does_not_fit_keeps_its_last_good_prefixes() {
         assert_eq!(t.syn(1001, 80).0, XDP_REDIRECT, "the whitelist keeps its last good prefixes");
         assert_eq!(t.syn(1002, 81).0, XDP_REDIRECT, "the other ACL is edited");
         assert_eq!(t.syn(1003, 82).0, XDP_DROP, "the new listener's whitelist does not list the client");
+    });
+}
+
+/// Issue #15, item 4 (id quarantine): a removed listener's flows drain past the 2 s grace
+/// period; the listener and backend ids they carry are not handed to a new listener and
+/// backend until a conntrack sweep has cut them (before, the new listener took both ids after
+/// 2 s, and the drained flow's packets were counted as its own).
+#[test]
+fn a_freed_id_is_not_reused_while_drained_flows_name_it() {
+    with_datapath("a_freed_id_is_not_reused_while_drained_flows_name_it", Options::default(), |t| {
+        let udp = |port: u16, backend: Ipv4Addr| {
+            let mut x = listener(IpAddr::V4(VIP), port, Protocol::Udp, Scheduler::Rr, &[be(backend)]);
+            x.drain_timeout = Some(3);
+            x
+        };
+        t.dp.apply(&model(vec![udp(53, B1)])).unwrap();
+        assert_eq!(t.udp(5000, 53), (XDP_REDIRECT, Some(B1.into())));
+        // Removed: its flow drains for 3 s.
+        t.dp.apply(&Model::default()).unwrap();
+        std::thread::sleep(Duration::from_millis(2200));
+        let next = model(vec![udp(54, B2)]);
+        t.dp.apply(&next).unwrap();
+        assert_eq!(t.udp(5000, 53), (XDP_REDIRECT, Some(B1.into())), "the drained flow goes on");
+        let stats = t.dp.stats().unwrap();
+        assert_eq!(stats.listeners["198.18.100.10:54/udp"].packets, 0, "not counted on the new listener: {stats:?}");
+        assert_eq!(stats.backends["198.18.1.3:8080"].packets, 0, "nor on the new backend: {stats:?}");
+
+        // Past the deadline a sweep cuts the flow; the ids are free again after it.
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(t.dp.sweep(&SweepOptions::default()).unwrap().drained, 1);
+        assert_eq!(t.udp(5000, 53).0, XDP_PASS, "cut");
+        let mut again = next.clone();
+        again.listeners.extend(model(vec![udp(55, B3)]).listeners);
+        t.dp.apply(&again).unwrap();
+        assert_eq!(t.udp(5001, 55), (XDP_REDIRECT, Some(B3.into())));
+        let stats = t.dp.stats().unwrap();
+        assert_eq!(stats.listeners["198.18.100.10:55/udp"].packets, 1, "{stats:?}");
     });
 }

@@ -11,7 +11,9 @@ use std::{
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use lb_common::{Listener, ListenerKey, MAX_LISTENERS, listener_flags, map_names as names};
 
-use super::{Dataplane, DataplaneError, Loaded, Result, backends, conntrack, listener_entry, maglev, map_err, ring};
+use super::{
+    Dataplane, DataplaneError, Loaded, Result, backends, conntrack, ids, listener_entry, maglev, map_err, ring,
+};
 use crate::model::{Backend, L4Listener, ListenerId, Model, ObjectError, ObjectRef, Scheduler, listener_name};
 
 /// One object of the model the datapath could not take; the rest of the model was applied.
@@ -153,11 +155,13 @@ impl Dataplane {
         };
         let id = match &previous {
             Some(p) => p.id,
-            None => self.free_ids.pop().ok_or_else(|| listener_err(format!("more than {MAX_LISTENERS} listeners")))?,
+            None => {
+                self.listener_ids.take().ok_or_else(|| listener_err(format!("more than {MAX_LISTENERS} listeners")))?
+            }
         };
         let give_back_id = |dp: &mut Dataplane| {
             if previous.is_none() {
-                dp.free_ids.push(id);
+                dp.listener_ids.untake(id);
             }
         };
         let ids = self.backend_ids.acquire(&l.backends);
@@ -201,8 +205,10 @@ impl Dataplane {
         self.loaded.insert(l.id(), Loaded { id, region, backend_ids: ids, listener: l.clone() });
         if let Some(prev) = previous {
             self.table.release(prev.region, now);
+            // Retired first: the drains it starts set how long the released ids wait.
+            let retired = self.retire_backends(&prev, Some(l), now);
             self.release_backends(&prev.listener.backends, now);
-            self.retire_backends(&prev, Some(l), now)?;
+            retired?;
         }
         Ok(())
     }
@@ -238,11 +244,12 @@ impl Dataplane {
         }
         self.loaded.remove(&key);
         self.table.release(loaded.region, now);
+        // Retired first: the drains it starts set how long the released ids wait.
+        let retired = self.retire_backends(&loaded, None, now);
         self.release_backends(&loaded.listener.backends, now);
-        self.retire_backends(&loaded, None, now)?;
-        self.pending_ids.push((now, loaded.id));
+        self.listener_ids.release(loaded.id, now, self.bounds.listener(loaded.id));
         tracing::info!(listener = %listener_name(&loaded.listener), "listener removed");
-        Ok(())
+        retired
     }
 
     /// Backends of `old` that `new` no longer has (all of them when the listener goes):
@@ -252,7 +259,7 @@ impl Dataplane {
         let keep = |b: &Backend| {
             new.is_some_and(|n| n.backends.iter().any(|x| x.addr == b.addr && x.port == b.port && x.weight > 0))
         };
-        // The ids the listener held (its backends may already be released and cleared).
+        // The ids the listener held.
         let (retired, retired_ids): (Vec<(IpAddr, u16)>, Vec<u32>) = old
             .backends
             .iter()
@@ -274,9 +281,11 @@ impl Dataplane {
         let drain = new.map_or(old.drain_timeout, |n| n.drain_timeout);
         match drain {
             Some(secs) => {
+                let deadline = now + std::time::Duration::from_secs(secs as u64);
                 for (a, p) in removed {
                     tracing::info!(listener = id, backend = %a, port = p, secs, "draining removed backend");
-                    self.drains.add(id, a, p, now + std::time::Duration::from_secs(secs as u64));
+                    self.drains.add(id, a, p, deadline);
+                    self.bounds.drain(id, a, p, deadline);
                 }
             }
             None if !removed.is_empty() => {
@@ -291,18 +300,22 @@ impl Dataplane {
     }
 
     fn release_backends(&mut self, backends: &[Backend], now: Instant) {
-        for freed in self.backend_ids.release(backends, now) {
+        let bounds = &self.bounds;
+        for freed in self.backend_ids.release(backends, now, |addr, port| bounds.backend(addr, port)) {
             let _ = backends::clear(&mut self.ebpf, freed);
         }
     }
 
+    /// Hand out again the table regions past their grace period and the ids out of
+    /// quarantine ([`ids`](super::ids)), their persistence entries and counters cleared.
     fn reclaim(&mut self, now: Instant) {
         self.table.reclaim(now);
-        self.backend_ids.reclaim(now);
-        let (due, keep): (Vec<_>, Vec<_>) =
-            self.pending_ids.drain(..).partition(|(t, _)| now.duration_since(*t) >= super::table::GRACE);
-        self.pending_ids = keep;
-        self.free_ids.extend(due.into_iter().map(|(_, id)| id));
+        let last_sweep = self.bounds.last_sweep();
+        let backends = self.backend_ids.reclaim(now, last_sweep);
+        let listeners = self.listener_ids.reclaim(now, last_sweep);
+        if let Err(e) = ids::scrub(&mut self.ebpf, &listeners, &backends) {
+            tracing::warn!(error = %e, "cannot clear the persistence and counters of ids out of quarantine");
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Backend ids and their map entries: one id per (address, port), shared by every listener
-//! that uses it and freed (after the grace period) when the last one stops.
+//! that uses it and freed when the last one stops, after a quarantine that outlasts its
+//! flows (see [`ids`](super::ids)).
 use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use aya::{
@@ -8,7 +9,7 @@ use aya::{
 };
 use lb_common::{backend_flags, map_names as names};
 
-use super::{Result, map_err, map_mut, table::GRACE};
+use super::{Result, ids::Quarantine, map_err, map_mut};
 use crate::model::Backend;
 
 #[derive(Debug, Default)]
@@ -16,7 +17,10 @@ pub struct BackendIds {
     ids: HashMap<(IpAddr, u16), (u32, usize)>,
     next: u32,
     free: Vec<u32>,
-    pending: Vec<(Instant, u32)>,
+    /// Freed ids still in quarantine, by the backend they were: it gets them back if it
+    /// returns meanwhile.
+    quarantined: HashMap<(IpAddr, u16), u32>,
+    quarantine: Quarantine,
 }
 
 impl BackendIds {
@@ -25,11 +29,18 @@ impl BackendIds {
         backends
             .iter()
             .map(|b| {
-                let entry = self.ids.entry((b.addr, b.port)).or_insert_with(|| {
-                    let id = self.free.pop().unwrap_or_else(|| {
-                        self.next += 1;
-                        self.next - 1
-                    });
+                let key = (b.addr, b.port);
+                let entry = self.ids.entry(key).or_insert_with(|| {
+                    let id = match self.quarantined.remove(&key) {
+                        Some(id) => {
+                            self.quarantine.revive(id);
+                            id
+                        }
+                        None => self.free.pop().unwrap_or_else(|| {
+                            self.next += 1;
+                            self.next - 1
+                        }),
+                    };
                     (id, 0)
                 });
                 entry.1 += 1;
@@ -38,9 +49,15 @@ impl BackendIds {
             .collect()
     }
 
-    /// Drop one reference on each of `backends`; returns the ids nobody uses any more (they
-    /// are handed out again after the grace period).
-    pub fn release(&mut self, backends: &[Backend], now: Instant) -> Vec<u32> {
+    /// Drop one reference on each of `backends`; returns the ids nobody uses any more. They
+    /// are handed out again once out of quarantine: `drained_until` says until when flows to
+    /// a backend may be drained.
+    pub fn release(
+        &mut self,
+        backends: &[Backend],
+        now: Instant,
+        drained_until: impl Fn(IpAddr, u16) -> Option<Instant>,
+    ) -> Vec<u32> {
         let mut freed = Vec::new();
         for b in backends {
             let key = (b.addr, b.port);
@@ -48,7 +65,8 @@ impl BackendIds {
                 entry.1 -= 1;
                 if entry.1 == 0 {
                     freed.push(entry.0);
-                    self.pending.push((now, entry.0));
+                    self.quarantine.hold(entry.0, now, drained_until(b.addr, b.port));
+                    self.quarantined.insert(key, entry.0);
                     self.ids.remove(&key);
                 }
             }
@@ -56,10 +74,12 @@ impl BackendIds {
         freed
     }
 
-    pub fn reclaim(&mut self, now: Instant) {
-        let (due, keep): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(t, _)| now.duration_since(*t) >= GRACE);
-        self.pending = keep;
-        self.free.extend(due.into_iter().map(|(_, id)| id));
+    /// Free the ids whose quarantine is over; returns them.
+    pub fn reclaim(&mut self, now: Instant, last_sweep: Option<Instant>) -> Vec<u32> {
+        let due = self.quarantine.due(now, last_sweep);
+        self.quarantined.retain(|_, id| !due.contains(id));
+        self.free.extend(&due);
+        due
     }
 }
 
@@ -99,7 +119,10 @@ pub fn write_table(ebpf: &mut Ebpf, offset: u32, entries: &[u32]) -> Result<()> 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::dataplane::table::GRACE;
 
     fn be(port: u16) -> Backend {
         Backend { addr: "198.18.0.1".parse().unwrap(), port, weight: 1 }
@@ -113,10 +136,29 @@ mod tests {
         let b = ids.acquire(&[be(2), be(3)]);
         assert_eq!(a, vec![0, 1]);
         assert_eq!(b, vec![1, 2]);
-        assert_eq!(ids.release(&[be(1), be(2)], now), vec![0], "id 1 is still held");
+        assert_eq!(ids.release(&[be(1), be(2)], now, |_, _| None), vec![0], "id 1 is still held");
         assert_eq!(ids.acquire(&[be(4)]), vec![3], "id 0 is in its grace period");
-        ids.reclaim(now + GRACE);
+        ids.reclaim(now + GRACE, None);
         assert_eq!(ids.acquire(&[be(5)]), vec![0]);
         assert_eq!(ids.acquire(&[be(2)]), vec![1]);
+    }
+
+    /// Issue #15, item 4 (id quarantine): a backend whose flows drain keeps its id out of use
+    /// until a sweep after the deadline; if it comes back meanwhile, it gets the same id.
+    #[test]
+    fn a_drained_backend_id_is_not_reused_before_its_flows_are_cut() {
+        let mut ids = BackendIds::default();
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(900);
+        assert_eq!(ids.acquire(&[be(1), be(2)]), vec![0, 1]);
+        assert_eq!(ids.release(&[be(1), be(2)], now, |_, port| (port == 1).then_some(deadline)), vec![0, 1]);
+        ids.reclaim(now + GRACE, None);
+        assert_eq!(ids.acquire(&[be(3)]), vec![1], "id 1 had no drain: free after the grace");
+        ids.reclaim(deadline, Some(deadline - Duration::from_secs(1)));
+        assert_eq!(ids.acquire(&[be(4)]), vec![2], "id 0 drains until a sweep after the deadline");
+        assert_eq!(ids.acquire(&[be(1)]), vec![0], "back before the cut: its flows keep their id");
+        ids.release(&[be(1)], now, |_, _| Some(deadline));
+        ids.reclaim(deadline + GRACE, Some(deadline));
+        assert_eq!(ids.acquire(&[be(5)]), vec![0], "cut by the sweep at the deadline: free");
     }
 }

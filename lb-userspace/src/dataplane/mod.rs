@@ -5,6 +5,7 @@ mod apply;
 mod attach;
 mod backends;
 pub mod conntrack;
+mod ids;
 pub mod maglev;
 pub mod ring;
 mod stats;
@@ -109,9 +110,10 @@ pub struct Dataplane {
     /// tc ingress attachments: (interface, its ifindex then, program, link).
     tc_links: Vec<(String, u32, &'static str, SchedClassifierLinkId)>,
     loaded: BTreeMap<ListenerId, Loaded>,
-    free_ids: Vec<u32>,
-    pending_ids: Vec<(Instant, u32)>,
+    /// Listener and backend ids, freed ones in quarantine while flows may name them.
+    listener_ids: ids::ListenerIds,
     backend_ids: BackendIds,
+    bounds: ids::FlowBounds,
     table: TableAlloc,
     acls: acls::AclState,
     max_backends: u32,
@@ -151,9 +153,9 @@ impl Dataplane {
             links: Vec::new(),
             tc_links: Vec::new(),
             loaded: BTreeMap::new(),
-            free_ids: (0..MAX_LISTENERS).rev().collect(),
-            pending_ids: Vec::new(),
+            listener_ids: ids::ListenerIds::new(MAX_LISTENERS),
             backend_ids: BackendIds::default(),
+            bounds: ids::FlowBounds::default(),
             table: TableAlloc::new(opts.backend_table_entries),
             acls: acls::AclState::default(),
             max_backends: opts.max_backends,
@@ -205,9 +207,13 @@ impl Dataplane {
 
     /// One sweep of the conntrack tables: expired and drained flows are removed.
     pub fn sweep(&mut self, opts: &conntrack::SweepOptions) -> Result<conntrack::SweepReport> {
+        let start = Instant::now();
         let timeouts: BTreeMap<u32, u32> =
             self.loaded.values().map(|l| (l.id, l.listener.established_timeout)).collect();
-        conntrack::sweep(&mut self.ebpf, &timeouts, &mut self.drains, opts)
+        let report = conntrack::sweep(&mut self.ebpf, &timeouts, &mut self.drains, opts)?;
+        // Drains due by `start` are cut: their ids may leave quarantine.
+        self.bounds.swept(start);
+        Ok(report)
     }
 
     /// The datapath's counters, summed over CPUs.
