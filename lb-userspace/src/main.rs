@@ -123,7 +123,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Validate a manifest directory offline: print the model, or every rejected object.
+    /// Validate a manifest directory offline: print the model, or every rejected object
+    /// (including what would not fit the datapath's sizes, as `lb run` sets them).
     #[command(after_help = "Example:\n  lb check --manifests ./examples --json")]
     Check {
         #[arg(long)]
@@ -134,6 +135,12 @@ enum Command {
         /// The node to validate for (externalTrafficPolicy: Local).
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
+        /// The backend table's size, as given to `lb run`.
+        #[arg(long, default_value_t = lb_common::DEFAULT_BACKEND_TABLE_ENTRIES)]
+        backend_table_entries: u32,
+        /// Distinct backends, as given to `lb run`.
+        #[arg(long, default_value_t = lb_common::MAX_BACKENDS)]
+        max_backends: u32,
     },
 }
 
@@ -243,7 +250,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats { admin, json } => stats(admin, json),
-        Command::Check { manifests, json, node_name } => check(&manifests, json, &model::BuildOptions { node_name }),
+        Command::Check { manifests, json, node_name, backend_table_entries, max_backends } => {
+            let sizes = dataplane::Options { backend_table_entries, max_backends, ..Default::default() };
+            check(&manifests, json, &model::BuildOptions { node_name }, &dataplane::Capacity::of(&sizes))
+        }
     }
 }
 
@@ -251,12 +261,19 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 /// changes meaning or goes away.
 const CHECK_SCHEMA: u32 = 1;
 
-fn check(dir: &std::path::Path, json: bool, opts: &model::BuildOptions) -> Result<ExitCode> {
+fn check(
+    dir: &std::path::Path,
+    json: bool,
+    opts: &model::BuildOptions,
+    capacity: &dataplane::Capacity,
+) -> Result<ExitCode> {
     if !dir.is_dir() {
         bail!("{}: not a directory", dir.display());
     }
     let objects = manifests::load_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-    let build = model::build(&objects, opts);
+    let mut build = model::build(&objects, opts);
+    let too_big = dataplane::capacity::enforce(&mut build.model, capacity);
+    build.errors.extend(too_big);
     let manifest_errors: Vec<String> = objects.errors.iter().map(ToString::to_string).collect();
     let ok = manifest_errors.is_empty() && build.errors.is_empty();
     if json {

@@ -98,3 +98,55 @@ fn a_bad_alb_annotation_rejects_its_ingress_only() {
     assert!(errors[0]["reason"].as_str().unwrap().contains("1001"), "{json}");
     assert!(json["model"]["ingresses"]["demo/shop"].is_object(), "the good Ingress stays: {json}");
 }
+
+/// A Service of `ports` TCP ports on `vip` (scheduler `scheduler`), each to one endpoint.
+fn many_ports(name: &str, vip: &str, ports: u16, scheduler: &str) -> String {
+    let svc_ports: String =
+        (0..ports).map(|i| format!("  - {{name: p{i}, port: {}, targetPort: 8080}}\n", 1000 + i)).collect();
+    let ep_ports: String = (0..ports).map(|i| format!("  - {{name: p{i}, port: 8080}}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: t\n  annotations:\n    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-scheduler: \"{scheduler}\"\nspec:\n  type: LoadBalancer\n  loadBalancerIP: {vip}\n  ports:\n{svc_ports}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: t, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports:\n{ep_ports}endpoints: [{{addresses: [198.18.1.2]}}]\n"
+    )
+}
+
+/// Issue #15, item 4 (capacity checked by `lb check`): a model that does not fit the
+/// datapath's sizes as `lb run` sets them by default is rejected per object, in the order
+/// `lb run` would load it: here the backend table (4,194,304 entries) holds 256 Maglev
+/// tables of 16,381 entries, and two Services ask for 300. Every valid Service port is
+/// otherwise fine, so before this check `lb check` said yes and `lb run` failed to load.
+#[test]
+fn a_model_that_does_not_fit_the_datapath_is_rejected_per_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a.yaml"), many_ports("big-a", "198.18.100.30", 200, "sch")).unwrap();
+    fs::write(dir.path().join("b.yaml"), many_ports("big-b", "198.18.100.31", 100, "tch")).unwrap();
+    fs::write(dir.path().join("c.yaml"), many_ports("small", "198.18.100.32", 1, "rr")).unwrap();
+    let (code, json) = check(dir.path());
+    assert_eq!(code, 1, "{}", json["errors"]);
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 44, "the 44 listeners past 256 Maglev tables: {}", json["errors"]);
+    for (e, port) in errors.iter().zip(1056..) {
+        assert_eq!(e["object"]["name"], "big-b", "{e}");
+        assert_eq!(e["field"], "spec.ports", "{e}");
+        let reason = e["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with(&format!(
+                "listener 198.18.100.31:{port}/tcp does not fit the datapath: backend table full"
+            )),
+            "{e}"
+        );
+        assert!(reason.contains("16381 entries needed") && reason.contains("--backend-table-entries"), "{e}");
+    }
+    let listeners = json["model"]["listeners"].as_object().unwrap();
+    assert_eq!(listeners.len(), 257, "what fits stays in the model");
+    assert!(listeners.contains_key("198.18.100.31:1055/tcp") && !listeners.contains_key("198.18.100.31:1056/tcp"));
+    assert!(listeners.contains_key("198.18.100.32:1000/tcp"), "a small listener after them still fits");
+
+    // The same sizes as lb run's flags: a bigger table takes them all.
+    let out = Command::new(lb_bin())
+        .args(["check", "--json", "--backend-table-entries", "5000000", "--manifests"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", json["errors"]);
+}

@@ -4,6 +4,7 @@ mod acls;
 mod apply;
 mod attach;
 mod backends;
+pub mod capacity;
 pub mod conntrack;
 mod ids;
 pub mod maglev;
@@ -30,6 +31,7 @@ use thiserror::Error;
 
 pub use apply::{Rejected, RejectedPart, keep_served};
 pub use backends::BackendIds;
+pub use capacity::Capacity;
 pub use stats::{Count, Stats};
 use table::{Region, TableAlloc};
 
