@@ -10,6 +10,9 @@ pub mod map_names {
     pub const BACKEND_TABLE: &str = "BACKEND_TABLE";
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const REVERSE_NAT: &str = "REVERSE_NAT";
+    /// TCP flows whose handshake has not completed (client side, then backend side).
+    pub const HALF_OPEN: &str = "HALF_OPEN";
+    pub const HALF_OPEN_REV: &str = "HALF_OPEN_REV";
     pub const PERSIST: &str = "PERSIST";
     pub const ACLS: &str = "ACLS";
     pub const SNAT_ADDRS: &str = "SNAT_ADDRS";
@@ -33,11 +36,19 @@ pub mod prog_index {
     pub const PP_BACKEND: u32 = 1;
     /// tc only: make room for the header the client program worked out (move the payload).
     pub const PP_MOVE: u32 = 2;
-    pub const COUNT: u32 = 3;
-    /// Program names in index order (`PROGS`).
-    pub const NAMES: [&str; 2] = ["lb_xdp_pp_client", "lb_xdp_pp_backend"];
-    /// The tc programs in index order (`TC_PROGS`).
-    pub const TC_NAMES: [&str; 3] = ["lb_tc_pp_client", "lb_tc_pp_backend", "lb_tc_pp_move"];
+    /// A packet to a listener with no established flow: half-open and new flows.
+    pub const OPEN: u32 = 3;
+    pub const COUNT: u32 = 4;
+    /// The XDP programs and their indices (`PROGS`).
+    pub const NAMES: [(u32, &str); 3] =
+        [(PP_CLIENT, "lb_xdp_pp_client"), (PP_BACKEND, "lb_xdp_pp_backend"), (OPEN, "lb_xdp_open")];
+    /// The tc programs and their indices (`TC_PROGS`).
+    pub const TC_NAMES: [(u32, &str); 4] = [
+        (PP_CLIENT, "lb_tc_pp_client"),
+        (PP_BACKEND, "lb_tc_pp_backend"),
+        (PP_MOVE, "lb_tc_pp_move"),
+        (OPEN, "lb_tc_open"),
+    ];
 }
 
 /// Name of the XDP entry point in the object.
@@ -86,6 +97,9 @@ pub const MAGLEV_M: u32 = 16381;
 pub const MAX_RING: u32 = 4096;
 /// Default conntrack size (flows); the forward and the reverse table get this many.
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
+/// Default size of the half-open tables (TCP flows between the client's SYN and its
+/// handshake ACK): a SYN flood churns these, never the established flows.
+pub const DEFAULT_HALF_OPEN_ENTRIES: u32 = 65_536;
 /// Default number of (listener, client address) session-persistence entries.
 pub const DEFAULT_PERSIST_ENTRIES: u32 = 131_072;
 /// Upper bound on ACL prefixes over all ACLs.
@@ -268,6 +282,10 @@ pub struct RevEntry {
     pub pp_acked: u8,
     /// `rev_flags`.
     pub flags: u32,
+    /// TCP: the backend's initial sequence number, from its SYN-ACK (0 until then). The
+    /// client's handshake ACK must acknowledge it for a half-open flow to become established.
+    pub server_isn: u32,
+    pub _pad: u32,
 }
 
 /// `RevEntry::flags`.
@@ -344,6 +362,10 @@ pub struct ListenerCounters {
     pub new_flows: u64,
     pub acl_drops: u64,
     pub no_backend_drops: u64,
+    /// TCP handshakes completed (half-open flows that became established).
+    pub handshakes: u64,
+    /// TCP packets other than a SYN for no known flow, dropped.
+    pub no_flow_drops: u64,
 }
 
 /// Per-backend counters (`BACKEND_STATS`, per CPU, by backend id).
@@ -401,7 +423,20 @@ pub mod stat {
     pub const TO_LOCAL: u32 = 27;
     /// Packets the node itself sent that the tc egress program looked at.
     pub const TC_EGRESS_RX: u32 = 28;
-    pub const COUNT: u32 = 29;
+    /// TCP packets other than a SYN for no known flow (only a SYN opens one), dropped.
+    pub const DROP_NO_FLOW: u32 = 29;
+    /// Client packets of a half-open flow that do not complete its handshake (an ACK that
+    /// does not acknowledge the backend's SYN-ACK), dropped.
+    pub const DROP_HALF_OPEN: u32 = 30;
+    /// Half-open flows that became established (the client's handshake ACK).
+    pub const HANDSHAKES: u32 = 31;
+    /// SNAT ports taken back from the oldest half-open flow because no port was free.
+    pub const HALF_OPEN_RECLAIMED: u32 = 32;
+    /// A flow's reverse entry found held by another flow (not overwritten).
+    pub const REVERSE_CONFLICT: u32 = 33;
+    /// Packets whose TTL / hop limit ran out (a routing loop), dropped instead of forwarded.
+    pub const DROP_TTL: u32 = 34;
+    pub const COUNT: u32 = 35;
     /// Names in index order, for user space.
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -433,6 +468,12 @@ pub mod stat {
         "drop_pp_tc",
         "to_local",
         "tc_egress_rx",
+        "drop_no_flow",
+        "drop_half_open",
+        "handshakes",
+        "half_open_reclaimed",
+        "reverse_conflict",
+        "drop_ttl",
     ];
 }
 
@@ -472,13 +513,13 @@ const _: () = {
     assert!(core::mem::size_of::<Backend>() == 24);
     assert!(core::mem::size_of::<FlowKey>() == 40);
     assert!(core::mem::size_of::<CtEntry>() == 64);
-    assert!(core::mem::size_of::<RevEntry>() == 80);
+    assert!(core::mem::size_of::<RevEntry>() == 88);
     assert!(core::mem::size_of::<PersistKey>() == 20);
     assert!(core::mem::size_of::<PersistEntry>() == 16);
     assert!(core::mem::size_of::<AclData>() == 20);
     assert!(core::mem::size_of::<SnatAddr>() == 24);
     assert!(core::mem::size_of::<DatapathConfig>() == 8);
-    assert!(core::mem::size_of::<ListenerCounters>() == 56);
+    assert!(core::mem::size_of::<ListenerCounters>() == 72);
     assert!(core::mem::size_of::<BackendCounters>() == 40);
     assert!(core::mem::size_of::<Handoff>() == 8);
 };

@@ -1,8 +1,5 @@
 //! The per-packet decision: known client flow, backend reply, new flow, or not ours.
-use aya_ebpf::{
-    bindings::BPF_NOEXIST,
-    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_ns};
 use lb_common::*;
 
 const PROTO_ICMP: u8 = 1;
@@ -12,10 +9,11 @@ use crate::{
     acl,
     ctx::Ctx,
     fwd::{self},
+    half_open::{self, Step, claim_snat_port, owned_by, reverse_key},
     icmp,
     maps::{
-        BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, LISTENER_CFG, LISTENERS, REVERSE_NAT, SNAT_ADDRS, TAIL_CALL,
-        pp_scratch, scratch,
+        BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, HALF_OPEN, HALF_OPEN_REV, LISTENER_CFG, LISTENERS, REVERSE_NAT,
+        SNAT_ADDRS, TAIL_CALL, pp_scratch, scratch,
     },
     nat,
     parse::{
@@ -30,34 +28,51 @@ use crate::{
 /// entry's cache line from bouncing between CPUs.
 const REFRESH_NS: u64 = 1_000_000_000;
 
+/// The entry programs' datapath: a packet of a known flow is forwarded here; one that may
+/// open a flow (to a listener, no established flow) goes on to [`open`] by tail call.
 #[inline(always)]
 pub fn handle<C: Ctx>(ctx: &C) -> Result<u32, ()> {
+    dispatch::<C, false>(ctx)
+}
+
+/// `lb_xdp_open` / `lb_tc_open`: a packet to a listener with no established flow (half-open
+/// flows, new flows). Its own program, so the verifier walks the new-flow path apart from
+/// the packet paths of known flows.
+#[inline(always)]
+pub fn open<C: Ctx>(ctx: &C) -> Result<u32, ()> {
+    dispatch::<C, true>(ctx)
+}
+
+#[inline(always)]
+fn dispatch<C: Ctx, const OPEN: bool>(ctx: &C) -> Result<u32, ()> {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    count(stat::RX, bytes);
+    if !OPEN {
+        count(stat::RX, bytes);
+    }
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: bounds checked by ptr_at.
     match u16::from_be(unsafe { (*eth).proto }) {
         ETH_P_IP => {
             let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
             // SAFETY: bounds checked by ptr_at.
-            if unsafe { (*ip).protocol } == PROTO_ICMP {
+            if !OPEN && unsafe { (*ip).protocol } == PROTO_ICMP {
                 return Ok(icmp::handle_v4(ctx, bytes));
             }
             let mut pkt = Packet::<Ipv4Hdr>::new();
             match parse::v4(ctx, &mut pkt) {
-                Ok(()) => process(ctx, &mut pkt, bytes),
+                Ok(()) => process::<C, _, OPEN>(ctx, &mut pkt, bytes),
                 Err(skip) => Ok(skipped::<C>(skip, bytes)),
             }
         }
         ETH_P_IPV6 => {
             let ip: *mut Ipv6Hdr = ptr_at(ctx, ETH_HLEN)?;
             // SAFETY: bounds checked by ptr_at.
-            if unsafe { (*ip).nexthdr } == PROTO_ICMPV6 {
+            if !OPEN && unsafe { (*ip).nexthdr } == PROTO_ICMPV6 {
                 return Ok(icmp::handle_v6(ctx, bytes));
             }
             let mut pkt = Packet::<Ipv6Hdr>::new();
             match parse::v6(ctx, &mut pkt) {
-                Ok(()) => process(ctx, &mut pkt, bytes),
+                Ok(()) => process::<C, _, OPEN>(ctx, &mut pkt, bytes),
                 Err(skip) => Ok(skipped::<C>(skip, bytes)),
             }
         }
@@ -75,50 +90,115 @@ fn skipped<C: Ctx>(skip: Skip, bytes: u64) -> u32 {
 }
 
 #[inline(always)]
-fn process<C: Ctx, H: Ip>(ctx: &C, pkt: &mut Packet<H>, bytes: u64) -> Result<u32, ()> {
+fn process<C: Ctx, H: Ip, const OPEN: bool>(ctx: &C, pkt: &mut Packet<H>, bytes: u64) -> Result<u32, ()> {
     if pkt.is_fragment && !fragment_ports(pkt) {
         return Ok(pass::<C>(stat::PASS_FRAGMENT, bytes));
     }
+    if OPEN {
+        return Ok(match opening(ctx, pkt, bytes) {
+            Ok((ct, half)) => to_backend(ctx, pkt, ct, bytes, half),
+            Err(verdict) => verdict,
+        });
+    }
     let key = &pkt.key;
-
     if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
         // SAFETY: map value pointer from a successful lookup.
         if !reopens(pkt, unsafe { &*ct }) {
-            return Ok(to_backend(ctx, pkt, ct, bytes));
+            return Ok(to_backend(ctx, pkt, ct, bytes, false));
         }
         // A new connection on the 4-tuple of a closed one: forget the old flow.
+        // SAFETY: as above.
         forget(key, unsafe { &*ct });
         count(stat::FLOW_REOPENED, bytes);
-    } else {
-        let cfg = CONFIG.get(0).ok_or(())?;
-        let dport = u16::from_be(key.dport);
-        if dport >= cfg.snat_port_min
-            && dport <= cfg.snat_port_max
-            && let Some(rev) = REVERSE_NAT.get_ptr_mut(key)
-        {
-            return Ok(to_client(ctx, pkt, rev, bytes));
-        }
+    } else if let Some(rev) = backend_reply(ctx, pkt)? {
+        return Ok(to_client(ctx, pkt, rev, bytes));
     }
     let lkey = ListenerKey { vip: key.dst, port: key.dport, proto: key.proto, family: key.family };
-    // SAFETY: read-only copy of the value.
-    let Some(id) = (unsafe { LISTENERS.get(&lkey) }).copied() else {
+    // SAFETY: read-only lookup.
+    if unsafe { LISTENERS.get(&lkey) }.is_none() {
         return Ok(pass::<C>(stat::PASS_NOT_OURS, bytes));
+    }
+    Ok(TAIL_CALL | prog_index::OPEN)
+}
+
+/// A packet to a source port of ours from a backend: its flow's reverse entry, established
+/// or (a SYN-ACK) half-open.
+#[inline(always)]
+fn backend_reply<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>) -> Result<Option<*mut RevEntry>, ()> {
+    let cfg = CONFIG.get(0).ok_or(())?;
+    let dport = u16::from_be(pkt.key.dport);
+    if dport < cfg.snat_port_min || dport > cfg.snat_port_max {
+        return Ok(None);
+    }
+    if let Some(rev) = REVERSE_NAT.get_ptr_mut(&pkt.key) {
+        return Ok(Some(rev));
+    }
+    if pkt.proto == PROTO_TCP
+        && let Some(rev) = HALF_OPEN_REV.get_ptr_mut(&pkt.key)
+    {
+        // SAFETY: map value pointer from a successful lookup.
+        half_open::on_backend(ctx, pkt, unsafe { &mut *rev }, unsafe { bpf_ktime_get_ns() });
+        return Ok(Some(rev));
+    }
+    Ok(None)
+}
+
+/// A client packet of no established flow: the half-open flow it belongs to or opens (TCP),
+/// or the flow it opens (UDP), with whether that flow is half-open; or the verdict.
+#[inline(always)]
+fn opening<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, bytes: u64) -> Result<(*mut CtEntry, bool), u32> {
+    let key = &pkt.key;
+    // The listener key in scratch memory rather than on the stack: this program's frame and
+    // the new-flow call's together stay within the 512 bytes the verifier allows.
+    let Some(scratch) = scratch() else { return Err(pass::<C>(stat::PASS_NOT_OURS, bytes)) };
+    scratch.lkey = ListenerKey { vip: key.dst, port: key.dport, proto: key.proto, family: key.family };
+    // SAFETY: read-only copy of the value.
+    let Some(id) = (unsafe { LISTENERS.get(&scratch.lkey) }).copied() else {
+        return Err(pass::<C>(stat::PASS_NOT_OURS, bytes));
     };
     if !pkt.has_l4() {
         // A later fragment cannot open a flow.
-        return Ok(pass::<C>(stat::PASS_FRAGMENT, bytes));
+        return Err(pass::<C>(stat::PASS_FRAGMENT, bytes));
+    }
+    let tcp = pkt.proto == PROTO_TCP;
+    if tcp {
+        if let Some(h) = HALF_OPEN.get_ptr_mut(key) {
+            // SAFETY: map value pointer from a successful lookup.
+            match half_open::on_client(ctx, pkt, unsafe { &*h }, unsafe { bpf_ktime_get_ns() }) {
+                Step::Forward => return Ok((h, true)),
+                Step::Established => {
+                    count(stat::HANDSHAKES, 0);
+                    stats::listener(id, |c| c.handshakes += 1);
+                    return match CONNTRACK.get_ptr_mut(key) {
+                        Some(ct) => Ok((ct, false)),
+                        None => Err(drop::<C>(stat::DROP_HALF_OPEN, bytes)),
+                    };
+                }
+                Step::Drop => return Err(drop::<C>(stat::DROP_HALF_OPEN, bytes)),
+                Step::Lost => {
+                    let _ = HALF_OPEN.remove(key);
+                }
+            }
+        }
+        if !half_open::opens(pkt) {
+            // Only a SYN opens a TCP flow: anything else would open one per spoofed packet
+            // (and, on a PROXY listener, pass the client's own `PROXY` line on).
+            stats::listener(id, |c| c.no_flow_drops += 1);
+            return Err(drop::<C>(stat::DROP_NO_FLOW, bytes));
+        }
     }
     let dropped = new_flow(ctx, pkt, id);
     if dropped != 0 {
-        return Ok(drop::<C>(dropped, bytes));
+        return Err(drop::<C>(dropped, bytes));
     }
     // Whichever CPU won the race to create the flow, its entry is the one to follow.
-    match CONNTRACK.get_ptr_mut(&pkt.key) {
+    let created = if tcp { HALF_OPEN.get_ptr_mut(key) } else { CONNTRACK.get_ptr_mut(key) };
+    match created {
         Some(ct) => {
             count(stat::NEW_FLOWS, bytes);
-            Ok(to_backend(ctx, pkt, ct, bytes))
+            Ok((ct, tcp))
         }
-        None => Ok(drop::<C>(stat::DROP_NO_SNAT_PORT, bytes)),
+        None => Err(drop::<C>(stat::DROP_NO_SNAT_PORT, bytes)),
     }
 }
 
@@ -196,12 +276,6 @@ fn state_bits(tcp_flags: u8) -> u32 {
     s
 }
 
-/// The reverse-NAT key of a client flow's backend side.
-#[inline(always)]
-fn reverse_key(ct: &CtEntry, proto: u8, family: u8) -> FlowKey {
-    FlowKey { src: ct.backend, dst: ct.snat, sport: ct.backend_port, dport: ct.snat_port, proto, family, _pad: [0; 2] }
-}
-
 /// The reverse-NAT value for a client flow, from the client's packet and the flow's entry,
 /// written in place (the struct is too large to build on the BPF stack and copy).
 #[inline(always)]
@@ -234,11 +308,13 @@ fn write_reverse<C: Ctx, H: Ip>(
     out.pp_version = ct.pp_version;
     out.pp_acked = ct.pp_acked;
     out.flags = if ctx.local_origin() { rev_flags::LOCAL_CLIENT } else { 0 };
+    out.server_isn = 0;
+    out._pad = 0;
 }
 
-/// A client packet of a known flow: NAT it towards its backend.
+/// A client packet of a known flow (`half`: a half-open one): NAT it towards its backend.
 #[inline(never)]
-fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: u64) -> u32 {
+fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: u64, half: bool) -> u32 {
     // SAFETY: map value pointer from a successful lookup.
     let entry = unsafe { &mut *ct };
     let bits = state_bits(pkt.tcp_flags);
@@ -248,13 +324,17 @@ fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: 
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(entry.last_seen_ns) > REFRESH_NS {
         entry.last_seen_ns = now;
-        refresh(ctx, pkt, entry, now);
+        if !half {
+            refresh(ctx, pkt, entry, now);
+        }
     }
     let hop = match fwd::lookup(ctx, pkt, &entry.backend) {
         Ok(h) => h,
         Err(e) => return drop::<C>(e.counter(), bytes),
     };
-    nat::rewrite(ctx, pkt, &entry.snat, &entry.backend, entry.snat_port, entry.backend_port);
+    if !nat::rewrite(ctx, pkt, &entry.snat, &entry.backend, entry.snat_port, entry.backend_port) {
+        return drop::<C>(stat::DROP_TTL, bytes);
+    }
     count(stat::FWD_TO_BACKEND, bytes);
     stats::listener(entry.listener_id, |c| {
         c.packets += 1;
@@ -285,20 +365,38 @@ fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: 
 }
 
 /// Once a second per flow: keep the reply path alive and pointed at where the client is now,
-/// and the client's persistence fresh.
+/// and the client's persistence fresh. The reverse entry is changed only when this flow owns
+/// it: a flow whose entry was evicted and its port taken by another never overwrites that
+/// flow's (replies would go to the wrong client).
 #[inline(always)]
 fn refresh<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
     let key = &pkt.key;
     let rkey = reverse_key(entry, key.proto, key.family);
-    let (state, acked) = match REVERSE_NAT.get_ptr(&rkey) {
-        // SAFETY: map value pointer from a successful lookup.
-        Some(r) => unsafe { ((*r).state, (*r).pp_acked) },
-        None => (0, 0),
-    };
-    if let Some(scratch) = scratch() {
-        write_reverse(ctx, pkt, key, entry, state, now, &mut scratch.rev);
-        scratch.rev.pp_acked |= acked;
-        let _ = REVERSE_NAT.insert(&rkey, &scratch.rev, 0);
+    match REVERSE_NAT.get_ptr_mut(&rkey) {
+        Some(r) => {
+            // SAFETY: map value pointer from a successful lookup.
+            let r = unsafe { &mut *r };
+            if owned_by(r, key) {
+                if let Some(eth) = pkt.eth(ctx) {
+                    // SAFETY: bounds checked by eth().
+                    unsafe {
+                        r.client_mac = (*eth).src;
+                        r.local_mac = (*eth).dst;
+                    }
+                }
+                r.ifindex = ctx.ingress_ifindex();
+                r.flags = if ctx.local_origin() { rev_flags::LOCAL_CLIENT } else { 0 };
+                r.last_seen_ns = now;
+            } else {
+                count(stat::REVERSE_CONFLICT, 0);
+            }
+        }
+        None => {
+            if let Some(scratch) = scratch() {
+                write_reverse(ctx, pkt, key, entry, 0, now, &mut scratch.rev);
+                let _ = REVERSE_NAT.insert(&rkey, &scratch.rev, BPF_NOEXIST as u64);
+            }
+        }
     }
     if let Some(cfg) = LISTENER_CFG.get(entry.listener_id)
         && cfg.persist_timeout_s != 0
@@ -320,7 +418,9 @@ fn to_client<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, rev: *mut RevEntry, bytes:
     if now.wrapping_sub(r.last_seen_ns) > REFRESH_NS {
         r.last_seen_ns = now;
     }
-    nat::rewrite(ctx, pkt, &r.vip, &r.client, r.vip_port, r.client_port);
+    if !nat::rewrite(ctx, pkt, &r.vip, &r.client, r.vip_port, r.client_port) {
+        return drop::<C>(stat::DROP_TTL, bytes);
+    }
     count(stat::FWD_TO_CLIENT, bytes);
     stats::listener(r.listener_id, |c| {
         c.reply_packets += 1;
@@ -424,9 +524,19 @@ fn try_new_flow<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, key: &FlowKey, id: u32)
     };
     write_reverse(ctx, pkt, key, &scratch.ct, 0, now, &mut scratch.rev);
     let rkey = claim_snat_port(&mut scratch.ct, &scratch.rev, key).ok_or(stat::DROP_NO_SNAT_PORT)?;
-    if CONNTRACK.insert(key, &scratch.ct, BPF_NOEXIST as u64).is_err() {
+    // A TCP flow starts half-open; it becomes established with the client's handshake ACK.
+    let inserted = if pkt.proto == PROTO_TCP {
+        HALF_OPEN.insert(key, &scratch.ct, BPF_NOEXIST as u64)
+    } else {
+        CONNTRACK.insert(key, &scratch.ct, BPF_NOEXIST as u64)
+    };
+    if inserted.is_err() {
         // Another CPU created this flow first: release our port, the caller follows theirs.
-        let _ = REVERSE_NAT.remove(&rkey);
+        if pkt.proto == PROTO_TCP {
+            let _ = HALF_OPEN_REV.remove(&rkey);
+        } else {
+            let _ = REVERSE_NAT.remove(&rkey);
+        }
         return Ok(());
     }
     if cfg.persist_timeout_s != 0 {
@@ -435,29 +545,4 @@ fn try_new_flow<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, key: &FlowKey, id: u32)
     stats::listener(id, |c| c.new_flows += 1);
     stats::backend(backend_id, |c| c.new_flows += 1);
     Ok(())
-}
-
-/// Reserve a source port for the flow's backend side: a random start in the configured
-/// range, then a bounded walk; the reverse entry is inserted only if no flow holds it, so two
-/// flows never share a reverse entry.
-#[inline(always)]
-fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Option<FlowKey> {
-    let cfg = CONFIG.get(0)?;
-    if cfg.snat_port_max < cfg.snat_port_min {
-        return None;
-    }
-    let min = cfg.snat_port_min as u32;
-    let span = cfg.snat_port_max as u32 - min + 1;
-    let start = unsafe { bpf_get_prandom_u32() } % span;
-    let mut i = 0;
-    while i < SNAT_PORT_TRIES {
-        let port = (min + (start + i * 7919) % span) as u16;
-        entry.snat_port = port.to_be();
-        let rkey = reverse_key(entry, key.proto, key.family);
-        if REVERSE_NAT.insert(&rkey, rev, BPF_NOEXIST as u64).is_ok() {
-            return Some(rkey);
-        }
-        i += 1;
-    }
-    None
 }

@@ -6,13 +6,13 @@
 //! - from the client side, about a reply we sent the client (VIP → client): it goes to the
 //!   backend, its quoted packet turned into the backend's view (backend → SNAT).
 //!
-use lb_common::{FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP, rev_flags, stat};
+use lb_common::{CtEntry, FAMILY_V4, FlowKey, PROTO_TCP, PROTO_UDP, RevEntry, rev_flags, stat};
 
 use crate::{
     csum,
     ctx::Ctx,
     fwd,
-    maps::{CONNTRACK, REVERSE_NAT, scratch},
+    maps::{CONNTRACK, HALF_OPEN, HALF_OPEN_REV, REVERSE_NAT, scratch},
     parse::{ETH_HLEN, Ipv4Hdr, Ports, ptr_at},
     stats::count,
 };
@@ -86,7 +86,7 @@ fn try_v4<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
         family: FAMILY_V4,
         _pad: [0; 2],
     };
-    if let Some(rev) = REVERSE_NAT.get_ptr(&key) {
+    if let Some(rev) = reverse_entry(&key) {
         // SAFETY: map value from a successful lookup.
         let r = unsafe { &*rev };
         let t = Translation {
@@ -104,7 +104,7 @@ fn try_v4<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
         count(stat::ICMP_ERRORS_FWD, bytes);
         return Some(fwd::transmit(ctx, ifindex, out, &smac, &dmac, bytes));
     }
-    if let Some(ct) = CONNTRACK.get_ptr(&key) {
+    if let Some(ct) = client_entry(&key) {
         // SAFETY: map value from a successful lookup.
         let c = unsafe { &*ct };
         let t = Translation {
@@ -244,7 +244,7 @@ fn try_v6<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
         family: lb_common::FAMILY_V6,
         _pad: [0; 2],
     };
-    if let Some(rev) = REVERSE_NAT.get_ptr(&key) {
+    if let Some(rev) = reverse_entry(&key) {
         // SAFETY: map value from a successful lookup.
         let r = unsafe { &*rev };
         // The addresses go through the per-CPU scratch space: four IPv6 addresses on the stack
@@ -258,7 +258,7 @@ fn try_v6<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
         count(stat::ICMP_ERRORS_FWD, bytes);
         return Some(fwd::transmit(ctx, ifindex, out, &smac, &dmac, bytes));
     }
-    if let Some(ct) = CONNTRACK.get_ptr(&key) {
+    if let Some(ct) = client_entry(&key) {
         // SAFETY: map value from a successful lookup.
         let c = unsafe { &*ct };
         let hop = fwd::lookup_addr(ctx, lb_common::FAMILY_V6, &c.backend).ok()?;
@@ -312,4 +312,23 @@ fn translate6<C: Ctx>(ctx: &C, inner_sport: u16, inner_dport: u16) -> Option<()>
         (*icmp).check = icsum;
     }
     Some(())
+}
+
+/// The flow an error quoting a backend-side packet is about: established, or half-open (a
+/// SYN the backend refused).
+#[inline(always)]
+fn reverse_entry(key: &FlowKey) -> Option<*const RevEntry> {
+    match REVERSE_NAT.get_ptr(key) {
+        Some(r) => Some(r),
+        None => HALF_OPEN_REV.get_ptr(key),
+    }
+}
+
+/// The flow an error quoting a client-side packet is about: established, or half-open.
+#[inline(always)]
+fn client_entry(key: &FlowKey) -> Option<*const CtEntry> {
+    match CONNTRACK.get_ptr(key) {
+        Some(c) => Some(c),
+        None => HALF_OPEN.get_ptr(key),
+    }
 }

@@ -23,6 +23,7 @@ mod csum;
 mod ctx;
 mod flow;
 mod fwd;
+mod half_open;
 mod icmp;
 mod maps;
 mod nat;
@@ -49,6 +50,22 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
         // PROXY protocol work, in its own program (tail calls are made from here, the entry
         // function). It returns the verdict; if the call fails the packet cannot be sent
         // without its header or shift.
+        // SAFETY: the context is this program's.
+        unsafe { maps::PROGS.tail_call(&ctx, action & 0xff) };
+        stats::count(lb_common::stat::DROP_PP, 0);
+        return xdp_action::XDP_DROP;
+    }
+    action
+}
+
+/// A packet to a listener with no established flow (tail-called by `lb_xdp`).
+#[xdp]
+pub fn lb_xdp_open(ctx: XdpContext) -> u32 {
+    let action = match flow::open(&ctx) {
+        Ok(action) => action,
+        Err(_) => xdp_action::XDP_PASS,
+    };
+    if action & maps::TAIL_CALL != 0 {
         // SAFETY: the context is this program's.
         unsafe { maps::PROGS.tail_call(&ctx, action & 0xff) };
         stats::count(lb_common::stat::DROP_PP, 0);
@@ -87,6 +104,12 @@ pub fn lb_tc_pp_client(ctx: TcContext) -> i32 {
         return aya_ebpf::bindings::TC_ACT_SHOT;
     }
     action as i32
+}
+
+/// A packet to a listener with no established flow (tail-called by `lb_tc` / `lb_tc_egress`).
+#[classifier]
+pub fn lb_tc_open(ctx: TcContext) -> i32 {
+    tc::open(&ctx) as i32
 }
 
 /// Room for the PROXY header in an skb: payload moved up (tail-called by `lb_tc_pp_client`).

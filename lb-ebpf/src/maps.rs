@@ -33,6 +33,32 @@ pub static CONNTRACK: LruHashMap<FlowKey, CtEntry> = LruHashMap::with_max_entrie
 #[map(name = "REVERSE_NAT")]
 pub static REVERSE_NAT: LruHashMap<FlowKey, RevEntry> = LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
 
+/// TCP flows between the client's SYN and its handshake ACK, client side: a bounded table
+/// of their own, so a SYN flood churns it and never evicts an established flow.
+#[map(name = "HALF_OPEN")]
+pub static HALF_OPEN: LruHashMap<FlowKey, CtEntry> = LruHashMap::with_max_entries(DEFAULT_HALF_OPEN_ENTRIES, 0);
+
+/// The backend side of `HALF_OPEN`'s flows (where their SYN-ACKs come back).
+#[map(name = "HALF_OPEN_REV")]
+pub static HALF_OPEN_REV: LruHashMap<FlowKey, RevEntry> = LruHashMap::with_max_entries(DEFAULT_HALF_OPEN_ENTRIES, 0);
+
+/// The source-port walk's running choice (`half_open::claim_snat_port`), kept in a map
+/// rather than in registers so every path through a walk step leaves the verifier the same
+/// (unknown) state and it prunes instead of following each outcome separately.
+#[repr(C)]
+pub struct ClaimWalk {
+    /// `last_seen_ns` of the oldest half-open flow met so far (`u64::MAX`: none).
+    pub oldest_seen: u64,
+    /// Its port (host byte order).
+    pub oldest_port: u32,
+    pub _pad: u32,
+    /// The reverse key being tried (here rather than on the new-flow call's stack frame).
+    pub rkey: FlowKey,
+}
+
+#[map(name = "CLAIM_WALK")]
+pub static CLAIM_WALK: PerCpuArray<ClaimWalk> = PerCpuArray::with_max_entries(1, 0);
+
 /// (client address, listener) → the backend the client persists on.
 #[map(name = "PERSIST")]
 pub static PERSIST: LruHashMap<PersistKey, PersistEntry> = LruHashMap::with_max_entries(DEFAULT_PERSIST_ENTRIES, 0);
@@ -76,6 +102,8 @@ pub struct Scratch {
     pub rev: RevEntry,
     /// Addresses an ICMPv6 error is rewritten to.
     pub t6: [Addr; 4],
+    /// The listener a packet that may open a flow is for.
+    pub lkey: ListenerKey,
 }
 
 #[map(name = "SCRATCH")]

@@ -9,22 +9,29 @@ use crate::{
     parse::{Ip, Packet},
 };
 
-/// Rewrite the packet to `src:sport → dst:dport` (network byte order). A fragment after the
-/// first has no transport header: only its addresses change (the transport checksum,
-/// carried by the first fragment, covers the pseudo-header and is fixed there).
+/// Rewrite the packet to `src:sport → dst:dport` (network byte order) and take a hop off
+/// its TTL / hop limit, as a router does. A fragment after the first has no transport
+/// header: only its addresses change (the transport checksum, carried by the first
+/// fragment, covers the pseudo-header and is fixed there). False, with nothing changed,
+/// when the packet's TTL has run out (a routing loop ends here).
 #[inline(always)]
-pub fn rewrite<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, src: &Addr, dst: &Addr, sport: u16, dport: u16) {
-    let Some(ip) = pkt.ip(ctx) else { return };
+pub fn rewrite<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, src: &Addr, dst: &Addr, sport: u16, dport: u16) -> bool {
+    let Some(ip) = pkt.ip(ctx) else { return true };
+    // SAFETY: bounds checked by ip().
+    if !unsafe { H::hop(ip) } {
+        return false;
+    }
     let mut pseudo = Diff::new();
     let mut data = Diff::new();
     // SAFETY: every pointer was bounds checked just now.
     unsafe {
         H::set_addrs(ip, src, dst, &mut pseudo);
-        let Some(ports) = pkt.ports(ctx) else { return };
+        let Some(ports) = pkt.ports(ctx) else { return true };
         data.add2((*ports).src, sport);
         data.add2((*ports).dst, dport);
         (*ports).src = sport;
         (*ports).dst = dport;
     }
     ctx.l4_csum(pkt.csum_off(), pseudo.get(), data.get(), pkt.proto == PROTO_UDP);
+    true
 }

@@ -66,6 +66,12 @@ pub trait Ip {
     /// # Safety
     /// As above.
     unsafe fn tot_len(ip: *mut Self) -> u16;
+    /// Take one hop off the TTL / hop limit (and fix the IPv4 header checksum). False when it
+    /// was 1 or 0 already: the packet has expired and must not be forwarded.
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn hop(ip: *mut Self) -> bool;
 }
 
 impl Ip for Ipv4Hdr {
@@ -89,6 +95,20 @@ impl Ip for Ipv4Hdr {
     #[inline(always)]
     unsafe fn tot_len(ip: *mut Self) -> u16 {
         unsafe { u16::from_be((*ip).tot_len) }
+    }
+
+    #[inline(always)]
+    unsafe fn hop(ip: *mut Self) -> bool {
+        unsafe {
+            let ttl = (*ip).ttl;
+            if ttl <= 1 {
+                return false;
+            }
+            // The TTL is byte 8 of the header: the low byte of its 16-bit lane here.
+            (*ip).check = csum::replace_byte((*ip).check, 8, ttl, ttl - 1);
+            (*ip).ttl = ttl - 1;
+        }
+        true
     }
 }
 
@@ -114,6 +134,18 @@ impl Ip for Ipv6Hdr {
     #[inline(always)]
     unsafe fn tot_len(ip: *mut Self) -> u16 {
         unsafe { u16::from_be((*ip).payload_len).wrapping_add(40) }
+    }
+
+    #[inline(always)]
+    unsafe fn hop(ip: *mut Self) -> bool {
+        unsafe {
+            let hops = (*ip).hop_limit;
+            if hops <= 1 {
+                return false;
+            }
+            (*ip).hop_limit = hops - 1;
+        }
+        true
     }
 }
 

@@ -67,12 +67,22 @@ fn datapath(ctx: &TcContext) -> u32 {
             return TC_ACT_OK as u32;
         }
     }
-    let action = match flow::handle(ctx) {
-        Ok(action) => action,
-        Err(()) => return TC_ACT_OK as u32,
-    };
+    then(ctx, flow::handle(ctx))
+}
+
+/// `lb_tc_open`: a packet to a listener with no established flow (tail-called; the skb's
+/// headers are already pulled).
+#[inline(always)]
+pub fn open(ctx: &TcContext) -> u32 {
+    then(ctx, flow::open(ctx))
+}
+
+/// The verdict of the datapath, or the program it tail-calls.
+#[inline(always)]
+fn then(ctx: &TcContext, action: Result<u32, ()>) -> u32 {
+    let Ok(action) = action else { return TC_ACT_OK as u32 };
     if action & TAIL_CALL != 0 {
-        // PROXY protocol work, in its own program; it returns the verdict.
+        // New flows and PROXY protocol work, each in its own program; it returns the verdict.
         // SAFETY: the context is this program's.
         unsafe { TC_PROGS.tail_call(ctx, action & 0xff) };
         count(stat::DROP_PP, 0);

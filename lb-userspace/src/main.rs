@@ -68,6 +68,10 @@ enum Command {
         /// Flows the conntrack table holds.
         #[arg(long, default_value_t = lb_common::DEFAULT_CONNTRACK_ENTRIES)]
         conntrack_entries: u32,
+        /// TCP flows between the client's SYN and its handshake ACK that the half-open table
+        /// holds (a SYN flood churns this table only; see docs/datapath.md).
+        #[arg(long, default_value_t = lb_common::DEFAULT_HALF_OPEN_ENTRIES)]
+        half_open_entries: u32,
         /// Entries of the table holding every listener's rr/wrr ring and Maglev table
         /// (a Maglev listener takes 16381, a ring one slot per backend turn; each twice
         /// while it is being replaced).
@@ -184,6 +188,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             iface,
             snat_ports,
             conntrack_entries,
+            half_open_entries,
             backend_table_entries,
             max_backends,
             poll_ms,
@@ -227,7 +232,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let opts = agent::RunOptions {
                 source,
                 ifaces: iface,
-                dataplane: dataplane::Options { conntrack_entries, snat_ports, backend_table_entries, max_backends },
+                dataplane: dataplane::Options {
+                    conntrack_entries,
+                    half_open_entries,
+                    snat_ports,
+                    backend_table_entries,
+                    max_backends,
+                },
                 poll: Duration::from_millis(poll_ms),
                 sweep: Duration::from_millis(sweep_ms),
                 sweep_options: dataplane::conntrack::SweepOptions {

@@ -7,7 +7,7 @@ use super::{header, insert};
 use crate::{
     csum::Diff,
     ctx::Ctx,
-    maps::{CONNTRACK, PP_MAX_OFF, PpScratch, REVERSE_NAT, TAIL_CALL, pp_scratch},
+    maps::{CONNTRACK, HALF_OPEN, HALF_OPEN_REV, PP_MAX_OFF, PpScratch, REVERSE_NAT, TAIL_CALL, pp_scratch},
     parse::{Ip, Packet, TCP_ACK, TCP_RST, TCP_SYN, TcpHdr, ptr_at},
     stats::count,
 };
@@ -113,11 +113,20 @@ fn set_v1_len(s: &PpScratch) {
     if s.pp_len == len as u32 {
         return;
     }
-    if let Some(ct) = CONNTRACK.get_ptr_mut(&s.key) {
+    // The SYN's flow is half-open (a SYN on an established flow finds it there instead).
+    let ct = match HALF_OPEN.get_ptr_mut(&s.key) {
+        Some(ct) => Some(ct),
+        None => CONNTRACK.get_ptr_mut(&s.key),
+    };
+    if let Some(ct) = ct {
         // SAFETY: map value pointer from a successful lookup.
         unsafe { (*ct).pp_len = len };
     }
-    if let Some(r) = REVERSE_NAT.get_ptr_mut(&s.rkey) {
+    let r = match HALF_OPEN_REV.get_ptr_mut(&s.rkey) {
+        Some(r) => Some(r),
+        None => REVERSE_NAT.get_ptr_mut(&s.rkey),
+    };
+    if let Some(r) = r {
         // SAFETY: as above.
         unsafe { (*r).pp_len = len };
     }

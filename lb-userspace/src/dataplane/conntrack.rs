@@ -22,7 +22,8 @@ pub struct SweepOptions {
     pub udp_timeout: Duration,
     /// A TCP flow with a FIN from both sides, or a RST.
     pub tcp_closed_timeout: Duration,
-    /// A TCP flow whose handshake has not completed.
+    /// A TCP flow whose handshake has not completed (the half-open tables; a flow there whose
+    /// backend has not answered either).
     pub tcp_syn_timeout: Duration,
 }
 
@@ -31,7 +32,7 @@ impl Default for SweepOptions {
         SweepOptions {
             udp_timeout: Duration::from_secs(120),
             tcp_closed_timeout: Duration::from_secs(10),
-            tcp_syn_timeout: Duration::from_secs(60),
+            tcp_syn_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -91,26 +92,71 @@ fn reverse_key(key: &FlowKey, ct: &CtEntry) -> FlowKey {
     }
 }
 
-/// Every client flow with its reverse side: (key, entry, reverse entry if present).
-fn flows(ebpf: &mut Ebpf) -> Result<Vec<(FlowKey, CtEntry, Option<RevEntry>)>> {
-    let ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, names::CONNTRACK)?;
+/// A pair of flow tables: the established ones, or the half-open ones.
+#[derive(Clone, Copy)]
+struct Tables {
+    client: &'static str,
+    reverse: &'static str,
+}
+
+const ESTABLISHED: Tables = Tables { client: names::CONNTRACK, reverse: names::REVERSE_NAT };
+const HALF_OPEN: Tables = Tables { client: names::HALF_OPEN, reverse: names::HALF_OPEN_REV };
+
+/// Every client flow of `t` with its reverse side: (key, entry, reverse entry if present).
+fn flows_in(ebpf: &mut Ebpf, t: Tables) -> Result<Vec<(FlowKey, CtEntry, Option<RevEntry>)>> {
+    let ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, t.client)?;
     let entries: Vec<(FlowKey, CtEntry)> = ct.iter().filter_map(|r| r.ok()).collect();
-    let rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, names::REVERSE_NAT)?;
+    let rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, t.reverse)?;
     Ok(entries.into_iter().map(|(k, e)| (k, e, rev.get(&reverse_key(&k, &e), 0).ok())).collect())
 }
 
-fn remove(ebpf: &mut Ebpf, doomed: &[(FlowKey, CtEntry)]) -> Result<()> {
+fn flows(ebpf: &mut Ebpf) -> Result<Vec<(FlowKey, CtEntry, Option<RevEntry>)>> {
+    flows_in(ebpf, ESTABLISHED)
+}
+
+fn remove_in(ebpf: &mut Ebpf, t: Tables, doomed: &[(FlowKey, CtEntry)]) -> Result<()> {
     {
-        let mut ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, names::CONNTRACK)?;
+        let mut ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, t.client)?;
         for (k, _) in doomed {
             let _ = ct.remove(k);
         }
     }
-    let mut rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, names::REVERSE_NAT)?;
+    let mut rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, t.reverse)?;
     for (k, e) in doomed {
-        let _ = rev.remove(&reverse_key(k, e));
+        // Only this flow's own reverse entry (its port may have gone to another flow).
+        if rev.get(&reverse_key(k, e), 0).is_ok_and(|r| owns(k, &r)) {
+            let _ = rev.remove(&reverse_key(k, e));
+        }
     }
     Ok(())
+}
+
+fn remove(ebpf: &mut Ebpf, doomed: &[(FlowKey, CtEntry)]) -> Result<()> {
+    remove_in(ebpf, ESTABLISHED, doomed)
+}
+
+/// True when reverse entry `r` belongs to client flow `key`.
+fn owns(key: &FlowKey, r: &RevEntry) -> bool {
+    r.client == key.src && r.vip == key.dst && r.client_port == key.sport && r.vip_port == key.dport
+}
+
+/// Half-open flows idle for longer than `timeout`, and half-open reverse entries whose flow
+/// is gone (the datapath's tables are LRU: either side may have been evicted alone).
+fn sweep_half_open(ebpf: &mut Ebpf, timeout: Duration, now_ns: u64) -> Result<u64> {
+    let idle = |ns: u64| Duration::from_nanos(now_ns.saturating_sub(ns)) > timeout;
+    let doomed: Vec<(FlowKey, CtEntry)> = flows_in(ebpf, HALF_OPEN)?
+        .into_iter()
+        .filter(|(_, e, r)| idle(r.map_or(e.last_seen_ns, |r| r.last_seen_ns.max(e.last_seen_ns))))
+        .map(|(k, e, _)| (k, e))
+        .collect();
+    remove_in(ebpf, HALF_OPEN, &doomed)?;
+    let mut rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, names::HALF_OPEN_REV)?;
+    let orphans: Vec<FlowKey> =
+        rev.iter().filter_map(|r| r.ok()).filter(|(_, r)| idle(r.last_seen_ns)).map(|(k, _)| k).collect();
+    for k in &orphans {
+        let _ = rev.remove(k);
+    }
+    Ok((doomed.len() + orphans.len()) as u64)
 }
 
 /// Remove the flows `doomed(listener id, backend address, backend port)` selects. Their next
@@ -122,6 +168,13 @@ pub fn cut_flows(ebpf: &mut Ebpf, doomed: impl Fn(u32, IpAddr, u16) -> bool) -> 
         .map(|(k, e, _)| (k, e))
         .collect();
     remove(ebpf, &cut)?;
+    // Handshakes in progress to such a backend go too (they would become its flows).
+    let half: Vec<(FlowKey, CtEntry)> = flows_in(ebpf, HALF_OPEN)?
+        .into_iter()
+        .filter(|(k, e, _)| doomed(e.listener_id, words_addr(&e.backend, k.family), u16::from_be(e.backend_port)))
+        .map(|(k, e, _)| (k, e))
+        .collect();
+    remove_in(ebpf, HALF_OPEN, &half)?;
     Ok(cut.len())
 }
 
@@ -180,6 +233,7 @@ pub fn sweep(
         }
     }
     remove(ebpf, &doomed)?;
+    report.expired += sweep_half_open(ebpf, opts.tcp_syn_timeout, now_ns)?;
     drains.prune(now);
     Ok(report)
 }

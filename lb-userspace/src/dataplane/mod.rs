@@ -76,6 +76,8 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneEr
 pub struct Options {
     /// Flows the conntrack (and reverse-NAT) tables hold.
     pub conntrack_entries: u32,
+    /// TCP flows whose handshake has not completed that the half-open tables hold.
+    pub half_open_entries: u32,
     /// Source ports used for full NAT, inclusive.
     pub snat_ports: (u16, u16),
     /// Entries of the table holding every listener's ring or Maglev table.
@@ -89,6 +91,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             conntrack_entries: lb_common::DEFAULT_CONNTRACK_ENTRIES,
+            half_open_entries: lb_common::DEFAULT_HALF_OPEN_ENTRIES,
             snat_ports: (61000, 65535),
             backend_table_entries: lb_common::DEFAULT_BACKEND_TABLE_ENTRIES,
             max_backends: lb_common::MAX_BACKENDS,
@@ -136,6 +139,8 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
             .map_max_entries(names::REVERSE_NAT, opts.conntrack_entries)
+            .map_max_entries(names::HALF_OPEN, opts.half_open_entries)
+            .map_max_entries(names::HALF_OPEN_REV, opts.half_open_entries)
             .map_max_entries(names::BACKEND_TABLE, opts.backend_table_entries)
             .map_max_entries(names::BACKENDS, opts.max_backends)
             .map_max_entries(names::BACKEND_STATS, opts.max_backends)
@@ -254,6 +259,8 @@ pub fn load_floor() -> Result<Ebpf> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(names::CONNTRACK, 16)
         .map_max_entries(names::REVERSE_NAT, 16)
+        .map_max_entries(names::HALF_OPEN, 16)
+        .map_max_entries(names::HALF_OPEN_REV, 16)
         .map_max_entries(names::BACKEND_TABLE, 16)
         .load(EBPF_OBJECT)?;
     let prog: &mut Xdp =
@@ -277,26 +284,27 @@ where
     T::try_from(map).map_err(map_err(name))
 }
 
-/// Load the programs `progs` (in index order) with `load` and put them in the program array
+/// Load the programs `progs` (index, name) with `load` and put them in the program array
 /// `map`.
 fn fill_tail_calls(
     ebpf: &mut Ebpf,
     map: &'static str,
-    progs: &[&'static str],
+    progs: &[(u32, &'static str)],
     load: impl Fn(&mut aya::programs::Program) -> std::result::Result<(), aya::programs::ProgramError>,
 ) -> Result<()> {
     let mut fds = Vec::new();
-    for &name in progs {
+    for &(index, name) in progs {
         let p = ebpf.program_mut(name).ok_or(DataplaneError::Missing { what: name })?;
         load(p).map_err(|source| DataplaneError::NamedProgram { name, source })?;
-        fds.push(p.fd()?.try_clone().map_err(|e| DataplaneError::Map {
+        let fd = p.fd()?.try_clone().map_err(|e| DataplaneError::Map {
             map,
             source: aya::maps::MapError::InvalidName { name: format!("{name}: {e}") },
-        })?);
+        })?;
+        fds.push((index, fd));
     }
     let mut array: ProgramArray<&mut MapData> = map_mut(ebpf, map)?;
-    for (i, fd) in fds.iter().enumerate() {
-        array.set(i as u32, fd, 0).map_err(map_err(map))?;
+    for (index, fd) in &fds {
+        array.set(*index, fd, 0).map_err(map_err(map))?;
     }
     Ok(())
 }

@@ -23,6 +23,10 @@ pub struct ListenerStats {
     pub new_flows: u64,
     pub acl_drops: u64,
     pub no_backend_drops: u64,
+    /// TCP handshakes completed (half-open flows that became established).
+    pub handshakes: u64,
+    /// TCP packets other than a SYN for no known flow, dropped.
+    pub no_flow_drops: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -75,6 +79,8 @@ pub fn read(ebpf: &Ebpf, listeners: &[(String, u32)], backends: &[(String, u32)]
             new_flows: a.new_flows + c.new_flows,
             acl_drops: a.acl_drops + c.acl_drops,
             no_backend_drops: a.no_backend_drops + c.no_backend_drops,
+            handshakes: a.handshakes + c.handshakes,
+            no_flow_drops: a.no_flow_drops + c.no_flow_drops,
         });
         out.listeners.insert(name.clone(), s);
     }

@@ -40,6 +40,7 @@ lb_tests::fixtures! {
 }
 
 const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 const XDP_PASS: u32 = 2;
 

@@ -9,7 +9,7 @@ use lb_tests::{
 };
 use lb_userspace::model::{Protocol, Scheduler};
 
-use super::{A, At, B, B1, CLIENT, Fixture, SNAT, TC_ACT_OK, TC_ACT_REDIRECT, Tc, VIP, XDP_PASS, v6};
+use super::{A, At, B, B1, CLIENT, Fixture, SNAT, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, Tc, VIP, XDP_PASS, v6};
 
 pub fn tc_full_nat_both_ways_tcp_udp_ipv6() -> Fixture {
     let vip = IpAddr::V4(VIP);
@@ -49,7 +49,11 @@ pub fn tc_full_nat_both_ways_tcp_udp_ipv6() -> Fixture {
                 B,
                 from(move |s| {
                     let sport = s.parsed(&syn_case).flow.1;
-                    Frame::tcp(Flow::new(backend, 8080, snat, sport), SYN | ACK).payload(b"").bytes()
+                    // ISN 1999: the client's data (ack 2000) completes the handshake.
+                    Frame::tcp(Flow::new(backend, 8080, snat, sport), SYN | ACK)
+                        .seq_ack(1999, 1001)
+                        .payload(b"")
+                        .bytes()
                 }),
                 TC_ACT_REDIRECT,
                 parsed(move |p, _| {
@@ -89,10 +93,16 @@ pub fn tc_full_nat_both_ways_tcp_udp_ipv6() -> Fixture {
         ));
     }
 
+    // Only a SYN opens a TCP flow: data for no flow is dropped and counted.
+    let stray = Frame::tcp(Flow::new(CLIENT, 40001, VIP, 80), ACK | PSH).payload(b"no handshake");
+    steps.push(packet("data with no flow", A, stray.bytes(), TC_ACT_SHOT, Out::Any));
     // Not ours: a pod talking to another address goes on untouched.
     let other = Frame::tcp(Flow::new(CLIENT, 40000, Ipv4Addr::new(198, 18, 1, 9), 80), SYN).bytes();
     steps.push(packet("a pod talking to another address", A, other, TC_ACT_OK, Out::Untouched));
-    steps.push(then("counters", |t: &mut Tc, _| assert!(t.counter("tc_rx") >= 8)));
+    steps.push(then("counters", |t: &mut Tc, _| {
+        assert!(t.counter("tc_rx") >= 8);
+        assert_eq!((t.counter("handshakes"), t.counter("drop_no_flow")), (2, 1));
+    }));
     Fixture::new(m, steps)
 }
 

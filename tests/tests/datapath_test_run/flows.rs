@@ -1,5 +1,6 @@
-//! Which backend a new flow gets (rr, wrr, sch, tch; persistence), who may open one (ACLs),
-//! and a flow's life (reopened after a close, swept when idle or closed).
+//! Which backend a new flow gets (rr, wrr, sch, tch; persistence), who may open one (ACLs;
+//! only a TCP SYN, and only the handshake ACK establishes it), and a flow's life (reopened
+//! after a close, swept when idle or closed).
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
@@ -8,16 +9,20 @@ use std::{
 
 use ipnet::IpNet;
 use lb_tests::{
-    fixture::{Out, Side::Client, Step, packet, parsed, then},
-    packet::{ACK, FIN, Flow, Frame, PSH, RST, SYN},
-    testbed::{listener, model},
+    fixture::{
+        Out, Seen,
+        Side::{Backend, Client},
+        Step, from, packet, parsed, then,
+    },
+    packet::{ACK, FIN, Flow, Frame, PSH, Parsed, RST, SYN},
+    testbed::{listener, mac_of, model},
 };
 use lb_userspace::{
     dataplane::{conntrack::SweepOptions, maglev},
     model::{Acl, AclBinding, AclMode, ObjectRef, Protocol, Scheduler},
 };
 
-use super::{B1, B2, B3, Bench, CLIENT, Fixture, VIP, XDP_DROP, XDP_REDIRECT, backend_of, be, new_flow};
+use super::{B1, B2, B3, Bench, CLIENT, Fixture, VIP, XDP_DROP, XDP_REDIRECT, backend_of, be, new_flow, syn_ack};
 
 /// How many of `picks` went to each backend.
 fn count(picks: &[IpAddr]) -> BTreeMap<IpAddr, usize> {
@@ -213,6 +218,7 @@ pub fn tcp_state_reopen_and_conntrack_sweep() -> Fixture {
     };
     let steps = vec![
         new_flow("SYN", CLIENT.into(), 45000, vip, 80),
+        syn_ack("SYN-ACK", "SYN"),
         same_backend("data", Frame::tcp(flow, ACK | PSH), "SYN", "same flow"),
         // A retransmitted SYN of an open flow keeps its backend.
         new_flow("retransmitted SYN", CLIENT.into(), 45000, vip, 80),
@@ -226,8 +232,13 @@ pub fn tcp_state_reopen_and_conntrack_sweep() -> Fixture {
             assert_ne!(backend_of(s, "SYN after the FIN"), backend_of(s, "SYN"), "rescheduled (rr moves on)");
             assert_eq!(t.dp.stats().unwrap().packets("flow_reopened"), 1);
         }),
-        // Sweep: a flow that saw a RST and an idle UDP flow go; an open TCP flow stays.
+        // The new connection's SYN-ACK; its handshake ACK comes after the sweep.
+        syn_ack("SYN-ACK after the FIN", "SYN after the FIN"),
+        // Sweep: a flow that saw a RST and an idle UDP flow go; an open TCP flow (half-open:
+        // SYN and SYN-ACK seen, within the SYN timeout) stays.
         packet("SYN 45001", Client, Frame::tcp(Flow::new(CLIENT, 45001, VIP, 80), SYN).bytes(), XDP_REDIRECT, Out::Any),
+        syn_ack("SYN-ACK 45001", "SYN 45001"),
+        packet("ACK 45001", Client, Frame::tcp(Flow::new(CLIENT, 45001, VIP, 80), ACK).bytes(), XDP_REDIRECT, Out::Any),
         packet("RST 45001", Client, Frame::tcp(Flow::new(CLIENT, 45001, VIP, 80), RST).bytes(), XDP_REDIRECT, Out::Any),
         packet("UDP 45002", Client, Frame::udp(Flow::new(CLIENT, 45002, VIP, 53)).bytes(), XDP_REDIRECT, Out::Any),
         then("sweep", |t: &mut Bench, _| {
@@ -238,14 +249,119 @@ pub fn tcp_state_reopen_and_conntrack_sweep() -> Fixture {
                     tcp_syn_timeout: Duration::from_secs(60),
                 })
                 .unwrap();
-            assert_eq!((report.flows, report.expired), (3, 2), "{report:?}");
+            // Established: 45001 (RST) and the UDP flow, both expired; 45000 is half-open.
+            assert_eq!((report.flows, report.expired), (2, 2), "{report:?}");
         }),
+        // Its handshake ACK: the half-open flow survived the sweep and becomes established.
         same_backend(
             "ACK after the sweep",
             Frame::tcp(flow, ACK),
             "SYN after the FIN",
             "the open flow survived the sweep",
         ),
+        then("handshakes", |t: &mut Bench, _| assert_eq!(t.dp.stats().unwrap().packets("handshakes"), 3)),
     ];
+    Fixture::new(m, steps)
+}
+
+pub fn only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it() -> Fixture {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1), be(B2, 8080, 1)])]);
+    // Packets that would open a flow per (spoofed) packet if anything but a SYN could: for
+    // no flow at all, each is dropped and counted, none forwarded.
+    let stray = Flow::new(CLIENT, 46000, VIP, 80);
+    let no_flow = [
+        ("ACK with no flow", Frame::tcp(stray, ACK)),
+        ("data with no flow", Frame::tcp(stray, ACK | PSH).payload(b"GET / HTTP/1.1\r\n\r\n")),
+        ("FIN with no flow", Frame::tcp(stray, FIN | ACK)),
+        ("RST with no flow", Frame::tcp(stray, RST)),
+        ("SYN-ACK from the client side", Frame::tcp(stray, SYN | ACK)),
+        ("SYN with FIN", Frame::tcp(stray, SYN | FIN)),
+    ];
+    let mut steps: Vec<Step<Bench>> =
+        no_flow.into_iter().map(|(name, f)| packet(name, Client, f.bytes(), XDP_DROP, Out::Any)).collect();
+    steps.push(then("no flow: dropped and counted", |t: &mut Bench, _| {
+        let stats = t.dp.stats().unwrap();
+        assert_eq!(stats.packets("drop_no_flow"), 6, "{stats:?}");
+        assert_eq!((stats.packets("new_flows"), stats.packets("fwd_to_backend")), (0, 0), "{stats:?}");
+        let l = stats.listeners["198.18.100.10:80/tcp"];
+        assert_eq!((l.no_flow_drops, l.new_flows, l.packets), (6, 0, 0), "{l:?}");
+    }));
+
+    // A half-open flow: only the client ACK that acknowledges the backend's SYN-ACK (ISN
+    // 1999, so ack 2000) establishes it.
+    let flow = Flow::new(CLIENT, 46100, VIP, 80);
+    // The client's frame went to the backend and SNAT port the SYN got.
+    let on_the_flow = |p: &Parsed, s: &Seen| {
+        assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
+        let syn = s.parsed("SYN").flow;
+        assert_eq!((p.flow.1, p.flow.2, p.flow.3), (syn.1, syn.2, syn.3), "the SYN's SNAT port and backend");
+    };
+    let data = Frame::tcp(flow, ACK | PSH).seq_ack(1001, 2000).payload(b"GET / HTTP/1.1\r\n\r\n");
+    steps.extend([
+        new_flow("SYN", CLIENT.into(), 46100, vip, 80),
+        packet("ACK before the SYN-ACK", Client, Frame::tcp(flow, ACK).seq_ack(1001, 2000).bytes(), XDP_DROP, Out::Any),
+        syn_ack("SYN-ACK", "SYN"),
+        packet("retransmitted SYN", Client, Frame::tcp(flow, SYN).bytes(), XDP_REDIRECT, parsed(on_the_flow)),
+        packet("ACK of another ISN", Client, Frame::tcp(flow, ACK).seq_ack(1001, 1234).bytes(), XDP_DROP, Out::Any),
+        packet("data acking one too far", Client, data.clone().seq_ack(1001, 2001).bytes(), XDP_DROP, Out::Any),
+        then("half-open: dropped, not established", |t: &mut Bench, _| {
+            let stats = t.dp.stats().unwrap();
+            assert_eq!((stats.packets("drop_half_open"), stats.packets("handshakes")), (3, 0), "{stats:?}");
+            assert_eq!(stats.packets("fwd_to_backend"), 2, "the SYN and its retransmission only");
+        }),
+        packet(
+            "handshake ACK",
+            Client,
+            Frame::tcp(flow, ACK).seq_ack(1001, 2000).bytes(),
+            XDP_REDIRECT,
+            parsed(on_the_flow),
+        ),
+        then("established", |t: &mut Bench, _| {
+            let stats = t.dp.stats().unwrap();
+            assert_eq!((stats.packets("handshakes"), stats.packets("drop_half_open")), (1, 3), "{stats:?}");
+            let l = stats.listeners["198.18.100.10:80/tcp"];
+            assert_eq!((l.handshakes, l.new_flows), (1, 1), "{l:?}");
+        }),
+        packet(
+            "data",
+            Client,
+            data.bytes(),
+            XDP_REDIRECT,
+            parsed(move |p, s| {
+                on_the_flow(p, s);
+                assert_eq!(p.payload, b"GET / HTTP/1.1\r\n\r\n");
+            }),
+        ),
+        packet(
+            "the backend's data",
+            Backend,
+            from(|s| {
+                let (snat, snat_port, backend, bport) = s.parsed("SYN").flow;
+                let f = Frame::tcp(Flow::new(backend, bport, snat, snat_port), ACK | PSH).seq_ack(2000, 1019);
+                Frame { dst_mac: s.b_mac, src_mac: mac_of(backend), ..f.payload(b"HTTP/1.1 200 OK\r\n\r\n") }.bytes()
+            }),
+            XDP_REDIRECT,
+            parsed(move |p, _| {
+                assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
+                assert_eq!(
+                    (p.flow, p.payload.as_slice()),
+                    ((vip, 80, IpAddr::V4(CLIENT), 46100), &b"HTTP/1.1 200 OK\r\n\r\n"[..])
+                );
+            }),
+        ),
+        // A RST from the client on a half-open flow goes to its backend.
+        new_flow("SYN 46200", CLIENT.into(), 46200, vip, 80),
+        packet(
+            "RST on a half-open flow",
+            Client,
+            Frame::tcp(Flow::new(CLIENT, 46200, VIP, 80), RST).bytes(),
+            XDP_REDIRECT,
+            parsed(|p, s| {
+                let syn = s.parsed("SYN 46200").flow;
+                assert_eq!((p.flow.1, p.flow.2), (syn.1, syn.2), "the SYN's SNAT port and backend");
+            }),
+        ),
+    ]);
     Fixture::new(m, steps)
 }

@@ -9,20 +9,21 @@
 //! of cases played through `lb_xdp` by [`lb_tests::fixture::run`] — each case a name, the
 //! frame in and its side, the verdict, and a check of the frame out. The tables live in
 //! modules by subject: [`nat`] (full NAT, what is not ours, IPv6, a full conntrack),
-//! [`flows`] (schedulers, ACLs, persistence, TCP state), [`errors`] (fragments, ICMP
-//! errors), [`proxy`] (PROXY protocol).
+//! [`flows`] (schedulers, ACLs, persistence, the TCP handshake, TCP state), [`errors`]
+//! (fragments, ICMP errors), [`proxy`] (PROXY protocol), [`ttl`] (TTL and hop limit).
 mod errors;
 mod flows;
 mod nat;
 mod proxy;
+mod ttl;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_tests::{
-    fixture::{self, Hook, Seen, Side, Step, packet, parsed},
-    packet::{Flow, Frame, SYN},
+    fixture::{self, Hook, Seen, Side, Step, from, packet, parsed},
+    packet::{ACK, Flow, Frame, SYN},
     privileged,
-    testbed::{Bed, pin_to_cpu0, run_frame},
+    testbed::{Bed, mac_of, pin_to_cpu0, run_frame},
 };
 use lb_userspace::{
     dataplane::{Dataplane, Options},
@@ -37,6 +38,7 @@ lb_tests::fixtures! {
     acl_white_black_and_empty_lists => flows::acl_white_black_and_empty_lists(),
     session_persistence_holds_then_expires => flows::session_persistence_holds_then_expires(),
     tcp_state_reopen_and_conntrack_sweep => flows::tcp_state_reopen_and_conntrack_sweep(),
+    only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it => flows::only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it(),
     fragments_follow_their_first_fragment => errors::fragments_follow_their_first_fragment(),
     ipv6_fragments_follow_their_first_fragment => errors::ipv6_fragments_follow_their_first_fragment(),
     icmp_errors_reach_the_right_side => errors::icmp_errors_reach_the_right_side(),
@@ -45,6 +47,8 @@ lb_tests::fixtures! {
     proxy_v1_and_ipv6_header_bytes => proxy::proxy_v1_and_ipv6_header_bytes(),
     proxy_udp_datagrams_get_a_v2_header_replies_do_not => proxy::proxy_udp_datagrams_get_a_v2_header_replies_do_not(),
     proxy_malformed_options_and_toggling => proxy::proxy_malformed_options_and_toggling(),
+    proxy_forged_header_without_a_flow_is_dropped => proxy::proxy_forged_header_without_a_flow_is_dropped(),
+    ttl_and_hop_limit_lose_one_hop_and_expire => ttl::ttl_and_hop_limit_lose_one_hop_and_expire(),
 }
 
 const XDP_DROP: u32 = 1;
@@ -125,6 +129,19 @@ fn play(test: &str, fx: Fixture) {
 fn new_flow(name: impl Into<String>, client: IpAddr, sport: u16, vip: IpAddr, port: u16) -> Step<Bench> {
     let syn = Frame::tcp(Flow::new(client, sport, vip, port), SYN).bytes();
     packet(name, Side::Client, syn, XDP_REDIRECT, parsed(|p, _| assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}")))
+}
+
+/// The backend's SYN-ACK (ISN 1999) on the flow whose client packet case `of` sent to its
+/// backend: back to the client. A client ACK with the default ack number (2000) then
+/// acknowledges it and completes the handshake.
+fn syn_ack(name: impl Into<String>, of: impl Into<String>) -> Step<Bench> {
+    let of = of.into();
+    let reply = from(move |s| {
+        let (snat, snat_port, backend, bport) = s.parsed(&of).flow;
+        let f = Frame::tcp(Flow::new(backend, bport, snat, snat_port), SYN | ACK).seq_ack(1999, 1001);
+        Frame { dst_mac: s.b_mac, src_mac: mac_of(backend), ..f }.bytes()
+    });
+    packet(name, Side::Backend, reply, XDP_REDIRECT, parsed(|p, _| assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}")))
 }
 
 /// The backend case `name`'s frame went to.

@@ -54,7 +54,25 @@ pub fn full_nat_both_ways_and_everything_else_untouched() -> Fixture {
                 assert_eq!(s.frame("SYN to VIP:80").len(), syn_len);
             }),
         ),
-        // Data on the same flow: same backend, same SNAT port (conntrack), payload intact.
+        // The backend's reply: reverse NAT to VIP:80 → client, back where the client came from.
+        // Its ISN (1999) is what the client's next ACK (ack 2000) acknowledges.
+        packet(
+            "the backend's SYN-ACK",
+            Backend,
+            from(|s| {
+                let (_, sport, backend, _) = s.parsed("SYN to VIP:80").flow;
+                let reply = Frame::tcp(Flow::new(backend, 8080, SNAT, sport), SYN | ACK).seq_ack(1999, 1001);
+                Frame { dst_mac: s.b_mac, src_mac: mac_of(backend), ..reply }.bytes()
+            }),
+            XDP_REDIRECT,
+            parsed(move |p, _| {
+                assert!(p.ip_csum_ok && p.l4_csum_ok);
+                assert_eq!(p.flow, (vip, 80, IpAddr::V4(CLIENT), 40000));
+                assert_eq!((p.dst_mac, p.src_mac), (client_mac, our_mac), "MACs the client's frames carried");
+            }),
+        ),
+        // Data on the same flow (its ACK completes the handshake): same backend, same SNAT
+        // port (conntrack), payload intact.
         packet(
             "data on the same flow",
             Client,
@@ -65,22 +83,6 @@ pub fn full_nat_both_ways_and_everything_else_untouched() -> Fixture {
                 let first = s.parsed("SYN to VIP:80").flow;
                 assert_eq!((p.flow.2, p.flow.1), (first.2, first.1), "flow pinned in conntrack");
                 assert_eq!(p.payload, b"GET / HTTP/1.1\r\n\r\n");
-            }),
-        ),
-        // The backend's reply: reverse NAT to VIP:80 → client, back where the client came from.
-        packet(
-            "the backend's SYN-ACK",
-            Backend,
-            from(|s| {
-                let (_, sport, backend, _) = s.parsed("SYN to VIP:80").flow;
-                let reply = Frame::tcp(Flow::new(backend, 8080, SNAT, sport), SYN | ACK);
-                Frame { dst_mac: s.b_mac, src_mac: mac_of(backend), ..reply }.bytes()
-            }),
-            XDP_REDIRECT,
-            parsed(move |p, _| {
-                assert!(p.ip_csum_ok && p.l4_csum_ok);
-                assert_eq!(p.flow, (vip, 80, IpAddr::V4(CLIENT), 40000));
-                assert_eq!((p.dst_mac, p.src_mac), (client_mac, our_mac), "MACs the client's frames carried");
             }),
         ),
         // UDP to a listener on another port; a zero UDP checksum stays zero.
@@ -167,8 +169,10 @@ pub fn full_nat_both_ways_and_everything_else_untouched() -> Fixture {
         assert_eq!(stats.packets("fwd_to_client"), 1);
         assert_eq!(stats.packets("drop_no_backend"), 1);
         assert_eq!(stats.packets("pass_vlan"), 1);
+        assert_eq!(stats.packets("handshakes"), 1);
         let l80 = stats.listeners["198.18.100.10:80/tcp"];
         assert_eq!((l80.new_flows, l80.packets, l80.reply_packets), (2, 3, 1), "{l80:?}");
+        assert_eq!(l80.handshakes, 1, "{l80:?}");
         assert_eq!(stats.listeners["198.18.100.10:90/tcp"].no_backend_drops, 1);
     }));
     Fixture::new(m, steps)

@@ -1,5 +1,6 @@
 //! PROXY protocol: header bytes (v1, v2; IPv4, IPv6; TCP, UDP), seq/ack/SACK rewriting, the
-//! MSS clamp, retransmissions, malformed options, and turning it off.
+//! MSS clamp, retransmissions, malformed options, turning it off, and a client's own `PROXY`
+//! line without a flow.
 use std::net::{IpAddr, Ipv4Addr};
 
 use lb_tests::{
@@ -356,7 +357,13 @@ pub fn proxy_malformed_options_and_toggling() -> Fixture {
     let off = model(vec![pp_listener(vip, 80, Protocol::Tcp, &[be(B1, 8080, 1)], ProxyProtocol::Off)]);
     let len = 28u32;
     let (c, open) = Conn::open("on", Flow::new(CLIENT, 42000, VIP, 80), 1, &syn_options(1460));
-    let mut steps = vec![open, c.send("data", ACK | PSH, 2, b"data", XDP_REDIRECT, Out::Any)];
+    let mut steps = vec![
+        open,
+        c.reply("SYN-ACK", SYN | ACK, 2, &syn_options(1460), move |p| {
+            assert_eq!((mss_of(&p.tcp_options), p.ack), (Some(1460 - len as u16), 2))
+        }),
+        c.send("data", ACK | PSH, 2, b"data", XDP_REDIRECT, Out::Any),
+    ];
     // Backend segments with broken or odd options: forwarded, checksums right, never a crash.
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("option length 0", vec![8, 0, 1, 1]),
@@ -379,11 +386,14 @@ pub fn proxy_malformed_options_and_toggling() -> Fixture {
     }));
     // A client segment at ISN+1 with a data offset below 5: dropped and counted.
     let (c2, open2) = Conn::open("bad data offset", Flow::new(CLIENT, 42001, VIP, 80), 1, &[]);
-    let mut bad = Frame::tcp(c2.flow, ACK).seq_ack(2, 1).payload(b"x").bytes();
+    // (It acknowledges the backend's SYN-ACK: it completes the handshake and reaches the
+    // PROXY protocol program.)
+    let mut bad = Frame::tcp(c2.flow, ACK).seq_ack(2, 7001).payload(b"x").bytes();
     bad[14 + 20 + 12] = 4 << 4;
     let (c3, open3) = Conn::open("after off", Flow::new(CLIENT, 42002, VIP, 80), 1, &[]);
     steps.extend([
         open2,
+        c2.reply("SYN-ACK", SYN | ACK, 2, &[], |p| assert_eq!(p.ack, 2)),
         packet("bad data offset: data offset 4 at ISN+1", Client, bad, XDP_DROP, Out::Any),
         then("counted", |t: &mut Bench, _| assert_eq!(t.dp.stats().unwrap().packets("drop_pp"), 1)),
         // Turning the annotation off affects new connections only.
@@ -392,9 +402,61 @@ pub fn proxy_malformed_options_and_toggling() -> Fixture {
             assert_eq!(p.seq, 6 + len, "the established flow keeps its framing")
         }),
         open3,
+        c3.reply("SYN-ACK", SYN | ACK, 2, &syn_options(1460), |p| {
+            assert_eq!(mss_of(&p.tcp_options), Some(1460), "no header, no MSS clamp")
+        }),
         c3.sent("plain", ACK | PSH, 2, b"plain", |p| {
             assert_eq!((p.seq, p.payload.clone()), (2, b"plain".to_vec()), "a new flow gets no header")
         }),
     ]);
     Fixture::new(on, steps)
+}
+
+/// A client's own `PROXY` line, sent where no flow exists (no handshake): the backend would
+/// take it for the load balancer's header. Only a SYN opens a flow, so it is dropped, never
+/// forwarded; on a real connection the datapath's header comes first.
+pub fn proxy_forged_header_without_a_flow_is_dropped() -> Fixture {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![
+        pp_listener(vip, 80, Protocol::Tcp, &[be(B1, 8080, 1)], ProxyProtocol::V1),
+        pp_listener(vip, 81, Protocol::Tcp, &[be(B1, 8080, 1)], ProxyProtocol::V2),
+    ]);
+    let forged = [&b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"[..], b"GET / HTTP/1.0\r\n\r\n"].concat();
+    let mut steps: Vec<Step<Bench>> = Vec::new();
+    for port in [80u16, 81] {
+        let flow = Flow::new(CLIENT, 43000, VIP, port);
+        for (what, flags) in [("ACK", ACK), ("ACK and PSH", ACK | PSH)] {
+            let f = Frame::tcp(flow, flags).seq_ack(1, 7001).payload(&forged);
+            steps.push(packet(
+                format!("port {port}: a forged PROXY line, {what}, no flow"),
+                Client,
+                f.bytes(),
+                XDP_DROP,
+                Out::Any,
+            ));
+        }
+    }
+    steps.push(then("dropped, none forwarded", |t: &mut Bench, _| {
+        let stats = t.dp.stats().unwrap();
+        assert_eq!(stats.packets("drop_no_flow"), 4, "{stats:?}");
+        assert_eq!(
+            (stats.packets("fwd_to_backend"), stats.packets("pp_inserted"), stats.packets("new_flows")),
+            (0, 0, 0)
+        );
+        for l in ["198.18.100.10:80/tcp", "198.18.100.10:81/tcp"] {
+            assert_eq!((stats.listeners[l].no_flow_drops, stats.listeners[l].packets), (2, 0), "{l}");
+        }
+    }));
+    // The same 4-tuple after a real handshake: the backend reads the datapath's header
+    // first, the client's line after it as data.
+    let (c, open) = Conn::open("real", Flow::new(CLIENT, 43000, VIP, 80), 100, &[]);
+    let want = [v1_header(CLIENT.into(), 43000, vip, 80), forged.clone()].concat();
+    steps.extend([
+        open,
+        c.reply("SYN-ACK", SYN | ACK, 101, &[], |p| assert_eq!(p.ack, 101)),
+        c.sent("the same line after the handshake", ACK | PSH, 101, &forged, move |p| {
+            assert_eq!(p.payload, want, "{}", String::from_utf8_lossy(&p.payload))
+        }),
+    ]);
+    Fixture::new(m, steps)
 }

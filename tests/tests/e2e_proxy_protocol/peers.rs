@@ -67,7 +67,9 @@ http {{
 }
 
 /// haproxy in `ns`: HTTP on 8080 with `accept-proxy`, answering `%[src]:%[src_port]` and
-/// logging `%ci:%cp` to stdout.
+/// logging `%ci:%cp` to stdout. (It logs a stream when the stream ends; a client timeout of
+/// 10 s bounds how long a stream whose last segments the injected loss keeps retransmitting
+/// can hold its line back: a CI run once waited 60 s for a line with `timeout client 60s`.)
 pub fn haproxy(ns: &Netns, dir: &Path) -> Result<Peer> {
     fs::create_dir_all(dir)?;
     let conf = r#"global
@@ -77,8 +79,8 @@ defaults
     mode http
     log global
     timeout connect 5s
-    timeout client 60s
-    timeout server 60s
+    timeout client 10s
+    timeout server 10s
 frontend fe
     bind :::8080 v4v6 accept-proxy
     log-format "%ci:%cp"
@@ -174,6 +176,16 @@ pub fn nginx_and_haproxy_log_the_real_client_v1_v2_under_loss(shape: Shape) {
     while !all_logged(&logs) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(100));
         logs = read_logs();
+    }
+    if !all_logged(&logs) {
+        // What the sockets were doing: a missing line is a stream haproxy or nginx still holds.
+        for (who, ns) in
+            [("client", &bed.topo.client), ("nginx", &bed.topo.backends[0]), ("haproxy", &bed.topo.backends[1])]
+        {
+            let ss = ns.exec(&["ss", "-tanoi"]).map(|o| String::from_utf8_lossy(&o.stdout).to_string());
+            eprintln!("--- ss in {who}'s namespace:\n{}", ss.unwrap_or_default());
+        }
+        eprintln!("--- haproxy stderr:\n{}", hap.output("err"));
     }
     let (ngx_log, hap_log) = logs;
     for (name, local) in &clients {

@@ -1,0 +1,146 @@
+//! A spoofed-source SYN flood against a VIP, at the sender's full rate for 8 s, while
+//! established connections keep talking and a real client keeps opening new ones: the
+//! half-open table takes the flood, established flows and real handshakes go on.
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    packet::{finish, sum16},
+    privileged,
+    scenario::{Scenario, service_yaml},
+    servers::{Session, tcp_request},
+    topology::{Shape, VIP},
+};
+
+const FLOOD_FOR: Duration = Duration::from_secs(8);
+/// Upper bound on flood packets, whatever the sender's rate.
+const FLOOD_MAX: u64 = 20_000_000;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn vip80() -> SocketAddr {
+    SocketAddr::new(VIP.into(), 80)
+}
+
+/// A TCP SYN from `src:sport` to VIP:80 with sequence `seq`: IPv4 and TCP headers, checksums
+/// right (so the backends' kernels answer it as they would a real one).
+fn syn(src: Ipv4Addr, sport: u16, seq: u32) -> [u8; 40] {
+    let mut p = [0u8; 40];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&40u16.to_be_bytes());
+    p[6] = 0x40; // DF
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&VIP.octets());
+    let ip_csum = finish(sum16(&p[..20], 0));
+    p[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&80u16.to_be_bytes());
+    p[24..28].copy_from_slice(&seq.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = 0x02; // SYN
+    p[34..36].copy_from_slice(&64240u16.to_be_bytes());
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&VIP.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&p[20..40]);
+    let tcp_csum = finish(sum16(&pseudo, 0));
+    p[36..38].copy_from_slice(&tcp_csum.to_be_bytes());
+    p
+}
+
+/// SYNs from random sources in 100.64.0.0/10 (nobody answers their SYN-ACKs) through a raw
+/// socket, as fast as one thread sends them, until `stop` or the bounds: the count sent.
+fn flood(stop: Arc<AtomicBool>) -> u64 {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(libc::IPPROTO_RAW.into()))
+        .expect("raw socket");
+    let to: socket2::SockAddr = SocketAddr::new(VIP.into(), 0).into();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < FLOOD_MAX && !stop.load(Ordering::Relaxed) && started.elapsed() < FLOOD_FOR {
+        for _ in 0..256 {
+            // xorshift64*
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            let src = Ipv4Addr::from(0x6440_0000 | (r as u32 & 0x003f_ffff));
+            let pkt = syn(src, 1024 + (r >> 32) as u16 % 60000, (r >> 16) as u32);
+            if sock.send_to(&pkt, &to).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    sent
+}
+
+#[test]
+fn a_spoofed_syn_flood_spares_established_flows_and_real_clients() {
+    if !privileged("a_spoofed_syn_flood_spares_established_flows_and_real_clients") {
+        return;
+    }
+    let eps: Vec<(String, Option<u32>)> = (1..=3).map(|i| (Shape::Routed.backend_addr(i).to_string(), None)).collect();
+    let s = Scenario::start(3, &[("svc.yaml", &service_yaml("svc", &VIP.to_string(), &[], &eps))], 2, &[]).unwrap();
+    // Established connections, opened before the flood.
+    let mut sessions =
+        s.topo.client.run(|| (0..4).map(|_| Session::open(None, vip80(), TIMEOUT).unwrap()).collect::<Vec<_>>());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = {
+        let stop = stop.clone();
+        s.topo.client.spawn(move || flood(stop))
+    };
+    thread::sleep(Duration::from_millis(500));
+    // During the flood: every established connection keeps talking, a real client opens new
+    // connections (each given a few seconds, as a client's SYN retries would).
+    let (talked, new): (Vec<Result<String, String>>, Vec<bool>) = s.topo.client.run(move || {
+        let mut talked = Vec::new();
+        let mut new = Vec::new();
+        let until = Instant::now() + Duration::from_secs(7);
+        while Instant::now() < until && new.len() < 60 {
+            for sess in sessions.iter_mut() {
+                talked.push(sess.ask().map_err(|e| format!("{e:#}")));
+            }
+            new.push(tcp_request(vip80(), Duration::from_secs(3)).is_ok());
+            thread::sleep(Duration::from_millis(50));
+        }
+        (talked, new)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let sent = flooding.join().unwrap();
+    let stats = {
+        let mut s = s;
+        let out = s.daemon.stop().unwrap();
+        serde_json::from_str::<serde_json::Value>(out.lines().last().unwrap()).unwrap()
+    };
+    let dp = &stats["stats"]["datapath"];
+    let n = |k: &str| dp[k]["packets"].as_u64().unwrap_or(0);
+    let ok_new = new.iter().filter(|ok| **ok).count();
+    eprintln!(
+        "flood: {sent} SYNs sent; established: {} exchanges, {} failed; new connections: {ok_new} of {} \
+         succeeded; datapath: new_flows {} handshakes {} half_open_reclaimed {} drop_no_snat_port {} \
+         drop_no_flow {} drop_half_open {}",
+        talked.len(),
+        talked.iter().filter(|r| r.is_err()).count(),
+        new.len(),
+        n("new_flows"),
+        n("handshakes"),
+        n("half_open_reclaimed"),
+        n("drop_no_snat_port"),
+        n("drop_no_flow"),
+        n("drop_half_open"),
+    );
+    assert!(sent > 100_000, "the flood sent {sent} SYNs");
+    assert!(n("new_flows") > 100_000, "the flood reached the datapath: {dp}");
+    assert!(talked.iter().all(|r| r.as_ref().is_ok_and(|name| name.starts_with("backend-"))), "{talked:?}");
+    assert!(new.len() >= 10, "{} new connections tried", new.len());
+    assert!(ok_new * 10 >= new.len() * 9, "{ok_new} of {} new connections succeeded under the flood", new.len());
+}
