@@ -42,32 +42,24 @@ use aya_ebpf::{
 
 #[xdp]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
-    let action = match flow::handle(&ctx) {
-        Ok(action) => action,
-        Err(_) => xdp_action::XDP_PASS,
-    };
-    if action & maps::TAIL_CALL != 0 {
-        // PROXY protocol work, in its own program (tail calls are made from here, the entry
-        // function). It returns the verdict; if the call fails the packet cannot be sent
-        // without its header or shift.
-        // SAFETY: the context is this program's.
-        unsafe { maps::PROGS.tail_call(&ctx, action & 0xff) };
-        stats::count(lb_common::stat::DROP_PP, 0);
-        return xdp_action::XDP_DROP;
-    }
-    action
+    xdp_verdict(&ctx, flow::handle(&ctx))
 }
 
 /// A packet to a listener with no established flow (tail-called by `lb_xdp`).
 #[xdp]
 pub fn lb_xdp_open(ctx: XdpContext) -> u32 {
-    let action = match flow::open(&ctx) {
-        Ok(action) => action,
-        Err(_) => xdp_action::XDP_PASS,
-    };
+    xdp_verdict(&ctx, flow::open(&ctx))
+}
+
+/// The datapath's verdict, or the program it asks for: new flows and PROXY protocol work
+/// each run in their own program (tail calls are made from here, the entry function), which
+/// returns the verdict. If the call fails the packet cannot be sent as it must be.
+#[inline(always)]
+fn xdp_verdict(ctx: &XdpContext, action: Result<u32, ()>) -> u32 {
+    let action = action.unwrap_or(xdp_action::XDP_PASS);
     if action & maps::TAIL_CALL != 0 {
         // SAFETY: the context is this program's.
-        unsafe { maps::PROGS.tail_call(&ctx, action & 0xff) };
+        unsafe { maps::PROGS.tail_call(ctx, action & 0xff) };
         stats::count(lb_common::stat::DROP_PP, 0);
         return xdp_action::XDP_DROP;
     }

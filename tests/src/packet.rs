@@ -40,9 +40,16 @@ fn octets(a: IpAddr) -> Vec<u8> {
 }
 
 fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
-    let mut p = octets(src);
-    p.extend_from_slice(&octets(dst));
-    if src.is_ipv4() {
+    let mut addrs = octets(src);
+    addrs.extend_from_slice(&octets(dst));
+    pseudo_sum(&addrs, proto, len)
+}
+
+/// The ones' complement sum of a TCP/UDP pseudo-header: `addrs` is the source then the
+/// destination address (8 bytes for IPv4, 32 for IPv6), `len` the transport length.
+pub fn pseudo_sum(addrs: &[u8], proto: u8, len: usize) -> u32 {
+    let mut p = addrs.to_vec();
+    if addrs.len() == 8 {
         p.extend_from_slice(&[0, proto]);
         p.extend_from_slice(&(len as u16).to_be_bytes());
     } else {

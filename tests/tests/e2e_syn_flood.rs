@@ -12,7 +12,7 @@ use std::{
 };
 
 use lb_tests::{
-    packet::{finish, sum16},
+    packet::{finish, pseudo_sum, sum16},
     privileged,
     scenario::{Scenario, service_yaml},
     servers::{Session, tcp_request},
@@ -47,12 +47,7 @@ fn syn(src: Ipv4Addr, sport: u16, seq: u32) -> [u8; 40] {
     p[32] = 5 << 4;
     p[33] = 0x02; // SYN
     p[34..36].copy_from_slice(&64240u16.to_be_bytes());
-    let mut pseudo = Vec::with_capacity(32);
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&VIP.octets());
-    pseudo.extend_from_slice(&[0, 6, 0, 20]);
-    pseudo.extend_from_slice(&p[20..40]);
-    let tcp_csum = finish(sum16(&pseudo, 0));
+    let tcp_csum = finish(sum16(&p[20..40], pseudo_sum(&p[12..20], 6, 20)));
     p[36..38].copy_from_slice(&tcp_csum.to_be_bytes());
     p
 }

@@ -2,7 +2,7 @@
 //! arrive with every checksum right, and the datapath's incremental updates can be checked
 //! on odd frames), and verified (`None` when the frame cannot be verified: lengths that do
 //! not fit, fragments, protocols without a checksum of their own).
-use lb_tests::packet::{finish, sum16};
+use lb_tests::packet::{finish, pseudo_sum, sum16};
 
 /// Where the IP packet's checksummed parts are.
 struct Parts {
@@ -19,15 +19,7 @@ fn be16(f: &[u8], at: usize) -> usize {
 }
 
 fn pseudo(f: &[u8], src: usize, alen: usize, proto: u8, len: usize) -> u32 {
-    let mut p = f[src..src + 2 * alen].to_vec();
-    if alen == 4 {
-        p.extend_from_slice(&[0, proto]);
-        p.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        p.extend_from_slice(&(len as u32).to_be_bytes());
-        p.extend_from_slice(&[0, 0, 0, proto]);
-    }
-    sum16(&p, 0)
+    pseudo_sum(&f[src..src + 2 * alen], proto, len)
 }
 
 fn parts(f: &[u8]) -> Option<Parts> {
