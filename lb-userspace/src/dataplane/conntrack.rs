@@ -140,13 +140,18 @@ fn owns(key: &FlowKey, r: &RevEntry) -> bool {
     r.client == key.src && r.vip == key.dst && r.client_port == key.sport && r.vip_port == key.dport
 }
 
-/// Half-open flows idle for longer than `timeout`, and half-open reverse entries whose flow
-/// is gone (the datapath's tables are LRU: either side may have been evicted alone).
-fn sweep_half_open(ebpf: &mut Ebpf, timeout: Duration, now_ns: u64) -> Result<u64> {
+/// Half-open flows idle for longer than `timeout` or to a backend whose drain is over (they
+/// would become its flows under an id about to be reused), and half-open reverse entries
+/// whose flow is gone (the datapath's tables are LRU: either side may have been evicted
+/// alone).
+fn sweep_half_open(ebpf: &mut Ebpf, timeout: Duration, now_ns: u64, drains: &Drains, now: Instant) -> Result<u64> {
     let idle = |ns: u64| Duration::from_nanos(now_ns.saturating_sub(ns)) > timeout;
+    let drained = |k: &FlowKey, e: &CtEntry| {
+        drains.overdue(e.listener_id, words_addr(&e.backend, k.family), u16::from_be(e.backend_port), now)
+    };
     let doomed: Vec<(FlowKey, CtEntry)> = flows_in(ebpf, HALF_OPEN)?
         .into_iter()
-        .filter(|(_, e, r)| idle(r.map_or(e.last_seen_ns, |r| r.last_seen_ns.max(e.last_seen_ns))))
+        .filter(|(k, e, r)| drained(k, e) || idle(r.map_or(e.last_seen_ns, |r| r.last_seen_ns.max(e.last_seen_ns))))
         .map(|(k, e, _)| (k, e))
         .collect();
     remove_in(ebpf, HALF_OPEN, &doomed)?;
@@ -233,7 +238,7 @@ pub fn sweep(
         }
     }
     remove(ebpf, &doomed)?;
-    report.expired += sweep_half_open(ebpf, opts.tcp_syn_timeout, now_ns)?;
+    report.expired += sweep_half_open(ebpf, opts.tcp_syn_timeout, now_ns, drains, now)?;
     drains.prune(now);
     Ok(report)
 }
