@@ -8,7 +8,7 @@
 //! oldest half-open flow it came across, never an established flow's.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::generated::bpf_get_prandom_u32,
+    helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
 };
 use lb_common::*;
 
@@ -18,6 +18,9 @@ use crate::{
     parse::{Ip, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     stats::count,
 };
+
+/// How long a half-open flow keeps its source port against a new flow that finds none free.
+const HALF_OPEN_GRACE_NS: u64 = 50_000_000;
 
 /// The reverse-NAT key of a client flow's backend side.
 #[inline(always)]
@@ -165,7 +168,11 @@ pub fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Op
             }
         }
     }
-    if w.oldest_seen == u64::MAX {
+    // A flow younger than the grace keeps its port: its handshake gets at least that long
+    // (a SYN that finds no port is dropped and its client retries, which it survives; a
+    // handshake whose port was taken from under it is lost).
+    let now = unsafe { bpf_ktime_get_ns() };
+    if w.oldest_seen == u64::MAX || now.wrapping_sub(w.oldest_seen) < HALF_OPEN_GRACE_NS {
         return None;
     }
     entry.snat_port = (w.oldest_port as u16).to_be();
