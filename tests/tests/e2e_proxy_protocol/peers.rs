@@ -67,13 +67,16 @@ http {{
 }
 
 /// haproxy in `ns`: HTTP on 8080 with `accept-proxy`, answering `%[src]:%[src_port]` and
-/// logging `%ci:%cp` to stdout. (It logs a stream when the stream ends; a client timeout of
-/// 10 s bounds how long a stream whose last segments the injected loss keeps retransmitting
-/// can hold its line back: a CI run once waited 60 s for a line with `timeout client 60s`.)
+/// logging `%ci:%cp` to stdout. One thread: haproxy's stdout logger drops a line rather than
+/// wait when two threads write at once (`fd_write_frag_line` gives up after a few lock
+/// attempts), which lost one line in twenty on two busy CI runs — the client had its right
+/// answer and haproxy no socket left. A client timeout of 10 s bounds how long a stream the
+/// injected loss keeps retransmitting can hold its line back.
 pub fn haproxy(ns: &Netns, dir: &Path) -> Result<Peer> {
     fs::create_dir_all(dir)?;
     let conf = r#"global
     log stdout format raw local0
+    nbthread 1
     maxconn 256
 defaults
     mode http
