@@ -25,7 +25,16 @@ pub mod map_names {
     /// Tail-called programs (`prog_index`): XDP's, and tc's.
     pub const PROGS: &str = "PROGS";
     pub const TC_PROGS: &str = "TC_PROGS";
+    /// The flow state pinned in bpffs and shared by every generation of the datapath (an
+    /// agent restart or upgrade with the same [`PIN_LAYOUT`](super::PIN_LAYOUT) keeps them).
+    pub const PINNED_STATE: [&str; 5] = [CONNTRACK, REVERSE_NAT, HALF_OPEN, HALF_OPEN_REV, PERSIST];
 }
+
+/// Version of the pinned maps' layout: the key and value types of
+/// [`map_names::PINNED_STATE`] and of `LISTENERS` / `BACKENDS` (which carry the listener and
+/// backend ids flows name). Raise it with any change to those types: a datapath pinned
+/// under another layout is not adopted (its flows are cleared, with a log line).
+pub const PIN_LAYOUT: u32 = 1;
 
 /// The programs `lb_xdp` tail-calls, by their index in `PROGS` (and the tc programs theirs,
 /// in `TC_PROGS`).
@@ -595,4 +604,27 @@ mod tests {
     }
     const GOLDEN_SRC: u32 = 3_430_763_372;
     const GOLDEN_TUPLE: u32 = 444_826_287;
+}
+
+#[cfg(test)]
+mod pin_layout {
+    use super::*;
+    use core::mem::size_of;
+
+    /// The sizes of the pinned types, as of [`PIN_LAYOUT`]: a change here means a new layout
+    /// (raise `PIN_LAYOUT` and record the new sizes), or a restarted agent would adopt maps
+    /// whose entries it reads wrong.
+    #[test]
+    fn pinned_types_match_the_layout_version() {
+        let sizes = [
+            size_of::<FlowKey>(),
+            size_of::<CtEntry>(),
+            size_of::<RevEntry>(),
+            size_of::<PersistKey>(),
+            size_of::<PersistEntry>(),
+            size_of::<ListenerKey>(),
+            size_of::<Backend>(),
+        ];
+        assert_eq!((PIN_LAYOUT, sizes), (1, [40, 64, 88, 20, 16, 20, 24]));
+    }
 }

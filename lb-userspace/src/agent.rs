@@ -1,5 +1,7 @@
 //! `lb run`: load the datapath, attach it, and keep its maps equal to the source (a manifest
-//! directory or the Kubernetes API) until SIGINT/SIGTERM, then leave the node as it was found.
+//! directory or the Kubernetes API) until SIGINT/SIGTERM. A pinned datapath stays on the node
+//! and keeps forwarding after that (the next `lb run` adopts it); an unpinned one goes, and
+//! the node is left as it was found.
 use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context, Result};
@@ -37,6 +39,10 @@ pub struct RunOptions {
 pub async fn run(opts: RunOptions) -> Result<()> {
     let mut node = NodeChanges::default();
     let result = serve(&opts, &mut node).await;
+    if opts.dataplane.pin.is_some() {
+        // However lb ends, a pinned datapath stays and needs these.
+        node.keep_datapath_settings();
+    }
     node.restore();
     result
 }
@@ -54,8 +60,10 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         if iface.ipv4.is_none() && iface.ipv6.is_none() {
             tracing::warn!(iface = %iface.name, "no address: backends behind it cannot be reached (no SNAT source)");
         }
-        let mode = dp.attach(&iface.name).with_context(|| format!("attaching XDP to {}", iface.name))?;
-        tracing::info!(iface = %iface.name, index = iface.index, ?mode, "XDP attached");
+        match dp.attach(&iface.name).with_context(|| format!("attaching XDP to {}", iface.name))? {
+            Some(mode) => tracing::info!(iface = %iface.name, index = iface.index, ?mode, "XDP attached"),
+            None => tracing::info!(iface = %iface.name, index = iface.index, "XDP pinned: adopted once the model is loaded"),
+        }
         if fallback == (None, None) {
             fallback = (iface.ipv4, iface.ipv6);
         }
@@ -81,6 +89,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut last_sweep = std::time::Instant::now();
     let mut paths = BackendPaths { nics: attached, fallback, ..BackendPaths::default() };
     let mut last_paths = std::time::Instant::now();
+    let mut adopted = false;
     loop {
         if last_paths.elapsed() >= PATHS_EVERY {
             // Routes and links change under us (pods come and go, an overlay is re-created).
@@ -118,10 +127,11 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 node.sync_local_vips(&build.model.l7.values().filter_map(|l| l.addr).collect());
                 let effective = checker.effective(&build.model);
                 apply_l7(&mut proxy, &effective, &mut agent_stats);
-                match dp.apply(&effective) {
+                let loaded = match dp.apply(&effective) {
                     Ok(()) => {
                         agent_stats.datapath_errors = 0;
                         applied = build.model;
+                        true
                     }
                     Err(dataplane::DataplaneError::Rejected(rejected)) => {
                         // The rest is applied; each failure is reported on its object.
@@ -130,8 +140,17 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                         dataplane::keep_served(&mut served, &applied, &rejected);
                         applied = served;
                         build.errors.extend(rejected.iter().map(dataplane::Rejected::object_error));
+                        true
                     }
-                    Err(e) => tracing::error!(error = %e, "applying the model failed; will retry"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "applying the model failed; will retry");
+                        false
+                    }
+                };
+                if loaded && !adopted {
+                    // Until now a pinned datapath of the previous `lb` kept serving.
+                    dp.finish_adoption().context("taking over the pinned datapath")?;
+                    adopted = true;
                 }
                 source.report(&build.errors, &applied);
             }
@@ -170,10 +189,14 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
             _ = tokio::time::sleep(opts.poll.min(opts.sweep)) => {}
         }
     }
-    tracing::info!("shutting down: draining L7 listeners, detaching XDP");
     proxy.shutdown();
     let stats = dp.stats()?;
     println!("{}", serde_json::json!({ "stats": stats }));
+    if dp.pinned() {
+        tracing::info!("shutting down: L7 listeners drained; the pinned datapath keeps forwarding (lb uninstall removes it)");
+    } else {
+        tracing::info!("shutting down: L7 listeners drained, XDP detached");
+    }
     dp.detach_all();
     Ok(())
 }

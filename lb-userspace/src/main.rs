@@ -65,6 +65,14 @@ enum Command {
         /// as many flows at once per node address as the range has ports.
         #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
         snat_ports: (u16, u16),
+        /// Where the datapath is pinned in bpffs: its programs stay attached and keep
+        /// forwarding while lb is stopped, restarted or upgraded, and the next `lb run` with
+        /// the same directory adopts its flows (docs/datapath.md, "Restarts and upgrades").
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Do not pin: the datapath is detached when lb exits, and its flows are lost.
+        #[arg(long, conflicts_with = "pin_dir")]
+        no_pin: bool,
         /// Flows the conntrack table holds.
         #[arg(long, default_value_t = lb_common::DEFAULT_CONNTRACK_ENTRIES)]
         conntrack_entries: u32,
@@ -117,6 +125,18 @@ enum Command {
         #[arg(long, default_value_t = l7::limits::DEFAULT_BODY_IDLE_S)]
         l7_body_idle: u64,
     },
+    /// Remove the datapath from the node: detach the pinned XDP and tc programs from every
+    /// interface, delete the pinned maps (every flow), and release the full-NAT ports from
+    /// net.ipv4.ip_local_reserved_ports. Stop `lb run` first.
+    #[command(after_help = "Example:\n  lb uninstall\n  lb uninstall --pin-dir /sys/fs/bpf/lb --snat-ports 61000-65535")]
+    Uninstall {
+        /// The pin directory `lb run` used.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// The full-NAT source ports `lb run` reserved.
+        #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
+        snat_ports: (u16, u16),
+    },
     /// Print the running daemon's counters: datapath-wide, per listener, per backend.
     #[command(after_help = "Example:\n  lb stats\n  lb stats --admin 127.0.0.1:9901 --json")]
     Stats {
@@ -147,6 +167,9 @@ enum Command {
         max_backends: u32,
     },
 }
+
+/// Where `lb run` pins the datapath by default (the host's bpffs).
+const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST, e.g. 61000-65535")?;
@@ -187,6 +210,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             lease_namespace,
             iface,
             snat_ports,
+            pin_dir,
+            no_pin,
             conntrack_entries,
             half_open_entries,
             backend_table_entries,
@@ -238,6 +263,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     snat_ports,
                     backend_table_entries,
                     max_backends,
+                    pin: (!no_pin).then_some(pin_dir),
                 },
                 poll: Duration::from_millis(poll_ms),
                 sweep: Duration::from_millis(sweep_ms),
@@ -258,6 +284,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(agent::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Uninstall { pin_dir, snat_ports: (first, last) } => {
+            let links = dataplane::pin::PinDir::remove_all(&pin_dir)?;
+            println!("lb: removed {} ({links} link(s): their programs left the interfaces)", pin_dir.display());
+            lb_userspace::netif::unreserve_ports(first, last)?;
+            println!("lb: ports {first}-{last} no longer reserved");
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats { admin, json } => stats(admin, json),

@@ -64,13 +64,23 @@ impl NodeChanges {
 
     /// Keep the kernel from picking the full-NAT source ports for the node's own connections:
     /// the range is added to `net.ipv4.ip_local_reserved_ports` (which IPv6 follows too).
+    /// Idempotent: a range already reserved (by an earlier `lb`, killed) is left as it is.
     pub fn reserve_ports(&mut self, first: u16, last: u16) -> Result<()> {
-        let path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
-        let before = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-        let before = before.trim();
-        let ours = format!("{first}-{last}");
-        let value = if before.is_empty() { ours } else { format!("{before},{ours}") };
-        self.set_sysctl(path, &value)
+        let before = fs::read_to_string(RESERVED_PORTS).with_context(|| format!("reading {RESERVED_PORTS}"))?;
+        let mut ports = parse_ports(&before);
+        if (first..=last).all(|p| ports.contains(&p)) {
+            return Ok(());
+        }
+        ports.extend(first..=last);
+        self.set_sysctl(RESERVED_PORTS, &format_ports(&ports))
+    }
+
+    /// Keep the settings the datapath needs while it runs without this process (pinned):
+    /// forwarding, reserved ports, managed neighbours stay; `lb uninstall` removes what is
+    /// ours. (L7 VIP routes still go: the L7 listeners go with the process.)
+    pub fn keep_datapath_settings(&mut self) {
+        self.sysctls.clear();
+        self.neighbours.clear();
     }
 
     fn set_sysctl(&mut self, path: &str, value: &str) -> Result<()> {
@@ -143,6 +153,44 @@ impl NodeChanges {
     }
 }
 
+const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+
+/// Take the full-NAT range out of `net.ipv4.ip_local_reserved_ports` (`lb uninstall`).
+pub fn unreserve_ports(first: u16, last: u16) -> Result<()> {
+    let before = fs::read_to_string(RESERVED_PORTS).with_context(|| format!("reading {RESERVED_PORTS}"))?;
+    let mut ports = parse_ports(&before);
+    if !(first..=last).any(|p| ports.contains(&p)) {
+        return Ok(());
+    }
+    ports.retain(|p| !(first..=last).contains(p));
+    fs::write(RESERVED_PORTS, format!("{}\n", format_ports(&ports))).with_context(|| format!("writing {RESERVED_PORTS}"))
+}
+
+/// The ports of a port list as the kernel prints it (`1000,61000-65535`).
+fn parse_ports(list: &str) -> std::collections::BTreeSet<u16> {
+    let mut ports = std::collections::BTreeSet::new();
+    for item in list.trim().split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (a, b) = item.split_once('-').unwrap_or((item, item));
+        if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) {
+            ports.extend(a..=b);
+        }
+    }
+    ports
+}
+
+/// A port set as a list of ranges.
+fn format_ports(ports: &std::collections::BTreeSet<u16>) -> String {
+    let mut ranges: Vec<(u16, u16)> = Vec::new();
+    for &p in ports {
+        match ranges.last_mut() {
+            Some((_, last)) if *last as u32 + 1 == p as u32 => *last = p,
+            _ => ranges.push((p, p)),
+        }
+    }
+    let item = |(a, b): &(u16, u16)| if a == b { a.to_string() } else { format!("{a}-{b}") };
+    ranges.iter().map(item).collect::<Vec<_>>().join(",")
+}
+
 /// Devices local clients (pods on this node) reach the node through: bridges (a bridge
 /// CNI's cni0, docker0) and veths that are no bridge's port (per-pod veths with /32 routes,
 /// Calico-style), up and not in `except` (the XDP NICs).
@@ -192,4 +240,19 @@ fn local_route(op: &str, vip: IpAddr) -> Result<()> {
         bail!("ip route {op} local {prefix} dev lo: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{format_ports, parse_ports};
+
+    #[test]
+    fn port_lists_round_trip_and_merge() {
+        let ports = parse_ports("1000, 61000-65535,61000-65535\n");
+        assert_eq!(format_ports(&ports), "1000,61000-65535");
+        let mut ports = parse_ports("1000,2000-2002");
+        ports.extend(2003..=2005);
+        assert_eq!(format_ports(&ports), "1000,2000-2005");
+        assert_eq!(format_ports(&parse_ports("")), "");
+    }
 }

@@ -153,15 +153,18 @@ impl Dataplane {
             ),
             None => None,
         };
+        let lkey = super::listener_key(l);
+        let adopted = previous.is_none() && self.listener_ids.is_adopted(&lkey);
         let id = match &previous {
             Some(p) => p.id,
-            None => {
-                self.listener_ids.take().ok_or_else(|| listener_err(format!("more than {MAX_LISTENERS} listeners")))?
-            }
+            None => self
+                .listener_ids
+                .take(&lkey)
+                .ok_or_else(|| listener_err(format!("more than {MAX_LISTENERS} listeners")))?,
         };
         let give_back_id = |dp: &mut Dataplane| {
             if previous.is_none() {
-                dp.listener_ids.untake(id);
+                dp.listener_ids.untake(&lkey, id, adopted);
             }
         };
         let ids = self.backend_ids.acquire(&l.backends);
@@ -304,6 +307,12 @@ impl Dataplane {
         for freed in self.backend_ids.release(backends, now, |addr, port| bounds.backend(addr, port)) {
             let _ = backends::clear(&mut self.ebpf, freed);
         }
+    }
+
+    /// The previous generation's ids the model did not claim go into quarantine.
+    pub(super) fn release_unclaimed_ids(&mut self) {
+        let now = Instant::now();
+        self.listener_ids.release_unclaimed(now, now + super::ADOPTED_HOLD);
     }
 
     /// Hand out again the table regions past their grace period and the ids out of

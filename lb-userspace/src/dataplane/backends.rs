@@ -24,6 +24,16 @@ pub struct BackendIds {
 }
 
 impl BackendIds {
+    /// The ids a previous generation gave backends (pinned flows name them): in quarantine
+    /// until `until`, each back to its backend if the model still has it.
+    pub fn adopt(&mut self, seeds: &[((IpAddr, u16), u32)], now: Instant, until: Instant) {
+        for &(key, id) in seeds {
+            self.quarantined.insert(key, id);
+            self.quarantine.hold(id, now, Some(until));
+            self.next = self.next.max(id + 1);
+        }
+    }
+
     /// Ids for `backends` (in order), taking a reference on each.
     pub fn acquire(&mut self, backends: &[Backend]) -> Vec<u32> {
         backends

@@ -25,7 +25,7 @@
 //! Backend-table regions are not named by flows (only read when a flow is scheduled), so
 //! they wait out [`GRACE`] alone (`table.rs`).
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     time::Instant,
 };
@@ -34,7 +34,7 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues},
 };
-use lb_common::{BackendCounters, ListenerCounters, PersistEntry, PersistKey, map_names as names};
+use lb_common::{BackendCounters, ListenerCounters, ListenerKey, PersistEntry, PersistKey, map_names as names};
 
 use super::{Result, map_err, map_mut, table::GRACE};
 
@@ -71,21 +71,48 @@ impl Quarantine {
 pub struct ListenerIds {
     free: Vec<u32>,
     quarantine: Quarantine,
+    /// The ids a previous generation of the datapath gave listeners (pinned flows name
+    /// them): each listener gets its own back.
+    adopted: HashMap<ListenerKey, u32>,
 }
 
 impl ListenerIds {
     /// Ids `0..count`, the lowest handed out first.
     pub fn new(count: u32) -> ListenerIds {
-        ListenerIds { free: (0..count).rev().collect(), quarantine: Quarantine::default() }
+        ListenerIds { free: (0..count).rev().collect(), quarantine: Quarantine::default(), adopted: HashMap::new() }
     }
 
-    pub fn take(&mut self) -> Option<u32> {
-        self.free.pop()
+    /// Keep the ids a previous generation gave the listeners `seeds` for them.
+    pub fn adopt(&mut self, seeds: &[(ListenerKey, u32)]) {
+        let taken: BTreeSet<u32> = seeds.iter().map(|(_, id)| *id).collect();
+        self.free.retain(|id| !taken.contains(id));
+        self.adopted.extend(seeds.iter().copied());
     }
 
-    /// Give back an id that no flow ever used (its listener failed to load).
-    pub fn untake(&mut self, id: u32) {
-        self.free.push(id);
+    /// An id for the listener `key`: the one it had in the previous generation, else a free one.
+    pub fn take(&mut self, key: &ListenerKey) -> Option<u32> {
+        self.adopted.remove(key).or_else(|| self.free.pop())
+    }
+
+    /// Give back an id its listener (`key`) failed to load with.
+    pub fn untake(&mut self, key: &ListenerKey, id: u32, adopted: bool) {
+        if adopted {
+            self.adopted.insert(*key, id);
+        } else {
+            self.free.push(id);
+        }
+    }
+
+    /// Whether `key` has an id from the previous generation.
+    pub fn is_adopted(&self, key: &ListenerKey) -> bool {
+        self.adopted.contains_key(key)
+    }
+
+    /// The previous generation's ids no listener claimed: into quarantine until `until`.
+    pub fn release_unclaimed(&mut self, now: Instant, until: Instant) {
+        for (_, id) in self.adopted.drain() {
+            self.quarantine.hold(id, now, Some(until));
+        }
     }
 
     /// `id`'s listener is gone; its flows were drained until `drained_until`, if at all.

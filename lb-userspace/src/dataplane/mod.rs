@@ -8,6 +8,7 @@ pub mod capacity;
 pub mod conntrack;
 mod ids;
 pub mod maglev;
+pub mod pin;
 pub mod ring;
 mod stats;
 pub mod table;
@@ -15,13 +16,14 @@ pub mod table;
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::Instant,
+    path::PathBuf,
+    time::{Duration, Instant},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, DevMapHash, HashMap as BpfHashMap, MapData, ProgramArray},
-    programs::{SchedClassifier, Xdp, tc::SchedClassifierLinkId, xdp::XdpLinkId},
+    programs::{SchedClassifier, Xdp},
 };
 use lb_common::{
     DatapathConfig, FAMILY_V4, FAMILY_V6, Listener, ListenerKey, MAX_LISTENERS, SnatAddr, acl_mode, listener_flags,
@@ -60,6 +62,8 @@ pub enum DataplaneError {
     Listener { listener: String, reason: String },
     #[error("snat port range {0}-{1} is empty")]
     PortRange(u16, u16),
+    #[error("pinning the datapath: {0}")]
+    Pin(String),
     /// Objects the datapath could not take; the rest of the model was applied.
     #[error("{}", apply::list(.0))]
     Rejected(Vec<Rejected>),
@@ -85,6 +89,9 @@ pub struct Options {
     /// Distinct backends (address, port) over all listeners; per-backend counters are per
     /// CPU, so this costs 40 bytes × CPUs each.
     pub max_backends: u32,
+    /// Where the datapath is pinned in bpffs (`lb run --pin-dir`), so that it outlives this
+    /// process and a later one adopts it; `None`: it goes with the process.
+    pub pin: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -95,9 +102,38 @@ impl Default for Options {
             snat_ports: (61000, 65535),
             backend_table_entries: lb_common::DEFAULT_BACKEND_TABLE_ENTRIES,
             max_backends: lb_common::MAX_BACKENDS,
+            pin: None,
         }
     }
 }
+
+impl Options {
+    /// The maps whose size these options set, with that size.
+    fn sizes(&self) -> [(&'static str, u32); 7] {
+        [
+            (names::CONNTRACK, self.conntrack_entries),
+            (names::REVERSE_NAT, self.conntrack_entries),
+            (names::HALF_OPEN, self.half_open_entries),
+            (names::HALF_OPEN_REV, self.half_open_entries),
+            (names::BACKEND_TABLE, self.backend_table_entries),
+            (names::BACKENDS, self.max_backends),
+            (names::BACKEND_STATS, self.max_backends),
+        ]
+    }
+
+    /// (map type, key size, value size, max entries) of map `name` as loaded with these
+    /// options.
+    fn shape(&self, name: &str) -> Option<(u32, u32, u32, u32)> {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).ok()?;
+        let map = object.maps.get(name)?;
+        let entries = self.sizes().iter().find(|(n, _)| *n == name).map_or(map.max_entries(), |(_, e)| *e);
+        Some((map.map_type(), map.key_size(), map.value_size(), entries))
+    }
+}
+
+/// How long the ids of a previous generation that the model no longer names stay out of
+/// use: flows may still name them, for at most the longest connection drain.
+const ADOPTED_HOLD: Duration = Duration::from_secs(900);
 
 /// What is loaded for one listener.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,9 +147,13 @@ struct Loaded {
 
 pub struct Dataplane {
     ebpf: Ebpf,
-    links: Vec<(String, XdpLinkId)>,
-    /// tc ingress attachments: (interface, its ifindex then, program, link).
-    tc_links: Vec<(String, u32, &'static str, SchedClassifierLinkId)>,
+    /// XDP and tc attachments.
+    attached: Vec<attach::Attached>,
+    /// Where the datapath is pinned, if it is.
+    pins: Option<pin::PinDir>,
+    /// A previous generation's pinned datapath is being taken over (until
+    /// [`finish_adoption`](Self::finish_adoption)).
+    adopting: bool,
     loaded: BTreeMap<ListenerId, Loaded>,
     /// Listener and backend ids, freed ones in quarantine while flows may name them.
     listener_ids: ids::ListenerIds,
@@ -136,15 +176,29 @@ impl Dataplane {
         if lo == 0 || hi < lo {
             return Err(DataplaneError::PortRange(lo, hi));
         }
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(names::CONNTRACK, opts.conntrack_entries)
-            .map_max_entries(names::REVERSE_NAT, opts.conntrack_entries)
-            .map_max_entries(names::HALF_OPEN, opts.half_open_entries)
-            .map_max_entries(names::HALF_OPEN_REV, opts.half_open_entries)
-            .map_max_entries(names::BACKEND_TABLE, opts.backend_table_entries)
-            .map_max_entries(names::BACKENDS, opts.max_backends)
-            .map_max_entries(names::BACKEND_STATS, opts.max_backends)
-            .load(EBPF_OBJECT)?;
+        let pins = opts.pin.as_deref().map(pin::PinDir::open).transpose()?;
+        let (mut resized, mut seeds, mut adopting) = (Vec::new(), pin::Seeds::default(), false);
+        if let Some(p) = &pins {
+            p.clear_other_layouts();
+            adopting = p.has_state();
+            resized = p.check_state(|name| opts.shape(name))?;
+            seeds = p.seeds();
+        }
+        let mut loader = EbpfLoader::new();
+        for (name, entries) in opts.sizes() {
+            loader.map_max_entries(name, entries);
+        }
+        if let Some(p) = &pins {
+            for name in lb_common::map_names::PINNED_STATE {
+                loader.map_pin_path(name, p.map(name));
+            }
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        for r in resized {
+            let name = r.name;
+            let copied = r.copy_into(&mut ebpf)?;
+            tracing::info!(map = name, entries = copied, "pinned entries carried over into the resized map");
+        }
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load()?;
         // The programs lb_xdp and lb_tc tail-call (PROXY protocol), by index.
@@ -155,13 +209,26 @@ impl Dataplane {
         fill_tail_calls(&mut ebpf, names::TC_PROGS, &prog_index::TC_NAMES, |p| {
             <&mut SchedClassifier>::try_from(p)?.load()
         })?;
+        let now = Instant::now();
+        let mut listener_ids = ids::ListenerIds::new(MAX_LISTENERS);
+        listener_ids.adopt(&seeds.listeners);
+        let mut backend_ids = BackendIds::default();
+        backend_ids.adopt(&seeds.backends, now, now + ADOPTED_HOLD);
+        if adopting {
+            tracing::info!(
+                listeners = seeds.listeners.len(),
+                backends = seeds.backends.len(),
+                "pinned datapath found: its flows are kept, its programs run until this one's model is loaded"
+            );
+        }
         let mut dp = Dataplane {
             ebpf,
-            links: Vec::new(),
-            tc_links: Vec::new(),
+            attached: Vec::new(),
+            pins,
+            adopting,
             loaded: BTreeMap::new(),
-            listener_ids: ids::ListenerIds::new(MAX_LISTENERS),
-            backend_ids: BackendIds::default(),
+            listener_ids,
+            backend_ids,
             bounds: ids::FlowBounds::default(),
             table: TableAlloc::new(opts.backend_table_entries),
             acls: acls::AclState::default(),
@@ -331,10 +398,14 @@ pub fn backend_name(addr: IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(addr, port).to_string()
 }
 
+/// The `LISTENERS` key of a model listener.
+fn listener_key(l: &L4Listener) -> ListenerKey {
+    ListenerKey { vip: addr_words(l.vip), port: l.port.to_be(), proto: l.protocol.number(), family: family(l.vip) }
+}
+
 /// The `LISTENERS` key and the `LISTENER_CFG` value of a model listener (ACL id not set).
 fn listener_entry(l: &L4Listener, region: Region) -> (ListenerKey, Listener) {
-    let key =
-        ListenerKey { vip: addr_words(l.vip), port: l.port.to_be(), proto: l.protocol.number(), family: family(l.vip) };
+    let key = listener_key(l);
     let value = Listener {
         table_offset: region.offset,
         table_len: region.len,
