@@ -217,7 +217,7 @@ mod tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut ids = ListenerIds::new(4);
-        let (a, b) = (ids.take().unwrap(), ids.take().unwrap());
+        let (a, b) = (ids.take(&key(1)).unwrap(), ids.take(&key(2)).unwrap());
         assert_eq!((a, b), (0, 1));
         let mut bounds = FlowBounds::default();
         bounds.drain(a, "198.18.1.2".parse().unwrap(), 8080, t0 + s(300));
@@ -231,6 +231,26 @@ mod tests {
         assert_eq!(ids.reclaim(t0 + s(306), bounds.last_sweep()), vec![a], "cut by the sweep after the deadline");
         assert_eq!(bounds.listener(a), None, "deadlines a sweep passed are forgotten");
         // Out of quarantine, it is handed out again.
-        assert_eq!(ids.take(), Some(a));
+        assert_eq!(ids.take(&key(3)), Some(a));
+    }
+
+    fn key(port: u16) -> ListenerKey {
+        ListenerKey { port, ..Default::default() }
+    }
+
+    #[test]
+    fn adopted_ids_go_back_to_their_listeners_and_the_rest_wait() {
+        let t0 = Instant::now();
+        let mut ids = ListenerIds::new(8);
+        // The previous generation had port 80 on id 5 and port 81 on id 0.
+        ids.adopt(&[(key(80), 5), (key(81), 0)]);
+        assert_eq!(ids.take(&key(80)), Some(5), "a listener gets its id back");
+        assert_eq!(ids.take(&key(90)), Some(1), "a new one gets an id no pinned flow names");
+        ids.untake(&key(80), 5, true);
+        assert_eq!(ids.take(&key(80)), Some(5), "given back after a failed load, still its own");
+        // Port 81 is gone: its id waits out the longest drain, then a sweep.
+        ids.release_unclaimed(t0, t0 + Duration::from_secs(900));
+        assert!(ids.reclaim(t0 + Duration::from_secs(10), Some(t0 + Duration::from_secs(5))).is_empty());
+        assert_eq!(ids.reclaim(t0 + Duration::from_secs(901), Some(t0 + Duration::from_secs(900))), vec![0]);
     }
 }
