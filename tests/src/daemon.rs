@@ -1,14 +1,21 @@
 //! The `lb` daemon as a child process inside a namespace, stopped (SIGTERM, then SIGKILL) on drop.
+//!
+//! Each daemon pins its datapath in a bpffs of its own, mounted at `<workdir>/bpffs` (the
+//! host's `/sys/fs/bpf` is not a bpffs inside `ip netns exec`, and a mount of its own keeps
+//! tests apart), unless its arguments say `--no-pin` or `--pin-dir`. It can be stopped and
+//! started again on the same pins ([`Daemon::restart`]); [`Daemon::stop`] and drop run
+//! `lb uninstall` on the pins, then unmount that bpffs.
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Stdio},
+    process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
+use nix::sys::signal::Signal;
 
-use crate::netns::Netns;
+use crate::netns::{Netns, sh};
 
 /// The `lb` binary: `$LB_BIN` (set by `cargo xtask test`), else `target/release/lb`.
 pub fn lb_bin() -> PathBuf {
@@ -17,10 +24,32 @@ pub fn lb_bin() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/lb"))
 }
 
+/// Where a daemon pins its datapath, and what to undo when it is done.
+struct Pins {
+    /// `--pin-dir`.
+    dir: PathBuf,
+    /// The bpffs this daemon mounted (unmounted when it is done).
+    mount: Option<PathBuf>,
+    /// `--snat-ports`, when given (for `lb uninstall`).
+    snat_ports: Option<String>,
+    uninstalled: bool,
+}
+
 pub struct Daemon {
     child: Option<Child>,
+    /// The current run's stderr: `lb.log`, then `lb.2.log` after the first restart, ...
     pub log: PathBuf,
+    /// The current run's stdout: `lb.out`, then `lb.2.out`, ...
     pub stdout: PathBuf,
+    /// The namespace `lb` runs in (by name: the test owns the [`Netns`]).
+    ns: String,
+    /// `lb run` and its arguments.
+    args: Vec<String>,
+    workdir: PathBuf,
+    listeners: usize,
+    /// Every run's stderr, the first run's first.
+    logs: Vec<PathBuf>,
+    pins: Option<Pins>,
 }
 
 impl Daemon {
@@ -30,7 +59,8 @@ impl Daemon {
         Daemon::start_with(ns, manifests, ifaces, listeners, workdir, &[])
     }
 
-    /// [`Daemon::start`] with more `lb run` arguments.
+    /// [`Daemon::start`] with more `lb run` arguments. Without `--no-pin` or `--pin-dir`
+    /// among them, the datapath is pinned in a bpffs mounted at `<workdir>/bpffs`.
     pub fn start_with(
         ns: &Netns,
         manifests: &Path,
@@ -43,37 +73,63 @@ impl Daemon {
         if !bin.exists() {
             bail!("{} not found: run `cargo xtask build` (or set LB_BIN)", bin.display());
         }
-        let log = workdir.join("lb.log");
-        let stdout = workdir.join("lb.out");
-        let child = ns
-            .command(bin.to_str().unwrap())
-            .args(["run", "--manifests"])
-            .arg(manifests)
-            .args(["--iface", ifaces, "--poll-ms", "200"])
-            .args(extra)
-            .env("LB_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout)?)
-            .stderr(fs::File::create(&log)?)
-            .spawn()
-            .context("starting lb")?;
-        let mut d = Daemon { child: Some(child), log, stdout };
-        d.wait_for_log("listener loaded", listeners, Duration::from_secs(30))?;
+        let mut args: Vec<String> = ["run", "--manifests"].map(String::from).to_vec();
+        args.push(manifests.to_str().context("manifest path")?.to_string());
+        args.extend(["--iface", ifaces, "--poll-ms", "200"].map(String::from));
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let pins = if extra.contains(&"--no-pin") {
+            None
+        } else if let Some(dir) = flag(extra, "--pin-dir") {
+            Some(Pins { dir: dir.into(), mount: None, snat_ports: flag(extra, "--snat-ports"), uninstalled: false })
+        } else {
+            let fs_dir = workdir.join("bpffs");
+            let mount = mount_bpffs(&fs_dir)?;
+            let dir = fs_dir.join("lb");
+            args.extend(["--pin-dir".to_string(), dir.to_str().context("pin path")?.to_string()]);
+            Some(Pins { dir, mount, snat_ports: flag(extra, "--snat-ports"), uninstalled: false })
+        };
+        let mut d = Daemon {
+            child: None,
+            log: PathBuf::new(),
+            stdout: PathBuf::new(),
+            ns: ns.name.clone(),
+            args,
+            workdir: workdir.to_path_buf(),
+            listeners,
+            logs: Vec::new(),
+            pins,
+        };
+        d.resume()?;
         Ok(d)
     }
 
+    /// Every run's log, one after the other (a line `--- lb run #N ---` before each run
+    /// after the first).
     pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        for (i, log) in self.logs.iter().enumerate() {
+            if i > 0 {
+                text.push_str(&format!("--- lb run #{} ---\n", i + 1));
+            }
+            text.push_str(&fs::read_to_string(log).unwrap_or_default());
+        }
+        text
+    }
+
+    /// The current run's log (since the last start).
+    pub fn run_log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Wait until `needle` appears `count` times in the log.
+    /// Wait until `needle` appears `count` times in the current run's log.
     pub fn wait_for_log(&mut self, needle: &str, count: usize, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.log_text().matches(needle).count() >= count {
+            if self.run_log_text().matches(needle).count() >= count {
                 return Ok(());
             }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
+            let Some(child) = self.child.as_mut() else { bail!("lb is not running (waiting for {needle:?})") };
+            if let Some(status) = child.try_wait()? {
                 bail!("lb exited ({status}) before {needle:?}:\n{}", self.log_text());
             }
             if Instant::now() > deadline {
@@ -83,11 +139,25 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM and wait (SIGKILL after 10 s); returns what it printed on stdout.
-    pub fn stop(&mut self) -> Result<String> {
-        let Some(mut child) = self.child.take() else { return Ok(String::new()) };
+    /// The directory `lb` pins its datapath in (`None` with `--no-pin`).
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(|p| p.dir.as_path())
+    }
+
+    /// Stop `lb` with `signal` and start it again with the same arguments (and pins); ready
+    /// once the new run has loaded as many listeners as the first.
+    pub fn restart(&mut self, signal: Signal) -> Result<()> {
+        self.halt(signal)?;
+        self.resume()
+    }
+
+    /// Stop `lb` with `signal` and wait for it (10 s at most): after SIGTERM or SIGINT it
+    /// must exit cleanly. Nothing is undone: a pinned datapath stays. [`Daemon::resume`]
+    /// starts it again.
+    pub fn halt(&mut self, signal: Signal) -> Result<()> {
+        let Some(mut child) = self.child.take() else { bail!("lb is not running") };
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        nix::sys::signal::kill(pid, signal).context("signalling lb")?;
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Some(s) = child.try_wait()? {
@@ -95,14 +165,89 @@ impl Daemon {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                bail!("lb did not stop within 10 s of SIGTERM:\n{}", self.log_text());
+                let _ = child.wait();
+                bail!("lb did not stop within 10 s of {signal}:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        if !status.success() {
-            bail!("lb exited with {status}:\n{}", self.log_text());
+        if signal != Signal::SIGKILL && !status.success() {
+            bail!("lb exited with {status} on {signal}:\n{}", self.log_text());
         }
+        Ok(())
+    }
+
+    /// Start `lb run` again (after [`Daemon::halt`]) with the same arguments, its output in
+    /// new files (`lb.N.log`, `lb.N.out`); ready once it has loaded the listeners.
+    pub fn resume(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("lb is already running");
+        }
+        let run = self.logs.len() + 1;
+        let (log, stdout) = if run == 1 {
+            (self.workdir.join("lb.log"), self.workdir.join("lb.out"))
+        } else {
+            (self.workdir.join(format!("lb.{run}.log")), self.workdir.join(format!("lb.{run}.out")))
+        };
+        let child = self
+            .command()
+            .args(&self.args)
+            .env("LB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&stdout)?)
+            .stderr(fs::File::create(&log)?)
+            .spawn()
+            .context("starting lb")?;
+        self.child = Some(child);
+        self.logs.push(log.clone());
+        self.log = log;
+        self.stdout = stdout;
+        self.wait_for_log("listener loaded", self.listeners, Duration::from_secs(30))
+    }
+
+    /// SIGTERM and wait (SIGKILL after 10 s), then `lb uninstall` on the pins and unmount
+    /// the bpffs; returns what this run printed on stdout.
+    pub fn stop(&mut self) -> Result<String> {
+        let stopped = if self.child.is_some() { self.halt(Signal::SIGTERM) } else { Ok(()) };
+        self.clean_up();
+        stopped?;
         Ok(fs::read_to_string(&self.stdout).unwrap_or_default())
+    }
+
+    /// `lb uninstall --pin-dir DIR [--snat-ports A-B]` in lb's namespace (stop `lb` first):
+    /// fails when it fails; returns its stdout.
+    pub fn uninstall(&mut self) -> Result<String> {
+        let Some(pins) = self.pins.as_mut() else { bail!("lb runs with --no-pin") };
+        pins.uninstalled = true;
+        let mut args = vec!["uninstall".to_string(), "--pin-dir".to_string(), pins.dir.display().to_string()];
+        if let Some(ports) = &pins.snat_ports {
+            args.extend(["--snat-ports".to_string(), ports.clone()]);
+        }
+        let out: Output = self.command().args(&args).output().context("running lb uninstall")?;
+        if !out.status.success() {
+            bail!("lb {} failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `lb` in the daemon's namespace (as [`Netns::command`]).
+    fn command(&self) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns]).arg(lb_bin());
+        c
+    }
+
+    /// `lb uninstall` (once; its failure only reported: the namespace may be gone already),
+    /// then unmount the bpffs this daemon mounted.
+    fn clean_up(&mut self) {
+        if self.pins.as_ref().is_some_and(|p| !p.uninstalled)
+            && let Err(e) = self.uninstall()
+        {
+            eprintln!("daemon: {e:#}");
+        }
+        if let Some(mount) = self.pins.take().and_then(|p| p.mount) {
+            // Lazy: whatever is still pinned there is freed with the last reference.
+            let _ = Command::new("umount").arg("-l").arg(&mount).output();
+        }
     }
 }
 
@@ -110,15 +255,48 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+            let mut exited = false;
             for _ in 0..200 {
                 if let Ok(Some(_)) = child.try_wait() {
-                    return;
+                    exited = true;
+                    break;
                 }
                 std::thread::sleep(Duration::from_millis(25));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            if !exited {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
+        self.clean_up();
     }
+}
+
+/// The value of `--name V` or `--name=V` in `args`.
+fn flag(args: &[&str], name: &str) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, a)| {
+        if *a == name {
+            args.get(i + 1).map(|v| v.to_string())
+        } else {
+            a.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')).map(str::to_string)
+        }
+    })
+}
+
+/// Mount a bpffs at `dir` unless one is mounted there already: `Some(dir)` when this call
+/// mounted it.
+fn mount_bpffs(dir: &Path) -> Result<Option<PathBuf>> {
+    fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let path = dir.to_str().context("bpffs path")?;
+    let mounts = fs::read_to_string("/proc/self/mounts")?;
+    if mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.len() > 2 && f[1] == path && f[2] == "bpf"
+    }) {
+        return Ok(None);
+    }
+    sh(&["mount", "-t", "bpf", "bpf", path])?;
+    Ok(Some(dir))
 }

@@ -55,7 +55,9 @@ fn tcp_and_udp_balanced_through_the_vip() {
     let manifests = work.path().join("manifests");
     fs::create_dir(&manifests).unwrap();
     write_manifests(&manifests, &[1, 2, 3]);
-    let mut daemon = Daemon::start(&topo.lb, &manifests, &topo.iface_list(), 2, work.path()).unwrap();
+    // Unpinned: the datapath leaves with lb, and its exit restores the node (checked below).
+    let mut daemon =
+        Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), 2, work.path(), &["--no-pin"]).unwrap();
 
     // 30 TCP request/response connections, spread over the three backends.
     let counts = topo.client.run(|| {

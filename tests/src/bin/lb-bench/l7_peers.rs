@@ -244,7 +244,7 @@ pub fn lb(ns: &Netns, cpu: usize, dir: &Path, cert: &Path, key: &Path, iface: &s
         ns,
         cpu,
         "lb",
-        &[&bin, "run", "--manifests", &m, "--iface", iface, "--l7-bind", "127.0.0.1", "--admin", "off"],
+        &[&bin, "run", "--manifests", &m, "--iface", iface, "--l7-bind", "127.0.0.1", "--admin", "off", "--no-pin"],
         &d,
     )
 }
