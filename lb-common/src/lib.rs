@@ -297,6 +297,51 @@ pub struct RevEntry {
     pub _pad: u32,
 }
 
+impl CtEntry {
+    /// The key of this flow's reverse entry (`REVERSE_NAT` / `HALF_OPEN_REV`): the backend's
+    /// side, to our source address and port.
+    #[inline(always)]
+    pub fn reverse_key(&self, proto: u8, family: u8) -> FlowKey {
+        FlowKey {
+            src: self.backend,
+            dst: self.snat,
+            sport: self.backend_port,
+            dport: self.snat_port,
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+}
+
+impl RevEntry {
+    /// The client-side key of the flow this reverse entry belongs to.
+    #[inline(always)]
+    pub fn client_key(&self, proto: u8, family: u8) -> FlowKey {
+        FlowKey {
+            src: self.client,
+            dst: self.vip,
+            sport: self.client_port,
+            dport: self.vip_port,
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+
+    /// True when this reverse entry belongs to client flow `key` (its owner). Branch-free
+    /// word compares: in the datapath an array `==` becomes a byte loop the verifier walks
+    /// path by path.
+    #[inline(always)]
+    pub fn owned_by(&self, key: &FlowKey) -> bool {
+        let (a, b, c, d) = (&self.client, &key.src, &self.vip, &key.dst);
+        let addrs = (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]);
+        let vips = (c[0] ^ d[0]) | (c[1] ^ d[1]) | (c[2] ^ d[2]) | (c[3] ^ d[3]);
+        let ports = ((self.client_port ^ key.sport) | (self.vip_port ^ key.dport)) as u32;
+        addrs | vips | ports == 0
+    }
+}
+
 /// `RevEntry::flags`.
 pub mod rev_flags {
     /// The client is this node itself (its packets were seen leaving by tc egress): replies

@@ -9,7 +9,7 @@ use crate::{
     acl,
     ctx::Ctx,
     fwd::{self},
-    half_open::{self, Step, claim_snat_port, owned_by, reverse_key},
+    half_open::{self, Step, claim_snat_port},
     icmp,
     maps::{
         BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, HALF_OPEN, HALF_OPEN_REV, LISTENER_CFG, LISTENERS, REVERSE_NAT,
@@ -254,7 +254,7 @@ fn reopens<H: Ip>(pkt: &Packet<H>, ct: &CtEntry) -> bool {
 
 #[inline(always)]
 fn forget(key: &FlowKey, ct: &CtEntry) {
-    let _ = REVERSE_NAT.remove(&reverse_key(ct, key.proto, key.family));
+    let _ = REVERSE_NAT.remove(&ct.reverse_key(key.proto, key.family));
     let _ = CONNTRACK.remove(key);
 }
 
@@ -360,7 +360,7 @@ fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: 
     s.family = pkt.key.family;
     s.fragment = pkt.is_fragment as u8;
     s.key = pkt.key;
-    s.rkey = reverse_key(entry, pkt.key.proto, pkt.key.family);
+    s.rkey = entry.reverse_key(pkt.key.proto, pkt.key.family);
     TAIL_CALL | prog_index::PP_CLIENT
 }
 
@@ -371,12 +371,12 @@ fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: 
 #[inline(always)]
 fn refresh<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
     let key = &pkt.key;
-    let rkey = reverse_key(entry, key.proto, key.family);
+    let rkey = entry.reverse_key(key.proto, key.family);
     match REVERSE_NAT.get_ptr_mut(&rkey) {
         Some(r) => {
             // SAFETY: map value pointer from a successful lookup.
             let r = unsafe { &mut *r };
-            if owned_by(r, key) {
+            if r.owned_by(key) {
                 if let Some(eth) = pkt.eth(ctx) {
                     // SAFETY: bounds checked by eth().
                     unsafe {

@@ -22,29 +22,6 @@ use crate::{
 /// How long a half-open flow keeps its source port against a new flow that finds none free.
 const HALF_OPEN_GRACE_NS: u64 = 50_000_000;
 
-/// The reverse-NAT key of a client flow's backend side.
-#[inline(always)]
-pub fn reverse_key(ct: &CtEntry, proto: u8, family: u8) -> FlowKey {
-    FlowKey { src: ct.backend, dst: ct.snat, sport: ct.backend_port, dport: ct.snat_port, proto, family, _pad: [0; 2] }
-}
-
-/// The client-side key a reverse entry belongs to.
-#[inline(always)]
-fn client_key(r: &RevEntry, proto: u8, family: u8) -> FlowKey {
-    FlowKey { src: r.client, dst: r.vip, sport: r.client_port, dport: r.vip_port, proto, family, _pad: [0; 2] }
-}
-
-/// True when reverse entry `r` belongs to client flow `key` (its owner). Branch-free word
-/// compares: array `==` becomes a byte loop the verifier walks path by path.
-#[inline(always)]
-pub fn owned_by(r: &RevEntry, key: &FlowKey) -> bool {
-    let (a, b, c, d) = (&r.client, &key.src, &r.vip, &key.dst);
-    let addrs = (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]);
-    let vips = (c[0] ^ d[0]) | (c[1] ^ d[1]) | (c[2] ^ d[2]) | (c[3] ^ d[3]);
-    let ports = ((r.client_port ^ key.sport) | (r.vip_port ^ key.dport)) as u32;
-    addrs | vips | ports == 0
-}
-
 /// True for the only TCP packet that may open a flow: a SYN without ACK, RST or FIN.
 #[inline(always)]
 pub fn opens<H: Ip>(pkt: &Packet<H>) -> bool {
@@ -68,11 +45,11 @@ pub enum Step {
 #[inline(never)]
 pub fn on_client<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: &CtEntry, now: u64) -> Step {
     let key = &pkt.key;
-    let rkey = reverse_key(ct, key.proto, key.family);
+    let rkey = ct.reverse_key(key.proto, key.family);
     let Some(r) = HALF_OPEN_REV.get_ptr_mut(&rkey) else { return Step::Lost };
     // SAFETY: map value pointer from a successful lookup.
     let r = unsafe { &mut *r };
-    if !owned_by(r, key) {
+    if !r.owned_by(key) {
         return Step::Lost;
     }
     let flags = pkt.tcp_flags;
@@ -95,7 +72,7 @@ pub fn on_client<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: &CtEntry, now: u64
     if REVERSE_NAT.insert(&rkey, r, BPF_NOEXIST as u64).is_err() {
         match REVERSE_NAT.get_ptr(&rkey) {
             // SAFETY: as above.
-            Some(e) if owned_by(unsafe { &*e }, key) => {}
+            Some(e) if unsafe { &*e }.owned_by(key) => {}
             _ => {
                 count(stat::REVERSE_CONFLICT, 0);
                 return Step::Drop;
@@ -145,7 +122,7 @@ pub fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Op
     while i < SNAT_PORT_TRIES {
         let port = min + (start + i * 7919) % span;
         entry.snat_port = (port as u16).to_be();
-        w.rkey = reverse_key(entry, key.proto, key.family);
+        w.rkey = entry.reverse_key(key.proto, key.family);
         i += 1;
         if !tcp {
             if REVERSE_NAT.insert(&w.rkey, rev, BPF_NOEXIST as u64).is_ok() {
@@ -176,10 +153,10 @@ pub fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Op
         return None;
     }
     entry.snat_port = (w.oldest_port as u16).to_be();
-    w.rkey = reverse_key(entry, key.proto, key.family);
+    w.rkey = entry.reverse_key(key.proto, key.family);
     if let Some(h) = HALF_OPEN_REV.get_ptr(&w.rkey) {
         // SAFETY: as above.
-        let _ = HALF_OPEN.remove(&client_key(unsafe { &*h }, key.proto, key.family));
+        let _ = HALF_OPEN.remove(&unsafe { &*h }.client_key(key.proto, key.family));
     }
     HALF_OPEN_REV.insert(&w.rkey, rev, BPF_ANY as u64).ok()?;
     count(stat::HALF_OPEN_RECLAIMED, 0);

@@ -62,7 +62,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         }
         match dp.attach(&iface.name).with_context(|| format!("attaching XDP to {}", iface.name))? {
             Some(mode) => tracing::info!(iface = %iface.name, index = iface.index, ?mode, "XDP attached"),
-            None => tracing::info!(iface = %iface.name, index = iface.index, "XDP pinned: adopted once the model is loaded"),
+            None => {
+                tracing::info!(iface = %iface.name, index = iface.index, "XDP pinned: adopted once the model is loaded")
+            }
         }
         if fallback == (None, None) {
             fallback = (iface.ipv4, iface.ipv6);
@@ -99,8 +101,14 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         if last_sweep.elapsed() >= opts.sweep {
             last_sweep = std::time::Instant::now();
             match dp.sweep(&opts.sweep_options) {
-                Ok(r) if r.expired + r.drained > 0 => {
-                    tracing::info!(flows = r.flows, expired = r.expired, drained = r.drained, "conntrack swept")
+                Ok(r) if r.expired + r.drained + r.orphans > 0 => {
+                    tracing::info!(
+                        flows = r.flows,
+                        expired = r.expired,
+                        drained = r.drained,
+                        orphans = r.orphans,
+                        "conntrack swept"
+                    )
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "conntrack sweep failed"),
@@ -193,7 +201,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let stats = dp.stats()?;
     println!("{}", serde_json::json!({ "stats": stats }));
     if dp.pinned() {
-        tracing::info!("shutting down: L7 listeners drained; the pinned datapath keeps forwarding (lb uninstall removes it)");
+        tracing::info!(
+            "shutting down: L7 listeners drained; the pinned datapath keeps forwarding (lb uninstall removes it)"
+        );
     } else {
         tracing::info!("shutting down: L7 listeners drained, XDP detached");
     }

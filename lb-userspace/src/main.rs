@@ -128,7 +128,9 @@ enum Command {
     /// Remove the datapath from the node: detach the pinned XDP and tc programs from every
     /// interface, delete the pinned maps (every flow), and release the full-NAT ports from
     /// net.ipv4.ip_local_reserved_ports. Stop `lb run` first.
-    #[command(after_help = "Example:\n  lb uninstall\n  lb uninstall --pin-dir /sys/fs/bpf/lb --snat-ports 61000-65535")]
+    #[command(
+        after_help = "Example:\n  lb uninstall\n  lb uninstall --pin-dir /sys/fs/bpf/lb --snat-ports 61000-65535"
+    )]
     Uninstall {
         /// The pin directory `lb run` used.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]

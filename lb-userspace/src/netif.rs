@@ -163,7 +163,8 @@ pub fn unreserve_ports(first: u16, last: u16) -> Result<()> {
         return Ok(());
     }
     ports.retain(|p| !(first..=last).contains(p));
-    fs::write(RESERVED_PORTS, format!("{}\n", format_ports(&ports))).with_context(|| format!("writing {RESERVED_PORTS}"))
+    fs::write(RESERVED_PORTS, format!("{}\n", format_ports(&ports)))
+        .with_context(|| format!("writing {RESERVED_PORTS}"))
 }
 
 /// The ports of a port list as the kernel prints it (`1000,61000-65535`).

@@ -212,7 +212,10 @@ where
 {
     let Some(path) = pin else { return Ok(Box::new(link)) };
     let fd = FdLink::try_from(link).map_err(|e| {
-        DataplaneError::Pin(format!("{}: this kernel attaches without BPF links ({e}): run with --no-pin", path.display()))
+        DataplaneError::Pin(format!(
+            "{}: this kernel attaches without BPF links ({e}): run with --no-pin",
+            path.display()
+        ))
     })?;
     let pinned = fd.pin(path).map_err(|e| DataplaneError::Pin(format!("{}: {e:?}", path.display())))?;
     Ok(Box::new(pinned))

@@ -42,6 +42,8 @@ pub struct SweepReport {
     pub flows: u64,
     pub expired: u64,
     pub drained: u64,
+    /// Flow halves removed because their other half was gone (`pairs`).
+    pub orphans: u64,
 }
 
 /// Removed backends that keep their established flows until a deadline.
@@ -81,15 +83,7 @@ pub fn monotonic_ns() -> u64 {
 }
 
 fn reverse_key(key: &FlowKey, ct: &CtEntry) -> FlowKey {
-    FlowKey {
-        src: ct.backend,
-        dst: ct.snat,
-        sport: ct.backend_port,
-        dport: ct.snat_port,
-        proto: key.proto,
-        family: key.family,
-        _pad: [0; 2],
-    }
+    ct.reverse_key(key.proto, key.family)
 }
 
 /// A pair of flow tables: the established ones, or the half-open ones.
@@ -124,7 +118,7 @@ fn remove_in(ebpf: &mut Ebpf, t: Tables, doomed: &[(FlowKey, CtEntry)]) -> Resul
     let mut rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, t.reverse)?;
     for (k, e) in doomed {
         // Only this flow's own reverse entry (its port may have gone to another flow).
-        if rev.get(&reverse_key(k, e), 0).is_ok_and(|r| owns(k, &r)) {
+        if rev.get(&reverse_key(k, e), 0).is_ok_and(|r| r.owned_by(k)) {
             let _ = rev.remove(&reverse_key(k, e));
         }
     }
@@ -133,11 +127,6 @@ fn remove_in(ebpf: &mut Ebpf, t: Tables, doomed: &[(FlowKey, CtEntry)]) -> Resul
 
 fn remove(ebpf: &mut Ebpf, doomed: &[(FlowKey, CtEntry)]) -> Result<()> {
     remove_in(ebpf, ESTABLISHED, doomed)
-}
-
-/// True when reverse entry `r` belongs to client flow `key`.
-fn owns(key: &FlowKey, r: &RevEntry) -> bool {
-    r.client == key.src && r.vip == key.dst && r.client_port == key.sport && r.vip_port == key.dport
 }
 
 /// Half-open flows idle for longer than `timeout` or to a backend whose drain is over (they

@@ -8,6 +8,7 @@ pub mod capacity;
 pub mod conntrack;
 mod ids;
 pub mod maglev;
+pub mod pairs;
 pub mod pin;
 pub mod ring;
 mod stats;
@@ -164,6 +165,8 @@ pub struct Dataplane {
     max_backends: u32,
     /// Removed backends whose flows are cut at a deadline (connection drain).
     pub drains: conntrack::Drains,
+    /// Flow halves the last sweep found without their other half.
+    suspects: pairs::Suspects,
 }
 
 impl Dataplane {
@@ -234,11 +237,17 @@ impl Dataplane {
             acls: acls::AclState::default(),
             max_backends: opts.max_backends,
             drains: conntrack::Drains::default(),
+            suspects: pairs::Suspects::default(),
         };
         let mut config: Array<&mut MapData, DatapathConfig> = dp.map_mut(names::CONFIG)?;
         let cfg = DatapathConfig { snat_port_min: lo, snat_port_max: hi, _pad: 0 };
         config.set(0, cfg, 0).map_err(map_err(names::CONFIG))?;
         Ok(dp)
+    }
+
+    /// The loaded object, maps included (for tests and inspection tools).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     /// The loaded XDP program (for BPF_PROG_TEST_RUN).
@@ -284,7 +293,8 @@ impl Dataplane {
         let start = Instant::now();
         let timeouts: BTreeMap<u32, u32> =
             self.loaded.values().map(|l| (l.id, l.listener.established_timeout)).collect();
-        let report = conntrack::sweep(&mut self.ebpf, &timeouts, &mut self.drains, opts)?;
+        let mut report = conntrack::sweep(&mut self.ebpf, &timeouts, &mut self.drains, opts)?;
+        report.orphans = pairs::sweep(&mut self.ebpf, &mut self.suspects)?;
         // Drains due by `start` are cut: their ids may leave quarantine.
         self.bounds.swept(start);
         Ok(report)

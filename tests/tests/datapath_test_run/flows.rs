@@ -17,8 +17,10 @@ use lb_tests::{
     packet::{ACK, FIN, Flow, Frame, PSH, Parsed, RST, SYN},
     testbed::{listener, mac_of, model},
 };
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use lb_common::{CtEntry, FlowKey, RevEntry};
 use lb_userspace::{
-    dataplane::{conntrack::SweepOptions, maglev},
+    dataplane::{conntrack::SweepOptions, maglev, pairs},
     model::{Acl, AclBinding, AclMode, ObjectRef, Protocol, Scheduler},
 };
 
@@ -260,6 +262,53 @@ pub fn tcp_state_reopen_and_conntrack_sweep() -> Fixture {
             "the open flow survived the sweep",
         ),
         then("handshakes", |t: &mut Bench, _| assert_eq!(t.dp.stats().unwrap().packets("handshakes"), 3)),
+    ];
+    Fixture::new(m, steps)
+}
+
+/// The datapath's tables are LRU: either half of a flow can be evicted alone. Simulated
+/// here by deleting one half; two sweeps in a row that find it remove the other, and the
+/// flow's next packet opens a whole flow again.
+pub fn a_flow_half_without_its_other_half_is_swept() -> Fixture {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1)])]);
+    let (lost_reverse, lost_client) = (Flow::new(CLIENT, 47000, VIP, 53), Flow::new(CLIENT, 47001, VIP, 53));
+    let udp = |name: &str, f: Flow| packet(name, Client, Frame::udp(f).bytes(), XDP_REDIRECT, Out::Any);
+    let steps = vec![
+        udp("flow A", lost_reverse),
+        udp("flow B", lost_client),
+        then("whole pairs; then A loses its reverse entry, B its client entry", |t: &mut Bench, _| {
+            let (ct, rev) = pairs::read(t.dp.ebpf_mut()).unwrap();
+            assert_eq!((ct.len(), rev.len()), (2, 2));
+            assert!(pairs::broken(&ct, &rev).is_empty(), "{:?}", pairs::broken(&ct, &rev));
+            let a = ct.iter().find(|(k, _)| k.sport == 47000u16.to_be()).unwrap();
+            let b = *ct.iter().find(|(k, _)| k.sport == 47001u16.to_be()).unwrap();
+            let a_rev = a.1.reverse_key(a.0.proto, a.0.family);
+            let ebpf = t.dp.ebpf_mut();
+            let mut rmap: BpfHashMap<&mut MapData, FlowKey, RevEntry> =
+                ebpf.map_mut("REVERSE_NAT").unwrap().try_into().unwrap();
+            rmap.remove(&a_rev).unwrap();
+            let mut cmap: BpfHashMap<&mut MapData, FlowKey, CtEntry> =
+                ebpf.map_mut("CONNTRACK").unwrap().try_into().unwrap();
+            cmap.remove(&b.0).unwrap();
+            let (ct, rev) = pairs::read(ebpf).unwrap();
+            assert_eq!(pairs::broken(&ct, &rev).len(), 2);
+        }),
+        then("the first sweep suspects, the second removes", |t: &mut Bench, _| {
+            let opts = SweepOptions::default();
+            assert_eq!(t.dp.sweep(&opts).unwrap().orphans, 0, "one sight is not enough");
+            assert_eq!(t.dp.sweep(&opts).unwrap().orphans, 2);
+            let (ct, rev) = pairs::read(t.dp.ebpf_mut()).unwrap();
+            assert_eq!((ct.len(), rev.len()), (0, 0), "both broken halves gone");
+        }),
+        // A's next datagram opens a whole flow again (before, its replies had nowhere to go).
+        udp("flow A again", lost_reverse),
+        then("a whole flow again", |t: &mut Bench, _| {
+            let (ct, rev) = pairs::read(t.dp.ebpf_mut()).unwrap();
+            assert_eq!((ct.len(), rev.len()), (1, 1));
+            assert!(pairs::broken(&ct, &rev).is_empty());
+            assert_eq!(t.dp.stats().unwrap().packets("new_flows"), 3);
+        }),
     ];
     Fixture::new(m, steps)
 }

@@ -38,6 +38,7 @@ lb_tests::fixtures! {
     acl_white_black_and_empty_lists => flows::acl_white_black_and_empty_lists(),
     session_persistence_holds_then_expires => flows::session_persistence_holds_then_expires(),
     tcp_state_reopen_and_conntrack_sweep => flows::tcp_state_reopen_and_conntrack_sweep(),
+    a_flow_half_without_its_other_half_is_swept => flows::a_flow_half_without_its_other_half_is_swept(),
     only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it => flows::only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it(),
     fragments_follow_their_first_fragment => errors::fragments_follow_their_first_fragment(),
     ipv6_fragments_follow_their_first_fragment => errors::ipv6_fragments_follow_their_first_fragment(),
