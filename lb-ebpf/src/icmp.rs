@@ -74,6 +74,12 @@ fn try_v4<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
     if ivihl >> 4 != 4 || iihl < 20 || iihl > 60 || (iproto != PROTO_TCP && iproto != PROTO_UDP) {
         return None;
     }
+    // The quote up to what is rewritten (the ports; a quoted UDP header's checksum) must lie
+    // within the error's IP packet, not in the frame's padding past it.
+    let quoted = iihl + if iproto == PROTO_UDP { 8 } else { 4 };
+    if (unsafe { u16::from_be((*ip).tot_len) } as usize) < ihl + 8 + quoted {
+        return None;
+    }
     let ports: *mut Ports = ptr_at(ctx, inner_off + iihl).ok()?;
     let (isport, idport) = unsafe { ((*ports).src, (*ports).dst) };
     // The flow the quoted packet belongs to, seen from whoever sent it back to us.
@@ -232,9 +238,13 @@ fn try_v6<C: Ctx>(ctx: &C, bytes: u64) -> Option<u32> {
     if iproto != PROTO_TCP && iproto != PROTO_UDP {
         return None;
     }
+    // As for IPv4: the quote up to what is rewritten lies within the error's IP packet.
+    let quoted = V6_HLEN + if iproto == PROTO_UDP { 8 } else { 4 };
+    if (unsafe { u16::from_be((*ip).payload_len) } as usize) < 8 + quoted {
+        return None;
+    }
     let ports: *mut Ports = ptr_at(ctx, inner_off + V6_HLEN).ok()?;
     let (isport, idport) = unsafe { ((*ports).src, (*ports).dst) };
-    let _ = ip;
     let key = FlowKey {
         src: idst,
         dst: isrc,

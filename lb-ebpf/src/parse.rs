@@ -293,9 +293,18 @@ pub fn v4<C: Ctx>(ctx: &C, pkt: &mut Packet<Ipv4Hdr>) -> Result<(), Skip> {
     pkt.frag_id = id as u32;
     pkt.is_fragment = frag_off & (IP_MF | IP_OFFSET) != 0;
     if frag_off & IP_OFFSET == 0 {
-        l4(ctx, ETH_HLEN + ihl, pkt)?;
+        // SAFETY: bounds checked by ptr_at above.
+        let ip_end = ip_end(ETH_HLEN, unsafe { u16::from_be((*ip).tot_len) });
+        l4(ctx, ETH_HLEN + ihl, ip_end, pkt)?;
     }
     Ok(())
+}
+
+/// Where an IP packet whose length field says `len` ends in the frame (0: unknown, a
+/// BIG TCP GSO packet, whose length field is 0); the frame may go on (Ethernet padding).
+#[inline(always)]
+fn ip_end(start: usize, len: u16) -> usize {
+    if len == 0 { 0 } else { start + len as usize }
 }
 
 #[inline(always)]
@@ -342,23 +351,33 @@ pub fn v6<C: Ctx>(ctx: &C, pkt: &mut Packet<Ipv6Hdr>) -> Result<(), Skip> {
     pkt.key.dst = daddr;
     pkt.key.proto = next;
     if first {
-        l4(ctx, off, pkt)?;
+        // SAFETY: bounds checked by ptr_at above.
+        let ip_end = ip_end(ETH_HLEN + 40, unsafe { u16::from_be((*ip).payload_len) });
+        l4(ctx, off, ip_end, pkt)?;
     }
     Ok(())
 }
 
 /// The transport header at `off`: ports and TCP flags; the whole minimal header must be in
-/// the frame.
+/// the frame, and the whole header (TCP options included) in the IP packet, which ends at
+/// `ip_end` (0: unknown). A header running past the IP packet's end, into the frame's
+/// padding, is malformed: the datapath would rewrite bytes no checksum covers.
 #[inline(always)]
-fn l4<C: Ctx, H: Ip>(ctx: &C, off: usize, pkt: &mut Packet<H>) -> Result<(), Skip> {
+fn l4<C: Ctx, H: Ip>(ctx: &C, off: usize, ip_end: usize, pkt: &mut Packet<H>) -> Result<(), Skip> {
     if off as u32 > MAX_L4_OFF {
         return Err(Skip::NotOurs);
     }
-    if pkt.proto == PROTO_TCP {
+    let hlen = if pkt.proto == PROTO_TCP {
         let h: *mut [u8; TCP_MIN_HLEN] = ptr_at(ctx, off).map_err(|_| Skip::NotOurs)?;
-        pkt.tcp_flags = unsafe { (*h)[TCP_FLAGS_OFF] };
+        let (flags, doff) = unsafe { ((*h)[TCP_FLAGS_OFF], (*h)[12]) };
+        pkt.tcp_flags = flags;
+        ((doff >> 4) as usize * 4).max(TCP_MIN_HLEN)
     } else {
         let _: *mut [u8; UDP_HLEN] = ptr_at(ctx, off).map_err(|_| Skip::NotOurs)?;
+        UDP_HLEN
+    };
+    if ip_end != 0 && off + hlen > ip_end {
+        return Err(Skip::Malformed);
     }
     let ports: *mut Ports = ptr_at(ctx, off).map_err(|_| Skip::NotOurs)?;
     // SAFETY: bounds checked above.
