@@ -236,10 +236,14 @@ impl Daemon {
         c
     }
 
-    /// `lb uninstall` (once; its failure only reported: the namespace may be gone already),
-    /// then unmount the bpffs this daemon mounted.
+    /// `lb uninstall` (once; its failure only reported), then unmount the bpffs this daemon
+    /// mounted. When the namespace is gone already (a test's topology dropped first) there is
+    /// nothing to uninstall: its interfaces and settings went with it, and the unmount frees
+    /// what was pinned.
     fn clean_up(&mut self) {
-        if self.pins.as_ref().is_some_and(|p| !p.uninstalled)
+        let ns_exists = Path::new("/run/netns").join(&self.ns).exists();
+        if ns_exists
+            && self.pins.as_ref().is_some_and(|p| !p.uninstalled)
             && let Err(e) = self.uninstall()
         {
             eprintln!("daemon: {e:#}");

@@ -241,8 +241,9 @@ fn tcp_connections_survive_sigterm_and_sigkill_restarts(shape: Shape) {
             break;
         }
         let new_down = new_connections(&s.topo.client, 3);
+        let resumed_at = Instant::now();
         s.daemon.resume().unwrap();
-        let downtime = down_at.elapsed();
+        let (downtime, start_took) = (down_at.elapsed(), resumed_at.elapsed());
         s.daemon.wait_for_log(ADOPTED, 1, Duration::from_secs(10)).unwrap();
         if let Err(e) = progressed(&progress, PER_PHASE) {
             failure = Some(format!("after the restart on {signal}: {e}"));
@@ -258,7 +259,8 @@ fn tcp_connections_survive_sigterm_and_sigkill_restarts(shape: Shape) {
             );
         }
         measured.push(format!(
-            "{signal}: lb down (stop to ready again) {downtime:.2?}; {} new connections while down, {} after, all answered",
+            "{signal}: lb down for {downtime:.2?} (its start took {start_took:.2?}); {} new connections while \
+             down, {} after, all answered",
             new_down.len(),
             new_after.len()
         ));
