@@ -83,6 +83,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut checker = health::Checker::default();
     let mut source = Source::start(&opts.source).await.context("starting the source")?;
     let mut applied = Model::default();
+    // The model as the source wants it, and its objects' errors: what `applied` lacks of it
+    // (listeners or ACLs the datapath rejected) is tried again at every sweep.
+    let (mut desired, mut build_errors) = (Model::default(), Vec::new());
     let mut proxy = l7::Proxy::with_limits(opts.l7_bind.clone(), opts.l7_limits);
     let mut agent_stats = AgentStats::default();
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -113,6 +116,30 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "conntrack sweep failed"),
             }
+            if agent_stats.datapath_errors > 0 {
+                // What the datapath could not take (a full table) may fit now.
+                let effective = checker.effective(&desired);
+                match dp.apply(&effective) {
+                    Ok(()) => {
+                        tracing::info!("every object the datapath had rejected is loaded now");
+                        agent_stats.datapath_errors = 0;
+                        applied = desired.clone();
+                        source.report(&build_errors, &applied);
+                    }
+                    Err(dataplane::DataplaneError::Rejected(rejected)) => {
+                        if rejected.len() != agent_stats.datapath_errors {
+                            let mut served = desired.clone();
+                            dataplane::keep_served(&mut served, &applied, &rejected);
+                            applied = served;
+                            let mut errors = build_errors.clone();
+                            errors.extend(rejected.iter().map(dataplane::Rejected::object_error));
+                            source.report(&errors, &applied);
+                        }
+                        agent_stats.datapath_errors = rejected.len();
+                    }
+                    Err(e) => tracing::error!(error = %e, "applying the model again failed; will retry"),
+                }
+            }
         }
         match source.poll() {
             Ok(Some(objects)) => {
@@ -130,6 +157,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 for n in &build.notices {
                     tracing::info!(notice = %n, "no effect on this node");
                 }
+                desired = build.model.clone();
+                build_errors = build.errors.clone();
                 paths.sync(&build.model, node, &mut dp);
                 checker.sync(&build.model, &health_tx);
                 node.sync_local_vips(&build.model.l7.values().filter_map(|l| l.addr).collect());

@@ -418,12 +418,14 @@ fn stats(addr: std::net::SocketAddr, json: bool) -> Result<ExitCode> {
     let a = &v["agent"];
     if a.is_object() {
         println!(
-            "agent\n  reloads {}  objects rejected now {} (total {})  manifests rejected {}  L7 listener errors {}",
+            "agent\n  reloads {}  objects rejected now {} (total {})  manifests rejected {}  L7 listener errors {}  \
+             not loaded into the datapath {}",
             n(&a["reloads"]),
             n(&a["objects_rejected"]),
             n(&a["rejections_total"]),
             n(&a["manifests_rejected"]),
-            n(&a["l7_listener_errors"])
+            n(&a["l7_listener_errors"]),
+            n(&a["datapath_errors"])
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -66,6 +66,11 @@ impl Scenario {
         Ok(())
     }
 
+    /// The manifest directory `lb` watches.
+    pub fn manifests_dir(&self) -> &Path {
+        &self.manifests
+    }
+
     /// Replace a manifest file (write, then rename: never half-written).
     pub fn write(&self, name: &str, yaml: &str) -> Result<()> {
         write_atomic(&self.manifests, name, yaml)

@@ -262,7 +262,31 @@ fn icmp_errors_come_back_through_the_vip(shape: Shape) {
     }
 }
 
+/// A listener the datapath cannot take (its backend table is full) is rejected on its own and
+/// loaded, without any change to its Service, once room is made: the agent tries rejected
+/// objects again at every sweep.
+fn a_listener_rejected_for_room_loads_once_room_is_made(shape: Shape) {
+    let sch = [ann("scheduler", "sch")];
+    let b1 = [(shape.backend_addr(1).to_string(), None)];
+    // Each Service: a TCP and a UDP listener, each a Maglev table of 16381 entries; the
+    // table holds 40000: the first Service fits, the second does not.
+    let first = yaml(&VIP.to_string(), &sch, &b1);
+    let second = service_yaml("second", "198.18.100.11", &[(sch[0].0.as_str(), sch[0].1.as_str())], &b1);
+    let extra = ["--backend-table-entries", "40000", "--sweep-ms", "500"];
+    let mut s = Scenario::start_in(shape, 1, &[("a.yaml", &first), ("b.yaml", &second)], 2, &extra).unwrap();
+    s.daemon.wait_for_log("not loaded into the datapath", 1, Duration::from_secs(10)).unwrap();
+    let to_second = SocketAddr::new("198.18.100.11".parse().unwrap(), 80);
+    assert!(s.topo.client.run(move || tcp_request(to_second, Duration::from_secs(1))).is_err(), "not served yet");
+    // Room: the first Service goes. Its table regions are free again after their 2 s grace;
+    // a sweep after that loads the second Service, whose manifest did not change.
+    std::fs::remove_file(s.manifests_dir().join("a.yaml")).unwrap();
+    s.daemon.wait_for_log("every object the datapath had rejected is loaded now", 1, Duration::from_secs(15)).unwrap();
+    let got = s.topo.client.run(move || tcp_request(to_second, TIMEOUT));
+    assert_eq!(got.unwrap(), "backend-1", "the second Service is served");
+}
+
 in_every_shape!(
+    a_listener_rejected_for_room_loads_once_room_is_made,
     icmp_errors_come_back_through_the_vip,
     wrr_follows_endpoint_weights,
     weight_zero_takes_no_new_connections,
