@@ -228,45 +228,11 @@ fn tcp_connections_survive_sigterm_and_sigkill_restarts(shape: Shape) {
     };
 
     let mut measured = Vec::new();
-    let mut failure = progressed(&progress, PER_PHASE).err().map(|e| format!("before any restart: {e}"));
-    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
-        if failure.is_some() {
-            break;
-        }
-        let down_at = Instant::now();
-        s.daemon.halt(signal).unwrap();
-        // lb is down: established flows keep going, new ones open.
-        if let Err(e) = progressed(&progress, PER_PHASE) {
-            failure = Some(format!("while lb was down after {signal}: {e}"));
-            break;
-        }
-        let new_down = new_connections(&s.topo.client, 3);
-        let resumed_at = Instant::now();
-        s.daemon.resume().unwrap();
-        let (downtime, start_took) = (down_at.elapsed(), resumed_at.elapsed());
-        s.daemon.wait_for_log(ADOPTED, 1, Duration::from_secs(10)).unwrap();
-        if let Err(e) = progressed(&progress, PER_PHASE) {
-            failure = Some(format!("after the restart on {signal}: {e}"));
-            break;
-        }
-        let new_after = new_connections(&s.topo.client, 3);
-        assert_eq!(s.daemon.run_log_text().matches(ADOPTED).count(), 1, "{}", s.daemon.log_text());
-        for (when, new) in [("while lb was down", &new_down), ("after the restart", &new_after)] {
-            assert!(
-                new.iter().all(|r| r.as_ref().is_ok_and(|b| b.starts_with("backend-"))),
-                "{signal}: new connections {when}: {new:?}\n{}",
-                s.daemon.log_text()
-            );
-        }
-        measured.push(format!(
-            "{signal}: lb down for {downtime:.2?} (its start took {start_took:.2?}); {} new connections while \
-             down, {} after, all answered",
-            new_down.len(),
-            new_after.len()
-        ));
-    }
-    if failure.is_none() {
-        failure = progressed(&progress, PER_PHASE).err().map(|e| format!("after both restarts: {e}"));
+    let mut failures = Vec::new();
+    if let Err(e) = restarts(&mut s, &progress, &mut measured, &mut failures) {
+        failures.push(e);
+    } else if let Err(e) = progressed(&progress, PER_PHASE) {
+        failures.push(format!("after both restarts: {e}"));
     }
     let talks = finish(&stop, talkers);
     for m in &measured {
@@ -282,13 +248,58 @@ fn tcp_connections_survive_sigterm_and_sigkill_restarts(shape: Shape) {
             t.error.as_deref().map(|e| format!(", then: {e}")).unwrap_or_default()
         );
     }
-    assert!(failure.is_none(), "{}\n{talks:#?}\n{}", failure.unwrap(), s.daemon.log_text());
+    assert!(failures.is_empty(), "{}\n{talks:#?}\n{}", failures.join("\n"), s.daemon.log_text());
     for t in &talks {
         assert!(t.error.is_none(), "{talks:#?}\n{}", s.daemon.log_text());
         assert!(t.backend.starts_with("backend-"), "{talks:#?}");
         // Before, during and after each of the two restarts, and at the end.
         assert!(t.lines >= 6 * PER_PHASE, "{talks:#?}");
     }
+}
+
+/// Stop lb with SIGTERM, then with SIGKILL, and start it again each time, while the
+/// connections talk: they must go on before, while lb is down and after, and new connections
+/// must open while it is down and after. What it measured goes to `measured`, new connections
+/// that failed to `failures`; an error ends the test (the connections stalled, lb failed).
+fn restarts(
+    s: &mut Scenario,
+    progress: &[Arc<AtomicUsize>],
+    measured: &mut Vec<String>,
+    failures: &mut Vec<String>,
+) -> Result<(), String> {
+    progressed(progress, PER_PHASE).map_err(|e| format!("before any restart: {e}"))?;
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        let down_at = Instant::now();
+        s.daemon.halt(signal).map_err(|e| format!("{e:#}"))?;
+        // lb is down: established flows keep going, new ones open.
+        progressed(progress, PER_PHASE).map_err(|e| format!("while lb was down after {signal}: {e}"))?;
+        let new_down = new_connections(&s.topo.client, 3);
+        let resumed_at = Instant::now();
+        s.daemon.resume().map_err(|e| format!("{e:#}"))?;
+        let (downtime, start_took) = (down_at.elapsed(), resumed_at.elapsed());
+        s.daemon.wait_for_log(ADOPTED, 1, Duration::from_secs(10)).map_err(|e| format!("{e:#}"))?;
+        progressed(progress, PER_PHASE).map_err(|e| format!("after the restart on {signal}: {e}"))?;
+        let new_after = new_connections(&s.topo.client, 3);
+        let adopted = s.daemon.run_log_text().matches(ADOPTED).count();
+        if adopted != 1 {
+            failures.push(format!("{signal}: {ADOPTED:?} {adopted} times in the restarted lb's log"));
+        }
+        for (when, new) in [("while lb was down", &new_down), ("after the restart", &new_after)] {
+            if !new.iter().all(|r| r.as_ref().is_ok_and(|b| b.starts_with("backend-"))) {
+                failures.push(format!("{signal}: new connections {when}: {new:?}"));
+            }
+        }
+        let ok = |new: &[Result<String, String>]| new.iter().filter(|r| r.is_ok()).count();
+        measured.push(format!(
+            "{signal}: lb down for {downtime:.2?} (its start took {start_took:.2?}); new connections answered: \
+             {} of {} while down, {} of {} after",
+            ok(&new_down),
+            new_down.len(),
+            ok(&new_after),
+            new_after.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Ask over a connected UDP socket: the backend that answered.
