@@ -48,13 +48,15 @@ const AT_MOST: Duration = Duration::from_secs(40);
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a datagram's answer may take.
 const UDP_TIMEOUT: Duration = Duration::from_secs(2);
-/// Threads opening short TCP connections, each at most this many, one every `PACE`.
+/// Threads opening short TCP connections, each at most this many, one every `PACE` (at most
+/// 1,500 in the soak: the count only bounds a thread that would outlive it).
 const SHORT_THREADS: usize = 3;
-const SHORT_MAX: usize = 1000;
+const SHORT_MAX: usize = 2000;
 /// Threads sending datagrams, each from at most this many sockets (source ports), each
-/// socket `PER_SOCKET` datagrams, one socket every `PACE`.
+/// socket `PER_SOCKET` datagrams, one socket every `PACE`. Worst case per backend: ~1,100
+/// closed TCP flows (10 s) and 1,000 UDP flows (120 s) holding SNAT ports, of 4,536.
 const UDP_THREADS: usize = 2;
-const UDP_SOCKETS_MAX: usize = 600;
+const UDP_SOCKETS_MAX: usize = 2000;
 const PER_SOCKET: usize = 2;
 const PACE: Duration = Duration::from_millis(10);
 /// Long-lived TCP connections (a line every `TALK_PACE`) and UDP flows (a datagram every
@@ -223,6 +225,11 @@ impl Tally {
 
     fn answered(&self) -> usize {
         self.ok.values().sum()
+    }
+
+    /// When the last of its exchanges ended, since `started`.
+    fn until(&self, started: Instant) -> Duration {
+        self.ports.iter().map(|(_, at)| at.saturating_duration_since(started)).max().unwrap_or_default()
     }
 }
 
@@ -603,12 +610,14 @@ fn flows_and_their_reverse_entries_stay_paired_under_churn(shape: Shape) {
          after the load stopped"
     );
     eprintln!(
-        "{name}: short TCP connections: {} answered {:?}, {} failed; UDP datagrams from {} source ports: {} answered \
-         {:?}, {} failed",
+        "{name}: short TCP connections (until {:.1?}): {} answered {:?}, {} failed; UDP datagrams from {} sockets \
+         (until {:.1?}): {} answered {:?}, {} failed",
+        tcp.until(started),
         tcp.answered(),
         tcp.ok,
         tcp.failed.len(),
         udp.ports.len(),
+        udp.until(started),
         udp.answered(),
         udp.ok,
         udp.failed.len()
@@ -678,6 +687,17 @@ fn flows_and_their_reverse_entries_stay_paired_under_churn(shape: Shape) {
     }
     assert!(tcp.answered() > 500 && udp.answered() > 500, "{name}: too little load to mean anything");
     assert_eq!(tcp.ok.len(), BACKENDS, "{name}: {:?}", tcp.ok);
+    let (t, u) = (tcp.until(started), udp.until(started));
+    assert!(t > SOAK_FOR - CHANGE_EVERY && u > SOAK_FOR - CHANGE_EVERY, "{name}: the load ended at {t:?} / {u:?}");
+
+    // The check can fail: one client flow's reverse entry taken away is found.
+    let (k, e) = ct.iter().find(|(k, _)| k.proto == PROTO_TCP).unwrap();
+    let path = pins.join(format!("v{PIN_LAYOUT}/maps/{}", names::REVERSE_NAT));
+    let mut pinned: BpfHashMap<MapData, FlowKey, RevEntry> =
+        BpfHashMap::try_from(Map::LruHashMap(MapData::from_pin(&path).unwrap())).unwrap();
+    pinned.remove(&e.reverse_key(k.proto, k.family)).unwrap();
+    let rev: Vec<(FlowKey, RevEntry)> = table(&pins, names::REVERSE_NAT);
+    assert_eq!(pairs::broken(&ct, &rev), vec![Broken::NoReverse(*k)], "{name}: the probe");
 }
 
 mod flows_and_their_reverse_entries_stay_paired_under_churn {
