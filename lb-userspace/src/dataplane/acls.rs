@@ -12,7 +12,10 @@ use aya::{
 use ipnet::IpNet;
 use lb_common::{AclData, map_names as names};
 
-use super::{DataplaneError, Result, map_err, map_mut};
+use super::{
+    error::{DataplaneError, Result, map_err},
+    maps::map_mut,
+};
 use crate::model::Acl;
 
 #[derive(Debug, Default)]

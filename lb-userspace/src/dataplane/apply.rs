@@ -12,58 +12,10 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use lb_common::{Listener, ListenerKey, MAX_LISTENERS, listener_flags, map_names as names};
 
 use super::{
-    Dataplane, DataplaneError, Loaded, Result, backends, conntrack, ids, listener_entry, maglev, map_err, ring,
+    Dataplane, DataplaneError, Loaded, Rejected, RejectedPart, Result, backends, conntrack, ids, listener_entry,
+    load::ADOPTED_HOLD, maglev, map_err, ring,
 };
-use crate::model::{Backend, L4Listener, ListenerId, Model, ObjectError, ObjectRef, Scheduler, listener_name};
-
-/// One object of the model the datapath could not take; the rest of the model was applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{object}: {field}: {reason}")]
-pub struct Rejected {
-    pub object: ObjectRef,
-    /// `spec.ports` (a listener of a Service) or `spec.entries` (an AccessControlList).
-    pub field: String,
-    pub what: RejectedPart,
-    /// Whether its last good version is still loaded (else it is not served at all).
-    pub kept: bool,
-    /// What was not loaded, why, and what serves instead.
-    pub reason: String,
-}
-
-/// What of the object was not loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RejectedPart {
-    /// A listener, by its key in [`Model::listeners`].
-    Listener(String),
-    /// An ACL, by name.
-    Acl(String),
-}
-
-impl Rejected {
-    fn new(object: ObjectRef, field: &str, what: RejectedPart, kept: bool, error: &DataplaneError) -> Rejected {
-        let (name, last_good) = match &what {
-            RejectedPart::Listener(name) => (format!("listener {name}"), "its last good version keeps serving"),
-            RejectedPart::Acl(name) => (format!("ACL {name}"), "its last good prefixes stay in force"),
-        };
-        let error = match error {
-            // Already names the listener.
-            DataplaneError::Listener { reason, .. } => reason.clone(),
-            e => e.to_string(),
-        };
-        let serves = if kept { last_good } else { "not served" };
-        let reason = format!("{name} not loaded into the datapath: {error}; {serves}");
-        Rejected { object, field: field.into(), what, kept, reason }
-    }
-
-    fn listener(l: &L4Listener, kept: bool, error: &DataplaneError) -> Rejected {
-        Rejected::new(l.source.clone(), "spec.ports", RejectedPart::Listener(listener_name(l)), kept, error)
-    }
-
-    /// The error as the agent reports it on the object (an Event, the log).
-    pub fn object_error(&self) -> ObjectError {
-        ObjectError { object: self.object.clone(), field: self.field.clone(), reason: self.reason.clone() }
-    }
-}
+use crate::model::{Backend, L4Listener, ListenerId, Model, Scheduler, listener_name};
 
 /// What `model` becomes once the datapath rejected `rejected`: each rejected listener or ACL
 /// as it was in `previous` (the model applied before, whose version is still loaded), or
@@ -312,7 +264,7 @@ impl Dataplane {
     /// The previous generation's ids the model did not claim go into quarantine.
     pub(super) fn release_unclaimed_ids(&mut self) {
         let now = Instant::now();
-        self.listener_ids.release_unclaimed(now, now + super::ADOPTED_HOLD);
+        self.listener_ids.release_unclaimed(now, now + ADOPTED_HOLD);
     }
 
     /// Hand out again the table regions past their grace period and the ids out of
@@ -337,10 +289,4 @@ pub fn table_slots(l: &L4Listener) -> Vec<usize> {
             maglev::build_default(&l.backends.iter().map(|b| (b.addr, b.port, b.weight)).collect::<Vec<_>>())
         }
     }
-}
-
-/// The message of [`DataplaneError::Rejected`].
-pub(super) fn list(rejected: &[Rejected]) -> String {
-    let all: Vec<String> = rejected.iter().map(ToString::to_string).collect();
-    format!("not loaded into the datapath (the rest of the model was): {}", all.join("; "))
 }

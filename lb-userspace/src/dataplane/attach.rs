@@ -12,7 +12,11 @@ use aya::programs::{
     xdp::XdpLink,
 };
 
-use super::{Dataplane, DataplaneError, Result, program, tc_program};
+use super::{
+    Dataplane,
+    error::{DataplaneError, Result},
+    maps::{program, tc_program},
+};
 
 /// Where a program is attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,11 @@ use aya::{
 };
 use lb_common::{backend_flags, map_names as names};
 
-use super::{Result, ids::Quarantine, map_err, map_mut};
+use super::{
+    error::{Result, map_err},
+    ids::Quarantine,
+    maps::{addr_words, family, map_mut},
+};
 use crate::model::Backend;
 
 #[derive(Debug, Default)]
@@ -95,9 +99,9 @@ impl BackendIds {
 
 fn to_map_value(b: &Backend) -> lb_common::Backend {
     lb_common::Backend {
-        addr: super::addr_words(b.addr),
+        addr: addr_words(b.addr),
         port: b.port.to_be(),
-        family: super::family(b.addr),
+        family: family(b.addr),
         flags: if b.weight > 0 { backend_flags::LIVE } else { 0 },
         weight: b.weight,
     }

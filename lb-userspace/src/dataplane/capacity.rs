@@ -17,7 +17,7 @@ use std::{
 use ipnet::IpNet;
 use lb_common::{MAGLEV_M, MAX_ACL_PREFIXES, MAX_LISTENERS};
 
-use super::{Options, ring};
+use super::{load::Options, ring};
 use crate::model::{L4Listener, ListenerId, Model, ObjectError, Scheduler, listener_name};
 
 /// The datapath's fixed sizes.

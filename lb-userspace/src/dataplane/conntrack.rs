@@ -14,7 +14,10 @@ use aya::{
 use lb_common::{CtEntry, FlowKey, PROTO_TCP, PersistEntry, PersistKey, RevEntry, map_names as names, tcp_state};
 use serde::Serialize;
 
-use super::{Result, map_mut, words_addr};
+use super::{
+    error::Result,
+    maps::{map_mut, words_addr},
+};
 
 /// Idle timeouts the sweep applies (the established TCP one is per listener).
 #[derive(Debug, Clone)]

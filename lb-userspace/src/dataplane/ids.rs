@@ -36,7 +36,11 @@ use aya::{
 };
 use lb_common::{BackendCounters, ListenerCounters, ListenerKey, PersistEntry, PersistKey, map_names as names};
 
-use super::{Result, map_err, map_mut, table::GRACE};
+use super::{
+    error::{Result, map_err},
+    maps::map_mut,
+    table::GRACE,
+};
 
 /// Freed ids waiting until no flow can refer to them.
 #[derive(Debug, Default)]

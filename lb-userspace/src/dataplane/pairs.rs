@@ -16,7 +16,7 @@ use aya::{
 };
 use lb_common::{CtEntry, FlowKey, RevEntry, map_names as names};
 
-use super::{Result, map_mut};
+use super::{error::Result, maps::map_mut};
 
 /// One broken pair, by the key of the half that is there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -31,7 +31,10 @@ use lb_common::{
     map_names::{self as names, PINNED_STATE},
 };
 
-use super::{DataplaneError, Result, words_addr};
+use super::{
+    error::{DataplaneError, Result, map_err},
+    maps::{map_mut, words_addr},
+};
 
 /// `statfs` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -227,8 +230,8 @@ impl Resized {
 }
 
 fn copy<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, old: MapData) -> Result<usize> {
-    let old = BpfHashMap::<_, K, V>::try_from(Map::LruHashMap(old)).map_err(super::map_err(name))?;
-    let mut new: BpfHashMap<&mut MapData, K, V> = super::map_mut(ebpf, name)?;
+    let old = BpfHashMap::<_, K, V>::try_from(Map::LruHashMap(old)).map_err(map_err(name))?;
+    let mut new: BpfHashMap<&mut MapData, K, V> = map_mut(ebpf, name)?;
     let mut copied = 0;
     for (k, v) in old.iter().flatten() {
         // A smaller map takes what fits (LRU: the rest evicts the least recently used).

@@ -5,7 +5,7 @@ use aya::{Ebpf, maps::PerCpuArray};
 use lb_common::{BackendCounters, Counter, ListenerCounters, map_names as names, stat};
 use serde::Serialize;
 
-use super::{DataplaneError, Result, map_err};
+use super::error::{DataplaneError, Result, map_err};
 
 /// One counter summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
