@@ -186,7 +186,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 };
                 if loaded && !adopted {
                     // Until now a pinned datapath of the previous `lb` kept serving.
-                    dp.finish_adoption().context("taking over the pinned datapath")?;
+                    if let Err(e) = dp.finish_adoption() {
+                        tracing::error!(error = %e, "taking over the pinned datapath failed: it may not outlive this lb");
+                    }
                     adopted = true;
                 }
                 source.report(&build.errors, &applied);

@@ -76,8 +76,8 @@ impl NodeChanges {
     }
 
     /// Keep the settings the datapath needs while it runs without this process (pinned):
-    /// forwarding, reserved ports, managed neighbours stay; `lb uninstall` removes what is
-    /// ours. (L7 VIP routes still go: the L7 listeners go with the process.)
+    /// forwarding, reserved ports, managed neighbours stay (`lb uninstall` releases the
+    /// reserved ports). L7 VIP routes still go: the L7 listeners go with the process.
     pub fn keep_datapath_settings(&mut self) {
         self.sysctls.clear();
         self.neighbours.clear();

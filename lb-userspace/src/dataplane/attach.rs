@@ -129,8 +129,9 @@ impl Dataplane {
     /// let the ids the model no longer uses go into quarantine. Returns the links adopted.
     pub fn finish_adoption(&mut self) -> Result<usize> {
         let Some(pins) = self.pins.clone() else { return Ok(0) };
-        pins.publish_config(&self.ebpf)?;
+        pins.stage_config(&self.ebpf)?;
         let mut adopted = 0;
+        let (mut failed, mut kept) = (Vec::new(), Vec::new());
         for i in 0..self.attached.len() {
             let Held::Pending(path) = &self.attached[i].link else { continue };
             let (path, name, hook) = (path.clone(), self.attached[i].program, self.attached[i].hook);
@@ -140,14 +141,30 @@ impl Dataplane {
                     adopted += 1;
                     link
                 }
-                Err(e) => {
-                    tracing::warn!(iface, program = name, error = %e, "pinned link not adoptable: attaching anew");
-                    self.attach_fresh(&iface, name, hook)?.0
-                }
+                // The link's interface is gone (re-created under its name): a new link.
+                Err(e) => match self.attach_fresh(&iface, name, hook) {
+                    Ok((link, _)) => {
+                        tracing::warn!(iface, program = name, error = %e, "pinned link not adoptable: attached anew");
+                        link
+                    }
+                    Err(again) => {
+                        // A tc device is tried again by the next path sync; an XDP NIC keeps
+                        // what runs there now.
+                        tracing::error!(iface, program = name, error = %e, again = %again, "cannot take over the pinned link");
+                        failed.push(i);
+                        kept.push(path);
+                        continue;
+                    }
+                },
             };
             self.attached[i].link = Held::Link(link);
         }
-        let ours: Vec<PathBuf> = self.attached.iter().map(|a| pins.link(&a.iface, a.program)).collect();
+        for i in failed.into_iter().rev() {
+            self.attached.remove(i);
+        }
+        pins.commit_config()?;
+        let mut ours: Vec<PathBuf> = self.attached.iter().map(|a| pins.link(&a.iface, a.program)).collect();
+        ours.extend(kept);
         for stale in pins.links().into_iter().filter(|p| !ours.contains(p)) {
             tracing::info!(link = %stale.display(), "pinned link of an interface no longer served: removed");
             let _ = fs::remove_file(&stale);
@@ -191,7 +208,14 @@ impl Dataplane {
             if let Some(p) = &self.pins {
                 let _ = fs::remove_file(p.link(&a.iface, a.program));
             }
-            tracing::info!(iface = a.iface, program = a.program, "interface gone: attachment forgotten");
+            match a.hook {
+                Hook::Xdp => {
+                    tracing::info!(iface = a.iface, program = a.program, "interface gone: XDP attachment forgotten")
+                }
+                Hook::Tc(_) => {
+                    tracing::info!(iface = a.iface, program = a.program, "interface gone: tc attachment forgotten")
+                }
+            }
         }
     }
 

@@ -1,7 +1,11 @@
 //! Backend ids and their map entries: one id per (address, port), shared by every listener
 //! that uses it and freed when the last one stops, after a quarantine that outlasts its
 //! flows (see [`ids`](super::ids)).
-use std::{collections::HashMap, net::IpAddr, time::Instant};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+    time::Instant,
+};
 
 use aya::{
     Ebpf,
@@ -29,12 +33,21 @@ pub struct BackendIds {
 
 impl BackendIds {
     /// The ids a previous generation gave backends (pinned flows name them): in quarantine
-    /// until `until`, each back to its backend if the model still has it.
-    pub fn adopt(&mut self, seeds: &[((IpAddr, u16), u32)], now: Instant, until: Instant) {
+    /// until `until`, each back to its backend if the model still has it; so are the ids
+    /// pinned flows name that it no longer had (`named`). The ids below the highest of them
+    /// that neither names are free.
+    pub fn adopt(&mut self, seeds: &[((IpAddr, u16), u32)], named: &BTreeSet<u32>, now: Instant, until: Instant) {
+        let mut held = named.clone();
         for &(key, id) in seeds {
             self.quarantined.insert(key, id);
+            held.insert(id);
+        }
+        for &id in &held {
             self.quarantine.hold(id, now, Some(until));
-            self.next = self.next.max(id + 1);
+        }
+        if let Some(&max) = held.last() {
+            self.free = (self.next..max).rev().filter(|id| !held.contains(id)).collect();
+            self.next = self.next.max(max + 1);
         }
     }
 

@@ -93,6 +93,16 @@ impl ListenerIds {
         self.adopted.extend(seeds.iter().copied());
     }
 
+    /// Hold `ids` (named by pinned flows) out of use until `until`, but those adopted.
+    pub fn hold(&mut self, ids: &BTreeSet<u32>, now: Instant, until: Instant) {
+        let adopted: BTreeSet<u32> = self.adopted.values().copied().collect();
+        let held: BTreeSet<u32> = ids.difference(&adopted).copied().collect();
+        self.free.retain(|id| !held.contains(id));
+        for id in held {
+            self.quarantine.hold(id, now, Some(until));
+        }
+    }
+
     /// An id for the listener `key`: the one it had in the previous generation, else a free one.
     pub fn take(&mut self, key: &ListenerKey) -> Option<u32> {
         self.adopted.remove(key).or_else(|| self.free.pop())

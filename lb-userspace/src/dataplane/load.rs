@@ -128,8 +128,15 @@ impl Dataplane {
         let now = Instant::now();
         let mut listener_ids = ids::ListenerIds::new(MAX_LISTENERS);
         listener_ids.adopt(&seeds.listeners);
+        // Ids pinned flows name that the previous generation no longer had (a listener or a
+        // backend removed with a connection drain just before the restart): held too.
+        let mut named = if adopting { pin::named_ids(&mut ebpf) } else { pin::Named::default() };
+        // Ids past a lowered --max-backends name backends no new flow can take anyway.
+        named.backends.retain(|id| *id < opts.max_backends);
+        seeds.backends.retain(|(_, id)| *id < opts.max_backends);
+        listener_ids.hold(&named.listeners, now, now + ADOPTED_HOLD);
         let mut backend_ids = BackendIds::default();
-        backend_ids.adopt(&seeds.backends, now, now + ADOPTED_HOLD);
+        backend_ids.adopt(&seeds.backends, &named.backends, now, now + ADOPTED_HOLD);
         if adopting {
             tracing::info!(
                 listeners = seeds.listeners.len(),

@@ -52,8 +52,11 @@ pub fn broken(ct: &[(FlowKey, CtEntry)], rev: &[(FlowKey, RevEntry)]) -> Vec<Bro
     out
 }
 
-/// The established tables' entries: (client side, backend side).
-pub fn read(ebpf: &mut Ebpf) -> Result<(Vec<(FlowKey, CtEntry)>, Vec<(FlowKey, RevEntry)>)> {
+/// A pair of tables' entries: (client side, backend side).
+pub type Entries = (Vec<(FlowKey, CtEntry)>, Vec<(FlowKey, RevEntry)>);
+
+/// The established tables' entries.
+pub fn read(ebpf: &mut Ebpf) -> Result<Entries> {
     let ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, names::CONNTRACK)?;
     let ct: Vec<(FlowKey, CtEntry)> = ct.iter().filter_map(|r| r.ok()).collect();
     let rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, names::REVERSE_NAT)?;
@@ -71,24 +74,38 @@ pub fn sweep(ebpf: &mut Ebpf, suspects: &mut Suspects) -> Result<u64> {
     let now: HashSet<Broken> = broken(&ct, &rev).into_iter().collect();
     let confirmed: Vec<Broken> = now.intersection(&suspects.0).copied().collect();
     suspects.0 = now.difference(&confirmed.iter().copied().collect()).copied().collect();
-    {
-        let mut ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, names::CONNTRACK)?;
-        for b in &confirmed {
-            if let Broken::NoReverse(k) | Broken::ReverseOfAnother(k) = b {
-                let _ = ct.remove(k);
+    // Each half is looked at again just before it goes: the datapath may have made the pair
+    // whole since the read (a refresh recreates a missing reverse entry).
+    let mut removed = 0;
+    for b in &confirmed {
+        match *b {
+            Broken::NoReverse(k) | Broken::ReverseOfAnother(k) => {
+                let ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, names::CONNTRACK)?;
+                let Ok(e) = ct.get(&k, 0) else { continue };
+                let rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, names::REVERSE_NAT)?;
+                if rev.get(&e.reverse_key(k.proto, k.family), 0).is_ok_and(|r| r.owned_by(&k)) {
+                    continue;
+                }
+                let mut ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, names::CONNTRACK)?;
+                removed += u64::from(ct.remove(&k).is_ok());
+            }
+            Broken::Orphan(k) => {
+                let rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, names::REVERSE_NAT)?;
+                let Ok(r) = rev.get(&k, 0) else { continue };
+                let owner = r.client_key(k.proto, k.family);
+                let ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, names::CONNTRACK)?;
+                if ct.get(&owner, 0).is_ok_and(|e| e.reverse_key(owner.proto, owner.family) == k) {
+                    continue;
+                }
+                let mut rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, names::REVERSE_NAT)?;
+                removed += u64::from(rev.remove(&k).is_ok());
             }
         }
     }
-    let mut rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, names::REVERSE_NAT)?;
-    for b in &confirmed {
-        if let Broken::Orphan(k) = b {
-            let _ = rev.remove(k);
-        }
+    if removed > 0 {
+        tracing::info!(entries = removed, "conntrack: removed flow halves that lost the other half");
     }
-    if !confirmed.is_empty() {
-        tracing::info!(entries = confirmed.len(), "conntrack: removed flow halves that lost the other half");
-    }
-    Ok(confirmed.len() as u64)
+    Ok(removed)
 }
 
 #[cfg(test)]

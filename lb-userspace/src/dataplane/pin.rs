@@ -8,8 +8,9 @@
 //!   `lb` loads its programs on these very maps.
 //! - `v<PIN_LAYOUT>/config/{LISTENERS,BACKENDS}` — the running generation's listener and
 //!   backend ids (flows name them): a new generation gives each listener and backend the id
-//!   it had ([`Seeds`]). Its own are published under `config-next` and renamed over `config`
-//!   before its programs go live.
+//!   it had ([`Seeds`]), and its tail-call program arrays (pinned, they stay filled while no
+//!   `lb` runs). A new generation stages its own under `config-next` and exchanges it with
+//!   `config` once its programs are in the links.
 //! - `v<PIN_LAYOUT>/links/<iface>:<program>` — XDP and tc links: they keep the programs
 //!   attached while no `lb` runs, and a new generation swaps its programs into them
 //!   (`bpf_link_update`, atomic: no packet meets no program).
@@ -44,6 +45,9 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 pub struct PinDir {
     base: PathBuf,
     root: PathBuf,
+    /// The base directory, locked for as long as this process runs: two `lb` on one pin
+    /// directory would take each other's links.
+    _lock: std::sync::Arc<fs::File>,
 }
 
 /// The ids the running generation gave listeners and backends, read from its pins.
@@ -63,23 +67,13 @@ pub struct Resized {
 impl PinDir {
     /// `base/v<PIN_LAYOUT>`, created if missing; `base` must be on a bpffs.
     pub fn open(base: &Path) -> Result<PinDir> {
-        let mut probe = base;
-        while !probe.exists() {
-            probe = probe.parent().unwrap_or(Path::new("/"));
-        }
-        let on_bpffs = nix::sys::statfs::statfs(probe).is_ok_and(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC);
-        if !on_bpffs {
-            return Err(DataplaneError::Pin(format!(
-                "{} is not on a bpffs: mount one (mount -t bpf bpf /sys/fs/bpf; in a pod, mount the \
-                 host's /sys/fs/bpf) or run with --no-pin (the datapath then stops with lb)",
-                base.display()
-            )));
-        }
+        check_base(base)?;
         let root = base.join(format!("v{PIN_LAYOUT}"));
         for dir in ["maps", "links"] {
             fs::create_dir_all(root.join(dir)).map_err(io_err(&root.join(dir)))?;
         }
-        Ok(PinDir { base: base.to_path_buf(), root })
+        let lock = std::sync::Arc::new(lock(base)?);
+        Ok(PinDir { base: base.to_path_buf(), root, _lock: lock })
     }
 
     pub fn map(&self, name: &str) -> PathBuf {
@@ -110,7 +104,7 @@ impl PinDir {
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p != &self.root && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('v')))
+            .filter(|p| p != &self.root && is_layout_dir(p))
             .collect()
     }
 
@@ -167,18 +161,33 @@ impl PinDir {
         seeds
     }
 
-    /// Publish `ebpf`'s listener and backend ids as the running generation's.
-    pub fn publish_config(&self, ebpf: &Ebpf) -> Result<()> {
+    /// Pin `ebpf`'s generation under `config-next`: its listener and backend ids, and its
+    /// tail-call program arrays (the kernel empties a program array when its last user
+    /// reference goes: unpinned, they would empty when `lb` exits, and every new flow, which
+    /// takes a tail call, would be dropped until the next `lb` runs).
+    pub fn stage_config(&self, ebpf: &Ebpf) -> Result<()> {
         let next = self.root.join("config-next");
         let _ = fs::remove_dir_all(&next);
         fs::create_dir_all(&next).map_err(io_err(&next))?;
-        for name in [names::LISTENERS, names::BACKENDS] {
+        for name in CONFIG_PINS {
             let map = ebpf.map(name).ok_or(DataplaneError::Missing { what: name })?;
             map.pin(next.join(name)).map_err(|e| DataplaneError::Pin(format!("pinning {name}: {e}")))?;
         }
-        let current = self.root.join("config");
-        let _ = fs::remove_dir_all(&current);
-        fs::rename(&next, &current).map_err(io_err(&current))
+        Ok(())
+    }
+
+    /// Make the staged generation the running one (its programs are in the links now): one
+    /// atomic exchange of `config-next` and `config`, then the previous one goes (and with
+    /// its pins its program arrays, which no attached program uses any more).
+    pub fn commit_config(&self) -> Result<()> {
+        let (next, current) = (self.root.join("config-next"), self.root.join("config"));
+        if current.exists() {
+            exchange(&next, &current).map_err(io_err(&current))?;
+            let _ = fs::remove_dir_all(&next);
+            Ok(())
+        } else {
+            fs::rename(&next, &current).map_err(io_err(&current))
+        }
     }
 
     /// Remove the directories of other layouts: their links go (their programs leave the
@@ -196,24 +205,119 @@ impl PinDir {
         }
     }
 
-    /// Remove everything pinned under the base (links first: the programs leave the
-    /// interfaces as their last reference goes). Returns how many links were removed.
+    /// Remove everything `lb` pinned under `base` (links first: the programs leave the
+    /// interfaces as their last reference goes), then the directories, which must then be
+    /// empty: nothing but what `lb` pins is removed. Returns how many links were removed.
     pub fn remove_all(base: &Path) -> Result<usize> {
         if !base.exists() {
             return Ok(0);
         }
-        let links: Vec<PathBuf> = fs::read_dir(base)
-            .map_err(io_err(base))?
-            .flatten()
-            .map(|e| e.path().join("links"))
-            .flat_map(|d| fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()))
-            .collect();
-        for l in &links {
-            fs::remove_file(l).map_err(io_err(l))?;
+        check_base(base)?;
+        let _lock = lock(base)?;
+        let ours = |sub: &str, name: &str| match sub {
+            "links" => true,
+            "maps" => PINNED_STATE.contains(&name),
+            _ => CONFIG_PINS.contains(&name),
+        };
+        let mut links = 0;
+        for layout in fs::read_dir(base).map_err(io_err(base))?.flatten().map(|e| e.path()).filter(|p| is_layout_dir(p))
+        {
+            for sub in ["links", "maps", "config", "config-next"] {
+                let dir = layout.join(sub);
+                for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if ours(sub, &name) {
+                        fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+                        links += usize::from(sub == "links");
+                    }
+                }
+                if dir.exists() {
+                    fs::remove_dir(&dir).map_err(io_err(&dir))?;
+                }
+            }
+            fs::remove_dir(&layout).map_err(io_err(&layout))?;
         }
-        fs::remove_dir_all(base).map_err(io_err(base))?;
-        Ok(links.len())
+        fs::remove_dir(base).map_err(io_err(base))?;
+        Ok(links)
     }
+}
+
+/// What a generation pins under `config`.
+const CONFIG_PINS: [&str; 4] = [names::LISTENERS, names::BACKENDS, names::PROGS, names::TC_PROGS];
+
+/// `v<number>`: a layout's directory.
+fn is_layout_dir(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix('v'))
+        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// An exclusive lock on the directory `dir`, or an error if another process holds it.
+fn lock(dir: &Path) -> Result<fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let f = fs::File::open(dir).map_err(io_err(dir))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(DataplaneError::Pin(format!(
+            "{} is in use by another lb (one lb per pin directory; stop it first)",
+            dir.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// `base` must be a directory inside a bpffs (created if missing), not the mount itself:
+/// `lb` removes what it finds there on an upgrade and on `lb uninstall`.
+fn check_base(base: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut probe = base;
+    while !probe.exists() {
+        probe = probe.parent().unwrap_or(Path::new("/"));
+    }
+    let on_bpffs = nix::sys::statfs::statfs(probe).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC);
+    if !on_bpffs {
+        return Err(DataplaneError::Pin(format!(
+            "{} is not on a bpffs: mount one (mount -t bpf bpf /sys/fs/bpf; in a pod, mount the \
+             host's /sys/fs/bpf) or run with --no-pin (the datapath then stops with lb)",
+            base.display()
+        )));
+    }
+    let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+    if base.exists() && dev(base) != base.parent().and_then(dev) {
+        return Err(DataplaneError::Pin(format!(
+            "{} is the root of a bpffs: give a directory of its own inside it (e.g. /sys/fs/bpf/lb)",
+            base.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The listener and backend ids the pinned flow state names.
+#[derive(Debug, Default)]
+pub struct Named {
+    pub listeners: std::collections::BTreeSet<u32>,
+    pub backends: std::collections::BTreeSet<u32>,
+}
+
+/// The ids named by `ebpf`'s (pinned) flows, half-open flows and persistence entries.
+pub fn named_ids(ebpf: &mut Ebpf) -> Named {
+    let mut named = Named::default();
+    for name in [names::CONNTRACK, names::HALF_OPEN] {
+        if let Ok(map) = map_mut::<BpfHashMap<&mut MapData, FlowKey, CtEntry>>(ebpf, name) {
+            for (_, e) in map.iter().flatten() {
+                named.listeners.insert(e.listener_id);
+                named.backends.insert(e.backend_id);
+            }
+        }
+    }
+    if let Ok(map) = map_mut::<BpfHashMap<&mut MapData, PersistKey, PersistEntry>>(ebpf, names::PERSIST) {
+        for (k, e) in map.iter().flatten() {
+            named.listeners.insert(k.listener_id);
+            named.backends.insert(e.backend_id);
+        }
+    }
+    named
 }
 
 impl Resized {
@@ -240,6 +344,15 @@ fn copy<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &'static str, old: MapD
         }
     }
     Ok(copied)
+}
+
+/// Swap two paths atomically (`renameat2(RENAME_EXCHANGE)`, which bpffs supports).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let (a, b) = (std::ffi::CString::new(a.as_os_str().as_bytes())?, std::ffi::CString::new(b.as_os_str().as_bytes())?);
+    // SAFETY: two NUL-terminated paths, relative to no directory fd.
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataplaneError + '_ {

@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
+use aya::maps::{HashMap as BpfHashMap, MapData};
 use ipnet::IpNet;
+use lb_common::{CtEntry, FlowKey, RevEntry};
 use lb_tests::{
     fixture::{
         Out, Seen,
@@ -17,8 +19,6 @@ use lb_tests::{
     packet::{ACK, FIN, Flow, Frame, PSH, Parsed, RST, SYN},
     testbed::{listener, mac_of, model},
 };
-use aya::maps::{HashMap as BpfHashMap, MapData};
-use lb_common::{CtEntry, FlowKey, RevEntry};
 use lb_userspace::{
     dataplane::{conntrack::SweepOptions, maglev, pairs},
     model::{Acl, AclBinding, AclMode, ObjectRef, Protocol, Scheduler},
