@@ -188,4 +188,17 @@ mod tests {
         ids.reclaim(deadline + GRACE, Some(deadline));
         assert_eq!(ids.acquire(&[be(5)]), vec![0], "cut by the sweep at the deadline: free");
     }
+
+    #[test]
+    fn adopted_ids_go_back_to_their_backends_named_ones_wait_and_holes_are_free() {
+        let t0 = Instant::now();
+        let mut ids = BackendIds::default();
+        // The previous generation: port 1 on id 4; pinned flows also name id 2 (a backend it
+        // had removed with a drain).
+        let seeds = [(("198.18.0.1".parse().unwrap(), 1), 4)];
+        ids.adopt(&seeds, &BTreeSet::from([2]), t0, t0 + Duration::from_secs(900));
+        assert_eq!(ids.acquire(&[be(1)]), vec![4], "its own id back");
+        assert_eq!(ids.acquire(&[be(5), be(6), be(7), be(8)]), vec![0, 1, 3, 5], "holes first, never 2 or 4");
+        assert_eq!(ids.reclaim(t0 + Duration::from_secs(901), Some(t0 + Duration::from_secs(900))), vec![2]);
+    }
 }
