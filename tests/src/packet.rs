@@ -359,6 +359,31 @@ pub fn reassemble_udp_fragments(out1: &[u8], out2: &[u8], id: u16) -> Parsed {
     parse(&frame)
 }
 
+/// A bare IPv4 TCP SYN (no Ethernet header, for a raw socket) from `src:sport` to
+/// `dst:dport` with sequence `seq`, checksums right, so a backend's kernel answers it as it
+/// would a real one.
+pub fn syn_v4(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, sport: u16, dport: u16, seq: u32) -> [u8; 40] {
+    let mut p = [0u8; 40];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&40u16.to_be_bytes());
+    p[6] = 0x40; // DF
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let ip_csum = finish(sum16(&p[..20], 0));
+    p[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p[24..28].copy_from_slice(&seq.to_be_bytes());
+    p[32] = 5 << 4;
+    p[33] = 0x02; // SYN
+    p[34..36].copy_from_slice(&64240u16.to_be_bytes());
+    let tcp_csum = finish(sum16(&p[20..40], pseudo_sum(&p[12..20], 6, 20)));
+    p[36..38].copy_from_slice(&tcp_csum.to_be_bytes());
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv6Addr;

@@ -198,3 +198,54 @@ pub fn udp_request(to: SocketAddr, timeout: Duration) -> Result<String> {
     let n = s.recv(&mut buf).with_context(|| format!("no UDP reply from {to}"))?;
     Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
 }
+
+/// In `ns` on `[::]:port`: greet each TCP connection with `name` and a newline, then
+/// send back every byte it receives until it closes (or is idle for 30 s); answer every UDP
+/// datagram with `name`, a space and the datagram.
+pub fn greeting_echo_server(ns: &Netns, port: u16, name: &str) -> Server {
+    let (tcp, udp) = ns
+        .run(move || -> std::io::Result<_> { Ok((TcpListener::bind(("::", port))?, UdpSocket::bind(("::", port))?)) })
+        .expect("echo server bind");
+    tcp.set_nonblocking(true).unwrap();
+    udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let greeting = format!("{name}\n");
+    let accepting = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            use std::os::fd::AsFd;
+            while !stop.load(Ordering::Relaxed) {
+                let mut fds = [nix::poll::PollFd::new(tcp.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, 50u16);
+                let Ok((mut s, _)) = tcp.accept() else { continue };
+                let greeting = greeting.clone();
+                thread::spawn(move || {
+                    let _ = s.set_nonblocking(false);
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                    if s.write_all(greeting.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || s.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+    };
+    let answering = {
+        let stop = stop.clone();
+        let prefix = format!("{name} ").into_bytes();
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                    let _ = udp.send_to(&[&prefix[..], &buf[..n]].concat(), from);
+                }
+            }
+        })
+    };
+    Server::from_parts(stop, vec![accepting, answering])
+}

@@ -10,7 +10,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     path::Path,
     sync::{
         Arc, Mutex,
@@ -24,9 +24,9 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use lb_common::{CtEntry, FAMILY_V4, FlowKey, PIN_LAYOUT, PROTO_TCP, PROTO_UDP, RevEntry, map_names as names};
 use lb_tests::{
     netns::Netns,
-    packet::{finish, pseudo_sum, sum16},
+    packet::syn_v4,
     scenario::{Scenario, service_yaml},
-    servers::{Server, Session},
+    servers::{Server, Session, greeting_echo_server},
     topology::{CLIENT, Shape, VIP},
 };
 use lb_userspace::dataplane::{
@@ -103,59 +103,6 @@ fn yaml(shape: Shape, eps: &[(usize, Option<u32>)]) -> String {
         (format!("{P}scheduler"), format!("{P}connection-drain"), format!("{P}connection-drain-timeout"));
     service_yaml("svc", &VIP.to_string(), &[(&sched, "rr"), (&drain, "on"), (&timeout, DRAIN_S)], &eps)
         .replace("8080", &ECHO_PORT.to_string())
-}
-
-/// In `ns` on `[::]:ECHO_PORT`: greet each TCP connection with `name` and a newline, then
-/// send back every byte it receives until it closes (or is idle for 30 s); answer every UDP
-/// datagram with `name`, a space and the datagram.
-fn echo_server(ns: &Netns, name: &str) -> Server {
-    let (tcp, udp) = ns
-        .run(|| -> std::io::Result<_> {
-            Ok((TcpListener::bind(("::", ECHO_PORT))?, UdpSocket::bind(("::", ECHO_PORT))?))
-        })
-        .expect("echo server bind");
-    tcp.set_nonblocking(true).unwrap();
-    udp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let greeting = format!("{name}\n");
-    let accepting = {
-        let stop = stop.clone();
-        thread::spawn(move || {
-            use std::os::fd::AsFd;
-            while !stop.load(Ordering::Relaxed) {
-                let mut fds = [nix::poll::PollFd::new(tcp.as_fd(), nix::poll::PollFlags::POLLIN)];
-                let _ = nix::poll::poll(&mut fds, 50u16);
-                let Ok((mut s, _)) = tcp.accept() else { continue };
-                let greeting = greeting.clone();
-                thread::spawn(move || {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                    if s.write_all(greeting.as_bytes()).is_err() {
-                        return;
-                    }
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = s.read(&mut buf) {
-                        if n == 0 || s.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        })
-    };
-    let answering = {
-        let stop = stop.clone();
-        let prefix = format!("{name} ").into_bytes();
-        thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = udp.recv_from(&mut buf) {
-                    let _ = udp.send_to(&[&prefix[..], &buf[..n]].concat(), from);
-                }
-            }
-        })
-    };
-    Server::from_parts(stop, vec![accepting, answering])
 }
 
 /// One short TCP connection: read the backend's greeting, send `line`, read it back,
@@ -363,30 +310,6 @@ fn talk_udp(id: usize, started: Instant, stop: Arc<AtomicBool>) -> Talk {
     t
 }
 
-/// A TCP SYN from `src:sport` to VIP:80 with sequence `seq`, checksums right (the backends
-/// answer it; its SYN-ACKs go to an address nobody has, so the flow stays half-open).
-fn syn(src: Ipv4Addr, sport: u16, seq: u32) -> [u8; 40] {
-    let mut p = [0u8; 40];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&40u16.to_be_bytes());
-    p[6] = 0x40; // DF
-    p[8] = 64;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&VIP.octets());
-    let ip_csum = finish(sum16(&p[..20], 0));
-    p[10..12].copy_from_slice(&ip_csum.to_be_bytes());
-    p[20..22].copy_from_slice(&sport.to_be_bytes());
-    p[22..24].copy_from_slice(&80u16.to_be_bytes());
-    p[24..28].copy_from_slice(&seq.to_be_bytes());
-    p[32] = 5 << 4;
-    p[33] = 0x02; // SYN
-    p[34..36].copy_from_slice(&64240u16.to_be_bytes());
-    let tcp_csum = finish(sum16(&p[20..40], pseudo_sum(&p[12..20], 6, 20)));
-    p[36..38].copy_from_slice(&tcp_csum.to_be_bytes());
-    p
-}
-
 /// `n` spoofed SYNs from sources in 100.64.0.0/10 (from `seed` on), sent from `client`: the
 /// sources sent.
 fn spoof(client: &Netns, seed: u64, n: usize) -> Vec<(Ipv4Addr, u16)> {
@@ -404,7 +327,7 @@ fn spoof(client: &Netns, seed: u64, n: usize) -> Vec<(Ipv4Addr, u16)> {
             let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
             let src = Ipv4Addr::from(0x6440_0000 | (r as u32 & 0x003f_ffff));
             let sport = 1024 + (r >> 32) as u16 % 60000;
-            sock.send_to(&syn(src, sport, (r >> 16) as u32), &to).expect("spoofed SYN");
+            sock.send_to(&syn_v4(src, VIP, sport, 80, (r >> 16) as u32), &to).expect("spoofed SYN");
             sent.push((src, sport));
         }
         sent
@@ -492,8 +415,13 @@ fn flows_and_their_reverse_entries_stay_paired_under_churn(shape: Shape) {
     let mut s =
         Scenario::start_in(shape, BACKENDS, &[("svc.yaml", &yaml(shape, STEPS[0]))], 2, &["--sweep-ms", "1000"])
             .unwrap();
-    let _echo: Vec<Server> =
-        s.topo.backends.iter().enumerate().map(|(i, ns)| echo_server(ns, &format!("backend-{}", i + 1))).collect();
+    let _echo: Vec<Server> = s
+        .topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| greeting_echo_server(ns, ECHO_PORT, &format!("backend-{}", i + 1)))
+        .collect();
 
     // Warm up (neighbours resolved, every backend answering): a few of each, all answered.
     let warm = s.topo.client.run(|| {

@@ -5,7 +5,7 @@
 //! with routed backends, pods behind a bridge, and pods behind a VXLAN overlay.
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -18,7 +18,7 @@ use lb_tests::{
     in_every_shape,
     netns::Netns,
     scenario::{Scenario, service_yaml},
-    servers::{Server, Session, tcp_request},
+    servers::{Server, Session, greeting_echo_server, tcp_request},
     topology::{Shape, VIP},
 };
 use nix::sys::signal::Signal;
@@ -72,41 +72,6 @@ ports: [{{name: echo, protocol: TCP, port: {ECHO_PORT}}}]
 endpoints:
 {eps}"#
     )
-}
-
-/// In `ns`, on `[::]:ECHO_PORT`: greet each connection with `name` and a newline, then send
-/// back every byte it receives, until it closes (or is idle for 30 s).
-fn echo_server(ns: &Netns, name: &str) -> Server {
-    let tcp = ns.run(|| TcpListener::bind(("::", ECHO_PORT))).expect("echo bind");
-    tcp.set_nonblocking(true).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let greeting = format!("{name}\n");
-    let accepting = {
-        let stop = stop.clone();
-        thread::spawn(move || {
-            use std::os::fd::AsFd;
-            while !stop.load(Ordering::Relaxed) {
-                let mut fds = [nix::poll::PollFd::new(tcp.as_fd(), nix::poll::PollFlags::POLLIN)];
-                let _ = nix::poll::poll(&mut fds, 50u16);
-                let Ok((mut s, _)) = tcp.accept() else { continue };
-                let greeting = greeting.clone();
-                thread::spawn(move || {
-                    let _ = s.set_nonblocking(false);
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                    if s.write_all(greeting.as_bytes()).is_err() {
-                        return;
-                    }
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = s.read(&mut buf) {
-                        if n == 0 || s.write_all(&buf[..n]).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        })
-    };
-    Server::from_parts(stop, vec![accepting])
 }
 
 /// Line `n` of connection `id`: numbered, ~120 bytes.
@@ -210,8 +175,13 @@ fn tcp_connections_survive_sigterm_and_sigkill_restarts(shape: Shape) {
     let svc = service_yaml("svc", &VIP.to_string(), &[], &backends(shape));
     let mut s =
         Scenario::start_in(shape, BACKENDS, &[("svc.yaml", &svc), ("echo.yaml", &echo_yaml(shape))], 3, &[]).unwrap();
-    let _echo: Vec<Server> =
-        s.topo.backends.iter().enumerate().map(|(i, ns)| echo_server(ns, &format!("backend-{}", i + 1))).collect();
+    let _echo: Vec<Server> = s
+        .topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| greeting_echo_server(ns, ECHO_PORT, &format!("backend-{}", i + 1)))
+        .collect();
     assert!(!s.daemon.run_log_text().contains(ADOPTED), "a first run on empty pins adopts nothing");
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -13,7 +13,7 @@ use std::{
 };
 
 use lb_tests::{
-    packet::{finish, pseudo_sum, sum16},
+    packet::syn_v4,
     privileged,
     scenario::{Scenario, service_yaml},
     servers::{Session, tcp_request},
@@ -27,30 +27,6 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn vip80() -> SocketAddr {
     SocketAddr::new(VIP.into(), 80)
-}
-
-/// A TCP SYN from `src:sport` to VIP:80 with sequence `seq`: IPv4 and TCP headers, checksums
-/// right (so the backends' kernels answer it as they would a real one).
-fn syn(src: Ipv4Addr, sport: u16, seq: u32) -> [u8; 40] {
-    let mut p = [0u8; 40];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&40u16.to_be_bytes());
-    p[6] = 0x40; // DF
-    p[8] = 64;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&src.octets());
-    p[16..20].copy_from_slice(&VIP.octets());
-    let ip_csum = finish(sum16(&p[..20], 0));
-    p[10..12].copy_from_slice(&ip_csum.to_be_bytes());
-    p[20..22].copy_from_slice(&sport.to_be_bytes());
-    p[22..24].copy_from_slice(&80u16.to_be_bytes());
-    p[24..28].copy_from_slice(&seq.to_be_bytes());
-    p[32] = 5 << 4;
-    p[33] = 0x02; // SYN
-    p[34..36].copy_from_slice(&64240u16.to_be_bytes());
-    let tcp_csum = finish(sum16(&p[20..40], pseudo_sum(&p[12..20], 6, 20)));
-    p[36..38].copy_from_slice(&tcp_csum.to_be_bytes());
-    p
 }
 
 /// SYNs from random sources in 100.64.0.0/10 (nobody answers their SYN-ACKs) through a raw
@@ -70,7 +46,7 @@ fn flood(stop: Arc<AtomicBool>) -> u64 {
             x ^= x >> 27;
             let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
             let src = Ipv4Addr::from(0x6440_0000 | (r as u32 & 0x003f_ffff));
-            let pkt = syn(src, 1024 + (r >> 32) as u16 % 60000, (r >> 16) as u32);
+            let pkt = syn_v4(src, VIP, 1024 + (r >> 32) as u16 % 60000, 80, (r >> 16) as u32);
             if sock.send_to(&pkt, &to).is_ok() {
                 sent += 1;
             }
