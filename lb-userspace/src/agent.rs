@@ -94,14 +94,16 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut last_sweep = std::time::Instant::now();
     let mut paths = BackendPaths { nics: attached, fallback, ..BackendPaths::default() };
     let mut last_paths = std::time::Instant::now();
-    let mut adopted = false;
+    let mut model_loaded = false;
     loop {
         if last_paths.elapsed() >= PATHS_EVERY {
             // Routes and links change under us (pods come and go, an overlay is re-created).
             last_paths = std::time::Instant::now();
             paths.sync(&applied, node, &mut dp);
         }
-        if last_sweep.elapsed() >= opts.sweep {
+        // Not before the first model is loaded: the sweep's idle timeouts are per listener,
+        // and a pinned datapath's flows would be judged by the defaults.
+        if model_loaded && last_sweep.elapsed() >= opts.sweep {
             last_sweep = std::time::Instant::now();
             match dp.sweep(&opts.sweep_options) {
                 Ok(r) if r.expired + r.drained + r.orphans > 0 => {
@@ -184,12 +186,12 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                         false
                     }
                 };
-                if loaded && !adopted {
+                if loaded && !model_loaded {
                     // Until now a pinned datapath of the previous `lb` kept serving.
                     if let Err(e) = dp.finish_adoption() {
                         tracing::error!(error = %e, "taking over the pinned datapath failed: it may not outlive this lb");
                     }
-                    adopted = true;
+                    model_loaded = true;
                 }
                 source.report(&build.errors, &applied);
             }

@@ -92,11 +92,20 @@ impl Dataplane {
         if lo == 0 || hi < lo {
             return Err(DataplaneError::PortRange(lo, hi));
         }
+        if opts.pin.is_some()
+            && aya::util::KernelVersion::current().is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
+        {
+            // Checked before anything is attached: half a pinned datapath would outlive lb.
+            return Err(DataplaneError::Pin(
+                "pinning needs tc BPF links (TCX, kernel 6.6 or later): run with --no-pin".into(),
+            ));
+        }
         let pins = opts.pin.as_deref().map(pin::PinDir::open).transpose()?;
         let (mut resized, mut seeds, mut adopting) = (Vec::new(), pin::Seeds::default(), false);
         if let Some(p) = &pins {
             p.clear_other_layouts();
-            adopting = p.has_state();
+            // Its flows, or only its links (a map unpinned by a resize that never finished).
+            adopting = p.has_state() || !p.links().is_empty();
             resized = p.check_state(|name| opts.shape(name))?;
             seeds = p.seeds();
         }
