@@ -68,10 +68,9 @@ impl Options {
         ]
     }
 
-    /// (map type, key size, value size, max entries) of map `name` as loaded with these
-    /// options.
-    fn shape(&self, name: &str) -> Option<(u32, u32, u32, u32)> {
-        let object = aya_obj::Object::parse(EBPF_OBJECT).ok()?;
+    /// (map type, key size, value size, max entries) of `object`'s map `name` as loaded with
+    /// these options.
+    fn shape(&self, object: &aya_obj::Object, name: &str) -> Option<(u32, u32, u32, u32)> {
         let map = object.maps.get(name)?;
         let entries = self.sizes().iter().find(|(n, _)| *n == name).map_or(map.max_entries(), |(_, e)| *e);
         Some((map.map_type(), map.key_size(), map.value_size(), entries))
@@ -106,7 +105,9 @@ impl Dataplane {
             p.clear_other_layouts();
             // Its flows, or only its links (a map unpinned by a resize that never finished).
             adopting = p.has_state() || !p.links().is_empty();
-            resized = p.check_state(|name| opts.shape(name))?;
+            // The object's map definitions, parsed once for every pinned map checked.
+            let object = aya_obj::Object::parse(EBPF_OBJECT).ok();
+            resized = p.check_state(|name| object.as_ref().and_then(|o| opts.shape(o, name)))?;
             seeds = p.seeds();
         }
         let mut loader = EbpfLoader::new();
