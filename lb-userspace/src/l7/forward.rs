@@ -12,6 +12,7 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo},
 };
+use ipnet::IpNet;
 
 use super::matching::{self, cors_allows, host_without_port, redirects_to_https};
 use super::{
@@ -19,6 +20,7 @@ use super::{
     limits::Limits,
     respond::{self, Body, BoxError, Origin},
     router::{self, CompiledRoute, Pick, Table},
+    sanitize,
 };
 use crate::model::l7::route::{Action, BackendProtocol, Filter, HeaderValue as Value, StickySession, SystemValue};
 
@@ -95,17 +97,6 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Removes hop-by-hop headers, and those named in `Connection`. `te: trailers` stays (gRPC).
-/// Forwarding headers a client may not set: the listener adds its own (`X-Forwarded-For`
-/// is appended to, as nginx's `$proxy_add_x_forwarded_for` does).
-const UNTRUSTED_FORWARDING: &[&str] = &[
-    "forwarded",
-    "x-real-ip",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-host",
-    "x-forwarded-client-srcport",
-];
-
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -132,15 +123,6 @@ fn is_upgrade(h: &HeaderMap) -> bool {
             .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade")))
 }
 
-/// `Host` (HTTP/1) or the `:authority` (HTTP/2) of a request, with its port if any.
-fn request_host(req: &Request<Incoming>) -> String {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// Serves one request of a listener.
 pub async fn handle(
     mut req: Request<Incoming>,
@@ -148,6 +130,7 @@ pub async fn handle(
     table: Arc<Table>,
     up: Arc<Upstreams>,
     limits: Limits,
+    trusted: &[IpNet],
 ) -> Response<Body> {
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
@@ -158,11 +141,13 @@ pub async fn handle(
     }
     let l = &table.listener;
     let scheme = if conn.tls { "https" } else { "http" };
-    let host = request_host(&req);
-    let bare_host = host_without_port(&host).to_owned();
-    let Some(path) = matching::normalize_path(req.uri().path()) else {
-        return respond::error(StatusCode::BAD_REQUEST, "the request path is not an absolute path");
+    let checked = sanitize::request_host(req.uri(), req.version(), req.headers(), conn.tls)
+        .and_then(|host| Ok((host, sanitize::normalize_path(req.uri().path())?)));
+    let (host, path) = match checked {
+        Ok(hp) => hp,
+        Err(why) => return respond::error(StatusCode::BAD_REQUEST, &why.to_string()),
     };
+    let bare_host = host_without_port(&host).to_owned();
     let query = req.uri().query().map(str::to_owned);
     if let Some(port) = l.redirect_https_port {
         return respond::redirect(301, &respond::location("https", &bare_host, port, &path, query.as_deref()));
@@ -223,7 +208,7 @@ pub async fn handle(
             let Some(pick) = route.pick(&cx, fastrand::u32(..), sticky, group) else {
                 return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend for this route");
             };
-            prepare(&mut req, &conn, &table, route, &new_path, new_query.as_deref());
+            prepare(&mut req, &conn, &table, route, (&new_path, new_query.as_deref()), trusted);
             mirror(&req, route, &cx, &up);
             let mut resp =
                 forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s)), limits).await;
@@ -256,8 +241,8 @@ fn prepare(
     conn: &Conn,
     table: &Table,
     route: &CompiledRoute,
-    path: &str,
-    query: Option<&str>,
+    (path, query): (&str, Option<&str>),
+    trusted: &[IpNet],
 ) {
     let l = &table.listener;
     // ReferenceHeader values come from the request as received.
@@ -279,15 +264,14 @@ fn prepare(
     let h = req.headers_mut();
     strip_hop_by_hop(h);
     // The Host the backend gets is the one the route matched: the URI's authority when the
-    // request has one (HTTP/2 `:authority`, HTTP/1.1 absolute-form), which overrides a
-    // different Host header (RFC 9112 3.2.2).
+    // request has one (HTTP/2 `:authority`, HTTP/1.1 absolute-form; a Host header that
+    // disagreed with it was refused).
     if let Some(a) = authority {
         put(h, "host", &a);
     }
-    // Forwarding headers are the listener's to set: what a client sent is not trusted.
-    for name in UNTRUSTED_FORWARDING {
-        h.remove(*name);
-    }
+    // Forwarding headers are the listener's to set: a client's copy goes on only from a
+    // trusted proxy (then X-Forwarded-For is appended to).
+    sanitize::forwarding_from(h, conn.client.ip(), trusted);
     if upgrade && let Some(u) = upgrade_hdr {
         h.insert(header::UPGRADE, u);
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod matching;
 pub mod respond;
 pub mod router;
+pub mod sanitize;
 pub mod server;
 
 use std::{
@@ -52,6 +53,8 @@ pub struct Proxy {
     /// Where listeners without an address (ALB) bind: every address of the node by default.
     bind_all: Vec<IpAddr>,
     limits: Limits,
+    /// Clients whose forwarding headers reach backends (none by default).
+    trusted: Arc<[ipnet::IpNet]>,
 }
 
 impl Default for Proxy {
@@ -67,7 +70,21 @@ impl Proxy {
 
     /// A proxy whose listeners have `limits` instead of the defaults.
     pub fn with_limits(bind_all: Vec<IpAddr>, limits: Limits) -> Proxy {
-        Proxy { running: BTreeMap::new(), upstreams: Arc::new(Upstreams::new()), bind_all, limits }
+        Proxy {
+            running: BTreeMap::new(),
+            upstreams: Arc::new(Upstreams::new()),
+            bind_all,
+            limits,
+            trusted: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Keeps the forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) of clients
+    /// within `nets` (proxies in front of this one); every other client's are removed.
+    /// Applies to listeners started from now on.
+    pub fn with_trusted_proxies(mut self, nets: Vec<ipnet::IpNet>) -> Proxy {
+        self.trusted = Arc::from(nets);
+        self
     }
 
     /// The addresses each listener is bound to.
@@ -139,6 +156,7 @@ impl Proxy {
             drain: drain_rx,
             limits: self.limits,
             gate: ConnectionGate::new(self.limits),
+            trusted: self.trusted.clone(),
         });
         let addrs = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
         for s in sockets {

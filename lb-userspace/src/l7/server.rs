@@ -70,6 +70,8 @@ pub struct ListenerState {
     pub limits: Limits,
     /// Open connections, per listener and per client.
     pub gate: Arc<ConnectionGate>,
+    /// Peers whose forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) are kept.
+    pub trusted: Arc<[ipnet::IpNet]>,
 }
 
 /// A listening socket: `SO_REUSEADDR`; `SO_REUSEPORT`, so that a CLB listener on
@@ -245,7 +247,7 @@ where
                 (state.table.load_full(), state.upstreams.clone(), activity.clone(), state.clone());
             let inflight = InFlight::start(&activity);
             async move {
-                let resp = forward::handle(req, conn, table, up, state.limits).await;
+                let resp = forward::handle(req, conn, table, up, state.limits, &state.trusted).await;
                 state.counters.response(resp.status().as_u16());
                 inflight.done();
                 Ok::<_, Infallible>(resp)

@@ -38,7 +38,6 @@ async fn paths_are_normalised_before_matching_and_forwarded_as_matched() {
         ("/./admin", "admin", "/admin"),
         ("/%61dmin", "admin", "/admin"),
         ("/tea/x/../../admin", "admin", "/admin"),
-        ("/../../admin", "admin", "/admin"),
         ("/tea//cup/./", "tea", "/tea/cup/"),
         ("/tea/%2e%2e/admin", "admin", "/admin"),
     ] {
@@ -50,55 +49,154 @@ async fn paths_are_normalised_before_matching_and_forwarded_as_matched() {
     // An escape that is not an unreserved character stays encoded (no new segment).
     let got = get(&c, port, "a.test", "/admin%2Fx", &[]).await;
     assert_eq!(got.status, 503, "{}", got.body);
-    assert_eq!((admin.hits(), tea.hits()), (7, 1));
+    // A path that climbs above the root is refused, as nginx refuses it.
+    for sent in ["/../admin", "/tea/../../admin", "/%2e%2e/admin", "/tea/.%2E/..//admin"] {
+        let got = get(&c, port, "a.test", sent, &[]).await;
+        assert_eq!(got.status, 400, "{sent}: {}", got.body);
+        assert!(got.body.contains("above the root"), "{sent}: {}", got.body);
+    }
+    assert_eq!((admin.hits(), tea.hits()), (6, 1));
 }
 
-/// HTTP/1.1 absolute-form: the URI's authority decides the route and is the Host the
-/// backend receives, whatever Host header the client added.
+/// Sends `raw` on a fresh connection; the proxy's answer (status line, headers, body).
+async fn raw(port: u16, raw: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The route is chosen by the host of the request target and the backend gets that host;
+/// a request whose Host header names another host than its absolute-form target, or that
+/// has two Host headers, or (HTTP/1.1) none, is refused with 400 before routing.
 #[tokio::test]
 async fn the_backend_gets_the_host_the_route_matched() {
     let port = free_port();
-    let (_admin, _tea, _p) = two_rules(port).await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET http://a.test/tea HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&out);
+    let (admin, tea, _p) = two_rules(port).await;
+    let text = raw(port, b"GET http://a.test/tea HTTP/1.1\r\nHost: A.TEST:80\r\nConnection: close\r\n\r\n").await;
     let (head, body) = text.split_once("\r\n\r\n").expect("a response");
     assert!(head.starts_with("HTTP/1.1 200"), "{text}");
     let json: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_else(|_| panic!("{text}"));
     assert_eq!(json["backend"], "tea");
     assert_eq!(json["headers"]["host"], "a.test", "{json}");
+    for (what, req) in [
+        (
+            "a Host naming another host",
+            &b"GET http://a.test/tea HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n"[..],
+        ),
+        (
+            "a Host naming another port",
+            b"GET http://a.test/tea HTTP/1.1\r\nHost: a.test:8080\r\nConnection: close\r\n\r\n",
+        ),
+        ("two Host headers", b"GET /tea HTTP/1.1\r\nHost: a.test\r\nHost: evil.test\r\nConnection: close\r\n\r\n"),
+        ("no Host header", b"GET /tea HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        ("a Host with userinfo", b"GET /tea HTTP/1.1\r\nHost: evil.test@a.test\r\nConnection: close\r\n\r\n"),
+    ] {
+        let text = raw(port, req).await;
+        assert!(text.starts_with("HTTP/1.1 400"), "{what}: {text}");
+    }
+    assert_eq!((admin.hits(), tea.hits()), (0, 1));
 }
 
-/// Forwarding headers are the listener's: a CLB listener that adds none passes none of
-/// the client's on; X-Forwarded-For is appended to.
+/// HTTP/2 (h2c prior knowledge): `:authority` routes; a `host` field that disagrees with
+/// it is refused (RFC 9113 8.3.1), one that agrees reaches the backend as the Host.
 #[tokio::test]
-async fn forged_forwarding_headers_are_removed() {
+async fn http2_authority_and_host_must_agree() {
     let port = free_port();
-    let web = echo("web", Duration::ZERO).await;
-    let vip = "127.0.0.9";
-    let yaml = clb_service(NS, "plain", vip, &[("protocol-port", &format!("http:{port}"))], &[("http", port)], &web);
-    let _p = proxy(&model(&yaml));
-    let c = client();
+    let (_admin, tea, _p) = two_rules(port).await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let mut ask = async |host: &str| {
+        let req = http::Request::get("http://a.test/tea").header("host", host).body(()).unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let (status, body) = ask("evil.test").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = ask("a.test").await;
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((json["backend"].as_str(), json["headers"]["host"].as_str()), (Some("tea"), Some("a.test")));
+    assert_eq!(tea.hits(), 1);
+}
+
+/// A GET to the CLB listener `vip:port` with every forwarding header forged, in both
+/// spellings; the headers the backend saw.
+async fn forged(vip: &str, port: u16) -> serde_json::Value {
     let req = http::Request::get(format!("http://{vip}:{port}/"))
         .header("x-forwarded-for", "203.0.113.9")
+        .header("x_forwarded_for", "203.0.113.8")
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-port", "443")
         .header("x-forwarded-host", "bank.test")
         .header("x-real-ip", "203.0.113.9")
+        .header("x_real_ip", "203.0.113.9")
         .header("forwarded", "for=203.0.113.9;proto=https")
         .body(Default::default())
         .unwrap();
-    let resp = c.request(req).await.unwrap();
+    let resp = client().request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value =
         serde_json::from_slice(&http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes()).unwrap();
-    let h = &body["headers"];
-    for name in ["x-forwarded-proto", "x-forwarded-port", "x-forwarded-host", "x-real-ip", "forwarded"] {
+    body["headers"].clone()
+}
+
+/// Forwarding headers are the listener's: a CLB listener that adds none passes none of
+/// the client's on, and X-Forwarded-For names the client alone; from a trusted proxy they
+/// are kept (X-Forwarded-For appended to, the listener's own headers overwriting).
+#[tokio::test]
+async fn forged_forwarding_headers_are_removed_unless_the_client_is_trusted() {
+    let port = free_port();
+    let web = echo("web", Duration::ZERO).await;
+    let vip = "127.0.0.9";
+    let yaml = clb_service(
+        NS,
+        "plain",
+        vip,
+        &[("protocol-port", &format!("http:{port}")), ("xforwardedfor-proto", "on")],
+        &[("http", port)],
+        &web,
+    );
+    let m = model(&yaml);
+    let mut p = proxy(&m);
+    let h = forged(vip, port).await;
+    for name in ["x-forwarded-port", "x-forwarded-host", "x-real-ip", "x_real_ip", "forwarded", "x_forwarded_for"] {
         assert!(h.get(name).is_none(), "{name} reached the backend: {h}");
     }
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1", "{h}");
+    assert_eq!(h["x-forwarded-proto"], "http", "the listener's own value: {h}");
+    p.shutdown();
+    drop(p);
+
+    let port = free_port();
+    let yaml = clb_service(
+        NS,
+        "plain",
+        vip,
+        &[("protocol-port", &format!("http:{port}")), ("xforwardedfor-proto", "on")],
+        &[("http", port)],
+        &web,
+    );
+    let mut trusting =
+        Proxy::new(vec!["127.0.0.1".parse().unwrap()]).with_trusted_proxies(vec!["127.0.0.0/8".parse().unwrap()]);
+    assert!(trusting.apply(&model(&yaml).l7).is_empty());
+    let h = forged(vip, port).await;
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "{h}");
+    assert_eq!(h["x-forwarded-host"], "bank.test", "{h}");
+    assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https", "{h}");
+    assert_eq!(h["x-forwarded-proto"], "http", "the listener's own value: {h}");
 }
 
 /// A backend that refuses connections: 502 without its address in the body.
