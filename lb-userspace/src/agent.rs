@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub l7_bind: Vec<std::net::IpAddr>,
     /// The L7 proxy's connection, body and tunnel limits.
     pub l7_limits: l7::Limits,
+    /// Clients whose forwarding headers the L7 proxy keeps (none by default).
+    pub l7_trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -86,7 +88,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     // The model as the source wants it, and its objects' errors: what `applied` lacks of it
     // (listeners or ACLs the datapath rejected) is tried again at every sweep.
     let (mut desired, mut build_errors) = (Model::default(), Vec::new());
-    let mut proxy = l7::Proxy::with_limits(opts.l7_bind.clone(), opts.l7_limits);
+    let mut proxy = l7::Proxy::with_limits(opts.l7_bind.clone(), opts.l7_limits)
+        .with_trusted_proxies(opts.l7_trusted_proxies.clone());
     let mut agent_stats = AgentStats::default();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -124,6 +124,11 @@ enum Command {
         /// Seconds a backend's response body may send nothing before the L7 proxy cuts it off.
         #[arg(long, default_value_t = l7::limits::DEFAULT_BODY_IDLE_S)]
         l7_body_idle: u64,
+        /// Clients whose forwarding headers (X-Forwarded-*, Forwarded, X-Real-IP) the L7 proxy
+        /// keeps and appends to: proxies in front of it, comma separated CIDRs. Every other
+        /// client's are removed (default: none trusted).
+        #[arg(long, value_delimiter = ',', value_name = "CIDR")]
+        l7_trusted_proxies: Vec<ipnet::IpNet>,
     },
     /// Remove the datapath from the node: detach the pinned XDP and tc programs from every
     /// interface, delete the pinned maps (every flow), and release the full-NAT ports from
@@ -229,6 +234,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             l7_max_body_bytes,
             l7_tunnel_idle,
             l7_body_idle,
+            l7_trusted_proxies,
         } => {
             let admin = match admin.as_str() {
                 "off" => None,
@@ -283,6 +289,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     tunnel_idle: Duration::from_secs(l7_tunnel_idle),
                     body_idle: Duration::from_secs(l7_body_idle),
                 },
+                l7_trusted_proxies,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(agent::run(opts))?;
