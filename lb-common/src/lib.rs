@@ -33,7 +33,9 @@ pub mod map_names {
 /// Version of the pinned maps' layout: the key and value types of
 /// [`map_names::PINNED_STATE`] and of `LISTENERS` / `BACKENDS` (which carry the listener and
 /// backend ids flows name). Raise it with any change to those types: a datapath pinned
-/// under another layout is not adopted (its flows are cleared, with a log line).
+/// under another layout is not adopted (its flows are cleared, with a log line). A field that
+/// takes over padding, where zero means what the padding meant (`RevEntry::seq_delta`, the
+/// SYN-cookie bits), keeps the layout: entries pinned before it read the same.
 pub const PIN_LAYOUT: u32 = 1;
 
 /// The programs `lb_xdp` tail-calls, by their index in `PROGS` (and the tc programs theirs,
@@ -47,16 +49,24 @@ pub mod prog_index {
     pub const PP_MOVE: u32 = 2;
     /// A packet to a listener with no established flow: half-open and new flows.
     pub const OPEN: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// SYN cookies: a SYN answered by the datapath, a client ACK carrying a cookie, a
+    /// backend's SYN-ACK turned into the handshake's last ACK.
+    pub const COOKIE: u32 = 4;
+    pub const COUNT: u32 = 5;
     /// The XDP programs and their indices (`PROGS`).
-    pub const NAMES: [(u32, &str); 3] =
-        [(PP_CLIENT, "lb_xdp_pp_client"), (PP_BACKEND, "lb_xdp_pp_backend"), (OPEN, "lb_xdp_open")];
+    pub const NAMES: [(u32, &str); 4] = [
+        (PP_CLIENT, "lb_xdp_pp_client"),
+        (PP_BACKEND, "lb_xdp_pp_backend"),
+        (OPEN, "lb_xdp_open"),
+        (COOKIE, "lb_xdp_cookie"),
+    ];
     /// The tc programs and their indices (`TC_PROGS`).
-    pub const TC_NAMES: [(u32, &str); 4] = [
+    pub const TC_NAMES: [(u32, &str); 5] = [
         (PP_CLIENT, "lb_tc_pp_client"),
         (PP_BACKEND, "lb_tc_pp_backend"),
         (PP_MOVE, "lb_tc_pp_move"),
         (OPEN, "lb_tc_open"),
+        (COOKIE, "lb_tc_cookie"),
     ];
 }
 
@@ -154,6 +164,10 @@ pub mod tcp_state {
     pub const FIN: u32 = 2;
     pub const RST: u32 = 4;
     pub const ACK: u32 = 8;
+    /// The flow was opened by a client ACK carrying a SYN cookie: the datapath made the
+    /// handshake with the backend itself, and the backend's sequence numbers are shifted by
+    /// `RevEntry::seq_delta` on the way to the client.
+    pub const COOKIE: u32 = 16;
 }
 
 /// An address as the datapath stores it: IPv4 in word 0 (network byte order), the rest zero;
@@ -294,7 +308,10 @@ pub struct RevEntry {
     /// TCP: the backend's initial sequence number, from its SYN-ACK (0 until then). The
     /// client's handshake ACK must acknowledge it for a half-open flow to become established.
     pub server_isn: u32,
-    pub _pad: u32,
+    /// SYN-cookie flows (`rev_flags::COOKIE`): while half-open, the sequence number the
+    /// datapath's SYN-ACK gave the client (the cookie); once the backend answered, what is
+    /// taken off the backend's sequence numbers (and added to the client's acks). 0 else.
+    pub seq_delta: u32,
 }
 
 impl CtEntry {
@@ -347,6 +364,8 @@ pub mod rev_flags {
     /// The client is this node itself (its packets were seen leaving by tc egress): replies
     /// are delivered up its own stack, not sent out of `ifindex`.
     pub const LOCAL_CLIENT: u32 = 1;
+    /// A SYN-cookie flow (see `tcp_state::COOKIE`).
+    pub const COOKIE: u32 = 2;
 }
 
 /// Key of `PERSIST`: a client address on a listener.
@@ -402,7 +421,30 @@ pub struct DatapathConfig {
     /// First and last source port used for full NAT (host byte order, inclusive).
     pub snat_port_min: u16,
     pub snat_port_max: u16,
-    pub _pad: u32,
+    /// When SYNs are answered with SYN cookies (`syn_cookies`).
+    pub syn_cookie_mode: u8,
+    pub _pad: [u8; 3],
+    /// The MSS a SYN-cookie flow announces (minus a PROXY header's room) and gives the
+    /// backend: the smallest MTU among the datapath's interfaces less the IPv4 / IPv6 and
+    /// TCP headers.
+    pub syn_cookie_mss4: u16,
+    pub syn_cookie_mss6: u16,
+    /// `syn_cookies::AUTO`: SYNs per second on one CPU that turn cookies on (0: only SNAT
+    /// port pressure does).
+    pub syn_cookie_rate: u32,
+}
+
+/// `DatapathConfig::syn_cookie_mode`.
+pub mod syn_cookies {
+    /// Under pressure only: while SYNs arrive faster than `syn_cookie_rate` on a CPU, or a
+    /// new flow found no free SNAT port, and for [`HOLD_NS`] after.
+    pub const AUTO: u8 = 0;
+    /// Every SYN from a NIC.
+    pub const ALWAYS: u8 = 1;
+    /// Never: every SYN opens a half-open flow.
+    pub const OFF: u8 = 2;
+    /// How long pressure keeps cookies on after it was last seen.
+    pub const HOLD_NS: u64 = 2_000_000_000;
 }
 
 /// Per-listener counters (`LISTENER_STATS`, per CPU, by listener id).
@@ -490,7 +532,15 @@ pub mod stat {
     pub const REVERSE_CONFLICT: u32 = 33;
     /// Packets whose TTL / hop limit ran out (a routing loop), dropped instead of forwarded.
     pub const DROP_TTL: u32 = 34;
-    pub const COUNT: u32 = 35;
+    /// SYNs answered with a SYN cookie (no state, no port taken).
+    pub const SYNCOOKIES_SENT: u32 = 35;
+    /// Client ACKs whose cookie was valid: a flow opened, a SYN sent to its backend.
+    pub const SYNCOOKIES_VALID: u32 = 36;
+    /// Backend SYN-ACKs of cookie flows turned into the handshake's last ACK.
+    pub const SYNCOOKIE_HANDSHAKES: u32 = 37;
+    /// Times SYN pressure turned cookies on (`syn_cookies::AUTO`).
+    pub const SYN_PRESSURE: u32 = 38;
+    pub const COUNT: u32 = 39;
     /// Names in index order, for user space.
     pub const NAMES: [&str; COUNT as usize] = [
         "rx",
@@ -528,6 +578,10 @@ pub mod stat {
         "half_open_reclaimed",
         "reverse_conflict",
         "drop_ttl",
+        "syncookies_sent",
+        "syncookies_valid",
+        "syncookie_handshakes",
+        "syn_pressure",
     ];
 }
 
@@ -572,7 +626,7 @@ const _: () = {
     assert!(core::mem::size_of::<PersistEntry>() == 16);
     assert!(core::mem::size_of::<AclData>() == 20);
     assert!(core::mem::size_of::<SnatAddr>() == 24);
-    assert!(core::mem::size_of::<DatapathConfig>() == 8);
+    assert!(core::mem::size_of::<DatapathConfig>() == 16);
     assert!(core::mem::size_of::<ListenerCounters>() == 72);
     assert!(core::mem::size_of::<BackendCounters>() == 40);
     assert!(core::mem::size_of::<Handoff>() == 8);

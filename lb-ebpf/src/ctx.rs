@@ -16,7 +16,8 @@ use aya_ebpf::{
     },
     helpers::generated::{
         bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_tail, bpf_skb_load_bytes,
-        bpf_skb_store_bytes, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
+        bpf_skb_store_bytes, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+        bpf_xdp_store_bytes,
     },
     programs::{TcContext, XdpContext},
 };
@@ -58,6 +59,8 @@ pub trait Ctx {
     fn grow_head(&self, len: u32) -> i64;
     /// tc: the skb grown (zeroes at its tail) to `new_len` bytes; 0 on success.
     fn grow_tail(&self, new_len: u32) -> i64;
+    /// The packet cut or grown at its tail to `new_len` bytes; 0 on success.
+    fn set_len(&self, new_len: u32) -> i64;
     /// The packet was sent by this node's own stack (seen by tc egress).
     fn local_origin(&self) -> bool;
     /// Hand the frame up this node's stack as if received on `ifindex`.
@@ -161,6 +164,13 @@ impl Ctx for XdpContext {
     #[inline(always)]
     fn grow_tail(&self, _new_len: u32) -> i64 {
         -1
+    }
+
+    #[inline(always)]
+    fn set_len(&self, new_len: u32) -> i64 {
+        let delta = new_len as i64 - Ctx::pkt_len(self) as i64;
+        // SAFETY: helper on our context.
+        unsafe { bpf_xdp_adjust_tail(self.ctx, delta as i32) }
     }
 
     #[inline(always)]
@@ -281,6 +291,12 @@ impl Ctx for TcContext {
 
     #[inline(always)]
     fn grow_tail(&self, new_len: u32) -> i64 {
+        // SAFETY: helper on our context.
+        unsafe { bpf_skb_change_tail(self.skb.skb, new_len, 0) }
+    }
+
+    #[inline(always)]
+    fn set_len(&self, new_len: u32) -> i64 {
         // SAFETY: helper on our context.
         unsafe { bpf_skb_change_tail(self.skb.skb, new_len, 0) }
     }

@@ -6,7 +6,7 @@ const PROTO_ICMP: u8 = 1;
 const PROTO_ICMPV6: u8 = 58;
 
 use crate::{
-    acl,
+    acl, cookie_flow,
     ctx::Ctx,
     fwd::{self},
     half_open::{self, Step, claim_snat_port},
@@ -22,6 +22,7 @@ use crate::{
     },
     persist, pp, sched,
     stats::{self, count},
+    syncookie::{self, CookieIp},
 };
 
 /// How often (ns) a flow's `last_seen` is refreshed: not on every packet, to keep the
@@ -32,7 +33,7 @@ const REFRESH_NS: u64 = 1_000_000_000;
 /// open a flow (to a listener, no established flow) goes on to [`open`] by tail call.
 #[inline(always)]
 pub fn handle<C: Ctx>(ctx: &C) -> Result<u32, ()> {
-    dispatch::<C, false>(ctx)
+    dispatch::<C, MAIN>(ctx)
 }
 
 /// `lb_xdp_open` / `lb_tc_open`: a packet to a listener with no established flow (half-open
@@ -40,13 +41,24 @@ pub fn handle<C: Ctx>(ctx: &C) -> Result<u32, ()> {
 /// the packet paths of known flows.
 #[inline(always)]
 pub fn open<C: Ctx>(ctx: &C) -> Result<u32, ()> {
-    dispatch::<C, true>(ctx)
+    dispatch::<C, OPEN>(ctx)
 }
 
+/// `lb_xdp_cookie` / `lb_tc_cookie`: SYN cookies ([`crate::syncookie`]).
 #[inline(always)]
-fn dispatch<C: Ctx, const OPEN: bool>(ctx: &C) -> Result<u32, ()> {
+pub fn cookie<C: Ctx>(ctx: &C) -> Result<u32, ()> {
+    dispatch::<C, COOKIE>(ctx)
+}
+
+/// Which program a packet is in: the entry program, `lb_*_open`, `lb_*_cookie`.
+const MAIN: u8 = 0;
+const OPEN: u8 = 1;
+const COOKIE: u8 = 2;
+
+#[inline(always)]
+fn dispatch<C: Ctx, const MODE: u8>(ctx: &C) -> Result<u32, ()> {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    if !OPEN {
+    if MODE == MAIN {
         count(stat::RX, bytes);
     }
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
@@ -55,24 +67,24 @@ fn dispatch<C: Ctx, const OPEN: bool>(ctx: &C) -> Result<u32, ()> {
         ETH_P_IP => {
             let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
             // SAFETY: bounds checked by ptr_at.
-            if !OPEN && unsafe { (*ip).protocol } == PROTO_ICMP {
+            if MODE == MAIN && unsafe { (*ip).protocol } == PROTO_ICMP {
                 return Ok(icmp::handle_v4(ctx, bytes));
             }
             let mut pkt = Packet::<Ipv4Hdr>::new();
             match parse::v4(ctx, &mut pkt) {
-                Ok(()) => process::<C, _, OPEN>(ctx, &mut pkt, bytes),
+                Ok(()) => process::<C, _, MODE>(ctx, &mut pkt, bytes),
                 Err(skip) => Ok(skipped::<C>(skip, bytes)),
             }
         }
         ETH_P_IPV6 => {
             let ip: *mut Ipv6Hdr = ptr_at(ctx, ETH_HLEN)?;
             // SAFETY: bounds checked by ptr_at.
-            if !OPEN && unsafe { (*ip).nexthdr } == PROTO_ICMPV6 {
+            if MODE == MAIN && unsafe { (*ip).nexthdr } == PROTO_ICMPV6 {
                 return Ok(icmp::handle_v6(ctx, bytes));
             }
             let mut pkt = Packet::<Ipv6Hdr>::new();
             match parse::v6(ctx, &mut pkt) {
-                Ok(()) => process::<C, _, OPEN>(ctx, &mut pkt, bytes),
+                Ok(()) => process::<C, _, MODE>(ctx, &mut pkt, bytes),
                 Err(skip) => Ok(skipped::<C>(skip, bytes)),
             }
         }
@@ -90,11 +102,14 @@ fn skipped<C: Ctx>(skip: Skip, bytes: u64) -> u32 {
 }
 
 #[inline(always)]
-fn process<C: Ctx, H: Ip, const OPEN: bool>(ctx: &C, pkt: &mut Packet<H>, bytes: u64) -> Result<u32, ()> {
+fn process<C: Ctx, H: CookieIp, const MODE: u8>(ctx: &C, pkt: &mut Packet<H>, bytes: u64) -> Result<u32, ()> {
     if pkt.is_fragment && !fragment_ports(pkt) {
         return Ok(pass::<C>(stat::PASS_FRAGMENT, bytes));
     }
-    if OPEN {
+    if MODE == COOKIE {
+        return Ok(cookie_flow::step(ctx, pkt, bytes));
+    }
+    if MODE == OPEN {
         return Ok(match opening(ctx, pkt, bytes) {
             Ok((ct, half)) => to_backend(ctx, pkt, ct, bytes, half),
             Err(verdict) => verdict,
@@ -111,6 +126,11 @@ fn process<C: Ctx, H: Ip, const OPEN: bool>(ctx: &C, pkt: &mut Packet<H>, bytes:
         forget(key, unsafe { &*ct });
         count(stat::FLOW_REOPENED, bytes);
     } else if let Some(rev) = backend_reply(ctx, pkt)? {
+        // SAFETY: map value pointer from a successful lookup.
+        if unsafe { (*rev).flags } & rev_flags::COOKIE != 0 && pkt.tcp_flags & TCP_SYN != 0 {
+            // A cookie flow's backend SYN-ACK: the handshake's last ACK is the datapath's.
+            return Ok(TAIL_CALL | prog_index::COOKIE);
+        }
         return Ok(to_client(ctx, pkt, rev, bytes));
     }
     let lkey = ListenerKey { vip: key.dst, port: key.dport, proto: key.proto, family: key.family };
@@ -146,7 +166,7 @@ fn backend_reply<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>) -> Result<Option<*mut 
 /// A client packet of no established flow: the half-open flow it belongs to or opens (TCP),
 /// or the flow it opens (UDP), with whether that flow is half-open; or the verdict.
 #[inline(always)]
-fn opening<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, bytes: u64) -> Result<(*mut CtEntry, bool), u32> {
+fn opening<C: Ctx, H: CookieIp>(ctx: &C, pkt: &Packet<H>, bytes: u64) -> Result<(*mut CtEntry, bool), u32> {
     let key = &pkt.key;
     // The listener key in scratch memory rather than on the stack: this program's frame and
     // the new-flow call's together stay within the 512 bytes the verifier allows.
@@ -175,12 +195,24 @@ fn opening<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, bytes: u64) -> Result<(*mut 
                     };
                 }
                 Step::Drop => return Err(drop::<C>(stat::DROP_HALF_OPEN, bytes)),
+                Step::Cookie => return Err(TAIL_CALL | prog_index::COOKIE),
                 Step::Lost => {
                     let _ = HALF_OPEN.remove(key);
                 }
             }
         }
-        if !half_open::opens(pkt) {
+        // SYN cookies: only for frames from a NIC (a local sender's skb is tc's, and cannot
+        // be turned around in place). A SYN under pressure is answered by the cookie program;
+        // an ACK returning a valid cookie opens its flow here, and the cookie program sends
+        // it on as the flow's SYN.
+        if C::XDP
+            && pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
+            && syncookie::fits(pkt)
+            && syncookie::wanted(unsafe { bpf_ktime_get_ns() })
+        {
+            return Err(TAIL_CALL | prog_index::COOKIE);
+        }
+        if !(half_open::opens(pkt) || C::XDP && syncookie::valid(ctx, pkt)) {
             // Only a SYN opens a TCP flow: anything else would open one per spoofed packet
             // (and, on a PROXY listener, pass the client's own `PROXY` line on).
             stats::listener(id, |c| c.no_flow_drops += 1);
@@ -194,6 +226,12 @@ fn opening<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, bytes: u64) -> Result<(*mut 
     // Whichever CPU won the race to create the flow, its entry is the one to follow.
     let created = if tcp { HALF_OPEN.get_ptr_mut(key) } else { CONNTRACK.get_ptr_mut(key) };
     match created {
+        Some(_) if tcp && pkt.tcp_flags & TCP_SYN == 0 => {
+            // Opened by a SYN cookie's ACK: the cookie program makes it the backend's SYN.
+            count(stat::SYNCOOKIES_VALID, 0);
+            count(stat::NEW_FLOWS, bytes);
+            Err(TAIL_CALL | prog_index::COOKIE)
+        }
         Some(ct) => {
             count(stat::NEW_FLOWS, bytes);
             Ok((ct, tcp))
@@ -203,13 +241,13 @@ fn opening<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, bytes: u64) -> Result<(*mut 
 }
 
 #[inline(always)]
-fn pass<C: Ctx>(index: u32, bytes: u64) -> u32 {
+pub fn pass<C: Ctx>(index: u32, bytes: u64) -> u32 {
     count(index, bytes);
     C::PASS
 }
 
 #[inline(always)]
-fn drop<C: Ctx>(index: u32, bytes: u64) -> u32 {
+pub fn drop<C: Ctx>(index: u32, bytes: u64) -> u32 {
     count(index, bytes);
     C::DROP
 }
@@ -309,7 +347,7 @@ fn write_reverse<C: Ctx, H: Ip>(
     out.pp_acked = ct.pp_acked;
     out.flags = if ctx.local_origin() { rev_flags::LOCAL_CLIENT } else { 0 };
     out.server_isn = 0;
-    out._pad = 0;
+    out.seq_delta = 0;
 }
 
 /// A client packet of a known flow (`half`: a half-open one): NAT it towards its backend.
@@ -328,6 +366,20 @@ fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, bytes: 
             refresh(ctx, pkt, entry, now);
         }
     }
+    if entry.state & tcp_state::COOKIE != 0
+        && !half
+        // SAFETY: read-only copy.
+        && let Some(r) = unsafe { REVERSE_NAT.get(&entry.reverse_key(pkt.key.proto, pkt.key.family)) }
+    {
+        syncookie::shift(ctx, pkt, r.seq_delta, false);
+    }
+    send_to_backend(ctx, pkt, entry, bytes)
+}
+
+/// Send a client packet of flow `entry` on to its backend: NAT, counters, the next hop, and
+/// the PROXY protocol program when the flow has a header.
+#[inline(always)]
+pub fn send_to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &mut CtEntry, bytes: u64) -> u32 {
     let hop = match fwd::lookup(ctx, pkt, &entry.backend) {
         Ok(h) => h,
         Err(e) => return drop::<C>(e.counter(), bytes),
@@ -418,6 +470,9 @@ fn to_client<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, rev: *mut RevEntry, bytes:
     if now.wrapping_sub(r.last_seen_ns) > REFRESH_NS {
         r.last_seen_ns = now;
     }
+    if r.flags & rev_flags::COOKIE != 0 {
+        syncookie::shift(ctx, pkt, r.seq_delta, true);
+    }
     if !nat::rewrite(ctx, pkt, &r.vip, &r.client, r.vip_port, r.client_port) {
         return drop::<C>(stat::DROP_TTL, bytes);
     }
@@ -505,8 +560,25 @@ fn try_new_flow<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, key: &FlowKey, id: u32)
         }
         snat.v6
     };
-    let state = if pkt.proto == PROTO_TCP { state_bits(pkt.tcp_flags) } else { 0 };
+    // A TCP flow is opened by a SYN, or by an ACK that returned a SYN cookie (the caller
+    // checked it): (its ISN, the cookie).
+    let cookie = match pkt.tcp(ctx) {
+        // SAFETY: bounds checked by tcp().
+        Some(tcp) if pkt.tcp_flags & TCP_SYN == 0 => unsafe {
+            Some((u32::from_be((*tcp).seq).wrapping_sub(1), u32::from_be((*tcp).ack).wrapping_sub(1)))
+        },
+        _ => None,
+    };
+    let state = match cookie {
+        Some(_) => tcp_state::COOKIE,
+        None if pkt.proto == PROTO_TCP => state_bits(pkt.tcp_flags),
+        None => 0,
+    };
     let (pp_version, pp_len, client_isn) = pp::for_new_flow(ctx, pkt, cfg.flags);
+    let client_isn = match cookie {
+        Some((isn, _)) => isn,
+        None => client_isn,
+    };
     let scratch = scratch().ok_or(stat::DROP_NO_SNAT_PORT)?;
     scratch.ct = CtEntry {
         backend: backend.addr,
@@ -523,6 +595,10 @@ fn try_new_flow<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, key: &FlowKey, id: u32)
         pp_acked: 0,
     };
     write_reverse(ctx, pkt, key, &scratch.ct, 0, now, &mut scratch.rev);
+    if let Some((_, ours)) = cookie {
+        scratch.rev.flags |= rev_flags::COOKIE;
+        scratch.rev.seq_delta = ours;
+    }
     let rkey = claim_snat_port(&mut scratch.ct, &scratch.rev, key).ok_or(stat::DROP_NO_SNAT_PORT)?;
     // A TCP flow starts half-open; it becomes established with the client's handshake ACK.
     let inserted = if pkt.proto == PROTO_TCP {

@@ -38,6 +38,8 @@ pub enum Step {
     Lost,
     /// Not a packet this flow may send yet (an ACK that acknowledges no SYN-ACK).
     Drop,
+    /// A SYN-cookie flow's packet: the cookie program sends it as the flow's SYN again.
+    Cookie,
 }
 
 /// A client packet of half-open flow `ct` (`HALF_OPEN[pkt.key]`). Not inlined: its keys
@@ -53,6 +55,9 @@ pub fn on_client<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: &CtEntry, now: u64
         return Step::Lost;
     }
     let flags = pkt.tcp_flags;
+    if ct.state & tcp_state::COOKIE != 0 && flags & TCP_RST == 0 {
+        return Step::Cookie;
+    }
     if flags & TCP_RST != 0 || flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         // Keep the port's owner fresh: the oldest half-open flow is the one reclaimed.
         r.last_seen_ns = now;
@@ -149,6 +154,10 @@ pub fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Op
     // (a SYN that finds no port is dropped and its client retries, which it survives; a
     // handshake whose port was taken from under it is lost).
     let now = unsafe { bpf_ktime_get_ns() };
+    if tcp {
+        // No free port: under a SYN flood, cookies keep the ports for proven clients.
+        crate::syncookie::arm(now);
+    }
     if w.oldest_seen == u64::MAX || now.wrapping_sub(w.oldest_seen) < HALF_OPEN_GRACE_NS {
         return None;
     }

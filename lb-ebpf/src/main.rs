@@ -19,6 +19,7 @@
 )]
 
 mod acl;
+mod cookie_flow;
 mod csum;
 mod ctx;
 mod flow;
@@ -32,6 +33,7 @@ mod persist;
 mod pp;
 mod sched;
 mod stats;
+mod syncookie;
 mod tc;
 
 use aya_ebpf::{
@@ -49,6 +51,13 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn lb_xdp_open(ctx: XdpContext) -> u32 {
     xdp_verdict(&ctx, flow::open(&ctx))
+}
+
+/// SYN cookies: a SYN answered, a cookie's ACK, a cookie flow's backend SYN-ACK
+/// (tail-called by `lb_xdp` / `lb_xdp_open`).
+#[xdp]
+pub fn lb_xdp_cookie(ctx: XdpContext) -> u32 {
+    xdp_verdict(&ctx, flow::cookie(&ctx))
 }
 
 /// The datapath's verdict, or the program it asks for: new flows and PROXY protocol work
@@ -102,6 +111,12 @@ pub fn lb_tc_pp_client(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn lb_tc_open(ctx: TcContext) -> i32 {
     tc::open(&ctx) as i32
+}
+
+/// A cookie flow's backend SYN-ACK in an skb (tail-called by `lb_tc`).
+#[classifier]
+pub fn lb_tc_cookie(ctx: TcContext) -> i32 {
+    tc::cookie(&ctx) as i32
 }
 
 /// Room for the PROXY header in an skb: payload moved up (tail-called by `lb_tc_pp_client`).

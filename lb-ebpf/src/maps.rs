@@ -94,6 +94,31 @@ pub static LISTENER_STATS: PerCpuArray<ListenerCounters> = PerCpuArray::with_max
 #[map(name = "BACKEND_STATS")]
 pub static BACKEND_STATS: PerCpuArray<BackendCounters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
 
+/// SYNs seen on this CPU in the current tenth of a second (`syncookie::wanted`).
+#[repr(C)]
+pub struct SynRate {
+    pub start_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
+}
+
+#[map(name = "SYN_RATE")]
+pub static SYN_RATE: PerCpuArray<SynRate> = PerCpuArray::with_max_entries(1, 0);
+
+/// Until when (`bpf_ktime_get_ns`) SYN cookies are on under `syn_cookies::AUTO`.
+#[map(name = "SYN_PRESSURE")]
+pub static SYN_PRESSURE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The cookie program's buffers.
+#[repr(C)]
+pub struct CookieScratch {
+    /// A SYN's TCP header without options, for the cookie helper.
+    pub th: [u8; 20],
+}
+
+#[map(name = "COOKIE_SCRATCH")]
+pub static COOKIE_SCRATCH: PerCpuArray<CookieScratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU scratch space for the structs too large for the 512-byte BPF stack.
 #[repr(C)]
 pub struct Scratch {

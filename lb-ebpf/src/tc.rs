@@ -77,6 +77,12 @@ pub fn open(ctx: &TcContext) -> u32 {
     then(ctx, flow::open(ctx))
 }
 
+/// `lb_tc_cookie`: a SYN-cookie flow's backend SYN-ACK (tail-called).
+#[inline(always)]
+pub fn cookie(ctx: &TcContext) -> u32 {
+    then(ctx, flow::cookie(ctx))
+}
+
 /// The verdict of the datapath, or the program it tail-calls.
 #[inline(always)]
 fn then(ctx: &TcContext, action: Result<u32, ()>) -> u32 {

@@ -80,6 +80,16 @@ enum Command {
         /// holds (a SYN flood churns this table only; see docs/datapath.md).
         #[arg(long, default_value_t = lb_common::DEFAULT_HALF_OPEN_ENTRIES)]
         half_open_entries: u32,
+        /// When the datapath answers SYNs from a NIC itself with SYN cookies, so a flood from
+        /// spoofed sources takes no state and no source port: auto (under pressure: see
+        /// --syn-cookie-rate, or when a new flow finds no free source port), always, off.
+        /// Cookie flows have no window scaling, SACK or timestamps (docs/datapath.md).
+        #[arg(long, default_value_t = dataplane::SynCookies::Auto)]
+        syn_cookies: dataplane::SynCookies,
+        /// SYNs per second on one CPU above which --syn-cookies auto turns cookies on (0: only
+        /// when no source port is free).
+        #[arg(long, default_value_t = dataplane::DEFAULT_SYN_COOKIE_RATE)]
+        syn_cookie_rate: u32,
         /// Entries of the table holding every listener's rr/wrr ring and Maglev table
         /// (a Maglev listener takes 16381, a ring one slot per backend turn; each twice
         /// while it is being replaced).
@@ -221,6 +231,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             no_pin,
             conntrack_entries,
             half_open_entries,
+            syn_cookies,
+            syn_cookie_rate,
             backend_table_entries,
             max_backends,
             poll_ms,
@@ -272,6 +284,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     backend_table_entries,
                     max_backends,
                     pin: (!no_pin).then_some(pin_dir),
+                    syn_cookies,
+                    syn_cookie_rate,
                 },
                 poll: Duration::from_millis(poll_ms),
                 sweep: Duration::from_millis(sweep_ms),

@@ -13,7 +13,8 @@ use crate::{
 };
 
 /// The PROXY protocol settings of a new flow: (version, header length, client ISN). TCP
-/// flows get one only when opened by a SYN (its ISN anchors the header); UDP always gets v2
+/// flows get one only when opened by a SYN or a SYN cookie's ACK (the ISN anchors the
+/// header); UDP always gets v2
 /// (v1 has no datagram form). A v1 header's length depends on the addresses: it is left 0
 /// here and set by `lb_xdp_pp_client` when the SYN goes through it (the new-flow path of
 /// `lb_xdp` has no stack to spare for it).
@@ -25,12 +26,15 @@ pub fn for_new_flow<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, flags: u32) -> (u8,
     if pkt.proto == PROTO_UDP {
         return (pp::V2, header::v2_len(H::FAMILY), 0);
     }
-    if pkt.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN {
-        return (pp::OFF, 0, 0);
-    }
+    // A SYN, or an ACK that returned a SYN cookie (seq ISN + 1).
+    let after_isn = match pkt.tcp_flags & (TCP_SYN | TCP_ACK) {
+        TCP_SYN => 0,
+        TCP_ACK => 1,
+        _ => return (pp::OFF, 0, 0),
+    };
     let Some(tcp) = pkt.tcp(ctx) else { return (pp::OFF, 0, 0) };
     // SAFETY: bounds checked by tcp().
-    let isn = u32::from_be(unsafe { (*tcp).seq });
+    let isn = u32::from_be(unsafe { (*tcp).seq }).wrapping_sub(after_isn);
     if flags & listener_flags::PROXY_V2 != 0 { (pp::V2, header::v2_len(H::FAMILY), isn) } else { (pp::V1, 0, isn) }
 }
 

@@ -35,4 +35,5 @@ mod options;
 
 pub use backend::backend;
 pub use client::{client, for_new_flow};
+pub use header::v2_len;
 pub use insert::at_payload as tc_move;

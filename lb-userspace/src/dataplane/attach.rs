@@ -85,6 +85,7 @@ impl Dataplane {
             }
         };
         self.attached.push(Attached { iface: iface.to_string(), ifindex, program: name, hook, link });
+        self.fit_mtu_of(iface)?;
         Ok(mode)
     }
 

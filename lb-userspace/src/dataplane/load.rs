@@ -8,10 +8,10 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, ProgramArray},
+    maps::{MapData, ProgramArray},
     programs::{SchedClassifier, Xdp},
 };
-use lb_common::{DatapathConfig, MAX_LISTENERS, map_names as names, prog_index};
+use lb_common::{MAX_LISTENERS, map_names as names, prog_index};
 
 use super::{
     BackendIds, Dataplane, EBPF_OBJECT, acls, conntrack,
@@ -19,6 +19,7 @@ use super::{
     ids,
     maps::{map_mut, program, tc_program},
     pairs, pin,
+    settings::{self, SynCookies},
     table::TableAlloc,
 };
 
@@ -39,6 +40,10 @@ pub struct Options {
     /// Where the datapath is pinned in bpffs (`lb run --pin-dir`), so that it outlives this
     /// process and a later one adopts it; `None`: it goes with the process.
     pub pin: Option<PathBuf>,
+    /// When SYNs are answered with SYN cookies, and the SYN rate (per second, per CPU) that
+    /// turns them on in [`SynCookies::Auto`].
+    pub syn_cookies: SynCookies,
+    pub syn_cookie_rate: u32,
 }
 
 impl Default for Options {
@@ -50,6 +55,8 @@ impl Default for Options {
             backend_table_entries: lb_common::DEFAULT_BACKEND_TABLE_ENTRIES,
             max_backends: lb_common::MAX_BACKENDS,
             pin: None,
+            syn_cookies: SynCookies::Auto,
+            syn_cookie_rate: settings::DEFAULT_SYN_COOKIE_RATE,
         }
     }
 }
@@ -168,10 +175,9 @@ impl Dataplane {
             max_backends: opts.max_backends,
             drains: conntrack::Drains::default(),
             suspects: pairs::Suspects::default(),
+            config: settings::initial((lo, hi), opts.syn_cookies, opts.syn_cookie_rate),
         };
-        let mut config: Array<&mut MapData, DatapathConfig> = dp.map_mut(names::CONFIG)?;
-        let cfg = DatapathConfig { snat_port_min: lo, snat_port_max: hi, _pad: 0 };
-        config.set(0, cfg, 0).map_err(map_err(names::CONFIG))?;
+        dp.write_config()?;
         Ok(dp)
     }
 }

@@ -14,6 +14,7 @@ mod maps;
 pub mod pairs;
 pub mod pin;
 pub mod ring;
+mod settings;
 mod stats;
 pub mod table;
 
@@ -40,6 +41,7 @@ pub use load::{FLOOR_PROGRAM, Options, TC_FLOOR_PROGRAM, load_floor};
 pub(crate) use maps::map_mut;
 pub use maps::{addr_words, backend_name, family, words_addr};
 use maps::{program, tc_program};
+pub use settings::{DEFAULT_SYN_COOKIE_RATE, SynCookies};
 pub use stats::{Count, Stats};
 use table::{Region, TableAlloc};
 
@@ -79,6 +81,8 @@ pub struct Dataplane {
     pub drains: conntrack::Drains,
     /// Flow halves the last sweep found without their other half.
     suspects: pairs::Suspects,
+    /// The datapath-wide settings (`CONFIG`).
+    config: lb_common::DatapathConfig,
 }
 
 impl Dataplane {

@@ -92,7 +92,10 @@ fn section(examples: &Path, shape: Shape, from_pod: bool) -> Result<()> {
     let manifests_dir = work.join("manifests");
     examples_for(examples, shape, &manifests_dir)?;
     let objects = manifests::load_dir(&manifests_dir)?;
-    let build = model::build(&objects, &model::BuildOptions { node_name: Some(lb_tests::cluster::NODE_A.into()) });
+    let build = model::build(
+        &objects,
+        &model::BuildOptions { node_name: Some(lb_tests::cluster::NODE_A.into()), ..Default::default() },
+    );
     if !build.errors.is_empty() || !objects.errors.is_empty() {
         bail!("examples do not validate: {:?} {:?}", objects.errors, build.errors);
     }

@@ -10,7 +10,9 @@
 //! frame in and its side, the verdict, and a check of the frame out. The tables live in
 //! modules by subject: [`nat`] (full NAT, what is not ours, IPv6, a full conntrack),
 //! [`flows`] (schedulers, ACLs, persistence, the TCP handshake, TCP state), [`errors`]
-//! (fragments, ICMP errors), [`proxy`] (PROXY protocol), [`ttl`] (TTL and hop limit).
+//! (fragments, ICMP errors), [`proxy`] (PROXY protocol), [`ttl`] (TTL and hop limit),
+//! [`cookies`] (SYN cookies).
+mod cookies;
 mod errors;
 mod flows;
 mod nat;
@@ -50,6 +52,8 @@ lb_tests::fixtures! {
     proxy_malformed_options_and_toggling => proxy::proxy_malformed_options_and_toggling(),
     proxy_forged_header_without_a_flow_is_dropped => proxy::proxy_forged_header_without_a_flow_is_dropped(),
     ttl_and_hop_limit_lose_one_hop_and_expire => ttl::ttl_and_hop_limit_lose_one_hop_and_expire(),
+    syn_cookies_answer_syns_and_only_a_valid_cookie_opens_a_flow => cookies::syn_cookies_answer_syns_and_only_a_valid_cookie_opens_a_flow(),
+    syn_cookies_ipv6_and_proxy_v2 => cookies::syn_cookies_ipv6_and_proxy_v2(),
 }
 
 const XDP_DROP: u32 = 1;
