@@ -1,16 +1,73 @@
 //! A listener's routing table, compiled from the model once per reload and swapped
-//! atomically: route selection (canary rules first, then ALB order), the Service of a
+//! atomically: route selection (canary rules first, then ALB order, the rules of the
+//! namespace owning the request's host before those of other namespaces), the Service of a
 //! forward group by weight, and the endpoint by the rule's scheduler or sticky cookie.
-use std::net::SocketAddr;
+use std::{collections::HashMap, net::SocketAddr};
 
 use super::balance::{self, ActiveRequests, Balancer, PickContext};
-use super::matching::{Captures, Request, canary_selects, matches_request};
-use crate::model::l7::{Endpoint, L7Listener, Route, Upstream};
+use super::matching::{Captures, Request, canary_selects, matches_request, normalize_host};
+use crate::model::l7::{
+    Endpoint, L7Listener, Route, Upstream,
+    route::{Condition, HostMatch},
+};
 
 pub struct Table {
     pub listener: L7Listener,
     canaries: Vec<CompiledRoute>,
     routes: Vec<CompiledRoute>,
+    owners: Owners,
+}
+
+/// Which namespace owns each host some rule names (exactly, or as a `*.` wildcard): that of
+/// the oldest Ingress naming it (the listener's sources are oldest first). Empty when every
+/// rule comes from one namespace.
+#[derive(Default)]
+struct Owners {
+    exact: HashMap<String, String>,
+    wildcard: HashMap<String, String>,
+}
+
+impl Owners {
+    fn new(listener: &L7Listener) -> Owners {
+        let mut out = Owners::default();
+        let first_ns = listener.sources.first().map(|s| &s.namespace);
+        if listener.sources.iter().all(|s| Some(&s.namespace) == first_ns) {
+            return out;
+        }
+        let age = |r: &Route| listener.sources.iter().position(|s| *s == r.rule.source).unwrap_or(usize::MAX);
+        let mut named: Vec<(usize, &HostMatch, &str)> = Vec::new();
+        for r in listener.canaries.iter().chain(&listener.routes) {
+            let ns = r.rule.source.namespace.as_str();
+            named.extend(r.rule.host.iter().map(|h| (age(r), h, ns)));
+            for c in &r.rule.conditions {
+                if let Condition::Host(hs) = c {
+                    named.extend(hs.iter().map(|h| (age(r), h, ns)));
+                }
+            }
+        }
+        named.sort_by_key(|(a, _, _)| *a);
+        for (_, h, ns) in named {
+            let (map, key) = match h {
+                HostMatch::Exact(h) => (&mut out.exact, h),
+                HostMatch::Wildcard(suffix) => (&mut out.wildcard, suffix),
+                HostMatch::Regex(_) => continue,
+            };
+            map.entry(key.clone()).or_insert_with(|| ns.to_owned());
+        }
+        out
+    }
+
+    /// The namespace owning `host` (a `Host` value), if any.
+    fn of(&self, host: &str) -> Option<&str> {
+        if self.exact.is_empty() && self.wildcard.is_empty() {
+            return None;
+        }
+        let host = normalize_host(host);
+        self.exact
+            .get(&host)
+            .or_else(|| host.split_once('.').and_then(|(_, rest)| self.wildcard.get(rest)))
+            .map(String::as_str)
+    }
 }
 
 pub struct CompiledRoute {
@@ -56,13 +113,24 @@ pub struct Pick {
 impl Table {
     pub fn new(listener: L7Listener, active: &ActiveRequests) -> Table {
         let compile = |routes: &[Route]| routes.iter().map(|r| CompiledRoute::new(r.clone(), active)).collect();
-        Table { canaries: compile(&listener.canaries), routes: compile(&listener.routes), listener }
+        Table {
+            canaries: compile(&listener.canaries),
+            routes: compile(&listener.routes),
+            owners: Owners::new(&listener),
+            listener,
+        }
     }
 
     /// The rule that takes `req`: a canary rule that matches and selects it, else the first
-    /// matching rule in ALB order. `roll` is uniform in 0..100 (canary weight).
+    /// matching rule in ALB order. `roll` is uniform in 0..100 (canary weight). When the
+    /// request's host is owned by a namespace, its rules are tried first and canaries of
+    /// other namespaces not at all: `order` ranks rules within what a namespace may serve, it
+    /// does not let a newer Ingress of another namespace take an owned host (by a rule
+    /// without host, a wildcard, a Host condition or a wider path).
     pub fn select(&self, req: &Request<'_>, roll: u32) -> Option<(&CompiledRoute, Captures)> {
-        for c in &self.canaries {
+        let owner = self.owners.of(req.host);
+        let owned = |r: &CompiledRoute| owner.is_none_or(|o| r.route.rule.source.namespace == o);
+        for c in self.canaries.iter().filter(|c| owned(c)) {
             if let Some(caps) = matches_request(&c.route.rule, req)
                 && c.route
                     .rule
@@ -73,7 +141,12 @@ impl Table {
                 return Some((c, caps));
             }
         }
-        self.routes.iter().find_map(|r| matches_request(&r.route.rule, req).map(|c| (r, c)))
+        if owner.is_none() {
+            return first_match(self.routes.iter(), req);
+        }
+        let first = |r: &CompiledRoute| owned(r) && !r.route.rule.default_backend;
+        first_match(self.routes.iter().filter(|r| first(r)), req)
+            .or_else(|| first_match(self.routes.iter().filter(|r| !first(r)), req))
     }
 }
 
@@ -156,6 +229,13 @@ impl CompiledRoute {
         let others: Vec<Endpoint> = u.endpoints.iter().copied().filter(|e| e.addr != not).collect();
         self.balancers[upstream].pick(cx, &others).map(|i| others[i])
     }
+}
+
+fn first_match<'a>(
+    mut routes: impl Iterator<Item = &'a CompiledRoute>,
+    req: &Request<'_>,
+) -> Option<(&'a CompiledRoute, Captures)> {
+    routes.find_map(|r| matches_request(&r.route.rule, req).map(|c| (r, c)))
 }
 
 /// The index whose cumulative weight range holds `roll % total`; `None` when all are 0.

@@ -6,6 +6,7 @@ mod balancing;
 mod hardening;
 mod limits;
 mod listeners;
+mod ownership;
 mod reload;
 mod routing;
 mod support;

@@ -148,6 +148,7 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
         out.model.ingresses.remove(&key);
     }
     for l in out.model.l7.values_mut() {
+        ownership::oldest_first(&mut l.sources, &lookup.ingress_created);
         sort_routes(&mut l.routes);
         sort_routes(&mut l.canaries);
     }

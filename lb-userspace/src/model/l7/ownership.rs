@@ -1,7 +1,8 @@
 //! Host ownership across namespaces: when Ingresses of different namespaces claim the same
 //! host and path, the oldest one (by `creationTimestamp`, then namespace and name) keeps it
 //! and the others are rejected, whatever `order` or canary settings they give themselves.
-//! Ingresses of one namespace share hosts freely (ALB order decides among them).
+//! Ingresses of one namespace share hosts freely (ALB order decides among them). A listener's
+//! sources are kept oldest first so the proxy can try a host owner's rules first.
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
@@ -57,6 +58,17 @@ pub fn conflicts(
         }
     }
     out
+}
+
+/// Orders a listener's sources oldest first (`creationTimestamp`, absent first, then
+/// namespace and name; Ingresses before other kinds): the proxy gives a host to the namespace
+/// of the first source that names it (`l7::router`), so that `order` cannot hand a host,
+/// or a path under it, to a newer Ingress of another namespace.
+pub fn oldest_first(sources: &mut [ObjectRef], created: &BTreeMap<(String, String), Timestamp>) {
+    sources.sort_by_key(|s| {
+        let ts = created.get(&(s.namespace.clone(), s.name.clone())).copied();
+        (s.kind != "Ingress", ts, s.namespace.clone(), s.name.clone())
+    });
 }
 
 fn claim(r: &Rule) -> Claim {
