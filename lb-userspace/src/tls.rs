@@ -93,33 +93,30 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// Protocol versions and cipher suites of a policy. rustls implements TLS 1.2 and 1.3 with
-/// AEAD, forward-secret (ECDHE) suites only, so the policies that also allow TLS 1.0/1.1
-/// and CBC or static-RSA suites serve their TLS 1.2 part. A policy named for a lowest
-/// version (`1_0`, `1_1`, `1_2`) allows every later one, TLS 1.3 included; only
-/// `..._1_2_strict` is TLS 1.2 alone.
+/// Protocol versions and cipher suites of a policy, as ALB's policy table lists them, within
+/// what rustls implements (TLS 1.2 and 1.3, AEAD suites with ECDHE only): TLS 1.0/1.1, CBC
+/// and static-RSA suites are not offered (RFC 8996). TLS 1.2 suites: ECDHE-ECDSA/RSA with
+/// AES-128/256-GCM, the GCM suites every ALB policy lists (none lists ChaCha20 for TLS 1.2).
+/// TLS 1.3 suites: AES-128/256-GCM and ChaCha20-Poly1305, as `..._with_1_3` lists them (its
+/// CCM suites are not in rustls). Versions: ALB's table gives TLS 1.3 only to
+/// `..._1_2_strict_with_1_3`; lb also offers it with the policies named for a lowest version
+/// (`1_0`, the default, `1_1`, `1_2`), which have no `_with_1_3` variant and forbid nothing
+/// TLS 1.3 brings. Only `..._1_2_strict`, whose sibling exists to add 1.3, is TLS 1.2 alone.
 pub fn policy(p: TlsPolicy) -> (Vec<&'static SupportedProtocolVersion>, Vec<SupportedCipherSuite>) {
     use rustls::crypto::ring::cipher_suite as cs;
-    let versions = match p {
-        TlsPolicy::Tls12Strict => vec![&rustls::version::TLS12],
-        _ => vec![&rustls::version::TLS13, &rustls::version::TLS12],
-    };
     let tls13 = [cs::TLS13_AES_128_GCM_SHA256, cs::TLS13_AES_256_GCM_SHA384, cs::TLS13_CHACHA20_POLY1305_SHA256];
     let tls12 = [
         cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
         cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
         cs::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         cs::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        cs::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     ];
-    let suites = match p {
-        // Strict: the AES-GCM suites of ALB's strict policies (no ChaCha20 in TLS 1.2).
-        TlsPolicy::Tls12Strict => tls12[..4].to_vec(),
-        TlsPolicy::Tls12StrictWith13 => [&tls13[..], &tls12[..4]].concat(),
-        _ => [&tls13[..], &tls12[..]].concat(),
-    };
-    (versions, suites)
+    match p {
+        TlsPolicy::Tls12Strict => (vec![&rustls::version::TLS12], tls12.to_vec()),
+        TlsPolicy::Tls10 | TlsPolicy::Tls11 | TlsPolicy::Tls12 | TlsPolicy::Tls12StrictWith13 => {
+            (vec![&rustls::version::TLS13, &rustls::version::TLS12], [&tls13[..], &tls12[..]].concat())
+        }
+    }
 }
 
 /// The rustls server configuration of a listener.

@@ -483,10 +483,14 @@ async fn forward(
         result = tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())).await;
     }
     match result {
-        Err(_) => respond::error(
-            StatusCode::GATEWAY_TIMEOUT,
-            &format!("the backend did not answer within {}s", timeout.as_secs()),
-        ),
+        // The answer names no backend and no internal error: those go to the log.
+        Err(_) => {
+            tracing::info!(backend = %addr, timeout_s = timeout.as_secs(), "backend did not answer in time: 504");
+            respond::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("the backend did not answer within {}s", timeout.as_secs()),
+            )
+        }
         Ok(Err(e)) => {
             tracing::info!(backend = %addr, error = %error_text(&e), "backend request failed: 502");
             respond::error(StatusCode::BAD_GATEWAY, "the backend could not be reached")

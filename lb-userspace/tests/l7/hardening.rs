@@ -199,19 +199,60 @@ async fn forged_forwarding_headers_are_removed_unless_the_client_is_trusted() {
     assert_eq!(h["x-forwarded-proto"], "http", "the listener's own value: {h}");
 }
 
-/// A backend that refuses connections: 502 without its address in the body.
+/// A backend that takes connections and answers each with `reply` (nothing if `None`,
+/// keeping the connection open).
+async fn bad_backend(reply: Option<&'static [u8]>) -> Echo {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            match reply {
+                Some(r) => {
+                    let _ = s.write_all(r).await;
+                }
+                None => held.push(s),
+            }
+        }
+    });
+    Echo { addr, hits: Default::default() }
+}
+
+/// Backends that refuse connections, answer garbage or do not answer: 502 and 504 with a
+/// fixed body, without the backend's address or the error the proxy met (that is logged).
 #[tokio::test]
 async fn error_bodies_do_not_name_backends() {
     let port = free_port();
     // Nothing listens there.
     let dead_port = free_port();
     let dead = Echo { addr: ([127, 0, 0, 1], dead_port).into(), hits: Default::default() };
+    let garbage = bad_backend(Some(b"SMTP ready 127.0.0.1\r\n\r\n")).await;
+    let silent = bad_backend(None).await;
     let lp = format!("[{{\"HTTP\": {port}}}]");
-    let yaml = alb_class(&[(port, "HTTP")])
+    let yaml = alb_class_with(&[(port, "HTTP")], "    requestTimeout: 1\n")
         + &service(NS, "dead", &[&dead])
-        + &ingress(NS, "d", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "dead")]));
+        + &service(NS, "garbage", &[&garbage])
+        + &service(NS, "silent", &[&silent])
+        + &ingress(
+            NS,
+            "d",
+            &[("listen-ports", &lp)],
+            &rule(
+                "",
+                &[("/dead", "Prefix", "dead"), ("/garbage", "Prefix", "garbage"), ("/silent", "Prefix", "silent")],
+            ),
+        );
     let _p = proxy(&model(&yaml));
-    let got = get(&client(), port, "d.test", "/", &[]).await;
-    assert_eq!(got.status, 502, "{}", got.body);
-    assert!(!got.body.contains("127.0.0.1") && !got.body.contains(&dead_port.to_string()), "{}", got.body);
+    let c = client();
+    for (path, status, body, backend) in [
+        ("/dead", 502, "502 Bad Gateway: the backend could not be reached\n", &dead),
+        ("/garbage", 502, "502 Bad Gateway: the backend could not be reached\n", &garbage),
+        ("/silent", 504, "504 Gateway Timeout: the backend did not answer within 1s\n", &silent),
+    ] {
+        let got = get(&c, port, "d.test", path, &[]).await;
+        assert_eq!((got.status, got.body.as_str()), (status, body), "{path}");
+        assert!(!got.body.contains(&backend.addr.port().to_string()), "{path}: {}", got.body);
+    }
 }

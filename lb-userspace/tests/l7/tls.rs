@@ -155,18 +155,21 @@ async fn cipher_policies_map_to_protocol_versions() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, ca.ca.pem()).unwrap();
-    // (policy, TLS 1.3 accepted, TLS 1.2 accepted, TLS 1.2 ChaCha20 accepted)
+    // (policy, TLS 1.3 accepted, TLS 1.2 accepted, TLS 1.2 ChaCha20 accepted); "": the
+    // listener names no policy (ALB's default, tls_cipher_policy_1_0).
     let table = [
-        ("tls_cipher_policy_1_0", true, true, true),
-        ("tls_cipher_policy_1_1", true, true, true),
-        ("tls_cipher_policy_1_2", true, true, true),
+        ("", true, true, false),
+        ("tls_cipher_policy_1_0", true, true, false),
+        ("tls_cipher_policy_1_1", true, true, false),
+        ("tls_cipher_policy_1_2", true, true, false),
         ("tls_cipher_policy_1_2_strict", false, true, false),
         ("tls_cipher_policy_1_2_strict_with_1_3", true, true, false),
     ];
     let cert = leaf(&ca, &["p.test"]);
     for (policy, v13, v12, chacha) in table {
         let port = free_port();
-        let class = alb_class_with(&[(port, "HTTPS")], &format!("    securityPolicyId: {policy}\n"));
+        let extra = if policy.is_empty() { String::new() } else { format!("    securityPolicyId: {policy}\n") };
+        let class = alb_class_with(&[(port, "HTTPS")], &extra);
         let yaml = class
             + &service(NS, "web", &[&web])
             + &secret("cert-p", &cert)
