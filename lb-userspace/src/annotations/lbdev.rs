@@ -14,6 +14,7 @@ pub const ENDPOINT_WEIGHTS: &str = "lb.dev/endpoint-weights";
 
 /// A PROXY protocol version as written in [`PROXY_PROTOCOL_VERSION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProxyVersion {
     V1,
     V2,

@@ -14,6 +14,7 @@ use super::{Cx, PREFIX};
 
 /// A Service port: number or name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(untagged)]
 pub enum ServicePort {
     Number(u16),
     Name(String),
@@ -64,6 +65,7 @@ pub struct FixedResponse {
 
 /// What a rule does with a request it matched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Spread over Services by weight (a plain backend is one Service of weight 100).
     Forward {
@@ -75,6 +77,7 @@ pub enum Action {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HeaderValueType {
     /// The value as written.
     UserDefined,
@@ -93,6 +96,7 @@ pub struct InsertHeader {
 
 /// Non-terminal actions, applied before the terminal one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Filter {
     InsertHeader(InsertHeader),
     RemoveHeader(String),

@@ -15,6 +15,7 @@ use super::{FAMILIES, Key, PREFIX};
 pub const API_VERSION: &str = "alibabacloud.com/v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AddressType {
     Internet,
     Intranet,

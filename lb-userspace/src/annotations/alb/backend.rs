@@ -8,6 +8,7 @@ use super::values::{boolean, choice, cookie_name, list, number, quote};
 use super::{Cx, Key, PREFIX, gated};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BackendProtocol {
     Http,
     Https,
@@ -16,6 +17,7 @@ pub enum BackendProtocol {
 
 /// The load-balancing algorithm of the server group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scheduler {
     /// Weighted round robin (default).
     Wrr,
@@ -28,6 +30,7 @@ pub enum Scheduler {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HealthCheckProtocol {
     Http,
     Https,
@@ -36,12 +39,16 @@ pub enum HealthCheckProtocol {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HttpVersion {
+    #[serde(rename = "http_1_0")]
     Http10,
+    #[serde(rename = "http_1_1")]
     Http11,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HealthCheckMethod {
     Head,
     Get,
@@ -50,6 +57,7 @@ pub enum HealthCheckMethod {
 
 /// The status codes that count as healthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HealthCheckCodes {
     /// HTTP/HTTPS: classes of status codes, `2` for `http_2xx` and so on.
     Http(Vec<u8>),
@@ -89,6 +97,7 @@ pub struct HealthCheck {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StickySession {
     /// The balancer inserts a `SERVERID` cookie that lives `timeout_s` seconds.
     Insert { timeout_s: u32 },

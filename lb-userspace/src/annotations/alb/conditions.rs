@@ -15,12 +15,14 @@ use super::{Cx, PREFIX};
 
 /// A path value of a Path condition: exact (no flag) or a regex (`~`, `~*`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PathValue {
     Exact(String),
     Regex(Pattern),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Condition {
     Host(Vec<HostMatch>),
     Path(Vec<PathValue>),

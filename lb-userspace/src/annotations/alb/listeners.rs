@@ -9,12 +9,10 @@ use super::{Cx, Key};
 
 /// A listener protocol of ALB: HTTP and HTTPS over TCP, QUIC (HTTP/3) over UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ListenProtocol {
-    #[serde(rename = "HTTP")]
     Http,
-    #[serde(rename = "HTTPS")]
     Https,
-    #[serde(rename = "QUIC")]
     Quic,
 }
 

@@ -8,6 +8,7 @@ use super::values::{Pattern, boolean, dns_name, quote};
 use super::{Cx, Key, PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PathType {
     Exact,
     Prefix,
@@ -16,6 +17,7 @@ pub enum PathType {
 
 /// How a request path is compared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PathMatch {
     /// Equal (Exact, and ImplementationSpecific which ALB treats as exact).
     Exact(String),
@@ -35,6 +37,7 @@ pub struct RulePath {
 
 /// How a request host is compared (case-insensitively, without the port).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HostMatch {
     Exact(String),
     /// `*.example.com`: exactly one label before `example.com` (stored without `*.`).

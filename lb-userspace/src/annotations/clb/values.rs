@@ -6,7 +6,7 @@ pub use crate::annotations::values::{choice, dns_name, list, number, quote};
 
 /// The transport of a Service port (`spec.ports[].protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,

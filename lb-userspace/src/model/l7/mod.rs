@@ -24,14 +24,19 @@ pub use lookup::Lookup;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum TlsPolicy {
     /// `tls_cipher_policy_1_0`: TLS 1.0 and later.
+    #[serde(rename = "tls_cipher_policy_1_0")]
     Tls10,
     /// `tls_cipher_policy_1_1`: TLS 1.1 and later.
+    #[serde(rename = "tls_cipher_policy_1_1")]
     Tls11,
     /// `tls_cipher_policy_1_2`: TLS 1.2 and later.
+    #[serde(rename = "tls_cipher_policy_1_2")]
     Tls12,
     /// `tls_cipher_policy_1_2_strict`: TLS 1.2, forward-secret (ECDHE) ciphers only.
+    #[serde(rename = "tls_cipher_policy_1_2_strict")]
     Tls12Strict,
     /// `tls_cipher_policy_1_2_strict_with_1_3`: as above, plus TLS 1.3.
+    #[serde(rename = "tls_cipher_policy_1_2_strict_with_1_3")]
     Tls12StrictWith13,
 }
 

@@ -30,6 +30,7 @@ impl Serialize for Pattern {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PathType {
     Exact,
     Prefix,
@@ -38,6 +39,7 @@ pub enum PathType {
 
 /// How a request path is compared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PathMatch {
     /// Equal (Exact, and ImplementationSpecific which ALB treats as exact).
     Exact(String),
@@ -64,6 +66,7 @@ impl RulePath {
 
 /// How a request host is compared (case-insensitively, without the port).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HostMatch {
     Exact(String),
     /// `*.example.com`: exactly one label before `example.com` (stored without `*.`).
@@ -74,6 +77,7 @@ pub enum HostMatch {
 
 /// A path value of a Path condition: exact (no flag) or a regex (`~`, `~*`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PathValue {
     Exact(String),
     Regex(Pattern),
@@ -82,6 +86,7 @@ pub enum PathValue {
 /// A condition on the request; conditions are ANDed, the values of one are ORed. Host
 /// and Path replace the rule's own host and path match.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Condition {
     Host(Vec<HostMatch>),
     Path(Vec<PathValue>),
@@ -126,6 +131,7 @@ pub struct FixedResponse {
 
 /// What a rule does with a request it matched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Spread over the route's upstreams by weight.
     Forward {
@@ -137,6 +143,7 @@ pub enum Action {
 
 /// Where an inserted header's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum HeaderValue {
     /// The value as written.
     Literal(String),
@@ -147,6 +154,7 @@ pub enum HeaderValue {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SystemValue {
     ClientSrcPort,
     ClientSrcIp,
@@ -158,6 +166,7 @@ pub enum SystemValue {
 
 /// Non-terminal actions, applied before the terminal one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Filter {
     InsertHeader { key: String, value: HeaderValue },
     RemoveHeader(String),
@@ -197,6 +206,7 @@ pub enum BackendProtocol {
 
 /// How an upstream's endpoint is chosen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Scheduler {
     /// Weighted round robin.
     Wrr,
@@ -209,6 +219,7 @@ pub enum Scheduler {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StickySession {
     /// The balancer inserts a cookie that lives `timeout_s` seconds.
     Insert { timeout_s: u32 },
