@@ -36,7 +36,11 @@ impl Scenario {
         listeners: usize,
         extra: &[&str],
     ) -> Result<Scenario> {
-        let topo = Topology::shaped(shape, backends)?;
+        Scenario::start_on(Topology::shaped(shape, backends)?, files, listeners, extra)
+    }
+
+    /// [`Scenario::start`] on a topology built (and extended) by the caller.
+    pub fn start_on(topo: Topology, files: &[(&str, &str)], listeners: usize, extra: &[&str]) -> Result<Scenario> {
         let servers = topo
             .backends
             .iter()

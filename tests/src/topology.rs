@@ -156,6 +156,21 @@ impl Topology {
         })
     }
 
+    /// Another host across a wire of its own into the load balancer (`{prefix}x{n}`, at
+    /// 198.18.`net`.2/24, the load balancer at .1, which the interface list then includes),
+    /// routing everything through it: for example an attacker whose traffic, and the answers
+    /// to it, do not share the real client's link.
+    pub fn add_wire_host(&mut self, net: u8) -> Result<Netns> {
+        let p = &self.prefix;
+        let host = Netns::new(&format!("{p}x{net}"))?;
+        let (host_if, lb_if) = (format!("{p}x{net}"), format!("{p}lx{net}"));
+        veth(&host, &host_if, &format!("198.18.{net}.2/24"), &self.lb, &lb_if, &format!("198.18.{net}.1/24"))?;
+        host.ip(&["route", "add", "default", "via", &format!("198.18.{net}.1")])?;
+        edge_host(&host, &host_if)?;
+        self.lb_ifaces.push(lb_if);
+        Ok(host)
+    }
+
     /// `lb run` arguments for this topology besides `--iface`, then `extra`: in a cluster,
     /// the node's name (for `externalTrafficPolicy: Local`).
     pub fn lb_args<'a>(&self, extra: &[&'a str]) -> Vec<&'a str> {

@@ -1,7 +1,15 @@
 //! A spoofed-source SYN flood against a VIP, at the sender's full rate for 8 s, while
-//! established connections keep talking and a real client keeps opening new ones: the
-//! half-open table takes the flood and established flows lose nothing. (How many of the real
-//! client's new connections succeed is printed, not yet asserted: see the end of the test.)
+//! established connections keep talking and a real client keeps opening new ones, with the
+//! datapath's defaults (`--syn-cookies auto`): the flood turns SYN cookies on, so it takes
+//! neither state nor source ports; established flows lose nothing and at least 90% of the
+//! real client's new connections succeed.
+//!
+//! The flood comes from a host on a wire of its own: the datapath answers every SYN (a
+//! SYN-ACK each, as the kernel's cookies do), and on a veth the host receiving those answers
+//! drains them with the same two CPUs that send the flood, so on a shared veth they would
+//! fill the real client's receive ring (measured: 4.6 M of 4.9 M answers dropped there, and
+//! a third of the established flows' replies with them). A NIC's transmit side has room for
+//! as many answers as its receive side took SYNs.
 use std::{
     net::{Ipv4Addr, SocketAddr},
     sync::{
@@ -17,7 +25,7 @@ use lb_tests::{
     privileged,
     scenario::{Scenario, service_yaml},
     servers::{Session, tcp_request},
-    topology::{Shape, VIP},
+    topology::{Shape, Topology, VIP},
 };
 
 const FLOOD_FOR: Duration = Duration::from_secs(8);
@@ -61,14 +69,17 @@ fn a_spoofed_syn_flood_spares_established_flows_and_real_clients() {
         return;
     }
     let eps: Vec<(String, Option<u32>)> = (1..=3).map(|i| (Shape::Routed.backend_addr(i).to_string(), None)).collect();
-    let s = Scenario::start(3, &[("svc.yaml", &service_yaml("svc", &VIP.to_string(), &[], &eps))], 2, &[]).unwrap();
+    let mut topo = Topology::shaped(Shape::Routed, 3).unwrap();
+    let attacker = topo.add_wire_host(200).unwrap();
+    let s =
+        Scenario::start_on(topo, &[("svc.yaml", &service_yaml("svc", &VIP.to_string(), &[], &eps))], 2, &[]).unwrap();
     // Established connections, opened before the flood.
     let mut sessions =
         s.topo.client.run(|| (0..4).map(|_| Session::open(None, vip80(), TIMEOUT).unwrap()).collect::<Vec<_>>());
     let stop = Arc::new(AtomicBool::new(false));
     let flooding = {
         let stop = stop.clone();
-        s.topo.client.spawn(move || flood(stop))
+        attacker.spawn(move || flood(stop))
     };
     thread::sleep(Duration::from_millis(500));
     // During the flood: every established connection keeps talking, and a real client opens
@@ -96,6 +107,15 @@ fn a_spoofed_syn_flood_spares_established_flows_and_real_clients() {
     let talked = talking.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     let sent = flooding.join().unwrap();
+    // The load balancer's side of the client's and the attacker's links: what XDP sent back
+    // on each, and what could not be sent.
+    for dev in [&s.topo.lb_ifaces[0], s.topo.lb_ifaces.last().unwrap()] {
+        if let Ok(o) = s.topo.lb.exec(&["ethtool", "-S", dev]) {
+            let out = String::from_utf8_lossy(&o.stdout);
+            let kept: Vec<&str> = out.lines().filter(|l| l.contains("xdp_tx") || l.contains("xmit")).collect();
+            eprintln!("{dev}: {}", kept.join(";"));
+        }
+    }
     let stats = {
         let mut s = s;
         let out = s.daemon.stop().unwrap();
@@ -106,11 +126,15 @@ fn a_spoofed_syn_flood_spares_established_flows_and_real_clients() {
     let ok_new = new.iter().filter(|ok| **ok).count();
     eprintln!(
         "flood: {sent} SYNs sent; established: {} exchanges, {} failed; new connections: {ok_new} of {} \
-         succeeded; datapath: new_flows {} handshakes {} half_open_reclaimed {} drop_no_snat_port {} \
-         drop_no_flow {} drop_half_open {}",
+         succeeded; datapath: syncookies_sent {} syncookies_valid {} syncookie_handshakes {} syn_pressure {} \
+         new_flows {} handshakes {} half_open_reclaimed {} drop_no_snat_port {} drop_no_flow {} drop_half_open {}",
         talked.len(),
         talked.iter().filter(|r| r.is_err()).count(),
         new.len(),
+        n("syncookies_sent"),
+        n("syncookies_valid"),
+        n("syncookie_handshakes"),
+        n("syn_pressure"),
         n("new_flows"),
         n("handshakes"),
         n("half_open_reclaimed"),
@@ -119,12 +143,14 @@ fn a_spoofed_syn_flood_spares_established_flows_and_real_clients() {
         n("drop_half_open"),
     );
     assert!(sent > 100_000, "the flood sent {sent} SYNs");
-    assert!(n("new_flows") > 100_000, "the flood reached the datapath: {dp}");
+    assert!(n("syncookies_sent") > 100_000, "the flood reached the datapath and got cookies: {dp}");
+    assert!(n("syn_pressure") >= 1, "the flood turned cookies on: {dp}");
+    assert!(
+        n("new_flows") < n("syncookies_sent") / 10,
+        "spoofed sources opened flows (only a returned cookie should): {dp}"
+    );
     assert!(talked.iter().all(|r| r.as_ref().is_ok_and(|name| name.starts_with("backend-"))), "{talked:?}");
-    assert!(!new.is_empty(), "no new connection tried");
-    // Not asserted yet: issue #15 asks for >= 90% of new connections. At the sender's full
-    // rate on an idle 2-CPU machine (9.7 M SYNs in 8 s) 2 of 3 succeeded: a handshake whose
-    // ACK queues behind the flood for longer than the half-open turnover loses its port.
-    // SYN cookies answered in XDP are what remains (docs/datapath.md).
-    eprintln!("new connections under the flood: {ok_new} of {}", new.len());
+    assert!(new.len() >= 10, "only {} new connections tried", new.len());
+    assert!(ok_new * 10 >= new.len() * 9, "{ok_new} of {} new connections succeeded (at least 90% must)", new.len());
+    assert!(n("syncookies_valid") >= ok_new as u64 / 2, "the real client's handshakes went through cookies: {dp}");
 }
