@@ -50,6 +50,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 }
 
 async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
+    let pools = &opts.build.addresses.vip_pools;
+    if pools.is_empty() {
+        tracing::info!(
+            "no --vip-pool: a Service may take any VIP but loopback, link-local, multicast, unspecified, broadcast and this node's addresses"
+        );
+    } else {
+        let pools: Vec<String> = pools.iter().map(ToString::to_string).collect();
+        tracing::info!(pools = %pools.join(","), "Services take their VIPs from these prefixes only");
+    }
     let mut dp = Dataplane::load(&opts.dataplane).context("loading the XDP datapath")?;
     let (first, last) = opts.dataplane.snat_ports;
     node.reserve_ports(first, last)?;
@@ -153,7 +162,14 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 }
                 agent_stats.reloads += 1;
                 agent_stats.manifests_rejected = objects.errors.len();
-                let mut build = model::build_next(&objects, &opts.build, &applied);
+                let mut build_opts = opts.build.clone();
+                match crate::netif::node_addresses() {
+                    Ok(addrs) => build_opts.addresses.node_addresses = addrs,
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "VIPs are not checked against the node's addresses")
+                    }
+                }
+                let mut build = model::build_next(&objects, &build_opts, &applied);
                 for e in &build.errors {
                     tracing::error!(error = %e, "object rejected");
                 }

@@ -99,6 +99,12 @@ enum Command {
         /// bytes per CPU each).
         #[arg(long, default_value_t = lb_common::MAX_BACKENDS)]
         max_backends: u32,
+        /// Prefixes Services may take their VIPs from (repeatable, or comma separated in
+        /// LB_VIP_POOLS); a Service whose VIP is outside every one is rejected. None given: any
+        /// VIP but those always refused (loopback, link-local, multicast, unspecified,
+        /// broadcast, the node's own addresses).
+        #[arg(long = "vip-pool", value_name = "CIDR", env = "LB_VIP_POOLS", value_delimiter = ',', value_parser = parse_pool)]
+        vip_pools: Vec<ipnet::IpNet>,
         /// How often a manifest directory is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
@@ -182,6 +188,16 @@ enum Command {
         /// Distinct backends, as given to `lb run`.
         #[arg(long, default_value_t = lb_common::MAX_BACKENDS)]
         max_backends: u32,
+        /// Prefixes Services may take their VIPs from (repeatable, or comma separated in
+        /// LB_VIP_POOLS); a Service whose VIP is outside every one is rejected. None given: any
+        /// VIP but those always refused (loopback, link-local, multicast, unspecified,
+        /// broadcast, the node's own addresses).
+        #[arg(long = "vip-pool", value_name = "CIDR", env = "LB_VIP_POOLS", value_delimiter = ',', value_parser = parse_pool)]
+        vip_pools: Vec<ipnet::IpNet>,
+        /// The node's own addresses, never a VIP (repeatable; `lb run` reads them from the
+        /// node's interfaces). None given: that check is skipped.
+        #[arg(long = "node-address", value_name = "ADDRESS", value_delimiter = ',')]
+        node_addresses: Vec<std::net::IpAddr>,
     },
 }
 
@@ -196,6 +212,15 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
         return Err(format!("{s}: need 1 <= FIRST <= LAST <= 65535"));
     }
     Ok((a, b))
+}
+
+/// A `--vip-pool`: a prefix, or one address (a /32 or /128).
+fn parse_pool(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .map(|p| p.trunc())
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR prefix (e.g. 198.51.100.0/24, 2001:db8:1::/64)"))
 }
 
 fn main() -> ExitCode {
@@ -235,6 +260,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             syn_cookie_rate,
             backend_table_entries,
             max_backends,
+            vip_pools,
             poll_ms,
             sweep_ms,
             udp_timeout,
@@ -293,7 +319,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     udp_timeout: Duration::from_secs(udp_timeout),
                     ..Default::default()
                 },
-                build: model::BuildOptions { node_name },
+                build: model::BuildOptions {
+                    node_name,
+                    addresses: model::addresses::AddressPolicy { vip_pools, ..Default::default() },
+                },
                 admin,
                 l7_bind,
                 l7_limits: l7::Limits {
@@ -317,9 +346,32 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats { admin, json } => stats(admin, json),
-        Command::Check { manifests, json, node_name, backend_table_entries, max_backends } => {
+        Command::Check {
+            manifests,
+            json,
+            node_name,
+            backend_table_entries,
+            max_backends,
+            vip_pools,
+            node_addresses,
+        } => {
             let sizes = dataplane::Options { backend_table_entries, max_backends, ..Default::default() };
-            check(&manifests, json, &model::BuildOptions { node_name }, &dataplane::Capacity::of(&sizes))
+            let addresses = model::addresses::AddressPolicy {
+                vip_pools,
+                node_addresses: node_addresses.into_iter().collect(),
+                allow_loopback: false,
+            };
+            let opts = model::BuildOptions { node_name, addresses };
+            let capacity = dataplane::Capacity::of(&sizes);
+            match check(&manifests, json, &opts, &capacity) {
+                Err(e) if json => {
+                    // Scripts reading the JSON get the reason there too (and on stderr).
+                    let out = serde_json::json!({ "schema": CHECK_SCHEMA, "error": format!("{e:#}") });
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    Err(e)
+                }
+                result => result,
+            }
         }
     }
 }

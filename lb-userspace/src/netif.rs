@@ -35,6 +35,17 @@ impl Iface {
     }
 }
 
+/// Every address of every interface of the node (a Service may not take one as its VIP).
+pub fn node_addresses() -> Result<std::collections::BTreeSet<IpAddr>> {
+    Ok(nix::ifaddrs::getifaddrs()
+        .context("listing the node's addresses")?
+        .filter_map(|a| a.address)
+        .filter_map(|s| {
+            s.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())).or_else(|| s.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+        })
+        .collect())
+}
+
 /// Changes made to the node, to be undone on exit.
 #[derive(Debug, Default)]
 pub struct NodeChanges {
@@ -42,9 +53,16 @@ pub struct NodeChanges {
     sysctls: Vec<(String, String)>,
     /// (next hop, device) of the managed neighbour entries we created.
     neighbours: Vec<(IpAddr, String)>,
-    /// VIPs of L7 listeners made local (`ip route add local VIP dev lo`).
+    /// VIPs of L7 listeners made local (`ip route add local VIP dev lo proto 252`).
     local_vips: std::collections::BTreeSet<IpAddr>,
+    /// VIPs whose local-table route someone else made (left alone; warned once).
+    foreign_vips: std::collections::BTreeSet<IpAddr>,
 }
+
+/// The routing protocol number `lb` marks the routes it makes with (`proto 252`, unassigned
+/// in rtnetlink.h and /etc/iproute2/rt_protos). A route without it was made by someone else:
+/// `lb` never replaces nor deletes it.
+pub const ROUTE_PROTO: u8 = 252;
 
 impl NodeChanges {
     /// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress interface forwards
@@ -112,24 +130,40 @@ impl NodeChanges {
         Ok(dev)
     }
 
-    /// Makes exactly `vips` local to the node (a route of type local in the local table), so
-    /// that the kernel hands their traffic, which XDP passes up, to the L7 listeners bound
-    /// on them. VIPs are not put on an interface: the node does not announce them.
+    /// Makes exactly `vips` local to the node (a route of type local in the local table,
+    /// marked [`ROUTE_PROTO`]), so that the kernel hands their traffic, which XDP passes up,
+    /// to the L7 listeners bound on them. VIPs are not put on an interface: the node does not
+    /// announce them. A route to a VIP in the local table that `lb` did not make (an address
+    /// of the node, an announcer's route) is left as it is, with a warning.
     pub fn sync_local_vips(&mut self, vips: &std::collections::BTreeSet<IpAddr>) {
         let gone: Vec<IpAddr> = self.local_vips.difference(vips).copied().collect();
         for vip in gone {
             let _ = local_route("del", vip);
             self.local_vips.remove(&vip);
         }
+        self.foreign_vips.retain(|v| vips.contains(v));
         for vip in vips {
-            if !self.local_vips.contains(vip) {
-                match local_route("replace", *vip) {
-                    Ok(()) => {
-                        self.local_vips.insert(*vip);
+            if self.local_vips.contains(vip) {
+                continue;
+            }
+            let made = match local_route_owner(*vip) {
+                Ok(RouteOwner::Other(protos)) => {
+                    if self.foreign_vips.insert(*vip) {
+                        tracing::warn!(%vip, proto = %protos, "the VIP has a route in the local table that lb did not make: left as it is (its L7 listeners get traffic only if that route delivers it here)");
                     }
-                    Err(e) => {
-                        tracing::warn!(%vip, error = %e, "cannot make the VIP local: its L7 listeners get no traffic")
-                    }
+                    continue;
+                }
+                Ok(RouteOwner::Nobody | RouteOwner::Lb) => local_route("replace", *vip),
+                Err(e) => Err(e),
+            };
+            match made {
+                Ok(()) => {
+                    self.foreign_vips.remove(vip);
+                    self.local_vips.insert(*vip);
+                    tracing::info!(%vip, proto = ROUTE_PROTO, "VIP made local (a route lb removes when it no longer serves it)");
+                }
+                Err(e) => {
+                    tracing::warn!(%vip, error = %format!("{e:#}"), "cannot make the VIP local: its L7 listeners get no traffic")
                 }
             }
         }
@@ -230,17 +264,58 @@ pub fn route_to(dst: IpAddr) -> Result<(IpAddr, String)> {
     Ok((next_hop, dev))
 }
 
+/// `VIP/32` or `VIP/128`, and the `ip` option of its family.
+fn host_prefix(vip: IpAddr) -> (String, &'static str) {
+    if vip.is_ipv4() { (format!("{vip}/32"), "-4") } else { (format!("{vip}/128"), "-6") }
+}
+
+/// Adds, replaces or deletes `lb`'s local route to `vip`. Deleting names [`ROUTE_PROTO`], so
+/// that the kernel removes only a route `lb` made.
 fn local_route(op: &str, vip: IpAddr) -> Result<()> {
-    let prefix = if vip.is_ipv4() { format!("{vip}/32") } else { format!("{vip}/128") };
-    let family = if vip.is_ipv4() { "-4" } else { "-6" };
+    let (prefix, family) = host_prefix(vip);
+    let proto = ROUTE_PROTO.to_string();
     let out = Command::new("ip")
-        .args([family, "route", op, "local", &prefix, "dev", "lo", "table", "local"])
+        .args([family, "route", op, "local", &prefix, "dev", "lo", "table", "local", "proto", &proto])
         .output()
         .context("running `ip route`")?;
     if !out.status.success() {
-        bail!("ip route {op} local {prefix} dev lo: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!("ip route {op} local {prefix} dev lo proto {proto}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
+}
+
+/// Who made the routes to exactly `VIP/32` (`/128`) in the local table.
+#[derive(Debug, PartialEq, Eq)]
+enum RouteOwner {
+    Nobody,
+    Lb,
+    /// Someone else: the protocols of the routes found, as `ip` names them.
+    Other(String),
+}
+
+fn local_route_owner(vip: IpAddr) -> Result<RouteOwner> {
+    let (prefix, family) = host_prefix(vip);
+    let show = |extra: &[&str]| -> Result<Vec<serde_json::Value>> {
+        let out = Command::new("ip")
+            .args(["-j", family, "route", "show", "table", "local", "exact", &prefix])
+            .args(extra)
+            .output()
+            .context("running `ip route show`")?;
+        if !out.status.success() {
+            bail!("ip route show table local exact {prefix}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or_default())
+    };
+    let all = show(&[])?;
+    let ours = show(&["proto", &ROUTE_PROTO.to_string()])?;
+    Ok(if all.is_empty() {
+        RouteOwner::Nobody
+    } else if all.len() == ours.len() {
+        RouteOwner::Lb
+    } else {
+        let protos: Vec<&str> = all.iter().map(|r| r["protocol"].as_str().unwrap_or("boot")).collect();
+        RouteOwner::Other(protos.join(","))
+    })
 }
 
 #[cfg(test)]

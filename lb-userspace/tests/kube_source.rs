@@ -55,7 +55,7 @@ fn names<T>(
 
 /// Build like the agent, then report like the agent.
 fn build_and_report(src: &mut KubeSource, set: &ObjectSet) -> model::Build {
-    let build = model::build(set, &BuildOptions { node_name: Some("node-a".into()) });
+    let build = model::build(set, &BuildOptions { node_name: Some("node-a".into()), ..Default::default() });
     src.report(&build.errors, &build.model);
     build
 }

@@ -4,10 +4,273 @@ use std::{fs, path::Path, process::Command};
 use lb_tests::daemon::lb_bin;
 
 fn check(dir: &Path) -> (i32, serde_json::Value) {
-    let out = Command::new(lb_bin()).args(["check", "--json", "--manifests"]).arg(dir).output().expect("run lb check");
+    check_with(dir, &[])
+}
+
+/// `lb check --json --manifests DIR ARGS...`: its exit code and its JSON.
+fn check_with(dir: &Path, args: &[&str]) -> (i32, serde_json::Value) {
+    let out = Command::new(lb_bin())
+        .args(["check", "--json", "--manifests"])
+        .arg(dir)
+        .args(args)
+        .env_remove("LB_VIP_POOLS")
+        .output()
+        .expect("run lb check");
     let json =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     (out.status.code().unwrap_or(-1), json)
+}
+
+/// Keys whose string values are the user's data (HTTP methods and header names, Kubernetes
+/// kinds), not values of the format.
+const DATA_KEYS: [&str; 4] = ["kind", "allow_methods", "allow_headers", "expose_headers"];
+
+/// Every place in `v` where the format is not snake_case: an object key or string value
+/// written as a Rust variant (`Forward`, `Wrr`, `HTTP`), a serde duration (`secs`/`nanos`).
+fn not_snake_case(v: &serde_json::Value, path: &str, key: &str, found: &mut Vec<String>) {
+    let variant = |s: &str| {
+        let mut chars = s.chars();
+        chars.next().is_some_and(|c| c.is_ascii_uppercase()) && chars.all(|c| c.is_ascii_alphanumeric())
+    };
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.contains_key("secs") || m.contains_key("nanos") {
+                found.push(format!("{path}: a serde Duration {v}"));
+            }
+            for (k, x) in m {
+                if variant(k) {
+                    found.push(format!("{path}: key {k:?}"));
+                }
+                not_snake_case(x, &format!("{path}/{k}"), k, found);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                not_snake_case(x, &format!("{path}[{i}]"), key, found);
+            }
+        }
+        serde_json::Value::String(s) if variant(s) && !DATA_KEYS.contains(&key) => {
+            found.push(format!("{path}: value {s:?}"))
+        }
+        _ => {}
+    }
+}
+
+/// Issue #17, item 4: the JSON of `lb check` is versioned, its values snake_case (no
+/// `{"Forward": ...}`, no `"Wrr"` beside `"wrr"`, no `"TCP"`), its durations whole seconds (no
+/// `{"secs": 2, "nanos": 0}`), on every example and on the ALB golden cases, which use
+/// nearly every annotation (their invalid objects are errors; what validates is walked).
+#[test]
+fn the_json_is_versioned_and_snake_case_with_durations_in_seconds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rich = tempfile::tempdir().unwrap();
+    for f in fs::read_dir(root.join("examples/l7-alb")).unwrap() {
+        let f = f.unwrap().path();
+        fs::copy(&f, rich.path().join(f.file_name().unwrap())).unwrap();
+    }
+    for family in fs::read_dir(root.join("lb-userspace/tests/golden/alb")).unwrap() {
+        let family = family.unwrap().path();
+        for case in fs::read_dir(&family).unwrap() {
+            let case = case.unwrap().path();
+            if case.extension().is_some_and(|e| e == "yaml") {
+                let name = format!(
+                    "{}-{}",
+                    family.file_name().unwrap().to_str().unwrap(),
+                    case.file_name().unwrap().to_str().unwrap()
+                );
+                fs::copy(&case, rich.path().join(name)).unwrap();
+            }
+        }
+    }
+    for dir in [root.join("examples"), rich.path().to_path_buf()] {
+        let (_, json) = check(&dir);
+        assert_eq!(json["schema"], 1, "{}: the format's version", dir.display());
+        let mut found = Vec::new();
+        not_snake_case(&json, "", "", &mut found);
+        assert!(found.is_empty(), "{}:\n{}", dir.display(), found.join("\n"));
+        assert!(!json["model"]["l7"].as_object().unwrap().is_empty(), "{}: L7 listeners were walked", dir.display());
+    }
+    let (_, json) = check(&root.join("examples"));
+    let l4 = &json["model"]["listeners"]["198.18.100.10:80/tcp"];
+    assert_eq!(l4["protocol"], "tcp", "{l4}");
+    let health = json["model"]["listeners"].as_object().unwrap().values().find_map(|l| l["health_check"].as_object());
+    let health = health.expect("an example has a health check");
+    assert!(health["interval_s"].is_u64() && health["timeout_s"].is_u64(), "{health:?}");
+    let rule = &json["model"]["l7"]["*:80/http"]["routes"][0]["rule"];
+    assert_eq!(rule["backend"]["scheduler"], "wrr", "{rule}");
+    assert!(rule["action"]["forward"].is_object(), "{rule}");
+    let (_, rich) = check(rich.path());
+    let port = rich["model"]["ingresses"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find_map(|i| i["rules"].as_array()?.iter().find_map(|r| r["service"]["port"].as_u64()));
+    assert!(port.is_some(), "a Service port by number is a number");
+}
+
+/// A Service `name` on `vip`, port 80 (TCP), one endpoint at `endpoint`.
+fn service(name: &str, vip: &str, endpoint: &str) -> String {
+    let v6 = if vip.contains(':') {
+        ", annotations: {service.beta.kubernetes.io/alibaba-cloud-loadbalancer-ip-version: ipv6}"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: t{v6}}}\nspec: {{type: LoadBalancer, loadBalancerIP: \"{vip}\", ports: [{{name: http, port: 80}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: t, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: {}\nports: [{{name: http, port: 8080}}]\nendpoints: [{{addresses: [\"{endpoint}\"]}}]\n---\n",
+        if vip.contains(':') { "IPv6" } else { "IPv4" }
+    )
+}
+
+/// Issue #17, item 5 ("lb check rejects forbidden VIPs and says why"): loopback, link-local,
+/// multicast, unspecified and broadcast VIPs (IPv4 and IPv6) are rejected with no pool given;
+/// `--vip-pool` rejects what lies outside it and `--node-address` the node's own; each error
+/// names the object, the field and the reason, and lb check exits 1.
+#[test]
+fn forbidden_vips_are_rejected_and_say_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let forbidden = [
+        ("loop4", "127.0.0.5", "loopback"),
+        ("loop6", "::1", "loopback"),
+        ("meta", "169.254.169.254", "link-local"),
+        ("ll6", "fe80::1", "link-local"),
+        ("mcast", "224.0.0.18", "multicast"),
+        ("mcast6", "ff02::1", "multicast"),
+        ("zero", "0.0.0.0", "unspecified"),
+        ("zero6", "::", "unspecified"),
+        ("bcast", "255.255.255.255", "broadcast"),
+    ];
+    let mut yaml: String = forbidden
+        .iter()
+        .map(|(n, vip, _)| service(n, vip, if vip.contains(':') { "2001:db8:1::2" } else { "198.18.1.2" }))
+        .collect();
+    yaml += &service("good", "198.18.100.50", "198.18.1.2");
+    yaml += &service("good6", "2001:db8:100::50", "2001:db8:1::2");
+    fs::write(dir.path().join("svc.yaml"), yaml).unwrap();
+    let (code, json) = check(dir.path());
+    assert_eq!(code, 1, "{json}");
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), forbidden.len(), "{json}");
+    for (name, vip, class) in forbidden {
+        let e = errors.iter().find(|e| e["object"]["name"] == name).unwrap_or_else(|| panic!("{name}: {json}"));
+        assert_eq!(e["object"]["kind"], "Service");
+        assert_eq!(e["field"], "spec.loadBalancerIP", "{e}");
+        assert_eq!(e["reason"], format!("{vip} is never a VIP ({class} address)"), "{e}");
+    }
+    let listeners = json["model"]["listeners"].as_object().unwrap();
+    assert_eq!(listeners.len(), 2, "the good Services serve: {json}");
+
+    // A pool: what lies outside is rejected; the node's address, too.
+    let only_good = tempfile::tempdir().unwrap();
+    let yaml = service("good", "198.18.100.50", "198.18.1.2")
+        + &service("good6", "2001:db8:100::50", "2001:db8:1::2")
+        + &service("other", "198.18.200.1", "198.18.1.2")
+        + &service("node", "198.18.100.1", "198.18.1.2");
+    fs::write(only_good.path().join("svc.yaml"), yaml).unwrap();
+    let (code, json) = check_with(
+        only_good.path(),
+        &["--vip-pool", "198.18.100.0/24", "--vip-pool", "2001:db8:100::/64", "--node-address", "198.18.100.1"],
+    );
+    assert_eq!(code, 1, "{json}");
+    let reasons: Vec<(String, String)> = json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["object"]["name"].as_str().unwrap().to_string(), e["reason"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (
+                "node".to_string(),
+                "198.18.100.1 is an address of this node: the datapath would take the node's own traffic".to_string()
+            ),
+            (
+                "other".to_string(),
+                "198.18.200.1 is outside every --vip-pool (198.18.100.0/24, 2001:db8:100::/64)".to_string()
+            ),
+        ]
+    );
+    assert_eq!(json["model"]["listeners"].as_object().unwrap().len(), 2, "{json}");
+    // The pool from the environment, as the DaemonSet passes the ConfigMap's LB_VIP_POOLS.
+    let out = Command::new(lb_bin())
+        .args(["check", "--json", "--manifests"])
+        .arg(only_good.path())
+        .env("LB_VIP_POOLS", "198.18.0.0/16,2001:db8:100::/64")
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{json}");
+}
+
+/// The examples fit the pools docs/deploy.md gives for them, so the demo and the e2e tests
+/// keep serving with a pool as they do without one.
+#[test]
+fn the_examples_fit_their_documented_pools() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let (code, json) = check_with(&examples, &["--vip-pool", "198.18.100.0/24,2001:db8:100::/64"]);
+    assert_eq!(code, 0, "{}", json["errors"]);
+    let (code, json) = check_with(&examples, &["--vip-pool", "203.0.113.0/24"]);
+    assert_eq!(code, 1);
+    assert!(
+        json["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["reason"].as_str().unwrap().contains("outside every --vip-pool"))
+    );
+}
+
+/// Issue #17, item 5: of two Services on one VIP:port/protocol the older keeps it and the
+/// other's error names it (before: the first by name won).
+#[test]
+fn the_older_service_wins_a_vip_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let aged = |name: &str, created: &str| {
+        service(name, "198.18.100.60", "198.18.1.2").replacen(
+            &format!("metadata: {{name: {name}, namespace: t}}"),
+            &format!("metadata: {{name: {name}, namespace: t, creationTimestamp: \"{created}\"}}"),
+            1,
+        )
+    };
+    fs::write(
+        dir.path().join("a.yaml"),
+        aged("a-newer", "2025-03-01T10:00:00Z") + &aged("b-older", "2025-01-01T10:00:00Z"),
+    )
+    .unwrap();
+    let (code, json) = check(dir.path());
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["model"]["listeners"]["198.18.100.60:80/tcp"]["source"]["name"], "b-older", "{json}");
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{json}");
+    assert_eq!(errors[0]["object"]["name"], "a-newer");
+    assert_eq!(errors[0]["field"], "spec.ports");
+    assert_eq!(
+        errors[0]["reason"],
+        "VIP conflict: 198.18.100.60:80/tcp is already served for Service t/b-older, which is older (created 2025-01-01T10:00:00Z, this one 2025-03-01T10:00:00Z)"
+    );
+}
+
+/// Issue #17, item 5: a loopback or link-local endpoint is not served (it would reach the
+/// node's own ports); the Service is, and a notice names it and the address.
+#[test]
+fn loopback_and_link_local_endpoints_are_dropped_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = service("web", "198.18.100.70", "198.18.1.2").replace(
+        "endpoints: [{addresses: [\"198.18.1.2\"]}]",
+        "endpoints: [{addresses: [\"198.18.1.2\"]}, {addresses: [\"127.0.0.1\"]}, {addresses: [\"169.254.10.1\"]}]",
+    );
+    fs::write(dir.path().join("web.yaml"), yaml).unwrap();
+    let (code, json) = check(dir.path());
+    assert_eq!(code, 0, "a notice, not an error: {json}");
+    let backends = json["model"]["listeners"]["198.18.100.70:80/tcp"]["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 1, "{json}");
+    assert_eq!(backends[0]["addr"], "198.18.1.2");
+    let notes: Vec<&serde_json::Value> =
+        json["notices"].as_array().unwrap().iter().filter(|n| n["object"]["name"] == "web").collect();
+    assert_eq!(notes.len(), 2, "{json}");
+    assert_eq!(notes[0]["note"], "127.0.0.1 is not served (loopback address)");
+    assert_eq!(notes[0]["field"], "EndpointSlice t/web-1: endpoints[1].addresses[0]");
+    assert_eq!(notes[1]["note"], "169.254.10.1 is not served (link-local address)");
 }
 
 #[test]
@@ -26,14 +289,29 @@ fn every_example_validates() {
     }
 }
 
-/// Exit codes as docs/check-json.md gives them: 2 for a usage error, 1 for a directory that
-/// cannot be read.
+/// Exit codes as docs/check-json.md gives them: 0 when nothing is rejected (every example),
+/// 1 for a rejected object (the other tests) or a directory that cannot be read (its reason
+/// in the JSON too), 2 for a usage error (clap's message on stderr, no JSON).
 #[test]
 fn usage_errors_exit_2_and_unreadable_directories_1() {
-    let code = |args: &[&str]| Command::new(lb_bin()).args(args).output().expect("run lb check").status.code();
-    assert_eq!(code(&["check", "--json"]), Some(2), "no --manifests");
-    assert_eq!(code(&["check", "--json", "--no-such-flag"]), Some(2));
-    assert_eq!(code(&["check", "--json", "--manifests", "/nonexistent/lb-check"]), Some(1));
+    let run = |args: &[&str]| Command::new(lb_bin()).args(args).output().expect("run lb check");
+    for usage in [
+        &["check", "--json"][..],
+        &["check", "--json", "--no-such-flag"],
+        &["check", "--json", "--manifests", ".", "--vip-pool", "nonsense"],
+    ] {
+        let out = run(usage);
+        assert_eq!(out.status.code(), Some(2), "{usage:?}");
+        assert!(out.stdout.is_empty() && !out.stderr.is_empty(), "{usage:?}");
+    }
+    let out = run(&["check", "--json", "--manifests", "/nonexistent/lb-check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("the error as JSON");
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["error"], "/nonexistent/lb-check: not a directory", "{json}");
+    let text = run(&["check", "--manifests", "/nonexistent/lb-check"]);
+    assert_eq!(text.status.code(), Some(1));
+    assert!(text.stdout.is_empty(), "text mode: the reason on stderr only");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! Kubernetes object it came from. Built from an [`ObjectSet`]; an object that fails
 //! validation is left out with an [`ObjectError`] and never affects the others.
 pub mod acl;
+pub mod addresses;
 pub mod health;
 mod ingress;
 pub mod l7;
@@ -50,7 +51,7 @@ pub struct ObjectError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
     Udp,
@@ -203,6 +204,8 @@ pub struct Build {
 pub struct BuildOptions {
     /// This node's name (externalTrafficPolicy: Local keeps only its endpoints).
     pub node_name: Option<String>,
+    /// The VIPs Services may take and the endpoint addresses that are served.
+    pub addresses: addresses::AddressPolicy,
 }
 
 /// What the Service builder needs to know of the rest of the model.
@@ -210,10 +213,11 @@ pub struct BuildContext {
     pub node_name: Option<String>,
     /// Names of the ACLs that validated.
     pub acls: std::collections::BTreeSet<String>,
+    pub addresses: addresses::AddressPolicy,
 }
 
-/// Validate `objects` into a model. Objects are taken in (namespace, name) order so that a
-/// conflict between two objects always rejects the same one.
+/// Validate `objects` into a model. Services are taken oldest first (`creationTimestamp`, then
+/// namespace and name): of two claiming one VIP, port and protocol the older keeps it.
 pub fn build(objects: &ObjectSet, opts: &BuildOptions) -> Build {
     build_with(objects, opts, &BTreeMap::new())
 }
@@ -242,22 +246,39 @@ fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<Str
             out.model.acls.entry(rejected.name.clone()).or_insert_with(|| prev.clone());
         }
     }
+    let created = |s: &k8s_openapi::api::core::v1::Service| s.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut services: Vec<_> = objects.services.iter().collect();
-    services.sort_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
+    services.sort_by_key(|s| {
+        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+        addresses::seniority(created(s), ns, s.metadata.name.as_deref().unwrap_or_default())
+    });
     ingress::build(objects, &mut out);
-    let cx = BuildContext { node_name: opts.node_name.clone(), acls: out.model.acls.keys().cloned().collect() };
+    let cx = BuildContext {
+        node_name: opts.node_name.clone(),
+        acls: out.model.acls.keys().cloned().collect(),
+        addresses: opts.addresses.clone(),
+    };
     let mut owners: BTreeMap<ListenerId, ObjectRef> = BTreeMap::new();
-    let slices = service::index_slices(&objects.endpoint_slices);
+    let mut ages: BTreeMap<ObjectRef, Option<k8s_openapi::jiff::Timestamp>> = BTreeMap::new();
+    let clean = opts.addresses.clean_slices(&objects.endpoint_slices, &mut out.notices);
+    let slices = service::index_slices(clean.iter().map(|s| s.as_ref()));
     let mut lookup = l7::Lookup::new(objects, &slices);
     lookup.acls = out.model.acls.iter().map(|(k, a)| (k.clone(), a.entries.clone())).collect();
     for svc in services {
         match service::listeners(svc, &slices, &cx, &lookup) {
             Ok(built) => {
                 out.notices.extend(built.notices);
-                if let Some(err) = conflict(&built.listeners, &owners).or_else(|| l7_conflict(&built.l7, &out.model)) {
+                let age = |o: &ObjectRef| ages.get(o).copied().flatten();
+                let mine = created(svc);
+                if let Some(err) = conflict(&built.listeners, &owners, age, mine)
+                    .or_else(|| l7_conflict(&built.l7, &out.model, age, mine))
+                {
                     out.errors.push(err);
                     continue;
                 }
+                let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+                let name = svc.metadata.name.clone().unwrap_or_default();
+                ages.insert(ObjectRef { kind: "Service".into(), namespace: ns, name }, mine);
                 for l in built.listeners {
                     owners.insert(l.id(), l.source.clone());
                     out.model.listeners.insert(listener_name(&l), l);
@@ -273,30 +294,36 @@ fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<Str
     out
 }
 
-/// A CLB http/https listener on a VIP and port another Service already serves.
-fn l7_conflict(listeners: &[l7::L7Listener], model: &Model) -> Option<ObjectError> {
+/// When a Service was created, by its reference (`None`: no `creationTimestamp`).
+type Created = Option<k8s_openapi::jiff::Timestamp>;
+
+/// A CLB http/https listener on a VIP and port an older Service already serves.
+fn l7_conflict(
+    listeners: &[l7::L7Listener],
+    model: &Model,
+    age: impl Fn(&ObjectRef) -> Created,
+    mine: Created,
+) -> Option<ObjectError> {
     listeners.iter().find_map(|l| {
         let taken = model.l7.values().find(|o| o.addr == l.addr && o.port == l.port)?;
-        Some(ObjectError {
-            object: l.sources[0].clone(),
-            field: "spec.ports".into(),
-            reason: format!(
-                "{}:{} is already served for {}",
-                l.addr.map(|a| a.to_string()).unwrap_or_default(),
-                l.port,
-                taken.sources[0]
-            ),
-        })
+        let winner = &taken.sources[0];
+        let name = l7::listener_key(l.addr, l.port, l.protocol);
+        let e = addresses::VipConflict::new(name, winner, age(winner), mine);
+        Some(ObjectError { object: l.sources[0].clone(), field: "spec.ports".into(), reason: e.to_string() })
     })
 }
 
-fn conflict(listeners: &[L4Listener], owners: &BTreeMap<ListenerId, ObjectRef>) -> Option<ObjectError> {
+/// An L4 listener on a VIP, port and protocol an older Service already serves.
+fn conflict(
+    listeners: &[L4Listener],
+    owners: &BTreeMap<ListenerId, ObjectRef>,
+    age: impl Fn(&ObjectRef) -> Created,
+    mine: Created,
+) -> Option<ObjectError> {
     listeners.iter().find_map(|l| {
-        owners.get(&l.id()).map(|owner| ObjectError {
-            object: l.source.clone(),
-            field: "spec.ports".into(),
-            reason: format!("{}:{}/{:?} is already served for {owner}", l.vip, l.port, l.protocol),
-        })
+        let winner = owners.get(&l.id())?;
+        let e = addresses::VipConflict::new(listener_name(l), winner, age(winner), mine);
+        Some(ObjectError { object: l.source.clone(), field: "spec.ports".into(), reason: e.to_string() })
     })
 }
 

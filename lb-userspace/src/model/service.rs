@@ -13,7 +13,7 @@ use super::{
 use crate::annotations::clb::{self, Acl, AclType, ConnectionDrain, IpVersion, ListenerProtocol, ServicePortInfo};
 use crate::annotations::lbdev::{self, ProxyVersion};
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(super) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub use crate::annotations::lbdev::{ENDPOINT_WEIGHTS, PROXY_PROTOCOL_VERSION};
 /// Weight of an endpoint without one.
 pub const DEFAULT_WEIGHT: u32 = 100;
@@ -29,8 +29,8 @@ pub struct ServiceBuild {
 /// EndpointSlices by (namespace, `kubernetes.io/service-name`), built once per model.
 pub type SliceIndex<'a> = BTreeMap<(String, String), Vec<&'a EndpointSlice>>;
 
-pub fn index_slices(slices: &[EndpointSlice]) -> SliceIndex<'_> {
-    let mut index: SliceIndex<'_> = BTreeMap::new();
+pub fn index_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> SliceIndex<'a> {
+    let mut index: SliceIndex<'a> = BTreeMap::new();
     for s in slices {
         if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
             let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
@@ -120,7 +120,13 @@ pub fn listeners(
         }
     };
     let vip = match vip(svc) {
-        Ok(v) => v,
+        Ok((vip, field)) => match cx.addresses.check_vip(vip) {
+            Ok(()) => vip,
+            Err(refused) => {
+                errors.extend(err(field, refused.to_string()));
+                return Err(errors);
+            }
+        },
         Err(reason) => {
             errors.extend(err("spec.loadBalancerIP", reason));
             return Err(errors);
@@ -217,8 +223,9 @@ pub fn listeners(
     Ok(ServiceBuild { listeners: out, l7, notices })
 }
 
-/// `spec.loadBalancerIP`, else the first `status.loadBalancer.ingress[].ip`.
-fn vip(svc: &Service) -> Result<IpAddr, String> {
+/// `spec.loadBalancerIP`, else the first `status.loadBalancer.ingress[].ip`, with the field
+/// it was taken from.
+fn vip(svc: &Service) -> Result<(IpAddr, &'static str), String> {
     let spec_ip = svc.spec.as_ref().and_then(|s| s.load_balancer_ip.as_deref()).filter(|s| !s.is_empty());
     let status_ip = svc
         .status
@@ -226,11 +233,13 @@ fn vip(svc: &Service) -> Result<IpAddr, String> {
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
         .and_then(|ing| ing.iter().find_map(|i| i.ip.clone()));
-    let text = spec_ip
-        .map(str::to_string)
-        .or(status_ip)
-        .ok_or_else(|| "no VIP: set spec.loadBalancerIP or status.loadBalancer.ingress[].ip".to_string())?;
-    text.parse().map_err(|_| format!("{text:?} is not an IP address"))
+    let (text, field) = match (spec_ip, status_ip) {
+        (Some(ip), _) => (ip.to_string(), "spec.loadBalancerIP"),
+        (None, Some(ip)) => (ip, "status.loadBalancer.ingress[].ip"),
+        (None, None) => return Err("no VIP: set spec.loadBalancerIP or status.loadBalancer.ingress[].ip".to_string()),
+    };
+    let vip = text.parse().map_err(|_| format!("{text:?} is not an IP address"))?;
+    Ok((vip, field))
 }
 
 /// Ready endpoints of the Service port named `port_name` in the VIP's address family (on
@@ -403,7 +412,7 @@ spec: {type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{port: 80}]}
             .replace("- addresses: [198.18.12.2]\n", "- addresses: [198.18.12.2]\n  nodeName: node-b\n");
         let mut set = manifests::ObjectSet::default();
         manifests::load_text(Path::new("t.yaml"), &yaml, &mut set);
-        let on_a = model::build(&set, &model::BuildOptions { node_name: Some("node-a".into()) });
+        let on_a = model::build(&set, &model::BuildOptions { node_name: Some("node-a".into()), ..Default::default() });
         let addrs: Vec<String> =
             on_a.model.listeners["198.18.100.10:80/tcp"].backends.iter().map(|b| b.addr.to_string()).collect();
         assert_eq!(addrs, ["198.18.11.2"], "only node-a's endpoint");
@@ -446,6 +455,106 @@ spec: {type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{port: 80}]}
         assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::Off);
         assert!(b.notices.iter().any(|n| n.note.contains("no effect while")), "{:?}", b.notices);
         assert_eq!(build(SVC).model.listeners["198.18.100.10:80/tcp"].proxy_protocol, ProxyProtocol::Off);
+    }
+
+    fn build_with(yaml: &str, addresses: model::addresses::AddressPolicy) -> model::Build {
+        let mut set = manifests::ObjectSet::default();
+        manifests::load_text(Path::new("t.yaml"), yaml, &mut set);
+        model::build(&set, &model::BuildOptions { addresses, ..Default::default() })
+    }
+
+    fn errors(b: &model::Build) -> Vec<String> {
+        b.errors.iter().map(ToString::to_string).collect()
+    }
+
+    /// Issue #17, item 5: a VIP outside every --vip-pool, a special-purpose VIP and a node
+    /// address are rejected on their Service, naming the field the VIP came from.
+    #[test]
+    fn vips_outside_the_pools_special_or_of_the_node_are_rejected() {
+        use model::addresses::AddressPolicy;
+        let pool = |p: &str| AddressPolicy { vip_pools: vec![p.parse().unwrap()], ..Default::default() };
+        assert!(build_with(SVC, pool("198.18.100.0/24")).errors.is_empty(), "inside the pool");
+        let b = build_with(SVC, pool("198.18.200.0/24"));
+        assert_eq!(
+            errors(&b),
+            ["Service shop/web: spec.loadBalancerIP: 198.18.100.10 is outside every --vip-pool (198.18.200.0/24)"]
+        );
+        assert!(b.model.listeners.is_empty());
+        for (vip, class) in [("127.0.0.5", "loopback"), ("169.254.169.254", "link-local"), ("224.0.0.5", "multicast")] {
+            let b = build(&SVC.replace("198.18.100.10", vip));
+            assert_eq!(
+                errors(&b),
+                [format!("Service shop/web: spec.loadBalancerIP: {vip} is never a VIP ({class} address)")],
+                "no pool given: still refused"
+            );
+        }
+        let from_status = SVC.replace("  loadBalancerIP: 198.18.100.10\n", "").replacen(
+            "---",
+            "status: {loadBalancer: {ingress: [{ip: \"::\"}]}}\n---",
+            1,
+        );
+        assert_eq!(
+            errors(&build(&from_status)),
+            ["Service shop/web: status.loadBalancer.ingress[].ip: :: is never a VIP (unspecified address)"]
+        );
+        let node = AddressPolicy { node_addresses: ["198.18.100.10".parse().unwrap()].into(), ..Default::default() };
+        assert_eq!(
+            errors(&build_with(SVC, node)),
+            [
+                "Service shop/web: spec.loadBalancerIP: 198.18.100.10 is an address of this node: the datapath would take the node's own traffic"
+            ]
+        );
+    }
+
+    /// Issue #17, item 5: of two Services on one VIP:port/protocol the older keeps it, whatever
+    /// their names (before, name order decided: `aaa` took it from the older `zzz`).
+    #[test]
+    fn the_older_service_keeps_a_contested_listener() {
+        let svc = |name: &str, created: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop, creationTimestamp: \"{created}\"}}\nspec: {{type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{{port: 80}}]}}\n---\n"
+            )
+        };
+        let yaml = svc("aaa", "2024-02-01T00:00:00Z") + &svc("zzz", "2024-01-01T00:00:00Z");
+        let b = build(&yaml);
+        assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].source.name, "zzz");
+        assert_eq!(
+            errors(&b),
+            [
+                "Service shop/aaa: spec.ports: VIP conflict: 198.18.100.10:80/tcp is already served for Service shop/zzz, which is older (created 2024-01-01T00:00:00Z, this one 2024-02-01T00:00:00Z)"
+            ]
+        );
+        // The same second: namespace/name decides.
+        let b = build(&(svc("zzz", "2024-01-01T00:00:00Z") + &svc("aaa", "2024-01-01T00:00:00Z")));
+        assert_eq!(b.model.listeners["198.18.100.10:80/tcp"].source.name, "aaa");
+        assert!(errors(&b)[0].contains("created at the same time"), "{:?}", b.errors);
+    }
+
+    /// Issue #17, item 5: loopback, link-local, unspecified and multicast endpoints are not
+    /// served (they would reach the node's own ports); the rest of the Service is, and a
+    /// notice names the Service and the address. L4 and L7 listeners alike.
+    #[test]
+    fn refused_endpoint_addresses_are_dropped_with_a_notice() {
+        let yaml = SVC
+            .replace("- addresses: [198.18.11.2]\n", "- addresses: [198.18.11.2]\n- addresses: [127.0.0.1]\n- addresses: [169.254.0.9]\n")
+            .replace(
+                "metadata: {name: web, namespace: shop}",
+                "metadata:\n  name: web\n  namespace: shop\n  annotations: {service.beta.kubernetes.io/alibaba-cloud-loadbalancer-protocol-port: \"http:80,udp:53\"}",
+            );
+        let b = build(&yaml);
+        assert!(b.errors.is_empty(), "{:?}", b.errors);
+        let udp: Vec<String> =
+            b.model.listeners["198.18.100.10:53/udp"].backends.iter().map(|b| b.addr.to_string()).collect();
+        assert_eq!(udp, ["198.18.11.2", "198.18.12.2"]);
+        let l7 = &b.model.l7["198.18.100.10:80/http"];
+        let http: Vec<String> = l7.routes[0].upstreams[0].endpoints.iter().map(|e| e.addr.ip().to_string()).collect();
+        assert_eq!(http, ["198.18.11.2", "198.18.12.2"]);
+        let notes: Vec<String> = b.notices.iter().map(ToString::to_string).collect();
+        assert!(
+            notes.contains(&"Service shop/web: EndpointSlice shop/web-1: endpoints[1].addresses[0]: 127.0.0.1 is not served (loopback address)".to_string()),
+            "{notes:?}"
+        );
+        assert!(notes.iter().any(|n| n.contains("169.254.0.9 is not served (link-local address)")), "{notes:?}");
     }
 
     #[test]

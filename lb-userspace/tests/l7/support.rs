@@ -184,7 +184,10 @@ pub fn build(yaml: &str) -> model::Build {
     let mut set = manifests::ObjectSet::default();
     manifests::load_text(Path::new("test.yaml"), yaml, &mut set);
     assert!(set.errors.is_empty(), "{:?}", set.errors);
-    model::build(&set, &model::BuildOptions::default())
+    // The proxy and its backends share 127.0.0.0/8 here: loopback VIPs and endpoints are
+    // accepted for this in-process test only (lb run and lb check refuse them).
+    let addresses = model::addresses::AddressPolicy { allow_loopback: true, ..Default::default() };
+    model::build(&set, &model::BuildOptions { addresses, ..Default::default() })
 }
 
 /// A proxy whose ALB listeners bind 127.0.0.1, with `model` applied.

@@ -54,7 +54,7 @@ pub fn suite(plan: &L7Plan) -> Result<serde_json::Value> {
     // `lb run` attaches XDP to an interface: an idle veth pair no bench traffic crosses.
     let iface = "lbl7a";
     ns.ip(&["link", "add", iface, "type", "veth", "peer", "name", "lbl7b"])?;
-    ns.ip(&["addr", "add", "198.18.250.1/30", "dev", iface])?;
+    ns.ip(&["addr", "add", &format!("{}/30", peers::BACKEND_ADDR), "dev", iface])?;
     ns.ip(&["link", "set", iface, "up"])?;
     ns.ip(&["link", "set", "lbl7b", "up"])?;
     let dir = tempfile::tempdir()?;

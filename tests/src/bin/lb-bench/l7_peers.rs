@@ -20,6 +20,10 @@ use lb_tests::netns::Netns;
 pub const HOST: &str = "bench.test";
 pub const PATH: &str = "/api/bench";
 pub const BACKEND_PORT: u16 = 9000;
+/// Where every proxy reaches the backend: the bench namespace's veth address (`lb` serves no
+/// loopback endpoint: one would reach the node's own ports). The backend listens on 127.0.0.1
+/// too, for its own readiness check.
+pub const BACKEND_ADDR: &str = "198.18.250.1";
 /// What the backend answers: the readiness check looks for it through each proxy.
 pub const BODY: &str = "lb-bench backend: a fixed 200 response of about one hundred bytes, no more.\n";
 
@@ -153,7 +157,7 @@ pub fn certificate(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
 pub fn backend(ns: &Netns, cpu: usize, dir: &Path) -> Result<Proc> {
     let d = prefix(dir, "backend")?;
     let conf = format!(
-        "{}http {{\n  access_log off;\n{}  server {{\n    listen 127.0.0.1:{BACKEND_PORT} backlog=4096;\n    keepalive_requests 100000000;\n    keepalive_timeout 300s;\n    location / {{ default_type text/plain; return 200 \"{}\"; }}\n  }}\n}}\n",
+        "{}http {{\n  access_log off;\n{}  server {{\n    listen 127.0.0.1:{BACKEND_PORT} backlog=4096;\n    listen {BACKEND_ADDR}:{BACKEND_PORT} backlog=4096;\n    keepalive_requests 100000000;\n    keepalive_timeout 300s;\n    location / {{ default_type text/plain; return 200 \"{}\"; }}\n  }}\n}}\n",
         nginx_main(&d),
         nginx_temp(&d),
         BODY.replace('\n', "\\n")
@@ -171,7 +175,7 @@ pub fn nginx_proxy(ns: &Netns, cpu: usize, dir: &Path, cert: &Path, key: &Path) 
         key.display()
     );
     let conf = format!(
-        "{main}http {{\n  access_log off;\n  keepalive_requests 100000000;\n{temp}  upstream web {{\n    server 127.0.0.1:{BACKEND_PORT};\n    keepalive 256;\n    keepalive_requests 100000000;\n    keepalive_timeout 60s;\n  }}\n  \
+        "{main}http {{\n  access_log off;\n  keepalive_requests 100000000;\n{temp}  upstream web {{\n    server {BACKEND_ADDR}:{BACKEND_PORT};\n    keepalive 256;\n    keepalive_requests 100000000;\n    keepalive_timeout 60s;\n  }}\n  \
          server {{\n    listen 127.0.0.1:{p} default_server;\n    listen 127.0.0.1:{s} ssl http2 default_server;\n{tls}    return 404;\n  }}\n  \
          server {{\n    listen 127.0.0.1:{p};\n    listen 127.0.0.1:{s} ssl http2;\n    server_name {HOST};\n{tls}    \
          location /api {{\n      proxy_pass http://web;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}\n}}\n",
@@ -218,7 +222,7 @@ pub fn haproxy(ns: &Netns, cpu: usize, dir: &Path, bundle: &Path) -> Result<Proc
          defaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n  timeout http-keep-alive 60s\n  option forwardfor\n  http-reuse always\n\
          frontend bench\n  bind 127.0.0.1:{p}\n  bind 127.0.0.1:{s} ssl crt {bundle} alpn h2,http/1.1 ssl-min-ver TLSv1.2\n  \
          acl host hdr(host),field(1,:) -i {HOST}\n  acl api path_beg /api\n  use_backend web if host api\n  http-request return status 404 if !host or !api\n\
-         backend web\n  server b1 127.0.0.1:{BACKEND_PORT}\n",
+         backend web\n  server b1 {BACKEND_ADDR}:{BACKEND_PORT}\n",
         d = d.display(),
         bundle = bundle.display()
     );
@@ -268,7 +272,7 @@ kind: EndpointSlice
 metadata: {{name: web-1, namespace: bench, labels: {{kubernetes.io/service-name: web}}}}
 addressType: IPv4
 ports: [{{name: http, port: {BACKEND_PORT}, protocol: TCP}}]
-endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
+endpoints: [{{addresses: ["{BACKEND_ADDR}"], conditions: {{ready: true}}}}]
 ---
 apiVersion: v1
 kind: Secret
