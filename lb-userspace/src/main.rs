@@ -104,7 +104,7 @@ enum Command {
         /// VIP but those always refused (loopback, link-local, multicast, unspecified,
         /// broadcast, the node's own addresses).
         #[arg(long = "vip-pool", value_name = "CIDR", env = "LB_VIP_POOLS", value_delimiter = ',', value_parser = parse_pool)]
-        vip_pools: Vec<ipnet::IpNet>,
+        vip_pools: Vec<Option<ipnet::IpNet>>,
         /// How often a manifest directory is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
@@ -193,7 +193,7 @@ enum Command {
         /// VIP but those always refused (loopback, link-local, multicast, unspecified,
         /// broadcast, the node's own addresses).
         #[arg(long = "vip-pool", value_name = "CIDR", env = "LB_VIP_POOLS", value_delimiter = ',', value_parser = parse_pool)]
-        vip_pools: Vec<ipnet::IpNet>,
+        vip_pools: Vec<Option<ipnet::IpNet>>,
         /// The node's own addresses, never a VIP (repeatable; `lb run` reads them from the
         /// node's interfaces). None given: that check is skipped.
         #[arg(long = "node-address", value_name = "ADDRESS", value_delimiter = ',')]
@@ -214,12 +214,17 @@ fn parse_range(s: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
-/// A `--vip-pool`: a prefix, or one address (a /32 or /128).
-fn parse_pool(s: &str) -> Result<ipnet::IpNet, String> {
+/// A `--vip-pool`: a prefix, or one address (a /32 or /128); empty is none (an empty
+/// `LB_VIP_POOLS`, as the ConfigMap ships it).
+fn parse_pool(s: &str) -> Result<Option<ipnet::IpNet>, String> {
     let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
     s.parse::<ipnet::IpNet>()
         .map(|p| p.trunc())
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(Some)
         .map_err(|_| format!("{s:?} is not a CIDR prefix (e.g. 198.51.100.0/24, 2001:db8:1::/64)"))
 }
 
@@ -321,7 +326,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 },
                 build: model::BuildOptions {
                     node_name,
-                    addresses: model::addresses::AddressPolicy { vip_pools, ..Default::default() },
+                    addresses: model::addresses::AddressPolicy {
+                        vip_pools: vip_pools.into_iter().flatten().collect(),
+                        ..Default::default()
+                    },
                 },
                 admin,
                 l7_bind,
@@ -357,7 +365,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => {
             let sizes = dataplane::Options { backend_table_entries, max_backends, ..Default::default() };
             let addresses = model::addresses::AddressPolicy {
-                vip_pools,
+                vip_pools: vip_pools.into_iter().flatten().collect(),
                 node_addresses: node_addresses.into_iter().collect(),
                 allow_loopback: false,
             };

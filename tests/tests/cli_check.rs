@@ -218,6 +218,10 @@ fn the_examples_fit_their_documented_pools() {
             .iter()
             .all(|e| e["reason"].as_str().unwrap().contains("outside every --vip-pool"))
     );
+    // The ConfigMap ships LB_VIP_POOLS empty: no pool.
+    let out =
+        Command::new(lb_bin()).args(["check", "--manifests"]).arg(&examples).env("LB_VIP_POOLS", "").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// Issue #17, item 5: of two Services on one VIP:port/protocol the older keeps it and the
