@@ -207,6 +207,32 @@ async fn an_invalid_annotation_is_one_event() {
     assert!(note.contains("4000") && note.contains("3600"), "{note}");
 }
 
+/// Issue #17, item 5: a Service whose VIP lies outside every --vip-pool is rejected at run
+/// time with a Warning Event that says why (the same build and report the agent runs).
+#[tokio::test]
+async fn a_vip_outside_the_pools_is_an_event() {
+    let fake = FakeApi::new();
+    let mut src = KubeSource::new(fake.client(), opts(true));
+    let set = next(&mut src).await;
+    let addresses =
+        model::addresses::AddressPolicy { vip_pools: vec!["198.51.100.0/24".parse().unwrap()], ..Default::default() };
+    let build = model::build(&set, &BuildOptions { node_name: Some("node-a".into()), addresses });
+    src.report(&build.errors, &build.model);
+    assert!(build.model.listeners.is_empty(), "{:?}", build.model.listeners);
+    wait_for(&fake, "the web Service's Event", |f| {
+        f.requests_to(Method::POST, "/events")
+            .iter()
+            .any(|e| e.body.as_ref().is_some_and(|b| b["regarding"]["name"] == "web"))
+    })
+    .await;
+    let events = fake.requests_to(Method::POST, "/events");
+    let web = events.iter().find_map(|e| e.body.as_ref().filter(|b| b["regarding"]["name"] == "web")).unwrap();
+    assert_eq!(web["type"], "Warning");
+    assert_eq!(web["reason"], "VipNotAllowed");
+    assert_eq!(web["regarding"]["namespace"], "default");
+    assert_eq!(web["note"], "spec.loadBalancerIP: 192.0.2.10 is outside every --vip-pool (198.51.100.0/24)");
+}
+
 #[tokio::test]
 async fn status_is_patched_once_and_not_repeated() {
     let fake = FakeApi::new();

@@ -66,6 +66,12 @@ impl EventWriter {
 pub fn event_reason(field: &str, reason: &str) -> &'static str {
     if reason.contains("already served for") {
         "ListenerConflict"
+    } else if reason.contains("never a VIP")
+        || reason.contains("outside every --vip-pool")
+        || reason.contains("address of this node")
+    {
+        // model::addresses::VipRefused: the VIP is not one this node may serve.
+        "VipNotAllowed"
     } else if reason.contains("not loaded into the datapath") {
         // Valid, but the node's datapath could not take it (dataplane::Rejected).
         "NotLoaded"
@@ -137,6 +143,15 @@ mod tests {
         assert_eq!(event_reason(clb, "4000 is outside 0..=3600"), "InvalidAnnotation");
         assert_eq!(event_reason("metadata.annotations[lb.dev/endpoint-weights]", "x"), "InvalidAnnotation");
         assert_eq!(event_reason("spec.loadBalancerIP", "no VIP"), "InvalidSpec");
+        let refused = [
+            "127.0.0.5 is never a VIP (loopback address)",
+            "198.18.1.1 is outside every --vip-pool (10.0.0.0/8)",
+            "10.0.0.1 is an address of this node: the datapath would take the node's own traffic",
+        ];
+        for reason in refused {
+            assert_eq!(event_reason("spec.loadBalancerIP", reason), "VipNotAllowed", "{reason}");
+            assert_eq!(event_reason("status.loadBalancer.ingress[].ip", reason), "VipNotAllowed", "{reason}");
+        }
         assert_eq!(event_reason("spec.ports", "10.0.0.1:80/Tcp is already served for Service a/b"), "ListenerConflict");
         let full = "listener 10.0.0.1:80/tcp not loaded into the datapath: backend table full (16381 entries needed, 0 free): raise --backend-table-entries; not served";
         assert_eq!(event_reason("spec.ports", full), "NotLoaded");
