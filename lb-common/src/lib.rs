@@ -491,6 +491,8 @@ pub mod stat {
     pub const DROP_NO_SNAT_ADDR: u32 = 9;
     pub const PASS_FRAGMENT: u32 = 10;
     pub const PASS_MALFORMED: u32 = 11;
+    /// Frames sent back out of the interface they arrived on (a hairpin, a SYN cookie's
+    /// SYN-ACK): through the devmap where the interface is in it, else XDP_TX.
     pub const TX: u32 = 12;
     pub const REDIRECT: u32 = 13;
     pub const DROP_ACL: u32 = 14;

@@ -121,13 +121,18 @@ impl Ctx for XdpContext {
     #[inline(always)]
     fn send(&self, ifindex: u32, resolved: bool, bytes: u64) -> u32 {
         if resolved {
-            if ifindex == Ctx::ingress_ifindex(self) {
+            // Back out of the interface it came in on through the devmap too, not XDP_TX: a
+            // veth (a kind or container node's NIC) kicks its peer's receive only for frames
+            // redirected to it, unless the peer runs XDP itself; XDP_TX frames wait there
+            // until other traffic flushes them.
+            let back = ifindex == Ctx::ingress_ifindex(self);
+            if let Ok(action) = TX_PORTS.redirect(ifindex, 0) {
+                count(if back { stat::TX } else { stat::REDIRECT }, bytes);
+                return action;
+            }
+            if back {
                 count(stat::TX, bytes);
                 return xdp_action::XDP_TX;
-            }
-            if let Ok(action) = TX_PORTS.redirect(ifindex, 0) {
-                count(stat::REDIRECT, bytes);
-                return action;
             }
         }
         handoff(self, ifindex, resolved, bytes)

@@ -2,6 +2,8 @@
 //! state, only a valid cookie's ACK opening a flow (sent on as the backend's SYN), the
 //! backend's SYN-ACK turned into the handshake's last ACK, and the sequence shift between
 //! the two for the flow's life; IPv6, and a PROXY v2 listener whose header rides that ACK.
+//! Answers go back out of the interface they came in on by the devmap (`xdp_tx` counts
+//! them).
 use std::net::IpAddr;
 
 use lb_tests::{
@@ -21,7 +23,6 @@ use lb_userspace::{
 
 use super::{B1, Bench, CLIENT, Fixture, VIP, XDP_DROP, XDP_REDIRECT, be, v6};
 
-const XDP_TX: u32 = 3;
 /// The backend's ISN in its SYN-ACK.
 const BACKEND_ISN: u32 = 4999;
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
@@ -74,7 +75,7 @@ pub fn syn_cookies_answer_syns_and_only_a_valid_cookie_opens_a_flow() -> Fixture
     let flow = Flow::new(CLIENT, 46000, VIP, 80);
     let syn = Frame::tcp(flow, SYN).seq_ack(1000, 0).options(&syn_options(1460));
     let steps: Vec<Step<Bench>> = vec![
-        packet("SYN", Client, syn.bytes(), XDP_TX, parsed(answered(flow, 1460))),
+        packet("SYN", Client, syn.bytes(), XDP_REDIRECT, parsed(answered(flow, 1460))),
         then("no state for a SYN", |t: &mut Bench, _| {
             let stats = t.dp.stats().unwrap();
             assert_eq!(stats.packets("syncookies_sent"), 1, "{stats:?}");
@@ -99,7 +100,7 @@ pub fn syn_cookies_answer_syns_and_only_a_valid_cookie_opens_a_flow() -> Fixture
             "backend SYN-ACK",
             Backend,
             from_backend("ACK with the cookie", SYN | ACK, BACKEND_ISN, 1001, b""),
-            XDP_TX,
+            XDP_REDIRECT,
             parsed(|p, s| {
                 assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
                 assert_eq!(p.flow, s.parsed("ACK with the cookie").flow, "back to the backend, from the SNAT port");
@@ -147,7 +148,7 @@ pub fn syn_cookies_answer_syns_and_only_a_valid_cookie_opens_a_flow() -> Fixture
             "backend SYN-ACK again (its ACK was lost)",
             Backend,
             from_backend("ACK with the cookie", SYN | ACK, BACKEND_ISN, 1001, b""),
-            XDP_TX,
+            XDP_REDIRECT,
             parsed(|p, _| assert_eq!((p.tcp_flags, p.seq, p.ack), (ACK, 1001, BACKEND_ISN + 1))),
         ),
         then("counted", |t: &mut Bench, _| {
@@ -179,7 +180,13 @@ pub fn syn_cookies_ipv6_and_proxy_v2() -> Fixture {
     let f6 = Flow::new(client6, 46000, vip6, 80);
     let fpp = Flow::new(CLIENT, 46001, VIP, 81);
     let steps: Vec<Step<Bench>> = vec![
-        packet("v6 SYN", Client, Frame::tcp(f6, SYN).seq_ack(1000, 0).bytes(), XDP_TX, parsed(answered(f6, 1440))),
+        packet(
+            "v6 SYN",
+            Client,
+            Frame::tcp(f6, SYN).seq_ack(1000, 0).bytes(),
+            XDP_REDIRECT,
+            parsed(answered(f6, 1440)),
+        ),
         packet(
             "v6 ACK with the cookie",
             Client,
@@ -193,7 +200,7 @@ pub fn syn_cookies_ipv6_and_proxy_v2() -> Fixture {
             "pp SYN",
             Client,
             Frame::tcp(fpp, SYN).seq_ack(1000, 0).bytes(),
-            XDP_TX,
+            XDP_REDIRECT,
             parsed(answered(fpp, 1460 - 28)),
         ),
         packet(
@@ -207,7 +214,7 @@ pub fn syn_cookies_ipv6_and_proxy_v2() -> Fixture {
             "pp backend SYN-ACK",
             Backend,
             from_backend("pp ACK with the cookie", SYN | ACK, BACKEND_ISN, 1001, b""),
-            XDP_TX,
+            XDP_REDIRECT,
             parsed(|p, _| {
                 assert!(p.ip_csum_ok && p.l4_csum_ok, "{p:?}");
                 assert_eq!((p.tcp_flags & ACK, p.seq, p.ack), (ACK, 1001, BACKEND_ISN + 1), "{p:?}");

@@ -90,6 +90,18 @@ impl Bed {
         listeners: usize,
         servers: impl FnOnce(&Topology, &Path) -> Result<T>,
     ) -> Result<(Bed, T)> {
+        Bed::start_args(shape, backends, services, listeners, &[], servers)
+    }
+
+    /// [`Bed::start`] with `lb run` options `args`.
+    pub fn start_args<T>(
+        shape: Shape,
+        backends: usize,
+        services: &[String],
+        listeners: usize,
+        args: &[&str],
+        servers: impl FnOnce(&Topology, &Path) -> Result<T>,
+    ) -> Result<(Bed, T)> {
         let topo = Topology::shaped(shape, backends)?;
         let work = tempfile::tempdir()?;
         let peers = servers(&topo, work.path())?;
@@ -99,7 +111,7 @@ impl Bed {
             fs::write(manifests.join(format!("svc{i}.yaml")), s)?;
         }
         let daemon =
-            Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), listeners, work.path(), &topo.lb_args(&[]))?;
+            Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), listeners, work.path(), &topo.lb_args(args))?;
         Ok((Bed { topo, daemon, work }, peers))
     }
 
