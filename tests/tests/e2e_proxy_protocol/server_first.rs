@@ -122,7 +122,20 @@ pub fn server_first_protocol_gets_the_header_first_under_loss(shape: Shape) {
         })
         .collect();
     for h in handles {
-        h.join().unwrap().unwrap();
+        if let Err(e) = h.join().unwrap() {
+            // What each side holds of the stuck connection tells a lost handshake (no
+            // socket on the backend: its SYN-ACK retries ran out) from a datapath fault.
+            for (who, ns) in [("client", &bed.topo.client), ("backend", &bed.topo.backends[0])] {
+                for cmd in [&["ss", "-tanoi"][..], &["nstat", "-a"][..]] {
+                    if let Ok(o) = ns.exec(cmd) {
+                        eprintln!("{who} {}:\n{}", cmd[0], String::from_utf8_lossy(&o.stdout));
+                    }
+                }
+            }
+            let names = ["pp_inserted", "drop_pp", "drop_pp_tc", "drop_half_open", "drop_no_flow", "handshakes"];
+            let c = bed.stop_counter(&names);
+            panic!("{e:#}; datapath: {:?}", names.iter().zip(c).collect::<Vec<_>>());
+        }
     }
     let lost = dropped(&bed.topo.backends[0]);
     assert!(lost > 10, "the loss rules dropped {lost} segments");
