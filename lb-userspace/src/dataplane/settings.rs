@@ -91,6 +91,12 @@ impl Dataplane {
         config.set(0, cfg, 0).map_err(map_err(names::CONFIG))
     }
 
+    /// Change when SYNs are answered with cookies (flows already open are not touched).
+    pub fn set_syn_cookies(&mut self, cookies: SynCookies) -> Result<()> {
+        self.config.syn_cookie_mode = cookies.mode();
+        self.write_config()
+    }
+
     /// The datapath runs on `iface` now: cookie flows' MSS stays within its MTU.
     pub(super) fn fit_mtu_of(&mut self, iface: &str) -> Result<()> {
         let Some(mtu) = std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))

@@ -41,7 +41,7 @@ use lb_tests::{
     testbed::{Bed, listener, model},
 };
 use lb_userspace::{
-    dataplane::{Dataplane, Options},
+    dataplane::{Dataplane, Options, SynCookies},
     model::{Acl, AclBinding, AclMode, Model, ObjectRef, Protocol, ProxyProtocol, Scheduler},
 };
 
@@ -55,6 +55,7 @@ use crate::{
 const XDP_CASES: usize = 30_000;
 const TC_CASES: usize = 20_000;
 const HANDOFF_CASES: usize = 10_000;
+const COOKIE_CASES: usize = 10_000;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
@@ -73,20 +74,27 @@ const B62: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 3);
 /// Both interfaces XDP ports: `lb_xdp` on either side.
 #[test]
 fn xdp_mutated_frames() {
-    fuzz("xdp_mutated_frames", Shape::Xdp, XDP_CASES);
+    fuzz("xdp_mutated_frames", Shape::Xdp, XDP_CASES, SynCookies::Auto);
+}
+
+/// Both interfaces XDP ports, SYN cookies always on once the flows are open: every mutated
+/// SYN goes to `lb_xdp_cookie` to be answered, every ACK for no flow has its cookie checked.
+#[test]
+fn xdp_mutated_frames_with_syn_cookies() {
+    fuzz("xdp_mutated_frames_with_syn_cookies", Shape::Xdp, COOKIE_CASES, SynCookies::Always);
 }
 
 /// Both interfaces tc devices: `lb_tc` on either side, `lb_tc_egress`.
 #[test]
 fn tc_mutated_frames() {
-    fuzz("tc_mutated_frames", Shape::Tc, TC_CASES);
+    fuzz("tc_mutated_frames", Shape::Tc, TC_CASES, SynCookies::Auto);
 }
 
 /// `a` an XDP NIC, `b` a tc device: `lb_xdp` on `a` hands frames over to tc, `lb_tc` on
 /// `b`, `lb_tc_egress` on `a`.
 #[test]
 fn xdp_handoff_mutated_frames() {
-    fuzz("xdp_handoff_mutated_frames", Shape::Handoff, HANDOFF_CASES);
+    fuzz("xdp_handoff_mutated_frames", Shape::Handoff, HANDOFF_CASES, SynCookies::Auto);
 }
 
 /// A listener of the fuzzed model.
@@ -189,7 +197,7 @@ fn palette(specs: &[Spec]) -> Palette {
 
 /// Load the datapath in a fresh namespace in `shape`, open the flows, build the corpus,
 /// fuzz, and check the end.
-fn fuzz(test: &'static str, shape: Shape, default_cases: usize) {
+fn fuzz(test: &'static str, shape: Shape, default_cases: usize, cookies: SynCookies) {
     if !privileged(test) {
         return;
     }
@@ -215,6 +223,7 @@ fn fuzz(test: &'static str, shape: Shape, default_cases: usize) {
         let mut r = Runner { dp, shape, a: ai, b: bi, b_mac, counts: Counts::default() };
         let opened = flows::open(&mut r, &specs);
         assert!(opened.len() >= 12, "{test}: the setup opened only {} flows", opened.len());
+        r.dp.set_syn_cookies(cookies).unwrap();
         let mut corpus = seeds::stateless(&specs);
         corpus.extend(flows::seeds(&opened, b_mac));
         let (world, palette) = (world(&specs), palette(&specs));
@@ -231,6 +240,9 @@ fn fuzz(test: &'static str, shape: Shape, default_cases: usize) {
             },
         );
         let counters = after::counters(&r);
+        // The new flow checked below is the half-open path's (mutated SYNs may have turned
+        // cookies on under auto).
+        r.dp.set_syn_cookies(SynCookies::Off).unwrap();
         after::still_serves(&mut r);
         eprintln!(
             "{test}: {} seeds, {} mutated cases ({} more the kernel would refuse), {} checked as not ours, {} \
