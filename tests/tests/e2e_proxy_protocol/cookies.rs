@@ -3,19 +3,13 @@
 //! datapath makes from the backend's SYN-ACK, before the client sends a byte; multi-megabyte
 //! transfers both ways keep their hashes through the sequence shift between the cookie's
 //! numbers and the backend's (and the header's), on IPv4 (v2) and IPv6 (v1).
-use std::{
-    io::{Read, Write},
-    net::{IpAddr, SocketAddr},
-};
+use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Result, bail};
-use lb_tests::{
-    ppserver::{self, FNV_START, fnv, stream_bytes},
-    topology::Shape,
-};
+use lb_tests::{ppserver, topology::Shape};
 
 use crate::{
-    server_first::server_first,
+    server_first::{server_first, transfer_both_ways},
     support::{Bed, ready, service},
 };
 
@@ -58,36 +52,7 @@ pub fn syn_cookie_flows_carry_the_header_and_bulk_data(shape: Shape) {
                 if (src, v) != (local, version) {
                     bail!("{to}: header said {src} v{v}, want {local} v{version}");
                 }
-                let mut h = FNV_START;
-                w.write_all(format!("UP {SIZE}\n").as_bytes())?;
-                stream_bytes(SIZE, 42, |b| {
-                    h = fnv(b, h);
-                    Ok(w.write_all(b)?)
-                })?;
-                let mut line = String::new();
-                std::io::BufRead::read_line(&mut r, &mut line)?;
-                if line.trim() != format!("OK {h:016x}") {
-                    bail!("{to}: upload of {SIZE} bytes: {line:?}");
-                }
-                w.write_all(format!("DOWN {SIZE} 7\n").as_bytes())?;
-                let mut want = FNV_START;
-                stream_bytes(SIZE, 7, |b| {
-                    want = fnv(b, want);
-                    Ok(())
-                })?;
-                let (mut got, mut left, mut buf) = (FNV_START, SIZE, vec![0u8; 65536]);
-                while left > 0 {
-                    let n = r.read(&mut buf[..left.min(65536)])?;
-                    if n == 0 {
-                        bail!("{to}: download cut short with {left} bytes to go");
-                    }
-                    got = fnv(&buf[..n], got);
-                    left -= n;
-                }
-                if got != want {
-                    bail!("{to}: download of {SIZE} bytes differs");
-                }
-                Ok(())
+                transfer_both_ways(to, &mut r, &mut w, SIZE)
             })
             .unwrap_or_else(|e| {
                 let c = bed.stop_counter(&DEBUG);

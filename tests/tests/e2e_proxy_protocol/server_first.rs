@@ -143,6 +143,41 @@ pub fn server_first_protocol_gets_the_header_first_under_loss(shape: Shape) {
     assert!(c[0] >= 20 && c[1] == 0, "{c:?}");
 }
 
+/// `size` bytes up (the server's hash must match ours), then `size` bytes down (ours must
+/// match what the server sent), on a connection past its header.
+pub fn transfer_both_ways(to: SocketAddr, r: &mut BufReader<TcpStream>, w: &mut TcpStream, size: usize) -> Result<()> {
+    let mut h = FNV_START;
+    w.write_all(format!("UP {size}\n").as_bytes())?;
+    stream_bytes(size, 42, |b| {
+        h = fnv(b, h);
+        Ok(w.write_all(b)?)
+    })?;
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    if line.trim() != format!("OK {h:016x}") {
+        bail!("{to}: upload of {size} bytes: {line:?}");
+    }
+    w.write_all(format!("DOWN {size} 7\n").as_bytes())?;
+    let mut want = FNV_START;
+    stream_bytes(size, 7, |b| {
+        want = fnv(b, want);
+        Ok(())
+    })?;
+    let (mut got, mut left, mut buf) = (FNV_START, size, vec![0u8; 65536]);
+    while left > 0 {
+        let n = r.read(&mut buf[..left.min(65536)])?;
+        if n == 0 {
+            bail!("{to}: download cut short with {left} bytes to go");
+        }
+        got = fnv(&buf[..n], got);
+        left -= n;
+    }
+    if got != want {
+        bail!("{to}: download of {size} bytes differs");
+    }
+    Ok(())
+}
+
 pub fn multi_megabyte_transfers_keep_their_checksums(shape: Shape) {
     if !ready("multi_megabyte_transfers_keep_their_checksums", &["iptables"]) {
         return;
@@ -164,36 +199,7 @@ pub fn multi_megabyte_transfers_keep_their_checksums(shape: Shape) {
             .run(move || -> Result<()> {
                 let (local, mut r, mut w, src, _) = server_first(to)?;
                 assert_eq!(src, local);
-                // Upload: the server hashes what it got.
-                let mut h = FNV_START;
-                w.write_all(format!("UP {SIZE}\n").as_bytes())?;
-                stream_bytes(SIZE, 42, |b| {
-                    h = fnv(b, h);
-                    Ok(w.write_all(b)?)
-                })?;
-                let mut line = String::new();
-                r.read_line(&mut line)?;
-                assert_eq!(line.trim(), format!("OK {h:016x}"), "{to}: upload of {SIZE} bytes");
-                // Download: we hash what we got.
-                w.write_all(format!("DOWN {SIZE} 7\n").as_bytes())?;
-                let mut want = FNV_START;
-                stream_bytes(SIZE, 7, |b| {
-                    want = fnv(b, want);
-                    Ok(())
-                })?;
-                let mut got = FNV_START;
-                let mut buf = vec![0u8; 65536];
-                let mut left = SIZE;
-                while left > 0 {
-                    let n = r.read(&mut buf[..left.min(65536)])?;
-                    if n == 0 {
-                        bail!("{to}: download cut short with {left} bytes to go");
-                    }
-                    got = fnv(&buf[..n], got);
-                    left -= n;
-                }
-                assert_eq!(got, want, "{to}: download of {SIZE} bytes");
-                Ok(())
+                transfer_both_ways(to, &mut r, &mut w, SIZE)
             })
             .unwrap();
     }
