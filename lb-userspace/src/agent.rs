@@ -249,7 +249,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
             _ = tokio::time::sleep(opts.poll.min(opts.sweep)) => {}
         }
     }
-    proxy.shutdown();
+    proxy.shutdown_gracefully().await;
     let stats = dp.stats()?;
     println!("{}", serde_json::json!({ "stats": stats }));
     if dp.pinned() {

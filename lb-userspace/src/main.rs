@@ -140,6 +140,13 @@ enum Command {
         /// Seconds a backend's response body may send nothing before the L7 proxy cuts it off.
         #[arg(long, default_value_t = l7::limits::DEFAULT_BODY_IDLE_S)]
         l7_body_idle: u64,
+        /// Seconds a client may take to send a request's line and headers (slowloris).
+        #[arg(long, default_value_t = l7::limits::DEFAULT_HEADER_TIMEOUT_S)]
+        l7_header_timeout: u64,
+        /// Seconds requests in flight get to finish on shutdown, and on a removed endpoint
+        /// whose Ingress/Service sets no connection-drain timeout.
+        #[arg(long, default_value_t = l7::limits::DEFAULT_DRAIN_TIMEOUT_S)]
+        l7_drain_timeout: u64,
         /// Clients whose forwarding headers (X-Forwarded-*, Forwarded, X-Real-IP) the L7 proxy
         /// keeps and appends to: proxies in front of it, comma separated CIDRs. Every other
         /// client's are removed (default: none trusted).
@@ -277,6 +284,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             l7_max_body_bytes,
             l7_tunnel_idle,
             l7_body_idle,
+            l7_header_timeout,
+            l7_drain_timeout,
             l7_trusted_proxies,
         } => {
             let admin = match admin.as_str() {
@@ -339,6 +348,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     max_body_bytes: l7_max_body_bytes,
                     tunnel_idle: Duration::from_secs(l7_tunnel_idle),
                     body_idle: Duration::from_secs(l7_body_idle),
+                    header_timeout: Duration::from_secs(l7_header_timeout),
+                    drain_timeout: Duration::from_secs(l7_drain_timeout),
                 },
                 l7_trusted_proxies,
             };

@@ -1,28 +1,29 @@
 //! One request through the proxy: route it, answer redirects and fixed responses, apply
-//! the rule's filters, rewrite and forwarded headers, forward it to the chosen endpoint
-//! (pooled or fresh connections, HTTP/1.1, h2c for gRPC, TLS for HTTPS backends), retry a
-//! failed connect on another endpoint, and turn failures into 502/503/504.
+//! the rule's filters, rewrite and forwarded headers, and hand it to [`super::send`] for the
+//! chosen endpoint (pooled or fresh connections, HTTP/1.1, h2c for gRPC, TLS for HTTPS
+//! backends).
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as _, Incoming};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
+    rt::TokioExecutor,
 };
 use ipnet::IpNet;
 
 use super::matching::{self, cors_allows, host_without_port, redirects_to_https};
 use super::{
-    balance::{ActiveRequests, PickContext, endpoint_id, hash64},
+    balance::{ActiveRequests, PickContext},
     limits::Limits,
-    respond::{self, Body, BoxError, Origin},
-    router::{self, CompiledRoute, Pick, Table},
+    respond::{self, Body, Origin},
+    router::{self, CompiledRoute, Table},
     sanitize,
+    send::{forward, mirror},
+    sticky::{set_sticky, sticky_endpoint, strip_cookie_prefix},
 };
-use crate::model::l7::route::{Action, BackendProtocol, Filter, HeaderValue as Value, StickySession, SystemValue};
+use crate::model::l7::route::{Action, Filter, HeaderValue as Value, StickySession, SystemValue};
 
 /// The client connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -37,14 +38,16 @@ type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 /// Connections to backends, shared by every listener.
 pub struct Upstreams {
     /// Keep-alive pool (`backend-keepalive: true`).
-    pooled: HttpClient,
+    pub(super) pooled: HttpClient,
     /// A new connection per request (the default, as on ALB).
-    fresh: HttpClient,
+    pub(super) fresh: HttpClient,
     /// HTTP/2 (h2c) for gRPC backends, pooled.
-    h2: HttpClient,
+    pub(super) h2: HttpClient,
     pub active: ActiveRequests,
     /// When each endpoint joined (slow start).
     pub ages: super::balance::EndpointAges,
+    /// Endpoints in use, and the drain of those removed.
+    pub departures: super::drain::Departures,
 }
 
 /// Name of the cookie the proxy inserts for `sticky-session-type: insert`.
@@ -81,6 +84,7 @@ impl Upstreams {
             h2: builder().http2_only(true).build(connector()),
             active: ActiveRequests::default(),
             ages: Default::default(),
+            departures: Default::default(),
         }
     }
 }
@@ -97,7 +101,7 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Removes hop-by-hop headers, and those named in `Connection`. `te: trailers` stays (gRPC).
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -116,7 +120,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-fn is_upgrade(h: &HeaderMap) -> bool {
+pub(super) fn is_upgrade(h: &HeaderMap) -> bool {
     h.contains_key(header::UPGRADE)
         && h.get_all(header::CONNECTION)
             .iter()
@@ -331,197 +335,4 @@ fn put(h: &mut HeaderMap, name: &str, value: &str) {
     if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
         h.insert(n, v);
     }
-}
-
-/// The endpoint a sticky cookie names, if the rule is sticky.
-fn sticky_endpoint(route: &CompiledRoute, req: &matching::Request<'_>) -> Option<SocketAddr> {
-    let id = match route.route.rule.backend.sticky.as_ref()? {
-        StickySession::Insert { .. } => req.cookie(STICKY_COOKIE)?.to_owned(),
-        StickySession::Server { cookie } => req.cookie(cookie)?.split_once('~')?.0.to_owned(),
-    };
-    route.route.upstreams.iter().flat_map(|u| &u.endpoints).map(|e| e.addr).find(|a| sticky_id(*a) == id)
-}
-
-/// The cookie value naming an endpoint.
-pub fn sticky_id(addr: SocketAddr) -> String {
-    format!("{:016x}", hash64(&[&endpoint_id(addr)]))
-}
-
-/// `NAME=<id>~value` → `NAME=value` in the Cookie headers (server cookie stickiness).
-fn strip_cookie_prefix(h: &mut HeaderMap, name: &str) {
-    let values: Vec<String> = h
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .map(|kv| match kv.trim().split_once('=') {
-                    Some((k, val)) if k == name => format!("{k}={}", val.split_once('~').map_or(val, |(_, rest)| rest)),
-                    _ => kv.trim().to_owned(),
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .collect();
-    h.remove(header::COOKIE);
-    for v in values {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.append(header::COOKIE, v);
-        }
-    }
-}
-
-/// Sets or prefixes the sticky cookie on the backend's answer.
-fn set_sticky(route: &CompiledRoute, pick: Pick, resp: &mut Response<Body>) {
-    let id = sticky_id(pick.endpoint.addr);
-    match &route.route.rule.backend.sticky {
-        Some(StickySession::Insert { timeout_s }) => {
-            let v = format!("{STICKY_COOKIE}={id}; Max-Age={timeout_s}; Path=/; HttpOnly");
-            if let Ok(v) = HeaderValue::from_str(&v) {
-                resp.headers_mut().append(header::SET_COOKIE, v);
-            }
-        }
-        Some(StickySession::Server { cookie }) => {
-            let prefix = format!("{cookie}=");
-            let rewritten: Vec<HeaderValue> = resp
-                .headers()
-                .get_all(header::SET_COOKIE)
-                .iter()
-                .filter_map(|v| {
-                    let s = v.to_str().ok()?;
-                    let out = match s.strip_prefix(&prefix) {
-                        Some(rest) => format!("{prefix}{id}~{rest}"),
-                        None => s.to_owned(),
-                    };
-                    HeaderValue::from_str(&out).ok()
-                })
-                .collect();
-            resp.headers_mut().remove(header::SET_COOKIE);
-            for v in rewritten {
-                resp.headers_mut().append(header::SET_COOKIE, v);
-            }
-        }
-        None => {}
-    }
-}
-
-/// Copies of a body-less request go to the mirror targets; their answers are dropped.
-fn mirror(req: &Request<Incoming>, route: &CompiledRoute, cx: &PickContext<'_>, up: &Arc<Upstreams>) {
-    if route.route.mirrors.is_empty() || !req.body().is_end_stream() {
-        return;
-    }
-    for e in route.mirror_picks(cx) {
-        let mut copy = Request::new(respond::empty());
-        *copy.method_mut() = req.method().clone();
-        *copy.headers_mut() = req.headers().clone();
-        let Ok(uri) = upstream_uri(req.uri(), e.addr, "http") else { continue };
-        *copy.uri_mut() = uri;
-        let client = up.fresh.clone();
-        tokio::spawn(async move {
-            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(30), client.request(copy)).await {
-                let _ = r.into_body().collect().await;
-            }
-        });
-    }
-}
-
-fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::Error> {
-    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-    Uri::builder().scheme(scheme).authority(addr.to_string()).path_and_query(pq).build()
-}
-
-/// Sends the prepared request to `pick` (and to one other endpoint when the connection
-/// could not be made and the body can be resent), within `timeout`.
-async fn forward(
-    req: Request<Incoming>,
-    route: &CompiledRoute,
-    pick: Pick,
-    cx: &PickContext<'_>,
-    up: &Arc<Upstreams>,
-    timeout: Duration,
-    limits: Limits,
-) -> Response<Body> {
-    let backend = &route.route.rule.backend;
-    let (scheme, client) = match backend.protocol {
-        BackendProtocol::Http => ("http", if backend.keepalive { &up.pooled } else { &up.fresh }),
-        BackendProtocol::Https => ("https", if backend.keepalive { &up.pooled } else { &up.fresh }),
-        BackendProtocol::Grpc => ("http", &up.h2),
-    };
-    let upgrade = is_upgrade(req.headers());
-    let (mut parts, body) = req.into_parts();
-    let on_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
-    let resendable = body.is_end_stream();
-    let version = if backend.protocol == BackendProtocol::Grpc { Version::HTTP_2 } else { Version::HTTP_11 };
-    parts.version = version;
-    let upgrade_client = if upgrade { &up.fresh } else { client };
-    let send = |mut p: http::request::Parts, addr: SocketAddr, body: Body| {
-        p.uri = upstream_uri(&p.uri, addr, scheme).unwrap_or_default();
-        let guard = up.active.track(addr);
-        let fut = upgrade_client.request(Request::from_parts(p, body));
-        async move {
-            let r = fut.await;
-            drop(guard);
-            r
-        }
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut addr = pick.endpoint.addr;
-    // Kept only when the request could be sent again (no body).
-    let saved = resendable.then(|| parts.clone());
-    let mut result = tokio::time::timeout_at(
-        deadline,
-        send(parts, addr, Limited::new(body, limits.max_body_bytes as usize).map_err(BoxError::from).boxed()),
-    )
-    .await;
-    if let Some(saved) = saved
-        && let Ok(Err(e)) = &result
-        && e.is_connect()
-        && let Some(other) = route.retry_pick(cx, pick.upstream, addr)
-    {
-        tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
-        addr = other.addr;
-        result = tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())).await;
-    }
-    match result {
-        // The answer names no backend and no internal error: those go to the log.
-        Err(_) => {
-            tracing::info!(backend = %addr, timeout_s = timeout.as_secs(), "backend did not answer in time: 504");
-            respond::error(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("the backend did not answer within {}s", timeout.as_secs()),
-            )
-        }
-        Ok(Err(e)) => {
-            tracing::info!(backend = %addr, error = %error_text(&e), "backend request failed: 502");
-            respond::error(StatusCode::BAD_GATEWAY, "the backend could not be reached")
-        }
-        Ok(Ok(mut resp)) => {
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(client_side) = on_upgrade
-            {
-                let backend_side = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
-                        super::limits::tunnel(TokioIo::new(c), TokioIo::new(b), limits.tunnel_idle).await;
-                    }
-                });
-                let (p, _) = resp.into_parts();
-                return Response::from_parts(p, respond::empty());
-            }
-            strip_hop_by_hop(resp.headers_mut());
-            resp.map(|b| super::limits::IdleBody::new(b, limits.body_idle).boxed())
-        }
-    }
-}
-
-fn error_text(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }

@@ -1,8 +1,8 @@
 //! The proxy's own limits, so that one abusive client or a flood cannot exhaust the node:
-//! open connections per listener and per client address, the request body size, how long a
-//! backend's response body may stall, and how long an upgraded tunnel (WebSocket) may stay
-//! silent. Defaults are in [`Limits::default`]
-//! and `docs/l7.md`.
+//! open connections per listener and per client address, how long request headers may take,
+//! the request body size, how long a body may stall either way, how long an upgraded tunnel
+//! (WebSocket) may stay silent, and how long draining may take. Defaults are in
+//! [`Limits::default`] and `docs/l7.md`.
 use std::{
     collections::HashMap,
     net::IpAddr,
@@ -30,8 +30,15 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// An upgraded connection (WebSocket tunnel) silent both ways this long is closed.
     pub tunnel_idle: Duration,
-    /// A backend's response body that sends nothing for this long is cut off.
+    /// A body that moves nothing for this long is cut off: a backend's response body that
+    /// sends nothing, a client's request body that sends nothing, a client that reads nothing
+    /// of its answer.
     pub body_idle: Duration,
+    /// Request line and headers must arrive within this (slowloris).
+    pub header_timeout: Duration,
+    /// On shutdown, and for a removed endpoint without `connection-drain`, requests in flight
+    /// get this long to finish before they are closed.
+    pub drain_timeout: Duration,
 }
 
 /// Default of [`Limits::max_connections`] (`lb run --l7-max-connections`).
@@ -44,6 +51,10 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 << 20;
 pub const DEFAULT_TUNNEL_IDLE_S: u64 = 300;
 /// Default of [`Limits::body_idle`] in seconds (`--l7-body-idle`).
 pub const DEFAULT_BODY_IDLE_S: u64 = 60;
+/// Default of [`Limits::header_timeout`] in seconds (`--l7-header-timeout`).
+pub const DEFAULT_HEADER_TIMEOUT_S: u64 = 30;
+/// Default of [`Limits::drain_timeout`] in seconds (`--l7-drain-timeout`).
+pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -53,6 +64,8 @@ impl Default for Limits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             tunnel_idle: Duration::from_secs(DEFAULT_TUNNEL_IDLE_S),
             body_idle: Duration::from_secs(DEFAULT_BODY_IDLE_S),
+            header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_S),
+            drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_S),
         }
     }
 }
@@ -72,6 +85,11 @@ pub struct Admitted {
 impl ConnectionGate {
     pub fn new(limits: Limits) -> Arc<ConnectionGate> {
         Arc::new(ConnectionGate { limits, open: Mutex::new((0, HashMap::new())) })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
     /// A place for a connection from `client`, or `None` when the listener or the client
@@ -154,9 +172,9 @@ where
     }
 }
 
-/// Copies both ways between `a` and `b` until either side closes or nothing moved for
-/// `idle`.
-pub async fn tunnel<A, B>(a: A, b: B, idle: Duration)
+/// Copies both ways between `a` and `b` until either side closes, nothing moved for
+/// `idle`, or `cut` resolves (the endpoint's drain time is over).
+pub async fn tunnel<A, B>(a: A, b: B, idle: Duration, cut: impl Future<Output = ()>)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -177,6 +195,7 @@ where
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
         _ = watchdog => tracing::debug!(?idle, "tunnel idle: closed"),
+        _ = cut => tracing::debug!("tunnel to a removed endpoint: closed after its drain time"),
     }
 }
 
@@ -205,6 +224,87 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A client connection that records since when its writes have been blocked (the client
+/// reads nothing of its answer).
+pub struct WriteWatch<T> {
+    io: T,
+    start: Instant,
+    /// Milliseconds since `start` when a write first found the socket full; `u64::MAX`: not
+    /// blocked.
+    blocked: Arc<AtomicU64>,
+}
+
+impl<T> WriteWatch<T> {
+    pub fn new(io: T) -> (WriteWatch<T>, Blocked) {
+        let start = Instant::now();
+        let blocked = Arc::new(AtomicU64::new(u64::MAX));
+        (WriteWatch { io, start, blocked: blocked.clone() }, Blocked { start, blocked })
+    }
+
+    fn record<R>(&self, r: &Poll<R>) {
+        match r {
+            Poll::Pending => {
+                let now = self.start.elapsed().as_millis() as u64;
+                let _ = self.blocked.compare_exchange(u64::MAX, now, Ordering::Relaxed, Ordering::Relaxed);
+            }
+            Poll::Ready(_) => self.blocked.store(u64::MAX, Ordering::Relaxed),
+        }
+    }
+}
+
+/// How long a [`WriteWatch`]'s writes have been blocked.
+pub struct Blocked {
+    start: Instant,
+    blocked: Arc<AtomicU64>,
+}
+
+impl Blocked {
+    pub fn for_how_long(&self) -> Duration {
+        match self.blocked.load(Ordering::Relaxed) {
+            u64::MAX => Duration::ZERO,
+            since => self.start.elapsed().saturating_sub(Duration::from_millis(since)),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteWatch<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteWatch<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, data);
+        self.record(&r);
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.record(&r);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.record(&r);
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

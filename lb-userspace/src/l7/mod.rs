@@ -5,6 +5,7 @@
 //! one without touching the others, and a listener whose new settings are bad keeps its
 //! last good ones.
 pub mod balance;
+pub mod drain;
 pub mod forward;
 pub mod gzip;
 pub mod limits;
@@ -12,12 +13,15 @@ pub mod matching;
 pub mod respond;
 pub mod router;
 pub mod sanitize;
+pub mod send;
 pub mod server;
+pub mod sticky;
 
 use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
+    time::Duration,
 };
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -103,6 +107,13 @@ impl Proxy {
                 .flat_map(|u| &u.endpoints)
                 .map(|e| e.addr),
         );
+        let drain = self.limits.drain_timeout;
+        self.upstreams.departures.update(wanted.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).flat_map(
+            |r| {
+                let d = r.rule.backend.drain_timeout_s.map_or(drain, |s| Duration::from_secs(u64::from(s)));
+                r.upstreams.iter().flat_map(|u| &u.endpoints).map(move |e| (e.addr, d))
+            },
+        ));
         let gone: Vec<String> = self.running.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
         for key in gone {
             if let Some(r) = self.running.remove(&key) {
@@ -175,6 +186,18 @@ impl Proxy {
     /// Stops accepting everywhere and lets connections finish.
     pub fn shutdown(&mut self) {
         self.apply(&BTreeMap::new());
+    }
+
+    /// Stops accepting everywhere, lets requests in flight finish and closes keep-alive
+    /// connections; returns when every connection is closed or the drain timeout is over
+    /// (connections still open then are closed by their own deadline).
+    pub async fn shutdown_gracefully(&mut self) {
+        let states: Vec<Arc<ListenerState>> = self.running.values().map(|r| r.state.clone()).collect();
+        self.shutdown();
+        let deadline = tokio::time::Instant::now() + self.limits.drain_timeout + Duration::from_secs(1);
+        while states.iter().any(|s| s.gate.open() > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 

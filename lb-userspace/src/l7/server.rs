@@ -1,6 +1,7 @@
 //! Listening sockets and client connections: accept, TLS handshake (ALPN h2 / http/1.1),
 //! HTTP/1.1 with keep-alive and upgrades or HTTP/2 (h2c by prior knowledge on plain
-//! listeners), the listener's idle timeout, and graceful draining when a listener is removed.
+//! listeners), the listener's idle timeout, header and write timeouts, and graceful draining
+//! (bounded by the drain timeout) when a listener is removed.
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -21,7 +22,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use super::{
     forward::{self, Conn, Upstreams},
-    limits::{ConnectionGate, Limits},
+    limits::{Blocked, ConnectionGate, Limits, WriteWatch},
     router::Table,
 };
 
@@ -141,13 +142,14 @@ pub const MAX_H2_STREAMS: u32 = 256;
 pub const MAX_H2_PENDING_RESETS: usize = 20;
 
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr, state: Arc<ListenerState>) {
+    let (stream, blocked) = WriteWatch::new(stream);
     match state.tls.load_full() {
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve(TokioIo::new(tls), Conn { client: peer, local, tls: true }, state, Some(h2)).await
+                    serve(TokioIo::new(tls), Conn { client: peer, local, tls: true }, state, Some(h2), blocked).await
                 }
                 Ok(Err(e)) => {
                     state.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
@@ -159,7 +161,7 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: Sock
                 }
             }
         }
-        None => serve(TokioIo::new(stream), Conn { client: peer, local, tls: false }, state, None).await,
+        None => serve(TokioIo::new(stream), Conn { client: peer, local, tls: false }, state, None, blocked).await,
     }
 }
 
@@ -225,7 +227,9 @@ impl Activity {
 
 /// HTTP on one connection. `alpn_h2`: what TLS negotiated (`None` on plain listeners,
 /// where h2c prior knowledge is detected from the preface when HTTP/2 is on).
-async fn serve<I>(io: TokioIo<I>, conn: Conn, state: Arc<ListenerState>, alpn_h2: Option<bool>)
+/// `blocked`: how long the client has not taken what was written to it (a slow reader is
+/// cut off after the body idle time).
+async fn serve<I>(io: TokioIo<I>, conn: Conn, state: Arc<ListenerState>, alpn_h2: Option<bool>, blocked: Blocked)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -259,7 +263,7 @@ where
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(state.limits.header_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
@@ -281,6 +285,8 @@ where
     let mut drain = state.drain.clone();
     let mut tick = tokio::time::interval(Duration::from_millis(250).min(idle));
     let mut closing = false;
+    // Set when draining starts: what is still in flight then is closed at this deadline.
+    let mut drain_deadline = None;
     loop {
         tokio::select! {
             r = served.as_mut() => {
@@ -289,15 +295,24 @@ where
                 }
                 break;
             }
-            _ = tick.tick(), if !closing => {
-                if activity.idle_for().is_some_and(|d| d >= idle) {
+            _ = tick.tick() => {
+                if blocked.for_how_long() >= state.limits.body_idle {
+                    tracing::debug!(client = %conn.client, "connection closed: the client read nothing of its answer");
+                    break;
+                }
+                if drain_deadline.is_some_and(|d| Instant::now() >= d) {
+                    tracing::debug!(client = %conn.client, "connection closed: drain time over");
+                    break;
+                }
+                if !closing && activity.idle_for().is_some_and(|d| d >= idle) {
                     closing = true;
                     served.as_mut().graceful_shutdown();
                 }
             }
-            r = drain.changed(), if !closing => {
+            r = drain.changed(), if drain_deadline.is_none() => {
                 if r.is_err() || *drain.borrow() {
                     closing = true;
+                    drain_deadline = Some(Instant::now() + state.limits.drain_timeout);
                     served.as_mut().graceful_shutdown();
                 }
             }

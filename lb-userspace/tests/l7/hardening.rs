@@ -217,7 +217,7 @@ async fn bad_backend(reply: Option<&'static [u8]>) -> Echo {
             }
         }
     });
-    Echo { addr, hits: Default::default() }
+    Echo { addr, hits: Default::default(), seen: Default::default() }
 }
 
 /// Backends that refuse connections, answer garbage or do not answer: 502 and 504 with a
@@ -227,7 +227,7 @@ async fn error_bodies_do_not_name_backends() {
     let port = free_port();
     // Nothing listens there.
     let dead_port = free_port();
-    let dead = Echo { addr: ([127, 0, 0, 1], dead_port).into(), hits: Default::default() };
+    let dead = Echo { addr: ([127, 0, 0, 1], dead_port).into(), hits: Default::default(), seen: Default::default() };
     let garbage = bad_backend(Some(b"SMTP ready 127.0.0.1\r\n\r\n")).await;
     let silent = bad_backend(None).await;
     let lp = format!("[{{\"HTTP\": {port}}}]");

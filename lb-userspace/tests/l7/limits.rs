@@ -103,7 +103,7 @@ async fn an_idle_tunnel_is_closed() {
 async fn a_stalled_response_body_is_cut_off() {
     let port = free_port();
     let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = Echo { addr: stall.local_addr().unwrap(), hits: Default::default() };
+    let backend = Echo { addr: stall.local_addr().unwrap(), hits: Default::default(), seen: Default::default() };
     tokio::spawn(async move {
         while let Ok((mut s, _)) = stall.accept().await {
             tokio::spawn(async move {
@@ -130,4 +130,108 @@ async fn a_stalled_response_body_is_cut_off() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("first part"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5), "cut off after {:?}", started.elapsed());
+}
+
+/// Request headers sent one byte at a time (slowloris): the connection is closed when the
+/// header timeout ends, with no request made of it.
+#[tokio::test]
+async fn headers_that_take_too_long_are_cut_off() {
+    let port = free_port();
+    let _p = listener(port, Limits { header_timeout: Duration::from_secs(1), ..Limits::default() }).await;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut closed_after = None;
+    for b in
+        b"GET / HTTP/1.1\r\nHost: lim.test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter().cycle().take(200)
+    {
+        if s.write_all(&[*b]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(r) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            assert!(matches!(r, Ok(0) | Err(_)) || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"));
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let after = closed_after.expect("the slow headers were never cut off");
+    assert!(after >= Duration::from_millis(900) && after < Duration::from_secs(4), "cut off after {after:?}");
+}
+
+/// A request body that stops half way: the proxy answers 408 after the body idle time
+/// instead of holding the connection and the backend's.
+#[tokio::test]
+async fn a_stalled_request_body_gets_408() {
+    let port = free_port();
+    let _p = listener(port, Limits { body_idle: Duration::from_secs(1), ..Limits::default() }).await;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let started = std::time::Instant::now();
+    let head =
+        status_line(&mut s, b"POST /upload HTTP/1.1\r\nHost: lim.test\r\nContent-Length: 100\r\n\r\nonly ten b").await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "answered after {:?}", started.elapsed());
+}
+
+/// A chunked body (no Content-Length to refuse it by) that grows past the limit gets 413, and
+/// the backend never gets a whole request.
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_gets_413() {
+    let b = echo("b", Duration::ZERO).await;
+    let port = free_port();
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "b", &[&b])
+        + &ingress(NS, "lim", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "b")]));
+    let mut p =
+        Proxy::with_limits(vec!["127.0.0.1".parse().unwrap()], Limits { max_body_bytes: 1024, ..Limits::default() });
+    assert!(p.apply(&model(&yaml).l7).is_empty());
+    let chunk = format!("400\r\n{}\r\n", "x".repeat(0x400));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let req =
+        format!("POST /upload HTTP/1.1\r\nHost: lim.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n");
+    let head = status_line(&mut s, req.as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 413"), "{head:?}");
+    assert!(b.seen().iter().all(|r| r["body_len"].as_u64() <= Some(1024)), "{:?}", b.seen());
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let req = format!("POST /upload HTTP/1.1\r\nHost: lim.test\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}0\r\n\r\n");
+    assert!(status_line(&mut s, req.as_bytes()).await.starts_with("HTTP/1.1 200"), "at the limit");
+}
+
+/// A client that asks for a large answer and reads none of it is cut off after the body idle
+/// time: it holds no backend connection and no buffers forever.
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_cut_off() {
+    let port = free_port();
+    let big = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = Echo { addr: big.local_addr().unwrap(), hits: Default::default(), seen: Default::default() };
+    let stopped = std::sync::Arc::new(tokio::sync::Notify::new());
+    let on_stop = stopped.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = big.accept().await {
+            let on_stop = on_stop.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n").await;
+                let chunk = vec![b'x'; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
+                on_stop.notify_one();
+            });
+        }
+    });
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "big", &[&backend])
+        + &ingress(NS, "big", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "big")]));
+    let limits = Limits { body_idle: Duration::from_secs(1), ..Limits::default() };
+    let mut p = Proxy::with_limits(vec!["127.0.0.1".parse().unwrap()], limits);
+    assert!(p.apply(&model(&yaml).l7).is_empty());
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: big.test\r\n\r\n").await.unwrap();
+    // The backend's connection is closed by the proxy within a few seconds of the stall.
+    tokio::time::timeout(Duration::from_secs(8), stopped.notified()).await.expect("the backend was held");
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.expect("client still held");
+    assert!(got.len() < 1 << 30, "the whole answer came through");
 }

@@ -3,6 +3,7 @@
 mod abuse;
 mod actions;
 mod balancing;
+mod drain;
 mod hardening;
 mod limits;
 mod listeners;

@@ -24,15 +24,22 @@ use hyper_util::{
 use lb_userspace::{l7::Proxy, manifests, model};
 use serde_json::{Value, json};
 
-/// A backend that answers every request with what it saw, as JSON.
+/// A backend that answers every request with what it saw, as JSON, and keeps it.
 pub struct Echo {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// What each request looked like when it arrived (the JSON answered).
+    pub seen: Arc<std::sync::Mutex<Vec<Value>>>,
 }
 
 impl Echo {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// The requests seen so far.
+    pub fn seen(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().clone()
     }
 }
 
@@ -60,17 +67,18 @@ async fn start_echo(name: String, delay: Duration, tls: Option<tokio_rustls::Tls
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (h, log) = (hits.clone(), seen.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, peer)) = listener.accept().await else { return };
-            let (name, h, tls) = (name.clone(), h.clone(), tls.clone());
+            let (name, h, tls, log) = (name.clone(), h.clone(), tls.clone(), log.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
-                    let (name, h) = (name.clone(), h.clone());
+                    let (name, h, log) = (name.clone(), h.clone(), log.clone());
                     async move {
                         h.fetch_add(1, Ordering::SeqCst);
-                        Ok::<_, Infallible>(answer(req, &name, peer, delay).await)
+                        Ok::<_, Infallible>(answer(req, &name, peer, delay, &log).await)
                     }
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());
@@ -84,10 +92,16 @@ async fn start_echo(name: String, delay: Duration, tls: Option<tokio_rustls::Tls
             });
         }
     });
-    Echo { addr, hits }
+    Echo { addr, hits, seen }
 }
 
-async fn answer(mut req: Request<Incoming>, name: &str, peer: SocketAddr, delay: Duration) -> Response<Full<Bytes>> {
+async fn answer(
+    mut req: Request<Incoming>,
+    name: &str,
+    peer: SocketAddr,
+    delay: Duration,
+    log: &std::sync::Mutex<Vec<Value>>,
+) -> Response<Full<Bytes>> {
     if req.uri().path() == "/healthz" && name.starts_with("sick") {
         return Response::builder().status(500).body(Full::new(Bytes::from_static(b"sick"))).unwrap();
     }
@@ -115,18 +129,26 @@ async fn answer(mut req: Request<Incoming>, name: &str, peer: SocketAddr, delay:
     }
     let headers: BTreeMap<String, String> =
         req.headers().iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
+    let (method, uri, version) = (req.method().as_str().to_owned(), req.uri().to_string(), req.version());
+    // The whole body is read before the answer, as an application would.
+    let Ok(received) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+        return Response::builder().status(400).body(Full::new(Bytes::from_static(b"body failed"))).unwrap();
+    };
     let body = json!({
         "backend": name,
-        "method": req.method().as_str(),
-        "uri": req.uri().to_string(),
-        "version": format!("{:?}", req.version()),
+        "method": method,
+        "uri": uri,
+        "version": format!("{version:?}"),
         "headers": headers,
         "peer": peer.to_string(),
+        "body": String::from_utf8_lossy(&received[..received.len().min(4096)]),
+        "body_len": received.len(),
     });
+    log.lock().unwrap().push(body.clone());
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
-    if let Some(c) = req.headers().get("x-set-cookie") {
-        resp.headers_mut().insert("set-cookie", c.clone());
+    if let Some(c) = headers.get("x-set-cookie").and_then(|c| http::HeaderValue::from_str(c).ok()) {
+        resp.headers_mut().insert("set-cookie", c);
     }
     resp
 }

@@ -67,6 +67,10 @@ pub fn clb_listeners(
                 Scheduler::Sch | Scheduler::Tch => route::Scheduler::Sch,
                 _ => route::Scheduler::Wrr,
             },
+            drain_timeout_s: match cfg.l4.connection_drain {
+                clb::ConnectionDrain::Off => None,
+                clb::ConnectionDrain::On { timeout_s } => Some(timeout_s as u32),
+            },
             ..route::BackendSettings::default()
         };
         let rule = route::Rule::catch_all(source.clone(), backend);

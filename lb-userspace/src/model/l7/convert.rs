@@ -163,5 +163,6 @@ fn backend(b: &alb::BackendSettings) -> route::BackendSettings {
             alb::StickySession::Server { cookie } => route::StickySession::Server { cookie: cookie.clone() },
         }),
         slow_start_s: b.slow_start_s,
+        drain_timeout_s: b.drain_timeout_s,
     }
 }

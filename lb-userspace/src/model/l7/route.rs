@@ -237,6 +237,10 @@ pub struct BackendSettings {
     pub sticky: Option<StickySession>,
     /// Slow start ramp of new endpoints, seconds.
     pub slow_start_s: Option<u32>,
+    /// Connection drain (`connection-drain-timeout`): requests and tunnels in flight to a
+    /// removed endpoint go on this many seconds, then are closed; `None`: closed at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_s: Option<u32>,
 }
 
 impl Default for BackendSettings {
@@ -247,6 +251,7 @@ impl Default for BackendSettings {
             keepalive: false,
             sticky: None,
             slow_start_s: None,
+            drain_timeout_s: None,
         }
     }
 }

@@ -1,0 +1,158 @@
+//! Connection drain of removed endpoints: requests, response bodies and tunnels in flight to an
+//! endpoint that left every route go on for its drain time (ALB `connection-drain-timeout`,
+//! CLB `connection-drain-timeout`; the proxy's `drain_timeout` when the annotation is off),
+//! then are closed.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Mutex,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+/// The endpoints in use and, for each, the signal that cuts what is still in flight to it.
+#[derive(Default)]
+pub struct Departures {
+    present: Mutex<HashMap<SocketAddr, Present>>,
+}
+
+struct Present {
+    cut: watch::Sender<bool>,
+    drain: Duration,
+}
+
+impl Departures {
+    /// The signal of `addr`: it turns true when `addr` has left and its drain time is over.
+    pub fn watch(&self, addr: SocketAddr) -> Cut {
+        let present = self.present.lock().unwrap_or_else(|e| e.into_inner());
+        match present.get(&addr) {
+            Some(p) => Cut(Some(p.cut.subscribe())),
+            // Not (or no longer) in any route: nothing to wait for.
+            None => Cut(None),
+        }
+    }
+
+    /// Makes `endpoints` (address and drain time) the present ones. Those no longer among
+    /// them are cut when their drain time ends. Must run inside a tokio runtime.
+    pub fn update(&self, endpoints: impl IntoIterator<Item = (SocketAddr, Duration)>) {
+        let mut wanted: HashMap<SocketAddr, Duration> = HashMap::new();
+        for (a, d) in endpoints {
+            let e = wanted.entry(a).or_insert(d);
+            *e = (*e).max(d);
+        }
+        let mut present = self.present.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<SocketAddr> = present.keys().filter(|a| !wanted.contains_key(a)).copied().collect();
+        for addr in gone {
+            let Some(p) = present.remove(&addr) else { continue };
+            if p.cut.receiver_count() == 0 {
+                continue;
+            }
+            tracing::info!(endpoint = %addr, drain_s = p.drain.as_secs(), "endpoint removed: draining its requests");
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(p.drain) => {
+                        if p.cut.receiver_count() > 0 {
+                            tracing::info!(endpoint = %addr, "drain time over: closing what is left in flight");
+                        }
+                        let _ = p.cut.send(true);
+                    }
+                    // Everything in flight finished first.
+                    _ = p.cut.closed() => {}
+                }
+            });
+        }
+        for (addr, drain) in wanted {
+            present.entry(addr).or_insert_with(|| Present { cut: watch::channel(false).0, drain }).drain = drain;
+        }
+    }
+}
+
+/// Resolves when the endpoint's drain time is over; never, while it is in a route.
+pub struct Cut(Option<watch::Receiver<bool>>);
+
+impl Cut {
+    pub async fn cut(&mut self) {
+        match &mut self.0 {
+            Some(rx) => {
+                if rx.wait_for(|c| *c).await.is_err() {
+                    std::future::pending::<()>().await
+                }
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// A body that ends with an error when its endpoint's drain time is over.
+pub struct CutBody<B> {
+    inner: B,
+    /// In a mutex only to be `Sync`, as boxed bodies are; polled through `get_mut`.
+    cut: Mutex<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl<B> CutBody<B> {
+    pub fn new(inner: B, mut cut: Cut) -> CutBody<B> {
+        CutBody { inner, cut: Mutex::new(Box::pin(async move { cut.cut().await })) }
+    }
+}
+
+/// The error of a body cut off by connection drain.
+#[derive(Debug, thiserror::Error)]
+#[error("the endpoint was removed and its drain time is over")]
+pub struct Drained;
+
+impl<B> hyper::body::Body for CutBody<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let cut = this.cut.get_mut().unwrap_or_else(|e| e.into_inner());
+        if cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(Drained))));
+        }
+        Pin::new(&mut this.inner).poll_frame(cx).map(|f| f.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_removed_endpoint_is_cut_after_its_drain_time() {
+        let d = Departures::default();
+        let (a, b): (SocketAddr, SocketAddr) = ("10.0.0.1:80".parse().unwrap(), "10.0.0.2:80".parse().unwrap());
+        let drain = Duration::from_millis(300);
+        d.update([(a, drain), (b, drain)]);
+        let (mut ca, mut cb) = (d.watch(a), d.watch(b));
+        d.update([(b, drain)]);
+        let started = std::time::Instant::now();
+        tokio::select! {
+            _ = ca.cut() => {}
+            _ = cb.cut() => panic!("an endpoint still present was cut"),
+        }
+        let after = started.elapsed();
+        assert!(after >= drain && after < drain * 3, "cut after {after:?}");
+        assert!(tokio::time::timeout(drain * 2, cb.cut()).await.is_err(), "a present endpoint is never cut");
+        assert!(tokio::time::timeout(drain * 2, d.watch(a).cut()).await.is_err(), "a gone endpoint has nothing to cut");
+    }
+}

@@ -1,0 +1,170 @@
+//! Sending a prepared request to its endpoint: the backend URI, mirror copies, one retry on
+//! another endpoint when the connection could not be made, limits on the bodies both ways,
+//! upgrades turned into tunnels, connection drain of removed endpoints, and failures turned
+//! into 408/413/502/504 without internal addresses.
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::TokioIo;
+
+use super::{
+    balance::PickContext,
+    drain::CutBody,
+    forward::{Upstreams, is_upgrade, strip_hop_by_hop},
+    limits::{IdleBody, Limits, Stalled},
+    respond::{self, Body, BoxError},
+    router::{CompiledRoute, Pick},
+};
+use crate::model::l7::route::BackendProtocol;
+
+/// Copies of a body-less request go to the mirror targets; their answers are dropped.
+pub(super) fn mirror(req: &Request<Incoming>, route: &CompiledRoute, cx: &PickContext<'_>, up: &Arc<Upstreams>) {
+    if route.route.mirrors.is_empty() || !req.body().is_end_stream() {
+        return;
+    }
+    for e in route.mirror_picks(cx) {
+        let mut copy = Request::new(respond::empty());
+        *copy.method_mut() = req.method().clone();
+        *copy.headers_mut() = req.headers().clone();
+        let Ok(uri) = upstream_uri(req.uri(), e.addr, "http") else { continue };
+        *copy.uri_mut() = uri;
+        let client = up.fresh.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(30), client.request(copy)).await {
+                let _ = r.into_body().collect().await;
+            }
+        });
+    }
+}
+
+fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::Error> {
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    Uri::builder().scheme(scheme).authority(addr.to_string()).path_and_query(pq).build()
+}
+
+/// Sends the prepared request to `pick` (and to one other endpoint when the connection
+/// could not be made and the body can be resent), within `timeout`.
+pub(super) async fn forward(
+    req: Request<Incoming>,
+    route: &CompiledRoute,
+    pick: Pick,
+    cx: &PickContext<'_>,
+    up: &Arc<Upstreams>,
+    timeout: Duration,
+    limits: Limits,
+) -> Response<Body> {
+    let backend = &route.route.rule.backend;
+    let (scheme, client) = match backend.protocol {
+        BackendProtocol::Http => ("http", if backend.keepalive { &up.pooled } else { &up.fresh }),
+        BackendProtocol::Https => ("https", if backend.keepalive { &up.pooled } else { &up.fresh }),
+        BackendProtocol::Grpc => ("http", &up.h2),
+    };
+    let upgrade = is_upgrade(req.headers());
+    let (mut parts, body) = req.into_parts();
+    let on_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let resendable = body.is_end_stream();
+    let version = if backend.protocol == BackendProtocol::Grpc { Version::HTTP_2 } else { Version::HTTP_11 };
+    parts.version = version;
+    let upgrade_client = if upgrade { &up.fresh } else { client };
+    let send = |mut p: http::request::Parts, addr: SocketAddr, body: Body| {
+        p.uri = upstream_uri(&p.uri, addr, scheme).unwrap_or_default();
+        let guard = up.active.track(addr);
+        let mut cut = up.departures.watch(addr);
+        let fut = upgrade_client.request(Request::from_parts(p, body));
+        async move {
+            // `None`: the endpoint was removed and its drain time ended first.
+            let r = tokio::select! {
+                r = fut => Some(r),
+                _ = cut.cut() => None,
+            };
+            drop(guard);
+            r
+        }
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut addr = pick.endpoint.addr;
+    // Kept only when the request could be sent again (no body).
+    let saved = resendable.then(|| parts.clone());
+    // A client body that stalls or grows past the limit fails the request (408 / 413).
+    let body = Limited::new(IdleBody::new(body, limits.body_idle), limits.max_body_bytes as usize);
+    let mut result = tokio::time::timeout_at(deadline, send(parts, addr, body.map_err(BoxError::from).boxed())).await;
+    if let Some(saved) = saved
+        && let Ok(Some(Err(e))) = &result
+        && e.is_connect()
+        && let Some(other) = route.retry_pick(cx, pick.upstream, addr)
+    {
+        tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
+        addr = other.addr;
+        result = tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())).await;
+    }
+    match result {
+        // The answer names no backend and no internal error: those go to the log.
+        Err(_) => {
+            tracing::info!(backend = %addr, timeout_s = timeout.as_secs(), "backend did not answer in time: 504");
+            respond::error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("the backend did not answer within {}s", timeout.as_secs()),
+            )
+        }
+        Ok(None) => {
+            tracing::info!(backend = %addr, "endpoint removed and drained before it answered: 502");
+            respond::error(StatusCode::BAD_GATEWAY, "the backend was removed before it answered")
+        }
+        Ok(Some(Err(e))) => client_failure(&e, addr, limits),
+        Ok(Some(Ok(mut resp))) => {
+            let cut = up.departures.watch(addr);
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client_side) = on_upgrade
+            {
+                let backend_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
+                        let mut cut = cut;
+                        super::limits::tunnel(TokioIo::new(c), TokioIo::new(b), limits.tunnel_idle, cut.cut()).await;
+                    }
+                });
+                let (p, _) = resp.into_parts();
+                return Response::from_parts(p, respond::empty());
+            }
+            strip_hop_by_hop(resp.headers_mut());
+            resp.map(|b| CutBody::new(IdleBody::new(b, limits.body_idle), cut).boxed())
+        }
+    }
+}
+
+/// The answer to a request the backend client failed: 413 or 408 when the client's body was
+/// at fault, 502 otherwise.
+fn client_failure(e: &hyper_util::client::legacy::Error, addr: SocketAddr, limits: Limits) -> Response<Body> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(inner) = src {
+        if inner.is::<http_body_util::LengthLimitError>() {
+            return respond::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is larger than {} bytes", limits.max_body_bytes),
+            );
+        }
+        if inner.is::<Stalled>() {
+            return respond::error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the request body sent nothing for {}s", limits.body_idle.as_secs()),
+            );
+        }
+        src = inner.source();
+    }
+    tracing::info!(backend = %addr, error = %error_text(e), "backend request failed: 502");
+    respond::error(StatusCode::BAD_GATEWAY, "the backend could not be reached")
+}
+
+fn error_text(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error;
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,87 @@
+//! Sticky sessions: the endpoint a client's cookie names (`Insert`: the proxy's own
+//! `SERVERID`; `Server`: the backend's cookie prefixed with the endpoint id) and the cookies
+//! set or rewritten on the backend's answer.
+use std::net::SocketAddr;
+
+use http::{HeaderMap, HeaderValue, Response, header};
+
+use super::{
+    balance::{endpoint_id, hash64},
+    forward::STICKY_COOKIE,
+    matching,
+    respond::Body,
+    router::{CompiledRoute, Pick},
+};
+use crate::model::l7::route::StickySession;
+
+/// The endpoint a sticky cookie names, if the rule is sticky.
+pub(super) fn sticky_endpoint(route: &CompiledRoute, req: &matching::Request<'_>) -> Option<SocketAddr> {
+    let id = match route.route.rule.backend.sticky.as_ref()? {
+        StickySession::Insert { .. } => req.cookie(STICKY_COOKIE)?.to_owned(),
+        StickySession::Server { cookie } => req.cookie(cookie)?.split_once('~')?.0.to_owned(),
+    };
+    route.route.upstreams.iter().flat_map(|u| &u.endpoints).map(|e| e.addr).find(|a| sticky_id(*a) == id)
+}
+
+/// The cookie value naming an endpoint.
+pub fn sticky_id(addr: SocketAddr) -> String {
+    format!("{:016x}", hash64(&[&endpoint_id(addr)]))
+}
+
+/// `NAME=<id>~value` → `NAME=value` in the Cookie headers (server cookie stickiness).
+pub(super) fn strip_cookie_prefix(h: &mut HeaderMap, name: &str) {
+    let values: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .map(|kv| match kv.trim().split_once('=') {
+                    Some((k, val)) if k == name => format!("{k}={}", val.split_once('~').map_or(val, |(_, rest)| rest)),
+                    _ => kv.trim().to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .collect();
+    h.remove(header::COOKIE);
+    for v in values {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.append(header::COOKIE, v);
+        }
+    }
+}
+
+/// Sets or prefixes the sticky cookie on the backend's answer.
+pub(super) fn set_sticky(route: &CompiledRoute, pick: Pick, resp: &mut Response<Body>) {
+    let id = sticky_id(pick.endpoint.addr);
+    match &route.route.rule.backend.sticky {
+        Some(StickySession::Insert { timeout_s }) => {
+            let v = format!("{STICKY_COOKIE}={id}; Max-Age={timeout_s}; Path=/; HttpOnly");
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        Some(StickySession::Server { cookie }) => {
+            let prefix = format!("{cookie}=");
+            let rewritten: Vec<HeaderValue> = resp
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .filter_map(|v| {
+                    let s = v.to_str().ok()?;
+                    let out = match s.strip_prefix(&prefix) {
+                        Some(rest) => format!("{prefix}{id}~{rest}"),
+                        None => s.to_owned(),
+                    };
+                    HeaderValue::from_str(&out).ok()
+                })
+                .collect();
+            resp.headers_mut().remove(header::SET_COOKIE);
+            for v in rewritten {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        None => {}
+    }
+}

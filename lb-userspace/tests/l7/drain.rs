@@ -1,0 +1,113 @@
+//! Graceful drain: on shutdown, requests in flight finish and keep-alive connections close,
+//! within the drain timeout; a removed endpoint's requests in flight go on for its
+//! `connection-drain-timeout` (the proxy's drain timeout without one), then are closed.
+use std::time::{Duration, Instant};
+
+use lb_userspace::l7::{Limits, Proxy};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+use super::{routing::NS, support::*};
+
+/// An ALB listener on `port` whose `/` goes to `backend`, with extra Ingress annotations.
+fn yaml(port: u16, backend: &Echo, annotations: &[(&str, &str)]) -> String {
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let mut ann = vec![("listen-ports", lp.as_str())];
+    ann.extend_from_slice(annotations);
+    alb_class(&[(port, "HTTP")])
+        + &service(NS, "d", &[backend])
+        + &ingress(NS, "drain", &ann, &rule("", &[("/", "Prefix", "d")]))
+}
+
+fn start(yaml: &str, limits: Limits) -> Proxy {
+    let mut p = Proxy::with_limits(vec!["127.0.0.1".parse().unwrap()], limits);
+    let errors = p.apply(&model(yaml).l7);
+    assert!(errors.is_empty(), "{errors:?}");
+    p
+}
+
+/// The status of a slow request started now, as a task.
+fn slow_request(port: u16) -> tokio::task::JoinHandle<Option<u16>> {
+    tokio::spawn(async move {
+        let req = http::Request::get(format!("http://127.0.0.1:{port}/slow"))
+            .header("host", "drain.test")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = client().request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        http_body_util::BodyExt::collect(resp.into_body()).await.ok()?;
+        Some(status)
+    })
+}
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish_and_closes_idle_connections() {
+    let b = echo("b", Duration::from_millis(1500)).await;
+    let port = free_port();
+    let mut p = start(&yaml(port, &b, &[]), Limits::default());
+    // An idle keep-alive connection, after one request.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: drain.test\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    assert!(idle.read(&mut buf).await.unwrap() > 0);
+    let slow = slow_request(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    p.shutdown_gracefully().await;
+    let took = started.elapsed();
+    assert_eq!(slow.await.unwrap(), Some(200), "the request in flight finished");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "shutdown waited {took:?}");
+    let n = tokio::time::timeout(Duration::from_secs(1), idle.read(&mut buf)).await.expect("idle connection kept");
+    assert_eq!(n.unwrap_or(0), 0, "the idle keep-alive connection was closed");
+    assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test]
+async fn shutdown_closes_what_outlives_the_drain_timeout() {
+    let b = echo("b", Duration::from_secs(15)).await;
+    let port = free_port();
+    let mut p = start(&yaml(port, &b, &[]), Limits { drain_timeout: Duration::from_secs(1), ..Limits::default() });
+    let slow = slow_request(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    p.shutdown_gracefully().await;
+    assert!(started.elapsed() < Duration::from_secs(4), "shutdown waited {:?}", started.elapsed());
+    let got = tokio::time::timeout(Duration::from_secs(3), slow).await.expect("the request was held").unwrap();
+    // Closed: answered 502 when its endpoint's drain ended, or the connection cut.
+    assert!(matches!(got, None | Some(502)), "the request past the drain timeout was closed: {got:?}");
+}
+
+/// ALB `connection-drain-timeout`: a request in flight to an endpoint removed from the
+/// Service is closed when the drain time ends (502), not when the backend answers.
+#[tokio::test]
+async fn a_removed_endpoint_is_drained_for_its_annotated_time() {
+    let (old, new) = (echo("old", Duration::from_secs(15)).await, echo("new", Duration::ZERO).await);
+    let port = free_port();
+    let ann = [("connection-drain-enabled", "true"), ("connection-drain-timeout", "1")];
+    let mut p = start(&yaml(port, &old, &ann), Limits::default());
+    let slow = slow_request(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    assert!(p.apply(&model(&yaml(port, &new, &ann)).l7).is_empty());
+    let got = tokio::time::timeout(Duration::from_secs(5), slow).await.expect("held past the drain time").unwrap();
+    assert_eq!(got, Some(502));
+    let after = started.elapsed();
+    assert!(after >= Duration::from_millis(900) && after < Duration::from_secs(3), "cut after {after:?}");
+    assert_eq!(get(&client(), port, "drain.test", "/", &[]).await.backend(), "new", "new requests go to the new one");
+}
+
+/// Without `connection-drain`, a removed endpoint's requests in flight get the proxy's drain
+/// timeout: one that answers within it is not cut.
+#[tokio::test]
+async fn a_removed_endpoint_finishes_its_requests_within_the_drain_timeout() {
+    let (old, new) = (echo("old", Duration::from_millis(1500)).await, echo("new", Duration::ZERO).await);
+    let port = free_port();
+    let limits = Limits { drain_timeout: Duration::from_secs(5), ..Limits::default() };
+    let mut p = start(&yaml(port, &old, &[]), limits);
+    let slow = slow_request(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(p.apply(&model(&yaml(port, &new, &[])).l7).is_empty());
+    assert_eq!(slow.await.unwrap(), Some(200), "the request in flight finished on the removed endpoint");
+}
