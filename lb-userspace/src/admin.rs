@@ -1,9 +1,12 @@
-//! The admin endpoint of `lb run` (loopback by default): `GET /stats` (the datapath's
-//! counters as JSON) and `GET /healthz`. Requests are answered by the agent's loop, which
-//! owns the datapath, through a channel. `lb stats` is its client.
+//! The admin endpoint of `lb run` (loopback by default): `GET /metrics` (Prometheus text),
+//! `GET /stats` (the counters as JSON), `GET /readyz`, `GET /livez` and `GET /healthz` (an
+//! alias of `/livez`). `/metrics` and `/stats` are answered by the agent's loop, which owns
+//! the datapath, through a channel; the probes from the shared [`Probes`]. `lb stats` is its
+//! client.
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
+    sync::Arc,
     time::Duration,
 };
 
@@ -14,19 +17,46 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
+use crate::metrics::{Probes, exposition::CONTENT_TYPE as METRICS_TYPE};
+
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9901";
 
 /// A question for the agent's loop.
 pub enum Request {
     /// The stats as JSON.
     Stats(oneshot::Sender<String>),
+    /// The Prometheus text of `/metrics`.
+    Metrics(oneshot::Sender<String>),
+}
+
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Asks the agent's loop; 503 when it does not answer.
+async fn ask(
+    tx: &mpsc::Sender<Request>,
+    req: impl FnOnce(oneshot::Sender<String>) -> Request,
+) -> (&'static str, String) {
+    let (reply, answer) = oneshot::channel();
+    match tx.send(req(reply)).await {
+        Ok(()) => match answer.await {
+            Ok(body) => ("200 OK", body),
+            Err(_) => ("503 Service Unavailable", "agent busy\n".into()),
+        },
+        Err(_) => ("503 Service Unavailable", "agent stopping\n".into()),
+    }
+}
+
+/// A probe's answer.
+fn probe(ok: bool, what: &str) -> (&'static str, String) {
+    if ok { ("200 OK", "ok\n".into()) } else { ("503 Service Unavailable", format!("{what}\n")) }
 }
 
 /// Serve the admin endpoint on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, tx: mpsc::Sender<Request>) {
+pub async fn serve(listener: TcpListener, tx: mpsc::Sender<Request>, probes: Arc<Probes>) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else { continue };
-        let tx = tx.clone();
+        let (tx, probes) = (tx.clone(), probes.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
@@ -39,22 +69,16 @@ pub async fn serve(listener: TcpListener, tx: mpsc::Sender<Request>) {
             }
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = match path {
-                "/healthz" => ("200 OK", "ok\n".to_string()),
-                "/stats" => {
-                    let (reply, answer) = oneshot::channel();
-                    match tx.send(Request::Stats(reply)).await {
-                        Ok(()) => match answer.await {
-                            Ok(json) => ("200 OK", json),
-                            Err(_) => ("503 Service Unavailable", "agent busy\n".into()),
-                        },
-                        Err(_) => ("503 Service Unavailable", "agent stopping\n".into()),
-                    }
-                }
-                _ => ("404 Not Found", "try /stats or /healthz\n".into()),
+            let stale = probes.stale_after().as_secs();
+            let ((status, body), kind) = match path {
+                "/livez" | "/healthz" => (probe(probes.live(), &format!("agent loop silent for over {stale} s")), TEXT),
+                "/readyz" => (probe(probes.ready(), "first model not applied yet"), TEXT),
+                "/metrics" => (ask(&tx, Request::Metrics).await, METRICS_TYPE),
+                "/stats" => (ask(&tx, Request::Stats).await, JSON),
+                _ => (("404 Not Found", "try /metrics, /stats, /readyz or /livez\n".into()), TEXT),
             };
             let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = sock.write_all(response.as_bytes()).await;

@@ -2,7 +2,7 @@
 //! directory or the Kubernetes API) until SIGINT/SIGTERM. A pinned datapath stays on the node
 //! and keeps forwarding after that (the next `lb run` adopts it); an unpinned one goes, and
 //! the node is left as it was found.
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
@@ -11,8 +11,10 @@ use crate::{
     admin,
     dataplane::{self, Dataplane},
     health, l7,
+    metrics::{self, Probes},
     model::{self, Model},
     netif::{Iface, NodeChanges},
+    reported::Reported,
     source::{Source, SourceOptions},
 };
 
@@ -84,11 +86,12 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     }
 
     let (admin_tx, mut admin_rx) = tokio::sync::mpsc::channel::<admin::Request>(16);
+    let probes = Arc::new(Probes::new(opts.poll.min(opts.sweep)));
     if let Some(addr) = opts.admin {
         let listener =
             tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the admin endpoint {addr}"))?;
-        tracing::info!(%addr, "admin endpoint: GET /stats, /healthz");
-        tokio::spawn(admin::serve(listener, admin_tx));
+        tracing::info!(%addr, "admin endpoint: GET /metrics, /stats, /readyz, /livez");
+        tokio::spawn(admin::serve(listener, admin_tx, probes.clone()));
     }
     let (health_tx, mut health_rx) = tokio::sync::mpsc::channel::<health::Change>(256);
     let mut checker = health::Checker::default();
@@ -107,7 +110,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut paths = BackendPaths { nics: attached, fallback, ..BackendPaths::default() };
     let mut last_paths = std::time::Instant::now();
     let mut model_loaded = false;
+    let (mut logged_errors, mut logged_notices) = (Reported::default(), Reported::default());
     loop {
+        probes.tick();
         if last_paths.elapsed() >= PATHS_EVERY {
             // Routes and links change under us (pods come and go, an overlay is re-created).
             last_paths = std::time::Instant::now();
@@ -119,6 +124,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
             last_sweep = std::time::Instant::now();
             match dp.sweep(&opts.sweep_options) {
                 Ok(r) if r.expired + r.drained + r.orphans > 0 => {
+                    agent_stats.flows = Some(r.flows);
                     tracing::info!(
                         flows = r.flows,
                         expired = r.expired,
@@ -127,7 +133,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                         "conntrack swept"
                     )
                 }
-                Ok(_) => {}
+                Ok(r) => agent_stats.flows = Some(r.flows),
                 Err(e) => tracing::warn!(error = %e, "conntrack sweep failed"),
             }
             if agent_stats.datapath_errors > 0 {
@@ -157,9 +163,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         }
         match source.poll() {
             Ok(Some(objects)) => {
-                for e in &objects.errors {
-                    tracing::error!(error = %e, "manifest rejected");
-                }
+                agent_stats.last_sync = Some(std::time::SystemTime::now());
                 agent_stats.reloads += 1;
                 agent_stats.manifests_rejected = objects.errors.len();
                 let mut build_opts = opts.build.clone();
@@ -170,14 +174,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                     }
                 }
                 let mut build = model::build_next(&objects, &build_opts, &applied);
-                for e in &build.errors {
-                    tracing::error!(error = %e, "object rejected");
-                }
+                log_changes(&mut logged_errors, &mut logged_notices, &objects.errors, &build);
                 agent_stats.objects_rejected = build.errors.len();
                 agent_stats.rejections_total += build.errors.len() as u64;
-                for n in &build.notices {
-                    tracing::info!(notice = %n, "no effect on this node");
-                }
                 desired = build.model.clone();
                 build_errors = build.errors.clone();
                 paths.sync(&build.model, node, &mut dp);
@@ -211,6 +210,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                         tracing::error!(error = %e, "taking over the pinned datapath failed: it may not outlive this lb");
                     }
                     model_loaded = true;
+                    probes.set_ready();
+                    tracing::info!("ready: the first model is applied");
                 }
                 source.report(&build.errors, &applied);
             }
@@ -245,6 +246,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                     };
                     let _ = reply.send(json);
                 }
+                admin::Request::Metrics(reply) => {
+                    let _ = reply.send(scrape(opts, &dp, &proxy, &checker, &applied, &agent_stats, probes.ready()));
+                }
             },
             _ = tokio::time::sleep(opts.poll.min(opts.sweep)) => {}
         }
@@ -261,6 +265,112 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     }
     dp.detach_all();
     Ok(())
+}
+
+/// Logs the manifests and objects rejected and the notices, each once per change of its
+/// object (every reload builds them all again).
+fn log_changes(
+    errors: &mut Reported,
+    notices: &mut Reported,
+    manifests: &[model::objects::ManifestError],
+    build: &model::Build,
+) {
+    let rejected = manifests
+        .iter()
+        .map(|e| (format!("{}#{}", e.file.display(), e.document), e.to_string()))
+        .chain(build.errors.iter().map(|e| (e.object.to_string(), e.to_string())));
+    let changes = errors.update(rejected);
+    // Objects whose last good listeners or routes `keep_last_good` kept.
+    let serving: BTreeSet<String> = build
+        .model
+        .listeners
+        .values()
+        .map(|l| l.source.to_string())
+        .chain(
+            build.model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).map(|r| r.rule.source.to_string()),
+        )
+        .collect();
+    for (object, e) in &changes.new {
+        tracing::error!(error = %e, last_good_serving = serving.contains(object), "object rejected");
+    }
+    for object in &changes.cleared {
+        tracing::info!(%object, "no longer rejected");
+    }
+    let changes = notices.update(build.notices.iter().map(|n| (n.object.to_string(), n.to_string())));
+    for (_, n) in &changes.new {
+        tracing::info!(notice = %n, "no effect on this node");
+    }
+}
+
+/// One `/metrics` scrape: the datapath's counters (per-CPU arrays, no table walk), the L7
+/// proxy's atomics, and what the agent keeps.
+fn scrape(
+    opts: &RunOptions,
+    dp: &Dataplane,
+    proxy: &l7::Proxy,
+    checker: &health::Checker,
+    applied: &Model,
+    stats: &AgentStats,
+    ready: bool,
+) -> String {
+    use metrics::exposition::{AgentSnapshot, ListenerLabels, Snapshot};
+    let datapath = match dp.stats() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the datapath's counters for /metrics");
+            Default::default()
+        }
+    };
+    let listener_labels = applied
+        .listeners
+        .values()
+        .map(|l| {
+            let name = model::listener_name(l);
+            let labels = ListenerLabels {
+                listener: name.clone(),
+                vip: l.vip.to_string(),
+                port: l.port,
+                protocol: match l.protocol {
+                    model::Protocol::Tcp => "tcp",
+                    model::Protocol::Udp => "udp",
+                },
+                service: format!("{}/{}", l.source.namespace, l.source.name),
+            };
+            (name, labels)
+        })
+        .collect();
+    let unhealthy = checker.unhealthy();
+    let health = checker
+        .checked()
+        .into_iter()
+        .map(|(ip, port)| (std::net::SocketAddr::new(ip, port).to_string(), !unhealthy.contains(&(ip, port))))
+        .collect();
+    let (first, last) = opts.dataplane.snat_ports;
+    Snapshot {
+        datapath,
+        listener_labels,
+        conntrack_flows: stats.flows,
+        conntrack_entries: u64::from(opts.dataplane.conntrack_entries),
+        half_open_entries: u64::from(opts.dataplane.half_open_entries),
+        snat_ports: u64::from(last - first) + 1,
+        health,
+        l7: proxy.counters().map(|(k, c)| (k.to_string(), c.into())).collect(),
+        agent: AgentSnapshot {
+            reloads: stats.reloads,
+            rejections_total: stats.rejections_total,
+            objects_rejected: stats.objects_rejected as u64,
+            manifests_rejected: stats.manifests_rejected as u64,
+            l7_listener_errors: stats.l7_errors as u64,
+            datapath_errors: stats.datapath_errors as u64,
+            last_sync: stats
+                .last_sync
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64()),
+        },
+        ready,
+        leader: metrics::leader(),
+    }
+    .encode()
 }
 
 /// Reconciles the L7 listeners; a listener that cannot be (re)configured is logged and
@@ -286,6 +396,10 @@ struct AgentStats {
     l7_errors: usize,
     /// L4 listeners and ACLs the datapath could not take at the last apply.
     datapath_errors: usize,
+    /// When the source last delivered objects.
+    last_sync: Option<std::time::SystemTime>,
+    /// Flows in conntrack at the last sweep.
+    flows: Option<u64>,
 }
 
 impl AgentStats {

@@ -8,8 +8,18 @@ use lb_userspace::{admin, agent, dataplane, kube, l7, manifests, model, source::
 #[derive(Parser)]
 #[command(name = "lb", version, about = "XDP L4 load balancer driven by Kubernetes Services")]
 struct Cli {
+    /// How log lines are written to stderr: text, or json (one object per line, for log
+    /// collectors). Every subcommand takes it.
+    #[arg(long, global = true, env = "LB_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 // Parsed once at start: the size of the `run` variant costs nothing worth a Box.
@@ -117,7 +127,8 @@ enum Command {
         /// This node's name (externalTrafficPolicy: Local serves only its endpoints).
         #[arg(long, env = "NODE_NAME")]
         node_name: Option<String>,
-        /// Admin endpoint (GET /stats, /healthz); "off" to disable.
+        /// Admin endpoint (GET /metrics, /stats, /readyz, /livez; /healthz = /livez); "off"
+        /// to disable.
         #[arg(long, default_value = admin::DEFAULT_ADDR)]
         admin: String,
         /// Addresses the ALB (Ingress) L7 listeners bind, comma separated; the default is every
@@ -236,14 +247,18 @@ fn parse_pool(s: &str) -> Result<Option<ipnet::IpNet>, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LB_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    match dispatch(Cli::parse()) {
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("lb: {e:#}");

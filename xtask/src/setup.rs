@@ -27,8 +27,9 @@ const TOOLCHAIN_PACKAGES: &[&str] = &[
 /// programs and their run-time stats) and the daemon use.
 const RUNTIME_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "procps", "netsniff-ng", "bpftool"];
 /// Real peers the tests and the bench compare against or talk to: nginx and haproxy (PROXY
-/// protocol receivers, L7 peers), curl, wrk and h2load (nghttp2-client), openssl.
-const PEER_PACKAGES: &[&str] = &["nginx-light", "haproxy", "curl", "wrk", "nghttp2-client", "openssl"];
+/// protocol receivers, L7 peers), curl, wrk and h2load (nghttp2-client), openssl, and
+/// promtool (in prometheus: `check metrics` lints what `/metrics` serves).
+const PEER_PACKAGES: &[&str] = &["nginx-light", "haproxy", "curl", "wrk", "nghttp2-client", "openssl", "prometheus"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -93,6 +93,11 @@ impl Checker {
         m
     }
 
+    /// Every backend a probe runs for.
+    pub fn checked(&self) -> BTreeSet<(IpAddr, u16)> {
+        self.tasks.keys().map(|(b, _)| *b).collect()
+    }
+
     pub fn unhealthy(&self) -> &BTreeSet<(IpAddr, u16)> {
         &self.unhealthy
     }

@@ -55,6 +55,7 @@ async fn run(api: Api<Lease>, opts: LeaseOptions, tx: watch::Sender<bool>) {
                 last_renewed.is_some_and(|t| t.elapsed() < opts.duration) && *tx.borrow()
             }
         };
+        crate::metrics::set_leader(leader);
         tx.send_if_modified(|was| {
             if *was != leader {
                 tracing::info!(identity = %opts.identity, leader, "status writer (Lease {LEASE_NAME})");

@@ -183,6 +183,11 @@ impl Proxy {
         serde_json::Value::Object(m)
     }
 
+    /// The counters of every running listener, by key (read by `/metrics`).
+    pub fn counters(&self) -> impl Iterator<Item = (&str, &server::Counters)> {
+        self.running.iter().map(|(k, r)| (k.as_str(), &r.state.counters))
+    }
+
     /// Stops accepting everywhere and lets connections finish.
     pub fn shutdown(&mut self) {
         self.apply(&BTreeMap::new());

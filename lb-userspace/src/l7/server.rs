@@ -38,6 +38,8 @@ pub struct Counters {
     pub tls_failures: AtomicU64,
     /// Index 0: 1xx ... 4: 5xx.
     pub responses: [AtomicU64; 5],
+    /// From a request's head to its response's head (`lb_l7_request_duration_seconds`).
+    pub latency: crate::metrics::latency::Histogram,
 }
 
 impl Counters {
@@ -251,8 +253,10 @@ where
                 (state.table.load_full(), state.upstreams.clone(), activity.clone(), state.clone());
             let inflight = InFlight::start(&activity);
             async move {
+                let started = Instant::now();
                 let resp = forward::handle(req, conn, table, up, state.limits, &state.trusted).await;
                 state.counters.response(resp.status().as_u16());
+                state.counters.latency.observe(started.elapsed());
                 inflight.done();
                 Ok::<_, Infallible>(resp)
             }

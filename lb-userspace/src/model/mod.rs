@@ -362,7 +362,8 @@ pub fn keep_last_good(previous: &Model, build: &mut Build) {
         .map(|(k, l)| (k.clone(), l.clone()))
         .collect();
     for (k, l) in kept {
-        tracing::warn!(object = %l.source, listener = %k, "object rejected: its last good listener keeps serving");
+        // The agent logs the rejection once per change, with `last_good_serving`.
+        tracing::debug!(object = %l.source, listener = %k, "object rejected: its last good listener keeps serving");
         build.model.listeners.insert(k, l);
     }
     keep_last_good_routes(previous, build, &rejected);
@@ -377,7 +378,7 @@ fn keep_last_good_routes(previous: &Model, build: &mut Build, rejected: &[Object
         if routes.is_empty() && canaries.is_empty() {
             continue;
         }
-        tracing::warn!(listener = %key, routes = routes.len() + canaries.len(), "object rejected: its last good routes keep serving");
+        tracing::debug!(listener = %key, routes = routes.len() + canaries.len(), "object rejected: its last good routes keep serving");
         match build.model.l7.get_mut(key) {
             Some(l) => {
                 l.routes.extend(routes);
