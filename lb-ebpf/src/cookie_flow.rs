@@ -5,8 +5,8 @@ use lb_common::*;
 
 use crate::{
     acl,
-    ctx::Ctx,
-    flow::{drop, pass, send_to_backend},
+    ctx::{Ctx, drop, pass},
+    forward::send_to_backend,
     maps::{CONNTRACK, HALF_OPEN, HALF_OPEN_REV, LISTENER_CFG, LISTENERS, REVERSE_NAT},
     parse::{Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     pp,

@@ -67,6 +67,20 @@ pub trait Ctx {
     fn deliver_local(&self, ifindex: u32, bytes: u64) -> u32;
 }
 
+/// Pass the packet to the kernel, counted under `index`.
+#[inline(always)]
+pub fn pass<C: Ctx>(index: u32, bytes: u64) -> u32 {
+    count(index, bytes);
+    C::PASS
+}
+
+/// Drop the packet, counted under `index`.
+#[inline(always)]
+pub fn drop<C: Ctx>(index: u32, bytes: u64) -> u32 {
+    count(index, bytes);
+    C::DROP
+}
+
 /// A pointer to a `T` at `offset` in the frame, if the whole `T` lies inside it.
 #[inline(always)]
 pub fn ptr_at<C: Ctx, T>(ctx: &C, offset: usize) -> Result<*mut T, ()> {

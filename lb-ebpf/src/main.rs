@@ -23,6 +23,7 @@ mod cookie_flow;
 mod csum;
 mod ctx;
 mod flow;
+mod forward;
 mod fwd;
 mod half_open;
 mod icmp;
