@@ -9,10 +9,12 @@ use std::{
 };
 
 use lb_tests::{
+    daemon::Daemon,
+    netns::Netns,
     privileged,
     scenario::{Scenario, service_yaml},
     servers::{http_name_server, tcp_request},
-    topology::{Shape, VIP},
+    topology::{Shape, Topology, VIP},
 };
 
 const P: &str = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-";
@@ -50,18 +52,23 @@ endpoints:
 
 /// `GET path` on the admin endpoint, from inside lb's namespace: (status, body).
 fn admin(s: &Scenario, path: &str) -> (u16, String) {
-    let out = s
-        .topo
-        .lb
+    try_admin(&s.topo.lb, path).unwrap_or_else(|e| panic!("curl {path}: {e}"))
+}
+
+/// [`admin`] in `ns`; `Err` when curl fails (nothing listening yet).
+fn try_admin(ns: &Netns, path: &str) -> Result<(u16, String), String> {
+    let out = ns
         .command("curl")
         .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
         .arg(format!("{ADMIN}{path}"))
         .output()
         .expect("curl");
-    assert!(out.status.success(), "curl {path}: {}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap();
-    (code.parse().unwrap(), body.to_string())
+    Ok((code.parse().unwrap(), body.to_string()))
 }
 
 /// The sum of the samples of `name` whose labels contain every one of `labels`.
@@ -212,4 +219,39 @@ fn json_logs_and_a_rejection_logged_once_per_change() {
     let rejected = log.lines().find(|l| l.contains("object rejected")).unwrap();
     let v: serde_json::Value = serde_json::from_str(rejected).unwrap();
     assert!(v["fields"]["error"].as_str().unwrap().contains("bogus"), "{rejected}");
+}
+
+/// Not ready while no model could be applied (the manifest directory does not exist yet),
+/// though live; ready once it appears and its model is applied.
+#[test]
+fn readyz_waits_for_the_first_model() {
+    if !privileged("readyz_waits_for_the_first_model") {
+        return;
+    }
+    let topo = Topology::new(1).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let manifests = work.path().join("manifests");
+    let mut lb = Daemon::start_with(&topo.lb, &manifests, &topo.iface_list(), 0, work.path(), &["--no-pin"]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while try_admin(&topo.lb, "/livez").is_err() {
+        assert!(Instant::now() < deadline, "no admin endpoint:\n{}", lb.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..5 {
+        assert_eq!(try_admin(&topo.lb, "/livez"), Ok((200, "ok\n".into())));
+        let (code, body) = try_admin(&topo.lb, "/readyz").unwrap();
+        assert_eq!((code, body.as_str()), (503, "first model not applied yet\n"), "{}", lb.log_text());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (_, metrics) = try_admin(&topo.lb, "/metrics").unwrap();
+    assert_eq!(sample(&metrics, "lb_ready", &[]), 0.0, "{metrics}");
+
+    let tmp = work.path().join("staging");
+    std::fs::create_dir(&tmp).unwrap();
+    let svc = service_yaml("svc", &VIP.to_string(), &[], &[(Shape::Routed.backend_addr(1).to_string(), None)]);
+    std::fs::write(tmp.join("svc.yaml"), svc).unwrap();
+    std::fs::rename(&tmp, &manifests).unwrap();
+    lb.wait_for_log("listener loaded", 2, Duration::from_secs(10)).unwrap();
+    assert_eq!(try_admin(&topo.lb, "/readyz"), Ok((200, "ok\n".into())));
+    assert_eq!(sample(&try_admin(&topo.lb, "/metrics").unwrap().1, "lb_ready", &[]), 1.0);
 }
