@@ -11,6 +11,7 @@ pub mod manifests;
 pub mod metrics;
 pub mod model;
 pub mod netif;
+pub mod nodeprep;
 pub mod reported;
 pub mod source;
 pub mod tls;

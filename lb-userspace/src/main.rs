@@ -164,6 +164,29 @@ enum Command {
         #[arg(long, value_delimiter = ',', value_name = "CIDR")]
         l7_trusted_proxies: Vec<ipnet::IpNet>,
     },
+    /// Apply every privileged node setting `lb run` needs, idempotently: IPv4 forwarding (all
+    /// interfaces, and those created later), IPv4 and IPv6 forwarding on the NICs, the
+    /// full-NAT ports in net.ipv4.ip_local_reserved_ports, a bpffs for the pin directory. Run
+    /// it (privileged) before `lb run`, which then needs only CAP_BPF, CAP_NET_ADMIN,
+    /// CAP_PERFMON (and CAP_NET_BIND_SERVICE for L7 ports below 1024) and a read-only
+    /// /proc/sys; the DaemonSet's init container does.
+    #[command(
+        after_help = "Example:\n  lb node-prep --iface eth0\n  lb node-prep --iface eth0,eth1 --snat-ports 61000-65535 --pin-dir /sys/fs/bpf/lb"
+    )]
+    NodePrep {
+        /// The interfaces `lb run --iface` gets, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        iface: Vec<String>,
+        /// The full-NAT source ports `lb run --snat-ports` gets.
+        #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
+        snat_ports: (u16, u16),
+        /// The pin directory `lb run --pin-dir` gets (its bpffs is mounted if missing).
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// `lb run` runs with --no-pin: no bpffs needed.
+        #[arg(long, conflicts_with = "pin_dir")]
+        no_pin: bool,
+    },
     /// Remove the datapath from the node: detach the pinned XDP and tc programs from every
     /// interface, delete the pinned maps (every flow), and release the full-NAT ports from
     /// net.ipv4.ip_local_reserved_ports. Stop `lb run` first.
@@ -370,6 +393,21 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(agent::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::NodePrep { iface, snat_ports, pin_dir, no_pin } => {
+            let prep = lb_userspace::nodeprep::NodePrep {
+                ifaces: &iface,
+                snat_ports,
+                pin_dir: (!no_pin).then_some(pin_dir.as_path()),
+            };
+            let done = lb_userspace::nodeprep::prepare(&prep)?;
+            if done.is_empty() {
+                println!("lb: node ready (every setting was in place)");
+            }
+            for line in done {
+                println!("lb: {line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Uninstall { pin_dir, snat_ports: (first, last) } => {

@@ -68,26 +68,28 @@ impl NodeChanges {
     /// `bpf_fib_lookup` answers "forwarding disabled" unless the ingress interface forwards
     /// (per family). IPv6 forwarding makes the kernel ignore router advertisements where
     /// `accept_ra` is 1, so that is raised to 2 (accept them anyway) for the time we run.
-    pub fn enable_forwarding(&mut self, iface: &str, ipv6: bool) -> Result<()> {
-        self.set_sysctl(&format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"), "1")?;
+    /// Returns whether anything was changed.
+    pub fn enable_forwarding(&mut self, iface: &str, ipv6: bool) -> Result<bool> {
+        let mut changed = self.set_sysctl(&format!("/proc/sys/net/ipv4/conf/{iface}/forwarding"), "1")?;
         if ipv6 {
             let ra = format!("/proc/sys/net/ipv6/conf/{iface}/accept_ra");
             if fs::read_to_string(&ra).map(|v| v.trim() == "1").unwrap_or(false) {
-                self.set_sysctl(&ra, "2")?;
+                changed |= self.set_sysctl(&ra, "2")?;
             }
-            self.set_sysctl(&format!("/proc/sys/net/ipv6/conf/{iface}/forwarding"), "1")?;
+            changed |= self.set_sysctl(&format!("/proc/sys/net/ipv6/conf/{iface}/forwarding"), "1")?;
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Keep the kernel from picking the full-NAT source ports for the node's own connections:
     /// the range is added to `net.ipv4.ip_local_reserved_ports` (which IPv6 follows too).
     /// Idempotent: a range already reserved (by an earlier `lb`, killed) is left as it is.
-    pub fn reserve_ports(&mut self, first: u16, last: u16) -> Result<()> {
+    /// Returns whether the list was changed.
+    pub fn reserve_ports(&mut self, first: u16, last: u16) -> Result<bool> {
         let before = fs::read_to_string(RESERVED_PORTS).with_context(|| format!("reading {RESERVED_PORTS}"))?;
         let mut ports = parse_ports(&before);
         if (first..=last).all(|p| ports.contains(&p)) {
-            return Ok(());
+            return Ok(false);
         }
         ports.extend(first..=last);
         self.set_sysctl(RESERVED_PORTS, &format_ports(&ports))
@@ -101,14 +103,25 @@ impl NodeChanges {
         self.neighbours.clear();
     }
 
-    fn set_sysctl(&mut self, path: &str, value: &str) -> Result<()> {
+    /// Set a sysctl unless it has the value already; returns whether it was written. Where
+    /// /proc/sys is read-only (an unprivileged container) the error says how to get it set.
+    pub(crate) fn set_sysctl(&mut self, path: &str, value: &str) -> Result<bool> {
         let before = fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-        if before.trim() != value {
-            fs::write(path, value).with_context(|| format!("writing {path}"))?;
-            tracing::info!(path, value, "set (restored on exit)");
-            self.sysctls.push((path.to_string(), before.trim().to_string()));
+        if before.trim() == value {
+            return Ok(false);
         }
-        Ok(())
+        if let Err(e) = fs::write(path, value) {
+            if matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)) {
+                bail!(
+                    "{path} must be {value} and cannot be written here ({e}): run `lb node-prep` with the same \
+                     --iface and --snat-ports first, as the DaemonSet's init container does"
+                );
+            }
+            return Err(e).with_context(|| format!("writing {path}"));
+        }
+        tracing::info!(path, value, "set (restored on exit)");
+        self.sysctls.push((path.to_string(), before.trim().to_string()));
+        Ok(true)
     }
 
     /// Keep the next hop towards `backend` resolved, so the datapath never meets an

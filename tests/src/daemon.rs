@@ -50,7 +50,13 @@ pub struct Daemon {
     /// Every run's stderr, the first run's first.
     logs: Vec<PathBuf>,
     pins: Option<Pins>,
+    /// `lb run` (not other subcommands) runs as the DaemonSet runs it (see
+    /// [`Daemon::start_restricted`]).
+    restricted: bool,
 }
+
+/// The capabilities the DaemonSet's lb container keeps (deploy/daemonset.yaml).
+pub const RESTRICTED_CAPS: &str = "-all,+bpf,+net_admin,+perfmon,+net_bind_service";
 
 impl Daemon {
     /// Start `lb run` in `ns` on `manifests` and `ifaces`, and wait until it has loaded
@@ -98,7 +104,50 @@ impl Daemon {
             listeners,
             logs: Vec::new(),
             pins,
+            restricted: false,
         };
+        d.resume()?;
+        Ok(d)
+    }
+
+    /// [`Daemon::start_with`], as the DaemonSet runs `lb`: first `lb node-prep` (privileged,
+    /// the init container's job) with the same interfaces and pin directory, then `lb run`
+    /// with /proc/sys read-only (a bind mount in a mount namespace of its own) and only
+    /// [`RESTRICTED_CAPS`] in its bounding set (so in every set: it runs as uid 0).
+    /// `node_prep: false` skips the first step (to see `lb run` refuse to start).
+    pub fn start_restricted(
+        ns: &Netns,
+        manifests: &Path,
+        ifaces: &str,
+        listeners: usize,
+        workdir: &Path,
+        node_prep: bool,
+    ) -> Result<Daemon> {
+        let fs_dir = workdir.join("bpffs");
+        let mount = mount_bpffs(&fs_dir)?;
+        let dir = fs_dir.join("lb");
+        let pin_dir = dir.to_str().context("pin path")?.to_string();
+        let mut args: Vec<String> = ["run", "--manifests"].map(String::from).to_vec();
+        args.push(manifests.to_str().context("manifest path")?.to_string());
+        args.extend(["--iface", ifaces, "--poll-ms", "200", "--pin-dir", &pin_dir].map(String::from));
+        let mut d = Daemon {
+            child: None,
+            log: PathBuf::new(),
+            stdout: PathBuf::new(),
+            ns: ns.name.clone(),
+            args,
+            workdir: workdir.to_path_buf(),
+            listeners,
+            logs: Vec::new(),
+            pins: Some(Pins { dir, mount, snat_ports: None, uninstalled: false }),
+            restricted: true,
+        };
+        if node_prep {
+            let out = d.command().args(["node-prep", "--iface", ifaces, "--pin-dir", &pin_dir]).output()?;
+            if !out.status.success() {
+                bail!("lb node-prep failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+        }
         d.resume()?;
         Ok(d)
     }
@@ -188,8 +237,8 @@ impl Daemon {
         } else {
             (self.workdir.join(format!("lb.{run}.log")), self.workdir.join(format!("lb.{run}.out")))
         };
-        let child = self
-            .command()
+        let mut command = if self.restricted { self.restricted_command() } else { self.command() };
+        let child = command
             .args(&self.args)
             .env("LB_LOG", "info")
             .stdin(Stdio::null())
@@ -233,6 +282,35 @@ impl Daemon {
     fn command(&self) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns]).arg(lb_bin());
+        c
+    }
+
+    /// The running `lb`'s process id (the wrappers exec it: the same process).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `lb` in the daemon's namespace with /proc/sys read-only and [`RESTRICTED_CAPS`].
+    fn restricted_command(&self) -> Command {
+        let script = format!(
+            "mount --bind /proc/sys /proc/sys; mount -o remount,bind,ro /proc/sys; \
+             exec setpriv --bounding-set={RESTRICTED_CAPS} --inh-caps=-all \"$@\""
+        );
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &self.ns,
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-ec",
+            &script,
+            "lb",
+        ])
+        .arg(lb_bin());
         c
     }
 
