@@ -111,6 +111,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut last_paths = std::time::Instant::now();
     let mut model_loaded = false;
     let (mut logged_errors, mut logged_notices) = (Reported::default(), Reported::default());
+    let mut logged_source = Reported::default();
     loop {
         probes.tick();
         if last_paths.elapsed() >= PATHS_EVERY {
@@ -163,6 +164,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
         }
         match source.poll() {
             Ok(Some(objects)) => {
+                if !logged_source.update([]).cleared.is_empty() {
+                    tracing::info!(%source, "the source reads again");
+                }
                 agent_stats.last_sync = Some(std::time::SystemTime::now());
                 agent_stats.reloads += 1;
                 agent_stats.manifests_rejected = objects.errors.len();
@@ -215,8 +219,17 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 }
                 source.report(&build.errors, &applied);
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(%source, error = %e, "reading the source"),
+            Ok(None) => {
+                if !logged_source.update([]).cleared.is_empty() {
+                    tracing::info!(%source, "the source reads again");
+                }
+            }
+            Err(e) => {
+                // Once per distinct error, not at every poll.
+                if !logged_source.update([(source.to_string(), e.to_string())]).new.is_empty() {
+                    tracing::error!(%source, error = %e, "reading the source");
+                }
+            }
         }
         tokio::select! {
             _ = sigint.recv() => break,

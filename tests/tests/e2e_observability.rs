@@ -253,5 +253,8 @@ fn readyz_waits_for_the_first_model() {
     std::fs::rename(&tmp, &manifests).unwrap();
     lb.wait_for_log("listener loaded", 2, Duration::from_secs(10)).unwrap();
     assert_eq!(try_admin(&topo.lb, "/readyz"), Ok((200, "ok\n".into())));
+    let log = lb.run_log_text();
+    assert_eq!(log.matches("reading the source").count(), 1, "once, not at every poll:\n{log}");
+    assert_eq!(log.matches("the source reads again").count(), 1, "{log}");
     assert_eq!(sample(&try_admin(&topo.lb, "/metrics").unwrap().1, "lb_ready", &[]), 1.0);
 }
