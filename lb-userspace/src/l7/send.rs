@@ -87,7 +87,9 @@ pub(super) async fn forward(
     let mut addr = pick.endpoint.addr;
     // Kept only when the request could be sent again (no body).
     let saved = resendable.then(|| parts.clone());
-    // A client body that stalls or grows past the limit fails the request (408 / 413).
+    // A client body that is malformed, stalls or grows past the limit fails the request
+    // (400 / 408 / 413).
+    let body = body.map_err(|e| BoxError::from(BadBody(e)));
     let body = Limited::new(IdleBody::new(body, limits.body_idle), limits.max_body_bytes as usize);
     let mut result = tokio::time::timeout_at(deadline, send(parts, addr, body.map_err(BoxError::from).boxed())).await;
     if let Some(saved) = saved
@@ -134,8 +136,13 @@ pub(super) async fn forward(
     }
 }
 
-/// The answer to a request the backend client failed: 413 or 408 when the client's body was
-/// at fault, 502 otherwise.
+/// The client's request body could not be read (a bad chunk size, the client went away).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read: {0}")]
+struct BadBody(hyper::Error);
+
+/// The answer to a request the backend client failed: 400, 408 or 413 when the client's body
+/// was at fault, 502 otherwise.
 fn client_failure(e: &hyper_util::client::legacy::Error, addr: SocketAddr, limits: Limits) -> Response<Body> {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(inner) = src {
@@ -144,6 +151,10 @@ fn client_failure(e: &hyper_util::client::legacy::Error, addr: SocketAddr, limit
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("the request body is larger than {} bytes", limits.max_body_bytes),
             );
+        }
+        if inner.is::<BadBody>() {
+            tracing::debug!(error = %error_text(e), "request body unreadable: 400");
+            return respond::error(StatusCode::BAD_REQUEST, "the request body is malformed");
         }
         if inner.is::<Stalled>() {
             return respond::error(

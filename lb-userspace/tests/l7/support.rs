@@ -109,6 +109,9 @@ async fn answer(
         let body = "the quick brown fox jumps over the lazy dog\n".repeat(200);
         return Response::builder().header("content-type", "text/plain").body(Full::new(Bytes::from(body))).unwrap();
     }
+    if req.uri().path() == "/huge" {
+        return Response::new(Full::new(Bytes::from_static(&HUGE)));
+    }
     if req.uri().path() == "/slow" {
         tokio::time::sleep(delay).await;
     }
@@ -152,6 +155,9 @@ async fn answer(
     }
     resp
 }
+
+/// The body of `/huge`: 8 MiB.
+static HUGE: [u8; 8 << 20] = [b'x'; 8 << 20];
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
