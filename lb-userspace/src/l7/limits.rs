@@ -53,8 +53,9 @@ pub const DEFAULT_TUNNEL_IDLE_S: u64 = 300;
 pub const DEFAULT_BODY_IDLE_S: u64 = 60;
 /// Default of [`Limits::header_timeout`] in seconds (`--l7-header-timeout`).
 pub const DEFAULT_HEADER_TIMEOUT_S: u64 = 30;
-/// Default of [`Limits::drain_timeout`] in seconds (`--l7-drain-timeout`).
-pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
+/// Default of [`Limits::drain_timeout`] in seconds (`--l7-drain-timeout`): `lb run` then exits
+/// within the 30 s a Kubernetes Pod gets by default between SIGTERM and SIGKILL.
+pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 25;
 
 impl Default for Limits {
     fn default() -> Limits {
