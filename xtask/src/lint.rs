@@ -1,12 +1,18 @@
 //! The gates `cargo xtask test` passes before it builds anything (and `cargo xtask lint` runs
 //! alone): the code is formatted and clippy has nothing to say, on the host workspace and on
-//! lb-ebpf (its own workspace, for bpfel-unknown-none).
+//! lb-ebpf (its own workspace, for bpfel-unknown-none); README and docs link only inside the
+//! repository; deploy/Dockerfile keeps its pins and passes hadolint.
 use anyhow::{Context, Result};
 
-use crate::{cargo, ebpf_cargo, exec, root};
+use crate::{cargo, deploy_check, doc_links, ebpf_cargo, exec, root, setup};
 
 /// Every gate in turn; the first failing one fails the task, named in the error.
 pub fn gates() -> Result<()> {
+    gate("links (README.md, docs/)", "fix the links listed", || doc_links::check(&root()))?;
+    gate("deploy/Dockerfile pins", "fix the Dockerfile", || deploy_check::check(&root()))?;
+    gate("hadolint (deploy/Dockerfile)", "fix the findings printed above", || {
+        exec(std::process::Command::new(setup::ensure_hadolint()?).arg(root().join("deploy/Dockerfile")))
+    })?;
     gate("rustfmt (host workspace)", "run `cargo fmt --all`", || exec(cargo().args(["fmt", "--all", "--check"])))?;
     gate("rustfmt (lb-ebpf)", "run `cargo fmt --all` in lb-ebpf/", || {
         exec(cargo().current_dir(root().join("lb-ebpf")).args(["fmt", "--all", "--check"]))
@@ -16,7 +22,7 @@ pub fn gates() -> Result<()> {
         exec(cargo().args(["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]))
     })?;
     gate("clippy (lb-ebpf)", "fix the lints printed above", clippy_ebpf)?;
-    println!("xtask: gates passed: rustfmt and clippy, host workspace and lb-ebpf");
+    println!("xtask: gates passed: links, Dockerfile, rustfmt and clippy (host workspace and lb-ebpf)");
     Ok(())
 }
 

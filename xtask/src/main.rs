@@ -1,4 +1,6 @@
 //! `cargo xtask <task>`: the project's self-installing build, test, demo and bench entry points.
+mod deploy_check;
+mod doc_links;
 mod lint;
 mod setup;
 
@@ -15,9 +17,10 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   setup        install what this machine lacks (Debian packages, bpf-linker, bpffs); idempotent
-  build-ebpf   build the XDP object (lb-ebpf) for bpfel-unknown-none
+  build-ebpf   build the XDP object (lb-ebpf) for bpfel-unknown-none; --locked: lb-ebpf/Cargo.lock as it is
   build        build-ebpf, then the `lb` binary (release) with the object embedded
-  lint         the gates: rustfmt --check and clippy -D warnings, on the host workspace and lb-ebpf
+  lint         the gates: rustfmt --check and clippy -D warnings, on the host workspace and lb-ebpf;
+               README/docs links (inside the repository, resolving); deploy/Dockerfile pins and hadolint
   demo         setup + build, then real traffic through a namespace topology; prints a summary
   test         setup + lint + build, then every test, privileged ones included
                (LB_REQUIRE_PRIVILEGED=1); a failing gate fails the task before any build
@@ -30,7 +33,10 @@ fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("setup") => setup::run(),
-        Some("build-ebpf") => setup::ensure_ebpf_toolchain().and_then(|_| build_ebpf()),
+        Some("build-ebpf") => {
+            let locked = args[1..].iter().any(|a| a == "--locked");
+            setup::ensure_ebpf_toolchain().and_then(|_| build_ebpf(locked))
+        }
         Some("build") => build(),
         Some("lint") => setup::ensure_ebpf_toolchain().and_then(|_| lint::gates()),
         Some("demo") => demo(&args[1..]),
@@ -111,15 +117,19 @@ pub fn ebpf_cargo(subcommand: &str) -> Command {
     cmd
 }
 
-fn build_ebpf() -> Result<()> {
-    exec(&mut ebpf_cargo("build"))?;
+fn build_ebpf(locked: bool) -> Result<()> {
+    let mut cmd = ebpf_cargo("build");
+    if locked {
+        cmd.arg("--locked");
+    }
+    exec(&mut cmd)?;
     println!("xtask: XDP object at {}", ebpf_object().display());
     Ok(())
 }
 
 fn build() -> Result<()> {
     setup::ensure_ebpf_toolchain()?;
-    build_ebpf()?;
+    build_ebpf(false)?;
     exec(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
     println!("xtask: built {}", root().join("target/release/lb").display());
     Ok(())

