@@ -24,6 +24,8 @@ pub struct RunOptions {
     pub source: SourceOptions,
     pub ifaces: Vec<String>,
     pub dataplane: dataplane::Options,
+    /// The associated clusters of ALB multi-cluster gateways (`--cluster`).
+    pub clusters: Vec<crate::clusters::ClusterSpec>,
     /// How often a manifest directory is checked for changes.
     pub poll: Duration,
     /// How often conntrack is swept.
@@ -95,7 +97,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     }
     let (health_tx, mut health_rx) = tokio::sync::mpsc::channel::<health::Change>(256);
     let mut checker = health::Checker::default();
-    let mut source = Source::start(&opts.source).await.context("starting the source")?;
+    let source = Source::start(&opts.source).await.context("starting the source")?;
+    let mut source = crate::clusters::WithClusters::start(source, &opts.clusters).await?;
     let mut applied = Model::default();
     // The model as the source wants it, and its objects' errors: what `applied` lacks of it
     // (listeners or ACLs the datapath rejected) is tried again at every sweep.

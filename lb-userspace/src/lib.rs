@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod agent;
 pub mod annotations;
+pub mod clusters;
 pub mod dataplane;
 pub mod health;
 pub mod kube;

@@ -3,7 +3,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use lb_userspace::{admin, agent, dataplane, kube, l7, manifests, model, source::SourceOptions};
+use lb_userspace::{admin, agent, clusters, dataplane, kube, l7, manifests, model, source::SourceOptions};
 
 #[derive(Parser)]
 #[command(name = "lb", version, about = "XDP L4 load balancer driven by Kubernetes Services")]
@@ -115,6 +115,11 @@ enum Command {
         /// broadcast, the node's own addresses).
         #[arg(long = "vip-pool", value_name = "CIDR", env = "LB_VIP_POOLS", value_delimiter = ',', value_parser = parse_pool)]
         vip_pools: Vec<Option<ipnet::IpNet>>,
+        /// An associated cluster of an ALB multi-cluster gateway (repeatable): `ID=DIR`, a
+        /// directory of its EndpointSlices, or `ID=kubeconfig:PATH`, its API server. The
+        /// Ingresses of an AlbConfig listing ID in remote-clusters take their endpoints from it.
+        #[arg(long = "cluster", value_name = "ID=DIR|ID=kubeconfig:PATH")]
+        clusters: Vec<clusters::ClusterSpec>,
         /// How often a manifest directory is checked for changes, in milliseconds.
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
@@ -239,6 +244,10 @@ enum Command {
         /// node's interfaces). None given: that check is skipped.
         #[arg(long = "node-address", value_name = "ADDRESS", value_delimiter = ',')]
         node_addresses: Vec<std::net::IpAddr>,
+        /// An associated cluster of an ALB multi-cluster gateway, as given to `lb run`
+        /// (`ID=DIR`; repeatable).
+        #[arg(long = "cluster", value_name = "ID=DIR")]
+        clusters: Vec<clusters::ClusterSpec>,
     },
 }
 
@@ -311,6 +320,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             backend_table_entries,
             max_backends,
             vip_pools,
+            clusters,
             poll_ms,
             sweep_ms,
             udp_timeout,
@@ -352,8 +362,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     ..Default::default()
                 }),
             };
+            clusters::check_unique(&clusters).map_err(anyhow::Error::msg)?;
             let opts = agent::RunOptions {
                 source,
+                clusters,
                 ifaces: iface,
                 dataplane: dataplane::Options {
                     conntrack_entries,
@@ -426,6 +438,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             max_backends,
             vip_pools,
             node_addresses,
+            clusters,
         } => {
             let sizes = dataplane::Options { backend_table_entries, max_backends, ..Default::default() };
             let addresses = model::addresses::AddressPolicy {
@@ -435,7 +448,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let opts = model::BuildOptions { node_name, addresses };
             let capacity = dataplane::Capacity::of(&sizes);
-            match check(&manifests, json, &opts, &capacity) {
+            match check(&manifests, &clusters, json, &opts, &capacity) {
                 Err(e) if json => {
                     // Scripts reading the JSON get the reason there too (and on stderr).
                     let out = serde_json::json!({ "schema": CHECK_SCHEMA, "error": format!("{e:#}") });
@@ -454,6 +467,7 @@ const CHECK_SCHEMA: u32 = 1;
 
 fn check(
     dir: &std::path::Path,
+    clusters: &[clusters::ClusterSpec],
     json: bool,
     opts: &model::BuildOptions,
     capacity: &dataplane::Capacity,
@@ -461,7 +475,17 @@ fn check(
     if !dir.is_dir() {
         bail!("{}: not a directory", dir.display());
     }
-    let objects = manifests::load_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut objects = manifests::load_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    clusters::check_unique(clusters).map_err(anyhow::Error::msg)?;
+    for c in clusters {
+        let clusters::ClusterFrom::Dir(cdir) = &c.from else {
+            bail!("--cluster {}: lb check reads cluster directories only", c.id);
+        };
+        let mut set =
+            manifests::load_dir(cdir).with_context(|| format!("--cluster {}: reading {}", c.id, cdir.display()))?;
+        objects.errors.append(&mut set.errors);
+        objects.clusters.insert(c.id.clone(), set.endpoint_slices);
+    }
     let mut build = model::build(&objects, opts);
     let too_big = dataplane::capacity::enforce(&mut build.model, capacity);
     build.errors.extend(too_big);

@@ -264,6 +264,9 @@ fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<Str
     let slices = service::index_slices(clean.iter().map(|s| s.as_ref()));
     let mut lookup = l7::Lookup::new(objects, &slices);
     lookup.acls = out.model.acls.iter().map(|(k, a)| (k.clone(), a.entries.clone())).collect();
+    let clusters = clean_clusters(objects, &out.model, opts, &mut out.notices);
+    lookup.clusters =
+        clusters.iter().map(|(id, c)| (id.clone(), service::index_slices(c.iter().map(|s| s.as_ref())))).collect();
     for svc in services {
         match service::listeners(svc, &slices, &cx, &lookup) {
             Ok(built) => {
@@ -292,6 +295,30 @@ fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<Str
     }
     l7::build_alb(&lookup, &mut out);
     out
+}
+
+/// The associated clusters' EndpointSlices (`--cluster`), without refused endpoints; a
+/// cluster no AlbConfig lists in `remote-clusters` gets a notice.
+fn clean_clusters<'a>(
+    objects: &'a ObjectSet,
+    model: &Model,
+    opts: &BuildOptions,
+    notices: &mut Vec<Notice>,
+) -> Vec<(String, Vec<std::borrow::Cow<'a, k8s_openapi::api::discovery::v1::EndpointSlice>>)> {
+    objects
+        .clusters
+        .iter()
+        .map(|(id, slices)| {
+            if !model.alb_configs.values().any(|c| c.remote_clusters.contains(id)) {
+                notices.push(Notice {
+                    object: ObjectRef { kind: "Cluster".into(), namespace: String::new(), name: id.clone() },
+                    field: "--cluster".into(),
+                    note: "no AlbConfig lists it in remote-clusters: its endpoints are not used".into(),
+                });
+            }
+            (id.clone(), opts.addresses.clean_slices(slices, notices))
+        })
+        .collect()
 }
 
 /// When a Service was created, by its reference (`None`: no `creationTimestamp`).

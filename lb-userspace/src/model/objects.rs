@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 /// The objects read from a manifest directory, and what could not be read.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ObjectSet {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
@@ -17,6 +17,9 @@ pub struct ObjectSet {
     pub alb_configs: Vec<serde_json::Value>,
     /// TLS Secrets (`kubernetes.io/tls`) the L7 listeners take certificates from.
     pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
+    /// The EndpointSlices of each associated cluster of an ALB multi-cluster gateway, by
+    /// cluster ID (`lb run --cluster ID=DIR`); empty without `--cluster`.
+    pub clusters: std::collections::BTreeMap<String, Vec<EndpointSlice>>,
     /// Documents that did not parse, with where they came from.
     pub errors: Vec<ManifestError>,
     /// Objects the source holds that are not valid objects of their kind (their errors are

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::super::{AnnotationError, NotApplicable};
 use super::limits::{IDLE_TIMEOUT, REQUEST_TIMEOUT};
 use super::listeners::{ListenProtocol, protocol};
-use super::multicluster::{NOT_APPLICABLE as MULTI_CLUSTER, remote_clusters};
+use super::multicluster::remote_clusters;
 use super::tls::{TlsPolicy, security_policy};
 use super::values::{boolean, choice, dns_name, json_number, kind, quote};
 use super::{FAMILIES, Key, PREFIX};
@@ -330,10 +330,7 @@ pub fn parse_albconfig(value: &Value) -> Result<AlbConfig, Vec<AnnotationError>>
         let v = v.as_str().unwrap_or_default().trim();
         if suffix == "remote-clusters" {
             match remote_clusters(v) {
-                Ok(c) => {
-                    clusters = c;
-                    p.na(k, MULTI_CLUSTER);
-                }
+                Ok(c) => clusters = c,
                 Err(e) => p.err(k, e),
             }
         } else if Key::from_suffix(suffix).is_some() || FAMILIES.iter().any(|f| suffix.starts_with(f)) {

@@ -48,7 +48,7 @@ pub use cors::Cors;
 pub use ingressclass::{ALB_CONTROLLER, AlbIngressClass, class_of, parse_ingress_class};
 pub use keys::{FAMILIES, Key};
 pub use listeners::{ListenPort, ListenProtocol};
-pub use multicluster::ClusterWeight;
+pub use multicluster::{ClusterWeight, cluster_id};
 pub use paths::{HostMatch, PathMatch, PathType, RulePath};
 pub use routing::{Rule, sort_rules};
 pub use tls::{TlsHosts, TlsPolicy};

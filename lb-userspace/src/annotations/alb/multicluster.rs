@@ -1,6 +1,6 @@
 //! Multi-cluster gateways (ACK One): `remote-clusters` on the AlbConfig and
-//! `cluster-weight.<clusterID>` on Ingresses. Validated, then reported as not applicable:
-//! a node balancer serves the endpoints of its own cluster.
+//! `cluster-weight.<clusterID>` on Ingresses, validated. `lb run --cluster ID=DIR` gives the
+//! associated clusters' endpoints; the model splits requests between them.
 use serde::Serialize;
 
 use super::values::{list, number, quote};
@@ -12,9 +12,6 @@ pub struct ClusterWeight {
     pub cluster_id: String,
     pub weight: u32,
 }
-
-pub const NOT_APPLICABLE: &str =
-    "multi-cluster gateways (ACK One Fleet) are cloud-only; a node balancer serves the endpoints of its own cluster";
 
 /// A cluster ID: 1..=64 letters and digits (ACK IDs look like `c6...`).
 pub fn cluster_id(v: &str) -> Result<String, String> {
@@ -54,7 +51,6 @@ pub(super) fn parse_weights(cx: &mut Cx) -> Vec<ClusterWeight> {
                 continue;
             }
         };
-        cx.note(format!("{PREFIX}{key}"), NOT_APPLICABLE);
         out.push(ClusterWeight { cluster_id: id, weight });
     }
     let sum: u32 = out.iter().map(|w| w.weight).sum();
@@ -85,8 +81,7 @@ mod tests {
                 ClusterWeight { cluster_id: "cdb".into(), weight: 40 }
             ]
         );
-        assert_eq!(p.not_applicable.len(), 2);
-        assert_eq!(p.not_applicable[0].reason, NOT_APPLICABLE);
+        assert!(p.not_applicable.is_empty());
         let p = parse(&[(&k("cluster-weight.c6a"), "100")], SIMPLE);
         assert!(p.is_ok());
         let p = parse(&[(&k("cluster-weight.c6a"), "60"), (&k("cluster-weight.cdb"), "30")], SIMPLE);

@@ -2,8 +2,8 @@
 //! its AlbConfig listener's settings), the Ingress's rules as routes with their Services
 //! resolved to ready endpoints, and `spec.tls` certificates.
 use super::{
-    ForwardedHeaders, L7Listener, L7Protocol, Lookup, Route, TlsSettings, Upstream, convert, listener_key,
-    lookup::port_text, ownership, sort_routes,
+    ForwardedHeaders, L7Listener, L7Protocol, Lookup, Route, TlsSettings, Upstream, convert, fleet::Fleet,
+    listener_key, lookup::port_text, ownership, sort_routes,
 };
 use crate::annotations::alb::{self, IngressParse, ListenProtocol, ServiceRef};
 use crate::model::{Build, Notice, ObjectError, ObjectRef, health};
@@ -14,9 +14,19 @@ const ALB_IDLE_TIMEOUT_S: u32 = 15;
 
 /// Routes of one rule with its Services resolved; missing Services become notices (the
 /// rule then answers 503, as a controller whose Service is not there yet does).
-fn route(rule: &alb::Rule, lookup: &Lookup<'_>, notices: &mut Vec<Notice>, source: &ObjectRef) -> Route {
+fn route(
+    rule: &alb::Rule,
+    lookup: &Lookup<'_>,
+    fleet: Option<&Fleet<'_>>,
+    notices: &mut Vec<Notice>,
+    source: &ObjectRef,
+) -> Route {
     let mut resolve = |svc: &ServiceRef, weight: u32| {
-        let endpoints = lookup.endpoints(&rule.namespace, svc, rule.backend.ipv6).unwrap_or_else(|reason| {
+        let endpoints = match fleet {
+            Some(fleet) => lookup.fleet_endpoints(fleet, &rule.namespace, svc, rule.backend.ipv6),
+            None => lookup.endpoints(&rule.namespace, svc, rule.backend.ipv6),
+        };
+        let endpoints = endpoints.unwrap_or_else(|reason| {
             notices.push(Notice {
                 object: source.clone(),
                 field: "spec.rules".into(),
@@ -43,6 +53,53 @@ fn route(rule: &alb::Rule, lookup: &Lookup<'_>, notices: &mut Vec<Notice>, sourc
         .map(|s| resolve(s, 100))
         .collect();
     Route { rule: convert::rule(rule, source), upstreams, mirrors }
+}
+
+/// The clusters serving an Ingress when its AlbConfig is a multi-cluster gateway
+/// (`remote-clusters`) and `lb` was given `--cluster` sources; notices for associated clusters
+/// without a source and weighted clusters that are skipped. Without any `--cluster` source the
+/// gateway serves this cluster's own endpoints.
+fn fleet_of<'a>(
+    cfg: &'a alb::AlbConfig,
+    p: &'a IngressParse,
+    lookup: &Lookup<'_>,
+    source: &ObjectRef,
+    notices: &mut Vec<Notice>,
+) -> Option<Fleet<'a>> {
+    if cfg.remote_clusters.is_empty() {
+        return None;
+    }
+    let albconfig = ObjectRef { kind: "AlbConfig".into(), namespace: String::new(), name: cfg.name.clone() };
+    let field = format!("metadata.annotations.{}remote-clusters", alb::PREFIX);
+    if lookup.clusters.is_empty() {
+        notices.push(Notice {
+            object: albconfig,
+            field,
+            note: "no --cluster source is configured: its Ingresses are served from this cluster's own endpoints"
+                .into(),
+        });
+        return None;
+    }
+    for id in cfg.remote_clusters.iter().filter(|id| !lookup.clusters.contains_key(*id)) {
+        notices.push(Notice {
+            object: albconfig.clone(),
+            field: field.clone(),
+            note: format!("associated cluster {id} has no --cluster source: it gets no traffic"),
+        });
+    }
+    let clusters = cfg.remote_clusters.iter().map(String::as_str).filter(|id| lookup.clusters.contains_key(*id));
+    let fleet = Fleet { clusters: clusters.collect(), weights: &p.cluster_weights };
+    for id in fleet.skipped() {
+        notices.push(Notice {
+            object: source.clone(),
+            field: format!("{}cluster-weight.{id}", alb::PREFIX),
+            note: format!(
+                "cluster {id} is not an associated cluster of AlbConfig {} with a --cluster source: skipped",
+                cfg.name
+            ),
+        });
+    }
+    Some(fleet)
 }
 
 /// ALB listeners for the accepted Ingresses, plus CLB http/https listeners already put in
@@ -119,8 +176,9 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
             });
             entry.sources.push(source.clone());
             let mut notices = Vec::new();
+            let fleet = albconfig.as_ref().and_then(|c| fleet_of(c, &p, lookup, &source, &mut notices));
             for rule in &p.rules {
-                let r = route(rule, lookup, &mut notices, &source);
+                let r = route(rule, lookup, fleet.as_ref(), &mut notices, &source);
                 if rule.canary.is_some() { entry.canaries.push(r) } else { entry.routes.push(r) }
             }
             if let Some(tls) = entry.tls.as_mut() {

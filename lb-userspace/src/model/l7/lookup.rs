@@ -8,7 +8,7 @@ use std::{
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 
-use super::{Certificate, Endpoint};
+use super::{Certificate, Endpoint, fleet::Fleet};
 use crate::annotations::{
     alb::{self, AlbIngressClass, ServicePort, ServiceRef},
     secret::tls_pair,
@@ -29,6 +29,8 @@ pub struct Lookup<'a> {
     pub acls: BTreeMap<String, Vec<ipnet::IpNet>>,
     /// Each Ingress's `creationTimestamp`, by (namespace, name).
     pub ingress_created: BTreeMap<(String, String), Timestamp>,
+    /// The EndpointSlices of each associated cluster of a multi-cluster gateway, by cluster ID.
+    pub clusters: BTreeMap<String, SliceIndex<'a>>,
 }
 
 impl<'a> Lookup<'a> {
@@ -51,6 +53,7 @@ impl<'a> Lookup<'a> {
                 .iter()
                 .filter_map(|i| Some((key(&i.metadata), i.metadata.creation_timestamp.as_ref()?.0)))
                 .collect(),
+            clusters: BTreeMap::new(),
         }
     }
 
@@ -71,6 +74,34 @@ impl<'a> Lookup<'a> {
 
     /// The ready endpoints of a Service port (the port by number or name), in the families asked.
     pub fn endpoints(&self, namespace: &str, svc: &ServiceRef, ipv6: bool) -> Result<Vec<Endpoint>, String> {
+        self.endpoints_in(self.slices, namespace, svc, ipv6)
+    }
+
+    /// [`Lookup::endpoints`] of a multi-cluster gateway: the Service as the fleet defines it,
+    /// its endpoints from each cluster serving the gateway, split as [`Fleet::split`] says.
+    pub fn fleet_endpoints(
+        &self,
+        fleet: &Fleet<'_>,
+        namespace: &str,
+        svc: &ServiceRef,
+        ipv6: bool,
+    ) -> Result<Vec<Endpoint>, String> {
+        let empty = SliceIndex::new();
+        let mut per_cluster = Vec::new();
+        for &id in &fleet.clusters {
+            let slices = self.clusters.get(id).unwrap_or(&empty);
+            per_cluster.push((id, self.endpoints_in(slices, namespace, svc, ipv6)?));
+        }
+        Ok(fleet.split(&per_cluster))
+    }
+
+    fn endpoints_in(
+        &self,
+        slices: &SliceIndex<'_>,
+        namespace: &str,
+        svc: &ServiceRef,
+        ipv6: bool,
+    ) -> Result<Vec<Endpoint>, String> {
         let service = self
             .services
             .get(&(namespace.to_owned(), svc.name.clone()))
@@ -83,7 +114,7 @@ impl<'a> Lookup<'a> {
                 ServicePort::Name(n) => p.name.as_deref() == Some(n.as_str()),
             })
             .ok_or_else(|| format!("Service {namespace}/{} has no port {}", svc.name, port_text(&svc.port)))?;
-        let slices = self.slices.get(&(namespace.to_owned(), svc.name.clone())).map(Vec::as_slice).unwrap_or(&[]);
+        let slices = slices.get(&(namespace.to_owned(), svc.name.clone())).map(Vec::as_slice).unwrap_or(&[]);
         let port_name = port.name.clone().unwrap_or_default();
         let mut out = Vec::new();
         let mut families = vec![IpAddr::from([0, 0, 0, 0])];

@@ -5,6 +5,7 @@
 mod alb;
 mod clb;
 pub mod convert;
+mod fleet;
 mod lookup;
 mod ownership;
 pub mod route;
