@@ -14,6 +14,8 @@ use crate::{
     metrics::{self, Probes},
     model::{self, Model},
     netif::{Iface, NodeChanges},
+    netlink::{Events, Rtnl},
+    paths::BackendPaths,
     reported::Reported,
     source::{Source, SourceOptions},
 };
@@ -44,16 +46,18 @@ pub struct RunOptions {
 
 pub async fn run(opts: RunOptions) -> Result<()> {
     let mut node = NodeChanges::default();
-    let result = serve(&opts, &mut node).await;
+    // Routes, neighbours and links in process: `lb run` starts no child process for them.
+    let rtnl = Rtnl::connect().context("opening a route-netlink socket")?;
+    let result = serve(&opts, &mut node, &rtnl).await;
     if opts.dataplane.pin.is_some() {
         // However lb ends, a pinned datapath stays and needs these.
         node.keep_datapath_settings();
     }
-    node.restore();
+    node.restore(&rtnl).await;
     result
 }
 
-async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
+async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result<()> {
     let pools = &opts.build.addresses.vip_pools;
     if pools.is_empty() {
         tracing::info!(
@@ -110,17 +114,17 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     tracing::info!(%source, "watching");
     let mut last_sweep = std::time::Instant::now();
-    let mut paths = BackendPaths { nics: attached, fallback, ..BackendPaths::default() };
-    let mut last_paths = std::time::Instant::now();
+    // Subscribed before the first lookup: no change between the two is missed.
+    let mut events = Events::subscribe().context("subscribing to the node's route, link and neighbour events")?;
+    let mut paths = BackendPaths::new(rtnl.clone(), attached, fallback);
     let mut model_loaded = false;
     let (mut logged_errors, mut logged_notices) = (Reported::default(), Reported::default());
     let mut logged_source = Reported::default();
     loop {
         probes.tick();
-        if last_paths.elapsed() >= PATHS_EVERY {
-            // Routes and links change under us (pods come and go, an overlay is re-created).
-            last_paths = std::time::Instant::now();
-            paths.sync(&applied, node, &mut dp);
+        if paths.dirty() {
+            // Routes and links changed under us (pods come and go, an overlay is re-created).
+            paths.sync(&applied, node, &mut dp).await;
         }
         // Not before the first model is loaded: the sweep's idle timeouts are per listener,
         // and a pinned datapath's flows would be judged by the defaults.
@@ -186,9 +190,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
                 agent_stats.rejections_total += build.errors.len() as u64;
                 desired = build.model.clone();
                 build_errors = build.errors.clone();
-                paths.sync(&build.model, node, &mut dp);
+                paths.sync(&build.model, node, &mut dp).await;
                 checker.sync(&build.model, &health_tx);
-                node.sync_local_vips(&build.model.l7.values().filter_map(|l| l.addr).collect());
+                node.sync_local_vips(rtnl, &build.model.l7.values().filter_map(|l| l.addr).collect()).await;
                 let effective = checker.effective(&build.model);
                 apply_l7(&mut proxy, &effective, &mut agent_stats);
                 let loaded = match dp.apply(&effective) {
@@ -238,6 +242,20 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges) -> Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = source.changed() => {}
+            event = events.next() => match event {
+                Some(event) => {
+                    paths.on_event(&event, node);
+                    // A burst (a pod's veth, addresses and routes) is taken in one go.
+                    while let Some(event) = events.try_next() {
+                        paths.on_event(&event, node);
+                    }
+                }
+                None => {
+                    tracing::error!("the netlink event socket closed: subscribing again, every route looked up again");
+                    events = Events::subscribe().context("subscribing to the node's route, link and neighbour events")?;
+                    paths.on_event(&crate::netlink::Event::Lost, node);
+                }
+            },
             Some(change) = health_rx.recv() => {
                 checker.record(change);
                 let effective = checker.effective(&applied);
@@ -428,94 +446,5 @@ impl AgentStats {
             "l7_listener_errors": self.l7_errors,
             "datapath_errors": self.datapath_errors,
         })
-    }
-}
-
-/// `/sys/class/net/DEV/type` of an Ethernet device.
-const ARPHRD_ETHER: &str = "1";
-
-/// How often the routes to backends are looked up again when nothing else changed.
-const PATHS_EVERY: Duration = Duration::from_secs(5);
-
-/// How backends are reached: through the XDP NICs (`--iface`), or through devices the tc
-/// datapath runs on (a bridge, an overlay device, a pod veth), found from the routes; and
-/// where local clients (pods on this node) come from: bridges and unbridged veths.
-#[derive(Default)]
-struct BackendPaths {
-    /// The NICs XDP is attached to.
-    nics: BTreeSet<String>,
-    /// Backends whose route lookup failed or leads nowhere we serve, and devices the tc
-    /// datapath could not be put on (each warned once).
-    warned: BTreeSet<std::net::IpAddr>,
-    warned_devs: BTreeSet<String>,
-    /// The first NIC's addresses: the SNAT source behind a device without an address.
-    fallback: (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
-}
-
-impl BackendPaths {
-    /// For every backend: a managed neighbour entry for its next hop when it is reached by a
-    /// NIC; else the tc datapath on the device it is reached through, that device's address
-    /// as the SNAT source (replies then come back the same way) and forwarding on it.
-    fn sync(&mut self, model: &Model, node: &mut NodeChanges, dp: &mut Dataplane) {
-        let backends: BTreeSet<_> = model.listeners.values().flat_map(|l| l.backends.iter().map(|b| b.addr)).collect();
-        let mut devices = BTreeSet::new();
-        for addr in backends {
-            match crate::netif::route_to(addr) {
-                Ok((_, dev)) if self.nics.contains(&dev) => {
-                    if let Err(e) = node.ensure_neighbour(addr) {
-                        tracing::warn!(backend = %addr, error = %e, "cannot resolve next hop");
-                    }
-                }
-                Ok((_, dev)) if dev == "lo" => {
-                    if self.warned.insert(addr) {
-                        tracing::warn!(backend = %addr, "backend is an address of this node (host network): not served by the L4 datapath");
-                    }
-                }
-                Ok((_, dev)) => {
-                    devices.insert(dev);
-                }
-                Err(e) => {
-                    if self.warned.insert(addr) {
-                        tracing::warn!(backend = %addr, error = %e, "cannot route to backend");
-                    }
-                }
-            }
-        }
-        dp.forget_gone_tc();
-        match crate::netif::local_client_devices(&self.nics) {
-            Ok(local) => devices.extend(local),
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot list the node's bridges and veths (local clients)")
-            }
-        }
-        for dev in devices {
-            if let Err(e) = self.attach(&dev, node, dp)
-                && self.warned_devs.insert(dev.clone())
-            {
-                tracing::warn!(dev, error = %format!("{e:#}"), "cannot put the tc datapath on the device backends are reached through");
-            }
-        }
-    }
-
-    /// The tc datapath on `dev`, forwarding on, and the SNAT source for backends behind it:
-    /// its own address, or (a per-pod veth has none) the first NIC's, which the pod's
-    /// default route sends back through the same veth.
-    fn attach(&mut self, dev: &str, node: &mut NodeChanges, dp: &mut Dataplane) -> Result<()> {
-        // The datapath parses Ethernet frames: an L3 device (IPIP, WireGuard) has none.
-        let link_type = std::fs::read_to_string(format!("/sys/class/net/{dev}/type")).unwrap_or_default();
-        if link_type.trim() != ARPHRD_ETHER {
-            anyhow::bail!("not an Ethernet device (link type {}): backends behind it are not served", link_type.trim());
-        }
-        let iface = Iface::lookup(dev)?;
-        let (v4, v6) = match (iface.ipv4, iface.ipv6) {
-            (None, None) => self.fallback,
-            own => own,
-        };
-        node.enable_forwarding(dev, v6.is_some())?;
-        dp.set_snat(iface.index, v4, v6)?;
-        if dp.attach_tc(dev)? {
-            tracing::info!(dev, index = iface.index, snat4 = ?v4, snat6 = ?v6, "tc datapath attached (backends or local clients behind it)");
-        }
-        Ok(())
     }
 }

@@ -5,10 +5,11 @@
 use std::{
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    process::Command,
 };
 
 use anyhow::{Context, Result, bail};
+
+use crate::netlink::{Route, Rtnl};
 
 /// One interface the datapath is attached to.
 #[derive(Debug, Clone)]
@@ -51,8 +52,8 @@ pub fn node_addresses() -> Result<std::collections::BTreeSet<IpAddr>> {
 pub struct NodeChanges {
     /// (sysctl path, value before).
     sysctls: Vec<(String, String)>,
-    /// (next hop, device) of the managed neighbour entries we created.
-    neighbours: Vec<(IpAddr, String)>,
+    /// (next hop, device index) of the managed neighbour entries we created.
+    neighbours: Vec<(IpAddr, u32)>,
     /// VIPs of L7 listeners made local (`ip route add local VIP dev lo proto 252`).
     local_vips: std::collections::BTreeSet<IpAddr>,
     /// VIPs whose local-table route someone else made (left alone; warned once).
@@ -124,23 +125,32 @@ impl NodeChanges {
         Ok(true)
     }
 
-    /// Keep the next hop towards `backend` resolved, so the datapath never meets an
-    /// unresolved neighbour: a kernel-managed neighbour entry (NTF_EXT_MANAGED) is probed
-    /// by the kernel itself. Returns the egress device.
-    pub fn ensure_neighbour(&mut self, backend: IpAddr) -> Result<String> {
-        let (next_hop, dev) = route_to(backend)?;
-        if self.neighbours.iter().any(|(n, d)| *n == next_hop && *d == dev) {
-            return Ok(dev);
+    /// Keep the next hop of `route` (to a backend) resolved, so the datapath never meets an
+    /// unresolved neighbour: a kernel-managed neighbour entry (NTF_EXT_MANAGED) is probed by
+    /// the kernel itself. Made once per next hop and device (again after [`Self::neighbour_gone`]).
+    pub async fn ensure_neighbour(&mut self, rtnl: &Rtnl, route: &Route) -> Result<()> {
+        if self.neighbours.contains(&(route.next_hop, route.ifindex)) {
+            return Ok(());
         }
-        let out = Command::new("ip")
-            .args(["neigh", "replace", &next_hop.to_string(), "dev", &dev, "managed"])
-            .output()
-            .context("running `ip neigh replace`")?;
-        if !out.status.success() {
-            bail!("ip neigh replace {next_hop} dev {dev} managed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        self.neighbours.push((next_hop, dev.clone()));
-        Ok(dev)
+        rtnl.managed_neighbour(route.next_hop, route.ifindex).await.with_context(|| format!("on {}", route.dev))?;
+        self.neighbours.push((route.next_hop, route.ifindex));
+        Ok(())
+    }
+
+    /// A neighbour entry was deleted (by someone, or with its link): whether it was one of
+    /// ours, which the next [`Self::ensure_neighbour`] then makes again.
+    pub fn neighbour_gone(&mut self, next_hop: IpAddr, ifindex: u32) -> bool {
+        let before = self.neighbours.len();
+        self.neighbours.retain(|n| *n != (next_hop, ifindex));
+        self.neighbours.len() != before
+    }
+
+    /// After events were lost: forget those of our neighbour entries that are gone (the next
+    /// [`Self::ensure_neighbour`] makes them again).
+    pub async fn recheck_neighbours(&mut self, rtnl: &Rtnl) -> Result<()> {
+        let present = rtnl.neighbours().await?;
+        self.neighbours.retain(|n| present.contains(n));
+        Ok(())
     }
 
     /// Makes exactly `vips` local to the node (a route of type local in the local table,
@@ -148,10 +158,10 @@ impl NodeChanges {
     /// to the L7 listeners bound on them. VIPs are not put on an interface: the node does not
     /// announce them. A route to a VIP in the local table that `lb` did not make (an address
     /// of the node, an announcer's route) is left as it is, with a warning.
-    pub fn sync_local_vips(&mut self, vips: &std::collections::BTreeSet<IpAddr>) {
+    pub async fn sync_local_vips(&mut self, rtnl: &Rtnl, vips: &std::collections::BTreeSet<IpAddr>) {
         let gone: Vec<IpAddr> = self.local_vips.difference(vips).copied().collect();
         for vip in gone {
-            let _ = local_route("del", vip);
+            let _ = rtnl.del_local_route(vip, ROUTE_PROTO).await;
             self.local_vips.remove(&vip);
         }
         self.foreign_vips.retain(|v| vips.contains(v));
@@ -159,15 +169,16 @@ impl NodeChanges {
             if self.local_vips.contains(vip) {
                 continue;
             }
-            let made = match local_route_owner(*vip) {
-                Ok(RouteOwner::Other(protos)) => {
+            let made = match rtnl.local_route_protocols(*vip).await {
+                Ok(protos) if protos.iter().any(|p| *p != ROUTE_PROTO) => {
                     if self.foreign_vips.insert(*vip) {
-                        tracing::warn!(%vip, proto = %protos, "the VIP has a route in the local table that lb did not make: left as it is (its L7 listeners get traffic only if that route delivers it here)");
+                        let protos: Vec<String> = protos.iter().map(|p| proto_name(*p)).collect();
+                        tracing::warn!(%vip, proto = %protos.join(","), "the VIP has a route in the local table that lb did not make: left as it is (its L7 listeners get traffic only if that route delivers it here)");
                     }
                     continue;
                 }
-                Ok(RouteOwner::Nobody | RouteOwner::Lb) => local_route("replace", *vip),
-                Err(e) => Err(e),
+                Ok(_) => rtnl.replace_local_route(*vip, ROUTE_PROTO).await.map_err(anyhow::Error::from),
+                Err(e) => Err(e.into()),
             };
             match made {
                 Ok(()) => {
@@ -183,12 +194,12 @@ impl NodeChanges {
     }
 
     /// Undo every change, in reverse order. Errors are logged, not fatal.
-    pub fn restore(&mut self) {
+    pub async fn restore(&mut self, rtnl: &Rtnl) {
         for vip in std::mem::take(&mut self.local_vips) {
-            let _ = local_route("del", vip);
+            let _ = rtnl.del_local_route(vip, ROUTE_PROTO).await;
         }
-        for (next_hop, dev) in self.neighbours.drain(..).rev() {
-            let _ = Command::new("ip").args(["neigh", "del", &next_hop.to_string(), "dev", &dev]).status();
+        for (next_hop, ifindex) in self.neighbours.drain(..).rev() {
+            let _ = rtnl.del_neighbour(next_hop, ifindex).await;
         }
         for (path, before) in self.sysctls.drain(..).rev() {
             // With a newline: an empty write would not reach the kernel (and an empty list is
@@ -239,96 +250,17 @@ fn format_ports(ports: &std::collections::BTreeSet<u16>) -> String {
     ranges.iter().map(item).collect::<Vec<_>>().join(",")
 }
 
-/// Devices local clients (pods on this node) reach the node through: bridges (a bridge
-/// CNI's cni0, docker0) and veths that are no bridge's port (per-pod veths with /32 routes,
-/// Calico-style), up and not in `except` (the XDP NICs).
-pub fn local_client_devices(except: &std::collections::BTreeSet<String>) -> Result<Vec<String>> {
-    let out = Command::new("ip").args(["-j", "-d", "link", "show"]).output().context("running `ip link show`")?;
-    if !out.status.success() {
-        bail!("ip link show: {}", String::from_utf8_lossy(&out.stderr).trim());
+/// A routing protocol as `ip` names it (rt_protos), else its number.
+fn proto_name(p: u8) -> String {
+    match p {
+        0 => "unspec",
+        1 => "redirect",
+        2 => "kernel",
+        3 => "boot",
+        4 => "static",
+        _ => return p.to_string(),
     }
-    let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
-    Ok(links
-        .iter()
-        .filter(|l| l["flags"].as_array().is_some_and(|f| f.iter().any(|x| x == "UP")))
-        .filter(|l| {
-            let kind = l["linkinfo"]["info_kind"].as_str();
-            kind == Some("bridge") || (kind == Some("veth") && l["master"].is_null())
-        })
-        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
-        .filter(|name| !except.contains(name))
-        .collect())
-}
-
-/// The next hop and device the kernel routes `dst` through.
-pub fn route_to(dst: IpAddr) -> Result<(IpAddr, String)> {
-    let out =
-        Command::new("ip").args(["-j", "route", "get", &dst.to_string()]).output().context("running `ip route get`")?;
-    if !out.status.success() {
-        bail!("no route to {dst}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    let routes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
-    let r = routes.first().context("empty `ip route get` answer")?;
-    let dev = r["dev"].as_str().context("route without a device")?.to_string();
-    let next_hop = match r["gateway"].as_str() {
-        Some(gw) => gw.parse()?,
-        None => dst,
-    };
-    Ok((next_hop, dev))
-}
-
-/// `VIP/32` or `VIP/128`, and the `ip` option of its family.
-fn host_prefix(vip: IpAddr) -> (String, &'static str) {
-    if vip.is_ipv4() { (format!("{vip}/32"), "-4") } else { (format!("{vip}/128"), "-6") }
-}
-
-/// Adds, replaces or deletes `lb`'s local route to `vip`. Deleting names [`ROUTE_PROTO`], so
-/// that the kernel removes only a route `lb` made.
-fn local_route(op: &str, vip: IpAddr) -> Result<()> {
-    let (prefix, family) = host_prefix(vip);
-    let proto = ROUTE_PROTO.to_string();
-    let out = Command::new("ip")
-        .args([family, "route", op, "local", &prefix, "dev", "lo", "table", "local", "proto", &proto])
-        .output()
-        .context("running `ip route`")?;
-    if !out.status.success() {
-        bail!("ip route {op} local {prefix} dev lo proto {proto}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
-/// Who made the routes to exactly `VIP/32` (`/128`) in the local table.
-#[derive(Debug, PartialEq, Eq)]
-enum RouteOwner {
-    Nobody,
-    Lb,
-    /// Someone else: the protocols of the routes found, as `ip` names them.
-    Other(String),
-}
-
-fn local_route_owner(vip: IpAddr) -> Result<RouteOwner> {
-    let (prefix, family) = host_prefix(vip);
-    let show = |extra: &[&str]| -> Result<Vec<serde_json::Value>> {
-        let out = Command::new("ip")
-            .args(["-j", family, "route", "show", "table", "local", "exact", &prefix])
-            .args(extra)
-            .output()
-            .context("running `ip route show`")?;
-        if !out.status.success() {
-            bail!("ip route show table local exact {prefix}: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(serde_json::from_slice(&out.stdout).unwrap_or_default())
-    };
-    let all = show(&[])?;
-    let ours = show(&["proto", &ROUTE_PROTO.to_string()])?;
-    Ok(if all.is_empty() {
-        RouteOwner::Nobody
-    } else if all.len() == ours.len() {
-        RouteOwner::Lb
-    } else {
-        let protos: Vec<&str> = all.iter().map(|r| r["protocol"].as_str().unwrap_or("boot")).collect();
-        RouteOwner::Other(protos.join(","))
-    })
+    .to_string()
 }
 
 #[cfg(test)]

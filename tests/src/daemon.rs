@@ -53,6 +53,9 @@ pub struct Daemon {
     /// `lb run` (not other subcommands) runs as the DaemonSet runs it (see
     /// [`Daemon::start_restricted`]).
     restricted: bool,
+    /// A program (and its arguments) `lb run` runs under, e.g. `strace -f -o FILE`
+    /// (see [`Daemon::start_wrapped`]).
+    wrapper: Vec<String>,
 }
 
 /// The capabilities the DaemonSet's lb container keeps (deploy/daemonset.yaml).
@@ -74,6 +77,21 @@ impl Daemon {
         listeners: usize,
         workdir: &Path,
         extra: &[&str],
+    ) -> Result<Daemon> {
+        Daemon::start_wrapped(ns, manifests, ifaces, listeners, workdir, extra, &[])
+    }
+
+    /// [`Daemon::start_with`], `lb run` running under `wrapper` (a program that executes
+    /// the rest of its command line, such as `strace -f -o FILE`). [`Daemon::pid`] is then
+    /// the wrapper's.
+    pub fn start_wrapped(
+        ns: &Netns,
+        manifests: &Path,
+        ifaces: &str,
+        listeners: usize,
+        workdir: &Path,
+        extra: &[&str],
+        wrapper: &[&str],
     ) -> Result<Daemon> {
         let bin = lb_bin();
         if !bin.exists() {
@@ -105,6 +123,7 @@ impl Daemon {
             logs: Vec::new(),
             pins,
             restricted: false,
+            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
         };
         d.resume()?;
         Ok(d)
@@ -141,6 +160,7 @@ impl Daemon {
             logs: Vec::new(),
             pins: Some(Pins { dir, mount, snat_ports: None, uninstalled: false }),
             restricted: true,
+            wrapper: Vec::new(),
         };
         if node_prep {
             let out = d.command().args(["node-prep", "--iface", ifaces, "--pin-dir", &pin_dir]).output()?;
@@ -237,7 +257,15 @@ impl Daemon {
         } else {
             (self.workdir.join(format!("lb.{run}.log")), self.workdir.join(format!("lb.{run}.out")))
         };
-        let mut command = if self.restricted { self.restricted_command() } else { self.command() };
+        let mut command = if self.restricted {
+            self.restricted_command()
+        } else if !self.wrapper.is_empty() {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.ns]).args(&self.wrapper).arg(lb_bin());
+            c
+        } else {
+            self.command()
+        };
         let child = command
             .args(&self.args)
             .env("LB_LOG", "info")

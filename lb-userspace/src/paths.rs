@@ -1,0 +1,216 @@
+//! How backends are reached, kept current from netlink events: the route to each distinct
+//! backend is looked up once (in process, through rtnetlink) and again only when a route,
+//! link or address event may have changed it; backends behind the XDP NICs get a managed
+//! neighbour entry for their next hop; the devices other backends (a bridge, an overlay
+//! device, a pod veth) and local clients are reached through get the tc datapath.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use anyhow::Result;
+
+use crate::{
+    dataplane::Dataplane,
+    model::Model,
+    netif::{Iface, NodeChanges},
+    netlink::{Event, Link, Route, Rtnl},
+};
+
+/// `/sys/class/net/DEV/type` of an Ethernet device.
+const ARPHRD_ETHER: &str = "1";
+
+pub struct BackendPaths {
+    rtnl: Rtnl,
+    /// The NICs XDP is attached to.
+    nics: BTreeSet<String>,
+    /// The first NIC's addresses: the SNAT source behind a device without an address.
+    fallback: (Option<Ipv4Addr>, Option<Ipv6Addr>),
+    /// The route to each backend of the model (`None`: the lookup failed), looked up once per
+    /// distinct backend, and again when an event concerns it.
+    routes: BTreeMap<IpAddr, Option<Route>>,
+    /// The node's links at the last listing (`None`: to be listed again).
+    links: Option<BTreeMap<u32, Link>>,
+    /// Something changed since the last [`BackendPaths::sync`].
+    dirty: bool,
+    /// Events were lost: our neighbour entries are checked at the next sync.
+    recheck_neighbours: bool,
+    /// Route lookups made (each distinct backend once, then once per event concerning it).
+    pub lookups: u64,
+    /// Backends whose route lookup failed or leads nowhere we serve, and devices the tc
+    /// datapath could not be put on (each warned once).
+    warned: BTreeSet<IpAddr>,
+    warned_devs: BTreeSet<String>,
+}
+
+impl BackendPaths {
+    pub fn new(rtnl: Rtnl, nics: BTreeSet<String>, fallback: (Option<Ipv4Addr>, Option<Ipv6Addr>)) -> BackendPaths {
+        BackendPaths {
+            rtnl,
+            nics,
+            fallback,
+            routes: BTreeMap::new(),
+            links: None,
+            dirty: false,
+            recheck_neighbours: false,
+            lookups: 0,
+            warned: BTreeSet::new(),
+            warned_devs: BTreeSet::new(),
+        }
+    }
+
+    /// Whether an event changed something since the last sync.
+    pub fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Forget what `event` may have changed: the routes of the backends it concerns, the
+    /// link list when a link changed, our neighbour entry when it was deleted.
+    pub fn on_event(&mut self, event: &Event, node: &mut NodeChanges) {
+        let before = self.routes.len();
+        match event {
+            Event::NeighbourGone { addr, ifindex } => {
+                if node.neighbour_gone(*addr, *ifindex) {
+                    tracing::info!(next_hop = %addr, ifindex, "a managed neighbour entry of lb was deleted: made again");
+                    self.dirty = true;
+                }
+            }
+            Event::Link { link, deleted } => {
+                let known = self.links.as_ref().and_then(|l| l.get(&link.index));
+                if *deleted || known != Some(link) {
+                    // The list of local client devices changes; routes through a link that went
+                    // down or away go without an event of their own (IPv4), and a lookup that
+                    // failed may succeed now.
+                    self.links = None;
+                    self.routes.retain(|_, r| r.as_ref().is_some_and(|r| r.ifindex != link.index));
+                    self.dirty = true;
+                }
+            }
+            Event::Route { .. } => {
+                self.routes.retain(|addr, _| !event.concerns(*addr));
+                self.dirty |= self.routes.len() != before;
+            }
+            // The routes an address brings or takes come as events of their own; the address
+            // itself may be the SNAT source of a tc device.
+            Event::Address => self.dirty = true,
+            Event::Lost => {
+                tracing::warn!("netlink events were lost: every route to a backend is looked up again");
+                self.routes.clear();
+                self.links = None;
+                self.recheck_neighbours = true;
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// For every backend: a managed neighbour entry for its next hop when it is reached by a
+    /// NIC; else the tc datapath on the device it is reached through, that device's address
+    /// as the SNAT source (replies then come back the same way) and forwarding on it.
+    pub async fn sync(&mut self, model: &Model, node: &mut NodeChanges, dp: &mut Dataplane) {
+        self.dirty = false;
+        let backends: BTreeSet<IpAddr> =
+            model.listeners.values().flat_map(|l| l.backends.iter().map(|b| b.addr)).collect();
+        self.routes.retain(|addr, _| backends.contains(addr));
+        for addr in backends {
+            if self.routes.contains_key(&addr) {
+                continue;
+            }
+            self.lookups += 1;
+            let route = match self.rtnl.route_get(addr).await {
+                Ok(r) => {
+                    tracing::debug!(backend = %addr, next_hop = %r.next_hop, dev = %r.dev, "route to backend");
+                    Some(r)
+                }
+                Err(e) => {
+                    if self.warned.insert(addr) {
+                        tracing::warn!(backend = %addr, error = %e, "cannot route to backend");
+                    }
+                    None
+                }
+            };
+            self.routes.insert(addr, route);
+        }
+        if std::mem::take(&mut self.recheck_neighbours)
+            && let Err(e) = node.recheck_neighbours(&self.rtnl).await
+        {
+            tracing::warn!(error = %format!("{e:#}"), "cannot list the neighbour entries");
+        }
+        let mut devices = BTreeSet::new();
+        for (addr, route) in &self.routes {
+            let Some(route) = route else { continue };
+            if self.nics.contains(&route.dev) {
+                if let Err(e) = node.ensure_neighbour(&self.rtnl, route).await {
+                    tracing::warn!(backend = %addr, error = %format!("{e:#}"), "cannot resolve next hop");
+                }
+            } else if route.dev == "lo" {
+                if self.warned.insert(*addr) {
+                    tracing::warn!(backend = %addr, "backend is an address of this node (host network): not served by the L4 datapath");
+                }
+            } else {
+                devices.insert(route.dev.clone());
+            }
+        }
+        dp.forget_gone_tc();
+        if self.links.is_none() {
+            match self.rtnl.links().await {
+                Ok(links) => self.links = Some(links.into_iter().map(|l| (l.index, l)).collect()),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot list the node's bridges and veths (local clients)")
+                }
+            }
+        }
+        if let Some(links) = &self.links {
+            devices.extend(local_client_devices(links.values(), &self.nics));
+        }
+        for dev in devices {
+            if let Err(e) = self.attach(&dev, node, dp)
+                && self.warned_devs.insert(dev.clone())
+            {
+                tracing::warn!(dev, error = %format!("{e:#}"), "cannot put the tc datapath on the device backends are reached through");
+            }
+        }
+    }
+
+    /// The tc datapath on `dev`, forwarding on, and the SNAT source for backends behind it:
+    /// its own address, or (a per-pod veth has none) the first NIC's, which the pod's
+    /// default route sends back through the same veth.
+    fn attach(&mut self, dev: &str, node: &mut NodeChanges, dp: &mut Dataplane) -> Result<()> {
+        // The datapath parses Ethernet frames: an L3 device (IPIP, WireGuard) has none.
+        let link_type = std::fs::read_to_string(format!("/sys/class/net/{dev}/type")).unwrap_or_default();
+        if link_type.trim() != ARPHRD_ETHER {
+            anyhow::bail!("not an Ethernet device (link type {}): backends behind it are not served", link_type.trim());
+        }
+        let iface = Iface::lookup(dev)?;
+        let (v4, v6) = match (iface.ipv4, iface.ipv6) {
+            (None, None) => self.fallback,
+            own => own,
+        };
+        node.enable_forwarding(dev, v6.is_some())?;
+        dp.set_snat(iface.index, v4, v6)?;
+        if dp.attach_tc(dev)? {
+            tracing::info!(dev, index = iface.index, snat4 = ?v4, snat6 = ?v6, "tc datapath attached (backends or local clients behind it)");
+        }
+        Ok(())
+    }
+}
+
+/// Devices local clients (pods on this node) reach the node through: bridges (a bridge
+/// CNI's cni0, docker0) and veths that are no bridge's port (per-pod veths with /32 routes,
+/// Calico-style), up and not in `except` (the XDP NICs).
+fn local_client_devices<'a>(
+    links: impl Iterator<Item = &'a Link>,
+    except: &BTreeSet<String>,
+) -> impl Iterator<Item = String> {
+    use rtnetlink::packet_route::link::InfoKind;
+    links
+        .filter(|l| l.up)
+        .filter(|l| match &l.kind {
+            Some(InfoKind::Bridge) => true,
+            Some(InfoKind::Veth) => l.master.is_none(),
+            _ => false,
+        })
+        .filter(|l| !except.contains(&l.name))
+        .map(|l| l.name.clone())
+        .collect::<Vec<_>>()
+        .into_iter()
+}
