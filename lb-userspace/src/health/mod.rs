@@ -1,8 +1,10 @@
 //! Active health checks (CLB `health-check-*`, ALB `healthcheck-*`): one task per checked
-//! backend runs its [`Probe`] (TCP connect, HTTP status, UDP; see [`probe`]). A
-//! backend turns unhealthy after `unhealthy_threshold` failures in a row and healthy again
-//! after `healthy_threshold` successes; unhealthy backends get no new flows (weight 0 in the
-//! datapath), their established flows go on. Backends start healthy.
+//! backend and check runs its [`Probe`] (TCP connect, HTTP status, UDP, gRPC health; see
+//! [`probe`] and [`grpc`]). A backend turns unhealthy after `unhealthy_threshold` failures
+//! in a row and healthy again after `healthy_threshold` successes; unhealthy backends get no
+//! new flows (weight 0 in the datapath) from the listeners whose check failed (a backend
+//! port behind a TCP and a UDP listener is judged by each listener's own probe), their
+//! established flows go on. Backends start healthy.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
@@ -10,32 +12,39 @@ use std::{
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
+pub use self::grpc::GrpcProbe;
 pub use self::probe::{HttpProbe, Probe, TcpProbe, UdpProbe};
 use crate::model::{
     Model,
     health::{HealthCheck, ProbeKind},
 };
 
+mod grpc;
 mod probe;
 
-/// A health change of one backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A health change of one backend under one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub backend: (IpAddr, u16),
+    pub check: HealthCheck,
     pub healthy: bool,
 }
+
+type Target = ((IpAddr, u16), HealthCheck);
 
 /// The probes running for a model; restarted only for targets whose check changed.
 #[derive(Default)]
 pub struct Checker {
-    tasks: BTreeMap<((IpAddr, u16), HealthCheck), JoinHandle<()>>,
-    unhealthy: BTreeSet<(IpAddr, u16)>,
+    tasks: BTreeMap<Target, JoinHandle<()>>,
+    unhealthy: BTreeSet<Target>,
+    /// The backends unhealthy under at least one check.
+    any_unhealthy: BTreeSet<(IpAddr, u16)>,
 }
 
 impl Checker {
     /// Run exactly the probes `model` asks for; changes arrive on `tx`.
     pub fn sync(&mut self, model: &Model, tx: &mpsc::Sender<Change>) {
-        let mut wanted: BTreeSet<((IpAddr, u16), HealthCheck)> = model
+        let mut wanted: BTreeSet<Target> = model
             .listeners
             .values()
             .filter_map(|l| l.health_check.as_ref().map(|h| (l, h)))
@@ -53,8 +62,8 @@ impl Checker {
             }
             keep
         });
-        let live: BTreeSet<(IpAddr, u16)> = wanted.iter().map(|(b, _)| *b).collect();
-        self.unhealthy.retain(|b| live.contains(b));
+        self.unhealthy.retain(|t| wanted.contains(t));
+        self.any_unhealthy = self.unhealthy.iter().map(|(b, _)| *b).collect();
         for (backend, check) in wanted {
             if !self.tasks.contains_key(&(backend, check.clone())) {
                 let task = spawn(backend, check.clone(), tx.clone());
@@ -64,19 +73,28 @@ impl Checker {
     }
 
     pub fn record(&mut self, c: Change) {
+        let target = (c.backend, c.check);
         if c.healthy {
-            self.unhealthy.remove(&c.backend);
-        } else {
-            self.unhealthy.insert(c.backend);
+            self.unhealthy.remove(&target);
+        } else if self.tasks.contains_key(&target) {
+            self.unhealthy.insert(target);
         }
+        self.any_unhealthy = self.unhealthy.iter().map(|(b, _)| *b).collect();
+    }
+
+    fn is_unhealthy(&self, backend: (IpAddr, u16), check: &Option<HealthCheck>) -> bool {
+        check.as_ref().is_some_and(|h| self.unhealthy.contains(&(backend, h.clone())))
     }
 
     /// `model` with unhealthy backends at weight 0 (no new flows).
     pub fn effective(&self, model: &Model) -> Model {
         let mut m = model.clone();
+        if self.unhealthy.is_empty() {
+            return m;
+        }
         for l in m.listeners.values_mut() {
             for b in &mut l.backends {
-                if self.unhealthy.contains(&(b.addr, b.port)) {
+                if self.is_unhealthy((b.addr, b.port), &l.health_check) {
                     b.weight = 0;
                 }
             }
@@ -84,7 +102,7 @@ impl Checker {
         for l in m.l7.values_mut() {
             for u in l.routes.iter_mut().chain(l.canaries.iter_mut()).flat_map(|r| &mut r.upstreams) {
                 for e in &mut u.endpoints {
-                    if self.unhealthy.contains(&(e.addr.ip(), e.addr.port())) {
+                    if self.is_unhealthy((e.addr.ip(), e.addr.port()), &u.health_check) {
                         e.weight = 0;
                     }
                 }
@@ -98,8 +116,9 @@ impl Checker {
         self.tasks.keys().map(|(b, _)| *b).collect()
     }
 
+    /// The backends unhealthy under at least one of their checks.
     pub fn unhealthy(&self) -> &BTreeSet<(IpAddr, u16)> {
-        &self.unhealthy
+        &self.any_unhealthy
     }
 }
 
@@ -118,6 +137,10 @@ fn spawn(backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change>) -
         ProbeKind::Udp => tokio::spawn(run(UdpProbe, backend, check, tx)),
         ProbeKind::Http(http) => {
             let probe = HttpProbe::new(http.clone(), check.proxy_protocol);
+            tokio::spawn(run(probe, backend, check, tx))
+        }
+        ProbeKind::Grpc(grpc) => {
+            let probe = GrpcProbe::new(grpc.clone(), check.proxy_protocol);
             tokio::spawn(run(probe, backend, check, tx))
         }
     }
@@ -139,7 +162,7 @@ async fn run(probe: impl Probe, backend: (IpAddr, u16), check: HealthCheck, tx: 
             healthy = ok;
             streak = 0;
             tracing::warn!(backend = %to, healthy, "backend health changed");
-            if tx.send(Change { backend, healthy }).await.is_err() {
+            if tx.send(Change { backend, check: check.clone(), healthy }).await.is_err() {
                 return;
             }
         }

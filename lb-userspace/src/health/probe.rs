@@ -1,6 +1,7 @@
 //! The probes a health check runs against one backend, behind [`Probe`]: TCP connect,
 //! UDP (healthy unless the backend answers ICMP port unreachable, as CLB does) and HTTP(S)
-//! status classes, with a PROXY protocol LOCAL header first when the backend expects one.
+//! status classes over HTTP/1.0 or HTTP/1.1, with a PROXY protocol LOCAL header first when
+//! the backend expects one. The gRPC probe is in [`super::grpc`].
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
@@ -63,11 +64,13 @@ impl Probe for HttpProbe {
     async fn check(&self, to: SocketAddr) -> bool {
         let Ok(s) = TcpStream::connect(to).await else { return false };
         let c = &self.check;
-        let host = c.host.clone().unwrap_or_else(|| to.ip().to_string());
+        let host = c.host.clone().unwrap_or_else(|| host_of(to));
         let mut req = self.proxy_header.clone();
         let method = if c.get { "GET" } else { "HEAD" };
+        let (version, close) = if c.http11 { ("1.1", "Connection: close\r\n") } else { ("1.0", "") };
         req.extend_from_slice(
-            format!("{method} {} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: lb-health-check\r\n\r\n", c.uri).as_bytes(),
+            format!("{method} {} HTTP/{version}\r\nHost: {host}\r\n{close}User-Agent: lb-health-check\r\n\r\n", c.uri)
+                .as_bytes(),
         );
         let code = match &self.tls {
             Some(connector) => {
@@ -80,6 +83,14 @@ impl Probe for HttpProbe {
             None => http_status(s, &req).await,
         };
         c.classes.contains(&((code / 100) as u8))
+    }
+}
+
+/// The `Host` of a check that names none: the backend's address (IPv6 in brackets).
+pub(super) fn host_of(to: SocketAddr) -> String {
+    match to {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
     }
 }
 
@@ -127,7 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn http_probes_start_with_a_local_proxy_header_when_the_listener_sends_one() {
-        let http = HttpCheck { uri: "/".into(), host: None, classes: vec![2], get: false, tls: false };
+        let http = HttpCheck { uri: "/".into(), host: None, classes: vec![2], get: false, tls: false, http11: false };
         let v2 = backend(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00HEAD / HTTP/1.0").await;
         assert!(HttpProbe::new(http.clone(), ProxyProtocol::V2).check(v2).await, "v2 LOCAL header first");
         assert!(
@@ -138,5 +149,23 @@ mod tests {
         assert!(HttpProbe::new(http.clone(), ProxyProtocol::V1).check(v1).await);
         let plain = backend(b"HEAD / HTTP/1.0").await;
         assert!(HttpProbe::new(http.clone(), ProxyProtocol::Off).check(plain).await);
+    }
+
+    #[tokio::test]
+    async fn http11_probes_name_their_host_and_close() {
+        let http = |http11, host: Option<&str>| HttpCheck {
+            uri: "/healthz".into(),
+            host: host.map(str::to_owned),
+            classes: vec![2],
+            get: true,
+            tls: false,
+            http11,
+        };
+        let named = backend(b"GET /healthz HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n").await;
+        assert!(HttpProbe::new(http(true, Some("shop.example")), ProxyProtocol::Off).check(named).await);
+        assert!(!HttpProbe::new(http(false, Some("shop.example")), ProxyProtocol::Off).check(named).await, "1.0");
+        let by_ip = backend(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n").await;
+        assert!(HttpProbe::new(http(true, None), ProxyProtocol::Off).check(by_ip).await);
+        assert_eq!(host_of("[2001:db8::1]:80".parse().unwrap()), "[2001:db8::1]");
     }
 }

@@ -36,6 +36,7 @@ pub enum ProbeKind {
     Tcp,
     Udp,
     Http(HttpCheck),
+    Grpc(GrpcCheck),
 }
 
 /// An HTTP(S) check: the request it sends and the answers that count as healthy.
@@ -49,6 +50,42 @@ pub struct HttpCheck {
     pub get: bool,
     /// Over TLS (the backend's certificate is not verified, as on ALB).
     pub tls: bool,
+    /// `HTTP/1.1` requests (with `Connection: close`); `HTTP/1.0` otherwise.
+    pub http11: bool,
+}
+
+/// The gRPC health method: `grpc.health.v1.Health/Check` over h2c.
+pub const GRPC_HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+
+/// A gRPC check over HTTP/2 without TLS (h2c, as the proxy speaks to gRPC backends): the
+/// method at `path` is called with a `HealthCheckRequest` naming `service`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct GrpcCheck {
+    /// The method called, [`GRPC_HEALTH_CHECK`] unless the annotation names another.
+    pub path: String,
+    /// `HealthCheckRequest.service`: `""` asks for the server as a whole.
+    pub service: String,
+    /// Healthy `grpc-status` codes, inclusive ranges; an OK answer of
+    /// [`GRPC_HEALTH_CHECK`] must also say `SERVING`.
+    pub codes: Vec<(u8, u8)>,
+    /// `POST` (gRPC's own method); `GET` when the annotation asks for it.
+    pub post: bool,
+}
+
+impl GrpcCheck {
+    /// The method and service a `healthcheck-path` names: `/` (the default) and
+    /// [`GRPC_HEALTH_CHECK`] ask for the whole server; `/<service>` (one segment) checks
+    /// that service through [`GRPC_HEALTH_CHECK`]; any other path is the method called.
+    pub fn target(path: &str) -> (String, String) {
+        let rest = path.trim_start_matches('/');
+        if path == GRPC_HEALTH_CHECK || rest.is_empty() {
+            (GRPC_HEALTH_CHECK.to_owned(), String::new())
+        } else if !rest.contains('/') {
+            (GRPC_HEALTH_CHECK.to_owned(), rest.to_owned())
+        } else {
+            (path.to_owned(), String::new())
+        }
+    }
 }
 
 /// The check CLB annotations ask for on a listener of `protocol`.
@@ -92,6 +129,9 @@ pub fn from_clb_listener(
                 .collect(),
             get: h.http.method == HttpMethod::Get,
             tls: false,
+            // CLB has no version annotation: HTTP/1.1 when `health-check-domain` names a
+            // host (a virtual host to ask), HTTP/1.0 with the backend's address otherwise.
+            http11: matches!(h.http.domain, HealthCheckDomain::Name(_)),
         }),
     };
     Some(HealthCheck {
@@ -105,10 +145,10 @@ pub fn from_clb_listener(
     })
 }
 
-/// The check of an ALB Ingress's `healthcheck-*` annotations. gRPC checks connect over TCP
-/// (the gRPC health protocol is not spoken yet).
+/// The check of an ALB Ingress's `healthcheck-*` annotations: HTTP/HTTPS in the
+/// `healthcheck-httpversion` asked for, gRPC health over h2c, or a TCP connect.
 pub fn from_alb(h: &crate::annotations::alb::HealthCheck) -> HealthCheck {
-    use crate::annotations::alb::{HealthCheckCodes, HealthCheckMethod, HealthCheckProtocol};
+    use crate::annotations::alb::{HealthCheckCodes, HealthCheckMethod, HealthCheckProtocol, HttpVersion};
     let classes = match &h.codes {
         HealthCheckCodes::Http(c) => c.clone(),
         _ => vec![2],
@@ -120,12 +160,21 @@ pub fn from_alb(h: &crate::annotations::alb::HealthCheck) -> HealthCheck {
             classes: classes.clone(),
             get: h.method == HealthCheckMethod::Get,
             tls,
+            http11: h.http_version == HttpVersion::Http11,
         })
     };
     let probe = match h.protocol {
         HealthCheckProtocol::Http => http(false),
         HealthCheckProtocol::Https => http(true),
-        HealthCheckProtocol::Tcp | HealthCheckProtocol::Grpc => ProbeKind::Tcp,
+        HealthCheckProtocol::Tcp => ProbeKind::Tcp,
+        HealthCheckProtocol::Grpc => {
+            let (path, service) = GrpcCheck::target(&h.path);
+            let codes = match &h.codes {
+                HealthCheckCodes::Grpc(c) => c.clone(),
+                _ => vec![(0, 0)],
+            };
+            ProbeKind::Grpc(GrpcCheck { path, service, codes, post: h.method != HealthCheckMethod::Get })
+        }
     };
     HealthCheck {
         probe,
@@ -156,5 +205,14 @@ mod tests {
         let v = serde_json::to_value(&h).unwrap();
         assert_eq!((v["interval_s"].as_u64(), v["timeout_s"].as_u64()), (Some(2), Some(5)), "{v}");
         assert!(v.get("interval").is_none());
+    }
+
+    #[test]
+    fn grpc_paths_name_the_method_or_the_service() {
+        let whole = (GRPC_HEALTH_CHECK.to_owned(), String::new());
+        assert_eq!(GrpcCheck::target("/"), whole);
+        assert_eq!(GrpcCheck::target(GRPC_HEALTH_CHECK), whole);
+        assert_eq!(GrpcCheck::target("/shop.Cart"), (GRPC_HEALTH_CHECK.to_owned(), "shop.Cart".to_owned()));
+        assert_eq!(GrpcCheck::target("/shop.Cart/Ping"), ("/shop.Cart/Ping".to_owned(), String::new()));
     }
 }

@@ -3,9 +3,11 @@
 mod abuse;
 mod actions;
 mod balancing;
+mod clb;
 mod drain;
 mod h2wire;
 mod hardening;
+mod health;
 mod limits;
 mod listeners;
 mod ownership;

@@ -210,3 +210,47 @@ async fn conditions_through_requests() {
     assert_eq!(get(&c, port, "c.test", "/?type=test", &[("stage", "gray")]).await.backend(), "main", "cookie");
     assert_eq!(send(&c, "POST", port, "c.test", "/?type=test", &all).await.backend(), "main", "method");
 }
+
+/// `~` (case-insensitive) and `~*` (case-sensitive) regex values in Host and Path
+/// conditions (`use-regex` on), through real requests: what matches goes to the conditioned
+/// rule, the rest to the next one.
+#[tokio::test]
+async fn regex_conditions_tilde_and_tilde_star_through_requests() {
+    let port = free_port();
+    let (rx, main) = (echo("regex", Duration::ZERO).await, echo("main", Duration::ZERO).await);
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let path = r#"[{"type":"Path","pathConfig":{"values":["~*^/api/v[0-9]+$","~/Docs"]}}]"#;
+    let host = r#"[{"type":"Host","hostConfig":{"values":["~^shop[0-9]*\\.test$"]}}]"#;
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "regex", &[&rx])
+        + &service(NS, "hosts", &[&rx])
+        + &service(NS, "main", &[&main])
+        + &ingress(
+            NS,
+            "a-path",
+            &[("listen-ports", &lp), ("order", "1"), ("use-regex", "true"), ("conditions.regex", path)],
+            &rule("r.test", &[("/", "Prefix", "regex")]),
+        )
+        + &ingress(
+            NS,
+            "a-host",
+            &[("listen-ports", &lp), ("order", "2"), ("conditions.hosts", host)],
+            &rule("", &[("/", "Prefix", "hosts")]),
+        )
+        + &ingress(NS, "b-main", &[("listen-ports", &lp), ("order", "3")], &rule("", &[("/", "Prefix", "main")]));
+    let _p = proxy(&model(&yaml));
+    let c = client();
+    let cases = [
+        ("r.test", "/api/v2", "regex", "~*: case-sensitive match"),
+        ("r.test", "/API/v2", "main", "~*: other case does not match"),
+        ("r.test", "/api/v2/x", "main", "~*: anchored at the end"),
+        ("r.test", "/docs/intro", "regex", "~: case-insensitive"),
+        ("r.test", "/x/DOCS", "regex", "~: contains"),
+        ("SHOP7.test", "/", "regex", "~ on Host: case-insensitive"),
+        ("shop.test.evil", "/", "main", "~ on Host: anchored"),
+        ("other.test", "/", "main", "no condition holds"),
+    ];
+    for (host, path, want, why) in cases {
+        assert_eq!(get(&c, port, host, path, &[]).await.backend(), want, "{host}{path}: {why}");
+    }
+}

@@ -5,15 +5,15 @@ use std::{path::Path, process::Command, time::Duration};
 
 use super::support::*;
 
-const NS: &str = "tls";
+pub(super) const NS: &str = "tls";
 
-struct Ca {
-    ca: rcgen::Certificate,
+pub(super) struct Ca {
+    pub(super) ca: rcgen::Certificate,
     key: rcgen::KeyPair,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
-fn ca() -> Ca {
+pub(super) fn ca() -> Ca {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -24,7 +24,7 @@ fn ca() -> Ca {
 }
 
 /// A leaf certificate for `names` (CN = first name) signed by the CA: (cert PEM, key PEM).
-fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
+pub(super) fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
@@ -33,7 +33,7 @@ fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
-fn secret(name: &str, (cert, key): &(String, String)) -> String {
+pub(super) fn secret(name: &str, (cert, key): &(String, String)) -> String {
     use base64::{Engine, engine::general_purpose::STANDARD};
     let encode = |b: &[u8]| STANDARD.encode(b);
     format!(
@@ -43,17 +43,17 @@ fn secret(name: &str, (cert, key): &(String, String)) -> String {
     )
 }
 
-struct Curl {
-    status: u16,
-    http_version: String,
-    subject: String,
-    body: String,
-    ok: bool,
-    stderr: String,
+pub(super) struct Curl {
+    pub(super) status: u16,
+    pub(super) http_version: String,
+    pub(super) subject: String,
+    pub(super) body: String,
+    pub(super) ok: bool,
+    pub(super) stderr: String,
 }
 
 /// curl `https://host:port/path` resolved to 127.0.0.1, trusting `ca_file`.
-fn curl(ca_file: &Path, host: &str, port: u16, path: &str, extra: &[&str]) -> Curl {
+pub(super) fn curl(ca_file: &Path, host: &str, port: u16, path: &str, extra: &[&str]) -> Curl {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert"])
         .arg(ca_file)
