@@ -9,6 +9,8 @@ use crate::{
 };
 
 /// Which source `lb run` uses.
+// Built once at start: the size of the Kubernetes options costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SourceOptions {
     /// `--manifests DIR`.
@@ -53,6 +55,13 @@ impl Source {
         match self {
             Source::Dir(..) => std::future::pending().await,
             Source::Kube(k) => k.changed().await,
+        }
+    }
+
+    /// On shutdown: in Kubernetes, stop writing and release the leader-election Lease.
+    pub async fn shutdown(&mut self) {
+        if let Source::Kube(k) = self {
+            k.shutdown().await;
         }
     }
 

@@ -265,7 +265,10 @@ async fn status_is_patched_once_and_not_repeated() {
     let svc = fake.requests_to(Method::PATCH, svc_status);
     assert_eq!(svc.len(), 1);
     assert_eq!(svc[0].content_type.as_deref(), Some("application/merge-patch+json"));
-    assert_eq!(svc[0].body, Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}})));
+    assert_eq!(
+        svc[0].body,
+        Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10", "ipMode": "Proxy"}]}}}))
+    );
     assert!(svc[0].query.contains("fieldManager=lb"), "{}", svc[0].query);
     // The Ingress gets the node's ExternalIP.
     let ing = fake.requests_to(Method::PATCH, ing_status);

@@ -6,9 +6,11 @@
 //! - [`source`]: [`KubeSource`], the debounced snapshots and the class filter.
 //! - [`report`]: the background task that writes Events ([`events`]) and status ([`status`]),
 //!   on the pod holding the [`leader`] Lease when leader election is on.
+pub mod cli;
 pub mod events;
 pub mod leader;
 pub mod outcome;
+pub mod referenced;
 pub mod report;
 pub mod source;
 pub mod status;
@@ -36,8 +38,15 @@ pub struct KubeOptions {
     /// With `write_status`: write only while holding the Lease (so every pod of the
     /// DaemonSet can have `write_status` on and one of them writes).
     pub leader_election: Option<leader::LeaseOptions>,
-    /// This node (Ingress status takes its addresses; Events name it as the instance).
+    /// This node (Events name it as the instance; Ingress status takes its addresses when
+    /// neither `publish_service` nor `publish_status_addresses` is set).
     pub node_name: Option<String>,
+    /// `--publish-service NS/NAME`: Ingress status takes this Service's addresses.
+    pub publish_service: Option<(String, String)>,
+    /// `--publish-status-address`: Ingress status holds these (before `publish_service`).
+    pub publish_status_addresses: Vec<String>,
+    /// Which Secrets are listed and cached (only TLS ones, in any case).
+    pub secrets: SecretScope,
     /// Changes closer together than this make one snapshot.
     pub debounce: Duration,
     /// How long the first snapshot waits for every kind's initial list; kinds not listed by
@@ -54,10 +63,22 @@ impl Default for KubeOptions {
             write_status: false,
             leader_election: None,
             node_name: None,
+            publish_service: None,
+            publish_status_addresses: Vec::new(),
+            secrets: SecretScope::default(),
             debounce: Duration::from_millis(200),
             sync_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// The Secrets the source lists, watches and caches: `kubernetes.io/tls` ones, in these
+/// namespaces (every namespace when empty), with this label selector (any labels when
+/// `None`). The model uses those Ingresses and Services refer to.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecretScope {
+    pub namespaces: Vec<String>,
+    pub label_selector: Option<String>,
 }
 
 /// Why the API source could not start.

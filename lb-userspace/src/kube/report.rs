@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use kube::Client;
-use tokio::{sync::watch, task::JoinSet};
+use tokio::{
+    sync::watch,
+    task::{AbortHandle, JoinSet},
+};
 
 pub use super::outcome::Report;
 use super::{KubeOptions, events::EventWriter, status::StatusWriter, watch::Stores};
@@ -13,6 +16,8 @@ use super::{KubeOptions, events::EventWriter, status::StatusWriter, watch::Store
 /// Where reports go.
 pub struct Handle {
     tx: watch::Sender<Option<Arc<Report>>>,
+    writer: AbortHandle,
+    election: Option<super::leader::Election>,
 }
 
 impl Handle {
@@ -21,10 +26,19 @@ impl Handle {
         let (tx, rx) = watch::channel(None);
         let instance = opts.node_name.clone().unwrap_or_else(|| "lb".into());
         let events = EventWriter::new(client.clone(), stores.clone(), instance);
-        let status = StatusWriter::new(client.clone(), stores, opts.node_name.clone());
-        let leader = opts.leader_election.clone().map(|l| super::leader::spawn(client, l, tasks));
-        tasks.spawn(run(rx, leader, events, status));
-        Handle { tx }
+        let status = StatusWriter::new(client.clone(), stores, opts);
+        let election = opts.leader_election.clone().map(|l| super::leader::spawn(client, l, tasks));
+        let leader = election.as_ref().map(|e| e.leader.clone());
+        let writer = tasks.spawn(run(rx, leader, events, status));
+        Handle { tx, writer, election }
+    }
+
+    /// Stop writing, then release the Lease if this pod holds it.
+    pub async fn shutdown(&mut self) {
+        self.writer.abort();
+        if let Some(election) = &mut self.election {
+            election.release().await;
+        }
     }
 
     pub fn send(&self, report: Report) {

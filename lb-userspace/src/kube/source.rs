@@ -9,7 +9,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::{KubeError, KubeOptions, report, watch::Stores};
+use super::{KubeError, KubeOptions, referenced, report, watch::Stores};
 use crate::{
     manifests::{ManifestError, ObjectSet},
     model::{Model, ObjectError, ObjectRef, acl},
@@ -42,7 +42,7 @@ impl KubeSource {
     pub fn new(client: Client, opts: KubeOptions) -> KubeSource {
         let mut tasks = JoinSet::new();
         let changed = Arc::new(Notify::new());
-        let stores = Stores::start(&client, &changed, &mut tasks);
+        let stores = Stores::start(&client, &opts.secrets, &changed, &mut tasks);
         let (tx, generation) = watch::channel(0u64);
         tasks.spawn(debounce(stores.clone(), changed, tx, opts.clone()));
         let reporter = opts.write_status.then(|| report::Handle::spawn(client, stores.clone(), &opts, &mut tasks));
@@ -71,6 +71,14 @@ impl KubeSource {
             std::future::pending::<()>().await;
         }
         self.pending = true;
+    }
+
+    /// Stop writing status and Events and release the leader-election Lease if this pod
+    /// holds it (`lb run` calls it on SIGTERM). The watches stop when the source is dropped.
+    pub async fn shutdown(&mut self) {
+        if let Some(reporter) = &mut self.reporter {
+            reporter.shutdown().await;
+        }
     }
 
     /// After a build was applied: the errors to record as Events and the model whose
@@ -120,42 +128,49 @@ pub fn serves(svc: &Service, class: &str, default_class: bool) -> bool {
     }
 }
 
-/// The cached objects as an [`ObjectSet`]: our Services and their EndpointSlices, every
-/// Ingress and IngressClass (the model keeps the ALB ones), TLS Secrets, AlbConfigs and
+/// The cached objects as an [`ObjectSet`]: our Services, the Services ALB Ingresses route to,
+/// and their EndpointSlices; every Ingress and IngressClass (the model keeps the ALB ones), TLS Secrets, AlbConfigs and
 /// AccessControlLists; plus the custom objects that do not decode.
 pub fn snapshot(stores: &Stores, opts: &KubeOptions) -> (ObjectSet, Vec<ObjectError>) {
     let mut set = ObjectSet::default();
     let mut decode_errors = Vec::new();
-    set.services = stores
-        .services
-        .state()
-        .iter()
-        .filter(|s| serves(s, &opts.class, opts.default_class))
-        .map(|s| (**s).clone())
-        .collect();
-    let ours: BTreeSet<(String, String)> = set
-        .services
-        .iter()
-        .map(|s| (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default()))
-        .collect();
+    let ingresses: Vec<_> = stores.ingresses.state().iter().map(|i| (**i).clone()).collect();
+    let ingress_classes: Vec<_> = stores.ingress_classes.state().iter().map(|c| (**c).clone()).collect();
+    // Our LoadBalancer Services, and every Service an ALB Ingress routes to (as a backend
+    // only, whatever its type: a ClusterIP Service's endpoints are what the proxy connects to).
+    let backends = referenced::ingress_backends(&ingresses, &ingress_classes);
+    let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default())
+    };
+    let mut included: BTreeSet<(String, String)> = BTreeSet::new();
+    for svc in stores.services.state() {
+        if serves(&svc, &opts.class, opts.default_class) {
+            set.services.push((*svc).clone());
+        } else if backends.contains(&key(&svc.metadata)) {
+            set.services.push(referenced::as_backend(&svc));
+        } else {
+            continue;
+        }
+        included.insert(key(&svc.metadata));
+    }
     set.endpoint_slices = stores
         .endpoint_slices
         .state()
         .iter()
         .filter(|e| {
             let svc = e.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
-            svc.is_some_and(|svc| ours.contains(&(e.metadata.namespace.clone().unwrap_or_default(), svc.clone())))
+            svc.is_some_and(|svc| included.contains(&(e.metadata.namespace.clone().unwrap_or_default(), svc.clone())))
         })
         .map(|e| (**e).clone())
         .collect();
-    set.ingresses = stores.ingresses.state().iter().map(|i| (**i).clone()).collect();
-    set.ingress_classes = stores.ingress_classes.state().iter().map(|c| (**c).clone()).collect();
+    set.ingresses = ingresses;
+    set.ingress_classes = ingress_classes;
     set.secrets = stores
         .secrets
-        .state()
         .iter()
+        .flat_map(|store| store.state())
         .filter(|s| s.type_.as_deref() == Some("kubernetes.io/tls"))
-        .map(|s| (**s).clone())
+        .map(|s| (*s).clone())
         .collect();
     for obj in stores.alb_configs.state() {
         match serde_json::to_value(&*obj) {

@@ -1,27 +1,61 @@
-//! `status.loadBalancer.ingress` of the served Services (their VIPs) and ALB Ingresses (this
-//! node's addresses), merge-patched on the status subresource only when the cached object
-//! differs, and not again until the watch shows the object changed.
+//! `status.loadBalancer.ingress` of the served Services and ALB Ingresses, merge-patched on
+//! the status subresource only when the cached object differs, and not again until the
+//! watch shows the object changed.
+//!
+//! - A Service gets its VIPs with `ipMode: Proxy` (kube-proxy then sends in-cluster clients
+//!   to the VIP instead of short-cutting to the endpoints, so they get the listener's
+//!   scheduler, ACL and persistence like everyone else), or the CLB `hostname` annotation's
+//!   name alone when it has one (as the cloud controller does: EXTERNAL-IP shows the name).
+//! - An Ingress gets, as ingress-nginx does: `--publish-status-address` when given, else the
+//!   addresses of the `--publish-service` Service (its `status.loadBalancer.ingress` and
+//!   `spec.externalIPs`), else the writing node's addresses.
 use std::collections::HashMap;
 
 use k8s_openapi::api::{
-    core::v1::{Node, Service},
-    networking::v1::Ingress,
+    core::v1::{LoadBalancerIngress, Node, Service},
+    networking::v1::{Ingress, IngressLoadBalancerIngress},
 };
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
 };
+use serde::Serialize;
 use serde_json::json;
 
 use super::{
+    KubeOptions,
     outcome::Report,
     watch::{self, Stores},
 };
 use crate::model::ObjectRef;
 
+/// `ipMode` of the Services' entries: traffic for the VIP goes through the load balancer.
+pub const IP_MODE: &str = "Proxy";
+
+/// One `status.loadBalancer.ingress[]` entry, comparable.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Entry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(rename = "ipMode", skip_serializing_if = "Option::is_none")]
+    pub ip_mode: Option<String>,
+}
+
+impl Entry {
+    /// An address as ingress-nginx publishes it: an IP, else a hostname.
+    pub fn address(a: &str) -> Entry {
+        match a.parse::<std::net::IpAddr>() {
+            Ok(ip) => Entry { ip: Some(ip.to_string()), hostname: None, ip_mode: None },
+            Err(_) => Entry { ip: None, hostname: Some(a.to_string()), ip_mode: None },
+        }
+    }
+}
+
 /// What was last written to one object.
 struct Written {
-    ips: Vec<String>,
+    entries: Vec<Entry>,
     /// The object's resourceVersion when we wrote: until the cache shows another one, the
     /// write is in flight and not repeated.
     resource_version: Option<String>,
@@ -31,20 +65,40 @@ pub struct StatusWriter {
     client: Client,
     stores: Stores,
     node_name: Option<String>,
+    publish_service: Option<(String, String)>,
+    publish_addresses: Vec<String>,
     node_addresses: Option<Vec<String>>,
     written: HashMap<ObjectRef, Written>,
+    /// Why Ingress status was last not written (logged once per change).
+    ingress_warning: Option<String>,
 }
 
 impl StatusWriter {
-    pub fn new(client: Client, stores: Stores, node_name: Option<String>) -> StatusWriter {
-        StatusWriter { client, stores, node_name, node_addresses: None, written: HashMap::new() }
+    pub fn new(client: Client, stores: Stores, opts: &KubeOptions) -> StatusWriter {
+        StatusWriter {
+            client,
+            stores,
+            node_name: opts.node_name.clone(),
+            publish_service: opts.publish_service.clone(),
+            publish_addresses: opts.publish_status_addresses.clone(),
+            node_addresses: None,
+            written: HashMap::new(),
+            ingress_warning: None,
+        }
     }
 
     pub async fn sync(&mut self, report: &Report) {
         for (object, vips) in &report.services {
             let Some(svc) = watch::cached(&self.stores.services, (), object) else { continue };
-            let current = service_ips(&svc);
-            let desired = sorted(vips.iter().map(ToString::to_string));
+            let current = sorted(lb_entries(&svc).into_iter().map(|i| entry(i.ip, i.hostname, i.ip_mode)));
+            let desired = match hostname(&svc) {
+                Some(name) => vec![Entry { ip: None, hostname: Some(name), ip_mode: None }],
+                None => sorted(vips.iter().map(|ip| Entry {
+                    ip: Some(ip.to_string()),
+                    hostname: None,
+                    ip_mode: Some(IP_MODE.into()),
+                })),
+            };
             let rv = svc.metadata.resource_version.clone();
             if self.needs_write(object, &current, &desired, &rv) {
                 let api: Api<Service> = Api::namespaced(self.client.clone(), &object.namespace);
@@ -54,10 +108,22 @@ impl StatusWriter {
         if report.ingresses.is_empty() {
             return;
         }
-        let Some(desired) = self.node_addresses().await else { return };
+        let desired = match self.ingress_addresses().await {
+            Ok(d) => {
+                self.ingress_warning = None;
+                d
+            }
+            Err(why) => {
+                if self.ingress_warning.as_ref() != Some(&why) {
+                    tracing::warn!(reason = %why, "Ingress status not written");
+                    self.ingress_warning = Some(why);
+                }
+                return;
+            }
+        };
         for object in &report.ingresses {
             let Some(ing) = watch::cached(&self.stores.ingresses, (), object) else { continue };
-            let current = ingress_ips(&ing);
+            let current = sorted(ingress_entries(&ing).into_iter().map(|i| entry(i.ip, i.hostname, None)));
             let rv = ing.metadata.resource_version.clone();
             if self.needs_write(object, &current, &desired, &rv) {
                 let api: Api<Ingress> = Api::namespaced(self.client.clone(), &object.namespace);
@@ -66,24 +132,23 @@ impl StatusWriter {
         }
     }
 
-    fn needs_write(&self, object: &ObjectRef, current: &[String], desired: &[String], rv: &Option<String>) -> bool {
+    fn needs_write(&self, object: &ObjectRef, current: &[Entry], desired: &[Entry], rv: &Option<String>) -> bool {
         if current == desired {
             return false;
         }
-        !self.written.get(object).is_some_and(|w| w.ips == desired && &w.resource_version == rv)
+        !self.written.get(object).is_some_and(|w| w.entries == desired && &w.resource_version == rv)
     }
 
-    async fn write<K>(&mut self, api: Api<K>, object: &ObjectRef, ips: Vec<String>, rv: Option<String>)
+    async fn write<K>(&mut self, api: Api<K>, object: &ObjectRef, entries: Vec<Entry>, rv: Option<String>)
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        let ingress: Vec<_> = ips.iter().map(|ip| json!({ "ip": ip })).collect();
-        let patch = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
+        let patch = json!({ "status": { "loadBalancer": { "ingress": entries } } });
         let params = PatchParams { field_manager: Some("lb".into()), ..Default::default() };
         match api.patch_status(&object.name, &params, &Patch::Merge(&patch)).await {
             Ok(_) => {
-                tracing::info!(%object, ingress = ?ips, "status.loadBalancer written");
-                self.written.insert(object.clone(), Written { ips, resource_version: rv });
+                tracing::info!(%object, ingress = %patch["status"]["loadBalancer"]["ingress"], "status.loadBalancer written");
+                self.written.insert(object.clone(), Written { entries, resource_version: rv });
             }
             Err(e) => {
                 tracing::warn!(%object, error = %e, "cannot write status.loadBalancer; retrying with the next change")
@@ -91,22 +156,36 @@ impl StatusWriter {
         }
     }
 
+    /// What every served Ingress's status holds, or why it cannot be known.
+    async fn ingress_addresses(&mut self) -> Result<Vec<Entry>, String> {
+        if !self.publish_addresses.is_empty() {
+            return Ok(sorted(self.publish_addresses.iter().map(|a| Entry::address(a))));
+        }
+        if let Some((ns, name)) = &self.publish_service {
+            let object = ObjectRef { kind: "Service".into(), namespace: ns.clone(), name: name.clone() };
+            let svc = watch::cached(&self.stores.services, (), &object)
+                .ok_or_else(|| format!("--publish-service {ns}/{name}: no such Service"))?;
+            let published = published_addresses(&svc);
+            if published.is_empty() {
+                return Err(format!("--publish-service {ns}/{name}: the Service has no address yet"));
+            }
+            return Ok(sorted(published.iter().map(|a| Entry::address(a))));
+        }
+        Ok(sorted(self.node_addresses().await?.iter().map(|a| Entry::address(a))))
+    }
+
     /// This node's ExternalIP addresses, else its InternalIP ones (read once).
-    async fn node_addresses(&mut self) -> Option<Vec<String>> {
+    async fn node_addresses(&mut self) -> Result<Vec<String>, String> {
         if let Some(a) = &self.node_addresses {
-            return Some(a.clone());
+            return Ok(a.clone());
         }
         let Some(name) = &self.node_name else {
-            tracing::warn!("no --node-name: Ingress status (the node's addresses) is not written");
-            return None;
+            return Err("no --node-name, --publish-service or --publish-status-address".into());
         };
-        let node = match Api::<Node>::all(self.client.clone()).get(name).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(node = %name, error = %e, "cannot read this Node's addresses for Ingress status");
-                return None;
-            }
-        };
+        let node = Api::<Node>::all(self.client.clone())
+            .get(name)
+            .await
+            .map_err(|e| format!("cannot read the Node {name}'s addresses: {e}"))?;
         let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
         let of = |t: &str| -> Vec<String> {
             let mut v: Vec<String> = addresses.iter().filter(|a| a.type_ == t).map(|a| a.address.clone()).collect();
@@ -115,35 +194,85 @@ impl StatusWriter {
         };
         let ips = Some(of("ExternalIP")).filter(|v| !v.is_empty()).unwrap_or_else(|| of("InternalIP"));
         if ips.is_empty() {
-            tracing::warn!(node = %name, "the Node has no ExternalIP or InternalIP address: Ingress status not written");
-            return None;
+            return Err(format!("the Node {name} has no ExternalIP or InternalIP address"));
         }
         self.node_addresses = Some(ips.clone());
-        Some(ips)
+        Ok(ips)
     }
 }
 
-/// A Service's status addresses, sorted; hostname entries as `hostname:NAME` (never equal
-/// to what `lb` writes).
-fn service_ips(svc: &Service) -> Vec<String> {
-    let entries = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
-    sorted(entries.into_iter().flatten().map(|i| entry(i.ip.as_deref(), i.hostname.as_deref())))
-}
-
-fn ingress_ips(ing: &Ingress) -> Vec<String> {
-    let entries = ing.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
-    sorted(entries.into_iter().flatten().map(|i| entry(i.ip.as_deref(), i.hostname.as_deref())))
-}
-
-fn entry(ip: Option<&str>, hostname: Option<&str>) -> String {
-    match (ip, hostname) {
-        (Some(ip), None) => ip.to_string(),
-        (ip, hostname) => format!("hostname:{}/{}", hostname.unwrap_or_default(), ip.unwrap_or_default()),
+/// What ingress-nginx publishes of a Service: its `externalName` (type ExternalName), its
+/// status addresses (IP, else hostname) and its `spec.externalIPs`.
+pub fn published_addresses(svc: &Service) -> Vec<String> {
+    let spec = svc.spec.as_ref();
+    let mut out = Vec::new();
+    if let Some(name) =
+        spec.filter(|s| s.type_.as_deref() == Some("ExternalName")).and_then(|s| s.external_name.clone())
+    {
+        out.push(name);
     }
+    for i in lb_entries(svc) {
+        if let Some(a) = i.ip.filter(|ip| !ip.is_empty()).or(i.hostname) {
+            out.push(a);
+        }
+    }
+    out.extend(spec.and_then(|s| s.external_ips.clone()).unwrap_or_default());
+    out
 }
 
-fn sorted(it: impl Iterator<Item = String>) -> Vec<String> {
-    let mut v: Vec<String> = it.collect();
+/// The CLB `hostname` annotation of a served Service (it validated: the Service is served).
+fn hostname(svc: &Service) -> Option<String> {
+    let annotations = svc.metadata.annotations.as_ref()?;
+    // The hostname does not depend on the ports.
+    crate::annotations::clb::parse(annotations, &[]).config.hostname
+}
+
+fn lb_entries(svc: &Service) -> Vec<LoadBalancerIngress> {
+    svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.clone()).unwrap_or_default()
+}
+
+fn ingress_entries(ing: &Ingress) -> Vec<IngressLoadBalancerIngress> {
+    ing.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.clone()).unwrap_or_default()
+}
+
+fn entry(ip: Option<String>, hostname: Option<String>, ip_mode: Option<String>) -> Entry {
+    Entry { ip, hostname, ip_mode }
+}
+
+fn sorted(it: impl Iterator<Item = Entry>) -> Vec<Entry> {
+    let mut v: Vec<Entry> = it.collect();
     v.sort();
+    v.dedup();
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_as_ingress_nginx_publishes_them() {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "front", "namespace": "lb-system"},
+            "spec": {"type": "LoadBalancer", "externalIPs": ["203.0.113.9"]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.7", "ipMode": "VIP"}, {"hostname": "lb.example.com"}]}},
+        }))
+        .unwrap();
+        assert_eq!(published_addresses(&svc), ["198.51.100.7", "lb.example.com", "203.0.113.9"]);
+        let external: Service = serde_json::from_value(json!({
+            "metadata": {"name": "ext"}, "spec": {"type": "ExternalName", "externalName": "edge.example.com"},
+        }))
+        .unwrap();
+        assert_eq!(published_addresses(&external), ["edge.example.com"]);
+        assert_eq!(Entry::address("2001:db8::1").ip.as_deref(), Some("2001:db8::1"));
+        assert_eq!(Entry::address("edge.example.com").hostname.as_deref(), Some("edge.example.com"));
+    }
+
+    #[test]
+    fn entries_serialize_as_the_api_spells_them() {
+        let e = Entry { ip: Some("192.0.2.10".into()), hostname: None, ip_mode: Some(IP_MODE.into()) };
+        assert_eq!(serde_json::to_value(&e).unwrap(), json!({"ip": "192.0.2.10", "ipMode": "Proxy"}));
+        let h = Entry { ip: None, hostname: Some("www.example.com".into()), ip_mode: None };
+        assert_eq!(serde_json::to_value(&h).unwrap(), json!({"hostname": "www.example.com"}));
+    }
 }

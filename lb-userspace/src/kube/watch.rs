@@ -19,6 +19,8 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
+
+use super::SecretScope;
 use tokio::{
     sync::{Notify, watch},
     task::JoinSet,
@@ -34,7 +36,8 @@ pub struct Stores {
     pub endpoint_slices: Store<EndpointSlice>,
     pub ingresses: Store<Ingress>,
     pub ingress_classes: Store<IngressClass>,
-    pub secrets: Store<Secret>,
+    /// One cache per `--secret-namespace` (one for every namespace without).
+    pub secrets: Vec<Store<Secret>>,
     pub alb_configs: Store<DynamicObject>,
     pub acls: Store<DynamicObject>,
     /// Per kind: the API server answers 404 to its list (a CRD that is not installed).
@@ -57,8 +60,17 @@ pub fn acl_resource() -> ApiResource {
 
 impl Stores {
     /// Start every watcher on `tasks`; `changed` is notified after each change.
-    pub fn start(client: &Client, changed: &Arc<Notify>, tasks: &mut JoinSet<()>) -> Stores {
+    pub fn start(client: &Client, scope: &SecretScope, changed: &Arc<Notify>, tasks: &mut JoinSet<()>) -> Stores {
         let all = watcher::Config::default();
+        let mut tls = all.clone().fields(TLS_SECRETS);
+        if let Some(selector) = &scope.label_selector {
+            tls = tls.labels(selector);
+        }
+        let secret_apis: Vec<Api<Secret>> = if scope.namespaces.is_empty() {
+            vec![Api::all(client.clone())]
+        } else {
+            scope.namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+        };
         let (alb, acl) = (alb_config_resource(), acl_resource());
         let mut w = Watches { tasks, changed, absent: BTreeMap::new() };
         Stores {
@@ -66,7 +78,8 @@ impl Stores {
             endpoint_slices: w.spawn(Api::all(client.clone()), all.clone(), (), "EndpointSlice"),
             ingresses: w.spawn(Api::all(client.clone()), all.clone(), (), "Ingress"),
             ingress_classes: w.spawn(Api::all(client.clone()), all.clone(), (), "IngressClass"),
-            secrets: w.spawn(Api::all(client.clone()), all.clone().fields(TLS_SECRETS), (), "Secret"),
+            // Secrets are a core kind: never absent (a namespace without any lists empty).
+            secrets: secret_apis.into_iter().map(|api| w.spawn(api, tls.clone(), (), "Secret")).collect(),
             alb_configs: w.spawn(Api::all_with(client.clone(), &alb), all.clone(), alb, "AlbConfig"),
             acls: w.spawn(Api::all_with(client.clone(), &acl), all, acl, crate::model::acl::KIND),
             absent: w.absent,
@@ -102,7 +115,15 @@ impl Stores {
             ready("EndpointSlice", listed(&self.endpoint_slices)),
             ready("Ingress", listed(&self.ingresses)),
             ready("IngressClass", listed(&self.ingress_classes)),
-            ready("Secret", listed(&self.secrets)),
+            ready(
+                "Secret",
+                Box::pin(async {
+                    futures::future::join_all(self.secrets.iter().map(|s| s.wait_until_ready()))
+                        .await
+                        .iter()
+                        .all(Result::is_ok)
+                })
+            ),
             ready("AlbConfig", listed(&self.alb_configs)),
             ready(crate::model::acl::KIND, listed(&self.acls)),
         );
