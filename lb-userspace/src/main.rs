@@ -67,6 +67,8 @@ enum Command {
         /// Namespace of the leader-election Lease (the pod's own).
         #[arg(long, env = "POD_NAMESPACE", default_value = "lb-system")]
         lease_namespace: String,
+        #[command(flatten)]
+        kube_flags: kube::cli::KubeFlags,
         /// Interfaces to attach to, comma separated (client side and backend side).
         #[arg(long, value_delimiter = ',', required = true)]
         iface: Vec<String>,
@@ -309,6 +311,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             write_status,
             leader_election,
             lease_namespace,
+            kube_flags,
             iface,
             snat_ports,
             pin_dir,
@@ -342,9 +345,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let source = match manifests {
                 Some(dir) if !kubernetes => {
-                    if write_status || leader_election || default_class || load_balancer_class != kube::DEFAULT_CLASS {
+                    if write_status
+                        || leader_election
+                        || default_class
+                        || load_balancer_class != kube::DEFAULT_CLASS
+                        || kube_flags.is_set()
+                    {
                         bail!(
-                            "--write-status, --leader-election, --default-class and --load-balancer-class need --kubernetes"
+                            "--write-status, --leader-election, --default-class, --load-balancer-class, --publish-service, --publish-status-address and --secret-* need --kubernetes"
                         );
                     }
                     SourceOptions::Dir(dir)
@@ -361,6 +369,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     node_name: node_name.clone(),
                     ..Default::default()
                 }),
+            };
+            let source = match source {
+                SourceOptions::Kube(mut k) => {
+                    kube_flags.apply(&mut k)?;
+                    SourceOptions::Kube(k)
+                }
+                dir => dir,
             };
             clusters::check_unique(&clusters).map_err(anyhow::Error::msg)?;
             let opts = agent::RunOptions {
