@@ -287,6 +287,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
             _ = tokio::time::sleep(opts.poll.min(opts.sweep)) => {}
         }
     }
+    // Another pod takes over status and Events at once, not after the Lease expires.
+    source.shutdown().await;
     proxy.shutdown_gracefully().await;
     let stats = dp.stats()?;
     println!("{}", serde_json::json!({ "stats": stats }));

@@ -139,6 +139,11 @@ impl WithClusters {
     pub fn report(&mut self, errors: &[crate::model::ObjectError], applied: &crate::model::Model) {
         self.main.report(errors, applied);
     }
+
+    /// On shutdown: the main source stops writing and releases its Lease.
+    pub async fn shutdown(&mut self) {
+        self.main.shutdown().await;
+    }
 }
 
 impl fmt::Display for WithClusters {
