@@ -81,9 +81,10 @@ fn spawned(trace: &str) -> Spawned<'_> {
             } else {
                 s.others.push(line);
             }
-        } else if call.starts_with("fork(") || call.starts_with("vfork(") {
-            s.forks.push(line);
-        } else if (call.starts_with("clone(") || call.starts_with("clone3(")) && !call.contains("CLONE_THREAD") {
+        } else if call.starts_with("fork(")
+            || call.starts_with("vfork(")
+            || ((call.starts_with("clone(") || call.starts_with("clone3(")) && !call.contains("CLONE_THREAD"))
+        {
             s.forks.push(line);
         }
     }
