@@ -36,12 +36,8 @@ pub struct RunOptions {
     pub build: model::BuildOptions,
     /// Where the admin endpoint listens; `None` = off.
     pub admin: Option<std::net::SocketAddr>,
-    /// Where ALB L7 listeners bind (every node address by default).
-    pub l7_bind: Vec<std::net::IpAddr>,
-    /// The L7 proxy's connection, body and tunnel limits.
-    pub l7_limits: l7::Limits,
-    /// Clients whose forwarding headers the L7 proxy keeps (none by default).
-    pub l7_trusted_proxies: Vec<ipnet::IpNet>,
+    /// The L7 proxy: where it runs (its own process by default), binds, and its limits.
+    pub l7: l7::supervise::FrontOptions,
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
@@ -107,8 +103,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
     // The model as the source wants it, and its objects' errors: what `applied` lacks of it
     // (listeners or ACLs the datapath rejected) is tried again at every sweep.
     let (mut desired, mut build_errors) = (Model::default(), Vec::new());
-    let mut proxy = l7::Proxy::with_limits(opts.l7_bind.clone(), opts.l7_limits)
-        .with_trusted_proxies(opts.l7_trusted_proxies.clone());
+    // The L7 proxy process: started now, restarted whenever it exits (the datapath is not
+    // touched by either).
+    let mut proxy = l7::supervise::L7Front::start(opts.l7.clone()).context("starting the L7 proxy")?;
     let mut agent_stats = AgentStats::default();
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -271,7 +268,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                 admin::Request::Stats(reply) => {
                     let json = match dp.stats().map(|s| serde_json::to_value(&s)) {
                         Ok(Ok(mut v)) => {
-                            v["l7"] = proxy.stats();
+                            v["l7"] = proxy.counters().await.into_iter().map(|(k, c)| (k, c.to_json())).collect();
+                            v["l7_proxy"] = proxy.status_json();
                             v["agent"] = agent_stats.to_json();
                             serde_json::to_string_pretty(&v).unwrap_or_default()
                         }
@@ -281,7 +279,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                     let _ = reply.send(json);
                 }
                 admin::Request::Metrics(reply) => {
-                    let _ = reply.send(scrape(opts, &dp, &proxy, &checker, &applied, &agent_stats, probes.ready()));
+                    let l7 = L7Scrape { listeners: proxy.snapshots().await, process: proxy.process() };
+                    agent_stats.l7_errors = proxy.errors();
+                    let _ = reply.send(scrape(opts, &dp, l7, &checker, &applied, &agent_stats, probes.ready()));
                 }
             },
             _ = tokio::time::sleep(opts.poll.min(opts.sweep)) => {}
@@ -343,7 +343,7 @@ fn log_changes(
 fn scrape(
     opts: &RunOptions,
     dp: &Dataplane,
-    proxy: &l7::Proxy,
+    l7: L7Scrape,
     checker: &health::Checker,
     applied: &Model,
     stats: &AgentStats,
@@ -390,7 +390,8 @@ fn scrape(
         half_open_entries: u64::from(opts.dataplane.half_open_entries),
         snat_ports: u64::from(last - first) + 1,
         health,
-        l7: proxy.counters().map(|(k, c)| (k.to_string(), c.into())).collect(),
+        l7: l7.listeners,
+        l7_proxy: l7.process,
         agent: AgentSnapshot {
             reloads: stats.reloads,
             rejections_total: stats.rejections_total,
@@ -409,14 +410,17 @@ fn scrape(
     .encode()
 }
 
-/// Reconciles the L7 listeners; a listener that cannot be (re)configured is logged and
-/// the others go on.
-fn apply_l7(proxy: &mut l7::Proxy, model: &Model, stats: &mut AgentStats) {
-    let errors = proxy.apply(&model.l7);
-    stats.l7_errors = errors.len();
-    for e in errors {
-        tracing::error!(error = %e, "L7 listener not applied");
-    }
+/// What `/metrics` shows of the L7 proxy: its listeners' counters, and (process mode)
+/// whether the process is up and how often it was restarted.
+struct L7Scrape {
+    listeners: Vec<(String, metrics::exposition::L7Snapshot)>,
+    process: Option<(bool, u64)>,
+}
+
+/// Reconciles the L7 listeners; a listener that cannot be (re)configured is logged (by the
+/// proxy) and the others go on.
+fn apply_l7(proxy: &mut l7::supervise::L7Front, model: &Model, stats: &mut AgentStats) {
+    stats.l7_errors = proxy.apply(&model.l7);
 }
 
 /// What the agent counts (shown under `agent` by `/stats` and `lb stats`).

@@ -22,6 +22,15 @@ enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 // Parsed once at start: the size of the `run` variant costs nothing worth a Box.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
@@ -138,38 +147,26 @@ enum Command {
         /// to disable.
         #[arg(long, default_value = admin::DEFAULT_ADDR)]
         admin: String,
-        /// Addresses the ALB (Ingress) L7 listeners bind, comma separated; the default is every
-        /// address of the node, like a host-network ingress controller. CLB http/https
-        /// listeners always bind their Service's VIP.
-        #[arg(long, value_delimiter = ',', default_value = "0.0.0.0,::")]
-        l7_bind: Vec<std::net::IpAddr>,
-        /// Open connections per L7 listener; more are closed at accept.
-        #[arg(long, default_value_t = l7::limits::DEFAULT_MAX_CONNECTIONS)]
-        l7_max_connections: usize,
-        /// Open connections per L7 listener from one client address.
-        #[arg(long, default_value_t = l7::limits::DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
-        l7_max_connections_per_client: usize,
-        /// Largest request body the L7 proxy forwards, in bytes (413 past it).
-        #[arg(long, default_value_t = l7::limits::DEFAULT_MAX_BODY_BYTES)]
-        l7_max_body_bytes: u64,
-        /// Seconds an upgraded L7 connection (WebSocket) may stay silent before it is closed.
-        #[arg(long, default_value_t = l7::limits::DEFAULT_TUNNEL_IDLE_S)]
-        l7_tunnel_idle: u64,
-        /// Seconds a backend's response body may send nothing before the L7 proxy cuts it off.
-        #[arg(long, default_value_t = l7::limits::DEFAULT_BODY_IDLE_S)]
-        l7_body_idle: u64,
-        /// Seconds a client may take to send a request's line and headers (slowloris).
-        #[arg(long, default_value_t = l7::limits::DEFAULT_HEADER_TIMEOUT_S)]
-        l7_header_timeout: u64,
-        /// Seconds requests in flight get to finish on shutdown, and on a removed endpoint
-        /// whose Ingress/Service sets no connection-drain timeout.
-        #[arg(long, default_value_t = l7::limits::DEFAULT_DRAIN_TIMEOUT_S)]
-        l7_drain_timeout: u64,
-        /// Clients whose forwarding headers (X-Forwarded-*, Forwarded, X-Real-IP) the L7 proxy
-        /// keeps and appends to: proxies in front of it, comma separated CIDRs. Every other
-        /// client's are removed (default: none trusted).
-        #[arg(long, value_delimiter = ',', value_name = "CIDR")]
-        l7_trusted_proxies: Vec<ipnet::IpNet>,
+        #[command(flatten)]
+        l7: l7::cli::L7Flags,
+        #[command(flatten)]
+        l7_mode: l7::cli::ModeFlags,
+    },
+    /// Run the L7 proxy alone: it binds the L7 listeners the agent sends over its control
+    /// socket and serves them. `lb run` starts one itself (--l7-mode process, the default);
+    /// a DaemonSet may run it as a container of its own next to `lb run --l7-mode external`.
+    #[command(after_help = "Example:\n  lb proxy --control /run/lb/l7.sock --l7-max-memory-mib 1024")]
+    Proxy {
+        /// The agent's control socket (`lb run --l7-mode external --l7-control-socket PATH`):
+        /// when the agent goes, the proxy keeps serving its last routes and connects again.
+        #[arg(long, required_unless_present = "control_fd", conflicts_with = "control_fd")]
+        control: Option<PathBuf>,
+        /// A connected control socket inherited from `lb run`, which started this process:
+        /// when it closes, the proxy drains and exits.
+        #[arg(long, hide = true)]
+        control_fd: Option<i32>,
+        #[command(flatten)]
+        l7: l7::cli::L7Flags,
     },
     /// Apply every privileged node setting `lb run` needs, idempotently: IPv4 forwarding (all
     /// interfaces, and those created later), IPv4 and IPv6 forwarding on the NICs, the
@@ -302,6 +299,7 @@ fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let log_format = cli.log_format;
     match cli.command {
         Command::Run {
             manifests,
@@ -329,15 +327,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             udp_timeout,
             node_name,
             admin,
-            l7_bind,
-            l7_max_connections,
-            l7_max_connections_per_client,
-            l7_max_body_bytes,
-            l7_tunnel_idle,
-            l7_body_idle,
-            l7_header_timeout,
-            l7_drain_timeout,
-            l7_trusted_proxies,
+            l7,
+            l7_mode,
         } => {
             let admin = match admin.as_str() {
                 "off" => None,
@@ -406,20 +397,37 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     },
                 },
                 admin,
-                l7_bind,
-                l7_limits: l7::Limits {
-                    max_connections: l7_max_connections,
-                    max_connections_per_client: l7_max_connections_per_client,
-                    max_body_bytes: l7_max_body_bytes,
-                    tunnel_idle: Duration::from_secs(l7_tunnel_idle),
-                    body_idle: Duration::from_secs(l7_body_idle),
-                    header_timeout: Duration::from_secs(l7_header_timeout),
-                    drain_timeout: Duration::from_secs(l7_drain_timeout),
+                l7: l7::supervise::FrontOptions {
+                    mode: l7_mode.l7_mode,
+                    bind_all: l7.l7_bind.clone(),
+                    limits: l7.limits(),
+                    trusted: l7.l7_trusted_proxies.clone(),
+                    // The very binary running now (by its path while it is the same file).
+                    exe: PathBuf::from("/proc/self/exe"),
+                    args: [l7.to_args(), vec![format!("--log-format={}", log_format.name())]].concat(),
+                    socket: l7_mode.l7_control_socket,
                 },
-                l7_trusted_proxies,
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(agent::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Proxy { control, control_fd, l7 } => {
+            l7::process::set_name();
+            l7::process::set_process_limits(&l7.process_limits()).context("setting the L7 proxy's limits")?;
+            let control = match (control_fd, control) {
+                (Some(fd), _) => l7::process::Control::Fd(fd),
+                (None, Some(path)) => l7::process::Control::Socket(path),
+                (None, None) => bail!("--control SOCKET is required"),
+            };
+            let opts = l7::process::ProcessOptions {
+                control,
+                bind_all: l7.l7_bind.clone(),
+                limits: l7.limits(),
+                trusted: l7.l7_trusted_proxies.clone(),
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(l7::process::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::NodePrep { iface, snat_ports, pin_dir, no_pin } => {

@@ -5,17 +5,22 @@
 //! one without touching the others, and a listener whose new settings are bad keeps its
 //! last good ones.
 pub mod balance;
+pub mod cli;
 pub mod drain;
 pub mod forward;
 pub mod gzip;
+pub mod ipc;
 pub mod limits;
 pub mod matching;
+pub mod process;
 pub mod respond;
 pub mod router;
 pub mod sanitize;
 pub mod send;
 pub mod server;
+mod session;
 pub mod sticky;
+pub mod supervise;
 
 use std::{
     collections::BTreeMap,
@@ -35,7 +40,7 @@ use router::Table;
 use server::ListenerState;
 
 /// Why a listener could not be (re)configured; the rest of the proxy is unaffected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("L7 listener {listener}: {reason}")]
 pub struct ProxyError {
     pub listener: String,

@@ -69,6 +69,8 @@ pub struct Snapshot {
     pub health: Vec<(String, bool)>,
     /// L7 listeners by key.
     pub l7: Vec<(String, L7Snapshot)>,
+    /// The L7 proxy process (not inline): up, and times it was restarted.
+    pub l7_proxy: Option<(bool, u64)>,
     pub agent: AgentSnapshot,
     pub ready: bool,
     pub leader: Option<bool>,
@@ -243,6 +245,15 @@ impl Snapshot {
     }
 
     fn encode_l7(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some((up, restarts)) = self.l7_proxy {
+            gauge(e, "lb_l7_proxy_up", "1 while the L7 proxy process is running and connected", one(u64::from(up)))?;
+            counter(
+                e,
+                "lb_l7_proxy_restarts",
+                "Times the L7 proxy process exited or lost its channel and was started again",
+                [(Vec::new(), restarts)],
+            )?;
+        }
         let l7 = &self.l7;
         let by = |f: fn(&L7Snapshot) -> u64| l7.iter().map(move |(k, s)| (vec![("listener", k.clone())], f(s)));
         counter(e, "lb_l7_connections", "Connections an L7 listener accepted", by(|s| s.connections))?;

@@ -16,7 +16,7 @@ use serde::Serialize;
 use objects::ObjectSet;
 
 /// `Kind namespace/name` of a Kubernetes object.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 pub struct ObjectRef {
     pub kind: String,
     pub namespace: String,
@@ -116,7 +116,7 @@ pub struct L4Listener {
 
 /// The PROXY protocol header a listener's backends get at the start of every connection
 /// (TCP) or datagram (UDP, always v2: v1 has no datagram form).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyProtocol {
     #[default]
@@ -138,7 +138,7 @@ pub struct AclBinding {
     pub mode: AclMode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AclMode {
     /// Only listed sources may open flows (an empty list lets everyone in, as CLB does).

@@ -12,7 +12,7 @@ pub mod route;
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{AclMode, ObjectRef, health::HealthCheck};
 
@@ -22,7 +22,7 @@ pub use lookup::Lookup;
 
 /// A TLS security policy: the protocol versions and cipher suites a listener offers
 /// (ALB `securityPolicyId`, CLB `tls-cipher-policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TlsPolicy {
     /// `tls_cipher_policy_1_0`: TLS 1.0 and later.
     #[serde(rename = "tls_cipher_policy_1_0")]
@@ -41,7 +41,7 @@ pub enum TlsPolicy {
     Tls12StrictWith13,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum L7Protocol {
     Http,
@@ -49,7 +49,7 @@ pub enum L7Protocol {
 }
 
 /// One L7 listener of the node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct L7Listener {
     /// The objects whose routes it serves.
     pub sources: Vec<ObjectRef>,
@@ -81,7 +81,7 @@ pub struct L7Listener {
 }
 
 /// An ACL bound to an L7 listener, with its prefixes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerAcl {
     pub acl: String,
     pub mode: AclMode,
@@ -89,7 +89,7 @@ pub struct ListenerAcl {
 }
 
 /// Headers added to every forwarded request besides `X-Forwarded-For` (always appended).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardedHeaders {
     /// `X-Forwarded-Proto`.
     pub proto: bool,
@@ -99,7 +99,7 @@ pub struct ForwardedHeaders {
     pub client_port: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
     pub rule: route::Rule,
     /// One per Service of the rule's forward action, resolved to endpoints.
@@ -109,31 +109,34 @@ pub struct Route {
 }
 
 /// A Service port of a route and its ready endpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upstream {
     /// `namespace/name:port`.
     pub name: String,
     /// Relative weight among the Services of the rule (0..=100).
     pub weight: u32,
     pub endpoints: Vec<Endpoint>,
-    /// Active health checks of the endpoints (unhealthy ones get no requests).
+    /// Active health checks of the endpoints (unhealthy ones get no requests). Run by the
+    /// agent, which leaves unhealthy endpoints out of what it sends the L7 proxy process:
+    /// not part of that message.
+    #[serde(skip_deserializing)]
     pub health_check: Option<HealthCheck>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub weight: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsSettings {
     pub policy: TlsPolicy,
     pub certificates: Vec<Certificate>,
 }
 
 /// A certificate and key from a `kubernetes.io/tls` Secret.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Certificate {
     pub secret: ObjectRef,
     /// Server names it is chosen for (exact or `*.` wildcard); empty: default only.

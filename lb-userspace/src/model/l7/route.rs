@@ -2,7 +2,7 @@
 //! action and filters, rewrite, canary, CORS, stickiness and scheduler. Data only; the
 //! request-time functions over it are in `crate::l7::matching`.
 use ipnet::IpNet;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::model::ObjectRef;
 
@@ -29,7 +29,26 @@ impl Serialize for Pattern {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+impl<'de> Deserialize<'de> for Pattern {
+    /// What [`Pattern::serialize`] wrote, compiled again (the L7 proxy process receives it).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Pattern, D::Error> {
+        let text = String::deserialize(d)?;
+        let (source, case_insensitive) = match text.strip_prefix("~*") {
+            Some(rest) => (rest, false),
+            None => {
+                (text.strip_prefix('~').ok_or_else(|| serde::de::Error::custom("a pattern starts with ~ or ~*"))?, true)
+            }
+        };
+        let regex = regex::RegexBuilder::new(source)
+            .case_insensitive(case_insensitive)
+            .size_limit(1 << 20)
+            .build()
+            .map_err(serde::de::Error::custom)?;
+        Ok(Pattern { source: source.to_owned(), case_insensitive, regex })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PathType {
     Exact,
@@ -38,7 +57,7 @@ pub enum PathType {
 }
 
 /// How a request path is compared.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PathMatch {
     /// Equal (Exact, and ImplementationSpecific which ALB treats as exact).
@@ -49,7 +68,7 @@ pub enum PathMatch {
     Regex(Pattern),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RulePath {
     pub path_type: PathType,
     /// As written (`/` for an ImplementationSpecific path left empty).
@@ -65,7 +84,7 @@ impl RulePath {
 }
 
 /// How a request host is compared (case-insensitively, without the port).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostMatch {
     Exact(String),
@@ -76,7 +95,7 @@ pub enum HostMatch {
 }
 
 /// A path value of a Path condition: exact (no flag) or a regex (`~`, `~*`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PathValue {
     Exact(String),
@@ -85,7 +104,7 @@ pub enum PathValue {
 
 /// A condition on the request; conditions are ANDed, the values of one are ORed. Host
 /// and Path replace the rule's own host and path match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
     Host(Vec<HostMatch>),
@@ -105,12 +124,12 @@ pub enum Condition {
 }
 
 /// Stickiness across the Services of a forward group (`ServerGroupStickySession`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupSticky {
     pub timeout_s: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redirect {
     /// `None` keeps the request's value.
     pub protocol: Option<String>,
@@ -122,7 +141,7 @@ pub struct Redirect {
     pub code: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FixedResponse {
     pub code: u16,
     pub content_type: String,
@@ -130,7 +149,7 @@ pub struct FixedResponse {
 }
 
 /// What a rule does with a request it matched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Spread over the route's upstreams by weight.
@@ -142,7 +161,7 @@ pub enum Action {
 }
 
 /// Where an inserted header's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HeaderValue {
     /// The value as written.
@@ -153,7 +172,7 @@ pub enum HeaderValue {
     System(SystemValue),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SystemValue {
     ClientSrcPort,
@@ -165,7 +184,7 @@ pub enum SystemValue {
 }
 
 /// Non-terminal actions, applied before the terminal one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Filter {
     InsertHeader { key: String, value: HeaderValue },
@@ -173,7 +192,7 @@ pub enum Filter {
 }
 
 /// How a canary rule takes requests from the main one (precedence Header > Cookie > Weight).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Canary {
     /// Header name and the value that selects the canary.
     pub header: Option<(String, String)>,
@@ -184,7 +203,7 @@ pub struct Canary {
 }
 
 /// What the proxy answers to cross-origin requests.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cors {
     /// `["*"]`, or origins `scheme://host[:port]` (host may be `*.domain`).
     pub allow_origins: Vec<String>,
@@ -195,7 +214,7 @@ pub struct Cors {
     pub max_age_s: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendProtocol {
     Http,
@@ -205,7 +224,7 @@ pub enum BackendProtocol {
 }
 
 /// How an upstream's endpoint is chosen.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scheduler {
     /// Weighted round robin.
@@ -218,7 +237,7 @@ pub enum Scheduler {
     Uch { parameter: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StickySession {
     /// The balancer inserts a cookie that lives `timeout_s` seconds.
@@ -228,7 +247,7 @@ pub enum StickySession {
 }
 
 /// How the rule's requests reach the backends.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendSettings {
     pub protocol: BackendProtocol,
     pub scheduler: Scheduler,
@@ -257,7 +276,7 @@ impl Default for BackendSettings {
 }
 
 /// One routing rule: a host/path of an Ingress, or a CLB http/https port's catch-all.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rule {
     /// The Ingress or Service the rule comes from.
     pub source: ObjectRef,
