@@ -271,6 +271,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                             v["l7"] = proxy.counters().await.into_iter().map(|(k, c)| (k, c.to_json())).collect();
                             v["l7_proxy"] = proxy.status_json();
                             v["agent"] = agent_stats.to_json();
+                            // Route lookups of backends: one per distinct backend, then one per
+                            // event that concerns it (none per apply).
+                            v["agent"]["route_lookups"] = paths.lookups.into();
                             serde_json::to_string_pretty(&v).unwrap_or_default()
                         }
                         Ok(Err(e)) => serde_json::json!({ "error": e.to_string() }).to_string(),

@@ -46,6 +46,14 @@ fn vip_route(ns: &Netns, vip: &str) -> bool {
         .is_ok_and(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
 }
 
+/// `agent.route_lookups` of lb's `/stats` (from inside its namespace).
+fn route_lookups(ns: &Netns) -> u64 {
+    let out = ns.command("curl").args(["-sS", "--max-time", "5", "http://127.0.0.1:9901/stats"]).output().unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("/stats: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    stats["agent"]["route_lookups"].as_u64().unwrap_or_else(|| panic!("no agent.route_lookups in /stats: {stats}"))
+}
+
 /// The process `strace` (`tracer`) runs: its only child.
 fn traced_child(tracer: u32) -> u32 {
     let children = fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children")).unwrap();
@@ -117,8 +125,7 @@ fn lb_starts_no_child_process_while_serving() {
     let trace_arg = trace.to_str().unwrap();
     let wrapper = ["strace", "-f", "-e", "trace=execve,execveat,fork,vfork,clone,clone3", "-o", trace_arg];
     let mut lb =
-        Daemon::start_wrapped(&topo.lb, &manifests, &topo.iface_list(), 2, work.path(), &["--admin", "off"], &wrapper)
-            .unwrap();
+        Daemon::start_wrapped(&topo.lb, &manifests, &topo.iface_list(), 2, work.path(), &[], &wrapper).unwrap();
     let lb_pid = traced_child(lb.pid().unwrap());
     assert_eq!(fs::read_to_string(format!("/proc/{lb_pid}/comm")).unwrap().trim(), "lb");
     wait("backend 1's managed neighbour", &lb, || managed_neighbour(&topo.lb, b1));
@@ -128,6 +135,14 @@ fn lb_starts_no_child_process_while_serving() {
     wait("backend 2's managed neighbour", &lb, || managed_neighbour(&topo.lb, b2));
     fs::write(&svc, service_yaml("svc", &VIP.to_string(), &[], &eps(&[b2, b3]))).unwrap();
     wait("backend 3's managed neighbour", &lb, || managed_neighbour(&topo.lb, b3));
+    // Each distinct backend was looked up once, whatever the number of applies and of
+    // listeners (and Services) it serves.
+    assert_eq!(route_lookups(&topo.lb), 3, "{}", lb.run_log_text());
+    let svc2 = manifests.join("svc2.yaml");
+    let loaded = lb.run_log_text().matches("listener loaded").count();
+    fs::write(&svc2, service_yaml("svc2", "198.18.100.11", &[], &eps(&[b2, b3]))).unwrap();
+    lb.wait_for_log("listener loaded", loaded + 2, Duration::from_secs(30)).unwrap();
+    assert_eq!(route_lookups(&topo.lb), 3, "no lookup for backends already known:\n{}", lb.run_log_text());
 
     // An L7 VIP: lb makes its local route, and removes it with the Service.
     let l7 = manifests.join("l7.yaml");
@@ -148,6 +163,8 @@ fn lb_starts_no_child_process_while_serving() {
     wait("backend 3's neighbour gone with its link", &lb, || !managed_neighbour(&topo.lb, b3));
     topo.lb.ip(&["link", "set", &l3, "up"]).unwrap();
     wait("backend 3's managed neighbour again", &lb, || managed_neighbour(&topo.lb, b3));
+    let after_link = route_lookups(&topo.lb);
+    assert!(after_link > 3, "backend 3 looked up again after its link's events: {after_link}");
     // Someone deletes lb's neighbour entry: lb makes it again.
     topo.lb.ip(&["neigh", "del", b2, "dev", &format!("{p}l2")]).unwrap();
     wait("backend 2's managed neighbour again", &lb, || managed_neighbour(&topo.lb, b2));
