@@ -214,3 +214,69 @@ fn local_client_devices<'a>(
         .collect::<Vec<_>>()
         .into_iter()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(next_hop: &str, ifindex: u32) -> Option<Route> {
+        Some(Route { next_hop: next_hop.parse().unwrap(), ifindex, dev: format!("if{ifindex}") })
+    }
+
+    /// Which cached routes each event drops (to be looked up again), and which leave all.
+    #[tokio::test]
+    async fn events_drop_only_the_routes_they_concern() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut paths = BackendPaths::new(Rtnl::connect().unwrap(), BTreeSet::new(), (None, None));
+        let mut node = NodeChanges::default();
+        let fill = |paths: &mut BackendPaths| {
+            paths.routes = BTreeMap::from([
+                (ip("10.1.0.2"), route("10.1.0.2", 2)),
+                (ip("10.2.0.2"), route("10.2.0.1", 3)),
+                (ip("10.3.0.2"), None),
+                (ip("2001:db8::2"), route("2001:db8::2", 2)),
+            ]);
+            paths.dirty = false;
+        };
+        let left = |paths: &BackendPaths| paths.routes.keys().map(ToString::to_string).collect::<Vec<_>>();
+
+        fill(&mut paths);
+        paths.on_event(&Event::Route { dst: ip("10.1.0.0"), len: 16 }, &mut node);
+        assert_eq!(left(&paths), ["10.2.0.2", "10.3.0.2", "2001:db8::2"]);
+        assert!(paths.dirty());
+
+        fill(&mut paths);
+        paths.on_event(&Event::Route { dst: ip("192.0.2.0"), len: 24 }, &mut node);
+        assert_eq!(paths.routes.len(), 4);
+        assert!(!paths.dirty(), "a route elsewhere changes nothing");
+
+        fill(&mut paths);
+        paths.on_event(&Event::Route { dst: ip("0.0.0.0"), len: 0 }, &mut node);
+        assert_eq!(left(&paths), ["2001:db8::2"], "the IPv4 default route concerns every IPv4 backend");
+
+        // A link that changed: the routes through it, and the lookups that had failed.
+        fill(&mut paths);
+        let link = Link { index: 3, name: "if3".into(), up: false, kind: None, master: None };
+        paths.on_event(&Event::Link { link: link.clone(), deleted: false }, &mut node);
+        assert_eq!(left(&paths), ["10.1.0.2", "2001:db8::2"]);
+        assert!(paths.dirty() && paths.links.is_none());
+        // The same link as listed: nothing changed.
+        fill(&mut paths);
+        paths.links = Some(BTreeMap::from([(3, link.clone())]));
+        paths.on_event(&Event::Link { link, deleted: false }, &mut node);
+        assert_eq!(paths.routes.len(), 4);
+        assert!(!paths.dirty());
+
+        // A neighbour entry lb did not make; an address (the SNAT sources only).
+        fill(&mut paths);
+        paths.on_event(&Event::NeighbourGone { addr: ip("10.2.0.1"), ifindex: 3 }, &mut node);
+        assert!(!paths.dirty());
+        paths.on_event(&Event::Address, &mut node);
+        assert_eq!(paths.routes.len(), 4);
+        assert!(paths.dirty());
+
+        fill(&mut paths);
+        paths.on_event(&Event::Lost, &mut node);
+        assert!(paths.routes.is_empty() && paths.links.is_none() && paths.recheck_neighbours);
+    }
+}
