@@ -1,14 +1,20 @@
 //! The gates `cargo xtask test` passes before it builds anything (and `cargo xtask lint` runs
 //! alone): the code is formatted and clippy has nothing to say, on the host workspace and on
 //! lb-ebpf (its own workspace, for bpfel-unknown-none); README and docs link only inside the
-//! repository; deploy/Dockerfile keeps its pins and passes hadolint.
+//! repository; the tests docs/annotations*.md cite exist and set their row's annotation;
+//! deploy/Dockerfile keeps its pins and passes hadolint.
 use anyhow::{Context, Result};
 
-use crate::{cargo, deploy_check, doc_links, ebpf_cargo, exec, root, setup};
+use crate::{cargo, deploy_check, doc_claims, doc_links, ebpf_cargo, exec, root, setup};
 
 /// Every gate in turn; the first failing one fails the task, named in the error.
 pub fn gates() -> Result<()> {
     gate("links (README.md, docs/)", "fix the links listed", || doc_links::check(&root()))?;
+    gate(
+        "doc claims (docs/annotations*.md)",
+        "cite a test that sets the annotation, or mark the row not enforced",
+        || doc_claims::check(&root()),
+    )?;
     gate("deploy/Dockerfile pins", "fix the Dockerfile", || deploy_check::check(&root()))?;
     gate("hadolint (deploy/Dockerfile)", "fix the findings printed above", || {
         exec(std::process::Command::new(setup::ensure_hadolint()?).arg(root().join("deploy/Dockerfile")))

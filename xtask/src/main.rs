@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: the project's self-installing build, test, demo and bench entry points.
 mod deploy_check;
+mod doc_claims;
 mod doc_links;
 mod lint;
 mod setup;
@@ -20,7 +21,8 @@ tasks:
   build-ebpf   build the XDP object (lb-ebpf) for bpfel-unknown-none; --locked: lb-ebpf/Cargo.lock as it is
   build        build-ebpf, then the `lb` binary (release) with the object embedded
   lint         the gates: rustfmt --check and clippy -D warnings, on the host workspace and lb-ebpf;
-               README/docs links (inside the repository, resolving); deploy/Dockerfile pins and hadolint
+               README/docs links (inside the repository, resolving); the tests docs/annotations*.md cite
+               exist and set the annotation of their row; deploy/Dockerfile pins and hadolint
   demo         setup + build, then real traffic through a namespace topology; prints a summary
   test         setup + lint + build, then every test, privileged ones included
                (LB_REQUIRE_PRIVILEGED=1); a failing gate fails the task before any build

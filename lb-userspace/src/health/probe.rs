@@ -106,13 +106,19 @@ pub fn local_proxy_header(pp: ProxyProtocol) -> Vec<u8> {
     buf[..len.unwrap_or(0)].to_vec()
 }
 
-/// Sends `req` and reads the status code of the answer (0: none).
+/// Sends `req` and reads the status code of the answer (0: none). The status line may
+/// arrive in pieces (a server writing it a field at a time): read until its end.
 async fn http_status(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, req: &[u8]) -> u16 {
     if s.write_all(req).await.is_err() {
         return 0;
     }
-    let mut head = [0u8; 64];
-    let n = s.read(&mut head).await.unwrap_or(0);
+    let (mut head, mut n) = ([0u8; 64], 0);
+    while n < head.len() && !head[..n].contains(&b'\n') {
+        match s.read(&mut head[n..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(got) => n += got,
+        }
+    }
     let line = String::from_utf8_lossy(&head[..n]);
     line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
@@ -149,6 +155,24 @@ mod tests {
         assert!(HttpProbe::new(http.clone(), ProxyProtocol::V1).check(v1).await);
         let plain = backend(b"HEAD / HTTP/1.0").await;
         assert!(HttpProbe::new(http.clone(), ProxyProtocol::Off).check(plain).await);
+    }
+
+    #[tokio::test]
+    async fn a_status_line_written_in_pieces_is_read_whole() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.read(&mut [0u8; 256]).await;
+                for piece in [&b"HTTP/1.0 "[..], b"204", b" X\r\n\r\n"] {
+                    let _ = s.write_all(piece).await;
+                    let _ = s.flush().await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        let http = HttpCheck { uri: "/".into(), host: None, classes: vec![2], get: false, tls: false, http11: true };
+        assert!(HttpProbe::new(http, ProxyProtocol::Off).check(addr).await);
     }
 
     #[tokio::test]

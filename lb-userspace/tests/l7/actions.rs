@@ -170,6 +170,41 @@ async fn cors_preflight_and_headers() {
     );
 }
 
+/// `cors-allow-methods`, `cors-allow-headers`, `cors-expose-headers`: a preflight is
+/// answered with the methods and headers written (case as given, methods upper-cased), an
+/// answer carries the exposed headers.
+#[tokio::test]
+async fn cors_methods_and_headers_as_written() {
+    let port = free_port();
+    let b = echo("b", Duration::ZERO).await;
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "b", &[&b])
+        + &ingress(
+            NS,
+            "cors-lists",
+            &[
+                ("listen-ports", &lp),
+                ("enable-cors", "true"),
+                ("cors-allow-origin", "https://app.test"),
+                ("cors-allow-methods", "get,POST"),
+                ("cors-allow-headers", "X-Token,X-Trace-Id"),
+                ("cors-expose-headers", "X-Request-Id"),
+            ],
+            &rule("lists.test", &[("/", "Prefix", "b")]),
+        );
+    let _p = proxy(&model(&yaml));
+    let c = client();
+    let origin = ("origin", "https://app.test");
+    let pre = send(&c, "OPTIONS", port, "lists.test", "/", &[origin, ("access-control-request-method", "POST")]).await;
+    assert_eq!(pre.status, 204);
+    let methods = pre.header("access-control-allow-methods").unwrap();
+    assert!(methods.contains("GET") && methods.contains("POST") && !methods.contains("PUT"), "{methods}");
+    assert_eq!(pre.header("access-control-allow-headers").as_deref(), Some("X-Token, X-Trace-Id"));
+    let got = get(&c, port, "lists.test", "/", &[origin]).await;
+    assert_eq!(got.header("access-control-expose-headers").as_deref(), Some("X-Request-Id"));
+}
+
 /// `ssl-redirect`: HTTP on port 80 is redirected to HTTPS 443 (on 127.0.0.10 so as not to
 /// meet anything else on port 80).
 #[tokio::test]

@@ -8,6 +8,7 @@ mod drain;
 mod h2wire;
 mod hardening;
 mod health;
+mod ipv6;
 mod limits;
 mod listeners;
 mod ownership;
