@@ -3,7 +3,9 @@
 //! L7 request loop runs costs the L4 flow not a byte, and L7 serves again within seconds of
 //! the restart, which `/stats` and `/metrics` show; route changes reach the proxy over its
 //! channel, and a restarted proxy gets the latest routes, including a change made while it
-//! was down.
+//! was down. With `--l7-mode external` a proxy started on its own (the DaemonSet's second
+//! container) gets its routes over the agent's socket and keeps serving while the agent
+//! restarts.
 use std::{
     fs,
     io::{BufRead, BufReader, Read, Write},
@@ -17,11 +19,12 @@ use std::{
 };
 
 use lb_tests::{
+    daemon::lb_bin,
     netns::Netns,
     privileged,
-    scenario::Scenario,
+    scenario::{Scenario, alb_class_yaml},
     servers::{Server, Session, greeting_echo_server, http_name_server},
-    topology::{Shape, VIP},
+    topology::{LB_CLIENT_SIDE, Shape, VIP},
 };
 
 const P: &str = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-";
@@ -57,6 +60,42 @@ endpoints:
     )
 }
 
+/// An ALB Ingress on port 8000 of every node address, over `backends`' HTTP servers.
+fn web(shape: Shape, backends: &[usize]) -> String {
+    let eps: String = backends.iter().map(|i| format!("- addresses: [\"{}\"]\n", shape.backend_addr(*i))).collect();
+    alb_class_yaml(&["{port: 8000, protocol: HTTP}"])
+        + &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: e2e}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {HTTP_PORT}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: web-1, namespace: e2e, labels: {{kubernetes.io/service-name: web}}}}
+addressType: IPv4
+ports: [{{name: http, port: {HTTP_PORT}, protocol: TCP}}]
+endpoints:
+{eps}---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  namespace: e2e
+  annotations:
+    alb.ingress.kubernetes.io/listen-ports: '[{{"HTTP": 8000}}]'
+spec:
+  ingressClassName: alb
+  rules:
+  - host: web.test
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
+"#
+        )
+}
+
 /// Both backends' HTTP and echo servers.
 fn servers(s: &Scenario) -> Vec<Server> {
     let mut all = Vec::new();
@@ -86,12 +125,21 @@ fn metric(ns: &Netns, name: &str) -> Option<f64> {
     admin(ns, "/metrics").lines().find_map(|l| l.strip_prefix(&format!("{name} ")).and_then(|v| v.parse().ok()))
 }
 
-/// One HTTP/1.1 request to VIP:80 on a new connection: the backend's name, or the error.
+/// One HTTP/1.1 request to VIP:80 (CLB) on a new connection: the backend's name, or the error.
 fn get() -> Result<String, String> {
+    get_at(SocketAddr::new(VIP.into(), 80), "shop")
+}
+
+/// One HTTP/1.1 request to the node's address, port 8000 (ALB).
+fn get_alb() -> Result<String, String> {
+    get_at(SocketAddr::new(LB_CLIENT_SIDE.into(), 8000), "web.test")
+}
+
+fn get_at(to: SocketAddr, host: &str) -> Result<String, String> {
     let run = || -> std::io::Result<String> {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::new(VIP.into(), 80), Duration::from_secs(2))?;
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        s.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")?;
+        s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())?;
         let mut text = String::new();
         s.read_to_string(&mut text)?;
         Ok(text)
@@ -254,4 +302,85 @@ fn route_changes_reach_the_proxy_and_a_restart_resyncs() {
     });
     wait_until("only backend-1 to answer", only("backend-1"));
     s.daemon.stop().unwrap();
+}
+
+/// A process of the test's, killed if the test ends before it.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn an_external_proxy_keeps_serving_while_the_agent_restarts() {
+    if !privileged("an_external_proxy_keeps_serving_while_the_agent_restarts") {
+        return;
+    }
+    let shape = Shape::Routed;
+    let run = tempfile::tempdir().unwrap();
+    let socket = run.path().join("l7.sock");
+    let extra = ["--l7-mode=external".to_string(), format!("--l7-control-socket={}", socket.display())];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let files = [("shop.yaml", shop(shape, &[1, 2])), ("web.yaml", web(shape, &[1, 2]))];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let mut s = Scenario::start_in(shape, 2, &files, 1, &extra).unwrap();
+    let _servers = servers(&s);
+    let mode = fs::metadata(&socket).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);
+    assert_eq!(mode.ok(), Some(0o600), "the control socket is the owner's only");
+    // The proxy's own container: `lb proxy --control SOCKET` in lb's network namespace.
+    let proxy_log = run.path().join("proxy.log");
+    let mut proxy = Reaped(
+        s.topo
+            .lb
+            .command(lb_bin().to_str().unwrap())
+            .args(["proxy", "--control"])
+            .arg(&socket)
+            .env("LB_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stderr(fs::File::create(&proxy_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let proxy_text = || fs::read_to_string(&proxy_log).unwrap_or_default();
+    let client = &s.topo.client;
+    wait_until("the external proxy to serve", || client.run(get_alb).is_ok_and(|b| b.starts_with("backend-")));
+    assert!(client.run(get).is_ok_and(|b| b.starts_with("backend-")), "{}", proxy_text());
+    let v: serde_json::Value = serde_json::from_str(&admin(&s.topo.lb, "/stats")).unwrap();
+    assert_eq!((v["l7_proxy"]["mode"].as_str(), v["l7_proxy"]["up"].as_bool()), (Some("external"), Some(true)), "{v}");
+
+    // The agent stops: the proxy keeps its routes and serves on (ALB, on the node's
+    // addresses; a CLB VIP's local route goes with the agent).
+    s.daemon.halt(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let served: Vec<_> = (0..10).map(|_| client.run(get_alb)).collect();
+    assert!(served.iter().all(|r| r.as_ref().is_ok_and(|b| b.starts_with("backend-"))), "{served:?}");
+
+    // A new agent: the proxy connects again and takes its changes.
+    s.daemon.resume().unwrap();
+    wait_until("the proxy to connect again", || {
+        let v: serde_json::Value = serde_json::from_str(&admin(&s.topo.lb, "/stats")).unwrap_or_default();
+        v["l7_proxy"]["up"].as_bool() == Some(true)
+    });
+    s.write("web.yaml", &web(shape, &[2])).unwrap();
+    wait_until("only backend-2 to answer", || client.run(|| (0..6).all(|_| get_alb().is_ok_and(|b| b == "backend-2"))));
+    s.daemon.stop().unwrap();
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(proxy.0.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = proxy.0.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = proxy.0.kill();
+            panic!("lb proxy did not stop within 10 s of SIGTERM:\n{}", proxy_text());
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}\n{}", proxy_text());
+    assert!(proxy_text().contains("connected to the agent"), "{}", proxy_text());
 }

@@ -199,3 +199,90 @@ where
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        ObjectRef,
+        l7::{
+            Certificate, Endpoint, ForwardedHeaders, L7Protocol, Route, TlsPolicy, TlsSettings, Upstream,
+            route::{BackendSettings, PathMatch, Pattern, Rule},
+        },
+    };
+
+    fn listener() -> L7Listener {
+        let source = ObjectRef { kind: "Ingress".into(), namespace: "shop".into(), name: "web".into() };
+        let mut rule = Rule::catch_all(source.clone(), BackendSettings::default());
+        let regex = regex::RegexBuilder::new("^/api/v[0-9]+").case_insensitive(true).build().unwrap();
+        rule.path.matcher = PathMatch::Regex(Pattern { source: "^/api/v[0-9]+".into(), case_insensitive: true, regex });
+        let upstream = Upstream {
+            name: "shop/web:80".into(),
+            weight: 100,
+            endpoints: vec![Endpoint { addr: "10.0.0.7:8080".parse().unwrap(), weight: 1 }],
+            health_check: None,
+        };
+        L7Listener {
+            sources: vec![source.clone()],
+            addr: None,
+            port: 443,
+            protocol: L7Protocol::Https,
+            tls: Some(TlsSettings {
+                policy: TlsPolicy::Tls12StrictWith13,
+                certificates: vec![Certificate {
+                    secret: source,
+                    hosts: vec!["shop.example".into()],
+                    cert_pem: b"-----BEGIN CERTIFICATE-----\ncert\n".to_vec(),
+                    key_pem: b"-----BEGIN PRIVATE KEY-----\nkey\n".to_vec(),
+                }],
+            }),
+            http2: true,
+            request_timeout_s: 60,
+            idle_timeout_s: 15,
+            gzip: true,
+            headers: ForwardedHeaders::default(),
+            redirect_https_port: None,
+            acl: None,
+            canaries: Vec::new(),
+            routes: vec![Route { rule, upstreams: vec![upstream], mirrors: Vec::new() }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_config_crosses_the_channel_with_its_keys_and_patterns() {
+        let listeners: BTreeMap<String, L7Listener> = [("*:443/https".to_string(), listener())].into();
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_frame(&mut a, &ToProxy::Config(Config::new(7, &listeners))).await.unwrap();
+        drop(a);
+        let Some(ToProxy::Config(got)) = read_frame::<_, ToProxy>(&mut b).await.unwrap() else { panic!("no config") };
+        assert_eq!(got.generation, 7);
+        let got = got.into_listeners();
+        assert_eq!(got, listeners, "certificates (PEM included) and patterns as sent");
+        let PathMatch::Regex(p) = &got["*:443/https"].routes[0].rule.path.matcher else { panic!() };
+        assert!(p.regex.is_match("/API/v2/items"), "the pattern is compiled again, case flag kept");
+        assert!(read_frame::<_, ToProxy>(&mut b).await.unwrap().is_none(), "end of channel");
+    }
+
+    #[test]
+    fn counters_keep_the_histogram() {
+        let c = Counters::default();
+        c.responses[1].fetch_add(3, Ordering::Relaxed);
+        c.latency.observe(std::time::Duration::from_millis(2));
+        let wire: WireCounters = (&c).into();
+        let json = serde_json::to_vec(&wire).unwrap();
+        let back: WireCounters = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, wire);
+        let snap = back.snapshot();
+        assert_eq!((snap.responses[1], snap.latency.count), (3, 1));
+        assert_eq!(snap.latency, c.latency.snapshot());
+        assert_eq!(back.to_json(), c.to_json());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_refused() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes()).await.unwrap();
+        let e = read_frame::<_, ToProxy>(&mut b).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+}
