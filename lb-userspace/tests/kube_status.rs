@@ -7,7 +7,7 @@ mod fake_api;
 
 use std::time::Duration;
 
-use fake_api::{FakeApi, documents, examples_dir};
+use fake_api::{FakeApi, documents, examples_dir, stored};
 use http::Method;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use lb_userspace::{
@@ -221,4 +221,32 @@ async fn a_holder_whose_clock_is_ahead_is_taken_over_after_the_duration() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_secs(2), "took over after {waited:?}, before the Lease's duration");
     assert_eq!(fake.object(LEASE).unwrap()["spec"]["leaseTransitions"], 4);
+}
+
+/// A holder whose Lease requests stop being answered stops writing at its renew deadline
+/// (2/3 of the duration), before another pod may take over.
+#[tokio::test]
+async fn a_holder_that_cannot_renew_stops_writing_at_the_deadline() {
+    let objects = example("l4-basic");
+    let fake = FakeApi::serving(&objects);
+    let mut src = KubeSource::new(fake.client(), leader_opts());
+    build_and_report(&mut src).await;
+    let echo = "/api/v1/namespaces/demo/services/echo/status";
+    wait_for(&fake, "the status patch", |f| !f.requests_to(Method::PATCH, echo).is_empty()).await;
+
+    fake.hang(LEASE);
+    // Past the renew deadline (1.33 s of the 2 s Lease).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // A change that needs a new status: the VIP moves.
+    let svc = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+    let mut moved = stored(svc, 0);
+    moved["spec"]["loadBalancerIP"] = json!("198.18.100.77");
+    moved["metadata"]["resourceVersion"] = json!("200");
+    let event = json!({"type": "MODIFIED", "object": moved}).to_string();
+    fake.push("/api/v1/services", &event).await;
+    let build = build_and_report(&mut src).await;
+    assert!(build.model.listeners.keys().any(|k| k.starts_with("198.18.100.77:")), "{:?}", build.model.listeners);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let patches = fake.requests_to(Method::PATCH, echo);
+    assert_eq!(patches.len(), 1, "written after the renew deadline: {patches:#?}");
 }

@@ -4,7 +4,7 @@
 //! monotonic clock from when it last saw a change (never by comparing the holder's
 //! `renewTime` with the local clock, so clock skew between nodes does not matter). The
 //! holder stops writing when it could not renew within the renew deadline (2/3 of the
-//! duration), before anyone may take over. On shutdown the holder releases the Lease
+//! duration, even while a request hangs), before anyone may take over. On shutdown the holder releases the Lease
 //! (no holder, duration 1 s, as client-go's `ReleaseOnCancel`) so another pod takes over at
 //! once. Optimistic concurrency (the Lease's resourceVersion) makes two pods never both win
 //! the same round.
@@ -116,10 +116,30 @@ struct Elector {
 impl Elector {
     async fn run(mut self, tx: watch::Sender<bool>, mut stop: oneshot::Receiver<()>) {
         loop {
-            let leader = match self.round().await {
-                Ok(held) => held,
-                Err(e) => {
-                    tracing::warn!(lease = LEASE_NAME, error = %e, "leader election: cannot read or renew the Lease");
+            // The holder steps down at its renew deadline even while a request hangs.
+            let deadline = self.renewed.filter(|_| *tx.borrow()).map(|t| t + self.opts.renew_deadline());
+            let step_down = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(self.opts.duration, self.round()) => Some(r),
+                () = step_down => None,
+            };
+            let leader = match outcome {
+                Some(Ok(Ok(held))) => held,
+                None => {
+                    tracing::warn!(lease = LEASE_NAME, "leader election: not renewed within the renew deadline");
+                    false
+                }
+                Some(failed) => {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "no answer".to_string(),
+                    };
+                    tracing::warn!(lease = LEASE_NAME, %error, "leader election: cannot read or renew the Lease");
                     // Still the holder until the renew deadline: nobody may take over before
                     // the Lease's duration has passed unchanged.
                     *tx.borrow() && self.renewed.is_some_and(|t| t.elapsed() < self.opts.renew_deadline())

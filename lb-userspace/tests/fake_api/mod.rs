@@ -43,6 +43,8 @@ struct State {
     lists: HashMap<String, String>,
     /// Open watch streams by collection path.
     watches: HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>,
+    /// Requests to paths ending with one of these are never answered.
+    hang: Vec<String>,
     /// Collection path -> how many more list requests fail with 500.
     failures: HashMap<String, usize>,
     requests: Vec<Recorded>,
@@ -129,6 +131,12 @@ impl FakeApi {
         self.state.lock().unwrap().routes.remove(path);
     }
 
+    /// From now on, requests to paths ending with `suffix` get no answer (an API server
+    /// that stopped responding to them).
+    pub fn hang(&self, suffix: &str) {
+        self.state.lock().unwrap().hang.push(suffix.into());
+    }
+
     /// The next `n` list requests of `path` fail with 500.
     pub fn fail_lists(&self, path: &str, n: usize) {
         self.state.lock().unwrap().failures.insert(path.into(), n);
@@ -202,8 +210,15 @@ impl FakeApi {
                 .map(str::to_string),
             body: serde_json::from_slice(&bytes).ok(),
         };
+        let hang = {
+            let mut state = self.state.lock().unwrap();
+            state.requests.push(recorded.clone());
+            state.hang.iter().any(|h| recorded.path.ends_with(h.as_str()))
+        };
+        if hang {
+            return std::future::pending().await;
+        }
         let mut state = self.state.lock().unwrap();
-        state.requests.push(recorded.clone());
         let path = recorded.path.as_str();
         match recorded.method {
             Method::GET if recorded.is_watch() => {
