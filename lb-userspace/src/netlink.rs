@@ -294,8 +294,23 @@ impl Events {
             MulticastGroup::Ipv6Ifaddr,
         ];
         let (mut conn, _handle, rx) = rtnetlink::new_multicast_connection(&groups)?;
-        // Room for bursts (pods created by the hundred); an overflow still ends in `Lost`.
-        let _ = conn.socket_mut().socket_mut().set_rx_buf_sz(4 << 20);
+        // Room for bursts (pods created by the hundred): past net.core.rmem_max where
+        // CAP_NET_ADMIN allows (SO_RCVBUFFORCE). An overflow still ends in `Lost`.
+        let socket = conn.socket_mut().socket_mut();
+        let size: libc::c_int = 4 << 20;
+        // SAFETY: a valid socket and an int option of the right size.
+        let forced = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(socket),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if forced != 0 {
+            let _ = socket.set_rx_buf_sz(size as usize);
+        }
         tokio::spawn(conn);
         Ok(Events { rx })
     }
