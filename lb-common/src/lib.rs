@@ -22,6 +22,8 @@ pub mod map_names {
     pub const LISTENER_STATS: &str = "LISTENER_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const CONFIG: &str = "CONFIG";
+    /// Bitmaps of the addresses packets can be ours for (`addr_filter`).
+    pub const ADDR_FILTER: &str = "ADDR_FILTER";
     /// Tail-called programs (`prog_index`): XDP's, and tc's.
     pub const PROGS: &str = "PROGS";
     pub const TC_PROGS: &str = "TC_PROGS";
@@ -127,6 +129,28 @@ pub const MAX_ACL_PREFIXES: u32 = 65536;
 pub const MAX_TX_PORTS: u32 = 256;
 /// How many source ports the full-NAT port picker tries before it gives up on a flow.
 pub const SNAT_PORT_TRIES: u32 = 16;
+
+/// The "is it ours?" filter (`ADDR_FILTER`): one bitmap of the listeners' VIPs and one of the
+/// SNAT addresses, each [`WORDS`](addr_filter::WORDS) u64 words, indexed by a multiplicative
+/// hash of the destination address. A packet whose destination has its bit in neither is not
+/// ours (`XDP_PASS` after parsing only the IP header); a set bit may be another address's
+/// (then the map lookups decide).
+pub mod addr_filter {
+    use super::Addr;
+    /// u64 words per bitmap (2^18 bits: a few percent of false hits at 16,384 VIPs).
+    pub const WORDS: u32 = 4096;
+    /// The VIP bitmap starts at word 0, the SNAT-address bitmap at [`SNAT`].
+    pub const VIP: u32 = 0;
+    pub const SNAT: u32 = WORDS;
+    /// (word within a bitmap, bit mask) of `addr` (an IPv4 address is word 0, the rest 0).
+    #[inline(always)]
+    pub fn slot(addr: &Addr) -> (u32, u64) {
+        let x = addr[0] ^ addr[1].rotate_left(8) ^ addr[2].rotate_left(16) ^ addr[3].rotate_left(24);
+        // The halves folded first: an address's last byte is the top byte of its word here.
+        let bit = (x ^ (x >> 16)).wrapping_mul(0x9e37_79b1) >> 14;
+        (bit >> 6, 1u64 << (bit & 63))
+    }
+}
 
 /// The 12-byte signature that starts every PROXY protocol v2 header.
 pub const PROXY_V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -432,6 +456,10 @@ pub struct DatapathConfig {
     /// `syn_cookies::AUTO`: SYNs per second on one CPU that turn cookies on (0: only SNAT
     /// port pressure does).
     pub syn_cookie_rate: u32,
+    /// Generation of the next hops the datapath caches per backend (`NEXTHOPS`): user space
+    /// raises it when routes, neighbours or interfaces change, and every cached next hop
+    /// of another generation is looked up again (`bpf_fib_lookup`).
+    pub nexthop_gen: u32,
 }
 
 /// `DatapathConfig::syn_cookie_mode`.
@@ -628,7 +656,7 @@ const _: () = {
     assert!(core::mem::size_of::<PersistEntry>() == 16);
     assert!(core::mem::size_of::<AclData>() == 20);
     assert!(core::mem::size_of::<SnatAddr>() == 24);
-    assert!(core::mem::size_of::<DatapathConfig>() == 16);
+    assert!(core::mem::size_of::<DatapathConfig>() == 20);
     assert!(core::mem::size_of::<ListenerCounters>() == 72);
     assert!(core::mem::size_of::<BackendCounters>() == 40);
     assert!(core::mem::size_of::<Handoff>() == 8);

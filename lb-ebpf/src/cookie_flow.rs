@@ -1,6 +1,6 @@
 //! The SYN-cookie program's flow logic (`lb_xdp_cookie` / `lb_tc_cookie`): which of the
 //! cookie steps of [`crate::syncookie`] a packet takes, and the flow tables it moves through.
-use aya_ebpf::bindings::BPF_NOEXIST;
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_coarse_ns};
 use lb_common::*;
 
 use crate::{
@@ -37,7 +37,9 @@ pub fn step<C: Ctx, H: CookieIp>(ctx: &C, pkt: &mut Packet<H>, bytes: u64) -> u3
     };
     match next {
         // SAFETY: map value pointer from a successful lookup.
-        Ok(Next::Send(ct)) => send_to_backend(ctx, pkt, unsafe { &mut *ct }, bytes),
+        Ok(Next::Send(ct)) => {
+            send_to_backend(ctx, pkt, unsafe { &mut *ct }, bytes, unsafe { bpf_ktime_get_coarse_ns() })
+        }
         Ok(Next::Answered(verdict)) => verdict,
         Err(counter) => drop::<C>(counter, bytes),
     }

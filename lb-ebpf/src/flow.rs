@@ -8,6 +8,7 @@ const PROTO_ICMPV6: u8 = 58;
 use crate::{
     acl, cookie_flow,
     ctx::{Ctx, drop, pass},
+    filter,
     forward::{state_bits, to_backend, to_client, write_reverse},
     fwd::{self},
     half_open::{self, Step, claim_snat_port},
@@ -63,24 +64,34 @@ fn dispatch<C: Ctx, const MODE: u8>(ctx: &C) -> Result<u32, ()> {
         ETH_P_IP => {
             let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
             // SAFETY: bounds checked by ptr_at.
+            let hint = if MODE == MAIN { filter::hint(&[unsafe { (*ip).daddr }, 0, 0, 0]) } else { filter::ALL };
+            if hint == 0 {
+                return Ok(pass::<C>(stat::PASS_NOT_OURS, bytes));
+            }
+            // SAFETY: bounds checked by ptr_at.
             if MODE == MAIN && unsafe { (*ip).protocol } == PROTO_ICMP {
                 return Ok(icmp::handle_v4(ctx, bytes));
             }
             let mut pkt = Packet::<Ipv4Hdr>::new();
             match parse::v4(ctx, &mut pkt) {
-                Ok(()) => process::<C, _, MODE>(ctx, &mut pkt, bytes),
+                Ok(()) => process::<C, _, MODE>(ctx, &mut pkt, bytes, hint),
                 Err(skip) => Ok(skipped::<C>(skip, bytes)),
             }
         }
         ETH_P_IPV6 => {
             let ip: *mut Ipv6Hdr = ptr_at(ctx, ETH_HLEN)?;
             // SAFETY: bounds checked by ptr_at.
+            let hint = if MODE == MAIN { filter::hint(unsafe { &(*ip).daddr }) } else { filter::ALL };
+            if hint == 0 {
+                return Ok(pass::<C>(stat::PASS_NOT_OURS, bytes));
+            }
+            // SAFETY: bounds checked by ptr_at.
             if MODE == MAIN && unsafe { (*ip).nexthdr } == PROTO_ICMPV6 {
                 return Ok(icmp::handle_v6(ctx, bytes));
             }
             let mut pkt = Packet::<Ipv6Hdr>::new();
             match parse::v6(ctx, &mut pkt) {
-                Ok(()) => process::<C, _, MODE>(ctx, &mut pkt, bytes),
+                Ok(()) => process::<C, _, MODE>(ctx, &mut pkt, bytes, hint),
                 Err(skip) => Ok(skipped::<C>(skip, bytes)),
             }
         }
@@ -98,7 +109,7 @@ fn skipped<C: Ctx>(skip: Skip, bytes: u64) -> u32 {
 }
 
 #[inline(always)]
-fn process<C: Ctx, H: CookieIp, const MODE: u8>(ctx: &C, pkt: &mut Packet<H>, bytes: u64) -> Result<u32, ()> {
+fn process<C: Ctx, H: CookieIp, const MODE: u8>(ctx: &C, pkt: &mut Packet<H>, bytes: u64, hint: u8) -> Result<u32, ()> {
     if pkt.is_fragment && !fragment_ports(pkt) {
         return Ok(pass::<C>(stat::PASS_FRAGMENT, bytes));
     }
@@ -112,7 +123,12 @@ fn process<C: Ctx, H: CookieIp, const MODE: u8>(ctx: &C, pkt: &mut Packet<H>, by
         });
     }
     let key = &pkt.key;
-    if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
+    // Client flows are to VIPs, backend replies to SNAT addresses (never the same address:
+    // a node address is refused as a VIP); the filter tells which lookups can hit.
+    let mut reopened = false;
+    if hint & filter::VIP != 0
+        && let Some(ct) = CONNTRACK.get_ptr_mut(key)
+    {
         // SAFETY: map value pointer from a successful lookup.
         if !reopens(pkt, unsafe { &*ct }) {
             return Ok(to_backend(ctx, pkt, ct, bytes, false));
@@ -121,13 +137,21 @@ fn process<C: Ctx, H: CookieIp, const MODE: u8>(ctx: &C, pkt: &mut Packet<H>, by
         // SAFETY: as above.
         forget(key, unsafe { &*ct });
         count(stat::FLOW_REOPENED, bytes);
-    } else if let Some(rev) = backend_reply(ctx, pkt)? {
+        reopened = true;
+    }
+    if !reopened
+        && hint & filter::SNAT != 0
+        && let Some(rev) = backend_reply(ctx, pkt)?
+    {
         // SAFETY: map value pointer from a successful lookup.
         if unsafe { (*rev).flags } & rev_flags::COOKIE != 0 && pkt.tcp_flags & TCP_SYN != 0 {
             // A cookie flow's backend SYN-ACK: the handshake's last ACK is the datapath's.
             return Ok(TAIL_CALL | prog_index::COOKIE);
         }
         return Ok(to_client(ctx, pkt, rev, bytes));
+    }
+    if hint & filter::VIP == 0 {
+        return Ok(pass::<C>(stat::PASS_NOT_OURS, bytes));
     }
     let lkey = ListenerKey { vip: key.dst, port: key.dport, proto: key.proto, family: key.family };
     // SAFETY: read-only lookup.

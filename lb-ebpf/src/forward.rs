@@ -2,7 +2,7 @@
 //! [`send_to_backend`]), a backend's back to its client ([`to_client`]), with the flow's
 //! TCP state, the once-a-second refresh of its reverse entry and persistence, and the
 //! PROXY-protocol and SYN-cookie sequence work handed on.
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_ns};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_coarse_ns};
 use lb_common::*;
 
 use crate::{
@@ -17,7 +17,11 @@ use crate::{
 };
 
 /// How often (ns) a flow's `last_seen` is refreshed: not on every packet, to keep the
-/// entry's cache line from bouncing between CPUs.
+/// entry's cache line from bouncing between CPUs. Known flows read the coarse clock
+/// (`bpf_ktime_get_coarse_ns`, the same CLOCK_MONOTONIC a tick behind, without reading the
+/// clock source): a second's refresh, the idle timeouts and the next-hop cache's age need
+/// no more. (A tick behind the fine clock other paths write `last_seen_ns` with: compared
+/// saturating.)
 const REFRESH_NS: u64 = 1_000_000_000;
 
 #[inline(always)]
@@ -83,8 +87,8 @@ pub fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, byt
     if pkt.proto == PROTO_TCP && entry.state | bits != entry.state {
         entry.state |= bits;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    if now.wrapping_sub(entry.last_seen_ns) > REFRESH_NS {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if now.saturating_sub(entry.last_seen_ns) > REFRESH_NS {
         entry.last_seen_ns = now;
         if !half {
             refresh(ctx, pkt, entry, now);
@@ -97,14 +101,14 @@ pub fn to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, ct: *mut CtEntry, byt
     {
         syncookie::shift(ctx, pkt, r.seq_delta, false);
     }
-    send_to_backend(ctx, pkt, entry, bytes)
+    send_to_backend(ctx, pkt, entry, bytes, now)
 }
 
 /// Send a client packet of flow `entry` on to its backend: NAT, counters, the next hop, and
 /// the PROXY protocol program when the flow has a header.
 #[inline(always)]
-pub fn send_to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &mut CtEntry, bytes: u64) -> u32 {
-    let hop = match fwd::lookup(ctx, pkt, &entry.backend) {
+pub fn send_to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &mut CtEntry, bytes: u64, now: u64) -> u32 {
+    let hop = match fwd::lookup_cached(ctx, pkt, entry.backend_id, &entry.backend, now) {
         Ok(h) => h,
         Err(e) => return drop::<C>(e.counter(), bytes),
     };
@@ -161,7 +165,9 @@ fn refresh<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
                     }
                 }
                 r.ifindex = ctx.ingress_ifindex();
-                r.flags = if ctx.local_origin() { rev_flags::LOCAL_CLIENT } else { 0 };
+                // Only where the client is changes: a SYN-cookie flow stays one.
+                let local = if ctx.local_origin() { rev_flags::LOCAL_CLIENT } else { 0 };
+                r.flags = (r.flags & !rev_flags::LOCAL_CLIENT) | local;
                 r.last_seen_ns = now;
             } else {
                 count(stat::REVERSE_CONFLICT, 0);
@@ -190,8 +196,8 @@ pub fn to_client<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, rev: *mut RevEntry, by
     if pkt.proto == PROTO_TCP && r.state | bits != r.state {
         r.state |= bits;
     }
-    let now = unsafe { bpf_ktime_get_ns() };
-    if now.wrapping_sub(r.last_seen_ns) > REFRESH_NS {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if now.saturating_sub(r.last_seen_ns) > REFRESH_NS {
         r.last_seen_ns = now;
     }
     if r.flags & rev_flags::COOKIE != 0 {

@@ -5,6 +5,7 @@ use lb_common::{Addr, FAMILY_V4, stat};
 
 use crate::{
     ctx::Ctx,
+    maps::{CONFIG, NEXTHOP_SLOTS, NEXTHOPS},
     parse::{Ip, Packet},
 };
 
@@ -68,6 +69,61 @@ pub fn lookup<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, dst: &Addr) -> Result<Nex
     // SAFETY: bounds checked by ip().
     let tot_len = if ctx.is_gso() { 0 } else { unsafe { H::tot_len(ip) } };
     fib(ctx, H::FAMILY, dst, pkt.proto, tot_len)
+}
+
+/// How long a cached next hop is used before it is looked up again, whatever the
+/// generation: bounds how long a change user space did not announce goes unseen.
+pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
+
+/// [`lookup`] for a known flow's backend: the next hop cached for `backend_id` on this CPU
+/// when it is of the current generation, from the same ingress, younger than
+/// [`NEXTHOP_TTL_NS`] and the packet no longer than one the FIB accepted; else the FIB's
+/// answer, cached when the neighbour is resolved.
+#[inline(always)]
+pub fn lookup_cached<C: Ctx, H: Ip>(
+    ctx: &C,
+    pkt: &Packet<H>,
+    backend_id: u32,
+    dst: &Addr,
+    now: u64,
+) -> Result<NextHop, NoRoute> {
+    let ip = pkt.ip(ctx).ok_or(NoRoute)?;
+    // SAFETY: bounds checked by ip().
+    let tot_len = if ctx.is_gso() { 0 } else { unsafe { H::tot_len(ip) } };
+    let generation = match CONFIG.get(0) {
+        Some(c) => c.nexthop_gen,
+        None => 0,
+    };
+    let ingress = ctx.ingress_ifindex();
+    let tag = backend_id.wrapping_add(1);
+    let Some(c) = NEXTHOPS.get_ptr_mut(backend_id & (NEXTHOP_SLOTS - 1)) else {
+        return fib(ctx, H::FAMILY, dst, pkt.proto, tot_len);
+    };
+    // SAFETY: per-CPU slot; no other user on this CPU while the program runs.
+    let c = unsafe { &mut *c };
+    let current = c.tag == tag
+        && c.generation == generation
+        && c.ingress == ingress
+        && now.saturating_sub(c.stamp_ns) < NEXTHOP_TTL_NS;
+    if current && tot_len <= c.max_len {
+        return Ok(NextHop { ifindex: c.ifindex, smac: c.smac, dmac: c.dmac, resolved: true });
+    }
+    let hop = fib(ctx, H::FAMILY, dst, pkt.proto, tot_len)?;
+    if hop.resolved {
+        if current && c.ifindex == hop.ifindex && c.smac == hop.smac && c.dmac == hop.dmac {
+            c.max_len = tot_len;
+        } else {
+            c.tag = tag;
+            c.generation = generation;
+            c.ingress = ingress;
+            c.ifindex = hop.ifindex;
+            c.smac = hop.smac;
+            c.dmac = hop.dmac;
+            c.max_len = tot_len;
+            c.stamp_ns = now;
+        }
+    }
+    Ok(hop)
 }
 
 /// Route lookup for an address without a parsed packet (ICMP errors).

@@ -22,6 +22,7 @@ mod acl;
 mod cookie_flow;
 mod csum;
 mod ctx;
+mod filter;
 mod flow;
 mod forward;
 mod fwd;

@@ -80,6 +80,39 @@ pub static SNAT_ADDRS: HashMap<u32, SnatAddr> = HashMap::with_max_entries(MAX_TX
 #[map(name = "TX_PORTS")]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_TX_PORTS, 0);
 
+/// Bitmaps of the addresses a packet can be ours for: the VIPs', then the SNAT addresses'
+/// (`lb_common::addr_filter`), written by user space.
+#[map(name = "ADDR_FILTER")]
+pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(2 * addr_filter::WORDS, 0);
+
+/// A backend's next hop as `bpf_fib_lookup` gave it, cached per CPU (no torn reads) in a
+/// direct-mapped table by backend id, so a known flow's packet needs no FIB lookup.
+#[repr(C)]
+pub struct NextHopCache {
+    /// The backend id + 1 (0: empty).
+    pub tag: u32,
+    /// The interface the lookup was made from (the FIB may depend on it).
+    pub ingress: u32,
+    pub ifindex: u32,
+    /// `DatapathConfig::nexthop_gen` when it was looked up.
+    pub generation: u32,
+    /// When it was looked up (`bpf_ktime_get_ns`): entries older than
+    /// `fwd::NEXTHOP_TTL_NS` are looked up again.
+    pub stamp_ns: u64,
+    /// The longest packet (IP total length) the FIB accepted for this next hop: a longer one
+    /// is looked up again, so the route's MTU check still applies.
+    pub max_len: u16,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Slots of [`NEXTHOPS`] (a power of two).
+pub const NEXTHOP_SLOTS: u32 = 1024;
+
+#[map(name = "NEXTHOPS")]
+pub static NEXTHOPS: PerCpuArray<NextHopCache> = PerCpuArray::with_max_entries(NEXTHOP_SLOTS, 0);
+
 /// Datapath-wide settings at index 0.
 #[map(name = "CONFIG")]
 pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);

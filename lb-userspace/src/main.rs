@@ -39,7 +39,7 @@ enum Command {
     /// directory or of the Kubernetes API, applying every change.
     #[command(after_help = "Examples:\n  \
         lb run --manifests /etc/lb/manifests --iface eth0\n  \
-        lb run --manifests ./examples --iface eth0,eth1 --snat-ports 61000-65535\n  \
+        lb run --manifests ./examples --iface eth0,eth1 --snat-ports 10000-29999\n  \
         lb run --kubernetes --iface eth0 --node-name \"$NODE_NAME\"\n  \
         lb run --kubernetes --iface eth0 --load-balancer-class example.com/lb --default-class --write-status\n  \
         lb run --kubernetes --iface eth0 --node-name \"$NODE_NAME\" --leader-election\n\n\
@@ -83,8 +83,9 @@ enum Command {
         iface: Vec<String>,
         /// Source ports used for full NAT, inclusive (added to net.ipv4.ip_local_reserved_ports
         /// while lb runs, so the node's own connections never take them). Each backend holds
-        /// as many flows at once per node address as the range has ports.
-        #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
+        /// as many flows at once per node address as the range has ports. A range overlapping
+        /// net.ipv4.ip_local_port_range or the NodePort range (30000-32767) is an error.
+        #[arg(long, default_value = dataplane::DEFAULT_SNAT_PORTS_ARG, value_parser = parse_range)]
         snat_ports: (u16, u16),
         /// Where the datapath is pinned in bpffs: its programs stay attached and keep
         /// forwarding while lb is stopped, restarted or upgraded, and the next `lb run` with
@@ -175,14 +176,14 @@ enum Command {
     /// CAP_PERFMON (and CAP_NET_BIND_SERVICE for L7 ports below 1024) and a read-only
     /// /proc/sys; the DaemonSet's init container does.
     #[command(
-        after_help = "Example:\n  lb node-prep --iface eth0\n  lb node-prep --iface eth0,eth1 --snat-ports 61000-65535 --pin-dir /sys/fs/bpf/lb"
+        after_help = "Example:\n  lb node-prep --iface eth0\n  lb node-prep --iface eth0,eth1 --snat-ports 10000-29999 --pin-dir /sys/fs/bpf/lb"
     )]
     NodePrep {
         /// The interfaces `lb run --iface` gets, comma separated.
         #[arg(long, value_delimiter = ',', required = true)]
         iface: Vec<String>,
         /// The full-NAT source ports `lb run --snat-ports` gets.
-        #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
+        #[arg(long, default_value = dataplane::DEFAULT_SNAT_PORTS_ARG, value_parser = parse_range)]
         snat_ports: (u16, u16),
         /// The pin directory `lb run --pin-dir` gets (its bpffs is mounted if missing).
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
@@ -195,14 +196,14 @@ enum Command {
     /// interface, delete the pinned maps (every flow), and release the full-NAT ports from
     /// net.ipv4.ip_local_reserved_ports. Stop `lb run` first.
     #[command(
-        after_help = "Example:\n  lb uninstall\n  lb uninstall --pin-dir /sys/fs/bpf/lb --snat-ports 61000-65535"
+        after_help = "Example:\n  lb uninstall\n  lb uninstall --pin-dir /sys/fs/bpf/lb --snat-ports 10000-29999"
     )]
     Uninstall {
         /// The pin directory `lb run` used.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
         /// The full-NAT source ports `lb run` reserved.
-        #[arg(long, default_value = "61000-65535", value_parser = parse_range)]
+        #[arg(long, default_value = dataplane::DEFAULT_SNAT_PORTS_ARG, value_parser = parse_range)]
         snat_ports: (u16, u16),
     },
     /// Print the running daemon's counters: datapath-wide, per listener, per backend.
@@ -247,6 +248,10 @@ enum Command {
         /// (`ID=DIR`; repeatable).
         #[arg(long = "cluster", value_name = "ID=DIR")]
         clusters: Vec<clusters::ClusterSpec>,
+        /// The full-NAT source ports, as given to `lb run`: an error when they overlap the
+        /// NodePort range (30000-32767) or this machine's net.ipv4.ip_local_port_range.
+        #[arg(long, default_value = dataplane::DEFAULT_SNAT_PORTS_ARG, value_parser = parse_range)]
+        snat_ports: (u16, u16),
     },
 }
 
@@ -254,7 +259,7 @@ enum Command {
 const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
-    let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST, e.g. 61000-65535")?;
+    let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST, e.g. 10000-29999")?;
     let a: u16 = a.trim().parse().map_err(|_| format!("{a:?} is not a port"))?;
     let b: u16 = b.trim().parse().map_err(|_| format!("{b:?} is not a port"))?;
     if a == 0 || b < a {
@@ -462,6 +467,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             vip_pools,
             node_addresses,
             clusters,
+            snat_ports,
         } => {
             let sizes = dataplane::Options { backend_table_entries, max_backends, ..Default::default() };
             let addresses = model::addresses::AddressPolicy {
@@ -471,7 +477,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let opts = model::BuildOptions { node_name, addresses };
             let capacity = dataplane::Capacity::of(&sizes);
-            match check(&manifests, &clusters, json, &opts, &capacity) {
+            let ports =
+                dataplane::check_snat_ports(snat_ports, dataplane::local_port_range()).map_err(anyhow::Error::msg);
+            match ports.and_then(|()| check(&manifests, &clusters, json, &opts, &capacity)) {
                 Err(e) if json => {
                     // Scripts reading the JSON get the reason there too (and on stderr).
                     let out = serde_json::json!({ "schema": CHECK_SCHEMA, "error": format!("{e:#}") });

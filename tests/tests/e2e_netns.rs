@@ -93,7 +93,7 @@ fn tcp_and_udp_balanced_through_the_vip() {
 
     // While lb runs, the full-NAT source ports are reserved from the node's own connections.
     let reserved = topo.lb.exec(&["sysctl", "-n", "net.ipv4.ip_local_reserved_ports"]).unwrap();
-    assert_eq!(String::from_utf8_lossy(&reserved.stdout).trim(), "61000-65535");
+    assert_eq!(String::from_utf8_lossy(&reserved.stdout).trim(), "10000-29999");
 
     // `lb stats` reads the running daemon's counters per listener and per backend.
     let bin = lb_tests::daemon::lb_bin();

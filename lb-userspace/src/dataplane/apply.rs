@@ -66,6 +66,9 @@ impl Dataplane {
             })
             .collect();
         let desired: BTreeMap<ListenerId, &L4Listener> = model.listeners.values().map(|l| (l.id(), l)).collect();
+        // The new VIPs' bits before their listeners, the old ones' cleared after (below).
+        let new_vips: Vec<lb_common::Addr> = desired.values().map(|l| super::listener_key(l).vip).collect();
+        self.write_filter_with(&new_vips)?;
         let gone: Vec<ListenerId> = self.loaded.keys().filter(|k| !desired.contains_key(k)).copied().collect();
         for id in gone {
             let l = self.loaded[&id].listener.clone();
@@ -84,6 +87,9 @@ impl Dataplane {
         let in_use: BTreeSet<&str> =
             self.loaded.values().filter_map(|l| l.listener.acl.as_ref()).map(|b| b.acl.as_str()).collect();
         self.acls.reclaim(&mut self.ebpf, |name| model.acls.contains_key(name) || in_use.contains(name))?;
+        self.write_filter()?;
+        // Backends came or went: routes to them may have too.
+        self.invalidate_next_hops()?;
         for r in &rejected {
             tracing::error!(error = %r, "not loaded into the datapath; the rest of the model was applied");
         }

@@ -24,6 +24,9 @@ pub enum DataplaneError {
     Listener { listener: String, reason: String },
     #[error("snat port range {0}-{1} is empty")]
     PortRange(u16, u16),
+    /// The SNAT range collides with the node's ephemeral ports or the NodePort range.
+    #[error("{0}")]
+    SnatPorts(String),
     #[error("pinning the datapath: {0}")]
     Pin(String),
     /// Objects the datapath could not take; the rest of the model was applied.

@@ -51,7 +51,7 @@ impl Default for Options {
         Options {
             conntrack_entries: lb_common::DEFAULT_CONNTRACK_ENTRIES,
             half_open_entries: lb_common::DEFAULT_HALF_OPEN_ENTRIES,
-            snat_ports: (61000, 65535),
+            snat_ports: settings::DEFAULT_SNAT_PORTS,
             backend_table_entries: lb_common::DEFAULT_BACKEND_TABLE_ENTRIES,
             max_backends: lb_common::MAX_BACKENDS,
             pin: None,
@@ -98,6 +98,7 @@ impl Dataplane {
         if lo == 0 || hi < lo {
             return Err(DataplaneError::PortRange(lo, hi));
         }
+        settings::check_snat_ports((lo, hi), settings::local_port_range()).map_err(DataplaneError::SnatPorts)?;
         if opts.pin.is_some()
             && aya::util::KernelVersion::current().is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
         {
@@ -176,6 +177,7 @@ impl Dataplane {
             drains: conntrack::Drains::default(),
             suspects: pairs::Suspects::default(),
             config: settings::initial((lo, hi), opts.syn_cookies, opts.syn_cookie_rate),
+            filter: Default::default(),
         };
         dp.write_config()?;
         Ok(dp)

@@ -1,6 +1,7 @@
 //! The XDP datapath seen from user space: loads the embedded object, attaches it to
 //! interfaces, and keeps its maps equal to the model ([`apply`](Dataplane::apply)).
 mod acls;
+mod addr_filter;
 mod apply;
 mod attach;
 mod backends;
@@ -41,7 +42,10 @@ pub use load::{FLOOR_PROGRAM, Options, TC_FLOOR_PROGRAM, load_floor};
 pub(crate) use maps::map_mut;
 pub use maps::{addr_words, backend_name, family, words_addr};
 use maps::{program, tc_program};
-pub use settings::{DEFAULT_SYN_COOKIE_RATE, SynCookies};
+pub use settings::{
+    DEFAULT_SNAT_PORTS, DEFAULT_SNAT_PORTS_ARG, DEFAULT_SYN_COOKIE_RATE, NODE_PORT_RANGE, SynCookies, check_snat_ports,
+    local_port_range,
+};
 pub use stats::{Count, Stats};
 use table::{Region, TableAlloc};
 
@@ -83,6 +87,8 @@ pub struct Dataplane {
     suspects: pairs::Suspects,
     /// The datapath-wide settings (`CONFIG`).
     config: lb_common::DatapathConfig,
+    /// The VIP and SNAT-address bitmaps (`ADDR_FILTER`).
+    filter: addr_filter::AddrFilter,
 }
 
 impl Dataplane {
@@ -123,10 +129,37 @@ impl Dataplane {
             value.flags |= snat_flags::V6;
         }
         if value.flags != 0 {
+            // Its bit first: replies to it must not be taken for someone else's.
+            let v4 = (value.flags & snat_flags::V4 != 0).then_some([value.v4, 0, 0, 0]);
+            let v6 = (value.flags & snat_flags::V6 != 0).then_some(value.v6);
+            let added = [v4, v6].into_iter().flatten().fold(false, |any, a| self.filter.add_snat(a) | any);
+            if added {
+                self.write_filter()?;
+            }
             let mut snat: BpfHashMap<&mut MapData, u32, SnatAddr> = self.map_mut(names::SNAT_ADDRS)?;
             snat.insert(ifindex, value, 0).map_err(map_err(names::SNAT_ADDRS))?;
         }
-        Ok(())
+        // Routes or addresses changed: the next hops cached in the datapath are looked up again.
+        self.invalidate_next_hops()
+    }
+
+    /// The address filter written for the listeners loaded now (and `extra` VIPs about to be).
+    fn write_filter_with(&mut self, extra: &[lb_common::Addr]) -> Result<()> {
+        let vips: Vec<lb_common::Addr> =
+            self.loaded.values().map(|l| listener_key(&l.listener).vip).chain(extra.iter().copied()).collect();
+        self.filter.write(&mut self.ebpf, &vips)
+    }
+
+    fn write_filter(&mut self) -> Result<()> {
+        self.write_filter_with(&[])
+    }
+
+    /// Make the datapath look up every backend's next hop again (`bpf_fib_lookup`) instead
+    /// of using the one it cached: call when routes, neighbours or interfaces changed. (The
+    /// datapath also looks each one up again at least once a second.)
+    pub fn invalidate_next_hops(&mut self) -> Result<()> {
+        self.config.nexthop_gen = self.config.nexthop_gen.wrapping_add(1);
+        self.write_config()
     }
 
     /// One sweep of the conntrack tables: expired and drained flows are removed.

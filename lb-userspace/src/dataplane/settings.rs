@@ -53,6 +53,45 @@ impl fmt::Display for SynCookies {
     }
 }
 
+/// Default of `--snat-ports`: 20,000 ports, so each backend holds 20,000 flows at once per
+/// node address, below the NodePort range and Linux's default ephemeral ports.
+pub const DEFAULT_SNAT_PORTS: (u16, u16) = (10000, 29999);
+/// [`DEFAULT_SNAT_PORTS`] as the command line spells it.
+pub const DEFAULT_SNAT_PORTS_ARG: &str = "10000-29999";
+/// Kubernetes' default NodePort range (`--service-node-port-range`).
+pub const NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
+
+/// The node's ephemeral port range (`net.ipv4.ip_local_port_range`), if it can be read.
+pub fn local_port_range() -> Option<(u16, u16)> {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = s.split_whitespace().map(|w| w.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+/// The full-NAT source ports must not be ports the node's own connections take
+/// (`ip_local_port_range`, `local`) nor NodePorts: a flow's replies would be taken for
+/// theirs, or theirs for a flow's. The error names the range and what it collides with.
+pub fn check_snat_ports(snat: (u16, u16), local: Option<(u16, u16)>) -> std::result::Result<(), String> {
+    let overlap = |(a, b): (u16, u16)| snat.0 <= b && a <= snat.1;
+    if snat.0 == 0 || snat.1 < snat.0 {
+        return Err(format!("--snat-ports {}-{}: not a port range", snat.0, snat.1));
+    }
+    if overlap(NODE_PORT_RANGE) {
+        return Err(format!(
+            "--snat-ports {}-{} overlaps the NodePort range {}-{}",
+            snat.0, snat.1, NODE_PORT_RANGE.0, NODE_PORT_RANGE.1
+        ));
+    }
+    if let Some(l) = local.filter(|l| overlap(*l)) {
+        return Err(format!(
+            "--snat-ports {}-{} overlaps net.ipv4.ip_local_port_range {}-{} (the node's own connections' ports): \
+             choose a range outside it, or narrow ip_local_port_range",
+            snat.0, snat.1, l.0, l.1
+        ));
+    }
+    Ok(())
+}
+
 /// Default of `--syn-cookie-rate`: SYNs per second on one CPU above which cookies turn on.
 pub const DEFAULT_SYN_COOKIE_RATE: u32 = 20_000;
 
@@ -119,7 +158,7 @@ mod tests {
 
     #[test]
     fn the_cookie_mss_follows_the_smallest_mtu() {
-        let mut cfg = initial((61000, 65535), SynCookies::Auto, 1);
+        let mut cfg = initial(DEFAULT_SNAT_PORTS, SynCookies::Auto, 1);
         assert!(fit_mtu(&mut cfg, 1500));
         assert_eq!((cfg.syn_cookie_mss4, cfg.syn_cookie_mss6), (1460, 1440));
         assert!(fit_mtu(&mut cfg, 1450), "a VXLAN device's MTU lowers it");
@@ -127,6 +166,22 @@ mod tests {
         assert!(!fit_mtu(&mut cfg, 9000), "a larger MTU does not raise it");
         assert!(fit_mtu(&mut cfg, 300), "never below the TCP minimum");
         assert_eq!(cfg.syn_cookie_mss4, 536);
+    }
+
+    #[test]
+    fn snat_ports_keep_clear_of_node_ports_and_ephemeral_ports() {
+        let linux = Some((32768, 60999));
+        assert_eq!(check_snat_ports(DEFAULT_SNAT_PORTS, linux), Ok(()));
+        assert_eq!(check_snat_ports((61000, 65535), linux), Ok(()));
+        assert!(DEFAULT_SNAT_PORTS.1 - DEFAULT_SNAT_PORTS.0 + 1 >= 16_000);
+        assert_eq!(DEFAULT_SNAT_PORTS_ARG, format!("{}-{}", DEFAULT_SNAT_PORTS.0, DEFAULT_SNAT_PORTS.1));
+        let e = check_snat_ports((29000, 30000), linux).unwrap_err();
+        assert!(e.contains("NodePort range 30000-32767"), "{e}");
+        let e = check_snat_ports((50000, 61000), linux).unwrap_err();
+        assert!(e.contains("ip_local_port_range 32768-60999"), "{e}");
+        let e = check_snat_ports(DEFAULT_SNAT_PORTS, Some((1024, 65535))).unwrap_err();
+        assert!(e.contains("ip_local_port_range 1024-65535"), "{e}");
+        assert!(check_snat_ports((100, 50), None).is_err());
     }
 
     #[test]

@@ -191,7 +191,7 @@ fn palette(specs: &[Spec]) -> Palette {
     let v6 = [VIP6, SNAT6, CLIENT6, B61, B62, "2001:db8::1".parse().unwrap(), "fe80::1".parse().unwrap()];
     let mut ports: Vec<u16> =
         specs.iter().flat_map(|s| [s.port].into_iter().chain(s.backends.iter().map(|b| b.1))).collect();
-    ports.extend([40000, 40001, 40007, 9999, 61000, 65535]);
+    ports.extend([40000, 40001, 40007, 9999, 10000, 29999, 61000, 65535]);
     Palette { addrs4: v4.iter().map(|a| a.octets()).collect(), addrs6: v6.iter().map(|a| a.octets()).collect(), ports }
 }
 

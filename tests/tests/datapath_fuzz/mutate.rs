@@ -205,7 +205,7 @@ fn set_field(rng: &mut Rng, f: &mut [u8], at: usize, kind: Kind, p: &Palette) ->
             format!("IPv6 address@{at} = {}", std::net::Ipv6Addr::from(v))
         }
         Kind::Port => {
-            let snat = 61000 + rng.below(4536) as u16;
+            let snat = 10000 + rng.below(20000) as u16;
             let v = if rng.chance(50) { *rng.pick(&p.ports) } else { *rng.pick(&[0, 1, 65535, snat, r16]) };
             put16(f, at, v);
             format!("port@{at} = {v}")

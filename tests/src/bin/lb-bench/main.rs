@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod cost;
 mod l7;
 mod l7_load;
 mod l7_peers;
@@ -33,6 +34,8 @@ use lb_userspace::{
     model::{Acl, AclBinding, AclMode, L4Listener, Model, ObjectRef, Protocol, Scheduler, listener_name},
 };
 use serde_json::json;
+
+use crate::cost::Sample;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 const XDP_REDIRECT: u32 = 4;
@@ -58,6 +61,13 @@ fn main() -> Result<()> {
         .iter()
         .position(|a| a == "--only")
         .map(|i| args.get(i + 1).map(|v| v.split(',').map(str::to_string).collect()).unwrap_or_default());
+    const SUITES: [&str; 5] = ["datapath", "control", "throughput", "connections", "l7"];
+    if let Some(unknown) = only.iter().flatten().find(|s| !SUITES.contains(&s.as_str())) {
+        anyhow::bail!("--only: unknown suite {unknown:?} (suites: {})", SUITES.join(", "));
+    }
+    if only.as_ref().is_some_and(|o| o.is_empty()) {
+        anyhow::bail!("--only: name one or more suites ({})", SUITES.join(", "));
+    }
     let runs = |suite: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == suite));
     let plan = if quick {
         Plan {
@@ -89,12 +99,15 @@ fn main() -> Result<()> {
         report["tc_datapath_ns_per_packet"] = tc_datapath::suite(&plan)?;
     }
     if runs("control") {
+        progress("control plane suite");
         report["control_plane"] = control_plane_suite(&plan)?;
     }
     if runs("throughput") {
+        progress("throughput suite");
         report["throughput"] = throughput::suite(plan.packets, plan.repeats.min(3))?;
     }
     if runs("connections") {
+        progress("connection rate suite");
         report["connection_rate"] = throughput::connection_rate(plan.connections, plan.repeats.min(3))?;
     }
     if runs("l7") {
@@ -103,6 +116,7 @@ fn main() -> Result<()> {
         } else {
             l7::L7Plan { quick, repeats: 5, secs: 4.0 }
         };
+        progress("L7 proxy suite");
         report["l7"] = l7::suite(&l7_plan).context("the L7 suite")?;
     }
     report["not_measured_yet"] = json!(["HTTP/2 cleartext (h2c)", "TLS handshake rate", "large bodies"]);
@@ -156,7 +170,7 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
     let bed = Bed::new().context("bench namespace")?;
     let (a, b) = (bed.a, bed.b);
     let (repeats, runs, new_flows) = (plan.repeats, plan.runs, plan.new_flows);
-    let results = bed.ns.run(move || -> Result<Vec<(String, Vec<f64>)>> {
+    let results = bed.ns.run(move || -> Result<Vec<(String, Vec<Sample>)>> {
         pin_to_cpu0();
         let v4 = |s: &str| IpAddr::V4(s.parse().unwrap());
         let two = [(v4("198.18.1.2"), 8080, 1), (v4("198.18.1.3"), 8080, 1)];
@@ -189,42 +203,77 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         dp.apply(&m)?;
         let mut floor = dataplane::load_floor()?;
         let floor_prog: &mut aya::programs::Xdp = floor.program_mut(dataplane::FLOOR_PROGRAM).unwrap().try_into()?;
+        let _stats = cost::enable_stats()?;
 
-        let ns = |d: Duration| d.as_nanos() as f64;
-        let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+        let mut out: Vec<(String, Vec<Sample>)> = Vec::new();
         let syn = |c: Ipv4Addr, sport: u16, port: u16| Frame::tcp(Flow::new(c, sport, VIP, port), SYN).bytes();
-        // Repeated packets: the kernel's own average over `runs`.
+        let calls = runs.min(20_000) as usize;
+        // Packets the program leaves unchanged: the kernel's own loop over `runs`.
         let mut repeated = |name: &str, prog: &mut aya::programs::Xdp, frame: &[u8], ifindex: u32| {
-            let v: Vec<f64> = (0..repeats).map(|_| ns(run_frame(prog, frame, ifindex, runs).2)).collect();
+            progress(name);
+            let v: Vec<Sample> = (0..repeats).map(|_| cost::xdp_repeated(prog, frame, ifindex, runs)).collect();
             out.push((name.to_string(), v));
         };
         repeated("floor: XDP_DROP + counter", floor_prog, &syn(Ipv4Addr::new(198, 18, 0, 2), 1, 80), a);
         let prog = dp.program()?;
         repeated(
-            "not ours (UDP to another address)",
+            "not ours (UDP to another host)",
+            prog,
+            &Frame::udp(Flow::new(Ipv4Addr::new(198, 18, 0, 2), 1, Ipv4Addr::new(198, 18, 0, 99), 53)).bytes(),
+            a,
+        );
+        repeated(
+            "not ours (UDP to the node's own address)",
             prog,
             &Frame::udp(Flow::new(Ipv4Addr::new(198, 18, 0, 2), 1, Ipv4Addr::new(198, 18, 0, 1), 53)).bytes(),
             a,
         );
-        let est = Frame::tcp(Flow::new(Ipv4Addr::new(198, 18, 0, 2), 40000, VIP, 80), ACK).bytes();
-        let (v, _, _) = run_frame(prog, &syn(Ipv4Addr::new(198, 18, 0, 2), 40000, 80), a, 1);
+        // Packets the program rewrites: one call per packet, so each run gets the packet
+        // named (a repeated run would get the one it rewrote); the floor measured likewise.
+        let mut single = |name: &str, prog: &mut aya::programs::Xdp, frame: &[u8], ifindex: u32| {
+            progress(name);
+            let v: Vec<Sample> =
+                (0..repeats).map(|_| cost::xdp_calls(prog, std::iter::repeat_n(frame, calls), ifindex)).collect();
+            out.push((name.to_string(), v));
+        };
+        single("floor, one packet per call", floor_prog, &syn(Ipv4Addr::new(198, 18, 0, 2), 1, 80), a);
+        let prog = dp.program()?;
+        let (v, fwd, _) = run_frame(prog, &syn(Ipv4Addr::new(198, 18, 0, 2), 40000, 80), a, 1);
         anyhow::ensure!(v == XDP_REDIRECT, "bench flow not forwarded (verdict {v})");
-        repeated("established TCP flow, IPv4", prog, &est, a);
-        let c6: Ipv6Addr = "2001:db8::2".parse()?;
-        let v6s: Ipv6Addr = "2001:db8:100::10".parse()?;
-        run_frame(prog, &Frame::tcp(Flow::new(c6, 40000, v6s, 443), SYN).bytes(), a, 1);
-        repeated("established TCP flow, IPv6", prog, &Frame::tcp(Flow::new(c6, 40000, v6s, 443), ACK).bytes(), a);
-        let (_, fwd, _) = run_frame(prog, &est, a, 1);
         let p = parse(&fwd);
         let reply = Frame { dst_mac: [0; 6], ..Frame::tcp(Flow::new(p.flow.2, 8080, p.flow.0, p.flow.1), ACK) }.bytes();
-        repeated("backend reply, IPv4", prog, &reply, b);
-        // PROXY protocol v2: the first segment (header inserted, each run: the backend never
+        // Its handshake completed (the backend's SYN-ACK, the client's ACK of it): established.
+        let synack = Frame { dst_mac: [0; 6], ..Frame::tcp(Flow::new(p.flow.2, 8080, p.flow.0, p.flow.1), SYN | ACK) }
+            .seq_ack(0, 1)
+            .bytes();
+        run_frame(prog, &synack, b, 1);
+        let est = Frame::tcp(Flow::new(Ipv4Addr::new(198, 18, 0, 2), 40000, VIP, 80), ACK).seq_ack(1, 1).bytes();
+        let (v, _, _) = run_frame(prog, &est, a, 1);
+        anyhow::ensure!(v == XDP_REDIRECT, "bench flow not established (verdict {v})");
+        single("established TCP flow, IPv4", prog, &est, a);
+        single("backend reply, IPv4", prog, &reply, b);
+        let c6: Ipv6Addr = "2001:db8::2".parse()?;
+        let v6s: Ipv6Addr = "2001:db8:100::10".parse()?;
+        let (_, syn6, _) = run_frame(prog, &Frame::tcp(Flow::new(c6, 40000, v6s, 443), SYN).bytes(), a, 1);
+        let p6 = parse(&syn6);
+        let synack6 =
+            Frame { dst_mac: [0; 6], ..Frame::tcp(Flow::new(p6.flow.2, 8080, p6.flow.0, p6.flow.1), SYN | ACK) }
+                .seq_ack(0, 1)
+                .bytes();
+        run_frame(prog, &synack6, b, 1);
+        single(
+            "established TCP flow, IPv6",
+            prog,
+            &Frame::tcp(Flow::new(c6, 40000, v6s, 443), ACK).seq_ack(1, 1).bytes(),
+            a,
+        );
+        // PROXY protocol v2: the first segment (header inserted, each call: the backend never
         // acknowledges it here), then a later segment once it did (seq shifted only).
         let ppf = Flow::new(Ipv4Addr::new(198, 18, 0, 2), 40000, VIP, 85);
         let (v, syn_out, _) = run_frame(prog, &Frame::tcp(ppf, SYN).seq_ack(1000, 0).bytes(), a, 1);
         anyhow::ensure!(v == XDP_REDIRECT, "PROXY bench flow not forwarded (verdict {v})");
         let first = Frame::tcp(ppf, ACK | lb_tests::packet::PSH).seq_ack(1001, 1).payload(&[b'x'; 64]).bytes();
-        repeated("PROXY v2 first segment (header inserted), IPv4", prog, &first, a);
+        single("PROXY v2 first segment (header inserted), IPv4", prog, &first, a);
         let p = parse(&syn_out);
         let ack = Frame {
             dst_mac: [0; 6],
@@ -233,57 +282,46 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         .bytes();
         run_frame(prog, &ack, b, 1);
         let later = Frame::tcp(ppf, ACK | lb_tests::packet::PSH).seq_ack(1065, 1).payload(&[b'x'; 64]).bytes();
-        repeated("PROXY v2 later segment (seq shifted), IPv4", prog, &later, a);
-        repeated("PROXY v2 backend ACK (ack shifted), IPv4", prog, &ack, b);
-        // New flows: one packet each (distinct client address per repeat and port per packet),
-        // so one BPF_PROG_TEST_RUN call per packet: its fixed cost is measured on the floor
-        // program the same way, and subtracted out by the ratio.
-        let mut v = Vec::new();
-        for _ in 0..repeats {
-            let f = syn(Ipv4Addr::new(198, 18, 0, 2), 1, 80);
-            let mut total = 0.0;
-            for _ in 0..new_flows {
-                total += ns(run_frame(floor_prog, &f, a, 1).2);
-            }
-            v.push(total / new_flows as f64);
-        }
-        out.push(("floor, one packet per call".to_string(), v));
+        single("PROXY v2 later segment (seq shifted), IPv4", prog, &later, a);
+        single("PROXY v2 backend ACK (ack shifted), IPv4", prog, &ack, b);
+        // New flows: one packet each (a distinct client address per repeat and port per
+        // packet), one call per packet; the flows are forgotten after each repeat, so every
+        // repeat finds the source ports free.
         for (name, port) in [
             ("new TCP flow, rr", 80u16),
             ("new TCP flow, wrr", 81),
             ("new TCP flow, Maglev (sch)", 82),
             ("new TCP flow through a whitelist", 84),
         ] {
+            progress(name);
             let mut v = Vec::new();
             for r in 0..repeats {
                 let client = Ipv4Addr::new(198, 18, 0, 10 + (r as u8) + (port as u8 - 80) * 16);
-                let mut total = 0.0;
-                for sport in 1..=new_flows {
-                    total += ns(run_frame(prog, &syn(client, sport, port), a, 1).2);
-                }
-                v.push(total / new_flows as f64);
+                let frames: Vec<Vec<u8>> = (1..=new_flows).map(|sport| syn(client, sport, port)).collect();
+                v.push(cost::xdp_calls(dp.program()?, frames.iter().map(|f| f.as_slice()), a));
+                cost::forget_flows(dp.ebpf_mut())?;
             }
             out.push((name.to_string(), v));
         }
         Ok(out)
     })?;
-    let median = |name: &str| {
-        let mut f = results.iter().find(|(n, _)| n.starts_with(name)).map(|(_, v)| v.clone()).unwrap_or(vec![1.0]);
-        f.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        f[f.len() / 2]
-    };
-    let (floor_repeated, floor_single) = (median("floor: "), median("floor, one packet"));
+    let floor_of = |name: &str| results.iter().find(|(n, _)| n.starts_with(name)).map(|(_, v)| cost::medians(v));
+    let (floor_repeated, floor_single) =
+        (floor_of("floor: ").unwrap_or((1.0, 1.0)), floor_of("floor, one packet").unwrap_or((1.0, 1.0)));
     let cases: Vec<serde_json::Value> = results
         .iter()
         .map(|(name, v)| {
-            let s = stats(v.clone());
             // Each case against the floor measured the same way (repeated, or one per call).
-            let single = name.starts_with("new ") || name.starts_with("floor, one");
-            let ratio = s["median"].as_f64().unwrap() / if single { floor_single } else { floor_repeated };
-            json!({ "case": name, "ns": s, "ratio_to_floor": ratio })
+            let repeated = name.starts_with("floor: ") || name.starts_with("not ours");
+            cost::case_json(name, v, if repeated { floor_repeated } else { floor_single })
         })
         .collect();
     Ok(json!(cases))
+}
+
+/// A case starts (the bench takes minutes: say where it is).
+pub fn progress(case: &str) {
+    eprintln!("bench: {case}");
 }
 
 /// Apply N Services with M endpoints each from a manifest directory, then one endpoint change.

@@ -5,11 +5,9 @@
 //! Every case is one call per packet, averaged over many calls: BPF_PROG_TEST_RUN's
 //! `repeat` runs the program again on the packet it already rewrote (a NATed packet is "not
 //! ours" the second time), so only a fresh packet per call measures the case named. The
-//! floor is measured the same way, so the ratio takes the call's fixed cost out.
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::Duration,
-};
+//! floor is measured the same way, and each case also by the program's own run time
+//! (bpf_stats, [`cost`]).
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
 use lb_tests::{
@@ -22,7 +20,11 @@ use lb_userspace::{
 };
 use serde_json::json;
 
-use crate::{Plan, VIP, listener, stats};
+use crate::{
+    Plan, VIP,
+    cost::{self, Sample},
+    listener,
+};
 
 const TC_ACT_REDIRECT: u32 = 7;
 
@@ -30,7 +32,7 @@ pub fn suite(plan: &Plan) -> Result<serde_json::Value> {
     let bed = Bed::new().context("bench namespace")?;
     let (a, b) = (bed.a, bed.b);
     let (repeats, runs, new_flows) = (plan.repeats, plan.runs, plan.new_flows);
-    let results = bed.ns.run(move || -> Result<Vec<(String, Vec<f64>)>> {
+    let results = bed.ns.run(move || -> Result<Vec<(String, Vec<Sample>)>> {
         pin_to_cpu0();
         let v4 = |s: &str| IpAddr::V4(s.parse().unwrap());
         let two = [(v4("198.18.1.2"), 8080, 1), (v4("198.18.1.3"), 8080, 1)];
@@ -55,15 +57,15 @@ pub fn suite(plan: &Plan) -> Result<serde_json::Value> {
         let floor_prog: &mut aya::programs::SchedClassifier =
             floor.program_mut(dataplane::TC_FLOOR_PROGRAM).unwrap().try_into()?;
 
-        let ns = |d: Duration| d.as_nanos() as f64;
-        let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+        let _stats = cost::enable_stats()?;
+        let mut out: Vec<(String, Vec<Sample>)> = Vec::new();
         let client = Ipv4Addr::new(198, 18, 0, 2);
         let syn = |c: Ipv4Addr, sport: u16, port: u16| Frame::tcp(Flow::new(c, sport, VIP, port), SYN).bytes();
-        let calls = runs.min(20_000);
+        let calls = runs.min(20_000) as usize;
         let mut repeated = |name: &str, prog: &mut aya::programs::SchedClassifier, frame: &[u8], ifindex: u32| {
-            let v: Vec<f64> = (0..repeats)
-                .map(|_| (0..calls).map(|_| ns(run_skb(prog, frame, ifindex, false, 1).2)).sum::<f64>() / calls as f64)
-                .collect();
+            crate::progress(name);
+            let v: Vec<Sample> =
+                (0..repeats).map(|_| cost::tc_calls(prog, std::iter::repeat_n(frame, calls), ifindex)).collect();
             out.push((name.to_string(), v));
         };
         repeated("tc floor: TC_ACT_SHOT + counter", floor_prog, &syn(client, 1, 80), a);
@@ -106,33 +108,21 @@ pub fn suite(plan: &Plan) -> Result<serde_json::Value> {
         let later = Frame::tcp(ppf, ACK | PSH).seq_ack(1065, 1).payload(&[b'x'; 64]).bytes();
         repeated("tc: PROXY v2 later segment (seq shifted), IPv4", prog, &later, a);
         // New flows: a distinct flow per call.
-        let prog = dp.tc_program(lb_common::TC_PROGRAM)?;
         for (name, port) in [("tc: new TCP flow, rr", 80u16), ("tc: new TCP flow, Maglev (sch)", 82)] {
+            crate::progress(name);
             let mut v = Vec::new();
             for r in 0..repeats {
                 let c = Ipv4Addr::new(198, 18, 0, 10 + (r as u8) + (port as u8 - 80) * 16);
-                let total: f64 =
-                    (1..=new_flows).map(|sport| ns(run_skb(prog, &syn(c, sport, port), a, false, 1).2)).sum();
-                v.push(total / new_flows as f64);
+                let frames: Vec<Vec<u8>> = (1..=new_flows).map(|sport| syn(c, sport, port)).collect();
+                let prog = dp.tc_program(lb_common::TC_PROGRAM)?;
+                v.push(cost::tc_calls(prog, frames.iter().map(|f| f.as_slice()), a));
+                cost::forget_flows(dp.ebpf_mut())?;
             }
             out.push((name.to_string(), v));
         }
         Ok(out)
     })?;
-    let median = |name: &str| {
-        let mut f = results.iter().find(|(n, _)| n.starts_with(name)).map(|(_, v)| v.clone()).unwrap_or(vec![1.0]);
-        f.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        f[f.len() / 2]
-    };
-    let floor = median("tc floor: ");
-    Ok(json!(
-        results
-            .iter()
-            .map(|(name, v)| {
-                let s = stats(v.clone());
-                let ratio = s["median"].as_f64().unwrap() / floor;
-                json!({ "case": name, "ns": s, "ratio_to_floor": ratio })
-            })
-            .collect::<Vec<_>>()
-    ))
+    let floor =
+        results.iter().find(|(n, _)| n.starts_with("tc floor: ")).map(|(_, v)| cost::medians(v)).unwrap_or((1.0, 1.0));
+    Ok(json!(results.iter().map(|(name, v)| cost::case_json(name, v, floor)).collect::<Vec<_>>()))
 }

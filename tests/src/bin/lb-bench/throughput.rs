@@ -27,7 +27,8 @@ pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
         for mode in MODES {
             let mut secs = Vec::new();
             let mut delivered = 0.0;
-            for _ in 0..repeats {
+            for r in 0..repeats {
+                crate::progress(&format!("throughput: {shape:?}, {flows}, {mode} ({}/{repeats})", r + 1));
                 let (t, d) = run(shape, mode, flows == "many flows", packets)?;
                 secs.push(t);
                 delivered = d;
