@@ -23,9 +23,10 @@ const TOOLCHAIN_PACKAGES: &[&str] = &[
     "libzstd-dev",
     "zlib1g-dev",
 ];
-/// What the tests, the demo, the bench (trafgen is in netsniff-ng; bpftool shows attached
-/// programs and their run-time stats) and the daemon use.
-const RUNTIME_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "procps", "netsniff-ng", "bpftool"];
+/// What the tests, the demo and the bench use (trafgen is in netsniff-ng; bpftool shows
+/// attached programs and their run-time stats; strace traces `lb run` in
+/// e2e_no_child_processes).
+const RUNTIME_PACKAGES: &[&str] = &["iproute2", "ethtool", "iptables", "procps", "netsniff-ng", "bpftool", "strace"];
 /// Real peers the tests and the bench compare against or talk to: nginx and haproxy (PROXY
 /// protocol receivers, L7 peers), curl, wrk and h2load (nghttp2-client), openssl, and
 /// promtool (in prometheus: `check metrics` lints what `/metrics` serves).
