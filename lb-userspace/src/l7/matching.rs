@@ -192,7 +192,8 @@ pub fn redirects_to_https(rule: &Rule, port: u16, tls: bool) -> bool {
 
 /// Whether a request goes to the canary, with the precedence Header > Cookie > Weight.
 /// `header`/`cookie` look a name up in the request; `roll` is a uniform random number in
-/// 0..100 (used only when the weight decides).
+/// 0..100 (used only when the weight decides). A weight out of a total other than 100
+/// refines `roll` with 10^4 more uniform steps, so that `weight / total` is exact to 10^-6.
 pub fn canary_selects<'a>(
     c: &Canary,
     header: impl Fn(&str) -> Option<&'a str>,
@@ -204,6 +205,11 @@ pub fn canary_selects<'a>(
     {
         return true;
     }
+    if let Some((name, p)) = &c.header_pattern
+        && header(name).is_some_and(|v| p.regex.is_match(v))
+    {
+        return true;
+    }
     if let Some(name) = &c.cookie {
         match cookie(name) {
             Some("always") => return true,
@@ -211,7 +217,13 @@ pub fn canary_selects<'a>(
             _ => {}
         }
     }
-    c.weight.is_some_and(|w| roll < w)
+    c.weight.is_some_and(|w| {
+        if c.weight_total == 100 {
+            return roll < w;
+        }
+        let x = u64::from(roll) * 10_000 + fastrand::u64(0..10_000); // uniform in 0..10^6
+        x * u64::from(c.weight_total) < u64::from(w) * 1_000_000
+    })
 }
 
 /// Whether `origin` (as sent in the `Origin` header) is allowed.

@@ -78,7 +78,13 @@ fn host_and_path_conditions_replace_the_rules_own() {
 
 #[test]
 fn precedence_header_cookie_weight() {
-    let c = Canary { header: Some(("location".into(), "hz".into())), cookie: Some("demo".into()), weight: Some(30) };
+    let c = Canary {
+        header: Some(("location".into(), "hz".into())),
+        header_pattern: None,
+        cookie: Some("demo".into()),
+        weight: Some(30),
+        weight_total: 100,
+    };
     let h = |v: Option<&'static str>| move |n: &str| if n == "location" { v } else { None };
     let ck = |v: Option<&'static str>| move |n: &str| if n == "demo" { v } else { None };
     // Header wins over a cookie that says never.
@@ -89,9 +95,9 @@ fn precedence_header_cookie_weight() {
     // Other cookie values fall through to the weight.
     assert!(selects(&c, h(None), ck(Some("maybe")), 29));
     assert!(!selects(&c, h(None), ck(None), 30));
-    let w0 = Canary { header: None, cookie: None, weight: Some(0) };
+    let w0 = Canary { header: None, header_pattern: None, cookie: None, weight: Some(0), weight_total: 100 };
     assert!(!selects(&w0, h(None), ck(None), 0));
-    let w100 = Canary { header: None, cookie: None, weight: Some(100) };
+    let w100 = Canary { header: None, header_pattern: None, cookie: None, weight: Some(100), weight_total: 100 };
     assert!(selects(&w100, h(None), ck(None), 99));
 }
 

@@ -82,6 +82,21 @@ pub fn selects<'a>(
     cookie: impl Fn(&str) -> Option<&'a str>,
     roll: u32,
 ) -> bool {
-    let c = route::Canary { header: c.header.clone(), cookie: c.cookie.clone(), weight: c.weight };
+    let c = route::Canary {
+        header: c.header.clone(),
+        header_pattern: c.header_pattern.as_ref().map(|(n, p)| {
+            (
+                n.clone(),
+                route::Pattern {
+                    source: p.source.clone(),
+                    case_insensitive: p.case_insensitive,
+                    regex: p.regex.clone(),
+                },
+            )
+        }),
+        cookie: c.cookie.clone(),
+        weight: c.weight,
+        weight_total: c.weight_total,
+    };
     matching::canary_selects(&c, header, cookie, roll)
 }

@@ -4,6 +4,7 @@ mod abuse;
 mod actions;
 mod balancing;
 mod clb;
+mod compat;
 mod drain;
 mod h2wire;
 mod hardening;

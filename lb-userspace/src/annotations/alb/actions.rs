@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::paths::Settings;
 use super::values::{
-    choice, dns_name, field, header_name, json_bool, json_number, json_str, kind, quote, unknown_fields,
+    choice, dns_name, field, header_name, json_bool, json_int, json_number, json_str, kind, quote, unknown_fields,
 };
 use super::{Cx, PREFIX};
 
@@ -212,7 +212,7 @@ fn forward_group(obj: &Map<String, Value>, at: &str, found: &mut Found) -> Resul
         let Value::Object(g) = g else { return Err(format!("{gat} must be an object, not {}", kind(g))) };
         check_fields(g, &["ServiceName", "ServicePort", "Weight", "ServerGroupID"], &gat)?;
         let weight = field(g, "Weight").ok_or_else(|| format!("{gat}.Weight is missing"))?;
-        let weight = json_number(weight, 0, 100, &format!("{gat}.Weight"))?;
+        let weight = json_int(weight, 0, 100, &format!("{gat}.Weight"))?;
         if let Some(service) = group_target(g, &gat, found)? {
             if out.iter().any(|w| w.service == service) {
                 return Err(format!("{gat}: Service {}:{} is listed twice", service.name, port_str(&service.port)));

@@ -1,6 +1,7 @@
 //! The AlbConfig CRD (`alibabacloud.com/v1`): `spec.listeners` (port, protocol, TLS
 //! policy, timeouts, HTTP/2, gzip) and `spec.config` (the ALB instance: cloud-only fields,
-//! validated and reported), plus the `remote-clusters` annotation.
+//! checked and reported: never required, and a value the cloud would refuse is a notice, not
+//! an error), plus the `remote-clusters` annotation.
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -44,7 +45,7 @@ pub struct AlbConfig {
     /// `spec.config.name`: the ALB instance name.
     pub instance_name: Option<String>,
     pub address_type: AddressType,
-    /// vSwitch IDs of `spec.config.zoneMappings` (required by the reference).
+    /// vSwitch IDs of `spec.config.zoneMappings` (cloud-only: never required here).
     pub zone_mappings: Vec<String>,
     pub listeners: Vec<AlbListener>,
     /// `alb.ingress.kubernetes.io/remote-clusters`.
@@ -90,6 +91,17 @@ impl P {
                 None
             }
         }
+    }
+    /// Runs `f` over cloud-only fields: what it finds wrong becomes a notice (the cloud would
+    /// refuse the value; a node balancer ignores the field), never an error.
+    fn cloud<T>(&mut self, f: impl FnOnce(&mut P) -> T) -> T {
+        let start = self.errors.len();
+        let out = f(self);
+        for e in self.errors.drain(start..).collect::<Vec<_>>() {
+            let reason = format!("ignored (cloud-only): {}; Alibaba Cloud would refuse this value", e.reason);
+            self.na.push(NotApplicable { annotation: e.annotation, reason });
+        }
+        out
     }
     fn check<T>(&mut self, r: Result<T, String>, at: &str) -> Option<T> {
         r.map_err(|e| self.err(at, e)).ok()
@@ -192,9 +204,6 @@ fn config(p: &mut P, cfg: &Map<String, Value>) -> (Option<String>, AddressType, 
             _ => p.err(&at, "unknown field"),
         }
     }
-    if !cfg.contains_key("zoneMappings") {
-        p.err("spec.config.zoneMappings", "is required (the vSwitches of the ALB instance)");
-    }
     (name, address_type, zones)
 }
 
@@ -237,10 +246,14 @@ fn listener(p: &mut P, i: usize, v: &Value) -> Option<AlbListener> {
     };
     for (k, v) in l {
         let fat = format!("{at}.{k}");
-        let tls_only =
-            matches!(k.as_str(), "securityPolicyId" | "http2Enabled" | "certificates" | "caEnabled" | "caCertificates");
+        let cloud_only = matches!(k.as_str(), "certificates" | "caEnabled" | "caCertificates");
+        let tls_only = cloud_only || matches!(k.as_str(), "securityPolicyId" | "http2Enabled");
         if tls_only && proto == Some(ListenProtocol::Http) {
-            p.err(&fat, "applies only to HTTPS and QUIC listeners");
+            if cloud_only {
+                p.na(&fat, "ignored (cloud-only): applies only to HTTPS and QUIC listeners");
+            } else {
+                p.err(&fat, "applies only to HTTPS and QUIC listeners");
+            }
             continue;
         }
         match k.as_str() {
@@ -274,12 +287,12 @@ fn listener(p: &mut P, i: usize, v: &Value) -> Option<AlbListener> {
             }
             "certificates" | "caCertificates" => {
                 if !v.is_array() {
-                    p.err(&fat, format!("must be an array, not {}", kind(v)));
+                    p.cloud(|p| p.err(&fat, format!("must be an array, not {}", kind(v))));
                 }
                 p.na(&fat, "certificate IDs of Alibaba Cloud Certificate Management are cloud-only; certificates come from the Secrets in the Ingresses' spec.tls");
             }
             "caEnabled" => {
-                p.boolean(v, &fat);
+                p.cloud(|p| p.boolean(v, &fat));
                 p.na(&fat, "mutual TLS with CA certificates of the cloud account is cloud-only");
             }
             "aclConfig" => p.na(&fat, "ALB ACLs are cloud objects; use lb's AccessControlList objects"),
@@ -358,9 +371,10 @@ pub fn parse_albconfig(value: &Value) -> Result<AlbConfig, Vec<AnnotationError>>
             p.err(format!("spec.{k}"), "unknown field (known: config, listeners)");
         }
         match spec.get("config") {
-            Some(Value::Object(cfg)) => (instance_name, address_type, zones) = config(&mut p, cfg),
-            Some(other) => p.err("spec.config", format!("must be an object, not {}", kind(other))),
-            None => p.err("spec.config", "is missing (the ALB instance, with zoneMappings)"),
+            // The ALB instance: cloud-only, never required, never an error.
+            Some(Value::Object(cfg)) => (instance_name, address_type, zones) = p.cloud(|p| config(p, cfg)),
+            Some(other) => p.cloud(|p| p.err("spec.config", format!("must be an object, not {}", kind(other)))),
+            None => {}
         }
         match spec.get("listeners") {
             None | Some(Value::Null) => {}
@@ -507,28 +521,40 @@ mod tests {
         );
     }
 
+    /// The notices on `field` of the AlbConfig `v`, which must parse.
+    fn notes(v: &Value, field: &str) -> Vec<String> {
+        let c = parse_albconfig(v).unwrap_or_else(|e| panic!("rejected: {e:?}"));
+        c.not_applicable.iter().filter(|n| n.annotation == field).map(|n| n.reason.clone()).collect()
+    }
+
     #[test]
     fn config_and_object_checks() {
         let mut v = base(serde_json::json!([]));
+        // spec.config is cloud-only: never required, and a value the cloud would refuse is a
+        // notice, not a rejection (issue #18: an AlbConfig without zoneMappings serves).
+        v["spec"].as_object_mut().unwrap().remove("config");
+        assert!(parse_albconfig(&v).unwrap().not_applicable.is_empty());
         v["spec"]["config"] = serde_json::json!({"addressType": "Public"});
-        assert_eq!(
-            errs(&v),
-            vec![
-                "spec.config.addressType: \"Public\" is not one of Internet, Intranet",
-                "spec.config.zoneMappings: is required (the vSwitches of the ALB instance)"
-            ]
-        );
+        let ignored = |reason: &str| format!("ignored (cloud-only): {reason}; Alibaba Cloud would refuse this value");
+        assert!(notes(&v, "spec.config.addressType").contains(&ignored("\"Public\" is not one of Internet, Intranet")));
+        assert!(notes(&v, "spec.config.zoneMappings").is_empty(), "absent: nothing to say");
         v["spec"]["config"] = serde_json::json!({"zoneMappings": []});
-        assert_eq!(errs(&v), vec!["spec.config.zoneMappings: must be a non-empty array of {vSwitchId: ...}"]);
+        assert!(
+            notes(&v, "spec.config.zoneMappings").contains(&ignored("must be a non-empty array of {vSwitchId: ...}"))
+        );
         v["spec"]["config"] =
             serde_json::json!({"zoneMappings": [{"vSwitchId": "v"}], "edition": "Pro", "colour": "red"});
-        assert_eq!(
-            errs(&v),
-            vec![
-                "spec.config.colour: unknown field",
-                "spec.config.edition: \"Pro\" is not one of Basic, Standard, StandardWithWaf"
-            ]
+        assert_eq!(notes(&v, "spec.config.colour"), vec![ignored("unknown field")]);
+        assert!(
+            notes(&v, "spec.config.edition")
+                .contains(&ignored("\"Pro\" is not one of Basic, Standard, StandardWithWaf"))
         );
+        v["spec"]["config"] = serde_json::json!("instance");
+        assert_eq!(notes(&v, "spec.config"), vec![ignored("must be an object, not a string")]);
+        let mut http =
+            base(serde_json::json!([{"port": 80, "protocol": "HTTP", "certificates": "x", "caEnabled": "maybe"}]));
+        http["spec"].as_object_mut().unwrap().remove("config");
+        assert!(notes(&http, "spec.listeners[0].certificates")[0].contains("applies only to HTTPS and QUIC listeners"));
         v["spec"]["config"] = serde_json::json!({"zoneMappings": [{"vSwitchId": "v"}]});
         v["kind"] = "Ingress".into();
         assert_eq!(errs(&v), vec!["kind: must be AlbConfig, not \"Ingress\""]);
@@ -586,7 +612,9 @@ mod tests {
         ] {
             let mut v = v.clone();
             v["spec"]["config"][f] = bad;
-            assert_eq!(errs(&v), vec![want.to_owned()], "{f}");
+            let (field, reason) = want.split_once(": ").unwrap();
+            let want = format!("ignored (cloud-only): {reason}; Alibaba Cloud would refuse this value");
+            assert!(notes(&v, field).contains(&want), "{f}: {:?}", notes(&v, field));
         }
     }
 }

@@ -31,6 +31,8 @@ mod tls;
 mod values;
 
 #[cfg(test)]
+mod nginx_tests;
+#[cfg(test)]
 mod testutil;
 
 pub use actions::{
@@ -114,6 +116,16 @@ pub fn parse_ingress(ingress: &Ingress) -> IngressParse {
     let settings = paths::parse_settings(&mut cx, &listeners);
     let actions = actions::parse_all(&mut cx, &settings);
     let conditions = conditions::parse_all(&mut cx, &settings);
+    if canary.is_some() || cx.get(Key::Canary) == Some("true") {
+        // As the ALB controller: a canary rule carries only its header/cookie/weight match.
+        let canary_key = cx.name(Key::Canary);
+        for svc in conditions.keys() {
+            cx.field_error(
+                format!("{PREFIX}conditions.{svc}"),
+                format!("cannot be combined with {canary_key}: \"true\" (a canary rule takes no custom conditions; put them on the main Ingress)"),
+            );
+        }
+    }
 
     let shared = routing::Shared {
         namespace: meta.namespace.clone().unwrap_or_else(|| "default".to_owned()),
@@ -232,6 +244,9 @@ mod tests {
             p.errors,
             vec![AnnotationError::new("alb.ingress.kubernetes.io/actions.", "needs a name after \"actions.\"")]
         );
+        // An ingress-nginx key the ALB controller does not read: a notice, not silence.
+        assert!(p.not_applicable.iter().any(|n| n.annotation == "nginx.ingress.kubernetes.io/rewrite-target"
+            && n.reason == "not read by the ALB controller (an ingress-nginx annotation)"));
     }
 
     #[test]

@@ -146,6 +146,12 @@ pub(super) fn rule_path(at: &str, path: Option<&str>, path_type: &str, s: &Setti
         let p = Pattern::new(&path, false).map_err(|e| format!("{at}.path: {e}"))?;
         return Ok(RulePath { path_type, path, matcher: PathMatch::Regex(p) });
     }
+    if path.contains('*') && path_type != PathType::ImplementationSpecific {
+        return Err(format!(
+            "{at}.path: {} contains '*': pathType {path_type:?} takes no wildcard (it matches the path literally); for a pattern use {PREFIX}use-regex with pathType Prefix",
+            quote(&path)
+        ));
+    }
     if let Some(c) = path.chars().find(|c| SPECIAL.contains(c) || c.is_whitespace() || c.is_control()) {
         return Err(format!(
             "{at}.path: {} contains {c:?}; paths with special characters need {PREFIX}use-regex and pathType Prefix",

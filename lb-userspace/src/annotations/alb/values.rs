@@ -68,6 +68,15 @@ pub fn json_number(v: &Value, min: u32, max: u32, at: &str) -> Result<u32, Strin
     }
 }
 
+/// A JSON whole-number member typed as a number (the Go controller decodes it into an `int`:
+/// a string is refused), in `min..=max`.
+pub fn json_int(v: &Value, min: u32, max: u32, at: &str) -> Result<u32, String> {
+    match v {
+        Value::Number(_) => json_number(v, min, max, at),
+        other => Err(format!("{at} must be a number, not {}", kind(other))),
+    }
+}
+
 /// A JSON boolean member (`true`/`false`, or the strings `"true"`/`"false"`).
 pub fn json_bool(v: &Value, at: &str) -> Result<bool, String> {
     match v {

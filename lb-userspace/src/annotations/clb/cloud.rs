@@ -1,6 +1,7 @@
 //! Annotations that only make sense for a cloud CLB instance (billing, size, zones, tags,
 //! instance and vServer group reuse...): their values and the reference's rules between
-//! them are still checked, then each is reported as not applicable with its reason.
+//! them are still checked, then each is reported as not applicable with its reason. What the
+//! cloud would refuse is a notice too: a cloud-only annotation never rejects a Service.
 use std::net::Ipv4Addr;
 
 use super::{
@@ -55,8 +56,12 @@ pub const REASONS: [(Key, &str); 20] = [
 ];
 
 pub(super) fn not_applicable(cx: &mut Cx, ports: &[ServicePortInfo]) {
+    let start = cx.errors.len();
     values(cx, ports);
     rules(cx);
+    for e in cx.errors.drain(start..).collect::<Vec<_>>() {
+        cx.note(e.annotation, format!("ignored (cloud-only): {}; Alibaba Cloud would refuse this", e.reason));
+    }
     for (key, reason) in REASONS {
         cx.not_applicable(key, reason);
     }

@@ -182,7 +182,6 @@ mod tests {
                 format!("{}: on requires acl-id", p("acl-status")),
                 format!("{}: on requires acl-type (white or black)", p("acl-status")),
                 format!("{}: 4000 is outside 0..=3600", p("persistence-timeout")),
-                format!("{}: \"x\" is not a positive whole number of Mbps", p("bandwidth")),
             ]
         );
     }

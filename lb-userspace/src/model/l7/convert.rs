@@ -24,8 +24,10 @@ pub fn rule(r: &alb::Rule, source: &ObjectRef) -> route::Rule {
         ssl_redirect: r.ssl_redirect,
         canary: r.canary.as_ref().map(|c| route::Canary {
             header: c.header.clone(),
+            header_pattern: c.header_pattern.as_ref().map(|(n, p)| (n.clone(), pattern(p))),
             cookie: c.cookie.clone(),
             weight: c.weight,
+            weight_total: c.weight_total,
         }),
         backend: backend(&r.backend),
         cors: r.cors.as_ref().map(|c| route::Cors {

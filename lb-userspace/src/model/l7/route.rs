@@ -196,10 +196,22 @@ pub enum Filter {
 pub struct Canary {
     /// Header name and the value that selects the canary.
     pub header: Option<(String, String)>,
+    /// Header name and a pattern its value must match (ingress-nginx's
+    /// `canary-by-header-pattern`), when no exact value is given.
+    #[serde(default)]
+    pub header_pattern: Option<(String, Pattern)>,
     /// Cookie name: `always` selects the canary, `never` does not.
     pub cookie: Option<String>,
-    /// Percentage of the remaining requests, 0..=100.
+    /// Share of the remaining requests, 0..=`weight_total`.
     pub weight: Option<u32>,
+    /// What `weight` is out of: 100 (a percentage) unless ingress-nginx's
+    /// `canary-weight-total` says otherwise.
+    #[serde(default = "hundred")]
+    pub weight_total: u32,
+}
+
+fn hundred() -> u32 {
+    100
 }
 
 /// What the proxy answers to cross-origin requests.

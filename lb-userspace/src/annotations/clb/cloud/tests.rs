@@ -1,7 +1,23 @@
 //! Tests of the cloud-only annotations: reported as not applicable with their reason, values
-//! still validated, the reference's rules between them enforced.
-use super::super::testutil::{assert_one_error, full, run, tcp};
+//! still checked and the reference's rules between them too, but what the cloud would refuse
+//! is a notice: a cloud-only annotation never rejects a Service.
+use super::super::testutil::{full, run, tcp};
 use super::*;
+use crate::annotations::clb::ServicePortInfo;
+
+/// `pairs` parse without an error, and `key` has a notice saying the cloud would refuse it
+/// for `reason`.
+#[track_caller]
+fn assert_ignored(pairs: &[(&str, &str)], ports: &[ServicePortInfo], key: &str, reason: &str) {
+    let p = run(pairs, ports);
+    assert!(p.errors.is_empty(), "{pairs:?}: {:?}", p.errors);
+    let want = format!("ignored (cloud-only): {reason}; Alibaba Cloud would refuse this");
+    assert!(
+        p.not_applicable.iter().any(|n| n.annotation == full(key) && n.reason == want),
+        "{pairs:?}: no notice {want:?} on {key} in {:?}",
+        p.not_applicable
+    );
+}
 
 /// Every cloud-only annotation with a valid value, the rules between them satisfied.
 const ALL_VALID: [(&str, &str); 20] = [
@@ -100,11 +116,11 @@ fn cloud_values_are_still_validated() {
         ("name", "svc/x", "\"svc/x\" contains '/'; letters, digits, '.', '_' and '-' only"),
     ];
     for (key, value, reason) in cases {
-        assert_one_error(&[(key, value)], &ports, key, reason);
+        assert_ignored(&[(key, value)], &ports, key, reason);
     }
     assert!(run(&[("name", "负载均衡-1")], &ports).errors.is_empty());
     assert!(run(&[("name", &"n".repeat(128))], &ports).errors.is_empty());
-    assert_one_error(&[("name", &"n".repeat(129))], &ports, "name", "an instance name has 2..=128 characters, not 129");
+    assert_ignored(&[("name", &"n".repeat(129))], &ports, "name", "an instance name has 2..=128 characters, not 129");
     assert!(run(&[("spec", "slb.s3.xlarge")], &ports).errors.is_empty());
 }
 
@@ -113,15 +129,15 @@ fn bandwidth_rules() {
     let ports = [tcp(80)];
     let by_bw = ("charge-type", "paybybandwidth");
     for bad in ["0", "-1", "2M", ""] {
-        assert_one_error(
+        assert_ignored(
             &[by_bw, ("bandwidth", bad)],
             &ports,
             "bandwidth",
             &format!("{bad:?} is not a positive whole number of Mbps"),
         );
     }
-    assert_one_error(&[("bandwidth", "50")], &ports, "bandwidth", "requires charge-type paybybandwidth");
-    assert_one_error(
+    assert_ignored(&[("bandwidth", "50")], &ports, "bandwidth", "requires charge-type paybybandwidth");
+    assert_ignored(
         &[by_bw, ("bandwidth", "50"), ("address-type", "intranet")],
         &ports,
         "bandwidth",
@@ -132,37 +148,37 @@ fn bandwidth_rules() {
 #[test]
 fn instance_rules() {
     let ports = [tcp(80)];
-    assert_one_error(
+    assert_ignored(
         &[("instance-charge-type", "PayByCLCU"), ("spec", "slb.s1.small")],
         &ports,
         "spec",
         "cannot be set with instance-charge-type PayByCLCU",
     );
     assert!(run(&[("instance-charge-type", "PayByCLCU")], &ports).errors.is_empty());
-    assert_one_error(
+    assert_ignored(
         &[("force-override-listeners", "true")],
         &ports,
         "force-override-listeners",
         "true requires alibaba-cloud-loadbalancer-id (the instance whose listeners to override)",
     );
     assert!(run(&[("force-override-listeners", "false")], &ports).errors.is_empty());
-    assert_one_error(&[("master-zoneid", "cn-hangzhou-k")], &ports, "master-zoneid", "requires slave-zoneid as well");
-    assert_one_error(&[("slave-zoneid", "cn-hangzhou-j")], &ports, "slave-zoneid", "requires master-zoneid as well");
+    assert_ignored(&[("master-zoneid", "cn-hangzhou-k")], &ports, "master-zoneid", "requires slave-zoneid as well");
+    assert_ignored(&[("slave-zoneid", "cn-hangzhou-j")], &ports, "slave-zoneid", "requires master-zoneid as well");
 }
 
 #[test]
 fn static_ip_rules() {
     let ports = [tcp(80)];
     let base = [("address-type", "intranet"), ("vswitch-id", "vsw-1")];
-    assert_one_error(
+    assert_ignored(
         &[base[0], base[1], ("ip", "192.168.1.300")],
         &ports,
         "ip",
         "\"192.168.1.300\" is not an IPv4 address",
     );
-    assert_one_error(&[base[0], base[1], ("ip", "fd00::1")], &ports, "ip", "\"fd00::1\" is not an IPv4 address");
-    assert_one_error(&[base[1], ("ip", "192.168.1.3")], &ports, "ip", "requires address-type intranet");
-    assert_one_error(
+    assert_ignored(&[base[0], base[1], ("ip", "fd00::1")], &ports, "ip", "\"fd00::1\" is not an IPv4 address");
+    assert_ignored(&[base[1], ("ip", "192.168.1.3")], &ports, "ip", "requires address-type intranet");
+    assert_ignored(
         &[base[0], ("ip", "192.168.1.3")],
         &ports,
         "ip",
@@ -176,26 +192,26 @@ fn vserver_group_reuse_rules() {
     let id = ("id", "lb-1");
     assert!(run(&[id, ("vgroup-port", "rsp-1:80"), ("weight", "0")], &ports).errors.is_empty());
     assert!(run(&[id, ("vgroup-port", "rsp-1:80"), ("weight", "100")], &ports).errors.is_empty());
-    assert_one_error(&[id, ("vgroup-port", "rsp-1:80"), ("weight", "101")], &ports, "weight", "101 is outside 0..=100");
-    assert_one_error(
+    assert_ignored(&[id, ("vgroup-port", "rsp-1:80"), ("weight", "101")], &ports, "weight", "101 is outside 0..=100");
+    assert_ignored(
         &[id, ("vgroup-port", "rsp-1:8080")],
         &ports,
         "vgroup-port",
         "in \"rsp-1:8080\": the Service has no port 8080",
     );
-    assert_one_error(
+    assert_ignored(
         &[id, ("vgroup-port", "rsp-1")],
         &ports,
         "vgroup-port",
         "\"rsp-1\" is not vgroup-id:port (e.g. rsp-bp1:80)",
     );
-    assert_one_error(
+    assert_ignored(
         &[("vgroup-port", "rsp-1:80")],
         &ports,
         "vgroup-port",
         "requires alibaba-cloud-loadbalancer-id (vServer groups are reused from an existing instance)",
     );
-    assert_one_error(
+    assert_ignored(
         &[("weight", "50")],
         &ports,
         "weight",
