@@ -83,11 +83,14 @@ pub fn set_name() {
 }
 
 /// Serves until SIGTERM/SIGINT, or (with [`Control::Fd`]) until the agent is gone; then
-/// drains within the drain timeout.
+/// drains within the drain timeout. Started by `lb run` ([`Control::Fd`]), it ignores SIGINT:
+/// a Ctrl-C reaches both processes, and `lb run` stops it with SIGTERM once its own loop
+/// has ended (so that it never sees its proxy exit as a crash).
 pub async fn run(opts: ProcessOptions) -> io::Result<()> {
     let mut proxy = Proxy::with_limits(opts.bind_all.clone(), opts.limits).with_trusted_proxies(opts.trusted.clone());
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let on_sigint = matches!(opts.control, Control::Socket(_));
     let mut inherited = match opts.control {
         Control::Fd(fd) => Some(inherited_socket(fd)?),
         Control::Socket(_) => None,
@@ -104,7 +107,7 @@ pub async fn run(opts: ProcessOptions) -> io::Result<()> {
                 let connect = UnixStream::connect(path);
                 tokio::select! {
                     _ = sigterm.recv() => break,
-                    _ = sigint.recv() => break,
+                    _ = sigint.recv(), if on_sigint => break,
                     r = connect => match r {
                         Ok(s) => {
                             tracing::info!(socket = %path.display(), "connected to the agent");
@@ -121,7 +124,7 @@ pub async fn run(opts: ProcessOptions) -> io::Result<()> {
                 }
             }
         };
-        match session(stream, &mut proxy, &mut sigterm, &mut sigint).await {
+        match session(stream, &mut proxy, &mut sigterm, &mut sigint, on_sigint).await {
             Ok(Ended::Signal) => break,
             Ok(Ended::Closed) => tracing::warn!("the agent closed the L7 control channel: serving the last routes"),
             Err(e) => tracing::warn!(error = %e, "the L7 control channel failed: serving the last routes"),
@@ -142,6 +145,7 @@ async fn session(
     proxy: &mut Proxy,
     sigterm: &mut tokio::signal::unix::Signal,
     sigint: &mut tokio::signal::unix::Signal,
+    on_sigint: bool,
 ) -> io::Result<Ended> {
     let (rd, mut wr) = stream.into_split();
     let mut frames = ipc::spawn_reader::<_, ToProxy>(rd, "the agent's messages");
@@ -149,7 +153,7 @@ async fn session(
     loop {
         tokio::select! {
             _ = sigterm.recv() => return Ok(Ended::Signal),
-            _ = sigint.recv() => return Ok(Ended::Signal),
+            _ = sigint.recv() => if on_sigint { return Ok(Ended::Signal) },
             msg = frames.recv() => match msg {
                 None => return Ok(Ended::Closed),
                 Some(ToProxy::Config(config)) => {
