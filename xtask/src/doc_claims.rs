@@ -209,6 +209,12 @@ fn keys(cell: &str) -> Vec<String> {
                 _ => k.trim_end_matches('.').to_owned(),
             }
         })
+        // A full key (`nginx.ingress.kubernetes.io/canary-weight-total`): tests write its
+        // suffix through a helper that adds the prefix.
+        .flat_map(|k| match k.rsplit_once('/') {
+            Some((_, suffix)) if k.contains('.') && !suffix.is_empty() => vec![k.clone(), suffix.to_owned()],
+            _ => vec![k],
+        })
         .filter(|k| !k.is_empty())
         .collect()
 }
@@ -344,6 +350,7 @@ mod tests {
         assert_eq!(keys("`conditions.<service>`"), ["conditions"]);
         assert_eq!(keys("`spec.listeners[].http2Enabled`"), ["http2Enabled"]);
         assert_eq!(keys("`~` / `~*`"), ["~", "~*"]);
+        assert_eq!(keys("`nginx.ingress.kubernetes.io/canary`"), ["nginx.ingress.kubernetes.io/canary", "canary"]);
         assert_eq!(cells("| `a|b` | c |"), ["`a|b`", "c"]);
     }
 }
