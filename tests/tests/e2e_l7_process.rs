@@ -384,3 +384,27 @@ fn an_external_proxy_keeps_serving_while_the_agent_restarts() {
     assert!(status.success(), "{status}\n{}", proxy_text());
     assert!(proxy_text().contains("connected to the agent"), "{}", proxy_text());
 }
+
+#[test]
+fn inline_mode_serves_l7_in_the_agent_itself() {
+    if !privileged("inline_mode_serves_l7_in_the_agent_itself") {
+        return;
+    }
+    let shape = Shape::Routed;
+    let mut s =
+        Scenario::start_in(shape, 2, &[("shop.yaml", &shop(shape, &[1, 2]))], 1, &["--l7-mode=inline"]).unwrap();
+    let _servers = servers(&s);
+    s.daemon.wait_for_log("L7 listener started", 1, Duration::from_secs(10)).unwrap();
+    assert!(s.topo.client.run(get).is_ok_and(|b| b.starts_with("backend-")));
+    let v: serde_json::Value = serde_json::from_str(&admin(&s.topo.lb, "/stats")).unwrap();
+    assert_eq!(v["l7_proxy"]["mode"], "inline", "{v}");
+    assert_eq!(v["l7"]["198.18.100.10:80/http"]["responses"]["2xx"], 1, "{v}");
+    let pid = s.daemon.pid().unwrap();
+    let children: String = fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| fs::read_to_string(t.unwrap().path().join("children")).unwrap_or_default())
+        .collect();
+    assert!(children.trim().is_empty(), "no proxy process: {children}");
+    assert_eq!(metric(&s.topo.lb, "lb_l7_proxy_up"), None, "no process to report on");
+    s.daemon.stop().unwrap();
+}
