@@ -24,10 +24,10 @@ use crate::{
 pub struct RunOptions {
     /// Where the objects come from.
     pub source: SourceOptions,
-    pub ifaces: Vec<String>,
-    pub dataplane: dataplane::Options,
     /// The associated clusters of ALB multi-cluster gateways (`--cluster`).
     pub clusters: Vec<crate::clusters::ClusterSpec>,
+    pub ifaces: Vec<String>,
+    pub dataplane: dataplane::Options,
     /// How often a manifest directory is checked for changes.
     pub poll: Duration,
     /// How often conntrack is swept.

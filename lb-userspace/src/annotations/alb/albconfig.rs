@@ -564,7 +564,7 @@ mod tests {
         v["metadata"]["annotations"] = serde_json::json!({"alb.ingress.kubernetes.io/remote-clusters": "c1,c2"});
         let c = parse_albconfig(&v).unwrap();
         assert_eq!(c.remote_clusters, vec!["c1", "c2"]);
-        assert!(c.not_applicable.iter().any(|n| n.annotation == "alb.ingress.kubernetes.io/remote-clusters"));
+        assert!(c.not_applicable.iter().all(|n| n.annotation != "alb.ingress.kubernetes.io/remote-clusters"));
         v["metadata"]["annotations"] = serde_json::json!({"alb.ingress.kubernetes.io/remote-clusters": ""});
         assert_eq!(errs(&v), vec!["alb.ingress.kubernetes.io/remote-clusters: is empty"]);
         assert!(parse_albconfig(&serde_json::json!([])).is_err());
