@@ -283,7 +283,8 @@ fn route_changes_reach_the_proxy_and_a_restart_resyncs() {
         return;
     }
     let shape = Shape::Routed;
-    let mut s = Scenario::start_in(shape, 2, &[("shop.yaml", &shop(shape, &[1, 2]))], 1, &[]).unwrap();
+    let extra = ["--l7-max-memory-mib=512", "--l7-max-open-files=4096"];
+    let mut s = Scenario::start_in(shape, 2, &[("shop.yaml", &shop(shape, &[1, 2]))], 1, &extra).unwrap();
     let _servers = servers(&s);
     s.daemon.wait_for_log("L7 listener started", 1, Duration::from_secs(10)).unwrap();
     let client = &s.topo.client;
@@ -292,6 +293,11 @@ fn route_changes_reach_the_proxy_and_a_restart_resyncs() {
     s.write("shop.yaml", &shop(shape, &[2])).unwrap();
     wait_until("only backend-2 to answer", only("backend-2"));
     let (pid, _, _) = proxy_status(&s.topo.lb);
+    // The limits given to lb run are the proxy process's.
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let row = |name: &str| limits.lines().find(|l| l.starts_with(name)).unwrap().split_whitespace().collect::<Vec<_>>();
+    assert_eq!(row("Max data size")[3..5], ["536870912", "536870912"], "{limits}");
+    assert_eq!(row("Max open files")[3..5], ["4096", "4096"], "{limits}");
 
     // Killed, and the routes change before it is back: the new proxy gets the latest.
     kill_proxy(pid);
