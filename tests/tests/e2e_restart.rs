@@ -39,7 +39,7 @@ const PACE: Duration = Duration::from_millis(5);
 /// Lines every connection must exchange in each phase (before, while lb is down, after).
 const PER_PHASE: usize = 30;
 /// The SNAT range `lb run` reserves by default.
-const SNAT: &str = "61000-65535";
+const SNAT: &str = "10000-29999";
 const ADOPTED: &str = "adopted pinned datapath";
 
 fn vip(port: u16) -> SocketAddr {

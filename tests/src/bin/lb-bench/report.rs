@@ -19,6 +19,7 @@ pub fn markdown(r: &serde_json::Value) -> String {
         );
     }
     if r.get("tc_datapath_ns_per_packet").is_some() {
+        let _ = writeln!(s, "\nChart (XDP and tc, log scale): [datapath](datapath.svg).");
         datapath_markdown(
             &mut s,
             &r["tc_datapath_ns_per_packet"],
@@ -115,7 +116,7 @@ fn throughput_markdown(s: &mut String, r: &serde_json::Value) {
     }
     let _ = writeln!(
         s,
-        "\nWith many flows every packet opens a flow: lb's full NAT takes a source port per flow from `--snat-ports` (default 61000-65535: 4536 flows at once per backend and node address), so below 100% delivered the port range is exhausted, not the CPU. Above 100%: a trafgen chunk that failed to flush was sent again."
+        "\nWith many flows every packet opens a flow: lb's full NAT takes a source port per flow from `--snat-ports` (default 10000-29999: 20,000 flows at once per backend and node address), so below 100% delivered the port range is exhausted, not the CPU. Above 100%: a trafgen chunk that failed to flush was sent again."
     );
 }
 
@@ -136,30 +137,63 @@ fn connections_markdown(s: &mut String, r: &serde_json::Value) {
 }
 
 /// A horizontal bar chart of the median ns/packet per case.
+/// The datapath chart: per case, the program's own time (bpf_stats) and BPF_PROG_TEST_RUN's
+/// time per packet, on a log axis (the cases span from the floor's ns to a new flow's µs),
+/// with ticks and grid lines; an opaque white background and dark ink, so it reads the same
+/// on light and dark pages.
 pub fn svg(r: &serde_json::Value) -> String {
-    let cases: Vec<(String, f64)> = r["datapath_ns_per_packet"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| (c["case"].as_str().unwrap_or("").to_string(), c["ns"]["median"].as_f64().unwrap_or(0.0)))
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0).max(1.0);
+    let cases: Vec<(String, f64, f64)> = ["datapath_ns_per_packet", "tc_datapath_ns_per_packet"]
+        .iter()
+        .flat_map(|k| r[*k].as_array().cloned().unwrap_or_default())
+        .map(|c| (c["case"].as_str().unwrap_or("").to_string(), f(&c["prog_ns"]["median"]), f(&c["ns"]["median"])))
         .collect();
-    let max = cases.iter().map(|c| c.1).fold(1.0, f64::max);
-    let (w, row) = (900.0, 28.0);
-    let h = 40.0 + row * cases.len() as f64;
+    let max = cases.iter().map(|c| c.1.max(c.2)).fold(10.0, f64::max);
+    let decades = max.log10().ceil().max(2.0);
+    let (w, row, x0, top) = (1000.0, 30.0, 430.0, 60.0);
+    let plot = w - x0 - 30.0;
+    let x = |v: f64| x0 + plot * v.log10() / decades;
+    let h = top + row * cases.len() as f64 + 40.0;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"13\">\n<text x=\"10\" y=\"22\" font-size=\"15\">Datapath cost, median ns/packet (BPF_PROG_TEST_RUN)</text>\n"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\" fill=\"#111\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">Datapath cost per packet, ns (median, log scale)</text>\n<rect x=\"10\" y=\"32\" width=\"12\" height=\"10\" fill=\"#1f5fbf\"/><text x=\"27\" y=\"41\">program (bpf_stats run_time_ns / run_cnt)</text><rect x=\"300\" y=\"32\" width=\"12\" height=\"10\" fill=\"#e08a1e\"/><text x=\"317\" y=\"41\">BPF_PROG_TEST_RUN time per packet</text>\n"
     );
-    for (i, (name, v)) in cases.iter().enumerate() {
-        let y = 34.0 + row * i as f64;
-        let bw = (w - 420.0) * v / max;
+    let bottom = top + row * cases.len() as f64;
+    for d in 0..=(decades as i32) {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * 10f64.powi(d);
+            if v > 10f64.powf(decades) || v < 1.0 {
+                continue;
+            }
+            let xv = x(v);
+            let major = m == 1.0;
+            let _ = writeln!(
+                s,
+                "<line x1=\"{xv:.1}\" y1=\"{top:.0}\" x2=\"{xv:.1}\" y2=\"{bottom:.0}\" stroke=\"#999\" stroke-width=\"{}\"/><line x1=\"{xv:.1}\" y1=\"{bottom:.0}\" x2=\"{xv:.1}\" y2=\"{:.0}\" stroke=\"#111\"/><text x=\"{xv:.1}\" y=\"{:.0}\" text-anchor=\"middle\">{v}</text>",
+                if major { 1.0 } else { 0.4 },
+                bottom + 5.0,
+                bottom + 18.0
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "<line x1=\"{x0}\" y1=\"{bottom:.0}\" x2=\"{:.0}\" y2=\"{bottom:.0}\" stroke=\"#111\"/><text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"middle\">ns per packet</text>",
+        x0 + plot,
+        x0 + plot / 2.0,
+        bottom + 34.0
+    );
+    for (i, (name, prog, test_run)) in cases.iter().enumerate() {
+        let y = top + row * i as f64 + 4.0;
         let _ = writeln!(
             s,
-            "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"300\" y=\"{:.0}\" width=\"{bw:.1}\" height=\"18\" fill=\"#4a7bd0\"/><text x=\"{:.0}\" y=\"{:.0}\">{v:.0}</text>",
-            y + 14.0,
+            "<text x=\"10\" y=\"{:.0}\">{}</text><rect x=\"{x0}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"10\" fill=\"#1f5fbf\"/><rect x=\"{x0}\" y=\"{:.0}\" width=\"{:.1}\" height=\"10\" fill=\"#e08a1e\"/><text x=\"{:.1}\" y=\"{:.0}\" font-size=\"10\">{prog:.0} / {test_run:.0}</text>",
+            y + 15.0,
             xml(name),
-            y,
-            306.0 + bw,
-            y + 14.0
+            x(*prog) - x0,
+            y + 11.0,
+            x(*test_run) - x0,
+            x(prog.max(*test_run)) + 4.0,
+            y + 18.0
         );
     }
     s.push_str("</svg>\n");
