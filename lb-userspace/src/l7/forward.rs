@@ -6,22 +6,19 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use ipnet::IpNet;
 
 use super::matching::{self, cors_allows, host_without_port, redirects_to_https};
 use super::{
-    balance::{ActiveRequests, PickContext},
+    balance::PickContext,
+    headers::{is_upgrade, strip_hop_by_hop},
     limits::Limits,
     respond::{self, Body, Origin},
     router::{self, CompiledRoute, Table},
     sanitize,
     send::{forward, mirror},
-    sticky::{set_sticky, sticky_endpoint, strip_cookie_prefix},
+    sticky::{GROUP_COOKIE, set_sticky, sticky_endpoint, strip_cookie_prefix},
+    upstreams::Upstreams,
 };
 use crate::model::l7::route::{Action, Filter, HeaderValue as Value, StickySession, SystemValue};
 
@@ -31,100 +28,6 @@ pub struct Conn {
     pub client: SocketAddr,
     pub local: SocketAddr,
     pub tls: bool,
-}
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
-
-/// Connections to backends, shared by every listener.
-pub struct Upstreams {
-    /// Keep-alive pool (`backend-keepalive: true`).
-    pub(super) pooled: HttpClient,
-    /// A new connection per request (the default, as on ALB).
-    pub(super) fresh: HttpClient,
-    /// HTTP/2 (h2c) for gRPC backends, pooled.
-    pub(super) h2: HttpClient,
-    pub active: ActiveRequests,
-    /// When each endpoint joined (slow start).
-    pub ages: super::balance::EndpointAges,
-    /// Endpoints in use, and the drain of those removed.
-    pub departures: super::drain::Departures,
-}
-
-/// Name of the cookie the proxy inserts for `sticky-session-type: insert`.
-pub const STICKY_COOKIE: &str = "SERVERID";
-/// Name of the cookie that keeps a client on one Service of a forward group
-/// (`ServerGroupStickySession`).
-pub const GROUP_COOKIE: &str = "SERVERGROUPID";
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-impl Default for Upstreams {
-    fn default() -> Self {
-        Upstreams::new()
-    }
-}
-
-impl Upstreams {
-    pub fn new() -> Upstreams {
-        let connector = || {
-            let mut http = HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(crate::tls::backend_client_config())
-                .https_or_http()
-                .enable_http1()
-                .enable_http2()
-                .wrap_connector(http)
-        };
-        let builder = || Client::builder(TokioExecutor::new());
-        Upstreams {
-            pooled: builder().pool_idle_timeout(Duration::from_secs(60)).build(connector()),
-            fresh: builder().pool_max_idle_per_host(0).build(connector()),
-            h2: builder().http2_only(true).build(connector()),
-            active: ActiveRequests::default(),
-            ages: Default::default(),
-            departures: Default::default(),
-        }
-    }
-}
-
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Removes hop-by-hop headers, and those named in `Connection`. `te: trailers` stays (gRPC).
-pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
-    if h.get(header::TE).is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers")) {
-        h.remove(header::TE);
-    }
-}
-
-pub(super) fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade")))
 }
 
 /// Serves one request of a listener.

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod drain;
 pub mod forward;
 pub mod gzip;
+pub mod headers;
 pub mod ipc;
 pub mod limits;
 pub mod matching;
@@ -21,6 +22,7 @@ pub mod server;
 mod session;
 pub mod sticky;
 pub mod supervise;
+pub mod upstreams;
 
 use std::{
     collections::BTreeMap,
@@ -33,11 +35,11 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
 use crate::{model::l7::L7Listener, tls};
-use forward::Upstreams;
 use limits::ConnectionGate;
 pub use limits::Limits;
 use router::Table;
 use server::ListenerState;
+use upstreams::Upstreams;
 
 /// Why a listener could not be (re)configured; the rest of the proxy is unaffected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]

@@ -12,10 +12,11 @@ use hyper_util::rt::TokioIo;
 use super::{
     balance::PickContext,
     drain::CutBody,
-    forward::{Upstreams, is_upgrade, strip_hop_by_hop},
+    headers::{is_upgrade, strip_hop_by_hop},
     limits::{IdleBody, Limits, Stalled},
     respond::{self, Body, BoxError},
     router::{CompiledRoute, Pick},
+    upstreams::Upstreams,
 };
 use crate::model::l7::route::BackendProtocol;
 

@@ -21,9 +21,10 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch};
 
 use super::{
-    forward::{self, Conn, Upstreams},
+    forward::{self, Conn},
     limits::{Blocked, ConnectionGate, Limits, WriteWatch},
     router::Table,
+    upstreams::Upstreams,
 };
 
 /// Requests a listener answered, by status class, and connections it took or refused.

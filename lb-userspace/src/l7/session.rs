@@ -8,7 +8,10 @@ use std::{
     io,
     os::{fd::AsRawFd, unix::fs::PermissionsExt},
     path::{Path, PathBuf},
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -18,10 +21,18 @@ use tokio::{
     sync::{mpsc, oneshot, watch},
 };
 
-use super::{
-    ipc::{self, Config, FromProxy, ToProxy, WireCounters},
-    supervise::Status,
-};
+use super::ipc::{self, Config, FromProxy, ToProxy, WireCounters};
+
+/// What the supervisor knows of the proxy process, read without waiting.
+#[derive(Debug, Default)]
+pub struct Status {
+    pub up: AtomicBool,
+    pub pid: AtomicU32,
+    /// Times the proxy process exited or its channel closed while the agent ran.
+    pub restarts: AtomicU64,
+    /// Listeners the proxy could not (re)configure at its last apply.
+    pub errors: AtomicUsize,
+}
 
 pub enum Cmd {
     Counters(oneshot::Sender<Vec<(String, WireCounters)>>),

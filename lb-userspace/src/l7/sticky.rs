@@ -7,12 +7,17 @@ use http::{HeaderMap, HeaderValue, Response, header};
 
 use super::{
     balance::{endpoint_id, hash64},
-    forward::STICKY_COOKIE,
     matching,
     respond::Body,
     router::{CompiledRoute, Pick},
 };
 use crate::model::l7::route::StickySession;
+
+/// Name of the cookie the proxy inserts for `sticky-session-type: insert`.
+pub const STICKY_COOKIE: &str = "SERVERID";
+/// Name of the cookie that keeps a client on one Service of a forward group
+/// (`ServerGroupStickySession`).
+pub const GROUP_COOKIE: &str = "SERVERGROUPID";
 
 /// The endpoint a sticky cookie names, if the rule is sticky.
 pub(super) fn sticky_endpoint(route: &CompiledRoute, req: &matching::Request<'_>) -> Option<SocketAddr> {

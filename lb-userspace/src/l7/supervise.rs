@@ -7,10 +7,7 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -19,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::{
     Proxy,
     ipc::{Config, WireCounters},
-    session::{Cmd, Peer, Source},
+    session::{Cmd, Peer, Source, Status},
 };
 use crate::{metrics::exposition::L7Snapshot, model::l7::L7Listener};
 
@@ -59,17 +56,6 @@ pub struct FrontOptions {
     pub args: Vec<String>,
     /// External mode: the control socket the proxy connects to (created 0600).
     pub socket: PathBuf,
-}
-
-/// What the supervisor knows of the proxy process, read without waiting.
-#[derive(Debug, Default)]
-pub struct Status {
-    pub up: AtomicBool,
-    pub pid: AtomicU32,
-    /// Times the proxy process exited or its channel closed while the agent ran.
-    pub restarts: AtomicU64,
-    /// Listeners the proxy could not (re)configure at its last apply.
-    pub errors: AtomicUsize,
 }
 
 /// The L7 proxy as the agent drives it.

@@ -1,0 +1,63 @@
+//! Connections to backends, shared by every listener: a keep-alive pool, a fresh
+//! connection per request, and h2c for gRPC; plus the in-flight counts, endpoint ages and
+//! drains the balancers and the drain logic read.
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+use super::{balance::ActiveRequests, respond::Body};
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Connections to backends, shared by every listener.
+pub struct Upstreams {
+    /// Keep-alive pool (`backend-keepalive: true`).
+    pub(super) pooled: HttpClient,
+    /// A new connection per request (the default, as on ALB).
+    pub(super) fresh: HttpClient,
+    /// HTTP/2 (h2c) for gRPC backends, pooled.
+    pub(super) h2: HttpClient,
+    pub active: ActiveRequests,
+    /// When each endpoint joined (slow start).
+    pub ages: super::balance::EndpointAges,
+    /// Endpoints in use, and the drain of those removed.
+    pub departures: super::drain::Departures,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Upstreams::new()
+    }
+}
+
+impl Upstreams {
+    pub fn new() -> Upstreams {
+        let connector = || {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(crate::tls::backend_client_config())
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http)
+        };
+        let builder = || Client::builder(TokioExecutor::new());
+        Upstreams {
+            pooled: builder().pool_idle_timeout(Duration::from_secs(60)).build(connector()),
+            fresh: builder().pool_max_idle_per_host(0).build(connector()),
+            h2: builder().http2_only(true).build(connector()),
+            active: ActiveRequests::default(),
+            ages: Default::default(),
+            departures: Default::default(),
+        }
+    }
+}
