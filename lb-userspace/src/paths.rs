@@ -169,11 +169,6 @@ impl BackendPaths {
                 tracing::warn!(dev, error = %format!("{e:#}"), "cannot put the tc datapath on the device backends are reached through");
             }
         }
-        // Routes, neighbours or links changed: the next hops the datapath cached per backend
-        // are looked up again at once, not only when their second is up.
-        if let Err(e) = dp.invalidate_next_hops() {
-            tracing::warn!(error = %format!("{e:#}"), "cannot make the datapath look its next hops up again");
-        }
     }
 
     /// The tc datapath on `dev`, forwarding on, and the SNAT source for backends behind it:
