@@ -81,7 +81,8 @@ impl Scenario {
     }
 }
 
-fn write_atomic(dir: &Path, name: &str, yaml: &str) -> Result<()> {
+/// Write `name` in `dir` whole: a temporary file renamed over it (a watcher never reads half).
+pub fn write_atomic(dir: &Path, name: &str, yaml: &str) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     fs::write(&tmp, yaml)?;
     fs::rename(tmp, dir.join(name))?;

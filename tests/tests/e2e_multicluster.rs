@@ -8,13 +8,12 @@
 use std::{
     collections::BTreeMap,
     net::SocketAddr,
-    path::Path,
     time::{Duration, Instant},
 };
 
 use lb_tests::{
     in_every_shape,
-    scenario::Scenario,
+    scenario::{Scenario, write_atomic},
     servers::http_name_server,
     topology::{LB_CLIENT_SIDE, Shape},
 };
@@ -90,12 +89,6 @@ endpoints:
     )
 }
 
-fn write(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(tmp, dir.join(name)).unwrap();
-}
-
 /// Requests per backend name (or other status code) for [`REQUESTS`] requests on one
 /// keep-alive connection, with the `headers` given.
 fn spread(s: &Scenario, headers: &[&str]) -> BTreeMap<String, usize> {
@@ -151,10 +144,10 @@ fn fleet_splits_by_replicas_then_by_cluster_weight(shape: Shape) {
     for d in [&c1, &c2, &c3] {
         std::fs::create_dir(d).unwrap();
     }
-    write(&c1, "eps.yaml", &cluster_slice(shape, &[1, 2, 3]));
-    write(&c2, "eps.yaml", &cluster_slice(shape, &[4]));
+    write_atomic(&c1, "eps.yaml", &cluster_slice(shape, &[1, 2, 3])).unwrap();
+    write_atomic(&c2, "eps.yaml", &cluster_slice(shape, &[4])).unwrap();
     // c3 is given to lb but not associated with the gateway: it must get nothing.
-    write(&c3, "eps.yaml", &cluster_slice(shape, &[4]));
+    write_atomic(&c3, "eps.yaml", &cluster_slice(shape, &[4])).unwrap();
     let args: Vec<String> = [("c1", &c1), ("c2", &c2), ("c3", &c3)]
         .iter()
         .flat_map(|(id, d)| ["--cluster".to_owned(), format!("{id}={}", d.display())])
