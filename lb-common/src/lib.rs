@@ -27,6 +27,10 @@ pub mod map_names {
     /// Tail-called programs (`prog_index`): XDP's, and tc's.
     pub const PROGS: &str = "PROGS";
     pub const TC_PROGS: &str = "TC_PROGS";
+    /// The bench's minimal XDP forwarder: the two MACs it writes (destination, then source,
+    /// index 0), and the devmap it redirects through (index 0).
+    pub const MIN_FWD_MACS: &str = "MIN_FWD_MACS";
+    pub const MIN_FWD_TX: &str = "MIN_FWD_TX";
     /// The flow state pinned in bpffs and shared by every generation of the datapath (an
     /// agent restart or upgrade with the same [`PIN_LAYOUT`](super::PIN_LAYOUT) keeps them).
     pub const PINNED_STATE: [&str; 5] = [CONNTRACK, REVERSE_NAT, HALF_OPEN, HALF_OPEN_REV, PERSIST];

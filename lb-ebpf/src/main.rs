@@ -19,6 +19,7 @@
 )]
 
 mod acl;
+mod bench;
 mod cookie_flow;
 mod csum;
 mod ctx;
@@ -164,4 +165,11 @@ pub fn lb_tc_floor(_ctx: TcContext) -> i32 {
 pub fn lb_xdp_floor(_ctx: XdpContext) -> u32 {
     stats::count(lb_common::stat::RX, 0);
     xdp_action::XDP_DROP
+}
+
+/// The benchmark's minimal XDP forwarder (MAC rewrite + devmap redirect): the veth runs
+/// measure the datapath's marginal cost against it.
+#[xdp]
+pub fn lb_xdp_min_fwd(ctx: XdpContext) -> u32 {
+    bench::min_forward(&ctx)
 }

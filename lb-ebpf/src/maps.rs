@@ -1,7 +1,7 @@
 //! Every map of the datapath, with the types `lb-common` defines for both sides.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
+    maps::{Array, DevMap, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::*;
 
@@ -270,3 +270,11 @@ pub fn pp_scratch() -> Option<&'static mut PpScratch> {
     // on this CPU, one packet at a time.
     PP_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
+
+/// The bench's minimal XDP forwarder (`bench::min_forward`): destination and source MAC it
+/// writes, and the one device it redirects to. Not used by the datapath.
+#[map(name = "MIN_FWD_MACS")]
+pub static MIN_FWD_MACS: Array<[u8; 12]> = Array::with_max_entries(1, 0);
+
+#[map(name = "MIN_FWD_TX")]
+pub static MIN_FWD_TX: DevMap = DevMap::with_max_entries(1, 0);

@@ -188,6 +188,9 @@ impl Dataplane {
 pub const FLOOR_PROGRAM: &str = "lb_xdp_floor";
 /// The same for tc.
 pub const TC_FLOOR_PROGRAM: &str = "lb_tc_floor";
+/// The benchmark's minimal XDP forwarder (MAC rewrite + devmap redirect through the
+/// `MIN_FWD_MACS` and `MIN_FWD_TX` maps), in the same object: load it from [`load_floor`]'s.
+pub const MIN_FORWARDER_PROGRAM: &str = "lb_xdp_min_fwd";
 
 /// The object with only the floor programs (XDP and tc) loaded (`cargo xtask bench` measures against it);
 /// the big maps are made tiny.

@@ -22,6 +22,7 @@ mod l7_report;
 mod report;
 mod tc_datapath;
 mod throughput;
+mod veth_xdp;
 
 use anyhow::{Context, Result};
 use lb_tests::{

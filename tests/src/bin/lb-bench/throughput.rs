@@ -1,8 +1,10 @@
 //! Throughput on the veth topology: trafgen pushes 60-byte UDP from the client namespace
-//! through (a) an XDP_DROP sink on the load balancer's interface, (b) `lb run` forwarding to a
-//! backend, (c) iptables DNAT + MASQUERADE doing the same balancing; one flow and many flows
-//! (random source ports); with a routed backend (XDP both ways) and with a pod behind a
-//! bridge on the node (XDP hands over to tc). Bounded: a fixed packet count per run.
+//! through (a) an XDP_DROP sink on the load balancer's interface, (b) the minimal XDP forwarder
+//! (MAC rewrite + devmap redirect; routed backend only), (c) `lb run` forwarding to a backend,
+//! (d) iptables DNAT + MASQUERADE doing the same balancing; one flow and 16,000 flows (source
+//! ports); with a routed backend (XDP both ways) and with a pod behind a bridge on the node (XDP
+//! hands over to tc). Each XDP run also reads its program's own time (bpf_stats). Bounded: a
+//! fixed packet count per run.
 use std::{fs, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
@@ -13,38 +15,65 @@ use lb_tests::{
 };
 use serde_json::json;
 
-const MODES: [&str; 3] = ["XDP_DROP sink", "lb (full NAT)", "iptables DNAT"];
+use crate::veth_xdp::{Reference, XdpGuard, ifindex, xdp_stats};
+
+const SINK: &str = "XDP_DROP sink";
+const MIN_FWD: &str = "minimal XDP forwarder";
+const LB: &str = "lb (full NAT)";
+const IPTABLES: &str = "iptables DNAT";
+/// Distinct source ports of the many-flows runs (each a flow through the VIP).
+const MANY_FLOWS: u32 = 16_000;
+
+/// One run's result.
+struct Run {
+    secs: f64,
+    /// Fraction of the packets that reached the backend (or the sink).
+    delivered: f64,
+    /// The XDP program's own ns per packet (bpf_stats), if an XDP program forwards.
+    prog_ns: Option<f64>,
+}
 
 pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
+    let _stats = crate::cost::enable_stats()?;
     let mut rows = Vec::new();
-    for (shape, flows) in [
-        (Shape::Routed, "one flow"),
-        (Shape::Routed, "many flows"),
-        (Shape::Bridge, "one flow"),
-        (Shape::Bridge, "many flows"),
-    ] {
-        let mut per_mode: Vec<(String, Vec<f64>, f64)> = Vec::new();
-        for mode in MODES {
-            let mut secs = Vec::new();
-            let mut delivered = 0.0;
-            for r in 0..repeats {
+    for (shape, many) in [(Shape::Routed, false), (Shape::Routed, true), (Shape::Bridge, false), (Shape::Bridge, true)]
+    {
+        let flows = if many { "16,000 flows" } else { "one flow" };
+        // The minimal forwarder redirects to a device that takes XDP frames: not a bridge.
+        let modes: &[&str] =
+            if shape == Shape::Routed { &[SINK, MIN_FWD, LB, IPTABLES] } else { &[SINK, LB, IPTABLES] };
+        // Repeats outermost: each round measures every mode, so the load other work puts on
+        // the machine falls on all of them alike.
+        let mut runs: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
+        for r in 0..repeats {
+            for (i, &mode) in modes.iter().enumerate() {
                 crate::progress(&format!("throughput: {shape:?}, {flows}, {mode} ({}/{repeats})", r + 1));
-                let (t, d) = run(shape, mode, flows == "many flows", packets)?;
-                secs.push(t);
-                delivered = d;
+                runs[i].push(run(shape, mode, many, packets)?);
             }
-            secs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            per_mode.push((mode.to_string(), secs.clone(), delivered));
         }
-        let sink = per_mode[0].1[per_mode[0].1.len() / 2];
-        for (mode, secs, delivered) in per_mode {
-            let t = secs[secs.len() / 2];
+        let mut per_mode: Vec<(&str, f64, f64, Option<f64>)> = Vec::new();
+        for (&mode, mut runs) in modes.iter().zip(runs) {
+            runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+            let median = &runs[runs.len() / 2];
+            let mut prog: Vec<f64> = runs.iter().filter_map(|r| r.prog_ns).collect();
+            prog.sort_by(f64::total_cmp);
+            let delivered = runs.iter().map(|r| r.delivered).fold(f64::INFINITY, f64::min);
+            per_mode.push((mode, median.secs, delivered, prog.get(prog.len() / 2).copied()));
+        }
+        let sink = per_mode[0].1;
+        let marginal = |mode: &str| per_mode.iter().find(|m| m.0 == mode).map(|m| (m.1 - sink) / packets as f64 * 1e6);
+        for &(mode, secs, delivered, prog_ns) in &per_mode {
+            let m = (secs - sink) / packets as f64 * 1e6;
+            let ratio = |peer: &str| marginal(peer).filter(|_| mode == LB).map(|p| m / p);
             rows.push(json!({
                 "backend": if shape == Shape::Routed { "routed host (XDP both ways)" } else { "pod behind a bridge (XDP hands over to tc)" },
                 "mode": mode,
                 "flows": flows,
-                "mpps": packets as f64 / t / 1e6,
-                "marginal_us_per_packet": (t - sink) / packets as f64 * 1e6,
+                "mpps": packets as f64 / secs / 1e6,
+                "marginal_us_per_packet": m,
+                "vs_min_forwarder": ratio(MIN_FWD),
+                "vs_iptables": ratio(IPTABLES),
+                "program_ns_per_packet": prog_ns,
                 "delivered": delivered,
             }));
         }
@@ -52,26 +81,37 @@ pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
     Ok(json!(rows))
 }
 
-/// One run: (seconds trafgen took to send `packets`, fraction that reached the backend or
-/// the sink).
-fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<(f64, f64)> {
+/// One run: how long trafgen took to send `packets`, what reached the backend or the sink,
+/// and the XDP program's own time.
+fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<Run> {
     let topo = Topology::shaped(shape, 1)?;
     let backend_addr = shape.backend_addr(1).to_string();
     // Where NATed traffic leaves the node towards the backend.
     let out_if = if shape == Shape::Routed { topo.lb_ifaces[1].clone() } else { format!("{}cni", topo.prefix) };
     let backend = &topo.backends[0];
-    // The backend drops the datagrams before its stack would answer them.
-    backend.exec(&["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "8080", "-j", "DROP"])?;
+    // The backend drops the datagrams before its stack would answer them (port 80: the
+    // minimal forwarder rewrites no address or port).
+    for port in ["8080", "80"] {
+        backend.exec(&["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", port, "-j", "DROP"])?;
+    }
     let lbc = topo.lb_ifaces[0].clone();
     let work = tempfile::tempdir()?;
     let mut _daemon = None;
-    let mut _sink = None;
+    let mut _xdp = None;
     match mode {
-        "XDP_DROP sink" => {
+        SINK => {
             let name = topo.lb.name.clone();
-            _sink = Some(SinkGuard::attach(&topo.lb, &lbc).with_context(|| format!("sink in {name}"))?);
+            _xdp = Some(XdpGuard::attach(&topo.lb, &lbc, Reference::Sink).with_context(|| format!("sink in {name}"))?);
         }
-        "lb (full NAT)" => {
+        MIN_FWD => {
+            let fwd = Reference::MinForwarder {
+                out_ifindex: ifindex(&topo.lb, &out_if)?,
+                dmac: backend.mac(&format!("{}b1", topo.prefix))?,
+                smac: topo.lb.mac(&out_if)?,
+            };
+            _xdp = Some(XdpGuard::attach(&topo.lb, &lbc, fwd).context("minimal forwarder")?);
+        }
+        LB => {
             _daemon = Some(start_lb(&topo, &SERVICE.replace("198.18.1.2", &backend_addr), work.path())?);
         }
         _ => {
@@ -86,20 +126,22 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<(f64, f64)>
     let cli_mac = topo.client.mac(&cli_if)?;
     let hex = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     let conf = work.path().join("trafgen.cfg");
+    let sport = if many { format!("drnd(20000, {})", 20000 + MANY_FLOWS - 1) } else { "40000".to_string() };
     fs::write(
         &conf,
         format!(
-            "{{\n  eth(da={}, sa={}),\n  ipv4(saddr=198.18.0.2, daddr=198.18.100.10, ttl=64),\n  udp(sp={}, dp=80),\n  fill(0x00, 18),\n}}\n",
+            "{{\n  eth(da={}, sa={}),\n  ipv4(saddr=198.18.0.2, daddr=198.18.100.10, ttl=64),\n  udp(sp={sport}, dp=80),\n  fill(0x00, 18),\n}}\n",
             hex(lb_mac),
             hex(cli_mac),
-            if many { "drnd()" } else { "40000" }
         ),
     )?;
-    // Delivered: the sink's interface counter, or the backend's iptables DROP rule counter
+    // Delivered: the sink's interface counter, or the backend's iptables DROP rule counters
     // (veth interface counters count XDP-redirected frames more than once).
     let delivered = |topo: &Topology| -> Result<u64> {
-        if mode == "XDP_DROP sink" { rx_packets(&topo.lb, &lbc) } else { raw_drops(&topo.backends[0]) }
+        if mode == SINK { rx_packets(&topo.lb, &lbc) } else { raw_drops(&topo.backends[0]) }
     };
+    let xdp = mode != IPTABLES;
+    let stats_before = if xdp { xdp_stats(&topo.lb, &lbc)? } else { (0, 0) };
     let rx_before = delivered(&topo)?;
     // In chunks of at most 50 000 packets, each retried: trafgen sometimes fails to flush its
     // TX ring on a busy veth.
@@ -129,15 +171,25 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<(f64, f64)>
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
     let rx = delivered(&topo)? - rx_before;
-    Ok((secs, rx as f64 / packets as f64))
+    let prog_ns = if xdp {
+        let (t, n) = xdp_stats(&topo.lb, &lbc)?;
+        let n = n - stats_before.1;
+        (n > 0).then(|| (t - stats_before.0) as f64 / n as f64)
+    } else {
+        None
+    };
+    Ok(Run { secs, delivered: rx as f64 / packets as f64, prog_ns })
 }
 
-/// Packets the backend's `raw PREROUTING` DROP rule matched.
+/// Packets the backend's `raw PREROUTING` DROP rules matched.
 fn raw_drops(ns: &Netns) -> Result<u64> {
     let out = ns.exec(&["iptables", "-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find(|l| l.contains("DROP")).context("no DROP rule")?;
-    Ok(line.split_whitespace().next().unwrap_or("0").parse()?)
+    let mut drops = 0;
+    for line in text.lines().filter(|l| l.contains("DROP")) {
+        drops += line.split_whitespace().next().unwrap_or("0").parse::<u64>()?;
+    }
+    Ok(drops)
 }
 
 fn rx_packets(ns: &Netns, iface: &str) -> Result<u64> {
@@ -149,7 +201,7 @@ fn rx_packets(ns: &Netns, iface: &str) -> Result<u64> {
 /// through (a) lb and (b) iptables DNAT, to a real server on the backend.
 pub fn connection_rate(connections: usize, repeats: usize) -> Result<serde_json::Value> {
     let mut rows = Vec::new();
-    for mode in ["lb (full NAT)", "iptables DNAT"] {
+    for mode in [LB, IPTABLES] {
         let mut rates = Vec::new();
         for _ in 0..repeats {
             rates.push(conn_run(mode, connections)?);
@@ -218,47 +270,3 @@ addressType: IPv4
 ports: [{name: udp, protocol: UDP, port: 8080}]
 endpoints: [{addresses: ["198.18.1.2"]}]
 "#;
-
-/// The floor program attached to an interface in a namespace, detached on drop.
-struct SinkGuard {
-    stop: std::sync::mpsc::Sender<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl SinkGuard {
-    fn attach(ns: &Netns, iface: &str) -> Result<SinkGuard> {
-        let (stop, wait) = std::sync::mpsc::channel::<()>();
-        let (ready_tx, ready) = std::sync::mpsc::channel::<Result<(), String>>();
-        let iface = iface.to_string();
-        let thread = ns.spawn(move || {
-            let attached = (|| -> Result<aya::Ebpf> {
-                let mut ebpf = lb_userspace::dataplane::load_floor()?;
-                let prog: &mut aya::programs::Xdp =
-                    ebpf.program_mut(lb_userspace::dataplane::FLOOR_PROGRAM).unwrap().try_into()?;
-                prog.attach(&iface, aya::programs::XdpMode::Driver)?;
-                Ok(ebpf)
-            })();
-            match attached {
-                Ok(ebpf) => {
-                    let _ = ready_tx.send(Ok(()));
-                    let _ = wait.recv();
-                    drop(ebpf);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!("{e:#}")));
-                }
-            }
-        });
-        ready.recv()?.map_err(|e| anyhow::anyhow!(e))?;
-        Ok(SinkGuard { stop, thread: Some(thread) })
-    }
-}
-
-impl Drop for SinkGuard {
-    fn drop(&mut self) {
-        let _ = self.stop.send(());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
