@@ -3,11 +3,13 @@
 //! validation is left out with an [`ObjectError`] and never affects the others.
 pub mod acl;
 pub mod addresses;
+mod affinity;
 pub mod health;
 mod ingress;
 pub mod l7;
 pub mod objects;
 mod service;
+mod vips;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 

@@ -119,30 +119,46 @@ pub fn listeners(
             }
         }
     };
-    let vip = match vip(svc) {
-        Ok((vip, field)) => match cx.addresses.check_vip(vip) {
-            Ok(()) => vip,
-            Err(refused) => {
-                errors.extend(err(field, refused.to_string()));
-                return Err(errors);
-            }
-        },
-        Err(reason) => {
-            errors.extend(err("spec.loadBalancerIP", reason));
+    let vips = match super::vips::vips(svc, &source, &mut notices) {
+        Ok(v) => v,
+        Err((field, reason)) => {
+            errors.extend(err(field, reason));
             return Err(errors);
         }
     };
-    let wanted = match cfg.ip_version {
-        IpVersion::Ipv4 => vip.is_ipv4(),
-        IpVersion::Ipv6 => vip.is_ipv6(),
-    };
-    if !wanted {
-        errors.push(ObjectError {
+    for &(vip, field) in &vips.vips {
+        if let Err(refused) = cx.addresses.check_vip(vip) {
+            errors.extend(err(field, refused.to_string()));
+            return Err(errors);
+        }
+    }
+    for &(vip, _) in vips.vips.iter().filter(|_| !vips.dual_stack) {
+        let wanted = match cfg.ip_version {
+            IpVersion::Ipv4 => vip.is_ipv4(),
+            IpVersion::Ipv6 => vip.is_ipv6(),
+        };
+        if !wanted {
+            errors.push(ObjectError {
+                object: source.clone(),
+                field: format!("{}ip-version", clb::CLB_PREFIX),
+                reason: format!("{:?} does not match the VIP {vip}", cfg.ip_version).to_lowercase(),
+            });
+        }
+    }
+    if let Some(key) = annotations.keys().find(|k| vips.dual_stack && k.ends_with("-loadbalancer-ip-version")) {
+        notices.push(Notice {
             object: source.clone(),
-            field: format!("{}ip-version", clb::CLB_PREFIX),
-            reason: format!("{:?} does not match the VIP {vip}", cfg.ip_version).to_lowercase(),
+            field: key.clone(),
+            note: "not used on a dual-stack Service: each family of spec.ipFamilies gets its own VIP".into(),
         });
     }
+    let persistence = match super::affinity::persistence_timeout(spec, &annotations, cfg, &source, &mut notices) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(e);
+            0
+        }
+    };
     let acl = match &cfg.acl {
         Acl::Off => None,
         Acl::On { id, kind } => {
@@ -182,7 +198,8 @@ pub fn listeners(
     let my_slices: &[&EndpointSlice] =
         slices.get(&(source.namespace.clone(), source.name.clone())).map(Vec::as_slice).unwrap_or(&[]);
     let mut out = Vec::new();
-    for (listener, port) in cfg.listeners.iter().zip(&ports) {
+    let pairs = cfg.listeners.iter().zip(&ports);
+    for (vip, (listener, port)) in vips.vips.iter().flat_map(|&(vip, _)| pairs.clone().map(move |p| (vip, p))) {
         let protocol = match listener.protocol {
             ListenerProtocol::Tcp => Protocol::Tcp,
             ListenerProtocol::Udp => Protocol::Udp,
@@ -207,7 +224,7 @@ pub fn listeners(
             protocol,
             scheduler: scheduler(cfg.scheduler),
             backends,
-            persistence_timeout: if protocol == Protocol::Tcp { cfg.l4.persistence_timeout_s as u32 } else { 0 },
+            persistence_timeout: if protocol == Protocol::Tcp { persistence } else { 0 },
             established_timeout: cfg.l4.established_timeout_s.map_or(super::DEFAULT_ESTABLISHED_TIMEOUT, u32::from),
             drain_timeout: match cfg.l4.connection_drain {
                 ConnectionDrain::Off => None,
@@ -219,27 +236,11 @@ pub fn listeners(
             proxy_protocol,
         });
     }
-    let l7 = super::l7::clb_listeners(&source, cfg, vip, acl.as_ref(), lookup)?;
+    let mut l7 = Vec::new();
+    for &(vip, _) in &vips.vips {
+        l7.extend(super::l7::clb_listeners(&source, cfg, vip, acl.as_ref(), lookup)?);
+    }
     Ok(ServiceBuild { listeners: out, l7, notices })
-}
-
-/// `spec.loadBalancerIP`, else the first `status.loadBalancer.ingress[].ip`, with the field
-/// it was taken from.
-fn vip(svc: &Service) -> Result<(IpAddr, &'static str), String> {
-    let spec_ip = svc.spec.as_ref().and_then(|s| s.load_balancer_ip.as_deref()).filter(|s| !s.is_empty());
-    let status_ip = svc
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .and_then(|ing| ing.iter().find_map(|i| i.ip.clone()));
-    let (text, field) = match (spec_ip, status_ip) {
-        (Some(ip), _) => (ip.to_string(), "spec.loadBalancerIP"),
-        (None, Some(ip)) => (ip, "status.loadBalancer.ingress[].ip"),
-        (None, None) => return Err("no VIP: set spec.loadBalancerIP or status.loadBalancer.ingress[].ip".to_string()),
-    };
-    let vip = text.parse().map_err(|_| format!("{text:?} is not an IP address"))?;
-    Ok((vip, field))
 }
 
 /// Ready endpoints of the Service port named `port_name` in the VIP's address family (on
