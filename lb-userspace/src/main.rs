@@ -430,8 +430,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 bind_all: l7.l7_bind.clone(),
                 limits: l7.limits(),
                 trusted: l7.l7_trusted_proxies.clone(),
+                workers: l7.workers(),
             };
-            let rt = tokio::runtime::Runtime::new()?;
+            // This thread only talks to the agent and applies configurations; the listeners
+            // are served by the worker threads (l7::workers).
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(l7::process::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -51,6 +51,11 @@ pub struct L7Flags {
     /// runs out of memory the kernel kills the proxy, which is restarted, before the agent.
     #[arg(long, default_value_t = 500, allow_negative_numbers = true)]
     pub l7_oom_score_adj: i32,
+    /// Worker threads of the L7 proxy, each with its own listening sockets and backend
+    /// connections (like nginx's worker processes); 0: one per CPU the proxy may run on.
+    /// Not in --l7-mode inline.
+    #[arg(long, default_value_t = 0)]
+    pub l7_workers: usize,
 }
 
 impl L7Flags {
@@ -64,6 +69,11 @@ impl L7Flags {
             header_timeout: Duration::from_secs(self.l7_header_timeout),
             drain_timeout: Duration::from_secs(self.l7_drain_timeout),
         }
+    }
+
+    /// How many worker threads `lb proxy` runs.
+    pub fn workers(&self) -> usize {
+        if self.l7_workers == 0 { super::workers::default_count() } else { self.l7_workers }
     }
 
     pub fn process_limits(&self) -> ProcessLimits {
@@ -89,6 +99,7 @@ impl L7Flags {
             format!("--l7-max-open-files={}", self.l7_max_open_files),
             format!("--l7-max-memory-mib={}", self.l7_max_memory_mib),
             format!("--l7-oom-score-adj={}", self.l7_oom_score_adj),
+            format!("--l7-workers={}", self.l7_workers),
         ];
         if !self.l7_trusted_proxies.is_empty() {
             args.push(format!(

@@ -174,7 +174,7 @@ fn prepare(
     // request has one (HTTP/2 `:authority`, HTTP/1.1 absolute-form; a Host header that
     // disagreed with it was refused).
     if let Some(a) = authority {
-        put(h, "host", &a);
+        put(h, header::HOST, &a);
     }
     // Forwarding headers are the listener's to set: a client's copy goes on only from a
     // trusted proxy (then X-Forwarded-For is appended to).
@@ -184,19 +184,19 @@ fn prepare(
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     let client_ip = conn.client.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {client_ip}"),
         None => client_ip.clone(),
     };
-    put(h, "x-forwarded-for", &xff);
+    put(h, X_FORWARDED_FOR.clone(), &xff);
     if l.headers.proto {
-        put(h, "x-forwarded-proto", if conn.tls { "https" } else { "http" });
+        put(h, X_FORWARDED_PROTO.clone(), if conn.tls { "https" } else { "http" });
     }
     if l.headers.listener_port {
-        put(h, "x-forwarded-port", &l.port.to_string());
+        put(h, X_FORWARDED_PORT.clone(), &l.port.to_string());
     }
     if l.headers.client_port {
-        put(h, "x-forwarded-client-srcport", &conn.client.port().to_string());
+        put(h, X_FORWARDED_CLIENT_SRCPORT.clone(), &conn.client.port().to_string());
     }
     for (f, referenced) in route.route.rule.filters.iter().zip(referenced) {
         match f {
@@ -212,8 +212,10 @@ fn prepare(
                         SystemValue::LocalAddr => conn.local.ip().to_string(),
                     }),
                 };
-                if let Some(v) = value {
-                    put(h, &key.to_ascii_lowercase(), &v);
+                if let Some(v) = value
+                    && let Ok(n) = HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
+                {
+                    put(h, n, &v);
                 }
             }
             Filter::RemoveHeader(name) => {
@@ -234,8 +236,14 @@ fn prepare(
     }
 }
 
-fn put(h: &mut HeaderMap, name: &str, value: &str) {
-    if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-        h.insert(n, v);
+// Made once, not parsed on every request.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_FORWARDED_CLIENT_SRCPORT: HeaderName = HeaderName::from_static("x-forwarded-client-srcport");
+
+fn put(h: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(name, v);
     }
 }

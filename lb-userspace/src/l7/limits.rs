@@ -120,16 +120,18 @@ impl Drop for Admitted {
     }
 }
 
-/// A body that fails when its source sends no frame for `idle` (a stalled backend).
+/// A body that fails when its source sends no frame for `idle` (a stalled backend). The
+/// timer is armed only once the source has nothing ready: a body read in one go (most
+/// answers) never sets one.
 pub struct IdleBody<B> {
     inner: B,
     idle: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B> IdleBody<B> {
     pub fn new(inner: B, idle: Duration) -> IdleBody<B> {
-        IdleBody { inner, idle, timer: Box::pin(tokio::time::sleep(idle)) }
+        IdleBody { inner, idle, timer: None }
     }
 }
 
@@ -153,14 +155,19 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = tokio::time::Instant::now() + this.idle;
-                this.timer.as_mut().reset(deadline);
+                if let Some(timer) = &mut this.timer {
+                    timer.as_mut().reset(tokio::time::Instant::now() + this.idle);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(this.idle))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(this.idle))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! Request-time routing, as pure functions over the route model: host and path matching,
 //! conditions, the rule a request goes to (canaries first), `rewrite-target`, canary
 //! selection, CORS origins and listener ACLs. No I/O: the proxy hands in a [`Request`] view.
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
 use crate::model::{
     AclMode,
@@ -72,9 +72,11 @@ pub fn host_without_port(host: &str) -> &str {
     host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h)
 }
 
-/// The host part of a `Host` header: lower case, without port and trailing dot.
-pub fn normalize_host(host: &str) -> String {
-    host_without_port(host).trim_end_matches('.').to_ascii_lowercase()
+/// The host part of a `Host` header: lower case, without port and trailing dot (borrowed
+/// when already so: no allocation per rule and request).
+pub fn normalize_host(host: &str) -> Cow<'_, str> {
+    let h = host_without_port(host).trim_end_matches('.');
+    if h.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(h.to_ascii_lowercase()) } else { Cow::Borrowed(h) }
 }
 
 /// Whether a (normalized) host matches.

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod ipc;
 pub mod limits;
 pub mod matching;
+pub mod pool;
 pub mod process;
 pub mod respond;
 pub mod router;
@@ -23,6 +24,7 @@ mod session;
 pub mod sticky;
 pub mod supervise;
 pub mod upstreams;
+pub mod workers;
 
 use std::{
     collections::BTreeMap,
@@ -40,6 +42,7 @@ pub use limits::Limits;
 use router::Table;
 use server::ListenerState;
 use upstreams::Upstreams;
+use workers::Workers;
 
 /// Why a listener could not be (re)configured; the rest of the proxy is unaffected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
@@ -66,6 +69,9 @@ pub struct Proxy {
     limits: Limits,
     /// Clients whose forwarding headers reach backends (none by default).
     trusted: Arc<[ipnet::IpNet]>,
+    /// Where listeners are served: one accepting socket per worker and address. `None`: the
+    /// runtime [`Proxy::apply`] runs in.
+    workers: Option<Workers>,
 }
 
 impl Default for Proxy {
@@ -87,7 +93,15 @@ impl Proxy {
             bind_all,
             limits,
             trusted: Arc::from(Vec::new()),
+            workers: None,
         }
+    }
+
+    /// Serves listeners on `workers` (one accepting socket per worker and address) instead
+    /// of the runtime [`Proxy::apply`] runs in. Applies to listeners started from now on.
+    pub fn with_workers(mut self, workers: Workers) -> Proxy {
+        self.workers = Some(workers);
+        self
     }
 
     /// Keeps the forwarding headers (`X-Forwarded-*`, `Forwarded`, `X-Real-IP`) of clients
@@ -160,9 +174,25 @@ impl Proxy {
             Some(a) => vec![SocketAddr::new(a, config.port)],
             None => self.bind_all.iter().map(|a| SocketAddr::new(*a, config.port)).collect(),
         };
+        let current;
+        let workers = match &self.workers {
+            Some(w) => w,
+            None => {
+                current = Workers::current();
+                &current
+            }
+        };
+        // Per address, a socket per worker in one SO_REUSEPORT group: the first decides the
+        // port (an ephemeral one when the listener asks for port 0), the others join it.
         let mut sockets = Vec::new();
         for a in &addrs {
-            sockets.push(server::bind(*a).map_err(|e| format!("binding {a}: {e}"))?);
+            let first = server::bind(*a).map_err(|e| format!("binding {a}: {e}"))?;
+            let bound = first.local_addr().map_err(|e| format!("binding {a}: {e}"))?;
+            let mut group = vec![first];
+            for _ in 1..workers.len() {
+                group.push(server::bind(bound).map_err(|e| format!("binding {bound}: {e}"))?);
+            }
+            sockets.push(group);
         }
         let (drain, drain_rx) = watch::channel(false);
         let (stop, _) = watch::channel(false);
@@ -176,9 +206,18 @@ impl Proxy {
             gate: ConnectionGate::new(self.limits),
             trusted: self.trusted.clone(),
         });
-        let addrs = sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
-        for s in sockets {
-            tokio::spawn(server::accept_loop(s, state.clone(), stop.subscribe()));
+        let addrs = sockets.iter().filter_map(|g| g[0].local_addr().ok()).collect();
+        let mut listeners = Vec::new();
+        for group in sockets {
+            for (s, worker) in group.into_iter().zip(workers.handles()) {
+                // Registered with the worker's reactor, served by the worker alone.
+                let _guard = worker.enter();
+                let s = tokio::net::TcpListener::from_std(s).map_err(|e| format!("listening socket: {e}"))?;
+                listeners.push((s, worker));
+            }
+        }
+        for (s, worker) in listeners {
+            worker.spawn(server::accept_loop(s, state.clone(), stop.subscribe()));
         }
         Ok(Running { config: config.clone(), state, drain, stop, addrs })
     }

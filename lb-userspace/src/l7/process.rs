@@ -32,6 +32,8 @@ pub struct ProcessOptions {
     pub bind_all: Vec<std::net::IpAddr>,
     pub limits: Limits,
     pub trusted: Vec<ipnet::IpNet>,
+    /// Worker threads serving the listeners ([`super::workers`]).
+    pub workers: usize,
 }
 
 /// The resource limits of the proxy process.
@@ -87,7 +89,10 @@ pub fn set_name() {
 /// a Ctrl-C reaches both processes, and `lb run` stops it with SIGTERM once its own loop
 /// has ended (so that it never sees its proxy exit as a crash).
 pub async fn run(opts: ProcessOptions) -> io::Result<()> {
-    let mut proxy = Proxy::with_limits(opts.bind_all.clone(), opts.limits).with_trusted_proxies(opts.trusted.clone());
+    let mut proxy = Proxy::with_limits(opts.bind_all.clone(), opts.limits)
+        .with_trusted_proxies(opts.trusted.clone())
+        .with_workers(super::workers::Workers::start(opts.workers)?);
+    tracing::debug!(workers = opts.workers, "L7 worker threads started");
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let on_sigint = matches!(opts.control, Control::Socket(_));

@@ -64,7 +64,7 @@ impl Owners {
         }
         let host = normalize_host(host);
         self.exact
-            .get(&host)
+            .get(host.as_ref())
             .or_else(|| host.split_once('.').and_then(|(_, rest)| self.wildcard.get(rest)))
             .map(String::as_str)
     }

@@ -14,6 +14,7 @@ use super::{
     drain::CutBody,
     headers::{is_upgrade, strip_hop_by_hop},
     limits::{IdleBody, Limits, Stalled},
+    pool,
     respond::{self, Body, BoxError},
     router::{CompiledRoute, Pick},
     upstreams::Upstreams,
@@ -46,7 +47,8 @@ fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::
 }
 
 /// Sends the prepared request to `pick` (and to one other endpoint when the connection
-/// could not be made and the body can be resent), within `timeout`.
+/// could not be made), within `timeout`. Plain HTTP/1.1 goes through this worker's
+/// [`pool`](super::pool); HTTPS, gRPC (h2c) and upgrades through the shared clients.
 pub(super) async fn forward(
     req: Request<Incoming>,
     route: &CompiledRoute,
@@ -57,13 +59,54 @@ pub(super) async fn forward(
     limits: Limits,
 ) -> Response<Body> {
     let backend = &route.route.rule.backend;
+    let upgrade = is_upgrade(req.headers());
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (mut parts, body) = req.into_parts();
+    // A client body that is malformed, stalls or grows past the limit fails the request
+    // (400 / 408 / 413).
+    let limited = |body: Incoming| {
+        let body = body.map_err(|e| BoxError::from(BadBody(e)));
+        Limited::new(IdleBody::new(body, limits.body_idle), limits.max_body_bytes as usize)
+            .map_err(BoxError::from)
+            .boxed()
+    };
+    if backend.protocol == BackendProtocol::Http && !upgrade {
+        parts.version = Version::HTTP_11;
+        let mut addr = pick.endpoint.addr;
+        let exchange = async {
+            // Connected before anything is sent: when that fails, another endpoint may take
+            // the request, body and all.
+            let conn = match pool::checkout(addr, backend.keepalive).await {
+                Err(e) if e.is_connect() => match route.retry_pick(cx, pick.upstream, addr) {
+                    Some(other) => {
+                        tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
+                        addr = other.addr;
+                        pool::checkout(addr, backend.keepalive).await
+                    }
+                    None => Err(e),
+                },
+                r => r,
+            };
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => return Some(Err(e)),
+            };
+            let _guard = up.active.track(addr);
+            let mut cut = up.departures.watch(addr);
+            // `None`: the endpoint was removed and its drain time ended first.
+            tokio::select! {
+                r = conn.send(Request::from_parts(parts, limited(body))) => Some(r),
+                _ = cut.cut() => None,
+            }
+        };
+        let result = tokio::time::timeout_at(deadline, exchange).await;
+        return answer(result, addr, up, timeout, limits, None);
+    }
     let (scheme, client) = match backend.protocol {
         BackendProtocol::Http => ("http", if backend.keepalive { &up.pooled } else { &up.fresh }),
         BackendProtocol::Https => ("https", if backend.keepalive { &up.pooled } else { &up.fresh }),
         BackendProtocol::Grpc => ("http", &up.h2),
     };
-    let upgrade = is_upgrade(req.headers());
-    let (mut parts, body) = req.into_parts();
     let on_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let resendable = body.is_end_stream();
     let version = if backend.protocol == BackendProtocol::Grpc { Version::HTTP_2 } else { Version::HTTP_11 };
@@ -84,15 +127,10 @@ pub(super) async fn forward(
             r
         }
     };
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut addr = pick.endpoint.addr;
     // Kept only when the request could be sent again (no body).
     let saved = resendable.then(|| parts.clone());
-    // A client body that is malformed, stalls or grows past the limit fails the request
-    // (400 / 408 / 413).
-    let body = body.map_err(|e| BoxError::from(BadBody(e)));
-    let body = Limited::new(IdleBody::new(body, limits.body_idle), limits.max_body_bytes as usize);
-    let mut result = tokio::time::timeout_at(deadline, send(parts, addr, body.map_err(BoxError::from).boxed())).await;
+    let mut result = tokio::time::timeout_at(deadline, send(parts, addr, limited(body))).await;
     if let Some(saved) = saved
         && let Ok(Some(Err(e))) = &result
         && e.is_connect()
@@ -102,6 +140,24 @@ pub(super) async fn forward(
         addr = other.addr;
         result = tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())).await;
     }
+    answer(result, addr, up, timeout, limits, on_upgrade)
+}
+
+/// The client's answer to what the backend `addr` did: its response (a tunnel for an
+/// upgrade), or 504 / 502 / 400 / 408 / 413 naming no internal address.
+fn answer<B, E>(
+    result: Result<Option<Result<Response<B>, E>>, tokio::time::error::Elapsed>,
+    addr: SocketAddr,
+    up: &Arc<Upstreams>,
+    timeout: Duration,
+    limits: Limits,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<BoxError>,
+    E: std::error::Error + 'static,
+{
     match result {
         // The answer names no backend and no internal error: those go to the log.
         Err(_) => {
@@ -144,7 +200,7 @@ struct BadBody(hyper::Error);
 
 /// The answer to a request the backend client failed: 400, 408 or 413 when the client's body
 /// was at fault, 502 otherwise.
-fn client_failure(e: &hyper_util::client::legacy::Error, addr: SocketAddr, limits: Limits) -> Response<Body> {
+fn client_failure(e: &(dyn std::error::Error + 'static), addr: SocketAddr, limits: Limits) -> Response<Body> {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(inner) = src {
         if inner.is::<http_body_util::LengthLimitError>() {
@@ -169,8 +225,7 @@ fn client_failure(e: &hyper_util::client::legacy::Error, addr: SocketAddr, limit
     respond::error(StatusCode::BAD_GATEWAY, "the backend could not be reached")
 }
 
-fn error_text(e: &hyper_util::client::legacy::Error) -> String {
-    use std::error::Error;
+fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

@@ -83,7 +83,8 @@ pub struct ListenerState {
 /// connection to the most specific socket); `IP_FREEBIND` (a VIP may be routed to the node
 /// without being configured on an interface); IPv6 sockets IPv6-only (so `0.0.0.0` and
 /// `::` can both be bound).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// The socket is not yet registered with a runtime: the worker that serves it does that.
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -97,7 +98,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// Accepts until `stop` turns true.
@@ -144,15 +145,19 @@ pub const MAX_H2_STREAMS: u32 = 256;
 /// HTTP/2 streams reset by the client before they were served, per connection.
 pub const MAX_H2_PENDING_RESETS: usize = 20;
 
+/// The handshake and the HTTP state are boxed: a connection's task then starts small (the
+/// runtime moves a task's future by value when it spawns it; unboxed, that was the largest
+/// copy per connection in the profile).
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr, state: Arc<ListenerState>) {
     let (stream, blocked) = WriteWatch::new(stream);
     match state.tls.load_full() {
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(stream))).await {
                 Ok(Ok(tls)) => {
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve(TokioIo::new(tls), Conn { client: peer, local, tls: true }, state, Some(h2), blocked).await
+                    let conn = Conn { client: peer, local, tls: true };
+                    Box::pin(serve(TokioIo::new(tls), conn, state, Some(h2), blocked)).await
                 }
                 Ok(Err(e)) => {
                     state.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
@@ -164,7 +169,10 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: Sock
                 }
             }
         }
-        None => serve(TokioIo::new(stream), Conn { client: peer, local, tls: false }, state, None, blocked).await,
+        None => {
+            let conn = Conn { client: peer, local, tls: false };
+            Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await
+        }
     }
 }
 
@@ -253,14 +261,15 @@ where
             let (table, up, activity, state) =
                 (state.table.load_full(), state.upstreams.clone(), activity.clone(), state.clone());
             let inflight = InFlight::start(&activity);
-            async move {
+            // Boxed: the request's future is large, and hyper would move it by value.
+            Box::pin(async move {
                 let started = Instant::now();
                 let resp = forward::handle(req, conn, table, up, state.limits, &state.trusted).await;
                 state.counters.response(resp.status().as_u16());
                 state.counters.latency.observe(started.elapsed());
                 inflight.done();
                 Ok::<_, Infallible>(resp)
-            }
+            })
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -288,7 +297,9 @@ where
     let served = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(served);
     let mut drain = state.drain.clone();
-    let mut tick = tokio::time::interval(Duration::from_millis(250).min(idle));
+    // The first tick one period on (a connection has nothing to check at its start).
+    let period = Duration::from_millis(250).min(idle);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut closing = false;
     // Set when draining starts: what is still in flight then is closed at this deadline.
     let mut drain_deadline = None;

@@ -2,7 +2,7 @@
 //! cores, in a namespace of the bench's own (all traffic on its loopback). The proxies run
 //! side by side on the proxy core; every case runs each proxy in turn, repeat after repeat
 //! (the order rotated), so drift on a shared machine spreads over all three.
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use lb_tests::netns::{Netns, unique_prefix};
@@ -49,7 +49,7 @@ pub fn suite(plan: &L7Plan) -> Result<serde_json::Value> {
     }
 
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let (proxy_cpu, load_cpu) = if cpus >= 2 { (0, 1) } else { (0, 0) };
+    let (proxy_cpu, load_cpu): (&[usize], &[usize]) = if cpus >= 2 { (&[0], &[1]) } else { (&[0], &[0]) };
     let ns = Netns::new(&format!("{}l7", unique_prefix())).context("the L7 bench namespace")?;
     // `lb run` attaches XDP to an interface: an idle veth pair no bench traffic crosses.
     let iface = "lbl7a";
@@ -110,20 +110,70 @@ pub fn suite(plan: &L7Plan) -> Result<serde_json::Value> {
             cases.push(case_json(*load, p.name, &v));
         }
     }
+    // The scaling case has the namespace to itself.
+    drop(procs);
+    drop(backend);
+    let scaling = if cpus >= 4 {
+        crate::progress("L7: lb on one core, then on two");
+        scaling(plan, &ns, dir.path(), &cert, &key, iface)?
+    } else {
+        skipped.push(format!(
+            "lb on two cores: needs 4 CPUs (two for the proxy, two for the load and the backend), this machine has {cpus}"
+        ));
+        serde_json::Value::Null
+    };
     Ok(json!({
         "arrangement": format!(
-            "one namespace, loopback only; each proxy pinned to CPU {proxy_cpu} (the three run side by side, measured one at a time); \
-             wrk/h2load and the backend (nginx, 1 worker, fixed {}-byte 200) pinned to CPU {load_cpu}; route: Host {} + path prefix /api; \
+            "one namespace, loopback only; each proxy pinned to CPU {} (the three run side by side, measured one at a time); \
+             wrk/h2load and the backend (nginx, 1 worker, fixed {}-byte 200) pinned to CPU {}; route: Host {} + path prefix /api; \
              backend keep-alive on for all three; lb = `lb run` (ALB Ingress, backend-keepalive), nginx {} (worker_processes 1, upstream keepalive), \
              haproxy {} (nbthread 1, http-reuse always); TLS: the same ECDSA P-256 certificate",
-            peers::BODY.len(), peers::HOST, version("nginx", &["-v"]), version("haproxy", &["-v"])
+            peers::cpu_list(proxy_cpu), peers::BODY.len(), peers::cpu_list(load_cpu), peers::HOST, version("nginx", &["-v"]), version("haproxy", &["-v"])
         ),
         "seconds_per_run": plan.secs,
         "repeats": plan.repeats,
         "cases": cases,
         "ratios": ratios(&cases),
+        "scaling": scaling,
         "skipped": skipped,
     }))
+}
+
+/// lb on two cores against lb on one (`lb proxy` runs a worker per CPU it may use), the same
+/// load from two other cores: `wrk -t2 -c64` and the backend (two workers) on CPUs 2 and 3.
+fn scaling(plan: &L7Plan, ns: &Netns, dir: &Path, cert: &Path, key: &Path, iface: &str) -> Result<serde_json::Value> {
+    const LOAD_CPUS: [usize; 2] = [2, 3];
+    let mut backend = peers::backend(ns, &LOAD_CPUS, dir)?;
+    backend.wait_ready(ns, peers::BACKEND_PORT)?;
+    let mut out = serde_json::Map::new();
+    let mut medians = Vec::new();
+    for (name, cpus) in [("one_core", &[0][..]), ("two_cores", &[0, 1][..])] {
+        let mut lb = peers::lb(ns, cpus, dir, cert, key, iface)?;
+        lb.wait_ready(ns, LB.http)?;
+        l7_load::run(ns, &LOAD_CPUS, Load::KeepAliveWide, LB.http, 1.0, lb.pid(), dir).context("warming up lb")?;
+        let mut v = Vec::new();
+        for _ in 0..plan.repeats {
+            let s = l7_load::run(ns, &LOAD_CPUS, Load::KeepAliveWide, LB.http, plan.secs, lb.pid(), dir)
+                .with_context(|| format!("lb on CPUs {}", peers::cpu_list(cpus)))?;
+            anyhow::ensure!(
+                s.errors * 100 < s.requests.max(1),
+                "lb on CPUs {}: {} of {} requests failed",
+                peers::cpu_list(cpus),
+                s.errors,
+                s.requests
+            );
+            v.push(s);
+        }
+        let case = case_json(Load::KeepAliveWide, "lb", &v);
+        medians.push(case["rps"]["median"].as_f64().unwrap_or(0.0));
+        out.insert(name.to_string(), case);
+    }
+    out.insert("ratio".to_string(), json!(medians[1] / medians[0].max(1.0)));
+    out.insert(
+        "load".to_string(),
+        json!(format!("{} from CPUs 2,3; backend: nginx, 2 workers on CPUs 2,3", Load::KeepAliveWide.shape())),
+    );
+    Ok(serde_json::Value::Object(out))
 }
 
 fn case_json(load: Load, proxy: &str, v: &[Sample]) -> serde_json::Value {

@@ -19,6 +19,9 @@ pub enum Load {
     NewConnection,
     /// h2load, HTTP/2 over TLS.
     H2Tls,
+    /// wrk, HTTP/1.1 keep-alive, two threads and twice the connections (the scaling case:
+    /// the load has two cores of its own).
+    KeepAliveWide,
 }
 
 impl Load {
@@ -27,6 +30,7 @@ impl Load {
             Load::KeepAlive => "HTTP/1.1 keep-alive",
             Load::NewConnection => "HTTP/1.1 new connection per request",
             Load::H2Tls => "HTTP/2 over TLS (h2load)",
+            Load::KeepAliveWide => "HTTP/1.1 keep-alive, two load threads",
         }
     }
 
@@ -35,6 +39,7 @@ impl Load {
             Load::KeepAlive => "http1_keepalive",
             Load::NewConnection => "http1_close",
             Load::H2Tls => "h2_tls",
+            Load::KeepAliveWide => "http1_keepalive_wide",
         }
     }
 
@@ -43,6 +48,7 @@ impl Load {
         match self {
             Load::KeepAlive | Load::NewConnection => "wrk -t1 -c32",
             Load::H2Tls => "h2load -t1 -c4 -m8 (32 streams)",
+            Load::KeepAliveWide => "wrk -t2 -c64",
         }
     }
 }
@@ -76,8 +82,9 @@ const WRK_SCRIPT: &str = r#"done = function(summary, latency, requests)
 end
 "#;
 
-/// One run of `load` against `port` for `secs` seconds; `proxy_pid` is sampled for CPU.
-pub fn run(ns: &Netns, cpu: usize, load: Load, port: u16, secs: f64, proxy_pid: u32, dir: &Path) -> Result<Sample> {
+/// One run of `load` against `port` for `secs` seconds from `cpus`; `proxy_pid` is sampled
+/// for CPU.
+pub fn run(ns: &Netns, cpus: &[usize], load: Load, port: u16, secs: f64, proxy_pid: u32, dir: &Path) -> Result<Sample> {
     let mut cmd = Command::new("ip");
     cmd.args([
         "netns",
@@ -89,17 +96,18 @@ pub fn run(ns: &Netns, cpu: usize, load: Load, port: u16, secs: f64, proxy_pid: 
         &format!("{:.0}", secs + 30.0),
         "taskset",
         "-c",
-        &cpu.to_string(),
+        &crate::l7_peers::cpu_list(cpus),
     ]);
     let log = dir.join("h2load.log");
     match load {
-        Load::KeepAlive | Load::NewConnection => {
+        Load::KeepAlive | Load::NewConnection | Load::KeepAliveWide => {
             let script = dir.join("report.lua");
             fs::write(&script, WRK_SCRIPT)?;
+            let (threads, conns) = if load == Load::KeepAliveWide { ("-t2", "-c64") } else { ("-t1", "-c32") };
             cmd.args([
                 "wrk",
-                "-t1",
-                "-c32",
+                threads,
+                conns,
                 &format!("-d{secs:.0}s"),
                 "--timeout",
                 "5s",
@@ -140,7 +148,7 @@ pub fn run(ns: &Netns, cpu: usize, load: Load, port: u16, secs: f64, proxy_pid: 
     }
     let mut s = if load == Load::H2Tls { h2load(&text, &log)? } else { wrk(&text)? };
     s.proxy_cpu = (cpu1 - cpu0) / wall;
-    s.load_core_busy = busy(&cores0, &cores1, cpu);
+    s.load_core_busy = cpus.iter().map(|c| busy(&cores0, &cores1, *c)).sum::<f64>() / cpus.len().max(1) as f64;
     // Requests over the whole run (h2load's warm-up included), as for rps_per_core.
     let all_requests = s.requests as f64 + if load == Load::H2Tls { s.rps * 0.3 } else { 0.0 };
     s.segments_per_request = (seg1 - seg0) / all_requests.max(1.0);

@@ -47,12 +47,12 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// `argv` in `ns`, pinned to `cpu`, output to `dir/NAME.log`.
-    pub fn start(ns: &Netns, cpu: usize, name: &str, argv: &[&str], dir: &Path) -> Result<Proc> {
+    /// `argv` in `ns`, pinned to `cpus`, output to `dir/NAME.log`.
+    pub fn start(ns: &Netns, cpus: &[usize], name: &str, argv: &[&str], dir: &Path) -> Result<Proc> {
         let log = dir.join(format!("{name}.log"));
         let out = fs::File::create(&log)?;
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "taskset", "-c", &cpu.to_string()])
+            .args(["netns", "exec", &ns.name, "taskset", "-c", &cpu_list(cpus)])
             .args(argv)
             .env("LB_LOG", "warn")
             .stdin(Stdio::null())
@@ -113,6 +113,11 @@ impl Drop for Proc {
     }
 }
 
+/// A CPU list as taskset takes it ("0", "2,3").
+pub fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
 /// One HTTP/1.1 request (Connection: close); the whole response as text.
 fn get(addr: SocketAddr) -> Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -153,20 +158,20 @@ pub fn certificate(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     Ok((cert, key, both))
 }
 
-/// The backend: nginx, one worker, a fixed 200 on every path.
-pub fn backend(ns: &Netns, cpu: usize, dir: &Path) -> Result<Proc> {
+/// The backend: nginx, one worker per CPU of `cpus`, a fixed 200 on every path.
+pub fn backend(ns: &Netns, cpus: &[usize], dir: &Path) -> Result<Proc> {
     let d = prefix(dir, "backend")?;
     let conf = format!(
         "{}http {{\n  access_log off;\n{}  server {{\n    listen 127.0.0.1:{BACKEND_PORT} backlog=4096;\n    listen {BACKEND_ADDR}:{BACKEND_PORT} backlog=4096;\n    keepalive_requests 100000000;\n    keepalive_timeout 300s;\n    location / {{ default_type text/plain; return 200 \"{}\"; }}\n  }}\n}}\n",
-        nginx_main(&d),
+        nginx_main(&d, cpus.len()),
         nginx_temp(&d),
         BODY.replace('\n', "\\n")
     );
-    nginx(ns, cpu, "backend", &d, &conf)
+    nginx(ns, cpus, "backend", &d, &conf)
 }
 
 /// nginx as the proxy under test: one worker, an upstream keep-alive pool.
-pub fn nginx_proxy(ns: &Netns, cpu: usize, dir: &Path, cert: &Path, key: &Path) -> Result<Proc> {
+pub fn nginx_proxy(ns: &Netns, cpus: &[usize], dir: &Path, cert: &Path, key: &Path) -> Result<Proc> {
     let d = prefix(dir, "nginx")?;
     let (p, s) = (NGINX.http, NGINX.https);
     let tls = format!(
@@ -179,10 +184,10 @@ pub fn nginx_proxy(ns: &Netns, cpu: usize, dir: &Path, cert: &Path, key: &Path) 
          server {{\n    listen 127.0.0.1:{p} default_server;\n    listen 127.0.0.1:{s} ssl http2 default_server;\n{tls}    return 404;\n  }}\n  \
          server {{\n    listen 127.0.0.1:{p};\n    listen 127.0.0.1:{s} ssl http2;\n    server_name {HOST};\n{tls}    \
          location /api {{\n      proxy_pass http://web;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}\n}}\n",
-        main = nginx_main(&d),
+        main = nginx_main(&d, 1),
         temp = nginx_temp(&d),
     );
-    nginx(ns, cpu, "nginx", &d, &conf)
+    nginx(ns, cpus, "nginx", &d, &conf)
 }
 
 fn prefix(dir: &Path, name: &str) -> Result<PathBuf> {
@@ -191,9 +196,9 @@ fn prefix(dir: &Path, name: &str) -> Result<PathBuf> {
     Ok(d)
 }
 
-fn nginx_main(d: &Path) -> String {
+fn nginx_main(d: &Path, workers: usize) -> String {
     format!(
-        "user root;\nworker_processes 1;\ndaemon off;\npid {0}/nginx.pid;\nerror_log {0}/error.log warn;\nevents {{ worker_connections 8192; }}\n",
+        "user root;\nworker_processes {workers};\ndaemon off;\npid {0}/nginx.pid;\nerror_log {0}/error.log warn;\nevents {{ worker_connections 8192; }}\n",
         d.display()
     )
 }
@@ -205,16 +210,16 @@ fn nginx_temp(d: &Path) -> String {
         .collect()
 }
 
-fn nginx(ns: &Netns, cpu: usize, name: &str, d: &Path, conf: &str) -> Result<Proc> {
+fn nginx(ns: &Netns, cpus: &[usize], name: &str, d: &Path, conf: &str) -> Result<Proc> {
     let file = d.join("nginx.conf");
     fs::write(&file, conf)?;
     let (prefix, file) = (format!("{}/", d.display()), file.display().to_string());
     let err = format!("{}/error.log", d.display());
-    Proc::start(ns, cpu, name, &["nginx", "-p", &prefix, "-c", &file, "-e", &err], d)
+    Proc::start(ns, cpus, name, &["nginx", "-p", &prefix, "-c", &file, "-e", &err], d)
 }
 
 /// haproxy as the proxy under test: one thread, backend connections reused.
-pub fn haproxy(ns: &Netns, cpu: usize, dir: &Path, bundle: &Path) -> Result<Proc> {
+pub fn haproxy(ns: &Netns, cpus: &[usize], dir: &Path, bundle: &Path) -> Result<Proc> {
     let d = prefix(dir, "haproxy")?;
     let (p, s) = (HAPROXY.http, HAPROXY.https);
     let conf = format!(
@@ -228,13 +233,15 @@ pub fn haproxy(ns: &Netns, cpu: usize, dir: &Path, bundle: &Path) -> Result<Proc
     );
     let file = d.join("haproxy.cfg");
     fs::write(&file, conf)?;
-    Proc::start(ns, cpu, "haproxy", &["haproxy", "-db", "-f", &file.display().to_string()], &d)
+    Proc::start(ns, cpus, "haproxy", &["haproxy", "-db", "-f", &file.display().to_string()], &d)
 }
 
 /// `lb run` on a manifest directory: an ALB Ingress (HTTP and HTTPS listeners) with the
 /// same rule; XDP attached to an idle veth in the namespace (`lb run` needs an interface),
 /// the L7 listeners bound to 127.0.0.1.
-pub fn lb(ns: &Netns, cpu: usize, dir: &Path, cert: &Path, key: &Path, iface: &str) -> Result<Proc> {
+/// `lb proxy` runs one worker per CPU of `cpus` (`--l7-workers` defaults to the CPUs it may
+/// run on).
+pub fn lb(ns: &Netns, cpus: &[usize], dir: &Path, cert: &Path, key: &Path, iface: &str) -> Result<Proc> {
     let d = prefix(dir, "lb")?;
     let m = d.join("manifests");
     fs::create_dir_all(&m)?;
@@ -246,7 +253,7 @@ pub fn lb(ns: &Netns, cpu: usize, dir: &Path, cert: &Path, key: &Path, iface: &s
     let (bin, m) = (bin.display().to_string(), m.display().to_string());
     Proc::start(
         ns,
-        cpu,
+        cpus,
         "lb",
         &[&bin, "run", "--manifests", &m, "--iface", iface, "--l7-bind", "127.0.0.1", "--admin", "off", "--no-pin"],
         &d,

@@ -68,6 +68,19 @@ pub fn markdown(s: &mut String, l7: &Value) {
             r["p99"].as_f64().unwrap_or(0.0)
         );
     }
+    let sc = &l7["scaling"];
+    if sc.is_object() {
+        let _ = writeln!(
+            s,
+            "\nlb on two cores (HTTP/1.1 keep-alive, `{}`): {:.0} rps on one core, {:.0} on two: **{:.2}×** its one-core rps (p99 {:.2} / {:.2} ms).",
+            sc["load"].as_str().unwrap_or(""),
+            f(&sc["one_core"], "rps", "median"),
+            f(&sc["two_cores"], "rps", "median"),
+            sc["ratio"].as_f64().unwrap_or(0.0),
+            f(&sc["one_core"], "p99_ms", "median"),
+            f(&sc["two_cores"], "p99_ms", "median"),
+        );
+    }
     let loads: Vec<String> = l7["cases"]
         .as_array()
         .into_iter()
