@@ -73,12 +73,16 @@ struct Cluster {
     from: ClusterFrom,
     feed: Feed,
     slices: Vec<EndpointSlice>,
+    /// The source answered at least once (a directory was read, the API server listed): only
+    /// then is the cluster connected (it counts in the object set and in `subClusters`).
+    connected: bool,
     /// The last error logged, so that a source that keeps failing is logged once.
     failing: Option<String>,
 }
 
 /// The main source plus the associated clusters: every object set it yields carries the
-/// clusters' EndpointSlices in [`ObjectSet::clusters`].
+/// connected clusters' EndpointSlices in [`ObjectSet::clusters`] (a cluster whose source never
+/// answered is absent: it is not connected).
 pub struct WithClusters {
     main: Source,
     clusters: Vec<Cluster>,
@@ -102,6 +106,7 @@ impl WithClusters {
                 from: spec.from.clone(),
                 feed,
                 slices: Vec::new(),
+                connected: false,
                 failing: None,
             });
         }
@@ -122,7 +127,12 @@ impl WithClusters {
             return Ok(None);
         }
         Ok(self.last.clone().map(|mut set| {
-            set.clusters = self.clusters.iter().map(|c| (c.id.clone(), c.slices.clone())).collect::<BTreeMap<_, _>>();
+            set.clusters = self
+                .clusters
+                .iter()
+                .filter(|c| c.connected)
+                .map(|c| (c.id.clone(), c.slices.clone()))
+                .collect::<BTreeMap<_, _>>();
             set
         }))
     }
@@ -177,6 +187,7 @@ impl Cluster {
                     }
                     self.recovered();
                     self.slices = set.endpoint_slices;
+                    self.connected = true;
                     true
                 }
                 Ok(None) => false,
@@ -190,6 +201,7 @@ impl Cluster {
                     return false;
                 }
                 self.slices = store.state().iter().map(|s| (**s).clone()).collect();
+                self.connected = true;
                 true
             }
         }
@@ -211,7 +223,8 @@ impl Cluster {
 }
 
 /// Watch a cluster's EndpointSlices through its kubeconfig; the watcher retries with backoff
-/// and its cache keeps the last listed slices meanwhile.
+/// and its cache keeps the last listed slices meanwhile. `changed` is raised once a list is
+/// complete (never on a partial first list) and on every later change.
 async fn watch_slices(id: &str, path: &std::path::Path, wake: &Arc<tokio::sync::Notify>) -> anyhow::Result<Feed> {
     use anyhow::Context;
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -230,6 +243,7 @@ async fn watch_slices(id: &str, path: &std::path::Path, wake: &Arc<tokio::sync::
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                 Ok(_) => {
                     if failing.take().is_some() {
                         tracing::info!(cluster = %id, "associated cluster's API server answers again");

@@ -16,6 +16,9 @@ pub struct Report {
     pub services: BTreeMap<ObjectRef, BTreeSet<IpAddr>>,
     /// Each served ALB Ingress (its status takes the node's addresses).
     pub ingresses: BTreeSet<ObjectRef>,
+    /// Each multi-cluster gateway AlbConfig and its connected associated clusters
+    /// (`status.loadBalancer.subClusters`).
+    pub sub_clusters: BTreeMap<String, Vec<String>>,
 }
 
 impl Report {
@@ -37,6 +40,6 @@ impl Report {
             .values()
             .map(|i| ObjectRef { kind: "Ingress".into(), namespace: i.namespace.clone(), name: i.name.clone() })
             .collect();
-        Report { errors, services, ingresses }
+        Report { errors, services, ingresses, sub_clusters: applied.sub_clusters.clone() }
     }
 }

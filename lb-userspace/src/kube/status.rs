@@ -9,6 +9,8 @@
 //! - An Ingress gets, as ingress-nginx does: `--publish-status-address` when given, else the
 //!   addresses of the `--publish-service` Service (its `status.loadBalancer.ingress` and
 //!   `spec.externalIPs`), else the writing node's addresses.
+//! - A multi-cluster gateway AlbConfig (`remote-clusters`) gets
+//!   `status.loadBalancer.subClusters`: its associated clusters that are connected.
 use std::collections::HashMap;
 
 use k8s_openapi::api::{
@@ -17,10 +19,10 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams},
+    api::{DynamicObject, Patch, PatchParams},
 };
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{
     KubeOptions,
@@ -53,9 +55,14 @@ impl Entry {
     }
 }
 
+/// `status.loadBalancer.ingress` of Services and Ingresses.
+const INGRESS: &str = "ingress";
+/// `status.loadBalancer.subClusters` of AlbConfigs.
+const SUB_CLUSTERS: &str = "subClusters";
+
 /// What was last written to one object.
 struct Written {
-    entries: Vec<Entry>,
+    value: Value,
     /// The object's resourceVersion when we wrote: until the cache shows another one, the
     /// write is in flight and not repeated.
     resource_version: Option<String>,
@@ -100,11 +107,12 @@ impl StatusWriter {
                 })),
             };
             let rv = svc.metadata.resource_version.clone();
-            if self.needs_write(object, &current, &desired, &rv) {
+            if self.needs_write(object, &json!(current), &json!(desired), &rv) {
                 let api: Api<Service> = Api::namespaced(self.client.clone(), &object.namespace);
-                self.write(api, object, desired, rv).await;
+                self.write(api, object, INGRESS, json!(desired), rv).await;
             }
         }
+        self.sync_sub_clusters(report).await;
         if report.ingresses.is_empty() {
             return;
         }
@@ -125,30 +133,47 @@ impl StatusWriter {
             let Some(ing) = watch::cached(&self.stores.ingresses, (), object) else { continue };
             let current = sorted(ingress_entries(&ing).into_iter().map(|i| entry(i.ip, i.hostname, None)));
             let rv = ing.metadata.resource_version.clone();
-            if self.needs_write(object, &current, &desired, &rv) {
+            if self.needs_write(object, &json!(current), &json!(desired), &rv) {
                 let api: Api<Ingress> = Api::namespaced(self.client.clone(), &object.namespace);
-                self.write(api, object, desired.clone(), rv).await;
+                self.write(api, object, INGRESS, json!(desired), rv).await;
             }
         }
     }
 
-    fn needs_write(&self, object: &ObjectRef, current: &[Entry], desired: &[Entry], rv: &Option<String>) -> bool {
+    /// `status.loadBalancer.subClusters` of the multi-cluster gateway AlbConfigs: the IDs of
+    /// their connected associated clusters (an empty list when none is).
+    async fn sync_sub_clusters(&mut self, report: &Report) {
+        let resource = watch::alb_config_resource();
+        for (name, clusters) in &report.sub_clusters {
+            let object = ObjectRef { kind: "AlbConfig".into(), namespace: String::new(), name: name.clone() };
+            let Some(cfg) = watch::cached(&self.stores.alb_configs, resource.clone(), &object) else { continue };
+            let current = cfg.data["status"]["loadBalancer"][SUB_CLUSTERS].clone();
+            let rv = cfg.metadata.resource_version.clone();
+            if self.needs_write(&object, &current, &json!(clusters), &rv) {
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+                self.write(api, &object, SUB_CLUSTERS, json!(clusters), rv).await;
+            }
+        }
+    }
+
+    fn needs_write(&self, object: &ObjectRef, current: &Value, desired: &Value, rv: &Option<String>) -> bool {
         if current == desired {
             return false;
         }
-        !self.written.get(object).is_some_and(|w| w.entries == desired && &w.resource_version == rv)
+        !self.written.get(object).is_some_and(|w| &w.value == desired && &w.resource_version == rv)
     }
 
-    async fn write<K>(&mut self, api: Api<K>, object: &ObjectRef, entries: Vec<Entry>, rv: Option<String>)
+    /// Merge-patch `status.loadBalancer.<field>` of `object` to `value`.
+    async fn write<K>(&mut self, api: Api<K>, object: &ObjectRef, field: &str, value: Value, rv: Option<String>)
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        let patch = json!({ "status": { "loadBalancer": { "ingress": entries } } });
+        let patch = json!({ "status": { "loadBalancer": { field: value } } });
         let params = PatchParams { field_manager: Some("lb".into()), ..Default::default() };
         match api.patch_status(&object.name, &params, &Patch::Merge(&patch)).await {
             Ok(_) => {
-                tracing::info!(%object, ingress = %patch["status"]["loadBalancer"]["ingress"], "status.loadBalancer written");
-                self.written.insert(object.clone(), Written { entries, resource_version: rv });
+                tracing::info!(%object, %field, value = %value, "status.loadBalancer written");
+                self.written.insert(object.clone(), Written { value, resource_version: rv });
             }
             Err(e) => {
                 tracing::warn!(%object, error = %e, "cannot write status.loadBalancer; retrying with the next change")

@@ -176,6 +176,11 @@ pub struct Model {
     pub ingresses: BTreeMap<String, crate::annotations::alb::IngressParse>,
     /// AlbConfigs by name.
     pub alb_configs: BTreeMap<String, crate::annotations::alb::AlbConfig>,
+    /// Per multi-cluster gateway AlbConfig (`remote-clusters`): its associated clusters that are
+    /// connected (a `--cluster` source that answered), in `remote-clusters` order; the
+    /// AlbConfig's `status.loadBalancer.subClusters`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sub_clusters: BTreeMap<String, Vec<String>>,
 }
 
 /// Something accepted that has no effect here (a cloud-only annotation, a listener kind not
@@ -267,6 +272,7 @@ fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<Str
     let mut lookup = l7::Lookup::new(objects, &slices);
     lookup.acls = out.model.acls.iter().map(|(k, a)| (k.clone(), a.entries.clone())).collect();
     let clusters = clean_clusters(objects, &out.model, opts, &mut out.notices);
+    out.model.sub_clusters = sub_clusters(&out.model, objects);
     lookup.clusters =
         clusters.iter().map(|(id, c)| (id.clone(), service::index_slices(c.iter().map(|s| s.as_ref())))).collect();
     for svc in services {
@@ -319,6 +325,17 @@ fn clean_clusters<'a>(
                 });
             }
             (id.clone(), opts.addresses.clean_slices(slices, notices))
+        })
+        .collect()
+}
+
+/// Each multi-cluster gateway's associated clusters that are connected.
+fn sub_clusters(model: &Model, objects: &ObjectSet) -> BTreeMap<String, Vec<String>> {
+    let gateways = model.alb_configs.iter().filter(|(_, c)| !c.remote_clusters.is_empty());
+    gateways
+        .map(|(name, c)| {
+            let connected = c.remote_clusters.iter().filter(|id| objects.clusters.contains_key(*id));
+            (name.clone(), connected.cloned().collect())
         })
         .collect()
 }

@@ -138,6 +138,31 @@ impl FakeApi {
         kube::Client::new(service, "default")
     }
 
+    /// Serve this fake over plain HTTP on 127.0.0.1, for clients built from a kubeconfig
+    /// (`server: http://ADDR`); its address. The server lives as long as the test's runtime.
+    pub async fn listen(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let fake = fake.clone();
+                let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let fake = fake.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let req = Request::from_parts(parts, kube::client::Body::from(bytes.to_vec()));
+                        Ok::<_, Infallible>(fake.handle(req).await)
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+            }
+        });
+        addr
+    }
+
     /// Store an object at `path` (as if another client had written it).
     pub fn put_object(&self, path: &str, mut obj: Value) {
         let mut state = self.state.lock().unwrap();

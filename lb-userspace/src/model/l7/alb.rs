@@ -84,7 +84,10 @@ fn fleet_of<'a>(
         notices.push(Notice {
             object: albconfig.clone(),
             field: field.clone(),
-            note: format!("associated cluster {id} has no --cluster source: it gets no traffic"),
+            note: format!(
+                "associated cluster {id} is not connected (no --cluster source, or its source never answered): \
+                 it gets no traffic"
+            ),
         });
     }
     let clusters = cfg.remote_clusters.iter().map(String::as_str).filter(|id| lookup.clusters.contains_key(*id));
