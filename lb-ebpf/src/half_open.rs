@@ -129,13 +129,15 @@ pub fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Op
         entry.snat_port = (port as u16).to_be();
         w.rkey = entry.reverse_key(key.proto, key.family);
         i += 1;
+        // A lookup first: an LRU map's insert takes a free node (evicting to get one when
+        // its free list is empty) before it finds the key taken, then gives it back.
+        if REVERSE_NAT.get_ptr(&w.rkey).is_some() {
+            continue;
+        }
         if !tcp {
             if REVERSE_NAT.insert(&w.rkey, rev, BPF_NOEXIST as u64).is_ok() {
                 return Some(w.rkey);
             }
-            continue;
-        }
-        if REVERSE_NAT.get_ptr(&w.rkey).is_some() {
             continue;
         }
         if HALF_OPEN_REV.insert(&w.rkey, rev, BPF_NOEXIST as u64).is_ok() {

@@ -166,6 +166,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                 }
             }
         }
+        // From reading the source (manifests parsed) to the maps filled, next hops included.
+        let polled = std::time::Instant::now();
         match source.poll() {
             Ok(Some(objects)) => {
                 if !logged_source.update([]).cleared.is_empty() {
@@ -222,6 +224,13 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                     tracing::info!("ready: the first model is applied");
                 }
                 source.report(&build.errors, &applied);
+                if loaded {
+                    tracing::info!(
+                        listeners = applied.listeners.len(),
+                        ms = format!("{:.2}", polled.elapsed().as_secs_f64() * 1e3),
+                        "model applied"
+                    );
+                }
             }
             Ok(None) => {
                 if !logged_source.update([]).cleared.is_empty() {

@@ -78,18 +78,32 @@ fn datapath_markdown(s: &mut String, cases: &serde_json::Value, title: &str) {
 
 fn control_markdown(s: &mut String, r: &serde_json::Value) {
     let c = &r["control_plane"];
-    let _ = writeln!(s, "\n## Control plane\n");
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let _ = writeln!(s, "\n## Control plane (through `lb run`)\n");
     let _ = writeln!(
         s,
-        "{} Services, {} endpoints: parse {:.0} ms, validate {:.0} ms, apply to the maps {:.0} ms; one endpoint change applied in {:.2} ms; agent RSS {:.0} MiB.",
+        "{} Services, {} endpoints written as manifests (one file per Service) into the directory a running `lb run` reads: in the maps, next hops resolved, {:.0} ms after the first file was written (lb's last apply, from the poll that read the directory: {:.0} ms); one endpoint change applied in {:.2} ms (median of {}, slowest {:.2} ms; from the poll that read it to the maps filled; the directory is polled every 200 ms); agent RSS {:.0} MiB (peak {:.0} MiB).",
         c["services"],
         c["endpoints"],
-        c["parse_ms"].as_f64().unwrap_or(0.0),
-        c["validate_ms"].as_f64().unwrap_or(0.0),
-        c["apply_all_ms"].as_f64().unwrap_or(0.0),
-        c["one_endpoint_change_ms"].as_f64().unwrap_or(0.0),
-        c["agent_rss_mib"].as_f64().unwrap_or(0.0)
+        f(&c["apply_all_ms"]),
+        f(&c["apply_all_last_poll_ms"]),
+        f(&c["one_endpoint_change_ms"]),
+        crate::control::CHANGES,
+        f(&c["one_endpoint_change_max_ms"]),
+        f(&c["agent_rss_mib"]),
+        f(&c["agent_peak_rss_mib"]),
     );
+    let p = &c["in_process"];
+    if p.is_object() {
+        let _ = writeln!(
+            s,
+            "\nThe same steps in the bench's own process (where the time goes): parse {:.0} ms, validate {:.0} ms, apply to the maps {:.0} ms, one endpoint change {:.2} ms.",
+            f(&p["parse_ms"]),
+            f(&p["validate_ms"]),
+            f(&p["apply_all_ms"]),
+            f(&p["one_endpoint_change_ms"]),
+        );
+    }
 }
 
 fn throughput_markdown(s: &mut String, r: &serde_json::Value) {
@@ -126,16 +140,28 @@ fn throughput_markdown(s: &mut String, r: &serde_json::Value) {
 
 fn connections_markdown(s: &mut String, r: &serde_json::Value) {
     let _ = writeln!(s, "\n## TCP connection rate (sequential connect, request, response, close)\n");
-    let _ = writeln!(s, "| mode | connections/s (min / median / max) |\n|---|---:|");
+    let _ = writeln!(
+        s,
+        "| mode | connections/s (min / median / max) | one connection µs (median / p99 / max) | connections over 200 ms | lb's program per connection (bpf_stats) |\n|---|---:|---:|---:|---:|"
+    );
     for c in r["connection_rate"].as_array().into_iter().flatten() {
         let v = &c["connections_per_second"];
+        let t = &c["connection_us"];
         let _ = writeln!(
             s,
-            "| {} | {:.0} / {:.0} / {:.0} |",
+            "| {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {} | {} |",
             c["mode"].as_str().unwrap_or(""),
             v["min"].as_f64().unwrap_or(0.0),
             v["median"].as_f64().unwrap_or(0.0),
-            v["max"].as_f64().unwrap_or(0.0)
+            v["max"].as_f64().unwrap_or(0.0),
+            t["median"].as_f64().unwrap_or(0.0),
+            t["p99"].as_f64().unwrap_or(0.0),
+            t["max"].as_f64().unwrap_or(0.0),
+            c["stalls_over_200ms"].as_u64().unwrap_or(0),
+            match (c["program_ns_per_connection"].as_f64(), c["program_packets_per_connection"].as_f64()) {
+                (Some(ns), Some(p)) => format!("{:.1} µs over {p:.1} packets", ns / 1e3),
+                _ => "—".into(),
+            }
         );
     }
 }

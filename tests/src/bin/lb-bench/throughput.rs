@@ -198,26 +198,46 @@ fn rx_packets(ns: &Netns, iface: &str) -> Result<u64> {
 }
 
 /// TCP connections per second, sequential connect / request / response / close from the client
-/// through (a) lb and (b) iptables DNAT, to a real server on the backend.
+/// through (a) lb and (b) iptables DNAT, to a real server on the backend (modes interleaved per
+/// repeat); with each connection's own time, so a stall (a lost SYN waits a second) shows.
 pub fn connection_rate(connections: usize, repeats: usize) -> Result<serde_json::Value> {
-    let mut rows = Vec::new();
-    for mode in [LB, IPTABLES] {
-        let mut rates = Vec::new();
-        for _ in 0..repeats {
-            rates.push(conn_run(mode, connections)?);
+    let _stats = crate::cost::enable_stats()?;
+    let modes = [LB, IPTABLES];
+    let mut runs: Vec<Vec<ConnRun>> = modes.iter().map(|_| Vec::new()).collect();
+    for r in 0..repeats {
+        for (i, mode) in modes.iter().enumerate() {
+            crate::progress(&format!("connections: {mode} ({}/{repeats})", r + 1));
+            runs[i].push(conn_run(mode, connections)?);
         }
-        rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        rows.push(json!({ "mode": mode, "connections_per_second": { "min": rates[0], "median": rates[rates.len() / 2], "max": rates[rates.len() - 1] } }));
+    }
+    let mut rows = Vec::new();
+    for (mode, runs) in modes.iter().zip(runs) {
+        let mut rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+        rates.sort_by(f64::total_cmp);
+        let mut times: Vec<f64> = runs.iter().flat_map(|r| r.each.iter().copied()).collect();
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+        let mut program: Vec<(f64, f64)> = runs.iter().filter_map(|r| r.program).collect();
+        program.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let program = program.get(program.len() / 2).copied();
+        rows.push(json!({
+            "mode": mode,
+            "connections_per_second": { "min": rates[0], "median": rates[rates.len() / 2], "max": rates[rates.len() - 1] },
+            "connection_us": { "median": at(0.5) * 1e6, "p99": at(0.99) * 1e6, "max": at(1.0) * 1e6 },
+            "stalls_over_200ms": times.iter().filter(|t| **t > 0.2).count(),
+            "program_ns_per_connection": program.map(|p| p.0),
+            "program_packets_per_connection": program.map(|p| p.1),
+        }));
     }
     Ok(json!(rows))
 }
 
-fn conn_run(mode: &str, connections: usize) -> Result<f64> {
+fn conn_run(mode: &str, connections: usize) -> Result<ConnRun> {
     let topo = Topology::new(1)?;
     let _server = lb_tests::servers::name_server(&topo.backends[0], "[::]:8080".parse().unwrap(), "backend-1")?;
     let work = tempfile::tempdir()?;
     let mut _daemon = None;
-    if mode.starts_with("lb") {
+    if mode == LB {
         _daemon = Some(start_lb(&topo, &SERVICE.replace("UDP", "TCP").replace("name: udp", "name: tcp"), work.path())?);
     } else {
         iptables_dnat(&topo.lb, "tcp", "198.18.1.2", &topo.lb_ifaces[1])?;
@@ -225,14 +245,35 @@ fn conn_run(mode: &str, connections: usize) -> Result<f64> {
     let to: std::net::SocketAddr = "198.18.100.10:80".parse()?;
     // Warm up (neighbour resolution), then measure.
     topo.client.run(move || lb_tests::servers::tcp_request(to, std::time::Duration::from_secs(5)))?;
-    let secs = topo.client.run(move || -> Result<f64> {
+    let before = if mode == LB { xdp_stats(&topo.lb, &topo.lb_ifaces[0])? } else { (0, 0) };
+    let (secs, each) = topo.client.run(move || -> Result<(f64, Vec<f64>)> {
         let start = Instant::now();
+        let mut each = Vec::with_capacity(connections);
         for _ in 0..connections {
+            let t = Instant::now();
             lb_tests::servers::tcp_request(to, std::time::Duration::from_secs(5))?;
+            each.push(t.elapsed().as_secs_f64());
         }
-        Ok(start.elapsed().as_secs_f64())
+        Ok((start.elapsed().as_secs_f64(), each))
     })?;
-    Ok(connections as f64 / secs)
+    // lb's program on both its interfaces (one program): its own time per connection.
+    let program = if mode == LB {
+        let (t, n) = xdp_stats(&topo.lb, &topo.lb_ifaces[0])?;
+        let (t, n) = ((t - before.0) as f64, (n - before.1) as f64);
+        Some((t / connections as f64, n / connections as f64))
+    } else {
+        None
+    };
+    Ok(ConnRun { rate: connections as f64 / secs, each, program })
+}
+
+/// One connection-rate run.
+struct ConnRun {
+    rate: f64,
+    /// Each connection's seconds.
+    each: Vec<f64>,
+    /// lb's XDP program: (its ns, its packets) per connection (bpf_stats).
+    program: Option<(f64, f64)>,
 }
 
 /// `lb run` on the bench Service `yaml` in `topo`, ready.
