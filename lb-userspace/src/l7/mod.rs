@@ -14,7 +14,6 @@ pub mod ipc;
 pub mod limits;
 pub mod matching;
 pub mod pool;
-mod readahead;
 pub mod process;
 pub mod respond;
 pub mod router;
