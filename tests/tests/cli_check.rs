@@ -432,3 +432,38 @@ fn a_model_that_does_not_fit_the_datapath_is_rejected_per_listener() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", json["errors"]);
 }
+
+/// Issue #18, item 5: `backend-type: ecs` in `lb check`: the backends are the Nodes'
+/// InternalIP on the NodePort, a Node that is not Ready is left out with a notice, no Node at
+/// all is a notice (served, no backends), a port without `nodePort` rejects the Service.
+#[test]
+fn ecs_backends_and_their_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = |node_port: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: ecs\n  namespace: t\n  annotations:\n    service.beta.kubernetes.io/backend-type: ecs\nspec:\n  type: LoadBalancer\n  loadBalancerIP: 198.18.100.80\n  ports: [{{port: 80{node_port}}}]\n"
+        )
+    };
+    let node = |name: &str, ip: &str, ready: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nstatus:\n  addresses: [{{type: InternalIP, address: {ip}}}]\n  conditions: [{{type: Ready, status: \"{ready}\"}}]\n"
+        )
+    };
+    fs::write(dir.path().join("svc.yaml"), svc(", nodePort: 30080")).unwrap();
+    let (code, json) = check(dir.path());
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["model"]["listeners"]["198.18.100.80:80/tcp"]["backends"], serde_json::json!([]), "{json}");
+    assert!(json["notices"][0]["note"].as_str().unwrap().starts_with("ecs: no Node objects"), "{json}");
+    let nodes = node("n1", "10.0.0.1", "True") + &node("n2", "10.0.0.2", "Unknown");
+    fs::write(dir.path().join("nodes.yaml"), nodes).unwrap();
+    let (code, json) = check(dir.path());
+    assert_eq!(code, 0, "{json}");
+    let backends = &json["model"]["listeners"]["198.18.100.80:80/tcp"]["backends"];
+    assert_eq!(backends, &serde_json::json!([{"addr": "10.0.0.1", "port": 30080, "weight": 100}]), "{json}");
+    assert_eq!(json["notices"][0]["field"], "service.beta.kubernetes.io/backend-type");
+    assert_eq!(json["notices"][0]["note"], "ecs: Node n2 is not Ready (Ready condition Unknown): not a backend");
+    fs::write(dir.path().join("svc.yaml"), svc("")).unwrap();
+    let (code, json) = check(dir.path());
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["errors"][0]["field"], "spec.ports[0].nodePort", "{json}");
+}

@@ -15,8 +15,8 @@ use crate::{
     model::{Model, ObjectError, ObjectRef, acl},
 };
 
-/// Services, EndpointSlices, Ingresses, IngressClasses, TLS Secrets, AlbConfigs and
-/// AccessControlLists from the API server. [`poll`](Self::poll) never blocks; await
+/// Services, EndpointSlices, Ingresses, IngressClasses, TLS Secrets, AlbConfigs,
+/// AccessControlLists and Nodes from the API server. [`poll`](Self::poll) never blocks; await
 /// [`changed`](Self::changed) to learn when it has something new.
 pub struct KubeSource {
     opts: KubeOptions,
@@ -129,8 +129,8 @@ pub fn serves(svc: &Service, class: &str, default_class: bool) -> bool {
 }
 
 /// The cached objects as an [`ObjectSet`]: our Services, the Services ALB Ingresses route to,
-/// and their EndpointSlices; every Ingress and IngressClass (the model keeps the ALB ones), TLS Secrets, AlbConfigs and
-/// AccessControlLists; plus the custom objects that do not decode.
+/// and their EndpointSlices; every Ingress and IngressClass (the model keeps the ALB ones), TLS Secrets, AlbConfigs,
+/// AccessControlLists and Nodes; plus the custom objects that do not decode.
 pub fn snapshot(stores: &Stores, opts: &KubeOptions) -> (ObjectSet, Vec<ObjectError>) {
     let mut set = ObjectSet::default();
     let mut decode_errors = Vec::new();
@@ -172,6 +172,7 @@ pub fn snapshot(stores: &Stores, opts: &KubeOptions) -> (ObjectSet, Vec<ObjectEr
         .filter(|s| s.type_.as_deref() == Some("kubernetes.io/tls"))
         .map(|s| (*s).clone())
         .collect();
+    set.nodes = stores.nodes.state().iter().map(|n| (**n).clone()).collect();
     for obj in stores.alb_configs.state() {
         match serde_json::to_value(&*obj) {
             Ok(v) => set.alb_configs.push(v),
@@ -215,6 +216,7 @@ fn sort(set: &mut ObjectSet) {
     set.ingress_classes.sort_by_key(|o| key(&o.metadata));
     set.secrets.sort_by_key(|o| key(&o.metadata));
     set.acls.sort_by_key(|o| key(&o.metadata));
+    set.nodes.sort_by_key(|o| key(&o.metadata));
     set.alb_configs.sort_by_key(|v| v["metadata"]["name"].as_str().map(str::to_string));
 }
 

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Debug, hash::Hash, sync::Arc, time::Durati
 
 use futures::StreamExt;
 use k8s_openapi::api::{
-    core::v1::{Secret, Service},
+    core::v1::{Node, Secret, Service},
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, IngressClass},
 };
@@ -40,6 +40,8 @@ pub struct Stores {
     pub secrets: Vec<Store<Secret>>,
     pub alb_configs: Store<DynamicObject>,
     pub acls: Store<DynamicObject>,
+    /// The cluster's Nodes (backends of CLB `backend-type: ecs` Services).
+    pub nodes: Store<Node>,
     /// Per kind: the API server answers 404 to its list (a CRD that is not installed).
     /// Such a kind counts as listed (empty) for the first snapshot.
     absent: BTreeMap<&'static str, watch::Receiver<bool>>,
@@ -81,7 +83,8 @@ impl Stores {
             // Secrets are a core kind: never absent (a namespace without any lists empty).
             secrets: secret_apis.into_iter().map(|api| w.spawn(api, tls.clone(), (), "Secret")).collect(),
             alb_configs: w.spawn(Api::all_with(client.clone(), &alb), all.clone(), alb, "AlbConfig"),
-            acls: w.spawn(Api::all_with(client.clone(), &acl), all, acl, crate::model::acl::KIND),
+            acls: w.spawn(Api::all_with(client.clone(), &acl), all.clone(), acl, crate::model::acl::KIND),
+            nodes: w.spawn(Api::all(client.clone()), all, (), "Node"),
             absent: w.absent,
         }
     }
@@ -126,8 +129,9 @@ impl Stores {
             ),
             ready("AlbConfig", listed(&self.alb_configs)),
             ready(crate::model::acl::KIND, listed(&self.acls)),
+            ready("Node", listed(&self.nodes)),
         );
-        [r.0, r.1, r.2, r.3, r.4, r.5, r.6].into_iter().flatten().collect()
+        [r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7].into_iter().flatten().collect()
     }
 }
 

@@ -4,9 +4,11 @@
 pub mod acl;
 pub mod addresses;
 mod affinity;
+mod backends;
 pub mod health;
 mod ingress;
 pub mod l7;
+mod nodes;
 pub mod objects;
 mod service;
 mod vips;

@@ -17,6 +17,8 @@ pub struct ObjectSet {
     pub alb_configs: Vec<serde_json::Value>,
     /// TLS Secrets (`kubernetes.io/tls`) the L7 listeners take certificates from.
     pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
+    /// The cluster's Nodes: the backends of CLB Services with `backend-type: ecs`.
+    pub nodes: Vec<k8s_openapi::api::core::v1::Node>,
     /// The EndpointSlices of each associated cluster of an ALB multi-cluster gateway, by
     /// cluster ID (`lb run --cluster ID=DIR`); empty without `--cluster`.
     pub clusters: std::collections::BTreeMap<String, Vec<EndpointSlice>>,

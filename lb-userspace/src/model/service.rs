@@ -7,6 +7,7 @@ use std::{
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
+use super::backends::PortBackends;
 use super::{
     AclBinding, AclMode, Backend, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol, ProxyProtocol,
 };
@@ -177,7 +178,8 @@ pub fn listeners(
         }
     };
     let local = spec.external_traffic_policy.as_deref() == Some("Local");
-    let node = if local {
+    // With node backends (ecs), Local picks the nodes hosting endpoints: no node name needed.
+    let node = if local && cfg.backends.backend_type != Some(clb::BackendType::Ecs) {
         match cx.node_name.as_deref() {
             Some(n) => Some(n),
             None => {
@@ -197,6 +199,9 @@ pub fn listeners(
 
     let my_slices: &[&EndpointSlice] =
         slices.get(&(source.namespace.clone(), source.name.clone())).map(Vec::as_slice).unwrap_or(&[]);
+    let spec_ports = spec.ports.as_deref().unwrap_or_default();
+    let picked =
+        PortBackends::new(spec_ports, &cfg.backends, my_slices, lookup.nodes, node, local, &source, &mut notices);
     let mut out = Vec::new();
     let pairs = cfg.listeners.iter().zip(&ports);
     for (vip, (listener, port)) in vips.vips.iter().flat_map(|&(vip, _)| pairs.clone().map(move |p| (vip, p))) {
@@ -205,8 +210,7 @@ pub fn listeners(
             ListenerProtocol::Udp => Protocol::Udp,
             ListenerProtocol::Http | ListenerProtocol::Https => continue,
         };
-        let backends = backends(my_slices, port.name.as_deref().unwrap_or(""), protocol, vip, node)
-            .map_err(|reason| err(&format!("metadata.annotations[{ENDPOINT_WEIGHTS}]"), reason))?;
+        let backends = picked.for_port(port.port, protocol, vip).map_err(|(field, reason)| err(&field, reason))?;
         if backends.len() > lb_common::MAX_BACKENDS_PER_LISTENER as usize {
             return Err(err(
                 "spec.ports",
@@ -238,7 +242,7 @@ pub fn listeners(
     }
     let mut l7 = Vec::new();
     for &(vip, _) in &vips.vips {
-        l7.extend(super::l7::clb_listeners(&source, cfg, vip, acl.as_ref(), lookup)?);
+        l7.extend(super::l7::clb_listeners(&source, cfg, vip, acl.as_ref(), lookup, &picked)?);
     }
     Ok(ServiceBuild { listeners: out, l7, notices })
 }
@@ -252,8 +256,21 @@ pub(super) fn backends(
     vip: IpAddr,
     node: Option<&str>,
 ) -> Result<Vec<Backend>, String> {
+    let ready = ready_endpoints(slices, port_name, protocol, vip)?;
+    let set: BTreeSet<Backend> =
+        ready.into_iter().filter(|(_, on)| node.is_none() || *on == node).map(|(b, _)| b).collect();
+    Ok(set.into_iter().collect())
+}
+
+/// [`backends`] of every node, each with the `nodeName` of its endpoint.
+pub(super) fn ready_endpoints<'s>(
+    slices: &[&'s EndpointSlice],
+    port_name: &str,
+    protocol: Protocol,
+    vip: IpAddr,
+) -> Result<Vec<(Backend, Option<&'s str>)>, String> {
     let family = if vip.is_ipv4() { "IPv4" } else { "IPv6" };
-    let mut set = BTreeSet::new();
+    let mut out = Vec::new();
     for slice in slices.iter().filter(|s| s.address_type == family) {
         let weights = lbdev::endpoint_weights(slice.metadata.annotations.as_ref())?;
         let port = slice.ports.iter().flatten().find(|p| {
@@ -268,18 +285,15 @@ pub(super) fn backends(
             if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
-            if node.is_some() && ep.node_name.as_deref() != node {
-                continue;
-            }
             for addr in &ep.addresses {
                 if let Ok(addr) = addr.parse::<IpAddr>() {
                     let weight = weights.get(&addr).copied().unwrap_or(DEFAULT_WEIGHT);
-                    set.insert(Backend { addr, port, weight });
+                    out.push((Backend { addr, port, weight }, ep.node_name.as_deref()));
                 }
             }
         }
     }
-    Ok(set.into_iter().collect())
+    Ok(out)
 }
 
 fn protocol_name(p: Protocol) -> &'static str {

@@ -86,6 +86,7 @@ impl FakeApi {
             ("/api/v1/secrets", "secrets.json"),
             ("/apis/alibabacloud.com/v1/albconfigs", "albconfigs.json"),
             ("/apis/lb.dev/v1alpha1/accesscontrollists", "accesscontrollists.json"),
+            ("/api/v1/nodes", "nodes.json"),
             ("/api/v1/nodes/node-a", "node-a.json"),
         ] {
             fake.state.lock().unwrap().routes.insert(path.into(), file.into());

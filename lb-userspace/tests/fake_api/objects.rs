@@ -33,6 +33,7 @@ pub const COLLECTIONS: &[(&str, (&str, &str))] = &[
     ("Secret", ("v1", "/api/v1/secrets")),
     ("AlbConfig", ("alibabacloud.com/v1", "/apis/alibabacloud.com/v1/albconfigs")),
     ("AccessControlList", ("lb.dev/v1alpha1", "/apis/lb.dev/v1alpha1/accesscontrollists")),
+    ("Node", ("v1", "/api/v1/nodes")),
 ];
 
 /// `obj` as the API server returns it once created (the `i`th of its kind): the namespace
@@ -44,7 +45,7 @@ pub fn stored(obj: &Value, i: usize) -> Value {
     let mut o = obj.clone();
     let kind = o["kind"].as_str().unwrap_or_default().to_string();
     let api_version = o["apiVersion"].clone();
-    let cluster_scoped = matches!(kind.as_str(), "IngressClass" | "AlbConfig" | "AccessControlList");
+    let cluster_scoped = matches!(kind.as_str(), "IngressClass" | "AlbConfig" | "AccessControlList" | "Node");
     let meta = &mut o["metadata"];
     if !cluster_scoped && meta["namespace"].is_null() {
         meta["namespace"] = json!("default");

@@ -1,15 +1,16 @@
 //! CLB http/https Service ports → L7 listeners on the Service's VIP, each with one
 //! catch-all route to the Service port (CLB `cert-id`, `tls-cipher-policy`, sticky
-//! sessions, forwarded headers, `forward-port`, ACL).
-use std::net::IpAddr;
+//! sessions, forwarded headers, `forward-port`, ACL), over the backends the L4 listeners
+//! would take (endpoints or `backend-type: ecs` nodes; `externalTrafficPolicy: Local`).
+use std::net::{IpAddr, SocketAddr};
 
 use super::{
-    ForwardedHeaders, L7Listener, L7Protocol, ListenerAcl, Lookup, Route, TlsSettings, Upstream, convert, route,
+    Endpoint, ForwardedHeaders, L7Listener, L7Protocol, ListenerAcl, Lookup, Route, TlsSettings, Upstream, convert,
+    route,
 };
-use crate::annotations::alb::{ServicePort, ServiceRef};
 use crate::annotations::clb::Scheduler;
 use crate::annotations::clb::{self, ClbConfig, ListenerProtocol};
-use crate::model::{AclBinding, ObjectError, ObjectRef, health};
+use crate::model::{AclBinding, ObjectError, ObjectRef, Protocol, backends::PortBackends, health};
 
 /// The http/https listeners of a CLB Service: one catch-all route to the Service port.
 pub fn clb_listeners(
@@ -18,6 +19,7 @@ pub fn clb_listeners(
     vip: IpAddr,
     acl: Option<&AclBinding>,
     lookup: &Lookup<'_>,
+    backends: &PortBackends<'_>,
 ) -> Result<Vec<L7Listener>, Vec<ObjectError>> {
     let acl = acl.map(|b| ListenerAcl {
         acl: b.acl.clone(),
@@ -52,7 +54,6 @@ pub fn clb_listeners(
     };
     for l in cfg.listeners.iter().filter(|l| l.protocol.is_l7()) {
         let protocol = if l.protocol == ListenerProtocol::Https { L7Protocol::Https } else { L7Protocol::Http };
-        let service = ServiceRef { name: source.name.clone(), port: ServicePort::Number(l.port) };
         let backend = route::BackendSettings {
             sticky: match &cfg.http.sticky_session {
                 clb::StickySession::Off => None,
@@ -74,14 +75,17 @@ pub fn clb_listeners(
             ..route::BackendSettings::default()
         };
         let rule = route::Rule::catch_all(source.clone(), backend);
-        let mut endpoints = match lookup.endpoints(&source.namespace, &service, vip.is_ipv6()) {
-            Ok(e) => e,
-            Err(reason) => {
-                errors.push(err("spec.ports".into(), reason));
+        // The Service port's backends (endpoints, or nodes with backend-type ecs), as the L4
+        // listeners take them: this node's only, or the nodes hosting one, under Local.
+        let mut endpoints: Vec<Endpoint> = match backends.for_port(l.port, Protocol::Tcp, vip) {
+            Ok(b) => {
+                b.into_iter().map(|b| Endpoint { addr: SocketAddr::new(b.addr, b.port), weight: b.weight }).collect()
+            }
+            Err((field, reason)) => {
+                errors.push(err(field, reason));
                 continue;
             }
         };
-        endpoints.retain(|e| e.addr.is_ipv4() == vip.is_ipv4());
         if cfg.scheduler == Scheduler::Rr {
             // Round robin ignores weights (a weight-0 endpoint still gets nothing).
             for e in &mut endpoints {

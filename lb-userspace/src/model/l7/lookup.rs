@@ -31,6 +31,8 @@ pub struct Lookup<'a> {
     pub ingress_created: BTreeMap<(String, String), Timestamp>,
     /// The EndpointSlices of each associated cluster of a multi-cluster gateway, by cluster ID.
     pub clusters: BTreeMap<String, SliceIndex<'a>>,
+    /// The cluster's Nodes (CLB `backend-type: ecs` backends).
+    pub nodes: &'a [k8s_openapi::api::core::v1::Node],
 }
 
 impl<'a> Lookup<'a> {
@@ -54,6 +56,7 @@ impl<'a> Lookup<'a> {
                 .filter_map(|i| Some((key(&i.metadata), i.metadata.creation_timestamp.as_ref()?.0)))
                 .collect(),
             clusters: BTreeMap::new(),
+            nodes: &objects.nodes,
         }
     }
 
