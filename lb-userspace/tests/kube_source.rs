@@ -400,3 +400,21 @@ async fn a_crd_that_is_not_installed_does_not_hold_up_the_first_snapshot() {
     assert!(set.alb_configs.is_empty());
     assert_eq!(names(&set.services, |s| &s.metadata), ["default/web", "shop/bad"]);
 }
+
+/// Issue #18, item 5: the cluster's Nodes are listed and watched (CLB `backend-type: ecs`
+/// backends): a cordon reaches the next snapshot.
+#[tokio::test]
+async fn nodes_are_listed_and_watched() {
+    let fake = FakeApi::new();
+    let mut src = KubeSource::new(fake.client(), opts(false));
+    let set = next(&mut src).await;
+    assert_eq!(names(&set.nodes, |n| &n.metadata), ["/node-a"]);
+    assert_eq!(set.nodes[0].spec.as_ref().and_then(|s| s.unschedulable), None);
+    settle(&mut src).await;
+    let mut node: serde_json::Value = serde_json::from_str(&fixture("node-a.json")).unwrap();
+    node["metadata"]["resourceVersion"] = json!("1001");
+    node["spec"]["unschedulable"] = json!(true);
+    fake.push("/api/v1/nodes", &format!("{}\n", json!({"type": "MODIFIED", "object": node}))).await;
+    let set = next(&mut src).await;
+    assert_eq!(set.nodes[0].spec.as_ref().and_then(|s| s.unschedulable), Some(true), "cordoned");
+}
