@@ -433,6 +433,51 @@ fn a_model_that_does_not_fit_the_datapath_is_rejected_per_listener() {
     assert_eq!(out.status.code(), Some(0), "{}", json["errors"]);
 }
 
+/// Issue #18, item 5: what `lb check` says of ClientIP affinity beside the persistence-timeout
+/// annotation, a PreferDualStack Service with one family's VIP, and a ServerGroupID no Service
+/// stands for: notices (exit 0), each naming the object and the field, and the model shows
+/// what is served (the annotation's timeout; one VIP; the Service group alone).
+#[test]
+fn affinity_dual_stack_and_server_group_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let affinity = service("sticky", "198.18.100.71", "198.18.1.2").replace(
+        "namespace: t}\nspec: {type: LoadBalancer,",
+        "namespace: t, annotations: {service.beta.kubernetes.io/alibaba-cloud-loadbalancer-persistence-timeout: \"60\"}}\nspec: {type: LoadBalancer, sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 30}},",
+    );
+    let dual = service("dual", "198.18.100.72", "198.18.1.3").replace(
+        "spec: {type: LoadBalancer,",
+        "spec: {type: LoadBalancer, ipFamilies: [IPv4, IPv6], ipFamilyPolicy: PreferDualStack,",
+    );
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/l7-alb");
+    fs::copy(examples.join("alb.yaml"), dir.path().join("alb.yaml")).unwrap();
+    let group = r#"[{"type":"ForwardGroup","ForwardConfig":{"ServerGroups":[{"ServiceName":"tea","ServicePort":80,"Weight":30},{"ServerGroupID":"sgp-ecs","Weight":70}]}}]"#;
+    let ingress = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: split\n  namespace: t\n  annotations:\n    alb.ingress.kubernetes.io/actions.split: {}\nspec:\n  ingressClassName: alb\n  rules:\n  - host: s.test\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: split, port: {{name: use-annotation}}}}}}}}\n---\n{}",
+        serde_json::to_string(group).unwrap(),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: tea, namespace: t}\nspec: {ports: [{name: http, port: 80}]}\n"
+    );
+    fs::write(dir.path().join("svc.yaml"), affinity + &dual + &ingress).unwrap();
+    let (code, json) = check(dir.path());
+    assert_eq!(code, 0, "notices, not errors: {json}");
+    let listeners = &json["model"]["listeners"];
+    assert_eq!(listeners["198.18.100.71:80/tcp"]["persistence_timeout"], 60, "{json}");
+    assert!(listeners["198.18.100.72:80/tcp"].is_object(), "{json}");
+    let notes: Vec<String> = json["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| format!("{} {}: {}: {}", n["object"]["kind"], n["object"]["name"], n["field"], n["note"]))
+        .map(|s| s.replace('"', ""))
+        .collect();
+    for want in [
+        "Service sticky: spec.sessionAffinity: ClientIP (timeoutSeconds 30) is overridden by the more specific service.beta.kubernetes.io/alibaba-cloud-loadbalancer-persistence-timeout (60 s)",
+        "Service dual: spec.ipFamilyPolicy: PreferDualStack: no IPv6 VIP among spec.loadBalancerIP and status.loadBalancer.ingress[].ip: served on one family",
+        "Ingress split: alb.ingress.kubernetes.io/actions.split: ServerGroupID sgp-ecs (weight 70) is not served: no Service of namespace t has lb.dev/server-group-id: sgp-ecs; its share goes to the other groups, which keep their split: t/tea:80 100%",
+    ] {
+        assert!(notes.iter().any(|n| n == want), "{want}\nnot among {notes:#?}");
+    }
+}
+
 /// Issue #18, item 5: `backend-type: ecs` in `lb check`: the backends are the Nodes'
 /// InternalIP on the NodePort, a Node that is not Ready is left out with a notice, no Node at
 /// all is a notice (served, no backends), a port without `nodePort` rejects the Service.

@@ -1,5 +1,6 @@
 //! The project's own annotations (`lb.dev/*`): the PROXY protocol version of a Service's
-//! listeners and per-endpoint weights on EndpointSlices.
+//! listeners, the ALB server group a Service stands for, and per-endpoint weights on
+//! EndpointSlices.
 use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::Serialize;
@@ -11,6 +12,19 @@ pub const PROXY_PROTOCOL_VERSION: &str = "lb.dev/proxy-protocol-version";
 /// On an EndpointSlice: per-endpoint weights for wrr (and weighted Maglev),
 /// `ADDRESS=WEIGHT,...`, weights 0..=100 (0 = no new flows). Endpoints not listed weigh 100.
 pub const ENDPOINT_WEIGHTS: &str = "lb.dev/endpoint-weights";
+
+/// On a Service: the ALB server group it stands for, `sgp-ID` or `sgp-ID:PORT` (a port number
+/// or name of the Service; without one the Service must have exactly one port). A ForwardGroup
+/// `ServerGroupID` of an Ingress of the same namespace forwards its share to that port.
+pub const SERVER_GROUP_ID: &str = "lb.dev/server-group-id";
+
+/// The (server group ID, port) a [`SERVER_GROUP_ID`] value names.
+pub fn server_group_id(value: &str) -> (&str, Option<&str>) {
+    match value.trim().split_once(':') {
+        Some((id, port)) => (id.trim(), Some(port.trim())),
+        None => (value.trim(), None),
+    }
+}
 
 /// A PROXY protocol version as written in [`PROXY_PROTOCOL_VERSION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -20,6 +20,10 @@ pub struct L7Flags {
     /// Largest request body the L7 proxy forwards, in bytes (413 past it).
     #[arg(long, default_value_t = limits::DEFAULT_MAX_BODY_BYTES)]
     pub l7_max_body_bytes: u64,
+    /// Largest request body TrafficMirror copies, in bytes; a longer one goes to the primary
+    /// backend only (counted as `mirror_skipped`).
+    #[arg(long, default_value_t = limits::DEFAULT_MIRROR_MAX_BODY_BYTES)]
+    pub l7_mirror_max_body_bytes: u64,
     /// Seconds an upgraded L7 connection (WebSocket) may stay silent before it is closed.
     #[arg(long, default_value_t = limits::DEFAULT_TUNNEL_IDLE_S)]
     pub l7_tunnel_idle: u64,
@@ -64,6 +68,7 @@ impl L7Flags {
             max_connections: self.l7_max_connections,
             max_connections_per_client: self.l7_max_connections_per_client,
             max_body_bytes: self.l7_max_body_bytes,
+            mirror_max_body_bytes: self.l7_mirror_max_body_bytes,
             tunnel_idle: Duration::from_secs(self.l7_tunnel_idle),
             body_idle: Duration::from_secs(self.l7_body_idle),
             header_timeout: Duration::from_secs(self.l7_header_timeout),
@@ -92,6 +97,7 @@ impl L7Flags {
             format!("--l7-max-connections={}", self.l7_max_connections),
             format!("--l7-max-connections-per-client={}", self.l7_max_connections_per_client),
             format!("--l7-max-body-bytes={}", self.l7_max_body_bytes),
+            format!("--l7-mirror-max-body-bytes={}", self.l7_mirror_max_body_bytes),
             format!("--l7-tunnel-idle={}", self.l7_tunnel_idle),
             format!("--l7-body-idle={}", self.l7_body_idle),
             format!("--l7-header-timeout={}", self.l7_header_timeout),

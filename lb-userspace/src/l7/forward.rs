@@ -13,10 +13,11 @@ use super::{
     balance::PickContext,
     headers::{is_upgrade, strip_hop_by_hop},
     limits::Limits,
+    mirror::mirror,
     respond::{self, Body, Origin},
     router::{self, CompiledRoute, Table},
     sanitize,
-    send::{forward, mirror},
+    send::forward,
     sticky::{GROUP_COOKIE, set_sticky, sticky_endpoint, strip_cookie_prefix},
     upstreams::Upstreams,
 };
@@ -38,6 +39,7 @@ pub async fn handle(
     up: Arc<Upstreams>,
     limits: Limits,
     trusted: &[IpNet],
+    mirror_skipped: &Arc<std::sync::atomic::AtomicU64>,
 ) -> Response<Body> {
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
@@ -116,7 +118,7 @@ pub async fn handle(
                 return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend for this route");
             };
             prepare(&mut req, &conn, &table, route, (&new_path, new_query.as_deref()), trusted);
-            mirror(&req, route, &cx, &up);
+            mirror(&mut req, route, &cx, &up, limits.mirror_max_body_bytes, mirror_skipped);
             let mut resp =
                 forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s)), limits).await;
             set_sticky(route, pick, &mut resp);

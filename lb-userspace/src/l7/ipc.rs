@@ -91,6 +91,9 @@ pub struct WireCounters {
     pub refused_over_limit: u64,
     pub abusive_closed: u64,
     pub tls_failures: u64,
+    /// Requests not mirrored for their body's size.
+    #[serde(default)]
+    pub mirror_skipped: u64,
     /// 1xx ... 5xx.
     pub responses: [u64; 5],
     /// Observations per latency bucket (not cumulative; [`BOUNDS`], then `+Inf`).
@@ -108,6 +111,7 @@ impl From<&Counters> for WireCounters {
             refused_over_limit: c.refused_over_limit.load(Ordering::Relaxed),
             abusive_closed: c.abusive_closed.load(Ordering::Relaxed),
             tls_failures: c.tls_failures.load(Ordering::Relaxed),
+            mirror_skipped: c.mirror_skipped.load(Ordering::Relaxed),
             responses: std::array::from_fn(|i| c.responses[i].load(Ordering::Relaxed)),
             latency_buckets: latency.buckets.iter().map(|(_, n)| *n).collect(),
             latency_sum: latency.sum,
@@ -139,6 +143,7 @@ impl WireCounters {
             "refused_over_limit": self.refused_over_limit,
             "abusive_closed": self.abusive_closed,
             "tls_failures": self.tls_failures,
+            "mirror_skipped": self.mirror_skipped,
             "requests": self.responses.iter().sum::<u64>(),
             "responses": { "1xx": r(0), "2xx": r(1), "3xx": r(2), "4xx": r(3), "5xx": r(4) },
         })

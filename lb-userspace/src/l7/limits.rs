@@ -28,6 +28,8 @@ pub struct Limits {
     pub max_connections_per_client: usize,
     /// A request body larger than this gets 413 (by `Content-Length`) or is cut off.
     pub max_body_bytes: u64,
+    /// TrafficMirror copies request bodies up to this size; a longer one is not mirrored.
+    pub mirror_max_body_bytes: u64,
     /// An upgraded connection (WebSocket tunnel) silent both ways this long is closed.
     pub tunnel_idle: Duration,
     /// A body that moves nothing for this long is cut off: a backend's response body that
@@ -47,6 +49,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 1_024;
 /// Default of [`Limits::max_body_bytes`] (`--l7-max-body-bytes`): 256 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 256 << 20;
+/// Default of [`Limits::mirror_max_body_bytes`] (`--l7-mirror-max-body-bytes`): 1 MiB.
+pub const DEFAULT_MIRROR_MAX_BODY_BYTES: u64 = 1 << 20;
 /// Default of [`Limits::tunnel_idle`] in seconds (`--l7-tunnel-idle`).
 pub const DEFAULT_TUNNEL_IDLE_S: u64 = 300;
 /// Default of [`Limits::body_idle`] in seconds (`--l7-body-idle`).
@@ -63,6 +67,7 @@ impl Default for Limits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            mirror_max_body_bytes: DEFAULT_MIRROR_MAX_BODY_BYTES,
             tunnel_idle: Duration::from_secs(DEFAULT_TUNNEL_IDLE_S),
             body_idle: Duration::from_secs(DEFAULT_BODY_IDLE_S),
             header_timeout: Duration::from_secs(DEFAULT_HEADER_TIMEOUT_S),

@@ -13,6 +13,7 @@ pub mod headers;
 pub mod ipc;
 pub mod limits;
 pub mod matching;
+mod mirror;
 pub mod pool;
 pub mod process;
 pub mod respond;

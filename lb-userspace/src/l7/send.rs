@@ -1,4 +1,5 @@
-//! Sending a prepared request to its endpoint: the backend URI, mirror copies, one retry on
+//! Sending a prepared request to its endpoint: the backend URI, its body copied for the
+//! mirrors ([`super::mirror`]), one retry on
 //! another endpoint when the connection could not be made, limits on the bodies both ways,
 //! upgrades turned into tunnels, connection drain of removed endpoints, and failures turned
 //! into 408/413/502/504 without internal addresses.
@@ -14,32 +15,12 @@ use super::{
     drain::CutBody,
     headers::{is_upgrade, strip_hop_by_hop},
     limits::{IdleBody, Limits, Stalled},
-    pool,
+    mirror, pool,
     respond::{self, Body, BoxError},
     router::{CompiledRoute, Pick},
     upstreams::Upstreams,
 };
 use crate::model::l7::route::BackendProtocol;
-
-/// Copies of a body-less request go to the mirror targets; their answers are dropped.
-pub(super) fn mirror(req: &Request<Incoming>, route: &CompiledRoute, cx: &PickContext<'_>, up: &Arc<Upstreams>) {
-    if route.route.mirrors.is_empty() || !req.body().is_end_stream() {
-        return;
-    }
-    for e in route.mirror_picks(cx) {
-        let mut copy = Request::new(respond::empty());
-        *copy.method_mut() = req.method().clone();
-        *copy.headers_mut() = req.headers().clone();
-        let Ok(uri) = upstream_uri(req.uri(), e.addr, "http") else { continue };
-        *copy.uri_mut() = uri;
-        let client = up.fresh.clone();
-        tokio::spawn(async move {
-            if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(30), client.request(copy)).await {
-                let _ = r.into_body().collect().await;
-            }
-        });
-    }
-}
 
 fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::Error> {
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -62,9 +43,10 @@ pub(super) async fn forward(
     let upgrade = is_upgrade(req.headers());
     let deadline = tokio::time::Instant::now() + timeout;
     let (mut parts, body) = req.into_parts();
+    let body = mirror::tee(&mut parts, body);
     // A client body that is malformed, stalls or grows past the limit fails the request
     // (400 / 408 / 413).
-    let limited = |body: Incoming| {
+    let limited = |body: mirror::Tee<Incoming>| {
         let body = body.map_err(|e| BoxError::from(BadBody(e)));
         Limited::new(IdleBody::new(body, limits.body_idle), limits.max_body_bytes as usize)
             .map_err(BoxError::from)

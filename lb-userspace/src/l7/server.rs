@@ -37,6 +37,8 @@ pub struct Counters {
     /// Connections cut off because the client abandoned too many requests (rapid reset).
     pub abusive_closed: AtomicU64,
     pub tls_failures: AtomicU64,
+    /// Requests not mirrored: their body was longer than `--l7-mirror-max-body-bytes`.
+    pub mirror_skipped: Arc<AtomicU64>,
     /// Index 0: 1xx ... 4: 5xx.
     pub responses: [AtomicU64; 5],
     /// From a request's head to its response's head (`lb_l7_request_duration_seconds`).
@@ -57,6 +59,7 @@ impl Counters {
             "refused_over_limit": self.refused_over_limit.load(Ordering::Relaxed),
             "abusive_closed": self.abusive_closed.load(Ordering::Relaxed),
             "tls_failures": self.tls_failures.load(Ordering::Relaxed),
+            "mirror_skipped": self.mirror_skipped.load(Ordering::Relaxed),
             "requests": (0..5).map(r).sum::<u64>(),
             "responses": { "1xx": r(0), "2xx": r(1), "3xx": r(2), "4xx": r(3), "5xx": r(4) },
         })
@@ -264,7 +267,9 @@ where
             // Boxed: the request's future is large, and hyper would move it by value.
             Box::pin(async move {
                 let started = Instant::now();
-                let resp = forward::handle(req, conn, table, up, state.limits, &state.trusted).await;
+                let resp =
+                    forward::handle(req, conn, table, up, state.limits, &state.trusted, &state.counters.mirror_skipped)
+                        .await;
                 state.counters.response(resp.status().as_u16());
                 state.counters.latency.observe(started.elapsed());
                 inflight.done();

@@ -1,5 +1,6 @@
 //! `actions.<service>`: custom forwarding actions of the rules whose backend is that
-//! Service: ForwardGroup (weighted Services; `ServerGroupID`s are cloud-only), Redirect,
+//! Service: ForwardGroup (weighted Services and `ServerGroupID`s, which the model maps to
+//! the Service that names them with `lb.dev/server-group-id`), Redirect,
 //! FixedResponse (terminal, at most one) and InsertHeader, RemoveHeader, TrafficMirror.
 use std::collections::BTreeMap;
 
@@ -28,6 +29,15 @@ pub const USE_ANNOTATION: &str = "use-annotation";
 pub struct ServiceRef {
     pub name: String,
     pub port: ServicePort,
+}
+
+/// A `ServerGroupID` of a ForwardGroup with its weight: the model forwards its share to the
+/// Service of the Ingress's namespace that carries `lb.dev/server-group-id` with this ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WeightedServerGroup {
+    pub id: String,
+    /// 0..=100, relative to the other groups.
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -70,6 +80,9 @@ pub enum Action {
     /// Spread over Services by weight (a plain backend is one Service of weight 100).
     Forward {
         groups: Vec<WeightedService>,
+        /// `ServerGroupID` groups, resolved to Services by the model.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        server_groups: Vec<WeightedServerGroup>,
         sticky: Option<GroupSticky>,
     },
     Redirect(Redirect),
@@ -111,7 +124,8 @@ pub struct ActionSet {
     pub filters: Vec<Filter>,
 }
 
-/// ServerGroupIDs met while parsing (cloud server groups, reported as not applicable).
+/// ServerGroupIDs of traffic mirrors met while parsing (cloud server groups, reported as not
+/// applicable).
 #[derive(Default)]
 struct Found {
     cloud_groups: Vec<String>,
@@ -173,8 +187,15 @@ fn service_port(v: &Value, at: &str) -> Result<ServicePort, String> {
     }
 }
 
-/// A server group tuple: `ServerGroupID` (cloud; `Ok(None)`) or `ServiceName` + `ServicePort`.
-fn group_target(g: &Map<String, Value>, at: &str, found: &mut Found) -> Result<Option<ServiceRef>, String> {
+/// What a server group tuple names: a `ServerGroupID` or a `ServiceName` + `ServicePort`.
+enum Target {
+    Service(ServiceRef),
+    ServerGroup(String),
+}
+
+/// A server group tuple: `ServerGroupID` (winning over a Service named beside it) or
+/// `ServiceName` + `ServicePort`.
+fn group_target(g: &Map<String, Value>, at: &str) -> Result<Target, String> {
     // "When you attach a server group by using both ServerGroupID and
     // ServiceName+ServicePort, the system prioritizes ServerGroupID."
     if let Some(id) = field(g, "ServerGroupID") {
@@ -184,16 +205,15 @@ fn group_target(g: &Map<String, Value>, at: &str, found: &mut Found) -> Result<O
         if !id.starts_with("sgp-") || id.len() < 5 || id.chars().any(|c| c.is_whitespace() || c == ',') {
             return Err(format!("{at}.ServerGroupID {} is not a server group ID (sgp-...)", quote(id)));
         }
-        found.cloud_groups.push(id.clone());
-        return Ok(None);
+        return Ok(Target::ServerGroup(id.clone()));
     }
     let name = service_name(json_str(g, "ServiceName", at)?).map_err(|e| format!("{at}.ServiceName: {e}"))?;
     let port = field(g, "ServicePort").ok_or_else(|| format!("{at}.ServicePort is missing"))?;
     let port = service_port(port, &format!("{at}.ServicePort"))?;
-    Ok(Some(ServiceRef { name, port }))
+    Ok(Target::Service(ServiceRef { name, port }))
 }
 
-fn forward_group(obj: &Map<String, Value>, at: &str, found: &mut Found) -> Result<Action, String> {
+fn forward_group(obj: &Map<String, Value>, at: &str) -> Result<Action, String> {
     let cfg = object(obj, "ForwardConfig", at)?;
     let at = format!("{at}.ForwardConfig");
     check_fields(cfg, &["ServerGroups", "ServerGroupStickySession"], &at)?;
@@ -207,26 +227,30 @@ fn forward_group(obj: &Map<String, Value>, at: &str, found: &mut Found) -> Resul
         return Err(format!("{at}.ServerGroups has {} server groups; at most {MAX_SERVER_GROUPS}", groups.len()));
     }
     let mut out: Vec<WeightedService> = Vec::new();
+    let mut server_groups: Vec<WeightedServerGroup> = Vec::new();
     for (i, g) in groups.iter().enumerate() {
         let gat = format!("{at}.ServerGroups[{i}]");
         let Value::Object(g) = g else { return Err(format!("{gat} must be an object, not {}", kind(g))) };
         check_fields(g, &["ServiceName", "ServicePort", "Weight", "ServerGroupID"], &gat)?;
         let weight = field(g, "Weight").ok_or_else(|| format!("{gat}.Weight is missing"))?;
         let weight = json_int(weight, 0, 100, &format!("{gat}.Weight"))?;
-        if let Some(service) = group_target(g, &gat, found)? {
-            if out.iter().any(|w| w.service == service) {
-                return Err(format!("{gat}: Service {}:{} is listed twice", service.name, port_str(&service.port)));
+        match group_target(g, &gat)? {
+            Target::Service(service) => {
+                if out.iter().any(|w| w.service == service) {
+                    return Err(format!("{gat}: Service {}:{} is listed twice", service.name, port_str(&service.port)));
+                }
+                out.push(WeightedService { service, weight });
             }
-            out.push(WeightedService { service, weight });
+            Target::ServerGroup(id) => {
+                if server_groups.iter().any(|g| g.id == id) {
+                    return Err(format!("{gat}: ServerGroupID {id} is listed twice"));
+                }
+                server_groups.push(WeightedServerGroup { id, weight });
+            }
         }
     }
-    if out.is_empty() {
-        return Err(format!(
-            "{at}.ServerGroups has only ServerGroupIDs (cloud server groups); a node balancer needs at least one ServiceName + ServicePort"
-        ));
-    }
-    if out.iter().all(|w| w.weight == 0) {
-        return Err(format!("{at}.ServerGroups: every Service has weight 0; at least one needs a weight above 0"));
+    if out.iter().map(|w| w.weight).chain(server_groups.iter().map(|g| g.weight)).all(|w| w == 0) {
+        return Err(format!("{at}.ServerGroups: every group has weight 0; at least one needs a weight above 0"));
     }
     let sticky = match field(cfg, "ServerGroupStickySession") {
         None => None,
@@ -246,7 +270,7 @@ fn forward_group(obj: &Map<String, Value>, at: &str, found: &mut Found) -> Resul
         }
         Some(other) => return Err(format!("{at}.ServerGroupStickySession must be an object, not {}", kind(other))),
     };
-    Ok(Action::Forward { groups: out, sticky })
+    Ok(Action::Forward { groups: out, server_groups, sticky })
 }
 
 fn port_str(p: &ServicePort) -> String {
@@ -416,8 +440,9 @@ fn traffic_mirror(obj: &Map<String, Value>, at: &str, found: &mut Found) -> Resu
         let tat = format!("{at}.serverGroupTuples[{i}]");
         let Value::Object(t) = t else { return Err(format!("{tat} must be an object, not {}", kind(t))) };
         check_fields(t, &["serviceName", "servicePort", "serverGroupID", "weight"], &tat)?;
-        if let Some(s) = group_target(t, &tat, found)? {
-            out.push(s);
+        match group_target(t, &tat)? {
+            Target::Service(s) => out.push(s),
+            Target::ServerGroup(id) => found.cloud_groups.push(id),
         }
     }
     if out.is_empty() {
@@ -430,7 +455,7 @@ fn traffic_mirror(obj: &Map<String, Value>, at: &str, found: &mut Found) -> Resu
 
 /// One `actions.<service>` value: a non-empty JSON array of actions, at most one of them
 /// terminal (ForwardGroup, Redirect, FixedResponse). Also returns the cloud server group
-/// IDs it names.
+/// IDs its traffic mirrors name.
 pub fn parse_actions(v: &str) -> Result<(ActionSet, Vec<String>), String> {
     let json: Value = serde_json::from_str(v).map_err(|e| format!("is not JSON: {e}"))?;
     let Value::Array(items) = json else { return Err(format!("must be a JSON array of actions, not {}", kind(&json))) };
@@ -456,7 +481,7 @@ pub fn parse_actions(v: &str) -> Result<(ActionSet, Vec<String>), String> {
             return Err(format!("{at} ({ty}): unknown field {f:?} (expected type and {cfg})"));
         }
         let terminal = match t {
-            0 => Some(forward_group(obj, &at, &mut found)?),
+            0 => Some(forward_group(obj, &at)?),
             1 => Some(redirect(obj, &at)?),
             2 => Some(fixed_response(obj, &at)?),
             3 => {
@@ -492,7 +517,7 @@ pub(super) fn parse_all(cx: &mut Cx, settings: &Settings) -> BTreeMap<String, Ac
         match parse_actions(&v) {
             Ok((set, cloud)) => {
                 for id in cloud {
-                    cx.note(format!("{PREFIX}{key}"), format!("ServerGroupID {id} is an ALB server group (ECS, other VPCs, IDC); a node balancer forwards only to Services, the other groups share the traffic"));
+                    cx.note(format!("{PREFIX}{key}"), format!("TrafficMirror serverGroupID {id} is an ALB server group (ECS, other VPCs, IDC): not mirrored to; the Service tuples are"));
                 }
                 let bad = match (&set.terminal, set.filters.iter().any(|f| matches!(f, Filter::TrafficMirror(_)))) {
                     (Some(Action::Redirect(_)), _) => Some("Redirect"),

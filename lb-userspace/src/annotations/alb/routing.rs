@@ -143,9 +143,11 @@ fn build_one(
     let use_annotation = service.port == ServicePort::Name(USE_ANNOTATION.to_owned());
     let action = match (set.terminal, use_annotation) {
         (Some(a), true) => a,
-        (None, false) => {
-            Action::Forward { groups: vec![WeightedService { service: service.clone(), weight: 100 }], sticky: None }
-        }
+        (None, false) => Action::Forward {
+            groups: vec![WeightedService { service: service.clone(), weight: 100 }],
+            server_groups: Vec::new(),
+            sticky: None,
+        },
         (None, true) => {
             cx.field_error(
                 format!("{at}.backend"),

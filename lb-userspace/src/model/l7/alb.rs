@@ -41,8 +41,22 @@ fn route(
             health_check: rule.backend.health_check.as_ref().map(health::from_alb),
         }
     };
+    let (mapped, unmapped) = server_groups(rule, lookup);
     let upstreams = match &rule.action {
-        alb::Action::Forward { groups, .. } => groups.iter().map(|g| resolve(&g.service, g.weight)).collect(),
+        alb::Action::Forward { groups, .. } => {
+            let mut ups: Vec<Upstream> = Vec::new();
+            for (svc, weight) in
+                groups.iter().map(|g| (&g.service, g.weight)).chain(mapped.iter().map(|(s, w)| (s, *w)))
+            {
+                let up = resolve(svc, weight);
+                // A server group mapped to a Service the group also names: one upstream.
+                match ups.iter_mut().find(|u| u.name == up.name) {
+                    Some(same) => same.weight += weight,
+                    None => ups.push(up),
+                }
+            }
+            ups
+        }
         _ => Vec::new(),
     };
     let mirrors = rule
@@ -52,7 +66,44 @@ fn route(
         .flatten()
         .map(|s| resolve(s, 100))
         .collect();
+    let shares = split_text(&upstreams);
+    for (id, weight, reason) in unmapped {
+        notices.push(Notice {
+            object: source.clone(),
+            field: format!("{}actions.{}", alb::PREFIX, rule.service.name),
+            note: format!("ServerGroupID {id} (weight {weight}) is not served: {reason}; {shares}"),
+        });
+    }
     Route { rule: convert::rule(rule, source), upstreams, mirrors }
+}
+
+/// A ForwardGroup's `ServerGroupID`s: those a Service of the Ingress's namespace stands for
+/// (`lb.dev/server-group-id`) with their weights, and the others with the reason.
+#[allow(clippy::type_complexity)]
+fn server_groups(rule: &alb::Rule, lookup: &Lookup<'_>) -> (Vec<(ServiceRef, u32)>, Vec<(String, u32, String)>) {
+    let (mut mapped, mut unmapped) = (Vec::new(), Vec::new());
+    if let alb::Action::Forward { server_groups, .. } = &rule.action {
+        for g in server_groups {
+            match lookup.server_group(&rule.namespace, &g.id) {
+                Ok(svc) => mapped.push((svc, g.weight)),
+                Err(reason) => unmapped.push((g.id.clone(), g.weight, reason)),
+            }
+        }
+    }
+    (mapped, unmapped)
+}
+
+/// How the groups left share the traffic: the remaining weights keep their split.
+fn split_text(upstreams: &[Upstream]) -> String {
+    let total: u32 = upstreams.iter().map(|u| u.weight).sum();
+    if total == 0 {
+        return "no group with a weight is left: requests answer 503".into();
+    }
+    let shares: Vec<String> = upstreams
+        .iter()
+        .map(|u| format!("{} {:.0}%", u.name, f64::from(u.weight) * 100.0 / f64::from(total)))
+        .collect();
+    format!("its share goes to the other groups, which keep their split: {}", shares.join(", "))
 }
 
 /// The clusters serving an Ingress when its AlbConfig is a multi-cluster gateway

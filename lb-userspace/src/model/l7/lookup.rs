@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::{Certificate, Endpoint, fleet::Fleet};
 use crate::annotations::{
     alb::{self, AlbIngressClass, ServicePort, ServiceRef},
+    lbdev,
     secret::tls_pair,
 };
 use crate::model::{
@@ -131,6 +132,42 @@ impl<'a> Lookup<'a> {
             );
         }
         Ok(out)
+    }
+}
+
+impl Lookup<'_> {
+    /// The Service port a ForwardGroup `ServerGroupID` stands for: the one Service of
+    /// `namespace` whose `lb.dev/server-group-id` names `id` (another namespace's Services
+    /// never take an Ingress's traffic), or why there is none.
+    pub fn server_group(&self, namespace: &str, id: &str) -> Result<ServiceRef, String> {
+        let key = lbdev::SERVER_GROUP_ID;
+        let mut found = self.services.iter().filter(|((ns, _), _)| ns == namespace).filter_map(|((_, name), svc)| {
+            let value = svc.metadata.annotations.as_ref()?.get(key)?;
+            let (named, port) = lbdev::server_group_id(value);
+            (named == id).then_some((name, *svc, port))
+        });
+        let Some((name, svc, port)) = found.next() else {
+            return Err(format!("no Service of namespace {namespace} has {key}: {id}"));
+        };
+        if let Some((other, _, _)) = found.next() {
+            return Err(format!("Services {namespace}/{name} and {namespace}/{other} both have {key}: {id}"));
+        }
+        let port = match port {
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) => ServicePort::Number(n),
+                Err(_) => ServicePort::Name(p.to_owned()),
+            },
+            None => match svc.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default() {
+                [one] => ServicePort::Number(u16::try_from(one.port).unwrap_or_default()),
+                ports => {
+                    return Err(format!(
+                        "Service {namespace}/{name} has {} ports: {key} must name one (`{id}:PORT`)",
+                        ports.len()
+                    ));
+                }
+            },
+        };
+        Ok(ServiceRef { name: name.clone(), port })
     }
 }
 

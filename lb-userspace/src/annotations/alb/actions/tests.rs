@@ -15,25 +15,42 @@ fn forward_group_reference_example() {
     assert!(cloud.is_empty() && set.filters.is_empty());
     assert_eq!(
         set.terminal,
-        Some(Action::Forward { groups: vec![svc("tea-svc", 80, 80), svc("coffee-svc", 80, 20)], sticky: None })
+        Some(Action::Forward {
+            groups: vec![svc("tea-svc", 80, 80), svc("coffee-svc", 80, 20)],
+            server_groups: vec![],
+            sticky: None
+        })
     );
 }
 
 #[test]
-fn server_group_ids_are_cloud_only_and_win_over_service_names() {
+fn server_group_ids_keep_their_weights_and_win_over_service_names() {
     let v = r#"[{"type": "ForwardGroup", "ForwardConfig": {"ServerGroups": [
         {"ServiceName": "tea-svc", "Weight": 30, "ServicePort": 80},
         {"ServerGroupID": "sgp-71aexb9y93ypo*****", "Weight": 30},
         {"ServerGroupID": "sgp-both", "ServiceName": "coffee-svc", "ServicePort": 80, "Weight": 40}]}}]"#;
     let (set, cloud) = parse_actions(v).unwrap();
-    assert_eq!(cloud, vec!["sgp-71aexb9y93ypo*****", "sgp-both"]);
-    assert_eq!(set.terminal, Some(Action::Forward { groups: vec![svc("tea-svc", 80, 30)], sticky: None }));
+    assert!(cloud.is_empty(), "forward groups resolve their IDs in the model: {cloud:?}");
+    let sg = |id: &str, weight| WeightedServerGroup { id: id.into(), weight };
+    assert_eq!(
+        set.terminal,
+        Some(Action::Forward {
+            groups: vec![svc("tea-svc", 80, 30)],
+            server_groups: vec![sg("sgp-71aexb9y93ypo*****", 30), sg("sgp-both", 40)],
+            sticky: None
+        })
+    );
     let only =
         r#"[{"type": "ForwardGroup", "ForwardConfig": {"ServerGroups": [{"ServerGroupID": "sgp-1", "Weight": 100}]}}]"#;
+    assert!(parse_actions(only).is_ok(), "a group of server groups only: the model maps them");
+    let twice = r#"[{"type": "ForwardGroup", "ForwardConfig": {"ServerGroups": [{"ServerGroupID": "sgp-1", "Weight": 1}, {"ServerGroupID": "sgp-1", "Weight": 2}]}}]"#;
     assert_eq!(
-        parse_actions(only).unwrap_err(),
-        "action 0.ForwardConfig.ServerGroups has only ServerGroupIDs (cloud server groups); a node balancer needs at least one ServiceName + ServicePort"
+        parse_actions(twice).unwrap_err(),
+        "action 0.ForwardConfig.ServerGroups[1]: ServerGroupID sgp-1 is listed twice"
     );
+    let zero =
+        r#"[{"type": "ForwardGroup", "ForwardConfig": {"ServerGroups": [{"ServerGroupID": "sgp-1", "Weight": 0}]}}]"#;
+    assert!(parse_actions(zero).unwrap_err().contains("every group has weight 0"));
 }
 
 #[test]
@@ -53,7 +70,7 @@ fn forward_group_weights_and_limits() {
     );
     assert_eq!(
         parse_actions(&fg(vec![group("0")])).unwrap_err(),
-        "action 0.ForwardConfig.ServerGroups: every Service has weight 0; at least one needs a weight above 0"
+        "action 0.ForwardConfig.ServerGroups: every group has weight 0; at least one needs a weight above 0"
     );
     let five: Vec<String> = (1..=5).map(|i| group(&i.to_string())).collect();
     assert!(parse_actions(&fg(five.clone())).is_ok());
@@ -200,7 +217,10 @@ fn actions_need_use_annotation_and_a_matching_backend() {
     let use_ann = "rules:\n- http:\n    paths:\n    - path: /path\n      pathType: Prefix\n      backend: {service: {name: forward, port: {name: use-annotation}}}\n";
     let p = parse(&[(&k("actions.forward"), fg)], use_ann);
     assert!(p.is_ok(), "{:?}", p.errors);
-    assert_eq!(p.rules[0].action, Action::Forward { groups: vec![svc("tea-svc", 80, 100)], sticky: None });
+    assert_eq!(
+        p.rules[0].action,
+        Action::Forward { groups: vec![svc("tea-svc", 80, 100)], server_groups: vec![], sticky: None }
+    );
     let p = parse(&[], use_ann);
     assert_eq!(
         errs(&p),
@@ -222,6 +242,9 @@ fn actions_need_use_annotation_and_a_matching_backend() {
     let ins = r#"[{"type": "RemoveHeader", "removeHeaderConfig": {"key": "x-debug"}}]"#;
     let p = parse(&[(&k("actions.tea-svc"), ins)], SIMPLE);
     assert!(p.is_ok(), "{:?}", p.errors);
-    assert_eq!(p.rules[0].action, Action::Forward { groups: vec![svc("tea-svc", 80, 100)], sticky: None });
+    assert_eq!(
+        p.rules[0].action,
+        Action::Forward { groups: vec![svc("tea-svc", 80, 100)], server_groups: vec![], sticky: None }
+    );
     assert_eq!(p.rules[0].filters, vec![Filter::RemoveHeader("x-debug".into())]);
 }
