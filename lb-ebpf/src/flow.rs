@@ -339,7 +339,9 @@ fn try_new_flow<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, key: &FlowKey, id: u32)
         },
     };
     let backend = BACKENDS.get(backend_id).ok_or(stat::DROP_NO_BACKEND)?;
-    let egress = fwd::lookup(ctx, pkt, &backend.addr).map_err(|e| e.counter())?.ifindex;
+    // The backend's next hop as its known flows find it (the per-CPU cache by backend id):
+    // no FIB lookup per new flow while the cached one is current.
+    let egress = fwd::lookup_cached(ctx, pkt, backend_id, &backend.addr, now).map_err(|e| e.counter())?.ifindex;
     // SAFETY: read-only use of the value.
     let snat = unsafe { SNAT_ADDRS.get(&egress) }.ok_or(stat::DROP_NO_SNAT_ADDR)?;
     let snat_addr = if key.family == FAMILY_V4 {

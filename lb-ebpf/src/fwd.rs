@@ -59,26 +59,15 @@ fn fib<C: Ctx>(ctx: &C, family: u8, dst: &Addr, proto: u8, tot_len: u16) -> Resu
     }
 }
 
-/// Route lookup for `dst`, as if the packet were forwarded from its ingress interface.
-#[inline(always)]
-pub fn lookup<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, dst: &Addr) -> Result<NextHop, NoRoute> {
-    let ip = pkt.ip(ctx).ok_or(NoRoute)?;
-    // The FIB checks the length against the route's MTU when it is given: a GSO skb (a local
-    // sender's segments in one) is far longer, and the kernel segments it later, so it gets
-    // the skb check (length 0) instead.
-    // SAFETY: bounds checked by ip().
-    let tot_len = if ctx.is_gso() { 0 } else { unsafe { H::tot_len(ip) } };
-    fib(ctx, H::FAMILY, dst, pkt.proto, tot_len)
-}
-
 /// How long a cached next hop is used before it is looked up again, whatever the
 /// generation: bounds how long a change user space did not announce goes unseen.
 pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
 
-/// [`lookup`] for a known flow's backend: the next hop cached for `backend_id` on this CPU
-/// when it is of the current generation, from the same ingress, younger than
-/// [`NEXTHOP_TTL_NS`] and the packet no longer than one the FIB accepted; else the FIB's
-/// answer, cached when the neighbour is resolved.
+/// Route lookup for a flow's backend (new or known), as if the packet were forwarded from its
+/// ingress interface: the next hop cached for `backend_id` on this CPU when it is of the
+/// current generation, from the same ingress, younger than [`NEXTHOP_TTL_NS`] and the packet
+/// no longer than one the FIB accepted; else the FIB's answer, cached when the neighbour is
+/// resolved.
 #[inline(always)]
 pub fn lookup_cached<C: Ctx, H: Ip>(
     ctx: &C,
@@ -88,6 +77,9 @@ pub fn lookup_cached<C: Ctx, H: Ip>(
     now: u64,
 ) -> Result<NextHop, NoRoute> {
     let ip = pkt.ip(ctx).ok_or(NoRoute)?;
+    // The FIB checks the length against the route's MTU when it is given: a GSO skb (a local
+    // sender's segments in one) is far longer, and the kernel segments it later, so it gets
+    // the skb check (length 0) instead.
     // SAFETY: bounds checked by ip().
     let tot_len = if ctx.is_gso() { 0 } else { unsafe { H::tot_len(ip) } };
     let generation = match CONFIG.get(0) {
