@@ -51,6 +51,12 @@ pub fn ingress_backends(ingresses: &[Ingress], classes: &[IngressClass]) -> BTre
     out
 }
 
+/// Whether `svc` stands for an ALB server group (`lb.dev/server-group-id`): a ForwardGroup
+/// `ServerGroupID` may route to it, so the snapshot carries it as a backend.
+pub fn stands_for_server_group(svc: &Service) -> bool {
+    svc.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(crate::annotations::lbdev::SERVER_GROUP_ID))
+}
+
 /// A Service taken only as an Ingress backend: never served as a load balancer of its own
 /// (it may be another implementation's LoadBalancer Service), so the model sees it as what
 /// an Ingress uses of it, a ClusterIP Service with ports and endpoints.
@@ -81,6 +87,15 @@ kind: IngressClass
 metadata: {name: nginx}
 spec: {controller: k8s.io/ingress-nginx}
 "#;
+
+    #[test]
+    fn services_standing_for_a_server_group_are_backends() {
+        let svcs: Vec<Service> = objects(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ecs, namespace: demo, annotations: {lb.dev/server-group-id: sgp-1}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: other, namespace: demo}\n",
+        );
+        assert!(stands_for_server_group(&svcs[0]));
+        assert!(!stands_for_server_group(&svcs[1]));
+    }
 
     #[test]
     fn every_backend_of_alb_ingresses_only() {

@@ -146,7 +146,7 @@ pub fn snapshot(stores: &Stores, opts: &KubeOptions) -> (ObjectSet, Vec<ObjectEr
     for svc in stores.services.state() {
         if serves(&svc, &opts.class, opts.default_class) {
             set.services.push((*svc).clone());
-        } else if backends.contains(&key(&svc.metadata)) {
+        } else if backends.contains(&key(&svc.metadata)) || referenced::stands_for_server_group(&svc) {
             set.services.push(referenced::as_backend(&svc));
         } else {
             continue;
