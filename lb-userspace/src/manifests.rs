@@ -101,6 +101,7 @@ impl DirSource {
             out.ingress_classes.extend(good.ingress_classes.iter().cloned());
             out.alb_configs.extend(good.alb_configs.iter().cloned());
             out.secrets.extend(good.secrets.iter().cloned());
+            out.nodes.extend(good.nodes.iter().cloned());
             out.ignored.extend(good.ignored.iter().cloned());
             last_good.insert(file, good);
         }
@@ -189,6 +190,10 @@ fn add_object(value: serde_yaml_ng::Value, set: &mut ObjectSet) -> Result<(), St
             } else {
                 set.ignored.push(format!("{api_version}/{kind} (not kubernetes.io/tls)"));
             }
+            Ok(())
+        }
+        ("Node", "v1") => {
+            set.nodes.push(typed(value, &kind)?);
             Ok(())
         }
         ("AlbConfig", "alibabacloud.com/v1") => {
