@@ -246,6 +246,12 @@ impl Proxy {
     pub async fn shutdown_gracefully(&mut self) {
         let states: Vec<Arc<ListenerState>> = self.running.values().map(|r| r.state.clone()).collect();
         self.shutdown();
+        let open: usize = states.iter().map(|s| s.gate.open()).sum();
+        tracing::info!(
+            connections = open,
+            timeout_s = self.limits.drain_timeout.as_secs(),
+            "draining the L7 connections"
+        );
         let deadline = tokio::time::Instant::now() + self.limits.drain_timeout + Duration::from_secs(1);
         while states.iter().any(|s| s.gate.open() > 0) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -110,7 +110,9 @@ pub async fn run(opts: ProcessOptions) -> io::Result<()> {
             }
             (Control::Socket(path), _) => {
                 let connect = UnixStream::connect(path);
+                // Signals first: a socket that fails at once must not win the race every time.
                 tokio::select! {
+                    biased;
                     _ = sigterm.recv() => break,
                     _ = sigint.recv(), if on_sigint => break,
                     r = connect => match r {
@@ -121,7 +123,13 @@ pub async fn run(opts: ProcessOptions) -> io::Result<()> {
                         }
                         Err(e) => {
                             tracing::debug!(socket = %path.display(), error = %e, "the agent's socket does not answer");
-                            tokio::time::sleep(backoff).await;
+                            // A signal ends the wait: SIGTERM is never held up by the backoff.
+                            tokio::select! {
+                                biased;
+                                _ = sigterm.recv() => break,
+                                _ = sigint.recv(), if on_sigint => break,
+                                () = tokio::time::sleep(backoff) => {}
+                            }
                             backoff = (backoff * 2).min(RETRY_MAX);
                             continue;
                         }
