@@ -90,7 +90,7 @@ impl AddressPolicy {
                 }
                 let meta = &slice.metadata;
                 let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-                let service = meta.labels.as_ref().and_then(|l| l.get(super::service::SERVICE_NAME_LABEL));
+                let service = meta.labels.as_ref().and_then(|l| l.get(super::endpoints::SERVICE_NAME_LABEL));
                 let mut clean = slice.clone();
                 for (i, ep) in clean.endpoints.iter_mut().enumerate() {
                     for (j, addr) in ep.addresses.iter().enumerate() {

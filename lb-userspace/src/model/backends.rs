@@ -11,10 +11,11 @@ use k8s_openapi::api::{
 
 use super::{
     Backend, Notice, ObjectRef, Protocol,
+    endpoints::{self, DEFAULT_WEIGHT},
     nodes::{self, BackendNode},
-    service::{self, DEFAULT_WEIGHT, ENDPOINT_WEIGHTS},
 };
 use crate::annotations::clb::{self, BackendOptions, BackendType};
+use crate::annotations::lbdev::ENDPOINT_WEIGHTS;
 
 /// Where a Service's ports take their backends from.
 pub struct PortBackends<'a> {
@@ -85,7 +86,7 @@ impl<'a> PortBackends<'a> {
         let weights_field = || format!("metadata.annotations[{ENDPOINT_WEIGHTS}]");
         let (nodes, local) = match &self.from {
             Origin::Endpoints { node } => {
-                return service::backends(self.slices, name, protocol, vip, *node).map_err(|r| (weights_field(), r));
+                return endpoints::backends(self.slices, name, protocol, vip, *node).map_err(|r| (weights_field(), r));
             }
             Origin::Nodes { nodes, local } => (nodes, *local),
         };
@@ -103,7 +104,8 @@ impl<'a> PortBackends<'a> {
             })?;
         let hosted: Option<BTreeMap<String, u32>> = if local {
             let mut count = BTreeMap::new();
-            let ready = service::ready_endpoints(self.slices, name, protocol, vip).map_err(|r| (weights_field(), r))?;
+            let ready =
+                endpoints::ready_endpoints(self.slices, name, protocol, vip).map_err(|r| (weights_field(), r))?;
             for (_, on) in ready {
                 if let Some(on) = on {
                     *count.entry(on.to_string()).or_insert(0u32) += 1;

@@ -5,6 +5,7 @@ pub mod acl;
 pub mod addresses;
 mod affinity;
 mod backends;
+mod endpoints;
 pub mod health;
 mod ingress;
 pub mod l7;
@@ -270,13 +271,13 @@ fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<Str
     let mut owners: BTreeMap<ListenerId, ObjectRef> = BTreeMap::new();
     let mut ages: BTreeMap<ObjectRef, Option<k8s_openapi::jiff::Timestamp>> = BTreeMap::new();
     let clean = opts.addresses.clean_slices(&objects.endpoint_slices, &mut out.notices);
-    let slices = service::index_slices(clean.iter().map(|s| s.as_ref()));
+    let slices = endpoints::index_slices(clean.iter().map(|s| s.as_ref()));
     let mut lookup = l7::Lookup::new(objects, &slices);
     lookup.acls = out.model.acls.iter().map(|(k, a)| (k.clone(), a.entries.clone())).collect();
     let clusters = clean_clusters(objects, &out.model, opts, &mut out.notices);
     out.model.sub_clusters = sub_clusters(&out.model, objects);
     lookup.clusters =
-        clusters.iter().map(|(id, c)| (id.clone(), service::index_slices(c.iter().map(|s| s.as_ref())))).collect();
+        clusters.iter().map(|(id, c)| (id.clone(), endpoints::index_slices(c.iter().map(|s| s.as_ref())))).collect();
     for svc in services {
         match service::listeners(svc, &slices, &cx, &lookup) {
             Ok(built) => {

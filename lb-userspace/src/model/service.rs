@@ -1,23 +1,16 @@
 //! Services of type LoadBalancer, their CLB annotations and their EndpointSlices → L4
 //! listeners.
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::backends::PortBackends;
-use super::{
-    AclBinding, AclMode, Backend, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol, ProxyProtocol,
-};
+use super::endpoints::SliceIndex;
+use super::{AclBinding, AclMode, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol, ProxyProtocol};
 use crate::annotations::clb::{self, Acl, AclType, ConnectionDrain, IpVersion, ListenerProtocol, ServicePortInfo};
 use crate::annotations::lbdev::{self, ProxyVersion};
 
-pub(super) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-pub use crate::annotations::lbdev::{ENDPOINT_WEIGHTS, PROXY_PROTOCOL_VERSION};
-/// Weight of an endpoint without one.
-pub const DEFAULT_WEIGHT: u32 = 100;
+use crate::annotations::lbdev::PROXY_PROTOCOL_VERSION;
 
 /// What one Service asks for.
 pub struct ServiceBuild {
@@ -27,20 +20,6 @@ pub struct ServiceBuild {
 }
 
 /// The listeners a Service asks for, or every reason it cannot be served.
-/// EndpointSlices by (namespace, `kubernetes.io/service-name`), built once per model.
-pub type SliceIndex<'a> = BTreeMap<(String, String), Vec<&'a EndpointSlice>>;
-
-pub fn index_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> SliceIndex<'a> {
-    let mut index: SliceIndex<'a> = BTreeMap::new();
-    for s in slices {
-        if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
-            let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-            index.entry((ns, svc.clone())).or_default().push(s);
-        }
-    }
-    index
-}
-
 pub fn listeners(
     svc: &Service,
     slices: &SliceIndex<'_>,
@@ -245,62 +224,6 @@ pub fn listeners(
         l7.extend(super::l7::clb_listeners(&source, cfg, vip, acl.as_ref(), lookup, &picked)?);
     }
     Ok(ServiceBuild { listeners: out, l7, notices })
-}
-
-/// Ready endpoints of the Service port named `port_name` in the VIP's address family (on
-/// `node` only, for externalTrafficPolicy: Local).
-pub(super) fn backends(
-    slices: &[&EndpointSlice],
-    port_name: &str,
-    protocol: Protocol,
-    vip: IpAddr,
-    node: Option<&str>,
-) -> Result<Vec<Backend>, String> {
-    let ready = ready_endpoints(slices, port_name, protocol, vip)?;
-    let set: BTreeSet<Backend> =
-        ready.into_iter().filter(|(_, on)| node.is_none() || *on == node).map(|(b, _)| b).collect();
-    Ok(set.into_iter().collect())
-}
-
-/// [`backends`] of every node, each with the `nodeName` of its endpoint.
-pub(super) fn ready_endpoints<'s>(
-    slices: &[&'s EndpointSlice],
-    port_name: &str,
-    protocol: Protocol,
-    vip: IpAddr,
-) -> Result<Vec<(Backend, Option<&'s str>)>, String> {
-    let family = if vip.is_ipv4() { "IPv4" } else { "IPv6" };
-    let mut out = Vec::new();
-    for slice in slices.iter().filter(|s| s.address_type == family) {
-        let weights = lbdev::endpoint_weights(slice.metadata.annotations.as_ref())?;
-        let port = slice.ports.iter().flatten().find(|p| {
-            p.name.as_deref().unwrap_or("") == port_name
-                && p.protocol.as_deref().unwrap_or("TCP") == protocol_name(protocol)
-        });
-        let Some(port) = port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
-            continue;
-        };
-        for ep in &slice.endpoints {
-            // A missing `ready` condition means ready (Kubernetes API semantics).
-            if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
-                continue;
-            }
-            for addr in &ep.addresses {
-                if let Ok(addr) = addr.parse::<IpAddr>() {
-                    let weight = weights.get(&addr).copied().unwrap_or(DEFAULT_WEIGHT);
-                    out.push((Backend { addr, port, weight }, ep.node_name.as_deref()));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "TCP",
-        Protocol::Udp => "UDP",
-    }
 }
 
 /// CLB `scheduler` → the L4 listener's.

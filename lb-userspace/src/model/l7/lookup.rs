@@ -16,8 +16,8 @@ use crate::annotations::{
 };
 use crate::model::{
     ObjectRef, Protocol,
+    endpoints::{self, SliceIndex},
     objects::ObjectSet,
-    service::{self, SliceIndex},
 };
 
 /// What the L7 builder looks things up in.
@@ -126,7 +126,7 @@ impl<'a> Lookup<'a> {
             families.push(IpAddr::from([0u16; 8]));
         }
         for family in families {
-            let backends = service::backends(slices, &port_name, Protocol::Tcp, family, None)?;
+            let backends = endpoints::backends(slices, &port_name, Protocol::Tcp, family, None)?;
             out.extend(
                 backends.into_iter().map(|b| Endpoint { addr: SocketAddr::new(b.addr, b.port), weight: b.weight }),
             );
