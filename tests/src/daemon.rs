@@ -410,3 +410,21 @@ fn mount_bpffs(dir: &Path) -> Result<Option<PathBuf>> {
     sh(&["mount", "-t", "bpf", "bpf", path])?;
     Ok(Some(dir))
 }
+
+/// `text` without its terminal colour sequences (lb's log is coloured; match on this).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -16,6 +16,7 @@ use std::{
 };
 
 use lb_tests::{
+    daemon::strip_ansi,
     in_every_shape,
     netns::Netns,
     scenario::{Scenario, service_yaml},
@@ -174,7 +175,7 @@ fn http_check_on_a_tcp_listener(shape: Shape) {
     thread::sleep(Duration::from_millis(4500));
     let again = s.topo.client.run(|| tally((0..10).map(|_| http_get(vip80()).unwrap())));
     let changes: Vec<String> =
-        plain(&s.daemon.log_text()).lines().filter(|l| l.contains("health changed")).map(str::to_owned).collect();
+        strip_ansi(&s.daemon.log_text()).lines().filter(|l| l.contains("health changed")).map(str::to_owned).collect();
     assert_eq!(again.len(), 2, "back after two good probes: {again:?}\n{changes:#?}");
     let heads = heads.lock().unwrap().clone();
     assert!(
@@ -239,29 +240,11 @@ fn established_timeout_expires_idle_flows(shape: Shape) {
     assert_eq!(kept.unwrap(), "backend-1", "900 s: the idle flow is still there");
     assert_eq!(fresh.unwrap(), "backend-1", "a new connection opens a new flow");
     let log = s.daemon.log_text();
-    assert!(plain(&log).contains("expired=1"), "one flow expired: {log}");
+    assert!(strip_ansi(&log).contains("expired=1"), "one flow expired: {log}");
     let out = s.daemon.stop().unwrap();
     let stats: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     let dropped = stats["stats"]["datapath"]["drop_no_flow"]["packets"].as_u64().unwrap_or(0);
     assert!(dropped > 0, "the old connection's segments were dropped as no-flow: {stats}");
-}
-
-/// `text` without its ANSI colour sequences.
-fn plain(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 in_every_shape!(http_check_on_a_tcp_listener, udp_check_on_a_udp_listener, established_timeout_expires_idle_flows);

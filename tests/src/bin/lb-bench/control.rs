@@ -11,7 +11,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use lb_tests::{daemon::Daemon, scenario::write_atomic, topology::Topology};
+use lb_tests::{
+    daemon::{Daemon, strip_ansi},
+    scenario::write_atomic,
+    topology::Topology,
+};
 use serde_json::json;
 
 /// How many single-endpoint changes are timed (the median is reported).
@@ -25,7 +29,10 @@ pub fn suite(services: usize, per_service: usize) -> Result<serde_json::Value> {
     let dir = work.path().join("m");
     fs::create_dir(&dir)?;
     fs::write(dir.join("seed.yaml"), service(services, per_service, 0))?;
-    let mut lb = Daemon::start_with(&topo.lb, &dir, &topo.iface_list(), 1, work.path(), &[])?;
+    // Every endpoint is a distinct backend: a node with this many raises --max-backends (its
+    // default, 65536, is below 100,000), as its operator would.
+    let max_backends = format!("--max-backends={}", (services * per_service).next_power_of_two().max(65536));
+    let mut lb = Daemon::start_with(&topo.lb, &dir, &topo.iface_list(), 1, work.path(), &[&max_backends])?;
     let pid = lb.pid().context("lb's pid")?;
 
     crate::progress(&format!("control plane: {services} Services written"));
@@ -120,24 +127,6 @@ fn wait_apply(lb: &Daemon, seen: usize, listeners: Option<usize>, timeout: Durat
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// `text` without terminal colour sequences.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// `pid`'s resident memory now and at its peak, MiB.
