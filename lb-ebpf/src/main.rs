@@ -173,3 +173,10 @@ pub fn lb_xdp_floor(_ctx: XdpContext) -> u32 {
 pub fn lb_xdp_min_fwd(ctx: XdpContext) -> u32 {
     bench::min_forward(&ctx)
 }
+
+/// The veth runs' backend: counts and drops the UDP it receives at tc ingress, before its
+/// IP stack, whatever forwarded it (an skb either way, so every mode pays the same).
+#[classifier]
+pub fn lb_tc_udp_sink(ctx: TcContext) -> i32 {
+    bench::udp_sink(&ctx)
+}

@@ -191,6 +191,9 @@ pub const TC_FLOOR_PROGRAM: &str = "lb_tc_floor";
 /// The benchmark's minimal XDP forwarder (MAC rewrite + devmap redirect through the
 /// `MIN_FWD_MACS` and `MIN_FWD_TX` maps), in the same object: load it from [`load_floor`]'s.
 pub const MIN_FORWARDER_PROGRAM: &str = "lb_xdp_min_fwd";
+/// The veth benchmark's backend sink, a tc program (counts IPv4 UDP in `STATS` and drops
+/// it, passes the rest), in the same object: load it from [`load_floor`]'s.
+pub const UDP_SINK_PROGRAM: &str = "lb_tc_udp_sink";
 
 /// The object with only the floor programs (XDP and tc) loaded (`cargo xtask bench` measures against it);
 /// the big maps are made tiny.

@@ -38,7 +38,7 @@ pub use capacity::Capacity;
 use error::xdp_map_err;
 pub use error::{DataplaneError, Rejected, RejectedPart};
 use error::{Result, map_err};
-pub use load::{FLOOR_PROGRAM, MIN_FORWARDER_PROGRAM, Options, TC_FLOOR_PROGRAM, load_floor};
+pub use load::{FLOOR_PROGRAM, MIN_FORWARDER_PROGRAM, Options, TC_FLOOR_PROGRAM, UDP_SINK_PROGRAM, load_floor};
 pub(crate) use maps::map_mut;
 pub use maps::{addr_words, backend_name, family, words_addr};
 use maps::{program, tc_program};

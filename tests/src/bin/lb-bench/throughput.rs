@@ -89,11 +89,12 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<Run> {
     // Where NATed traffic leaves the node towards the backend.
     let out_if = if shape == Shape::Routed { topo.lb_ifaces[1].clone() } else { format!("{}cni", topo.prefix) };
     let backend = &topo.backends[0];
-    // The backend drops the datagrams before its stack would answer them (port 80: the
-    // minimal forwarder rewrites no address or port).
-    for port in ["8080", "80"] {
-        backend.exec(&["iptables", "-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", port, "-j", "DROP"])?;
-    }
+    // The backend counts and drops the datagrams at tc ingress on its own interface, before
+    // its IP stack: its receive path runs in the generator's softirq, so it counts in every
+    // mode's time, though it is not the node's work; there every mode's packet is an skb
+    // (an XDP sink there would copy only the stack-forwarded skbs, for headroom).
+    let backend_if = if shape == Shape::Routed { format!("{}b1", topo.prefix) } else { "eth0".to_string() };
+    let backend_sink = XdpGuard::attach(backend, &backend_if, Reference::UdpSink).context("backend sink")?;
     let lbc = topo.lb_ifaces[0].clone();
     let work = tempfile::tempdir()?;
     let mut _daemon = None;
@@ -135,14 +136,17 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<Run> {
             hex(cli_mac),
         ),
     )?;
-    // Delivered: the sink's interface counter, or the backend's iptables DROP rule counters
-    // (veth interface counters count XDP-redirected frames more than once).
-    let delivered = |topo: &Topology| -> Result<u64> {
-        if mode == SINK { rx_packets(&topo.lb, &lbc) } else { raw_drops(&topo.backends[0]) }
+    // Delivered: what the node's sink or the backend's sink counted (veth interface counters
+    // count XDP-redirected frames more than once).
+    let delivered = || -> Result<u64> {
+        match (&_xdp, mode) {
+            (Some(sink), SINK) => sink.received(),
+            _ => backend_sink.received(),
+        }
     };
     let xdp = mode != IPTABLES;
     let stats_before = if xdp { xdp_stats(&topo.lb, &lbc)? } else { (0, 0) };
-    let rx_before = delivered(&topo)?;
+    let rx_before = delivered()?;
     // In chunks of at most 50 000 packets, each retried: trafgen sometimes fails to flush its
     // TX ring on a busy veth.
     let mut secs = 0.0;
@@ -170,7 +174,7 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<Run> {
         left -= chunk;
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let rx = delivered(&topo)? - rx_before;
+    let rx = delivered()? - rx_before;
     let prog_ns = if xdp {
         let (t, n) = xdp_stats(&topo.lb, &lbc)?;
         let n = n - stats_before.1;
@@ -179,22 +183,6 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<Run> {
         None
     };
     Ok(Run { secs, delivered: rx as f64 / packets as f64, prog_ns })
-}
-
-/// Packets the backend's `raw PREROUTING` DROP rules matched.
-fn raw_drops(ns: &Netns) -> Result<u64> {
-    let out = ns.exec(&["iptables", "-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"])?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut drops = 0;
-    for line in text.lines().filter(|l| l.contains("DROP")) {
-        drops += line.split_whitespace().next().unwrap_or("0").parse::<u64>()?;
-    }
-    Ok(drops)
-}
-
-fn rx_packets(ns: &Netns, iface: &str) -> Result<u64> {
-    let out = ns.exec(&["cat", &format!("/sys/class/net/{iface}/statistics/rx_packets")])?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
 /// TCP connections per second, sequential connect / request / response / close from the client

@@ -1,11 +1,12 @@
 //! The reference XDP programs the veth runs measure lb against (the XDP_DROP sink, the
-//! minimal forwarder: MAC rewrite + devmap redirect), attached for as long as a guard lives,
-//! and the bpf_stats (`run_time_ns`, `run_cnt`) of whatever XDP program an interface runs.
+//! minimal forwarder: MAC rewrite + devmap redirect) and the backend's UDP sink, attached for
+//! as long as a guard lives, and the bpf_stats (`run_time_ns`, `run_cnt`) of whatever XDP
+//! program an interface runs.
 use anyhow::{Context, Result, anyhow};
-use aya::maps::{Array, DevMap};
-use lb_common::map_names;
+use aya::maps::{Array, DevMap, MapData, PerCpuArray};
+use lb_common::{Counter, map_names, stat};
 use lb_tests::netns::Netns;
-use lb_userspace::dataplane::{FLOOR_PROGRAM, MIN_FORWARDER_PROGRAM, load_floor};
+use lb_userspace::dataplane::{FLOOR_PROGRAM, MIN_FORWARDER_PROGRAM, UDP_SINK_PROGRAM, load_floor};
 
 /// Which reference program to attach.
 pub enum Reference {
@@ -13,22 +14,29 @@ pub enum Reference {
     Sink,
     /// Write `dmac`/`smac`, redirect to the interface `out_ifindex` (in the same namespace).
     MinForwarder { out_ifindex: u32, dmac: [u8; 6], smac: [u8; 6] },
+    /// At tc ingress: count IPv4 UDP and drop it; pass anything else (the backend of the
+    /// veth runs).
+    UdpSink,
 }
+
+/// The program's counter of what it received (`STATS[RX]`, summed over CPUs).
+type Received = PerCpuArray<MapData, Counter>;
 
 /// A reference program attached to an interface in a namespace, detached on drop.
 pub struct XdpGuard {
     stop: std::sync::mpsc::Sender<()>,
     thread: Option<std::thread::JoinHandle<()>>,
+    received: Received,
 }
 
 impl XdpGuard {
     pub fn attach(ns: &Netns, iface: &str, what: Reference) -> Result<XdpGuard> {
         let (stop, wait) = std::sync::mpsc::channel::<()>();
-        let (ready_tx, ready) = std::sync::mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready) = std::sync::mpsc::channel::<Result<Received, String>>();
         let iface = iface.to_string();
         // Inside the namespace: the devmap resolves the ifindex in the caller's namespace.
         let thread = ns.spawn(move || {
-            let attached = (|| -> Result<aya::Ebpf> {
+            let attached = (|| -> Result<(aya::Ebpf, Received)> {
                 let mut ebpf = load_floor()?;
                 let name = match what {
                     Reference::Sink => FLOOR_PROGRAM,
@@ -46,14 +54,25 @@ impl XdpGuard {
                         prog.load()?;
                         MIN_FORWARDER_PROGRAM
                     }
+                    Reference::UdpSink => {
+                        let prog: &mut aya::programs::SchedClassifier =
+                            ebpf.program_mut(UDP_SINK_PROGRAM).context(UDP_SINK_PROGRAM)?.try_into()?;
+                        prog.load()?;
+                        // TCX needs no qdisc; an older kernel's tc attach needs clsact.
+                        let _ = aya::programs::tc::qdisc_add_clsact(&iface);
+                        prog.attach(&iface, aya::programs::TcAttachType::Ingress)?;
+                        let received = Received::try_from(ebpf.take_map(map_names::STATS).context("STATS")?)?;
+                        return Ok((ebpf, received));
+                    }
                 };
                 let prog: &mut aya::programs::Xdp = ebpf.program_mut(name).context(name)?.try_into()?;
                 prog.attach(&iface, aya::programs::XdpMode::Driver)?;
-                Ok(ebpf)
+                let received = Received::try_from(ebpf.take_map(map_names::STATS).context("STATS")?)?;
+                Ok((ebpf, received))
             })();
             match attached {
-                Ok(ebpf) => {
-                    let _ = ready_tx.send(Ok(()));
+                Ok((ebpf, received)) => {
+                    let _ = ready_tx.send(Ok(received));
                     let _ = wait.recv();
                     drop(ebpf);
                 }
@@ -62,8 +81,13 @@ impl XdpGuard {
                 }
             }
         });
-        ready.recv()?.map_err(|e| anyhow!(e))?;
-        Ok(XdpGuard { stop, thread: Some(thread) })
+        let received = ready.recv()?.map_err(|e| anyhow!(e))?;
+        Ok(XdpGuard { stop, thread: Some(thread), received })
+    }
+
+    /// Packets the program counted as received (the sinks: all they dropped).
+    pub fn received(&self) -> Result<u64> {
+        Ok(self.received.get(&stat::RX, 0)?.iter().map(|c| c.packets).sum())
     }
 }
 
