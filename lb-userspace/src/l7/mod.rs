@@ -9,6 +9,7 @@ pub mod cli;
 pub mod drain;
 pub mod forward;
 pub mod gzip;
+pub mod h1;
 pub mod headers;
 pub mod ipc;
 pub mod limits;

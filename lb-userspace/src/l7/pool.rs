@@ -2,9 +2,10 @@
 //! `keepalive`): a request takes an idle connection of its endpoint or opens one, and the
 //! connection goes back to the thread's pool once the response body has been read to its
 //! end (`backend-keepalive`; otherwise it is closed then). No pool is shared between
-//! threads, so taking and returning a connection needs no lock and no task of its own.
-//! Connecting is a step of its own, before anything is sent: a request whose endpoint
-//! refuses can go to another one, body and all.
+//! threads, so taking and returning a connection needs no lock. The exchange runs in the
+//! request's own task ([`super::h1`] on the socket: no connection task, no channel between
+//! the two). Connecting is a step of its own, before anything is sent: a request whose
+//! endpoint refuses can go to another one, body and all.
 use std::{
     cell::RefCell,
     collections::{HashMap, VecDeque},
@@ -14,24 +15,35 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri, header};
-use hyper::{
-    body::{Body as _, Frame, Incoming, SizeHint},
-    client::conn::http1::{self, SendRequest},
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Method, Request, Response, header};
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
 };
-use hyper_util::rt::TokioIo;
 
-use super::respond::Body;
+use super::{
+    h1::{self, Decoding, Malformed, Sending, Step},
+    respond::{Body, BoxError},
+};
 
 /// Idle connections kept per endpoint and thread (nginx's bench config keeps 256).
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// An idle connection older than this is closed instead of reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Read buffer of a backend connection (grown when a head needs more).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A backend connection and what was read from it but not yet used.
+struct Wire {
+    stream: TcpStream,
+    buf: BytesMut,
+}
 
 struct Idle {
-    sender: SendRequest<Body>,
+    wire: Wire,
     since: Instant,
 }
 
@@ -47,132 +59,243 @@ pub enum Error {
     Connect(#[source] std::io::Error),
     #[error("connecting: no answer within {}s", CONNECT_TIMEOUT.as_secs())]
     ConnectTimeout,
-    #[error("HTTP/1.1 handshake: {0}")]
-    Handshake(#[source] hyper::Error),
     #[error("request: {0}")]
-    Request(#[source] hyper::Error),
+    Io(#[source] std::io::Error),
+    #[error("the backend closed the connection before it answered")]
+    Closed,
+    #[error("the backend closed the connection within its answer's head")]
+    Incomplete,
+    #[error("the backend's answer: {0}")]
+    Malformed(#[source] Malformed),
+    /// The client's request body failed (malformed, stalled, too large).
+    #[error("request body: {0}")]
+    Body(#[source] BoxError),
+    #[error("the request body ended before its Content-Length")]
+    ShortBody,
 }
 
 impl Error {
     /// Nothing was sent: the request may go to another endpoint.
     pub fn is_connect(&self) -> bool {
-        !matches!(self, Error::Request(_))
+        matches!(self, Error::Connect(_) | Error::ConnectTimeout)
     }
 }
 
 /// A connection to one endpoint, taken for one request.
 pub struct Conn {
-    sender: SendRequest<Body>,
+    wire: Wire,
     addr: SocketAddr,
     /// Back to the pool after the response (else closed).
     keep: bool,
+    /// Taken from the pool (the backend may have closed it meanwhile).
+    reused: bool,
 }
 
 /// An idle connection to `addr` from this thread's pool (`keep`), or a new one.
 pub async fn checkout(addr: SocketAddr, keep: bool) -> Result<Conn, Error> {
-    if keep {
-        while let Some(mut sender) = take_idle(addr) {
-            // Ready at once, unless the connection is still finishing its last exchange.
-            if sender.ready().await.is_ok() {
-                return Ok(Conn { sender, addr, keep });
-            }
-        }
+    if keep && let Some(wire) = take_idle(addr) {
+        return Ok(Conn { wire, addr, keep, reused: true });
     }
-    Ok(Conn { sender: connect(addr).await?, addr, keep })
+    Ok(Conn { wire: connect(addr).await?, addr, keep, reused: false })
 }
 
-fn take_idle(addr: SocketAddr) -> Option<SendRequest<Body>> {
+fn take_idle(addr: SocketAddr) -> Option<Wire> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(i) = list.pop_back() {
-            if !i.sender.is_closed() && i.since.elapsed() < IDLE_TIMEOUT {
-                return Some(i.sender);
+            if i.since.elapsed() < IDLE_TIMEOUT && open(&i.wire.stream) {
+                return Some(i.wire);
             }
         }
         None
     })
 }
 
-fn check_in(addr: SocketAddr, sender: SendRequest<Body>) {
-    if sender.is_closed() {
-        return;
+/// The idle connection has neither been closed by the backend nor sent anything
+/// unasked: no readiness since its last read drained it (no syscall), or a read that would
+/// block.
+fn open(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
     }
+}
+
+fn check_in(addr: SocketAddr, wire: Wire) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         // The oldest go first: past the idle time, or past the count kept.
-        while list.front().is_some_and(|i| i.sender.is_closed() || i.since.elapsed() >= IDLE_TIMEOUT)
-            || list.len() >= MAX_IDLE_PER_ENDPOINT
-        {
+        while list.front().is_some_and(|i| i.since.elapsed() >= IDLE_TIMEOUT) || list.len() >= MAX_IDLE_PER_ENDPOINT {
             list.pop_front();
         }
-        list.push_back(Idle { sender, since: Instant::now() });
+        list.push_back(Idle { wire, since: Instant::now() });
     });
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, Error> {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+async fn connect(addr: SocketAddr) -> Result<Wire, Error> {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Error::Connect(e)),
         Err(_) => return Err(Error::ConnectTimeout),
     };
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(Error::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(backend = %addr, error = %e, "backend connection ended with an error");
-        }
-    });
-    Ok(sender)
+    Ok(Wire { stream, buf: BytesMut::with_capacity(READ_CHUNK) })
+}
+
+/// Methods a request may be sent again with on a new connection when a pooled one turned
+/// out closed before any answer (RFC 9110 9.2.2).
+fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 impl Conn {
-    /// Sends `req` (its URI in origin form; a `Host` is added when it has none). A pooled
-    /// connection the backend closed before the request went out is replaced by a new one.
-    pub async fn send(mut self, mut req: Request<Body>) -> Result<Response<PooledBody>, Error> {
-        if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-            let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-            *req.uri_mut() = Uri::try_from(pq).unwrap_or_else(|_| Uri::from_static("/"));
-        }
-        if !req.headers().contains_key(header::HOST)
+    /// Sends `req` (origin-form target; a `Host` is added when it has none) and reads the
+    /// response head. A pooled connection the backend closed before answering a request
+    /// without a body is replaced by a new one and the request sent again.
+    pub async fn send(mut self, req: Request<Body>) -> Result<Response<PooledBody>, Error> {
+        let (mut parts, mut body) = req.into_parts();
+        if !parts.headers.contains_key(header::HOST)
             && let Ok(h) = HeaderValue::from_str(&self.addr.to_string())
         {
-            req.headers_mut().insert(header::HOST, h);
+            parts.headers.insert(header::HOST, h);
         }
-        let resp = match self.sender.try_send_request(req).await {
-            Ok(r) => r,
-            Err(mut e) => match e.take_message() {
-                Some(req) => {
-                    self.sender = connect(self.addr).await?;
-                    self.sender.send_request(req).await.map_err(Error::Request)?
-                }
-                None => return Err(Error::Request(e.into_error())),
-            },
+        let empty = body.is_end_stream();
+        let mut head = Vec::with_capacity(64 + 48 * parts.headers.len());
+        let sending = h1::encode_request(&mut parts, empty, body.size_hint().exact(), &mut head);
+        let method = parts.method;
+        let (answer, finished) = match exchange(&mut self.wire, &head, sending, &mut body, &method).await {
+            Err(Error::Closed | Error::Io(_)) if self.reused && empty && idempotent(&method) => {
+                tracing::debug!(backend = %self.addr, "pooled connection closed by the backend: sending again on a new one");
+                self.wire = connect(self.addr).await?;
+                exchange(&mut self.wire, &head, sending, &mut body, &method).await?
+            }
+            r => r?,
         };
-        let back = self.keep.then_some((self.sender, self.addr));
-        Ok(resp.map(|inner| PooledBody { inner, back }))
+        let (parts, ()) = answer.response.into_parts();
+        let decoding = Decoding::from(answer.framing);
+        // Reused only when the request went out whole and the answer leaves it clean.
+        let keep = self.keep && answer.keep_alive && finished;
+        let back = Some((self.wire, self.addr, keep));
+        Ok(Response::from_parts(parts, PooledBody { back, decoding }))
     }
 }
 
-/// A backend's response body: at its end, its connection goes back to the pool.
+/// Writes the head and body and reads the response head. The head is read while the body
+/// is still going out (a backend may answer early, a 413 say): the answer comes back with
+/// `false` then, and the connection is not reused.
+async fn exchange(
+    wire: &mut Wire,
+    head: &[u8],
+    sending: Sending,
+    body: &mut Body,
+    method: &Method,
+) -> Result<(h1::Head, bool), Error> {
+    let Wire { stream, buf } = wire;
+    stream.write_all(head).await.map_err(Error::Io)?;
+    let (mut rd, mut wr) = stream.split();
+    let read = read_head(&mut rd, buf, method);
+    if sending == Sending::Nothing || sending == Sending::Length(0) {
+        return Ok((read.await?, true));
+    }
+    let write = write_body(&mut wr, body, sending);
+    tokio::pin!(read, write);
+    tokio::select! {
+        biased;
+        w = &mut write => {
+            w?;
+            Ok((read.await?, true))
+        }
+        r = &mut read => Ok((r?, false)),
+    }
+}
+
+async fn read_head(
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<h1::Head, Error> {
+    loop {
+        if !buf.is_empty()
+            && let Some(head) = h1::parse_response(buf, method).map_err(Error::Malformed)?
+        {
+            return Ok(head);
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        if rd.read_buf(buf).await.map_err(Error::Io)? == 0 {
+            return Err(if buf.is_empty() { Error::Closed } else { Error::Incomplete });
+        }
+    }
+}
+
+async fn write_body(wr: &mut tokio::net::tcp::WriteHalf<'_>, body: &mut Body, sending: Sending) -> Result<(), Error> {
+    let mut left = match sending {
+        Sending::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut out = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+        let frame = frame.map_err(Error::Body)?;
+        let Ok(data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        if sending == Sending::Chunked {
+            out.clear();
+            h1::chunk(&data, &mut out);
+            wr.write_all(&out).await.map_err(Error::Io)?;
+        } else {
+            // Never more than the declared length (as hyper's length encoder).
+            let n = (data.len() as u64).min(left) as usize;
+            wr.write_all(&data[..n]).await.map_err(Error::Io)?;
+            left -= n as u64;
+            if left == 0 {
+                return Ok(());
+            }
+        }
+    }
+    match sending {
+        Sending::Chunked => wr.write_all(h1::LAST_CHUNK).await.map_err(Error::Io),
+        _ if left > 0 => Err(Error::ShortBody),
+        _ => Ok(()),
+    }
+}
+
+/// A backend's response body, decoded from its connection; at its end the connection goes
+/// back to the pool (when it may carry another request).
 pub struct PooledBody {
-    inner: Incoming,
-    back: Option<(SendRequest<Body>, SocketAddr)>,
+    back: Option<(Wire, SocketAddr, bool)>,
+    decoding: Decoding,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((sender, addr)) = self.back.take() {
-            check_in(addr, sender);
+        if let Some((wire, addr, true)) = self.back.take()
+            && wire.buf.is_empty()
+        {
+            check_in(addr, wire);
         }
+    }
+
+    fn fail(&mut self, e: std::io::Error) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.back = None;
+        self.decoding = Decoding::Done;
+        Poll::Ready(Some(Err(e)))
     }
 }
 
 impl Drop for PooledBody {
     /// A body with nothing to read (204, HEAD, `Content-Length: 0`) may never be polled.
     fn drop(&mut self) {
-        if self.inner.is_end_stream() {
+        if self.decoding == Decoding::Done {
             self.release();
         }
     }
@@ -180,26 +303,59 @@ impl Drop for PooledBody {
 
 impl hyper::body::Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            // A broken response: its connection is not reused.
-            Poll::Ready(Some(Err(_))) => this.back = None,
-            _ => {}
+        loop {
+            let Some((wire, _, _)) = this.back.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoding.step(&mut wire.buf) {
+                Ok(Step::Data(data)) => {
+                    if this.decoding == Decoding::Done {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::Done) => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::More) => {}
+                Err(e) => return this.fail(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            }
+            if wire.buf.capacity() - wire.buf.len() < READ_CHUNK / 4 {
+                wire.buf.reserve(READ_CHUNK);
+            }
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut wire.stream), cx, &mut wire.buf);
+            match std::task::ready!(read) {
+                Ok(0) => {
+                    if !this.decoding.at_eof() {
+                        return this.fail(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    // Close-delimited: the connection is done with.
+                    this.back = None;
+                    return Poll::Ready(None);
+                }
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.decoding == Decoding::Done
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.decoding {
+            Decoding::Done => SizeHint::with_exact(0),
+            Decoding::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! in-process backends (and curl for TLS and HTTP/2).
 mod abuse;
 mod actions;
+mod backend_wire;
 mod balancing;
 mod clb;
 mod compat;

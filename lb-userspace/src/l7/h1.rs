@@ -1,0 +1,459 @@
+//! HTTP/1.1 on the wire to plain backends, without a connection task of its own: the request
+//! head framed as hyper's client frames it (Content-Length kept, chunked for bodies of unknown
+//! length), the response head parsed with `httparse` (hyper's own parser, with its limits and
+//! its framing rules: RFC 9112 6.3), and response bodies decoded (Content-Length, chunked,
+//! close-delimited) from the connection's buffer.
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header, request};
+
+/// A response head larger than this is refused (hyper's client buffer limit).
+pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// Headers of one response, at most (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// A chunk-size line or the trailers of a chunked body, at most.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// Why a backend's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Malformed {
+    #[error("response head: {0}")]
+    Head(#[from] httparse::Error),
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    #[error("invalid status code")]
+    Status,
+    #[error("invalid header")]
+    Header,
+    #[error("invalid Content-Length")]
+    ContentLength,
+    #[error("Transfer-Encoding in an HTTP/1.0 response")]
+    TransferEncoding10,
+    #[error("invalid chunk")]
+    Chunk,
+}
+
+/// How a request body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// No body.
+    Nothing,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes the request head into `dst` (origin-form target, HTTP/1.1) and says how its body
+/// goes: hyper's client rules (`Client::set_length`). `empty`: the body has nothing to send;
+/// `exact`: its length when known.
+pub fn encode_request(parts: &mut request::Parts, empty: bool, exact: Option<u64>, dst: &mut Vec<u8>) -> Sending {
+    let h = &mut parts.headers;
+    let sending = if empty {
+        h.remove(header::TRANSFER_ENCODING);
+        Sending::Nothing
+    } else if h.contains_key(header::TRANSFER_ENCODING) {
+        if !is_chunked(h) {
+            // Repaired as hyper does: chunked becomes the last coding.
+            h.append(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
+        h.remove(header::CONTENT_LENGTH);
+        Sending::Chunked
+    } else if let Some(n) = content_length(h).ok().flatten() {
+        Sending::Length(n)
+    } else if let Some(n) = exact {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        Sending::Length(n)
+    } else if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) {
+        // As hyper: these almost never have bodies; one of unknown length is not sent.
+        Sending::Length(0)
+    } else {
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.remove(header::CONTENT_LENGTH);
+        Sending::Chunked
+    };
+    dst.extend_from_slice(parts.method.as_str().as_bytes());
+    dst.push(b' ');
+    dst.extend_from_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in parts.headers.iter() {
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+    sending
+}
+
+/// A chunk of a chunked request body: size line, data, CRLF.
+pub fn chunk(data: &[u8], dst: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = write!(dst, "{:X}\r\n", data.len());
+    dst.extend_from_slice(data);
+    dst.extend_from_slice(b"\r\n");
+}
+
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the backend closes.
+    Close,
+}
+
+/// A backend's response head.
+pub struct Head {
+    pub response: http::Response<()>,
+    pub framing: Framing,
+    /// The connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// The response head at the front of `buf`, taken from it; `None` when more bytes are
+/// needed. Informational answers (1xx but 101) are skipped, as hyper's client skips them.
+pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Malformed> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut headers);
+        let len = match res.parse(buf)? {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial if buf.len() >= MAX_HEAD_BYTES => return Err(Malformed::HeadTooLarge),
+            httparse::Status::Partial => return Ok(None),
+        };
+        if len > MAX_HEAD_BYTES {
+            return Err(Malformed::HeadTooLarge);
+        }
+        let status = StatusCode::from_u16(res.code.unwrap_or(0)).map_err(|_| Malformed::Status)?;
+        let version = if res.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
+        let reason = res.reason.filter(|r| Some(*r) != status.canonical_reason()).map(|r| r.as_bytes().to_vec());
+        // Offsets into the head, so that values can share its bytes once it is split off.
+        let base = buf.as_ptr() as usize;
+        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let count = res.headers.len();
+        for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+            let n = h.name.as_ptr() as usize - base;
+            let v = h.value.as_ptr() as usize - base;
+            *span = (n, n + h.name.len(), v, v + h.value.len());
+        }
+        let head = buf.split_to(len).freeze();
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            continue;
+        }
+        let mut map = HeaderMap::with_capacity(count);
+        let mut keep_alive = version == Version::HTTP_11;
+        let mut saw_close = false;
+        for &(n0, n1, v0, v1) in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Malformed::Header)?;
+            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| Malformed::Header)?;
+            if name == header::CONNECTION {
+                if saw_close || has_token(&value, "close") {
+                    saw_close = true;
+                    keep_alive = false;
+                } else if !keep_alive {
+                    keep_alive = has_token(&value, "keep-alive");
+                }
+            }
+            map.append(name, value);
+        }
+        let framing = framing(status, version, method, &map)?;
+        let mut response = http::Response::new(());
+        *response.status_mut() = status;
+        *response.version_mut() = version;
+        *response.headers_mut() = map;
+        if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+            response.extensions_mut().insert(reason);
+        }
+        let upgrade = status == StatusCode::SWITCHING_PROTOCOLS || (*method == Method::CONNECT && status.is_success());
+        return Ok(Some(Head { response, framing, keep_alive: keep_alive && !upgrade && framing != Framing::Close }));
+    }
+}
+
+/// RFC 9112 6.3, as hyper's client applies it (`Client::decoder`).
+fn framing(status: StatusCode, version: Version, method: &Method, h: &HeaderMap) -> Result<Framing, Malformed> {
+    if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok(Framing::Empty);
+    }
+    if *method == Method::HEAD || (*method == Method::CONNECT && status.is_success()) {
+        return Ok(Framing::Empty);
+    }
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(Malformed::TransferEncoding10);
+        }
+        return Ok(if is_chunked(h) { Framing::Chunked } else { Framing::Close });
+    }
+    Ok(match content_length(h)? {
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    })
+}
+
+/// Every `Content-Length` value (lists included) must be the same number.
+fn content_length(h: &HeaderMap) -> Result<Option<u64>, Malformed> {
+    let mut found = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        let s = v.to_str().map_err(|_| Malformed::ContentLength)?;
+        for part in s.split(',') {
+            let part = part.trim().as_bytes();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return Err(Malformed::ContentLength);
+            }
+            let n = part
+                .iter()
+                .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+                .ok_or(Malformed::ContentLength)?;
+            if found.is_some_and(|f| f != n) {
+                return Err(Malformed::ContentLength);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+/// `chunked` is the last coding of the last `Transfer-Encoding` line.
+fn is_chunked(h: &HeaderMap) -> bool {
+    h.get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.rsplit(',').next())
+        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+}
+
+fn has_token(v: &HeaderValue, token: &str) -> bool {
+    v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Where a response body's decoding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoding {
+    Length(u64),
+    /// Before a chunk-size line.
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    Trailers,
+    Close,
+    Done,
+}
+
+impl From<Framing> for Decoding {
+    fn from(f: Framing) -> Decoding {
+        match f {
+            Framing::Empty | Framing::Length(0) => Decoding::Done,
+            Framing::Length(n) => Decoding::Length(n),
+            Framing::Chunked => Decoding::ChunkSize,
+            Framing::Close => Decoding::Close,
+        }
+    }
+}
+
+/// What decoding the buffered bytes gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Data(Bytes),
+    /// More bytes are needed.
+    More,
+    Done,
+}
+
+impl Decoding {
+    /// Decodes from the front of `buf` (bytes of a close-delimited body are taken as they are).
+    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, Malformed> {
+        loop {
+            match *self {
+                Decoding::Done => return Ok(Step::Done),
+                Decoding::Length(n) | Decoding::ChunkData(n) if !buf.is_empty() => {
+                    let take = (buf.len() as u64).min(n);
+                    let data = buf.split_to(take as usize).freeze();
+                    *self = match *self {
+                        Decoding::Length(_) if take == n => Decoding::Done,
+                        Decoding::Length(_) => Decoding::Length(n - take),
+                        _ if take == n => Decoding::ChunkEnd,
+                        _ => Decoding::ChunkData(n - take),
+                    };
+                    return Ok(Step::Data(data));
+                }
+                Decoding::Close if !buf.is_empty() => return Ok(Step::Data(buf.split().freeze())),
+                Decoding::Length(_) | Decoding::ChunkData(_) | Decoding::Close => return Ok(Step::More),
+                Decoding::ChunkSize => {
+                    let Some(line) = line(buf, MAX_CHUNK_LINE)? else { return Ok(Step::More) };
+                    let size = chunk_size(&line)?;
+                    *self = if size == 0 { Decoding::Trailers } else { Decoding::ChunkData(size) };
+                }
+                Decoding::ChunkEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Step::More);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Malformed::Chunk);
+                    }
+                    buf.advance(2);
+                    *self = Decoding::ChunkSize;
+                }
+                Decoding::Trailers => {
+                    // Trailers are read and dropped (hyper's server side writes none for
+                    // HTTP/1.1); the whole block, up to its empty line, within the limit.
+                    let mut at = 0;
+                    while let Some(e) = find(&buf[at..], b"\r\n") {
+                        if buf[at..at + e].contains(&b'\n') {
+                            return Err(Malformed::Chunk);
+                        }
+                        at += e + 2;
+                        if e == 0 {
+                            buf.advance(at);
+                            *self = Decoding::Done;
+                            return Ok(Step::Done);
+                        }
+                    }
+                    return if buf.len() > MAX_TRAILER_BYTES { Err(Malformed::Chunk) } else { Ok(Step::More) };
+                }
+            }
+        }
+    }
+
+    /// The backend closed the connection: true at the end of a close-delimited body (or
+    /// after the end), false when the body was cut short.
+    pub fn at_eof(&mut self) -> bool {
+        let whole = matches!(self, Decoding::Close | Decoding::Done);
+        *self = Decoding::Done;
+        whole
+    }
+}
+
+/// One CRLF-terminated line from the front of `buf` (without its CRLF); a bare LF in it is
+/// an error.
+fn line(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Malformed> {
+    match find(buf, b"\r\n") {
+        Some(e) => {
+            let l = buf.split_to(e).freeze();
+            buf.advance(2);
+            if l.contains(&b'\n') || l.contains(&b'\r') {
+                return Err(Malformed::Chunk);
+            }
+            Ok(Some(l))
+        }
+        None if buf.len() > max || buf.contains(&b'\n') => Err(Malformed::Chunk),
+        None => Ok(None),
+    }
+}
+
+/// A chunk-size line: hex digits (at most 16), then optional whitespace and extensions.
+fn chunk_size(line: &[u8]) -> Result<u64, Malformed> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(Malformed::Chunk);
+    }
+    let rest = &line[digits..];
+    let rest_ok = rest.iter().find(|b| **b != b' ' && **b != b'\t').is_none_or(|b| *b == b';');
+    if !rest_ok {
+        return Err(Malformed::Chunk);
+    }
+    let s = std::str::from_utf8(&line[..digits]).map_err(|_| Malformed::Chunk)?;
+    u64::from_str_radix(s, 16).map_err(|_| Malformed::Chunk)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, method: Method) -> Result<Option<Head>, Malformed> {
+        parse_response(&mut BytesMut::from(raw), &method)
+    }
+
+    fn decode(framing: Framing, raw: &[u8]) -> Result<(Vec<u8>, Step), Malformed> {
+        let mut d = Decoding::from(framing);
+        let mut buf = BytesMut::from(raw);
+        let mut out = Vec::new();
+        loop {
+            match d.step(&mut buf)? {
+                Step::Data(b) => out.extend_from_slice(&b),
+                s => return Ok((out, s)),
+            }
+        }
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", Method::GET).unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", Method::GET);
+        assert_eq!(h.unwrap().unwrap().framing, Framing::Chunked);
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Method::GET).unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD).unwrap().unwrap();
+        assert_eq!(h.framing, Framing::Empty);
+        let h = head("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::GET).unwrap().unwrap();
+        assert!(!h.keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", Method::GET);
+        assert!(h.unwrap().unwrap().keep_alive);
+        let h = head("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", Method::GET);
+        assert!(!h.unwrap().unwrap().keep_alive);
+        let h = head("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", Method::POST).unwrap().unwrap();
+        assert_eq!((h.response.status(), h.framing), (StatusCode::NO_CONTENT, Framing::Empty));
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 5", Method::GET).unwrap().is_none());
+    }
+
+    #[test]
+    fn conflicting_or_invalid_lengths_are_refused() {
+        for bad in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        ] {
+            assert!(head(bad, Method::GET).is_err(), "{bad:?}");
+        }
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", Method::GET).unwrap().unwrap();
+        assert_eq!(h.framing, Framing::Length(5));
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded_strictly() {
+        let (body, end) = decode(Framing::Chunked, b"5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nA: b\r\n\r\n").unwrap();
+        assert_eq!((body.as_slice(), end), (&b"hello world"[..], Step::Done));
+        let (body, end) = decode(Framing::Chunked, b"5\r\nhel").unwrap();
+        assert_eq!((body.as_slice(), end), (&b"hel"[..], Step::More));
+        for bad in [&b"5\nhello\r\n0\r\n\r\n"[..], b"5\r\nhelloXX0\r\n\r\n", b"z\r\n", b"11111111111111111\r\n"] {
+            assert!(decode(Framing::Chunked, bad).is_err(), "{bad:?}");
+        }
+        let (body, end) = decode(Framing::Length(3), b"abcdef").unwrap();
+        assert_eq!((body.as_slice(), end), (&b"abc"[..], Step::Done));
+    }
+
+    #[test]
+    fn request_bodies_are_framed_as_hyper_frames_them() {
+        let req = |m: Method, h: &[(&str, &str)]| {
+            let mut r = http::Request::builder().method(m).uri("/a?b");
+            for (k, v) in h {
+                r = r.header(*k, *v);
+            }
+            r.body(()).unwrap().into_parts().0
+        };
+        let mut out = Vec::new();
+        let mut p = req(Method::GET, &[("host", "a.test")]);
+        assert_eq!(encode_request(&mut p, true, Some(0), &mut out), Sending::Nothing);
+        assert_eq!(out, b"GET /a?b HTTP/1.1\r\nhost: a.test\r\n\r\n");
+        let mut p = req(Method::POST, &[("content-length", "4")]);
+        assert_eq!(encode_request(&mut p, false, None, &mut Vec::new()), Sending::Length(4));
+        let mut p = req(Method::POST, &[]);
+        assert_eq!(encode_request(&mut p, false, None, &mut Vec::new()), Sending::Chunked);
+        assert_eq!(p.headers["transfer-encoding"], "chunked");
+        let mut p = req(Method::GET, &[]);
+        assert_eq!(encode_request(&mut p, false, None, &mut Vec::new()), Sending::Length(0));
+        let mut out = Vec::new();
+        chunk(b"hello world!", &mut out);
+        assert_eq!(out, b"C\r\nhello world!\r\n");
+    }
+}
