@@ -170,6 +170,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
         let polled = std::time::Instant::now();
         match source.poll() {
             Ok(Some(objects)) => {
+                let mut phases = Phases::start(polled);
                 if !logged_source.update([]).cleared.is_empty() {
                     tracing::info!(%source, "the source reads again");
                 }
@@ -184,16 +185,20 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                     }
                 }
                 let mut build = model::build_next(&objects, &build_opts, &applied);
+                phases.mark("build");
                 log_changes(&mut logged_errors, &mut logged_notices, &objects.errors, &build);
                 agent_stats.objects_rejected = build.errors.len();
                 agent_stats.rejections_total += build.errors.len() as u64;
                 desired = build.model.clone();
                 build_errors = build.errors.clone();
                 paths.sync(&build.model, node, &mut dp).await;
+                phases.mark("paths");
                 checker.sync(&build.model, &health_tx);
+                phases.mark("health");
                 node.sync_local_vips(rtnl, &build.model.l7.values().filter_map(|l| l.addr).collect()).await;
                 let effective = checker.effective(&build.model);
                 apply_l7(&mut proxy, &effective, &mut agent_stats);
+                phases.mark("l7");
                 let loaded = match dp.apply(&effective) {
                     Ok(()) => {
                         agent_stats.datapath_errors = 0;
@@ -223,11 +228,13 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                     probes.set_ready();
                     tracing::info!("ready: the first model is applied");
                 }
+                phases.mark("maps");
                 source.report(&build.errors, &applied);
                 if loaded {
                     tracing::info!(
                         listeners = applied.listeners.len(),
                         ms = format!("{:.2}", polled.elapsed().as_secs_f64() * 1e3),
+                        phases = %phases,
                         "model applied"
                     );
                 }
@@ -264,6 +271,10 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
             },
             Some(change) = health_rx.recv() => {
                 checker.record(change);
+                // A burst (a node's pods gone at once) is applied once.
+                while let Ok(change) = health_rx.try_recv() {
+                    checker.record(change);
+                }
                 let effective = checker.effective(&applied);
                 apply_l7(&mut proxy, &effective, &mut agent_stats);
                 match dp.apply(&effective) {
@@ -313,6 +324,36 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
     }
     dp.detach_all();
     Ok(())
+}
+
+/// Where an apply's time went: each step's milliseconds since the one before (the first from
+/// the poll that read the source), for the `model applied` log line.
+struct Phases {
+    last: std::time::Instant,
+    marks: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn start(polled: std::time::Instant) -> Phases {
+        let mut phases = Phases { last: polled, marks: Vec::new() };
+        phases.mark("read");
+        phases
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.marks.push((step, (now - self.last).as_secs_f64() * 1e3));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (step, ms)) in self.marks.iter().enumerate() {
+            write!(f, "{}{step}:{ms:.1}", if i > 0 { "," } else { "" })?;
+        }
+        Ok(())
+    }
 }
 
 /// Logs the manifests and objects rejected and the notices, each once per change of its

@@ -186,7 +186,7 @@ impl Cluster {
                         tracing::warn!(cluster = %self.id, error = %e, "cluster manifest not read; its last good version serves");
                     }
                     self.recovered();
-                    self.slices = set.endpoint_slices;
+                    self.slices = set.endpoint_slices.iter().map(|s| (**s).clone()).collect();
                     self.connected = true;
                     true
                 }

@@ -164,11 +164,11 @@ fn add_object(value: serde_yaml_ng::Value, set: &mut ObjectSet) -> Result<(), St
             Ok(())
         }
         ("Service", "v1") => {
-            set.services.push(typed(value, &kind)?);
+            set.services.push(std::sync::Arc::new(typed(value, &kind)?));
             Ok(())
         }
         ("EndpointSlice", "discovery.k8s.io/v1") => {
-            set.endpoint_slices.push(typed(value, &kind)?);
+            set.endpoint_slices.push(std::sync::Arc::new(typed(value, &kind)?));
             Ok(())
         }
         (crate::model::acl::KIND, crate::model::acl::API_VERSION) => {

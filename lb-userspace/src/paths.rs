@@ -9,13 +9,21 @@ use std::{
 };
 
 use anyhow::Result;
+use futures::StreamExt;
 
 use crate::{
     dataplane::Dataplane,
     model::Model,
     netif::{Iface, NodeChanges},
-    netlink::{Event, Link, Route, Rtnl},
+    netlink::{Event, Link, NetlinkError, Route, Rtnl},
 };
+
+/// Route lookups outstanding at once on the netlink socket (the kernel answers each at
+/// once; this only keeps the socket's buffers small).
+const ROUTE_LOOKUPS_IN_FLIGHT: usize = 64;
+
+/// A route lookup's answer: the next hop and the interface index.
+type NextHop = Result<(IpAddr, u32), NetlinkError>;
 
 /// `/sys/class/net/DEV/type` of an Ethernet device.
 const ARPHRD_ETHER: &str = "1";
@@ -35,6 +43,9 @@ pub struct BackendPaths {
     dirty: bool,
     /// Events were lost: our neighbour entries are checked at the next sync.
     recheck_neighbours: bool,
+    /// Every route is gone through at the next sync, not only new ones: an address changed
+    /// (a device's SNAT source), or a neighbour entry or a device's tc datapath failed.
+    full_pass: bool,
     /// Route lookups made (each distinct backend once, then once per event concerning it).
     pub lookups: u64,
     /// Backends whose route lookup failed or leads nowhere we serve, and devices the tc
@@ -53,6 +64,7 @@ impl BackendPaths {
             links: None,
             dirty: false,
             recheck_neighbours: false,
+            full_pass: false,
             lookups: 0,
             warned: BTreeSet::new(),
             warned_devs: BTreeSet::new(),
@@ -92,7 +104,10 @@ impl BackendPaths {
             }
             // The routes an address brings or takes come as events of their own; the address
             // itself may be the SNAT source of a tc device.
-            Event::Address => self.dirty = true,
+            Event::Address => {
+                self.dirty = true;
+                self.full_pass = true;
+            }
             Event::Lost => {
                 tracing::warn!("netlink events were lost: every route to a backend is looked up again");
                 self.routes.clear();
@@ -106,17 +121,45 @@ impl BackendPaths {
     /// For every backend: a managed neighbour entry for its next hop when it is reached by a
     /// NIC; else the tc datapath on the device it is reached through, that device's address
     /// as the SNAT source (replies then come back the same way) and forwarding on it.
+    ///
+    /// Only new backends are looked up (many at once on the one netlink socket), and only
+    /// their routes are gone through, unless a link changed, events were lost or something
+    /// failed last time.
     pub async fn sync(&mut self, model: &Model, node: &mut NodeChanges, dp: &mut Dataplane) {
         self.dirty = false;
         let backends: BTreeSet<IpAddr> =
             model.listeners.values().flat_map(|l| l.backends.iter().map(|b| b.addr)).collect();
         self.routes.retain(|addr, _| backends.contains(addr));
-        for addr in backends {
-            if self.routes.contains_key(&addr) {
-                continue;
+        // Every route is gone through again after a link change, lost events or a failure;
+        // else only the new backends' routes are.
+        let mut full = std::mem::take(&mut self.full_pass) || self.links.is_none();
+        if self.links.is_none() {
+            match self.rtnl.links().await {
+                Ok(links) => self.links = Some(links.into_iter().map(|l| (l.index, l)).collect()),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot list the node's bridges and veths (local clients)")
+                }
             }
+        }
+        let missing: Vec<IpAddr> = backends.into_iter().filter(|a| !self.routes.contains_key(a)).collect();
+        let rtnl = &self.rtnl;
+        let found: Vec<(IpAddr, NextHop)> = futures::stream::iter(missing)
+            .map(|addr| async move { (addr, rtnl.route_via(addr).await) })
+            .buffer_unordered(ROUTE_LOOKUPS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut new_routes = Vec::with_capacity(found.len());
+        for (addr, found) in found {
             self.lookups += 1;
-            let route = match self.rtnl.route_get(addr).await {
+            new_routes.push(addr);
+            let named = found.and_then(|(next_hop, ifindex)| {
+                let dev = match self.links.as_ref().and_then(|l| l.get(&ifindex)) {
+                    Some(link) => link.name.clone(),
+                    None => crate::netlink::ifname(ifindex)?,
+                };
+                Ok(Route { next_hop, ifindex, dev })
+            });
+            let route = match named {
                 Ok(r) => {
                     tracing::debug!(backend = %addr, next_hop = %r.next_hop, dev = %r.dev, "route to backend");
                     Some(r)
@@ -130,16 +173,23 @@ impl BackendPaths {
             };
             self.routes.insert(addr, route);
         }
-        if std::mem::take(&mut self.recheck_neighbours)
-            && let Err(e) = node.recheck_neighbours(&self.rtnl).await
-        {
-            tracing::warn!(error = %format!("{e:#}"), "cannot list the neighbour entries");
+        if std::mem::take(&mut self.recheck_neighbours) {
+            full = true;
+            if let Err(e) = node.recheck_neighbours(&self.rtnl).await {
+                tracing::warn!(error = %format!("{e:#}"), "cannot list the neighbour entries");
+            }
         }
         let mut devices = BTreeSet::new();
-        for (addr, route) in &self.routes {
+        let routes: Box<dyn Iterator<Item = (&IpAddr, &Option<Route>)>> = if full {
+            Box::new(self.routes.iter())
+        } else {
+            Box::new(new_routes.iter().filter_map(|a| self.routes.get_key_value(a)))
+        };
+        for (addr, route) in routes {
             let Some(route) = route else { continue };
             if self.nics.contains(&route.dev) {
                 if let Err(e) = node.ensure_neighbour(&self.rtnl, route).await {
+                    self.full_pass = true;
                     tracing::warn!(backend = %addr, error = %format!("{e:#}"), "cannot resolve next hop");
                 }
             } else if route.dev == "lo" {
@@ -150,23 +200,18 @@ impl BackendPaths {
                 devices.insert(route.dev.clone());
             }
         }
-        dp.forget_gone_tc();
-        if self.links.is_none() {
-            match self.rtnl.links().await {
-                Ok(links) => self.links = Some(links.into_iter().map(|l| (l.index, l)).collect()),
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot list the node's bridges and veths (local clients)")
-                }
+        if full {
+            dp.forget_gone_tc();
+            if let Some(links) = &self.links {
+                devices.extend(local_client_devices(links.values(), &self.nics));
             }
         }
-        if let Some(links) = &self.links {
-            devices.extend(local_client_devices(links.values(), &self.nics));
-        }
         for dev in devices {
-            if let Err(e) = self.attach(&dev, node, dp)
-                && self.warned_devs.insert(dev.clone())
-            {
-                tracing::warn!(dev, error = %format!("{e:#}"), "cannot put the tc datapath on the device backends are reached through");
+            if let Err(e) = self.attach(&dev, node, dp) {
+                self.full_pass = true;
+                if self.warned_devs.insert(dev.clone()) {
+                    tracing::warn!(dev, error = %format!("{e:#}"), "cannot put the tc datapath on the device backends are reached through");
+                }
             }
         }
     }

@@ -1,16 +1,22 @@
 //! Active health checks (CLB `health-check-*`, ALB `healthcheck-*`): one task per checked
 //! backend and check runs its [`Probe`] (TCP connect, HTTP status, UDP, gRPC health; see
-//! [`probe`] and [`grpc`]). A backend turns unhealthy after `unhealthy_threshold` failures
-//! in a row and healthy again after `healthy_threshold` successes; unhealthy backends get no
-//! new flows (weight 0 in the datapath) from the listeners whose check failed (a backend
-//! port behind a TCP and a UDP listener is judged by each listener's own probe), their
-//! established flows go on. Backends start healthy.
+//! [`probe`] and [`grpc`]), at a point of its interval spread by the backend's hash, with at
+//! most [`MAX_PROBES_IN_FLIGHT`] probes running at once on the node. A backend turns
+//! unhealthy after `unhealthy_threshold` failures in a row and healthy again after
+//! `healthy_threshold` successes; unhealthy backends get no new flows (weight 0 in the
+//! datapath) from the listeners whose check failed (a backend port behind a TCP and a UDP
+//! listener is judged by each listener's own probe), their established flows go on.
+//! Backends start healthy.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{IpAddr, SocketAddr},
+    sync::Arc,
 };
 
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinHandle,
+};
 
 pub use self::grpc::GrpcProbe;
 pub use self::probe::{HttpProbe, Probe, TcpProbe, UdpProbe};
@@ -33,12 +39,32 @@ pub struct Change {
 type Target = ((IpAddr, u16), HealthCheck);
 
 /// The probes running for a model; restarted only for targets whose check changed.
-#[derive(Default)]
 pub struct Checker {
     tasks: BTreeMap<Target, JoinHandle<()>>,
     unhealthy: BTreeSet<Target>,
-    /// The backends unhealthy under at least one check.
+    /// The backends unhealthy under at least one check, and under how many.
     any_unhealthy: BTreeSet<(IpAddr, u16)>,
+    unhealthy_checks: BTreeMap<(IpAddr, u16), u32>,
+    /// Probes running at once, node-wide: each holds a socket, and a node with 100,000
+    /// unreachable endpoints must not run out of file descriptors (nor flood the network).
+    in_flight: Arc<Semaphore>,
+}
+
+/// At most this many probes run at once. When more are due, they wait their turn: a probe
+/// then comes later than its interval (with 256 probes of 5 s timeouts each, 51 a second),
+/// never more often.
+pub const MAX_PROBES_IN_FLIGHT: usize = 256;
+
+impl Default for Checker {
+    fn default() -> Checker {
+        Checker {
+            tasks: BTreeMap::new(),
+            unhealthy: BTreeSet::new(),
+            any_unhealthy: BTreeSet::new(),
+            unhealthy_checks: BTreeMap::new(),
+            in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
+        }
+    }
 }
 
 impl Checker {
@@ -63,23 +89,43 @@ impl Checker {
             keep
         });
         self.unhealthy.retain(|t| wanted.contains(t));
-        self.any_unhealthy = self.unhealthy.iter().map(|(b, _)| *b).collect();
+        self.recount();
         for (backend, check) in wanted {
             if !self.tasks.contains_key(&(backend, check.clone())) {
-                let task = spawn(backend, check.clone(), tx.clone());
+                let task = spawn(backend, check.clone(), tx.clone(), self.in_flight.clone());
                 self.tasks.insert((backend, check), task);
             }
         }
     }
 
+    /// Take one change in (constant work per change: a burst of thousands is recorded in
+    /// the time of a model apply, not thousands of them).
     pub fn record(&mut self, c: Change) {
+        let backend = c.backend;
         let target = (c.backend, c.check);
         if c.healthy {
-            self.unhealthy.remove(&target);
-        } else if self.tasks.contains_key(&target) {
-            self.unhealthy.insert(target);
+            if self.unhealthy.remove(&target) {
+                match self.unhealthy_checks.get_mut(&backend) {
+                    Some(n) if *n > 1 => *n -= 1,
+                    _ => {
+                        self.unhealthy_checks.remove(&backend);
+                        self.any_unhealthy.remove(&backend);
+                    }
+                }
+            }
+        } else if self.tasks.contains_key(&target) && self.unhealthy.insert(target) {
+            *self.unhealthy_checks.entry(backend).or_default() += 1;
+            self.any_unhealthy.insert(backend);
         }
-        self.any_unhealthy = self.unhealthy.iter().map(|(b, _)| *b).collect();
+    }
+
+    /// The per-backend views of `unhealthy`, made again after targets were dropped.
+    fn recount(&mut self) {
+        self.unhealthy_checks.clear();
+        for (b, _) in &self.unhealthy {
+            *self.unhealthy_checks.entry(*b).or_default() += 1;
+        }
+        self.any_unhealthy = self.unhealthy_checks.keys().copied().collect();
     }
 
     fn is_unhealthy(&self, backend: (IpAddr, u16), check: &Option<HealthCheck>) -> bool {
@@ -131,27 +177,54 @@ impl Drop for Checker {
 }
 
 /// The task that checks `backend` with the probe `check` asks for.
-fn spawn(backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change>) -> JoinHandle<()> {
+fn spawn(
+    backend: (IpAddr, u16),
+    check: HealthCheck,
+    tx: mpsc::Sender<Change>,
+    in_flight: Arc<Semaphore>,
+) -> JoinHandle<()> {
     match &check.probe {
-        ProbeKind::Tcp => tokio::spawn(run(TcpProbe, backend, check, tx)),
-        ProbeKind::Udp => tokio::spawn(run(UdpProbe, backend, check, tx)),
+        ProbeKind::Tcp => tokio::spawn(run(TcpProbe, backend, check, tx, in_flight)),
+        ProbeKind::Udp => tokio::spawn(run(UdpProbe, backend, check, tx, in_flight)),
         ProbeKind::Http(http) => {
             let probe = HttpProbe::new(http.clone(), check.proxy_protocol);
-            tokio::spawn(run(probe, backend, check, tx))
+            tokio::spawn(run(probe, backend, check, tx, in_flight))
         }
         ProbeKind::Grpc(grpc) => {
             let probe = GrpcProbe::new(grpc.clone(), check.proxy_protocol);
-            tokio::spawn(run(probe, backend, check, tx))
+            tokio::spawn(run(probe, backend, check, tx, in_flight))
         }
     }
 }
 
-async fn run(probe: impl Probe, backend: (IpAddr, u16), check: HealthCheck, tx: mpsc::Sender<Change>) {
+/// Where in its interval a target's probes fall: spread by a hash of the backend, so the
+/// probes of a model's thousands of backends do not all start in the same instant.
+fn phase(backend: (IpAddr, u16), interval: std::time::Duration) -> std::time::Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    backend.hash(&mut h);
+    interval.mul_f64((h.finish() % 1024) as f64 / 1024.0)
+}
+
+async fn run(
+    probe: impl Probe,
+    backend: (IpAddr, u16),
+    check: HealthCheck,
+    tx: mpsc::Sender<Change>,
+    in_flight: Arc<Semaphore>,
+) {
     let (mut healthy, mut streak) = (true, 0u8);
     let to = SocketAddr::new(backend.0, if check.port == 0 { backend.1 } else { check.port });
+    let start = tokio::time::Instant::now() + phase(backend, check.interval);
+    let mut ticks = tokio::time::interval_at(start, check.interval);
+    // A probe that waited for its turn is not made up for: the next comes an interval later.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(check.interval).await;
-        let ok = matches!(tokio::time::timeout(check.timeout, probe.check(to)).await, Ok(true));
+        ticks.tick().await;
+        let ok = {
+            let Ok(_turn) = in_flight.acquire().await else { return };
+            matches!(tokio::time::timeout(check.timeout, probe.check(to)).await, Ok(true))
+        };
         if ok == healthy {
             streak = 0;
             continue;
@@ -166,5 +239,109 @@ async fn run(probe: impl Probe, backend: (IpAddr, u16), check: HealthCheck, tx: 
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::{AtomicUsize, Ordering},
+        time::Duration,
+    };
+
+    use super::*;
+    use crate::model::ProxyProtocol;
+
+    fn check(port: u16) -> HealthCheck {
+        HealthCheck {
+            probe: ProbeKind::Tcp,
+            port,
+            proxy_protocol: ProxyProtocol::Off,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+        }
+    }
+
+    /// Counts the probes running at once; each takes 50 ms and fails.
+    struct Slow {
+        now: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+        done: Arc<AtomicUsize>,
+    }
+
+    impl Probe for Slow {
+        async fn check(&self, _: SocketAddr) -> bool {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            self.done.fetch_add(1, Ordering::SeqCst);
+            false
+        }
+    }
+
+    /// 1,000 backends whose probes would overlap ~500 at a time run at most
+    /// MAX_PROBES_IN_FLIGHT at once (each probe holds a socket: a node with 100,000
+    /// unreachable endpoints ran out of file descriptors), and every one still gets probed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn probes_in_flight_are_bounded() {
+        let (now, most, done) = (Arc::default(), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let in_flight = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));
+        let (tx, mut rx) = mpsc::channel(2048);
+        let tasks: Vec<_> = (0..1000u16)
+            .map(|i| {
+                let probe = Slow { now: Arc::clone(&now), most: most.clone(), done: done.clone() };
+                let backend = (IpAddr::from([10, 9, (i >> 8) as u8, i as u8]), 80);
+                tokio::spawn(run(probe, backend, check(0), tx.clone(), in_flight.clone()))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Read first: an aborted probe never counts itself out.
+        let most = most.load(Ordering::SeqCst);
+        let done = done.load(Ordering::SeqCst);
+        for t in &tasks {
+            t.abort();
+        }
+        assert!(most <= MAX_PROBES_IN_FLIGHT, "{most} probes at once");
+        assert!(most > MAX_PROBES_IN_FLIGHT / 2, "the bound was never reached ({most}): the test proves nothing");
+        assert!(done >= 1000, "every backend probed at least once ({done} probes)");
+        // Every backend failed twice in a row at least once: one change each.
+        let mut changes = 0;
+        while rx.try_recv().is_ok() {
+            changes += 1;
+        }
+        assert!(changes > 900, "{changes} backends turned unhealthy");
+    }
+
+    /// Probes of a model's backends start spread over the interval, not all at once.
+    #[test]
+    fn probe_phases_are_spread_over_the_interval() {
+        let interval = Duration::from_secs(2);
+        let phases: BTreeSet<u128> =
+            (0..100u8).map(|i| phase((IpAddr::from([10, 0, 0, i]), 80), interval).as_millis() / 100).collect();
+        assert!(phases.len() >= 15, "100 backends fall in {} of 20 tenths of the interval", phases.len());
+        assert!(phases.iter().all(|p| *p < 20));
+    }
+
+    /// A backend unhealthy under two checks stays unhealthy until both recover.
+    #[tokio::test]
+    async fn a_backend_is_unhealthy_while_any_check_fails() {
+        let mut checker = Checker::default();
+        let backend = (IpAddr::from([10, 0, 0, 1]), 80);
+        for port in [0, 81] {
+            checker.tasks.insert((backend, check(port)), tokio::spawn(async {}));
+        }
+        let change = |port, healthy| Change { backend, check: check(port), healthy };
+        checker.record(change(0, false));
+        checker.record(change(81, false));
+        checker.record(change(0, true));
+        assert!(checker.unhealthy().contains(&backend));
+        checker.record(change(81, true));
+        assert!(checker.unhealthy().is_empty());
+        // A change for a target no longer checked is ignored.
+        checker.record(Change { backend: (IpAddr::from([10, 0, 0, 2]), 80), check: check(0), healthy: false });
+        assert!(checker.unhealthy().is_empty());
     }
 }

@@ -145,9 +145,9 @@ pub fn snapshot(stores: &Stores, opts: &KubeOptions) -> (ObjectSet, Vec<ObjectEr
     let mut included: BTreeSet<(String, String)> = BTreeSet::new();
     for svc in stores.services.state() {
         if serves(&svc, &opts.class, opts.default_class) {
-            set.services.push((*svc).clone());
+            set.services.push(svc.clone());
         } else if backends.contains(&key(&svc.metadata)) || referenced::stands_for_server_group(&svc) {
-            set.services.push(referenced::as_backend(&svc));
+            set.services.push(std::sync::Arc::new(referenced::as_backend(&svc)));
         } else {
             continue;
         }
@@ -161,7 +161,7 @@ pub fn snapshot(stores: &Stores, opts: &KubeOptions) -> (ObjectSet, Vec<ObjectEr
             let svc = e.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
             svc.is_some_and(|svc| included.contains(&(e.metadata.namespace.clone().unwrap_or_default(), svc.clone())))
         })
-        .map(|e| (**e).clone())
+        .cloned()
         .collect();
     set.ingresses = ingresses;
     set.ingress_classes = ingress_classes;

@@ -78,11 +78,11 @@ impl AddressPolicy {
     /// lose nothing are borrowed as they are.
     pub fn clean_slices<'a>(
         &self,
-        slices: &'a [EndpointSlice],
+        slices: impl IntoIterator<Item = &'a EndpointSlice>,
         notices: &mut Vec<Notice>,
     ) -> Vec<Cow<'a, EndpointSlice>> {
         slices
-            .iter()
+            .into_iter()
             .map(|slice| {
                 let refused = |a: &String| a.parse().ok().and_then(|a| self.refused_class(a));
                 if !slice.endpoints.iter().flat_map(|e| &e.addresses).any(|a| refused(a).is_some()) {

@@ -1,14 +1,16 @@
 //! The Kubernetes objects a model is built from, as a manifest directory or the API
 //! server yields them, and the documents that could not be read.
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 /// The objects read from a manifest directory, and what could not be read.
 #[derive(Debug, Default, Clone)]
 pub struct ObjectSet {
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
+    /// Shared, not copied: a source hands out the same objects at every read, and one
+    /// changed object among 10,000 costs its own parse only.
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// The project's `AccessControlList` objects.
     pub acls: Vec<super::acl::AclObject>,
     pub ingresses: Vec<k8s_openapi::api::networking::v1::Ingress>,

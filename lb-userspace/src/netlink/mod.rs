@@ -126,6 +126,13 @@ impl Rtnl {
 
     /// The route the kernel takes to `dst` (RTM_GETROUTE for one address, as `ip route get`).
     pub async fn route_get(&self, dst: IpAddr) -> Result<Route> {
+        let (next_hop, ifindex) = self.route_via(dst).await?;
+        Ok(Route { next_hop, ifindex, dev: ifname(ifindex)? })
+    }
+
+    /// The next hop and the interface index of the route to `dst` (no name: a caller that
+    /// looks up thousands of routes names the interfaces from one link listing).
+    pub async fn route_via(&self, dst: IpAddr) -> Result<(IpAddr, u32)> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family(dst);
         msg.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
@@ -134,19 +141,18 @@ impl Rtnl {
         let routes: Vec<RouteMessage> =
             self.handle.route().get(msg).execute().try_collect().await.map_err(request(what()))?;
         let r = routes.first().ok_or_else(|| NetlinkError::Answer(what()))?;
-        let mut route = Route { next_hop: dst, ifindex: 0, dev: String::new() };
+        let (mut next_hop, mut ifindex) = (dst, 0);
         for a in &r.attributes {
             match a {
-                RouteAttribute::Oif(i) => route.ifindex = *i,
-                RouteAttribute::Gateway(gw) => route.next_hop = route_ip(gw).unwrap_or(dst),
+                RouteAttribute::Oif(i) => ifindex = *i,
+                RouteAttribute::Gateway(gw) => next_hop = route_ip(gw).unwrap_or(dst),
                 _ => {}
             }
         }
-        if route.ifindex == 0 {
+        if ifindex == 0 {
             return Err(NetlinkError::Answer(format!("the route to {dst} has no device")));
         }
-        route.dev = ifname(route.ifindex)?;
-        Ok(route)
+        Ok((next_hop, ifindex))
     }
 
     /// A kernel-managed neighbour entry (NTF_EXT_MANAGED) for `next_hop` on `ifindex`,

@@ -42,7 +42,7 @@ impl<'a> Lookup<'a> {
             (m.namespace.clone().unwrap_or_else(|| "default".into()), m.name.clone().unwrap_or_default())
         };
         Lookup {
-            services: objects.services.iter().map(|s| (key(&s.metadata), s)).collect(),
+            services: objects.services.iter().map(|s| (key(&s.metadata), &**s)).collect(),
             secrets: objects.secrets.iter().map(|s| (key(&s.metadata), s)).collect(),
             slices,
             classes: objects

@@ -52,7 +52,7 @@ pub fn suite(services: usize, per_service: usize) -> Result<serde_json::Value> {
         write_atomic(&dir, "s0.yaml", &service(0, per_service, c))?;
         changes.push(wait_apply(&lb, seen, None, Duration::from_secs(30))?);
     }
-    changes.sort_by(f64::total_cmp);
+    changes.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (rss_after, peak) = memory(pid)?;
     lb.stop()?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -60,9 +60,11 @@ pub fn suite(services: usize, per_service: usize) -> Result<serde_json::Value> {
         "services": services,
         "endpoints": services * per_service,
         "apply_all_ms": ms(apply_all),
-        "apply_all_last_poll_ms": last_all,
-        "one_endpoint_change_ms": changes[changes.len() / 2],
-        "one_endpoint_change_max_ms": changes[changes.len() - 1],
+        "apply_all_last_poll_ms": last_all.0,
+        "apply_all_last_phases": last_all.1,
+        "one_endpoint_change_ms": changes[changes.len() / 2].0,
+        "one_endpoint_change_phases": changes[changes.len() / 2].1,
+        "one_endpoint_change_max_ms": changes[changes.len() - 1].0,
         "agent_rss_mib": rss.max(rss_after),
         "agent_peak_rss_mib": peak,
     }))
@@ -98,8 +100,8 @@ fn service(s: usize, per: usize, change: usize) -> String {
 }
 
 /// lb's `model applied` log lines so far: (listeners, ms from the poll that read the change to
-/// the maps filled).
-fn applies(lb: &Daemon) -> Vec<(usize, f64)> {
+/// the maps filled, where that time went: `read:MS,build:MS,...`).
+fn applies(lb: &Daemon) -> Vec<(usize, f64, String)> {
     let text = lb.run_log_text();
     let mut out = Vec::new();
     for line in text.lines().filter(|l| l.contains("model applied")) {
@@ -109,18 +111,21 @@ fn applies(lb: &Daemon) -> Vec<(usize, f64)> {
         };
         let listeners = field("listeners=").and_then(|v| v.parse().ok()).unwrap_or(0);
         let ms = field("ms=").and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        out.push((listeners, ms));
+        out.push((listeners, ms, field("phases=").unwrap_or_default()));
     }
     out
 }
 
-/// Wait for an apply after the first `seen` (with `listeners` listeners, if given); its ms.
-fn wait_apply(lb: &Daemon, seen: usize, listeners: Option<usize>, timeout: Duration) -> Result<f64> {
+/// Wait for an apply after the first `seen` (with `listeners` listeners, if given); its ms
+/// and phases.
+fn wait_apply(lb: &Daemon, seen: usize, listeners: Option<usize>, timeout: Duration) -> Result<(f64, String)> {
     let deadline = Instant::now() + timeout;
     loop {
         let all = applies(lb);
-        if let Some((_, ms)) = all.iter().skip(seen).rev().find(|(n, _)| listeners.is_none_or(|want| *n == want)) {
-            return Ok(*ms);
+        if let Some((_, ms, phases)) =
+            all.iter().skip(seen).rev().find(|(n, _, _)| listeners.is_none_or(|want| *n == want))
+        {
+            return Ok((*ms, phases.clone()));
         }
         if Instant::now() > deadline {
             bail!("no model applied with {listeners:?} listeners in lb's log:\n{}", lb.log_text());

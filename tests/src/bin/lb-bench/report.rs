@@ -93,6 +93,12 @@ fn control_markdown(s: &mut String, r: &serde_json::Value) {
         f(&c["agent_rss_mib"]),
         f(&c["agent_peak_rss_mib"]),
     );
+    if let (Some(all), Some(one)) = (c["apply_all_last_phases"].as_str(), c["one_endpoint_change_phases"].as_str()) {
+        let _ = writeln!(
+            s,
+            "\nWhere `lb run`'s time went (its `model applied` log line, ms per step: reading the directory, building the model, routes to backends, health checks, L7, the maps): the last apply {all}; the median change {one}."
+        );
+    }
     let p = &c["in_process"];
     if p.is_object() {
         let _ = writeln!(
