@@ -17,6 +17,7 @@ pub mod matching;
 mod mirror;
 pub mod pool;
 pub mod process;
+mod readahead;
 pub mod respond;
 pub mod router;
 pub mod sanitize;

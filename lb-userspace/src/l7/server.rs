@@ -174,6 +174,7 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: Sock
         }
         None => {
             let conn = Conn { client: peer, local, tls: false };
+            let stream = super::readahead::ReadAhead::new(stream);
             Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await
         }
     }
