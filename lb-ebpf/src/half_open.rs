@@ -103,8 +103,8 @@ pub fn on_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, r: &mut RevEntry, now
     }
 }
 
-/// Reserve a source port for new flow `key`'s backend side: a random start in the
-/// configured range, then a bounded walk. The reverse entry is inserted only where no flow
+/// Reserve a source port for new flow `key`'s backend side: a bounded number of tries, each
+/// a random port of the configured range. The reverse entry is inserted only where no flow
 /// holds the port, so two flows never share one; a TCP flow's goes to `HALF_OPEN_REV` and
 /// skips ports an established flow holds. When the walk finds no free port, a TCP flow
 /// takes the port of the oldest half-open flow it met (whose client side is forgotten).
@@ -116,7 +116,6 @@ pub fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Op
         return None;
     }
     let span = max - min + 1;
-    let start = unsafe { bpf_get_prandom_u32() } % span;
     let w = CLAIM_WALK.get_ptr_mut(0)?;
     // SAFETY: per-CPU slot, used by this walk only.
     let w = unsafe { &mut *w };
@@ -125,7 +124,11 @@ pub fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Op
     w.oldest_port = 0;
     let mut i = 0;
     while i < SNAT_PORT_TRIES {
-        let port = min + (start + i * 7919) % span;
+        // Each try an independent random port. A fixed stride from one random start probed
+        // in chains, as linear probing does: taken ports clustered along them, so with most
+        // of the range held a new flow met long runs of taken ports (a lookup, a cache miss
+        // each) and, after the last try, was dropped.
+        let port = min + unsafe { bpf_get_prandom_u32() } % span;
         entry.snat_port = (port as u16).to_be();
         w.rkey = entry.reverse_key(key.proto, key.family);
         i += 1;

@@ -116,7 +116,7 @@ fn throughput_markdown(s: &mut String, r: &serde_json::Value) {
     let _ = writeln!(s, "\n## Throughput on the veth topology (trafgen, 60-byte UDP, one CPU)\n");
     let _ = writeln!(
         s,
-        "The generator, the forwarder and the sink share one CPU path, so forwarders are compared by their marginal cost per packet over an XDP_DROP sink measured in the same run, on the same topology (the bridge rows cross a wire switch to the node, so their sink is that topology's).\n"
+        "The generator, the forwarder and the receiver share one CPU path (a veth runs its peer's receive in the sender's softirq), so forwarders are compared by their marginal cost per packet over an XDP_DROP sink on the node's receiving interface, measured in the same run, on the same topology (the bridge rows cross a wire switch to the node, so their sink is that topology's). The backend counts and drops the packets at tc ingress on its own interface, before its IP stack, the same in every mode: what is left of its receive (an skb, GRO, the tc program) is in every forwarding mode's marginal cost, and lb's and the minimal forwarder's frames also pay the skb built from an XDP frame, which iptables' packets, already skbs, do not.\n"
     );
     let _ = writeln!(
         s,
@@ -140,7 +140,7 @@ fn throughput_markdown(s: &mut String, r: &serde_json::Value) {
     }
     let _ = writeln!(
         s,
-        "\nThe ratios are lb's marginal cost over the peer's, same topology and flows. `program ns/pkt` is the XDP program's own run time on the receiving interface under the live traffic (bpf_stats `run_time_ns / run_cnt`, tail calls included); the rest of the marginal cost is the redirect and the veth hop. The minimal forwarder (MAC rewrite + devmap redirect, no address or port rewrite) runs only towards the routed backend: a bridge takes no XDP redirect. With 16,000 flows (source ports drawn at random from 16,000) most packets of a short run open a flow: lb's full NAT takes a source port per flow from `--snat-ports` (default 10000-29999: 20,000 flows at once per backend and node address). Above 100%: a trafgen chunk that failed to flush was sent again."
+        "\nThe ratios are lb's marginal cost over the peer's, same topology and flows. `program ns/pkt` is the XDP program's own run time on the receiving interface under the live traffic (bpf_stats `run_time_ns / run_cnt`, tail calls included); the rest of the marginal cost is the redirect, the veth hop and the backend's receive up to its tc ingress. Delivered: what the backend's tc program counted. The minimal forwarder (MAC rewrite + devmap redirect, no address or port rewrite) runs only towards the routed backend: a bridge takes no XDP redirect. With 16,000 flows (source ports drawn at random from 16,000) most packets of a short run open a flow: lb's full NAT takes a source port per flow from `--snat-ports` (default 10000-29999: 20,000 flows at once per backend and node address). Above 100%: a trafgen chunk that failed to flush was sent again."
     );
 }
 
