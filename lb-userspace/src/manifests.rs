@@ -120,7 +120,11 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
-        if path.is_dir() {
+        // The entry's type comes with the listing: only a symlink (a ConfigMap mount's) costs
+        // a stat to know whether it leads to a directory.
+        let file_type = entry.file_type()?;
+        let is_dir = if file_type.is_symlink() { path.is_dir() } else { file_type.is_dir() };
+        if is_dir {
             collect_files(&path, out)?;
         } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
             out.push(path);

@@ -4,7 +4,7 @@
 //! neighbour entry for their next hop; the devices other backends (a bridge, an overlay
 //! device, a pod veth) and local clients are reached through get the tc datapath.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -36,7 +36,7 @@ pub struct BackendPaths {
     fallback: (Option<Ipv4Addr>, Option<Ipv6Addr>),
     /// The route to each backend of the model (`None`: the lookup failed), looked up once per
     /// distinct backend, and again when an event concerns it.
-    routes: BTreeMap<IpAddr, Option<Route>>,
+    routes: HashMap<IpAddr, Option<Route>>,
     /// The node's links at the last listing (`None`: to be listed again).
     links: Option<BTreeMap<u32, Link>>,
     /// Something changed since the last [`BackendPaths::sync`].
@@ -60,7 +60,7 @@ impl BackendPaths {
             rtnl,
             nics,
             fallback,
-            routes: BTreeMap::new(),
+            routes: HashMap::new(),
             links: None,
             dirty: false,
             recheck_neighbours: false,
@@ -127,7 +127,7 @@ impl BackendPaths {
     /// failed last time.
     pub async fn sync(&mut self, model: &Model, node: &mut NodeChanges, dp: &mut Dataplane) {
         self.dirty = false;
-        let backends: BTreeSet<IpAddr> =
+        let backends: HashSet<IpAddr> =
             model.listeners.values().flat_map(|l| l.backends.iter().map(|b| b.addr)).collect();
         self.routes.retain(|addr, _| backends.contains(addr));
         // Every route is gone through again after a link change, lost events or a failure;
@@ -275,7 +275,7 @@ mod tests {
         let mut paths = BackendPaths::new(Rtnl::connect().unwrap(), BTreeSet::new(), (None, None));
         let mut node = NodeChanges::default();
         let fill = |paths: &mut BackendPaths| {
-            paths.routes = BTreeMap::from([
+            paths.routes = HashMap::from([
                 (ip("10.1.0.2"), route("10.1.0.2", 2)),
                 (ip("10.2.0.2"), route("10.2.0.1", 3)),
                 (ip("10.3.0.2"), None),
@@ -283,7 +283,11 @@ mod tests {
             ]);
             paths.dirty = false;
         };
-        let left = |paths: &BackendPaths| paths.routes.keys().map(ToString::to_string).collect::<Vec<_>>();
+        let left = |paths: &BackendPaths| {
+            let mut left: Vec<IpAddr> = paths.routes.keys().copied().collect();
+            left.sort();
+            left.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
 
         fill(&mut paths);
         paths.on_event(&Event::Route { dst: ip("10.1.0.0"), len: 16 }, &mut node);

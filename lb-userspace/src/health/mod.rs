@@ -8,7 +8,7 @@
 //! listener is judged by each listener's own probe), their established flows go on.
 //! Backends start healthy.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
@@ -45,9 +45,26 @@ pub struct Checker {
     /// The backends unhealthy under at least one check, and under how many.
     any_unhealthy: BTreeSet<(IpAddr, u16)>,
     unhealthy_checks: BTreeMap<(IpAddr, u16), u32>,
+    /// What each L4 listener (by name) asked to be checked at the last sync, what the L7
+    /// routes did, and how many of those ask for each target.
+    inputs: BTreeMap<String, Input>,
+    l7_inputs: Vec<Target>,
+    refs: HashMap<Target, u32>,
     /// Probes running at once, node-wide: each holds a socket, and a node with 100,000
     /// unreachable endpoints must not run out of file descriptors (nor flood the network).
     in_flight: Arc<Semaphore>,
+}
+
+/// An L4 listener's check and backends, as the last sync saw them.
+struct Input {
+    check: Option<HealthCheck>,
+    backends: Vec<(IpAddr, u16)>,
+}
+
+impl Input {
+    fn targets(&self) -> impl Iterator<Item = Target> + '_ {
+        self.check.iter().flat_map(|h| self.backends.iter().map(move |b| (*b, h.clone())))
+    }
 }
 
 /// At most this many probes run at once. When more are due, they wait their turn: a probe
@@ -62,39 +79,77 @@ impl Default for Checker {
             unhealthy: BTreeSet::new(),
             any_unhealthy: BTreeSet::new(),
             unhealthy_checks: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            l7_inputs: Vec::new(),
+            refs: HashMap::new(),
             in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
         }
     }
 }
 
 impl Checker {
-    /// Run exactly the probes `model` asks for; changes arrive on `tx`.
+    /// Run exactly the probes `model` asks for; changes arrive on `tx`. Only listeners whose
+    /// check or backends changed since the last sync are gone through target by target (a
+    /// target shared by several listeners runs once, while any of them asks for it).
     pub fn sync(&mut self, model: &Model, tx: &mpsc::Sender<Change>) {
-        let mut wanted: BTreeSet<Target> = model
-            .listeners
-            .values()
-            .filter_map(|l| l.health_check.as_ref().map(|h| (l, h)))
-            .flat_map(|(l, h)| l.backends.iter().map(move |b| ((b.addr, b.port), h.clone())))
-            .collect();
-        for u in model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).flat_map(|r| &r.upstreams) {
-            if let Some(h) = &u.health_check {
-                wanted.extend(u.endpoints.iter().map(|e| ((e.addr.ip(), e.addr.port()), h.clone())));
-            }
-        }
-        self.tasks.retain(|k, task| {
-            let keep = wanted.contains(k);
+        let (mut gone, mut new): (Vec<Target>, Vec<Target>) = (Vec::new(), Vec::new());
+        self.inputs.retain(|name, input| {
+            let keep = model.listeners.contains_key(name);
             if !keep {
-                task.abort();
+                gone.extend(input.targets());
             }
             keep
         });
-        self.unhealthy.retain(|t| wanted.contains(t));
-        self.recount();
-        for (backend, check) in wanted {
-            if !self.tasks.contains_key(&(backend, check.clone())) {
-                let task = spawn(backend, check.clone(), tx.clone(), self.in_flight.clone());
-                self.tasks.insert((backend, check), task);
+        for (name, l) in &model.listeners {
+            let same = self.inputs.get(name).is_some_and(|input| {
+                input.check == l.health_check
+                    && input.backends.iter().copied().eq(l.backends.iter().map(|b| (b.addr, b.port)))
+            });
+            if same {
+                continue;
             }
+            let input = Input {
+                check: l.health_check.clone(),
+                backends: l.backends.iter().map(|b| (b.addr, b.port)).collect(),
+            };
+            new.extend(input.targets());
+            if let Some(old) = self.inputs.insert(name.clone(), input) {
+                gone.extend(old.targets());
+            }
+        }
+        let mut l7: Vec<Target> = Vec::new();
+        for u in model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).flat_map(|r| &r.upstreams) {
+            if let Some(h) = &u.health_check {
+                l7.extend(u.endpoints.iter().map(|e| ((e.addr.ip(), e.addr.port()), h.clone())));
+            }
+        }
+        if l7 != self.l7_inputs {
+            gone.append(&mut std::mem::replace(&mut self.l7_inputs, l7.clone()));
+            new.extend(l7);
+        }
+        // Added first: a target that moved from one listener to another keeps its probe.
+        for target in new {
+            let refs = self.refs.entry(target.clone()).or_default();
+            *refs += 1;
+            if *refs == 1 && !self.tasks.contains_key(&target) {
+                let task = spawn(target.0, target.1.clone(), tx.clone(), self.in_flight.clone());
+                self.tasks.insert(target, task);
+            }
+        }
+        let mut dropped = false;
+        for target in gone {
+            let Some(refs) = self.refs.get_mut(&target) else { continue };
+            *refs -= 1;
+            if *refs == 0 {
+                self.refs.remove(&target);
+                if let Some(task) = self.tasks.remove(&target) {
+                    task.abort();
+                }
+                dropped |= self.unhealthy.remove(&target);
+            }
+        }
+        if dropped {
+            self.recount();
         }
     }
 
@@ -323,6 +378,68 @@ mod tests {
             (0..100u8).map(|i| phase((IpAddr::from([10, 0, 0, i]), 80), interval).as_millis() / 100).collect();
         assert!(phases.len() >= 15, "100 backends fall in {} of 20 tenths of the interval", phases.len());
         assert!(phases.iter().all(|p| *p < 20));
+    }
+
+    fn model(listeners: &[(&str, &[u8])]) -> Model {
+        let mut m = Model::default();
+        for (name, backends) in listeners {
+            let l = crate::model::L4Listener {
+                source: crate::model::ObjectRef {
+                    kind: "Service".into(),
+                    namespace: "t".into(),
+                    name: name.to_string(),
+                },
+                vip: IpAddr::from([192, 0, 2, 1]),
+                port: 80,
+                protocol: crate::model::Protocol::Tcp,
+                scheduler: Default::default(),
+                backends: backends
+                    .iter()
+                    .map(|b| crate::model::Backend { addr: IpAddr::from([10, 0, 0, *b]), port: 80, weight: 1 })
+                    .collect(),
+                persistence_timeout: 0,
+                established_timeout: 900,
+                drain_timeout: None,
+                acl: None,
+                health_check: Some(check(0)),
+                proxy_protocol: ProxyProtocol::Off,
+            };
+            m.listeners.insert(name.to_string(), l);
+        }
+        m
+    }
+
+    fn probed(c: &Checker) -> Vec<u8> {
+        c.checked()
+            .into_iter()
+            .map(|(ip, _)| match ip {
+                IpAddr::V4(v4) => v4.octets()[3],
+                IpAddr::V6(_) => 0,
+            })
+            .collect()
+    }
+
+    /// Syncs go through the listeners that changed only: a backend two listeners share is
+    /// probed once, until neither asks for it; a backend that moves between listeners keeps
+    /// its probe (and its health).
+    #[tokio::test]
+    async fn sync_follows_listener_changes() {
+        let (tx, _rx) = mpsc::channel(16);
+        let mut c = Checker::default();
+        c.sync(&model(&[("a", &[1, 2]), ("b", &[2, 3])]), &tx);
+        assert_eq!(probed(&c), [1, 2, 3]);
+        c.record(Change { backend: (IpAddr::from([10, 0, 0, 2]), 80), check: check(0), healthy: false });
+        c.sync(&model(&[("b", &[2, 3])]), &tx);
+        assert_eq!(probed(&c), [2, 3]);
+        assert!(c.unhealthy().contains(&(IpAddr::from([10, 0, 0, 2]), 80)), "still checked: still unhealthy");
+        c.sync(&model(&[("b", &[3]), ("c", &[2, 4])]), &tx);
+        assert_eq!(probed(&c), [2, 3, 4]);
+        assert!(c.unhealthy().contains(&(IpAddr::from([10, 0, 0, 2]), 80)), "moved, not restarted");
+        c.sync(&model(&[("b", &[3])]), &tx);
+        assert_eq!(probed(&c), [3]);
+        assert!(c.unhealthy().is_empty(), "a backend no longer checked is not unhealthy");
+        c.sync(&Model::default(), &tx);
+        assert!(probed(&c).is_empty() && c.refs.is_empty() && c.inputs.is_empty());
     }
 
     /// A backend unhealthy under two checks stays unhealthy until both recover.
