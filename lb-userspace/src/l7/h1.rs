@@ -159,6 +159,12 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             map.append(name, value);
         }
         let framing = framing(status, version, method, &map)?;
+        if map.contains_key(header::TRANSFER_ENCODING) {
+            // RFC 9112 6.3: Transfer-Encoding overrides it, and an intermediary removes it
+            // before passing the message on (a client trusting it would frame the body
+            // differently: response splitting).
+            map.remove(header::CONTENT_LENGTH);
+        }
         let mut response = http::Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;

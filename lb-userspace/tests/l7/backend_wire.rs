@@ -1,7 +1,8 @@
 //! Plain HTTP/1.1 backends on the wire (the proxy's own HTTP/1.1 client, `l7/h1.rs` and
 //! `l7/pool.rs`): bodies by length, chunked (extensions, trailers) and close-delimited,
 //! interim 1xx answers, keep-alive connections the backend closes between requests, and
-//! malformed answers (conflicting lengths, a bad chunk) turned into 502 or a cut body, with
+//! malformed answers (conflicting lengths, a bad chunk) turned into 502 or a cut body, a
+//! Content-Length beside Transfer-Encoding dropped before the client sees it, with
 //! a raw backend that writes exactly the bytes each case needs.
 use std::{
     sync::{
@@ -31,6 +32,10 @@ fn scripted(path: &str) -> (&'static [u8], bool) {
         "/close" => (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", true),
         "/interim" => (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok", false),
         "/then-close" => (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye!", true),
+        "/te-and-length" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            true,
+        ),
         "/two-lengths" => (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nhello", true),
         "/bad-chunk" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", true),
         "/head" => (b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n", false),
@@ -132,6 +137,12 @@ async fn backend_bodies_of_every_framing_are_relayed_and_bad_ones_refused() {
     let a = ask(port, "GET", "/interim").await;
     assert!(a.starts_with("HTTP/1.1 201"), "{a}");
     assert_eq!(body(&a), "ok");
+    // Transfer-Encoding and Content-Length both: the chunked body is relayed whole, and
+    // the client is not handed the Content-Length (RFC 9112 6.3: the intermediary drops it).
+    let a = ask(port, "GET", "/te-and-length").await;
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+    assert!(!a.to_ascii_lowercase().contains("content-length: 3"), "{a}");
+    assert_eq!(body(&a), "hello");
     let a = ask(port, "HEAD", "/head").await;
     assert!(a.starts_with("HTTP/1.1 200") && a.ends_with("\r\n\r\n"), "{a}");
 
