@@ -432,7 +432,7 @@ fn scrape(
     let health = checker
         .checked()
         .into_iter()
-        .map(|(ip, port)| (std::net::SocketAddr::new(ip, port).to_string(), !unhealthy.contains(&(ip, port))))
+        .map(|(ip, port)| (std::net::SocketAddr::new(ip, port).to_string(), !unhealthy.contains_key(&(ip, port))))
         .collect();
     let (first, last) = opts.dataplane.snat_ports;
     Snapshot {

@@ -43,7 +43,6 @@ pub struct Checker {
     tasks: BTreeMap<Target, JoinHandle<()>>,
     unhealthy: BTreeSet<Target>,
     /// The backends unhealthy under at least one check, and under how many.
-    any_unhealthy: BTreeSet<(IpAddr, u16)>,
     unhealthy_checks: BTreeMap<(IpAddr, u16), u32>,
     /// What each L4 listener (by name) asked to be checked at the last sync, what the L7
     /// routes did, and how many of those ask for each target.
@@ -77,7 +76,6 @@ impl Default for Checker {
         Checker {
             tasks: BTreeMap::new(),
             unhealthy: BTreeSet::new(),
-            any_unhealthy: BTreeSet::new(),
             unhealthy_checks: BTreeMap::new(),
             inputs: BTreeMap::new(),
             l7_inputs: Vec::new(),
@@ -164,23 +162,20 @@ impl Checker {
                     Some(n) if *n > 1 => *n -= 1,
                     _ => {
                         self.unhealthy_checks.remove(&backend);
-                        self.any_unhealthy.remove(&backend);
                     }
                 }
             }
         } else if self.tasks.contains_key(&target) && self.unhealthy.insert(target) {
             *self.unhealthy_checks.entry(backend).or_default() += 1;
-            self.any_unhealthy.insert(backend);
         }
     }
 
-    /// The per-backend views of `unhealthy`, made again after targets were dropped.
+    /// The per-backend view of `unhealthy`, made again after targets were dropped.
     fn recount(&mut self) {
         self.unhealthy_checks.clear();
         for (b, _) in &self.unhealthy {
             *self.unhealthy_checks.entry(*b).or_default() += 1;
         }
-        self.any_unhealthy = self.unhealthy_checks.keys().copied().collect();
     }
 
     fn is_unhealthy(&self, backend: (IpAddr, u16), check: &Option<HealthCheck>) -> bool {
@@ -217,9 +212,10 @@ impl Checker {
         self.tasks.keys().map(|(b, _)| *b).collect()
     }
 
-    /// The backends unhealthy under at least one of their checks.
-    pub fn unhealthy(&self) -> &BTreeSet<(IpAddr, u16)> {
-        &self.any_unhealthy
+    /// The backends unhealthy under at least one of their checks (the keys), and under how
+    /// many.
+    pub fn unhealthy(&self) -> &BTreeMap<(IpAddr, u16), u32> {
+        &self.unhealthy_checks
     }
 }
 
@@ -431,10 +427,10 @@ mod tests {
         c.record(Change { backend: (IpAddr::from([10, 0, 0, 2]), 80), check: check(0), healthy: false });
         c.sync(&model(&[("b", &[2, 3])]), &tx);
         assert_eq!(probed(&c), [2, 3]);
-        assert!(c.unhealthy().contains(&(IpAddr::from([10, 0, 0, 2]), 80)), "still checked: still unhealthy");
+        assert!(c.unhealthy().contains_key(&(IpAddr::from([10, 0, 0, 2]), 80)), "still checked: still unhealthy");
         c.sync(&model(&[("b", &[3]), ("c", &[2, 4])]), &tx);
         assert_eq!(probed(&c), [2, 3, 4]);
-        assert!(c.unhealthy().contains(&(IpAddr::from([10, 0, 0, 2]), 80)), "moved, not restarted");
+        assert!(c.unhealthy().contains_key(&(IpAddr::from([10, 0, 0, 2]), 80)), "moved, not restarted");
         c.sync(&model(&[("b", &[3])]), &tx);
         assert_eq!(probed(&c), [3]);
         assert!(c.unhealthy().is_empty(), "a backend no longer checked is not unhealthy");
@@ -454,7 +450,7 @@ mod tests {
         checker.record(change(0, false));
         checker.record(change(81, false));
         checker.record(change(0, true));
-        assert!(checker.unhealthy().contains(&backend));
+        assert!(checker.unhealthy().contains_key(&backend));
         checker.record(change(81, true));
         assert!(checker.unhealthy().is_empty());
         // A change for a target no longer checked is ignored.

@@ -124,13 +124,8 @@ impl Rtnl {
         Ok(Rtnl { handle })
     }
 
-    /// The route the kernel takes to `dst` (RTM_GETROUTE for one address, as `ip route get`).
-    pub async fn route_get(&self, dst: IpAddr) -> Result<Route> {
-        let (next_hop, ifindex) = self.route_via(dst).await?;
-        Ok(Route { next_hop, ifindex, dev: ifname(ifindex)? })
-    }
-
-    /// The next hop and the interface index of the route to `dst` (no name: a caller that
+    /// The next hop and the interface index of the route the kernel takes to `dst`
+    /// (RTM_GETROUTE for one address, as `ip route get`; no interface name: a caller that
     /// looks up thousands of routes names the interfaces from one link listing).
     pub async fn route_via(&self, dst: IpAddr) -> Result<(IpAddr, u32)> {
         let mut msg = RouteMessage::default();
