@@ -72,7 +72,7 @@ struct Cluster {
     id: String,
     from: ClusterFrom,
     feed: Feed,
-    slices: Vec<EndpointSlice>,
+    slices: Vec<Arc<EndpointSlice>>,
     /// The source answered at least once (a directory was read, the API server listed): only
     /// then is the cluster connected (it counts in the object set and in `subClusters`).
     connected: bool,
@@ -186,7 +186,7 @@ impl Cluster {
                         tracing::warn!(cluster = %self.id, error = %e, "cluster manifest not read; its last good version serves");
                     }
                     self.recovered();
-                    self.slices = set.endpoint_slices.iter().map(|s| (**s).clone()).collect();
+                    self.slices = set.endpoint_slices;
                     self.connected = true;
                     true
                 }
@@ -200,7 +200,7 @@ impl Cluster {
                 if !changed.swap(false, Ordering::AcqRel) {
                     return false;
                 }
-                self.slices = store.state().iter().map(|s| (**s).clone()).collect();
+                self.slices = store.state();
                 self.connected = true;
                 true
             }

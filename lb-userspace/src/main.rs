@@ -518,7 +518,7 @@ fn check(
         let mut set =
             manifests::load_dir(cdir).with_context(|| format!("--cluster {}: reading {}", c.id, cdir.display()))?;
         objects.errors.append(&mut set.errors);
-        objects.clusters.insert(c.id.clone(), set.endpoint_slices.iter().map(|s| (**s).clone()).collect());
+        objects.clusters.insert(c.id.clone(), set.endpoint_slices);
     }
     let mut build = model::build(&objects, opts);
     let too_big = dataplane::capacity::enforce(&mut build.model, capacity);

@@ -78,20 +78,20 @@ impl AddressPolicy {
     /// lose nothing are borrowed as they are.
     pub fn clean_slices<'a>(
         &self,
-        slices: impl IntoIterator<Item = &'a EndpointSlice>,
+        slices: &'a [std::sync::Arc<EndpointSlice>],
         notices: &mut Vec<Notice>,
     ) -> Vec<Cow<'a, EndpointSlice>> {
         slices
-            .into_iter()
+            .iter()
             .map(|slice| {
                 let refused = |a: &String| a.parse().ok().and_then(|a| self.refused_class(a));
                 if !slice.endpoints.iter().flat_map(|e| &e.addresses).any(|a| refused(a).is_some()) {
-                    return Cow::Borrowed(slice);
+                    return Cow::Borrowed(&**slice);
                 }
                 let meta = &slice.metadata;
                 let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
                 let service = meta.labels.as_ref().and_then(|l| l.get(super::endpoints::SERVICE_NAME_LABEL));
-                let mut clean = slice.clone();
+                let mut clean = (**slice).clone();
                 for (i, ep) in clean.endpoints.iter_mut().enumerate() {
                     for (j, addr) in ep.addresses.iter().enumerate() {
                         if let (Some(class), Some(service)) = (refused(addr), service) {
@@ -217,7 +217,7 @@ mod tests {
             ],
         }))
         .unwrap();
-        let slices = [slice];
+        let slices = [std::sync::Arc::new(slice)];
         let mut notices = Vec::new();
         let clean = AddressPolicy::default().clean_slices(&slices, &mut notices);
         let left: Vec<&Vec<String>> = clean[0].endpoints.iter().map(|e| &e.addresses).collect();

@@ -270,7 +270,7 @@ fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<Str
     };
     let mut owners: BTreeMap<ListenerId, ObjectRef> = BTreeMap::new();
     let mut ages: BTreeMap<ObjectRef, Option<k8s_openapi::jiff::Timestamp>> = BTreeMap::new();
-    let clean = opts.addresses.clean_slices(objects.endpoint_slices.iter().map(|s| &**s), &mut out.notices);
+    let clean = opts.addresses.clean_slices(&objects.endpoint_slices, &mut out.notices);
     let slices = endpoints::index_slices(clean.iter().map(|s| s.as_ref()));
     let mut lookup = l7::Lookup::new(objects, &slices);
     lookup.acls = out.model.acls.iter().map(|(k, a)| (k.clone(), a.entries.clone())).collect();

@@ -23,7 +23,7 @@ pub struct ObjectSet {
     pub nodes: Vec<k8s_openapi::api::core::v1::Node>,
     /// The EndpointSlices of each associated cluster of an ALB multi-cluster gateway, by
     /// cluster ID (`lb run --cluster ID=DIR`); empty without `--cluster`.
-    pub clusters: std::collections::BTreeMap<String, Vec<EndpointSlice>>,
+    pub clusters: std::collections::BTreeMap<String, Vec<Arc<EndpointSlice>>>,
     /// Documents that did not parse, with where they came from.
     pub errors: Vec<ManifestError>,
     /// Objects the source holds that are not valid objects of their kind (their errors are
