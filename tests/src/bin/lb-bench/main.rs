@@ -5,7 +5,9 @@
 //! one) and the control plane (apply 10 000 Services / 100 000
 //! endpoints, one endpoint change, RSS), throughput and TCP connection rate on the veth
 //! topology against iptables DNAT, and the L7 proxy against nginx and haproxy (wrk, h2load).
-//! `--only SUITE[,SUITE]` runs some of them (datapath, control, throughput, connections, l7).
+//! `--only SUITE[,SUITE]` runs some of them (datapath, control, throughput, connections, l7);
+//! `--packets N` sets the throughput runs' packet count; `--compare-lb WRAPPER` measures
+//! another `lb` build beside this one in the throughput runs (see `throughput`).
 use std::{
     fmt::Write as _,
     fs,
@@ -71,7 +73,7 @@ fn main() -> Result<()> {
         anyhow::bail!("--only: name one or more suites ({})", SUITES.join(", "));
     }
     let runs = |suite: &str| only.as_ref().is_none_or(|o| o.iter().any(|s| s == suite));
-    let plan = if quick {
+    let mut plan = if quick {
         Plan {
             repeats: 3,
             runs: 20_000,
@@ -92,6 +94,11 @@ fn main() -> Result<()> {
             connections: 2_000,
         }
     };
+    // `--packets N`: the throughput runs' packet count (a development run at the full run's
+    // count with `--quick`'s repeats, so the share of packets that open a flow is the same).
+    if let Some(i) = args.iter().position(|a| a == "--packets") {
+        plan.packets = args.get(i + 1).and_then(|v| v.parse().ok()).context("--packets: a packet count")?;
+    }
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&out_dir)?;
 
@@ -108,7 +115,10 @@ fn main() -> Result<()> {
     }
     if runs("throughput") {
         progress("throughput suite");
-        report["throughput"] = throughput::suite(plan.packets, plan.repeats.min(3))?;
+        let compare =
+            args.iter().position(|a| a == "--compare-lb").map(|i| args.get(i + 1).context("--compare-lb: a program"));
+        report["throughput"] =
+            throughput::suite(plan.packets, plan.repeats.min(3), compare.transpose()?.map(String::as_str))?;
     }
     if runs("connections") {
         progress("connection rate suite");

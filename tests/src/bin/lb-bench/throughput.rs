@@ -4,7 +4,9 @@
 //! (d) iptables DNAT + MASQUERADE doing the same balancing; one flow and 16,000 flows (source
 //! ports); with a routed backend (XDP both ways) and with a pod behind a bridge on the node (XDP
 //! hands over to tc). Each XDP run also reads its program's own time (bpf_stats). Bounded: a
-//! fixed packet count per run.
+//! fixed packet count per run. `--compare-lb WRAPPER` adds another `lb` build as a mode of its
+//! own, interleaved with the others (`lb run` started as `WRAPPER <lb> run ...`: a script
+//! that runs another binary, or the same one with other flags), for A/B runs of a change.
 use std::{fs, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
@@ -21,6 +23,7 @@ const SINK: &str = "XDP_DROP sink";
 const MIN_FWD: &str = "minimal XDP forwarder";
 const LB: &str = "lb (full NAT)";
 const IPTABLES: &str = "iptables DNAT";
+const LB_COMPARED: &str = "lb (--compare-lb)";
 /// Distinct source ports of the many-flows runs (each a flow through the VIP).
 const MANY_FLOWS: u32 = 16_000;
 
@@ -33,22 +36,25 @@ struct Run {
     prog_ns: Option<f64>,
 }
 
-pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
+pub fn suite(packets: u32, repeats: usize, compare: Option<&str>) -> Result<serde_json::Value> {
     let _stats = crate::cost::enable_stats()?;
     let mut rows = Vec::new();
     for (shape, many) in [(Shape::Routed, false), (Shape::Routed, true), (Shape::Bridge, false), (Shape::Bridge, true)]
     {
         let flows = if many { "16,000 flows" } else { "one flow" };
         // The minimal forwarder redirects to a device that takes XDP frames: not a bridge.
-        let modes: &[&str] =
-            if shape == Shape::Routed { &[SINK, MIN_FWD, LB, IPTABLES] } else { &[SINK, LB, IPTABLES] };
+        let mut modes =
+            if shape == Shape::Routed { vec![SINK, MIN_FWD, LB, IPTABLES] } else { vec![SINK, LB, IPTABLES] };
+        if compare.is_some() {
+            modes.insert(modes.len() - 1, LB_COMPARED);
+        }
         // Repeats outermost: each round measures every mode, so the load other work puts on
         // the machine falls on all of them alike.
         let mut runs: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
         for r in 0..repeats {
             for (i, &mode) in modes.iter().enumerate() {
                 crate::progress(&format!("throughput: {shape:?}, {flows}, {mode} ({}/{repeats})", r + 1));
-                runs[i].push(run(shape, mode, many, packets)?);
+                runs[i].push(run(shape, mode, many, packets, compare)?);
             }
         }
         let mut per_mode: Vec<(&str, f64, f64, Option<f64>)> = Vec::new();
@@ -64,7 +70,7 @@ pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
         let marginal = |mode: &str| per_mode.iter().find(|m| m.0 == mode).map(|m| (m.1 - sink) / packets as f64 * 1e6);
         for &(mode, secs, delivered, prog_ns) in &per_mode {
             let m = (secs - sink) / packets as f64 * 1e6;
-            let ratio = |peer: &str| marginal(peer).filter(|_| mode == LB).map(|p| m / p);
+            let ratio = |peer: &str| marginal(peer).filter(|_| mode == LB || mode == LB_COMPARED).map(|p| m / p);
             rows.push(json!({
                 "backend": if shape == Shape::Routed { "routed host (XDP both ways)" } else { "pod behind a bridge (XDP hands over to tc)" },
                 "mode": mode,
@@ -83,7 +89,7 @@ pub fn suite(packets: u32, repeats: usize) -> Result<serde_json::Value> {
 
 /// One run: how long trafgen took to send `packets`, what reached the backend or the sink,
 /// and the XDP program's own time.
-fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<Run> {
+fn run(shape: Shape, mode: &str, many: bool, packets: u32, compare: Option<&str>) -> Result<Run> {
     let topo = Topology::shaped(shape, 1)?;
     let backend_addr = shape.backend_addr(1).to_string();
     // Where NATed traffic leaves the node towards the backend.
@@ -112,8 +118,9 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32) -> Result<Run> {
             };
             _xdp = Some(XdpGuard::attach(&topo.lb, &lbc, fwd).context("minimal forwarder")?);
         }
-        LB => {
-            _daemon = Some(start_lb(&topo, &SERVICE.replace("198.18.1.2", &backend_addr), work.path())?);
+        LB | LB_COMPARED => {
+            let wrapper: Vec<&str> = compare.filter(|_| mode == LB_COMPARED).into_iter().collect();
+            _daemon = Some(start_lb(&topo, &SERVICE.replace("198.18.1.2", &backend_addr), work.path(), &wrapper)?);
         }
         _ => {
             iptables_dnat(&topo.lb, "udp", &backend_addr, &out_if)?;
@@ -226,7 +233,8 @@ fn conn_run(mode: &str, connections: usize) -> Result<ConnRun> {
     let work = tempfile::tempdir()?;
     let mut _daemon = None;
     if mode == LB {
-        _daemon = Some(start_lb(&topo, &SERVICE.replace("UDP", "TCP").replace("name: udp", "name: tcp"), work.path())?);
+        let yaml = SERVICE.replace("UDP", "TCP").replace("name: udp", "name: tcp");
+        _daemon = Some(start_lb(&topo, &yaml, work.path(), &[])?);
     } else {
         iptables_dnat(&topo.lb, "tcp", "198.18.1.2", &topo.lb_ifaces[1])?;
     }
@@ -264,12 +272,12 @@ struct ConnRun {
     program: Option<(f64, f64)>,
 }
 
-/// `lb run` on the bench Service `yaml` in `topo`, ready.
-fn start_lb(topo: &Topology, yaml: &str, work: &std::path::Path) -> Result<Daemon> {
+/// `lb run` (under `wrapper`, if any) on the bench Service `yaml` in `topo`, ready.
+fn start_lb(topo: &Topology, yaml: &str, work: &std::path::Path, wrapper: &[&str]) -> Result<Daemon> {
     let dir = work.join("m");
     fs::create_dir(&dir)?;
     fs::write(dir.join("svc.yaml"), yaml)?;
-    Daemon::start_with(&topo.lb, &dir, &topo.iface_list(), 1, work, &topo.lb_args(&[]))
+    Daemon::start_wrapped(&topo.lb, &dir, &topo.iface_list(), 1, work, &topo.lb_args(&[]), wrapper)
 }
 
 /// The peer: iptables DNAT from VIP:80/`proto` to `backend`:8080 and MASQUERADE out of
