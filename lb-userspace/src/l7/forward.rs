@@ -5,7 +5,6 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
-use hyper::body::Incoming;
 use ipnet::IpNet;
 
 use super::matching::{self, cors_allows, host_without_port, redirects_to_https};
@@ -17,11 +16,27 @@ use super::{
     respond::{self, Body, Origin},
     router::{self, CompiledRoute, Table},
     sanitize,
-    send::forward,
+    send::{self, forward},
     sticky::{GROUP_COOKIE, set_sticky, sticky_endpoint, strip_cookie_prefix},
     upstreams::Upstreams,
 };
 use crate::model::l7::route::{Action, Filter, HeaderValue as Value, StickySession, SystemValue};
+
+/// What a request body from a client is to the proxy: hyper's `Incoming`, or
+/// [`super::serve_h1`]'s body read from the connection's own buffer.
+pub trait ClientBody:
+    hyper::body::Body<Data = bytes::Bytes, Error: std::error::Error + Send + Sync + 'static> + Send + Sync + Unpin + 'static
+{
+}
+
+impl<B> ClientBody for B where
+    B: hyper::body::Body<Data = bytes::Bytes, Error: std::error::Error + Send + Sync + 'static>
+        + Send
+        + Sync
+        + Unpin
+        + 'static
+{
+}
 
 /// The client connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -31,9 +46,10 @@ pub struct Conn {
     pub tls: bool,
 }
 
-/// Serves one request of a listener.
-pub async fn handle(
-    mut req: Request<Incoming>,
+/// Serves one request of a listener, whichever server read it (hyper's, or
+/// [`super::serve_h1`]'s for plain HTTP/1.1).
+pub async fn handle<B: ClientBody>(
+    req: Request<B>,
     conn: Conn,
     table: Arc<Table>,
     up: Arc<Upstreams>,
@@ -41,6 +57,7 @@ pub async fn handle(
     trusted: &[IpNet],
     mirror_skipped: &Arc<std::sync::atomic::AtomicU64>,
 ) -> Response<Body> {
+    let mut req = req.map(send::client_body);
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
         return respond::error(
@@ -146,7 +163,7 @@ pub async fn handle(
 /// Rewrites the request for the backend: path and query, filters, forwarded headers,
 /// hop-by-hop headers, the server-cookie prefix.
 fn prepare(
-    req: &mut Request<Incoming>,
+    req: &mut Request<Body>,
     conn: &Conn,
     table: &Table,
     route: &CompiledRoute,

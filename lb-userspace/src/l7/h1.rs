@@ -198,7 +198,7 @@ fn framing(status: StatusCode, version: Version, method: &Method, h: &HeaderMap)
 }
 
 /// Every `Content-Length` value (lists included) must be the same number.
-fn content_length(h: &HeaderMap) -> Result<Option<u64>, Malformed> {
+pub fn content_length(h: &HeaderMap) -> Result<Option<u64>, Malformed> {
     let mut found = None;
     for v in h.get_all(header::CONTENT_LENGTH) {
         let s = v.to_str().map_err(|_| Malformed::ContentLength)?;

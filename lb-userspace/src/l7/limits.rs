@@ -261,6 +261,10 @@ impl<T> WriteWatch<T> {
         (WriteWatch { io, start, blocked: blocked.clone() }, Blocked { start, blocked })
     }
 
+    pub fn into_inner(self) -> T {
+        self.io
+    }
+
     fn record<R>(&self, r: &Poll<R>) {
         match r {
             Poll::Pending => {

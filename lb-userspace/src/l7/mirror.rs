@@ -17,7 +17,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, Uri, header};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 
 use super::{balance::PickContext, respond, router::CompiledRoute, upstreams::Upstreams};
@@ -29,7 +29,7 @@ const MIRROR_TIMEOUT: Duration = Duration::from_secs(30);
 /// once its body, copied as it streams (see [`Tee`]), has ended within `max` bytes. A body
 /// longer than `max` is not mirrored and counted in `skipped`.
 pub(super) fn mirror(
-    req: &mut Request<Incoming>,
+    req: &mut Request<respond::Body>,
     route: &CompiledRoute,
     cx: &PickContext<'_>,
     up: &Arc<Upstreams>,

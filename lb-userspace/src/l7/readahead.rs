@@ -2,6 +2,7 @@
 //! Telling HTTP/1.1 from HTTP/2 prior knowledge reads the first 24 bytes alone (the length of
 //! the h2 preface); without this, the rest of the request then needed a second `recv`, on
 //! every connection. What was read ahead is handed out first; later reads go straight through.
+//! A connection [`super::serve_h1`] hands to hyper comes with what it read of it, the same way.
 use std::{
     pin::Pin,
     task::{Context, Poll},
@@ -29,6 +30,12 @@ pub struct ReadAhead<I> {
 impl<I> ReadAhead<I> {
     pub fn new(io: I) -> ReadAhead<I> {
         ReadAhead { io, ahead: Ahead::First }
+    }
+
+    /// A connection of which `read` was already read: those bytes are handed out first.
+    pub fn holding(io: I, read: Vec<u8>) -> ReadAhead<I> {
+        let ahead = if read.is_empty() { Ahead::Through } else { Ahead::Holding(read, 0) };
+        ReadAhead { io, ahead }
     }
 }
 

@@ -30,6 +30,10 @@ pub fn normalize_path(raw: &str) -> Result<String, Refused> {
     if !raw.starts_with('/') {
         return Err(Refused::NotAbsolute);
     }
+    // Most paths are already normal: no escapes, no empty, `.` or `..` segments.
+    if !raw.contains('%') && !raw.contains("//") && raw.split('/').all(|s| s != "." && s != "..") {
+        return Ok(raw.to_owned());
+    }
     let decoded = decode_unreserved(raw);
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = decoded.split('/').skip(1).collect();

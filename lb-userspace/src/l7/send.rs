@@ -7,12 +7,13 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
 
 use super::{
     balance::PickContext,
     drain::CutBody,
+    forward::ClientBody,
     headers::{is_upgrade, strip_hop_by_hop},
     limits::{IdleBody, Limits, Stalled},
     mirror, pool,
@@ -31,7 +32,7 @@ fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::
 /// could not be made), within `timeout`. Plain HTTP/1.1 goes through this worker's
 /// [`pool`](super::pool); HTTPS, gRPC (h2c) and upgrades through the shared clients.
 pub(super) async fn forward(
-    req: Request<Incoming>,
+    req: Request<Body>,
     route: &CompiledRoute,
     pick: Pick,
     cx: &PickContext<'_>,
@@ -46,8 +47,7 @@ pub(super) async fn forward(
     let body = mirror::tee(&mut parts, body);
     // A client body that is malformed, stalls or grows past the limit fails the request
     // (400 / 408 / 413).
-    let limited = |body: mirror::Tee<Incoming>| {
-        let body = body.map_err(|e| BoxError::from(BadBody(e)));
+    let limited = |body: mirror::Tee<Body>| {
         Limited::new(IdleBody::new(body, limits.body_idle), limits.max_body_bytes as usize)
             .map_err(BoxError::from)
             .boxed()
@@ -178,7 +178,13 @@ where
 /// The client's request body could not be read (a bad chunk size, the client went away).
 #[derive(Debug, thiserror::Error)]
 #[error("the request body could not be read: {0}")]
-struct BadBody(hyper::Error);
+struct BadBody(BoxError);
+
+/// A client's request body (hyper's, or [`super::serve_h1`]'s) as the rest of the pipeline
+/// takes it, its errors marked as the client's ([`BadBody`]: 400).
+pub(super) fn client_body<B: ClientBody>(body: B) -> Body {
+    body.map_err(|e| BoxError::from(BadBody(Box::new(e)))).boxed()
+}
 
 /// The answer to a request the backend client failed: 400, 408 or 413 when the client's body
 /// was at fault, 502 otherwise.

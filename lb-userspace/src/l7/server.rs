@@ -5,15 +5,16 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
+    pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use hyper::{Request, body::Incoming, service::service_fn};
+use hyper::{Request, Response, body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -21,8 +22,9 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch};
 
 use super::{
-    forward::{self, Conn},
+    forward::{self, ClientBody, Conn},
     limits::{Blocked, ConnectionGate, Limits, WriteWatch},
+    respond::Body,
     router::Table,
     upstreams::Upstreams,
 };
@@ -39,6 +41,9 @@ pub struct Counters {
     pub tls_failures: AtomicU64,
     /// Requests not mirrored: their body was longer than `--l7-mirror-max-body-bytes`.
     pub mirror_skipped: Arc<AtomicU64>,
+    /// Plain connections the proxy's own HTTP/1.1 server ([`super::serve_h1`]) handed to
+    /// hyper's (a request it leaves to hyper). Not exported: for tests and debugging.
+    pub handed_to_hyper: AtomicU64,
     /// Index 0: 1xx ... 4: 5xx.
     pub responses: [AtomicU64; 5],
     /// From a request's head to its response's head (`lb_l7_request_duration_seconds`).
@@ -174,15 +179,58 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: Sock
         }
         None => {
             let conn = Conn { client: peer, local, tls: false };
-            let stream = super::readahead::ReadAhead::new(stream);
-            Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await
+            if *HYPER_ONLY {
+                let stream = super::readahead::ReadAhead::new(stream);
+                return Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await;
+            }
+            Box::pin(plain(stream.into_inner(), conn, state)).await
         }
     }
 }
 
+/// `LB_L7_HYPER_H1=1`: plain connections go to hyper's server from their first byte, as
+/// before [`super::serve_h1`] (to compare the two in `cargo xtask bench`).
+static HYPER_ONLY: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("LB_L7_HYPER_H1").is_some_and(|v| v == "1"));
+
+/// A plain connection: HTTP/1.1 served by [`super::serve_h1`] until a request it leaves to
+/// hyper (HTTP/2 prior knowledge, HTTP/1.0, upgrades, `Expect`, heads hyper refuses), then
+/// hyper's server from there on, with the bytes already read.
+async fn plain(stream: tokio::net::TcpStream, conn: Conn, state: Arc<ListenerState>) {
+    let activity = Activity::new();
+    let (rd, wr) = stream.into_split();
+    let (wr, blocked) = WriteWatch::new(wr);
+    let served = super::serve_h1::serve(rd, wr, conn, state.clone(), activity.clone());
+    tokio::pin!(served);
+    // Asked to finish: at once when no request is in flight, else after its answer.
+    let finish = |_: Pin<&mut _>| {
+        activity.closing.store(true, Ordering::Relaxed);
+        activity.inflight.load(Ordering::Relaxed) == 0
+    };
+    let Some(Some((stream, read))) = watch_connection(served, finish, &activity, &blocked, &state, conn).await else {
+        return;
+    };
+    state.counters.handed_to_hyper.fetch_add(1, Ordering::Relaxed);
+    let (stream, blocked) = WriteWatch::new(stream);
+    let stream = super::readahead::ReadAhead::holding(stream, read.to_vec());
+    serve(TokioIo::new(stream), conn, state, None, blocked).await
+}
+
+/// Answers one request (either server's): the listener's table and pipeline
+/// ([`forward::handle`]), counted by status and timed to the response head.
+pub(super) async fn respond_to<B: ClientBody>(req: Request<B>, conn: Conn, state: &ListenerState) -> Response<Body> {
+    let started = Instant::now();
+    let (table, up) = (state.table.load_full(), state.upstreams.clone());
+    let resp =
+        forward::handle(req, conn, table, up, state.limits, &state.trusted, &state.counters.mirror_skipped).await;
+    state.counters.response(resp.status().as_u16());
+    state.counters.latency.observe(started.elapsed());
+    resp
+}
+
 /// Requests in flight on a connection, when it last did something, and how many of its
 /// requests the client abandoned (HTTP/2 stream resets, closed connections).
-struct Activity {
+pub(super) struct Activity {
     inflight: AtomicUsize,
     last_ms: AtomicU64,
     start: Instant,
@@ -190,6 +238,13 @@ struct Activity {
     abandoned: AtomicUsize,
     /// Wakes the connection's loop when the client abandons too many requests.
     abusive: tokio::sync::Notify,
+    /// The connection is to close after the request in flight ([`super::serve_h1`]).
+    closing: AtomicBool,
+    /// Asks hyper's server to close after what is in flight.
+    finish: tokio::sync::Notify,
+    /// Milliseconds since `start` when [`super::serve_h1`] began waiting for a request head
+    /// (`u64::MAX`: not waiting); hyper's server times its heads itself.
+    head_since: AtomicU64,
 }
 
 /// A client that abandoned this many requests, more than it let finish, is cut off: it
@@ -197,16 +252,16 @@ struct Activity {
 const MAX_ABANDONED: usize = 100;
 
 /// One request of a connection: counted in flight until it is answered or abandoned.
-struct InFlight(Arc<Activity>, bool);
+pub(super) struct InFlight(Arc<Activity>, bool);
 
 impl InFlight {
-    fn start(activity: &Arc<Activity>) -> InFlight {
+    pub(super) fn start(activity: &Arc<Activity>) -> InFlight {
         activity.inflight.fetch_add(1, Ordering::Relaxed);
         activity.touch();
         InFlight(activity.clone(), false)
     }
 
-    fn done(mut self) {
+    pub(super) fn done(mut self) {
         self.1 = true;
         self.0.completed.fetch_add(1, Ordering::Relaxed);
     }
@@ -227,6 +282,40 @@ impl Drop for InFlight {
 }
 
 impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            inflight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+            start: Instant::now(),
+            completed: AtomicUsize::new(0),
+            abandoned: AtomicUsize::new(0),
+            abusive: tokio::sync::Notify::new(),
+            closing: AtomicBool::new(false),
+            finish: tokio::sync::Notify::new(),
+            head_since: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// Whether the connection is to close after the request in flight.
+    pub(super) fn closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// A request head is awaited from now (`true`) or has been read.
+    pub(super) fn reading_head(&self, waiting: bool) {
+        let at = if waiting { self.start.elapsed().as_millis() as u64 } else { u64::MAX };
+        self.head_since.store(at, Ordering::Relaxed);
+    }
+
+    /// A request head has been awaited for `limit` or longer (slowloris, or a keep-alive
+    /// connection left silent: as hyper's header timeout).
+    fn head_overdue(&self, limit: Duration) -> bool {
+        match self.head_since.load(Ordering::Relaxed) {
+            u64::MAX => false,
+            since => self.start.elapsed().saturating_sub(Duration::from_millis(since)) >= limit,
+        }
+    }
+
     fn touch(&self) {
         self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
@@ -248,31 +337,16 @@ async fn serve<I>(io: TokioIo<I>, conn: Conn, state: Arc<ListenerState>, alpn_h2
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let table = state.table.load_full();
-    let idle = Duration::from_secs(u64::from(table.listener.idle_timeout_s.max(1)));
-    let http2 = table.listener.http2;
-    let activity = Arc::new(Activity {
-        inflight: AtomicUsize::new(0),
-        last_ms: AtomicU64::new(0),
-        start: Instant::now(),
-        completed: AtomicUsize::new(0),
-        abandoned: AtomicUsize::new(0),
-        abusive: tokio::sync::Notify::new(),
-    });
+    let http2 = state.table.load().listener.http2;
+    let activity = Activity::new();
     let svc = {
         let (state, activity) = (state.clone(), activity.clone());
         service_fn(move |req: Request<Incoming>| {
-            let (table, up, activity, state) =
-                (state.table.load_full(), state.upstreams.clone(), activity.clone(), state.clone());
+            let (activity, state) = (activity.clone(), state.clone());
             let inflight = InFlight::start(&activity);
             // Boxed: the request's future is large, and hyper would move it by value.
             Box::pin(async move {
-                let started = Instant::now();
-                let resp =
-                    forward::handle(req, conn, table, up, state.limits, &state.trusted, &state.counters.mirror_skipped)
-                        .await;
-                state.counters.response(resp.status().as_u16());
-                state.counters.latency.observe(started.elapsed());
+                let resp = respond_to(req, conn, &state).await;
                 inflight.done();
                 Ok::<_, Infallible>(resp)
             })
@@ -300,8 +374,40 @@ where
         None if !http2 => builder.http1_only(),
         None => builder,
     };
-    let served = builder.serve_connection_with_upgrades(io, svc);
+    // Asked to finish: hyper's graceful shutdown (answers in flight, then close).
+    let served = async {
+        let served = builder.serve_connection_with_upgrades(io, svc);
+        tokio::pin!(served);
+        tokio::select! {
+            r = served.as_mut() => return r,
+            _ = activity.finish.notified() => served.as_mut().graceful_shutdown(),
+        }
+        served.await
+    };
     tokio::pin!(served);
+    let finish = |_: Pin<&mut _>| {
+        activity.finish.notify_one();
+        false
+    };
+    if let Some(Err(e)) = watch_connection(served, finish, &activity, &blocked, &state, conn).await {
+        tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
+    }
+}
+
+/// Serves a connection (`served`) until it ends (its output), or cuts it (`None`): the client
+/// reads nothing of its answer for the body idle time, the drain time is over, a request
+/// head is overdue, the client abandoned too many requests. When the connection is idle for
+/// the listener's idle timeout or the listener drains, `finish` asks it to end after what is
+/// in flight (`true`: it may be dropped at once).
+async fn watch_connection<F: Future>(
+    mut served: Pin<&mut F>,
+    mut finish: impl FnMut(Pin<&mut F>) -> bool,
+    activity: &Activity,
+    blocked: &Blocked,
+    state: &ListenerState,
+    conn: Conn,
+) -> Option<F::Output> {
+    let idle = Duration::from_secs(u64::from(state.table.load().listener.idle_timeout_s.max(1)));
     let mut drain = state.drain.clone();
     // The first tick one period on (a connection has nothing to check at its start).
     let period = Duration::from_millis(250).min(idle);
@@ -311,37 +417,40 @@ where
     let mut drain_deadline = None;
     loop {
         tokio::select! {
-            r = served.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
-                }
-                break;
-            }
+            r = served.as_mut() => return Some(r),
             _ = tick.tick() => {
                 if blocked.for_how_long() >= state.limits.body_idle {
                     tracing::debug!(client = %conn.client, "connection closed: the client read nothing of its answer");
-                    break;
+                    return None;
                 }
                 if drain_deadline.is_some_and(|d| Instant::now() >= d) {
                     tracing::debug!(client = %conn.client, "connection closed: drain time over");
-                    break;
+                    return None;
+                }
+                if activity.head_overdue(state.limits.header_timeout) {
+                    tracing::debug!(client = %conn.client, "connection closed: no request head within the header timeout");
+                    return None;
                 }
                 if !closing && activity.idle_for().is_some_and(|d| d >= idle) {
                     closing = true;
-                    served.as_mut().graceful_shutdown();
+                    if finish(served.as_mut()) {
+                        return None;
+                    }
                 }
             }
             r = drain.changed(), if drain_deadline.is_none() => {
                 if r.is_err() || *drain.borrow() {
                     closing = true;
                     drain_deadline = Some(Instant::now() + state.limits.drain_timeout);
-                    served.as_mut().graceful_shutdown();
+                    if finish(served.as_mut()) {
+                        return None;
+                    }
                 }
             }
             _ = activity.abusive.notified() => {
                 state.counters.abusive_closed.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(client = %conn.client, "connection closed: the client abandoned too many requests");
-                break;
+                return None;
             }
         }
     }

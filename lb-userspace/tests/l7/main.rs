@@ -18,6 +18,7 @@ mod ownership;
 mod reload;
 mod routing;
 mod server_groups;
+mod server_h1;
 mod smuggling;
 mod support;
 mod tls;

@@ -1,0 +1,512 @@
+//! Plain HTTP/1.1 client connections served by the proxy itself, without hyper's connection
+//! state machine: the request head parsed with `httparse` from the connection's own buffer
+//! (hyper's parser, with hyper's server rules), its body (Content-Length or chunked) decoded
+//! from that buffer, the request given to the same pipeline as hyper's requests
+//! ([`super::server::respond_to`]), the response head and body written in as few writes as
+//! the body allows, and the next request read on the same connection. What this does not
+//! take (HTTP/1.0, HTTP/2 prior knowledge, upgrades, `CONNECT`, `Expect`, any head hyper would
+//! refuse or frame otherwise: CL/TE conflicts, two lengths, obs-fold, invalid bytes, a head
+//! past [`MAX_HEADER_BYTES`]) is handed, with the bytes read so far, to hyper's server, which
+//! answers or refuses it as before.
+use std::{
+    cell::RefCell,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll},
+    time::SystemTime,
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::{
+    io::AsyncWriteExt,
+    net::{
+        TcpStream,
+        tcp::{OwnedReadHalf, OwnedWriteHalf},
+    },
+};
+
+use super::{
+    forward::Conn,
+    h1::{self, Decoding, Step},
+    limits::WriteWatch,
+    respond::Body,
+    server::{Activity, InFlight, ListenerState, MAX_HEADER_BYTES, respond_to},
+};
+
+/// Headers of one request, at most (hyper's default: more goes to hyper, which answers 431).
+const MAX_HEADERS: usize = 100;
+/// A longer request target goes to hyper (which answers 414).
+const MAX_URI_LEN: usize = u16::MAX as usize - 1;
+/// What one read of the client asks for at least.
+const READ_CHUNK: usize = 4096;
+/// Response bytes gathered before they are written even though more are ready.
+const MAX_GATHER: usize = 64 * 1024;
+
+/// What the bytes at the front of the buffer are (on the stack for one parse: not boxed).
+#[allow(clippy::large_enum_variant)]
+enum Parsed {
+    /// Not a whole head yet.
+    More,
+    /// For hyper's server: not a request this server takes (the bytes are left in place).
+    Hyper,
+    Request(Head),
+}
+
+/// A request head this server takes.
+struct Head {
+    parts: http::request::Parts,
+    body: Decoding,
+    keep_alive: bool,
+}
+
+/// The head at the front of `buf`, taken from it when it is one this server serves.
+fn parse(buf: &mut BytesMut) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEADER_BYTES => return Parsed::More,
+        // Refused by hyper as it is now (400 or 431).
+        _ => return Parsed::Hyper,
+    };
+    let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::Hyper;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else { return Parsed::Hyper };
+    if path.len() > MAX_URI_LEN || method == Method::CONNECT {
+        return Parsed::Hyper;
+    }
+    // Offsets into the head, so that the target and values share its bytes once it is split
+    // off.
+    let base = buf.as_ptr() as usize;
+    let path_span = (path.as_ptr() as usize - base, path.as_ptr() as usize - base + path.len());
+    let mut names: [Option<HeaderName>; MAX_HEADERS] = [const { None }; MAX_HEADERS];
+    let mut spans = [(0usize, 0usize); MAX_HEADERS];
+    let count = req.headers.len();
+    let mut body = Decoding::Done;
+    let (mut lengths, mut encodings) = (0, 0);
+    let mut keep_alive = true;
+    for ((slot, span), h) in names.iter_mut().zip(spans.iter_mut()).zip(req.headers.iter()) {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Parsed::Hyper };
+        let v = h.value;
+        if !v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
+            return Parsed::Hyper;
+        }
+        match name {
+            header::CONTENT_LENGTH => {
+                lengths += 1;
+                match digits(v) {
+                    Some(n) => body = Decoding::from(h1::Framing::Length(n)),
+                    None => return Parsed::Hyper,
+                }
+            }
+            header::TRANSFER_ENCODING => {
+                encodings += 1;
+                if !v.eq_ignore_ascii_case(b"chunked") {
+                    return Parsed::Hyper;
+                }
+                body = Decoding::ChunkSize;
+            }
+            header::CONNECTION if asks_close(v) => keep_alive = false,
+            header::UPGRADE | header::EXPECT => return Parsed::Hyper,
+            _ => {}
+        }
+        let v0 = v.as_ptr() as usize - base;
+        *span = (v0, v0 + v.len());
+        *slot = Some(name);
+    }
+    // Two framings or two lengths: hyper's rules (CL dropped for chunked, the connection
+    // closed after; differing lengths refused).
+    if lengths + encodings > 1 {
+        return Parsed::Hyper;
+    }
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path_span.0..path_span.1)) else {
+        unsplit(buf, &head);
+        return Parsed::Hyper;
+    };
+    let mut map = HeaderMap::with_capacity(count);
+    for (name, &(v0, v1)) in names.iter_mut().zip(&spans).take(count) {
+        let (Some(name), Ok(value)) = (name.take(), HeaderValue::from_maybe_shared(head.slice(v0..v1))) else {
+            unsplit(buf, &head);
+            return Parsed::Hyper;
+        };
+        map.append(name, value);
+    }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.headers = map;
+    Parsed::Request(Head { parts, body, keep_alive })
+}
+
+/// A `Connection` value with the `close` token.
+fn asks_close(v: &[u8]) -> bool {
+    v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// Puts a head taken from `buf` back in front of it.
+fn unsplit(buf: &mut BytesMut, head: &Bytes) {
+    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+    whole.extend_from_slice(head);
+    whole.extend_from_slice(buf);
+    *buf = whole;
+}
+
+/// A Content-Length value: digits only, as hyper reads it.
+fn digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// The client connection's read side: what was read and not yet used, and where the body of
+/// the request being served is. Shared with that request's body while it is read.
+struct Reader {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    body: Decoding,
+    /// The body was malformed or cut short: the connection can't carry another request.
+    broken: bool,
+}
+
+impl Reader {
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.rd), cx, &mut self.buf)
+    }
+}
+
+fn lock(r: &Mutex<Reader>) -> MutexGuard<'_, Reader> {
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A request body read from the client connection (Content-Length or chunked).
+pub struct RequestBody {
+    /// `None`: the request has no body.
+    reader: Option<Arc<Mutex<Reader>>>,
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BadBody {
+    #[error("{0}")]
+    Malformed(h1::Malformed),
+    #[error("the client closed the connection within the request body")]
+    Cut,
+    #[error("reading the request body: {0}")]
+    Io(std::io::Error),
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BadBody;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BadBody>>> {
+        let Some(shared) = &self.reader else { return Poll::Ready(None) };
+        let mut guard = lock(shared);
+        let r = &mut *guard;
+        loop {
+            if r.broken {
+                return Poll::Ready(None);
+            }
+            match r.body.step(&mut r.buf) {
+                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Step::Done) => return Poll::Ready(None),
+                Ok(Step::More) => {}
+                Err(e) => {
+                    r.broken = true;
+                    return Poll::Ready(Some(Err(BadBody::Malformed(e))));
+                }
+            }
+            match std::task::ready!(r.poll_fill(cx)) {
+                Ok(0) => {
+                    r.broken = true;
+                    return Poll::Ready(Some(Err(BadBody::Cut)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    r.broken = true;
+                    return Poll::Ready(Some(Err(BadBody::Io(e))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.reader.as_ref().is_none_or(|r| lock(r).body == Decoding::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.reader.as_ref().map(|r| lock(r).body) {
+            None | Some(Decoding::Done) => SizeHint::with_exact(0),
+            Some(Decoding::Length(n)) => SizeHint::with_exact(n),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// Serves the connection's requests until it closes, ends, or meets a request for hyper:
+/// then the connection and what was read of it are returned.
+pub(super) async fn serve(
+    rd: OwnedReadHalf,
+    mut wr: WriteWatch<OwnedWriteHalf>,
+    conn: Conn,
+    state: Arc<ListenerState>,
+    activity: Arc<Activity>,
+) -> Option<(TcpStream, BytesMut)> {
+    let reader = Arc::new(Mutex::new(Reader {
+        rd,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        body: Decoding::Done,
+        broken: false,
+    }));
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        activity.reading_head(true);
+        let head = loop {
+            let parsed = {
+                let mut r = lock(&reader);
+                if r.buf.is_empty() { Parsed::More } else { parse(&mut r.buf) }
+            };
+            match parsed {
+                Parsed::More => {}
+                Parsed::Hyper => return hand_over(reader, wr),
+                Parsed::Request(head) => break head,
+            }
+            match std::future::poll_fn(|cx| lock(&reader).poll_fill(cx)).await {
+                Ok(n) if n > 0 => {}
+                _ => return None,
+            }
+        };
+        activity.reading_head(false);
+        let Head { parts, body, mut keep_alive } = head;
+        let head_only = parts.method == Method::HEAD;
+        let has_body = body != Decoding::Done;
+        lock(&reader).body = body;
+        let req = Request::from_parts(parts, RequestBody { reader: has_body.then(|| reader.clone()) });
+        let inflight = InFlight::start(&activity);
+        let resp = respond_to(req, conn, &state).await;
+        keep_alive &= !activity.closing();
+        let written = write_response(&mut wr, resp, head_only, keep_alive, &mut out).await;
+        inflight.done();
+        // The request body read to its end, and nothing of it left for the next request.
+        let clean = {
+            let r = lock(&reader);
+            r.body == Decoding::Done && !r.broken
+        };
+        match written {
+            Ok(true) if clean && !activity.closing() => {}
+            Ok(_) => {
+                let _ = wr.shutdown().await;
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(client = %conn.client, error = %e, "connection ended within a response");
+                return None;
+            }
+        }
+    }
+}
+
+/// The connection back whole, with what was read of it, for hyper's server.
+fn hand_over(reader: Arc<Mutex<Reader>>, wr: WriteWatch<OwnedWriteHalf>) -> Option<(TcpStream, BytesMut)> {
+    // A body of an earlier request still held somewhere keeps the reader: nothing to hand on.
+    let r = Arc::try_unwrap(reader).ok()?.into_inner().unwrap_or_else(|e| e.into_inner());
+    let stream = r.rd.reunite(wr.into_inner()).ok()?;
+    Some((stream, r.buf))
+}
+
+/// How a response body goes to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    Nothing,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes the response head into `dst` with hyper's server rules (RFC 9112 6.3): the body's
+/// length from its Content-Length or its size, else chunked; no body for HEAD, 1xx, 204
+/// and 304; `content-length: 0` for an empty body; a `date` when the response has none;
+/// `connection: close` when the connection ends after it. Returns how the body goes and
+/// whether the connection may carry another request.
+fn encode_head(resp: &Response<Body>, head_only: bool, mut keep_alive: bool, dst: &mut Vec<u8>) -> (Sending, bool) {
+    let status = resp.status();
+    let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let body = resp.body();
+    let empty = body.is_end_stream();
+    let reason = resp.extensions().get::<hyper::ext::ReasonPhrase>();
+    if status == StatusCode::OK && reason.is_none() {
+        dst.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        dst.extend_from_slice(b"HTTP/1.1 ");
+        dst.extend_from_slice(status.as_str().as_bytes());
+        dst.push(b' ');
+        match reason {
+            Some(r) => dst.extend_from_slice(r.as_bytes()),
+            None => dst.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+        }
+        dst.extend_from_slice(b"\r\n");
+    }
+    let h = resp.headers();
+    let length = h1::content_length(h).ok().flatten();
+    let sending = if head_only || bodiless || empty {
+        Sending::Nothing
+    } else if let Some(n) = length.or(body.size_hint().exact()) {
+        Sending::Length(n)
+    } else {
+        Sending::Chunked
+    };
+    let (mut dated, mut closes) = (false, false);
+    for (name, value) in h {
+        match *name {
+            // Written once below, from what the body is.
+            header::TRANSFER_ENCODING => continue,
+            header::CONTENT_LENGTH if !head_only => continue,
+            header::CONNECTION if asks_close(value.as_bytes()) => {
+                closes = true;
+                keep_alive = false;
+            }
+            header::DATE => dated = true,
+            _ => {}
+        }
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    match sending {
+        Sending::Length(n) => {
+            dst.extend_from_slice(b"content-length: ");
+            dst.extend_from_slice(itoa(n, &mut [0u8; 20]));
+            dst.extend_from_slice(b"\r\n");
+        }
+        Sending::Chunked => dst.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Sending::Nothing if !head_only && !bodiless => dst.extend_from_slice(b"content-length: 0\r\n"),
+        Sending::Nothing => {}
+    }
+    if !dated {
+        dst.extend_from_slice(b"date: ");
+        date(dst);
+        dst.extend_from_slice(b"\r\n");
+    }
+    if !keep_alive && !closes {
+        dst.extend_from_slice(b"connection: close\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+    (sending, keep_alive)
+}
+
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+thread_local! {
+    /// The `date` value of the current second (formatted once a second, as hyper does).
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
+fn date(dst: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs || d.1.is_empty() {
+            *d = (secs, httpdate::fmt_http_date(now));
+        }
+        dst.extend_from_slice(d.1.as_bytes());
+    });
+}
+
+/// Writes `resp`: its head and as much of its body as is ready in one write, then the rest
+/// as it comes. `Ok(true)`: written whole, and the connection may carry another request.
+async fn write_response(
+    wr: &mut WriteWatch<OwnedWriteHalf>,
+    resp: Response<Body>,
+    head_only: bool,
+    keep_alive: bool,
+    out: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    out.clear();
+    let (sending, keep_alive) = encode_head(&resp, head_only, keep_alive, out);
+    let mut body = resp.into_body();
+    let mut left = match sending {
+        Sending::Nothing => {
+            wr.write_all(out).await?;
+            return Ok(keep_alive);
+        }
+        Sending::Length(n) => n,
+        Sending::Chunked => u64::MAX,
+    };
+    loop {
+        // Frames ready now are gathered; what was gathered is written before waiting.
+        let next = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(Some(frame)),
+            Poll::Pending if !out.is_empty() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        match next {
+            None => {
+                wr.write_all(out).await?;
+                out.clear();
+            }
+            Some(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else { continue };
+                if data.is_empty() {
+                    continue;
+                }
+                if sending == Sending::Chunked {
+                    h1::chunk(&data, out);
+                } else {
+                    // Never more than the length the head announced.
+                    let n = (data.len() as u64).min(left) as usize;
+                    out.extend_from_slice(&data[..n]);
+                    left -= n as u64;
+                    if left == 0 {
+                        wr.write_all(out).await?;
+                        return Ok(keep_alive);
+                    }
+                }
+                if out.len() >= MAX_GATHER {
+                    wr.write_all(out).await?;
+                    out.clear();
+                }
+            }
+            Some(None) => {
+                if sending == Sending::Chunked {
+                    out.extend_from_slice(h1::LAST_CHUNK);
+                }
+                wr.write_all(out).await?;
+                // A body shorter than its length: the client can only tell by the close.
+                return Ok(keep_alive && (sending == Sending::Chunked || left == 0));
+            }
+            Some(Some(Err(e))) => {
+                // As hyper: the answer is cut off (the client sees the connection close
+                // within it).
+                if !out.is_empty() {
+                    let _ = wr.write_all(out).await;
+                }
+                return Err(std::io::Error::other(format!("the response body failed: {e}")));
+            }
+        }
+    }
+}
