@@ -103,6 +103,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
     // The model as the source wants it, and its objects' errors: what `applied` lacks of it
     // (listeners or ACLs the datapath rejected) is tried again at every sweep.
     let (mut desired, mut build_errors) = (Model::default(), Vec::new());
+    // What the next build reuses of the last (a change costs the objects it touches).
+    let mut build_cache = model::BuildCache::default();
     // The L7 proxy process: started now, restarted whenever it exits (the datapath is not
     // touched by either).
     let mut proxy = l7::supervise::L7Front::start(opts.l7.clone()).context("starting the L7 proxy")?;
@@ -184,7 +186,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                         tracing::warn!(error = %format!("{e:#}"), "VIPs are not checked against the node's addresses")
                     }
                 }
-                let mut build = model::build_next(&objects, &build_opts, &applied);
+                let mut build = model::build_next(&objects, &build_opts, &applied, &mut build_cache);
                 phases.mark("build");
                 log_changes(&mut logged_errors, &mut logged_notices, &objects.errors, &build);
                 agent_stats.objects_rejected = build.errors.len();
@@ -369,18 +371,15 @@ fn log_changes(
         .map(|e| (format!("{}#{}", e.file.display(), e.document), e.to_string()))
         .chain(build.errors.iter().map(|e| (e.object.to_string(), e.to_string())));
     let changes = errors.update(rejected);
-    // Objects whose last good listeners or routes `keep_last_good` kept.
-    let serving: BTreeSet<String> = build
-        .model
-        .listeners
-        .values()
-        .map(|l| l.source.to_string())
-        .chain(
-            build.model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).map(|r| r.rule.source.to_string()),
-        )
-        .collect();
-    for (object, e) in &changes.new {
-        tracing::error!(error = %e, last_good_serving = serving.contains(object), "object rejected");
+    if !changes.new.is_empty() {
+        // Objects whose last good listeners or routes `keep_last_good` kept.
+        let l7_sources =
+            build.model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).map(|r| &r.rule.source);
+        let serving: BTreeSet<String> =
+            build.model.listeners.values().map(|l| &l.source).chain(l7_sources).map(ToString::to_string).collect();
+        for (object, e) in &changes.new {
+            tracing::error!(error = %e, last_good_serving = serving.contains(object), "object rejected");
+        }
     }
     for object in &changes.cleared {
         tracing::info!(%object, "no longer rejected");

@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use anyhow::Result;
@@ -13,7 +14,7 @@ use futures::StreamExt;
 
 use crate::{
     dataplane::Dataplane,
-    model::Model,
+    model::{L4Listener, Model},
     netif::{Iface, NodeChanges},
     netlink::{Event, Link, NetlinkError, Route, Rtnl},
 };
@@ -37,6 +38,13 @@ pub struct BackendPaths {
     /// The route to each backend of the model (`None`: the lookup failed), looked up once per
     /// distinct backend, and again when an event concerns it.
     routes: HashMap<IpAddr, Option<Route>>,
+    /// The model's listeners at the last sync (shared with it): the next sync goes through the
+    /// ones that are not the same objects any more.
+    seen: BTreeMap<String, Arc<L4Listener>>,
+    /// How many backends of those listeners have each address.
+    refs: HashMap<IpAddr, u32>,
+    /// Backend addresses without a route: new, or whose route an event made stale.
+    missing: HashSet<IpAddr>,
     /// The node's links at the last listing (`None`: to be listed again).
     links: Option<BTreeMap<u32, Link>>,
     /// Something changed since the last [`BackendPaths::sync`].
@@ -52,6 +60,9 @@ pub struct BackendPaths {
     /// datapath could not be put on (each warned once).
     warned: BTreeSet<IpAddr>,
     warned_devs: BTreeSet<String>,
+    /// Devices with the tc datapath, forwarding and their SNAT source set since the last full
+    /// pass.
+    ready_devs: BTreeSet<String>,
 }
 
 impl BackendPaths {
@@ -61,6 +72,9 @@ impl BackendPaths {
             nics,
             fallback,
             routes: HashMap::new(),
+            seen: BTreeMap::new(),
+            refs: HashMap::new(),
+            missing: HashSet::new(),
             links: None,
             dirty: false,
             recheck_neighbours: false,
@@ -68,6 +82,7 @@ impl BackendPaths {
             lookups: 0,
             warned: BTreeSet::new(),
             warned_devs: BTreeSet::new(),
+            ready_devs: BTreeSet::new(),
         }
     }
 
@@ -94,12 +109,12 @@ impl BackendPaths {
                     // down or away go without an event of their own (IPv4), and a lookup that
                     // failed may succeed now.
                     self.links = None;
-                    self.routes.retain(|_, r| r.as_ref().is_some_and(|r| r.ifindex != link.index));
+                    self.forget_routes(|_, r| r.as_ref().is_none_or(|r| r.ifindex == link.index));
                     self.dirty = true;
                 }
             }
             Event::Route { .. } => {
-                self.routes.retain(|addr, _| !event.concerns(*addr));
+                self.forget_routes(|addr, _| event.concerns(*addr));
                 self.dirty |= self.routes.len() != before;
             }
             // The routes an address brings or takes come as events of their own; the address
@@ -110,7 +125,7 @@ impl BackendPaths {
             }
             Event::Lost => {
                 tracing::warn!("netlink events were lost: every route to a backend is looked up again");
-                self.routes.clear();
+                self.forget_routes(|_, _| true);
                 self.links = None;
                 self.recheck_neighbours = true;
                 self.dirty = true;
@@ -127,9 +142,7 @@ impl BackendPaths {
     /// failed last time.
     pub async fn sync(&mut self, model: &Model, node: &mut NodeChanges, dp: &mut Dataplane) {
         self.dirty = false;
-        let backends: HashSet<IpAddr> =
-            model.listeners.values().flat_map(|l| l.backends.iter().map(|b| b.addr)).collect();
-        self.routes.retain(|addr, _| backends.contains(addr));
+        self.follow(model);
         // Every route is gone through again after a link change, lost events or a failure;
         // else only the new backends' routes are.
         let mut full = std::mem::take(&mut self.full_pass) || self.links.is_none();
@@ -141,7 +154,7 @@ impl BackendPaths {
                 }
             }
         }
-        let missing: Vec<IpAddr> = backends.into_iter().filter(|a| !self.routes.contains_key(a)).collect();
+        let missing: Vec<IpAddr> = self.missing.drain().collect();
         let rtnl = &self.rtnl;
         let found: Vec<(IpAddr, NextHop)> = futures::stream::iter(missing)
             .map(|addr| async move { (addr, rtnl.route_via(addr).await) })
@@ -206,14 +219,69 @@ impl BackendPaths {
                 devices.extend(local_client_devices(links.values(), &self.nics));
             }
         }
+        if full {
+            self.ready_devs.clear();
+        }
         for dev in devices {
-            if let Err(e) = self.attach(&dev, node, dp) {
-                self.full_pass = true;
-                if self.warned_devs.insert(dev.clone()) {
-                    tracing::warn!(dev, error = %format!("{e:#}"), "cannot put the tc datapath on the device backends are reached through");
+            // A device made ready since the last full pass stays so until a link or address
+            // changes (which brings a full pass).
+            if self.ready_devs.contains(&dev) {
+                continue;
+            }
+            match self.attach(&dev, node, dp) {
+                Ok(()) => {
+                    self.ready_devs.insert(dev);
+                }
+                Err(e) => {
+                    self.full_pass = true;
+                    if self.warned_devs.insert(dev.clone()) {
+                        tracing::warn!(dev, error = %format!("{e:#}"), "cannot put the tc datapath on the device backends are reached through");
+                    }
                 }
             }
         }
+    }
+
+    /// Count the backends of the listeners that changed since the last sync: an address
+    /// seen for the first time needs a route, one no longer used loses it.
+    fn follow(&mut self, model: &Model) {
+        for crate::model::ListenerChange { name, before, after } in
+            crate::model::changed_listeners(&self.seen, &model.listeners)
+        {
+            for b in after.iter().flat_map(|l| &l.backends) {
+                let refs = self.refs.entry(b.addr).or_default();
+                *refs += 1;
+                if *refs == 1 && !self.routes.contains_key(&b.addr) {
+                    self.missing.insert(b.addr);
+                }
+            }
+            for b in before.iter().flat_map(|l| &l.backends) {
+                if let Some(refs) = self.refs.get_mut(&b.addr) {
+                    *refs -= 1;
+                    if *refs == 0 {
+                        self.refs.remove(&b.addr);
+                        self.routes.remove(&b.addr);
+                        self.missing.remove(&b.addr);
+                    }
+                }
+            }
+            match after {
+                Some(l) => self.seen.insert(name, l),
+                None => self.seen.remove(&name),
+            };
+        }
+    }
+
+    /// Drop the routes `stale` picks; their backends are looked up again at the next sync.
+    fn forget_routes(&mut self, stale: impl Fn(&IpAddr, &Option<Route>) -> bool) {
+        let (refs, missing) = (&self.refs, &mut self.missing);
+        self.routes.retain(|addr, route| {
+            let gone = stale(addr, route);
+            if gone && refs.contains_key(addr) {
+                missing.insert(*addr);
+            }
+            !gone
+        });
     }
 
     /// The tc datapath on `dev`, forwarding on, and the SNAT source for backends behind it:
@@ -327,5 +395,57 @@ mod tests {
         fill(&mut paths);
         paths.on_event(&Event::Lost, &mut node);
         assert!(paths.routes.is_empty() && paths.links.is_none() && paths.recheck_neighbours);
+    }
+
+    /// A sync goes through the listeners that changed: an address new to the model needs a
+    /// route, one a listener left for another keeps its route, one no listener has any more
+    /// loses it; an event's stale route is looked up again at the next sync.
+    #[tokio::test]
+    async fn syncs_look_up_only_new_backends() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let listener = |port: u16, backends: &[&str]| {
+            Arc::new(L4Listener {
+                source: crate::model::ObjectRef::default_for("Service", "s"),
+                vip: ip("198.18.100.1"),
+                port,
+                protocol: crate::model::Protocol::Tcp,
+                scheduler: Default::default(),
+                backends: backends.iter().map(|b| crate::model::Backend { addr: ip(b), port: 80, weight: 1 }).collect(),
+                persistence_timeout: 0,
+                established_timeout: 900,
+                drain_timeout: None,
+                acl: None,
+                health_check: None,
+                proxy_protocol: Default::default(),
+            })
+        };
+        let missing = |paths: &mut BackendPaths| {
+            let mut m: Vec<String> = paths.missing.iter().map(ToString::to_string).collect();
+            m.sort();
+            // As a sync's lookups would: each gets a route.
+            for a in paths.missing.drain() {
+                paths.routes.insert(a, route("10.9.0.1", 2));
+            }
+            m
+        };
+        let mut paths = BackendPaths::new(Rtnl::connect().unwrap(), BTreeSet::new(), (None, None));
+        let mut m = Model::default();
+        m.listeners.insert("a".into(), listener(80, &["10.1.0.2", "10.1.0.3"]));
+        m.listeners.insert("b".into(), listener(81, &["10.1.0.3"]));
+        paths.follow(&m);
+        assert_eq!(missing(&mut paths), ["10.1.0.2", "10.1.0.3"]);
+
+        // a drops 10.1.0.3 (b still has it) and 10.1.0.2, takes 10.1.0.4; b is the same object.
+        m.listeners.insert("a".into(), listener(80, &["10.1.0.4"]));
+        paths.follow(&m);
+        assert_eq!(missing(&mut paths), ["10.1.0.4"]);
+        assert!(!paths.routes.contains_key(&ip("10.1.0.2")), "no listener has it: its route goes");
+        assert!(paths.routes.contains_key(&ip("10.1.0.3")));
+
+        paths.on_event(&Event::Route { dst: ip("10.1.0.3"), len: 32 }, &mut NodeChanges::default());
+        assert_eq!(missing(&mut paths), ["10.1.0.3"]);
+        m.listeners.clear();
+        paths.follow(&m);
+        assert!(paths.routes.is_empty() && paths.refs.is_empty() && paths.seen.is_empty());
     }
 }

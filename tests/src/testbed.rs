@@ -129,7 +129,7 @@ pub fn mac_of(ip: std::net::IpAddr) -> [u8; 6] {
 pub fn model(listeners: Vec<lb_userspace::model::L4Listener>) -> lb_userspace::model::Model {
     let mut m = lb_userspace::model::Model::default();
     for l in listeners {
-        m.listeners.insert(lb_userspace::model::listener_name(&l), l);
+        m.listeners.insert(lb_userspace::model::listener_name(&l), std::sync::Arc::new(l));
     }
     m
 }

@@ -174,7 +174,7 @@ fn an_acl_that_does_not_fit_keeps_its_last_good_prefixes() {
         let mut m2: Model = m1.clone();
         m2.acls.insert("office".into(), acl("office", huge.chain(["10.1.0.0/16".parse().unwrap()])));
         m2.acls.insert("other".into(), acl("other", [office]));
-        m2.listeners.insert("198.18.100.10:82/tcp".into(), white(82, "new"));
+        m2.listeners.insert("198.18.100.10:82/tcp".into(), white(82, "new").into());
         m2.acls.insert("new".into(), acl("new", ["10.2.0.0/16".parse().unwrap()]));
         let r = rejected(t.dp.apply(&m2));
         let msgs: Vec<String> = r.iter().map(ToString::to_string).collect();

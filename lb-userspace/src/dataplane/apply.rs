@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
     time::Instant,
 };
 
@@ -65,7 +66,7 @@ impl Dataplane {
                 Rejected::new(object, "spec.entries", RejectedPart::Acl(name), kept, &error)
             })
             .collect();
-        let desired: BTreeMap<ListenerId, &L4Listener> = model.listeners.values().map(|l| (l.id(), l)).collect();
+        let desired: BTreeMap<ListenerId, &Arc<L4Listener>> = model.listeners.values().map(|l| (l.id(), l)).collect();
         // The new VIPs' bits before their listeners, the old ones' cleared after (below).
         let new_vips: Vec<lb_common::Addr> = desired.values().map(|l| super::listener_key(l).vip).collect();
         self.write_filter_with(&new_vips)?;
@@ -78,7 +79,8 @@ impl Dataplane {
         }
         for (id, listener) in desired {
             let acl_changed = listener.acl.as_ref().is_some_and(|b| acls.changed.contains(&b.acl));
-            let stale = acl_changed || self.loaded.get(&id).map(|l| &l.listener) != Some(listener);
+            let same = |l: &Loaded| Arc::ptr_eq(&l.listener, listener) || *l.listener == **listener;
+            let stale = acl_changed || !self.loaded.get(&id).is_some_and(same);
             if stale && let Err(e) = self.write_listener(listener, now) {
                 rejected.push(Rejected::listener(listener, self.loaded.contains_key(&id), &e));
             }
@@ -99,7 +101,7 @@ impl Dataplane {
     /// Load `l` (new or changed). Everything that can run out (its id, backend ids, table
     /// entries, its ACL) is taken before anything is written: a listener that does not fit
     /// leaves the maps, and its last good version, as they were.
-    fn write_listener(&mut self, l: &L4Listener, now: Instant) -> Result<()> {
+    fn write_listener(&mut self, l: &Arc<L4Listener>, now: Instant) -> Result<()> {
         let name = listener_name(l);
         let listener_err = |reason: String| DataplaneError::Listener { listener: name.clone(), reason };
         let previous = self.loaded.get(&l.id()).cloned();

@@ -160,7 +160,7 @@ mod tests {
 
     fn model(listeners: Vec<L4Listener>) -> Model {
         let mut m = Model::default();
-        m.listeners.extend(listeners.into_iter().map(|l| (listener_name(&l), l)));
+        m.listeners.extend(listeners.into_iter().map(|l| (listener_name(&l), std::sync::Arc::new(l))));
         m
     }
 

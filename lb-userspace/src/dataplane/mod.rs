@@ -61,7 +61,8 @@ struct Loaded {
     region: Region,
     /// Backend ids held (one reference each), in `listener.backends` order.
     backend_ids: Vec<u32>,
-    listener: L4Listener,
+    /// The model's (shared): the next model's is compared by address first.
+    listener: std::sync::Arc<L4Listener>,
 }
 
 pub struct Dataplane {

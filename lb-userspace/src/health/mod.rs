@@ -8,7 +8,7 @@
 //! listener is judged by each listener's own probe), their established flows go on.
 //! Backends start healthy.
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
     sync::Arc,
 };
@@ -21,7 +21,7 @@ use tokio::{
 pub use self::grpc::GrpcProbe;
 pub use self::probe::{HttpProbe, Probe, TcpProbe, UdpProbe};
 use crate::model::{
-    Model,
+    L4Listener, Model,
     health::{HealthCheck, ProbeKind},
 };
 
@@ -46,24 +46,23 @@ pub struct Checker {
     unhealthy_checks: BTreeMap<(IpAddr, u16), u32>,
     /// What each L4 listener (by name) asked to be checked at the last sync, what the L7
     /// routes did, and how many of those ask for each target.
-    inputs: BTreeMap<String, Input>,
+    inputs: BTreeMap<String, Arc<L4Listener>>,
     l7_inputs: Vec<Target>,
     refs: HashMap<Target, u32>,
     /// Probes running at once, node-wide: each holds a socket, and a node with 100,000
     /// unreachable endpoints must not run out of file descriptors (nor flood the network).
     in_flight: Arc<Semaphore>,
+    /// Each L4 listener as [`effective`](Self::effective) last gave it, and the model's
+    /// listener it came from: reused while that is the same object and none of its backends
+    /// changed health since.
+    effective: HashMap<String, (Arc<L4Listener>, Arc<L4Listener>)>,
+    /// Backends whose health changed since the last [`effective`](Self::effective).
+    changed: HashSet<(IpAddr, u16)>,
 }
 
-/// An L4 listener's check and backends, as the last sync saw them.
-struct Input {
-    check: Option<HealthCheck>,
-    backends: Vec<(IpAddr, u16)>,
-}
-
-impl Input {
-    fn targets(&self) -> impl Iterator<Item = Target> + '_ {
-        self.check.iter().flat_map(|h| self.backends.iter().map(move |b| (*b, h.clone())))
-    }
+/// The targets an L4 listener asks for: each backend under its check.
+fn targets(l: &L4Listener) -> impl Iterator<Item = Target> + '_ {
+    l.health_check.iter().flat_map(|h| l.backends.iter().map(move |b| ((b.addr, b.port), h.clone())))
 }
 
 /// At most this many probes run at once. When more are due, they wait their turn: a probe
@@ -81,6 +80,8 @@ impl Default for Checker {
             l7_inputs: Vec::new(),
             refs: HashMap::new(),
             in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
+            effective: HashMap::new(),
+            changed: HashSet::new(),
         }
     }
 }
@@ -91,29 +92,25 @@ impl Checker {
     /// target shared by several listeners runs once, while any of them asks for it).
     pub fn sync(&mut self, model: &Model, tx: &mpsc::Sender<Change>) {
         let (mut gone, mut new): (Vec<Target>, Vec<Target>) = (Vec::new(), Vec::new());
-        self.inputs.retain(|name, input| {
-            let keep = model.listeners.contains_key(name);
-            if !keep {
-                gone.extend(input.targets());
-            }
-            keep
-        });
-        for (name, l) in &model.listeners {
-            let same = self.inputs.get(name).is_some_and(|input| {
-                input.check == l.health_check
-                    && input.backends.iter().copied().eq(l.backends.iter().map(|b| (b.addr, b.port)))
-            });
-            if same {
-                continue;
-            }
-            let input = Input {
-                check: l.health_check.clone(),
-                backends: l.backends.iter().map(|b| (b.addr, b.port)).collect(),
+        for crate::model::ListenerChange { name, before, after } in
+            crate::model::changed_listeners(&self.inputs, &model.listeners)
+        {
+            // The same check of the same backends (weights and the rest do not matter here).
+            let same = match (&before, &after) {
+                (Some(b), Some(a)) => {
+                    let addr = |x: &crate::model::Backend| (x.addr, x.port);
+                    b.health_check == a.health_check && b.backends.iter().map(addr).eq(a.backends.iter().map(addr))
+                }
+                _ => false,
             };
-            new.extend(input.targets());
-            if let Some(old) = self.inputs.insert(name.clone(), input) {
-                gone.extend(old.targets());
+            if !same {
+                new.extend(after.iter().flat_map(|l| targets(l)));
+                gone.extend(before.iter().flat_map(|l| targets(l)));
             }
+            match after {
+                Some(l) => self.inputs.insert(name, l),
+                None => self.inputs.remove(&name),
+            };
         }
         let mut l7: Vec<Target> = Vec::new();
         for u in model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).flat_map(|r| &r.upstreams) {
@@ -143,7 +140,10 @@ impl Checker {
                 if let Some(task) = self.tasks.remove(&target) {
                     task.abort();
                 }
-                dropped |= self.unhealthy.remove(&target);
+                if self.unhealthy.remove(&target) {
+                    self.changed.insert(target.0);
+                    dropped = true;
+                }
             }
         }
         if dropped {
@@ -158,6 +158,7 @@ impl Checker {
         let target = (c.backend, c.check);
         if c.healthy {
             if self.unhealthy.remove(&target) {
+                self.changed.insert(backend);
                 match self.unhealthy_checks.get_mut(&backend) {
                     Some(n) if *n > 1 => *n -= 1,
                     _ => {
@@ -166,6 +167,7 @@ impl Checker {
                 }
             }
         } else if self.tasks.contains_key(&target) && self.unhealthy.insert(target) {
+            self.changed.insert(backend);
             *self.unhealthy_checks.entry(backend).or_default() += 1;
         }
     }
@@ -182,29 +184,50 @@ impl Checker {
         check.as_ref().is_some_and(|h| self.unhealthy.contains(&(backend, h.clone())))
     }
 
-    /// `model` with unhealthy backends at weight 0 (no new flows).
-    pub fn effective(&self, model: &Model) -> Model {
+    /// `model` with unhealthy backends at weight 0 (no new flows). An L4 listener that is the
+    /// same object as at the last call, none of whose backends changed health since, is the
+    /// one given then: a change costs the listeners it touches.
+    pub fn effective(&mut self, model: &Model) -> Model {
         let mut m = model.clone();
-        if self.unhealthy.is_empty() {
-            return m;
+        let changed = std::mem::take(&mut self.changed);
+        let touched =
+            |l: &L4Listener| !changed.is_empty() && l.backends.iter().any(|b| changed.contains(&(b.addr, b.port)));
+        let mut last = std::mem::take(&mut self.effective);
+        self.effective.reserve(m.listeners.len());
+        for (name, l) in m.listeners.iter_mut() {
+            let out = match last.remove(name) {
+                Some((from, out)) if Arc::ptr_eq(&from, l) && !touched(l) => out,
+                _ => self.weighed(l),
+            };
+            self.effective.insert(name.clone(), (std::mem::replace(l, out.clone()), out));
         }
-        for l in m.listeners.values_mut() {
-            for b in &mut l.backends {
-                if self.is_unhealthy((b.addr, b.port), &l.health_check) {
-                    b.weight = 0;
-                }
-            }
-        }
-        for l in m.l7.values_mut() {
-            for u in l.routes.iter_mut().chain(l.canaries.iter_mut()).flat_map(|r| &mut r.upstreams) {
-                for e in &mut u.endpoints {
-                    if self.is_unhealthy((e.addr.ip(), e.addr.port()), &u.health_check) {
-                        e.weight = 0;
+        if !self.unhealthy.is_empty() {
+            for l in m.l7.values_mut() {
+                for u in l.routes.iter_mut().chain(l.canaries.iter_mut()).flat_map(|r| &mut r.upstreams) {
+                    for e in &mut u.endpoints {
+                        if self.is_unhealthy((e.addr.ip(), e.addr.port()), &u.health_check) {
+                            e.weight = 0;
+                        }
                     }
                 }
             }
         }
         m
+    }
+
+    /// `l` with its unhealthy backends at weight 0; `l` itself if it has none.
+    fn weighed(&self, l: &Arc<L4Listener>) -> Arc<L4Listener> {
+        let sick = |b: &crate::model::Backend| b.weight > 0 && self.is_unhealthy((b.addr, b.port), &l.health_check);
+        if self.unhealthy.is_empty() || !l.backends.iter().any(sick) {
+            return l.clone();
+        }
+        let mut out = (**l).clone();
+        for b in &mut out.backends {
+            if sick(b) {
+                b.weight = 0;
+            }
+        }
+        Arc::new(out)
     }
 
     /// Every backend a probe runs for.
@@ -400,7 +423,7 @@ mod tests {
                 health_check: Some(check(0)),
                 proxy_protocol: ProxyProtocol::Off,
             };
-            m.listeners.insert(name.to_string(), l);
+            m.listeners.insert(name.to_string(), Arc::new(l));
         }
         m
     }

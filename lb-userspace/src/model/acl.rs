@@ -121,15 +121,17 @@ mod tests {
     /// updating.
     #[test]
     fn an_invalid_acl_keeps_its_last_good_prefixes() {
-        use crate::model::{BuildOptions, Model, build_next};
+        use crate::model::{BuildCache, BuildOptions, Model, build_next};
+        // One cache through the builds, as `lb run` keeps: an ACL's change reaches its Services.
+        let mut cache = BuildCache::default();
         let opts = BuildOptions::default();
-        let first = build_next(&objects("198.18.9.0/24", "198.18.11.2"), &opts, &Model::default());
+        let first = build_next(&objects("198.18.9.0/24", "198.18.11.2"), &opts, &Model::default(), &mut cache);
         assert!(first.errors.is_empty(), "{:?}", first.errors);
         let good = first.model.acls["office"].entries.clone();
         assert_eq!(good.len(), 2);
 
         // The ACL breaks and the Service's endpoint moves in the same update.
-        let next = build_next(&objects("198.18.9.1/24", "198.18.12.2"), &opts, &first.model);
+        let next = build_next(&objects("198.18.9.1/24", "198.18.12.2"), &opts, &first.model, &mut cache);
         let msgs: Vec<String> = next.errors.iter().map(ToString::to_string).collect();
         assert_eq!(msgs.len(), 1, "only the ACL is rejected: {msgs:?}");
         assert!(
@@ -143,21 +145,21 @@ mod tests {
         assert_eq!(l.acl.as_ref().map(|a| a.acl.as_str()), Some("office"));
 
         // Still broken one update later: still the same prefixes (the applied model carries them).
-        let again = build_next(&objects("198.18.9.1/24", "198.18.12.2"), &opts, &next.model);
+        let again = build_next(&objects("198.18.9.1/24", "198.18.12.2"), &opts, &next.model, &mut cache);
         assert_eq!(again.model.acls["office"].entries, good);
         // The API source could not even decode it: the same.
         let mut undecodable = objects("198.18.9.0/24", "198.18.12.2");
         undecodable.acls.clear();
         undecodable.undecodable.push(crate::model::ObjectRef::default_for(super::KIND, "office"));
-        let kept = build_next(&undecodable, &opts, &next.model);
+        let kept = build_next(&undecodable, &opts, &next.model, &mut cache);
         assert_eq!(kept.model.acls["office"].entries, good);
         assert!(kept.errors.is_empty() && kept.model.listeners.contains_key("198.18.100.10:80/tcp"), "{kept:?}");
         // Fixed: the new prefixes.
-        let fixed = build_next(&objects("198.18.8.0/24", "198.18.12.2"), &opts, &again.model);
+        let fixed = build_next(&objects("198.18.8.0/24", "198.18.12.2"), &opts, &again.model, &mut cache);
         assert!(fixed.errors.is_empty(), "{:?}", fixed.errors);
         assert_eq!(fixed.model.acls["office"].entries[1].to_string(), "198.18.8.0/24");
         // Never valid: nothing to keep, and the Service naming it is rejected (as before).
-        let never = build_next(&objects("198.18.9.1/24", "198.18.12.2"), &opts, &Model::default());
+        let never = build_next(&objects("198.18.9.1/24", "198.18.12.2"), &opts, &Model::default(), &mut cache);
         assert!(never.model.acls.is_empty() && never.model.listeners.is_empty(), "{:?}", never.model);
         assert_eq!(never.errors.len(), 2, "{:?}", never.errors);
     }

@@ -2,7 +2,7 @@
 //! special-purpose address nor one of the node's own), the endpoint addresses it forwards to
 //! (never loopback, link-local, unspecified or multicast), and which of two Services claiming
 //! one VIP, port and protocol keeps it (the older).
-use std::{borrow::Cow, collections::BTreeSet, net::IpAddr};
+use std::{collections::BTreeSet, net::IpAddr, sync::Arc};
 
 use ipnet::IpNet;
 use k8s_openapi::{api::discovery::v1::EndpointSlice, jiff::Timestamp};
@@ -10,7 +10,7 @@ use k8s_openapi::{api::discovery::v1::EndpointSlice, jiff::Timestamp};
 use super::{Notice, ObjectRef};
 
 /// What the VIP and endpoint checks depend on besides the objects.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddressPolicy {
     /// `--vip-pool`: a VIP must lie in one of these prefixes; empty = any VIP the other
     /// checks accept.
@@ -74,47 +74,43 @@ impl AddressPolicy {
     }
 
     /// `slices` without the endpoint addresses this policy refuses (an endpoint left without
-    /// addresses goes), with a notice on the Service for each address dropped. Slices that
-    /// lose nothing are borrowed as they are.
-    pub fn clean_slices<'a>(
-        &self,
-        slices: &'a [std::sync::Arc<EndpointSlice>],
-        notices: &mut Vec<Notice>,
-    ) -> Vec<Cow<'a, EndpointSlice>> {
-        slices
-            .iter()
-            .map(|slice| {
-                let refused = |a: &String| a.parse().ok().and_then(|a| self.refused_class(a));
-                if !slice.endpoints.iter().flat_map(|e| &e.addresses).any(|a| refused(a).is_some()) {
-                    return Cow::Borrowed(&**slice);
+    /// addresses goes), with a notice on the Service for each address dropped.
+    pub fn clean_slices(&self, slices: &[Arc<EndpointSlice>], notices: &mut Vec<Notice>) -> Vec<Arc<EndpointSlice>> {
+        slices.iter().map(|slice| self.clean_slice(slice, notices)).collect()
+    }
+
+    /// One slice of [`clean_slices`](Self::clean_slices): the same object when it loses
+    /// nothing.
+    pub fn clean_slice(&self, slice: &Arc<EndpointSlice>, notices: &mut Vec<Notice>) -> Arc<EndpointSlice> {
+        let refused = |a: &String| a.parse().ok().and_then(|a| self.refused_class(a));
+        if !slice.endpoints.iter().flat_map(|e| &e.addresses).any(|a| refused(a).is_some()) {
+            return slice.clone();
+        }
+        let meta = &slice.metadata;
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+        let service = meta.labels.as_ref().and_then(|l| l.get(super::endpoints::SERVICE_NAME_LABEL));
+        let mut clean = (**slice).clone();
+        for (i, ep) in clean.endpoints.iter_mut().enumerate() {
+            for (j, addr) in ep.addresses.iter().enumerate() {
+                if let (Some(class), Some(service)) = (refused(addr), service) {
+                    notices.push(Notice {
+                        object: ObjectRef {
+                            kind: "Service".into(),
+                            namespace: namespace.clone(),
+                            name: service.clone(),
+                        },
+                        field: format!(
+                            "EndpointSlice {namespace}/{}: endpoints[{i}].addresses[{j}]",
+                            meta.name.as_deref().unwrap_or_default()
+                        ),
+                        note: format!("{addr} is not served ({class} address)"),
+                    });
                 }
-                let meta = &slice.metadata;
-                let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-                let service = meta.labels.as_ref().and_then(|l| l.get(super::endpoints::SERVICE_NAME_LABEL));
-                let mut clean = (**slice).clone();
-                for (i, ep) in clean.endpoints.iter_mut().enumerate() {
-                    for (j, addr) in ep.addresses.iter().enumerate() {
-                        if let (Some(class), Some(service)) = (refused(addr), service) {
-                            notices.push(Notice {
-                                object: ObjectRef {
-                                    kind: "Service".into(),
-                                    namespace: namespace.clone(),
-                                    name: service.clone(),
-                                },
-                                field: format!(
-                                    "EndpointSlice {namespace}/{}: endpoints[{i}].addresses[{j}]",
-                                    meta.name.as_deref().unwrap_or_default()
-                                ),
-                                note: format!("{addr} is not served ({class} address)"),
-                            });
-                        }
-                    }
-                    ep.addresses.retain(|a| refused(a).is_none());
-                }
-                clean.endpoints.retain(|e| !e.addresses.is_empty());
-                Cow::Owned(clean)
-            })
-            .collect()
+            }
+            ep.addresses.retain(|a| refused(a).is_none());
+        }
+        clean.endpoints.retain(|e| !e.addresses.is_empty());
+        Arc::new(clean)
     }
 }
 
@@ -150,8 +146,12 @@ impl VipConflict {
 
 /// How Services are ordered when they claim the same listener: the older first (those
 /// without a `creationTimestamp` after every one with), then by namespace and name.
-pub fn seniority(created: Option<Timestamp>, namespace: &str, name: &str) -> (bool, Option<Timestamp>, String, String) {
-    (created.is_none(), created, namespace.to_owned(), name.to_owned())
+pub fn seniority<'s>(
+    created: Option<Timestamp>,
+    namespace: &'s str,
+    name: &'s str,
+) -> (bool, Option<Timestamp>, &'s str, &'s str) {
+    (created.is_none(), created, namespace, name)
 }
 
 #[cfg(test)]
@@ -217,7 +217,7 @@ mod tests {
             ],
         }))
         .unwrap();
-        let slices = [std::sync::Arc::new(slice)];
+        let slices = [Arc::new(slice)];
         let mut notices = Vec::new();
         let clean = AddressPolicy::default().clean_slices(&slices, &mut notices);
         let left: Vec<&Vec<String>> = clean[0].endpoints.iter().map(|e| &e.addresses).collect();

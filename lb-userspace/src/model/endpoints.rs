@@ -15,18 +15,24 @@ pub(super) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Weight of an endpoint without one.
 pub const DEFAULT_WEIGHT: u32 = 100;
 
-/// EndpointSlices by (namespace, `kubernetes.io/service-name`), built once per model.
-pub type SliceIndex<'a> = BTreeMap<(String, String), Vec<&'a EndpointSlice>>;
+/// EndpointSlices by namespace and `kubernetes.io/service-name`, built once per model (the
+/// keys borrowed from the slices).
+pub type SliceIndex<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Vec<&'a EndpointSlice>>>;
 
 pub fn index_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> SliceIndex<'a> {
     let mut index: SliceIndex<'a> = BTreeMap::new();
     for s in slices {
         if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
-            let ns = s.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-            index.entry((ns, svc.clone())).or_default().push(s);
+            let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+            index.entry(ns).or_default().entry(svc.as_str()).or_default().push(s);
         }
     }
     index
+}
+
+/// The slices of the Service `namespace/name`.
+pub fn of_service<'i, 'a>(index: &'i SliceIndex<'a>, namespace: &str, name: &str) -> &'i [&'a EndpointSlice] {
+    index.get(namespace).and_then(|by_name| by_name.get(name)).map(Vec::as_slice).unwrap_or(&[])
 }
 
 /// Ready endpoints of the Service port named `port_name` in the VIP's address family (on

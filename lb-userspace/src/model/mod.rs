@@ -9,15 +9,18 @@ mod endpoints;
 pub mod health;
 mod ingress;
 pub mod l7;
+mod memo;
 mod nodes;
 pub mod objects;
 mod service;
 mod vips;
 
-use std::{collections::BTreeMap, fmt, net::IpAddr};
+use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 
 use serde::Serialize;
 
+use k8s_openapi::api::core::v1::Service;
+pub use memo::BuildCache;
 use objects::ObjectSet;
 
 /// `Kind namespace/name` of a Kubernetes object.
@@ -171,7 +174,10 @@ impl L4Listener {
 /// Everything the node serves.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Model {
-    pub listeners: BTreeMap<String, L4Listener>,
+    /// Shared, not copied: the model's copies (the one applied, the one wanted, the one with
+    /// health applied) and an unchanged Service's next build hold the same listener, and a
+    /// listener that is the same object as before is known unchanged without comparing it.
+    pub listeners: BTreeMap<String, Arc<L4Listener>>,
     pub acls: BTreeMap<String, Acl>,
     /// L7 listeners (ALB Ingresses and CLB http/https ports), by [`l7::listener_key`].
     pub l7: BTreeMap<String, l7::L7Listener>,
@@ -229,12 +235,18 @@ pub struct BuildContext {
 /// Validate `objects` into a model. Services are taken oldest first (`creationTimestamp`, then
 /// namespace and name): of two claiming one VIP, port and protocol the older keeps it.
 pub fn build(objects: &ObjectSet, opts: &BuildOptions) -> Build {
-    build_with(objects, opts, &BTreeMap::new())
+    build_with(objects, opts, &BTreeMap::new(), &mut BuildCache::default())
 }
 
 /// [`build`], where an AccessControlList that is rejected (or that the source could not
-/// decode) takes its prefixes from `last_good`, if it has an entry there.
-fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<String, Acl>) -> Build {
+/// decode) takes its prefixes from `last_good`, if it has an entry there. What `cache` kept of
+/// the last build is reused where its objects are the same.
+fn build_with(
+    objects: &ObjectSet,
+    opts: &BuildOptions,
+    last_good: &BTreeMap<String, Acl>,
+    cache: &mut BuildCache,
+) -> Build {
     let mut out = Build::default();
     for obj in &objects.acls {
         match acl::build(obj) {
@@ -258,19 +270,20 @@ fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<Str
     }
     let created = |s: &k8s_openapi::api::core::v1::Service| s.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut services: Vec<_> = objects.services.iter().collect();
-    services.sort_by_key(|s| {
+    fn seniority(s: &Service) -> (bool, Created, &str, &str) {
         let ns = s.metadata.namespace.as_deref().unwrap_or("default");
-        addresses::seniority(created(s), ns, s.metadata.name.as_deref().unwrap_or_default())
-    });
+        let created = s.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        addresses::seniority(created, ns, s.metadata.name.as_deref().unwrap_or_default())
+    }
+    services.sort_by(|a, b| seniority(a).cmp(&seniority(b)));
     ingress::build(objects, &mut out);
     let cx = BuildContext {
         node_name: opts.node_name.clone(),
         acls: out.model.acls.keys().cloned().collect(),
         addresses: opts.addresses.clone(),
     };
-    let mut owners: BTreeMap<ListenerId, ObjectRef> = BTreeMap::new();
-    let mut ages: BTreeMap<ObjectRef, Option<k8s_openapi::jiff::Timestamp>> = BTreeMap::new();
-    let clean = opts.addresses.clean_slices(&objects.endpoint_slices, &mut out.notices);
+    cache.check_context(&opts.node_name, &opts.addresses, &out.model.acls, &objects.nodes, &objects.secrets);
+    let clean = cache.clean_slices(&objects.endpoint_slices, &opts.addresses, &mut out.notices);
     let slices = endpoints::index_slices(clean.iter().map(|s| s.as_ref()));
     let mut lookup = l7::Lookup::new(objects, &slices);
     lookup.acls = out.model.acls.iter().map(|(k, a)| (k.clone(), a.entries.clone())).collect();
@@ -278,30 +291,38 @@ fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<Str
     out.model.sub_clusters = sub_clusters(&out.model, objects);
     lookup.clusters =
         clusters.iter().map(|(id, c)| (id.clone(), endpoints::index_slices(c.iter().map(|s| s.as_ref())))).collect();
-    for svc in services {
-        match service::listeners(svc, &slices, &cx, &lookup) {
+    let slices_of = |svc: &Service| {
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        endpoints::of_service(&slices, ns, svc.metadata.name.as_deref().unwrap_or_default())
+    };
+    let built = cache.services(&services, slices_of, |svc, mine| service::listeners(svc, mine, &cx, &lookup));
+    // Who holds each (VIP, port, protocol), and since when.
+    let mut owners: BTreeMap<ListenerId, &ObjectRef> = BTreeMap::new();
+    let mut ages: BTreeMap<(&str, &str), Created> = BTreeMap::new();
+    for (svc, built) in services.iter().zip(built) {
+        match built {
             Ok(built) => {
-                out.notices.extend(built.notices);
-                let age = |o: &ObjectRef| ages.get(o).copied().flatten();
+                out.notices.extend(built.notices.iter().cloned());
+                let age = |o: &ObjectRef| ages.get(&(o.namespace.as_str(), o.name.as_str())).copied().flatten();
                 let mine = created(svc);
-                if let Some(err) = conflict(&built.listeners, &owners, age, mine)
-                    .or_else(|| l7_conflict(&built.l7, &out.model, age, mine))
+                let listeners = built.listeners.iter().map(|(_, l)| &**l);
+                if let Some(err) =
+                    conflict(listeners, &owners, age, mine).or_else(|| l7_conflict(&built.l7, &out.model, age, mine))
                 {
                     out.errors.push(err);
                     continue;
                 }
-                let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-                let name = svc.metadata.name.clone().unwrap_or_default();
-                ages.insert(ObjectRef { kind: "Service".into(), namespace: ns, name }, mine);
-                for l in built.listeners {
-                    owners.insert(l.id(), l.source.clone());
-                    out.model.listeners.insert(listener_name(&l), l);
+                let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+                ages.insert((ns, svc.metadata.name.as_deref().unwrap_or_default()), mine);
+                for (name, l) in &built.listeners {
+                    owners.insert(l.id(), &l.source);
+                    out.model.listeners.insert(name.clone(), l.clone());
                 }
-                for l in built.l7 {
-                    out.model.l7.insert(l7::listener_key(l.addr, l.port, l.protocol), l);
+                for l in &built.l7 {
+                    out.model.l7.insert(l7::listener_key(l.addr, l.port, l.protocol), l.clone());
                 }
             }
-            Err(errors) => out.errors.extend(errors),
+            Err(errors) => out.errors.extend(errors.iter().cloned()),
         }
     }
     l7::build_alb(&lookup, &mut out);
@@ -310,12 +331,12 @@ fn build_with(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<Str
 
 /// The associated clusters' EndpointSlices (`--cluster`), without refused endpoints; a
 /// cluster no AlbConfig lists in `remote-clusters` gets a notice.
-fn clean_clusters<'a>(
-    objects: &'a ObjectSet,
+fn clean_clusters(
+    objects: &ObjectSet,
     model: &Model,
     opts: &BuildOptions,
     notices: &mut Vec<Notice>,
-) -> Vec<(String, Vec<std::borrow::Cow<'a, k8s_openapi::api::discovery::v1::EndpointSlice>>)> {
+) -> Vec<(String, Vec<std::sync::Arc<k8s_openapi::api::discovery::v1::EndpointSlice>>)> {
     objects
         .clusters
         .iter()
@@ -363,17 +384,61 @@ fn l7_conflict(
 }
 
 /// An L4 listener on a VIP, port and protocol an older Service already serves.
-fn conflict(
-    listeners: &[L4Listener],
-    owners: &BTreeMap<ListenerId, ObjectRef>,
+fn conflict<'l>(
+    mut listeners: impl Iterator<Item = &'l L4Listener>,
+    owners: &BTreeMap<ListenerId, &ObjectRef>,
     age: impl Fn(&ObjectRef) -> Created,
     mine: Created,
 ) -> Option<ObjectError> {
-    listeners.iter().find_map(|l| {
+    listeners.find_map(|l| {
         let winner = owners.get(&l.id())?;
         let e = addresses::VipConflict::new(listener_name(l), winner, age(winner), mine);
         Some(ObjectError { object: l.source.clone(), field: "spec.ports".into(), reason: e.to_string() })
     })
+}
+
+/// An L4 listener that is not the same object in two models: added (no `before`), removed
+/// (no `after`) or changed.
+pub struct ListenerChange {
+    pub name: String,
+    pub before: Option<Arc<L4Listener>>,
+    pub after: Option<Arc<L4Listener>>,
+}
+
+/// The L4 listeners that are not the same object in `before` and `after` (both keyed by
+/// name, as [`Model::listeners`]), in name order. One walk over both, comparing addresses: a
+/// model built from the last one shares every listener a change did not touch.
+pub fn changed_listeners(
+    before: &BTreeMap<String, Arc<L4Listener>>,
+    after: &BTreeMap<String, Arc<L4Listener>>,
+) -> Vec<ListenerChange> {
+    use std::cmp::Ordering;
+    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
+    let mut out = Vec::new();
+    loop {
+        let order = match (b.peek(), a.peek()) {
+            (None, None) => return out,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((kb, _)), Some((ka, _))) => kb.cmp(ka),
+        };
+        match order {
+            Ordering::Less => {
+                let (k, l) = b.next().expect("peeked");
+                out.push(ListenerChange { name: k.clone(), before: Some(l.clone()), after: None });
+            }
+            Ordering::Greater => {
+                let (k, l) = a.next().expect("peeked");
+                out.push(ListenerChange { name: k.clone(), before: None, after: Some(l.clone()) });
+            }
+            Ordering::Equal => {
+                let ((k, lb), (_, la)) = (b.next().expect("peeked"), a.next().expect("peeked"));
+                if !Arc::ptr_eq(lb, la) {
+                    out.push(ListenerChange { name: k.clone(), before: Some(lb.clone()), after: Some(la.clone()) });
+                }
+            }
+        }
+    }
 }
 
 /// A stable, readable key for a listener in the model's JSON.
@@ -393,8 +458,9 @@ pub fn listener_name(l: &L4Listener) -> String {
 /// AccessControlList that stops validating keeps its prefixes (a whitelist must not close,
 /// nor a blacklist open), so the Services naming it still build and update; its error says
 /// so. A rejected Service or Ingress keeps its listeners and routes ([`keep_last_good`]).
-pub fn build_next(objects: &ObjectSet, opts: &BuildOptions, previous: &Model) -> Build {
-    let mut out = build_with(objects, opts, &previous.acls);
+/// `cache` keeps what the next build can reuse.
+pub fn build_next(objects: &ObjectSet, opts: &BuildOptions, previous: &Model, cache: &mut BuildCache) -> Build {
+    let mut out = build_with(objects, opts, &previous.acls, cache);
     keep_last_good(previous, &mut out);
     out
 }
@@ -402,9 +468,12 @@ pub fn build_next(objects: &ObjectSet, opts: &BuildOptions, previous: &Model) ->
 /// Keep serving the last good listeners of every object rejected in `build`, unless another
 /// object now serves the same (VIP, port, protocol).
 pub fn keep_last_good(previous: &Model, build: &mut Build) {
+    if build.errors.is_empty() {
+        return;
+    }
     let rejected: Vec<ObjectRef> = build.errors.iter().map(|e| e.object.clone()).collect();
-    let taken: std::collections::BTreeSet<ListenerId> = build.model.listeners.values().map(L4Listener::id).collect();
-    let kept: Vec<(String, L4Listener)> = previous
+    let taken: std::collections::BTreeSet<ListenerId> = build.model.listeners.values().map(|l| l.id()).collect();
+    let kept: Vec<(String, std::sync::Arc<L4Listener>)> = previous
         .listeners
         .iter()
         .filter(|(_, l)| rejected.contains(&l.source) && !taken.contains(&l.id()))

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::backends::PortBackends;
-use super::endpoints::SliceIndex;
 use super::{AclBinding, AclMode, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol, ProxyProtocol};
 use crate::annotations::clb::{self, Acl, AclType, ConnectionDrain, IpVersion, ListenerProtocol, ServicePortInfo};
 use crate::annotations::lbdev::{self, ProxyVersion};
@@ -22,7 +21,7 @@ pub struct ServiceBuild {
 /// The listeners a Service asks for, or every reason it cannot be served.
 pub fn listeners(
     svc: &Service,
-    slices: &SliceIndex<'_>,
+    my_slices: &[&EndpointSlice],
     cx: &BuildContext,
     lookup: &super::l7::Lookup<'_>,
 ) -> Result<ServiceBuild, Vec<ObjectError>> {
@@ -176,8 +175,6 @@ pub fn listeners(
         return Err(errors);
     }
 
-    let my_slices: &[&EndpointSlice] =
-        slices.get(&(source.namespace.clone(), source.name.clone())).map(Vec::as_slice).unwrap_or(&[]);
     let spec_ports = spec.ports.as_deref().unwrap_or_default();
     let picked =
         PortBackends::new(spec_ports, &cfg.backends, my_slices, lookup.nodes, node, local, &source, &mut notices);

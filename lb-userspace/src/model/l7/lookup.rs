@@ -22,7 +22,8 @@ use crate::model::{
 
 /// What the L7 builder looks things up in.
 pub struct Lookup<'a> {
-    pub services: BTreeMap<(String, String), &'a Service>,
+    /// By namespace and name.
+    pub services: BTreeMap<&'a str, BTreeMap<&'a str, &'a Service>>,
     pub secrets: BTreeMap<(String, String), &'a Secret>,
     pub slices: &'a SliceIndex<'a>,
     pub classes: Vec<AlbIngressClass>,
@@ -41,8 +42,13 @@ impl<'a> Lookup<'a> {
         let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
             (m.namespace.clone().unwrap_or_else(|| "default".into()), m.name.clone().unwrap_or_default())
         };
+        let mut services: BTreeMap<&str, BTreeMap<&str, &Service>> = BTreeMap::new();
+        for s in &objects.services {
+            let (ns, name) = (s.metadata.namespace.as_deref().unwrap_or("default"), s.metadata.name.as_deref());
+            services.entry(ns).or_default().insert(name.unwrap_or_default(), s);
+        }
         Lookup {
-            services: objects.services.iter().map(|s| (key(&s.metadata), &**s)).collect(),
+            services,
             secrets: objects.secrets.iter().map(|s| (key(&s.metadata), s)).collect(),
             slices,
             classes: objects
@@ -108,7 +114,8 @@ impl<'a> Lookup<'a> {
     ) -> Result<Vec<Endpoint>, String> {
         let service = self
             .services
-            .get(&(namespace.to_owned(), svc.name.clone()))
+            .get(namespace)
+            .and_then(|by_name| by_name.get(svc.name.as_str()))
             .ok_or_else(|| format!("Service {namespace}/{} not found", svc.name))?;
         let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref()).cloned().unwrap_or_default();
         let port = ports
@@ -118,7 +125,7 @@ impl<'a> Lookup<'a> {
                 ServicePort::Name(n) => p.name.as_deref() == Some(n.as_str()),
             })
             .ok_or_else(|| format!("Service {namespace}/{} has no port {}", svc.name, port_text(&svc.port)))?;
-        let slices = slices.get(&(namespace.to_owned(), svc.name.clone())).map(Vec::as_slice).unwrap_or(&[]);
+        let slices = super::super::endpoints::of_service(slices, namespace, &svc.name);
         let port_name = port.name.clone().unwrap_or_default();
         let mut out = Vec::new();
         let mut families = vec![IpAddr::from([0, 0, 0, 0])];
@@ -141,7 +148,7 @@ impl Lookup<'_> {
     /// never take an Ingress's traffic), or why there is none.
     pub fn server_group(&self, namespace: &str, id: &str) -> Result<ServiceRef, String> {
         let key = lbdev::SERVER_GROUP_ID;
-        let mut found = self.services.iter().filter(|((ns, _), _)| ns == namespace).filter_map(|((_, name), svc)| {
+        let mut found = self.services.get(namespace).into_iter().flatten().filter_map(|(name, svc)| {
             let value = svc.metadata.annotations.as_ref()?.get(key)?;
             let (named, port) = lbdev::server_group_id(value);
             (named == id).then_some((name, *svc, port))
@@ -167,7 +174,7 @@ impl Lookup<'_> {
                 }
             },
         };
-        Ok(ServiceRef { name: name.clone(), port })
+        Ok(ServiceRef { name: name.to_string(), port })
     }
 }
 

@@ -209,7 +209,7 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
             acl_l,
             pp_l,
         ] {
-            m.listeners.insert(listener_name(&l), l);
+            m.listeners.insert(listener_name(&l), std::sync::Arc::new(l));
         }
         let mut dp = Dataplane::load(&Options::default())?;
         dp.add_port(a, Some(Ipv4Addr::new(198, 18, 0, 1)), Some("2001:db8::1".parse()?))?;
@@ -380,7 +380,7 @@ fn control_plane_suite(plan: &Plan) -> Result<serde_json::Value> {
         let applied = t1.elapsed();
         // One endpoint of one Service changes.
         let mut changed = build.model.clone();
-        let l = changed.listeners.values_mut().next().unwrap();
+        let l = std::sync::Arc::make_mut(changed.listeners.values_mut().next().unwrap());
         l.backends[0].addr = "198.18.127.1".parse()?;
         let t2 = Instant::now();
         dp.apply(&changed)?;

@@ -46,7 +46,7 @@ pub fn suite(plan: &Plan) -> Result<serde_json::Value> {
             listener(443, Scheduler::Rr, &six),
             pp_l,
         ] {
-            m.listeners.insert(listener_name(&l), l);
+            m.listeners.insert(listener_name(&l), std::sync::Arc::new(l));
         }
         // Both interfaces are tc devices (a bridge with client pods, one with backends).
         let mut dp = Dataplane::load(&Options::default())?;
