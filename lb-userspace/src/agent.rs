@@ -28,7 +28,7 @@ pub struct RunOptions {
     pub clusters: Vec<crate::clusters::ClusterSpec>,
     pub ifaces: Vec<String>,
     pub dataplane: dataplane::Options,
-    /// How often a manifest directory is checked for changes.
+    /// How often the agent ticks (a manifest directory without inotify is listed then).
     pub poll: Duration,
     /// How often conntrack is swept.
     pub sweep: Duration,

@@ -132,7 +132,8 @@ enum Command {
         /// Ingresses of an AlbConfig listing ID in remote-clusters take their endpoints from it.
         #[arg(long = "cluster", value_name = "ID=DIR|ID=kubeconfig:PATH")]
         clusters: Vec<clusters::ClusterSpec>,
-        /// How often a manifest directory is checked for changes, in milliseconds.
+        /// How often the agent ticks, in milliseconds: a manifest directory without inotify is
+        /// listed then (with inotify, changes are read as they come).
         #[arg(long, default_value_t = 1000)]
         poll_ms: u64,
         /// How often idle and drained flows are swept from conntrack, in milliseconds.

@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 pub use crate::model::objects::{ManifestError, ObjectSet};
 
+mod watch;
+
 /// Read every `*.yaml`, `*.yml` and `*.json` file under `dir` (recursively, in name order).
 pub fn load_dir(dir: &Path) -> std::io::Result<ObjectSet> {
     let mut set = ObjectSet::default();
@@ -27,73 +29,86 @@ pub fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// A watched manifest directory. A file that stops parsing keeps contributing the objects
-/// of its last good version, so a bad edit never takes down what already serves.
+/// A watched manifest directory. Files are read again only when they change: inotify says
+/// which (a full listing, with each file's length and modification time, at the start, when
+/// inotify cannot say: its queue overflowed, a directory or a ConfigMap mount's hidden links
+/// changed, or inotify is unavailable; and every [`FULL_SCAN`] for changes inotify cannot see,
+/// such as the target of a symlinked file). A file that stops parsing keeps contributing the
+/// objects of its last good version, so a bad edit never takes down what already serves.
 #[derive(Debug)]
 pub struct DirSource {
     dir: PathBuf,
-    last_good: std::collections::HashMap<PathBuf, ObjectSet>,
-    fingerprint: Option<Vec<(PathBuf, u64, std::time::SystemTime)>>,
-    /// Files that did not parse at the last read (read again at every change).
-    failed: std::collections::HashSet<PathBuf>,
+    files: std::collections::BTreeMap<PathBuf, FileState>,
+    watch: Option<watch::DirWatch>,
+    /// When the last full listing was made (`None`: never).
+    scanned: Option<std::time::Instant>,
+}
+
+/// How often a watched directory is listed in full anyway.
+pub const FULL_SCAN: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[derive(Debug)]
+struct FileState {
+    /// Length and modification time at the last read.
+    fingerprint: (u64, std::time::SystemTime),
+    /// The objects of the last version that parsed.
+    good: ObjectSet,
+    /// The errors of the last read (read again at every change while there are any).
+    errors: Vec<ManifestError>,
 }
 
 impl DirSource {
     pub fn new(dir: impl Into<PathBuf>) -> DirSource {
-        DirSource { dir: dir.into(), last_good: Default::default(), fingerprint: None, failed: Default::default() }
+        let dir = dir.into();
+        let watch = match watch::DirWatch::new() {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "no inotify: the directory is listed at every poll");
+                None
+            }
+        };
+        DirSource { dir, files: Default::default(), watch, scanned: None }
+    }
+
+    /// Resolves when inotify has something (a change may be waiting for [`poll`](Self::poll));
+    /// never without inotify.
+    pub async fn changed(&mut self) {
+        match &mut self.watch {
+            Some(w) => w.readable().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// The objects, if anything in the directory changed since the last call.
     pub fn poll(&mut self) -> std::io::Result<Option<ObjectSet>> {
-        let files = manifest_files(&self.dir)?;
-        let mut fingerprint = Vec::with_capacity(files.len());
-        for f in &files {
-            let meta = fs::metadata(f)?;
-            fingerprint.push((f.clone(), meta.len(), meta.modified()?));
-        }
-        if self.fingerprint.as_ref() == Some(&fingerprint) {
+        let events = self.watch.as_mut().map(watch::DirWatch::take);
+        let full = match (&events, self.scanned) {
+            (_, None) | (None, _) | (Some(watch::Changes::Unknown), _) => true,
+            (Some(watch::Changes::Files(_)), Some(at)) => at.elapsed() >= FULL_SCAN,
+        };
+        let changed = if full {
+            // The first listing always yields the objects (none, for an empty directory).
+            let first = self.scanned.is_none();
+            self.scanned = Some(std::time::Instant::now());
+            self.scan()? || first
+        } else {
+            let Some(watch::Changes::Files(paths)) = events else { unreachable!("a full scan otherwise") };
+            let paths: Vec<PathBuf> = paths.into_iter().collect();
+            for path in &paths {
+                self.reread(path)?;
+            }
+            if !paths.is_empty() {
+                self.reread_failed(&paths)?;
+            }
+            !paths.is_empty()
+        };
+        if !changed {
             return Ok(None);
         }
-        // A file of the same length and modification time as at the last read, which parsed
-        // then, gives the objects it gave then without being read again: one changed file out
-        // of thousands costs its own parse only.
-        let unchanged: std::collections::HashSet<PathBuf> = match &self.fingerprint {
-            Some(old) => {
-                let old: std::collections::HashSet<_> = old.iter().collect();
-                fingerprint
-                    .iter()
-                    .filter(|e| old.contains(e) && !self.failed.contains(&e.0))
-                    .map(|e| e.0.clone())
-                    .collect()
-            }
-            None => Default::default(),
-        };
-        self.fingerprint = Some(fingerprint);
         let mut out = ObjectSet::default();
-        let mut last_good = std::collections::HashMap::new();
-        let mut failed = std::collections::HashSet::new();
-        for file in files {
-            let good = match self.last_good.remove(&file) {
-                Some(prev) if unchanged.contains(&file) => prev,
-                prev => {
-                    let text = fs::read_to_string(&file)?;
-                    let mut one = ObjectSet::default();
-                    load_text(&file, &text, &mut one);
-                    out.errors.append(&mut one.errors);
-                    if out.errors.iter().any(|e| e.file == file) {
-                        failed.insert(file.clone());
-                        match prev {
-                            Some(prev) => {
-                                tracing::warn!(file = %file.display(), "keeping the last good version of this file");
-                                prev
-                            }
-                            None => one,
-                        }
-                    } else {
-                        one
-                    }
-                }
-            };
+        for state in self.files.values() {
+            out.errors.extend(state.errors.iter().cloned());
+            let good = &state.good;
             out.services.extend(good.services.iter().cloned());
             out.endpoint_slices.extend(good.endpoint_slices.iter().cloned());
             out.acls.extend(good.acls.iter().cloned());
@@ -103,15 +118,105 @@ impl DirSource {
             out.secrets.extend(good.secrets.iter().cloned());
             out.nodes.extend(good.nodes.iter().cloned());
             out.ignored.extend(good.ignored.iter().cloned());
-            last_good.insert(file, good);
         }
-        self.last_good = last_good;
-        self.failed = failed;
         Ok(Some(out))
+    }
+
+    /// List the directory: files of a new length or modification time, new files and files
+    /// that did not parse are read; gone files are forgotten. Whether anything changed.
+    fn scan(&mut self) -> std::io::Result<bool> {
+        let mut dirs = Vec::new();
+        let files = manifest_files_and_dirs(&self.dir, &mut dirs)?;
+        if let Some(w) = &mut self.watch {
+            for d in std::iter::once(&self.dir).chain(&dirs) {
+                if let Err(e) = w.add(d) {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot watch: its changes are seen at the next full listing");
+                }
+            }
+        }
+        let listed: std::collections::HashSet<&PathBuf> = files.iter().collect();
+        let before = self.files.len();
+        self.files.retain(|p, _| listed.contains(p));
+        let mut stale = Vec::new();
+        for file in &files {
+            let meta = fs::metadata(file)?;
+            let fingerprint = (meta.len(), meta.modified()?);
+            if self.files.get(file).map(|f| f.fingerprint) != Some(fingerprint) {
+                stale.push(file);
+            }
+        }
+        if stale.is_empty() && self.files.len() == before {
+            return Ok(false);
+        }
+        for file in &stale {
+            self.reread(file)?;
+        }
+        self.reread_failed(&stale)?;
+        Ok(true)
+    }
+
+    /// Files that did not parse are read again at every change (but for `just_read`).
+    fn reread_failed<P: AsRef<Path>>(&mut self, just_read: &[P]) -> std::io::Result<()> {
+        let failed: Vec<PathBuf> = self
+            .files
+            .iter()
+            .filter(|(p, f)| !f.errors.is_empty() && !just_read.iter().any(|r| r.as_ref() == p.as_path()))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in failed {
+            self.reread(&path)?;
+        }
+        Ok(())
+    }
+
+    /// Read `path` again (forgotten if it is gone or no manifest file). Whether its objects
+    /// or errors changed.
+    fn reread(&mut self, path: &Path) -> std::io::Result<bool> {
+        let meta = match fs::metadata(path) {
+            Ok(m) if m.is_file() && is_manifest(path) => m,
+            Ok(_) => return Ok(self.files.remove(path).is_some()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.files.remove(path).is_some()),
+            Err(e) => return Err(e),
+        };
+        let fingerprint = (meta.len(), meta.modified()?);
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.files.remove(path).is_some()),
+            Err(e) => return Err(e),
+        };
+        let mut one = ObjectSet::default();
+        load_text(path, &text, &mut one);
+        let errors = std::mem::take(&mut one.errors);
+        let state = match self.files.remove(path) {
+            Some(prev) if !errors.is_empty() => {
+                tracing::warn!(file = %path.display(), "keeping the last good version of this file");
+                FileState { fingerprint, good: prev.good, errors }
+            }
+            _ => FileState { fingerprint, good: one, errors },
+        };
+        self.files.insert(path.to_path_buf(), state);
+        Ok(true)
     }
 }
 
+fn is_manifest(path: &Path) -> bool {
+    let hidden = path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    !hidden && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
+/// The manifest files under `dir` (sorted) and the directories they are in.
+fn manifest_files_and_dirs(dir: &Path, dirs: &mut Vec<PathBuf>) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    collect(dir, &mut files, &mut Some(dirs))?;
+    files.sort();
+    Ok(files)
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    collect(dir, out, &mut None)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>, dirs: &mut Option<&mut Vec<PathBuf>>) -> std::io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
@@ -125,8 +230,11 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let file_type = entry.file_type()?;
         let is_dir = if file_type.is_symlink() { path.is_dir() } else { file_type.is_dir() };
         if is_dir {
-            collect_files(&path, out)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            if let Some(dirs) = dirs {
+                dirs.push(path.clone());
+            }
+            collect(&path, out, dirs)?;
+        } else if is_manifest(&path) {
             out.push(path);
         }
     }
@@ -249,26 +357,43 @@ metadata: {name: d}
         assert_eq!(set.ignored, vec!["v1/ConfigMap".to_string()]);
     }
 
+    /// A change reads the files that changed: the others give the objects they gave (the same
+    /// objects, not parsed again). inotify names the changed files (even one rewritten with its
+    /// length and modification time unchanged); without it, the listing compares those.
     #[test]
     fn only_changed_files_are_read_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let svc = |name: &str| {
-            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{type: LoadBalancer}}\n")
-        };
-        let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
-        fs::write(&a, svc("a1")).unwrap();
-        fs::write(&b, svc("b1")).unwrap();
-        let mut src = DirSource::new(dir.path());
-        assert_eq!(src.poll().unwrap().unwrap().services.len(), 2);
-        // a.yaml's text changes, its length and modification time do not: it is not read
-        // again when b.yaml changes (as a directory poll cannot see such a change at all).
-        let when = fs::metadata(&a).unwrap().modified().unwrap();
-        fs::write(&a, svc("a2")).unwrap();
-        fs::File::options().write(true).open(&a).unwrap().set_modified(when).unwrap();
-        fs::write(&b, svc("b22")).unwrap();
-        let names: Vec<String> =
-            src.poll().unwrap().unwrap().services.iter().map(|s| s.metadata.name.clone().unwrap_or_default()).collect();
-        assert_eq!(names, ["a1", "b22"]);
+        for watched in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let svc = |name: &str| {
+                format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{type: LoadBalancer}}\n")
+            };
+            let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+            fs::write(&a, svc("a1")).unwrap();
+            fs::write(&b, svc("b1")).unwrap();
+            let mut src = DirSource::new(dir.path());
+            if !watched {
+                src.watch = None;
+            }
+            let first = src.poll().unwrap().unwrap();
+            assert_eq!(first.services.len(), 2);
+            let when = fs::metadata(&a).unwrap().modified().unwrap();
+            fs::write(&a, svc("a2")).unwrap();
+            fs::File::options().write(true).open(&a).unwrap().set_modified(when).unwrap();
+            fs::write(&b, svc("b22")).unwrap();
+            let next = src.poll().unwrap().unwrap();
+            let names: Vec<String> =
+                next.services.iter().map(|s| s.metadata.name.clone().unwrap_or_default()).collect();
+            if watched {
+                assert_eq!(names, ["a2", "b22"], "inotify saw a.yaml written");
+                fs::write(&b, svc("b3")).unwrap();
+                let last = src.poll().unwrap().unwrap();
+                assert!(std::sync::Arc::ptr_eq(&next.services[0], &last.services[0]), "a.yaml not read again");
+            } else {
+                assert_eq!(names, ["a1", "b22"], "a listing cannot see a.yaml's change");
+                assert!(std::sync::Arc::ptr_eq(&first.services[0], &next.services[0]), "a.yaml not read again");
+            }
+            assert!(src.poll().unwrap().is_none(), "nothing new");
+        }
     }
 
     #[test]

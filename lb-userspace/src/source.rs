@@ -49,11 +49,11 @@ impl Source {
         }
     }
 
-    /// Resolves when [`poll`](Self::poll) has something new; never for a directory, which
-    /// is polled on a timer.
+    /// Resolves when [`poll`](Self::poll) may have something new (a directory without
+    /// inotify: never, it is polled on a timer).
     pub async fn changed(&mut self) {
         match self {
-            Source::Dir(..) => std::future::pending().await,
+            Source::Dir(d, _) => d.changed().await,
             Source::Kube(k) => k.changed().await,
         }
     }
