@@ -404,20 +404,9 @@ mod tests {
     async fn syncs_look_up_only_new_backends() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let listener = |port: u16, backends: &[&str]| {
-            Arc::new(L4Listener {
-                source: crate::model::ObjectRef::default_for("Service", "s"),
-                vip: ip("198.18.100.1"),
-                port,
-                protocol: crate::model::Protocol::Tcp,
-                scheduler: Default::default(),
-                backends: backends.iter().map(|b| crate::model::Backend { addr: ip(b), port: 80, weight: 1 }).collect(),
-                persistence_timeout: 0,
-                established_timeout: 900,
-                drain_timeout: None,
-                acl: None,
-                health_check: None,
-                proxy_protocol: Default::default(),
-            })
+            let backends =
+                backends.iter().map(|b| crate::model::Backend { addr: ip(b), port: 80, weight: 1 }).collect();
+            Arc::new(L4Listener::sample("s", ip("198.18.100.1"), port, backends))
         };
         let missing = |paths: &mut BackendPaths| {
             let mut m: Vec<String> = paths.missing.iter().map(ToString::to_string).collect();

@@ -136,26 +136,15 @@ pub fn enforce(model: &mut Model, cap: &Capacity) -> Vec<ObjectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Acl, AclBinding, AclMode, Backend, ObjectRef, Protocol};
+    use crate::model::{Acl, AclBinding, AclMode, Backend, ObjectRef};
 
     fn l(port: u16, scheduler: Scheduler, backends: &[(u8, u32)]) -> L4Listener {
-        L4Listener {
-            source: ObjectRef { kind: "Service".into(), namespace: "t".into(), name: format!("s{port}") },
-            vip: "198.18.100.10".parse().unwrap(),
-            port,
-            protocol: Protocol::Tcp,
-            scheduler,
-            backends: backends
-                .iter()
-                .map(|(host, weight)| Backend { addr: IpAddr::from([198, 18, 1, *host]), port: 80, weight: *weight })
-                .collect(),
-            persistence_timeout: 0,
-            established_timeout: 900,
-            drain_timeout: None,
-            acl: None,
-            health_check: None,
-            proxy_protocol: Default::default(),
-        }
+        let backends = backends
+            .iter()
+            .map(|(host, weight)| Backend { addr: IpAddr::from([198, 18, 1, *host]), port: 80, weight: *weight })
+            .collect();
+        let vip = "198.18.100.10".parse().unwrap();
+        L4Listener { scheduler, ..L4Listener::sample(&format!("s{port}"), vip, port, backends) }
     }
 
     fn model(listeners: Vec<L4Listener>) -> Model {

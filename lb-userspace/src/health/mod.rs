@@ -402,26 +402,13 @@ mod tests {
     fn model(listeners: &[(&str, &[u8])]) -> Model {
         let mut m = Model::default();
         for (name, backends) in listeners {
+            let backends = backends
+                .iter()
+                .map(|b| crate::model::Backend { addr: IpAddr::from([10, 0, 0, *b]), port: 80, weight: 1 })
+                .collect();
             let l = crate::model::L4Listener {
-                source: crate::model::ObjectRef {
-                    kind: "Service".into(),
-                    namespace: "t".into(),
-                    name: name.to_string(),
-                },
-                vip: IpAddr::from([192, 0, 2, 1]),
-                port: 80,
-                protocol: crate::model::Protocol::Tcp,
-                scheduler: Default::default(),
-                backends: backends
-                    .iter()
-                    .map(|b| crate::model::Backend { addr: IpAddr::from([10, 0, 0, *b]), port: 80, weight: 1 })
-                    .collect(),
-                persistence_timeout: 0,
-                established_timeout: 900,
-                drain_timeout: None,
-                acl: None,
                 health_check: Some(check(0)),
-                proxy_protocol: ProxyProtocol::Off,
+                ..crate::model::L4Listener::sample(name, IpAddr::from([192, 0, 2, 1]), 80, backends)
             };
             m.listeners.insert(name.to_string(), Arc::new(l));
         }

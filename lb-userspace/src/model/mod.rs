@@ -122,6 +122,28 @@ pub struct L4Listener {
     pub proxy_protocol: ProxyProtocol,
 }
 
+#[cfg(test)]
+impl L4Listener {
+    /// For tests: a TCP round-robin listener of the Service `t/NAME` on `vip:port`, with the
+    /// settings of a Service without annotations but for health checks (off).
+    pub fn sample(name: &str, vip: IpAddr, port: u16, backends: Vec<Backend>) -> L4Listener {
+        L4Listener {
+            source: ObjectRef { kind: "Service".into(), namespace: "t".into(), name: name.into() },
+            vip,
+            port,
+            protocol: Protocol::Tcp,
+            scheduler: Scheduler::Rr,
+            backends,
+            persistence_timeout: 0,
+            established_timeout: DEFAULT_ESTABLISHED_TIMEOUT,
+            drain_timeout: None,
+            acl: None,
+            health_check: None,
+            proxy_protocol: ProxyProtocol::Off,
+        }
+    }
+}
+
 /// The PROXY protocol header a listener's backends get at the start of every connection
 /// (TCP) or datagram (UDP, always v2: v1 has no datagram form).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
