@@ -22,21 +22,7 @@ use super::{
 };
 use crate::model::l7::route::{Action, Filter, HeaderValue as Value, StickySession, SystemValue};
 
-/// What a request body from a client is to the proxy: hyper's `Incoming`, or
-/// [`super::serve_h1`]'s body read from the connection's own buffer.
-pub trait ClientBody:
-    hyper::body::Body<Data = bytes::Bytes, Error: std::error::Error + Send + Sync + 'static> + Send + Sync + Unpin + 'static
-{
-}
-
-impl<B> ClientBody for B where
-    B: hyper::body::Body<Data = bytes::Bytes, Error: std::error::Error + Send + Sync + 'static>
-        + Send
-        + Sync
-        + Unpin
-        + 'static
-{
-}
+pub use super::send::ClientBody;
 
 /// The client connection a request came on.
 #[derive(Debug, Clone, Copy)]

@@ -22,6 +22,7 @@ pub mod respond;
 pub mod router;
 pub mod sanitize;
 pub mod send;
+mod listener;
 mod serve_h1;
 pub mod server;
 mod session;

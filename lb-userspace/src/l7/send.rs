@@ -13,7 +13,6 @@ use hyper_util::rt::TokioIo;
 use super::{
     balance::PickContext,
     drain::CutBody,
-    forward::ClientBody,
     headers::{is_upgrade, strip_hop_by_hop},
     limits::{IdleBody, Limits, Stalled},
     mirror, pool,
@@ -22,6 +21,22 @@ use super::{
     upstreams::Upstreams,
 };
 use crate::model::l7::route::BackendProtocol;
+
+/// What a request body from a client is to the proxy: hyper's `Incoming`, or
+/// [`super::serve_h1`]'s body read from the connection's own buffer.
+pub trait ClientBody:
+    hyper::body::Body<Data = bytes::Bytes, Error: std::error::Error + Send + Sync + 'static> + Send + Sync + Unpin + 'static
+{
+}
+
+impl<B> ClientBody for B where
+    B: hyper::body::Body<Data = bytes::Bytes, Error: std::error::Error + Send + Sync + 'static>
+        + Send
+        + Sync
+        + Unpin
+        + 'static
+{
+}
 
 fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::Error> {
     let pq = uri.path_and_query().map_or("/", |p| p.as_str());

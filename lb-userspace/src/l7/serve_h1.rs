@@ -2,7 +2,7 @@
 //! state machine: the request head parsed with `httparse` from the connection's own buffer
 //! (hyper's parser, with hyper's server rules), its body (Content-Length or chunked) decoded
 //! from that buffer, the request given to the same pipeline as hyper's requests
-//! ([`super::server::respond_to`]), the response head and body written in as few writes as
+//! ([`super::listener::respond_to`]), the response head and body written in as few writes as
 //! the body allows, and the next request read on the same connection. What this does not
 //! take (HTTP/1.0, HTTP/2 prior knowledge, upgrades, `CONNECT`, `Expect`, any head hyper would
 //! refuse or frame otherwise: CL/TE conflicts, two lengths, obs-fold, invalid bytes, a head
@@ -31,8 +31,8 @@ use super::{
     forward::Conn,
     h1::{self, Decoding, Step},
     limits::WriteWatch,
+    listener::{Activity, InFlight, ListenerState, MAX_HEADER_BYTES, respond_to},
     respond::Body,
-    server::{Activity, InFlight, ListenerState, MAX_HEADER_BYTES, respond_to},
 };
 
 /// Headers of one request, at most (hyper's default: more goes to hyper, which answers 431).
