@@ -88,9 +88,12 @@ impl DirSource {
         };
         let changed = if full {
             // The first listing always yields the objects (none, for an empty directory).
+            // A listing that failed (the directory is not there yet) is tried again at the next
+            // poll: the watch cannot say when it appears.
             let first = self.scanned.is_none();
+            let changed = self.scan()?;
             self.scanned = Some(std::time::Instant::now());
-            self.scan()? || first
+            changed || first
         } else {
             let Some(watch::Changes::Files(paths)) = events else { unreachable!("a full scan otherwise") };
             let paths: Vec<PathBuf> = paths.into_iter().collect();
@@ -411,6 +414,26 @@ metadata: {name: d}
         assert_eq!(set.services.len(), 1, "last good version still served");
         fs::remove_file(&file).unwrap();
         assert!(src.poll().unwrap().unwrap().services.is_empty(), "a deleted file is gone");
+    }
+
+    /// A directory that is not there yet is listed at every poll until it is.
+    #[test]
+    fn a_directory_that_appears_later_is_read() {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("manifests");
+        let mut src = DirSource::new(&dir);
+        assert!(src.poll().is_err());
+        assert!(src.poll().is_err());
+        let staging = work.path().join("staging");
+        fs::create_dir(&staging).unwrap();
+        fs::write(
+            staging.join("svc.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {type: LoadBalancer}\n",
+        )
+        .unwrap();
+        fs::rename(&staging, &dir).unwrap();
+        assert_eq!(src.poll().unwrap().expect("read once it is there").services.len(), 1);
+        assert!(src.poll().unwrap().is_none());
     }
 
     #[test]
