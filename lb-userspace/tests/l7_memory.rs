@@ -16,7 +16,7 @@ use support::*;
 
 const CONNECTIONS: usize = 10_000;
 /// The documented budget for 10,000 idle connections (measured: see docs/l7.md).
-const BUDGET_BYTES: u64 = 128 << 20;
+const BUDGET_BYTES: u64 = 64 << 20;
 
 /// Raises the soft limit of open files to the hard limit; returns it.
 fn raise_nofile() -> u64 {

@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncRead, AsyncWriteExt},
     net::{
         TcpStream,
         tcp::{OwnedReadHalf, OwnedWriteHalf},
@@ -180,6 +180,19 @@ struct Reader {
 
 impl Reader {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        // No buffer while the connection is idle (as nginx): the first bytes are read on the
+        // stack, and a buffer is taken only when there are some.
+        if self.buf.capacity() == 0 {
+            let mut stack = [const { std::mem::MaybeUninit::<u8>::uninit() }; READ_CHUNK];
+            let mut first = tokio::io::ReadBuf::uninit(&mut stack);
+            std::task::ready!(Pin::new(&mut self.rd).poll_read(cx, &mut first))?;
+            let n = first.filled().len();
+            if n > 0 {
+                self.buf.reserve(READ_CHUNK);
+                self.buf.extend_from_slice(first.filled());
+            }
+            return Poll::Ready(Ok(n));
+        }
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
             self.buf.reserve(READ_CHUNK);
         }
@@ -265,15 +278,17 @@ pub(super) async fn serve(
     state: Arc<ListenerState>,
     activity: Arc<Activity>,
 ) -> Option<(TcpStream, BytesMut)> {
-    let reader = Arc::new(Mutex::new(Reader {
-        rd,
-        buf: BytesMut::with_capacity(READ_CHUNK),
-        body: Decoding::Done,
-        broken: false,
-    }));
-    let mut out = Vec::with_capacity(1024);
+    let reader = Arc::new(Mutex::new(Reader { rd, buf: BytesMut::new(), body: Decoding::Done, broken: false }));
+    let mut out = Vec::new();
     loop {
         activity.reading_head(true);
+        {
+            // Nothing read ahead: the buffer goes back until the next request's bytes come.
+            let mut r = lock(&reader);
+            if r.buf.is_empty() {
+                r.buf = BytesMut::new();
+            }
+        }
         let head = loop {
             let parsed = {
                 let mut r = lock(&reader);
@@ -296,7 +311,9 @@ pub(super) async fn serve(
         lock(&reader).body = body;
         let req = Request::from_parts(parts, RequestBody { reader: has_body.then(|| reader.clone()) });
         let inflight = InFlight::start(&activity);
-        let resp = respond_to(req, conn, &state).await;
+        // Boxed: the pipeline's state is large and lives only while a request is served (the
+        // connection's own future stays small while it waits for the next one).
+        let resp = Box::pin(respond_to(req, conn, &state)).await;
         keep_alive &= !activity.closing();
         let written = write_response(&mut wr, resp, head_only, keep_alive, &mut out).await;
         inflight.done();
@@ -446,6 +463,7 @@ async fn write_response(
     out: &mut Vec<u8>,
 ) -> std::io::Result<bool> {
     out.clear();
+    out.reserve(1024);
     let (sending, keep_alive) = encode_head(&resp, head_only, keep_alive, out);
     let mut body = resp.into_body();
     let mut left = match sending {

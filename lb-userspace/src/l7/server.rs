@@ -91,28 +91,11 @@ pub const MAX_H2_PENDING_RESETS: usize = 20;
 
 /// The handshake and the HTTP state are boxed: a connection's task then starts small (the
 /// runtime moves a task's future by value when it spawns it; unboxed, that was the largest
-/// copy per connection in the profile).
+/// copy per connection in the profile), and stays small while the connection is idle.
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr, state: Arc<ListenerState>) {
     let (stream, blocked) = WriteWatch::new(stream);
     match state.tls.load_full() {
-        Some(cfg) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(stream))).await {
-                Ok(Ok(tls)) => {
-                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let conn = Conn { client: peer, local, tls: true };
-                    Box::pin(serve(TokioIo::new(tls), conn, state, Some(h2), blocked)).await
-                }
-                Ok(Err(e)) => {
-                    state.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed")
-                }
-                Err(_) => {
-                    state.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%peer, "TLS handshake timed out")
-                }
-            }
-        }
+        Some(cfg) => Box::pin(tls(stream, blocked, cfg, Conn { client: peer, local, tls: true }, state)).await,
         None => {
             let conn = Conn { client: peer, local, tls: false };
             if *HYPER_ONLY {
@@ -120,6 +103,31 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: Sock
                 return Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await;
             }
             Box::pin(plain(stream.into_inner(), conn, state)).await
+        }
+    }
+}
+
+/// A TLS connection: the handshake (bounded in time), then HTTP over it.
+async fn tls(
+    stream: WriteWatch<tokio::net::TcpStream>,
+    blocked: Blocked,
+    cfg: Arc<rustls::ServerConfig>,
+    conn: Conn,
+    state: Arc<ListenerState>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            Box::pin(serve(TokioIo::new(tls), conn, state, Some(h2), blocked)).await
+        }
+        Ok(Err(e)) => {
+            state.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %conn.client, error = %e, "TLS handshake failed")
+        }
+        Err(_) => {
+            state.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %conn.client, "TLS handshake timed out")
         }
     }
 }
@@ -136,20 +144,22 @@ async fn plain(stream: tokio::net::TcpStream, conn: Conn, state: Arc<ListenerSta
     let activity = Activity::new();
     let (rd, wr) = stream.into_split();
     let (wr, blocked) = WriteWatch::new(wr);
-    let served = super::serve_h1::serve(rd, wr, conn, state.clone(), activity.clone());
-    tokio::pin!(served);
+    // Boxed, as the hyper server below: an idle connection's task holds only what waiting for
+    // the next request needs (unboxed, both servers' states made it 17 KiB).
+    let mut served = Box::pin(super::serve_h1::serve(rd, wr, conn, state.clone(), activity.clone()));
     // Asked to finish: at once when no request is in flight, else after its answer.
     let finish = |_: Pin<&mut _>| {
         activity.closing.store(true, Ordering::Relaxed);
         activity.inflight.load(Ordering::Relaxed) == 0
     };
-    let Some(Some((stream, read))) = watch_connection(served, finish, &activity, &blocked, &state, conn).await else {
+    let Some(Some((stream, read))) = watch_connection(served.as_mut(), finish, &activity, &blocked, &state, conn).await
+    else {
         return;
     };
     state.counters.handed_to_hyper.fetch_add(1, Ordering::Relaxed);
     let (stream, blocked) = WriteWatch::new(stream);
     let stream = super::readahead::ReadAhead::holding(stream, read.to_vec());
-    serve(TokioIo::new(stream), conn, state, None, blocked).await
+    Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await
 }
 
 /// HTTP on one connection. `alpn_h2`: what TLS negotiated (`None` on plain listeners,
