@@ -89,13 +89,17 @@ impl Cut {
 /// A body that ends with an error when its endpoint's drain time is over.
 pub struct CutBody<B> {
     inner: B,
-    /// In a mutex only to be `Sync`, as boxed bodies are; polled through `get_mut`.
-    cut: Mutex<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    /// The endpoint's signal, until the body first has to wait.
+    cut: Option<watch::Receiver<bool>>,
+    /// Waiting for the signal, made only once the body has had to wait for its backend (most
+    /// answers are in the connection's buffer at once: no allocation for them). In a mutex
+    /// only to be `Sync`, as boxed bodies are; polled through `get_mut`.
+    waiting: Mutex<Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>>,
 }
 
 impl<B> CutBody<B> {
-    pub fn new(inner: B, mut cut: Cut) -> CutBody<B> {
-        CutBody { inner, cut: Mutex::new(Box::pin(async move { cut.cut().await })) }
+    pub fn new(inner: B, cut: Cut) -> CutBody<B> {
+        CutBody { inner, cut: cut.0, waiting: Mutex::new(None) }
     }
 }
 
@@ -117,11 +121,27 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
-        let cut = this.cut.get_mut().unwrap_or_else(|e| e.into_inner());
-        if cut.as_mut().poll(cx).is_ready() {
+        let waiting = this.waiting.get_mut().unwrap_or_else(|e| e.into_inner());
+        let drained = match (waiting.as_mut(), &this.cut) {
+            (Some(w), _) => w.as_mut().poll(cx).is_ready(),
+            (None, Some(rx)) => *rx.borrow(),
+            (None, None) => false,
+        };
+        if drained {
             return Poll::Ready(Some(Err(Box::new(Drained))));
         }
-        Pin::new(&mut this.inner).poll_frame(cx).map(|f| f.map(|f| f.map_err(Into::into)))
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if frame.is_pending()
+            && let Some(rx) = this.cut.take()
+        {
+            // From now on the signal wakes this body too.
+            let mut cut = Cut(Some(rx));
+            let w = waiting.insert(Box::pin(async move { cut.cut().await }));
+            if w.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Box::new(Drained))));
+            }
+        }
+        frame.map(|f| f.map(|f| f.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -53,28 +53,30 @@ pub async fn handle<B: ClientBody>(
     }
     let l = &table.listener;
     let scheme = if conn.tls { "https" } else { "http" };
-    let checked = sanitize::request_host(req.uri(), req.version(), req.headers(), conn.tls)
-        .and_then(|host| Ok((host, sanitize::normalize_path(req.uri().path())?)));
+    // The target as received (a cheap clone: its bytes are shared), read while the request is
+    // rewritten.
+    let uri = req.uri().clone();
+    let checked = sanitize::request_host(&uri, req.version(), req.headers(), conn.tls)
+        .and_then(|host| Ok((host, sanitize::normalize_path(uri.path())?)));
     let (host, path) = match checked {
         Ok(hp) => hp,
         Err(why) => return respond::error(StatusCode::BAD_REQUEST, &why.to_string()),
     };
-    let bare_host = host_without_port(&host).to_owned();
-    let query = req.uri().query().map(str::to_owned);
+    let bare_host = host_without_port(host);
+    let query = uri.query();
     if let Some(port) = l.redirect_https_port {
-        return respond::redirect(301, &respond::location("https", &bare_host, port, &path, query.as_deref()));
+        return respond::redirect(301, &respond::location("https", bare_host, port, &path, query));
     }
     // Borrowed from the request until it is rewritten (no copies on the hot path).
-    let header_refs: Vec<(&str, &str)> =
-        req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))).collect();
-    let method = req.method().as_str().to_owned();
+    let mut header_refs: Vec<(&str, &str)> = Vec::with_capacity(req.headers().len());
+    header_refs.extend(req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))));
     let gzip = l.gzip && super::gzip::accepts_gzip(req.headers());
     let view = matching::Request {
-        host: &host,
+        host,
         path: &path,
-        method: &method,
+        method: req.method().as_str(),
         headers: &header_refs,
-        query: query.as_deref().unwrap_or(""),
+        query: query.unwrap_or(""),
         source: conn.client.ip(),
     };
     let Some((route, caps)) = table.select(&view, fastrand::u32(0..100)) else {
@@ -85,7 +87,7 @@ pub async fn handle<B: ClientBody>(
         return respond::error(StatusCode::SERVICE_UNAVAILABLE, "traffic-limit-qps exceeded");
     }
     if redirects_to_https(rule, l.port, conn.tls) {
-        return respond::redirect(301, &respond::location("https", &bare_host, 443, &path, query.as_deref()));
+        return respond::redirect(301, &respond::location("https", bare_host, 443, &path, query));
     }
     let origin_hdr = view.header("origin").map(str::to_owned);
     if let (Some(cors), Some(o)) = (&rule.cors, &origin_hdr)
@@ -99,18 +101,17 @@ pub async fn handle<B: ClientBody>(
     }
     let mut resp = match &rule.action {
         Action::Redirect(r) => {
-            let o = Origin { scheme, host: &bare_host, port: l.port, path: &path, query: query.as_deref() };
+            let o = Origin { scheme, host: bare_host, port: l.port, path: &path, query };
             return respond::redirect(r.code, &respond::redirect_location(r, &o));
         }
         Action::FixedResponse(f) => respond::fixed(f),
         Action::Forward { .. } => {
-            let new_path = matching::rewrite(rule, &caps);
-            let (new_path, new_query) = match new_path.split_once('?') {
-                Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-                None => (new_path, query.clone()),
+            let rewritten = matching::rewritten(rule, &caps);
+            let (new_path, new_query) = match rewritten.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (&*rewritten, query),
             };
-            let cx =
-                PickContext { client: conn.client.ip(), query: query.as_deref().unwrap_or(""), ages: Some(&up.ages) };
+            let cx = PickContext { client: conn.client.ip(), query: query.unwrap_or(""), ages: Some(&up.ages) };
             let sticky = sticky_endpoint(route, &view);
             let group_sticky = match &rule.action {
                 Action::Forward { sticky: Some(g), .. } => Some(g.timeout_s),
@@ -120,7 +121,7 @@ pub async fn handle<B: ClientBody>(
             let Some(pick) = route.pick(&cx, fastrand::u32(..), sticky, group) else {
                 return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend for this route");
             };
-            prepare(&mut req, &conn, &table, route, (&new_path, new_query.as_deref()), trusted);
+            prepare(&mut req, &conn, &table, route, (new_path, new_query), trusted);
             mirror(&mut req, route, &cx, &up, limits.mirror_max_body_bytes, mirror_skipped);
             let mut resp =
                 forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s)), limits).await;
@@ -171,9 +172,28 @@ fn prepare(
         })
         .collect();
     let upgrade = is_upgrade(req.headers());
-    let upgrade_hdr = req.headers().get(header::UPGRADE).cloned();
+    let upgrade_hdr = if upgrade { req.headers().get(header::UPGRADE).cloned() } else { None };
     let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    // The target the backend gets: the request's own when routing changed neither its path
+    // nor its query (no copy), else rebuilt.
+    let target = {
+        let u = req.uri();
+        let same = u.path() == path && u.query() == query && query.is_none_or(|q| !q.is_empty());
+        match (same, u.path_and_query()) {
+            (true, _) if u.scheme().is_none() && u.authority().is_none() => None,
+            (true, Some(pq)) => Some(Uri::from(pq.clone())),
+            _ => {
+                let pq = match query {
+                    Some(q) if !q.is_empty() => format!("{path}?{q}"),
+                    _ => path.to_owned(),
+                };
+                Uri::builder().path_and_query(pq).build().ok()
+            }
+        }
+    };
     let h = req.headers_mut();
+    // Room for the forwarding headers below: the map grows once, if at all.
+    h.reserve(4);
     strip_hop_by_hop(h);
     // The Host the backend gets is the one the route matched: the URI's authority when the
     // request has one (HTTP/2 `:authority`, HTTP/1.1 absolute-form; a Host header that
@@ -188,20 +208,19 @@ fn prepare(
         h.insert(header::UPGRADE, u);
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let client_ip = conn.client.ip().to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {client_ip}"),
-        None => client_ip.clone(),
-    };
-    put(h, X_FORWARDED_FOR.clone(), &xff);
+    let xff = forwarded_for(h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()), conn.client.ip());
+    if let Some(v) = xff {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
     if l.headers.proto {
-        put(h, X_FORWARDED_PROTO.clone(), if conn.tls { "https" } else { "http" });
+        let proto = HeaderValue::from_static(if conn.tls { "https" } else { "http" });
+        h.insert(X_FORWARDED_PROTO.clone(), proto);
     }
     if l.headers.listener_port {
-        put(h, X_FORWARDED_PORT.clone(), &l.port.to_string());
+        h.insert(X_FORWARDED_PORT.clone(), table.port_value.clone());
     }
     if l.headers.client_port {
-        put(h, X_FORWARDED_CLIENT_SRCPORT.clone(), &conn.client.port().to_string());
+        h.insert(X_FORWARDED_CLIENT_SRCPORT.clone(), HeaderValue::from(conn.client.port()));
     }
     for (f, referenced) in route.route.rule.filters.iter().zip(referenced) {
         match f {
@@ -211,7 +230,7 @@ fn prepare(
                     Value::RequestHeader(_) => referenced,
                     Value::System(s) => Some(match s {
                         SystemValue::ClientSrcPort => conn.client.port().to_string(),
-                        SystemValue::ClientSrcIp => client_ip.clone(),
+                        SystemValue::ClientSrcIp => conn.client.ip().to_string(),
                         SystemValue::Protocol => (if conn.tls { "https" } else { "http" }).to_owned(),
                         SystemValue::SlbPort => l.port.to_string(),
                         SystemValue::LocalAddr => conn.local.ip().to_string(),
@@ -231,13 +250,30 @@ fn prepare(
     if let Some(StickySession::Server { cookie }) = &route.route.rule.backend.sticky {
         strip_cookie_prefix(h, cookie);
     }
-    let pq = match query {
-        Some(q) if !q.is_empty() => format!("{path}?{q}"),
-        _ => path.to_owned(),
-    };
     // The backend's address goes in the URI at forward time; keep only the path here.
-    if let Ok(uri) = Uri::builder().path_and_query(pq).build() {
+    if let Some(uri) = target {
         *req.uri_mut() = uri;
+    }
+}
+
+/// `X-Forwarded-For`: the previous value (kept from a trusted proxy), then the client's
+/// address; written on the stack and copied once into the value.
+fn forwarded_for(prev: Option<&str>, client: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    let mut ip = [0u8; 48];
+    let mut w = &mut ip[..];
+    write!(w, "{client}").ok()?;
+    let n = 48 - w.len();
+    let ip = &ip[..n];
+    match prev {
+        Some(p) => {
+            let mut v = Vec::with_capacity(p.len() + 2 + n);
+            v.extend_from_slice(p.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip);
+            HeaderValue::from_bytes(&v).ok()
+        }
+        None => HeaderValue::from_bytes(ip).ok(),
     }
 }
 

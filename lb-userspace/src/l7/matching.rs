@@ -165,7 +165,12 @@ pub fn select_request<'a>(rules: &'a [Rule], req: &Request<'_>) -> Option<(&'a R
 /// The request path after the rule's `rewrite-target` (the path itself when there is none).
 /// Groups that did not take part in the match are empty.
 pub fn rewrite(rule: &Rule, caps: &Captures) -> String {
-    let Some(t) = &rule.rewrite else { return caps.path.clone() };
+    rewritten(rule, caps).into_owned()
+}
+
+/// [`rewrite`], borrowing the request path when the rule has no `rewrite-target`.
+pub fn rewritten<'a>(rule: &Rule, caps: &'a Captures) -> Cow<'a, str> {
+    let Some(t) = &rule.rewrite else { return Cow::Borrowed(&caps.path) };
     let mut out = String::with_capacity(t.len());
     let mut rest = t.as_str();
     while let Some(i) = rest.find("${") {
@@ -183,7 +188,7 @@ pub fn rewrite(rule: &Rule, caps: &Captures) -> String {
         }
     }
     out.push_str(rest);
-    out
+    Cow::Owned(out)
 }
 
 /// Whether the rule answers a request on an HTTP (`tls` false) listener of `port` with a

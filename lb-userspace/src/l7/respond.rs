@@ -2,7 +2,7 @@
 //! redirects, fixed responses and CORS preflights.
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 
 use crate::model::l7::route::{Cors, FixedResponse, Redirect};
 
@@ -14,8 +14,9 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
+/// A body with nothing in it; boxing it allocates nothing (it has no size).
 pub fn empty() -> Body {
-    full(Bytes::new())
+    Empty::new().map_err(|never| match never {}).boxed()
 }
 
 pub fn text(status: StatusCode, body: String) -> Response<Body> {

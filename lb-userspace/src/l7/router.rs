@@ -13,6 +13,8 @@ use crate::model::l7::{
 
 pub struct Table {
     pub listener: L7Listener,
+    /// The listener's port as a header value (`X-Forwarded-Port`), made once.
+    pub port_value: http::HeaderValue,
     canaries: Vec<CompiledRoute>,
     routes: Vec<CompiledRoute>,
     owners: Owners,
@@ -117,6 +119,7 @@ impl Table {
             canaries: compile(&listener.canaries),
             routes: compile(&listener.routes),
             owners: Owners::new(&listener),
+            port_value: http::HeaderValue::from(listener.port),
             listener,
         }
     }

@@ -2,7 +2,7 @@
 //! that agrees with the request target (absolute-form or `:authority`), a path normalised as
 //! nginx does (a path that climbs above the root is refused), and forwarding headers only
 //! from peers the listener trusts.
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
 use http::{HeaderMap, Uri, Version, header, uri::Authority};
 
@@ -26,13 +26,13 @@ pub enum Refused {
 /// A request path as nginx normalises it before matching: percent-encoded unreserved
 /// characters decoded, duplicate slashes merged, `.` and `..` segments resolved. A `..` that
 /// would climb above the root is refused, as nginx refuses it.
-pub fn normalize_path(raw: &str) -> Result<String, Refused> {
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, Refused> {
     if !raw.starts_with('/') {
         return Err(Refused::NotAbsolute);
     }
-    // Most paths are already normal: no escapes, no empty, `.` or `..` segments.
+    // Most paths are already normal (no escapes, no empty, `.` or `..` segments): borrowed.
     if !raw.contains('%') && !raw.contains("//") && raw.split('/').all(|s| s != "." && s != "..") {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
     let decoded = decode_unreserved(raw);
     let mut out: Vec<&str> = Vec::new();
@@ -56,7 +56,7 @@ pub fn normalize_path(raw: &str) -> Result<String, Refused> {
     if trailing && !out.is_empty() {
         path.push('/');
     }
-    Ok(path)
+    Ok(Cow::Owned(path))
 }
 
 /// `%41` → `A` for the unreserved characters (ALPHA, DIGIT, `-`, `.`, `_`, `~`); every other
@@ -88,7 +88,7 @@ fn decode_unreserved(raw: &str) -> String {
 /// a `Host` naming another host or port than the target's authority (RFC 9113 8.3.1 lets a
 /// server treat that as malformed; nginx and Envoy answer 400), and an HTTP/1.1 request
 /// without any (RFC 9112 3.2). `tls`: the connection's scheme, for default ports.
-pub fn request_host(uri: &Uri, version: Version, headers: &HeaderMap, tls: bool) -> Result<String, Refused> {
+pub fn request_host<'a>(uri: &'a Uri, version: Version, headers: &'a HeaderMap, tls: bool) -> Result<&'a str, Refused> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -98,8 +98,19 @@ pub fn request_host(uri: &Uri, version: Version, headers: &HeaderMap, tls: bool)
         Some(v) => Some(v.to_str().map_err(|_| Refused::BadHost)?),
         None => None,
     };
-    let parsed = match host.filter(|h| !h.is_empty()) {
-        Some(h) if h.contains('@') => return Err(Refused::BadHost),
+    let given = host.filter(|h| !h.is_empty());
+    if given.is_some_and(|h| h.contains('@')) {
+        return Err(Refused::BadHost);
+    }
+    // Most requests are origin-form with a plain `name[:port]` Host: nothing to compare it
+    // with, and no parse (it copies the value) needed to know it is a host.
+    if uri.authority().is_none()
+        && let Some(h) = given
+        && plain_host(h)
+    {
+        return Ok(h);
+    }
+    let parsed = match given {
         Some(h) => Some(h.parse::<Authority>().map_err(|_| Refused::BadHost)?),
         None => None,
     };
@@ -111,11 +122,22 @@ pub fn request_host(uri: &Uri, version: Version, headers: &HeaderMap, tls: bool)
     };
     match (uri.authority(), parsed) {
         (Some(target), Some(h)) if !same_authority(target, &h, default_port) => Err(Refused::HostMismatch),
-        (Some(target), _) => Ok(target.as_str().to_owned()),
-        (None, Some(h)) => Ok(h.as_str().to_owned()),
+        (Some(target), _) => Ok(target.as_str()),
+        // The value as sent (the parse kept it as it was).
+        (None, Some(_)) => Ok(given.unwrap_or_default()),
         (None, None) if version == Version::HTTP_11 && host.is_none() => Err(Refused::NoHost),
-        (None, None) => Ok(String::new()),
+        (None, None) => Ok(""),
     }
+}
+
+/// `name` or `name:port` with letters, digits, `-` and `.` in the name and up to five digits
+/// in the port: a host an authority parse takes as it is.
+fn plain_host(h: &str) -> bool {
+    let (name, port) = h.split_once(':').unwrap_or((h, "1"));
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Same host (case and a trailing dot aside) and same port (an absent port is the scheme's).
@@ -206,19 +228,25 @@ mod tests {
         let abs: Uri = "http://a.test/x".parse().unwrap();
         let origin: Uri = "/x".parse().unwrap();
         let v11 = Version::HTTP_11;
-        assert_eq!(request_host(&abs, v11, &h(&["a.test"]), false), Ok("a.test".into()));
-        assert_eq!(request_host(&abs, v11, &h(&["A.Test.:80"]), false), Ok("a.test".into()));
-        assert_eq!(request_host(&abs, v11, &h(&[]), false), Ok("a.test".into()));
+        assert_eq!(request_host(&abs, v11, &h(&["a.test"]), false), Ok("a.test"));
+        assert_eq!(request_host(&abs, v11, &h(&["A.Test.:80"]), false), Ok("a.test"));
+        assert_eq!(request_host(&abs, v11, &h(&[]), false), Ok("a.test"));
         assert_eq!(request_host(&abs, v11, &h(&["b.test"]), false), Err(Refused::HostMismatch));
         assert_eq!(request_host(&abs, v11, &h(&["a.test:8080"]), false), Err(Refused::HostMismatch));
-        assert_eq!(request_host(&origin, v11, &h(&["a.test:8080"]), false), Ok("a.test:8080".into()));
+        assert_eq!(request_host(&origin, v11, &h(&["a.test:8080"]), false), Ok("a.test:8080"));
         assert_eq!(request_host(&origin, v11, &h(&["a.test", "b.test"]), false), Err(Refused::ManyHosts));
         assert_eq!(request_host(&origin, v11, &h(&[]), false), Err(Refused::NoHost));
-        assert_eq!(request_host(&origin, Version::HTTP_10, &h(&[]), false), Ok(String::new()));
+        assert_eq!(request_host(&origin, Version::HTTP_10, &h(&[]), false), Ok(""));
+        // A plain name[:port] is taken without a parse; anything else is parsed as before.
+        assert_eq!(request_host(&origin, v11, &h(&["A.test"]), false), Ok("A.test"));
+        assert_eq!(request_host(&origin, v11, &h(&["[::1]:80"]), false), Ok("[::1]:80"));
+        assert_eq!(request_host(&origin, v11, &h(&["a.test:"]), false), Ok("a.test:"));
+        assert_eq!(request_host(&origin, v11, &h(&["a b"]), false), Err(Refused::BadHost));
+        assert_eq!(request_host(&origin, v11, &h(&["a:1:2"]), false), Err(Refused::BadHost));
         assert_eq!(request_host(&origin, v11, &h(&["u@a.test"]), false), Err(Refused::BadHost));
         assert_eq!(request_host(&origin, v11, &h(&["a.test/x"]), false), Err(Refused::BadHost));
         let h2: Uri = "https://a.test/x".parse().unwrap();
-        assert_eq!(request_host(&h2, Version::HTTP_2, &h(&["a.test:443"]), true), Ok("a.test".into()));
+        assert_eq!(request_host(&h2, Version::HTTP_2, &h(&["a.test:443"]), true), Ok("a.test"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 
 use super::{
     balance::PickContext,
-    drain::CutBody,
+    drain::{Cut, CutBody},
     headers::{is_upgrade, strip_hop_by_hop},
     limits::{IdleBody, Limits, Stalled},
     mirror, pool,
@@ -59,10 +59,12 @@ pub(super) async fn forward(
     let upgrade = is_upgrade(req.headers());
     let deadline = tokio::time::Instant::now() + timeout;
     let (mut parts, body) = req.into_parts();
-    let body = mirror::tee(&mut parts, body);
     // A client body that is malformed, stalls or grows past the limit fails the request
-    // (400 / 408 / 413).
-    let limited = |body: mirror::Tee<Body>| {
+    // (400 / 408 / 413). A request without one (most) needs no copy, limit nor timer.
+    let body = if body.is_end_stream() && parts.extensions.get::<mirror::Tap>().is_none() {
+        body
+    } else {
+        let body = mirror::tee(&mut parts, body);
         Limited::new(IdleBody::new(body, limits.body_idle), limits.max_body_bytes as usize)
             .map_err(BoxError::from)
             .boxed()
@@ -70,34 +72,13 @@ pub(super) async fn forward(
     if backend.protocol == BackendProtocol::Http && !upgrade {
         parts.version = Version::HTTP_11;
         let mut addr = pick.endpoint.addr;
-        let exchange = async {
-            // Connected before anything is sent: when that fails, another endpoint may take
-            // the request, body and all.
-            let conn = match pool::checkout(addr, backend.keepalive).await {
-                Err(e) if e.is_connect() => match route.retry_pick(cx, pick.upstream, addr) {
-                    Some(other) => {
-                        tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
-                        addr = other.addr;
-                        pool::checkout(addr, backend.keepalive).await
-                    }
-                    None => Err(e),
-                },
-                r => r,
-            };
-            let conn = match conn {
-                Ok(c) => c,
-                Err(e) => return Some(Err(e)),
-            };
-            let _guard = up.active.track(addr);
-            let mut cut = up.departures.watch(addr);
-            // `None`: the endpoint was removed and its drain time ended first.
-            tokio::select! {
-                r = conn.send(Request::from_parts(parts, limited(body))) => Some(r),
-                _ = cut.cut() => None,
-            }
-        };
-        let result = tokio::time::timeout_at(deadline, exchange).await;
-        return answer(result, addr, up, timeout, limits, None);
+        let mut cut = None;
+        let result = tokio::time::timeout_at(
+            deadline,
+            pooled(Request::from_parts(parts, body), route, pick, cx, up, &mut addr, &mut cut),
+        )
+        .await;
+        return answer(result, addr, up, timeout, limits, cut, None);
     }
     let (scheme, client) = match backend.protocol {
         BackendProtocol::Http => ("http", if backend.keepalive { &up.pooled } else { &up.fresh }),
@@ -127,7 +108,7 @@ pub(super) async fn forward(
     let mut addr = pick.endpoint.addr;
     // Kept only when the request could be sent again (no body).
     let saved = resendable.then(|| parts.clone());
-    let mut result = tokio::time::timeout_at(deadline, send(parts, addr, limited(body))).await;
+    let mut result = tokio::time::timeout_at(deadline, send(parts, addr, body)).await;
     if let Some(saved) = saved
         && let Ok(Some(Err(e))) = &result
         && e.is_connect()
@@ -137,7 +118,44 @@ pub(super) async fn forward(
         addr = other.addr;
         result = tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())).await;
     }
-    answer(result, addr, up, timeout, limits, on_upgrade)
+    answer(result, addr, up, timeout, limits, None, on_upgrade)
+}
+
+/// A plain HTTP/1.1 exchange through this worker's pool, connected before anything is sent:
+/// when that fails, another endpoint may take the request, body and all. `addr`: the
+/// endpoint it went to; `cut`: that endpoint's drain signal, for the response body. `None`:
+/// the endpoint was removed and its drain time ended first.
+async fn pooled(
+    req: Request<Body>,
+    route: &CompiledRoute,
+    pick: Pick,
+    cx: &PickContext<'_>,
+    up: &Upstreams,
+    addr: &mut SocketAddr,
+    cut: &mut Option<Cut>,
+) -> Option<Result<Response<pool::PooledBody>, pool::Error>> {
+    let keep = route.route.rule.backend.keepalive;
+    let conn = match pool::checkout(*addr, keep).await {
+        Err(e) if e.is_connect() => match route.retry_pick(cx, pick.upstream, *addr) {
+            Some(other) => {
+                tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
+                *addr = other.addr;
+                pool::checkout(*addr, keep).await
+            }
+            None => Err(e),
+        },
+        r => r,
+    };
+    let conn = match conn {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    let _guard = up.active.track(*addr);
+    let signal = cut.insert(up.departures.watch(*addr));
+    tokio::select! {
+        r = conn.send(req) => Some(r),
+        _ = signal.cut() => None,
+    }
 }
 
 /// The client's answer to what the backend `addr` did: its response (a tunnel for an
@@ -148,6 +166,7 @@ fn answer<B, E>(
     up: &Arc<Upstreams>,
     timeout: Duration,
     limits: Limits,
+    cut: Option<Cut>,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<Body>
 where
@@ -170,7 +189,8 @@ where
         }
         Ok(Some(Err(e))) => client_failure(&e, addr, limits),
         Ok(Some(Ok(mut resp))) => {
-            let cut = up.departures.watch(addr);
+            // The signal the exchange watched, else a new one.
+            let cut = cut.unwrap_or_else(|| up.departures.watch(addr));
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                 && let Some(client_side) = on_upgrade
             {
@@ -198,6 +218,10 @@ struct BadBody(BoxError);
 /// A client's request body (hyper's, or [`super::serve_h1`]'s) as the rest of the pipeline
 /// takes it, its errors marked as the client's ([`BadBody`]: 400).
 pub(super) fn client_body<B: ClientBody>(body: B) -> Body {
+    // Most requests have none: an empty body is boxed without an allocation.
+    if body.is_end_stream() {
+        return respond::empty();
+    }
     body.map_err(|e| BoxError::from(BadBody(Box::new(e)))).boxed()
 }
 

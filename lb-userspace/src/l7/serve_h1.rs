@@ -127,7 +127,8 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         unsplit(buf, &head);
         return Parsed::Hyper;
     };
-    let mut map = HeaderMap::with_capacity(count);
+    // Room for the forwarding headers the proxy adds (no growing the map per request).
+    let mut map = HeaderMap::with_capacity(count + 4);
     for (name, &(v0, v1)) in names.iter_mut().zip(&spans).take(count) {
         let (Some(name), Ok(value)) = (name.take(), HeaderValue::from_maybe_shared(head.slice(v0..v1))) else {
             unsplit(buf, &head);
