@@ -195,11 +195,29 @@ impl DirSource {
                 tracing::warn!(file = %path.display(), "keeping the last good version of this file");
                 FileState { fingerprint, good: prev.good, errors }
             }
-            _ => FileState { fingerprint, good: one, errors },
+            Some(prev) => FileState { fingerprint, good: keep_unchanged(one, prev.good), errors },
+            None => FileState { fingerprint, good: one, errors },
         };
         self.files.insert(path.to_path_buf(), state);
         Ok(true)
     }
+}
+
+/// `read` with the objects that did not change since `before` (same place in the file, equal)
+/// taken from `before`: a source hands out the same shared object until it changes, so a file
+/// that holds a Service and its EndpointSlice costs the build only the slice when an endpoint
+/// changes.
+fn keep_unchanged(mut read: ObjectSet, before: ObjectSet) -> ObjectSet {
+    fn keep<T: PartialEq>(now: &mut [std::sync::Arc<T>], before: &[std::sync::Arc<T>]) {
+        for (n, b) in now.iter_mut().zip(before) {
+            if **n == **b {
+                *n = b.clone();
+            }
+        }
+    }
+    keep(&mut read.services, &before.services);
+    keep(&mut read.endpoint_slices, &before.endpoint_slices);
+    read
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -397,6 +415,28 @@ metadata: {name: d}
             }
             assert!(src.poll().unwrap().is_none(), "nothing new");
         }
+    }
+
+    /// A file written again with one object changed hands out the others as the same objects.
+    #[test]
+    fn a_rewritten_file_keeps_its_unchanged_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.yaml");
+        let text = |ep: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: a}}\nspec: {{type: LoadBalancer}}\n---\n\
+                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: a-1}}\n\
+                 addressType: IPv4\nendpoints: [{{addresses: [\"{ep}\"]}}]\n"
+            )
+        };
+        fs::write(&file, text("10.0.0.1")).unwrap();
+        let mut src = DirSource::new(dir.path());
+        let first = src.poll().unwrap().unwrap();
+        fs::write(&file, text("10.0.0.2")).unwrap();
+        let next = src.poll().unwrap().unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first.services[0], &next.services[0]), "the Service did not change");
+        assert!(!std::sync::Arc::ptr_eq(&first.endpoint_slices[0], &next.endpoint_slices[0]));
+        assert_eq!(next.endpoint_slices[0].endpoints[0].addresses, ["10.0.0.2"]);
     }
 
     #[test]

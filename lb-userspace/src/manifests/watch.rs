@@ -51,14 +51,16 @@ impl std::fmt::Debug for DirWatch {
 }
 
 /// The events that can change what a directory's manifests say. A file's writes are taken
-/// when it is closed (not at each write: a half-written file is not read).
+/// when it is closed (not at each write: a half-written file is not read). Not attribute
+/// changes: `cp` and `std::fs::copy` set the mode of a file they have just truncated, before
+/// writing it, and reading it then took its objects away until the close (a permission that
+/// makes a file readable is seen at the next full listing, within a minute).
 fn mask() -> AddWatchFlags {
     AddWatchFlags::IN_CLOSE_WRITE
         | AddWatchFlags::IN_CREATE
         | AddWatchFlags::IN_DELETE
         | AddWatchFlags::IN_MOVED_FROM
         | AddWatchFlags::IN_MOVED_TO
-        | AddWatchFlags::IN_ATTRIB
         | AddWatchFlags::IN_DELETE_SELF
         | AddWatchFlags::IN_MOVE_SELF
 }
@@ -196,5 +198,23 @@ mod tests {
         assert_eq!(w.take(), Changes::Unknown);
         std::os::unix::fs::symlink("sub", dir.path().join("..data")).unwrap();
         assert_eq!(w.take(), Changes::Unknown);
+    }
+
+    /// A file copied over an existing one (truncated, its mode set, then written) is named
+    /// once it is closed, not while it is empty.
+    #[test]
+    fn a_file_copied_over_is_named_when_written() {
+        use std::{io::Write, os::unix::fs::PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("service.yaml");
+        std::fs::write(&path, "old").unwrap();
+        let mut w = DirWatch::new().unwrap();
+        w.add(dir.path()).unwrap();
+        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(&path).unwrap();
+        f.set_permissions(std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(w.take(), Changes::Files(BTreeSet::new()), "nothing to read while it is empty");
+        f.write_all(b"new").unwrap();
+        drop(f);
+        assert_eq!(files(w.take()), ["service.yaml"]);
     }
 }

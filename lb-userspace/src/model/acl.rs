@@ -21,21 +21,21 @@ pub const KIND: &str = "AccessControlList";
 pub const API_VERSION: &str = "lb.dev/v1alpha1";
 
 /// The object as written.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct AclObject {
     pub metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     #[serde(default)]
     pub spec: AclSpec,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AclSpec {
     #[serde(default)]
     pub entries: Vec<AclEntry>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclEntry {
     /// A prefix (`198.18.0.0/24`, `2001:db8::/32`) or a single address.

@@ -22,12 +22,16 @@ use super::{Acl, L4Listener, Notice, ObjectError, addresses::AddressPolicy, l7::
 pub struct BuildCache {
     context: Option<Context>,
     /// Cleaned slices, by the address of the source's slice.
-    slices: HashMap<usize, CleanSlice>,
+    pub(super) slices: HashMap<usize, CleanSlice>,
     /// The last build's cleaned slices, alive until the Services were looked up (their entries
     /// name cleaned slices by address).
     retired_slices: HashMap<usize, CleanSlice>,
     /// Built Services, by the address of the source's Service.
-    services: HashMap<usize, CachedService>,
+    pub(super) services: HashMap<usize, CachedService>,
+    /// The last build, to patch ([`super::patch`]).
+    pub(super) last: Option<super::patch::LastBuild>,
+    /// Builds that were patched (the tests check the short way is taken).
+    pub(super) patched: u64,
 }
 
 /// What every Service's build depends on besides its own objects.
@@ -40,19 +44,19 @@ struct Context {
     secrets: Vec<Secret>,
 }
 
-struct CleanSlice {
+pub(super) struct CleanSlice {
     /// Held: its address is the key.
-    _source: Arc<EndpointSlice>,
-    clean: Arc<EndpointSlice>,
-    notices: Vec<Notice>,
+    pub(super) source: Arc<EndpointSlice>,
+    pub(super) clean: Arc<EndpointSlice>,
+    pub(super) notices: Vec<Notice>,
 }
 
-struct CachedService {
+pub(super) struct CachedService {
     /// Held: its address is the key.
-    _service: Arc<Service>,
+    pub(super) _service: Arc<Service>,
     /// The addresses of the cleaned slices it was built from.
-    slices: Vec<usize>,
-    built: Built,
+    pub(super) slices: Vec<usize>,
+    pub(super) built: Built,
 }
 
 /// One Service's listeners, named as in the model, or every reason it cannot be served.
@@ -71,7 +75,7 @@ impl From<super::service::ServiceBuild> for ServiceListeners {
     }
 }
 
-fn address<T>(object: &T) -> usize {
+pub(super) fn address<T>(object: &T) -> usize {
     object as *const T as usize
 }
 
@@ -127,7 +131,7 @@ impl BuildCache {
             let entry = self.slices.remove(&key).unwrap_or_else(|| {
                 let mut notices = Vec::new();
                 let clean = policy.clean_slice(slice, &mut notices);
-                CleanSlice { _source: slice.clone(), clean, notices }
+                CleanSlice { source: slice.clone(), clean, notices }
             });
             notices.extend(entry.notices.iter().cloned());
             out.push(entry.clean.clone());
@@ -246,5 +250,65 @@ mod tests {
         assert_eq!(next.model.listeners[l].backends.len(), 1);
         assert_eq!(first.notices, next.notices, "the notice of the refused address, at every build");
         assert!(next.notices.iter().any(|n| n.note.contains("127.0.0.1")), "{:?}", next.notices);
+    }
+
+    /// The short way ([`super::super::patch`]): a Service's endpoints changing patch the last
+    /// build, and each patched build is what a build from scratch gives (model, errors, notices,
+    /// in order), through changes that add and clear notices, with a Service that lost a
+    /// conflict, and with an Ingress in a namespace (which takes the full build).
+    #[test]
+    fn patched_builds_are_what_a_build_from_scratch_gives() {
+        let mut yaml: String =
+            (0..12).map(|i| service(&format!("s{i}"), &format!("198.18.100.{i}"), "10.0.0.1")).collect();
+        // s12 claims s3's VIP and port (with a creationTimestamp): one of the two loses.
+        yaml += &service("s12", "198.18.100.3", "10.0.0.1")
+            .replace("namespace: shop}", "namespace: shop, creationTimestamp: \"2030-01-01T00:00:00Z\"}");
+        let mut set = objects(&yaml);
+        let opts = BuildOptions::default();
+        let mut cache = BuildCache::default();
+        let mut last = model::build_next(&set, &opts, &Model::default(), &mut cache);
+        assert_eq!(last.errors.len(), 1, "{:?}", last.errors);
+        let slice_of = |set: &ObjectSet, name: &str| {
+            set.endpoint_slices.iter().position(|s| s.metadata.name.as_deref() == Some(&format!("{name}-1"))).unwrap()
+        };
+        // s3 and s12 claim one VIP and port: the one that lost is rejected.
+        let lost = last.errors[0].object.name.clone();
+        let won = if lost == "s3" { "s12" } else { "s3" };
+        // (Service, its new endpoint addresses, patched?)
+        let steps = [
+            ("s1", "10.0.0.2", true),
+            ("s5", "127.0.0.1\", \"10.0.0.5", true),
+            ("s5", "10.0.0.6", true),
+            (lost.as_str(), "10.0.0.7", false),
+            (won, "10.0.0.8\", \"10.0.0.9", true),
+            ("s1", "10.0.0.2", true),
+        ];
+        for (round, (name, endpoints, patched)) in steps.into_iter().enumerate() {
+            let vip = format!("198.18.100.{}", name[1..].parse::<u8>().unwrap() % 12);
+            let changed = objects(&service(name, &vip, endpoints));
+            let at = slice_of(&set, name);
+            set.endpoint_slices[at] = changed.endpoint_slices[0].clone();
+            let before = cache.patched;
+            let next = model::build_next(&set, &opts, &last.model, &mut cache);
+            assert_eq!(cache.patched - before, u64::from(patched), "round {round}: patched");
+            let scratch = model::build(&set, &opts);
+            assert_eq!(next.model, scratch.model, "round {round}: model");
+            assert_eq!(next.errors, scratch.errors, "round {round}: errors");
+            assert_eq!(next.notices, scratch.notices, "round {round}: notices");
+            last = next;
+        }
+        assert!(last.notices.is_empty(), "the refused address's notice went with it: {:?}", last.notices);
+
+        // An Ingress in the namespace may route to the Service: the full build.
+        let ingress =
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web, namespace: shop}\nspec: {}\n";
+        set.ingresses = objects(ingress).ingresses;
+        last = model::build_next(&set, &opts, &last.model, &mut cache);
+        let at = slice_of(&set, "s2");
+        set.endpoint_slices[at] = objects(&service("s2", "198.18.100.2", "10.0.0.4")).endpoint_slices[0].clone();
+        let before = cache.patched;
+        let next = model::build_next(&set, &opts, &last.model, &mut cache);
+        assert_eq!(cache.patched, before, "not patched");
+        assert_eq!(next.model, model::build(&set, &opts).model);
     }
 }

@@ -12,6 +12,7 @@ pub mod l7;
 mod memo;
 mod nodes;
 pub mod objects;
+mod patch;
 mod service;
 mod vips;
 
@@ -269,7 +270,11 @@ fn build_with(
     last_good: &BTreeMap<String, Acl>,
     cache: &mut BuildCache,
 ) -> Build {
+    if let Some(patched) = cache.patch(objects, opts, last_good) {
+        return patched;
+    }
     let mut out = Build::default();
+    let mut marks = patch::NoticeMarks::default();
     for obj in &objects.acls {
         match acl::build(obj) {
             Ok(a) => {
@@ -299,6 +304,7 @@ fn build_with(
     }
     services.sort_by(|a, b| seniority(a).cmp(&seniority(b)));
     ingress::build(objects, &mut out);
+    marks.ingresses = out.notices.len();
     let cx = BuildContext {
         node_name: opts.node_name.clone(),
         acls: out.model.acls.keys().cloned().collect(),
@@ -306,10 +312,12 @@ fn build_with(
     };
     cache.check_context(&opts.node_name, &opts.addresses, &out.model.acls, &objects.nodes, &objects.secrets);
     let clean = cache.clean_slices(&objects.endpoint_slices, &opts.addresses, &mut out.notices);
+    marks.slices = out.notices.len();
     let slices = endpoints::index_slices(clean.iter().map(|s| s.as_ref()));
     let mut lookup = l7::Lookup::new(objects, &slices);
     lookup.acls = out.model.acls.iter().map(|(k, a)| (k.clone(), a.entries.clone())).collect();
     let clusters = clean_clusters(objects, &out.model, opts, &mut out.notices);
+    marks.clusters = out.notices.len();
     out.model.sub_clusters = sub_clusters(&out.model, objects);
     lookup.clusters =
         clusters.iter().map(|(id, c)| (id.clone(), endpoints::index_slices(c.iter().map(|s| s.as_ref())))).collect();
@@ -347,7 +355,9 @@ fn build_with(
             Err(errors) => out.errors.extend(errors.iter().cloned()),
         }
     }
+    marks.services = out.notices.len();
     l7::build_alb(&lookup, &mut out);
+    cache.remember(objects, opts, last_good, &services, marks, &out);
     out
 }
 

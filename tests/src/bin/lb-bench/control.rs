@@ -19,7 +19,7 @@ use lb_tests::{
 use serde_json::json;
 
 /// How many single-endpoint changes are timed (the median is reported).
-pub const CHANGES: usize = 5;
+pub const CHANGES: usize = 20;
 
 pub fn suite(services: usize, per_service: usize) -> Result<serde_json::Value> {
     let topo = Topology::new(1)?;
