@@ -73,11 +73,10 @@ pub(super) async fn forward(
         parts.version = Version::HTTP_11;
         let mut addr = pick.endpoint.addr;
         let mut cut = None;
-        let result = tokio::time::timeout_at(
-            deadline,
-            pooled(Request::from_parts(parts, body), route, pick, cx, up, &mut addr, &mut cut),
-        )
-        .await;
+        // Boxed, as the exchanges below: the exchange's state is large, and every future it
+        // sits in (this one, the request's, the connection's) would hold and move it.
+        let exchange = pooled(Request::from_parts(parts, body), route, pick, cx, up, &mut addr, &mut cut);
+        let result = Box::pin(tokio::time::timeout_at(deadline, exchange)).await;
         return answer(result, addr, up, timeout, limits, cut, None);
     }
     let (scheme, client) = match backend.protocol {
@@ -108,7 +107,7 @@ pub(super) async fn forward(
     let mut addr = pick.endpoint.addr;
     // Kept only when the request could be sent again (no body).
     let saved = resendable.then(|| parts.clone());
-    let mut result = tokio::time::timeout_at(deadline, send(parts, addr, body)).await;
+    let mut result = Box::pin(tokio::time::timeout_at(deadline, send(parts, addr, body))).await;
     if let Some(saved) = saved
         && let Ok(Some(Err(e))) = &result
         && e.is_connect()
@@ -116,7 +115,7 @@ pub(super) async fn forward(
     {
         tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
         addr = other.addr;
-        result = tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())).await;
+        result = Box::pin(tokio::time::timeout_at(deadline, send(saved, addr, respond::empty()))).await;
     }
     answer(result, addr, up, timeout, limits, None, on_upgrade)
 }
