@@ -35,11 +35,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Read buffer of a backend connection (grown when a head needs more).
 const READ_CHUNK: usize = 16 * 1024;
+/// A request head buffer larger than this is not kept with its connection.
+const MAX_HEAD_KEPT: usize = 4 * 1024;
 
 /// A backend connection and what was read from it but not yet used.
 struct Wire {
     stream: TcpStream,
     buf: BytesMut,
+    /// The last request head written, its buffer reused by the next request (no allocation
+    /// per request).
+    head: Vec<u8>,
 }
 
 struct Idle {
@@ -146,7 +151,7 @@ async fn connect(addr: SocketAddr) -> Result<Wire, Error> {
         Err(_) => return Err(Error::ConnectTimeout),
     };
     let _ = stream.set_nodelay(true);
-    Ok(Wire { stream, buf: BytesMut::with_capacity(READ_CHUNK) })
+    Ok(Wire { stream, buf: BytesMut::with_capacity(READ_CHUNK), head: Vec::new() })
 }
 
 /// Methods a request may be sent again with on a new connection when a pooled one turned
@@ -167,7 +172,9 @@ impl Conn {
             parts.headers.insert(header::HOST, h);
         }
         let empty = body.is_end_stream();
-        let mut head = Vec::with_capacity(64 + 48 * parts.headers.len());
+        let mut head = std::mem::take(&mut self.wire.head);
+        head.clear();
+        head.reserve(64 + 48 * parts.headers.len());
         let sending = h1::encode_request(&mut parts, empty, body.size_hint().exact(), &mut head);
         let method = parts.method;
         let (answer, finished) = match exchange(&mut self.wire, &head, sending, &mut body, &method).await {
@@ -178,6 +185,9 @@ impl Conn {
             }
             r => r?,
         };
+        if head.capacity() <= MAX_HEAD_KEPT {
+            self.wire.head = head;
+        }
         let (parts, ()) = answer.response.into_parts();
         let decoding = Decoding::from(answer.framing);
         // Reused only when the request went out whole and the answer leaves it clean.
@@ -197,7 +207,7 @@ async fn exchange(
     body: &mut Body,
     method: &Method,
 ) -> Result<(h1::Head, bool), Error> {
-    let Wire { stream, buf } = wire;
+    let Wire { stream, buf, .. } = wire;
     stream.write_all(head).await.map_err(Error::Io)?;
     let (mut rd, mut wr) = stream.split();
     let read = read_head(&mut rd, buf, method);

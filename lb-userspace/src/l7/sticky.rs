@@ -59,15 +59,17 @@ pub(super) fn strip_cookie_prefix(h: &mut HeaderMap, name: &str) {
 
 /// Sets or prefixes the sticky cookie on the backend's answer.
 pub(super) fn set_sticky(route: &CompiledRoute, pick: Pick, resp: &mut Response<Body>) {
+    // Most rules are not sticky: no id to make for them.
+    let Some(sticky) = &route.route.rule.backend.sticky else { return };
     let id = sticky_id(pick.endpoint.addr);
-    match &route.route.rule.backend.sticky {
-        Some(StickySession::Insert { timeout_s }) => {
+    match sticky {
+        StickySession::Insert { timeout_s } => {
             let v = format!("{STICKY_COOKIE}={id}; Max-Age={timeout_s}; Path=/; HttpOnly");
             if let Ok(v) = HeaderValue::from_str(&v) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
         }
-        Some(StickySession::Server { cookie }) => {
+        StickySession::Server { cookie } => {
             let prefix = format!("{cookie}=");
             let rewritten: Vec<HeaderValue> = resp
                 .headers()
@@ -87,6 +89,5 @@ pub(super) fn set_sticky(route: &CompiledRoute, pick: Pick, resp: &mut Response<
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
         }
-        None => {}
     }
 }
