@@ -146,7 +146,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
             if agent_stats.datapath_errors > 0 {
                 // What the datapath could not take (a full table) may fit now.
                 let effective = checker.effective(&desired);
-                match dp.apply(&effective) {
+                match dp.apply(effective) {
                     Ok(()) => {
                         tracing::info!("every object the datapath had rejected is loaded now");
                         agent_stats.datapath_errors = 0;
@@ -199,9 +199,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                 phases.mark("health");
                 node.sync_local_vips(rtnl, &build.model.l7.values().filter_map(|l| l.addr).collect()).await;
                 let effective = checker.effective(&build.model);
-                apply_l7(&mut proxy, &effective, &mut agent_stats);
+                apply_l7(&mut proxy, effective, &mut agent_stats);
                 phases.mark("l7");
-                let loaded = match dp.apply(&effective) {
+                let loaded = match dp.apply(effective) {
                     Ok(()) => {
                         agent_stats.datapath_errors = 0;
                         applied = build.model;
@@ -278,8 +278,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                     checker.record(change);
                 }
                 let effective = checker.effective(&applied);
-                apply_l7(&mut proxy, &effective, &mut agent_stats);
-                match dp.apply(&effective) {
+                apply_l7(&mut proxy, effective, &mut agent_stats);
+                match dp.apply(effective) {
                     Ok(()) => agent_stats.datapath_errors = 0,
                     // Each failure is logged; the objects keep their last good state.
                     Err(dataplane::DataplaneError::Rejected(rejected)) => agent_stats.datapath_errors = rejected.len(),

@@ -52,10 +52,9 @@ pub struct Checker {
     /// Probes running at once, node-wide: each holds a socket, and a node with 100,000
     /// unreachable endpoints must not run out of file descriptors (nor flood the network).
     in_flight: Arc<Semaphore>,
-    /// Each L4 listener as [`effective`](Self::effective) last gave it, and the model's
-    /// listener it came from: reused while that is the same object and none of its backends
-    /// changed health since.
-    effective: HashMap<String, (Arc<L4Listener>, Arc<L4Listener>)>,
+    /// The model's L4 listeners at the last [`effective`](Self::effective), and what it gave.
+    from: BTreeMap<String, Arc<L4Listener>>,
+    out: Model,
     /// Backends whose health changed since the last [`effective`](Self::effective).
     changed: HashSet<(IpAddr, u16)>,
 }
@@ -80,7 +79,8 @@ impl Default for Checker {
             l7_inputs: Vec::new(),
             refs: HashMap::new(),
             in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
-            effective: HashMap::new(),
+            from: BTreeMap::new(),
+            out: Model::default(),
             changed: HashSet::new(),
         }
     }
@@ -184,25 +184,45 @@ impl Checker {
         check.as_ref().is_some_and(|h| self.unhealthy.contains(&(backend, h.clone())))
     }
 
-    /// `model` with unhealthy backends at weight 0 (no new flows). An L4 listener that is the
-    /// same object as at the last call, none of whose backends changed health since, is the
-    /// one given then: a change costs the listeners it touches.
-    pub fn effective(&mut self, model: &Model) -> Model {
-        let mut m = model.clone();
+    /// `model` with unhealthy backends at weight 0 (no new flows), kept between calls and
+    /// updated in place: only the L4 listeners that are not the objects of the last call, and
+    /// those with a backend whose health changed since, are weighed again (a change costs the
+    /// listeners it touches, and no copy of the whole model is made).
+    pub fn effective(&mut self, model: &Model) -> &Model {
         let changed = std::mem::take(&mut self.changed);
-        let touched =
-            |l: &L4Listener| !changed.is_empty() && l.backends.iter().any(|b| changed.contains(&(b.addr, b.port)));
-        let mut last = std::mem::take(&mut self.effective);
-        self.effective.reserve(m.listeners.len());
-        for (name, l) in m.listeners.iter_mut() {
-            let out = match last.remove(name) {
-                Some((from, out)) if Arc::ptr_eq(&from, l) && !touched(l) => out,
-                _ => self.weighed(l),
-            };
-            self.effective.insert(name.clone(), (std::mem::replace(l, out.clone()), out));
+        for crate::model::ListenerChange { name, after, .. } in
+            crate::model::changed_listeners(&self.from, &model.listeners)
+        {
+            match after {
+                Some(l) => {
+                    self.out.listeners.insert(name.clone(), self.weighed(&l));
+                    self.from.insert(name, l);
+                }
+                None => {
+                    self.out.listeners.remove(&name);
+                    self.from.remove(&name);
+                }
+            }
         }
+        if !changed.is_empty() {
+            let touched: Vec<(String, Arc<L4Listener>)> = self
+                .from
+                .iter()
+                .filter(|(_, l)| l.backends.iter().any(|b| changed.contains(&(b.addr, b.port))))
+                .map(|(name, l)| (name.clone(), self.weighed(l)))
+                .collect();
+            self.out.listeners.extend(touched);
+        }
+        // The rest as the model says (a destructuring: a new field of the model is not missed).
+        let Model { listeners: _, acls, l7, ingresses, alb_configs, sub_clusters } = model;
+        self.out.acls.clone_from(acls);
+        self.out.l7.clone_from(l7);
+        self.out.ingresses.clone_from(ingresses);
+        self.out.alb_configs.clone_from(alb_configs);
+        self.out.sub_clusters.clone_from(sub_clusters);
         if !self.unhealthy.is_empty() {
-            for l in m.l7.values_mut() {
+            let mut l7 = std::mem::take(&mut self.out.l7);
+            for l in l7.values_mut() {
                 for u in l.routes.iter_mut().chain(l.canaries.iter_mut()).flat_map(|r| &mut r.upstreams) {
                     for e in &mut u.endpoints {
                         if self.is_unhealthy((e.addr.ip(), e.addr.port()), &u.health_check) {
@@ -211,8 +231,9 @@ impl Checker {
                     }
                 }
             }
+            self.out.l7 = l7;
         }
-        m
+        &self.out
     }
 
     /// `l` with its unhealthy backends at weight 0; `l` itself if it has none.
@@ -466,5 +487,40 @@ mod tests {
         // A change for a target no longer checked is ignored.
         checker.record(Change { backend: (IpAddr::from([10, 0, 0, 2]), 80), check: check(0), healthy: false });
         assert!(checker.unhealthy().is_empty());
+    }
+
+    /// The effective model kept in place: an unhealthy backend weighs 0 where a listener has
+    /// it, a listener that did not change is the model's own object, and after listeners
+    /// change and go the result is what a checker with the same health gives from scratch.
+    #[test]
+    fn effective_is_updated_in_place_as_a_fresh_one_gives() {
+        let sick = |c: &mut Checker, b: u8| {
+            let backend = (IpAddr::from([10, 0, 0, b]), 80);
+            c.unhealthy.insert((backend, check(0)));
+            c.changed.insert(backend);
+        };
+        let weight = |m: &Model, l: &str, b: u8| {
+            m.listeners[l].backends.iter().find(|x| x.addr == IpAddr::from([10, 0, 0, b])).unwrap().weight
+        };
+        let mut c = Checker::default();
+        let first = model(&[("a", &[1, 2]), ("b", &[3])]);
+        assert_eq!(*c.effective(&first), first);
+        sick(&mut c, 1);
+        let out = c.effective(&first).clone();
+        assert_eq!((weight(&out, "a", 1), weight(&out, "a", 2)), (0, 1));
+        assert!(Arc::ptr_eq(&out.listeners["b"], &first.listeners["b"]), "b has no sick backend");
+        // a changes (a new object), b goes, c comes.
+        let mut next = model(&[("a", &[1, 4]), ("c", &[1])]);
+        next.l7 = first.l7.clone();
+        let out = c.effective(&next).clone();
+        assert_eq!(out.listeners.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!((weight(&out, "a", 1), weight(&out, "a", 4), weight(&out, "c", 1)), (0, 1, 0));
+        let mut fresh = Checker::default();
+        sick(&mut fresh, 1);
+        assert_eq!(out, *fresh.effective(&next));
+        // 1 heals: every listener that has it is weighed again.
+        c.unhealthy.clear();
+        c.changed.insert((IpAddr::from([10, 0, 0, 1]), 80));
+        assert_eq!(*c.effective(&next), next);
     }
 }

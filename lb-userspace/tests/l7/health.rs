@@ -27,7 +27,7 @@ async fn settle(m: &Model, n: usize) -> (Model, Vec<(SocketAddr, bool)>) {
         seen.push((SocketAddr::new(c.backend.0, c.backend.1), c.healthy));
         checker.record(c);
     }
-    (checker.effective(m), seen)
+    (checker.effective(m).clone(), seen)
 }
 
 /// `healthcheck-httpversion`, `healthcheck-method`, `healthcheck-httpcode`: HTTP/1.1 GET
