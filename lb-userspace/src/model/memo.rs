@@ -15,7 +15,9 @@ use k8s_openapi::api::{
     discovery::v1::EndpointSlice,
 };
 
-use super::{Acl, L4Listener, Notice, ObjectError, addresses::AddressPolicy, l7::L7Listener, listener_name};
+use super::{
+    Acl, L4Listener, Notice, ObjectError, addresses::AddressPolicy, l7::L7Listener, last_build::address, listener_name,
+};
 
 /// The build's memory between builds; an empty one (the default) builds everything.
 #[derive(Default)]
@@ -29,7 +31,7 @@ pub struct BuildCache {
     /// Built Services, by the address of the source's Service.
     pub(super) services: HashMap<usize, CachedService>,
     /// The last build, to patch ([`super::patch`]).
-    pub(super) last: Option<super::patch::LastBuild>,
+    pub(super) last: Option<super::last_build::LastBuild>,
     /// Builds that were patched (the tests check the short way is taken).
     pub(super) patched: u64,
 }
@@ -73,10 +75,6 @@ impl From<super::service::ServiceBuild> for ServiceListeners {
         let listeners = b.listeners.into_iter().map(|l| (listener_name(&l), Arc::new(l))).collect();
         ServiceListeners { listeners, l7: b.l7, notices: b.notices }
     }
-}
-
-pub(super) fn address<T>(object: &T) -> usize {
-    object as *const T as usize
 }
 
 impl BuildCache {

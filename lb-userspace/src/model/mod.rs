@@ -9,6 +9,7 @@ mod endpoints;
 pub mod health;
 mod ingress;
 pub mod l7;
+mod last_build;
 mod memo;
 mod nodes;
 pub mod objects;
@@ -274,7 +275,7 @@ fn build_with(
         return patched;
     }
     let mut out = Build::default();
-    let mut marks = patch::NoticeMarks::default();
+    let mut marks = last_build::NoticeMarks::default();
     for obj in &objects.acls {
         match acl::build(obj) {
             Ok(a) => {

@@ -16,95 +16,9 @@ use super::{
     Acl, Build, BuildContext, BuildOptions, ObjectSet,
     endpoints::{SERVICE_NAME_LABEL, SliceIndex},
     l7::Lookup,
-    memo::{BuildCache, CachedService, CleanSlice, ServiceListeners, address},
+    last_build::{LastBuild, NoticeMarks, Others, address, addresses},
+    memo::{BuildCache, CachedService, CleanSlice, ServiceListeners},
 };
-
-/// What the last full (or patched) build read and gave, to patch it.
-pub(super) struct LastBuild {
-    /// Everything but the Services and EndpointSlices, as it was.
-    others: Others,
-    /// The Services (by address, as `objects.services`) and the EndpointSlices (by address).
-    services: Vec<usize>,
-    slices: Vec<usize>,
-    /// The Services in build order (oldest first), by address.
-    order: Vec<usize>,
-    /// Where each Service is in `objects.services`, by (namespace, name).
-    service_at: HashMap<(String, String), usize>,
-    /// The slices of each Service (positions in `objects.endpoint_slices`), by (namespace, name).
-    slices_of: HashMap<(String, String), Vec<usize>>,
-    /// Where the notices of each step end: the Ingresses, the slices, the clusters, the Services.
-    pub(super) marks: NoticeMarks,
-    build: Build,
-}
-
-/// Lengths of `Build::notices` after each step that adds to it.
-#[derive(Clone, Copy, Default)]
-pub(super) struct NoticeMarks {
-    pub(super) ingresses: usize,
-    pub(super) slices: usize,
-    pub(super) clusters: usize,
-    pub(super) services: usize,
-}
-
-#[derive(PartialEq)]
-struct Others {
-    node_name: Option<String>,
-    addresses: super::addresses::AddressPolicy,
-    last_good_acls: BTreeMap<String, Acl>,
-    acls: Vec<super::acl::AclObject>,
-    undecodable: Vec<super::ObjectRef>,
-    ingresses: Vec<k8s_openapi::api::networking::v1::Ingress>,
-    ingress_classes: Vec<k8s_openapi::api::networking::v1::IngressClass>,
-    alb_configs: Vec<serde_json::Value>,
-    secrets: Vec<k8s_openapi::api::core::v1::Secret>,
-    nodes: Vec<k8s_openapi::api::core::v1::Node>,
-    clusters: BTreeMap<String, Vec<usize>>,
-}
-
-impl Others {
-    fn of(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<String, Acl>) -> Others {
-        Others {
-            node_name: opts.node_name.clone(),
-            addresses: opts.addresses.clone(),
-            last_good_acls: last_good.clone(),
-            acls: objects.acls.clone(),
-            undecodable: objects.undecodable.clone(),
-            ingresses: objects.ingresses.clone(),
-            ingress_classes: objects.ingress_classes.clone(),
-            alb_configs: objects.alb_configs.clone(),
-            secrets: objects.secrets.clone(),
-            nodes: objects.nodes.clone(),
-            clusters: clusters(objects),
-        }
-    }
-
-    /// The same as `objects` and `opts` hold now (compared without copying them).
-    fn same(&self, objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<String, Acl>) -> bool {
-        self.node_name == opts.node_name
-            && self.addresses == opts.addresses
-            && self.last_good_acls == *last_good
-            && self.acls == objects.acls
-            && self.undecodable == objects.undecodable
-            && self.ingresses == objects.ingresses
-            && self.ingress_classes == objects.ingress_classes
-            && self.alb_configs == objects.alb_configs
-            && self.secrets == objects.secrets
-            && self.nodes == objects.nodes
-            && self.clusters == clusters(objects)
-    }
-}
-
-fn clusters(objects: &ObjectSet) -> BTreeMap<String, Vec<usize>> {
-    objects
-        .clusters
-        .iter()
-        .map(|(id, s)| (id.clone(), s.iter().map(|s| address::<EndpointSlice>(s)).collect()))
-        .collect()
-}
-
-fn addresses<T>(objects: &[Arc<T>]) -> Vec<usize> {
-    objects.iter().map(|o| address::<T>(o)).collect()
-}
 
 /// (namespace, Service name) of a slice.
 fn owner(slice: &EndpointSlice) -> Option<(&str, &str)> {
