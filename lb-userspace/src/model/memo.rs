@@ -309,4 +309,21 @@ mod tests {
         assert_eq!(cache.patched, before, "not patched");
         assert_eq!(next.model, model::build(&set, &opts).model);
     }
+
+    /// A Service name given twice (two files, two VIPs) builds both from the same slices: a
+    /// change of those slices takes the full build.
+    #[test]
+    fn a_service_given_twice_is_not_patched() {
+        let mut set = objects(&(service("a", "198.18.100.1", "10.0.0.1") + &service("b", "198.18.100.2", "10.0.0.1")));
+        let twin = objects(&service("a", "198.18.100.3", "10.0.0.1"));
+        set.services.push(twin.services[0].clone());
+        let opts = BuildOptions::default();
+        let mut cache = BuildCache::default();
+        let first = model::build_next(&set, &opts, &Model::default(), &mut cache);
+        set.endpoint_slices[0] = objects(&service("a", "198.18.100.1", "10.0.0.7")).endpoint_slices[0].clone();
+        let next = model::build_next(&set, &opts, &first.model, &mut cache);
+        assert_eq!(cache.patched, 0);
+        let scratch = model::build(&set, &opts);
+        assert_eq!((next.model, next.errors), (scratch.model, scratch.errors));
+    }
 }

@@ -41,15 +41,15 @@ impl BuildCache {
         marks: NoticeMarks,
         out: &Build,
     ) {
-        let service_at = objects
-            .services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let ns = s.metadata.namespace.as_deref().unwrap_or("default");
-                (key((ns, s.metadata.name.as_deref().unwrap_or_default())), i)
-            })
-            .collect();
+        let mut service_at: HashMap<(String, String), usize> = HashMap::with_capacity(objects.services.len());
+        for (i, s) in objects.services.iter().enumerate() {
+            let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+            // A name given twice (two files) is no place: its slices take the full build.
+            service_at
+                .entry(key((ns, s.metadata.name.as_deref().unwrap_or_default())))
+                .and_modify(|at| *at = usize::MAX)
+                .or_insert(i);
+        }
         let mut slices_of: HashMap<(String, String), Vec<usize>> = HashMap::new();
         for (i, s) in objects.endpoint_slices.iter().enumerate() {
             if let Some(o) = owner(s) {
@@ -203,7 +203,7 @@ impl BuildCache {
         };
         let mut rebuilt = Vec::with_capacity(touched.len());
         for t in &touched {
-            let svc = &objects.services[*last.service_at.get(t)?];
+            let svc = objects.services.get(*last.service_at.get(t)?)?;
             let positions = last.slices_of.get(t).map(Vec::as_slice).unwrap_or(&[]);
             let clean: Vec<&Arc<EndpointSlice>> = positions.iter().map(|&i| clean_at(i)).collect::<Option<_>>()?;
             let mine: Vec<&EndpointSlice> = clean.iter().map(|s| &***s).collect();
