@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::{Acl, Build, BuildOptions, ObjectSet};
+use super::{Acl, Build, ObjectSet};
 
 /// An object's address: the key of what is kept of it (the keeper holds the object, so no
 /// other object takes that address meanwhile).
@@ -40,50 +40,41 @@ pub(super) struct NoticeMarks {
     pub(super) services: usize,
 }
 
+/// The objects every build reads besides the Services and EndpointSlices and what the
+/// cache's context holds (the node, the address policy, the validated ACLs, the Nodes, the
+/// Secrets: [`BuildCache::same_context`](super::BuildCache::same_context)).
 #[derive(PartialEq)]
 pub(super) struct Others {
-    pub(super) node_name: Option<String>,
-    pub(super) addresses: super::addresses::AddressPolicy,
     pub(super) last_good_acls: BTreeMap<String, Acl>,
     pub(super) acls: Vec<super::acl::AclObject>,
     pub(super) undecodable: Vec<super::ObjectRef>,
     pub(super) ingresses: Vec<k8s_openapi::api::networking::v1::Ingress>,
     pub(super) ingress_classes: Vec<k8s_openapi::api::networking::v1::IngressClass>,
     pub(super) alb_configs: Vec<serde_json::Value>,
-    pub(super) secrets: Vec<k8s_openapi::api::core::v1::Secret>,
-    pub(super) nodes: Vec<k8s_openapi::api::core::v1::Node>,
     pub(super) clusters: BTreeMap<String, Vec<usize>>,
 }
 
 impl Others {
-    pub(super) fn of(objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<String, Acl>) -> Others {
+    pub(super) fn of(objects: &ObjectSet, last_good: &BTreeMap<String, Acl>) -> Others {
         Others {
-            node_name: opts.node_name.clone(),
-            addresses: opts.addresses.clone(),
             last_good_acls: last_good.clone(),
             acls: objects.acls.clone(),
             undecodable: objects.undecodable.clone(),
             ingresses: objects.ingresses.clone(),
             ingress_classes: objects.ingress_classes.clone(),
             alb_configs: objects.alb_configs.clone(),
-            secrets: objects.secrets.clone(),
-            nodes: objects.nodes.clone(),
             clusters: clusters(objects),
         }
     }
 
-    /// The same as `objects` and `opts` hold now (compared without copying them).
-    pub(super) fn same(&self, objects: &ObjectSet, opts: &BuildOptions, last_good: &BTreeMap<String, Acl>) -> bool {
-        self.node_name == opts.node_name
-            && self.addresses == opts.addresses
-            && self.last_good_acls == *last_good
+    /// The same as `objects` hold now (compared without copying them).
+    pub(super) fn same(&self, objects: &ObjectSet, last_good: &BTreeMap<String, Acl>) -> bool {
+        self.last_good_acls == *last_good
             && self.acls == objects.acls
             && self.undecodable == objects.undecodable
             && self.ingresses == objects.ingresses
             && self.ingress_classes == objects.ingress_classes
             && self.alb_configs == objects.alb_configs
-            && self.secrets == objects.secrets
-            && self.nodes == objects.nodes
             && self.clusters == clusters(objects)
     }
 }

@@ -53,6 +53,15 @@ pub(super) struct CleanSlice {
     pub(super) notices: Vec<Notice>,
 }
 
+impl CleanSlice {
+    /// `source` cleaned by `policy` ([`AddressPolicy::clean_slice`]), with its notices.
+    pub(super) fn new(source: Arc<EndpointSlice>, policy: &AddressPolicy) -> CleanSlice {
+        let mut notices = Vec::new();
+        let clean = policy.clean_slice(&source, &mut notices);
+        CleanSlice { source, clean, notices }
+    }
+}
+
 pub(super) struct CachedService {
     /// Held: its address is the key.
     pub(super) _service: Arc<Service>,
@@ -87,14 +96,7 @@ impl BuildCache {
         nodes: &[Node],
         secrets: &[Secret],
     ) {
-        let same = self.context.as_ref().is_some_and(|c| {
-            c.node_name == *node_name
-                && c.addresses == *addresses
-                && c.acls == *acls
-                && c.nodes == nodes
-                && c.secrets == secrets
-        });
-        if !same {
+        if !self.same_context(node_name, addresses, acls, nodes, secrets) {
             self.slices.clear();
             self.services.clear();
             self.context = Some(Context {
@@ -105,6 +107,24 @@ impl BuildCache {
                 secrets: secrets.to_vec(),
             });
         }
+    }
+
+    /// What every Service depends on is what the cache's entries were built with.
+    pub(super) fn same_context(
+        &self,
+        node_name: &Option<String>,
+        addresses: &AddressPolicy,
+        acls: &BTreeMap<String, Acl>,
+        nodes: &[Node],
+        secrets: &[Secret],
+    ) -> bool {
+        self.context.as_ref().is_some_and(|c| {
+            c.node_name == *node_name
+                && c.addresses == *addresses
+                && c.acls == *acls
+                && c.nodes == nodes
+                && c.secrets == secrets
+        })
     }
 
     /// `slices` cleaned by `policy` ([`AddressPolicy::clean_slice`]); a slice seen at the last
@@ -126,11 +146,7 @@ impl BuildCache {
                 out.push(seen.clean.clone());
                 continue;
             }
-            let entry = self.slices.remove(&key).unwrap_or_else(|| {
-                let mut notices = Vec::new();
-                let clean = policy.clean_slice(slice, &mut notices);
-                CleanSlice { source: slice.clone(), clean, notices }
-            });
+            let entry = self.slices.remove(&key).unwrap_or_else(|| CleanSlice::new(slice.clone(), policy));
             notices.extend(entry.notices.iter().cloned());
             out.push(entry.clean.clone());
             next.insert(key, entry);

@@ -358,7 +358,7 @@ fn build_with(
     }
     marks.services = out.notices.len();
     l7::build_alb(&lookup, &mut out);
-    cache.remember(objects, opts, last_good, &services, marks, &out);
+    cache.remember(objects, last_good, &services, marks, &out);
     out
 }
 

@@ -35,7 +35,6 @@ impl BuildCache {
     pub(super) fn remember(
         &mut self,
         objects: &ObjectSet,
-        opts: &BuildOptions,
         last_good: &BTreeMap<String, Acl>,
         order: &[&Arc<k8s_openapi::api::core::v1::Service>],
         marks: NoticeMarks,
@@ -57,7 +56,7 @@ impl BuildCache {
             }
         }
         self.last = Some(LastBuild {
-            others: Others::of(objects, opts, last_good),
+            others: Others::of(objects, last_good),
             services: addresses(&objects.services),
             slices: addresses(&objects.endpoint_slices),
             order: order.iter().map(|s| address::<k8s_openapi::api::core::v1::Service>(s)).collect(),
@@ -142,9 +141,17 @@ impl BuildCache {
     ) -> Option<(Vec<(usize, CachedService)>, Vec<(usize, CleanSlice)>)> {
         let same_services = last.services.len() == objects.services.len()
             && last.services.iter().zip(&objects.services).all(|(a, s)| *a == address::<_>(&**s));
+        // The ACL objects the same first: the last build's validated ACLs are then today's.
         if !same_services
             || last.slices.len() != objects.endpoint_slices.len()
-            || !last.others.same(objects, opts, last_good)
+            || !last.others.same(objects, last_good)
+            || !self.same_context(
+                &opts.node_name,
+                &opts.addresses,
+                &last.build.model.acls,
+                &objects.nodes,
+                &objects.secrets,
+            )
         {
             return None;
         }
@@ -171,12 +178,7 @@ impl BuildCache {
         }
         let cleaned: Vec<(usize, CleanSlice)> = changed
             .iter()
-            .map(|&i| {
-                let source = objects.endpoint_slices[i].clone();
-                let mut notices = Vec::new();
-                let clean = opts.addresses.clean_slice(&source, &mut notices);
-                (i, CleanSlice { source, clean, notices })
-            })
+            .map(|&i| (i, CleanSlice::new(objects.endpoint_slices[i].clone(), &opts.addresses)))
             .collect();
         let clean_at = |i: usize| -> Option<&Arc<EndpointSlice>> {
             match cleaned.iter().find(|(at, _)| *at == i) {
