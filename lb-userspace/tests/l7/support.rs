@@ -159,9 +159,26 @@ async fn answer(
 /// The body of `/huge`: 8 MiB.
 static HUGE: [u8; 8 << 20] = [b'x'; 8 << 20];
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 for a proxy listener to bind later.
+///
+/// Not an ephemeral port (`bind(:0)`): between this call and the proxy's bind, a client
+/// connection of a test running in parallel may take the same port as its source port
+/// (CI saw `Address already in use`). The ports handed out lie below the kernel's
+/// ephemeral range (`ip_local_port_range` starts at 32768 by default), each once per
+/// process, starting at an offset drawn from the pid so test processes rarely meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let offset = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = FIRST + (offset + n) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// A ClusterIP Service `name` (port 80, named `http`) in `ns` and its EndpointSlice with
