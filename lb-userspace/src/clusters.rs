@@ -87,7 +87,7 @@ pub struct WithClusters {
     main: Source,
     clusters: Vec<Cluster>,
     /// The main source's last object set, yielded again when only a cluster changed.
-    last: Option<ObjectSet>,
+    last: Option<Arc<ObjectSet>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -114,8 +114,12 @@ impl WithClusters {
     }
 
     /// The objects, if the main source or a cluster changed since the last call.
-    pub fn poll(&mut self) -> Result<Option<ObjectSet>, crate::source::SourceError> {
+    pub fn poll(&mut self) -> Result<Option<Arc<ObjectSet>>, crate::source::SourceError> {
         let main = self.main.poll()?;
+        if self.clusters.is_empty() {
+            // Passed through, not kept: the main source patches its set in place.
+            return Ok(main);
+        }
         let mut changed = main.is_some();
         if let Some(set) = main {
             self.last = Some(set);
@@ -126,14 +130,15 @@ impl WithClusters {
         if !changed {
             return Ok(None);
         }
-        Ok(self.last.clone().map(|mut set| {
+        Ok(self.last.as_deref().map(|set| {
+            let mut set = set.clone();
             set.clusters = self
                 .clusters
                 .iter()
                 .filter(|c| c.connected)
                 .map(|c| (c.id.clone(), c.slices.clone()))
                 .collect::<BTreeMap<_, _>>();
-            set
+            Arc::new(set)
         }))
     }
 
@@ -186,7 +191,7 @@ impl Cluster {
                         tracing::warn!(cluster = %self.id, error = %e, "cluster manifest not read; its last good version serves");
                     }
                     self.recovered();
-                    self.slices = set.endpoint_slices;
+                    self.slices = set.endpoint_slices.clone();
                     self.connected = true;
                     true
                 }

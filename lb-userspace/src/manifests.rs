@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 pub use crate::model::objects::{ManifestError, ObjectSet};
 
+mod merged;
 mod watch;
 
 /// Read every `*.yaml`, `*.yml` and `*.json` file under `dir` (recursively, in name order).
@@ -42,7 +43,15 @@ pub struct DirSource {
     watch: Option<watch::DirWatch>,
     /// When the last full listing was made (`None`: never).
     scanned: Option<std::time::Instant>,
+    /// Every file's objects as one set, handed out at each change.
+    merged: merged::Merged,
+    /// The files read again since the last poll (their place in `merged` is patched).
+    touched: Vec<PathBuf>,
 }
+
+/// More files read again than this in one poll: the set is merged again from every file
+/// (each patch walks the files before it).
+const MERGE_AGAIN: usize = 64;
 
 /// How often a watched directory is listed in full anyway.
 pub const FULL_SCAN: std::time::Duration = std::time::Duration::from_secs(60);
@@ -67,7 +76,14 @@ impl DirSource {
                 None
             }
         };
-        DirSource { dir, files: Default::default(), watch, scanned: None }
+        DirSource {
+            dir,
+            files: Default::default(),
+            watch,
+            scanned: None,
+            merged: Default::default(),
+            touched: Vec::new(),
+        }
     }
 
     /// Resolves when inotify has something (a change may be waiting for [`poll`](Self::poll));
@@ -79,8 +95,10 @@ impl DirSource {
         }
     }
 
-    /// The objects, if anything in the directory changed since the last call.
-    pub fn poll(&mut self) -> std::io::Result<Option<ObjectSet>> {
+    /// The objects, if anything in the directory changed since the last call: the same
+    /// shared set, patched where files changed (drop it before the next poll, or that poll
+    /// copies it).
+    pub fn poll(&mut self) -> std::io::Result<Option<std::sync::Arc<ObjectSet>>> {
         let events = self.watch.as_mut().map(watch::DirWatch::take);
         let full = match (&events, self.scanned) {
             (_, None) | (None, _) | (Some(watch::Changes::Unknown), _) => true,
@@ -105,24 +123,24 @@ impl DirSource {
             }
             !paths.is_empty()
         };
-        if !changed {
+        // Files read by a poll that failed half-way are merged now.
+        if !changed && self.touched.is_empty() {
             return Ok(None);
         }
-        let mut out = ObjectSet::default();
-        for state in self.files.values() {
-            out.errors.extend(state.errors.iter().cloned());
-            let good = &state.good;
-            out.services.extend(good.services.iter().cloned());
-            out.endpoint_slices.extend(good.endpoint_slices.iter().cloned());
-            out.acls.extend(good.acls.iter().cloned());
-            out.ingresses.extend(good.ingresses.iter().cloned());
-            out.ingress_classes.extend(good.ingress_classes.iter().cloned());
-            out.alb_configs.extend(good.alb_configs.iter().cloned());
-            out.secrets.extend(good.secrets.iter().cloned());
-            out.nodes.extend(good.nodes.iter().cloned());
-            out.ignored.extend(good.ignored.iter().cloned());
+        fn objects(f: &FileState) -> merged::FileObjects<'_> {
+            (&f.good, &f.errors)
         }
-        Ok(Some(out))
+        if full || self.touched.len() > MERGE_AGAIN {
+            self.merged.rebuild(self.files.iter().map(|(p, f)| (p, objects(f))));
+        } else {
+            self.touched.sort();
+            self.touched.dedup();
+            for path in &self.touched {
+                self.merged.patch(path, self.files.get(path).map(objects));
+            }
+        }
+        self.touched.clear();
+        Ok(Some(self.merged.snapshot()))
     }
 
     /// List the directory: files of a new length or modification time, new files and files
@@ -175,6 +193,7 @@ impl DirSource {
     /// Read `path` again (forgotten if it is gone or no manifest file). Whether its objects
     /// or errors changed.
     fn reread(&mut self, path: &Path) -> std::io::Result<bool> {
+        self.touched.push(path.to_path_buf());
         let meta = match fs::metadata(path) {
             Ok(m) if m.is_file() && is_manifest(path) => m,
             Ok(_) => return Ok(self.files.remove(path).is_some()),
@@ -437,6 +456,52 @@ metadata: {name: d}
         assert!(std::sync::Arc::ptr_eq(&first.services[0], &next.services[0]), "the Service did not change");
         assert!(!std::sync::Arc::ptr_eq(&first.endpoint_slices[0], &next.endpoint_slices[0]));
         assert_eq!(next.endpoint_slices[0].endpoints[0].addresses, ["10.0.0.2"]);
+    }
+
+    /// Files added, rewritten (objects added, changed, dropped), broken and removed: after each
+    /// poll the set patched in place is what merging every file again gives, and it is the
+    /// same allocation (patched, not copied) when the caller dropped it.
+    #[test]
+    fn the_patched_set_is_what_merging_every_file_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = DirSource::new(dir.path());
+        assert!(src.watch.is_some(), "the patch path needs inotify");
+        let doc = |kind: &str, name: String| match kind {
+            "svc" => {
+                format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{type: LoadBalancer}}\n")
+            }
+            "eps" => format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}}}\naddressType: IPv4\nendpoints: []\n"
+            ),
+            "cm" => format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\n"),
+            _ => "apiVersion: v1\nkind: Service\nmetadata: [broken\n".to_string(),
+        };
+        let mut seed: u64 = 7;
+        let mut next = |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        fs::write(dir.path().join("f0.yaml"), doc("svc", "s0".into())).unwrap();
+        let mut last = std::sync::Arc::as_ptr(&src.poll().unwrap().unwrap());
+        let mut patched = 0;
+        for step in 0..60 {
+            let file = dir.path().join(format!("f{}.yaml", next(6)));
+            if next(5) == 0 {
+                let _ = fs::remove_file(&file);
+            } else {
+                let text: Vec<String> = (0..next(4))
+                    .map(|i| doc(["svc", "eps", "cm", "broken"][next(4) as usize], format!("o{step}-{i}")))
+                    .collect();
+                fs::write(&file, text.join("---\n")).unwrap();
+            }
+            let Some(set) = src.poll().unwrap() else { continue };
+            let mut fresh = merged::Merged::default();
+            fresh.rebuild(src.files.iter().map(|(p, f)| (p, (&f.good, f.errors.as_slice()))));
+            assert_eq!(format!("{set:?}"), format!("{:?}", fresh.snapshot()), "step {step}");
+            patched += usize::from(std::sync::Arc::as_ptr(&set) == last);
+            last = std::sync::Arc::as_ptr(&set);
+        }
+        assert!(patched > 20, "patched in place {patched} times");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Where the agent's objects come from: a manifest directory (polled) or the Kubernetes
 //! API (watched). Both yield [`ObjectSet`]s for the same build and apply code.
-use std::{fmt, path::PathBuf};
+use std::{fmt, path::PathBuf, sync::Arc};
 
 use crate::{
     kube::{KubeError, KubeOptions, KubeSource},
@@ -20,7 +20,7 @@ pub enum SourceOptions {
 }
 
 pub enum Source {
-    Dir(DirSource, PathBuf),
+    Dir(Box<DirSource>, PathBuf),
     Kube(Box<KubeSource>),
 }
 
@@ -36,16 +36,17 @@ pub enum SourceError {
 impl Source {
     pub async fn start(opts: &SourceOptions) -> Result<Source, SourceError> {
         Ok(match opts {
-            SourceOptions::Dir(dir) => Source::Dir(DirSource::new(dir), dir.clone()),
+            SourceOptions::Dir(dir) => Source::Dir(Box::new(DirSource::new(dir)), dir.clone()),
             SourceOptions::Kube(k) => Source::Kube(Box::new(KubeSource::connect(k.clone()).await?)),
         })
     }
 
-    /// The objects, if they changed since the last call. Never blocks.
-    pub fn poll(&mut self) -> Result<Option<ObjectSet>, SourceError> {
+    /// The objects, if they changed since the last call. Never blocks. Shared: a directory
+    /// patches the same set in place at the next change if the caller has dropped it.
+    pub fn poll(&mut self) -> Result<Option<Arc<ObjectSet>>, SourceError> {
         match self {
             Source::Dir(d, dir) => d.poll().map_err(|source| SourceError::Dir { dir: dir.clone(), source }),
-            Source::Kube(k) => Ok(k.poll()),
+            Source::Kube(k) => Ok(k.poll().map(Arc::new)),
         }
     }
 

@@ -51,7 +51,7 @@ fn kubeconfig(dir: &Path, id: &str, addr: std::net::SocketAddr) -> ClusterSpec {
 }
 
 /// Poll until `f` holds of an object set (at most 10 s).
-async fn poll_until(s: &mut WithClusters, what: &str, f: impl Fn(&ObjectSet) -> bool) -> ObjectSet {
+async fn poll_until(s: &mut WithClusters, what: &str, f: impl Fn(&ObjectSet) -> bool) -> std::sync::Arc<ObjectSet> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut last = None;
     while tokio::time::Instant::now() < deadline {
