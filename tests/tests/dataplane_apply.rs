@@ -226,3 +226,108 @@ fn a_freed_id_is_not_reused_while_drained_flows_name_it() {
         assert_eq!(stats.listeners["198.18.100.10:55/udp"].packets, 1, "{stats:?}");
     });
 }
+
+/// The short way of `apply` (only the listeners that are not the same objects as at the last
+/// apply are written) leaves the maps serving what the model says, as the full way does:
+/// listeners added (on a second VIP too), removed, given other backends or schedulers, ACLs
+/// bound, unbound and dropped from the model, in a seeded random sequence of models each
+/// made from the last (unchanged listeners shared). After each apply, a SYN to every
+/// address and port either reaches one of the listener's backends, is dropped by its ACL, or
+/// passes (no listener).
+#[test]
+fn the_short_way_serves_what_the_model_says() {
+    with_datapath("the_short_way_serves_what_the_model_says", Options::default(), |t| {
+        const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 11);
+        let client: ipnet::IpNet = "198.18.0.0/30".parse().unwrap();
+        let mut seed: u64 = 11;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut m = Model::default();
+        m.acls.insert("deny".into(), acl("deny", [client]));
+        m.acls.insert("allow".into(), acl("allow", [client]));
+        let mut sport = 2000;
+        for step in 0..40 {
+            let vip = if next(3) == 0 { VIP2 } else { VIP };
+            let port = 80 + next(6) as u16;
+            let mut l = listener(IpAddr::V4(vip), port, Protocol::Tcp, Scheduler::Rr, &[]);
+            let name = lb_userspace::model::listener_name(&l);
+            match next(6) {
+                0 => {
+                    m.listeners.remove(&name);
+                }
+                1 if !m.acls.contains_key("deny") => {
+                    m.acls.insert("deny".into(), acl("deny", [client]));
+                }
+                1 => {
+                    // Dropped from the model: listeners that still name it keep it loaded.
+                    m.acls.remove("deny");
+                    let unbound: Vec<_> = m
+                        .listeners
+                        .iter()
+                        .filter(|(_, l)| l.acl.as_ref().is_some_and(|b| b.acl == "deny"))
+                        .map(|(k, l)| (k.clone(), l.clone()))
+                        .collect();
+                    for (k, l) in unbound {
+                        let mut l = (*l).clone();
+                        l.acl = None;
+                        m.listeners.insert(k, l.into());
+                    }
+                }
+                pick => {
+                    let pool = [B1, B2, B3];
+                    let first = next(3) as usize;
+                    l.backends = (0..=next(3) as usize)
+                        .map(|i| pool[(first + i) % 3])
+                        .enumerate()
+                        .map(|(i, b)| lb_userspace::model::Backend {
+                            addr: b.into(),
+                            port: 8080,
+                            weight: if i == 0 { 1 } else { next(2) as u32 },
+                        })
+                        .collect();
+                    l.scheduler = [Scheduler::Rr, Scheduler::Wrr, Scheduler::Sch][next(3) as usize];
+                    l.acl = match pick {
+                        2 if m.acls.contains_key("deny") => {
+                            Some(AclBinding { acl: "deny".into(), mode: AclMode::Black })
+                        }
+                        3 => Some(AclBinding { acl: "allow".into(), mode: AclMode::White }),
+                        _ => None,
+                    };
+                    m.listeners.insert(name, l.into());
+                }
+            }
+            t.dp.apply(&m).unwrap_or_else(|e| panic!("step {step}: {e}"));
+            // An ACL stays while the model or a listener names it, and no longer.
+            let named: std::collections::BTreeSet<&str> = m
+                .acls
+                .keys()
+                .map(String::as_str)
+                .chain(m.listeners.values().filter_map(|l| l.acl.as_ref()).map(|b| b.acl.as_str()))
+                .collect();
+            assert_eq!(t.dp.loaded_acls().collect::<std::collections::BTreeSet<_>>(), named, "step {step}");
+            for vip in [VIP, VIP2] {
+                for port in 80..86 {
+                    sport += 1;
+                    let frame = Frame::tcp(Flow::new(CLIENT, sport, vip, port), SYN).bytes();
+                    let (verdict, out, _) = run_frame(t.dp.program().unwrap(), &frame, t.a, 1);
+                    let want = m.listeners.get(&format!("{vip}:{port}/tcp"));
+                    let at = format!("step {step}, {vip}:{port}, {want:?}");
+                    match want {
+                        None => assert_eq!(verdict, XDP_PASS, "{at}"),
+                        Some(l) if l.acl.as_ref().is_some_and(|b| b.mode == AclMode::Black) => {
+                            assert_eq!(verdict, XDP_DROP, "{at}")
+                        }
+                        Some(l) => {
+                            assert_eq!(verdict, XDP_REDIRECT, "{at}");
+                            let to = parse(&out).flow.2;
+                            assert!(l.backends.iter().any(|b| b.addr == to && b.weight > 0), "{at}: went to {to}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(t.dp.short_applies() >= 30, "the short way was taken {} times of 40", t.dp.short_applies());
+    });
+}

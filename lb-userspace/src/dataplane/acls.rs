@@ -35,6 +35,11 @@ pub struct Applied {
 }
 
 impl AclState {
+    /// The names of the loaded ACLs.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.loaded.keys().map(String::as_str)
+    }
+
     /// The id of a loaded ACL and whether it is empty.
     pub fn id_of(&self, name: &str) -> Option<(u32, bool)> {
         self.loaded.get(name).map(|(id, set)| (*id, set.is_empty()))

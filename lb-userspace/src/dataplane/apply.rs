@@ -58,6 +58,14 @@ impl Dataplane {
         let now = Instant::now();
         self.reclaim(now);
         let acls = self.acls.apply(&mut self.ebpf, &model.acls)?;
+        if acls.changed.is_empty()
+            && acls.failed.is_empty()
+            && let Some(asked) = self.asked.take()
+        {
+            return self.apply_changes(asked, model, now);
+        }
+        // The full way: every listener of the model is compared with the one loaded.
+        self.asked = None;
         let mut rejected: Vec<Rejected> = acls
             .failed
             .into_iter()
@@ -85,23 +93,32 @@ impl Dataplane {
                 rejected.push(Rejected::listener(listener, self.loaded.contains_key(&id), &e));
             }
         }
-        // ACLs leave once no listener still loaded (a last good one included) names them.
-        let in_use: BTreeSet<&str> =
-            self.loaded.values().filter_map(|l| l.listener.acl.as_ref()).map(|b| b.acl.as_str()).collect();
-        self.acls.reclaim(&mut self.ebpf, |name| model.acls.contains_key(name) || in_use.contains(name))?;
+        self.reclaim_acls(model)?;
         self.write_filter()?;
         // Backends came or went: routes to them may have too.
         self.invalidate_next_hops()?;
         for r in &rejected {
             tracing::error!(error = %r, "not loaded into the datapath; the rest of the model was applied");
         }
+        // Every listener loaded as asked: the next apply may take the short way.
+        if !rejected.iter().any(|r| matches!(r.what, RejectedPart::Listener(_))) {
+            self.asked = Some((*model.listeners).clone());
+        }
         if rejected.is_empty() { Ok(()) } else { Err(DataplaneError::Rejected(rejected)) }
+    }
+
+    /// ACLs leave once neither the model nor a listener still loaded (a last good one
+    /// included) names them.
+    pub(super) fn reclaim_acls(&mut self, model: &Model) -> Result<()> {
+        let in_use: BTreeSet<&str> =
+            self.loaded.values().filter_map(|l| l.listener.acl.as_ref()).map(|b| b.acl.as_str()).collect();
+        self.acls.reclaim(&mut self.ebpf, |name| model.acls.contains_key(name) || in_use.contains(name))
     }
 
     /// Load `l` (new or changed). Everything that can run out (its id, backend ids, table
     /// entries, its ACL) is taken before anything is written: a listener that does not fit
     /// leaves the maps, and its last good version, as they were.
-    fn write_listener(&mut self, l: &Arc<L4Listener>, now: Instant) -> Result<()> {
+    pub(super) fn write_listener(&mut self, l: &Arc<L4Listener>, now: Instant) -> Result<()> {
         let name = listener_name(l);
         let listener_err = |reason: String| DataplaneError::Listener { listener: name.clone(), reason };
         let previous = self.loaded.get(&l.id()).cloned();
@@ -197,7 +214,7 @@ impl Dataplane {
         listeners.insert(key, id, 0).map_err(map_err(names::LISTENERS))
     }
 
-    fn remove_listener(&mut self, key: ListenerId, now: Instant) -> Result<()> {
+    pub(super) fn remove_listener(&mut self, key: ListenerId, now: Instant) -> Result<()> {
         let Some(loaded) = self.loaded.get(&key).cloned() else { return Ok(()) };
         let (lkey, _) = listener_entry(&loaded.listener, loaded.region);
         let mut listeners: BpfHashMap<&mut MapData, ListenerKey, u32> = self.map_mut(names::LISTENERS)?;

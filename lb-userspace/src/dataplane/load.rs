@@ -178,6 +178,8 @@ impl Dataplane {
             suspects: pairs::Suspects::default(),
             config: settings::initial((lo, hi), opts.syn_cookies, opts.syn_cookie_rate),
             filter: Default::default(),
+            asked: None,
+            short_applies: 0,
         };
         dp.write_config()?;
         Ok(dp)

@@ -6,6 +6,7 @@ mod apply;
 mod attach;
 mod backends;
 pub mod capacity;
+mod changes;
 pub mod conntrack;
 mod error;
 mod ids;
@@ -90,6 +91,9 @@ pub struct Dataplane {
     config: lb_common::DatapathConfig,
     /// The VIP and SNAT-address bitmaps (`ADDR_FILTER`).
     filter: addr_filter::AddrFilter,
+    /// The listeners of the last apply, while every one of them is loaded as asked.
+    asked: changes::Asked,
+    short_applies: u64,
 }
 
 impl Dataplane {

@@ -10,6 +10,7 @@ pub mod health;
 mod ingress;
 pub mod l7;
 mod last_build;
+mod listener_map;
 mod memo;
 mod nodes;
 pub mod objects;
@@ -22,6 +23,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 use serde::Serialize;
 
 use k8s_openapi::api::core::v1::Service;
+pub use listener_map::Listeners;
 pub use memo::BuildCache;
 use objects::ObjectSet;
 
@@ -201,7 +203,7 @@ pub struct Model {
     /// Shared, not copied: the model's copies (the one applied, the one wanted, the one with
     /// health applied) and an unchanged Service's next build hold the same listener, and a
     /// listener that is the same object as before is known unchanged without comparing it.
-    pub listeners: BTreeMap<String, Arc<L4Listener>>,
+    pub listeners: Listeners,
     pub acls: BTreeMap<String, Acl>,
     /// L7 listeners (ALB Ingresses and CLB http/https ports), by [`l7::listener_key`].
     pub l7: BTreeMap<String, l7::L7Listener>,
@@ -440,19 +442,24 @@ pub struct ListenerChange {
 
 /// The L4 listeners that are not the same object in `before` and `after` (both keyed by
 /// name, as [`Model::listeners`]), in name order. One walk over both, comparing addresses: a
-/// model built from the last one shares every listener a change did not touch.
+/// model built from the last one shares every listener a change did not touch (and the same
+/// listener object has the same name: its key is not read).
 pub fn changed_listeners(
     before: &BTreeMap<String, Arc<L4Listener>>,
     after: &BTreeMap<String, Arc<L4Listener>>,
 ) -> Vec<ListenerChange> {
     use std::cmp::Ordering;
-    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
     let mut out = Vec::new();
+    if std::ptr::eq(before, after) {
+        return out;
+    }
+    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
     loop {
         let order = match (b.peek(), a.peek()) {
             (None, None) => return out,
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
+            (Some((_, lb)), Some((_, la))) if Arc::ptr_eq(lb, la) => Ordering::Equal,
             (Some((kb, _)), Some((ka, _))) => kb.cmp(ka),
         };
         match order {

@@ -380,7 +380,7 @@ fn control_plane_suite(plan: &Plan) -> Result<serde_json::Value> {
         let applied = t1.elapsed();
         // One endpoint of one Service changes.
         let mut changed = build.model.clone();
-        let l = std::sync::Arc::make_mut(changed.listeners.values_mut().next().unwrap());
+        let l = std::sync::Arc::make_mut(changed.listeners.make_mut().values_mut().next().unwrap());
         l.backends[0].addr = "198.18.127.1".parse()?;
         let t2 = Instant::now();
         dp.apply(&changed)?;
