@@ -47,6 +47,8 @@ pub struct DirSource {
     merged: merged::Merged,
     /// The files read again since the last poll (their place in `merged` is patched).
     touched: Vec<PathBuf>,
+    /// The files whose last read had errors (read again at every change).
+    failing: std::collections::BTreeSet<PathBuf>,
 }
 
 /// More files read again than this in one poll: the set is merged again from every file
@@ -83,6 +85,7 @@ impl DirSource {
             scanned: None,
             merged: Default::default(),
             touched: Vec::new(),
+            failing: Default::default(),
         }
     }
 
@@ -158,6 +161,7 @@ impl DirSource {
         let listed: std::collections::HashSet<&PathBuf> = files.iter().collect();
         let before = self.files.len();
         self.files.retain(|p, _| listed.contains(p));
+        self.failing.retain(|p| listed.contains(p));
         let mut stale = Vec::new();
         for file in &files {
             let meta = fs::metadata(file)?;
@@ -178,12 +182,8 @@ impl DirSource {
 
     /// Files that did not parse are read again at every change (but for `just_read`).
     fn reread_failed<P: AsRef<Path>>(&mut self, just_read: &[P]) -> std::io::Result<()> {
-        let failed: Vec<PathBuf> = self
-            .files
-            .iter()
-            .filter(|(p, f)| !f.errors.is_empty() && !just_read.iter().any(|r| r.as_ref() == p.as_path()))
-            .map(|(p, _)| p.clone())
-            .collect();
+        let failed: Vec<PathBuf> =
+            self.failing.iter().filter(|p| !just_read.iter().any(|r| r.as_ref() == p.as_path())).cloned().collect();
         for path in failed {
             self.reread(&path)?;
         }
@@ -196,14 +196,14 @@ impl DirSource {
         self.touched.push(path.to_path_buf());
         let meta = match fs::metadata(path) {
             Ok(m) if m.is_file() && is_manifest(path) => m,
-            Ok(_) => return Ok(self.files.remove(path).is_some()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.files.remove(path).is_some()),
+            Ok(_) => return Ok(self.forget(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.forget(path)),
             Err(e) => return Err(e),
         };
         let fingerprint = (meta.len(), meta.modified()?);
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.files.remove(path).is_some()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.forget(path)),
             Err(e) => return Err(e),
         };
         let mut one = ObjectSet::default();
@@ -217,8 +217,19 @@ impl DirSource {
             Some(prev) => FileState { fingerprint, good: keep_unchanged(one, prev.good), errors },
             None => FileState { fingerprint, good: one, errors },
         };
+        if state.errors.is_empty() {
+            self.failing.remove(path);
+        } else {
+            self.failing.insert(path.to_path_buf());
+        }
         self.files.insert(path.to_path_buf(), state);
         Ok(true)
+    }
+
+    /// `path` is gone: whether it had given anything.
+    fn forget(&mut self, path: &Path) -> bool {
+        self.failing.remove(path);
+        self.files.remove(path).is_some()
     }
 }
 
