@@ -6,7 +6,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::Arc,
 };
 
 use anyhow::Result;
@@ -14,7 +13,7 @@ use futures::StreamExt;
 
 use crate::{
     dataplane::Dataplane,
-    model::{L4Listener, Model},
+    model::Model,
     netif::{Iface, NodeChanges},
     netlink::{Event, Link, NetlinkError, Route, Rtnl},
 };
@@ -40,7 +39,7 @@ pub struct BackendPaths {
     routes: HashMap<IpAddr, Option<Route>>,
     /// The model's listeners at the last sync (shared with it): the next sync goes through the
     /// ones that are not the same objects any more.
-    seen: BTreeMap<String, Arc<L4Listener>>,
+    seen: crate::model::Listeners,
     /// How many backends of those listeners have each address.
     refs: HashMap<IpAddr, u32>,
     /// Backend addresses without a route: new, or whose route an event made stale.
@@ -72,7 +71,7 @@ impl BackendPaths {
             nics,
             fallback,
             routes: HashMap::new(),
-            seen: BTreeMap::new(),
+            seen: Default::default(),
             refs: HashMap::new(),
             missing: HashSet::new(),
             links: None,
@@ -245,7 +244,7 @@ impl BackendPaths {
     /// Count the backends of the listeners that changed since the last sync: an address
     /// seen for the first time needs a route, one no longer used loses it.
     fn follow(&mut self, model: &Model) {
-        for crate::model::ListenerChange { name, before, after } in
+        for crate::model::ListenerChange { before, after, .. } in
             crate::model::changed_listeners(&self.seen, &model.listeners)
         {
             for b in after.iter().flat_map(|l| &l.backends) {
@@ -265,11 +264,8 @@ impl BackendPaths {
                     }
                 }
             }
-            match after {
-                Some(l) => self.seen.insert(name, l),
-                None => self.seen.remove(&name),
-            };
         }
+        self.seen = model.listeners.clone();
     }
 
     /// Drop the routes `stale` picks; their backends are looked up again at the next sync.
@@ -330,7 +326,10 @@ fn local_client_devices<'a>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::model::L4Listener;
 
     fn route(next_hop: &str, ifindex: u32) -> Option<Route> {
         Some(Route { next_hop: next_hop.parse().unwrap(), ifindex, dev: format!("if{ifindex}") })

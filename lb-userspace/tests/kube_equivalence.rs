@@ -99,7 +99,7 @@ async fn an_ingress_backend_of_another_class_is_a_backend_only() {
     }
     let api = from_api(&objects, KubeOptions::default()).await;
     let build = model::build(&api, &BuildOptions::default());
-    assert!(build.model.listeners.is_empty(), "{:?}", build.model.listeners.keys());
+    assert!(build.model.listeners.is_empty(), "{:?}", build.model.listeners.keys().collect::<Vec<_>>());
     assert_eq!(build.model.l7.len(), 1, "{:?}", build.model.l7.keys());
     let l7 = build.model.l7.values().next().unwrap();
     let endpoints: Vec<String> = l7.routes[0].upstreams[0].endpoints.iter().map(|e| e.addr.to_string()).collect();

@@ -150,7 +150,11 @@ async fn watch_events_change_the_next_snapshot() {
     // Its slices follow it into the snapshot.
     assert_eq!(names(&set.endpoint_slices, |s| &s.metadata), ["default/foreign-9qz4m", "default/web-7xk2p"]);
     let build = model::build(&set, &BuildOptions::default());
-    assert!(build.model.listeners.contains_key("192.0.2.30:80/tcp"), "{:?}", build.model.listeners.keys());
+    assert!(
+        build.model.listeners.contains_key("192.0.2.30:80/tcp"),
+        "{:?}",
+        build.model.listeners.keys().collect::<Vec<_>>()
+    );
     assert!(!build.model.listeners.contains_key("192.0.2.10:80/tcp"));
 
     // DELETED: web is gone, and its slice with it.

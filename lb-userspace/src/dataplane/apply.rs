@@ -102,7 +102,7 @@ impl Dataplane {
         }
         // Every listener loaded as asked: the next apply may take the short way.
         if !rejected.iter().any(|r| matches!(r.what, RejectedPart::Listener(_))) {
-            self.asked = Some((*model.listeners).clone());
+            self.asked = Some(model.listeners.clone());
         }
         if rejected.is_empty() { Ok(()) } else { Err(DataplaneError::Rejected(rejected)) }
     }

@@ -1,14 +1,14 @@
 //! [`Dataplane::apply`]'s short way: when the maps hold exactly the listeners of the last
 //! apply and no ACL changed, only the listeners that are not the same objects as then are
 //! written or removed (one walk comparing addresses, no pass over every loaded listener).
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use super::{Dataplane, DataplaneError, Rejected, Result, listener_key};
-use crate::model::{L4Listener, ListenerChange, Model, changed_listeners};
+use crate::model::{L4Listener, ListenerChange, Listeners, Model, changed_listeners};
 
 /// The listeners the last apply was asked for, by name, when every one of them is loaded as
 /// asked (`None`: the next apply takes the full way).
-pub(super) type Asked = Option<BTreeMap<String, Arc<L4Listener>>>;
+pub(super) type Asked = Option<Listeners>;
 
 impl Dataplane {
     /// How many applies took the short way (the others compared every listener).
@@ -22,12 +22,7 @@ impl Dataplane {
     }
 
     /// Bring the maps from `asked` (what they hold) to `model`'s listeners.
-    pub(super) fn apply_changes(
-        &mut self,
-        mut asked: BTreeMap<String, Arc<L4Listener>>,
-        model: &Model,
-        now: Instant,
-    ) -> Result<()> {
+    pub(super) fn apply_changes(&mut self, asked: Listeners, model: &Model, now: Instant) -> Result<()> {
         let changes = changed_listeners(&asked, &model.listeners);
         let added: Vec<lb_common::Addr> =
             changes.iter().filter(|c| c.before.is_none()).filter_map(|c| c.after.as_deref()).map(vip).collect();
@@ -37,16 +32,15 @@ impl Dataplane {
             self.write_filter_with(&added)?;
         }
         let mut rejected = Vec::new();
-        for ListenerChange { name, before, .. } in changes.iter().filter(|c| c.after.is_none()) {
+        for ListenerChange { before, .. } in changes.iter().filter(|c| c.after.is_none()) {
             let id = before.as_ref().expect("a listener gone was there").id();
             if let Some(loaded) = self.loaded.get(&id).map(|l| l.listener.clone())
                 && let Err(e) = self.remove_listener(id, now)
             {
                 rejected.push(Rejected::listener(&loaded, self.loaded.contains_key(&id), &e));
             }
-            asked.remove(name);
         }
-        for ListenerChange { name, after, .. } in &changes {
+        for ListenerChange { after, .. } in &changes {
             let Some(listener) = after else { continue };
             let id = listener.id();
             let same =
@@ -54,7 +48,6 @@ impl Dataplane {
             if !same && let Err(e) = self.write_listener(listener, now) {
                 rejected.push(Rejected::listener(listener, self.loaded.contains_key(&id), &e));
             }
-            asked.insert(name.clone(), listener.clone());
         }
         // An ACL leaves once neither the model nor a loaded listener names it: none can
         // while the model names every loaded one.
@@ -68,7 +61,7 @@ impl Dataplane {
         for r in &rejected {
             tracing::error!(error = %r, "not loaded into the datapath; the rest of the model was applied");
         }
-        self.asked = rejected.is_empty().then_some(asked);
+        self.asked = rejected.is_empty().then(|| model.listeners.clone());
         self.short_applies += 1;
         if rejected.is_empty() { Ok(()) } else { Err(DataplaneError::Rejected(rejected)) }
     }

@@ -46,14 +46,14 @@ pub struct Checker {
     unhealthy_checks: BTreeMap<(IpAddr, u16), u32>,
     /// What each L4 listener (by name) asked to be checked at the last sync, what the L7
     /// routes did, and how many of those ask for each target.
-    inputs: BTreeMap<String, Arc<L4Listener>>,
+    inputs: crate::model::Listeners,
     l7_inputs: Vec<Target>,
     refs: HashMap<Target, u32>,
     /// Probes running at once, node-wide: each holds a socket, and a node with 100,000
     /// unreachable endpoints must not run out of file descriptors (nor flood the network).
     in_flight: Arc<Semaphore>,
     /// The model's L4 listeners at the last [`effective`](Self::effective), and what it gave.
-    from: BTreeMap<String, Arc<L4Listener>>,
+    from: crate::model::Listeners,
     out: Model,
     /// Backends whose health changed since the last [`effective`](Self::effective).
     changed: HashSet<(IpAddr, u16)>,
@@ -75,11 +75,11 @@ impl Default for Checker {
             tasks: BTreeMap::new(),
             unhealthy: BTreeSet::new(),
             unhealthy_checks: BTreeMap::new(),
-            inputs: BTreeMap::new(),
+            inputs: Default::default(),
             l7_inputs: Vec::new(),
             refs: HashMap::new(),
             in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
-            from: BTreeMap::new(),
+            from: Default::default(),
             out: Model::default(),
             changed: HashSet::new(),
         }
@@ -92,7 +92,7 @@ impl Checker {
     /// target shared by several listeners runs once, while any of them asks for it).
     pub fn sync(&mut self, model: &Model, tx: &mpsc::Sender<Change>) {
         let (mut gone, mut new): (Vec<Target>, Vec<Target>) = (Vec::new(), Vec::new());
-        for crate::model::ListenerChange { name, before, after } in
+        for crate::model::ListenerChange { before, after, .. } in
             crate::model::changed_listeners(&self.inputs, &model.listeners)
         {
             // The same check of the same backends (weights and the rest do not matter here).
@@ -107,11 +107,8 @@ impl Checker {
                 new.extend(after.iter().flat_map(|l| targets(l)));
                 gone.extend(before.iter().flat_map(|l| targets(l)));
             }
-            match after {
-                Some(l) => self.inputs.insert(name, l),
-                None => self.inputs.remove(&name),
-            };
         }
+        self.inputs = model.listeners.clone();
         let mut l7: Vec<Target> = Vec::new();
         for u in model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).flat_map(|r| &r.upstreams) {
             if let Some(h) = &u.health_check {
@@ -195,15 +192,14 @@ impl Checker {
         {
             match after {
                 Some(l) => {
-                    self.out.listeners.insert(name.clone(), self.weighed(&l));
-                    self.from.insert(name, l);
+                    self.out.listeners.insert(name, self.weighed(&l));
                 }
                 None => {
                     self.out.listeners.remove(&name);
-                    self.from.remove(&name);
                 }
             }
         }
+        self.from = model.listeners.clone();
         if !changed.is_empty() {
             let touched: Vec<(String, Arc<L4Listener>)> = self
                 .from

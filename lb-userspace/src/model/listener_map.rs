@@ -1,74 +1,84 @@
-//! [`Listeners`]: the model's L4 listeners by name, one map shared by the model's copies (the
-//! one built, the one wanted, the one applied) and copied only when one of them changes.
-use std::{collections::BTreeMap, ops::Deref, sync::Arc};
+//! [`Listeners`]: the model's L4 listeners by name, a persistent map: the model's copies (the
+//! one built, the one wanted, the one applied, the one with health applied) share it, a change
+//! copies only the path to one leaf, and two versions are compared without walking what they
+//! share.
+use std::{ops::Deref, sync::Arc};
 
 use serde::Serialize;
 
 use super::L4Listener;
 
-/// The L4 listeners by [`listener_name`](super::listener_name). Cloning shares the map
-/// (a model copy costs no walk over 10,000 listeners); [`insert`](Self::insert),
-/// [`remove`](Self::remove) and [`make_mut`](Self::make_mut) copy it first if it is shared.
+/// The map inside [`Listeners`].
+pub type ListenerMap = imbl::OrdMap<String, Arc<L4Listener>>;
+
+/// The L4 listeners by [`listener_name`](super::listener_name). Cloning shares the map (a
+/// model copy costs no walk over 10,000 listeners).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(transparent)]
-pub struct Listeners(Arc<BTreeMap<String, Arc<L4Listener>>>);
+pub struct Listeners(ListenerMap);
 
 impl Listeners {
-    /// The map, to change: copied first if another model holds it too.
-    pub fn make_mut(&mut self) -> &mut BTreeMap<String, Arc<L4Listener>> {
-        Arc::make_mut(&mut self.0)
+    /// The map, to change (only what changes is copied from a map another model shares).
+    pub fn make_mut(&mut self) -> &mut ListenerMap {
+        &mut self.0
     }
 
     pub fn insert(&mut self, name: String, listener: Arc<L4Listener>) -> Option<Arc<L4Listener>> {
-        self.make_mut().insert(name, listener)
+        self.0.insert(name, listener)
     }
 
     pub fn remove(&mut self, name: &str) -> Option<Arc<L4Listener>> {
-        if !self.0.contains_key(name) {
-            return None;
-        }
-        self.make_mut().remove(name)
+        self.0.remove(name)
     }
 
     pub fn clear(&mut self) {
-        self.0 = Arc::default();
+        self.0 = ListenerMap::new();
     }
 
-    /// Whether `a` and `b` are the same map (then they hold the same listeners).
-    pub fn ptr_eq(a: &Listeners, b: &Listeners) -> bool {
-        Arc::ptr_eq(&a.0, &b.0)
+    /// The listeners that differ between `before` and `after`, in name order: only the parts
+    /// of the two maps they do not share are compared (a listener that is the same object is
+    /// equal without reading it).
+    pub fn changes(before: &Listeners, after: &Listeners) -> Vec<super::ListenerChange> {
+        use imbl::ordmap::DiffItem;
+        before
+            .0
+            .diff(&after.0)
+            .map(|d| match d {
+                DiffItem::Add(k, l) => super::ListenerChange { name: k.clone(), before: None, after: Some(l.clone()) },
+                DiffItem::Remove(k, l) => {
+                    super::ListenerChange { name: k.clone(), before: Some(l.clone()), after: None }
+                }
+                DiffItem::Update { old: (k, b), new: (_, a) } => {
+                    super::ListenerChange { name: k.clone(), before: Some(b.clone()), after: Some(a.clone()) }
+                }
+            })
+            .collect()
     }
 }
 
 impl Deref for Listeners {
-    type Target = BTreeMap<String, Arc<L4Listener>>;
+    type Target = ListenerMap;
 
     fn deref(&self) -> &Self::Target {
         &self.0
     }
 }
 
-impl From<BTreeMap<String, Arc<L4Listener>>> for Listeners {
-    fn from(map: BTreeMap<String, Arc<L4Listener>>) -> Listeners {
-        Listeners(Arc::new(map))
-    }
-}
-
 impl FromIterator<(String, Arc<L4Listener>)> for Listeners {
     fn from_iter<I: IntoIterator<Item = (String, Arc<L4Listener>)>>(iter: I) -> Listeners {
-        Listeners(Arc::new(iter.into_iter().collect()))
+        Listeners(iter.into_iter().collect())
     }
 }
 
 impl Extend<(String, Arc<L4Listener>)> for Listeners {
     fn extend<I: IntoIterator<Item = (String, Arc<L4Listener>)>>(&mut self, iter: I) {
-        self.make_mut().extend(iter);
+        self.0.extend(iter);
     }
 }
 
 impl<'a> IntoIterator for &'a Listeners {
     type Item = (&'a String, &'a Arc<L4Listener>);
-    type IntoIter = std::collections::btree_map::Iter<'a, String, Arc<L4Listener>>;
+    type IntoIter = imbl::ordmap::Iter<'a, String, Arc<L4Listener>, imbl::shared_ptr::DefaultSharedPtr>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter()
@@ -77,9 +87,9 @@ impl<'a> IntoIterator for &'a Listeners {
 
 impl IntoIterator for Listeners {
     type Item = (String, Arc<L4Listener>);
-    type IntoIter = std::collections::btree_map::IntoIter<String, Arc<L4Listener>>;
+    type IntoIter = imbl::ordmap::ConsumingIter<String, Arc<L4Listener>, imbl::shared_ptr::DefaultSharedPtr>;
 
     fn into_iter(self) -> Self::IntoIter {
-        Arc::unwrap_or_clone(self.0).into_iter()
+        self.0.into_iter()
     }
 }

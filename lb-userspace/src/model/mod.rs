@@ -23,7 +23,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 use serde::Serialize;
 
 use k8s_openapi::api::core::v1::Service;
-pub use listener_map::Listeners;
+pub use listener_map::{ListenerMap, Listeners};
 pub use memo::BuildCache;
 use objects::ObjectSet;
 
@@ -440,45 +440,10 @@ pub struct ListenerChange {
     pub after: Option<Arc<L4Listener>>,
 }
 
-/// The L4 listeners that are not the same object in `before` and `after` (both keyed by
-/// name, as [`Model::listeners`]), in name order. One walk over both, comparing addresses: a
-/// model built from the last one shares every listener a change did not touch (and the same
-/// listener object has the same name: its key is not read).
-pub fn changed_listeners(
-    before: &BTreeMap<String, Arc<L4Listener>>,
-    after: &BTreeMap<String, Arc<L4Listener>>,
-) -> Vec<ListenerChange> {
-    use std::cmp::Ordering;
-    let mut out = Vec::new();
-    if std::ptr::eq(before, after) {
-        return out;
-    }
-    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
-    loop {
-        let order = match (b.peek(), a.peek()) {
-            (None, None) => return out,
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (Some((_, lb)), Some((_, la))) if Arc::ptr_eq(lb, la) => Ordering::Equal,
-            (Some((kb, _)), Some((ka, _))) => kb.cmp(ka),
-        };
-        match order {
-            Ordering::Less => {
-                let (k, l) = b.next().expect("peeked");
-                out.push(ListenerChange { name: k.clone(), before: Some(l.clone()), after: None });
-            }
-            Ordering::Greater => {
-                let (k, l) = a.next().expect("peeked");
-                out.push(ListenerChange { name: k.clone(), before: None, after: Some(l.clone()) });
-            }
-            Ordering::Equal => {
-                let ((k, lb), (_, la)) = (b.next().expect("peeked"), a.next().expect("peeked"));
-                if !Arc::ptr_eq(lb, la) {
-                    out.push(ListenerChange { name: k.clone(), before: Some(lb.clone()), after: Some(la.clone()) });
-                }
-            }
-        }
-    }
+/// The L4 listeners that differ between `before` and `after`, in name order (see
+/// [`Listeners::changes`]: what the two versions share is not compared).
+pub fn changed_listeners(before: &Listeners, after: &Listeners) -> Vec<ListenerChange> {
+    Listeners::changes(before, after)
 }
 
 /// A stable, readable key for a listener in the model's JSON.

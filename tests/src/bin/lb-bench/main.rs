@@ -380,8 +380,10 @@ fn control_plane_suite(plan: &Plan) -> Result<serde_json::Value> {
         let applied = t1.elapsed();
         // One endpoint of one Service changes.
         let mut changed = build.model.clone();
-        let l = std::sync::Arc::make_mut(changed.listeners.make_mut().values_mut().next().unwrap());
+        let (name, first) = changed.listeners.iter().next().map(|(k, l)| (k.clone(), l.clone())).unwrap();
+        let mut l = (*first).clone();
         l.backends[0].addr = "198.18.127.1".parse()?;
+        changed.listeners.insert(name, l.into());
         let t2 = Instant::now();
         dp.apply(&changed)?;
         let one_change = t2.elapsed();
