@@ -80,13 +80,20 @@ impl BuildCache {
         let (rebuilt, cleaned) = self.rebuild_touched(&last, objects, opts, last_good)?;
         // The patch holds: the cache takes the new slices and Services, the last build the
         // new listeners.
+        // The notices stay as they are when every slice and Service built again gives the
+        // ones it gave (the usual endpoint change): no walk over all of them.
+        let mut same_notices = true;
         for (i, slice) in cleaned {
             let old = last.slices[i];
+            same_notices &= self.slices.get(&old).is_some_and(|o| o.notices == slice.notices);
             last.slices[i] = address::<EndpointSlice>(&slice.source);
             if !last.slices.contains(&old) {
                 self.slices.remove(&old);
             }
             self.slices.insert(last.slices[i], slice);
+        }
+        fn notices(c: &CachedService) -> &[super::Notice] {
+            c.built.as_ref().map_or(&[], |b| b.notices.as_slice())
         }
         for (svc, cached) in rebuilt {
             if let Ok(b) = &cached.built {
@@ -94,9 +101,12 @@ impl BuildCache {
                     last.build.model.listeners.insert(name.clone(), l.clone());
                 }
             }
+            same_notices &= self.services.get(&svc).is_some_and(|o| notices(o) == notices(&cached));
             self.services.insert(svc, cached);
         }
-        self.renotice(&mut last, objects);
+        if !same_notices {
+            self.renotice(&mut last, objects);
+        }
         self.patched += 1;
         let build = Build {
             model: last.build.model.clone(),
