@@ -68,6 +68,13 @@ struct FileState {
     errors: Vec<ManifestError>,
 }
 
+impl FileState {
+    /// What the file gives the merged set.
+    fn objects(&self) -> merged::FileObjects<'_> {
+        (&self.good, &self.errors)
+    }
+}
+
 impl DirSource {
     pub fn new(dir: impl Into<PathBuf>) -> DirSource {
         let dir = dir.into();
@@ -130,16 +137,13 @@ impl DirSource {
         if !changed && self.touched.is_empty() {
             return Ok(None);
         }
-        fn objects(f: &FileState) -> merged::FileObjects<'_> {
-            (&f.good, &f.errors)
-        }
         if full || self.touched.len() > MERGE_AGAIN {
-            self.merged.rebuild(self.files.iter().map(|(p, f)| (p, objects(f))));
+            self.merged.rebuild(self.files.iter().map(|(p, f)| (p, f.objects())));
         } else {
             self.touched.sort();
             self.touched.dedup();
             for path in &self.touched {
-                self.merged.patch(path, self.files.get(path).map(objects));
+                self.merged.patch(path, self.files.get(path).map(FileState::objects));
             }
         }
         self.touched.clear();
@@ -507,7 +511,7 @@ metadata: {name: d}
             }
             let Some(set) = src.poll().unwrap() else { continue };
             let mut fresh = merged::Merged::default();
-            fresh.rebuild(src.files.iter().map(|(p, f)| (p, (&f.good, f.errors.as_slice()))));
+            fresh.rebuild(src.files.iter().map(|(p, f)| (p, f.objects())));
             assert_eq!(format!("{set:?}"), format!("{:?}", fresh.snapshot()), "step {step}");
             patched += usize::from(std::sync::Arc::as_ptr(&set) == last);
             last = std::sync::Arc::as_ptr(&set);

@@ -38,7 +38,7 @@ pub struct BackendPaths {
     /// distinct backend, and again when an event concerns it.
     routes: HashMap<IpAddr, Option<Route>>,
     /// The model's listeners at the last sync (shared with it): the next sync goes through the
-    /// ones that are not the same objects any more.
+    /// ones that differ from them.
     seen: crate::model::Listeners,
     /// How many backends of those listeners have each address.
     refs: HashMap<IpAddr, u32>,

@@ -80,27 +80,51 @@ impl Dataplane {
         self.write_filter_with(&new_vips)?;
         let gone: Vec<ListenerId> = self.loaded.keys().filter(|k| !desired.contains_key(k)).copied().collect();
         for id in gone {
-            let l = self.loaded[&id].listener.clone();
-            if let Err(e) = self.remove_listener(id, now) {
-                rejected.push(Rejected::listener(&l, self.loaded.contains_key(&id), &e));
-            }
+            self.unload_listener(id, now, &mut rejected);
         }
-        for (id, listener) in desired {
+        for listener in desired.into_values() {
             let acl_changed = listener.acl.as_ref().is_some_and(|b| acls.changed.contains(&b.acl));
-            let same = |l: &Loaded| Arc::ptr_eq(&l.listener, listener) || *l.listener == **listener;
-            let stale = acl_changed || !self.loaded.get(&id).is_some_and(same);
-            if stale && let Err(e) = self.write_listener(listener, now) {
-                rejected.push(Rejected::listener(listener, self.loaded.contains_key(&id), &e));
-            }
+            self.load_listener(listener, acl_changed, now, &mut rejected);
         }
         self.reclaim_acls(model)?;
         self.write_filter()?;
         // Backends came or went: routes to them may have too.
         self.invalidate_next_hops()?;
+        self.finish(model, rejected)
+    }
+
+    /// Remove listener `id` from the maps; a failure joins `rejected`.
+    pub(super) fn unload_listener(&mut self, id: ListenerId, now: Instant, rejected: &mut Vec<Rejected>) {
+        let Some(l) = self.loaded.get(&id).map(|l| l.listener.clone()) else { return };
+        if let Err(e) = self.remove_listener(id, now) {
+            rejected.push(Rejected::listener(&l, self.loaded.contains_key(&id), &e));
+        }
+    }
+
+    /// Write `listener` unless the maps hold it already (`rewrite`: write it anyway, its ACL
+    /// changed); a failure joins `rejected`.
+    pub(super) fn load_listener(
+        &mut self,
+        listener: &Arc<L4Listener>,
+        rewrite: bool,
+        now: Instant,
+        rejected: &mut Vec<Rejected>,
+    ) {
+        let id = listener.id();
+        let same = |l: &Loaded| Arc::ptr_eq(&l.listener, listener) || *l.listener == **listener;
+        if (rewrite || !self.loaded.get(&id).is_some_and(same))
+            && let Err(e) = self.write_listener(listener, now)
+        {
+            rejected.push(Rejected::listener(listener, self.loaded.contains_key(&id), &e));
+        }
+    }
+
+    /// The end of an apply: each failure logged; when every listener loaded as asked, the
+    /// next apply may take the short way.
+    pub(super) fn finish(&mut self, model: &Model, rejected: Vec<Rejected>) -> Result<()> {
         for r in &rejected {
             tracing::error!(error = %r, "not loaded into the datapath; the rest of the model was applied");
         }
-        // Every listener loaded as asked: the next apply may take the short way.
         if !rejected.iter().any(|r| matches!(r.what, RejectedPart::Listener(_))) {
             self.asked = Some(model.listeners.clone());
         }
@@ -118,7 +142,7 @@ impl Dataplane {
     /// Load `l` (new or changed). Everything that can run out (its id, backend ids, table
     /// entries, its ACL) is taken before anything is written: a listener that does not fit
     /// leaves the maps, and its last good version, as they were.
-    pub(super) fn write_listener(&mut self, l: &Arc<L4Listener>, now: Instant) -> Result<()> {
+    fn write_listener(&mut self, l: &Arc<L4Listener>, now: Instant) -> Result<()> {
         let name = listener_name(l);
         let listener_err = |reason: String| DataplaneError::Listener { listener: name.clone(), reason };
         let previous = self.loaded.get(&l.id()).cloned();
@@ -214,7 +238,7 @@ impl Dataplane {
         listeners.insert(key, id, 0).map_err(map_err(names::LISTENERS))
     }
 
-    pub(super) fn remove_listener(&mut self, key: ListenerId, now: Instant) -> Result<()> {
+    fn remove_listener(&mut self, key: ListenerId, now: Instant) -> Result<()> {
         let Some(loaded) = self.loaded.get(&key).cloned() else { return Ok(()) };
         let (lkey, _) = listener_entry(&loaded.listener, loaded.region);
         let mut listeners: BpfHashMap<&mut MapData, ListenerKey, u32> = self.map_mut(names::LISTENERS)?;

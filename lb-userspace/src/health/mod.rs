@@ -182,7 +182,7 @@ impl Checker {
     }
 
     /// `model` with unhealthy backends at weight 0 (no new flows), kept between calls and
-    /// updated in place: only the L4 listeners that are not the objects of the last call, and
+    /// updated in place: only the L4 listeners that differ from those of the last call, and
     /// those with a backend whose health changed since, are weighed again (a change costs the
     /// listeners it touches, and no copy of the whole model is made).
     pub fn effective(&mut self, model: &Model) -> &Model {

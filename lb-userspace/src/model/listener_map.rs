@@ -6,7 +6,9 @@ use std::{ops::Deref, sync::Arc};
 
 use serde::Serialize;
 
-use super::L4Listener;
+use imbl::ordmap::DiffItem;
+
+use super::{L4Listener, ListenerChange};
 
 /// The map inside [`Listeners`].
 pub type ListenerMap = imbl::OrdMap<String, Arc<L4Listener>>;
@@ -18,11 +20,6 @@ pub type ListenerMap = imbl::OrdMap<String, Arc<L4Listener>>;
 pub struct Listeners(ListenerMap);
 
 impl Listeners {
-    /// The map, to change (only what changes is copied from a map another model shares).
-    pub fn make_mut(&mut self) -> &mut ListenerMap {
-        &mut self.0
-    }
-
     pub fn insert(&mut self, name: String, listener: Arc<L4Listener>) -> Option<Arc<L4Listener>> {
         self.0.insert(name, listener)
     }
@@ -34,26 +31,23 @@ impl Listeners {
     pub fn clear(&mut self) {
         self.0 = ListenerMap::new();
     }
+}
 
-    /// The listeners that differ between `before` and `after`, in name order: only the parts
-    /// of the two maps they do not share are compared (a listener that is the same object is
-    /// equal without reading it).
-    pub fn changes(before: &Listeners, after: &Listeners) -> Vec<super::ListenerChange> {
-        use imbl::ordmap::DiffItem;
-        before
-            .0
-            .diff(&after.0)
-            .map(|d| match d {
-                DiffItem::Add(k, l) => super::ListenerChange { name: k.clone(), before: None, after: Some(l.clone()) },
-                DiffItem::Remove(k, l) => {
-                    super::ListenerChange { name: k.clone(), before: Some(l.clone()), after: None }
-                }
-                DiffItem::Update { old: (k, b), new: (_, a) } => {
-                    super::ListenerChange { name: k.clone(), before: Some(b.clone()), after: Some(a.clone()) }
-                }
-            })
-            .collect()
-    }
+/// The listeners that differ between `before` and `after`, in name order: only the parts of
+/// the two maps they do not share are compared (a listener that is the same object is equal
+/// without reading it).
+pub fn changed_listeners(before: &Listeners, after: &Listeners) -> Vec<ListenerChange> {
+    before
+        .0
+        .diff(&after.0)
+        .map(|d| match d {
+            DiffItem::Add(k, l) => ListenerChange { name: k.clone(), before: None, after: Some(l.clone()) },
+            DiffItem::Remove(k, l) => ListenerChange { name: k.clone(), before: Some(l.clone()), after: None },
+            DiffItem::Update { old: (k, b), new: (_, a) } => {
+                ListenerChange { name: k.clone(), before: Some(b.clone()), after: Some(a.clone()) }
+            }
+        })
+        .collect()
 }
 
 impl Deref for Listeners {

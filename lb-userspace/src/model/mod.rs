@@ -23,7 +23,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 use serde::Serialize;
 
 use k8s_openapi::api::core::v1::Service;
-pub use listener_map::{ListenerMap, Listeners};
+pub use listener_map::{Listeners, changed_listeners};
 pub use memo::BuildCache;
 use objects::ObjectSet;
 
@@ -201,8 +201,8 @@ impl L4Listener {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Model {
     /// Shared, not copied: the model's copies (the one applied, the one wanted, the one with
-    /// health applied) and an unchanged Service's next build hold the same listener, and a
-    /// listener that is the same object as before is known unchanged without comparing it.
+    /// health applied) and an unchanged Service's next build hold the same listener, and
+    /// [`changed_listeners`] compares two versions without reading what they share.
     pub listeners: Listeners,
     pub acls: BTreeMap<String, Acl>,
     /// L7 listeners (ALB Ingresses and CLB http/https ports), by [`l7::listener_key`].
@@ -438,12 +438,6 @@ pub struct ListenerChange {
     pub name: String,
     pub before: Option<Arc<L4Listener>>,
     pub after: Option<Arc<L4Listener>>,
-}
-
-/// The L4 listeners that differ between `before` and `after`, in name order (see
-/// [`Listeners::changes`]: what the two versions share is not compared).
-pub fn changed_listeners(before: &Listeners, after: &Listeners) -> Vec<ListenerChange> {
-    Listeners::changes(before, after)
 }
 
 /// A stable, readable key for a listener in the model's JSON.
