@@ -1,7 +1,8 @@
-//! Active health checks (CLB `health-check-*`, ALB `healthcheck-*`): one task per checked
-//! backend and check runs its [`Probe`] (TCP connect, HTTP status, UDP, gRPC health; see
-//! [`probe`] and [`grpc`]), at a point of its interval spread by the backend's hash, with at
-//! most [`MAX_PROBES_IN_FLIGHT`] probes running at once on the node. A backend turns
+//! Active health checks (CLB `health-check-*`, ALB `healthcheck-*`): every checked backend
+//! under each of its checks is a target of one probe [`schedule`], worked through by a single
+//! task that runs the check's [`Probe`] (TCP connect, HTTP status, UDP, gRPC health; see
+//! [`probe`] and [`grpc`]) once an interval, at a point of it spread by the backend's hash,
+//! with at most [`MAX_PROBES_IN_FLIGHT`] probes running at once on the node. A backend turns
 //! unhealthy after `unhealthy_threshold` failures in a row and healthy again after
 //! `healthy_threshold` successes; unhealthy backends get no new flows (weight 0 in the
 //! datapath) from the listeners whose check failed (a backend port behind a TCP and a UDP
@@ -9,24 +10,21 @@
 //! Backends start healthy.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     sync::Arc,
 };
 
-use tokio::{
-    sync::{Semaphore, mpsc},
-    task::JoinHandle,
-};
+use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use self::grpc::GrpcProbe;
 pub use self::probe::{HttpProbe, Probe, TcpProbe, UdpProbe};
-use crate::model::{
-    L4Listener, Model,
-    health::{HealthCheck, ProbeKind},
-};
+pub use self::schedule::MAX_PROBES_IN_FLIGHT;
+use self::schedule::{Backend, CheckId, Shared, SlotId};
+use crate::model::{L4Listener, Model, health::HealthCheck};
 
 mod grpc;
 mod probe;
+mod schedule;
 
 /// A health change of one backend under one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,62 +34,57 @@ pub struct Change {
     pub healthy: bool,
 }
 
-type Target = ((IpAddr, u16), HealthCheck);
+/// A backend under one of the checks of the table.
+type Target = (Backend, CheckId);
 
-/// The probes running for a model; restarted only for targets whose check changed.
+/// The probes running for a model; a target's probe keeps going while any listener or route
+/// asks for it, and starts or stops only when one whose check or backends changed does.
+#[derive(Default)]
 pub struct Checker {
-    tasks: BTreeMap<Target, JoinHandle<()>>,
-    unhealthy: BTreeSet<Target>,
+    /// The probe table and the task working through it (started with the first target).
+    shared: Arc<Shared>,
+    prober: Option<JoinHandle<()>>,
+    /// Each target's slot and how many listeners and routes ask for it.
+    targets: HashMap<Target, (SlotId, u32)>,
+    /// The checks in the table.
+    checks: HashMap<HealthCheck, CheckId>,
+    unhealthy: BTreeSet<(Backend, HealthCheck)>,
     /// The backends unhealthy under at least one check, and under how many.
-    unhealthy_checks: BTreeMap<(IpAddr, u16), u32>,
-    /// What each L4 listener (by name) asked to be checked at the last sync, what the L7
-    /// routes did, and how many of those ask for each target.
+    unhealthy_checks: BTreeMap<Backend, u32>,
+    /// What each L4 listener (by name) asked to be checked at the last sync, and what the L7
+    /// routes did.
     inputs: crate::model::Listeners,
-    l7_inputs: Vec<Target>,
-    refs: HashMap<Target, u32>,
-    /// Probes running at once, node-wide: each holds a socket, and a node with 100,000
-    /// unreachable endpoints must not run out of file descriptors (nor flood the network).
-    in_flight: Arc<Semaphore>,
+    l7_inputs: Vec<(Backend, HealthCheck)>,
     /// The model's L4 listeners at the last [`effective`](Self::effective), and what it gave.
     from: crate::model::Listeners,
     out: Model,
     /// Backends whose health changed since the last [`effective`](Self::effective).
-    changed: HashSet<(IpAddr, u16)>,
+    changed: HashSet<Backend>,
 }
 
-/// The targets an L4 listener asks for: each backend under its check.
-fn targets(l: &L4Listener) -> impl Iterator<Item = Target> + '_ {
-    l.health_check.iter().flat_map(|h| l.backends.iter().map(move |b| ((b.addr, b.port), h.clone())))
-}
-
-/// At most this many probes run at once. When more are due, they wait their turn: a probe
-/// then comes later than its interval (with 256 probes of 5 s timeouts each, 51 a second),
-/// never more often.
-pub const MAX_PROBES_IN_FLIGHT: usize = 256;
-
-impl Default for Checker {
-    fn default() -> Checker {
-        Checker {
-            tasks: BTreeMap::new(),
-            unhealthy: BTreeSet::new(),
-            unhealthy_checks: BTreeMap::new(),
-            inputs: Default::default(),
-            l7_inputs: Vec::new(),
-            refs: HashMap::new(),
-            in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
-            from: Default::default(),
-            out: Model::default(),
-            changed: HashSet::new(),
-        }
-    }
+/// The backends an L4 listener asks to be checked, and under which check.
+fn asked(l: &L4Listener) -> Option<(&HealthCheck, impl Iterator<Item = Backend> + '_)> {
+    l.health_check.as_ref().map(|h| (h, l.backends.iter().map(|b| (b.addr, b.port))))
 }
 
 impl Checker {
     /// Run exactly the probes `model` asks for; changes arrive on `tx`. Only listeners whose
     /// check or backends changed since the last sync are gone through target by target (a
-    /// target shared by several listeners runs once, while any of them asks for it).
+    /// target shared by several listeners is probed once, while any of them asks for it).
     pub fn sync(&mut self, model: &Model, tx: &mpsc::Sender<Change>) {
-        let (mut gone, mut new): (Vec<Target>, Vec<Target>) = (Vec::new(), Vec::new());
+        let (mut gone, mut new): (Vec<(Backend, HealthCheck)>, Vec<Target>) = (Vec::new(), Vec::new());
+        let mut table = self.shared.table.lock().unwrap_or_else(|e| e.into_inner());
+        // Checks put in the table now (let go at the end if no target asks for them).
+        let mut fresh: Vec<HealthCheck> = Vec::new();
+        let mut intern = |h: &HealthCheck| match self.checks.get(h) {
+            Some(id) => *id,
+            None => {
+                let id = table.add_check(h);
+                self.checks.insert(h.clone(), id);
+                fresh.push(h.clone());
+                id
+            }
+        };
         for crate::model::ListenerChange { before, after, .. } in
             crate::model::changed_listeners(&self.inputs, &model.listeners)
         {
@@ -103,43 +96,66 @@ impl Checker {
                 }
                 _ => false,
             };
-            if !same {
-                new.extend(after.iter().flat_map(|l| targets(l)));
-                gone.extend(before.iter().flat_map(|l| targets(l)));
+            if same {
+                continue;
+            }
+            if let Some((h, backends)) = after.as_deref().and_then(asked) {
+                let id = intern(h);
+                new.extend(backends.map(|b| (b, id)));
+            }
+            if let Some((h, backends)) = before.as_deref().and_then(asked) {
+                gone.extend(backends.map(|b| (b, h.clone())));
             }
         }
         self.inputs = model.listeners.clone();
-        let mut l7: Vec<Target> = Vec::new();
+        let mut l7: Vec<(Backend, HealthCheck)> = Vec::new();
         for u in model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).flat_map(|r| &r.upstreams) {
             if let Some(h) = &u.health_check {
                 l7.extend(u.endpoints.iter().map(|e| ((e.addr.ip(), e.addr.port()), h.clone())));
             }
         }
         if l7 != self.l7_inputs {
-            gone.append(&mut std::mem::replace(&mut self.l7_inputs, l7.clone()));
-            new.extend(l7);
+            new.extend(l7.iter().map(|(b, h)| (*b, intern(h))));
+            gone.append(&mut std::mem::replace(&mut self.l7_inputs, l7));
         }
         // Added first: a target that moved from one listener to another keeps its probe.
+        let now = tokio::time::Instant::now();
+        let added = !new.is_empty();
         for target in new {
-            let refs = self.refs.entry(target.clone()).or_default();
+            let (_, refs) = self.targets.entry(target).or_insert_with(|| (table.add(target.0, target.1, now), 0));
             *refs += 1;
-            if *refs == 1 && !self.tasks.contains_key(&target) {
-                let task = spawn(target.0, target.1.clone(), tx.clone(), self.in_flight.clone());
-                self.tasks.insert(target, task);
-            }
         }
         let mut dropped = false;
-        for target in gone {
-            let Some(refs) = self.refs.get_mut(&target) else { continue };
+        for (backend, h) in gone {
+            let Some(id) = self.checks.get(&h).copied() else { continue };
+            let Some((slot, refs)) = self.targets.get_mut(&(backend, id)) else { continue };
             *refs -= 1;
-            if *refs == 0 {
-                self.refs.remove(&target);
-                if let Some(task) = self.tasks.remove(&target) {
-                    task.abort();
-                }
-                if self.unhealthy.remove(&target) {
-                    self.changed.insert(target.0);
-                    dropped = true;
+            if *refs > 0 {
+                continue;
+            }
+            if table.remove(*slot) {
+                self.checks.remove(&h);
+            }
+            self.targets.remove(&(backend, id));
+            if self.unhealthy.remove(&(backend, h)) {
+                self.changed.insert(backend);
+                dropped = true;
+            }
+        }
+        for h in fresh {
+            if let Some(id) = self.checks.get(&h)
+                && table.drop_unused(*id)
+            {
+                self.checks.remove(&h);
+            }
+        }
+        drop(table);
+        if added {
+            match &self.prober {
+                Some(p) if !p.is_finished() => self.shared.wake.notify_one(),
+                _ => {
+                    let probe = |c: Arc<schedule::CheckEntry>, to| async move { c.probe.check(to).await };
+                    self.prober = Some(tokio::spawn(schedule::run(self.shared.clone(), tx.clone(), probe)));
                 }
             }
         }
@@ -163,7 +179,9 @@ impl Checker {
                     }
                 }
             }
-        } else if self.tasks.contains_key(&target) && self.unhealthy.insert(target) {
+        } else if self.checks.get(&target.1).is_some_and(|id| self.targets.contains_key(&(backend, *id)))
+            && self.unhealthy.insert(target)
+        {
             self.changed.insert(backend);
             *self.unhealthy_checks.entry(backend).or_default() += 1;
         }
@@ -249,7 +267,7 @@ impl Checker {
 
     /// Every backend a probe runs for.
     pub fn checked(&self) -> BTreeSet<(IpAddr, u16)> {
-        self.tasks.keys().map(|(b, _)| *b).collect()
+        self.targets.keys().map(|(b, _)| *b).collect()
     }
 
     /// The backends unhealthy under at least one of their checks (the keys), and under how
@@ -261,87 +279,18 @@ impl Checker {
 
 impl Drop for Checker {
     fn drop(&mut self) {
-        for task in self.tasks.values() {
-            task.abort();
-        }
-    }
-}
-
-/// The task that checks `backend` with the probe `check` asks for.
-fn spawn(
-    backend: (IpAddr, u16),
-    check: HealthCheck,
-    tx: mpsc::Sender<Change>,
-    in_flight: Arc<Semaphore>,
-) -> JoinHandle<()> {
-    match &check.probe {
-        ProbeKind::Tcp => tokio::spawn(run(TcpProbe, backend, check, tx, in_flight)),
-        ProbeKind::Udp => tokio::spawn(run(UdpProbe, backend, check, tx, in_flight)),
-        ProbeKind::Http(http) => {
-            let probe = HttpProbe::new(http.clone(), check.proxy_protocol);
-            tokio::spawn(run(probe, backend, check, tx, in_flight))
-        }
-        ProbeKind::Grpc(grpc) => {
-            let probe = GrpcProbe::new(grpc.clone(), check.proxy_protocol);
-            tokio::spawn(run(probe, backend, check, tx, in_flight))
-        }
-    }
-}
-
-/// Where in its interval a target's probes fall: spread by a hash of the backend, so the
-/// probes of a model's thousands of backends do not all start in the same instant.
-fn phase(backend: (IpAddr, u16), interval: std::time::Duration) -> std::time::Duration {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    backend.hash(&mut h);
-    interval.mul_f64((h.finish() % 1024) as f64 / 1024.0)
-}
-
-async fn run(
-    probe: impl Probe,
-    backend: (IpAddr, u16),
-    check: HealthCheck,
-    tx: mpsc::Sender<Change>,
-    in_flight: Arc<Semaphore>,
-) {
-    let (mut healthy, mut streak) = (true, 0u8);
-    let to = SocketAddr::new(backend.0, if check.port == 0 { backend.1 } else { check.port });
-    let start = tokio::time::Instant::now() + phase(backend, check.interval);
-    let mut ticks = tokio::time::interval_at(start, check.interval);
-    // A probe that waited for its turn is not made up for: the next comes an interval later.
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let ok = {
-            let Ok(_turn) = in_flight.acquire().await else { return };
-            matches!(tokio::time::timeout(check.timeout, probe.check(to)).await, Ok(true))
-        };
-        if ok == healthy {
-            streak = 0;
-            continue;
-        }
-        streak += 1;
-        let needed = if healthy { check.unhealthy_threshold } else { check.healthy_threshold };
-        if streak >= needed {
-            healthy = ok;
-            streak = 0;
-            tracing::warn!(backend = %to, healthy, "backend health changed");
-            if tx.send(Change { backend, check: check.clone(), healthy }).await.is_err() {
-                return;
-            }
+        if let Some(prober) = &self.prober {
+            prober.abort();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        sync::atomic::{AtomicUsize, Ordering},
-        time::Duration,
-    };
+    use std::time::Duration;
 
     use super::*;
-    use crate::model::ProxyProtocol;
+    use crate::model::{ProxyProtocol, health::ProbeKind};
 
     fn check(port: u16) -> HealthCheck {
         HealthCheck {
@@ -353,67 +302,6 @@ mod tests {
             healthy_threshold: 2,
             unhealthy_threshold: 2,
         }
-    }
-
-    /// Counts the probes running at once; each takes 50 ms and fails.
-    struct Slow {
-        now: Arc<AtomicUsize>,
-        most: Arc<AtomicUsize>,
-        done: Arc<AtomicUsize>,
-    }
-
-    impl Probe for Slow {
-        async fn check(&self, _: SocketAddr) -> bool {
-            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most.fetch_max(n, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            self.now.fetch_sub(1, Ordering::SeqCst);
-            self.done.fetch_add(1, Ordering::SeqCst);
-            false
-        }
-    }
-
-    /// 1,000 backends whose probes would overlap ~500 at a time run at most
-    /// MAX_PROBES_IN_FLIGHT at once (each probe holds a socket: a node with 100,000
-    /// unreachable endpoints ran out of file descriptors), and every one still gets probed.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn probes_in_flight_are_bounded() {
-        let (now, most, done) = (Arc::default(), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let in_flight = Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT));
-        let (tx, mut rx) = mpsc::channel(2048);
-        let tasks: Vec<_> = (0..1000u16)
-            .map(|i| {
-                let probe = Slow { now: Arc::clone(&now), most: most.clone(), done: done.clone() };
-                let backend = (IpAddr::from([10, 9, (i >> 8) as u8, i as u8]), 80);
-                tokio::spawn(run(probe, backend, check(0), tx.clone(), in_flight.clone()))
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        // Read first: an aborted probe never counts itself out.
-        let most = most.load(Ordering::SeqCst);
-        let done = done.load(Ordering::SeqCst);
-        for t in &tasks {
-            t.abort();
-        }
-        assert!(most <= MAX_PROBES_IN_FLIGHT, "{most} probes at once");
-        assert!(most > MAX_PROBES_IN_FLIGHT / 2, "the bound was never reached ({most}): the test proves nothing");
-        assert!(done >= 1000, "every backend probed at least once ({done} probes)");
-        // Every backend failed twice in a row at least once: one change each.
-        let mut changes = 0;
-        while rx.try_recv().is_ok() {
-            changes += 1;
-        }
-        assert!(changes > 900, "{changes} backends turned unhealthy");
-    }
-
-    /// Probes of a model's backends start spread over the interval, not all at once.
-    #[test]
-    fn probe_phases_are_spread_over_the_interval() {
-        let interval = Duration::from_secs(2);
-        let phases: BTreeSet<u128> =
-            (0..100u8).map(|i| phase((IpAddr::from([10, 0, 0, i]), 80), interval).as_millis() / 100).collect();
-        assert!(phases.len() >= 15, "100 backends fall in {} of 20 tenths of the interval", phases.len());
-        assert!(phases.iter().all(|p| *p < 20));
     }
 
     fn model(listeners: &[(&str, &[u8])]) -> Model {
@@ -462,7 +350,8 @@ mod tests {
         assert_eq!(probed(&c), [3]);
         assert!(c.unhealthy().is_empty(), "a backend no longer checked is not unhealthy");
         c.sync(&Model::default(), &tx);
-        assert!(probed(&c).is_empty() && c.refs.is_empty() && c.inputs.is_empty());
+        assert!(probed(&c).is_empty() && c.inputs.is_empty());
+        assert!(c.checks.is_empty() && c.shared.table.lock().unwrap().len() == 0, "the table is empty");
     }
 
     /// A backend unhealthy under two checks stays unhealthy until both recover.
@@ -470,9 +359,12 @@ mod tests {
     async fn a_backend_is_unhealthy_while_any_check_fails() {
         let mut checker = Checker::default();
         let backend = (IpAddr::from([10, 0, 0, 1]), 80);
-        for port in [0, 81] {
-            checker.tasks.insert((backend, check(port)), tokio::spawn(async {}));
-        }
+        let (tx, _rx) = mpsc::channel(16);
+        let mut two = model(&[("a", &[1]), ("b", &[1])]);
+        let mut b = (*two.listeners["b"]).clone();
+        b.health_check = Some(check(81));
+        two.listeners.insert("b".into(), Arc::new(b));
+        checker.sync(&two, &tx);
         let change = |port, healthy| Change { backend, check: check(port), healthy };
         checker.record(change(0, false));
         checker.record(change(81, false));
