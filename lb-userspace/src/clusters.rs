@@ -11,8 +11,8 @@ use std::{
     },
 };
 
+use crate::model::slice::EndpointSlice;
 use futures::StreamExt;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 
 use crate::{

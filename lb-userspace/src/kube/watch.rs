@@ -3,10 +3,10 @@
 //! wakes the snapshot task after every change.
 use std::{collections::BTreeMap, fmt::Debug, hash::Hash, sync::Arc, time::Duration};
 
+use crate::model::slice::EndpointSlice;
 use futures::StreamExt;
 use k8s_openapi::api::{
     core::v1::{Node, Secret, Service},
-    discovery::v1::EndpointSlice,
     networking::v1::{Ingress, IngressClass},
 };
 use kube::{

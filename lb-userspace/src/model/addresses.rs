@@ -5,7 +5,9 @@
 use std::{collections::BTreeSet, net::IpAddr, sync::Arc};
 
 use ipnet::IpNet;
-use k8s_openapi::{api::discovery::v1::EndpointSlice, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
+
+use super::slice::EndpointSlice;
 
 use super::{Notice, ObjectRef};
 

@@ -4,15 +4,13 @@
 //! the port, weighted by how many they host, as the Alibaba Cloud controller weighs them).
 use std::{collections::BTreeMap, net::IpAddr};
 
-use k8s_openapi::api::{
-    core::v1::{Node, ServicePort},
-    discovery::v1::EndpointSlice,
-};
+use k8s_openapi::api::core::v1::{Node, ServicePort};
 
 use super::{
     Backend, Notice, ObjectRef, Protocol,
     endpoints::{self, DEFAULT_WEIGHT},
     nodes::{self, BackendNode},
+    slice::EndpointSlice,
 };
 use crate::annotations::clb::{self, BackendOptions, BackendType};
 use crate::annotations::lbdev::ENDPOINT_WEIGHTS;

@@ -5,7 +5,7 @@ use std::{
     net::IpAddr,
 };
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use crate::model::slice::EndpointSlice;
 
 use super::{Backend, Protocol};
 use crate::annotations::lbdev;

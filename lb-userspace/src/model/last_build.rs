@@ -3,7 +3,7 @@
 //! address), where each Service and its slices are, and the build itself.
 use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use crate::model::slice::EndpointSlice;
 
 use super::{Acl, Build, ObjectSet};
 

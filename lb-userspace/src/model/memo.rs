@@ -10,13 +10,11 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::{
-    core::v1::{Node, Secret, Service},
-    discovery::v1::EndpointSlice,
-};
+use k8s_openapi::api::core::v1::{Node, Secret, Service};
 
 use super::{
     Acl, L4Listener, Notice, ObjectError, addresses::AddressPolicy, l7::L7Listener, last_build::address, listener_name,
+    slice::EndpointSlice,
 };
 
 /// The build's memory between builds; an empty one (the default) builds everything.
@@ -81,7 +79,10 @@ pub struct ServiceListeners {
 
 impl From<super::service::ServiceBuild> for ServiceListeners {
     fn from(b: super::service::ServiceBuild) -> ServiceListeners {
-        let listeners = b.listeners.into_iter().map(|l| (listener_name(&l), Arc::new(l))).collect();
+        // Collected into a Vec of its own size: an in-place collect would keep the buffer of
+        // the L4Listeners (~10x the size) for as long as the cache keeps the Service.
+        let mut listeners = Vec::with_capacity(b.listeners.len());
+        listeners.extend(b.listeners.into_iter().map(|l| (listener_name(&l), Arc::new(l))));
         ServiceListeners { listeners, l7: b.l7, notices: b.notices }
     }
 }

@@ -16,6 +16,7 @@ mod nodes;
 pub mod objects;
 mod patch;
 mod service;
+pub mod slice;
 mod vips;
 
 use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
@@ -371,7 +372,7 @@ fn clean_clusters(
     model: &Model,
     opts: &BuildOptions,
     notices: &mut Vec<Notice>,
-) -> Vec<(String, Vec<std::sync::Arc<k8s_openapi::api::discovery::v1::EndpointSlice>>)> {
+) -> Vec<(String, Vec<std::sync::Arc<slice::EndpointSlice>>)> {
     objects
         .clusters
         .iter()

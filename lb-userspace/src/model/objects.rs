@@ -2,7 +2,9 @@
 //! server yields them, and the documents that could not be read.
 use std::{path::PathBuf, sync::Arc};
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Service;
+
+use super::slice::EndpointSlice;
 
 /// The objects read from a manifest directory, and what could not be read.
 #[derive(Debug, Default, Clone)]

@@ -10,7 +10,7 @@ use std::{
     sync::Arc,
 };
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use crate::model::slice::EndpointSlice;
 
 use super::{
     Acl, Build, BuildContext, BuildOptions, ObjectSet,

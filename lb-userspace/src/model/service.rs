@@ -2,7 +2,9 @@
 //! listeners.
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::core::v1::Service;
+
+use super::slice::EndpointSlice;
 
 use super::backends::PortBackends;
 use super::{AclBinding, AclMode, BuildContext, L4Listener, Notice, ObjectError, ObjectRef, Protocol, ProxyProtocol};
