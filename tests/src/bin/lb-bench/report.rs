@@ -82,9 +82,10 @@ fn control_markdown(s: &mut String, r: &serde_json::Value) {
     let _ = writeln!(s, "\n## Control plane (through `lb run`)\n");
     let _ = writeln!(
         s,
-        "{} Services, {} endpoints written as manifests (one file per Service) into the directory a running `lb run` reads: in the maps, next hops resolved, {:.0} ms after the first file was written (lb's last apply, from the poll that read the directory: {:.0} ms); one endpoint change applied in {:.2} ms (median of {}, slowest {:.2} ms; from the read of the changed file, which inotify wakes the agent for, to the maps filled); agent RSS {:.0} MiB (peak {:.0} MiB).",
+        "{} Services, {} endpoints written as manifests (one file per Service) into a staging directory, then renamed in a burst ({:.0} ms) into the directory a running `lb run` reads: in the maps, next hops resolved, {:.0} ms after the first file was renamed in (lb's last apply, from the poll that read the directory: {:.0} ms); one endpoint change applied in {:.2} ms (median of {}, slowest {:.2} ms; from the read of the changed file, which inotify wakes the agent for, to the maps filled); agent RSS {:.0} MiB (peak {:.0} MiB).",
         c["services"],
         c["endpoints"],
+        f(&c["apply_all_moves_ms"]),
         f(&c["apply_all_ms"]),
         f(&c["apply_all_last_poll_ms"]),
         f(&c["one_endpoint_change_ms"]),
