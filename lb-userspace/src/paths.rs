@@ -22,6 +22,11 @@ use crate::{
 /// once; this only keeps the socket's buffers small).
 const ROUTE_LOOKUPS_IN_FLIGHT: usize = 64;
 
+/// From this many backends to resolve at once, the node's routes are read (two dumps) and
+/// resolve what they decide alone (see [`crate::netlink::Fib`]); fewer are looked up one by
+/// one (a dump of a large table costs more than a few lookups).
+const FIB_FROM: usize = 1024;
+
 /// A route lookup's answer: the next hop and the interface index.
 type NextHop = Result<(IpAddr, u32), NetlinkError>;
 
@@ -153,13 +158,29 @@ impl BackendPaths {
                 }
             }
         }
-        let missing: Vec<IpAddr> = self.missing.drain().collect();
+        let mut missing: Vec<IpAddr> = self.missing.drain().collect();
         let rtnl = &self.rtnl;
-        let found: Vec<(IpAddr, NextHop)> = futures::stream::iter(missing)
+        // Many at once (a first apply): the node's routes are read once, and each address the
+        // copy decides as the kernel does is resolved from it; the rest is asked one by one.
+        let mut found: Vec<(IpAddr, NextHop)> = Vec::with_capacity(missing.len());
+        if missing.len() >= FIB_FROM {
+            match rtnl.fib().await {
+                Ok(fib) => missing.retain(|addr| match fib.lookup(*addr) {
+                    Some(hop) => {
+                        found.push((*addr, Ok(hop)));
+                        false
+                    }
+                    None => true,
+                }),
+                Err(e) => tracing::warn!(error = %e, "cannot read the node's routes: each backend is looked up"),
+            }
+        }
+        let asked: Vec<(IpAddr, NextHop)> = futures::stream::iter(missing)
             .map(|addr| async move { (addr, rtnl.route_via(addr).await) })
             .buffer_unordered(ROUTE_LOOKUPS_IN_FLIGHT)
             .collect()
             .await;
+        found.extend(asked);
         let mut new_routes = Vec::with_capacity(found.len());
         for (addr, found) in found {
             self.lookups += 1;

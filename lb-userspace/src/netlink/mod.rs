@@ -5,17 +5,20 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use rtnetlink::{
-    Handle,
+    Handle, IpVersion,
     packet_route::{
         AddressFamily,
         link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourMessage, NeighbourState},
         route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType},
+        rule::RuleMessage,
     },
 };
 
 mod events;
+mod fib;
 pub use events::{Event, Events};
+pub use fib::Fib;
 
 /// A netlink request the kernel refused, or a socket that failed.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +151,33 @@ impl Rtnl {
             return Err(NetlinkError::Answer(format!("the route to {dst} has no device")));
         }
         Ok((next_hop, ifindex))
+    }
+
+    /// The node's rules and routes of both families, as a [`Fib`] that resolves most
+    /// destinations without a request each.
+    pub async fn fib(&self) -> Result<Fib> {
+        let rules = |v| async move {
+            let rules: Vec<RuleMessage> = self
+                .handle
+                .rule()
+                .get(v)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(request("listing the routing rules"))?;
+            Ok::<_, NetlinkError>(rules)
+        };
+        let (rules_v4, rules_v6) = (rules(IpVersion::V4).await?, rules(IpVersion::V6).await?);
+        let mut routes = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = family;
+            let mut dump = self.handle.route().get(msg).execute();
+            while let Some(r) = dump.try_next().await.map_err(request("listing routes"))? {
+                routes.push(r);
+            }
+        }
+        Ok(Fib::new(&rules_v4, &rules_v6, &routes))
     }
 
     /// A kernel-managed neighbour entry (NTF_EXT_MANAGED) for `next_hop` on `ifindex`,
