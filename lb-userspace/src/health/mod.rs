@@ -287,22 +287,7 @@ impl Drop for Checker {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::model::{ProxyProtocol, health::ProbeKind};
-
-    fn check(port: u16) -> HealthCheck {
-        HealthCheck {
-            probe: ProbeKind::Tcp,
-            port,
-            proxy_protocol: ProxyProtocol::Off,
-            interval: Duration::from_millis(100),
-            timeout: Duration::from_secs(1),
-            healthy_threshold: 2,
-            unhealthy_threshold: 2,
-        }
-    }
+    use super::{schedule::tests::check, *};
 
     fn model(listeners: &[(&str, &[u8])]) -> Model {
         let mut m = Model::default();

@@ -291,7 +291,7 @@ pub fn phase(backend: Backend, interval: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::{
         collections::BTreeSet,
         sync::atomic::{AtomicUsize, Ordering},
@@ -300,6 +300,7 @@ mod tests {
     use super::*;
     use crate::model::ProxyProtocol;
 
+    /// A TCP check every 100 ms on `port` (0: the backend's), 2 results in a row to turn.
     pub fn check(port: u16) -> HealthCheck {
         HealthCheck {
             probe: ProbeKind::Tcp,
