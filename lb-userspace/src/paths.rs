@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
 };
 
 use anyhow::Result;
@@ -182,13 +183,21 @@ impl BackendPaths {
             .await;
         found.extend(asked);
         let mut new_routes = Vec::with_capacity(found.len());
+        let mut names: HashMap<u32, Arc<str>> = HashMap::new();
         for (addr, found) in found {
             self.lookups += 1;
             new_routes.push(addr);
             let named = found.and_then(|(next_hop, ifindex)| {
-                let dev = match self.links.as_ref().and_then(|l| l.get(&ifindex)) {
-                    Some(link) => link.name.clone(),
-                    None => crate::netlink::ifname(ifindex)?,
+                let dev = match names.get(&ifindex) {
+                    Some(name) => name.clone(),
+                    None => {
+                        let name: Arc<str> = match self.links.as_ref().and_then(|l| l.get(&ifindex)) {
+                            Some(link) => link.name.as_str().into(),
+                            None => crate::netlink::ifname(ifindex)?.into(),
+                        };
+                        names.insert(ifindex, name.clone());
+                        name
+                    }
                 };
                 Ok(Route { next_hop, ifindex, dev })
             });
@@ -220,17 +229,17 @@ impl BackendPaths {
         };
         for (addr, route) in routes {
             let Some(route) = route else { continue };
-            if self.nics.contains(&route.dev) {
+            if self.nics.contains(&*route.dev) {
                 if let Err(e) = node.ensure_neighbour(&self.rtnl, route).await {
                     self.full_pass = true;
                     tracing::warn!(backend = %addr, error = %format!("{e:#}"), "cannot resolve next hop");
                 }
-            } else if route.dev == "lo" {
+            } else if &*route.dev == "lo" {
                 if self.warned.insert(*addr) {
                     tracing::warn!(backend = %addr, "backend is an address of this node (host network): not served by the L4 datapath");
                 }
             } else {
-                devices.insert(route.dev.clone());
+                devices.insert(route.dev.to_string());
             }
         }
         if full {
@@ -353,7 +362,7 @@ mod tests {
     use crate::model::L4Listener;
 
     fn route(next_hop: &str, ifindex: u32) -> Option<Route> {
-        Some(Route { next_hop: next_hop.parse().unwrap(), ifindex, dev: format!("if{ifindex}") })
+        Some(Route { next_hop: next_hop.parse().unwrap(), ifindex, dev: format!("if{ifindex}").into() })
     }
 
     /// Which cached routes each event drops (to be looked up again), and which leave all.

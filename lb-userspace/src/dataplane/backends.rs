@@ -22,7 +22,8 @@ use crate::model::Backend;
 
 #[derive(Debug, Default)]
 pub struct BackendIds {
-    ids: HashMap<(IpAddr, u16), (u32, usize)>,
+    /// Each backend's id and how many listeners hold it.
+    ids: HashMap<(IpAddr, u16), (u32, u32)>,
     next: u32,
     free: Vec<u32>,
     /// Freed ids still in quarantine, by the backend they were: it gets them back if it
