@@ -73,7 +73,7 @@ impl Checker {
     /// target shared by several listeners is probed once, while any of them asks for it).
     pub fn sync(&mut self, model: &Model, tx: &mpsc::Sender<Change>) {
         let (mut gone, mut new): (Vec<(Backend, HealthCheck)>, Vec<Target>) = (Vec::new(), Vec::new());
-        let mut table = self.shared.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut table = self.shared.table();
         // Checks put in the table now (let go at the end if no target asks for them).
         let mut fresh: Vec<HealthCheck> = Vec::new();
         let mut intern = |h: &HealthCheck| match self.checks.get(h) {

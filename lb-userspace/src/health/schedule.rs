@@ -8,7 +8,7 @@ use std::{
     collections::BinaryHeap,
     future::Future,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -205,13 +205,13 @@ impl Table {
     /// one fell due (at once if this one ran longer; a probe that waited for its turn is not
     /// made up for).
     fn finish(&mut self, slot: u32, generation: u32, due: Instant, ok: bool, now: Instant) -> Option<Change> {
-        let s = &mut self.slots[slot as usize];
-        if s.generation != generation {
+        if self.slots[slot as usize].generation != generation {
             return None;
         }
-        let check = self.checks[s.check as usize].as_ref().expect("a check in use is in the table");
+        let check = self.entry(self.slots[slot as usize].check).clone();
         let spec = &check.spec;
         self.due.push(Reverse(((due + spec.interval).max(now), slot, generation)));
+        let s = &mut self.slots[slot as usize];
         if ok == s.healthy {
             s.streak = 0;
             return None;
@@ -235,6 +235,13 @@ pub struct Shared {
     pub wake: Notify,
 }
 
+impl Shared {
+    /// The table, locked (a panic elsewhere while it was held does not stop the probes).
+    pub fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The prober: starts the probes that are due through `probe`, each bounded by its check's
 /// timeout, and sends the health changes their results make on `tx`; returns when `tx` is
 /// closed.
@@ -246,7 +253,7 @@ where
     let mut running = FuturesUnordered::new();
     loop {
         let next = {
-            let mut table = shared.table.lock().unwrap_or_else(|e| e.into_inner());
+            let mut table = shared.table();
             let now = Instant::now();
             while running.len() < MAX_PROBES_IN_FLIGHT {
                 let Some(start) = table.next_start(now) else { break };
@@ -263,11 +270,7 @@ where
         };
         tokio::select! {
             Some((slot, generation, due, ok)) = running.next(), if !running.is_empty() => {
-                let change = shared
-                    .table
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .finish(slot, generation, due, ok, Instant::now());
+                let change = shared.table().finish(slot, generation, due, ok, Instant::now());
                 if let Some(change) = change
                     && tx.send(change).await.is_err()
                 {
