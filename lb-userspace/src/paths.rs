@@ -34,22 +34,44 @@ type NextHop = Result<(IpAddr, u32), NetlinkError>;
 /// `/sys/class/net/DEV/type` of an Ethernet device.
 const ARPHRD_ETHER: &str = "1";
 
+/// One backend address: how many backends of the model have it, and its route.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    refs: u32,
+    route: Lookup,
+}
+
+/// Where a route lookup stands. The device's name is kept once per device (`names`), not
+/// per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// Not looked up yet (it is in `missing`).
+    Pending,
+    /// The lookup failed (warned once); tried again after an event concerning it.
+    Failed,
+    Hop {
+        next_hop: IpAddr,
+        ifindex: u32,
+    },
+}
+
 pub struct BackendPaths {
     rtnl: Rtnl,
     /// The NICs XDP is attached to.
     nics: BTreeSet<String>,
     /// The first NIC's addresses: the SNAT source behind a device without an address.
     fallback: (Option<Ipv4Addr>, Option<Ipv6Addr>),
-    /// The route to each backend of the model (`None`: the lookup failed), looked up once per
-    /// distinct backend, and again when an event concerns it.
-    routes: HashMap<IpAddr, Option<Route>>,
+    /// Each backend address of the model: how many backends have it and its route, looked up
+    /// once, and again when an event concerns it (one table: at 100,000 backends it is the
+    /// agent's largest).
+    backends: HashMap<IpAddr, Known>,
     /// The model's listeners at the last sync (shared with it): the next sync goes through the
     /// ones that differ from them.
     seen: crate::model::Listeners,
-    /// How many backends of those listeners have each address.
-    refs: HashMap<IpAddr, u32>,
     /// Backend addresses without a route: new, or whose route an event made stale.
     missing: HashSet<IpAddr>,
+    /// The names of the devices routes go through (a handful, shared by every route).
+    names: HashMap<u32, Arc<str>>,
     /// The node's links at the last listing (`None`: to be listed again).
     links: Option<BTreeMap<u32, Link>>,
     /// Something changed since the last [`BackendPaths::sync`].
@@ -76,10 +98,10 @@ impl BackendPaths {
             rtnl,
             nics,
             fallback,
-            routes: HashMap::new(),
+            backends: HashMap::new(),
             seen: Default::default(),
-            refs: HashMap::new(),
             missing: HashSet::new(),
+            names: HashMap::new(),
             links: None,
             dirty: false,
             recheck_neighbours: false,
@@ -99,7 +121,6 @@ impl BackendPaths {
     /// Forget what `event` may have changed: the routes of the backends it concerns, the
     /// link list when a link changed, our neighbour entry when it was deleted.
     pub fn on_event(&mut self, event: &Event, node: &mut NodeChanges) {
-        let before = self.routes.len();
         match event {
             Event::NeighbourGone { addr, ifindex } => {
                 if node.neighbour_gone(*addr, *ifindex) {
@@ -114,13 +135,16 @@ impl BackendPaths {
                     // down or away go without an event of their own (IPv4), and a lookup that
                     // failed may succeed now.
                     self.links = None;
-                    self.forget_routes(|_, r| r.as_ref().is_none_or(|r| r.ifindex == link.index));
+                    self.names.clear();
+                    self.forget_routes(|_, route| match route {
+                        Lookup::Hop { ifindex, .. } => ifindex == link.index,
+                        Lookup::Failed | Lookup::Pending => true,
+                    });
                     self.dirty = true;
                 }
             }
             Event::Route { .. } => {
-                self.forget_routes(|addr, _| event.concerns(*addr));
-                self.dirty |= self.routes.len() != before;
+                self.dirty |= self.forget_routes(|addr, _| event.concerns(*addr)) > 0;
             }
             // The routes an address brings or takes come as events of their own; the address
             // itself may be the SNAT source of a tc device.
@@ -132,6 +156,7 @@ impl BackendPaths {
                 tracing::warn!("netlink events were lost: every route to a backend is looked up again");
                 self.forget_routes(|_, _| true);
                 self.links = None;
+                self.names.clear();
                 self.recheck_neighbours = true;
                 self.dirty = true;
             }
@@ -159,7 +184,8 @@ impl BackendPaths {
                 }
             }
         }
-        let mut missing: Vec<IpAddr> = self.missing.drain().collect();
+        // Taken whole: a first apply's 100,000 would otherwise keep their room.
+        let mut missing: Vec<IpAddr> = std::mem::take(&mut self.missing).into_iter().collect();
         let rtnl = &self.rtnl;
         // Many at once (a first apply): the node's routes are read once, and each address the
         // copy decides as the kernel does is resolved from it; the rest is asked one by one.
@@ -183,37 +209,26 @@ impl BackendPaths {
             .await;
         found.extend(asked);
         let mut new_routes = Vec::with_capacity(found.len());
-        let mut names: HashMap<u32, Arc<str>> = HashMap::new();
         for (addr, found) in found {
             self.lookups += 1;
-            new_routes.push(addr);
+            // A lookup answered for an address the model no longer has is dropped.
+            let Some(known) = self.backends.get_mut(&addr) else { continue };
             let named = found.and_then(|(next_hop, ifindex)| {
-                let dev = match names.get(&ifindex) {
-                    Some(name) => name.clone(),
-                    None => {
-                        let name: Arc<str> = match self.links.as_ref().and_then(|l| l.get(&ifindex)) {
-                            Some(link) => link.name.as_str().into(),
-                            None => crate::netlink::ifname(ifindex)?.into(),
-                        };
-                        names.insert(ifindex, name.clone());
-                        name
-                    }
-                };
-                Ok(Route { next_hop, ifindex, dev })
+                device_name(&mut self.names, self.links.as_ref(), ifindex).map(|_| (next_hop, ifindex))
             });
-            let route = match named {
-                Ok(r) => {
-                    tracing::debug!(backend = %addr, next_hop = %r.next_hop, dev = %r.dev, "route to backend");
-                    Some(r)
+            known.route = match named {
+                Ok((next_hop, ifindex)) => {
+                    tracing::debug!(backend = %addr, %next_hop, ifindex, "route to backend");
+                    Lookup::Hop { next_hop, ifindex }
                 }
                 Err(e) => {
                     if self.warned.insert(addr) {
                         tracing::warn!(backend = %addr, error = %e, "cannot route to backend");
                     }
-                    None
+                    Lookup::Failed
                 }
             };
-            self.routes.insert(addr, route);
+            new_routes.push(addr);
         }
         if std::mem::take(&mut self.recheck_neighbours) {
             full = true;
@@ -222,15 +237,25 @@ impl BackendPaths {
             }
         }
         let mut devices = BTreeSet::new();
-        let routes: Box<dyn Iterator<Item = (&IpAddr, &Option<Route>)>> = if full {
-            Box::new(self.routes.iter())
+        let backends = &self.backends;
+        let routes: Box<dyn Iterator<Item = (&IpAddr, &Known)>> = if full {
+            Box::new(backends.iter())
         } else {
-            Box::new(new_routes.iter().filter_map(|a| self.routes.get_key_value(a)))
+            Box::new(new_routes.iter().filter_map(|a| backends.get_key_value(a)))
         };
-        for (addr, route) in routes {
-            let Some(route) = route else { continue };
+        for (addr, known) in routes {
+            let Lookup::Hop { next_hop, ifindex } = known.route else { continue };
+            let dev = match device_name(&mut self.names, self.links.as_ref(), ifindex) {
+                Ok(dev) => dev,
+                Err(e) => {
+                    // Gone since the lookup: its events bring the route again.
+                    tracing::debug!(backend = %addr, error = %e, "device of a route gone");
+                    continue;
+                }
+            };
+            let route = Route { next_hop, ifindex, dev };
             if self.nics.contains(&*route.dev) {
-                if let Err(e) = node.ensure_neighbour(&self.rtnl, route).await {
+                if let Err(e) = node.ensure_neighbour(&self.rtnl, &route).await {
                     self.full_pass = true;
                     tracing::warn!(backend = %addr, error = %format!("{e:#}"), "cannot resolve next hop");
                 }
@@ -278,18 +303,17 @@ impl BackendPaths {
             crate::model::changed_listeners(&self.seen, &model.listeners)
         {
             for b in after.iter().flat_map(|l| &l.backends) {
-                let refs = self.refs.entry(b.addr).or_default();
-                *refs += 1;
-                if *refs == 1 && !self.routes.contains_key(&b.addr) {
+                let known = self.backends.entry(b.addr).or_insert(Known { refs: 0, route: Lookup::Pending });
+                known.refs += 1;
+                if known.refs == 1 {
                     self.missing.insert(b.addr);
                 }
             }
             for b in before.iter().flat_map(|l| &l.backends) {
-                if let Some(refs) = self.refs.get_mut(&b.addr) {
-                    *refs -= 1;
-                    if *refs == 0 {
-                        self.refs.remove(&b.addr);
-                        self.routes.remove(&b.addr);
+                if let Some(known) = self.backends.get_mut(&b.addr) {
+                    known.refs -= 1;
+                    if known.refs == 0 {
+                        self.backends.remove(&b.addr);
                         self.missing.remove(&b.addr);
                     }
                 }
@@ -298,16 +322,18 @@ impl BackendPaths {
         self.seen = model.listeners.clone();
     }
 
-    /// Drop the routes `stale` picks; their backends are looked up again at the next sync.
-    fn forget_routes(&mut self, stale: impl Fn(&IpAddr, &Option<Route>) -> bool) {
-        let (refs, missing) = (&self.refs, &mut self.missing);
-        self.routes.retain(|addr, route| {
-            let gone = stale(addr, route);
-            if gone && refs.contains_key(addr) {
-                missing.insert(*addr);
+    /// Drop the routes `stale` picks (of those looked up); their backends are looked up
+    /// again at the next sync. How many were dropped.
+    fn forget_routes(&mut self, stale: impl Fn(&IpAddr, Lookup) -> bool) -> usize {
+        let mut dropped = 0;
+        for (addr, known) in &mut self.backends {
+            if known.route != Lookup::Pending && stale(addr, known.route) {
+                known.route = Lookup::Pending;
+                self.missing.insert(*addr);
+                dropped += 1;
             }
-            !gone
-        });
+        }
+        dropped
     }
 
     /// The tc datapath on `dev`, forwarding on, and the SNAT source for backends behind it:
@@ -331,6 +357,23 @@ impl BackendPaths {
         }
         Ok(())
     }
+}
+
+/// The name of device `ifindex`: from the names known, the node's links, else the kernel.
+fn device_name(
+    names: &mut HashMap<u32, Arc<str>>,
+    links: Option<&BTreeMap<u32, Link>>,
+    ifindex: u32,
+) -> Result<Arc<str>, NetlinkError> {
+    if let Some(name) = names.get(&ifindex) {
+        return Ok(name.clone());
+    }
+    let name: Arc<str> = match links.and_then(|l| l.get(&ifindex)) {
+        Some(link) => link.name.as_str().into(),
+        None => crate::netlink::ifname(ifindex)?.into(),
+    };
+    names.insert(ifindex, name.clone());
+    Ok(name)
 }
 
 /// Devices local clients (pods on this node) reach the node through: bridges (a bridge
@@ -361,8 +404,16 @@ mod tests {
     use super::*;
     use crate::model::L4Listener;
 
-    fn route(next_hop: &str, ifindex: u32) -> Option<Route> {
-        Some(Route { next_hop: next_hop.parse().unwrap(), ifindex, dev: format!("if{ifindex}").into() })
+    fn route(next_hop: &str, ifindex: u32) -> Known {
+        Known { refs: 1, route: Lookup::Hop { next_hop: next_hop.parse().unwrap(), ifindex } }
+    }
+
+    /// The addresses with a route (or a failed lookup), in order.
+    fn routed(paths: &BackendPaths) -> Vec<String> {
+        let mut left: Vec<IpAddr> =
+            paths.backends.iter().filter(|(_, k)| k.route != Lookup::Pending).map(|(a, _)| *a).collect();
+        left.sort();
+        left.iter().map(ToString::to_string).collect()
     }
 
     /// Which cached routes each event drops (to be looked up again), and which leave all.
@@ -372,19 +423,17 @@ mod tests {
         let mut paths = BackendPaths::new(Rtnl::connect().unwrap(), BTreeSet::new(), (None, None));
         let mut node = NodeChanges::default();
         let fill = |paths: &mut BackendPaths| {
-            paths.routes = HashMap::from([
+            paths.backends = HashMap::from([
                 (ip("10.1.0.2"), route("10.1.0.2", 2)),
                 (ip("10.2.0.2"), route("10.2.0.1", 3)),
-                (ip("10.3.0.2"), None),
+                (ip("10.3.0.2"), Known { refs: 1, route: Lookup::Failed }),
                 (ip("2001:db8::2"), route("2001:db8::2", 2)),
             ]);
+            paths.missing.clear();
             paths.dirty = false;
         };
-        let left = |paths: &BackendPaths| {
-            let mut left: Vec<IpAddr> = paths.routes.keys().copied().collect();
-            left.sort();
-            left.iter().map(ToString::to_string).collect::<Vec<_>>()
-        };
+        let left = routed;
+        let all = ["10.1.0.2", "10.2.0.2", "10.3.0.2", "2001:db8::2"];
 
         fill(&mut paths);
         paths.on_event(&Event::Route { dst: ip("10.1.0.0"), len: 16 }, &mut node);
@@ -393,7 +442,7 @@ mod tests {
 
         fill(&mut paths);
         paths.on_event(&Event::Route { dst: ip("192.0.2.0"), len: 24 }, &mut node);
-        assert_eq!(paths.routes.len(), 4);
+        assert_eq!(left(&paths), all);
         assert!(!paths.dirty(), "a route elsewhere changes nothing");
 
         fill(&mut paths);
@@ -410,7 +459,7 @@ mod tests {
         fill(&mut paths);
         paths.links = Some(BTreeMap::from([(3, link.clone())]));
         paths.on_event(&Event::Link { link, deleted: false }, &mut node);
-        assert_eq!(paths.routes.len(), 4);
+        assert_eq!(left(&paths), all);
         assert!(!paths.dirty());
 
         // A neighbour entry lb did not make; an address (the SNAT sources only).
@@ -418,12 +467,13 @@ mod tests {
         paths.on_event(&Event::NeighbourGone { addr: ip("10.2.0.1"), ifindex: 3 }, &mut node);
         assert!(!paths.dirty());
         paths.on_event(&Event::Address, &mut node);
-        assert_eq!(paths.routes.len(), 4);
+        assert_eq!(left(&paths), all);
         assert!(paths.dirty());
 
         fill(&mut paths);
         paths.on_event(&Event::Lost, &mut node);
-        assert!(paths.routes.is_empty() && paths.links.is_none() && paths.recheck_neighbours);
+        assert!(left(&paths).is_empty() && paths.links.is_none() && paths.recheck_neighbours);
+        assert_eq!(paths.missing.len(), 4, "each is looked up again");
     }
 
     /// A sync goes through the listeners that changed: an address new to the model needs a
@@ -442,7 +492,7 @@ mod tests {
             m.sort();
             // As a sync's lookups would: each gets a route.
             for a in paths.missing.drain() {
-                paths.routes.insert(a, route("10.9.0.1", 2));
+                paths.backends.get_mut(&a).unwrap().route = route("10.9.0.1", 2).route;
             }
             m
         };
@@ -457,13 +507,12 @@ mod tests {
         m.listeners.insert("a".into(), listener(80, &["10.1.0.4"]));
         paths.follow(&m);
         assert_eq!(missing(&mut paths), ["10.1.0.4"]);
-        assert!(!paths.routes.contains_key(&ip("10.1.0.2")), "no listener has it: its route goes");
-        assert!(paths.routes.contains_key(&ip("10.1.0.3")));
+        assert_eq!(routed(&paths), ["10.1.0.3", "10.1.0.4"], "no listener has 10.1.0.2: its route goes");
 
         paths.on_event(&Event::Route { dst: ip("10.1.0.3"), len: 32 }, &mut NodeChanges::default());
         assert_eq!(missing(&mut paths), ["10.1.0.3"]);
         m.listeners.clear();
         paths.follow(&m);
-        assert!(paths.routes.is_empty() && paths.refs.is_empty() && paths.seen.is_empty());
+        assert!(paths.backends.is_empty() && paths.seen.is_empty());
     }
 }
