@@ -470,7 +470,7 @@ metadata: {name: d}
         let next = src.poll().unwrap().unwrap();
         assert!(std::sync::Arc::ptr_eq(&first.services[0], &next.services[0]), "the Service did not change");
         assert!(!std::sync::Arc::ptr_eq(&first.endpoint_slices[0], &next.endpoint_slices[0]));
-        assert_eq!(next.endpoint_slices[0].endpoints[0].addresses, ["10.0.0.2"]);
+        assert_eq!(next.endpoint_slices[0].endpoints[0].addresses.as_slice(), ["10.0.0.2"]);
     }
 
     /// Files added, rewritten (objects added, changed, dropped), broken and removed: after each

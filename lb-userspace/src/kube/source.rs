@@ -158,8 +158,9 @@ pub fn snapshot(stores: &Stores, opts: &KubeOptions) -> (ObjectSet, Vec<ObjectEr
         .state()
         .iter()
         .filter(|e| {
-            let svc = e.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
-            svc.is_some_and(|svc| included.contains(&(e.metadata.namespace.clone().unwrap_or_default(), svc.clone())))
+            e.service.as_ref().is_some_and(|svc| {
+                included.contains(&(e.metadata.namespace.clone().unwrap_or_default(), svc.to_string()))
+            })
         })
         .cloned()
         .collect();

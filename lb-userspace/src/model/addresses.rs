@@ -84,13 +84,13 @@ impl AddressPolicy {
     /// One slice of [`clean_slices`](Self::clean_slices): the same object when it loses
     /// nothing.
     pub fn clean_slice(&self, slice: &Arc<EndpointSlice>, notices: &mut Vec<Notice>) -> Arc<EndpointSlice> {
-        let refused = |a: &String| a.parse().ok().and_then(|a| self.refused_class(a));
+        let refused = |a: &compact_str::CompactString| a.parse().ok().and_then(|a| self.refused_class(a));
         if !slice.endpoints.iter().flat_map(|e| &e.addresses).any(|a| refused(a).is_some()) {
             return slice.clone();
         }
         let meta = &slice.metadata;
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-        let service = meta.labels.as_ref().and_then(|l| l.get(super::endpoints::SERVICE_NAME_LABEL));
+        let service = slice.service.as_ref();
         let mut clean = (**slice).clone();
         for (i, ep) in clean.endpoints.iter_mut().enumerate() {
             for (j, addr) in ep.addresses.iter().enumerate() {
@@ -99,7 +99,7 @@ impl AddressPolicy {
                         object: ObjectRef {
                             kind: "Service".into(),
                             namespace: namespace.clone(),
-                            name: service.clone(),
+                            name: service.to_string(),
                         },
                         field: format!(
                             "EndpointSlice {namespace}/{}: endpoints[{i}].addresses[{j}]",
@@ -222,8 +222,9 @@ mod tests {
         let slices = [Arc::new(slice)];
         let mut notices = Vec::new();
         let clean = AddressPolicy::default().clean_slices(&slices, &mut notices);
-        let left: Vec<&Vec<String>> = clean[0].endpoints.iter().map(|e| &e.addresses).collect();
-        assert_eq!(left, [&vec!["198.18.11.2".to_string()], &vec!["198.18.12.2".to_string()]]);
+        let left: Vec<&[compact_str::CompactString]> =
+            clean[0].endpoints.iter().map(|e| e.addresses.as_slice()).collect();
+        assert_eq!(left, [["198.18.11.2"], ["198.18.12.2"]]);
         let shown: Vec<String> = notices.iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,

@@ -10,8 +10,6 @@ use crate::model::slice::EndpointSlice;
 use super::{Backend, Protocol};
 use crate::annotations::lbdev;
 
-/// The label naming an EndpointSlice's Service.
-pub(super) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Weight of an endpoint without one.
 pub const DEFAULT_WEIGHT: u32 = 100;
 
@@ -22,7 +20,7 @@ pub type SliceIndex<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Vec<&'a EndpointSl
 pub fn index_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> SliceIndex<'a> {
     let mut index: SliceIndex<'a> = BTreeMap::new();
     for s in slices {
-        if let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+        if let Some(svc) = &s.service {
             let ns = s.metadata.namespace.as_deref().unwrap_or("default");
             index.entry(ns).or_default().entry(svc.as_str()).or_default().push(s);
         }

@@ -14,7 +14,7 @@ use crate::model::slice::EndpointSlice;
 
 use super::{
     Acl, Build, BuildContext, BuildOptions, ObjectSet,
-    endpoints::{SERVICE_NAME_LABEL, SliceIndex},
+    endpoints::SliceIndex,
     l7::Lookup,
     last_build::{LastBuild, NoticeMarks, Others, address, addresses},
     memo::{BuildCache, CachedService, CleanSlice, ServiceListeners},
@@ -22,7 +22,7 @@ use super::{
 
 /// (namespace, Service name) of a slice.
 fn owner(slice: &EndpointSlice) -> Option<(&str, &str)> {
-    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    let svc = slice.service.as_ref()?;
     Some((slice.metadata.namespace.as_deref().unwrap_or("default"), svc.as_str()))
 }
 
