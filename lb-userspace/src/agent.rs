@@ -41,6 +41,7 @@ pub struct RunOptions {
 }
 
 pub async fn run(opts: RunOptions) -> Result<()> {
+    large_blocks_mapped();
     let mut node = NodeChanges::default();
     // Routes, neighbours and links in process: `lb run` starts no child process for them.
     let rtnl = Rtnl::connect().context("opening a route-netlink socket")?;
@@ -52,6 +53,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     node.restore(&rtnl).await;
     result
 }
+
+/// Blocks of [`MMAP_THRESHOLD`] bytes and more get a mapping of their own, given back to the
+/// kernel when freed. glibc otherwise raises that threshold to the largest block freed (up
+/// to 32 MiB): the agent's large tables, which double as a first apply fills them, then come
+/// from the heap, and each one outgrown stays there as a hole the agent's resident memory
+/// keeps (~4 MiB at 10,000 Services / 100,000 endpoints, measured with the control bench).
+fn large_blocks_mapped() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before the agent's
+    // threads allocate.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
+/// glibc's default threshold (before it adapts).
+const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
 
 async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result<()> {
     let pools = &opts.build.addresses.vip_pools;

@@ -24,7 +24,7 @@ pub(super) type FileObjects<'a> = (&'a ObjectSet, &'a [ManifestError]);
 
 /// How many objects of each kind one file gave: errors, then the kinds in [`ObjectSet`]'s
 /// order.
-type Counts = [usize; KINDS];
+type Counts = [u32; KINDS];
 const KINDS: usize = 10;
 
 /// `$f!(index, field)` for each kind a file gives (`errors` from the read, the rest from the
@@ -45,10 +45,10 @@ macro_rules! each_kind {
 
 fn counts((good, errors): FileObjects<'_>) -> Counts {
     let mut c = [0; KINDS];
-    c[0] = errors.len();
+    c[0] = errors.len() as u32;
     macro_rules! count {
         ($i:literal, $field:ident) => {
-            c[$i] = good.$field.len()
+            c[$i] = good.$field.len() as u32
         };
     }
     each_kind!(count);
@@ -80,10 +80,10 @@ impl Merged {
 
     /// Put `path`'s objects in place of those it gave before (`None`: the file is gone).
     pub fn patch(&mut self, path: &Path, now: Option<FileObjects<'_>>) {
-        let mut at = [0; KINDS];
+        let mut at = [0usize; KINDS];
         for c in self.counts.range::<Path, _>((Bound::Unbounded, Bound::Excluded(path))).map(|(_, c)| c) {
             for (a, n) in at.iter_mut().zip(c) {
-                *a += n;
+                *a += *n as usize;
             }
         }
         let old = self.counts.get(path).copied().unwrap_or_default();
@@ -91,10 +91,10 @@ impl Merged {
         let no_errors: &[ManifestError] = &[];
         let empty = ObjectSet::default();
         let (good, errors) = now.unwrap_or((&empty, no_errors));
-        set.errors.splice(at[0]..at[0] + old[0], errors.iter().cloned());
+        set.errors.splice(at[0]..at[0] + old[0] as usize, errors.iter().cloned());
         macro_rules! splice {
             ($i:literal, $field:ident) => {
-                set.$field.splice(at[$i]..at[$i] + old[$i], good.$field.iter().cloned())
+                set.$field.splice(at[$i]..at[$i] + old[$i] as usize, good.$field.iter().cloned())
             };
         }
         each_kind!(splice);
