@@ -65,7 +65,9 @@ fn dispatch<C: Ctx, const MODE: u8>(ctx: &C) -> Result<u32, ()> {
             let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
             // SAFETY: bounds checked by ptr_at.
             let hint = if MODE == MAIN { filter::hint(&[unsafe { (*ip).daddr }, 0, 0, 0]) } else { filter::ALL };
-            if hint == 0 {
+            // Only a node address (a SNAT source): a backend's reply comes to a port of the
+            // SNAT range; the node's own traffic (most of what comes to it) leaves here.
+            if hint == 0 || (hint == filter::SNAT && parse::v4_dport(ctx).is_some_and(|p| !snat_port(p))) {
                 return Ok(pass::<C>(stat::PASS_NOT_OURS, bytes));
             }
             // SAFETY: bounds checked by ptr_at.
@@ -161,13 +163,17 @@ fn process<C: Ctx, H: CookieIp, const MODE: u8>(ctx: &C, pkt: &mut Packet<H>, by
     Ok(TAIL_CALL | prog_index::OPEN)
 }
 
+/// Whether `port` is in the SNAT range (where backends' replies come to).
+#[inline(always)]
+fn snat_port(port: u16) -> bool {
+    CONFIG.get(0).is_none_or(|cfg| port >= cfg.snat_port_min && port <= cfg.snat_port_max)
+}
+
 /// A packet to a source port of ours from a backend: its flow's reverse entry, established
 /// or (a SYN-ACK) half-open.
 #[inline(always)]
 fn backend_reply<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>) -> Result<Option<*mut RevEntry>, ()> {
-    let cfg = CONFIG.get(0).ok_or(())?;
-    let dport = u16::from_be(pkt.key.dport);
-    if dport < cfg.snat_port_min || dport > cfg.snat_port_max {
+    if !snat_port(u16::from_be(pkt.key.dport)) {
         return Ok(None);
     }
     if let Some(rev) = REVERSE_NAT.get_ptr_mut(&pkt.key) {

@@ -300,6 +300,21 @@ pub fn v4<C: Ctx>(ctx: &C, pkt: &mut Packet<Ipv4Hdr>) -> Result<(), Skip> {
     Ok(())
 }
 
+/// The destination port of an IPv4 TCP or UDP packet that has its transport header (not a
+/// later fragment), read without parsing the rest: `None` for anything else.
+#[inline(always)]
+pub fn v4_dport<C: Ctx>(ctx: &C) -> Option<u16> {
+    let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN).ok()?;
+    // SAFETY: bounds checked by ptr_at.
+    let (version_ihl, proto, frag_off) = unsafe { ((*ip).version_ihl, (*ip).protocol, u16::from_be((*ip).frag_off)) };
+    if (proto != PROTO_TCP && proto != PROTO_UDP) || frag_off & IP_OFFSET != 0 {
+        return None;
+    }
+    let ports: *mut Ports = ptr_at(ctx, ETH_HLEN + ((version_ihl & 0x0f) as usize) * 4).ok()?;
+    // SAFETY: bounds checked by ptr_at.
+    Some(u16::from_be(unsafe { (*ports).dst }))
+}
+
 /// Where an IP packet whose length field says `len` ends in the frame (0: unknown, a
 /// BIG TCP GSO packet, whose length field is 0); the frame may go on (Ethernet padding).
 #[inline(always)]

@@ -158,6 +158,11 @@ pub fn full_nat_both_ways_and_everything_else_untouched() -> Fixture {
         ("IHL 4", bad_ihl),
         ("version 6 in an IPv4 frame", bad_version),
         ("ICMP", icmp),
+        // The node's own traffic: to its address (a SNAT source), outside the SNAT ports, and
+        // to a SNAT port no flow has.
+        ("UDP to the node's address", Frame::udp(Flow::new(CLIENT, 40000, SNAT, 53)).bytes()),
+        ("TCP to the node's address", Frame::tcp(Flow::new(CLIENT, 40000, SNAT, 22), SYN).bytes()),
+        ("to a SNAT port of no flow", Frame::udp(Flow::new(CLIENT, 40000, SNAT, 20000)).bytes()),
     ];
     for (name, frame) in not_ours {
         steps.push(packet(name, Client, frame, XDP_PASS, Out::Untouched));
