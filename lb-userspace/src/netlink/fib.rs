@@ -23,6 +23,8 @@ use super::{RT_TABLE_LOCAL, route_ip, route_table};
 const RT_TABLE_MAIN: u32 = 254;
 /// The default table (`table default`).
 const RT_TABLE_DEFAULT: u32 = 253;
+/// The local table, as a route's table number.
+const LOCAL: u32 = RT_TABLE_LOCAL as u32;
 
 /// What the routes say of one prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +82,7 @@ pub(super) fn default_rules(rules: &[RuleMessage]) -> bool {
             && r.header.action == RuleAction::ToTable
             && (r.header.dst_len, r.header.src_len, r.header.tos) == (0, 0, 0)
             && (r.header.flags - RuleFlags::Permanent).is_empty()
-            && matches!((priority, table), (0, 255) | (32766, RT_TABLE_MAIN) | (32767, RT_TABLE_DEFAULT))
+            && matches!((priority, table), (0, LOCAL) | (32766, RT_TABLE_MAIN) | (32767, RT_TABLE_DEFAULT))
     })
 }
 
@@ -97,7 +99,7 @@ impl Tables {
             });
             let key = masked(dst.map_or(0, |d| bits(d).0), width, len);
             match route_table(r) {
-                t if t == u32::from(RT_TABLE_LOCAL) => {
+                LOCAL => {
                     local.entry(len).or_default().insert(key);
                 }
                 RT_TABLE_MAIN => {
