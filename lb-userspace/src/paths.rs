@@ -191,7 +191,7 @@ impl BackendPaths {
         // copy decides as the kernel does is resolved from it; the rest is asked one by one.
         let mut found: Vec<(IpAddr, NextHop)> = Vec::with_capacity(missing.len());
         if missing.len() >= FIB_FROM {
-            match rtnl.fib().await {
+            match rtnl.fib(&missing).await {
                 Ok(fib) => missing.retain(|addr| match fib.lookup(*addr) {
                     Some(hop) => {
                         found.push((*addr, Ok(hop)));

@@ -14,12 +14,18 @@ type Hop = Option<(IpAddr, u32)>;
 
 /// The copy's answer and the kernel's for each of `addrs`, read inside `ns`.
 fn answers(ns: &Netns, addrs: &[&str]) -> Vec<(IpAddr, Hop, Hop)> {
+    answers_read_for(ns, addrs, addrs)
+}
+
+/// As [`answers`], with the copy read for the families of `read`.
+fn answers_read_for(ns: &Netns, read: &[&str], addrs: &[&str]) -> Vec<(IpAddr, Hop, Hop)> {
+    let read: Vec<IpAddr> = read.iter().map(|a| a.parse().unwrap()).collect();
     let addrs: Vec<IpAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
     ns.run(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let rtnl = Rtnl::connect().unwrap();
-            let fib: Fib = rtnl.fib().await.unwrap();
+            let fib: Fib = rtnl.fib(&read).await.unwrap();
             let mut out = Vec::new();
             for a in addrs {
                 out.push((a, fib.lookup(a), rtnl.route_via(a).await.ok()));
@@ -80,6 +86,13 @@ fn the_route_copy_answers_as_the_kernel_or_not_at_all() {
     let via = |addr: &str| got.iter().find(|(a, _, _)| a.to_string() == addr).and_then(|g| g.1).unwrap().0.to_string();
     assert_eq!(via("10.200.5.9"), "198.18.1.3", "the more specific route");
     assert_eq!(via("10.244.1.7"), "10.244.1.7", "on the link: the address itself");
+
+    // A family none of the addresses read for has is not read: its addresses go to the kernel.
+    for (read, answered) in [("10.244.1.7", &addrs[..5]), ("2001:db8:2::5", &addrs[5..7])] {
+        let got = answers_read_for(&ns, &[read], &addrs);
+        let got: Vec<String> = got.iter().filter(|(_, c, _)| c.is_some()).map(|(a, _, _)| a.to_string()).collect();
+        assert_eq!(got, answered, "read for {read}");
+    }
 
     // Policy routing: the family's answers are left to the kernel.
     ns.ip(&["rule", "add", "from", "10.244.1.0/24", "lookup", "100", "priority", "100"]).unwrap();

@@ -43,7 +43,8 @@ struct Tables {
 /// A copy of the routing decision of the node's IPv4 and IPv6 destinations.
 #[derive(Debug, Default)]
 pub struct Fib {
-    /// `None`: the family has rules of its own (policy routing): every address is asked.
+    /// `None`: the family has rules of its own (policy routing), or was not read: every
+    /// address is asked.
     v4: Option<Tables>,
     v6: Option<Tables>,
 }
@@ -165,12 +166,17 @@ fn plain_unicast(r: &RouteMessage) -> Decision {
 }
 
 impl Fib {
-    /// The decision of the node's routes for each family whose rules are the defaults.
-    pub(super) fn new(rules_v4: &[RuleMessage], rules_v6: &[RuleMessage], routes: &[RouteMessage]) -> Fib {
+    /// The decision of the node's routes for each family read (`Some` rules) whose rules are
+    /// the defaults.
+    pub(super) fn new(
+        rules_v4: Option<&[RuleMessage]>,
+        rules_v6: Option<&[RuleMessage]>,
+        routes: &[RouteMessage],
+    ) -> Fib {
         let family = |v4: bool| routes.iter().filter(move |r| (r.header.address_family == AddressFamily::Inet) == v4);
         Fib {
-            v4: default_rules(rules_v4).then(|| Tables::from_routes(family(true), 32)),
-            v6: default_rules(rules_v6).then(|| Tables::from_routes(family(false), 128)),
+            v4: rules_v4.is_some_and(default_rules).then(|| Tables::from_routes(family(true), 32)),
+            v6: rules_v6.is_some_and(default_rules).then(|| Tables::from_routes(family(false), 128)),
         }
     }
 

@@ -155,9 +155,9 @@ impl Rtnl {
         Ok((next_hop, ifindex))
     }
 
-    /// The node's rules and routes of both families, as a [`Fib`] that resolves most
-    /// destinations without a request each.
-    pub async fn fib(&self) -> Result<Fib> {
+    /// The node's rules and routes of the families among `addrs`, as a [`Fib`] that resolves
+    /// most of them without a request each (a family none of them has is not read).
+    pub async fn fib(&self, addrs: &[IpAddr]) -> Result<Fib> {
         let rules = |v| async move {
             let rules: Vec<RuleMessage> = self
                 .handle
@@ -169,9 +169,14 @@ impl Rtnl {
                 .map_err(request("listing the routing rules"))?;
             Ok::<_, NetlinkError>(rules)
         };
-        let (rules_v4, rules_v6) = (rules(IpVersion::V4).await?, rules(IpVersion::V6).await?);
+        let (v4, v6) = (addrs.iter().any(IpAddr::is_ipv4), addrs.iter().any(IpAddr::is_ipv6));
+        let rules_v4 = if v4 { Some(rules(IpVersion::V4).await?) } else { None };
+        let rules_v6 = if v6 { Some(rules(IpVersion::V6).await?) } else { None };
         let mut routes = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        for (family, wanted) in [(AddressFamily::Inet, v4), (AddressFamily::Inet6, v6)] {
+            if !wanted {
+                continue;
+            }
             let mut msg = RouteMessage::default();
             msg.header.address_family = family;
             let mut dump = self.handle.route().get(msg).execute();
@@ -179,7 +184,7 @@ impl Rtnl {
                 routes.push(r);
             }
         }
-        Ok(Fib::new(&rules_v4, &rules_v6, &routes))
+        Ok(Fib::new(rules_v4.as_deref(), rules_v6.as_deref(), &routes))
     }
 
     /// A kernel-managed neighbour entry (NTF_EXT_MANAGED) for `next_hop` on `ifindex`,
