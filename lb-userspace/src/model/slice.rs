@@ -3,8 +3,9 @@
 //! read straight from the manifest or the API server's JSON. Kubernetes' own type carries
 //! every field of an endpoint (352 bytes each, before its strings, and two allocations for
 //! its address); this one keeps an endpoint in 64 bytes with no allocation of its own (an
-//! address and a node name up to 24 bytes are inline), and of the slice's labels only
-//! `kubernetes.io/service-name` (a map of labels takes a 544-byte node for one label).
+//! address and a node name up to 24 bytes are inline), of the slice's labels only
+//! `kubernetes.io/service-name` (a map of labels takes a 544-byte node for one label), and of
+//! its annotations only the project's own (`lb.dev/endpoint-weights`).
 use compact_str::CompactString;
 use k8s_openapi::{
     api::discovery::v1::{EndpointConditions, EndpointPort},
@@ -16,12 +17,16 @@ use smallvec::SmallVec;
 /// The label naming the Service a slice belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The project's annotations (a slice's endpoint weights): kept.
+const OWN_ANNOTATIONS: &str = "lb.dev/";
+
 /// A `discovery.k8s.io/v1` EndpointSlice, with the fields the agent uses.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(from = "Wire", into = "Wire")]
 pub struct EndpointSlice {
-    /// What identifies the slice (name, namespace, uid, resource version); its labels and
-    /// annotations are not kept (the agent reads none but the Service's name).
+    /// What identifies the slice (name, namespace, uid, resource version) and the project's
+    /// own annotations (`lb.dev/...`); other annotations, the labels (the agent reads none
+    /// but the Service's name) and the managed fields are not kept.
     pub metadata: ObjectMeta,
     /// `kubernetes.io/service-name`: the Service the slice belongs to.
     pub service: Option<CompactString>,
@@ -57,7 +62,10 @@ impl From<Wire> for EndpointSlice {
     fn from(w: Wire) -> EndpointSlice {
         let mut metadata = w.metadata;
         let service = metadata.labels.take().and_then(|mut l| l.remove(SERVICE_NAME_LABEL)).map(CompactString::from);
-        metadata.annotations = None;
+        metadata.annotations = metadata.annotations.take().and_then(|mut a| {
+            a.retain(|key, _| key.starts_with(OWN_ANNOTATIONS));
+            (!a.is_empty()).then_some(a)
+        });
         metadata.managed_fields = None;
         EndpointSlice { metadata, service, address_type: w.address_type, endpoints: w.endpoints, ports: w.ports }
     }
@@ -107,7 +115,7 @@ mod tests {
     #[test]
     fn reads_what_the_kubernetes_type_reads() {
         let text = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-            metadata: {name: web-1, namespace: shop, uid: u1, labels: {kubernetes.io/service-name: web, app: a}, annotations: {a: b}}\n\
+            metadata: {name: web-1, namespace: shop, uid: u1, labels: {kubernetes.io/service-name: web, app: a}, annotations: {a: b, lb.dev/endpoint-weights: 10.0.0.1=5}}\n\
             addressType: IPv4\nports: [{name: http, port: 8080, protocol: TCP}]\n\
             endpoints:\n- {addresses: [10.0.0.1], conditions: {ready: false, serving: true}, nodeName: n1, zone: z, hostname: h, targetRef: {kind: Pod, name: p}}\n\
             - {addresses: [10.0.0.2, 10.0.0.3]}\n\
@@ -122,7 +130,9 @@ mod tests {
             mine.service.as_deref(),
             full.metadata.labels.as_ref().unwrap().get(SERVICE_NAME_LABEL).map(|s| s.as_str())
         );
-        assert_eq!((mine.metadata.labels.as_ref(), mine.metadata.annotations.as_ref()), (None, None), "not kept");
+        assert_eq!(mine.metadata.labels, None, "not kept");
+        let kept = [("lb.dev/endpoint-weights".to_string(), "10.0.0.1=5".to_string())].into();
+        assert_eq!(mine.metadata.annotations, Some(kept), "only the project's own annotations are kept");
         assert_eq!((mine.address_type.as_str(), &mine.ports), (full.address_type.as_str(), &full.ports));
         assert_eq!(mine.endpoints.len(), full.endpoints.len());
         for (m, f) in mine.endpoints.iter().zip(&full.endpoints) {
