@@ -240,6 +240,20 @@ endpoints:
         assert_eq!(l7, ["198.18.11.2:8080*100", "198.18.11.3:8080*100", "198.18.12.2:8080*100"]);
     }
 
+    /// The slice's `lb.dev/endpoint-weights` weigh its endpoints; one not listed weighs 100.
+    #[test]
+    fn endpoint_weights_come_from_the_slice() {
+        let text = yaml("", "Cluster").replace(
+            "metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}}",
+            "metadata: {name: web-1, namespace: shop, labels: {kubernetes.io/service-name: web}, \
+             annotations: {lb.dev/endpoint-weights: \"198.18.11.2=0,198.18.12.2=40\"}}",
+        );
+        let b = build(&text, None);
+        assert!(b.errors.is_empty(), "{:?}", b.errors);
+        let (l4, _) = backends(&b);
+        assert_eq!(l4, ["198.18.11.2:8443*0", "198.18.11.3:8443*100", "198.18.12.2:8443*40"]);
+    }
+
     #[test]
     fn ecs_without_nodes_serves_nothing_and_says_so() {
         let text = yaml(ECS, "Cluster");
