@@ -263,7 +263,8 @@ impl BackendPaths {
                 if self.warned.insert(*addr) {
                     tracing::warn!(backend = %addr, "backend is an address of this node (host network): not served by the L4 datapath");
                 }
-            } else {
+            } else if !devices.contains(&*route.dev) {
+                // Copied once per device, not once per backend behind it.
                 devices.insert(route.dev.to_string());
             }
         }
