@@ -91,6 +91,7 @@ pub fn suite(plan: &L7Plan) -> Result<serde_json::Value> {
                 let i = (k + r) % procs.len();
                 let (p, proc) = &procs[i];
                 let port = if *load == Load::H2Tls { p.https } else { p.http };
+                crate::progress(&format!("L7: {} through {} ({}/{})", load.name(), p.name, r + 1, plan.repeats));
                 let s = l7_load::run(&ns, load_cpu, *load, port, plan.secs, proc.pid(), dir.path())
                     .with_context(|| format!("{} through {}", load.name(), p.name))?;
                 let failed = s.errors as f64 / (s.requests.max(1)) as f64;
