@@ -34,38 +34,108 @@ pub struct Conn {
 
 /// Serves one request of a listener, whichever server read it (hyper's, or
 /// [`super::serve_h1`]'s for plain HTTP/1.1).
-pub async fn handle<B: ClientBody>(
+// Not an `async fn`, which would hold each argument twice (see the body).
+#[allow(clippy::manual_async_fn)]
+pub fn handle<B: ClientBody>(
     req: Request<B>,
     conn: Conn,
     table: Arc<Table>,
     up: Arc<Upstreams>,
     limits: Limits,
+    trusted: Arc<[IpNet]>,
+    mirror_skipped: Arc<std::sync::atomic::AtomicU64>,
+) -> impl Future<Output = Response<Body>> + Send + 'static {
+    // An async block, not an `async fn`: an `async fn` keeps its arguments twice (as taken,
+    // and moved into its body), the request included.
+    async move {
+        // The target as received (a cheap clone: its bytes are shared), read while the
+        // request is rewritten; the endpoint pick (and a retry's) hashes its query.
+        let uri = req.uri().clone();
+        let cx = PickContext { client: conn.client.ip(), query: uri.query().unwrap_or(""), ages: Some(&up.ages) };
+        // Routing is done before anything is awaited, in a plain function: what the
+        // request's future holds across the exchange is only what the answer needs (the
+        // routing's locals would otherwise stay in it, copied with it at every move).
+        let sent = match route(req, conn, &uri, &cx, &table, &up, limits, &trusted, &mirror_skipped) {
+            Routed::Answer(resp) => return resp,
+            Routed::Sent(sent) => sent,
+        };
+        let mut resp = sent.exchange.await;
+        let (route, pick) = (sent.route, sent.pick);
+        set_sticky(route, pick, &mut resp);
+        if sent.gzip {
+            resp = super::gzip::compress(resp);
+        }
+        if let Some(timeout) = sent.group_sticky {
+            let id = router::group_id(&route.route.upstreams[pick.upstream].name);
+            let v = format!("{GROUP_COOKIE}={id}; Max-Age={timeout}; Path=/; HttpOnly");
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        with_cors(&route.route.rule, sent.origin.as_deref(), resp)
+    }
+}
+
+/// What routing made of a request: an answer of the proxy's own, or an exchange sent.
+enum Routed<'a> {
+    Answer(Response<Body>),
+    Sent(Sent<'a>),
+}
+
+/// A request on its way to a backend, and what its answer still needs.
+struct Sent<'a> {
+    exchange: send::Exchange<'a>,
+    route: &'a CompiledRoute,
+    pick: router::Pick,
+    gzip: bool,
+    group_sticky: Option<u32>,
+    origin: Option<String>,
+}
+
+/// CORS headers on an answer, when the rule allows the request's origin.
+fn with_cors(rule: &crate::model::l7::route::Rule, origin: Option<&str>, mut resp: Response<Body>) -> Response<Body> {
+    if let (Some(cors), Some(o)) = (&rule.cors, origin)
+        && cors_allows(cors, o)
+    {
+        respond::cors_headers(cors, o, resp.headers_mut());
+    }
+    resp
+}
+
+/// Routes one request: the proxy's own answers (errors, redirects, fixed responses, CORS
+/// preflights), or the request rewritten and sent to the endpoint picked.
+#[allow(clippy::too_many_arguments)]
+fn route<'a, B: ClientBody>(
+    req: Request<B>,
+    conn: Conn,
+    uri: &'a Uri,
+    cx: &'a PickContext<'a>,
+    table: &'a Table,
+    up: &'a Arc<Upstreams>,
+    limits: Limits,
     trusted: &[IpNet],
     mirror_skipped: &Arc<std::sync::atomic::AtomicU64>,
-) -> Response<Body> {
+) -> Routed<'a> {
     let mut req = req.map(send::client_body);
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return respond::error(
+        return Routed::Answer(respond::error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("the request body is larger than {} bytes", limits.max_body_bytes),
-        );
+        ));
     }
     let l = &table.listener;
     let scheme = if conn.tls { "https" } else { "http" };
-    // The target as received (a cheap clone: its bytes are shared), read while the request is
-    // rewritten.
-    let uri = req.uri().clone();
-    let checked = sanitize::request_host(&uri, req.version(), req.headers(), conn.tls)
+    let checked = sanitize::request_host(uri, req.version(), req.headers(), conn.tls)
         .and_then(|host| Ok((host, sanitize::normalize_path(uri.path())?)));
     let (host, path) = match checked {
         Ok(hp) => hp,
-        Err(why) => return respond::error(StatusCode::BAD_REQUEST, &why.to_string()),
+        Err(why) => return Routed::Answer(respond::error(StatusCode::BAD_REQUEST, &why.to_string())),
     };
     let bare_host = host_without_port(host);
     let query = uri.query();
     if let Some(port) = l.redirect_https_port {
-        return respond::redirect(301, &respond::location("https", bare_host, port, &path, query));
+        return Routed::Answer(respond::redirect(301, &respond::location("https", bare_host, port, &path, query)));
     }
     // Borrowed from the request until it is rewritten (no copies on the hot path).
     let mut header_refs: Vec<(&str, &str)> = Vec::with_capacity(req.headers().len());
@@ -80,71 +150,56 @@ pub async fn handle<B: ClientBody>(
         source: conn.client.ip(),
     };
     let Some((route, caps)) = table.select(&view, fastrand::u32(0..100)) else {
-        return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no rule of this listener matches the request");
+        return Routed::Answer(respond::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no rule of this listener matches the request",
+        ));
     };
     let rule = &route.route.rule;
     if !route.admit() {
-        return respond::error(StatusCode::SERVICE_UNAVAILABLE, "traffic-limit-qps exceeded");
+        return Routed::Answer(respond::error(StatusCode::SERVICE_UNAVAILABLE, "traffic-limit-qps exceeded"));
     }
     if redirects_to_https(rule, l.port, conn.tls) {
-        return respond::redirect(301, &respond::location("https", bare_host, 443, &path, query));
+        return Routed::Answer(respond::redirect(301, &respond::location("https", bare_host, 443, &path, query)));
     }
-    let origin_hdr = view.header("origin").map(str::to_owned);
-    if let (Some(cors), Some(o)) = (&rule.cors, &origin_hdr)
+    let origin = view.header("origin").map(str::to_owned);
+    if let (Some(cors), Some(o)) = (&rule.cors, &origin)
         && req.method() == http::Method::OPTIONS
         && view.header("access-control-request-method").is_some()
     {
         if cors_allows(cors, o) {
-            return respond::preflight(cors, o);
+            return Routed::Answer(respond::preflight(cors, o));
         }
-        return respond::error(StatusCode::FORBIDDEN, "CORS origin not allowed");
+        return Routed::Answer(respond::error(StatusCode::FORBIDDEN, "CORS origin not allowed"));
     }
-    let mut resp = match &rule.action {
+    match &rule.action {
         Action::Redirect(r) => {
             let o = Origin { scheme, host: bare_host, port: l.port, path: &path, query };
-            return respond::redirect(r.code, &respond::redirect_location(r, &o));
+            Routed::Answer(respond::redirect(r.code, &respond::redirect_location(r, &o)))
         }
-        Action::FixedResponse(f) => respond::fixed(f),
-        Action::Forward { .. } => {
+        Action::FixedResponse(f) => Routed::Answer(with_cors(rule, origin.as_deref(), respond::fixed(f))),
+        Action::Forward { sticky: group, .. } => {
             let rewritten = matching::rewritten(rule, &caps);
             let (new_path, new_query) = match rewritten.split_once('?') {
                 Some((p, q)) => (p, Some(q)),
                 None => (&*rewritten, query),
             };
-            let cx = PickContext { client: conn.client.ip(), query: query.unwrap_or(""), ages: Some(&up.ages) };
             let sticky = sticky_endpoint(route, &view);
-            let group_sticky = match &rule.action {
-                Action::Forward { sticky: Some(g), .. } => Some(g.timeout_s),
-                _ => None,
-            };
+            let group_sticky = group.as_ref().map(|g| g.timeout_s);
             let group = group_sticky.and_then(|_| view.cookie(GROUP_COOKIE)).and_then(|id| route.group_of(id));
-            let Some(pick) = route.pick(&cx, fastrand::u32(..), sticky, group) else {
-                return respond::error(StatusCode::SERVICE_UNAVAILABLE, "no healthy backend for this route");
+            let Some(pick) = route.pick(cx, fastrand::u32(..), sticky, group) else {
+                return Routed::Answer(respond::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no healthy backend for this route",
+                ));
             };
-            prepare(&mut req, &conn, &table, route, (new_path, new_query), trusted);
-            mirror(&mut req, route, &cx, &up, limits.mirror_max_body_bytes, mirror_skipped);
-            let mut resp =
-                forward(req, route, pick, &cx, &up, Duration::from_secs(u64::from(l.request_timeout_s)), limits).await;
-            set_sticky(route, pick, &mut resp);
-            if gzip {
-                resp = super::gzip::compress(resp);
-            }
-            if let Some(timeout) = group_sticky {
-                let id = router::group_id(&route.route.upstreams[pick.upstream].name);
-                let v = format!("{GROUP_COOKIE}={id}; Max-Age={timeout}; Path=/; HttpOnly");
-                if let Ok(v) = HeaderValue::from_str(&v) {
-                    resp.headers_mut().append(header::SET_COOKIE, v);
-                }
-            }
-            resp
+            prepare(&mut req, &conn, table, route, (new_path, new_query), trusted);
+            mirror(&mut req, route, cx, up, limits.mirror_max_body_bytes, mirror_skipped);
+            let timeout = Duration::from_secs(u64::from(l.request_timeout_s));
+            let exchange = forward(req, route, pick, cx, up, timeout, limits);
+            Routed::Sent(Sent { exchange, route, pick, gzip, group_sticky, origin })
         }
-    };
-    if let (Some(cors), Some(o)) = (&rule.cors, &origin_hdr)
-        && cors_allows(cors, o)
-    {
-        respond::cors_headers(cors, o, resp.headers_mut());
     }
-    resp
 }
 
 /// Rewrites the request for the backend: path and query, filters, forwarded headers,

@@ -84,14 +84,23 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Answers one request (either server's): the listener's table and pipeline
 /// ([`forward::handle`]), counted by status and timed to the response head.
-pub(super) async fn respond_to<B: ClientBody>(req: Request<B>, conn: Conn, state: &ListenerState) -> Response<Body> {
+pub(super) fn respond_to<B: ClientBody>(
+    req: Request<B>,
+    conn: Conn,
+    state: Arc<ListenerState>,
+) -> impl Future<Output = Response<Body>> + Send + 'static {
+    use futures::FutureExt as _;
     let started = Instant::now();
     let (table, up) = (state.table.load_full(), state.upstreams.clone());
-    let resp =
-        forward::handle(req, conn, table, up, state.limits, &state.trusted, &state.counters.mirror_skipped).await;
-    state.counters.response(resp.status().as_u16());
-    state.counters.latency.observe(started.elapsed());
-    resp
+    let (trusted, mirror_skipped) = (state.trusted.clone(), state.counters.mirror_skipped.clone());
+    // A combinator, not an `async` block: the request's future is held once, not moved into
+    // a second slot to be awaited; it owns what it uses, so that the callers need not wrap it
+    // in a block of their own either.
+    forward::handle(req, conn, table, up, state.limits, trusted, mirror_skipped).map(move |resp| {
+        state.counters.response(resp.status().as_u16());
+        state.counters.latency.observe(started.elapsed());
+        resp
+    })
 }
 
 /// Requests in flight on a connection, when it last did something, and how many of its

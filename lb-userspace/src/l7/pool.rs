@@ -164,7 +164,8 @@ impl Conn {
     /// Sends `req` (origin-form target; a `Host` is added when it has none) and reads the
     /// response head. A pooled connection the backend closed before answering a request
     /// without a body is replaced by a new one and the request sent again.
-    pub async fn send(mut self, req: Request<Body>) -> Result<Response<PooledBody>, Error> {
+    /// The head is encoded at the call; the future holds it, not the request.
+    pub fn send(mut self, req: Request<Body>) -> impl Future<Output = Result<Response<PooledBody>, Error>> {
         let (mut parts, mut body) = req.into_parts();
         if !parts.headers.contains_key(header::HOST)
             && let Ok(h) = HeaderValue::from_str(&self.addr.to_string())
@@ -177,23 +178,25 @@ impl Conn {
         head.reserve(64 + 48 * parts.headers.len());
         let sending = h1::encode_request(&mut parts, empty, body.size_hint().exact(), &mut head);
         let method = parts.method;
-        let (answer, finished) = match exchange(&mut self.wire, &head, sending, &mut body, &method).await {
-            Err(Error::Closed | Error::Io(_)) if self.reused && empty && idempotent(&method) => {
-                tracing::debug!(backend = %self.addr, "pooled connection closed by the backend: sending again on a new one");
-                self.wire = connect(self.addr).await?;
-                exchange(&mut self.wire, &head, sending, &mut body, &method).await?
+        async move {
+            let (answer, finished) = match exchange(&mut self.wire, &head, sending, &mut body, &method).await {
+                Err(Error::Closed | Error::Io(_)) if self.reused && empty && idempotent(&method) => {
+                    tracing::debug!(backend = %self.addr, "pooled connection closed by the backend: sending again on a new one");
+                    self.wire = connect(self.addr).await?;
+                    exchange(&mut self.wire, &head, sending, &mut body, &method).await?
+                }
+                r => r?,
+            };
+            if head.capacity() <= MAX_HEAD_KEPT {
+                self.wire.head = head;
             }
-            r => r?,
-        };
-        if head.capacity() <= MAX_HEAD_KEPT {
-            self.wire.head = head;
+            let (parts, ()) = answer.response.into_parts();
+            let decoding = Decoding::from(answer.framing);
+            // Reused only when the request went out whole and the answer leaves it clean.
+            let keep = self.keep && answer.keep_alive && finished;
+            let back = Some((self.wire, self.addr, keep));
+            Ok(Response::from_parts(parts, PooledBody { back, decoding }))
         }
-        let (parts, ()) = answer.response.into_parts();
-        let decoding = Decoding::from(answer.framing);
-        // Reused only when the request went out whole and the answer leaves it clean.
-        let keep = self.keep && answer.keep_alive && finished;
-        let back = Some((self.wire, self.addr, keep));
-        Ok(Response::from_parts(parts, PooledBody { back, decoding }))
     }
 }
 

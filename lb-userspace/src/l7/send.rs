@@ -3,7 +3,7 @@
 //! another endpoint when the connection could not be made, limits on the bodies both ways,
 //! upgrades turned into tunnels, connection drain of removed endpoints, and failures turned
 //! into 408/413/502/504 without internal addresses.
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
@@ -43,18 +43,25 @@ fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::
     Uri::builder().scheme(scheme).authority(addr.to_string()).path_and_query(pq).build()
 }
 
+/// The exchange of one request with its backend, boxed: the request's future (and every
+/// future it sits in: the connection's, hyper's stream task) holds only this pointer, not
+/// the exchange's state (a few KiB, which each of them would otherwise hold and move).
+pub(super) type Exchange<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Send + 'a>>;
+
 /// Sends the prepared request to `pick` (and to one other endpoint when the connection
 /// could not be made), within `timeout`. Plain HTTP/1.1 goes through this worker's
 /// [`pool`](super::pool); HTTPS, gRPC (h2c) and upgrades through the shared clients.
-pub(super) async fn forward(
+/// What can be done before anything is awaited is done here, at the call: the future
+/// keeps only what the exchange needs.
+pub(super) fn forward<'a>(
     req: Request<Body>,
-    route: &CompiledRoute,
+    route: &'a CompiledRoute,
     pick: Pick,
-    cx: &PickContext<'_>,
-    up: &Arc<Upstreams>,
+    cx: &'a PickContext<'a>,
+    up: &'a Arc<Upstreams>,
     timeout: Duration,
     limits: Limits,
-) -> Response<Body> {
+) -> Exchange<'a> {
     let backend = &route.route.rule.backend;
     let upgrade = is_upgrade(req.headers());
     let deadline = tokio::time::Instant::now() + timeout;
@@ -71,14 +78,32 @@ pub(super) async fn forward(
     };
     if backend.protocol == BackendProtocol::Http && !upgrade {
         parts.version = Version::HTTP_11;
-        let mut addr = pick.endpoint.addr;
-        let mut cut = None;
-        // Boxed, as the exchanges below: the exchange's state is large, and every future it
-        // sits in (this one, the request's, the connection's) would hold and move it.
-        let exchange = pooled(Request::from_parts(parts, body), route, pick, cx, up, &mut addr, &mut cut);
-        let result = Box::pin(tokio::time::timeout_at(deadline, exchange)).await;
-        return answer(result, addr, up, timeout, limits, cut, None);
+        let req = Request::from_parts(parts, body);
+        return Box::pin(async move {
+            let mut addr = pick.endpoint.addr;
+            let mut cut = None;
+            let exchange = pooled(req, route, pick, cx, up, &mut addr, &mut cut);
+            let result = tokio::time::timeout_at(deadline, exchange).await;
+            answer(result, addr, up, timeout, limits, cut, None)
+        });
     }
+    Box::pin(through_client(parts, body, route, pick, cx, up, (deadline, timeout), limits))
+}
+
+/// HTTPS, gRPC (h2c) and upgrades: through the shared hyper clients.
+#[allow(clippy::too_many_arguments)]
+async fn through_client(
+    mut parts: http::request::Parts,
+    body: Body,
+    route: &CompiledRoute,
+    pick: Pick,
+    cx: &PickContext<'_>,
+    up: &Arc<Upstreams>,
+    (deadline, timeout): (tokio::time::Instant, Duration),
+    limits: Limits,
+) -> Response<Body> {
+    let backend = &route.route.rule.backend;
+    let upgrade = is_upgrade(&parts.headers);
     let (scheme, client) = match backend.protocol {
         BackendProtocol::Http => ("http", if backend.keepalive { &up.pooled } else { &up.fresh }),
         BackendProtocol::Https => ("https", if backend.keepalive { &up.pooled } else { &up.fresh }),
@@ -124,36 +149,41 @@ pub(super) async fn forward(
 /// when that fails, another endpoint may take the request, body and all. `addr`: the
 /// endpoint it went to; `cut`: that endpoint's drain signal, for the response body. `None`:
 /// the endpoint was removed and its drain time ended first.
-async fn pooled(
+// Not an `async fn`, which would hold each argument twice (see the body).
+#[allow(clippy::manual_async_fn)]
+fn pooled<'a>(
     req: Request<Body>,
-    route: &CompiledRoute,
+    route: &'a CompiledRoute,
     pick: Pick,
-    cx: &PickContext<'_>,
-    up: &Upstreams,
-    addr: &mut SocketAddr,
-    cut: &mut Option<Cut>,
-) -> Option<Result<Response<pool::PooledBody>, pool::Error>> {
-    let keep = route.route.rule.backend.keepalive;
-    let conn = match pool::checkout(*addr, keep).await {
-        Err(e) if e.is_connect() => match route.retry_pick(cx, pick.upstream, *addr) {
-            Some(other) => {
-                tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
-                *addr = other.addr;
-                pool::checkout(*addr, keep).await
-            }
-            None => Err(e),
-        },
-        r => r,
-    };
-    let conn = match conn {
-        Ok(c) => c,
-        Err(e) => return Some(Err(e)),
-    };
-    let _guard = up.active.track(*addr);
-    let signal = cut.insert(up.departures.watch(*addr));
-    tokio::select! {
-        r = conn.send(req) => Some(r),
-        _ = signal.cut() => None,
+    cx: &'a PickContext<'a>,
+    up: &'a Upstreams,
+    addr: &'a mut SocketAddr,
+    cut: &'a mut Option<Cut>,
+) -> impl Future<Output = Option<Result<Response<pool::PooledBody>, pool::Error>>> + Send + 'a {
+    // An async block, not an `async fn`, which would keep its arguments twice.
+    async move {
+        let keep = route.route.rule.backend.keepalive;
+        let conn = match pool::checkout(*addr, keep).await {
+            Err(e) if e.is_connect() => match route.retry_pick(cx, pick.upstream, *addr) {
+                Some(other) => {
+                    tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
+                    *addr = other.addr;
+                    pool::checkout(*addr, keep).await
+                }
+                None => Err(e),
+            },
+            r => r,
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
+        let _guard = up.active.track(*addr);
+        let signal = cut.insert(up.departures.watch(*addr));
+        tokio::select! {
+            r = conn.send(req) => Some(r),
+            _ = signal.cut() => None,
+        }
     }
 }
 

@@ -314,7 +314,7 @@ pub(super) async fn serve(
         let inflight = InFlight::start(&activity);
         // Boxed: the pipeline's state is large and lives only while a request is served (the
         // connection's own future stays small while it waits for the next one).
-        let resp = Box::pin(respond_to(req, conn, &state)).await;
+        let resp = Box::pin(respond_to(req, conn, state.clone())).await;
         keep_alive &= !activity.closing();
         let written = write_response(&mut wr, resp, head_only, keep_alive, &mut out).await;
         inflight.done();

@@ -175,11 +175,10 @@ where
     let svc = {
         let (state, activity) = (state.clone(), activity.clone());
         service_fn(move |req: Request<Incoming>| {
-            let (activity, state) = (activity.clone(), state.clone());
-            let inflight = InFlight::start(&activity);
+            let (inflight, state) = (InFlight::start(&activity), state.clone());
             // Boxed: the request's future is large, and hyper would move it by value.
             Box::pin(async move {
-                let resp = respond_to(req, conn, &state).await;
+                let resp = respond_to(req, conn, state).await;
                 inflight.done();
                 Ok::<_, Infallible>(resp)
             })
