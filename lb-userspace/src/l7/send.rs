@@ -79,13 +79,7 @@ pub(super) fn forward<'a>(
     if backend.protocol == BackendProtocol::Http && !upgrade {
         parts.version = Version::HTTP_11;
         let req = Request::from_parts(parts, body);
-        return Box::pin(async move {
-            let mut addr = pick.endpoint.addr;
-            let mut cut = None;
-            let exchange = pooled(req, route, pick, cx, up, &mut addr, &mut cut);
-            let result = tokio::time::timeout_at(deadline, exchange).await;
-            answer(result, addr, up, timeout, limits, cut, None)
-        });
+        return Box::pin(pooled(req, route, pick, cx, up, (deadline, timeout), limits));
     }
     Box::pin(through_client(parts, body, route, pick, cx, up, (deadline, timeout), limits))
 }
@@ -132,7 +126,7 @@ async fn through_client(
     let mut addr = pick.endpoint.addr;
     // Kept only when the request could be sent again (no body).
     let saved = resendable.then(|| parts.clone());
-    let mut result = Box::pin(tokio::time::timeout_at(deadline, send(parts, addr, body))).await;
+    let mut result = Box::pin(tokio::time::timeout_at(deadline, send(parts, addr, body))).await.map_err(|_| TimedOut);
     if let Some(saved) = saved
         && let Ok(Some(Err(e))) = &result
         && e.is_connect()
@@ -140,57 +134,74 @@ async fn through_client(
     {
         tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
         addr = other.addr;
-        result = Box::pin(tokio::time::timeout_at(deadline, send(saved, addr, respond::empty()))).await;
+        result = Box::pin(tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())))
+            .await
+            .map_err(|_| TimedOut);
     }
     answer(result, addr, up, timeout, limits, None, on_upgrade)
 }
 
-/// A plain HTTP/1.1 exchange through this worker's pool, connected before anything is sent:
-/// when that fails, another endpoint may take the request, body and all. `addr`: the
-/// endpoint it went to; `cut`: that endpoint's drain signal, for the response body. `None`:
-/// the endpoint was removed and its drain time ended first.
+/// A plain HTTP/1.1 exchange through this worker's pool, connected before anything is sent
+/// (when that fails, another endpoint may take the request, body and all), answered within
+/// the deadline, cut when the endpoint was removed and its drain time ended first.
 // Not an `async fn`, which would hold each argument twice (see the body).
-#[allow(clippy::manual_async_fn)]
+#[allow(clippy::manual_async_fn, clippy::too_many_arguments)]
 fn pooled<'a>(
     req: Request<Body>,
     route: &'a CompiledRoute,
     pick: Pick,
     cx: &'a PickContext<'a>,
-    up: &'a Upstreams,
-    addr: &'a mut SocketAddr,
-    cut: &'a mut Option<Cut>,
-) -> impl Future<Output = Option<Result<Response<pool::PooledBody>, pool::Error>>> + Send + 'a {
-    // An async block, not an `async fn`, which would keep its arguments twice.
+    up: &'a Arc<Upstreams>,
+    (deadline, timeout): (tokio::time::Instant, Duration),
+    limits: Limits,
+) -> impl Future<Output = Response<Body>> + Send + 'a {
+    // An async block, not an `async fn`, which would keep its arguments twice; the deadline
+    // is a branch of the select below, not a `Timeout` around a second future holding the
+    // request again.
     async move {
         let keep = route.route.rule.backend.keepalive;
-        let conn = match pool::checkout(*addr, keep).await {
-            Err(e) if e.is_connect() => match route.retry_pick(cx, pick.upstream, *addr) {
+        let mut addr = pick.endpoint.addr;
+        let checkout = |addr| tokio::time::timeout_at(deadline, pool::checkout(addr, keep));
+        let conn = match checkout(addr).await {
+            Ok(Err(e)) if e.is_connect() => match route.retry_pick(cx, pick.upstream, addr) {
                 Some(other) => {
                     tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
-                    *addr = other.addr;
-                    pool::checkout(*addr, keep).await
+                    addr = other.addr;
+                    checkout(addr).await
                 }
-                None => Err(e),
+                None => Ok(Err(e)),
             },
             r => r,
         };
         let conn = match conn {
-            Ok(c) => c,
-            Err(e) => return Some(Err(e)),
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return answer::<pool::PooledBody, _>(Ok(Some(Err(e))), addr, up, timeout, limits, None, None);
+            }
+            Err(_) => {
+                return answer::<pool::PooledBody, pool::Error>(Err(TimedOut), addr, up, timeout, limits, None, None);
+            }
         };
-        let _guard = up.active.track(*addr);
-        let signal = cut.insert(up.departures.watch(*addr));
-        tokio::select! {
-            r = conn.send(req) => Some(r),
-            _ = signal.cut() => None,
-        }
+        let guard = up.active.track(addr);
+        let mut cut = up.departures.watch(addr);
+        let result = tokio::select! {
+            biased;
+            r = conn.send(req) => Ok(Some(r)),
+            _ = cut.cut() => Ok(None),
+            _ = tokio::time::sleep_until(deadline) => Err(TimedOut),
+        };
+        drop(guard);
+        answer(result, addr, up, timeout, limits, Some(cut), None)
     }
 }
+
+/// The backend did not answer within the request timeout.
+struct TimedOut;
 
 /// The client's answer to what the backend `addr` did: its response (a tunnel for an
 /// upgrade), or 504 / 502 / 400 / 408 / 413 naming no internal address.
 fn answer<B, E>(
-    result: Result<Option<Result<Response<B>, E>>, tokio::time::error::Elapsed>,
+    result: Result<Option<Result<Response<B>, E>>, TimedOut>,
     addr: SocketAddr,
     up: &Arc<Upstreams>,
     timeout: Duration,
