@@ -81,7 +81,7 @@ pub(super) fn forward<'a>(
         let req = Request::from_parts(parts, body);
         return Box::pin(pooled(req, route, pick, cx, up, (deadline, timeout), limits));
     }
-    Box::pin(through_client(parts, body, route, pick, cx, up, (deadline, timeout), limits))
+    Box::pin(through_client(parts, body, upgrade, route, pick, cx, up, (deadline, timeout), limits))
 }
 
 /// HTTPS, gRPC (h2c) and upgrades: through the shared hyper clients.
@@ -89,6 +89,7 @@ pub(super) fn forward<'a>(
 async fn through_client(
     mut parts: http::request::Parts,
     body: Body,
+    upgrade: bool,
     route: &CompiledRoute,
     pick: Pick,
     cx: &PickContext<'_>,
@@ -97,7 +98,6 @@ async fn through_client(
     limits: Limits,
 ) -> Response<Body> {
     let backend = &route.route.rule.backend;
-    let upgrade = is_upgrade(&parts.headers);
     let (scheme, client) = match backend.protocol {
         BackendProtocol::Http => ("http", if backend.keepalive { &up.pooled } else { &up.fresh }),
         BackendProtocol::Https => ("https", if backend.keepalive { &up.pooled } else { &up.fresh }),

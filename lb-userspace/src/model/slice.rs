@@ -5,7 +5,7 @@
 //! its address); this one keeps an endpoint in 64 bytes with no allocation of its own (an
 //! address and a node name up to 24 bytes are inline), of the slice's labels only
 //! `kubernetes.io/service-name` (a map of labels takes a 544-byte node for one label), and of
-//! its annotations only the project's own (`lb.dev/endpoint-weights`).
+//! its annotations only the one the build reads (`lb.dev/endpoint-weights`).
 use compact_str::CompactString;
 use k8s_openapi::{
     api::discovery::v1::{EndpointConditions, EndpointPort},
@@ -14,19 +14,18 @@ use k8s_openapi::{
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+use crate::annotations::lbdev::ENDPOINT_WEIGHTS;
+
 /// The label naming the Service a slice belongs to.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
-/// The project's annotations (a slice's endpoint weights): kept.
-const OWN_ANNOTATIONS: &str = "lb.dev/";
 
 /// A `discovery.k8s.io/v1` EndpointSlice, with the fields the agent uses.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(from = "Wire", into = "Wire")]
 pub struct EndpointSlice {
-    /// What identifies the slice (name, namespace, uid, resource version) and the project's
-    /// own annotations (`lb.dev/...`); other annotations, the labels (the agent reads none
-    /// but the Service's name) and the managed fields are not kept.
+    /// What identifies the slice (name, namespace, uid, resource version) and its endpoint
+    /// weights (`lb.dev/endpoint-weights`); other annotations, the labels (the agent reads
+    /// none but the Service's name) and the managed fields are not kept.
     pub metadata: ObjectMeta,
     /// `kubernetes.io/service-name`: the Service the slice belongs to.
     pub service: Option<CompactString>,
@@ -63,7 +62,7 @@ impl From<Wire> for EndpointSlice {
         let mut metadata = w.metadata;
         let service = metadata.labels.take().and_then(|mut l| l.remove(SERVICE_NAME_LABEL)).map(CompactString::from);
         metadata.annotations = metadata.annotations.take().and_then(|mut a| {
-            a.retain(|key, _| key.starts_with(OWN_ANNOTATIONS));
+            a.retain(|key, _| key == ENDPOINT_WEIGHTS);
             (!a.is_empty()).then_some(a)
         });
         metadata.managed_fields = None;
@@ -132,7 +131,7 @@ mod tests {
         );
         assert_eq!(mine.metadata.labels, None, "not kept");
         let kept = [("lb.dev/endpoint-weights".to_string(), "10.0.0.1=5".to_string())].into();
-        assert_eq!(mine.metadata.annotations, Some(kept), "only the project's own annotations are kept");
+        assert_eq!(mine.metadata.annotations, Some(kept), "only the endpoint weights are kept");
         assert_eq!((mine.address_type.as_str(), &mine.ports), (full.address_type.as_str(), &full.ports));
         assert_eq!(mine.endpoints.len(), full.endpoints.len());
         for (m, f) in mine.endpoints.iter().zip(&full.endpoints) {
