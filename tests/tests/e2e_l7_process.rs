@@ -283,7 +283,8 @@ fn route_changes_reach_the_proxy_and_a_restart_resyncs() {
         return;
     }
     let shape = Shape::Routed;
-    let extra = ["--l7-max-memory-mib=512", "--l7-max-open-files=4096"];
+    // One worker: the proxy's main thread serves the listeners and applies the routes.
+    let extra = ["--l7-max-memory-mib=512", "--l7-max-open-files=4096", "--l7-workers=1"];
     let mut s = Scenario::start_in(shape, 2, &[("shop.yaml", &shop(shape, &[1, 2]))], 1, &extra).unwrap();
     let _servers = servers(&s);
     s.daemon.wait_for_log("L7 listener started", 1, Duration::from_secs(10)).unwrap();
@@ -298,6 +299,10 @@ fn route_changes_reach_the_proxy_and_a_restart_resyncs() {
     let row = |name: &str| limits.lines().find(|l| l.starts_with(name)).unwrap().split_whitespace().collect::<Vec<_>>();
     assert_eq!(row("Max data size")[3..5], ["536870912", "536870912"], "{limits}");
     assert_eq!(row("Max open files")[3..5], ["4096", "4096"], "{limits}");
+    // With one worker the process is one thread (as an nginx worker is), after serving and
+    // applying a change.
+    let threads = fs::read_dir(format!("/proc/{pid}/task")).unwrap().count();
+    assert_eq!(threads, 1, "the one-worker proxy's threads");
 
     // Killed, and the routes change before it is back: the new proxy gets the latest.
     kill_proxy(pid);

@@ -91,7 +91,7 @@ pub fn set_name() {
 pub async fn run(opts: ProcessOptions) -> io::Result<()> {
     let mut proxy = Proxy::with_limits(opts.bind_all.clone(), opts.limits)
         .with_trusted_proxies(opts.trusted.clone())
-        .with_workers(super::workers::Workers::start(opts.workers)?);
+        .with_workers(super::workers::Workers::for_process(opts.workers)?);
     tracing::debug!(workers = opts.workers, "L7 worker threads started");
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

@@ -95,9 +95,9 @@ pub const MAX_H2_PENDING_RESETS: usize = 20;
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr, state: Arc<ListenerState>) {
     let (stream, blocked) = WriteWatch::new(stream);
     match state.tls.load_full() {
-        Some(cfg) => Box::pin(tls(stream, blocked, cfg, Conn { client: peer, local, tls: true }, state)).await,
+        Some(cfg) => Box::pin(tls(stream, blocked, cfg, Conn::new(peer, local, true), state)).await,
         None => {
-            let conn = Conn { client: peer, local, tls: false };
+            let conn = Conn::new(peer, local, false);
             if *HYPER_ONLY {
                 let stream = super::readahead::ReadAhead::new(stream);
                 return Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await;

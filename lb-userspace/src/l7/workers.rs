@@ -33,6 +33,16 @@ impl Workers {
         Ok(Workers { handles, _stop: stops })
     }
 
+    /// The proxy process's workers: with one, the caller's runtime (which also talks to the
+    /// agent) serves the listeners, so the process has a single thread, as an nginx worker
+    /// is: the kernel then takes a socket's file without a reference count on every
+    /// syscall (a file table shared by threads needs one), and there is no second thread
+    /// to switch to on a core the proxy is pinned to. With more, `n` threads
+    /// ([`Workers::start`]). Must run inside a tokio runtime.
+    pub fn for_process(n: usize) -> io::Result<Workers> {
+        if n <= 1 { Ok(Workers::current()) } else { Workers::start(n) }
+    }
+
     /// The runtime of the caller as the only worker (tests; `--l7-mode inline`, where the
     /// agent's runtime serves L7). Must run inside a tokio runtime.
     pub fn current() -> Workers {
