@@ -189,6 +189,7 @@ fn case_json(load: Load, proxy: &str, v: &[Sample]) -> serde_json::Value {
         "p99_ms": s(|x| x.p99_ms),
         "proxy_cpu": s(|x| x.proxy_cpu),
         "rps_per_core": s(|x| x.rps_per_core),
+        "proxy_user_share": s(|x| x.proxy_user_share),
         "segments_per_request": s(|x| x.segments_per_request),
         "load_core_busy": s(|x| x.load_core_busy),
         "requests": v.iter().map(|x| x.requests).sum::<u64>(),

@@ -66,6 +66,9 @@ pub struct Sample {
     pub proxy_cpu: f64,
     /// Requests per second of proxy CPU time: what the proxy costs, whoever the bottleneck.
     pub rps_per_core: f64,
+    /// The share of the proxy's CPU time spent in user space (the rest is the kernel's: its
+    /// syscalls and, on loopback, the receiving side's TCP work).
+    pub proxy_user_share: f64,
     /// TCP segments sent in the namespace per request (client, proxy and backend together).
     pub segments_per_request: f64,
     /// Busy fraction of the load generator's core.
@@ -147,7 +150,9 @@ pub fn run(ns: &Netns, cpus: &[usize], load: Load, port: u16, secs: f64, proxy_p
         bail!("{} load failed ({}): {text}\n{}", load.name(), out.status, String::from_utf8_lossy(&out.stderr));
     }
     let mut s = if load == Load::H2Tls { h2load(&text, &log)? } else { wrk(&text)? };
-    s.proxy_cpu = (cpu1 - cpu0) / wall;
+    let (user, total) = (cpu1.0 - cpu0.0, (cpu1.0 + cpu1.1) - (cpu0.0 + cpu0.1));
+    s.proxy_cpu = total / wall;
+    s.proxy_user_share = if total > 0.0 { user / total } else { 0.0 };
     s.load_core_busy = cpus.iter().map(|c| busy(&cores0, &cores1, *c)).sum::<f64>() / cpus.len().max(1) as f64;
     // Requests over the whole run (h2load's warm-up included), as for rps_per_core.
     let all_requests = s.requests as f64 + if load == Load::H2Tls { s.rps * 0.3 } else { 0.0 };
@@ -237,26 +242,27 @@ fn out_segs(ns: &Netns) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// CPU seconds of `pid` and its children (nginx's worker under its master).
-fn proc_cpu(pid: u32) -> f64 {
-    let ticks = |stat: &str| -> Option<(u32, f64)> {
+/// CPU seconds of `pid` and its children (nginx's worker under its master): (user, system).
+fn proc_cpu(pid: u32) -> (f64, f64) {
+    let ticks = |stat: &str| -> Option<(u32, f64, f64)> {
         // Fields after the command name: state ppid ... utime(14) stime(15).
         let rest = &stat[stat.rfind(')')? + 2..];
         let f: Vec<&str> = rest.split_whitespace().collect();
-        Some((f[1].parse().ok()?, f[11].parse::<f64>().ok()? + f[12].parse::<f64>().ok()?))
+        Some((f[1].parse().ok()?, f[11].parse::<f64>().ok()?, f[12].parse::<f64>().ok()?))
     };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut total = 0.0;
+    let (mut user, mut system) = (0.0, 0.0);
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        if let Some((ppid, t)) = fs::read_to_string(e.path().join("stat")).ok().as_deref().and_then(ticks)
+        if let Some((ppid, u, s)) = fs::read_to_string(e.path().join("stat")).ok().as_deref().and_then(ticks)
             && (p == pid || ppid == pid)
         {
-            total += t;
+            user += u;
+            system += s;
         }
     }
-    total / hz
+    (user / hz, system / hz)
 }
 
 /// (busy, total) jiffies per core from /proc/stat.

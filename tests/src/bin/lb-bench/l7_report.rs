@@ -17,22 +17,32 @@ fn f(v: &Value, k: &str, s: &str) -> f64 {
     v[k][s].as_f64().unwrap_or(0.0)
 }
 
+/// The proxy's CPU µs per request (median rps/core), split into user and kernel time by
+/// the median user share; "—" in a report from before the split was measured.
+fn per_request_split(c: &Value) -> String {
+    let (per_core, user) = (f(c, "rps_per_core", "median"), c["proxy_user_share"]["median"].as_f64());
+    match user {
+        Some(u) if per_core > 0.0 => format!("{:.1} + {:.1}", 1e6 / per_core * u, 1e6 / per_core * (1.0 - u)),
+        _ => "—".to_string(),
+    }
+}
+
 pub fn markdown(s: &mut String, l7: &Value) {
     let _ = writeln!(s, "\n## L7 proxy vs nginx and haproxy\n");
     let _ = writeln!(s, "Arrangement: {}.\n", l7["arrangement"].as_str().unwrap_or(""));
     let _ = writeln!(
         s,
-        "{} repeats of {} s per case and proxy. rps and latency: min / median / max over the repeats; proxy CPU: the proxy's CPU time over the run's wall time (1.00 = its core saturated); rps/core: requests per second of proxy CPU time (what a request costs the proxy, whichever side was the bottleneck); seg/req: TCP segments sent in the namespace per request, by everyone (on loopback the receiving side's work runs on the sender's core, so a proxy that sends more segments also loads the generator's core); load core: how busy the generator's core was (near 100%: the generator and backend, not the proxy's core, limited rps).\n",
+        "{} repeats of {} s per case and proxy. rps and latency: min / median / max over the repeats; proxy CPU: the proxy's CPU time over the run's wall time (1.00 = its core saturated); rps/core: requests per second of proxy CPU time (what a request costs the proxy, whichever side was the bottleneck); µs/req user + kernel: that cost per request, split by where the proxy's CPU time went (/proc utime and stime; the kernel's part is its syscalls and, on loopback, the TCP receive of what it sends); seg/req: TCP segments sent in the namespace per request, by everyone (on loopback the receiving side's work runs on the sender's core, so a proxy that sends more segments also loads the generator's core); load core: how busy the generator's core was (near 100%: the generator and backend, not the proxy's core, limited rps).\n",
         l7["repeats"], l7["seconds_per_run"]
     );
     let _ = writeln!(
         s,
-        "| case | proxy | rps | p50 ms | p99 ms | proxy CPU | rps/core | seg/req | load core | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| case | proxy | rps | p50 ms | p99 ms | proxy CPU | rps/core | µs/req user + kernel | seg/req | load core | errors |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for c in l7["cases"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} / **{:.0}** / {:.0} | {:.2} / **{:.2}** / {:.2} | {:.2} / **{:.2}** / {:.2} | {:.2} | {:.0} | {:.1} | {:.0}% | {} |",
+            "| {} | {} | {:.0} / **{:.0}** / {:.0} | {:.2} / **{:.2}** / {:.2} | {:.2} / **{:.2}** / {:.2} | {:.2} | {:.0} | {} | {:.1} | {:.0}% | {} |",
             c["name"].as_str().unwrap_or(""),
             c["proxy"].as_str().unwrap_or(""),
             f(c, "rps", "min"),
@@ -46,6 +56,7 @@ pub fn markdown(s: &mut String, l7: &Value) {
             f(c, "p99_ms", "max"),
             f(c, "proxy_cpu", "median"),
             f(c, "rps_per_core", "median"),
+            per_request_split(c),
             f(c, "segments_per_request", "median"),
             f(c, "load_core_busy", "median") * 100.0,
             c["errors"],
