@@ -5,6 +5,7 @@
 //! close-delimited) from the connection's buffer.
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header, request};
+use smallvec::SmallVec;
 
 /// A response head larger than this is refused (hyper's client buffer limit).
 pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
@@ -116,13 +117,16 @@ pub struct Head {
 /// needed. Informational answers (1xx but 101) are skipped, as hyper's client skips them.
 pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Malformed> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut headers);
-        let len = match res.parse(buf)? {
-            httparse::Status::Complete(len) => len,
-            httparse::Status::Partial if buf.len() >= MAX_HEAD_BYTES => return Err(Malformed::HeadTooLarge),
-            httparse::Status::Partial => return Ok(None),
-        };
+        // Uninitialised slots and inline spans for a usual head: no 100-slot arrays zeroed
+        // per response.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let len =
+            match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut headers)? {
+                httparse::Status::Complete(len) => len,
+                httparse::Status::Partial if buf.len() >= MAX_HEAD_BYTES => return Err(Malformed::HeadTooLarge),
+                httparse::Status::Partial => return Ok(None),
+            };
         if len > MAX_HEAD_BYTES {
             return Err(Malformed::HeadTooLarge);
         }
@@ -131,21 +135,23 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         let reason = res.reason.filter(|r| Some(*r) != status.canonical_reason()).map(|r| r.as_bytes().to_vec());
         // Offsets into the head, so that values can share its bytes once it is split off.
         let base = buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        let count = res.headers.len();
-        for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-            let n = h.name.as_ptr() as usize - base;
-            let v = h.value.as_ptr() as usize - base;
-            *span = (n, n + h.name.len(), v, v + h.value.len());
-        }
+        let spans: SmallVec<[(usize, usize, usize, usize); 16]> = res
+            .headers
+            .iter()
+            .map(|h| {
+                let n = h.name.as_ptr() as usize - base;
+                let v = h.value.as_ptr() as usize - base;
+                (n, n + h.name.len(), v, v + h.value.len())
+            })
+            .collect();
         let head = buf.split_to(len).freeze();
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
-        let mut map = HeaderMap::with_capacity(count);
+        let mut map = HeaderMap::with_capacity(spans.len());
         let mut keep_alive = version == Version::HTTP_11;
         let mut saw_close = false;
-        for &(n0, n1, v0, v1) in &spans[..count] {
+        for &(n0, n1, v0, v1) in &spans {
             let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Malformed::Header)?;
             let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| Malformed::Header)?;
             if name == header::CONNECTION {
@@ -386,6 +392,22 @@ mod tests {
                 s => return Ok((out, s)),
             }
         }
+    }
+
+    #[test]
+    fn every_header_up_to_the_limit_is_kept_in_order() {
+        let fields = |n: usize| (0..n).map(|i| format!("X-H{i}: v{i}\r\n")).collect::<String>();
+        // Past the inline room for a usual head (16): all kept, in order, values intact.
+        let raw = format!("HTTP/1.1 200 OK\r\n{}Content-Length: 0\r\n\r\n", fields(40));
+        let h = head(&raw, Method::GET).unwrap().unwrap();
+        let got: Vec<String> =
+            h.response.headers().iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect();
+        let want: Vec<String> =
+            (0..40).map(|i| format!("x-h{i}: v{i}")).chain(["content-length: 0".to_string()]).collect();
+        assert_eq!(got, want);
+        // More than MAX_HEADERS fields: refused.
+        let raw = format!("HTTP/1.1 200 OK\r\n{}\r\n", fields(MAX_HEADERS + 1));
+        assert!(head(&raw, Method::GET).is_err());
     }
 
     #[test]

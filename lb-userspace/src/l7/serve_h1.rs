@@ -19,6 +19,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::{Body as _, Frame, SizeHint};
+use smallvec::SmallVec;
 use tokio::{
     io::{AsyncRead, AsyncWriteExt},
     net::{
@@ -63,9 +64,11 @@ struct Head {
 
 /// The head at the front of `buf`, taken from it when it is one this server serves.
 fn parse(buf: &mut BytesMut) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Uninitialised slots, and the names kept inline for a usual head: no 100-slot arrays
+    // zeroed and dropped per request (0.8% of the proxy in keep-alive).
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEADER_BYTES => return Parsed::More,
         // Refused by hyper as it is now (400 or 431).
@@ -82,13 +85,11 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     // off.
     let base = buf.as_ptr() as usize;
     let path_span = (path.as_ptr() as usize - base, path.as_ptr() as usize - base + path.len());
-    let mut names: [Option<HeaderName>; MAX_HEADERS] = [const { None }; MAX_HEADERS];
-    let mut spans = [(0usize, 0usize); MAX_HEADERS];
-    let count = req.headers.len();
+    let mut fields: SmallVec<[(HeaderName, usize, usize); 16]> = SmallVec::new();
     let mut body = Decoding::Done;
     let (mut lengths, mut encodings) = (0, 0);
     let mut keep_alive = true;
-    for ((slot, span), h) in names.iter_mut().zip(spans.iter_mut()).zip(req.headers.iter()) {
+    for h in req.headers.iter() {
         let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else { return Parsed::Hyper };
         let v = h.value;
         if !v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
@@ -114,8 +115,7 @@ fn parse(buf: &mut BytesMut) -> Parsed {
             _ => {}
         }
         let v0 = v.as_ptr() as usize - base;
-        *span = (v0, v0 + v.len());
-        *slot = Some(name);
+        fields.push((name, v0, v0 + v.len()));
     }
     // Two framings or two lengths: hyper's rules (CL dropped for chunked, the connection
     // closed after; differing lengths refused).
@@ -128,9 +128,9 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         return Parsed::Hyper;
     };
     // Room for the forwarding headers the proxy adds (no growing the map per request).
-    let mut map = HeaderMap::with_capacity(count + 4);
-    for (name, &(v0, v1)) in names.iter_mut().zip(&spans).take(count) {
-        let (Some(name), Ok(value)) = (name.take(), HeaderValue::from_maybe_shared(head.slice(v0..v1))) else {
+    let mut map = HeaderMap::with_capacity(fields.len() + 4);
+    for (name, v0, v1) in fields {
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(v0..v1)) else {
             unsplit(buf, &head);
             return Parsed::Hyper;
         };
@@ -527,5 +527,49 @@ async fn write_response(
                 return Err(std::io::Error::other(format!("the response body failed: {e}")));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(n: usize) -> String {
+        (0..n).map(|i| format!("X-H{i}: v{i}\r\n")).collect()
+    }
+
+    #[test]
+    fn a_head_is_taken_with_every_field_in_order() {
+        let raw = format!("GET /a?b HTTP/1.1\r\nHost: x\r\n{}\r\nrest", fields(40));
+        let mut buf = BytesMut::from(raw.as_str());
+        let Parsed::Request(head) = parse(&mut buf) else { panic!("not taken") };
+        assert_eq!(&buf[..], b"rest", "the head is taken from the buffer, the rest left");
+        assert_eq!(head.parts.uri, "/a?b");
+        let got: Vec<String> =
+            head.parts.headers.iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect();
+        let want: Vec<String> =
+            ["host: x".to_string()].into_iter().chain((0..40).map(|i| format!("x-h{i}: v{i}"))).collect();
+        assert_eq!(got, want);
+        assert!(head.keep_alive);
+    }
+
+    #[test]
+    fn heads_it_does_not_take_are_left_for_hyper() {
+        let cases = [
+            // Too many fields: hyper answers 431.
+            format!("GET / HTTP/1.1\r\n{}\r\n", fields(MAX_HEADERS + 1)),
+            // Upgrades and Expect are hyper's.
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_string(),
+            "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n".to_string(),
+            // Two framings.
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
+        ];
+        for raw in cases {
+            let mut buf = BytesMut::from(raw.as_str());
+            assert!(matches!(parse(&mut buf), Parsed::Hyper), "{raw:?}");
+            assert_eq!(&buf[..], raw.as_bytes(), "the bytes are left in place");
+        }
+        let mut partial = BytesMut::from("GET / HTTP/1.1\r\nHost: x\r\n");
+        assert!(matches!(parse(&mut partial), Parsed::More));
     }
 }
