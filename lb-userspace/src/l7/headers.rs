@@ -34,7 +34,9 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
         let mut values = h.get_all(header::CONNECTION).iter();
         let several = values.nth(1).is_some();
         let listed: Vec<HeaderValue> = if several {
-            h.get_all(header::CONNECTION).iter().cloned().collect()
+            let all = h.get_all(header::CONNECTION).iter().cloned().collect();
+            h.remove(header::CONNECTION);
+            all
         } else {
             h.remove(header::CONNECTION).into_iter().collect()
         };
@@ -42,7 +44,7 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
             h.remove(n.trim());
         }
     }
-    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+    for (i, n) in HOP_BY_HOP.iter().enumerate().skip(1) {
         if present & (1 << i) != 0 {
             h.remove(n);
         }
