@@ -63,6 +63,11 @@ impl IpText {
     fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
     }
+
+    fn as_str(&self) -> &str {
+        // Written by `Display`: ASCII.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 /// Serves one request of a listener, whichever server read it (hyper's, or
@@ -318,7 +323,7 @@ fn prepare(
                     Value::RequestHeader(_) => referenced,
                     Value::System(s) => Some(match s {
                         SystemValue::ClientSrcPort => conn.client.port().to_string(),
-                        SystemValue::ClientSrcIp => conn.client.ip().to_string(),
+                        SystemValue::ClientSrcIp => conn.client_ip.as_str().to_owned(),
                         SystemValue::Protocol => (if conn.tls { "https" } else { "http" }).to_owned(),
                         SystemValue::SlbPort => l.port.to_string(),
                         SystemValue::LocalAddr => conn.local.ip().to_string(),
@@ -345,7 +350,7 @@ fn prepare(
 }
 
 /// `X-Forwarded-For`: the previous value (kept from a trusted proxy), then the client's
-/// address; written on the stack and copied once into the value.
+/// address (formatted once for the connection), copied once into the value.
 fn forwarded_for(prev: Option<&str>, ip: &[u8]) -> Option<HeaderValue> {
     match prev {
         Some(p) => {
@@ -368,5 +373,26 @@ static X_FORWARDED_CLIENT_SRCPORT: HeaderName = HeaderName::from_static("x-forwa
 fn put(h: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         h.insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_address_is_kept_as_its_text() {
+        for ip in ["192.0.2.7", "2001:db8::1", "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255", "::ffff:192.0.2.7"] {
+            let addr: std::net::IpAddr = ip.parse().unwrap();
+            let text = IpText::new(addr);
+            assert_eq!(text.as_str(), addr.to_string(), "{ip}");
+            assert_eq!(text.as_bytes(), addr.to_string().as_bytes());
+        }
+        let conn = Conn::new("[2001:db8::2]:4000".parse().unwrap(), "127.0.0.1:80".parse().unwrap(), false);
+        assert_eq!(
+            forwarded_for(Some("198.51.100.1"), conn.client_ip.as_bytes()).unwrap(),
+            "198.51.100.1, 2001:db8::2"
+        );
+        assert_eq!(forwarded_for(None, conn.client_ip.as_bytes()).unwrap(), "2001:db8::2");
     }
 }
