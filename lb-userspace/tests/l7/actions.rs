@@ -14,7 +14,7 @@ async fn actions_and_canary() {
     let mirror = echo("mirror", Duration::ZERO).await;
     let mirrored = r#"[{"type":"TrafficMirror","trafficMirrorConfig":{"targetType":"ForwardGroupMirror","mirrorGroupConfig":{"serverGroupTuples":[{"serviceName":"mirror","servicePort":80}]}}},{"type":"ForwardGroup","ForwardConfig":{"ServerGroups":[{"ServiceName":"a","ServicePort":80,"Weight":100}]}}]"#;
     let lp = format!("[{{\"HTTP\": {port}}}]");
-    let group = r#"[{"type":"ForwardGroup","ForwardConfig":{"ServerGroups":[{"ServiceName":"a","ServicePort":80,"Weight":80},{"ServiceName":"b","ServicePort":80,"Weight":20}]}},{"type":"InsertHeader","InsertHeaderConfig":{"key":"x-from","value":"lb","valueType":"UserDefined"}},{"type":"InsertHeader","InsertHeaderConfig":{"key":"x-client-port","value":"ClientSrcPort","valueType":"SystemDefined"}},{"type":"RemoveHeader","RemoveHeaderConfig":{"key":"x-secret"}}]"#;
+    let group = r#"[{"type":"ForwardGroup","ForwardConfig":{"ServerGroups":[{"ServiceName":"a","ServicePort":80,"Weight":80},{"ServiceName":"b","ServicePort":80,"Weight":20}]}},{"type":"InsertHeader","InsertHeaderConfig":{"key":"x-from","value":"lb","valueType":"UserDefined"}},{"type":"InsertHeader","InsertHeaderConfig":{"key":"x-client-port","value":"ClientSrcPort","valueType":"SystemDefined"}},{"type":"InsertHeader","InsertHeaderConfig":{"key":"x-client-ip","value":"ClientSrcIp","valueType":"SystemDefined"}},{"type":"InsertHeader","InsertHeaderConfig":{"key":"x-proto","value":"Protocol","valueType":"SystemDefined"}},{"type":"InsertHeader","InsertHeaderConfig":{"key":"x-slb-port","value":"SLBPort","valueType":"SystemDefined"}},{"type":"RemoveHeader","RemoveHeaderConfig":{"key":"x-secret"}}]"#;
     let redirect = r#"[{"type":"Redirect","RedirectConfig":{"protocol":"HTTPS","path":"/new","httpCode":"302"}}]"#;
     let fixed = r#"[{"type":"FixedResponse","FixedResponseConfig":{"contentType":"text/plain","httpCode":"418","content":"short and stout"}}]"#;
     let yaml = alb_class(&[(port, "HTTP")])
@@ -92,6 +92,10 @@ async fn actions_and_canary() {
         let j = got.json();
         assert_eq!(j["headers"]["x-from"], "lb");
         assert!(j["headers"]["x-client-port"].as_str().unwrap().parse::<u16>().is_ok());
+        // The client connects from loopback: the address text made once per connection.
+        assert_eq!(j["headers"]["x-client-ip"], "127.0.0.1");
+        assert_eq!(j["headers"]["x-proto"], "http");
+        assert_eq!(j["headers"]["x-slb-port"], port.to_string());
         assert!(j["headers"].get("x-secret").is_none(), "RemoveHeader");
         *counts.entry(got.backend()).or_default() += 1;
     }
