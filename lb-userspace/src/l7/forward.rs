@@ -6,6 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 use ipnet::IpNet;
+use smallvec::SmallVec;
 
 use super::matching::{self, cors_allows, host_without_port, redirects_to_https};
 use super::{
@@ -176,7 +177,7 @@ fn route<'a, B: ClientBody>(
         return Routed::Answer(respond::redirect(301, &respond::location("https", bare_host, port, &path, query)));
     }
     // Borrowed from the request until it is rewritten (no copies on the hot path).
-    let mut header_refs: Vec<(&str, &str)> = Vec::with_capacity(req.headers().len());
+    let mut header_refs: SmallVec<[(&str, &str); 16]> = SmallVec::with_capacity(req.headers().len());
     header_refs.extend(req.headers().iter().filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))));
     let gzip = l.gzip && super::gzip::accepts_gzip(req.headers());
     let view = matching::Request {
@@ -217,7 +218,7 @@ fn route<'a, B: ClientBody>(
         }
         Action::FixedResponse(f) => Routed::Answer(with_cors(rule, origin.as_deref(), respond::fixed(f))),
         Action::Forward { sticky: group, .. } => {
-            let rewritten = matching::rewritten(rule, &caps);
+            let rewritten = matching::rewritten(rule, &path, &caps);
             let (new_path, new_query) = match rewritten.split_once('?') {
                 Some((p, q)) => (p, Some(q)),
                 None => (&*rewritten, query),
@@ -231,6 +232,9 @@ fn route<'a, B: ClientBody>(
                     "no healthy backend for this route",
                 ));
             };
+            // The views into the request end here (the inline list has a destructor, which
+            // would otherwise hold them to the end of the function).
+            drop(header_refs);
             prepare(&mut req, &conn, table, route, (new_path, new_query), trusted);
             mirror(&mut req, route, cx, up, limits.mirror_max_body_bytes, mirror_skipped);
             let timeout = Duration::from_secs(u64::from(l.request_timeout_s));

@@ -148,7 +148,7 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
-        let mut map = HeaderMap::with_capacity(spans.len());
+        let mut map = super::spare_maps::take(spans.len());
         let mut keep_alive = version == Version::HTTP_11;
         let mut saw_close = false;
         for &(n0, n1, v0, v1) in &spans {

@@ -1,6 +1,7 @@
 //! Hop-by-hop headers: what a proxy removes before forwarding, and how an upgrade
 //! (WebSocket, h2c) is recognised.
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+use smallvec::SmallVec;
 
 /// Names made once (removing by `&str` would parse the name on every request).
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -33,7 +34,8 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
     if present & 1 != 0 {
         let mut values = h.get_all(header::CONNECTION).iter();
         let several = values.nth(1).is_some();
-        let listed: Vec<HeaderValue> = if several {
+        // Inline for the usual one or two values: no allocation per answer.
+        let listed: SmallVec<[HeaderValue; 2]> = if several {
             let all = h.get_all(header::CONNECTION).iter().cloned().collect();
             h.remove(header::CONNECTION);
             all

@@ -44,23 +44,22 @@ impl Request<'_> {
     }
 }
 
-/// Capturing groups of the path regex that matched (`groups[0]`: the whole match), and
-/// the request path.
+/// Capturing groups of the path regex that matched (`groups[0]`: the whole match; none
+/// for a literal match, which then allocates nothing).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Captures {
-    pub path: String,
     pub groups: Vec<String>,
 }
 
 impl Captures {
-    fn literal(path: &str) -> Captures {
-        Captures { path: path.to_owned(), groups: Vec::new() }
+    fn literal() -> Captures {
+        Captures { groups: Vec::new() }
     }
 
     fn from_regex(p: &Pattern, path: &str) -> Option<Captures> {
         let c = p.regex.captures(path)?;
         let groups = c.iter().map(|m| m.map(|m| m.as_str().to_owned()).unwrap_or_default()).collect();
-        Some(Captures { path: path.to_owned(), groups })
+        Some(Captures { groups })
     }
 }
 
@@ -92,11 +91,11 @@ pub fn host_matches(m: &HostMatch, host: &str) -> bool {
 
 fn path_matches(m: &PathMatch, path: &str) -> Option<Captures> {
     match m {
-        PathMatch::Exact(p) => (p == path).then(|| Captures::literal(path)),
+        PathMatch::Exact(p) => (p == path).then(Captures::literal),
         PathMatch::Prefix(p) => {
             let ok =
                 p == "/" || path.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-            ok.then(|| Captures::literal(path))
+            ok.then(Captures::literal)
         }
         PathMatch::Regex(r) => Captures::from_regex(r, path),
     }
@@ -119,7 +118,7 @@ pub fn matches(rule: &Rule, host: &str, path: &str) -> Option<Captures> {
     let path_cond = rule.conditions.iter().find_map(|c| if let Condition::Path(p) = c { Some(p) } else { None });
     match path_cond {
         Some(values) => values.iter().find_map(|v| match v {
-            PathValue::Exact(p) => (p == path).then(|| Captures::literal(path)),
+            PathValue::Exact(p) => (p == path).then(Captures::literal),
             PathValue::Regex(r) => Captures::from_regex(r, path),
         }),
         None => path_matches(&rule.path.matcher, path),
@@ -162,15 +161,16 @@ pub fn select_request<'a>(rules: &'a [Rule], req: &Request<'_>) -> Option<(&'a R
     rules.iter().find_map(|r| matches_request(r, req).map(|c| (r, c)))
 }
 
-/// The request path after the rule's `rewrite-target` (the path itself when there is none).
-/// Groups that did not take part in the match are empty.
-pub fn rewrite(rule: &Rule, caps: &Captures) -> String {
-    rewritten(rule, caps).into_owned()
+/// The request `path` after the rule's `rewrite-target` (the path itself when there is
+/// none), `caps` being what the rule's match of `path` captured. Groups that did not take
+/// part in the match are empty.
+pub fn rewrite(rule: &Rule, path: &str, caps: &Captures) -> String {
+    rewritten(rule, path, caps).into_owned()
 }
 
 /// [`rewrite`], borrowing the request path when the rule has no `rewrite-target`.
-pub fn rewritten<'a>(rule: &Rule, caps: &'a Captures) -> Cow<'a, str> {
-    let Some(t) = &rule.rewrite else { return Cow::Borrowed(&caps.path) };
+pub fn rewritten<'a>(rule: &Rule, path: &'a str, caps: &'a Captures) -> Cow<'a, str> {
+    let Some(t) = &rule.rewrite else { return Cow::Borrowed(path) };
     let mut out = String::with_capacity(t.len());
     let mut rest = t.as_str();
     while let Some(i) = rest.find("${") {

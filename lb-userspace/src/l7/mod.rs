@@ -26,6 +26,7 @@ pub mod send;
 mod serve_h1;
 pub mod server;
 mod session;
+mod spare_maps;
 pub mod sticky;
 pub mod supervise;
 pub mod upstreams;

@@ -136,11 +136,15 @@ fn check_in(addr: SocketAddr, wire: Wire) {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.entry(addr).or_default();
+        // One clock read for the check and the stamp.
+        let now = Instant::now();
         // The oldest go first: past the idle time, or past the count kept.
-        while list.front().is_some_and(|i| i.since.elapsed() >= IDLE_TIMEOUT) || list.len() >= MAX_IDLE_PER_ENDPOINT {
+        while list.front().is_some_and(|i| now.duration_since(i.since) >= IDLE_TIMEOUT)
+            || list.len() >= MAX_IDLE_PER_ENDPOINT
+        {
             list.pop_front();
         }
-        list.push_back(Idle { wire, since: Instant::now() });
+        list.push_back(Idle { wire, since: now });
     });
 }
 
@@ -177,6 +181,8 @@ impl Conn {
         head.clear();
         head.reserve(64 + 48 * parts.headers.len());
         let sending = h1::encode_request(&mut parts, empty, body.size_hint().exact(), &mut head);
+        // Written out: its map goes to the next message parsed on this thread.
+        super::spare_maps::give_back(std::mem::take(&mut parts.headers));
         let method = parts.method;
         async move {
             let (answer, finished) = match exchange(&mut self.wire, &head, sending, &mut body, &method).await {

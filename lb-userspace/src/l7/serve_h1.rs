@@ -17,7 +17,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use hyper::body::{Body as _, Frame, SizeHint};
 use smallvec::SmallVec;
 use tokio::{
@@ -34,6 +34,7 @@ use super::{
     limits::WriteWatch,
     listener::{Activity, InFlight, ListenerState, MAX_HEADER_BYTES, respond_to},
     respond::Body,
+    spare_maps,
 };
 
 /// Headers of one request, at most (hyper's default: more goes to hyper, which answers 431).
@@ -42,6 +43,8 @@ const MAX_HEADERS: usize = 100;
 const MAX_URI_LEN: usize = u16::MAX as usize - 1;
 /// What one read of the client asks for at least.
 const READ_CHUNK: usize = 4096;
+/// The buffer a request's first bytes are kept in, at least.
+const FIRST_ROOM: usize = 1024;
 /// Response bytes gathered before they are written even though more are ready.
 const MAX_GATHER: usize = 64 * 1024;
 
@@ -127,8 +130,9 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         unsplit(buf, &head);
         return Parsed::Hyper;
     };
-    // Room for the forwarding headers the proxy adds (no growing the map per request).
-    let mut map = HeaderMap::with_capacity(fields.len() + 4);
+    // Room for the forwarding headers the proxy adds (no growing the map per request), in a
+    // map an earlier message left.
+    let mut map = spare_maps::take(fields.len() + 4);
     for (name, v0, v1) in fields {
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(v0..v1)) else {
             unsplit(buf, &head);
@@ -189,7 +193,10 @@ impl Reader {
             std::task::ready!(Pin::new(&mut self.rd).poll_read(cx, &mut first))?;
             let n = first.filled().len();
             if n > 0 {
-                self.buf.reserve(READ_CHUNK);
+                // Room for what came, at least a small block (which the allocator keeps a
+                // per-thread cache of) rather than a 4 KiB one per request; more is made when
+                // more is to be read.
+                self.buf.reserve(n.max(FIRST_ROOM));
                 self.buf.extend_from_slice(first.filled());
             }
             return Poll::Ready(Ok(n));
@@ -466,7 +473,8 @@ async fn write_response(
     out.clear();
     out.reserve(1024);
     let (sending, keep_alive) = encode_head(&resp, head_only, keep_alive, out);
-    let mut body = resp.into_body();
+    let (mut parts, mut body) = resp.into_parts();
+    spare_maps::give_back(std::mem::take(&mut parts.headers));
     let mut left = match sending {
         Sending::Nothing => {
             wr.write_all(out).await?;

@@ -59,7 +59,7 @@ proptest! {
         // Every rule's own functions are total too.
         for r in &a.rules {
             if let Some(c) = matches(r, "a.example.com", "/a/b") {
-                let _ = rewrite(r, &c);
+                let _ = rewrite(r, "/a/b", &c);
             }
         }
     }

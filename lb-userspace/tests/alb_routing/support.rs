@@ -71,8 +71,8 @@ pub fn select_request<'a>(rules: &'a [alb::Rule], req: &Request<'_>) -> Option<(
     rules.iter().find_map(|r| matches_request(r, req).map(|c| (r, c)))
 }
 
-pub fn rewrite(r: &alb::Rule, c: &Captures) -> String {
-    matching::rewrite(&served(r), c)
+pub fn rewrite(r: &alb::Rule, path: &str, c: &Captures) -> String {
+    matching::rewrite(&served(r), path, c)
 }
 
 /// Whether the canary takes a request (see `matching::canary_selects`).

@@ -164,7 +164,7 @@ fn outcome(rules: &[alb::Rule], served: &[route::Rule], r: &Req) -> Value {
         "service": service(written),
     });
     if rule.rewrite.is_some() {
-        out["rewritten"] = json!(matching::rewrite(rule, &caps));
+        out["rewritten"] = json!(matching::rewrite(rule, req.path, &caps));
     }
     if let Some(c) = &rule.canary {
         out["canary"] = json!(matching::canary_selects(c, |n| req.header(n), |n| req.cookie(n), r.roll.unwrap_or(0)));
