@@ -148,28 +148,40 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
+        // Persistence and framing are read from the hop-by-hop fields, which then stay
+        // here with the names Connection lists (RFC 9110 7.6.1): the answer goes on without
+        // them, and is not stripped of them afterwards by removals from its map.
+        let (mut close, mut keep) = (false, false);
+        let mut listed: SmallVec<[&[u8]; 4]> = SmallVec::new();
+        let mut te = None;
+        for &(n0, n1, v0, v1) in &spans {
+            let name = &head[n0..n1];
+            if name.eq_ignore_ascii_case(b"connection") {
+                for token in head[v0..v1].split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep |= token.eq_ignore_ascii_case(b"keep-alive");
+                    listed.push(token);
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                te = Some(&head[v0..v1]);
+            }
+        }
+        let keep_alive = !close && (version == Version::HTTP_11 || keep);
+        let framing = framing(status, version, method, te, &spans, &head)?;
         let mut map = super::spare_maps::take(spans.len());
-        let mut keep_alive = version == Version::HTTP_11;
-        let mut saw_close = false;
         for &(n0, n1, v0, v1) in &spans {
             let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Malformed::Header)?;
-            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| Malformed::Header)?;
-            if name == header::CONNECTION {
-                if saw_close || has_token(&value, "close") {
-                    saw_close = true;
-                    keep_alive = false;
-                } else if !keep_alive {
-                    keep_alive = has_token(&value, "keep-alive");
-                }
+            // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and an intermediary
+            // removes it before passing the message on (a client trusting it would frame the
+            // body differently: response splitting).
+            if super::headers::is_hop_by_hop(&name)
+                || (te.is_some() && name == header::CONTENT_LENGTH)
+                || listed.iter().any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
+            {
+                continue;
             }
+            let value = HeaderValue::from_maybe_shared(head.slice(v0..v1)).map_err(|_| Malformed::Header)?;
             map.append(name, value);
-        }
-        let framing = framing(status, version, method, &map)?;
-        if map.contains_key(header::TRANSFER_ENCODING) {
-            // RFC 9112 6.3: Transfer-Encoding overrides it, and an intermediary removes it
-            // before passing the message on (a client trusting it would frame the body
-            // differently: response splitting).
-            map.remove(header::CONTENT_LENGTH);
         }
         let mut response = http::Response::new(());
         *response.status_mut() = status;
@@ -183,21 +195,35 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
     }
 }
 
-/// RFC 9112 6.3, as hyper's client applies it (`Client::decoder`).
-fn framing(status: StatusCode, version: Version, method: &Method, h: &HeaderMap) -> Result<Framing, Malformed> {
+/// RFC 9112 6.3, as hyper's client applies it (`Client::decoder`). `te`: the last
+/// Transfer-Encoding value; `spans`: where each field's name and value are in `head`.
+fn framing(
+    status: StatusCode,
+    version: Version,
+    method: &Method,
+    te: Option<&[u8]>,
+    spans: &[(usize, usize, usize, usize)],
+    head: &[u8],
+) -> Result<Framing, Malformed> {
     if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
     if *method == Method::HEAD || (*method == Method::CONNECT && status.is_success()) {
         return Ok(Framing::Empty);
     }
-    if h.contains_key(header::TRANSFER_ENCODING) {
+    if let Some(te) = te {
         if version == Version::HTTP_10 {
             return Err(Malformed::TransferEncoding10);
         }
-        return Ok(if is_chunked(h) { Framing::Chunked } else { Framing::Close });
+        // `chunked` is the last coding of the last line.
+        let last = te.rsplit(|b| *b == b',').next().unwrap_or_default().trim_ascii();
+        return Ok(if last.eq_ignore_ascii_case(b"chunked") { Framing::Chunked } else { Framing::Close });
     }
-    Ok(match content_length(h)? {
+    let lengths = spans
+        .iter()
+        .filter(|&&(n0, n1, ..)| head[n0..n1].eq_ignore_ascii_case(b"content-length"))
+        .map(|&(.., v0, v1)| &head[v0..v1]);
+    Ok(match lengths_agree(lengths)? {
         Some(n) => Framing::Length(n),
         None => Framing::Close,
     })
@@ -205,11 +231,15 @@ fn framing(status: StatusCode, version: Version, method: &Method, h: &HeaderMap)
 
 /// Every `Content-Length` value (lists included) must be the same number.
 pub fn content_length(h: &HeaderMap) -> Result<Option<u64>, Malformed> {
+    lengths_agree(h.get_all(header::CONTENT_LENGTH).iter().map(HeaderValue::as_bytes))
+}
+
+/// The one number all these `Content-Length` values (lists included) say.
+fn lengths_agree<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u64>, Malformed> {
     let mut found = None;
-    for v in h.get_all(header::CONTENT_LENGTH) {
-        let s = v.to_str().map_err(|_| Malformed::ContentLength)?;
-        for part in s.split(',') {
-            let part = part.trim().as_bytes();
+    for v in values {
+        for part in v.split(|b| *b == b',') {
+            let part = part.trim_ascii();
             if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
                 return Err(Malformed::ContentLength);
             }
@@ -234,10 +264,6 @@ fn is_chunked(h: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.rsplit(',').next())
         .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-}
-
-fn has_token(v: &HeaderValue, token: &str) -> bool {
-    v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// Where a response body's decoding is.
@@ -429,6 +455,25 @@ mod tests {
         let h = head("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", Method::POST).unwrap().unwrap();
         assert_eq!((h.response.status(), h.framing), (StatusCode::NO_CONTENT, Framing::Empty));
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: 5", Method::GET).unwrap().is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_the_names_connection_lists_stay_behind() {
+        let raw = "HTTP/1.1 200 OK\r\nX-Private: 1\r\nConnection: keep-alive, X-Private\r\nKeep-Alive: timeout=5\r\n\
+                   Proxy-Connection: x\r\nTrailer: y\r\nUpgrade: z\r\nContent-Length: 3\r\nVary: a\r\n\r\n";
+        let h = head(raw, Method::GET).unwrap().unwrap();
+        let names: Vec<&str> = h.response.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-length", "vary"]);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(3), true));
+        // Transfer-Encoding frames the body and goes, with the Content-Length it overrides.
+        let raw =
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip, chunked\r\nConnection: Close\r\n\r\n";
+        let h = head(raw, Method::GET).unwrap().unwrap();
+        assert!(h.response.headers().is_empty());
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        // Two Connection lines: close in either ends the connection.
+        let raw = "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        assert!(!head(raw, Method::GET).unwrap().unwrap().keep_alive);
     }
 
     #[test]

@@ -15,6 +15,11 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// A hop-by-hop name (`te` aside, which [`strip_hop_by_hop`] keeps as `te: trailers`).
+pub(super) fn is_hop_by_hop(n: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(n)
+}
+
 /// Removes hop-by-hop headers, and those named in `Connection`. `te: trailers` stays (gRPC).
 pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
     // One pass over the (few) names present, noting which hop-by-hop ones are (a standard
