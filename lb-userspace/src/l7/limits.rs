@@ -265,6 +265,10 @@ impl<T> WriteWatch<T> {
         self.io
     }
 
+    pub fn get_ref(&self) -> &T {
+        &self.io
+    }
+
     fn record<R>(&self, r: &Poll<R>) {
         match r {
             Poll::Pending => {

@@ -288,6 +288,7 @@ pub(super) async fn serve(
 ) -> Option<(TcpStream, BytesMut)> {
     let reader = Arc::new(Mutex::new(Reader { rd, buf: BytesMut::new(), body: Decoding::Done, broken: false }));
     let mut out = Vec::new();
+    let mut nagle = Nagle::Unwritten;
     loop {
         activity.reading_head(true);
         {
@@ -323,7 +324,7 @@ pub(super) async fn serve(
         // connection's own future stays small while it waits for the next one).
         let resp = Box::pin(respond_to(req, conn, state.clone())).await;
         keep_alive &= !activity.closing();
-        let written = write_response(&mut wr, resp, head_only, keep_alive, &mut out).await;
+        let written = write_response(&mut wr, resp, head_only, keep_alive, &mut out, &mut nagle).await;
         inflight.done();
         // The request body read to its end, and nothing of it left for the next request.
         let clean = {
@@ -461,6 +462,37 @@ fn date(dst: &mut Vec<u8>) {
     });
 }
 
+/// Nagle's algorithm on a client connection: turned off (TCP_NODELAY) before the
+/// connection's second write, as nginx turns it off when a connection goes keep-alive. The
+/// first write has nothing unacknowledged before it for Nagle to hold it back for (Linux
+/// holds a short segment back only while an earlier short one is unacknowledged, so not the
+/// tail of one large write either), so a connection that carries one answer in one write (a
+/// new connection per request) needs no syscall for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nagle {
+    Unwritten,
+    On,
+    Off,
+}
+
+/// Writes `out` to the client, Nagle off from the connection's second write (not an
+/// `async fn`: the write's future is all the caller holds).
+fn put<'a>(
+    wr: &'a mut WriteWatch<OwnedWriteHalf>,
+    out: &'a [u8],
+    nagle: &mut Nagle,
+) -> impl Future<Output = std::io::Result<()>> + 'a {
+    match *nagle {
+        Nagle::Unwritten => *nagle = Nagle::On,
+        Nagle::On => {
+            let _ = wr.get_ref().as_ref().set_nodelay(true);
+            *nagle = Nagle::Off;
+        }
+        Nagle::Off => {}
+    }
+    wr.write_all(out)
+}
+
 /// Writes `resp`: its head and as much of its body as is ready in one write, then the rest
 /// as it comes. `Ok(true)`: written whole, and the connection may carry another request.
 async fn write_response(
@@ -469,6 +501,7 @@ async fn write_response(
     head_only: bool,
     keep_alive: bool,
     out: &mut Vec<u8>,
+    nagle: &mut Nagle,
 ) -> std::io::Result<bool> {
     out.clear();
     out.reserve(1024);
@@ -477,7 +510,7 @@ async fn write_response(
     spare_maps::give_back(std::mem::take(&mut parts.headers));
     let mut left = match sending {
         Sending::Nothing => {
-            wr.write_all(out).await?;
+            put(wr, out, nagle).await?;
             return Ok(keep_alive);
         }
         Sending::Length(n) => n,
@@ -493,7 +526,7 @@ async fn write_response(
         .await;
         match next {
             None => {
-                wr.write_all(out).await?;
+                put(wr, out, nagle).await?;
                 out.clear();
             }
             Some(Some(Ok(frame))) => {
@@ -509,12 +542,12 @@ async fn write_response(
                     out.extend_from_slice(&data[..n]);
                     left -= n as u64;
                     if left == 0 {
-                        wr.write_all(out).await?;
+                        put(wr, out, nagle).await?;
                         return Ok(keep_alive);
                     }
                 }
                 if out.len() >= MAX_GATHER {
-                    wr.write_all(out).await?;
+                    put(wr, out, nagle).await?;
                     out.clear();
                 }
             }
@@ -522,7 +555,7 @@ async fn write_response(
                 if sending == Sending::Chunked {
                     out.extend_from_slice(h1::LAST_CHUNK);
                 }
-                wr.write_all(out).await?;
+                put(wr, out, nagle).await?;
                 // A body shorter than its length: the client can only tell by the close.
                 return Ok(keep_alive && (sending == Sending::Chunked || left == 0));
             }
@@ -530,7 +563,7 @@ async fn write_response(
                 // As hyper: the answer is cut off (the client sees the connection close
                 // within it).
                 if !out.is_empty() {
-                    let _ = wr.write_all(out).await;
+                    let _ = put(wr, out, nagle).await;
                 }
                 return Err(std::io::Error::other(format!("the response body failed: {e}")));
             }
@@ -559,6 +592,22 @@ mod tests {
             ["host: x".to_string()].into_iter().chain((0..40).map(|i| format!("x-h{i}: v{i}"))).collect();
         assert_eq!(got, want);
         assert!(head.keep_alive);
+    }
+
+    #[tokio::test]
+    async fn nagle_goes_off_before_a_connections_second_write() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_rd, wr) = server.into_split();
+        let (mut wr, _) = WriteWatch::new(wr);
+        let mut nagle = Nagle::Unwritten;
+        put(&mut wr, b"first", &mut nagle).await.unwrap();
+        assert!(!wr.get_ref().as_ref().nodelay().unwrap(), "one write: no syscall for it");
+        put(&mut wr, b"second", &mut nagle).await.unwrap();
+        assert!(wr.get_ref().as_ref().nodelay().unwrap(), "off from the second write on");
+        assert_eq!(nagle, Nagle::Off);
+        drop(client);
     }
 
     #[test]

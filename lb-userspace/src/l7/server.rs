@@ -65,7 +65,6 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
                         continue;
                     };
                     state.counters.connections.fetch_add(1, Ordering::Relaxed);
-                    let _ = stream.set_nodelay(true);
                     let local = stream.local_addr().unwrap_or(peer);
                     let state = state.clone();
                     tokio::spawn(async move {
@@ -93,16 +92,26 @@ pub const MAX_H2_PENDING_RESETS: usize = 20;
 /// runtime moves a task's future by value when it spawns it; unboxed, that was the largest
 /// copy per connection in the profile), and stays small while the connection is idle.
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr, state: Arc<ListenerState>) {
-    let (stream, blocked) = WriteWatch::new(stream);
-    match state.tls.load_full() {
-        Some(cfg) => Box::pin(tls(stream, blocked, cfg, Conn::new(peer, local, true), state)).await,
+    let tls_config = state.tls.load_full();
+    // TLS and hyper's servers write a connection in many small writes: no Nagle delay for
+    // them. The proxy's own HTTP/1.1 server turns it off before a connection's second write.
+    if tls_config.is_some() || *HYPER_ONLY {
+        let _ = stream.set_nodelay(true);
+    }
+    match tls_config {
+        Some(cfg) => {
+            let (stream, blocked) = WriteWatch::new(stream);
+            Box::pin(tls(stream, blocked, cfg, Conn::new(peer, local, true), state)).await
+        }
         None => {
             let conn = Conn::new(peer, local, false);
             if *HYPER_ONLY {
+                let (stream, blocked) = WriteWatch::new(stream);
                 let stream = super::readahead::ReadAhead::new(stream);
                 return Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await;
             }
-            Box::pin(plain(stream.into_inner(), conn, state)).await
+            // Its write half is watched (`plain`), not the whole stream.
+            Box::pin(plain(stream, conn, state)).await
         }
     }
 }
@@ -157,6 +166,7 @@ async fn plain(stream: tokio::net::TcpStream, conn: Conn, state: Arc<ListenerSta
         return;
     };
     state.counters.handed_to_hyper.fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
     let (stream, blocked) = WriteWatch::new(stream);
     let stream = super::readahead::ReadAhead::holding(stream, read.to_vec());
     Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await
@@ -241,16 +251,19 @@ async fn watch_connection<F: Future>(
 ) -> Option<F::Output> {
     let idle = Duration::from_secs(u64::from(state.table.load().listener.idle_timeout_s.max(1)));
     let mut drain = state.drain.clone();
-    // The first tick one period on (a connection has nothing to check at its start).
+    // The first tick one period on (a connection has nothing to check at its start); a timer
+    // in the connection's own future, re-armed after each tick (an `Interval` boxes its own).
     let period = Duration::from_millis(250).min(idle);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let tick = tokio::time::sleep(period);
+    tokio::pin!(tick);
     let mut closing = false;
     // Set when draining starts: what is still in flight then is closed at this deadline.
     let mut drain_deadline = None;
     loop {
         tokio::select! {
             r = served.as_mut() => return Some(r),
-            _ = tick.tick() => {
+            () = &mut tick => {
+                tick.as_mut().reset(tokio::time::Instant::now() + period);
                 if blocked.for_how_long() >= state.limits.body_idle {
                     tracing::debug!(client = %conn.client, "connection closed: the client read nothing of its answer");
                     return None;
