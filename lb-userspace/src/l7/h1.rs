@@ -158,9 +158,18 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             let name = &head[n0..n1];
             if name.eq_ignore_ascii_case(b"connection") {
                 for token in head[v0..v1].split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep |= token.eq_ignore_ascii_case(b"keep-alive");
-                    listed.push(token);
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep = true;
+                    } else if !token.is_empty() && !listed.iter().any(|t| t.eq_ignore_ascii_case(token)) {
+                        // Names to leave behind, each once; more than a head has fields is no
+                        // answer a proxy takes.
+                        if listed.len() >= MAX_HEADERS {
+                            return Err(Malformed::Header);
+                        }
+                        listed.push(token);
+                    }
                 }
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 te = Some(&head[v0..v1]);
@@ -474,6 +483,17 @@ mod tests {
         // Two Connection lines: close in either ends the connection.
         let raw = "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
         assert!(!head(raw, Method::GET).unwrap().unwrap().keep_alive);
+        // Empty and repeated names cost nothing; more distinct names than a head has fields
+        // are refused.
+        let commas = format!(
+            "HTTP/1.1 200 OK\r\nConnection: {}x-a, X-A\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+            ",".repeat(5000)
+        );
+        let h = head(&commas, Method::GET).unwrap().unwrap();
+        assert_eq!(h.response.headers().keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["content-length"]);
+        let names: Vec<String> = (0..=MAX_HEADERS).map(|i| format!("x-{i}")).collect();
+        let many = format!("HTTP/1.1 200 OK\r\nConnection: {}\r\nContent-Length: 0\r\n\r\n", names.join(","));
+        assert!(matches!(head(&many, Method::GET), Err(Malformed::Header)));
     }
 
     #[test]

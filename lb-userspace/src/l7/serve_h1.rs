@@ -45,6 +45,9 @@ const MAX_URI_LEN: usize = u16::MAX as usize - 1;
 const READ_CHUNK: usize = 4096;
 /// The buffer a request's first bytes are kept in, at least.
 const FIRST_ROOM: usize = 1024;
+/// A write up to this size goes out in one send on a new connection (the kernel's default
+/// send buffer, `tcp_wmem`, is 16 KiB).
+const ONE_SEND: usize = 16 * 1024;
 /// Response bytes gathered before they are written even though more are ready.
 const MAX_GATHER: usize = 64 * 1024;
 
@@ -465,9 +468,10 @@ fn date(dst: &mut Vec<u8>) {
 /// Nagle's algorithm on a client connection: turned off (TCP_NODELAY) before the
 /// connection's second write, as nginx turns it off when a connection goes keep-alive. The
 /// first write has nothing unacknowledged before it for Nagle to hold it back for (Linux
-/// holds a short segment back only while an earlier short one is unacknowledged, so not the
-/// tail of one large write either), so a connection that carries one answer in one write (a
-/// new connection per request) needs no syscall for it.
+/// holds a short segment back only while an earlier short one is unacknowledged), so a
+/// connection that carries one answer in one write (a new connection per request) needs no
+/// syscall for it. A first write larger than [`ONE_SEND`] may take several sends (a new
+/// socket's send buffer), each of which can leave a short segment: Nagle goes off before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Nagle {
     Unwritten,
@@ -483,12 +487,12 @@ fn put<'a>(
     nagle: &mut Nagle,
 ) -> impl Future<Output = std::io::Result<()>> + 'a {
     match *nagle {
-        Nagle::Unwritten => *nagle = Nagle::On,
-        Nagle::On => {
+        Nagle::Unwritten if out.len() <= ONE_SEND => *nagle = Nagle::On,
+        Nagle::Off => {}
+        Nagle::Unwritten | Nagle::On => {
             let _ = wr.get_ref().as_ref().set_nodelay(true);
             *nagle = Nagle::Off;
         }
-        Nagle::Off => {}
     }
     wr.write_all(out)
 }
@@ -608,6 +612,21 @@ mod tests {
         assert!(wr.get_ref().as_ref().nodelay().unwrap(), "off from the second write on");
         assert_eq!(nagle, Nagle::Off);
         drop(client);
+        // A first write that may take several sends: off before it.
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_rd, wr) = server.into_split();
+        let (mut wr, _) = WriteWatch::new(wr);
+        let mut nagle = Nagle::Unwritten;
+        let large = vec![b'x'; ONE_SEND + 1];
+        let mut read = client;
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; ONE_SEND + 1];
+            tokio::io::AsyncReadExt::read_exact(&mut read, &mut got).await.map(|_| ())
+        });
+        put(&mut wr, &large, &mut nagle).await.unwrap();
+        assert!(wr.get_ref().as_ref().nodelay().unwrap());
+        reader.await.unwrap().unwrap();
     }
 
     #[test]

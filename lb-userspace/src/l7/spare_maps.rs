@@ -5,9 +5,11 @@ use std::cell::RefCell;
 
 use http::HeaderMap;
 
-/// Maps kept per thread, at most.
-const KEPT: usize = 64;
-/// A map with room for more fields than this is not kept (a rare large head does not stay).
+/// Maps kept per thread, at most (one per message in flight on the thread is enough to
+/// take the churn).
+const KEPT: usize = 16;
+/// A map with room for, or holding, more fields than this is not kept (a rare large head
+/// does not stay: `len` counts each value of a repeated name, which `capacity` does not).
 const MAX_FIELDS: usize = 48;
 
 thread_local! {
@@ -16,7 +18,7 @@ thread_local! {
 
 /// An empty map with room for `fields`.
 pub fn take(fields: usize) -> HeaderMap {
-    match SPARE.with(|s| s.borrow_mut().pop()) {
+    match SPARE.try_with(|s| s.borrow_mut().pop()).ok().flatten() {
         Some(mut map) => {
             map.reserve(fields);
             map
@@ -27,11 +29,11 @@ pub fn take(fields: usize) -> HeaderMap {
 
 /// `map`, done with: kept, emptied, for a next message.
 pub fn give_back(mut map: HeaderMap) {
-    if map.capacity() == 0 || map.capacity() > MAX_FIELDS {
+    if map.capacity() == 0 || map.capacity() > MAX_FIELDS || map.len() > MAX_FIELDS {
         return;
     }
     map.clear();
-    SPARE.with(|s| {
+    let _ = SPARE.try_with(|s| {
         let mut spare = s.borrow_mut();
         if spare.len() < KEPT {
             spare.push(map);
@@ -62,5 +64,15 @@ mod tests {
         }
         give_back(big);
         assert!(take(1).capacity() <= MAX_FIELDS);
+        // Nor one holding many values of one name (kept apart from its index table).
+        let mut repeated = take(1);
+        for i in 0..200 {
+            repeated.append(header::COOKIE, HeaderValue::from(i));
+        }
+        assert!(repeated.capacity() <= MAX_FIELDS, "a small index table");
+        let spares = || SPARE.with(|s| s.borrow().len());
+        let before = spares();
+        give_back(repeated);
+        assert_eq!(spares(), before, "not kept");
     }
 }

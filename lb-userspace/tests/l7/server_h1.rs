@@ -116,6 +116,29 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(handed(&p), 0, "plain HTTP/1.1 stays on the proxy's own server");
 }
 
+/// Header maps are reused once a head is written out (`l7/spare_maps.rs`): nothing of one
+/// request reaches the backend with the next, on the same connection or another.
+#[tokio::test]
+async fn no_field_of_one_request_goes_with_the_next() {
+    let port = free_port();
+    let (_b, _p) = one_backend(port).await;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut other = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    for (i, on_other) in [false, false, true, false].into_iter().enumerate() {
+        let conn = if on_other { &mut other } else { &mut s };
+        let extra = if i == 0 { "X-Only-First: yes\r\nCookie: a=1\r\n" } else { "" };
+        conn.write_all(format!("GET /{i} HTTP/1.1\r\nHost: ab.test\r\n{extra}\r\n").as_bytes()).await.unwrap();
+        let got = answers(conn, 1, false).await;
+        let headers = &got[0].json()["headers"];
+        assert_eq!(got[0].json()["uri"], format!("/{i}"));
+        if i == 0 {
+            assert_eq!(headers["x-only-first"], "yes", "{headers}");
+        } else {
+            assert!(headers.get("x-only-first").is_none() && headers.get("cookie").is_none(), "request {i}: {headers}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn heads_and_bodies_split_across_reads() {
     let port = free_port();
