@@ -224,9 +224,7 @@ fn framing(
         if version == Version::HTTP_10 {
             return Err(Malformed::TransferEncoding10);
         }
-        // `chunked` is the last coding of the last line.
-        let last = te.rsplit(|b| *b == b',').next().unwrap_or_default().trim_ascii();
-        return Ok(if last.eq_ignore_ascii_case(b"chunked") { Framing::Chunked } else { Framing::Close });
+        return Ok(if ends_chunked(te) { Framing::Chunked } else { Framing::Close });
     }
     let lengths = spans
         .iter()
@@ -265,14 +263,17 @@ fn lengths_agree<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u6
     Ok(found)
 }
 
-/// `chunked` is the last coding of the last `Transfer-Encoding` line.
+/// `chunked` is the last coding of the last `Transfer-Encoding` line (a text one).
 fn is_chunked(h: &HeaderMap) -> bool {
     h.get_all(header::TRANSFER_ENCODING)
         .iter()
         .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.rsplit(',').next())
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+        .is_some_and(|v| v.to_str().is_ok() && ends_chunked(v.as_bytes()))
+}
+
+/// `chunked` is the last coding of this `Transfer-Encoding` value.
+fn ends_chunked(te: &[u8]) -> bool {
+    te.rsplit(|b| *b == b',').next().unwrap_or_default().trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
 /// Where a response body's decoding is.
