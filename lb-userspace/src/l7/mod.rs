@@ -29,6 +29,7 @@ mod session;
 mod spare_maps;
 pub mod sticky;
 pub mod supervise;
+mod ticker;
 pub mod upstreams;
 pub mod workers;
 

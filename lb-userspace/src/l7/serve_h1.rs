@@ -337,13 +337,50 @@ pub(super) async fn serve(
         match written {
             Ok(true) if clean && !activity.closing() => {}
             Ok(_) => {
-                let _ = wr.shutdown().await;
+                close(reader, wr, clean).await;
                 return None;
             }
             Err(e) => {
                 tracing::debug!(client = %conn.client, error = %e, "connection ended within a response");
                 return None;
             }
+        }
+    }
+}
+
+/// How long a connection whose request was left unread is read and dropped before it is
+/// closed (nginx's `lingering_time` is 30 s, its `lingering_timeout` 5 s).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// What a lingering close reads at most before it closes anyway.
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Ends a connection after its last response. Its request read to the end (nothing past
+/// it) and the socket held here alone: dropping it closes the socket, which sends the FIN
+/// (one syscall, as nginx closes). Else the FIN first (`shutdown`: a request body still
+/// held elsewhere keeps the socket open), and when the client may still be sending, a
+/// lingering close (as nginx's): what comes is read and dropped for a while, as closing a
+/// socket with unread data resets the connection, and the client could lose the response.
+async fn close(reader: Arc<Mutex<Reader>>, mut wr: WriteWatch<OwnedWriteHalf>, clean: bool) {
+    // Bytes read past the request (a pipelined one): the client is sending more.
+    let clean = clean && lock(&reader).buf.is_empty();
+    let alone = Arc::strong_count(&reader) == 1;
+    if clean && alone {
+        return;
+    }
+    let _ = wr.shutdown().await;
+    if clean || !alone {
+        return;
+    }
+    let Ok(r) = Arc::try_unwrap(reader) else { return };
+    let Reader { mut rd, mut buf, .. } = r.into_inner().unwrap_or_else(|e| e.into_inner());
+    let until = tokio::time::Instant::now() + LINGER;
+    let mut dropped = 0;
+    while dropped < LINGER_BYTES {
+        buf.clear();
+        buf.reserve(16 * 1024);
+        match tokio::time::timeout_at(until, tokio::io::AsyncReadExt::read_buf(&mut rd, &mut buf)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => break,
         }
     }
 }

@@ -22,6 +22,7 @@ pub use super::listener::{Counters, ListenerState, MAX_HEADER_BYTES};
 use super::{
     forward::Conn,
     limits::{Blocked, WriteWatch},
+    ticker,
 };
 
 /// A listening socket: `SO_REUSEADDR`; `SO_REUSEPORT`, so that a CLB listener on
@@ -49,6 +50,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 
 /// Accepts until `stop` turns true.
 pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut stop: watch::Receiver<bool>) {
+    // A listener bound to one address accepts only connections to it: their local address
+    // is known without a `getsockname` each. A wildcard listener asks per connection.
+    let bound = listener.local_addr().ok().filter(|a| !a.ip().is_unspecified());
     loop {
         tokio::select! {
             r = listener.accept() => match r {
@@ -65,7 +69,7 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
                         continue;
                     };
                     state.counters.connections.fetch_add(1, Ordering::Relaxed);
-                    let local = stream.local_addr().unwrap_or(peer);
+                    let local = bound.or_else(|| stream.local_addr().ok()).unwrap_or(peer);
                     let state = state.clone();
                     tokio::spawn(async move {
                         connection(stream, peer, local, state).await;
@@ -251,10 +255,10 @@ async fn watch_connection<F: Future>(
 ) -> Option<F::Output> {
     let idle = Duration::from_secs(u64::from(state.table.load().listener.idle_timeout_s.max(1)));
     let mut drain = state.drain.clone();
-    // The first tick one period on (a connection has nothing to check at its start); a timer
-    // in the connection's own future, re-armed after each tick (an `Interval` boxes its own).
-    let period = Duration::from_millis(250).min(idle);
-    let tick = tokio::time::sleep(period);
+    // The worker's shared tick, not a timer of the connection's own (see `ticker`): the
+    // first look within a period of the start (a connection has nothing to check before).
+    let ticker = ticker::current();
+    let tick = ticker.next();
     tokio::pin!(tick);
     let mut closing = false;
     // Set when draining starts: what is still in flight then is closed at this deadline.
@@ -263,7 +267,7 @@ async fn watch_connection<F: Future>(
         tokio::select! {
             r = served.as_mut() => return Some(r),
             () = &mut tick => {
-                tick.as_mut().reset(tokio::time::Instant::now() + period);
+                tick.set(ticker.next());
                 if blocked.for_how_long() >= state.limits.body_idle {
                     tracing::debug!(client = %conn.client, "connection closed: the client read nothing of its answer");
                     return None;

@@ -235,3 +235,28 @@ async fn a_client_that_reads_nothing_is_cut_off() {
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await.expect("client still held");
     assert!(got.len() < 1 << 30, "the whole answer came through");
 }
+
+/// A request answered before its body was read (413 on its Content-Length): the client,
+/// still sending that body, gets the answer and a clean end. The proxy reads and drops what
+/// comes for a while before it closes (a lingering close, as nginx's): closing a socket
+/// with unread data resets the connection, and the client could lose the answer with it.
+#[tokio::test]
+async fn a_client_still_sending_a_refused_body_gets_the_answer() {
+    let port = free_port();
+    let _p = listener(port, Limits { max_body_bytes: 1024, ..Limits::default() }).await;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: lim.test\r\nContent-Length: 262144\r\n\r\n").await.unwrap();
+    // The answer written and the proxy at its close before the body comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let chunk = vec![b'x'; 4096];
+    for i in 0..64 {
+        s.write_all(&chunk).await.unwrap_or_else(|e| panic!("the body's chunk {i}: {e}"));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    let head = String::from_utf8_lossy(&got).lines().next().unwrap_or_default().to_owned();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head:?}, {read:?}");
+    assert!(matches!(read, Ok(Ok(_))), "the connection ended with {read:?}");
+}
