@@ -365,6 +365,9 @@ async fn close(reader: Arc<Mutex<Reader>>, mut wr: WriteWatch<OwnedWriteHalf>, c
     let clean = clean && lock(&reader).buf.is_empty();
     let alone = Arc::strong_count(&reader) == 1;
     if clean && alone {
+        // A write half shuts the socket's writing down when dropped (unless shut down
+        // before): not this one, its close sends the FIN.
+        wr.into_inner().forget();
         return;
     }
     let _ = wr.shutdown().await;
