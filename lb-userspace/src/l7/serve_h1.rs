@@ -363,19 +363,17 @@ const LINGER_BYTES: usize = 1 << 20;
 async fn close(reader: Arc<Mutex<Reader>>, mut wr: WriteWatch<OwnedWriteHalf>, clean: bool) {
     // Bytes read past the request (a pipelined one): the client is sending more.
     let clean = clean && lock(&reader).buf.is_empty();
-    let alone = Arc::strong_count(&reader) == 1;
-    if clean && alone {
+    let Ok(Reader { mut rd, mut buf, .. }) = sole(reader) else {
+        let _ = wr.shutdown().await;
+        return;
+    };
+    if clean {
         // A write half shuts the socket's writing down when dropped (unless shut down
-        // before): not this one, its close sends the FIN.
+        // before): not this one, the read half's drop closes the socket and sends the FIN.
         wr.into_inner().forget();
         return;
     }
     let _ = wr.shutdown().await;
-    if clean || !alone {
-        return;
-    }
-    let Ok(r) = Arc::try_unwrap(reader) else { return };
-    let Reader { mut rd, mut buf, .. } = r.into_inner().unwrap_or_else(|e| e.into_inner());
     let until = tokio::time::Instant::now() + LINGER;
     let mut dropped = 0;
     while dropped < LINGER_BYTES {
@@ -388,10 +386,15 @@ async fn close(reader: Arc<Mutex<Reader>>, mut wr: WriteWatch<OwnedWriteHalf>, c
     }
 }
 
+/// The reader, when nothing else holds it (a body of an earlier request may, somewhere).
+fn sole(reader: Arc<Mutex<Reader>>) -> Result<Reader, Arc<Mutex<Reader>>> {
+    Arc::try_unwrap(reader).map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// The connection back whole, with what was read of it, for hyper's server.
 fn hand_over(reader: Arc<Mutex<Reader>>, wr: WriteWatch<OwnedWriteHalf>) -> Option<(TcpStream, BytesMut)> {
     // A body of an earlier request still held somewhere keeps the reader: nothing to hand on.
-    let r = Arc::try_unwrap(reader).ok()?.into_inner().unwrap_or_else(|e| e.into_inner());
+    let r = sole(reader).ok()?;
     let stream = r.rd.reunite(wr.into_inner()).ok()?;
     Some((stream, r.buf))
 }
