@@ -178,13 +178,19 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         let keep_alive = !close && (version == Version::HTTP_11 || keep);
         let framing = framing(status, version, method, te, &spans, &head)?;
         let mut map = super::spare_maps::take(spans.len());
+        // A head with both Transfer-Encoding and Content-Length: the backend's connection is
+        // not used again (a backend that sent both may frame its next answers otherwise).
+        let mut conflicting = false;
         for &(n0, n1, v0, v1) in &spans {
             let name = HeaderName::from_bytes(&head[n0..n1]).map_err(|_| Malformed::Header)?;
             // RFC 9112 6.3: Transfer-Encoding overrides Content-Length, and an intermediary
             // removes it before passing the message on (a client trusting it would frame the
             // body differently: response splitting).
+            if te.is_some() && name == header::CONTENT_LENGTH {
+                conflicting = true;
+                continue;
+            }
             if super::headers::is_hop_by_hop(&name)
-                || (te.is_some() && name == header::CONTENT_LENGTH)
                 || listed.iter().any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
             {
                 continue;
@@ -200,7 +206,11 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             response.extensions_mut().insert(reason);
         }
         let upgrade = status == StatusCode::SWITCHING_PROTOCOLS || (*method == Method::CONNECT && status.is_success());
-        return Ok(Some(Head { response, framing, keep_alive: keep_alive && !upgrade && framing != Framing::Close }));
+        return Ok(Some(Head {
+            response,
+            framing,
+            keep_alive: keep_alive && !upgrade && !conflicting && framing != Framing::Close,
+        }));
     }
 }
 
@@ -451,7 +461,12 @@ mod tests {
         let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", Method::GET).unwrap().unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
         let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", Method::GET);
-        assert_eq!(h.unwrap().unwrap().framing, Framing::Chunked);
+        let h = h.unwrap().unwrap();
+        // Chunked, the Content-Length not passed on, and the connection not used again.
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+        assert!(h.response.headers().get(header::CONTENT_LENGTH).is_none());
+        let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET).unwrap().unwrap();
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
         let h = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Method::GET).unwrap().unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
         let h = head("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD).unwrap().unwrap();

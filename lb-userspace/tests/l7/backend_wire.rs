@@ -2,7 +2,8 @@
 //! `l7/pool.rs`): bodies by length, chunked (extensions, trailers) and close-delimited,
 //! interim 1xx answers, keep-alive connections the backend closes between requests, and
 //! malformed answers (conflicting lengths, a bad chunk) turned into 502 or a cut body, a
-//! Content-Length beside Transfer-Encoding dropped before the client sees it, with
+//! Content-Length beside Transfer-Encoding dropped before the client sees it (and that
+//! backend connection not used again), with
 //! a raw backend that writes exactly the bytes each case needs.
 use std::{
     sync::{
@@ -35,6 +36,10 @@ fn scripted(path: &str) -> (&'static [u8], bool) {
         "/te-and-length" => (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
             true,
+        ),
+        "/te-and-length-kept" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            false,
         ),
         "/two-lengths" => (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nhello", true),
         "/bad-chunk" => (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", true),
@@ -159,6 +164,16 @@ async fn backend_bodies_of_every_framing_are_relayed_and_bad_ones_refused() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(body(&ask(port, "GET", "/length").await), "hello");
     }
+
+    // A backend that sent Transfer-Encoding and Content-Length both and kept its
+    // connection open: the answer is relayed, the connection is not used again (the two
+    // framings disagree: a desynchronised connection would hand one client's answer to the
+    // next).
+    assert_eq!(body(&ask(port, "GET", "/length").await), "hello");
+    let before = accepted.load(Ordering::SeqCst);
+    assert_eq!(body(&ask(port, "GET", "/te-and-length-kept").await), "hello");
+    assert_eq!(body(&ask(port, "GET", "/length").await), "hello");
+    assert_eq!(accepted.load(Ordering::SeqCst), before + 1, "a connection that framed an answer two ways was reused");
 
     // Malformed answers: 502 before a head went out, a cut connection after.
     let a = ask(port, "GET", "/two-lengths").await;
