@@ -343,3 +343,30 @@ pub fn clb_service(
         "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\n  annotations:\n{ann}spec:\n  type: LoadBalancer\n  loadBalancerIP: {vip}\n  ports:\n{svc_ports}---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n{slice_ports}endpoints:\n- addresses: [\"127.0.0.1\"]\n---\n"
     )
 }
+
+/// Whether the proxy's end of the connection from `client` has Nagle off (TCP_NODELAY),
+/// found among this process's sockets (the proxy runs in the test's process); waits up to a
+/// second for the proxy to have accepted it. `None`: no such socket.
+pub async fn proxy_side_nodelay(client: SocketAddr) -> Option<bool> {
+    for _ in 0..100 {
+        if let Some(on) = nodelay_of_peer(client) {
+            return Some(on);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+fn nodelay_of_peer(client: SocketAddr) -> Option<bool> {
+    use std::os::fd::BorrowedFd;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        // SAFETY: the descriptor is only queried; one closed meanwhile makes the calls fail.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let sock = socket2::SockRef::from(&fd);
+        if sock.peer_addr().ok().and_then(|a| a.as_socket()) == Some(client) {
+            return sock.tcp_nodelay().ok();
+        }
+    }
+    None
+}

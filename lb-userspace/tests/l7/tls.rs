@@ -123,6 +123,12 @@ async fn sni_default_certificate_alpn_and_rotation() {
         other.subject
     );
 
+    // TLS writes a handshake and its records in many small writes: Nagle is off from the
+    // start (a connection that has not yet sent its ClientHello).
+    let raw = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(proxy_side_nodelay(raw.local_addr().unwrap()).await, Some(true));
+    drop(raw);
+
     // Rotation: a new certificate in the Secret is served by the next handshake.
     let rotated = base
         + &secret("cert-a", &leaf(&ca, &["a.test", "rotated.a.test"]))
