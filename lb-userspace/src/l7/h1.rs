@@ -273,6 +273,11 @@ fn lengths_agree<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u6
     Ok(found)
 }
 
+/// A `Connection` value with the `close` token.
+pub fn asks_close(v: &[u8]) -> bool {
+    v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
 /// `chunked` is the last coding of the last `Transfer-Encoding` line (a text one).
 fn is_chunked(h: &HeaderMap) -> bool {
     h.get_all(header::TRANSFER_ENCODING)

@@ -32,6 +32,7 @@ pub mod supervise;
 mod ticker;
 pub mod upstreams;
 pub mod workers;
+mod write_h1;
 
 use std::{
     collections::BTreeMap,
