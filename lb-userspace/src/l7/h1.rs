@@ -274,7 +274,7 @@ fn lengths_agree<'a>(values: impl Iterator<Item = &'a [u8]>) -> Result<Option<u6
 }
 
 /// A `Connection` value with the `close` token.
-pub fn asks_close(v: &[u8]) -> bool {
+pub(crate) fn asks_close(v: &[u8]) -> bool {
     v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 

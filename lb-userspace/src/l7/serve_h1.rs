@@ -3,11 +3,11 @@
 //! (hyper's parser, with hyper's server rules), its body (Content-Length or chunked) decoded
 //! from that buffer, the request given to the same pipeline as hyper's requests
 //! ([`super::listener::respond_to`]), the response head and body written in as few writes as
-//! the body allows ([`super::write_h1`]), and the next request read on the same connection. What this does not
-//! take (HTTP/1.0, HTTP/2 prior knowledge, upgrades, `CONNECT`, `Expect`, any head hyper would
-//! refuse or frame otherwise: CL/TE conflicts, two lengths, obs-fold, invalid bytes, a head
-//! past [`MAX_HEADER_BYTES`]) is handed, with the bytes read so far, to hyper's server, which
-//! answers or refuses it as before.
+//! the body allows ([`super::write_h1`]), and the next request read on the same connection.
+//! What this does not take (HTTP/1.0, HTTP/2 prior knowledge, upgrades, `CONNECT`,
+//! `Expect`, any head hyper would refuse or frame otherwise: CL/TE conflicts, two lengths,
+//! obs-fold, invalid bytes, a head past [`MAX_HEADER_BYTES`]) is handed, with the bytes read
+//! so far, to hyper's server, which answers or refuses it as before.
 use std::{
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard},

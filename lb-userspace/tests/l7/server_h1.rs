@@ -238,7 +238,7 @@ async fn expect_upgrade_and_http10_go_to_hyper_with_what_was_read() {
     assert_eq!(handed(&p), 0);
     // One answer in one write: Nagle is still on (it is turned off before a second write).
     let client = s.local_addr().unwrap();
-    assert_eq!(proxy_side_nodelay(client).await, Some(false));
+    assert_eq!(proxy_side_nodelay(port, client, false).await, Some(false));
     s.write_all(b"POST /expect HTTP/1.1\r\nHost: ab.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
         .await
         .unwrap();
@@ -249,7 +249,7 @@ async fn expect_upgrade_and_http10_go_to_hyper_with_what_was_read() {
     assert_eq!(got[0].json()["body"], "hello", "{got:?}");
     assert_eq!(handed(&p), 1);
     // hyper's server writes in many small writes: Nagle is off once it has the connection.
-    assert_eq!(proxy_side_nodelay(client).await, Some(true));
+    assert_eq!(proxy_side_nodelay(port, client, true).await, Some(true));
     // An upgrade: switched and tunnelled by hyper's server.
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: ab.test\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n").await.unwrap();

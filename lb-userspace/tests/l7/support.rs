@@ -344,27 +344,34 @@ pub fn clb_service(
     )
 }
 
-/// Whether the proxy's end of the connection from `client` has Nagle off (TCP_NODELAY),
-/// found among this process's sockets (the proxy runs in the test's process); waits up to a
-/// second for the proxy to have accepted it. `None`: no such socket.
-pub async fn proxy_side_nodelay(client: SocketAddr) -> Option<bool> {
-    for _ in 0..100 {
-        if let Some(on) = nodelay_of_peer(client) {
-            return Some(on);
+/// TCP_NODELAY on the proxy's end of the connection from `client` to its listener on `port`,
+/// found among this process's sockets (the proxy runs in the test's process). The proxy sets
+/// it in the connection's own task, after the accept: this waits up to 5 s for it to be
+/// `want`, and returns what it last read (`None`: no such socket).
+pub async fn proxy_side_nodelay(port: u16, client: SocketAddr, want: bool) -> Option<bool> {
+    let mut seen = None;
+    for _ in 0..500 {
+        seen = nodelay_of(port, client);
+        if seen == Some(want) {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    None
+    seen
 }
 
-fn nodelay_of_peer(client: SocketAddr) -> Option<bool> {
+fn nodelay_of(port: u16, client: SocketAddr) -> Option<bool> {
     use std::os::fd::BorrowedFd;
     for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
         let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        // SAFETY: the descriptor is only queried; one closed meanwhile makes the calls fail.
+        // SAFETY: the descriptor is only queried, never closed or written. One closed during
+        // the scan makes the calls fail, or, reused at once by another thread, answers for
+        // another socket: the addresses below must then match that socket's.
         let fd = unsafe { BorrowedFd::borrow_raw(fd) };
         let sock = socket2::SockRef::from(&fd);
-        if sock.peer_addr().ok().and_then(|a| a.as_socket()) == Some(client) {
+        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
+        let peer = sock.peer_addr().ok().and_then(|a| a.as_socket());
+        if local.is_some_and(|l| l.port() == port) && peer == Some(client) {
             return sock.tcp_nodelay().ok();
         }
     }

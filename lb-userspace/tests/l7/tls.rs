@@ -126,7 +126,7 @@ async fn sni_default_certificate_alpn_and_rotation() {
     // TLS writes a handshake and its records in many small writes: Nagle is off from the
     // start (a connection that has not yet sent its ClientHello).
     let raw = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    assert_eq!(proxy_side_nodelay(raw.local_addr().unwrap()).await, Some(true));
+    assert_eq!(proxy_side_nodelay(port, raw.local_addr().unwrap(), true).await, Some(true));
     drop(raw);
 
     // Rotation: a new certificate in the Secret is served by the next handshake.
