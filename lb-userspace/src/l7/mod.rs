@@ -10,6 +10,7 @@ pub mod drain;
 pub mod forward;
 pub mod gzip;
 pub mod h1;
+mod h2_upstream;
 pub mod headers;
 pub mod ipc;
 pub mod limits;

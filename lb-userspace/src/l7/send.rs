@@ -5,9 +5,10 @@
 //! into 408/413/502/504 without internal addresses.
 use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
+use futures::TryFutureExt;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Body as _;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 
 use super::{
@@ -18,7 +19,7 @@ use super::{
     mirror, pool,
     respond::{self, Body, BoxError},
     router::{CompiledRoute, Pick},
-    upstreams::Upstreams,
+    upstreams::{CONNECT_TIMEOUT, Upstreams},
 };
 use crate::model::l7::route::BackendProtocol;
 
@@ -43,6 +44,35 @@ fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::
     Uri::builder().scheme(scheme).authority(addr.to_string()).path_and_query(pq).build()
 }
 
+/// An HTTP/2 backend request's URI: `http`, the request's Host as the authority (the
+/// endpoint's address when it has none, or none that is an authority), its path.
+fn h2_uri(p: &http::request::Parts, addr: SocketAddr) -> Uri {
+    let pq = p.uri.path_and_query().map_or("/", |p| p.as_str());
+    let host = p.headers.get(http::header::HOST).and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    let authority =
+        host.unwrap_or_else(|| http::uri::Authority::try_from(addr.to_string()).expect("an address is an authority"));
+    Uri::builder().scheme("http").authority(authority).path_and_query(pq).build().unwrap_or_default()
+}
+
+/// A request through a shared client or an HTTP/2 backend connection that failed.
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error(transparent)]
+    Client(hyper_util::client::legacy::Error),
+    #[error(transparent)]
+    H2(super::h2_upstream::H2Error),
+}
+
+impl Failed {
+    /// Nothing was sent: another endpoint may take the request.
+    fn is_connect(&self) -> bool {
+        match self {
+            Failed::Client(e) => e.is_connect(),
+            Failed::H2(e) => e.is_connect(),
+        }
+    }
+}
+
 /// The exchange of one request with its backend, boxed: the request's future (and every
 /// future it sits in: the connection's, hyper's stream task) holds only this pointer, not
 /// the exchange's state (a few KiB, which each of them would otherwise hold and move).
@@ -50,7 +80,8 @@ pub(super) type Exchange<'a> = Pin<Box<dyn Future<Output = Response<Body>> + Sen
 
 /// Sends the prepared request to `pick` (and to one other endpoint when the connection
 /// could not be made), within `timeout`. Plain HTTP/1.1 goes through this worker's
-/// [`pool`](super::pool); HTTPS, gRPC (h2c) and upgrades through the shared clients.
+/// [`pool`](super::pool); gRPC (h2c) through [`super::h2_upstream`]; HTTPS and upgrades
+/// through the shared clients.
 /// What can be done before anything is awaited is done here, at the call: the future
 /// keeps only what the exchange needs.
 pub(super) fn forward<'a>(
@@ -84,7 +115,8 @@ pub(super) fn forward<'a>(
     Box::pin(through_client(parts, body, upgrade, route, pick, cx, up, (deadline, timeout), limits))
 }
 
-/// HTTPS, gRPC (h2c) and upgrades: through the shared hyper clients.
+/// HTTPS and upgrades through the shared hyper clients, gRPC (h2c) through its endpoint's
+/// connection.
 #[allow(clippy::too_many_arguments)]
 async fn through_client(
     mut parts: http::request::Parts,
@@ -98,21 +130,30 @@ async fn through_client(
     limits: Limits,
 ) -> Response<Body> {
     let backend = &route.route.rule.backend;
+    let grpc = backend.protocol == BackendProtocol::Grpc;
     let (scheme, client) = match backend.protocol {
-        BackendProtocol::Http => ("http", if backend.keepalive { &up.pooled } else { &up.fresh }),
         BackendProtocol::Https => ("https", if backend.keepalive { &up.pooled } else { &up.fresh }),
-        BackendProtocol::Grpc => ("http", &up.h2),
+        BackendProtocol::Http | BackendProtocol::Grpc => {
+            ("http", if backend.keepalive { &up.pooled } else { &up.fresh })
+        }
     };
     let on_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let resendable = body.is_end_stream();
-    let version = if backend.protocol == BackendProtocol::Grpc { Version::HTTP_2 } else { Version::HTTP_11 };
+    let version = if grpc { Version::HTTP_2 } else { Version::HTTP_11 };
     parts.version = version;
     let upgrade_client = if upgrade { &up.fresh } else { client };
     let send = |mut p: http::request::Parts, addr: SocketAddr, body: Body| {
-        p.uri = upstream_uri(&p.uri, addr, scheme).unwrap_or_default();
+        let fut: Pin<Box<dyn Future<Output = Result<Response<Incoming>, Failed>> + Send + '_>> = if grpc && !upgrade {
+            // `:authority` is the host the route matched (the Host the request carries);
+            // the connection goes to `addr`.
+            p.uri = h2_uri(&p, addr);
+            Box::pin(up.h2.request(addr, Request::from_parts(p, body), CONNECT_TIMEOUT).map_err(Failed::H2))
+        } else {
+            p.uri = upstream_uri(&p.uri, addr, scheme).unwrap_or_default();
+            Box::pin(upgrade_client.request(Request::from_parts(p, body)).map_err(Failed::Client))
+        };
         let guard = up.active.track(addr);
         let mut cut = up.departures.watch(addr);
-        let fut = upgrade_client.request(Request::from_parts(p, body));
         async move {
             // `None`: the endpoint was removed and its drain time ended first.
             let r = tokio::select! {

@@ -19,8 +19,8 @@ pub struct Upstreams {
     pub(super) pooled: HttpClient,
     /// A new connection per request (the default, as on ALB).
     pub(super) fresh: HttpClient,
-    /// HTTP/2 (h2c) for gRPC backends, pooled.
-    pub(super) h2: HttpClient,
+    /// HTTP/2 (h2c) for gRPC backends: a connection per endpoint.
+    pub(super) h2: super::h2_upstream::H2Upstreams,
     pub active: ActiveRequests,
     /// When each endpoint joined (slow start).
     pub ages: super::balance::EndpointAges,
@@ -28,7 +28,7 @@ pub struct Upstreams {
     pub departures: super::drain::Departures,
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for Upstreams {
     fn default() -> Self {
@@ -54,7 +54,7 @@ impl Upstreams {
         Upstreams {
             pooled: builder().pool_idle_timeout(Duration::from_secs(60)).build(connector()),
             fresh: builder().pool_max_idle_per_host(0).build(connector()),
-            h2: builder().http2_only(true).build(connector()),
+            h2: Default::default(),
             active: ActiveRequests::default(),
             ages: Default::default(),
             departures: Default::default(),

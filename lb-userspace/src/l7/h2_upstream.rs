@@ -1,0 +1,193 @@
+//! HTTP/2 (h2c) connections to gRPC backends: one multiplexed connection per endpoint, made
+//! on first use and again once it has ended. The connection goes to the endpoint the
+//! balancer picked while the request's `:authority` stays the host the client asked for (a
+//! pooled client keyed by the URI's authority would need the endpoint's address there).
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response};
+use hyper::{body::Incoming, client::conn::http2::SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::respond::Body;
+
+/// A connection not used for this long is let go (as the shared clients' pools do).
+const IDLE: Duration = Duration::from_secs(90);
+
+/// Why a request to a gRPC backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum H2Error {
+    #[error("connecting: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("connecting: timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("HTTP/2 handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+    #[error("HTTP/2 exchange: {0}")]
+    Exchange(#[source] hyper::Error),
+}
+
+impl H2Error {
+    /// Nothing was sent: another endpoint may take the request.
+    pub fn is_connect(&self) -> bool {
+        !matches!(self, H2Error::Exchange(_))
+    }
+}
+
+/// The connections, shared by every listener and worker.
+#[derive(Default)]
+pub struct H2Upstreams {
+    conns: Mutex<HashMap<SocketAddr, (SendRequest<Body>, Instant)>>,
+}
+
+impl H2Upstreams {
+    /// Sends `req` (its URI carries the `:authority` and path) to `addr`.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        req: Request<Body>,
+        connect_timeout: Duration,
+    ) -> Result<Response<Incoming>, H2Error> {
+        let mut sender = match self.open(addr) {
+            Some(s) => s,
+            None => self.connect(addr, connect_timeout).await?,
+        };
+        sender.ready().await.map_err(H2Error::Exchange)?;
+        sender.send_request(req).await.map_err(H2Error::Exchange)
+    }
+
+    /// The endpoint's connection, if it is still open.
+    fn open(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let (sender, used) = conns.get_mut(&addr)?;
+        if sender.is_closed() {
+            conns.remove(&addr);
+            return None;
+        }
+        *used = Instant::now();
+        Some(sender.clone())
+    }
+
+    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Body>, H2Error> {
+        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| H2Error::ConnectTimeout(timeout))?
+            .map_err(H2Error::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(H2Error::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(backend = %addr, error = %e, "HTTP/2 backend connection ended");
+            }
+        });
+        let now = Instant::now();
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        // Connections that ended or sat idle (an endpoint that was removed) are let go here,
+        // when a connection is made, not on every request.
+        conns.retain(|_, (s, used)| !s.is_closed() && now.duration_since(*used) < IDLE);
+        conns.insert(addr, (sender.clone(), now));
+        Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+
+    use super::*;
+
+    /// An h2c server answering each request with its `:authority`; counts its connections
+    /// and ends each after `per_conn` requests.
+    async fn server(per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let served = Arc::new(AtomicUsize::new(0));
+                let done = Arc::new(tokio::sync::Notify::new());
+                let stop = done.clone();
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    if served.fetch_add(1, Ordering::SeqCst) + 1 >= per_conn {
+                        stop.notify_one();
+                    }
+                    let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                            authority,
+                        ))))
+                    }
+                });
+                tokio::spawn(async move {
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = done.notified() => conn.as_mut().graceful_shutdown(),
+                    }
+                    let _ = conn.await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn request(authority: &str) -> Request<Body> {
+        let uri = format!("http://{authority}/pkg.Svc/Call");
+        Request::builder().uri(uri).version(http::Version::HTTP_2).body(super::super::respond::empty()).unwrap()
+    }
+
+    async fn body(r: Response<Incoming>) -> String {
+        String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_connection_per_endpoint_made_again_once_it_ended() {
+        let (addr, accepted) = server(3).await;
+        let up = H2Upstreams::default();
+        let t = Duration::from_secs(5);
+        for _ in 0..3 {
+            let r = up.request(addr, request("g.test:8443"), t).await.unwrap();
+            assert_eq!(body(r).await, "g.test:8443", "the request's authority, not the endpoint's address");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the requests shared one connection");
+        // The server ends that connection after its third request (GOAWAY, then close);
+        // once it is closed, the next request makes another.
+        for _ in 0..200 {
+            if up.open(addr).is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(up.open(addr).is_none(), "the ended connection is still handed out");
+        let answered = Some(body(up.request(addr, request("g.test"), t).await.unwrap()).await);
+        assert_eq!(answered.as_deref(), Some("g.test"));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let e = H2Upstreams::default().request(addr, request("g.test"), Duration::from_secs(5)).await.unwrap_err();
+        assert!(e.is_connect(), "{e}");
+    }
+}
