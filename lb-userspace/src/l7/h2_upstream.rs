@@ -41,35 +41,74 @@ impl H2Error {
 /// The connections, shared by every listener and worker.
 #[derive(Default)]
 pub struct H2Upstreams {
-    conns: Mutex<HashMap<SocketAddr, (SendRequest<Body>, Instant)>>,
+    conns: Mutex<Conns>,
+}
+
+#[derive(Default)]
+struct Conns {
+    by_endpoint: HashMap<SocketAddr, Conn>,
+    /// Connections made so far: numbers them, so that one let go is told from its successor.
+    made: u64,
+}
+
+struct Conn {
+    sender: SendRequest<Body>,
+    used: Instant,
+    id: u64,
 }
 
 impl H2Upstreams {
-    /// Sends `req` (its URI carries the `:authority` and path) to `addr`.
+    /// Sends `req` (its URI carries the `:authority` and path) to `addr`. A kept connection
+    /// that gives the request back unsent (it ended: the backend's GOAWAY, seen only now, as
+    /// after a rolling restart or gRPC's maximum connection age) is let go, and the request
+    /// goes on a new one, as a pooled client sends it again.
     pub async fn request(
         &self,
         addr: SocketAddr,
         req: Request<Body>,
         connect_timeout: Duration,
     ) -> Result<Response<Incoming>, H2Error> {
-        let mut sender = match self.open(addr) {
-            Some(s) => s,
-            None => self.connect(addr, connect_timeout).await?,
+        let req = match self.open(addr) {
+            Some((mut kept, id)) => match kept.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(req) => {
+                        tracing::debug!(backend = %addr, error = %e.error(), "HTTP/2 backend connection ended: sending on a new one");
+                        self.forget(addr, id);
+                        req
+                    }
+                    None => return Err(H2Error::Exchange(e.into_error())),
+                },
+            },
+            None => req,
         };
-        sender.ready().await.map_err(H2Error::Exchange)?;
-        sender.send_request(req).await.map_err(H2Error::Exchange)
+        let mut fresh = self.connect(addr, connect_timeout).await?;
+        fresh.ready().await.map_err(H2Error::Exchange)?;
+        fresh.send_request(req).await.map_err(H2Error::Exchange)
     }
 
-    /// The endpoint's connection, if it is still open.
-    fn open(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        let (sender, used) = conns.get_mut(&addr)?;
-        if sender.is_closed() {
-            conns.remove(&addr);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Conns> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The endpoint's connection and its number, if it is still open.
+    fn open(&self, addr: SocketAddr) -> Option<(SendRequest<Body>, u64)> {
+        let mut conns = self.lock();
+        let conn = conns.by_endpoint.get_mut(&addr)?;
+        if conn.sender.is_closed() {
+            conns.by_endpoint.remove(&addr);
             return None;
         }
-        *used = Instant::now();
-        Some(sender.clone())
+        conn.used = Instant::now();
+        Some((conn.sender.clone(), conn.id))
+    }
+
+    /// Lets connection `id` go, unless another has taken its place already.
+    fn forget(&self, addr: SocketAddr, id: u64) {
+        let mut conns = self.lock();
+        if conns.by_endpoint.get(&addr).is_some_and(|c| c.id == id) {
+            conns.by_endpoint.remove(&addr);
+        }
     }
 
     async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Body>, H2Error> {
@@ -89,11 +128,13 @@ impl H2Upstreams {
             }
         });
         let now = Instant::now();
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conns = self.lock();
         // Connections that ended or sat idle (an endpoint that was removed) are let go here,
         // when a connection is made, not on every request.
-        conns.retain(|_, (s, used)| !s.is_closed() && now.duration_since(*used) < IDLE);
-        conns.insert(addr, (sender.clone(), now));
+        conns.by_endpoint.retain(|_, c| !c.sender.is_closed() && now.duration_since(c.used) < IDLE);
+        conns.made += 1;
+        let id = conns.made;
+        conns.by_endpoint.insert(addr, Conn { sender: sender.clone(), used: now, id });
         Ok(sender)
     }
 }
@@ -179,6 +220,64 @@ mod tests {
         assert!(up.open(addr).is_none(), "the ended connection is still handed out");
         let answered = Some(body(up.request(addr, request("g.test"), t).await.unwrap()).await);
         assert_eq!(answered.as_deref(), Some("g.test"));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A backend that ends its connection (GOAWAY) while a request is still in flight on it,
+    /// as a rolling restart or gRPC's maximum connection age does: the connection is still
+    /// kept open for that request, and the next request, which it gives back unsent, goes on
+    /// a new connection instead of failing.
+    #[tokio::test]
+    async fn a_request_given_back_by_an_ending_connection_goes_on_a_new_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let goaway = Arc::new(tokio::sync::Notify::new());
+                let said = goaway.clone();
+                // The first request of a connection is answered after 300 ms, its connection
+                // told to end (GOAWAY) at once.
+                let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+                let svc = service_fn(move |_req: Request<Incoming>| {
+                    let slow = first.swap(false, Ordering::SeqCst);
+                    if slow {
+                        said.notify_one();
+                    }
+                    async move {
+                        if slow {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                            "ok",
+                        ))))
+                    }
+                });
+                tokio::spawn(async move {
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => return,
+                        _ = goaway.notified() => conn.as_mut().graceful_shutdown(),
+                    }
+                    let _ = conn.await;
+                });
+            }
+        });
+        let up = Arc::new(H2Upstreams::default());
+        let t = Duration::from_secs(5);
+        let slow = tokio::spawn({
+            let up = up.clone();
+            async move { up.request(addr, request("g.test"), t).await.map(|_| ()) }
+        });
+        // The GOAWAY has come while the first request waits for its answer.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = up.request(addr, request("g.test"), t).await;
+        assert_eq!(body(r.unwrap_or_else(|e| panic!("{e}"))).await, "ok");
+        slow.await.unwrap().unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
