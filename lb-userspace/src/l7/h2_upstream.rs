@@ -154,6 +154,32 @@ mod tests {
     /// An h2c server answering each request with its `:authority`; counts its connections
     /// and ends each after `per_conn` requests.
     async fn server(per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        h2c_server(move |stop| {
+            let served = Arc::new(AtomicUsize::new(0));
+            service_fn(move |req: Request<Incoming>| {
+                if served.fetch_add(1, Ordering::SeqCst) + 1 >= per_conn {
+                    stop.notify_one();
+                }
+                let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+                async move {
+                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                        authority,
+                    ))))
+                }
+            })
+        })
+        .await
+    }
+
+    /// An h2c server: each connection served by what `make` gives for it, until the
+    /// notification it was handed says to end it; counts its connections.
+    async fn h2c_server<S, F>(make: F) -> (SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(Arc<tokio::sync::Notify>) -> S + Send + 'static,
+        S: hyper::service::HttpService<Incoming, ResBody = http_body_util::Full<bytes::Bytes>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -161,33 +187,29 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                let served = Arc::new(AtomicUsize::new(0));
-                let done = Arc::new(tokio::sync::Notify::new());
-                let stop = done.clone();
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    if served.fetch_add(1, Ordering::SeqCst) + 1 >= per_conn {
-                        stop.notify_one();
-                    }
-                    let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(
-                            authority,
-                        ))))
-                    }
-                });
-                tokio::spawn(async move {
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(s), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => return,
-                        _ = done.notified() => conn.as_mut().graceful_shutdown(),
-                    }
-                    let _ = conn.await;
-                });
+                let end = Arc::new(tokio::sync::Notify::new());
+                tokio::spawn(serve_until_told_to_end(s, make(end.clone()), end));
             }
         });
         (addr, accepted)
+    }
+
+    /// Serves h2c on `s` until `end` is notified, then ends the connection gracefully
+    /// (GOAWAY, the streams in flight answered, close).
+    async fn serve_until_told_to_end<S>(s: tokio::net::TcpStream, svc: S, end: Arc<tokio::sync::Notify>)
+    where
+        S: hyper::service::HttpService<Incoming, ResBody = http_body_util::Full<bytes::Bytes>>,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let conn =
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = end.notified() => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
     }
 
     fn request(authority: &str) -> Request<Body> {
@@ -229,44 +251,26 @@ mod tests {
     /// a new connection instead of failing.
     #[tokio::test]
     async fn a_request_given_back_by_an_ending_connection_goes_on_a_new_one() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                let goaway = Arc::new(tokio::sync::Notify::new());
-                let said = goaway.clone();
-                // The first request of a connection is answered after 300 ms, its connection
-                // told to end (GOAWAY) at once.
-                let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
-                let svc = service_fn(move |_req: Request<Incoming>| {
-                    let slow = first.swap(false, Ordering::SeqCst);
+        let (addr, accepted) = h2c_server(|said| {
+            // The first request of a connection is answered after 300 ms, its connection
+            // told to end (GOAWAY) at once.
+            let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            service_fn(move |_req: Request<Incoming>| {
+                let slow = first.swap(false, Ordering::SeqCst);
+                if slow {
+                    said.notify_one();
+                }
+                async move {
                     if slow {
-                        said.notify_one();
+                        tokio::time::sleep(Duration::from_millis(300)).await;
                     }
-                    async move {
-                        if slow {
-                            tokio::time::sleep(Duration::from_millis(300)).await;
-                        }
-                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(
-                            "ok",
-                        ))))
-                    }
-                });
-                tokio::spawn(async move {
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(s), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => return,
-                        _ = goaway.notified() => conn.as_mut().graceful_shutdown(),
-                    }
-                    let _ = conn.await;
-                });
-            }
-        });
+                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from(
+                        "ok",
+                    ))))
+                }
+            })
+        })
+        .await;
         let up = Arc::new(H2Upstreams::default());
         let t = Duration::from_secs(5);
         let slow = tokio::spawn({
