@@ -21,10 +21,9 @@ const IDLE: Duration = Duration::from_secs(90);
 /// Why a request to a gRPC backend failed.
 #[derive(Debug, thiserror::Error)]
 pub enum H2Error {
-    #[error("connecting: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error("connecting: timed out after {0:?}")]
-    ConnectTimeout(Duration),
+    /// The connection could not be made ([`super::pool::dial`]'s error).
+    #[error(transparent)]
+    Dial(super::pool::Error),
     #[error("HTTP/2 handshake: {0}")]
     Handshake(#[source] hyper::Error),
     #[error("HTTP/2 exchange: {0}")]
@@ -62,12 +61,7 @@ impl H2Upstreams {
     /// that gives the request back unsent (it ended: the backend's GOAWAY, seen only now, as
     /// after a rolling restart or gRPC's maximum connection age) is let go, and the request
     /// goes on a new one, as a pooled client sends it again.
-    pub async fn request(
-        &self,
-        addr: SocketAddr,
-        req: Request<Body>,
-        connect_timeout: Duration,
-    ) -> Result<Response<Incoming>, H2Error> {
+    pub async fn request(&self, addr: SocketAddr, req: Request<Body>) -> Result<Response<Incoming>, H2Error> {
         let req = match self.open(addr) {
             Some((mut kept, id)) => match kept.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
@@ -82,7 +76,7 @@ impl H2Upstreams {
             },
             None => req,
         };
-        let mut fresh = self.connect(addr, connect_timeout).await?;
+        let mut fresh = self.connect(addr).await?;
         fresh.ready().await.map_err(H2Error::Exchange)?;
         fresh.send_request(req).await.map_err(H2Error::Exchange)
     }
@@ -111,12 +105,8 @@ impl H2Upstreams {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<SendRequest<Body>, H2Error> {
-        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| H2Error::ConnectTimeout(timeout))?
-            .map_err(H2Error::Connect)?;
-        let _ = stream.set_nodelay(true);
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Body>, H2Error> {
+        let stream = super::pool::dial(addr).await.map_err(H2Error::Dial)?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))
@@ -225,9 +215,8 @@ mod tests {
     async fn one_connection_per_endpoint_made_again_once_it_ended() {
         let (addr, accepted) = server(3).await;
         let up = H2Upstreams::default();
-        let t = Duration::from_secs(5);
         for _ in 0..3 {
-            let r = up.request(addr, request("g.test:8443"), t).await.unwrap();
+            let r = up.request(addr, request("g.test:8443")).await.unwrap();
             assert_eq!(body(r).await, "g.test:8443", "the request's authority, not the endpoint's address");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "the requests shared one connection");
@@ -240,7 +229,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(up.open(addr).is_none(), "the ended connection is still handed out");
-        let answered = Some(body(up.request(addr, request("g.test"), t).await.unwrap()).await);
+        let answered = Some(body(up.request(addr, request("g.test")).await.unwrap()).await);
         assert_eq!(answered.as_deref(), Some("g.test"));
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -272,14 +261,13 @@ mod tests {
         })
         .await;
         let up = Arc::new(H2Upstreams::default());
-        let t = Duration::from_secs(5);
         let slow = tokio::spawn({
             let up = up.clone();
-            async move { up.request(addr, request("g.test"), t).await.map(|_| ()) }
+            async move { up.request(addr, request("g.test")).await.map(|_| ()) }
         });
         // The GOAWAY has come while the first request waits for its answer.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let r = up.request(addr, request("g.test"), t).await;
+        let r = up.request(addr, request("g.test")).await;
         assert_eq!(body(r.unwrap_or_else(|e| panic!("{e}"))).await, "ok");
         slow.await.unwrap().unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -290,7 +278,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let e = H2Upstreams::default().request(addr, request("g.test"), Duration::from_secs(5)).await.unwrap_err();
+        let e = H2Upstreams::default().request(addr, request("g.test")).await.unwrap_err();
         assert!(e.is_connect(), "{e}");
     }
 }

@@ -149,13 +149,20 @@ fn check_in(addr: SocketAddr, wire: Wire) {
 }
 
 async fn connect(addr: SocketAddr) -> Result<Wire, Error> {
+    let stream = dial(addr).await?;
+    Ok(Wire { stream, buf: BytesMut::with_capacity(READ_CHUNK), head: Vec::new() })
+}
+
+/// A new TCP connection to a backend endpoint, within the connect timeout, Nagle off
+/// (also [`super::h2_upstream`]'s).
+pub(super) async fn dial(addr: SocketAddr) -> Result<TcpStream, Error> {
     let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Error::Connect(e)),
         Err(_) => return Err(Error::ConnectTimeout),
     };
     let _ = stream.set_nodelay(true);
-    Ok(Wire { stream, buf: BytesMut::with_capacity(READ_CHUNK), head: Vec::new() })
+    Ok(stream)
 }
 
 /// Methods a request may be sent again with on a new connection when a pooled one turned

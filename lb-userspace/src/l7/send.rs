@@ -5,10 +5,10 @@
 //! into 408/413/502/504 without internal addresses.
 use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
-use futures::TryFutureExt;
+use futures::{TryFutureExt, future::Either};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
 
 use super::{
@@ -19,7 +19,7 @@ use super::{
     mirror, pool,
     respond::{self, Body, BoxError},
     router::{CompiledRoute, Pick},
-    upstreams::{CONNECT_TIMEOUT, Upstreams},
+    upstreams::Upstreams,
 };
 use crate::model::l7::route::BackendProtocol;
 
@@ -47,10 +47,9 @@ fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::
 /// An HTTP/2 backend request's URI: `http`, the request's Host as the authority (the
 /// endpoint's address when it has none, or none that is an authority), its path.
 fn h2_uri(p: &http::request::Parts, addr: SocketAddr) -> Uri {
-    let pq = p.uri.path_and_query().map_or("/", |p| p.as_str());
     let host = p.headers.get(http::header::HOST).and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
-    let authority =
-        host.unwrap_or_else(|| http::uri::Authority::try_from(addr.to_string()).expect("an address is an authority"));
+    let Some(authority) = host else { return upstream_uri(&p.uri, addr, "http").unwrap_or_default() };
+    let pq = p.uri.path_and_query().map_or("/", |p| p.as_str());
     Uri::builder().scheme("http").authority(authority).path_and_query(pq).build().unwrap_or_default()
 }
 
@@ -131,26 +130,22 @@ async fn through_client(
 ) -> Response<Body> {
     let backend = &route.route.rule.backend;
     let grpc = backend.protocol == BackendProtocol::Grpc;
-    let (scheme, client) = match backend.protocol {
-        BackendProtocol::Https => ("https", if backend.keepalive { &up.pooled } else { &up.fresh }),
-        BackendProtocol::Http | BackendProtocol::Grpc => {
-            ("http", if backend.keepalive { &up.pooled } else { &up.fresh })
-        }
-    };
+    let scheme = if backend.protocol == BackendProtocol::Https { "https" } else { "http" };
+    let client = if backend.keepalive { &up.pooled } else { &up.fresh };
     let on_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let resendable = body.is_end_stream();
     let version = if grpc { Version::HTTP_2 } else { Version::HTTP_11 };
     parts.version = version;
     let upgrade_client = if upgrade { &up.fresh } else { client };
     let send = |mut p: http::request::Parts, addr: SocketAddr, body: Body| {
-        let fut: Pin<Box<dyn Future<Output = Result<Response<Incoming>, Failed>> + Send + '_>> = if grpc && !upgrade {
+        let fut = if grpc && !upgrade {
             // `:authority` is the host the route matched (the Host the request carries);
             // the connection goes to `addr`.
             p.uri = h2_uri(&p, addr);
-            Box::pin(up.h2.request(addr, Request::from_parts(p, body), CONNECT_TIMEOUT).map_err(Failed::H2))
+            Either::Left(up.h2.request(addr, Request::from_parts(p, body)).map_err(Failed::H2))
         } else {
             p.uri = upstream_uri(&p.uri, addr, scheme).unwrap_or_default();
-            Box::pin(upgrade_client.request(Request::from_parts(p, body)).map_err(Failed::Client))
+            Either::Right(upgrade_client.request(Request::from_parts(p, body)).map_err(Failed::Client))
         };
         let guard = up.active.track(addr);
         let mut cut = up.departures.watch(addr);

@@ -28,7 +28,7 @@ pub struct Upstreams {
     pub departures: super::drain::Departures,
 }
 
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for Upstreams {
     fn default() -> Self {
