@@ -1,14 +1,19 @@
 //! HTTP/2 (h2c) connections to gRPC backends: one multiplexed connection per endpoint, made
-//! on first use and again once it has ended. The connection goes to the endpoint the
-//! balancer picked while the request's `:authority` stays the host the client asked for (a
-//! pooled client keyed by the URI's authority would need the endpoint's address there).
+//! on first use (once, however many requests wait for it) and again once it has ended. The
+//! connection goes to the endpoint the balancer picked while the request's `:authority`
+//! stays the host the client asked for (a pooled client keyed by the URI's authority would
+//! need the endpoint's address there).
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use futures::{
+    FutureExt, TryFutureExt,
+    future::{BoxFuture, Shared},
+};
 use http::{Request, Response};
 use hyper::{body::Incoming, client::conn::http2::SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -17,23 +22,34 @@ use super::respond::Body;
 
 /// A connection not used for this long is let go (as the shared clients' pools do).
 const IDLE: Duration = Duration::from_secs(90);
+/// How often, at most, the connections are looked over for ended and idle ones.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Why a request to a gRPC backend failed.
 #[derive(Debug, thiserror::Error)]
 pub enum H2Error {
-    /// The connection could not be made ([`super::pool::dial`]'s error).
+    /// No connection could be made: nothing was sent. Shared by every request that waited
+    /// for that connection.
+    #[error(transparent)]
+    Connect(Arc<ConnectError>),
+    #[error("HTTP/2 exchange: {0}")]
+    Exchange(#[source] hyper::Error),
+}
+
+/// Why a connection to a gRPC backend could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// [`super::pool::dial`]'s error.
     #[error(transparent)]
     Dial(super::pool::Error),
     #[error("HTTP/2 handshake: {0}")]
     Handshake(#[source] hyper::Error),
-    #[error("HTTP/2 exchange: {0}")]
-    Exchange(#[source] hyper::Error),
 }
 
 impl H2Error {
     /// Nothing was sent: another endpoint may take the request.
     pub fn is_connect(&self) -> bool {
-        !matches!(self, H2Error::Exchange(_))
+        matches!(self, H2Error::Connect(_))
     }
 }
 
@@ -45,88 +61,156 @@ pub struct H2Upstreams {
 
 #[derive(Default)]
 struct Conns {
-    by_endpoint: HashMap<SocketAddr, Conn>,
+    by_endpoint: HashMap<SocketAddr, Slot>,
     /// Connections made so far: numbers them, so that one let go is told from its successor.
     made: u64,
+    swept: Option<Instant>,
 }
 
-struct Conn {
+/// An endpoint's connection, or the connect every request for it waits on meanwhile.
+enum Slot {
+    Open { sender: SendRequest<Body>, used: Instant, id: u64 },
+    Connecting { connect: Connect, since: Instant, id: u64 },
+}
+
+/// One connect and handshake, awaited by every request that came for it.
+type Connect = Shared<BoxFuture<'static, Result<SendRequest<Body>, Arc<ConnectError>>>>;
+
+/// A connection to one endpoint, taken for one request before its body is read (a failed
+/// connect leaves the request whole for another endpoint).
+pub struct H2Conn {
+    addr: SocketAddr,
     sender: SendRequest<Body>,
-    used: Instant,
     id: u64,
 }
 
 impl H2Upstreams {
-    /// Sends `req` (its URI carries the `:authority` and path) to `addr`. A kept connection
-    /// that gives the request back unsent (it ended: the backend's GOAWAY, seen only now, as
-    /// after a rolling restart or gRPC's maximum connection age) is let go, and the request
-    /// goes on a new one, as a pooled client sends it again.
-    pub async fn request(&self, addr: SocketAddr, req: Request<Body>) -> Result<Response<Incoming>, H2Error> {
-        let req = match self.open(addr) {
-            Some((mut kept, id)) => match kept.try_send_request(req).await {
-                Ok(resp) => return Ok(resp),
-                Err(mut e) => match e.take_message() {
-                    Some(req) => {
-                        tracing::debug!(backend = %addr, error = %e.error(), "HTTP/2 backend connection ended: sending on a new one");
-                        self.forget(addr, id);
-                        req
-                    }
-                    None => return Err(H2Error::Exchange(e.into_error())),
-                },
-            },
-            None => req,
+    /// Sends `req` (its URI carries the `:authority` and path) to `addr` (the proxy takes the
+    /// connection first, [`Self::connection`], then sends, [`Self::send`]).
+    #[cfg(test)]
+    async fn request(&self, addr: SocketAddr, req: Request<Body>) -> Result<Response<Incoming>, H2Error> {
+        let conn = self.connection(addr).await?;
+        self.send(conn, req).await
+    }
+
+    /// The endpoint's open connection, else one made now: requests that come meanwhile wait
+    /// for that one connect (and share its error) instead of each making their own.
+    pub async fn connection(&self, addr: SocketAddr) -> Result<H2Conn, H2Error> {
+        let (connect, id) = {
+            let mut conns = self.lock();
+            let now = Instant::now();
+            conns.sweep(now);
+            match conns.by_endpoint.get_mut(&addr) {
+                Some(Slot::Open { sender, used, id }) if !sender.is_closed() => {
+                    *used = now;
+                    return Ok(H2Conn { addr, sender: sender.clone(), id: *id });
+                }
+                Some(Slot::Connecting { connect, id, .. }) => (connect.clone(), *id),
+                _ => {
+                    conns.made += 1;
+                    let id = conns.made;
+                    let connect = connect(addr).shared();
+                    conns.by_endpoint.insert(addr, Slot::Connecting { connect: connect.clone(), since: now, id });
+                    (connect, id)
+                }
+            }
         };
-        let mut fresh = self.connect(addr).await?;
-        fresh.ready().await.map_err(H2Error::Exchange)?;
-        fresh.send_request(req).await.map_err(H2Error::Exchange)
+        let made = connect.await;
+        let mut conns = self.lock();
+        // The first waiter to get here files the connection (or forgets the failed connect).
+        let filed = matches!(conns.by_endpoint.get(&addr), Some(Slot::Connecting { id: i, .. }) if *i == id);
+        match made {
+            Ok(sender) => {
+                if filed {
+                    let open = Slot::Open { sender: sender.clone(), used: Instant::now(), id };
+                    conns.by_endpoint.insert(addr, open);
+                }
+                Ok(H2Conn { addr, sender, id })
+            }
+            Err(e) => {
+                if filed {
+                    conns.by_endpoint.remove(&addr);
+                }
+                Err(H2Error::Connect(e))
+            }
+        }
+    }
+
+    /// Sends `req` on `conn`. A connection that gives the request back unsent (it ended:
+    /// the backend's GOAWAY, seen only now, as after a rolling restart or gRPC's maximum
+    /// connection age) is let go, and the request goes on a new one, as a pooled client
+    /// sends it again.
+    pub async fn send(&self, conn: H2Conn, req: Request<Body>) -> Result<Response<Incoming>, H2Error> {
+        let H2Conn { addr, mut sender, id } = conn;
+        let req = match sender.try_send_request(req).await {
+            Ok(resp) => return Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    tracing::debug!(backend = %addr, error = %e.error(), "HTTP/2 backend connection ended: sending on a new one");
+                    self.forget(addr, id);
+                    req
+                }
+                None => return Err(H2Error::Exchange(e.into_error())),
+            },
+        };
+        let mut fresh = self.connection(addr).await?;
+        fresh.sender.send_request(req).await.map_err(H2Error::Exchange)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Conns> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The endpoint's connection and its number, if it is still open.
-    fn open(&self, addr: SocketAddr) -> Option<(SendRequest<Body>, u64)> {
-        let mut conns = self.lock();
-        let conn = conns.by_endpoint.get_mut(&addr)?;
-        if conn.sender.is_closed() {
-            conns.by_endpoint.remove(&addr);
-            return None;
-        }
-        conn.used = Instant::now();
-        Some((conn.sender.clone(), conn.id))
-    }
-
     /// Lets connection `id` go, unless another has taken its place already.
     fn forget(&self, addr: SocketAddr, id: u64) {
         let mut conns = self.lock();
-        if conns.by_endpoint.get(&addr).is_some_and(|c| c.id == id) {
+        if conns.by_endpoint.get(&addr).is_some_and(|c| c.id() == id) {
             conns.by_endpoint.remove(&addr);
         }
     }
+}
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Body>, H2Error> {
-        let stream = super::pool::dial(addr).await.map_err(H2Error::Dial)?;
+impl Conns {
+    /// Lets go, at most every [`SWEEP_EVERY`], the connections that ended or sat idle for
+    /// [`IDLE`] (an endpoint that was removed) and connects nobody waits for any more.
+    fn sweep(&mut self, now: Instant) {
+        if self.swept.is_some_and(|t| now.duration_since(t) < SWEEP_EVERY) {
+            return;
+        }
+        self.swept = Some(now);
+        self.by_endpoint.retain(|_, slot| match slot {
+            Slot::Open { sender, used, .. } => !sender.is_closed() && now.duration_since(*used) < IDLE,
+            Slot::Connecting { since, .. } => now.duration_since(*since) < IDLE,
+        });
+    }
+}
+
+impl Slot {
+    fn id(&self) -> u64 {
+        match self {
+            Slot::Open { id, .. } | Slot::Connecting { id, .. } => *id,
+        }
+    }
+}
+
+/// Connects to `addr` and makes the HTTP/2 handshake; the connection's own task is spawned.
+fn connect(addr: SocketAddr) -> BoxFuture<'static, Result<SendRequest<Body>, Arc<ConnectError>>> {
+    async move {
+        let stream = super::pool::dial(addr).await.map_err(ConnectError::Dial)?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(H2Error::Handshake)?;
+            .map_err(ConnectError::Handshake)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(backend = %addr, error = %e, "HTTP/2 backend connection ended");
             }
         });
-        let now = Instant::now();
-        let mut conns = self.lock();
-        // Connections that ended or sat idle (an endpoint that was removed) are let go here,
-        // when a connection is made, not on every request.
-        conns.by_endpoint.retain(|_, c| !c.sender.is_closed() && now.duration_since(c.used) < IDLE);
-        conns.made += 1;
-        let id = conns.made;
-        conns.by_endpoint.insert(addr, Conn { sender: sender.clone(), used: now, id });
         Ok(sender)
     }
+    .map_err(Arc::new)
+    .boxed()
 }
 
 #[cfg(test)]
@@ -207,6 +291,11 @@ mod tests {
         Request::builder().uri(uri).version(http::Version::HTTP_2).body(super::super::respond::empty()).unwrap()
     }
 
+    /// An open connection to `addr` is kept.
+    fn kept(up: &H2Upstreams, addr: SocketAddr) -> bool {
+        matches!(up.lock().by_endpoint.get(&addr), Some(Slot::Open { sender, .. }) if !sender.is_closed())
+    }
+
     async fn body(r: Response<Incoming>) -> String {
         String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
     }
@@ -223,12 +312,12 @@ mod tests {
         // The server ends that connection after its third request (GOAWAY, then close);
         // once it is closed, the next request makes another.
         for _ in 0..200 {
-            if up.open(addr).is_none() {
+            if !kept(&up, addr) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(up.open(addr).is_none(), "the ended connection is still handed out");
+        assert!(!kept(&up, addr), "the ended connection is still handed out");
         let answered = Some(body(up.request(addr, request("g.test")).await.unwrap()).await);
         assert_eq!(answered.as_deref(), Some("g.test"));
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -280,5 +369,24 @@ mod tests {
         drop(listener);
         let e = H2Upstreams::default().request(addr, request("g.test")).await.unwrap_err();
         assert!(e.is_connect(), "{e}");
+    }
+
+    /// Requests that come together to an endpoint with no connection yet wait for one
+    /// connect, instead of each making a connection of its own (all but one then closed).
+    #[tokio::test]
+    async fn concurrent_first_requests_share_one_connect() {
+        let (addr, accepted) = server(usize::MAX).await;
+        let up = Arc::new(H2Upstreams::default());
+        let requests: Vec<_> = (0..20)
+            .map(|_| {
+                let up = up.clone();
+                tokio::spawn(async move { body(up.request(addr, request("g.test")).await.unwrap()).await })
+            })
+            .collect();
+        for r in requests {
+            assert_eq!(r.await.unwrap(), "g.test");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all of them");
+        assert!(kept(&up, addr));
     }
 }

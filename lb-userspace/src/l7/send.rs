@@ -5,7 +5,6 @@
 //! into 408/413/502/504 without internal addresses.
 use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
-use futures::{TryFutureExt, future::Either};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body as _;
@@ -14,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use super::{
     balance::PickContext,
     drain::{Cut, CutBody},
+    h2_upstream::H2Error,
     headers::{is_upgrade, strip_hop_by_hop},
     limits::{IdleBody, Limits, Stalled},
     mirror, pool,
@@ -51,25 +51,6 @@ fn h2_uri(p: &http::request::Parts, addr: SocketAddr) -> Uri {
     let Some(authority) = host else { return upstream_uri(&p.uri, addr, "http").unwrap_or_default() };
     let pq = p.uri.path_and_query().map_or("/", |p| p.as_str());
     Uri::builder().scheme("http").authority(authority).path_and_query(pq).build().unwrap_or_default()
-}
-
-/// A request through a shared client or an HTTP/2 backend connection that failed.
-#[derive(Debug, thiserror::Error)]
-enum Failed {
-    #[error(transparent)]
-    Client(hyper_util::client::legacy::Error),
-    #[error(transparent)]
-    H2(super::h2_upstream::H2Error),
-}
-
-impl Failed {
-    /// Nothing was sent: another endpoint may take the request.
-    fn is_connect(&self) -> bool {
-        match self {
-            Failed::Client(e) => e.is_connect(),
-            Failed::H2(e) => e.is_connect(),
-        }
-    }
 }
 
 /// The exchange of one request with its backend, boxed: the request's future (and every
@@ -111,11 +92,13 @@ pub(super) fn forward<'a>(
         let req = Request::from_parts(parts, body);
         return Box::pin(pooled(req, route, pick, cx, up, (deadline, timeout), limits));
     }
+    if backend.protocol == BackendProtocol::Grpc && !upgrade {
+        return Box::pin(grpc(parts, body, route, pick, cx, up, (deadline, timeout), limits));
+    }
     Box::pin(through_client(parts, body, upgrade, route, pick, cx, up, (deadline, timeout), limits))
 }
 
-/// HTTPS and upgrades through the shared hyper clients, gRPC (h2c) through its endpoint's
-/// connection.
+/// HTTPS and upgrades through the shared hyper clients.
 #[allow(clippy::too_many_arguments)]
 async fn through_client(
     mut parts: http::request::Parts,
@@ -129,24 +112,14 @@ async fn through_client(
     limits: Limits,
 ) -> Response<Body> {
     let backend = &route.route.rule.backend;
-    let grpc = backend.protocol == BackendProtocol::Grpc;
     let scheme = if backend.protocol == BackendProtocol::Https { "https" } else { "http" };
-    let client = if backend.keepalive { &up.pooled } else { &up.fresh };
+    let client = if upgrade || !backend.keepalive { &up.fresh } else { &up.pooled };
     let on_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let resendable = body.is_end_stream();
-    let version = if grpc { Version::HTTP_2 } else { Version::HTTP_11 };
-    parts.version = version;
-    let upgrade_client = if upgrade { &up.fresh } else { client };
+    parts.version = Version::HTTP_11;
     let send = |mut p: http::request::Parts, addr: SocketAddr, body: Body| {
-        let fut = if grpc && !upgrade {
-            // `:authority` is the host the route matched (the Host the request carries);
-            // the connection goes to `addr`.
-            p.uri = h2_uri(&p, addr);
-            Either::Left(up.h2.request(addr, Request::from_parts(p, body)).map_err(Failed::H2))
-        } else {
-            p.uri = upstream_uri(&p.uri, addr, scheme).unwrap_or_default();
-            Either::Right(upgrade_client.request(Request::from_parts(p, body)).map_err(Failed::Client))
-        };
+        p.uri = upstream_uri(&p.uri, addr, scheme).unwrap_or_default();
+        let fut = client.request(Request::from_parts(p, body));
         let guard = up.active.track(addr);
         let mut cut = up.departures.watch(addr);
         async move {
@@ -175,6 +148,81 @@ async fn through_client(
             .map_err(|_| TimedOut);
     }
     answer(result, addr, up, timeout, limits, None, on_upgrade)
+}
+
+/// A gRPC (h2c) exchange on its endpoint's HTTP/2 connection, taken before anything is sent
+/// (when that fails, another endpoint may take the request, body and all); `:authority` is
+/// the host the route matched. A client body that fails ends the request as on HTTP/1.1
+/// (400 / 408 / 413): hyper's HTTP/2 client only resets the stream and reports that.
+#[allow(clippy::manual_async_fn, clippy::too_many_arguments)]
+fn grpc<'a>(
+    mut parts: http::request::Parts,
+    body: Body,
+    route: &'a CompiledRoute,
+    pick: Pick,
+    cx: &'a PickContext<'a>,
+    up: &'a Arc<Upstreams>,
+    (deadline, timeout): (tokio::time::Instant, Duration),
+    limits: Limits,
+) -> impl Future<Output = Response<Body>> + Send + 'a {
+    async move {
+        let mut addr = pick.endpoint.addr;
+        let connect = |addr| tokio::time::timeout_at(deadline, up.h2.connection(addr));
+        let conn = match connect(addr).await {
+            Ok(Err(e)) if e.is_connect() => match route.retry_pick(cx, pick.upstream, addr) {
+                Some(other) => {
+                    tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
+                    addr = other.addr;
+                    connect(addr).await
+                }
+                None => Ok(Err(e)),
+            },
+            r => r,
+        };
+        let conn = match conn {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return answer::<Body, _>(Ok(Some(Err(e))), addr, up, timeout, limits, None, None),
+            Err(_) => return answer::<Body, H2Error>(Err(TimedOut), addr, up, timeout, limits, None, None),
+        };
+        parts.version = Version::HTTP_2;
+        parts.uri = h2_uri(&parts, addr);
+        let (body, body_failed) = keep_body_error(body);
+        let guard = up.active.track(addr);
+        let mut cut = up.departures.watch(addr);
+        let result = tokio::select! {
+            biased;
+            r = up.h2.send(conn, Request::from_parts(parts, body)) => Ok(Some(r)),
+            _ = cut.cut() => Ok(None),
+            _ = tokio::time::sleep_until(deadline) => Err(TimedOut),
+        };
+        drop(guard);
+        if let Ok(Some(Err(_))) = &result
+            && let Some(e) = body_failed.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            return client_failure(&*e, addr, limits);
+        }
+        answer(result, addr, up, timeout, limits, Some(cut), None)
+    }
+}
+
+/// The first error of a request body, kept for the answer.
+type BodyFailed = Arc<std::sync::Mutex<Option<BoxError>>>;
+
+/// `body`, its first error kept in the slot returned beside it (hyper gets the error's text).
+fn keep_body_error(body: Body) -> (Body, BodyFailed) {
+    let failed = BodyFailed::default();
+    if body.is_end_stream() {
+        return (body, failed);
+    }
+    let slot = failed.clone();
+    let body = body
+        .map_err(move |e| {
+            let text = BoxError::from(e.to_string());
+            slot.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+            text
+        })
+        .boxed();
+    (body, failed)
 }
 
 /// A plain HTTP/1.1 exchange through this worker's pool, connected before anything is sent

@@ -64,9 +64,10 @@ pub(super) fn curl(ca_file: &Path, host: &str, port: u16, path: &str, extra: &[&
         .output()
         .expect("curl (installed by cargo xtask setup)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, rest) = text.split_once('\n').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or_default();
-    let mut lines = rest.lines();
-    let mut status_line = lines.next().unwrap_or("").split_whitespace();
+    // The body, then the `-w` line (the body may end in a newline of its own).
+    let (body, written) = text.trim_end_matches('\n').rsplit_once('\n').unwrap_or_default();
+    let body = body.to_owned();
+    let mut status_line = written.split_whitespace();
     let status = status_line.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let http_version = status_line.next().unwrap_or("").to_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -269,6 +270,32 @@ fn bad_certificates_are_rejected_with_the_secret_named() {
     assert!(e.contains("Service tls/s") && e.contains("cert-id") && e.contains("Secret tls/broken"), "{e}");
 }
 
+/// An HTTPS listener on `port` (its certificate for g.test signed by `ca`) whose route
+/// sends everything to `backends` over gRPC (`backend-protocol: grpc`: h2c).
+fn grpc_listener(port: u16, ca: &Ca, backends: &[&Echo]) -> String {
+    let lp = format!("[{{\"HTTPS\": {port}}}]");
+    alb_class(&[(port, "HTTPS")])
+        + &service(NS, "web", backends)
+        + &secret("cert-g", &leaf(ca, &["g.test"]))
+        + &ingress(
+            NS,
+            "grpc",
+            &[("listen-ports", &lp), ("backend-protocol", "grpc")],
+            &rule("g.test", &[("/", "Prefix", "web")]),
+        )
+        .replace("spec:\n", "spec:\n  tls:\n  - hosts: [g.test]\n    secretName: cert-g\n")
+}
+
+/// The CA's certificate written to a file for curl (the directory lives as long as the file).
+fn ca_file(ca: &Ca) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ca.pem");
+    std::fs::write(&file, ca.ca.pem()).unwrap();
+    (dir, file)
+}
+
+const GRPC_CALL: [&str; 5] = ["--http2", "-H", "te: trailers", "-H", "content-type: application/grpc"];
+
 /// `backend-protocol: grpc` (on an HTTPS listener, as ALB requires): the backend is spoken
 /// to in HTTP/2 (h2c) with `te: trailers` kept.
 #[tokio::test]
@@ -276,37 +303,86 @@ async fn grpc_backends_get_http2() {
     let port = free_port();
     let web = echo("grpc", Duration::ZERO).await;
     let ca = ca();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.ca.pem()).unwrap();
-    let lp = format!("[{{\"HTTPS\": {port}}}]");
-    let yaml = alb_class(&[(port, "HTTPS")])
-        + &service(NS, "web", &[&web])
-        + &secret("cert-g", &leaf(&ca, &["g.test"]))
-        + &ingress(
-            NS,
-            "grpc",
-            &[("listen-ports", &lp), ("backend-protocol", "grpc")],
-            &rule("g.test", &[("/", "Prefix", "web")]),
-        )
-        .replace("spec:\n", "spec:\n  tls:\n  - hosts: [g.test]\n    secretName: cert-g\n");
-    let _p = proxy(&model(&yaml));
-    let f = ca_file.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        curl(
-            &f,
-            "g.test",
-            port,
-            "/pkg.Svc/Call",
-            &["--http2", "-H", "te: trailers", "-H", "content-type: application/grpc"],
-        )
-    })
-    .await
-    .unwrap();
+    let (_dir, f) = ca_file(&ca);
+    let _p = proxy(&model(&grpc_listener(port, &ca, &[&web])));
+    let r = tokio::task::spawn_blocking(move || curl(&f, "g.test", port, "/pkg.Svc/Call", &GRPC_CALL)).await.unwrap();
     assert!(r.ok && r.status == 200, "{} {}", r.status, r.stderr);
     let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(j["version"], "HTTP/2.0", "gRPC backends are spoken to in HTTP/2");
     assert_eq!(j["headers"]["te"], "trailers");
     // `:authority` is the host the client asked for (the connection goes to the endpoint).
     assert_eq!(j["uri"], format!("http://g.test:{port}/pkg.Svc/Call"), "the backend's :authority");
+}
+
+/// A gRPC request (they nearly all have a body) whose endpoint refuses the connection goes
+/// to another endpoint, body and all: the connection is taken before the body is read.
+#[tokio::test]
+async fn grpc_requests_with_a_body_go_to_another_endpoint_when_one_refuses() {
+    let port = free_port();
+    let web = echo("grpc", Duration::ZERO).await;
+    // Nothing listens there.
+    let dead = Echo { addr: ([127, 0, 0, 1], free_port()).into(), hits: Default::default(), seen: Default::default() };
+    let ca = ca();
+    let (_dir, f) = ca_file(&ca);
+    let _p = proxy(&model(&grpc_listener(port, &ca, &[&dead, &web])));
+    for i in 0..6 {
+        let f = f.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            curl(&f, "g.test", port, "/pkg.Svc/Call", &[&GRPC_CALL[..], &["--data-binary", "a message"]].concat())
+        })
+        .await
+        .unwrap();
+        assert!(r.ok && r.status == 200, "request {i}: {} {} {}", r.status, r.body, r.stderr);
+    }
+    assert_eq!(web.hits.load(std::sync::atomic::Ordering::SeqCst), 6, "the live endpoint answered every request");
+}
+
+/// A gRPC request body past the proxy's limit, with no Content-Length to refuse it by, gets
+/// 413 as on HTTP/1.1 (hyper's HTTP/2 client resets the backend's stream and reports only
+/// that: it was a 502). The client is hyper's: curl 7.88 takes an answer that comes while it
+/// is still sending (the stream then reset, as RFC 9113 8.1 allows) for no answer.
+#[tokio::test]
+async fn a_grpc_body_over_the_limit_gets_413() {
+    let port = free_port();
+    let web = echo("grpc", Duration::ZERO).await;
+    let ca = ca();
+    let limits = lb_userspace::l7::Limits { max_body_bytes: 1024, ..Default::default() };
+    let mut p = lb_userspace::l7::Proxy::with_limits(vec!["127.0.0.1".parse().unwrap()], limits);
+    let errors = p.apply(&model(&grpc_listener(port, &ca, &[&web])).l7);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(h2_post_unsized(&ca, port, "/pkg.Svc/Call", vec![b'x'; 1024]).await, Ok(200));
+    for _ in 0..5 {
+        assert_eq!(h2_post_unsized(&ca, port, "/pkg.Svc/Call", vec![b'x'; 64 * 1024]).await, Ok(413));
+    }
+}
+
+/// POSTs `body` (in 512-byte DATA frames, no Content-Length) over HTTP/2 and TLS to
+/// g.test:`port` (trusting `ca`): the answer's status, or the error hyper's client met.
+async fn h2_post_unsized(ca: &Ca, port: u16, path: &str, body: Vec<u8>) -> Result<u16, String> {
+    use http_body_util::StreamBody;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.ca.der().clone()).unwrap();
+    let mut cfg =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("g.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let chunks: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>> =
+        body.chunks(512).map(|c| Ok(hyper::body::Frame::data(bytes::Bytes::copy_from_slice(c)))).collect();
+    let req = http::Request::post(format!("https://g.test:{port}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(StreamBody::new(futures::stream::iter(chunks)))
+        .unwrap();
+    send.send_request(req).await.map(|r| r.status().as_u16()).map_err(|e| format!("{e:?}"))
 }
