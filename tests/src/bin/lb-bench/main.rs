@@ -7,7 +7,8 @@
 //! topology against iptables DNAT, and the L7 proxy against nginx and haproxy (wrk, h2load).
 //! `--only SUITE[,SUITE]` runs some of them (datapath, control, throughput, connections, l7);
 //! `--packets N` sets the throughput runs' packet count; `--compare-lb WRAPPER` measures
-//! another `lb` build beside this one in the throughput runs (see `throughput`).
+//! another `lb` build beside this one in the throughput runs (see `throughput`);
+//! `--conntrack-entries N` sizes the datapath suite's conntrack table.
 use std::{
     fmt::Write as _,
     fs,
@@ -56,6 +57,8 @@ struct Plan {
     packets: u32,
     /// TCP connections per connection-rate run.
     connections: usize,
+    /// The datapath suite's conntrack size (`--conntrack-entries N`; lb's default otherwise).
+    conntrack_entries: Option<u32>,
 }
 
 fn main() -> Result<()> {
@@ -82,6 +85,7 @@ fn main() -> Result<()> {
             endpoints_per_service: 10,
             packets: 50_000,
             connections: 300,
+            conntrack_entries: None,
         }
     } else {
         Plan {
@@ -92,12 +96,19 @@ fn main() -> Result<()> {
             endpoints_per_service: 10,
             packets: 200_000,
             connections: 2_000,
+            conntrack_entries: None,
         }
     };
     // `--packets N`: the throughput runs' packet count (a development run at the full run's
     // count with `--quick`'s repeats, so the share of packets that open a flow is the same).
     if let Some(i) = args.iter().position(|a| a == "--packets") {
         plan.packets = args.get(i + 1).and_then(|v| v.parse().ok()).context("--packets: a packet count")?;
+    }
+    // `--conntrack-entries N`: the datapath suite's conntrack size, for A/B runs of how the
+    // table's size (its hash buckets) weighs on a lookup.
+    if let Some(i) = args.iter().position(|a| a == "--conntrack-entries") {
+        let n = args.get(i + 1).and_then(|v| v.parse().ok()).context("--conntrack-entries: a flow count")?;
+        plan.conntrack_entries = Some(n);
     }
     let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     fs::create_dir_all(&out_dir)?;
@@ -183,7 +194,8 @@ fn listener(port: u16, scheduler: Scheduler, backends: &[(IpAddr, u16, u32)]) ->
 fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
     let bed = Bed::new().context("bench namespace")?;
     let (a, b) = (bed.a, bed.b);
-    let (repeats, runs, new_flows) = (plan.repeats, plan.runs, plan.new_flows);
+    let (repeats, runs, new_flows, conntrack_entries) =
+        (plan.repeats, plan.runs, plan.new_flows, plan.conntrack_entries);
     let results = bed.ns.run(move || -> Result<Vec<(String, Vec<Sample>)>> {
         pin_to_cpu0();
         let v4 = |s: &str| IpAddr::V4(s.parse().unwrap());
@@ -201,7 +213,9 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         );
         let mut pp_l = listener(85, Scheduler::Rr, &two);
         pp_l.proxy_protocol = lb_userspace::model::ProxyProtocol::V2;
+        let udp = testbed::listener(IpAddr::V4(VIP), 53, Protocol::Udp, Scheduler::Rr, &two);
         for l in [
+            udp,
             listener(80, Scheduler::Rr, &two),
             listener(81, Scheduler::Wrr, &two),
             listener(82, Scheduler::Sch, &two),
@@ -211,7 +225,9 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         ] {
             m.listeners.insert(listener_name(&l), std::sync::Arc::new(l));
         }
-        let mut dp = Dataplane::load(&Options::default())?;
+        let mut opts = Options::default();
+        opts.conntrack_entries = conntrack_entries.unwrap_or(opts.conntrack_entries);
+        let mut dp = Dataplane::load(&opts)?;
         dp.add_port(a, Some(Ipv4Addr::new(198, 18, 0, 1)), Some("2001:db8::1".parse()?))?;
         dp.add_port(b, Some(Ipv4Addr::new(198, 18, 1, 1)), Some("2001:db8:1::1".parse()?))?;
         dp.apply(&m)?;
@@ -281,6 +297,21 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
             &Frame::tcp(Flow::new(c6, 40000, v6s, 443), ACK).seq_ack(1, 1).bytes(),
             a,
         );
+        // Many flows: 16,000 UDP flows (as the veth throughput runs' many-flows case), opened
+        // first, then one packet of each per call in a shuffled order: the conntrack lookup
+        // of a flow whose entry is not in the CPU's caches, against one flow's.
+        let udp_flow = |sport: u16| Frame::udp(Flow::new(Ipv4Addr::new(198, 18, 0, 3), sport, VIP, 53)).bytes();
+        let many: Vec<Vec<u8>> = (0..MANY_FLOWS).map(|i| udp_flow(20_000 + i)).collect();
+        for f in &many {
+            let (v, _, _) = run_frame(prog, f, a, 1);
+            anyhow::ensure!(v == XDP_REDIRECT, "UDP bench flow not forwarded (verdict {v})");
+        }
+        single("established UDP flow, IPv4", prog, &many[0], a);
+        progress("established UDP flows, 16,000 in turn");
+        let order = shuffled(many.len());
+        let v: Vec<Sample> =
+            (0..repeats).map(|_| cost::xdp_calls(prog, order.iter().map(|&i| many[i].as_slice()), a)).collect();
+        let many_flows = ("established UDP flows, 16,000 in turn, IPv4".to_string(), v);
         // PROXY protocol v2: the first segment (header inserted, each call: the backend never
         // acknowledges it here), then a later segment once it did (seq shifted only).
         let ppf = Flow::new(Ipv4Addr::new(198, 18, 0, 2), 40000, VIP, 85);
@@ -298,6 +329,7 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         let later = Frame::tcp(ppf, ACK | lb_tests::packet::PSH).seq_ack(1065, 1).payload(&[b'x'; 64]).bytes();
         single("PROXY v2 later segment (seq shifted), IPv4", prog, &later, a);
         single("PROXY v2 backend ACK (ack shifted), IPv4", prog, &ack, b);
+        out.push(many_flows);
         // New flows: one packet each (a distinct client address per repeat and port per
         // packet), one call per packet; the flows are forgotten after each repeat, so every
         // repeat finds the source ports free.
@@ -331,6 +363,20 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         })
         .collect();
     Ok(json!(cases))
+}
+
+/// Flows of the many-flows datapath case (as the veth throughput runs').
+const MANY_FLOWS: u16 = 16_000;
+
+/// 0..n in a fixed pseudo-random order (a full-period LCG walk), the same every run.
+fn shuffled(n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..n).rev() {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        order.swap(i, ((x >> 33) as usize) % (i + 1));
+    }
+    order
 }
 
 /// A case starts (the bench takes minutes: say where it is).
