@@ -11,7 +11,7 @@ use std::{
 };
 
 use futures::{
-    FutureExt, TryFutureExt,
+    FutureExt,
     future::{BoxFuture, Shared},
 };
 use http::{Request, Response};
@@ -44,6 +44,9 @@ pub enum ConnectError {
     Dial(super::pool::Error),
     #[error("HTTP/2 handshake: {0}")]
     Handshake(#[source] hyper::Error),
+    /// The worker whose task made the connection ended first.
+    #[error("the connect was cancelled: {0}")]
+    Cancelled(#[source] tokio::task::JoinError),
 }
 
 impl H2Error {
@@ -53,10 +56,19 @@ impl H2Error {
     }
 }
 
+/// What became of a request sent on a connection.
+pub enum Sent {
+    Answer(Response<Incoming>),
+    /// The connection had ended (the backend's GOAWAY, seen only now, as after a rolling
+    /// restart or gRPC's maximum connection age) and gave the request back unsent: it may
+    /// go on a new connection, or to another endpoint. The connection was let go.
+    GivenBack(Request<Body>),
+}
+
 /// The connections, shared by every listener and worker.
 #[derive(Default)]
 pub struct H2Upstreams {
-    conns: Mutex<Conns>,
+    conns: Arc<Mutex<Conns>>,
 }
 
 #[derive(Default)]
@@ -73,8 +85,9 @@ enum Slot {
     Connecting { connect: Connect, since: Instant, id: u64 },
 }
 
-/// One connect and handshake, awaited by every request that came for it.
-type Connect = Shared<BoxFuture<'static, Result<SendRequest<Body>, Arc<ConnectError>>>>;
+/// One connect and handshake, its own task (it ends, and files its connection, whether or
+/// not anyone still waits), awaited by every request that came for it.
+type Connect = Shared<BoxFuture<'static, Result<(SendRequest<Body>, u64), Arc<ConnectError>>>>;
 
 /// A connection to one endpoint, taken for one request before its body is read (a failed
 /// connect leaves the request whole for another endpoint).
@@ -84,20 +97,19 @@ pub struct H2Conn {
     id: u64,
 }
 
-impl H2Upstreams {
-    /// Sends `req` (its URI carries the `:authority` and path) to `addr` (the proxy takes the
-    /// connection first, [`Self::connection`], then sends, [`Self::send`]).
-    #[cfg(test)]
-    async fn request(&self, addr: SocketAddr, req: Request<Body>) -> Result<Response<Incoming>, H2Error> {
-        let conn = self.connection(addr).await?;
-        self.send(conn, req).await
+impl H2Conn {
+    /// Which connection this is, for [`H2Upstreams::forget`].
+    pub fn id(&self) -> u64 {
+        self.id
     }
+}
 
+impl H2Upstreams {
     /// The endpoint's open connection, else one made now: requests that come meanwhile wait
     /// for that one connect (and share its error) instead of each making their own.
     pub async fn connection(&self, addr: SocketAddr) -> Result<H2Conn, H2Error> {
-        let (connect, id) = {
-            let mut conns = self.lock();
+        let connect = {
+            let mut conns = lock(&self.conns);
             let now = Instant::now();
             conns.sweep(now);
             match conns.by_endpoint.get_mut(&addr) {
@@ -105,74 +117,55 @@ impl H2Upstreams {
                     *used = now;
                     return Ok(H2Conn { addr, sender: sender.clone(), id: *id });
                 }
-                Some(Slot::Connecting { connect, id, .. }) => (connect.clone(), *id),
+                Some(Slot::Connecting { connect, .. }) => connect.clone(),
                 _ => {
                     conns.made += 1;
                     let id = conns.made;
-                    let connect = connect(addr).shared();
+                    let connect = spawn_connect(self.conns.clone(), addr, id);
                     conns.by_endpoint.insert(addr, Slot::Connecting { connect: connect.clone(), since: now, id });
-                    (connect, id)
+                    connect
                 }
             }
         };
-        let made = connect.await;
-        let mut conns = self.lock();
-        // The first waiter to get here files the connection (or forgets the failed connect).
-        let filed = matches!(conns.by_endpoint.get(&addr), Some(Slot::Connecting { id: i, .. }) if *i == id);
-        match made {
-            Ok(sender) => {
-                if filed {
-                    let open = Slot::Open { sender: sender.clone(), used: Instant::now(), id };
-                    conns.by_endpoint.insert(addr, open);
+        let (sender, id) = connect.await.map_err(H2Error::Connect)?;
+        Ok(H2Conn { addr, sender, id })
+    }
+
+    /// Sends `req` on `conn`; a connection that gives it back unsent is let go
+    /// ([`Sent::GivenBack`]).
+    pub async fn send(&self, conn: H2Conn, req: Request<Body>) -> Result<Sent, H2Error> {
+        let H2Conn { addr, mut sender, id } = conn;
+        match sender.try_send_request(req).await {
+            Ok(resp) => Ok(Sent::Answer(resp)),
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    tracing::debug!(backend = %addr, error = %e.error(), "HTTP/2 backend connection ended: request given back");
+                    self.forget(addr, id);
+                    Ok(Sent::GivenBack(req))
                 }
-                Ok(H2Conn { addr, sender, id })
-            }
-            Err(e) => {
-                if filed {
-                    conns.by_endpoint.remove(&addr);
-                }
-                Err(H2Error::Connect(e))
-            }
+                None => Err(H2Error::Exchange(e.into_error())),
+            },
         }
     }
 
-    /// Sends `req` on `conn`. A connection that gives the request back unsent (it ended:
-    /// the backend's GOAWAY, seen only now, as after a rolling restart or gRPC's maximum
-    /// connection age) is let go, and the request goes on a new one, as a pooled client
-    /// sends it again.
-    pub async fn send(&self, conn: H2Conn, req: Request<Body>) -> Result<Response<Incoming>, H2Error> {
-        let H2Conn { addr, mut sender, id } = conn;
-        let req = match sender.try_send_request(req).await {
-            Ok(resp) => return Ok(resp),
-            Err(mut e) => match e.take_message() {
-                Some(req) => {
-                    tracing::debug!(backend = %addr, error = %e.error(), "HTTP/2 backend connection ended: sending on a new one");
-                    self.forget(addr, id);
-                    req
-                }
-                None => return Err(H2Error::Exchange(e.into_error())),
-            },
-        };
-        let mut fresh = self.connection(addr).await?;
-        fresh.sender.send_request(req).await.map_err(H2Error::Exchange)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Conns> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Lets connection `id` go, unless another has taken its place already.
-    fn forget(&self, addr: SocketAddr, id: u64) {
-        let mut conns = self.lock();
+    /// Lets connection `id` to `addr` go (one that did not answer in time may be dead: a
+    /// peer gone without a reset leaves it open), unless another has taken its place.
+    /// Requests in flight on it go on; it closes when they are done.
+    pub fn forget(&self, addr: SocketAddr, id: u64) {
+        let mut conns = lock(&self.conns);
         if conns.by_endpoint.get(&addr).is_some_and(|c| c.id() == id) {
             conns.by_endpoint.remove(&addr);
         }
     }
 }
 
+fn lock(conns: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
+    conns.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Conns {
     /// Lets go, at most every [`SWEEP_EVERY`], the connections that ended or sat idle for
-    /// [`IDLE`] (an endpoint that was removed) and connects nobody waits for any more.
+    /// [`IDLE`] (an endpoint that was removed).
     fn sweep(&mut self, now: Instant) {
         if self.swept.is_some_and(|t| now.duration_since(t) < SWEEP_EVERY) {
             return;
@@ -180,6 +173,8 @@ impl Conns {
         self.swept = Some(now);
         self.by_endpoint.retain(|_, slot| match slot {
             Slot::Open { sender, used, .. } => !sender.is_closed() && now.duration_since(*used) < IDLE,
+            // A connect is its own task and ends (the dial has a timeout): one older than
+            // this is not waited for.
             Slot::Connecting { since, .. } => now.duration_since(*since) < IDLE,
         });
     }
@@ -193,24 +188,45 @@ impl Slot {
     }
 }
 
-/// Connects to `addr` and makes the HTTP/2 handshake; the connection's own task is spawned.
-fn connect(addr: SocketAddr) -> BoxFuture<'static, Result<SendRequest<Body>, Arc<ConnectError>>> {
-    async move {
-        let stream = super::pool::dial(addr).await.map_err(ConnectError::Dial)?;
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(backend = %addr, error = %e, "HTTP/2 backend connection ended");
+/// Connection `id` to `addr`, made in a task of its own that files it in `conns` (or, when
+/// it fails, takes its place there away), so it ends on one runtime whoever waits for it.
+fn spawn_connect(conns: Arc<Mutex<Conns>>, addr: SocketAddr, id: u64) -> Connect {
+    let task = tokio::spawn(async move {
+        let made = connect(addr).await;
+        let mut conns = lock(&conns);
+        let filed = matches!(conns.by_endpoint.get(&addr), Some(Slot::Connecting { id: i, .. }) if *i == id);
+        match made {
+            Ok(sender) => {
+                if filed {
+                    conns.by_endpoint.insert(addr, Slot::Open { sender: sender.clone(), used: Instant::now(), id });
+                }
+                Ok((sender, id))
             }
-        });
-        Ok(sender)
-    }
-    .map_err(Arc::new)
-    .boxed()
+            Err(e) => {
+                if filed {
+                    conns.by_endpoint.remove(&addr);
+                }
+                Err(Arc::new(e))
+            }
+        }
+    });
+    task.map(|joined| joined.unwrap_or_else(|e| Err(Arc::new(ConnectError::Cancelled(e))))).boxed().shared()
+}
+
+/// Connects to `addr` and makes the HTTP/2 handshake; the connection's own task is spawned.
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, ConnectError> {
+    let stream = super::pool::dial(addr).await.map_err(ConnectError::Dial)?;
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(backend = %addr, error = %e, "HTTP/2 backend connection ended");
+        }
+    });
+    Ok(sender)
 }
 
 #[cfg(test)]
@@ -286,6 +302,21 @@ mod tests {
         let _ = conn.await;
     }
 
+    impl H2Upstreams {
+        /// Sends `req` to `addr` as the proxy does: the connection first, then the request,
+        /// on a new connection if the first gave it back.
+        async fn request(&self, addr: SocketAddr, req: Request<Body>) -> Result<Response<Incoming>, H2Error> {
+            let conn = self.connection(addr).await?;
+            match self.send(conn, req).await? {
+                Sent::Answer(r) => Ok(r),
+                Sent::GivenBack(req) => match self.send(self.connection(addr).await?, req).await? {
+                    Sent::Answer(r) => Ok(r),
+                    Sent::GivenBack(_) => panic!("given back twice"),
+                },
+            }
+        }
+    }
+
     fn request(authority: &str) -> Request<Body> {
         let uri = format!("http://{authority}/pkg.Svc/Call");
         Request::builder().uri(uri).version(http::Version::HTTP_2).body(super::super::respond::empty()).unwrap()
@@ -293,7 +324,7 @@ mod tests {
 
     /// An open connection to `addr` is kept.
     fn kept(up: &H2Upstreams, addr: SocketAddr) -> bool {
-        matches!(up.lock().by_endpoint.get(&addr), Some(Slot::Open { sender, .. }) if !sender.is_closed())
+        matches!(lock(&up.conns).by_endpoint.get(&addr), Some(Slot::Open { sender, .. }) if !sender.is_closed())
     }
 
     async fn body(r: Response<Incoming>) -> String {
@@ -388,5 +419,27 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all of them");
         assert!(kept(&up, addr));
+    }
+
+    /// A connect every waiter gave up on (the client went away, its deadline passed) still
+    /// ends and files its connection: the next request finds it open.
+    #[tokio::test]
+    async fn a_connect_nobody_waits_for_still_files_its_connection() {
+        let (addr, accepted) = server(usize::MAX).await;
+        let up = H2Upstreams::default();
+        {
+            let waiting = up.connection(addr);
+            tokio::pin!(waiting);
+            assert!(futures::poll!(waiting.as_mut()).is_pending(), "the connect has started");
+        }
+        for _ in 0..200 {
+            if kept(&up, addr) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(kept(&up, addr), "the connection was filed");
+        assert_eq!(body(up.request(addr, request("g.test")).await.unwrap()).await, "g.test");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }

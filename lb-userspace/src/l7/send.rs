@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use super::{
     balance::PickContext,
     drain::{Cut, CutBody},
-    h2_upstream::H2Error,
+    h2_upstream::{H2Error, Sent},
     headers::{is_upgrade, strip_hop_by_hop},
     limits::{IdleBody, Limits, Stalled},
     mirror, pool,
@@ -150,9 +150,11 @@ async fn through_client(
     answer(result, addr, up, timeout, limits, None, on_upgrade)
 }
 
-/// A gRPC (h2c) exchange on its endpoint's HTTP/2 connection, taken before anything is sent
-/// (when that fails, another endpoint may take the request, body and all); `:authority` is
-/// the host the route matched. A client body that fails ends the request as on HTTP/1.1
+/// A gRPC (h2c) exchange on its endpoint's HTTP/2 connection, taken before anything is sent;
+/// `:authority` is the host the route matched. A request that was not sent (the connect
+/// failed; or the kept connection had ended, the backend's GOAWAY, and a new one could not
+/// be made: a gRPC server's graceful stop closes its listener first) goes to another
+/// endpoint, once, body and all. A client body that fails ends the request as on HTTP/1.1
 /// (400 / 408 / 413): hyper's HTTP/2 client only resets the stream and reports that.
 #[allow(clippy::manual_async_fn, clippy::too_many_arguments)]
 fn grpc<'a>(
@@ -167,41 +169,62 @@ fn grpc<'a>(
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     async move {
         let mut addr = pick.endpoint.addr;
-        let connect = |addr| tokio::time::timeout_at(deadline, up.h2.connection(addr));
-        let conn = match connect(addr).await {
-            Ok(Err(e)) if e.is_connect() => match route.retry_pick(cx, pick.upstream, addr) {
-                Some(other) => {
-                    tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
-                    addr = other.addr;
-                    connect(addr).await
-                }
-                None => Ok(Err(e)),
-            },
-            r => r,
-        };
-        let conn = match conn {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return answer::<Body, _>(Ok(Some(Err(e))), addr, up, timeout, limits, None, None),
-            Err(_) => return answer::<Body, H2Error>(Err(TimedOut), addr, up, timeout, limits, None, None),
-        };
         parts.version = Version::HTTP_2;
         parts.uri = h2_uri(&parts, addr);
         let (body, body_failed) = keep_body_error(body);
-        let guard = up.active.track(addr);
-        let mut cut = up.departures.watch(addr);
-        let result = tokio::select! {
-            biased;
-            r = up.h2.send(conn, Request::from_parts(parts, body)) => Ok(Some(r)),
-            _ = cut.cut() => Ok(None),
-            _ = tokio::time::sleep_until(deadline) => Err(TimedOut),
-        };
-        drop(guard);
-        if let Ok(Some(Err(_))) = &result
-            && let Some(e) = body_failed.lock().unwrap_or_else(|e| e.into_inner()).take()
-        {
-            return client_failure(&*e, addr, limits);
+        let mut req = Request::from_parts(parts, body);
+        let mut moved = false;
+        // Bounded: a connect that fails moves the request once; a connection that gives the
+        // request back is followed by a new one (or, that failing, the move).
+        for _ in 0..4 {
+            let conn = match tokio::time::timeout_at(deadline, up.h2.connection(addr)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    match (!moved && e.is_connect()).then(|| route.retry_pick(cx, pick.upstream, addr)).flatten() {
+                        Some(other) => {
+                            tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
+                            (addr, moved) = (other.addr, true);
+                            continue;
+                        }
+                        None => return answer::<Body, _>(Ok(Some(Err(e))), addr, up, timeout, limits, None, None),
+                    }
+                }
+                Err(_) => return answer::<Body, H2Error>(Err(TimedOut), addr, up, timeout, limits, None, None),
+            };
+            let id = conn.id();
+            let guard = up.active.track(addr);
+            let mut cut = up.departures.watch(addr);
+            let result = tokio::select! {
+                biased;
+                r = up.h2.send(conn, req) => Ok(Some(r)),
+                _ = cut.cut() => Ok(None),
+                _ = tokio::time::sleep_until(deadline) => Err(TimedOut),
+            };
+            drop(guard);
+            let result = match result {
+                Ok(Some(Ok(Sent::GivenBack(r)))) => {
+                    req = r;
+                    continue;
+                }
+                Ok(Some(Ok(Sent::Answer(r)))) => Ok(Some(Ok(r))),
+                Ok(Some(Err(e))) => Ok(Some(Err(e))),
+                Ok(None) => Ok(None),
+                Err(TimedOut) => {
+                    // It may be dead (a peer gone without a reset): the next request makes
+                    // a new one.
+                    up.h2.forget(addr, id);
+                    Err(TimedOut)
+                }
+            };
+            if let Ok(Some(Err(_))) = &result
+                && let Some(e) = body_failed.lock().unwrap_or_else(|e| e.into_inner()).take()
+            {
+                return client_failure(&*e, addr, limits);
+            }
+            return answer(result, addr, up, timeout, limits, Some(cut), None);
         }
-        answer(result, addr, up, timeout, limits, Some(cut), None)
+        tracing::info!(backend = %addr, "HTTP/2 connections kept giving the request back: 502");
+        respond::error(StatusCode::BAD_GATEWAY, "the backend could not be reached")
     }
 }
 

@@ -7,6 +7,7 @@ mod balancing;
 mod clb;
 mod compat;
 mod drain;
+mod grpc;
 mod h2wire;
 mod hardening;
 mod health;
