@@ -87,31 +87,33 @@ pub(super) fn forward<'a>(
             .map_err(BoxError::from)
             .boxed()
     };
+    let t = Target { route, pick, cx, up, deadline, timeout, limits };
     if backend.protocol == BackendProtocol::Http && !upgrade {
         parts.version = Version::HTTP_11;
-        let req = Request::from_parts(parts, body);
-        return Box::pin(pooled(req, route, pick, cx, up, (deadline, timeout), limits));
+        return Box::pin(pooled(Request::from_parts(parts, body), t));
     }
     if backend.protocol == BackendProtocol::Grpc && !upgrade {
-        return Box::pin(grpc(parts, body, route, pick, cx, up, (deadline, timeout), limits));
+        return Box::pin(grpc(parts, body, t));
     }
-    Box::pin(through_client(parts, body, upgrade, route, pick, cx, up, (deadline, timeout), limits))
+    Box::pin(through_client(parts, body, upgrade, t))
+}
+
+/// What an exchange needs besides the request: the route and the endpoint picked (and how
+/// to pick another), the upstreams, the deadline (`timeout` from the start) and the limits.
+struct Target<'a> {
+    route: &'a CompiledRoute,
+    pick: Pick,
+    cx: &'a PickContext<'a>,
+    up: &'a Arc<Upstreams>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    limits: Limits,
 }
 
 /// HTTPS and upgrades through the shared hyper clients.
-#[allow(clippy::too_many_arguments)]
-async fn through_client(
-    mut parts: http::request::Parts,
-    body: Body,
-    upgrade: bool,
-    route: &CompiledRoute,
-    pick: Pick,
-    cx: &PickContext<'_>,
-    up: &Arc<Upstreams>,
-    (deadline, timeout): (tokio::time::Instant, Duration),
-    limits: Limits,
-) -> Response<Body> {
-    let backend = &route.route.rule.backend;
+async fn through_client(mut parts: http::request::Parts, body: Body, upgrade: bool, t: Target<'_>) -> Response<Body> {
+    let (up, deadline) = (t.up, t.deadline);
+    let backend = &t.route.route.rule.backend;
     let scheme = if backend.protocol == BackendProtocol::Https { "https" } else { "http" };
     let client = if upgrade || !backend.keepalive { &up.fresh } else { &up.pooled };
     let on_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
@@ -132,22 +134,21 @@ async fn through_client(
             r
         }
     };
-    let mut addr = pick.endpoint.addr;
+    let mut addr = t.pick.endpoint.addr;
     // Kept only when the request could be sent again (no body).
     let saved = resendable.then(|| parts.clone());
     let mut result = Box::pin(tokio::time::timeout_at(deadline, send(parts, addr, body))).await.map_err(|_| TimedOut);
     if let Some(saved) = saved
         && let Ok(Some(Err(e))) = &result
         && e.is_connect()
-        && let Some(other) = route.retry_pick(cx, pick.upstream, addr)
+        && let Some(other) = t.instead_of(addr, e)
     {
-        tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
-        addr = other.addr;
+        addr = other;
         result = Box::pin(tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())))
             .await
             .map_err(|_| TimedOut);
     }
-    answer(result, addr, up, timeout, limits, None, on_upgrade)
+    t.answer(result, addr, None, on_upgrade)
 }
 
 /// A gRPC (h2c) exchange on its endpoint's HTTP/2 connection, taken before anything is sent;
@@ -156,19 +157,15 @@ async fn through_client(
 /// be made: a gRPC server's graceful stop closes its listener first) goes to another
 /// endpoint, once, body and all. A client body that fails ends the request as on HTTP/1.1
 /// (400 / 408 / 413): hyper's HTTP/2 client only resets the stream and reports that.
-#[allow(clippy::manual_async_fn, clippy::too_many_arguments)]
+#[allow(clippy::manual_async_fn)]
 fn grpc<'a>(
     mut parts: http::request::Parts,
     body: Body,
-    route: &'a CompiledRoute,
-    pick: Pick,
-    cx: &'a PickContext<'a>,
-    up: &'a Arc<Upstreams>,
-    (deadline, timeout): (tokio::time::Instant, Duration),
-    limits: Limits,
+    t: Target<'a>,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     async move {
-        let mut addr = pick.endpoint.addr;
+        let (up, deadline) = (t.up, t.deadline);
+        let mut addr = t.pick.endpoint.addr;
         parts.version = Version::HTTP_2;
         parts.uri = h2_uri(&parts, addr);
         let (body, body_failed) = keep_body_error(body);
@@ -179,17 +176,14 @@ fn grpc<'a>(
         for _ in 0..4 {
             let conn = match tokio::time::timeout_at(deadline, up.h2.connection(addr)).await {
                 Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    match (!moved && e.is_connect()).then(|| route.retry_pick(cx, pick.upstream, addr)).flatten() {
-                        Some(other) => {
-                            tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
-                            (addr, moved) = (other.addr, true);
-                            continue;
-                        }
-                        None => return answer::<Body, _>(Ok(Some(Err(e))), addr, up, timeout, limits, None, None),
+                Ok(Err(e)) => match (!moved && e.is_connect()).then(|| t.instead_of(addr, &e)).flatten() {
+                    Some(other) => {
+                        (addr, moved) = (other, true);
+                        continue;
                     }
-                }
-                Err(_) => return answer::<Body, H2Error>(Err(TimedOut), addr, up, timeout, limits, None, None),
+                    None => return t.answer::<Body, _>(Ok(Some(Err(e))), addr, None, None),
+                },
+                Err(_) => return t.answer::<Body, H2Error>(Err(TimedOut), addr, None, None),
             };
             let id = conn.id();
             let guard = up.active.track(addr);
@@ -219,9 +213,9 @@ fn grpc<'a>(
             if let Ok(Some(Err(_))) = &result
                 && let Some(e) = body_failed.lock().unwrap_or_else(|e| e.into_inner()).take()
             {
-                return client_failure(&*e, addr, limits);
+                return client_failure(&*e, addr, t.limits);
             }
-            return answer(result, addr, up, timeout, limits, Some(cut), None);
+            return t.answer(result, addr, Some(cut), None);
         }
         tracing::info!(backend = %addr, "HTTP/2 connections kept giving the request back: 502");
         respond::error(StatusCode::BAD_GATEWAY, "the backend could not be reached")
@@ -252,28 +246,20 @@ fn keep_body_error(body: Body) -> (Body, BodyFailed) {
 /// (when that fails, another endpoint may take the request, body and all), answered within
 /// the deadline, cut when the endpoint was removed and its drain time ended first.
 // Not an `async fn`, which would hold each argument twice (see the body).
-#[allow(clippy::manual_async_fn, clippy::too_many_arguments)]
-fn pooled<'a>(
-    req: Request<Body>,
-    route: &'a CompiledRoute,
-    pick: Pick,
-    cx: &'a PickContext<'a>,
-    up: &'a Arc<Upstreams>,
-    (deadline, timeout): (tokio::time::Instant, Duration),
-    limits: Limits,
-) -> impl Future<Output = Response<Body>> + Send + 'a {
+#[allow(clippy::manual_async_fn)]
+fn pooled<'a>(req: Request<Body>, t: Target<'a>) -> impl Future<Output = Response<Body>> + Send + 'a {
     // An async block, not an `async fn`, which would keep its arguments twice; the deadline
     // is a branch of the select below, not a `Timeout` around a second future holding the
     // request again.
     async move {
-        let keep = route.route.rule.backend.keepalive;
-        let mut addr = pick.endpoint.addr;
+        let (up, deadline) = (t.up, t.deadline);
+        let keep = t.route.route.rule.backend.keepalive;
+        let mut addr = t.pick.endpoint.addr;
         let checkout = |addr| tokio::time::timeout_at(deadline, pool::checkout(addr, keep));
         let conn = match checkout(addr).await {
-            Ok(Err(e)) if e.is_connect() => match route.retry_pick(cx, pick.upstream, addr) {
+            Ok(Err(e)) if e.is_connect() => match t.instead_of(addr, &e) {
                 Some(other) => {
-                    tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
-                    addr = other.addr;
+                    addr = other;
                     checkout(addr).await
                 }
                 None => Ok(Err(e)),
@@ -282,12 +268,8 @@ fn pooled<'a>(
         };
         let conn = match conn {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return answer::<pool::PooledBody, _>(Ok(Some(Err(e))), addr, up, timeout, limits, None, None);
-            }
-            Err(_) => {
-                return answer::<pool::PooledBody, pool::Error>(Err(TimedOut), addr, up, timeout, limits, None, None);
-            }
+            Ok(Err(e)) => return t.answer::<pool::PooledBody, _>(Ok(Some(Err(e))), addr, None, None),
+            Err(_) => return t.answer::<pool::PooledBody, pool::Error>(Err(TimedOut), addr, None, None),
         };
         let guard = up.active.track(addr);
         let mut cut = up.departures.watch(addr);
@@ -298,61 +280,71 @@ fn pooled<'a>(
             _ = tokio::time::sleep_until(deadline) => Err(TimedOut),
         };
         drop(guard);
-        answer(result, addr, up, timeout, limits, Some(cut), None)
+        t.answer(result, addr, Some(cut), None)
     }
 }
 
 /// The backend did not answer within the request timeout.
 struct TimedOut;
 
-/// The client's answer to what the backend `addr` did: its response (a tunnel for an
-/// upgrade), or 504 / 502 / 400 / 408 / 413 naming no internal address.
-fn answer<B, E>(
-    result: Result<Option<Result<Response<B>, E>>, TimedOut>,
-    addr: SocketAddr,
-    up: &Arc<Upstreams>,
-    timeout: Duration,
-    limits: Limits,
-    cut: Option<Cut>,
-    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Response<Body>
-where
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
-    B::Error: Into<BoxError>,
-    E: std::error::Error + 'static,
-{
-    match result {
-        // The answer names no backend and no internal error: those go to the log.
-        Err(_) => {
-            tracing::info!(backend = %addr, timeout_s = timeout.as_secs(), "backend did not answer in time: 504");
-            respond::error(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("the backend did not answer within {}s", timeout.as_secs()),
-            )
-        }
-        Ok(None) => {
-            tracing::info!(backend = %addr, "endpoint removed and drained before it answered: 502");
-            respond::error(StatusCode::BAD_GATEWAY, "the backend was removed before it answered")
-        }
-        Ok(Some(Err(e))) => client_failure(&e, addr, limits),
-        Ok(Some(Ok(mut resp))) => {
-            // The signal the exchange watched, else a new one.
-            let cut = cut.unwrap_or_else(|| up.departures.watch(addr));
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(client_side) = on_upgrade
-            {
-                let backend_side = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
-                        let mut cut = cut;
-                        super::limits::tunnel(TokioIo::new(c), TokioIo::new(b), limits.tunnel_idle, cut.cut()).await;
-                    }
-                });
-                let (p, _) = resp.into_parts();
-                return Response::from_parts(p, respond::empty());
+impl Target<'_> {
+    /// Another endpoint of the picked upstream, for a request `addr` could not take (`e`:
+    /// nothing was sent).
+    fn instead_of(&self, addr: SocketAddr, e: &dyn std::fmt::Display) -> Option<SocketAddr> {
+        let other = self.route.retry_pick(self.cx, self.pick.upstream, addr)?;
+        tracing::debug!(backend = %addr, error = %e, retry = %other.addr, "connect failed, retrying on another endpoint");
+        Some(other.addr)
+    }
+
+    /// The client's answer to what the backend `addr` did: its response (a tunnel for an
+    /// upgrade), or 504 / 502 / 400 / 408 / 413 naming no internal address.
+    fn answer<B, E>(
+        &self,
+        result: Result<Option<Result<Response<B>, E>>, TimedOut>,
+        addr: SocketAddr,
+        cut: Option<Cut>,
+        on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError>,
+        E: std::error::Error + 'static,
+    {
+        let (up, timeout, limits) = (self.up, self.timeout, self.limits);
+        match result {
+            // The answer names no backend and no internal error: those go to the log.
+            Err(_) => {
+                tracing::info!(backend = %addr, timeout_s = timeout.as_secs(), "backend did not answer in time: 504");
+                respond::error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("the backend did not answer within {}s", timeout.as_secs()),
+                )
             }
-            strip_hop_by_hop(resp.headers_mut());
-            resp.map(|b| CutBody::new(IdleBody::new(b, limits.body_idle), cut).boxed())
+            Ok(None) => {
+                tracing::info!(backend = %addr, "endpoint removed and drained before it answered: 502");
+                respond::error(StatusCode::BAD_GATEWAY, "the backend was removed before it answered")
+            }
+            Ok(Some(Err(e))) => client_failure(&e, addr, limits),
+            Ok(Some(Ok(mut resp))) => {
+                // The signal the exchange watched, else a new one.
+                let cut = cut.unwrap_or_else(|| up.departures.watch(addr));
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(client_side) = on_upgrade
+                {
+                    let backend_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(async move {
+                        if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
+                            let mut cut = cut;
+                            super::limits::tunnel(TokioIo::new(c), TokioIo::new(b), limits.tunnel_idle, cut.cut())
+                                .await;
+                        }
+                    });
+                    let (p, _) = resp.into_parts();
+                    return Response::from_parts(p, respond::empty());
+                }
+                strip_hop_by_hop(resp.headers_mut());
+                resp.map(|b| CutBody::new(IdleBody::new(b, limits.body_idle), cut).boxed())
+            }
         }
     }
 }
