@@ -44,9 +44,9 @@ pub enum ConnectError {
     Dial(super::pool::Error),
     #[error("HTTP/2 handshake: {0}")]
     Handshake(#[source] hyper::Error),
-    /// The worker whose task made the connection ended first.
-    #[error("the connect was cancelled: {0}")]
-    Cancelled(#[source] tokio::task::JoinError),
+    /// The connect's task did not end (it panicked, or its worker ended first).
+    #[error("the connect's task: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl H2Error {
@@ -191,26 +191,38 @@ impl Slot {
 /// Connection `id` to `addr`, made in a task of its own that files it in `conns` (or, when
 /// it fails, takes its place there away), so it ends on one runtime whoever waits for it.
 fn spawn_connect(conns: Arc<Mutex<Conns>>, addr: SocketAddr, id: u64) -> Connect {
+    let filing = conns.clone();
     let task = tokio::spawn(async move {
         let made = connect(addr).await;
-        let mut conns = lock(&conns);
-        let filed = matches!(conns.by_endpoint.get(&addr), Some(Slot::Connecting { id: i, .. }) if *i == id);
+        let mut filed = lock(&filing);
+        let waited_for = matches!(filed.by_endpoint.get(&addr), Some(Slot::Connecting { id: i, .. }) if *i == id);
         match made {
             Ok(sender) => {
-                if filed {
-                    conns.by_endpoint.insert(addr, Slot::Open { sender: sender.clone(), used: Instant::now(), id });
+                if waited_for {
+                    filed.by_endpoint.insert(addr, Slot::Open { sender: sender.clone(), used: Instant::now(), id });
                 }
                 Ok((sender, id))
             }
             Err(e) => {
-                if filed {
-                    conns.by_endpoint.remove(&addr);
+                if waited_for {
+                    filed.by_endpoint.remove(&addr);
                 }
                 Err(Arc::new(e))
             }
         }
     });
-    task.map(|joined| joined.unwrap_or_else(|e| Err(Arc::new(ConnectError::Cancelled(e))))).boxed().shared()
+    task.map(move |joined| {
+        joined.unwrap_or_else(|e| {
+            // Its place is given up here, else later requests would get this error too.
+            let mut filed = lock(&conns);
+            if matches!(filed.by_endpoint.get(&addr), Some(Slot::Connecting { id: i, .. }) if *i == id) {
+                filed.by_endpoint.remove(&addr);
+            }
+            Err(Arc::new(ConnectError::Task(e)))
+        })
+    })
+    .boxed()
+    .shared()
 }
 
 /// Connects to `addr` and makes the HTTP/2 handshake; the connection's own task is spawned.

@@ -46,10 +46,10 @@ fn upstream_uri(uri: &Uri, addr: SocketAddr, scheme: &str) -> Result<Uri, http::
 
 /// An HTTP/2 backend request's URI: `http`, the request's Host as the authority (the
 /// endpoint's address when it has none, or none that is an authority), its path.
-fn h2_uri(p: &http::request::Parts, addr: SocketAddr) -> Uri {
-    let host = p.headers.get(http::header::HOST).and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
-    let Some(authority) = host else { return upstream_uri(&p.uri, addr, "http").unwrap_or_default() };
-    let pq = p.uri.path_and_query().map_or("/", |p| p.as_str());
+fn h2_uri(headers: &http::HeaderMap, uri: &Uri, addr: SocketAddr) -> Uri {
+    let host = headers.get(http::header::HOST).and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    let Some(authority) = host else { return upstream_uri(uri, addr, "http").unwrap_or_default() };
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
     Uri::builder().scheme("http").authority(authority).path_and_query(pq).build().unwrap_or_default()
 }
 
@@ -167,18 +167,26 @@ fn grpc<'a>(
         let (up, deadline) = (t.up, t.deadline);
         let mut addr = t.pick.endpoint.addr;
         parts.version = Version::HTTP_2;
-        parts.uri = h2_uri(&parts, addr);
+        parts.uri = h2_uri(&parts.headers, &parts.uri, addr);
         let (body, body_failed) = keep_body_error(body);
         let mut req = Request::from_parts(parts, body);
         let mut moved = false;
+        // The endpoint whose connection last gave the request back.
+        let mut given_back = None;
+        // To another endpoint, once: the URI names the endpoint when the request has no Host.
+        let move_to = |req: &mut Request<Body>, other: SocketAddr| {
+            *req.uri_mut() = h2_uri(req.headers(), req.uri(), other);
+            (other, true)
+        };
         // Bounded: a connect that fails moves the request once; a connection that gives the
-        // request back is followed by a new one (or, that failing, the move).
+        // request back is followed by a new one, and a second one of the same endpoint that
+        // does (it is going away: each connection ends at once) by the move.
         for _ in 0..4 {
             let conn = match tokio::time::timeout_at(deadline, up.h2.connection(addr)).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => match (!moved && e.is_connect()).then(|| t.instead_of(addr, &e)).flatten() {
                     Some(other) => {
-                        (addr, moved) = (other, true);
+                        (addr, moved) = move_to(&mut req, other);
                         continue;
                     }
                     None => return t.answer::<Body, _>(Ok(Some(Err(e))), addr, None, None),
@@ -198,6 +206,13 @@ fn grpc<'a>(
             let result = match result {
                 Ok(Some(Ok(Sent::GivenBack(r)))) => {
                     req = r;
+                    if given_back == Some(addr)
+                        && !moved
+                        && let Some(other) = t.instead_of(addr, &"its connections end before a request is sent")
+                    {
+                        (addr, moved) = move_to(&mut req, other);
+                    }
+                    given_back = Some(addr);
                     continue;
                 }
                 Ok(Some(Ok(Sent::Answer(r)))) => Ok(Some(Ok(r))),

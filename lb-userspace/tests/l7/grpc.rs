@@ -139,12 +139,14 @@ async fn h2_post_unsized(ca: &Ca, port: u16, path: &str, body: Vec<u8>) -> Resul
 
 /// An h2c backend that stops as a gRPC server's graceful stop does, on its first request: it
 /// closes its listener, then ends its connection (GOAWAY), and answers that request after
-/// 500 ms (naming itself, as the echo backends do).
-async fn stopping_backend() -> Echo {
+/// 500 ms (naming itself, as the echo backends do). The flag is raised once it has stopped.
+async fn stopping_backend() -> (Echo, Arc<std::sync::atomic::AtomicBool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let raised = stopped.clone();
     tokio::spawn(async move {
         let Ok((s, _)) = listener.accept().await else { return };
         let stop = Arc::new(tokio::sync::Notify::new());
@@ -166,11 +168,12 @@ async fn stopping_backend() -> Echo {
             _ = stop.notified() => {
                 drop(listener);
                 conn.as_mut().graceful_shutdown();
+                raised.store(true, Ordering::SeqCst);
             }
         }
         let _ = conn.await;
     });
-    Echo { addr, hits, seen: Default::default() }
+    (Echo { addr, hits, seen: Default::default() }, stopped)
 }
 
 /// A rolling restart of a gRPC backend: while it still answers a request, its connection,
@@ -179,7 +182,7 @@ async fn stopping_backend() -> Echo {
 #[tokio::test]
 async fn requests_given_back_by_a_stopping_backend_go_to_another_endpoint() {
     let port = free_port();
-    let stopping = stopping_backend().await;
+    let (stopping, stopped) = stopping_backend().await;
     let web = echo("web", Duration::ZERO).await;
     let ca = ca();
     let (_dir, f) = ca_file(&ca);
@@ -204,7 +207,7 @@ async fn requests_given_back_by_a_stopping_backend_go_to_another_endpoint() {
                     break false;
                 }
                 _ = tokio::time::sleep(Duration::from_millis(10)) => {
-                    if stopping.hits.load(Ordering::SeqCst) > 0 {
+                    if stopped.load(Ordering::SeqCst) {
                         break true;
                     }
                 }
@@ -216,8 +219,9 @@ async fn requests_given_back_by_a_stopping_backend_go_to_another_endpoint() {
         }
     }
     let first = first.expect("a request reached the stopping backend");
-    // The backend has stopped (listener closed, GOAWAY sent) while it answers `first`.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The backend has stopped (listener closed, GOAWAY sent) while it answers `first`; the
+    // GOAWAY reaches the proxy's connection.
+    tokio::time::sleep(Duration::from_millis(150)).await;
     for i in 0..4 {
         let r = call(f.clone()).await.unwrap();
         assert!(r.ok && r.status == 200, "request {i}: {} {} {}", r.status, r.body, r.stderr);
