@@ -266,6 +266,27 @@ mod tests {
         assert_eq!(b.pick(&cx([1, 1, 1, 1]), &zero), None);
     }
 
+    /// Retries' picks (`CompiledRoute::retry_pick`: the failed endpoint's weight 0) between
+    /// the first picks leave the failed endpoint its share of those (a third) and no more;
+    /// with a shorter list instead (as retries were picked), the cut and shifted state gave
+    /// it nearly two thirds, each a failed connect and a retry.
+    #[test]
+    fn smooth_wrr_stays_even_across_retry_picks() {
+        let b = for_scheduler(&Scheduler::Wrr, 3, &ActiveRequests::default());
+        let e = eps(&[1, 1, 1]);
+        let mut masked = e.clone();
+        masked[1].weight = 0;
+        let mut counts = [0u32; 3];
+        for _ in 0..30 {
+            counts[b.pick(&cx([1, 1, 1, 1]), &e).unwrap()] += 1;
+            let retry = b.pick(&cx([1, 1, 1, 1]), &masked).unwrap();
+            assert_ne!(retry, 1, "the failed endpoint");
+            counts[retry] += 1;
+        }
+        assert_eq!(counts[1], 10, "{counts:?}");
+        assert!(counts[0] >= 10 && counts[2] >= 10, "{counts:?}");
+    }
+
     #[test]
     fn least_requests_prefers_idle_then_weight() {
         let active = ActiveRequests::default();

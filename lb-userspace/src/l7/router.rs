@@ -226,11 +226,15 @@ impl CompiledRoute {
             .collect()
     }
 
-    /// Another endpoint of the same Service than `not` (a retry after a failed connect).
+    /// Another endpoint of the same Service than `not` (a retry after a failed connect):
+    /// picked from the whole list with `not`'s weight 0, so a balancer with state (the smooth
+    /// round robin's, one value per endpoint index) keeps it for the same endpoints (a
+    /// shorter list shifted and cut it on every retry).
     pub fn retry_pick(&self, cx: &PickContext<'_>, upstream: usize, not: SocketAddr) -> Option<Endpoint> {
         let u = self.route.upstreams.get(upstream)?;
-        let others: Vec<Endpoint> = u.endpoints.iter().copied().filter(|e| e.addr != not).collect();
-        self.balancers[upstream].pick(cx, &others).map(|i| others[i])
+        let masked: Vec<Endpoint> =
+            u.endpoints.iter().map(|e| if e.addr == not { Endpoint { weight: 0, ..*e } } else { *e }).collect();
+        self.balancers[upstream].pick(cx, &masked).map(|i| masked[i])
     }
 }
 
