@@ -152,15 +152,21 @@ impl H2Upstreams {
     /// peer gone without a reset leaves it open), unless another has taken its place.
     /// Requests in flight on it go on; it closes when they are done.
     pub fn forget(&self, addr: SocketAddr, id: u64) {
-        let mut conns = lock(&self.conns);
-        if conns.by_endpoint.get(&addr).is_some_and(|c| c.id() == id) {
-            conns.by_endpoint.remove(&addr);
-        }
+        forget(&self.conns, addr, id);
     }
 }
 
 fn lock(conns: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
     conns.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes connection (or connect) `id` to `addr` out of `conns`, unless another has taken
+/// its place already.
+fn forget(conns: &Mutex<Conns>, addr: SocketAddr, id: u64) {
+    let mut conns = lock(conns);
+    if conns.by_endpoint.get(&addr).is_some_and(|c| c.id() == id) {
+        conns.by_endpoint.remove(&addr);
+    }
 }
 
 impl Conns {
@@ -189,35 +195,27 @@ impl Slot {
 }
 
 /// Connection `id` to `addr`, made in a task of its own that files it in `conns` (or, when
-/// it fails, takes its place there away), so it ends on one runtime whoever waits for it.
+/// it fails, takes its place there away: later requests would get its error too), so it
+/// ends on one runtime whoever waits for it.
 fn spawn_connect(conns: Arc<Mutex<Conns>>, addr: SocketAddr, id: u64) -> Connect {
     let filing = conns.clone();
     let task = tokio::spawn(async move {
-        let made = connect(addr).await;
-        let mut filed = lock(&filing);
-        let waited_for = matches!(filed.by_endpoint.get(&addr), Some(Slot::Connecting { id: i, .. }) if *i == id);
-        match made {
-            Ok(sender) => {
-                if waited_for {
-                    filed.by_endpoint.insert(addr, Slot::Open { sender: sender.clone(), used: Instant::now(), id });
-                }
-                Ok((sender, id))
-            }
+        let sender = match connect(addr).await {
+            Ok(sender) => sender,
             Err(e) => {
-                if waited_for {
-                    filed.by_endpoint.remove(&addr);
-                }
-                Err(Arc::new(e))
+                forget(&filing, addr, id);
+                return Err(Arc::new(e));
             }
+        };
+        let mut filed = lock(&filing);
+        if filed.by_endpoint.get(&addr).is_some_and(|c| c.id() == id) {
+            filed.by_endpoint.insert(addr, Slot::Open { sender: sender.clone(), used: Instant::now(), id });
         }
+        Ok((sender, id))
     });
     task.map(move |joined| {
         joined.unwrap_or_else(|e| {
-            // Its place is given up here, else later requests would get this error too.
-            let mut filed = lock(&conns);
-            if matches!(filed.by_endpoint.get(&addr), Some(Slot::Connecting { id: i, .. }) if *i == id) {
-                filed.by_endpoint.remove(&addr);
-            }
+            forget(&conns, addr, id);
             Err(Arc::new(ConnectError::Task(e)))
         })
     })

@@ -210,9 +210,7 @@ async fn clb_health_check_flag_takes_a_failing_backend_out() {
 async fn clb_https_sni_http2_off_and_cipher_policy() {
     let web = echo("web", Duration::ZERO).await;
     let ca = tls::ca();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.ca.pem()).unwrap();
+    let (_dir, ca_file) = tls::ca_file(&ca);
     let (strict, plain) = (free_port(), free_port());
     let vip = "127.0.0.35";
     let yaml = tls::secret("cert-a", &tls::leaf(&ca, &["a.test"]))

@@ -12,7 +12,7 @@ use std::{
 
 use super::{
     support::*,
-    tls::{Ca, NS, ca, curl, leaf, secret},
+    tls::{Ca, NS, ca, ca_file, curl, leaf, secret},
 };
 
 /// An HTTPS listener on `port` (its certificate for g.test signed by `ca`) whose route
@@ -34,14 +34,6 @@ fn grpc_listener_with(port: u16, ca: &Ca, backends: &[&Echo], extra: &str) -> St
             &rule("g.test", &[("/", "Prefix", "web")]),
         )
         .replace("spec:\n", "spec:\n  tls:\n  - hosts: [g.test]\n    secretName: cert-g\n")
-}
-
-/// The CA's certificate written to a file for curl (the directory lives as long as the file).
-fn ca_file(ca: &Ca) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("ca.pem");
-    std::fs::write(&file, ca.ca.pem()).unwrap();
-    (dir, file)
 }
 
 const GRPC_CALL: [&str; 5] = ["--http2", "-H", "te: trailers", "-H", "content-type: application/grpc"];

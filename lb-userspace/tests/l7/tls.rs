@@ -33,6 +33,14 @@ pub(super) fn leaf(ca: &Ca, names: &[&str]) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
+/// The CA's certificate written to a file for curl (the directory lives as long as the file).
+pub(super) fn ca_file(ca: &Ca) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ca.pem");
+    std::fs::write(&file, ca.ca.pem()).unwrap();
+    (dir, file)
+}
+
 pub(super) fn secret(name: &str, (cert, key): &(String, String)) -> String {
     use base64::{Engine, engine::general_purpose::STANDARD};
     let encode = |b: &[u8]| STANDARD.encode(b);
@@ -88,9 +96,7 @@ async fn sni_default_certificate_alpn_and_rotation() {
     let port = free_port();
     let web = echo("web", Duration::ZERO).await;
     let ca = ca();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.ca.pem()).unwrap();
+    let (_dir, ca_file) = ca_file(&ca);
     let tls = "  - hosts: [a.test]\n    secretName: cert-a\n  - hosts: ['*.b.test']\n    secretName: cert-b\n";
     let base = alb_class(&[(port, "HTTPS")]) + &service(NS, "web", &[&web]);
     let yaml = base.clone()
@@ -159,9 +165,7 @@ async fn sni_default_certificate_alpn_and_rotation() {
 async fn cipher_policies_map_to_protocol_versions() {
     let web = echo("web", Duration::ZERO).await;
     let ca = ca();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.ca.pem()).unwrap();
+    let (_dir, ca_file) = ca_file(&ca);
     // (policy, TLS 1.3 accepted, TLS 1.2 accepted, TLS 1.2 ChaCha20 accepted); "": the
     // listener names no policy (ALB's default, tls_cipher_policy_1_0).
     let table = [
@@ -215,9 +219,7 @@ async fn clb_https_listener_with_cert_id_and_forward_port() {
     let (http_port, https_port) = (free_port(), free_port());
     let web = echo("web", Duration::ZERO).await;
     let ca = ca();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.ca.pem()).unwrap();
+    let (_dir, ca_file) = ca_file(&ca);
     let vip = "127.0.0.8";
     let yaml = secret("my-cert", &leaf(&ca, &["shop.test"]))
         + &clb_service(

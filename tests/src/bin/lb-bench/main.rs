@@ -301,7 +301,8 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         // first, then one packet of each per call in a shuffled order: the conntrack lookup
         // of a flow whose entry is not in the CPU's caches, against one flow's.
         let udp_flow = |sport: u16| Frame::udp(Flow::new(Ipv4Addr::new(198, 18, 0, 3), sport, VIP, 53)).bytes();
-        let many: Vec<Vec<u8>> = (0..MANY_FLOWS).map(|i| udp_flow(20_000 + i)).collect();
+        let many: Vec<Vec<u8>> =
+            (0..throughput::MANY_FLOWS).map(|i| udp_flow(throughput::MANY_FLOWS_FIRST_PORT + i)).collect();
         for f in &many {
             let (v, _, _) = run_frame(prog, f, a, 1);
             anyhow::ensure!(v == XDP_REDIRECT, "UDP bench flow not forwarded (verdict {v})");
@@ -364,9 +365,6 @@ fn datapath_suite(plan: &Plan) -> Result<serde_json::Value> {
         .collect();
     Ok(json!(cases))
 }
-
-/// Flows of the many-flows datapath case (as the veth throughput runs').
-const MANY_FLOWS: u16 = 16_000;
 
 /// 0..n in a fixed pseudo-random order (a full-period LCG walk), the same every run.
 fn shuffled(n: usize) -> Vec<usize> {

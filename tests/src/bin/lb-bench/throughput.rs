@@ -24,8 +24,10 @@ const MIN_FWD: &str = "minimal XDP forwarder";
 const LB: &str = "lb (full NAT)";
 const IPTABLES: &str = "iptables DNAT";
 const LB_COMPARED: &str = "lb (--compare-lb)";
-/// Distinct source ports of the many-flows runs (each a flow through the VIP).
-const MANY_FLOWS: u32 = 16_000;
+/// Distinct source ports of the many-flows runs (each a flow through the VIP), from
+/// [`MANY_FLOWS_FIRST_PORT`]; the datapath suite's 16,000-flow case opens the same.
+pub const MANY_FLOWS: u16 = 16_000;
+pub const MANY_FLOWS_FIRST_PORT: u16 = 20_000;
 
 /// One run's result.
 struct Run {
@@ -134,7 +136,11 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32, compare: Option<&str>
     let cli_mac = topo.client.mac(&cli_if)?;
     let hex = |m: [u8; 6]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     let conf = work.path().join("trafgen.cfg");
-    let sport = if many { format!("drnd(20000, {})", 20000 + MANY_FLOWS - 1) } else { "40000".to_string() };
+    let sport = if many {
+        format!("drnd({MANY_FLOWS_FIRST_PORT}, {})", MANY_FLOWS_FIRST_PORT + MANY_FLOWS - 1)
+    } else {
+        "40000".to_string()
+    };
     fs::write(
         &conf,
         format!(
