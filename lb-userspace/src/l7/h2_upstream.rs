@@ -154,6 +154,14 @@ impl H2Upstreams {
     pub fn forget(&self, addr: SocketAddr, id: u64) {
         forget(&self.conns, addr, id);
     }
+
+    /// Lets go the connections (and connects) to endpoints `present` no longer holds (they
+    /// left every route): requests in flight on one go on, under the endpoint's drain, and
+    /// it closes when they are done.
+    pub fn retain(&self, present: impl Fn(&SocketAddr) -> bool) {
+        let mut conns = lock(&self.conns);
+        conns.by_endpoint.retain(|addr, _| present(addr));
+    }
 }
 
 fn lock(conns: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
@@ -253,7 +261,7 @@ mod tests {
 
     /// An h2c server answering each request with its `:authority`; counts its connections
     /// and ends each after `per_conn` requests.
-    async fn server(per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    async fn server(per_conn: usize) -> (SocketAddr, Arc<Accepted>) {
         h2c_server(move |stop| {
             let served = Arc::new(AtomicUsize::new(0));
             service_fn(move |req: Request<Incoming>| {
@@ -271,9 +279,16 @@ mod tests {
         .await
     }
 
+    /// A test server's connections: all it accepted, and those still open.
+    #[derive(Default)]
+    struct Accepted {
+        total: AtomicUsize,
+        open: AtomicUsize,
+    }
+
     /// An h2c server: each connection served by what `make` gives for it, until the
     /// notification it was handed says to end it; counts its connections.
-    async fn h2c_server<S, F>(make: F) -> (SocketAddr, Arc<AtomicUsize>)
+    async fn h2c_server<S, F>(make: F) -> (SocketAddr, Arc<Accepted>)
     where
         F: Fn(Arc<tokio::sync::Notify>) -> S + Send + 'static,
         S: hyper::service::HttpService<Incoming, ResBody = http_body_util::Full<bytes::Bytes>> + Send + 'static,
@@ -282,13 +297,19 @@ mod tests {
     {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(Accepted::default());
         let count = accepted.clone();
         tokio::spawn(async move {
             while let Ok((s, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
+                count.total.fetch_add(1, Ordering::SeqCst);
+                count.open.fetch_add(1, Ordering::SeqCst);
                 let end = Arc::new(tokio::sync::Notify::new());
-                tokio::spawn(serve_until_told_to_end(s, make(end.clone()), end));
+                let served = serve_until_told_to_end(s, make(end.clone()), end);
+                let count = count.clone();
+                tokio::spawn(async move {
+                    served.await;
+                    count.open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         (addr, accepted)
@@ -349,7 +370,7 @@ mod tests {
             let r = up.request(addr, request("g.test:8443")).await.unwrap();
             assert_eq!(body(r).await, "g.test:8443", "the request's authority, not the endpoint's address");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the requests shared one connection");
+        assert_eq!(accepted.total.load(Ordering::SeqCst), 1, "the requests shared one connection");
         // The server ends that connection after its third request (GOAWAY, then close);
         // once it is closed, the next request makes another.
         for _ in 0..200 {
@@ -361,7 +382,7 @@ mod tests {
         assert!(!kept(&up, addr), "the ended connection is still handed out");
         let answered = Some(body(up.request(addr, request("g.test")).await.unwrap()).await);
         assert_eq!(answered.as_deref(), Some("g.test"));
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(accepted.total.load(Ordering::SeqCst), 2);
     }
 
     /// A backend that ends its connection (GOAWAY) while a request is still in flight on it,
@@ -400,7 +421,42 @@ mod tests {
         let r = up.request(addr, request("g.test")).await;
         assert_eq!(body(r.unwrap_or_else(|e| panic!("{e}"))).await, "ok");
         slow.await.unwrap().unwrap();
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(accepted.total.load(Ordering::SeqCst), 2);
+    }
+
+    /// An endpoint that left every route: its connection is let go at once, not at the next
+    /// sweep; a request in flight on it still gets its answer, then the connection closes.
+    #[tokio::test]
+    async fn a_removed_endpoints_connection_closes_once_its_requests_are_done() {
+        let (addr, accepted) = h2c_server(|_| {
+            service_fn(|_req: Request<Incoming>| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(bytes::Bytes::from("ok"))))
+            })
+        })
+        .await;
+        let up = Arc::new(H2Upstreams::default());
+        let in_flight = tokio::spawn({
+            let up = up.clone();
+            async move { body(up.request(addr, request("g.test")).await.unwrap()).await }
+        });
+        for _ in 0..200 {
+            if kept(&up, addr) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        up.retain(|a| *a != addr);
+        assert!(!kept(&up, addr), "the removed endpoint's connection is still handed out");
+        assert_eq!(accepted.open.load(Ordering::SeqCst), 1, "closed under the request in flight");
+        assert_eq!(in_flight.await.unwrap(), "ok");
+        for _ in 0..200 {
+            if accepted.open.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(accepted.open.load(Ordering::SeqCst), 0, "the connection stayed open after its last request");
     }
 
     #[tokio::test]
@@ -427,7 +483,7 @@ mod tests {
         for r in requests {
             assert_eq!(r.await.unwrap(), "g.test");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for all of them");
+        assert_eq!(accepted.total.load(Ordering::SeqCst), 1, "one connection for all of them");
         assert!(kept(&up, addr));
     }
 
@@ -450,6 +506,6 @@ mod tests {
         }
         assert!(kept(&up, addr), "the connection was filed");
         assert_eq!(body(up.request(addr, request("g.test")).await.unwrap()).await, "g.test");
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(accepted.total.load(Ordering::SeqCst), 1);
     }
 }

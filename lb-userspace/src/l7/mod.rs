@@ -36,7 +36,7 @@ pub mod workers;
 mod write_h1;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
     time::Duration,
@@ -129,14 +129,15 @@ impl Proxy {
     /// Makes the running listeners those of `wanted`. Must run inside a tokio runtime.
     pub fn apply(&mut self, wanted: &BTreeMap<String, L7Listener>) -> Vec<ProxyError> {
         let mut errors = Vec::new();
-        self.upstreams.ages.update(
-            wanted
-                .values()
-                .flat_map(|l| l.routes.iter().chain(&l.canaries))
-                .flat_map(|r| &r.upstreams)
-                .flat_map(|u| &u.endpoints)
-                .map(|e| e.addr),
-        );
+        let endpoints: HashSet<SocketAddr> = wanted
+            .values()
+            .flat_map(|l| l.routes.iter().chain(&l.canaries))
+            .flat_map(|r| &r.upstreams)
+            .flat_map(|u| &u.endpoints)
+            .map(|e| e.addr)
+            .collect();
+        self.upstreams.ages.update(endpoints.iter().copied());
+        self.upstreams.h2.retain(|a| endpoints.contains(a));
         let drain = self.limits.drain_timeout;
         self.upstreams.departures.update(wanted.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).flat_map(
             |r| {
