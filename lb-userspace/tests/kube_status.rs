@@ -67,7 +67,15 @@ async fn services_get_ip_mode_proxy_or_their_hostname() {
     let mut clb = example("l7-clb-http");
     clb[0]["metadata"]["annotations"]["service.beta.kubernetes.io/alibaba-cloud-loadbalancer-hostname"] =
         json!("shop.example.com");
+    // The same Service with the VIP an IPAM (MetalLB) wrote to its status.
+    let mut assigned = clb.clone();
+    assigned[0]["metadata"]["name"] = json!("assigned");
+    assigned[0]["spec"].as_object_mut().unwrap().remove("loadBalancerIP");
+    assigned[0]["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.18.100.30"}]}});
+    assigned[1]["metadata"]["name"] = json!("assigned-abc12");
+    assigned[1]["metadata"]["labels"]["kubernetes.io/service-name"] = json!("assigned");
     objects.extend(clb);
+    objects.extend(assigned);
     let fake = FakeApi::serving(&objects);
     let mut src = KubeSource::new(fake.client(), opts());
     let build = build_and_report(&mut src).await;
@@ -81,6 +89,14 @@ async fn services_get_ip_mode_proxy_or_their_hostname() {
     assert_eq!(patched(&fake, echo), json!([{"ip": "198.18.100.10", "ipMode": "Proxy"}]));
     // The hostname replaces the VIP (as the cloud controller does); ipMode needs an ip.
     assert_eq!(patched(&fake, shop), json!([{"hostname": "shop.example.com"}]));
+    // A VIP taken from the status keeps its entry (the status is its only record): the
+    // name goes beside it.
+    let assigned = "/api/v1/namespaces/demo/services/assigned/status";
+    wait_for(&fake, "the assigned Service's status", |f| !f.requests_to(Method::PATCH, assigned).is_empty()).await;
+    assert_eq!(
+        patched(&fake, assigned),
+        json!([{"ip": "198.18.100.30", "hostname": "shop.example.com", "ipMode": "Proxy"}])
+    );
 }
 
 /// An ALB Ingress's status with the given flags.

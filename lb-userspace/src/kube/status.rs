@@ -5,7 +5,9 @@
 //! - A Service gets its VIPs with `ipMode: Proxy` (kube-proxy then sends in-cluster clients
 //!   to the VIP instead of short-cutting to the endpoints, so they get the listener's
 //!   scheduler, ACL and persistence like everyone else), or the CLB `hostname` annotation's
-//!   name alone when it has one (as the cloud controller does: EXTERNAL-IP shows the name).
+//!   name alone when it has one (as the cloud controller does: EXTERNAL-IP shows the name)
+//!   and its VIP is `spec.loadBalancerIP`; a VIP taken from the status keeps its entry,
+//!   with the name beside it.
 //! - An Ingress gets, as ingress-nginx does: `--publish-status-address` when given, else the
 //!   addresses of the `--publish-service` Service (its `status.loadBalancer.ingress` and
 //!   `spec.externalIPs`), else the writing node's addresses.
@@ -98,14 +100,7 @@ impl StatusWriter {
         for (object, vips) in &report.services {
             let Some(svc) = watch::cached(&self.stores.services, (), object) else { continue };
             let current = sorted(lb_entries(&svc).into_iter().map(|i| entry(i.ip, i.hostname, i.ip_mode)));
-            let desired = match hostname(&svc) {
-                Some(name) => vec![Entry { ip: None, hostname: Some(name), ip_mode: None }],
-                None => sorted(vips.iter().map(|ip| Entry {
-                    ip: Some(ip.to_string()),
-                    hostname: None,
-                    ip_mode: Some(IP_MODE.into()),
-                })),
-            };
+            let desired = desired_entries(&svc, vips);
             let rv = svc.metadata.resource_version.clone();
             if self.needs_write(object, &json!(current), &json!(desired), &rv) {
                 let api: Api<Service> = Api::namespaced(self.client.clone(), &object.namespace);
@@ -243,6 +238,28 @@ pub fn published_addresses(svc: &Service) -> Vec<String> {
     }
     out.extend(spec.and_then(|s| s.external_ips.clone()).unwrap_or_default());
     out
+}
+
+/// What a served Service's `status.loadBalancer.ingress` should hold: its VIPs with
+/// `ipMode: Proxy`; with the CLB `hostname` annotation, that name alone (as the cloud
+/// controller writes it; `ipMode` needs an `ip`) when the VIP is `spec.loadBalancerIP`'s,
+/// else each VIP with the name beside it: a VIP an IPAM wrote to the status is the only
+/// record of it, and the Service would lose its address.
+fn desired_entries(svc: &Service, vips: &std::collections::BTreeSet<std::net::IpAddr>) -> Vec<Entry> {
+    let with_ip = |hostname: Option<String>| {
+        sorted(vips.iter().map(|ip| Entry {
+            ip: Some(ip.to_string()),
+            hostname: hostname.clone(),
+            ip_mode: Some(IP_MODE.into()),
+        }))
+    };
+    let Some(name) = hostname(svc) else { return with_ip(None) };
+    let spec_ip = svc.spec.as_ref().and_then(|s| s.load_balancer_ip.as_deref()).and_then(|ip| ip.parse().ok());
+    if vips.iter().all(|vip| Some(*vip) == spec_ip) {
+        vec![Entry { ip: None, hostname: Some(name), ip_mode: None }]
+    } else {
+        with_ip(Some(name))
+    }
 }
 
 /// The CLB `hostname` annotation of a served Service (it validated: the Service is served).
