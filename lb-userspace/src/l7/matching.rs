@@ -1,5 +1,5 @@
 //! Request-time routing, as pure functions over the route model: host and path matching,
-//! conditions, the rule a request goes to (canaries first), `rewrite-target`, canary
+//! conditions, whether a rule takes a request, `rewrite-target`, canary
 //! selection, CORS origins and listener ACLs. No I/O: the proxy hands in a [`Request`] view.
 use std::{borrow::Cow, net::IpAddr};
 

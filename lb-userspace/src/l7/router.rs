@@ -1,7 +1,8 @@
 //! A listener's routing table, compiled from the model once per reload and swapped
-//! atomically: route selection (canary rules first, then ALB order, the rules of the
-//! namespace owning the request's host before those of other namespaces), the Service of a
-//! forward group by weight, and the endpoint by the rule's scheduler or sticky cookie.
+//! atomically: route selection (ALB order, canary rules ranked among the others by their
+//! `order` and taking a request only when they select it; the rules of the namespace
+//! owning the request's host before those of other namespaces), the Service of a forward
+//! group by weight, and the endpoint by the rule's scheduler or sticky cookie.
 use std::{collections::HashMap, net::SocketAddr};
 
 use super::balance::{self, ActiveRequests, Balancer, PickContext};
@@ -15,8 +16,8 @@ pub struct Table {
     pub listener: L7Listener,
     /// The listener's port as a header value (`X-Forwarded-Port`), made once.
     pub port_value: http::HeaderValue,
-    canaries: Vec<CompiledRoute>,
-    routes: Vec<CompiledRoute>,
+    /// Every rule, canaries included, in the order they are tried.
+    rules: Vec<CompiledRoute>,
     owners: Owners,
 }
 
@@ -114,43 +115,53 @@ pub struct Pick {
 
 impl Table {
     pub fn new(listener: L7Listener, active: &ActiveRequests) -> Table {
-        let compile = |routes: &[Route]| routes.iter().map(|r| CompiledRoute::new(r.clone(), active)).collect();
-        Table {
-            canaries: compile(&listener.canaries),
-            routes: compile(&listener.routes),
-            owners: Owners::new(&listener),
-            port_value: http::HeaderValue::from(listener.port),
-            listener,
-        }
+        let mut rules: Vec<CompiledRoute> =
+            listener.canaries.iter().chain(&listener.routes).map(|r| CompiledRoute::new(r.clone(), active)).collect();
+        // ALB order; at the same `order` a canary before the rule it shadows (a canary
+        // Ingress that left `order` at its default, as with other controllers' canaries).
+        rules.sort_by(|a, b| rank(a).cmp(&rank(b)));
+        Table { rules, owners: Owners::new(&listener), port_value: http::HeaderValue::from(listener.port), listener }
     }
 
-    /// The rule that takes `req`: a canary rule that matches and selects it, else the first
-    /// matching rule in ALB order. `roll` is uniform in 0..100 (canary weight). When the
-    /// request's host is owned by a namespace, its rules are tried first and canaries of
-    /// other namespaces not at all: `order` ranks rules within what a namespace may serve, it
-    /// does not let a newer Ingress of another namespace take an owned host (by a rule
-    /// without host, a wildcard, a Host condition or a wider path).
+    /// The first rule in ALB order that takes `req`: it matches and, for a canary rule,
+    /// selects it (a canary that does not falls through to the rules after it). `roll` is
+    /// uniform in 0..100 (canary weight). When the request's host is owned by a namespace,
+    /// its rules are tried first and canaries of other namespaces not at all: `order` ranks
+    /// rules within what a namespace may serve, it does not let a newer Ingress of another
+    /// namespace take an owned host (by a rule without host, a wildcard, a Host condition or
+    /// a wider path).
     pub fn select(&self, req: &Request<'_>, roll: u32) -> Option<(&CompiledRoute, Captures)> {
-        let owner = self.owners.of(req.host);
-        let owned = |r: &CompiledRoute| owner.is_none_or(|o| r.route.rule.source.namespace == o);
-        for c in self.canaries.iter().filter(|c| owned(c)) {
-            if let Some(caps) = matches_request(&c.route.rule, req)
-                && c.route
-                    .rule
-                    .canary
-                    .as_ref()
-                    .is_some_and(|k| canary_selects(k, |h| req.header(h), |n| req.cookie(n), roll))
-            {
-                return Some((c, caps));
-            }
-        }
-        if owner.is_none() {
-            return first_match(self.routes.iter(), req);
-        }
-        let first = |r: &CompiledRoute| owned(r) && !r.route.rule.default_backend;
-        first_match(self.routes.iter().filter(|r| first(r)), req)
-            .or_else(|| first_match(self.routes.iter().filter(|r| !first(r)), req))
+        let Some(owner) = self.owners.of(req.host) else {
+            return first_taker(self.rules.iter(), req, roll);
+        };
+        let owned = |r: &CompiledRoute| r.route.rule.source.namespace == owner;
+        let first = |r: &&CompiledRoute| owned(r) && !r.route.rule.default_backend;
+        first_taker(self.rules.iter().filter(first), req, roll).or_else(|| {
+            let rest = self.rules.iter().filter(|r| !first(r) && (r.route.rule.canary.is_none() || owned(r)));
+            first_taker(rest, req, roll)
+        })
     }
+}
+
+/// Where a rule is tried: ALB order, and at the same `order` a canary first.
+fn rank(r: &CompiledRoute) -> (bool, u32, bool, &str, &str, usize, usize) {
+    let r = &r.route.rule;
+    (r.default_backend, r.order, r.canary.is_none(), &r.source.namespace, &r.source.name, r.rule_index, r.path_index)
+}
+
+/// The first of `rules` that takes `req`: it matches and, for a canary rule, selects it.
+fn first_taker<'a>(
+    mut rules: impl Iterator<Item = &'a CompiledRoute>,
+    req: &Request<'_>,
+    roll: u32,
+) -> Option<(&'a CompiledRoute, Captures)> {
+    rules.find_map(|r| {
+        let caps = matches_request(&r.route.rule, req)?;
+        match &r.route.rule.canary {
+            Some(k) if !canary_selects(k, |h| req.header(h), |n| req.cookie(n), roll) => None,
+            _ => Some((r, caps)),
+        }
+    })
 }
 
 impl CompiledRoute {
@@ -236,13 +247,6 @@ impl CompiledRoute {
             u.endpoints.iter().map(|e| if e.addr == not { Endpoint { weight: 0, ..*e } } else { *e }).collect();
         self.balancers[upstream].pick(cx, &masked).map(|i| masked[i])
     }
-}
-
-fn first_match<'a>(
-    mut routes: impl Iterator<Item = &'a CompiledRoute>,
-    req: &Request<'_>,
-) -> Option<(&'a CompiledRoute, Captures)> {
-    routes.find_map(|r| matches_request(&r.route.rule, req).map(|c| (r, c)))
 }
 
 /// The index whose cumulative weight range holds `roll % total`; `None` when all are 0.

@@ -54,7 +54,21 @@ pub fn build(objects: &ObjectSet, out: &mut Build) {
         }
         parsed.push(p);
     }
-    let conflicts = alb::order_conflicts(&parsed);
+    // Of two Ingresses with one `order` on a listener the newer is in error (objects read
+    // from files have no creation time: then namespace and name decide).
+    let created: std::collections::HashMap<(&str, &str), _> = objects
+        .ingresses
+        .iter()
+        .map(|i| {
+            let m = &i.metadata;
+            let key = (m.namespace.as_deref().unwrap_or("default"), m.name.as_deref().unwrap_or_default());
+            (key, m.creation_timestamp.as_ref().map(|t| t.0))
+        })
+        .collect();
+    let conflicts = alb::order_conflicts(&parsed, |p| {
+        let t = created.get(&(p.namespace.as_str(), p.name.as_str())).copied().flatten();
+        (t.is_none(), t, p.namespace.clone(), p.name.clone())
+    });
     for p in parsed {
         let key = format!("{}/{}", p.namespace, p.name);
         let object = ObjectRef { kind: "Ingress".into(), namespace: p.namespace.clone(), name: p.name.clone() };

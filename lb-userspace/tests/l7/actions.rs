@@ -235,3 +235,50 @@ async fn ssl_redirect_on_port_80() {
     assert_eq!(resp.status(), 301);
     assert_eq!(resp.headers()["location"], "https://s.test/cart?x=1");
 }
+
+/// A canary rule ranks among the others by its `order` (ALB rule priorities): one with a
+/// higher order than the main rules does not take requests they match (it took every
+/// request its path matched, `/api` of a main rule with a lower order included); a canary
+/// that does not select a request lets it fall through to the rules after it. (At the same
+/// order, the default one, a canary comes first: `actions_and_canary`.)
+#[tokio::test]
+async fn a_canary_ranks_among_the_rules_by_its_order() {
+    let port = free_port();
+    let (api, root, canary) =
+        (echo("api", Duration::ZERO).await, echo("root", Duration::ZERO).await, echo("canary", Duration::ZERO).await);
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "api", &[&api])
+        + &service(NS, "root", &[&root])
+        + &service(NS, "canary", &[&canary])
+        + &ingress(
+            NS,
+            "main",
+            &[("listen-ports", &lp), ("order", "5")],
+            &rule("o.test", &[("/api", "Prefix", "api"), ("/", "Prefix", "root")]),
+        )
+        + &ingress(
+            NS,
+            "late-canary",
+            &[("listen-ports", &lp), ("order", "1000"), ("canary", "true"), ("canary-weight", "100")],
+            &rule("o.test", &[("/", "Prefix", "canary")]),
+        )
+        + &ingress(
+            NS,
+            "early-canary",
+            &[
+                ("listen-ports", &lp),
+                ("order", "4"),
+                ("canary", "true"),
+                ("canary-by-header", "x-canary"),
+                ("canary-by-header-value", "yes"),
+            ],
+            &rule("o.test", &[("/api", "Prefix", "canary")]),
+        );
+    let _p = proxy(&model(&yaml));
+    let c = client();
+    assert_eq!(get(&c, port, "o.test", "/api/x", &[]).await.backend(), "api", "a later canary took /api");
+    assert_eq!(get(&c, port, "o.test", "/x", &[]).await.backend(), "root", "a later canary took /");
+    assert_eq!(get(&c, port, "o.test", "/api/x", &[("x-canary", "yes")]).await.backend(), "canary");
+    assert_eq!(get(&c, port, "o.test", "/api/x", &[("x-canary", "no")]).await.backend(), "api");
+}

@@ -184,12 +184,17 @@ pub fn check_against_albconfig(parse: &IngressParse, config: &AlbConfig) -> Vec<
 }
 
 /// "Priorities must be unique within the same listener": two Ingresses that write the
-/// same `order` and share a listen port. Returns `(namespace/name, error)` for each.
-pub fn order_conflicts(parses: &[IngressParse]) -> Vec<(String, AnnotationError)> {
+/// same `order` and share a listen port. The newer of the two (by `age`, lowest oldest) is
+/// in error, the older keeps its rules: a new Ingress cannot take down one that serves.
+/// Returns `(namespace/name, error)` for each Ingress in error.
+pub fn order_conflicts<A: Ord>(
+    parses: &[IngressParse],
+    age: impl Fn(&IngressParse) -> A,
+) -> Vec<(String, AnnotationError)> {
     let mut out = Vec::new();
     for (i, a) in parses.iter().enumerate() {
         for (j, b) in parses.iter().enumerate() {
-            if i == j || !a.order_explicit || !b.order_explicit || a.order != b.order {
+            if i == j || !a.order_explicit || !b.order_explicit || a.order != b.order || age(b) > age(a) {
                 continue;
             }
             if let Some(l) = a.listeners.iter().find(|l| b.listeners.contains(l)) {
@@ -307,15 +312,18 @@ mod tests {
             SIMPLE,
         );
         let d = parse(&[], SIMPLE);
-        let errs = order_conflicts(&[a.clone(), b.clone(), c, d]);
-        assert_eq!(errs.len(), 2, "{errs:?}");
-        assert_eq!(errs[0].0, "default/a");
+        let by_name = |p: &IngressParse| p.name.clone();
+        let errs = order_conflicts(&[a.clone(), b.clone(), c, d], by_name);
+        assert_eq!(errs.len(), 1, "only the newer is in error: {errs:?}");
+        assert_eq!(errs[0].0, "default/b");
         assert_eq!(
             errs[0].1.reason,
-            "order 2 is also used by Ingress default/b on listener HTTP:80; orders must be unique within a listener"
+            "order 2 is also used by Ingress default/a on listener HTTP:80; orders must be unique within a listener"
         );
+        let errs = order_conflicts(&[a.clone(), b.clone()], |p| std::cmp::Reverse(p.name.clone()));
+        assert_eq!(errs.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["default/a"]);
         b.order = 3;
-        assert!(order_conflicts(&[a, b]).is_empty());
+        assert!(order_conflicts(&[a, b], by_name).is_empty());
     }
 
     #[test]
