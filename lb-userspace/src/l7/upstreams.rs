@@ -46,8 +46,10 @@ impl Upstreams {
             hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(crate::tls::backend_client_config())
                 .https_or_http()
+                // HTTP/1.1 only, as ALB and nginx speak to HTTPS backends: a backend that
+                // picked h2 by ALPN got the endpoint's address as `:authority` beside the
+                // client's Host, and upgrades (WebSocket) cannot cross an HTTP/2 hop.
                 .enable_http1()
-                .enable_http2()
                 .wrap_connector(http)
         };
         let builder = || Client::builder(TokioExecutor::new());

@@ -130,7 +130,24 @@ async fn backend_protocols_keepalive_and_limits() {
     let m = model(&yaml);
     let _p = proxy(&m);
     let c = client();
-    assert_eq!(get(&c, port, "https.test", "/", &[]).await.backend(), "secure over TLS");
+    let secure = get(&c, port, "https.test", "/", &[]).await.json();
+    assert_eq!(secure["backend"], "secure over TLS");
+    // A TLS backend offering h2 by ALPN is spoken to in HTTP/1.1, with the client's Host (an
+    // HTTP/2 hop had the endpoint's address as :authority).
+    assert_eq!(
+        (secure["version"].as_str(), secure["headers"]["host"].as_str()),
+        (Some("HTTP/1.1"), Some("https.test"))
+    );
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: https.test\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "an upgrade to an HTTPS backend: {head}");
+    s.write_all(b"tls tunnel").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], b"tls tunnel");
+    drop(s);
 
     let peers = |host: &'static str| {
         let c = c.clone();

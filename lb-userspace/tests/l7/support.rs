@@ -60,6 +60,9 @@ pub async fn echo_tls(name: &str) -> Echo {
             .with_no_client_auth()
             .with_single_cert(vec![cert.cert.der().clone()], key)
             .unwrap();
+    // As Go's, Envoy's and nginx's TLS servers: HTTP/2 offered first.
+    let mut cfg = cfg;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     start_echo(format!("{name} over TLS"), Duration::ZERO, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
 }
 
@@ -84,7 +87,7 @@ async fn start_echo(name: String, delay: Duration, tls: Option<tokio_rustls::Tls
                 let builder = auto::Builder::new(TokioExecutor::new());
                 let _ = match tls {
                     Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
+                        Ok(s) => builder.serve_connection_with_upgrades(TokioIo::new(s), svc).await,
                         Err(_) => return,
                     },
                     None => builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await,
