@@ -88,6 +88,18 @@ pub struct Admitted {
     client: IpAddr,
 }
 
+/// A connection's place, shared with the tunnel an upgrade turns it into: the tunnel
+/// outlives the HTTP connection that handed its socket over, and keeps the place (under
+/// the per-listener and per-client caps, and counted by the drain) until it closes.
+#[derive(Clone)]
+pub struct Place(#[allow(dead_code)] Arc<Admitted>);
+
+impl Place {
+    pub fn new(admitted: Admitted) -> Place {
+        Place(Arc::new(admitted))
+    }
+}
+
 impl ConnectionGate {
     pub fn new(limits: Limits) -> Arc<ConnectionGate> {
         Arc::new(ConnectionGate { limits, open: Mutex::new((0, HashMap::new())) })

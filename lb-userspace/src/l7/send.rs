@@ -15,7 +15,7 @@ use super::{
     drain::{Cut, CutBody},
     h2_upstream::{H2Error, Sent},
     headers::{is_upgrade, strip_hop_by_hop},
-    limits::{IdleBody, Limits, Stalled},
+    limits::{IdleBody, Limits, Place, Stalled},
     mirror, pool,
     respond::{self, Body, BoxError},
     router::{CompiledRoute, Pick},
@@ -116,7 +116,12 @@ async fn through_client(mut parts: http::request::Parts, body: Body, upgrade: bo
     let backend = &t.route.route.rule.backend;
     let scheme = if backend.protocol == BackendProtocol::Https { "https" } else { "http" };
     let client = if upgrade || !backend.keepalive { &up.fresh } else { &up.pooled };
-    let on_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let on_upgrade = if upgrade {
+        let place = parts.extensions.remove::<Place>();
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>().map(|client_side| Upgrade { client_side, place })
+    } else {
+        None
+    };
     let resendable = body.is_end_stream();
     parts.version = Version::HTTP_11;
     let send = |mut p: http::request::Parts, addr: SocketAddr, body: Body| {
@@ -302,6 +307,12 @@ fn pooled<'a>(req: Request<Body>, t: Target<'a>) -> impl Future<Output = Respons
 /// The backend did not answer within the request timeout.
 struct TimedOut;
 
+/// The client's side of an upgrade, and the connection's place the tunnel keeps.
+struct Upgrade {
+    client_side: hyper::upgrade::OnUpgrade,
+    place: Option<Place>,
+}
+
 impl Target<'_> {
     /// Another endpoint of the picked upstream, for a request `addr` could not take (`e`:
     /// nothing was sent).
@@ -318,7 +329,7 @@ impl Target<'_> {
         result: Result<Option<Result<Response<B>, E>>, TimedOut>,
         addr: SocketAddr,
         cut: Option<Cut>,
-        on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        on_upgrade: Option<Upgrade>,
     ) -> Response<Body>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
@@ -344,7 +355,7 @@ impl Target<'_> {
                 // The signal the exchange watched, else a new one.
                 let cut = cut.unwrap_or_else(|| up.departures.watch(addr));
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                    && let Some(client_side) = on_upgrade
+                    && let Some(Upgrade { client_side, place }) = on_upgrade
                 {
                     let backend_side = hyper::upgrade::on(&mut resp);
                     tokio::spawn(async move {
@@ -353,6 +364,7 @@ impl Target<'_> {
                             super::limits::tunnel(TokioIo::new(c), TokioIo::new(b), limits.tunnel_idle, cut.cut())
                                 .await;
                         }
+                        drop(place);
                     });
                     let (p, _) = resp.into_parts();
                     return Response::from_parts(p, respond::empty());

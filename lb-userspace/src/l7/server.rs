@@ -21,7 +21,7 @@ use super::listener::{Activity, InFlight, respond_to};
 pub use super::listener::{Counters, ListenerState, MAX_HEADER_BYTES};
 use super::{
     forward::Conn,
-    limits::{Blocked, WriteWatch},
+    limits::{Blocked, Place, WriteWatch},
     ticker,
 };
 
@@ -71,10 +71,7 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
                     state.counters.connections.fetch_add(1, Ordering::Relaxed);
                     let local = bound.or_else(|| stream.local_addr().ok()).unwrap_or(peer);
                     let state = state.clone();
-                    tokio::spawn(async move {
-                        connection(stream, peer, local, state).await;
-                        drop(admitted);
-                    });
+                    tokio::spawn(connection(stream, peer, local, state, Place::new(admitted)));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -95,7 +92,13 @@ pub const MAX_H2_PENDING_RESETS: usize = 20;
 /// The handshake and the HTTP state are boxed: a connection's task then starts small (the
 /// runtime moves a task's future by value when it spawns it; unboxed, that was the largest
 /// copy per connection in the profile), and stays small while the connection is idle.
-async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: SocketAddr, state: Arc<ListenerState>) {
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    state: Arc<ListenerState>,
+    place: Place,
+) {
     let tls_config = state.tls.load_full();
     // TLS and hyper's servers write a connection in many small writes: no Nagle delay for
     // them. The proxy's own HTTP/1.1 server turns it off before a connection's second write.
@@ -105,17 +108,17 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, local: Sock
     match tls_config {
         Some(cfg) => {
             let (stream, blocked) = WriteWatch::new(stream);
-            Box::pin(tls(stream, blocked, cfg, Conn::new(peer, local, true), state)).await
+            Box::pin(tls(stream, blocked, cfg, Conn::new(peer, local, true), state, place)).await
         }
         None => {
             let conn = Conn::new(peer, local, false);
             if *HYPER_ONLY {
                 let (stream, blocked) = WriteWatch::new(stream);
                 let stream = super::readahead::ReadAhead::new(stream);
-                return Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await;
+                return Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked, place)).await;
             }
             // Its write half is watched (`plain`), not the whole stream.
-            Box::pin(plain(stream, conn, state)).await
+            Box::pin(plain(stream, conn, state, place)).await
         }
     }
 }
@@ -127,12 +130,13 @@ async fn tls(
     cfg: Arc<rustls::ServerConfig>,
     conn: Conn,
     state: Arc<ListenerState>,
+    place: Place,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            Box::pin(serve(TokioIo::new(tls), conn, state, Some(h2), blocked)).await
+            Box::pin(serve(TokioIo::new(tls), conn, state, Some(h2), blocked, place)).await
         }
         Ok(Err(e)) => {
             state.counters.tls_failures.fetch_add(1, Ordering::Relaxed);
@@ -153,7 +157,7 @@ static HYPER_ONLY: std::sync::LazyLock<bool> =
 /// A plain connection: HTTP/1.1 served by [`super::serve_h1`] until a request it leaves to
 /// hyper (HTTP/2 prior knowledge, HTTP/1.0, upgrades, `Expect`, heads hyper refuses), then
 /// hyper's server from there on, with the bytes already read.
-async fn plain(stream: tokio::net::TcpStream, conn: Conn, state: Arc<ListenerState>) {
+async fn plain(stream: tokio::net::TcpStream, conn: Conn, state: Arc<ListenerState>, place: Place) {
     let activity = Activity::new();
     let (rd, wr) = stream.into_split();
     let (wr, blocked) = WriteWatch::new(wr);
@@ -173,22 +177,33 @@ async fn plain(stream: tokio::net::TcpStream, conn: Conn, state: Arc<ListenerSta
     let _ = stream.set_nodelay(true);
     let (stream, blocked) = WriteWatch::new(stream);
     let stream = super::readahead::ReadAhead::holding(stream, read.to_vec());
-    Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked)).await
+    Box::pin(serve(TokioIo::new(stream), conn, state, None, blocked, place)).await
 }
 
 /// HTTP on one connection. `alpn_h2`: what TLS negotiated (`None` on plain listeners,
 /// where h2c prior knowledge is detected from the preface when HTTP/2 is on).
 /// `blocked`: how long the client has not taken what was written to it (a slow reader is
-/// cut off after the body idle time).
-async fn serve<I>(io: TokioIo<I>, conn: Conn, state: Arc<ListenerState>, alpn_h2: Option<bool>, blocked: Blocked)
-where
+/// cut off after the body idle time). `place`: the connection's place under the listener's
+/// limits, which an upgrade's tunnel keeps (it outlives this connection, which ends when it
+/// hands its socket over).
+async fn serve<I>(
+    io: TokioIo<I>,
+    conn: Conn,
+    state: Arc<ListenerState>,
+    alpn_h2: Option<bool>,
+    blocked: Blocked,
+    place: Place,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let http2 = state.table.load().listener.http2;
     let activity = Activity::new();
     let svc = {
         let (state, activity) = (state.clone(), activity.clone());
-        service_fn(move |req: Request<Incoming>| {
+        service_fn(move |mut req: Request<Incoming>| {
+            if super::headers::is_upgrade(req.headers()) {
+                req.extensions_mut().insert(place.clone());
+            }
             let (inflight, state) = (InFlight::start(&activity), state.clone());
             // Boxed: the request's future is large, and hyper would move it by value.
             Box::pin(async move {

@@ -55,6 +55,30 @@ async fn a_client_over_its_connection_limit_is_refused_until_one_closes() {
     assert!(status_line(&mut second, GET).await.starts_with("HTTP/1.1 200"), "admitted connections go on");
 }
 
+/// A connection turned into a tunnel (WebSocket) keeps its place under the limits until the
+/// tunnel closes: the HTTP connection ends when it hands its socket over, and the tunnels
+/// were not counted (one client could hold any number of them open).
+#[tokio::test]
+async fn tunnels_count_against_the_connection_limit() {
+    const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: lim.test\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n";
+    let port = free_port();
+    let _p = listener(port, Limits { max_connections_per_client: 2, ..Limits::default() }).await;
+    let mut first = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut second = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert!(status_line(&mut first, UPGRADE).await.starts_with("HTTP/1.1 101"));
+    assert!(status_line(&mut second, UPGRADE).await.starts_with("HTTP/1.1 101"));
+    let mut third = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(status_line(&mut third, UPGRADE).await, "", "a third connection beside two tunnels");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert!(status_line(&mut again, GET).await.starts_with("HTTP/1.1 200"), "a closed tunnel frees its place");
+    second.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"ping", "the tunnel that stayed goes on");
+}
+
 #[tokio::test]
 async fn a_body_over_the_limit_gets_413() {
     let port = free_port();
