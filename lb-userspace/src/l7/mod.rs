@@ -69,6 +69,15 @@ struct Running {
     addrs: Vec<SocketAddr>,
 }
 
+impl Running {
+    /// Stops accepting and drains the listener's connections (each closed by the drain
+    /// deadline at the latest).
+    fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.drain.send(true);
+    }
+}
+
 /// The running L7 listeners.
 pub struct Proxy {
     running: BTreeMap<String, Running>,
@@ -149,8 +158,7 @@ impl Proxy {
         for key in gone {
             if let Some(r) = self.running.remove(&key) {
                 tracing::info!(listener = %key, "L7 listener removed: draining its connections");
-                let _ = r.stop.send(true);
-                let _ = r.drain.send(true);
+                r.stop();
             }
         }
         for (key, config) in wanted {
@@ -244,9 +252,13 @@ impl Proxy {
         self.running.iter().map(|(k, r)| (k.as_str(), &r.state.counters))
     }
 
-    /// Stops accepting everywhere and lets connections finish.
+    /// Stops accepting everywhere and lets connections finish within the drain timeout. The
+    /// endpoints are not removed: a route's `connection-drain-timeout` (which may be shorter,
+    /// or 0) is for an endpoint leaving its route, not for the proxy stopping.
     pub fn shutdown(&mut self) {
-        self.apply(&BTreeMap::new());
+        for (_, r) in std::mem::take(&mut self.running) {
+            r.stop();
+        }
     }
 
     /// Stops accepting everywhere, lets requests in flight finish and closes keep-alive

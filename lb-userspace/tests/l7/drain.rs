@@ -64,6 +64,22 @@ async fn shutdown_lets_requests_in_flight_finish_and_closes_idle_connections() {
     assert!(TcpStream::connect(("127.0.0.1", port)).await.is_err(), "no longer accepting");
 }
 
+/// On shutdown a request in flight has the proxy's drain timeout, not its route's
+/// `connection-drain-timeout` (for an endpoint leaving its route: it cut the request at 1 s
+/// with a 502).
+#[tokio::test]
+async fn shutdown_gives_requests_the_drain_timeout_not_the_routes_connection_drain() {
+    let b = echo("b", Duration::from_millis(2500)).await;
+    let port = free_port();
+    let annotations = [("connection-drain-enabled", "true"), ("connection-drain-timeout", "1")];
+    let mut p =
+        start(&yaml(port, &b, &annotations), Limits { drain_timeout: Duration::from_secs(10), ..Limits::default() });
+    let slow = slow_request(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    p.shutdown_gracefully().await;
+    assert_eq!(slow.await.unwrap(), Some(200), "the request in flight finished");
+}
+
 #[tokio::test]
 async fn shutdown_closes_what_outlives_the_drain_timeout() {
     let b = echo("b", Duration::from_secs(15)).await;
