@@ -102,25 +102,32 @@ fn path_matches(m: &PathMatch, path: &str) -> Option<Captures> {
 }
 
 /// Whether `rule` takes a request for `host` (a `Host` header value) and `path` (without
-/// query): its host and path, or its Host and Path conditions, which replace them.
-/// Other conditions are checked by [`matches_request`].
+/// query): its host and path, or its Host and Path conditions, which replace them (every
+/// one of them must hold, as every condition of a rule: one of its values each). The
+/// captures are the first Path condition's. Other conditions are checked by
+/// [`matches_request`].
 pub fn matches(rule: &Rule, host: &str, path: &str) -> Option<Captures> {
     let host = normalize_host(host);
-    let host_cond = rule.conditions.iter().find_map(|c| if let Condition::Host(h) = c { Some(h) } else { None });
-    let host_ok = match (host_cond, &rule.host) {
-        (Some(hs), _) => hs.iter().any(|h| host_matches(h, &host)),
-        (None, Some(h)) => host_matches(h, &host),
-        (None, None) => true,
+    let mut host_conds =
+        rule.conditions.iter().filter_map(|c| if let Condition::Host(h) = c { Some(h) } else { None }).peekable();
+    let host_ok = match (host_conds.peek().is_some(), &rule.host) {
+        (true, _) => host_conds.all(|hs| hs.iter().any(|h| host_matches(h, &host))),
+        (false, Some(h)) => host_matches(h, &host),
+        (false, None) => true,
     };
     if !host_ok {
         return None;
     }
-    let path_cond = rule.conditions.iter().find_map(|c| if let Condition::Path(p) = c { Some(p) } else { None });
-    match path_cond {
-        Some(values) => values.iter().find_map(|v| match v {
+    let mut caps = None;
+    for values in rule.conditions.iter().filter_map(|c| if let Condition::Path(p) = c { Some(p) } else { None }) {
+        let c = values.iter().find_map(|v| match v {
             PathValue::Exact(p) => (p == path).then(Captures::literal),
             PathValue::Regex(r) => Captures::from_regex(r, path),
-        }),
+        })?;
+        caps.get_or_insert(c);
+    }
+    match caps {
+        Some(c) => Some(c),
         None => path_matches(&rule.path.matcher, path),
     }
 }

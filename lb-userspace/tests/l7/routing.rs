@@ -211,6 +211,31 @@ async fn conditions_through_requests() {
     assert_eq!(send(&c, "POST", port, "c.test", "/?type=test", &all).await.backend(), "main", "method");
 }
 
+/// Two Host or two Path conditions on one rule must both hold, as every condition of a rule
+/// (the second of each was ignored).
+#[tokio::test]
+async fn every_host_and_path_condition_must_hold() {
+    let port = free_port();
+    let (both, other) = (echo("both", Duration::ZERO).await, echo("other", Duration::ZERO).await);
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let cond = r#"[{"type":"Path","pathConfig":{"values":["/a","/b"]}},{"type":"Path","pathConfig":{"values":["/b","/c"]}},{"type":"Host","hostConfig":{"values":["a.test","b.test"]}},{"type":"Host","hostConfig":{"values":["b.test"]}}]"#;
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "both", &[&both])
+        + &service(NS, "other", &[&other])
+        + &ingress(
+            NS,
+            "a-both",
+            &[("listen-ports", &lp), ("order", "1"), ("conditions.both", cond)],
+            &rule("", &[("/", "Prefix", "both")]),
+        )
+        + &ingress(NS, "b-other", &[("listen-ports", &lp), ("order", "2")], &rule("", &[("/", "Prefix", "other")]));
+    let _p = proxy(&model(&yaml));
+    let c = client();
+    assert_eq!(get(&c, port, "b.test", "/b", &[]).await.backend(), "both");
+    assert_eq!(get(&c, port, "b.test", "/a", &[]).await.backend(), "other", "the second Path condition");
+    assert_eq!(get(&c, port, "a.test", "/b", &[]).await.backend(), "other", "the second Host condition");
+}
+
 /// `~` (case-insensitive) and `~*` (case-sensitive) regex values in Host and Path
 /// conditions (`use-regex` on), through real requests: what matches goes to the conditioned
 /// rule, the rest to the next one.
