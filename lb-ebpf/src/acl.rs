@@ -27,6 +27,8 @@ pub fn allows(cfg: &Listener, key: &FlowKey) -> bool {
         }
     }
     let lpm = Key::new(32 + 128, AclData { acl_id: cfg.acl_id.to_be(), addr });
-    let listed = ACLS.get(&lpm).is_some();
+    // 0: `::ffff:0:0/96` under an IPv6 prefix that covers it, so IPv4 clients are not
+    // taken for IPv6 ones (user space's `dataplane/acls.rs`).
+    let listed = ACLS.get(&lpm).is_some_and(|v| *v != 0);
     if cfg.acl_mode == acl_mode::WHITE { listed } else { !listed }
 }

@@ -1,6 +1,13 @@
 //! ACLs in the datapath: each named ACL gets a numeric id; its prefixes live in the `ACLS`
-//! LPM trie under that id. An edit inserts the new prefixes before deleting the old ones.
-use std::collections::{BTreeMap, BTreeSet};
+//! LPM trie under that id, IPv4 ones as IPv4-mapped IPv6 (`::ffff:a.b.c.d`, the datapath
+//! looks IPv4 clients up that way). An IPv6 prefix that covers that range (`::/0`) would
+//! then match every IPv4 client: such an ACL also gets `::ffff:0:0/96` with value 0, "not
+//! listed", which IPv4 clients meet first unless one of its IPv4 prefixes is longer. An edit
+//! inserts the new entries before deleting the old ones.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv6Addr,
+};
 
 use aya::{
     Ebpf,
@@ -9,7 +16,7 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
 };
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use lb_common::{AclData, map_names as names};
 
 use super::{
@@ -20,8 +27,8 @@ use crate::model::Acl;
 
 #[derive(Debug, Default)]
 pub struct AclState {
-    /// Name → (id, prefixes loaded).
-    loaded: BTreeMap<String, (u32, BTreeSet<IpNet>)>,
+    /// Name → (id, trie entries loaded: prefix → 1 listed, 0 not).
+    loaded: BTreeMap<String, (u32, Entries)>,
     next_id: u32,
 }
 
@@ -42,7 +49,7 @@ impl AclState {
 
     /// The id of a loaded ACL and whether it is empty.
     pub fn id_of(&self, name: &str) -> Option<(u32, bool)> {
-        self.loaded.get(name).map(|(id, set)| (*id, set.is_empty()))
+        self.loaded.get(name).map(|(id, set)| (*id, !set.values().any(|v| *v == LISTED)))
     }
 
     /// Insert every ACL's new prefixes and delete the ones it no longer has. An ACL whose new
@@ -52,20 +59,20 @@ impl AclState {
         let mut trie: LpmTrie<&mut MapData, AclData, u32> = map_mut(ebpf, names::ACLS)?;
         let mut out = Applied { changed: BTreeSet::new(), failed: Vec::new() };
         for (name, acl) in acls {
-            let want: BTreeSet<IpNet> = acl.entries.iter().map(IpNet::trunc).collect();
+            let want = entries(&acl.entries);
             let known = self.loaded.contains_key(name);
             let next_id = &mut self.next_id;
             let (id, have) = self.loaded.entry(name.clone()).or_insert_with(|| {
                 *next_id += 1;
-                (*next_id, BTreeSet::new())
+                (*next_id, Entries::new())
             });
             if known && *have == want {
                 continue;
             }
             let mut added = Vec::new();
             let mut failure = None;
-            for net in want.difference(have) {
-                match trie.insert(&key(*id, net), 1, 0) {
+            for (net, value) in want.iter().filter(|(n, v)| have.get(n) != Some(v)) {
+                match trie.insert(&key(*id, net), value, 0) {
                     Ok(()) => added.push(*net),
                     Err(e) => {
                         failure = Some(map_err(names::ACLS)(e));
@@ -75,7 +82,10 @@ impl AclState {
             }
             if let Some(error) = failure {
                 for net in &added {
-                    let _ = trie.remove(&key(*id, net));
+                    let _ = match have.get(net) {
+                        Some(old) => trie.insert(&key(*id, net), old, 0),
+                        None => trie.remove(&key(*id, net)),
+                    };
                 }
                 if !known {
                     self.loaded.remove(name);
@@ -83,7 +93,7 @@ impl AclState {
                 out.failed.push((name.clone(), known, error));
                 continue;
             }
-            for net in have.difference(&want) {
+            for net in have.keys().filter(|n| !want.contains_key(n)) {
                 let _ = trie.remove(&key(*id, net));
             }
             tracing::info!(acl = %name, prefixes = want.len(), "ACL loaded");
@@ -103,7 +113,7 @@ impl AclState {
         let mut trie: LpmTrie<&mut MapData, AclData, u32> = map_mut(ebpf, names::ACLS)?;
         for name in gone {
             if let Some((id, set)) = self.loaded.remove(&name) {
-                for net in &set {
+                for net in set.keys() {
                     let _ = trie.remove(&key(id, net));
                 }
                 tracing::info!(acl = %name, "ACL removed");
@@ -113,11 +123,35 @@ impl AclState {
     }
 }
 
-/// The trie key of a prefix: the 32 bits of the ACL id, then the address (IPv4 mapped).
-fn key(id: u32, net: &IpNet) -> Key<AclData> {
-    let (addr, bits) = match net {
-        IpNet::V4(n) => (n.addr().to_ipv6_mapped().octets(), 96 + n.prefix_len() as u32),
-        IpNet::V6(n) => (n.addr().octets(), n.prefix_len() as u32),
-    };
-    Key::new(32 + bits, AclData { acl_id: id.to_be(), addr })
+/// An ACL's trie entries: prefix (IPv4 ones mapped) → [`LISTED`] or [`NOT_LISTED`].
+type Entries = BTreeMap<Ipv6Net, u32>;
+
+/// The value of a listed prefix.
+const LISTED: u32 = 1;
+/// The value of `::ffff:0:0/96` under an IPv6 prefix that covers it: not listed.
+const NOT_LISTED: u32 = 0;
+
+/// The trie entries of an ACL's prefixes (see the module's note on IPv6 prefixes that cover
+/// the IPv4-mapped range).
+fn entries(nets: &[IpNet]) -> Entries {
+    let mut out: Entries = nets
+        .iter()
+        .map(|n| match n.trunc() {
+            IpNet::V4(n) => {
+                let mapped = Ipv6Net::new(n.addr().to_ipv6_mapped(), 96 + n.prefix_len()).expect("a /96+ prefix");
+                (mapped, LISTED)
+            }
+            IpNet::V6(n) => (n, LISTED),
+        })
+        .collect();
+    let mapped = Ipv6Net::new(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96).expect("a /96 prefix");
+    if out.keys().any(|n| n.prefix_len() < 96 && n.contains(&mapped)) {
+        out.entry(mapped).or_insert(NOT_LISTED);
+    }
+    out
+}
+
+/// The trie key of a prefix: the 32 bits of the ACL id, then the address.
+fn key(id: u32, net: &Ipv6Net) -> Key<AclData> {
+    Key::new(32 + net.prefix_len() as u32, AclData { acl_id: id.to_be(), addr: net.addr().octets() })
 }

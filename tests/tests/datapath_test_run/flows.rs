@@ -129,13 +129,23 @@ pub fn acl_white_black_and_empty_lists() -> Fixture {
     black.acl = Some(AclBinding { acl: "office".into(), mode: AclMode::Black });
     let mut empty_white = listener(vip, 82, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
     empty_white.acl = Some(AclBinding { acl: "empty".into(), mode: AclMode::White });
-    let mut m = model(vec![white, black, empty_white]);
+    // IPv6 prefixes that cover the IPv4-mapped range (`::/0`) do not list IPv4 clients.
+    let mut mixed_white = listener(vip, 83, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
+    mixed_white.acl = Some(AclBinding { acl: "office-and-all-ipv6".into(), mode: AclMode::White });
+    let mut v6_black = listener(vip, 84, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
+    v6_black.acl = Some(AclBinding { acl: "no-ipv6".into(), mode: AclMode::Black });
+    let mut all_white = listener(vip, 85, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
+    all_white.acl = Some(AclBinding { acl: "everyone".into(), mode: AclMode::White });
+    let mut m = model(vec![white, black, empty_white, mixed_white, v6_black, all_white]);
     let acl = |name: &str, nets: &[&str]| Acl {
         source: ObjectRef { kind: "AccessControlList".into(), namespace: String::new(), name: name.into() },
         entries: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
     };
     m.acls.insert("office".into(), acl("office", &["198.18.0.0/30", "198.18.0.64/26", "2001:db8::/64"]));
     m.acls.insert("empty".into(), acl("empty", &[]));
+    m.acls.insert("office-and-all-ipv6".into(), acl("office-and-all-ipv6", &["198.18.0.0/30", "::/0"]));
+    m.acls.insert("no-ipv6".into(), acl("no-ipv6", &["::/0"]));
+    m.acls.insert("everyone".into(), acl("everyone", &["0.0.0.0/0", "::/0"]));
     let m2 = {
         let mut m2 = m.clone();
         m2.acls.insert("office".into(), acl("office", &["198.18.0.9/32"]));
@@ -164,6 +174,10 @@ pub fn acl_white_black_and_empty_lists() -> Fixture {
         syn("removed from the whitelist", inside, 1003, 80, XDP_DROP),
         syn("added to the whitelist", outside, 1003, 80, XDP_REDIRECT),
         syn("added to the blacklist", outside, 1004, 81, XDP_DROP),
+        syn("IPv4 on a whitelist with ::/0", inside, 1005, 83, XDP_REDIRECT),
+        syn("IPv4 not on a whitelist with ::/0", outside, 1005, 83, XDP_DROP),
+        syn("IPv4 past a blacklist of ::/0", outside, 1006, 84, XDP_REDIRECT),
+        syn("IPv4 on a whitelist of 0.0.0.0/0 and ::/0", outside, 1007, 85, XDP_REDIRECT),
     ];
     Fixture::new(m, steps)
 }
