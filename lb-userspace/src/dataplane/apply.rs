@@ -230,7 +230,7 @@ impl Dataplane {
         key: ListenerKey,
         value: Listener,
     ) -> Result<()> {
-        backends::write(&mut self.ebpf, &l.backends, ids)?;
+        backends::write(&mut self.ebpf, l.backends.iter().zip(ids.iter().copied()), &self.backend_ids)?;
         backends::write_table(&mut self.ebpf, offset, entries)?;
         let mut cfg: Array<&mut MapData, Listener> = self.map_mut(names::LISTENER_CFG)?;
         cfg.set(id, value, 0).map_err(map_err(names::LISTENER_CFG))?;
@@ -307,6 +307,16 @@ impl Dataplane {
         let bounds = &self.bounds;
         for freed in self.backend_ids.release(backends, now, |addr, port| bounds.backend(addr, port)) {
             let _ = backends::clear(&mut self.ebpf, freed);
+        }
+        // A backend another listener holds at weight above 0, whose last weight-0 holder
+        // this was: live again for persistence. (Written once the datapath may use it.)
+        let revived = self.backend_ids.revived(backends);
+        if !revived.is_empty() {
+            let held: Vec<(Backend, u32)> =
+                revived.into_iter().map(|(b, id)| (Backend { weight: 1, ..*b }, id)).collect();
+            if let Err(e) = backends::write(&mut self.ebpf, held.iter().map(|(b, id)| (b, *id)), &self.backend_ids) {
+                tracing::warn!(error = %e, "backends live again for persistence not marked");
+            }
         }
     }
 

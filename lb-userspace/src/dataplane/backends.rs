@@ -1,6 +1,9 @@
 //! Backend ids and their map entries: one id per (address, port), shared by every listener
 //! that uses it and freed when the last one stops, after a quarantine that outlasts its
-//! flows (see [`ids`](super::ids)).
+//! flows (see [`ids`](super::ids)). The entry's `LIVE` flag (read by session persistence)
+//! is shared too: a backend is live only while no listener holding it has it at weight 0
+//! (a failed health check of one listener must keep every persistent client off it; the
+//! TCP and UDP listeners of one port share their backends but not their checks).
 use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
@@ -30,6 +33,8 @@ pub struct BackendIds {
     /// returns meanwhile.
     quarantined: HashMap<(IpAddr, u16), u32>,
     quarantine: Quarantine,
+    /// How many of the listeners holding a backend have it at weight 0.
+    unlive: HashMap<(IpAddr, u16), u32>,
 }
 
 impl BackendIds {
@@ -72,8 +77,27 @@ impl BackendIds {
                     (id, 0)
                 });
                 entry.1 += 1;
+                if b.weight == 0 {
+                    *self.unlive.entry(key).or_default() += 1;
+                }
                 entry.0
             })
+            .collect()
+    }
+
+    /// Whether `b` is live for session persistence: weight above 0 here, and in every
+    /// other listener that holds it.
+    pub fn live(&self, b: &Backend) -> bool {
+        b.weight > 0 && !self.unlive.contains_key(&(b.addr, b.port))
+    }
+
+    /// The backends of `backends` still held whose last weight-0 holder has just let go:
+    /// their `LIVE` flag is to be written again.
+    pub fn revived<'a>(&self, backends: &'a [Backend]) -> Vec<(&'a Backend, u32)> {
+        backends
+            .iter()
+            .filter(|b| b.weight == 0 && !self.unlive.contains_key(&(b.addr, b.port)))
+            .filter_map(|b| self.ids.get(&(b.addr, b.port)).map(|(id, _)| (b, *id)))
             .collect()
     }
 
@@ -89,6 +113,14 @@ impl BackendIds {
         let mut freed = Vec::new();
         for b in backends {
             let key = (b.addr, b.port);
+            if b.weight == 0
+                && let Some(n) = self.unlive.get_mut(&key)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    self.unlive.remove(&key);
+                }
+            }
             if let Some(entry) = self.ids.get_mut(&key) {
                 entry.1 -= 1;
                 if entry.1 == 0 {
@@ -111,21 +143,27 @@ impl BackendIds {
     }
 }
 
-fn to_map_value(b: &Backend) -> lb_common::Backend {
+/// The `BACKENDS` entry of `b` (`weight`: the last writer's, for reading; the datapath
+/// reads `flags`).
+fn to_map_value(b: &Backend, live: bool) -> lb_common::Backend {
     lb_common::Backend {
         addr: addr_words(b.addr),
         port: b.port.to_be(),
         family: family(b.addr),
-        flags: if b.weight > 0 { backend_flags::LIVE } else { 0 },
+        flags: if live { backend_flags::LIVE } else { 0 },
         weight: b.weight,
     }
 }
 
-/// Write the `BACKENDS` entries of a listener's backends.
-pub fn write(ebpf: &mut Ebpf, backends: &[Backend], ids: &[u32]) -> Result<()> {
+/// Write the `BACKENDS` entries of backends and their ids, `LIVE` as `ids` says.
+pub fn write<'a>(
+    ebpf: &mut Ebpf,
+    entries: impl IntoIterator<Item = (&'a Backend, u32)>,
+    ids: &BackendIds,
+) -> Result<()> {
     let mut table: Array<&mut MapData, lb_common::Backend> = map_mut(ebpf, names::BACKENDS)?;
-    for (b, id) in backends.iter().zip(ids) {
-        table.set(*id, to_map_value(b), 0).map_err(map_err(names::BACKENDS))?;
+    for (b, id) in entries {
+        table.set(id, to_map_value(b, ids.live(b)), 0).map_err(map_err(names::BACKENDS))?;
     }
     Ok(())
 }
@@ -154,6 +192,23 @@ mod tests {
 
     fn be(port: u16) -> Backend {
         Backend { addr: "198.18.0.1".parse().unwrap(), port, weight: 1 }
+    }
+
+    /// A backend one listener holds at weight 0 is not live for any; once that listener
+    /// takes it back (its new version acquired, the old one released), it is live again.
+    #[test]
+    fn a_backend_is_live_only_while_no_holder_has_it_at_weight_0() {
+        let mut ids = BackendIds::default();
+        let now = Instant::now();
+        let down = Backend { weight: 0, ..be(1) };
+        ids.acquire(&[down]);
+        ids.acquire(&[be(1)]);
+        assert!(!ids.live(&be(1)), "down for one listener, down for persistence");
+        assert!(ids.revived(&[down]).is_empty());
+        ids.acquire(&[be(1)]);
+        ids.release(&[down], now, |_, _| None);
+        assert!(ids.live(&be(1)));
+        assert_eq!(ids.revived(&[down]).len(), 1, "to be written live again");
     }
 
     #[test]

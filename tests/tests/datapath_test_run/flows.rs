@@ -215,6 +215,40 @@ pub fn session_persistence_holds_then_expires() -> Fixture {
     Fixture::new(model(vec![l]), steps)
 }
 
+/// The TCP and UDP listeners of one port share their backends (one id per address and
+/// port) but not their health checks. A backend that fails the TCP listener's (weight 0
+/// there) and passes the UDP one's: a persistent TCP client gets another backend, though
+/// the UDP listener was written after (its write made the shared entry live again) and the
+/// client's open flow refreshed its persistence.
+pub fn persistence_skips_a_backend_another_listener_still_finds_healthy() -> Fixture {
+    let vip = IpAddr::V4(VIP);
+    let with = move |tcp: [u32; 2], udp: [u32; 2]| {
+        let mut t = listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, tcp[0]), be(B2, 8080, tcp[1])]);
+        t.persistence_timeout = 60;
+        let u = listener(vip, 80, Protocol::Udp, Scheduler::Rr, &[be(B1, 8080, udp[0]), be(B2, 8080, udp[1])]);
+        model(vec![t, u])
+    };
+    let flow = Flow::new(CLIENT, 20000, VIP, 80);
+    let steps = vec![
+        new_flow("first", CLIENT.into(), 20000, vip, 80),
+        syn_ack("SYN-ACK", "first"),
+        packet("handshake ACK", Client, Frame::tcp(flow, ACK).bytes(), XDP_REDIRECT, Out::Any),
+        then("its backend fails the TCP check, both pass the UDP one", move |t: &mut Bench, s| {
+            let down = if backend_of(s, "first") == IpAddr::V4(B1) { [0, 1] } else { [1, 0] };
+            // The UDP listener changes too, so it is written after the TCP one.
+            t.dp.apply(&with(down, [1, 2])).unwrap();
+        }),
+        then("past the persistence refresh interval", |_, _| std::thread::sleep(Duration::from_millis(1100))),
+        // The open flow goes on to its backend and refreshes the client's persistence.
+        packet("data on the open flow", Client, Frame::tcp(flow, ACK | PSH).bytes(), XDP_REDIRECT, Out::Any),
+        new_flow("a new connection", CLIENT.into(), 20001, vip, 80),
+        then("not to the failed backend", |_, s| {
+            assert_ne!(backend_of(s, "a new connection"), backend_of(s, "first"), "persisted onto a failed backend");
+        }),
+    ];
+    Fixture::new(with([1, 1], [1, 1]), steps)
+}
+
 pub fn tcp_state_reopen_and_conntrack_sweep() -> Fixture {
     let vip = IpAddr::V4(VIP);
     let m = model(vec![

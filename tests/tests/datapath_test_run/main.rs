@@ -39,6 +39,7 @@ lb_tests::fixtures! {
     schedulers_rr_wrr_sch_tch => flows::schedulers_rr_wrr_sch_tch(),
     acl_white_black_and_empty_lists => flows::acl_white_black_and_empty_lists(),
     session_persistence_holds_then_expires => flows::session_persistence_holds_then_expires(),
+    persistence_skips_a_backend_another_listener_still_finds_healthy => flows::persistence_skips_a_backend_another_listener_still_finds_healthy(),
     tcp_state_reopen_and_conntrack_sweep => flows::tcp_state_reopen_and_conntrack_sweep(),
     a_flow_half_without_its_other_half_is_swept => flows::a_flow_half_without_its_other_half_is_swept(),
     only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it => flows::only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it(),
