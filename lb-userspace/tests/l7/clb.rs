@@ -204,14 +204,15 @@ async fn clb_health_check_flag_takes_a_failing_backend_out() {
 
 /// An https listener set by CLB annotations: `cert-id` is the default certificate,
 /// `domain-extensions` picks another by SNI, `http2-enabled: off` keeps ALPN to HTTP/1.1,
-/// `tls-cipher-policy: tls_cipher_policy_1_2_strict` refuses TLS 1.3. A second listener
+/// `tls-cipher-policy: tls_cipher_policy_1_2_strict` refuses TLS 1.3, and the Service's
+/// plain http listener still takes h2c (`http2-enabled` is HTTPS's). A second listener
 /// without them negotiates h2 and TLS 1.3.
 #[tokio::test]
 async fn clb_https_sni_http2_off_and_cipher_policy() {
     let web = echo("web", Duration::ZERO).await;
     let ca = tls::ca();
     let (_dir, ca_file) = tls::ca_file(&ca);
-    let (strict, plain) = (free_port(), free_port());
+    let (strict, plain, cleartext) = (free_port(), free_port(), free_port());
     let vip = "127.0.0.35";
     let yaml = tls::secret("cert-a", &tls::leaf(&ca, &["a.test"]))
         + &tls::secret("cert-b", &tls::leaf(&ca, &["b.test"]))
@@ -220,13 +221,13 @@ async fn clb_https_sni_http2_off_and_cipher_policy() {
             "strict",
             vip,
             &[
-                ("protocol-port", &format!("https:{strict}")),
+                ("protocol-port", &format!("https:{strict},http:{cleartext}")),
                 ("cert-id", "cert-a"),
                 ("domain-extensions", "b.test:cert-b"),
                 ("http2-enabled", "off"),
                 ("tls-cipher-policy", "tls_cipher_policy_1_2_strict"),
             ],
-            &[("https", strict)],
+            &[("https", strict), ("http", cleartext)],
             &web,
         )
         + &clb_service(
@@ -237,7 +238,10 @@ async fn clb_https_sni_http2_off_and_cipher_policy() {
             &[("https", plain)],
             &web,
         );
-    let _p = proxy(&model(&yaml));
+    let m = model(&yaml);
+    let http2: Vec<(u16, bool)> = m.l7.values().map(|l| (l.port, l.http2)).collect();
+    assert!(http2.contains(&(cleartext, true)), "http2-enabled is HTTPS's (the model lb check prints): {http2:?}");
+    let _p = proxy(&m);
     let f = ca_file.clone();
     let curl = move |host: &str, port: u16, extra: &[&str]| {
         let out = std::process::Command::new("curl")
@@ -278,4 +282,31 @@ async fn clb_https_sni_http2_off_and_cipher_policy() {
     assert_eq!((b.0.as_str(), b.1.contains("CN=b.test")), ("200 1.1", true), "domain-extensions by SNI: {}", b.3);
     assert!(!v13.2, "tls_cipher_policy_1_2_strict refuses TLS 1.3: {}", v13.0);
     assert_eq!(other.0, "200 2", "http2-enabled defaults to on, TLS 1.3 without a policy: {}", other.3);
+    let h2c: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
+    let resp = h2c
+        .request(http::Request::get(format!("http://{vip}:{cleartext}/")).body(Default::default()).unwrap())
+        .await
+        .expect("h2c on the plain listener of a Service with http2-enabled off");
+    assert_eq!((resp.status().as_u16(), resp.version()), (200, http::Version::HTTP_2));
+}
+
+/// `connection-drain` is for TCP and UDP listeners (the reference): on a Service with a TCP
+/// and an http port it drains the TCP listener, and the http listener's routes keep the
+/// proxy's drain timeout (the annotation's reached them).
+#[test]
+fn clb_connection_drain_stays_off_the_http_listeners() {
+    let web = Echo { addr: "127.0.0.1:9".parse().unwrap(), hits: Default::default(), seen: Default::default() };
+    let yaml = clb_service(
+        "default",
+        "mixed",
+        "127.0.0.36",
+        &[("protocol-port", "http:80"), ("connection-drain", "on"), ("connection-drain-timeout", "30")],
+        &[("ssh", 22), ("http", 80)],
+        &web,
+    );
+    let m = model(&yaml);
+    let l7 = m.l7.values().next().expect("the http listener");
+    assert_eq!(l7.routes[0].rule.backend.drain_timeout_s, None);
+    assert_eq!(m.listeners.values().map(|l| l.drain_timeout).collect::<Vec<_>>(), [Some(30)]);
 }

@@ -68,10 +68,8 @@ pub fn clb_listeners(
                 Scheduler::Sch | Scheduler::Tch => route::Scheduler::Sch,
                 _ => route::Scheduler::Wrr,
             },
-            drain_timeout_s: match cfg.l4.connection_drain {
-                clb::ConnectionDrain::Off => None,
-                clb::ConnectionDrain::On { timeout_s } => Some(timeout_s as u32),
-            },
+            // `connection-drain` is for TCP and UDP listeners only (the reference; the parser
+            // refuses it on a Service with none): the proxy's drain timeout applies here.
             ..route::BackendSettings::default()
         };
         let rule = route::Rule::catch_all(source.clone(), backend);
@@ -105,7 +103,8 @@ pub fn clb_listeners(
             port: l.port,
             protocol,
             tls: if protocol == L7Protocol::Https { tls.clone() } else { None },
-            http2: cfg.tls.http2,
+            // `http2-enabled` is an HTTPS listener's (ALPN); plain ones always take h2c.
+            http2: protocol != L7Protocol::Https || cfg.tls.http2,
             request_timeout_s: u32::from(cfg.http.request_timeout_s),
             idle_timeout_s: u32::from(cfg.http.idle_timeout_s),
             gzip: true,
