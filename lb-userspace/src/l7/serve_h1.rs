@@ -322,6 +322,11 @@ pub(super) async fn serve(
             let r = lock(&reader);
             r.body == Decoding::Done && !r.broken
         };
+        if out.capacity() > KEPT_OUT_BYTES {
+            // A large answer grew it (to 64-128 KiB): an idle keep-alive connection keeps
+            // only what a usual answer needs (the documented memory per idle connection).
+            out = Vec::new();
+        }
         match written {
             Ok(true) if clean && !activity.closing() => {}
             Ok(_) => {
@@ -335,6 +340,9 @@ pub(super) async fn serve(
         }
     }
 }
+
+/// The most of its write buffer a connection keeps between requests.
+const KEPT_OUT_BYTES: usize = 16 * 1024;
 
 /// How long a connection whose request was left unread is read and dropped before it is
 /// closed (nginx's `lingering_time` is 30 s, its `lingering_timeout` 5 s).
