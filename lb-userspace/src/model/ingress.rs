@@ -45,8 +45,18 @@ pub fn build(objects: &ObjectSet, out: &mut Build) {
         let Some(class) = alb::class_of(class_name, &classes) else { continue };
         let p = alb::parse_ingress(ing);
         let mut errors: Vec<_> = p.errors.clone();
-        if let Some(cfg) = out.model.alb_configs.get(&class.albconfig) {
-            errors.extend(alb::check_against_albconfig(&p, cfg));
+        match out.model.alb_configs.get(&class.albconfig) {
+            Some(cfg) => errors.extend(alb::check_against_albconfig(&p, cfg)),
+            // Its listeners are the AlbConfig's ("ALB does not support creating listeners
+            // directly through an Ingress"): without it the Ingress was served on any port
+            // `listen-ports` named.
+            None => errors.push(crate::annotations::AnnotationError::new(
+                "spec.ingressClassName",
+                format!(
+                    "IngressClass {:?} names AlbConfig {:?}, which does not exist or was rejected: the Ingress is served on that AlbConfig's listeners",
+                    class.name, class.albconfig
+                ),
+            )),
         }
         if !errors.is_empty() {
             out.errors.extend(errors.iter().map(|e| err("Ingress", &p.namespace, &p.name, &e.annotation, &e.reason)));

@@ -211,6 +211,21 @@ async fn conditions_through_requests() {
     assert_eq!(send(&c, "POST", port, "c.test", "/?type=test", &all).await.backend(), "main", "method");
 }
 
+/// An IngressClass naming an AlbConfig that does not exist: its Ingresses are rejected with
+/// an error saying so (they were served on whatever port `listen-ports` named, with no word).
+#[test]
+fn an_ingress_whose_albconfig_does_not_exist_is_rejected() {
+    let b = Echo { addr: "127.0.0.1:9".parse().unwrap(), hits: Default::default(), seen: Default::default() };
+    let yaml = alb_class(&[(80, "HTTP")]).replace("kind: AlbConfig, name: alb}", "kind: AlbConfig, name: alb-typo}")
+        + &service(NS, "b", &[&b])
+        + &ingress(NS, "web", &[("listen-ports", r#"[{"HTTP": 8080}]"#)], &rule("w.test", &[("/", "Prefix", "b")]));
+    let build = build(&yaml);
+    assert!(build.model.l7.is_empty(), "{:?}", build.model.l7.keys().collect::<Vec<_>>());
+    let e = build.errors.iter().find(|e| e.object.name == "web").expect("the Ingress is in error");
+    assert_eq!(e.field, "spec.ingressClassName");
+    assert!(e.reason.contains("\"alb-typo\", which does not exist"), "{}", e.reason);
+}
+
 /// Two Host or two Path conditions on one rule must both hold, as every condition of a rule
 /// (the second of each was ignored).
 #[tokio::test]
