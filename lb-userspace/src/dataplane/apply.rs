@@ -311,12 +311,10 @@ impl Dataplane {
         // A backend another listener holds at weight above 0, whose last weight-0 holder
         // this was: live again for persistence. (Written once the datapath may use it.)
         let revived = self.backend_ids.revived(backends);
-        if !revived.is_empty() {
-            let held: Vec<(Backend, u32)> =
-                revived.into_iter().map(|(b, id)| (Backend { weight: 1, ..*b }, id)).collect();
-            if let Err(e) = backends::write(&mut self.ebpf, held.iter().map(|(b, id)| (b, *id)), &self.backend_ids) {
-                tracing::warn!(error = %e, "backends live again for persistence not marked");
-            }
+        if !revived.is_empty()
+            && let Err(e) = backends::write(&mut self.ebpf, revived, &self.backend_ids)
+        {
+            tracing::warn!(error = %e, "backends live again for persistence not marked");
         }
     }
 

@@ -85,10 +85,10 @@ impl BackendIds {
             .collect()
     }
 
-    /// Whether `b` is live for session persistence: weight above 0 here, and in every
-    /// other listener that holds it.
+    /// Whether a held backend is live for session persistence: no listener holding it has
+    /// it at weight 0 (the caller's own listener counts: its backends were acquired).
     pub fn live(&self, b: &Backend) -> bool {
-        b.weight > 0 && !self.unlive.contains_key(&(b.addr, b.port))
+        !self.unlive.contains_key(&(b.addr, b.port))
     }
 
     /// The backends of `backends` still held whose last weight-0 holder has just let go:
