@@ -10,10 +10,18 @@ pub fn build(objects: &ObjectSet, out: &mut Build) {
         field: field.into(),
         reason: reason.into(),
     };
-    for value in &objects.alb_configs {
+    // Oldest first (objects read from files have no creation time: then the name decides), so
+    // that of two AlbConfigs declaring one port the older keeps it.
+    let mut configs: Vec<&serde_json::Value> = objects.alb_configs.iter().collect();
+    configs.sort_by_key(|v| {
+        let created = v["metadata"]["creationTimestamp"].as_str();
+        (created.is_none(), created.map(str::to_string), v["metadata"]["name"].as_str().map(str::to_string))
+    });
+    let mut ports: std::collections::HashMap<u16, String> = std::collections::HashMap::new();
+    for value in configs {
         let name = value["metadata"]["name"].as_str().unwrap_or_default().to_string();
         match alb::parse_albconfig(value) {
-            Ok(cfg) => {
+            Ok(mut cfg) => {
                 for n in &cfg.not_applicable {
                     out.notices.push(Notice {
                         object: ObjectRef::default_for("AlbConfig", &name),
@@ -21,6 +29,26 @@ pub fn build(objects: &ObjectSet, out: &mut Build) {
                         note: n.reason.clone(),
                     });
                 }
+                // Every AlbConfig listens on this node's addresses: a port is one listener.
+                let mut index = 0;
+                cfg.listeners.retain(|l| {
+                    index += 1;
+                    let owner = ports.entry(l.port).or_insert_with(|| name.clone());
+                    if *owner == name {
+                        return true;
+                    }
+                    out.errors.push(err(
+                        "AlbConfig",
+                        "",
+                        &name,
+                        &format!("spec.listeners[{}].port", index - 1),
+                        &format!(
+                            "port {} is already a listener of AlbConfig {owner:?} (every AlbConfig listens on this node's addresses): this listener is not served",
+                            l.port
+                        ),
+                    ));
+                    false
+                });
                 out.model.alb_configs.insert(name, cfg);
             }
             Err(errors) => {

@@ -222,7 +222,10 @@ async fn ssl_redirect_on_port_80() {
             "secure",
             &[("listen-ports", lp), ("ssl-redirect", "true")],
             &rule("s.test", &[("/", "Prefix", "b")]),
-        );
+        )
+        .replace("spec:\n", "spec:\n  tls:\n  - hosts: [s.test]\n    secretName: cert-s\n")
+        + &super::tls::secret("cert-s", &super::tls::leaf(&super::tls::ca(), &["s.test"]))
+            .replace("namespace: tls}", &format!("namespace: {NS}}}"));
     let m = model(&yaml);
     let http: std::collections::BTreeMap<_, _> =
         m.l7.iter().filter(|(k, _)| k.ends_with("/http")).map(|(k, v)| (k.clone(), v.clone())).collect();

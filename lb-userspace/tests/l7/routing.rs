@@ -226,6 +226,39 @@ fn an_ingress_whose_albconfig_does_not_exist_is_rejected() {
     assert!(e.reason.contains("\"alb-typo\", which does not exist"), "{}", e.reason);
 }
 
+/// Two AlbConfigs declaring one port: the newer's listener is in error and not served (every
+/// AlbConfig listens on the node's addresses; the second was merged into the first's
+/// listener with the first's settings, silently); its Ingress on that port is rejected.
+#[test]
+fn two_albconfigs_on_one_port_the_newer_is_in_error() {
+    let port = free_port();
+    let b = Echo { addr: "127.0.0.1:9".parse().unwrap(), hits: Default::default(), seen: Default::default() };
+    // The newer AlbConfig, `alb`, sorts first by name: age decides.
+    let older = alb_class(&[(port, "HTTP")]).replace("name: alb}", "name: alb-2}").replace(
+        "metadata: {name: alb-2}\nspec:\n  config",
+        "metadata: {name: alb-2, creationTimestamp: '2026-01-01T00:00:00Z'}\nspec:\n  config",
+    );
+    let newer = alb_class(&[(port, "HTTP")]).replace(
+        "metadata: {name: alb}\nspec:\n  config",
+        "metadata: {name: alb, creationTimestamp: '2026-01-02T00:00:00Z'}\nspec:\n  config",
+    );
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = older
+        + &newer
+        + &service(NS, "b", &[&b])
+        + &ingress(NS, "one", &[("listen-ports", &lp)], &rule("one.test", &[("/", "Prefix", "b")]))
+        + &ingress(NS, "two", &[("listen-ports", &lp)], &rule("two.test", &[("/", "Prefix", "b")]))
+            .replace("ingressClassName: alb\n", "ingressClassName: alb-2\n");
+    let build = build(&yaml);
+    let cfg = build.errors.iter().find(|e| e.object.kind == "AlbConfig").expect("the newer AlbConfig is in error");
+    assert_eq!((cfg.object.name.as_str(), cfg.field.as_str()), ("alb", "spec.listeners[0].port"));
+    assert!(cfg.reason.contains("already a listener of AlbConfig \"alb-2\""), "{}", cfg.reason);
+    let one = build.errors.iter().find(|e| e.object.name == "one").expect("its Ingress is in error");
+    assert!(one.reason.contains("is not a listener of AlbConfig \"alb\""), "{}", one.reason);
+    assert!(build.model.ingresses.contains_key(&format!("{NS}/two")));
+    assert_eq!(build.errors.len(), 2, "{:?}", build.errors);
+}
+
 /// Two Host or two Path conditions on one rule must both hold, as every condition of a rule
 /// (the second of each was ignored).
 #[tokio::test]

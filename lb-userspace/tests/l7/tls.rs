@@ -271,3 +271,25 @@ fn bad_certificates_are_rejected_with_the_secret_named() {
     let e = b.errors[0].to_string();
     assert!(e.contains("Service tls/s") && e.contains("cert-id") && e.contains("Secret tls/broken"), "{e}");
 }
+
+/// An HTTPS listener whose Ingresses name no usable TLS Secret (`spec.tls` with hosts only,
+/// as the reference's examples that rely on the cloud's certificate discovery) is an error
+/// of `lb check` naming the Ingress; it passed and the listener then failed to start.
+#[test]
+fn an_https_listener_without_a_certificate_is_rejected() {
+    let port = free_port();
+    let web = Echo { addr: "127.0.0.1:9".parse().unwrap(), hits: Default::default(), seen: Default::default() };
+    let base = alb_class(&[(port, "HTTPS")]) + &service(NS, "web", &[&web]);
+    let b = build(&(base.clone() + &https_ingress(port, "  - hosts: [a.test]\n", &["a.test"])));
+    assert!(b.model.l7.is_empty(), "{:?}", b.model.l7.keys().collect::<Vec<_>>());
+    let e = b.errors.iter().find(|e| e.object.name == "secure").expect("the Ingress is in error");
+    assert_eq!(e.field, "spec.tls");
+    assert!(e.reason.contains(&format!("HTTPS listener {port} has no certificate")), "{}", e.reason);
+    // A Secret that does not exist is no certificate either; one that does makes the listener.
+    let missing = https_ingress(port, "  - hosts: [a.test]\n    secretName: nope\n", &["a.test"]);
+    assert!(build(&(base.clone() + &missing)).errors.iter().any(|e| e.field == "spec.tls"));
+    let good = https_ingress(port, "  - hosts: [a.test]\n    secretName: cert-a\n", &["a.test"]);
+    let b = build(&(base + &good + &secret("cert-a", &leaf(&ca(), &["a.test"]))));
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    assert_eq!(b.model.l7.len(), 1);
+}

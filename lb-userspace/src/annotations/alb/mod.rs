@@ -11,7 +11,7 @@
 use k8s_openapi::api::networking::v1::Ingress;
 use serde::Serialize;
 
-use super::parser::{AnnotationKey, Parser};
+use super::parser::Parser;
 use super::{AnnotationError, NotApplicable};
 
 mod actions;
@@ -91,11 +91,19 @@ impl IngressParse {
 /// The parser context of the ALB family functions.
 pub(crate) type Cx = Parser<Key>;
 
-/// `key` has an effect only when `gate` is `"true"`: an error when it is written while the
-/// gate is off.
+/// `key` has an effect only when `gate` is `"true"`: a note when the gate is written
+/// `"false"` (switched off, the setting kept), an error when the gate is not written.
 pub(crate) fn gated(cx: &mut Cx, key: Key, gate: Key, gate_on: bool) {
-    if !gate_on && cx.has(key) {
-        cx.error(key, format!("has no effect unless {} is \"true\"", gate.full()));
+    if gate_on || !cx.has(key) {
+        return;
+    }
+    let gate_name = cx.name(gate);
+    if cx.get(gate) == Some("false") {
+        // Switched off on purpose, the setting kept for when it is on again ("takes effect
+        // only when ... is true"): said, not an error that would take the Ingress down.
+        cx.not_applicable(key, format!("has no effect while {gate_name} is \"false\""));
+    } else {
+        cx.error(key, format!("has no effect unless {gate_name} is \"true\""));
     }
 }
 

@@ -168,6 +168,18 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
     let mut rejected = Vec::new();
     let ingresses: Vec<(String, IngressParse)> =
         out.model.ingresses.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    // An HTTPS listener starts only with a certificate: the ports where no Ingress names a
+    // usable TLS Secret (the reference's `spec.tls` with hosts only relies on the cloud's
+    // certificate discovery).
+    let certified: std::collections::HashSet<u16> = ingresses
+        .iter()
+        .filter(|(_, p)| {
+            p.tls.iter().any(|t| {
+                t.secret_name.as_ref().is_some_and(|s| lookup.certificate(&p.namespace, s, t.hosts.clone()).is_ok())
+            })
+        })
+        .flat_map(|(_, p)| p.listeners.iter().filter(|l| l.protocol == ListenProtocol::Https).map(|l| l.port))
+        .collect();
     for (key, p) in ingresses {
         let source = ObjectRef { kind: "Ingress".into(), namespace: p.namespace.clone(), name: p.name.clone() };
         let class = alb::class_of(p.class_name.as_deref(), &lookup.classes);
@@ -182,6 +194,19 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
             let other = if proto == L7Protocol::Http { L7Protocol::Https } else { L7Protocol::Http };
             out.model.l7.get(&listener_key(None, l.port, other)).map(|o| (l.port, o.sources.first().cloned()))
         });
+        let certless = p.listeners.iter().find(|l| l.protocol == ListenProtocol::Https && !certified.contains(&l.port));
+        if let Some(l) = certless {
+            out.errors.push(ObjectError {
+                object: source,
+                field: "spec.tls".into(),
+                reason: format!(
+                    "HTTPS listener {} has no certificate: no Ingress on it names a usable kubernetes.io/tls Secret in spec.tls[].secretName (finding certificates by host is a cloud service)",
+                    l.port
+                ),
+            });
+            rejected.push(key);
+            continue;
+        }
         if let Some((port, owner)) = clash {
             let owner = owner.map(|o| o.to_string()).unwrap_or_default();
             out.errors.push(ObjectError {

@@ -97,8 +97,12 @@ fn gated_settings_need_their_switch() {
     ] {
         let (_, e) = settings(&[(key, val)]);
         assert_eq!(e, vec![format!("{key}: has no effect unless {PREFIX}{gate} is \"true\"")]);
-        let (_, e) = settings(&[(gate, "false"), (key, val)]);
-        assert_eq!(e.len(), 1, "{key}");
+        // Switched off on purpose: no error, a note (the Ingress still serves).
+        let (kg, kk) = (k(gate), k(key));
+        let p = parse(&[(kg.as_str(), "false"), (kk.as_str(), val)], SIMPLE);
+        assert!(p.errors.is_empty(), "{key}: {:?}", p.errors);
+        let note = p.not_applicable.iter().find(|n| n.annotation == kk).expect("a note");
+        assert_eq!(note.reason, format!("has no effect while {PREFIX}{gate} is \"false\""));
     }
 }
 
