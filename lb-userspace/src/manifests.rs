@@ -375,8 +375,28 @@ fn add_object(value: serde_yaml_ng::Value, set: &mut ObjectSet) -> Result<(), St
     }
 }
 
+/// `value` as a `kind`; an error names the object and, for an annotation whose value is not
+/// a string (`port: 80` unquoted, which the API server refuses too), the annotation.
 fn typed<T: serde::de::DeserializeOwned>(value: serde_yaml_ng::Value, kind: &str) -> Result<T, String> {
-    serde_yaml_ng::from_value(value).map_err(|e| format!("invalid {kind}: {e}"))
+    let meta = value.get("metadata");
+    let text = |field: &str| meta.and_then(|m| m.get(field)).and_then(|v| v.as_str());
+    let object = match (text("namespace"), text("name")) {
+        (Some(ns), Some(name)) => format!("{kind} {ns}/{name}"),
+        (None, Some(name)) => format!("{kind} {name}"),
+        (_, None) => kind.to_string(),
+    };
+    let annotations = meta.and_then(|m| m.get("annotations")).and_then(|a| a.as_mapping());
+    for (key, v) in annotations.into_iter().flatten() {
+        if !v.is_string() {
+            let key = key.as_str().unwrap_or("?");
+            let shown = serde_yaml_ng::to_string(v).unwrap_or_default();
+            return Err(format!(
+                "invalid {object}: metadata.annotations.{key}: the value must be a string (quote it: \"{}\")",
+                shown.trim()
+            ));
+        }
+    }
+    serde_yaml_ng::from_value(value).map_err(|e| format!("invalid {object}: {e}"))
 }
 
 #[cfg(test)]
@@ -409,8 +429,22 @@ metadata: {name: d}
         assert_eq!(set.services.len(), 2);
         assert_eq!(set.errors.len(), 1, "{:?}", set.errors);
         assert_eq!(set.errors[0].document, 2);
-        assert!(set.errors[0].to_string().contains("invalid Service"), "{}", set.errors[0]);
+        assert!(set.errors[0].to_string().contains("invalid Service b: "), "{}", set.errors[0]);
         assert_eq!(set.ignored, vec!["v1/ConfigMap".to_string()]);
+    }
+
+    /// An unquoted number or boolean as an annotation value: the error names the object and
+    /// the annotation (it named the file and document only).
+    #[test]
+    fn a_non_string_annotation_names_the_object_and_the_key() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-persistence-timeout: 1800\nspec: {type: LoadBalancer}\n";
+        let mut set = ObjectSet::default();
+        load_text(Path::new("x.yaml"), text, &mut set);
+        let e = set.errors[0].to_string();
+        assert!(
+            e.contains("invalid Service shop/web: metadata.annotations.service.beta.kubernetes.io/alibaba-cloud-loadbalancer-persistence-timeout: the value must be a string (quote it: \"1800\")"),
+            "{e}"
+        );
     }
 
     /// A change reads the files that changed: the others give the objects they gave (the same

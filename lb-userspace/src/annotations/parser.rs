@@ -62,6 +62,11 @@ impl<K: AnnotationKey> Parser<K> {
         self.written.get(&key).map(|w| w.value.as_str())
     }
 
+    /// `(canonical key, key as written)` of every written key.
+    pub fn written_keys(&self) -> BTreeMap<String, String> {
+        self.written.iter().map(|(k, w)| (k.full(), w.key.clone())).collect()
+    }
+
     /// The full key as the object wrote it, or its canonical spelling when absent.
     pub fn name(&self, key: K) -> String {
         self.written.get(&key).map_or_else(|| key.full(), |w| w.key.clone())

@@ -12,7 +12,7 @@ use super::{
     nodes::{self, BackendNode},
     slice::EndpointSlice,
 };
-use crate::annotations::clb::{self, BackendOptions, BackendType};
+use crate::annotations::clb::{self, BackendType};
 use crate::annotations::lbdev::ENDPOINT_WEIGHTS;
 
 /// Where a Service's ports take their backends from.
@@ -39,7 +39,7 @@ impl<'a> PortBackends<'a> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         ports: &'a [ServicePort],
-        opts: &BackendOptions,
+        cfg: &clb::ClbConfig,
         slices: &'a [&'a EndpointSlice],
         all_nodes: &[Node],
         node: Option<&'a str>,
@@ -47,6 +47,7 @@ impl<'a> PortBackends<'a> {
         source: &ObjectRef,
         notices: &mut Vec<Notice>,
     ) -> PortBackends<'a> {
+        let opts = &cfg.backends;
         if opts.backend_type != Some(BackendType::Ecs) {
             let unused = [
                 (!opts.node_labels.is_empty()).then_some("backend-label"),
@@ -55,7 +56,7 @@ impl<'a> PortBackends<'a> {
             for key in unused.into_iter().flatten() {
                 notices.push(Notice {
                     object: source.clone(),
-                    field: format!("{}{key}", clb::CLB_PREFIX),
+                    field: cfg.key(key),
                     note: format!(
                         "has no effect: the backends are the endpoints, not nodes (set {}: ecs)",
                         nodes::BACKEND_TYPE
@@ -227,6 +228,13 @@ endpoints:
         let (l4, l7) = backends(&b);
         assert_eq!(l4, ["10.0.0.1:30081*2", "10.0.0.2:30081*1"], "node-c's endpoint is not ready");
         assert_eq!(l7, ["10.0.0.1:30080*2", "10.0.0.2:30080*1"]);
+        assert!(b.notices.iter().all(|n| !n.note.contains("rr ignores")), "{:?}", b.notices);
+        // Under rr (the default) the weights are lost: said, not an error (the reference's
+        // own Local examples leave the scheduler unset).
+        let rr = build(&yaml(ECS, "Local"), None);
+        assert!(rr.errors.is_empty(), "{:?}", rr.errors);
+        let n = rr.notices.iter().find(|n| n.note.contains("rr ignores")).expect("a notice");
+        assert_eq!(n.field, "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-scheduler");
     }
 
     #[test]
@@ -283,14 +291,15 @@ endpoints:
 
     #[test]
     fn node_options_without_ecs_are_a_notice() {
-        let ann = "    service.beta.kubernetes.io/alibaba-cloud-loadbalancer-backend-label: pool=edge\n";
+        // The notice names the key as the Service wrote it (here in the legacy spelling).
+        let ann = "    service.beta.kubernetes.io/alicloud-loadbalancer-backend-label: pool=edge\n";
         let b = build(&yaml(ann, "Cluster"), None);
         assert!(b.errors.is_empty(), "{:?}", b.errors);
         let notes: Vec<String> = b.notices.iter().map(ToString::to_string).collect();
         assert_eq!(
             notes,
             [
-                "Service shop/web: alibaba-cloud-loadbalancer-backend-label: has no effect: the backends are the endpoints, not nodes (set service.beta.kubernetes.io/backend-type: ecs)"
+                "Service shop/web: service.beta.kubernetes.io/alicloud-loadbalancer-backend-label: has no effect: the backends are the endpoints, not nodes (set service.beta.kubernetes.io/backend-type: ecs)"
             ]
         );
         assert_eq!(backends(&b).0, ["198.18.11.2:8443*100", "198.18.11.3:8443*100", "198.18.12.2:8443*100"]);

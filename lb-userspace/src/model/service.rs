@@ -121,7 +121,7 @@ pub fn listeners(
         if !wanted {
             errors.push(ObjectError {
                 object: source.clone(),
-                field: format!("{}ip-version", clb::CLB_PREFIX),
+                field: cfg.key("ip-version"),
                 reason: format!("{:?} does not match the VIP {vip}", cfg.ip_version).to_lowercase(),
             });
         }
@@ -146,7 +146,7 @@ pub fn listeners(
             if !cx.acls.contains(id.as_str()) {
                 errors.push(ObjectError {
                     object: source.clone(),
-                    field: format!("{}acl-id", clb::CLB_PREFIX),
+                    field: cfg.key("acl-id"),
                     reason: format!("AccessControlList {} not found", id.as_str()),
                 });
             }
@@ -158,6 +158,16 @@ pub fn listeners(
         }
     };
     let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    // Node backends under Local are weighted by the endpoints they host, which rr ignores.
+    if local && cfg.backends.backend_type == Some(clb::BackendType::Ecs) && cfg.scheduler == clb::Scheduler::Rr {
+        notices.push(Notice {
+            object: source.clone(),
+            field: cfg.key("scheduler"),
+            note: "externalTrafficPolicy: Local weighs each node by the endpoints it hosts, which rr ignores: \
+                   every node gets an equal share (Local mode requires wrr)"
+                .into(),
+        });
+    }
     // With node backends (ecs), Local picks the nodes hosting endpoints: no node name needed.
     let node = if local && cfg.backends.backend_type != Some(clb::BackendType::Ecs) {
         match cx.node_name.as_deref() {
@@ -178,8 +188,7 @@ pub fn listeners(
     }
 
     let spec_ports = spec.ports.as_deref().unwrap_or_default();
-    let picked =
-        PortBackends::new(spec_ports, &cfg.backends, my_slices, lookup.nodes, node, local, &source, &mut notices);
+    let picked = PortBackends::new(spec_ports, cfg, my_slices, lookup.nodes, node, local, &source, &mut notices);
     let mut out = Vec::new();
     let pairs = cfg.listeners.iter().zip(&ports);
     for (vip, (listener, port)) in vips.vips.iter().flat_map(|&(vip, _)| pairs.clone().map(move |p| (vip, p))) {

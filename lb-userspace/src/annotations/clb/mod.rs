@@ -88,7 +88,32 @@ pub struct ClbConfig {
     pub health_check: HealthCheck,
     /// Which endpoints become backends.
     pub backends: BackendOptions,
+    /// How the Service spelled its keys, for what is found wrong after parsing.
+    #[serde(skip)]
+    pub written: Spelling,
 }
+
+impl ClbConfig {
+    /// The full key of `alibaba-cloud-loadbalancer-<suffix>` as the Service wrote it, or
+    /// its canonical spelling when absent.
+    pub fn key(&self, suffix: &str) -> String {
+        let canonical = format!("{PREFIX}{CLB_PREFIX}{suffix}");
+        self.written.0.get(&canonical).cloned().unwrap_or(canonical)
+    }
+}
+
+/// Canonical key → the key as written (either prefix). Not configuration: two configurations
+/// that differ only in how their keys were spelled are equal.
+#[derive(Debug, Clone, Default)]
+pub struct Spelling(BTreeMap<String, String>);
+
+impl PartialEq for Spelling {
+    fn eq(&self, _: &Spelling) -> bool {
+        true
+    }
+}
+
+impl Eq for Spelling {}
 
 /// Parse the CLB annotations among `annotations` for a Service with `ports`. Keys outside
 /// the CLB namespace (other controllers' annotations) are not looked at.
@@ -107,6 +132,7 @@ pub fn parse(annotations: &BTreeMap<String, String>, ports: &[ServicePortInfo]) 
         health_check: health::health_check(&mut cx, &listeners),
         backends: backends::options(&mut cx),
         listeners,
+        written: Spelling(cx.written_keys()),
     };
     cloud::not_applicable(&mut cx, ports);
     ClbParse { config, errors: cx.errors, not_applicable: cx.not_applicable }

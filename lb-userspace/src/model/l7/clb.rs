@@ -34,10 +34,10 @@ pub fn clb_listeners(
         match &cfg.tls.cert_id {
             Some(id) => match lookup.certificate(&source.namespace, id.as_str(), Vec::new()) {
                 Ok(c) => certificates.push(c),
-                Err(reason) => errors.push(err(format!("{}cert-id", clb::CLB_PREFIX), reason)),
+                Err(reason) => errors.push(err(cfg.key("cert-id"), reason)),
             },
             None => errors.push(err(
-                format!("{}cert-id", clb::CLB_PREFIX),
+                cfg.key("cert-id"),
                 "an https listener needs a certificate: name a kubernetes.io/tls Secret of the Service's namespace"
                     .into(),
             )),
@@ -45,7 +45,7 @@ pub fn clb_listeners(
         for ext in &cfg.tls.domain_extensions {
             match lookup.certificate(&source.namespace, ext.cert_id.as_str(), vec![ext.domain.clone()]) {
                 Ok(c) => certificates.push(c),
-                Err(reason) => errors.push(err(format!("{}domain-extensions", clb::CLB_PREFIX), reason)),
+                Err(reason) => errors.push(err(cfg.key("domain-extensions"), reason)),
             }
         }
         Some(TlsSettings { policy: convert::tls_policy(cfg.tls.cipher_policy), certificates })
