@@ -6,6 +6,7 @@
 //! last good ones.
 pub mod balance;
 pub mod cli;
+mod deadline;
 pub mod drain;
 pub mod forward;
 pub mod gzip;

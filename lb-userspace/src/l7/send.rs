@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 
 use super::{
     balance::PickContext,
+    deadline::Deadline,
     drain::{Cut, CutBody},
     h2_upstream::{H2Error, Sent},
     headers::{is_upgrade, strip_hop_by_hop},
@@ -75,7 +76,6 @@ pub(super) fn forward<'a>(
 ) -> Exchange<'a> {
     let backend = &route.route.rule.backend;
     let upgrade = is_upgrade(req.headers());
-    let deadline = tokio::time::Instant::now() + timeout;
     let (mut parts, body) = req.into_parts();
     // A client body that is malformed, stalls or grows past the limit fails the request
     // (400 / 408 / 413). A request without one (most) needs no copy, limit nor timer.
@@ -87,6 +87,7 @@ pub(super) fn forward<'a>(
             .map_err(BoxError::from)
             .boxed()
     };
+    let (deadline, body) = Deadline::new(timeout, body);
     let t = Target { route, pick, cx, up, deadline, timeout, limits };
     if backend.protocol == BackendProtocol::Http && !upgrade {
         parts.version = Version::HTTP_11;
@@ -99,20 +100,26 @@ pub(super) fn forward<'a>(
 }
 
 /// What an exchange needs besides the request: the route and the endpoint picked (and how
-/// to pick another), the upstreams, the deadline (`timeout` from the start) and the limits.
+/// to pick another), the upstreams, the deadline (`timeout` from the end of the request) and
+/// the limits.
 struct Target<'a> {
     route: &'a CompiledRoute,
     pick: Pick,
     cx: &'a PickContext<'a>,
     up: &'a Arc<Upstreams>,
-    deadline: tokio::time::Instant,
+    deadline: Deadline,
     timeout: Duration,
     limits: Limits,
 }
 
 /// HTTPS and upgrades through the shared hyper clients.
-async fn through_client(mut parts: http::request::Parts, body: Body, upgrade: bool, t: Target<'_>) -> Response<Body> {
-    let (up, deadline) = (t.up, t.deadline);
+async fn through_client(
+    mut parts: http::request::Parts,
+    body: Body,
+    upgrade: bool,
+    mut t: Target<'_>,
+) -> Response<Body> {
+    let up = t.up;
     let backend = &t.route.route.rule.backend;
     let scheme = if backend.protocol == BackendProtocol::Https { "https" } else { "http" };
     let client = if upgrade || !backend.keepalive { &up.fresh } else { &up.pooled };
@@ -142,16 +149,14 @@ async fn through_client(mut parts: http::request::Parts, body: Body, upgrade: bo
     let mut addr = t.pick.endpoint.addr;
     // Kept only when the request could be sent again (no body).
     let saved = resendable.then(|| parts.clone());
-    let mut result = Box::pin(tokio::time::timeout_at(deadline, send(parts, addr, body))).await.map_err(|_| TimedOut);
+    let mut result = Box::pin(within(&mut t.deadline, send(parts, addr, body))).await;
     if let Some(saved) = saved
         && let Ok(Some(Err(e))) = &result
         && e.is_connect()
         && let Some(other) = t.instead_of(addr, e)
     {
         addr = other;
-        result = Box::pin(tokio::time::timeout_at(deadline, send(saved, addr, respond::empty())))
-            .await
-            .map_err(|_| TimedOut);
+        result = Box::pin(within(&mut t.deadline, send(saved, addr, respond::empty()))).await;
     }
     t.answer(result, addr, None, on_upgrade)
 }
@@ -166,10 +171,10 @@ async fn through_client(mut parts: http::request::Parts, body: Body, upgrade: bo
 fn grpc<'a>(
     mut parts: http::request::Parts,
     body: Body,
-    t: Target<'a>,
+    mut t: Target<'a>,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     async move {
-        let (up, deadline) = (t.up, t.deadline);
+        let up = t.up;
         let mut addr = t.pick.endpoint.addr;
         parts.version = Version::HTTP_2;
         parts.uri = h2_uri(&parts.headers, &parts.uri, addr);
@@ -187,7 +192,7 @@ fn grpc<'a>(
         // request back is followed by a new one, and a second one of the same endpoint that
         // does (it is going away: each connection ends at once) by the move.
         for _ in 0..4 {
-            let conn = match tokio::time::timeout_at(deadline, up.h2.connection(addr)).await {
+            let conn = match tokio::time::timeout_at(t.deadline.start_bound(), up.h2.connection(addr)).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => match (!moved && e.is_connect()).then(|| t.instead_of(addr, &e)).flatten() {
                     Some(other) => {
@@ -205,7 +210,7 @@ fn grpc<'a>(
                 biased;
                 r = up.h2.send(conn, req) => Ok(Some(r)),
                 _ = cut.cut() => Ok(None),
-                _ = tokio::time::sleep_until(deadline) => Err(TimedOut),
+                _ = t.deadline.reached() => Err(TimedOut),
             };
             drop(guard);
             let result = match result {
@@ -267,12 +272,12 @@ fn keep_body_error(body: Body) -> (Body, BodyFailed) {
 /// the deadline, cut when the endpoint was removed and its drain time ended first.
 // Not an `async fn`, which would hold each argument twice (see the body).
 #[allow(clippy::manual_async_fn)]
-fn pooled<'a>(req: Request<Body>, t: Target<'a>) -> impl Future<Output = Response<Body>> + Send + 'a {
+fn pooled<'a>(req: Request<Body>, mut t: Target<'a>) -> impl Future<Output = Response<Body>> + Send + 'a {
     // An async block, not an `async fn`, which would keep its arguments twice; the deadline
     // is a branch of the select below, not a `Timeout` around a second future holding the
     // request again.
     async move {
-        let (up, deadline) = (t.up, t.deadline);
+        let (up, deadline) = (t.up, t.deadline.start_bound());
         let keep = t.route.route.rule.backend.keepalive;
         let mut addr = t.pick.endpoint.addr;
         let checkout = |addr| tokio::time::timeout_at(deadline, pool::checkout(addr, keep));
@@ -297,7 +302,7 @@ fn pooled<'a>(req: Request<Body>, t: Target<'a>) -> impl Future<Output = Respons
             biased;
             r = conn.send(req) => Ok(Some(r)),
             _ = cut.cut() => Ok(None),
-            _ = tokio::time::sleep_until(deadline) => Err(TimedOut),
+            _ = t.deadline.reached() => Err(TimedOut),
         };
         drop(guard);
         t.answer(result, addr, Some(cut), None)
@@ -306,6 +311,15 @@ fn pooled<'a>(req: Request<Body>, t: Target<'a>) -> impl Future<Output = Respons
 
 /// The backend did not answer within the request timeout.
 struct TimedOut;
+
+/// `exchange`, unless the request's time runs out first.
+async fn within<F: Future>(deadline: &mut Deadline, exchange: F) -> Result<F::Output, TimedOut> {
+    tokio::select! {
+        biased;
+        r = exchange => Ok(r),
+        _ = deadline.reached() => Err(TimedOut),
+    }
+}
 
 /// The client's side of an upgrade, and the connection's place the tunnel keeps.
 struct Upgrade {

@@ -314,7 +314,11 @@ pub(super) async fn serve(
         // Boxed: the pipeline's state is large and lives only while a request is served (the
         // connection's own future stays small while it waits for the next one).
         let resp = Box::pin(respond_to(req, conn, state.clone())).await;
-        keep_alive &= !activity.closing();
+        // A request body not read to its end by now (the answer came first: a 413, a
+        // redirect) leaves the connection unable to carry another request: the answer says
+        // `connection: close` rather than closing after a keep-alive answer.
+        let unread = has_body && lock(&reader).body != Decoding::Done;
+        keep_alive &= !activity.closing() && !unread;
         let written = write_response(&mut wr, resp, head_only, keep_alive, &mut out, &mut nagle).await;
         inflight.done();
         // The request body read to its end, and nothing of it left for the next request.

@@ -283,4 +283,7 @@ async fn a_client_still_sending_a_refused_body_gets_the_answer() {
     let head = String::from_utf8_lossy(&got).lines().next().unwrap_or_default().to_owned();
     assert!(head.starts_with("HTTP/1.1 413"), "{head:?}, {read:?}");
     assert!(matches!(read, Ok(Ok(_))), "the connection ended with {read:?}");
+    // The answer says the connection ends: the client must not send another request on it.
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text:?}");
 }

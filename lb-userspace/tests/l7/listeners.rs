@@ -55,6 +55,41 @@ async fn clb_http_listener_headers_and_timeout() {
     );
 }
 
+/// The request timeout counts from the end of the request body (as Envoy's): an upload that
+/// takes longer than `request-timeout`, never idle for the body's idle timeout, is answered
+/// by the backend, not 504 (it was timed from the request's start).
+#[tokio::test]
+async fn request_timeout_starts_after_the_request_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = free_port();
+    let b = echo("b", Duration::ZERO).await;
+    let yaml = clb_service(
+        NS,
+        "up",
+        "127.0.0.7",
+        &[("protocol-port", &format!("http:{port}")), ("request-timeout", "1")],
+        &[("http", port)],
+        &b,
+    );
+    let _p = proxy(&model(&yaml));
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.7", port)).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: up.test\r\nContent-Length: 5\r\n\r\n").await.unwrap();
+    for byte in b"hello" {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.write_all(&[*byte]).await.unwrap();
+    }
+    let (mut got, mut buf) = (Vec::new(), [0u8; 4096]);
+    while !String::from_utf8_lossy(&got).contains("\"body_len\"") {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            r => panic!("{r:?} after {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("\"body\":\"hello\""), "{text}");
+}
+
 /// WebSocket-style upgrades are tunnelled; h2c prior knowledge reaches an HTTP/1.1 backend.
 #[tokio::test]
 async fn upgrade_tunnel_and_h2c() {
