@@ -304,9 +304,15 @@ fn reopens<H: Ip>(pkt: &Packet<H>, ct: &CtEntry) -> bool {
         && ct.state & (tcp_state::FIN | tcp_state::RST) != 0
 }
 
+/// Removes a closed flow: its reverse entry only while it is this flow's (one lost to the LRU
+/// may since belong to another flow that took the source port).
 #[inline(always)]
 fn forget(key: &FlowKey, ct: &CtEntry) {
-    let _ = REVERSE_NAT.remove(&ct.reverse_key(key.proto, key.family));
+    let rkey = ct.reverse_key(key.proto, key.family);
+    // SAFETY: read-only look at the entry.
+    if unsafe { REVERSE_NAT.get(&rkey) }.is_some_and(|r| r.owned_by(key)) {
+        let _ = REVERSE_NAT.remove(&rkey);
+    }
     let _ = CONNTRACK.remove(key);
 }
 

@@ -175,7 +175,10 @@ fn refresh<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
         }
         None => {
             if let Some(scratch) = scratch() {
-                write_reverse(ctx, pkt, key, entry, 0, now, &mut scratch.rev);
+                // Lost to the LRU: a flow the client has acknowledged had its backend's SYN-ACK,
+                // so the sweep keeps giving it the established timeout, not the SYN one.
+                let back = if entry.state & tcp_state::ACK != 0 { tcp_state::SYN | tcp_state::ACK } else { 0 };
+                write_reverse(ctx, pkt, key, entry, back, now, &mut scratch.rev);
                 let _ = REVERSE_NAT.insert(&rkey, &scratch.rev, BPF_NOEXIST as u64);
             }
         }

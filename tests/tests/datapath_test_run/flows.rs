@@ -361,6 +361,59 @@ pub fn a_flow_half_without_its_other_half_is_swept() -> Fixture {
     Fixture::new(m, steps)
 }
 
+fn reverse_nat(t: &mut Bench) -> BpfHashMap<&mut MapData, FlowKey, RevEntry> {
+    t.dp.ebpf_mut().map_mut("REVERSE_NAT").unwrap().try_into().unwrap()
+}
+
+/// A reverse entry lost to the LRU alone is rebuilt by the flow's next client packet (a
+/// second after the last) with what the sweep reads: the backend's SYN-ACK was seen, so the
+/// flow keeps the established timeout (it got the SYN timeout). A reopening SYN removes the
+/// closed flow's reverse entry only while it is that flow's: one another flow took since stays.
+pub fn a_lost_reverse_entry_comes_back_established_and_a_reopen_spares_anothers() -> Fixture {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)])]);
+    let flow = Flow::new(CLIENT, 46000, VIP, 80);
+    // The flow's reverse key, from its conntrack entry.
+    let rkey = |t: &mut Bench| {
+        let (ct, _) = pairs::read(t.dp.ebpf_mut()).unwrap();
+        let (k, e) = ct.iter().find(|(k, _)| k.sport == 46000u16.to_be()).expect("the flow");
+        e.reverse_key(k.proto, k.family)
+    };
+    let steps = vec![
+        new_flow("SYN", CLIENT.into(), 46000, vip, 80),
+        syn_ack("SYN-ACK", "SYN"),
+        packet("ACK", Client, Frame::tcp(flow, ACK).bytes(), XDP_REDIRECT, Out::Any),
+        then("the reverse entry is lost, and a second passes", move |t: &mut Bench, _| {
+            let k = rkey(t);
+            reverse_nat(t).remove(&k).unwrap();
+            std::thread::sleep(Duration::from_millis(1100));
+        }),
+        packet("data", Client, Frame::tcp(flow, ACK | PSH).bytes(), XDP_REDIRECT, Out::Any),
+        then("rebuilt, and swept as established", move |t: &mut Bench, _| {
+            let k = rkey(t);
+            assert!(reverse_nat(t).get(&k, 0).is_ok(), "rebuilt");
+            let opts = SweepOptions { tcp_syn_timeout: Duration::ZERO, ..SweepOptions::default() };
+            let report = t.dp.sweep(&opts).unwrap();
+            assert_eq!((report.flows, report.expired), (1, 0), "{report:?}");
+        }),
+        packet("FIN", Client, Frame::tcp(flow, FIN | ACK).bytes(), XDP_REDIRECT, Out::Any),
+        then("another flow holds the closed flow's reverse key", move |t: &mut Bench, _| {
+            let k = rkey(t);
+            let mut map = reverse_nat(t);
+            let mut other = map.get(&k, 0).unwrap();
+            other.client_port = 46999u16.to_be();
+            map.insert(k, other, 0).unwrap();
+        }),
+        new_flow("SYN after the FIN", CLIENT.into(), 46000, vip, 80),
+        then("the other flow's entry stays", move |t: &mut Bench, _| {
+            let entries: Vec<RevEntry> = reverse_nat(t).iter().map(|r| r.unwrap().1).collect();
+            assert!(entries.iter().any(|r| r.client_port == 46999u16.to_be()), "removed by the reopen");
+            assert_eq!(t.dp.stats().unwrap().packets("flow_reopened"), 1);
+        }),
+    ];
+    Fixture::new(m, steps)
+}
+
 pub fn only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it() -> Fixture {
     let vip = IpAddr::V4(VIP);
     let m = model(vec![listener(vip, 80, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1), be(B2, 8080, 1)])]);

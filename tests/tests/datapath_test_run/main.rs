@@ -42,6 +42,7 @@ lb_tests::fixtures! {
     persistence_skips_a_backend_another_listener_still_finds_healthy => flows::persistence_skips_a_backend_another_listener_still_finds_healthy(),
     tcp_state_reopen_and_conntrack_sweep => flows::tcp_state_reopen_and_conntrack_sweep(),
     a_flow_half_without_its_other_half_is_swept => flows::a_flow_half_without_its_other_half_is_swept(),
+    a_lost_reverse_entry_comes_back_established_and_a_reopen_spares_anothers => flows::a_lost_reverse_entry_comes_back_established_and_a_reopen_spares_anothers(),
     only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it => flows::only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it(),
     fragments_follow_their_first_fragment => errors::fragments_follow_their_first_fragment(),
     ipv6_fragments_follow_their_first_fragment => errors::ipv6_fragments_follow_their_first_fragment(),
