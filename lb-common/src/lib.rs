@@ -132,7 +132,7 @@ pub const MAX_ACL_PREFIXES: u32 = 65536;
 /// Interfaces the datapath may redirect to.
 pub const MAX_TX_PORTS: u32 = 256;
 /// How many source ports the full-NAT port picker tries before it gives up on a flow.
-pub const SNAT_PORT_TRIES: u32 = 16;
+pub const SNAT_PORT_TRIES: u32 = 32;
 
 /// The "is it ours?" filter (`ADDR_FILTER`): one bitmap of the listeners' VIPs and one of the
 /// SNAT addresses, each [`WORDS`](addr_filter::WORDS) u64 words, indexed by a multiplicative

@@ -121,13 +121,13 @@ fn throughput_markdown(s: &mut String, r: &serde_json::Value) {
     );
     let _ = writeln!(
         s,
-        "| backend | mode | flows | Mpps (median) | marginal µs/pkt | × minimal forwarder | × iptables DNAT | program ns/pkt (bpf_stats) | delivered (lowest) |\n|---|---|---|---:|---:|---:|---:|---:|---:|"
+        "| backend | mode | flows | Mpps (median) | marginal µs/pkt | × minimal forwarder | × iptables DNAT | program ns/pkt (bpf_stats) | delivered (lowest) | lb's drops (its counters, all runs) |\n|---|---|---|---:|---:|---:|---:|---:|---:|---|"
     );
     let ratio = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.2}×")).unwrap_or_else(|| "—".into());
     for t in r["throughput"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.3} | {:.2} | {} | {} | {} | {:.1}% |",
+            "| {} | {} | {} | {:.3} | {:.2} | {} | {} | {} | {:.1}% | {} |",
             t["backend"].as_str().unwrap_or("routed host (XDP both ways)"),
             t["mode"].as_str().unwrap_or(""),
             t["flows"].as_str().unwrap_or(""),
@@ -136,13 +136,23 @@ fn throughput_markdown(s: &mut String, r: &serde_json::Value) {
             ratio(&t["vs_min_forwarder"]),
             ratio(&t["vs_iptables"]),
             t["program_ns_per_packet"].as_f64().map(|x| format!("{x:.0}")).unwrap_or_else(|| "—".into()),
-            t["delivered"].as_f64().unwrap_or(0.0) * 100.0
+            t["delivered"].as_f64().unwrap_or(0.0) * 100.0,
+            drops_text(&t["lb_drops"]),
         );
     }
     let _ = writeln!(
         s,
-        "\nThe ratios are lb's marginal cost over the peer's, same topology and flows. `program ns/pkt` is the XDP program's own run time on the receiving interface under the live traffic (bpf_stats `run_time_ns / run_cnt`, tail calls included); the rest of the marginal cost is the redirect, the veth hop and the backend's receive up to its tc ingress. Delivered: what the backend's tc program counted. The minimal forwarder (MAC rewrite + devmap redirect, no address or port rewrite) runs only towards the routed backend: a bridge takes no XDP redirect. With 16,000 flows (source ports drawn at random from 16,000) most packets of a short run open a flow: lb's full NAT takes a source port per flow from `--snat-ports` (default 10000-29999: 20,000 flows at once per backend and node address). Above 100%: a trafgen chunk that failed to flush was sent again."
+        "\nThe ratios are lb's marginal cost over the peer's, same topology and flows. `program ns/pkt` is the XDP program's own run time on the receiving interface under the live traffic (bpf_stats `run_time_ns / run_cnt`, tail calls included); the rest of the marginal cost is the redirect, the veth hop and the backend's receive up to its tc ingress. Delivered: what the backend's tc program counted; lb's drops: its own datapath's drop counters summed over the runs, so a shortfall it does not count was lost on the way (a veth queue, the bridge), not by lb. The minimal forwarder (MAC rewrite + devmap redirect, no address or port rewrite) runs only towards the routed backend: a bridge takes no XDP redirect. With 16,000 flows (source ports drawn at random from 16,000) most packets of a short run open a flow: lb's full NAT takes a source port per flow from `--snat-ports` (default 10000-29999: 20,000 flows at once per backend and node address). Above 100%: a trafgen chunk that failed to flush was sent again."
     );
+}
+
+/// lb's drop counters of a throughput row: `—` for another mode, `none`, or `counter n, ...`.
+fn drops_text(v: &serde_json::Value) -> String {
+    match v.as_object() {
+        None => "—".into(),
+        Some(m) if m.is_empty() => "none".into(),
+        Some(m) => m.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "),
+    }
 }
 
 fn connections_markdown(s: &mut String, r: &serde_json::Value) {

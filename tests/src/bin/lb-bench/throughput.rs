@@ -7,7 +7,7 @@
 //! fixed packet count per run. `--compare-lb WRAPPER` adds another `lb` build as a mode of its
 //! own, interleaved with the others (`lb run` started as `WRAPPER <lb> run ...`: a script
 //! that runs another binary, or the same one with other flags), for A/B runs of a change.
-use std::{fs, process::Command, time::Instant};
+use std::{collections::BTreeMap, fs, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
 use lb_tests::{
@@ -29,6 +29,10 @@ const LB_COMPARED: &str = "lb (--compare-lb)";
 pub const MANY_FLOWS: u16 = 16_000;
 pub const MANY_FLOWS_FIRST_PORT: u16 = 20_000;
 
+/// A mode's runs summed up: (mode, median seconds, lowest delivered, median program ns, lb's
+/// drop counters over the runs).
+type ModeResult<'a> = (&'a str, f64, f64, Option<f64>, BTreeMap<String, u64>);
+
 /// One run's result.
 struct Run {
     secs: f64,
@@ -36,6 +40,8 @@ struct Run {
     delivered: f64,
     /// The XDP program's own ns per packet (bpf_stats), if an XDP program forwards.
     prog_ns: Option<f64>,
+    /// lb's own nonzero drop counters after the run (`lb stats`), for lb's runs.
+    drops: BTreeMap<String, u64>,
 }
 
 pub fn suite(packets: u32, repeats: usize, compare: Option<&str>) -> Result<serde_json::Value> {
@@ -59,18 +65,24 @@ pub fn suite(packets: u32, repeats: usize, compare: Option<&str>) -> Result<serd
                 runs[i].push(run(shape, mode, many, packets, compare)?);
             }
         }
-        let mut per_mode: Vec<(&str, f64, f64, Option<f64>)> = Vec::new();
+        let mut per_mode: Vec<ModeResult> = Vec::new();
         for (&mode, mut runs) in modes.iter().zip(runs) {
+            // Where what was not delivered went, by lb's counters, over every run.
+            let mut drops = BTreeMap::new();
+            for (k, n) in runs.iter().flat_map(|r| &r.drops) {
+                *drops.entry(k.clone()).or_insert(0) += n;
+            }
             runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
             let median = &runs[runs.len() / 2];
             let mut prog: Vec<f64> = runs.iter().filter_map(|r| r.prog_ns).collect();
             prog.sort_by(f64::total_cmp);
             let delivered = runs.iter().map(|r| r.delivered).fold(f64::INFINITY, f64::min);
-            per_mode.push((mode, median.secs, delivered, prog.get(prog.len() / 2).copied()));
+            per_mode.push((mode, median.secs, delivered, prog.get(prog.len() / 2).copied(), drops));
         }
         let sink = per_mode[0].1;
         let marginal = |mode: &str| per_mode.iter().find(|m| m.0 == mode).map(|m| (m.1 - sink) / packets as f64 * 1e6);
-        for &(mode, secs, delivered, prog_ns) in &per_mode {
+        for (mode, secs, delivered, prog_ns, drops) in &per_mode {
+            let (mode, secs) = (*mode, *secs);
             let m = (secs - sink) / packets as f64 * 1e6;
             let ratio = |peer: &str| marginal(peer).filter(|_| mode == LB || mode == LB_COMPARED).map(|p| m / p);
             rows.push(json!({
@@ -83,6 +95,7 @@ pub fn suite(packets: u32, repeats: usize, compare: Option<&str>) -> Result<serd
                 "vs_iptables": ratio(IPTABLES),
                 "program_ns_per_packet": prog_ns,
                 "delivered": delivered,
+                "lb_drops": (mode == LB || mode == LB_COMPARED).then_some(drops),
             }));
         }
     }
@@ -195,7 +208,11 @@ fn run(shape: Shape, mode: &str, many: bool, packets: u32, compare: Option<&str>
     } else {
         None
     };
-    Ok(Run { secs, delivered: rx as f64 / packets as f64, prog_ns })
+    let drops = match &_daemon {
+        Some(_) => lb_drops(&topo)?,
+        None => BTreeMap::new(),
+    };
+    Ok(Run { secs, delivered: rx as f64 / packets as f64, prog_ns, drops })
 }
 
 /// TCP connections per second, sequential connect / request / response / close from the client
@@ -279,6 +296,19 @@ struct ConnRun {
 }
 
 /// `lb run` (under `wrapper`, if any) on the bench Service `yaml` in `topo`, ready.
+/// lb's nonzero `drop_*` datapath counters (`lb stats --json` against the daemon).
+fn lb_drops(topo: &Topology) -> Result<BTreeMap<String, u64>> {
+    let out =
+        topo.lb.command(lb_tests::daemon::lb_bin().to_str().context("lb path")?).args(["stats", "--json"]).output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("lb stats --json")?;
+    let counters = v["datapath"].as_object().cloned().context("lb stats --json: no datapath counters")?;
+    Ok(counters
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("drop_"))
+        .filter_map(|(k, c)| c["packets"].as_u64().filter(|n| *n > 0).map(|n| (k, n)))
+        .collect())
+}
+
 fn start_lb(topo: &Topology, yaml: &str, work: &std::path::Path, wrapper: &[&str]) -> Result<Daemon> {
     let dir = work.join("m");
     fs::create_dir(&dir)?;
