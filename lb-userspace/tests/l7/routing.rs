@@ -259,6 +259,29 @@ fn two_albconfigs_on_one_port_the_newer_is_in_error() {
     assert_eq!(build.errors.len(), 2, "{:?}", build.errors);
 }
 
+/// `cluster-weight.<id>` on an Ingress whose AlbConfig is not a multi-cluster gateway (no
+/// `remote-clusters`) has nothing to split: a notice says so (it was ignored silently).
+#[test]
+fn cluster_weights_without_a_gateway_are_a_notice() {
+    let port = free_port();
+    let b = Echo { addr: "127.0.0.1:9".parse().unwrap(), hits: Default::default(), seen: Default::default() };
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "b", &[&b])
+        + &ingress(
+            NS,
+            "w",
+            &[("listen-ports", &lp), ("cluster-weight.c1", "80"), ("cluster-weight.c2", "20")],
+            &rule("w.test", &[("/", "Prefix", "b")]),
+        );
+    let build = build(&yaml);
+    assert!(build.errors.is_empty(), "{:?}", build.errors);
+    let notes: Vec<&str> =
+        build.notices.iter().filter(|n| n.field.contains("cluster-weight.")).map(|n| n.note.as_str()).collect();
+    assert_eq!(notes.len(), 2, "{:?}", build.notices);
+    assert!(notes[0].contains("AlbConfig alb is not a multi-cluster gateway"), "{notes:?}");
+}
+
 /// Two Host or two Path conditions on one rule must both hold, as every condition of a rule
 /// (the second of each was ignored).
 #[tokio::test]

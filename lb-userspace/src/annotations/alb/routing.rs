@@ -148,6 +148,8 @@ fn build_one(
             server_groups: Vec::new(),
             sticky: None,
         },
+        // Written but rejected: its own error says why; one that says it is missing would not.
+        (None, true) if cx.family("actions.").iter().any(|(name, _)| *name == service.name) => return None,
         (None, true) => {
             cx.field_error(
                 format!("{at}.backend"),

@@ -118,6 +118,18 @@ fn fleet_of<'a>(
     notices: &mut Vec<Notice>,
 ) -> Option<Fleet<'a>> {
     if cfg.remote_clusters.is_empty() {
+        // Weights of clusters the AlbConfig does not associate: nothing to split.
+        for w in &p.cluster_weights {
+            notices.push(Notice {
+                object: source.clone(),
+                field: format!("{}cluster-weight.{}", alb::PREFIX, w.cluster_id),
+                note: format!(
+                    "has no effect: AlbConfig {} is not a multi-cluster gateway (no {}remote-clusters); this cluster's endpoints serve",
+                    cfg.name,
+                    alb::PREFIX
+                ),
+            });
+        }
         return None;
     }
     let albconfig = ObjectRef { kind: "AlbConfig".into(), namespace: String::new(), name: cfg.name.clone() };

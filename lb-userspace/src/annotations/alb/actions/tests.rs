@@ -228,6 +228,10 @@ fn actions_need_use_annotation_and_a_matching_backend() {
             "spec.rules[0].http.paths[0].backend: port use-annotation needs {PREFIX}actions.forward with a ForwardGroup, Redirect or FixedResponse action"
         )]
     );
+    // An action written but rejected: its own error only (not a second one saying it is missing).
+    let p = parse(&[(&k("actions.forward"), "[{\"type\": \"Nope\"}]")], use_ann);
+    assert_eq!(errs(&p).len(), 1, "{:?}", errs(&p));
+    assert!(errs(&p)[0].starts_with(&k("actions.forward")), "{:?}", errs(&p));
     let p = parse(&[(&k("actions.tea-svc"), fg)], SIMPLE);
     assert_eq!(
         errs(&p),
