@@ -176,6 +176,20 @@ async fn a_failing_list_is_retried() {
     assert_eq!(lists, 3, "two failures, then the list that worked");
 }
 
+/// Services and EndpointSlices that have not listed by `sync_timeout` hold up the first
+/// snapshot until they do (a snapshot without them, applied, would take every VIP of the
+/// node down while the API server is away); other kinds do not.
+#[tokio::test]
+async fn the_first_snapshot_waits_for_services_and_endpoint_slices() {
+    let fake = FakeApi::new();
+    fake.fail_lists("/apis/discovery.k8s.io/v1/endpointslices", 2);
+    let mut src =
+        KubeSource::new(fake.client(), KubeOptions { sync_timeout: Duration::from_millis(100), ..opts(false) });
+    let set = next(&mut src).await;
+    assert_eq!(names(&set.services, |s| &s.metadata), ["default/web", "shop/bad"]);
+    assert!(!set.endpoint_slices.is_empty(), "the first snapshot has the endpoints");
+}
+
 #[tokio::test]
 async fn an_invalid_annotation_is_one_event() {
     let fake = FakeApi::new();

@@ -92,11 +92,25 @@ impl KubeSource {
     }
 }
 
-/// Bump the generation once every cache has its initial list (or `sync_timeout` passed),
-/// then once per burst of changes: the first change of a burst waits `debounce`, and what
+/// The kinds the first snapshot waits for however long the API takes.
+const ESSENTIAL_KINDS: [&str; 2] = ["Service", "EndpointSlice"];
+
+/// Bump the generation once every cache has its initial list (or `sync_timeout` passed, for
+/// kinds other than [`ESSENTIAL_KINDS`]), then once per burst of changes: the first change of a burst waits `debounce`, and what
 /// arrives meanwhile joins it.
 async fn debounce(stores: Stores, changed: Arc<Notify>, tx: watch::Sender<u64>, opts: KubeOptions) {
-    let missing = stores.wait_until_ready(opts.sync_timeout).await;
+    let mut missing = stores.wait_until_ready(opts.sync_timeout).await;
+    // Without Services or EndpointSlices a first snapshot would be a cluster with no
+    // listeners or no backends: applied, it would take every VIP of this node down (an API
+    // server that is down while the agent restarts). The datapath keeps what it served
+    // until both are listed; the other kinds may follow.
+    while missing.iter().any(|k| ESSENTIAL_KINDS.contains(k)) {
+        tracing::warn!(
+            kinds = ?missing,
+            "not listed yet (API errors above): waiting for Services and EndpointSlices before the first apply; the datapath serves what it served"
+        );
+        missing = stores.wait_until_ready(opts.sync_timeout).await;
+    }
     if !missing.is_empty() {
         tracing::warn!(
             kinds = ?missing,
