@@ -293,3 +293,57 @@ fn an_https_listener_without_a_certificate_is_rejected() {
     assert!(b.errors.is_empty(), "{:?}", b.errors);
     assert_eq!(b.model.l7.len(), 1);
 }
+
+/// A host's certificate comes from the namespace that owns the host (its oldest Ingress with
+/// a rule on it): a newer Ingress of another namespace that lists the host in its `spec.tls`
+/// does not get its certificate served for it, nor becomes the listener's default (the
+/// first certificate by namespace/name order was served: `aaa` before `shop`).
+#[tokio::test]
+async fn a_hosts_certificate_comes_from_the_namespace_that_owns_it() {
+    let port = free_port();
+    let web = echo("web", Duration::ZERO).await;
+    let ca = ca();
+    let (_dir, ca_file) = ca_file(&ca);
+    let lp = format!("[{{\"HTTPS\": {port}}}]");
+    let in_ns = |yaml: String, ns: &str, ts: &str| {
+        yaml.replace("namespace: tls\n", &format!("namespace: {ns}\n  creationTimestamp: \"{ts}\"\n"))
+            .replace("namespace: tls}", &format!("namespace: {ns}}}"))
+    };
+    let owner = ingress(NS, "owner", &[("listen-ports", &lp)], &rule("shop.test", &[("/", "Prefix", "web")]))
+        .replace("spec:\n", "spec:\n  tls:\n  - hosts: [shop.test]\n    secretName: owner-cert\n");
+    let intruder = ingress(NS, "intruder", &[("listen-ports", &lp)], &rule("other.test", &[("/", "Prefix", "web")]))
+        .replace("spec:\n", "spec:\n  tls:\n  - hosts: [shop.test, other.test]\n    secretName: intruder-cert\n");
+    let yaml = alb_class(&[(port, "HTTPS")])
+        + &in_ns(service(NS, "web", &[&web]), "shop", "2026-01-01T00:00:00Z")
+        + &in_ns(service(NS, "web", &[&web]), "aaa", "2026-01-01T00:00:00Z")
+        + &in_ns(owner, "shop", "2026-01-01T00:00:00Z")
+        + &in_ns(secret("owner-cert", &leaf(&ca, &["shop.test"])), "shop", "2026-01-01T00:00:00Z")
+        + &in_ns(intruder, "aaa", "2026-02-01T00:00:00Z")
+        + &in_ns(secret("intruder-cert", &leaf(&ca, &["shop.test", "other.test"])), "aaa", "2026-02-01T00:00:00Z");
+    let b = build(&yaml);
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    let note = b.notices.iter().find(|n| n.object.name == "intruder").expect("a notice for the newer Ingress");
+    assert!(note.note.contains("not served for shop.test"), "{}", note.note);
+    let _p = proxy(&b.model);
+    let f = ca_file.clone();
+    let (shop, unknown) = tokio::task::spawn_blocking(move || {
+        (curl(&f, "shop.test", port, "/", &[]), curl(&f, "nobody.test", port, "/", &["--insecure"]))
+    })
+    .await
+    .unwrap();
+    assert!(shop.ok, "{}", shop.stderr);
+    let sans = move |host: &'static str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo | openssl s_client -connect 127.0.0.1:{port} -servername {host} 2>/dev/null | openssl x509 -noout -ext subjectAltName"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (shop_sans, default_sans) =
+        tokio::task::spawn_blocking(move || (sans("shop.test"), sans("nobody.test"))).await.unwrap();
+    assert!(!shop_sans.contains("other.test"), "the intruder's certificate served for shop.test: {shop_sans}");
+    assert!(shop_sans.contains("shop.test"), "{shop_sans}");
+    assert!(unknown.ok, "{}", unknown.stderr);
+    assert!(!default_sans.contains("other.test"), "the default is the oldest Ingress's: {default_sans}");
+}

@@ -178,8 +178,12 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
         out.errors.push(err);
     }
     let mut rejected = Vec::new();
-    let ingresses: Vec<(String, IngressParse)> =
+    // Oldest first: the first certificate of a host (and the listener's default) is the
+    // oldest Ingress's, and a host's certificate comes from the namespace that owns it.
+    let mut ingresses: Vec<(String, IngressParse)> =
         out.model.ingresses.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    ownership::by_age(&mut ingresses, &lookup.ingress_created);
+    let tls_owners = ownership::tls_host_owners(ingresses.iter().map(|(_, p)| p));
     // An HTTPS listener starts only with a certificate: the ports where no Ingress names a
     // usable TLS Secret (the reference's `spec.tls` with hosts only relies on the cloud's
     // certificate discovery).
@@ -275,7 +279,25 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
             if let Some(tls) = entry.tls.as_mut() {
                 for t in &p.tls {
                     let Some(secret) = &t.secret_name else { continue };
-                    match lookup.certificate(&p.namespace, secret, t.hosts.clone()) {
+                    let (hosts, others): (Vec<String>, Vec<String>) = t
+                        .hosts
+                        .iter()
+                        .cloned()
+                        .partition(|h| tls_owners.get(&h.to_ascii_lowercase()).is_none_or(|ns| *ns == p.namespace));
+                    if !others.is_empty() {
+                        notices.push(Notice {
+                            object: source.clone(),
+                            field: "spec.tls".into(),
+                            note: format!(
+                                "Secret {secret} is not served for {}: an older Ingress of another namespace has rules for it",
+                                others.join(", ")
+                            ),
+                        });
+                        if hosts.is_empty() {
+                            continue;
+                        }
+                    }
+                    match lookup.certificate(&p.namespace, secret, hosts) {
                         Ok(c) => tls.certificates.push(c),
                         Err(reason) => notices.push(Notice {
                             object: source.clone(),

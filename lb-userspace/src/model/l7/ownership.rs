@@ -71,6 +71,29 @@ pub fn oldest_first(sources: &mut [ObjectRef], created: &BTreeMap<(String, Strin
     });
 }
 
+/// Which namespace each host written in rules belongs to for TLS: that of the oldest Ingress
+/// with a rule on it (as written: `shop.example`, `*.example`), so that a certificate in
+/// another namespace's `spec.tls` is not served for it. `ingresses` oldest first.
+pub fn tls_host_owners<'a>(ingresses: impl Iterator<Item = &'a IngressParse>) -> BTreeMap<String, String> {
+    let mut owners = BTreeMap::new();
+    for p in ingresses {
+        for h in p.rules.iter().filter_map(|r| r.host.as_ref()) {
+            if !matches!(h, HostMatch::Regex(_)) {
+                owners.entry(host_text(h).to_ascii_lowercase()).or_insert_with(|| p.namespace.clone());
+            }
+        }
+    }
+    owners
+}
+
+/// The Ingresses oldest first (`creationTimestamp`, absent first, then namespace and name).
+pub fn by_age(ingresses: &mut [(String, IngressParse)], created: &BTreeMap<(String, String), Timestamp>) {
+    ingresses.sort_by_key(|(_, p)| {
+        let ts = created.get(&(p.namespace.clone(), p.name.clone())).copied();
+        (ts, p.namespace.clone(), p.name.clone())
+    });
+}
+
 fn claim(r: &Rule) -> Claim {
     (r.host.as_ref().map(host_text), format!("{:?} {}", r.path.path_type, r.path.path))
 }
