@@ -44,20 +44,31 @@ pub(super) fn mirror(
         return;
     }
     let head = (req.method().clone(), req.uri().clone(), req.headers().clone());
-    let client = up.fresh.clone();
+    let (client, slots, skipped_copies) = (up.fresh.clone(), up.mirrors.clone(), skipped.clone());
     let send = move |body: Bytes| {
         let (method, uri, headers) = &head;
         for e in &targets {
             let Ok(uri) = upstream_uri(uri, e.addr) else { continue };
+            // Bounded: past MIRRORS_IN_FLIGHT copies (slow mirror targets) the copy is skipped.
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                skipped_copies.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
             let mut copy = Request::new(respond::full(body.clone()));
             *copy.method_mut() = method.clone();
             *copy.headers_mut() = copy_headers(headers, body.len());
             *copy.uri_mut() = uri;
             let client = client.clone();
             tokio::spawn(async move {
-                if let Ok(Ok(r)) = tokio::time::timeout(MIRROR_TIMEOUT, client.request(copy)).await {
-                    let _ = r.into_body().collect().await;
-                }
+                // The whole exchange within the timeout, the answer read and dropped frame by
+                // frame (a download or an endless stream is not kept).
+                let exchange = async {
+                    let mut body = client.request(copy).await.ok()?.into_body();
+                    while body.frame().await?.is_ok() {}
+                    Some(())
+                };
+                let _ = tokio::time::timeout(MIRROR_TIMEOUT, exchange).await;
+                drop(slot);
             });
         }
     };

@@ -26,7 +26,12 @@ pub struct Upstreams {
     pub ages: super::balance::EndpointAges,
     /// Endpoints in use, and the drain of those removed.
     pub departures: super::drain::Departures,
+    /// Mirror copies in flight, at most [`MIRRORS_IN_FLIGHT`]: a copy past it is skipped.
+    pub(super) mirrors: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Mirror copies a proxy has in flight at most (each a connection and a task).
+pub const MIRRORS_IN_FLIGHT: usize = 1024;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -60,6 +65,7 @@ impl Upstreams {
             active: ActiveRequests::default(),
             ages: Default::default(),
             departures: Default::default(),
+            mirrors: std::sync::Arc::new(tokio::sync::Semaphore::new(MIRRORS_IN_FLIGHT)),
         }
     }
 }
