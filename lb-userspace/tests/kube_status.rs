@@ -89,14 +89,11 @@ async fn services_get_ip_mode_proxy_or_their_hostname() {
     assert_eq!(patched(&fake, echo), json!([{"ip": "198.18.100.10", "ipMode": "Proxy"}]));
     // The hostname replaces the VIP (as the cloud controller does); ipMode needs an ip.
     assert_eq!(patched(&fake, shop), json!([{"hostname": "shop.example.com"}]));
-    // A VIP taken from the status keeps its entry (the status is its only record): the
-    // name goes beside it.
+    // A VIP an IPAM wrote to the status: that status is the IPAM's, left as it is (MetalLB
+    // rewrites it to [{ip}] whenever it differs: adding ipMode or the name looped). It is
+    // written in the same pass as the two above, before them (by name).
     let assigned = "/api/v1/namespaces/demo/services/assigned/status";
-    wait_for(&fake, "the assigned Service's status", |f| !f.requests_to(Method::PATCH, assigned).is_empty()).await;
-    assert_eq!(
-        patched(&fake, assigned),
-        json!([{"ip": "198.18.100.30", "hostname": "shop.example.com", "ipMode": "Proxy"}])
-    );
+    assert!(fake.requests_to(Method::PATCH, assigned).is_empty(), "{:?}", fake.requests_to(Method::PATCH, assigned));
 }
 
 /// An ALB Ingress's status with the given flags.

@@ -100,6 +100,9 @@ impl StatusWriter {
         for (object, vips) in &report.services {
             let Some(svc) = watch::cached(&self.stores.services, (), object) else { continue };
             let current = sorted(lb_entries(&svc).into_iter().map(|i| entry(i.ip, i.hostname, i.ip_mode)));
+            if written_by_ipam(&svc, &current, vips) {
+                continue;
+            }
             let desired = desired_entries(&svc, vips);
             let rv = svc.metadata.resource_version.clone();
             if self.needs_write(object, &json!(current), &json!(desired), &rv) {
@@ -240,11 +243,23 @@ pub fn published_addresses(svc: &Service) -> Vec<String> {
     out
 }
 
+/// Whether an IPAM (MetalLB, kube-vip) wrote the Service's VIPs to its status: none is
+/// `spec.loadBalancerIP` and the status lists them all. That status is the IPAM's: it
+/// rewrites it to its own form whenever it differs (MetalLB: `[{ip}]`), so adding `ipMode`
+/// or a hostname would start a write loop between the two controllers.
+fn written_by_ipam(svc: &Service, current: &[Entry], vips: &std::collections::BTreeSet<std::net::IpAddr>) -> bool {
+    let spec_ip = svc.spec.as_ref().and_then(|s| s.load_balancer_ip.as_deref()).and_then(|ip| ip.parse().ok());
+    let listed: std::collections::BTreeSet<std::net::IpAddr> =
+        current.iter().filter_map(|e| e.ip.as_deref()?.parse().ok()).collect();
+    !vips.is_empty() && vips.iter().all(|v| Some(*v) != spec_ip && listed.contains(v))
+}
+
 /// What a served Service's `status.loadBalancer.ingress` should hold: its VIPs with
 /// `ipMode: Proxy`; with the CLB `hostname` annotation, that name alone (as the cloud
 /// controller writes it; `ipMode` needs an `ip`) when the VIP is `spec.loadBalancerIP`'s,
-/// else each VIP with the name beside it: a VIP an IPAM wrote to the status is the only
-/// record of it, and the Service would lose its address.
+/// else (a dual-stack Service with one VIP from the status) each VIP with the name beside
+/// it: a VIP from the status is the only record of it. (Status an IPAM wrote whole is not
+/// written: [`written_by_ipam`].)
 fn desired_entries(svc: &Service, vips: &std::collections::BTreeSet<std::net::IpAddr>) -> Vec<Entry> {
     let with_ip = |hostname: Option<String>| {
         sorted(vips.iter().map(|ip| Entry {
