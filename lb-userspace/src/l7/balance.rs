@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -67,7 +67,7 @@ pub trait Balancer: Send + Sync {
 pub fn for_scheduler(s: &Scheduler, endpoints: usize, active: &ActiveRequests) -> Box<dyn Balancer> {
     match s {
         Scheduler::Wrr => Box::new(SmoothWrr { current: Mutex::new(vec![0; endpoints]) }),
-        Scheduler::Wlc => Box::new(LeastRequests { active: active.clone() }),
+        Scheduler::Wlc => Box::new(LeastRequests { active: active.clone(), next: AtomicUsize::new(0) }),
         Scheduler::Sch => Box::new(Rendezvous { key: Key::Client }),
         Scheduler::Uch { parameter } => Box::new(Rendezvous { key: Key::Query(parameter.clone()) }),
     }
@@ -131,23 +131,34 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Weighted least connections: the lowest in-flight/weight, ties to the first.
+/// Weighted least connections: the lowest (in-flight + 1)/weight (so idle endpoints are
+/// told apart by weight, as nginx's least_conn), ties taken in turn from a rotating start
+/// (ties to the first sent every request of a lightly loaded route to one endpoint).
 struct LeastRequests {
     active: ActiveRequests,
+    next: AtomicUsize,
 }
 
 impl Balancer for LeastRequests {
     fn pick(&self, _: &PickContext<'_>, endpoints: &[Endpoint]) -> Option<usize> {
-        endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.weight > 0)
-            // a/wa < b/wb  ⇔  a·wb < b·wa
-            .min_by(|(_, a), (_, b)| {
-                let (ca, cb) = (u128::from(self.active.get(a.addr)), u128::from(self.active.get(b.addr)));
-                (ca * u128::from(b.weight)).cmp(&(cb * u128::from(a.weight)))
-            })
-            .map(|(i, _)| i)
+        let n = endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut best: Option<(usize, u128, u128)> = None;
+        for i in (start..n).chain(0..start) {
+            let e = &endpoints[i];
+            if e.weight == 0 {
+                continue;
+            }
+            let (load, weight) = (u128::from(self.active.get(e.addr)) + 1, u128::from(e.weight));
+            // load/weight < best_load/best_weight  ⇔  load·best_weight < best_load·weight
+            if best.is_none_or(|(_, bl, bw)| load * bw < bl * weight) {
+                best = Some((i, load, weight));
+            }
+        }
+        best.map(|(i, _, _)| i)
     }
 }
 
@@ -297,6 +308,13 @@ mod tests {
         let _g2 = active.track(e[1].addr);
         let _g3 = active.track(e[1].addr);
         assert_eq!(b.pick(&cx([1, 1, 1, 1]), &e), Some(0));
+        // Idle endpoints of one weight take requests in turn (not all the first); of different
+        // weights, the heavier first.
+        let idle = for_scheduler(&Scheduler::Wlc, 2, &ActiveRequests::default());
+        let picks: Vec<usize> = (0..4).map(|_| idle.pick(&cx([1, 1, 1, 1]), &e).unwrap()).collect();
+        assert_eq!(picks.iter().filter(|p| **p == 0).count(), 2, "{picks:?}");
+        assert_eq!(idle.pick(&cx([1, 1, 1, 1]), &eps(&[100, 300])), Some(1));
+        assert_eq!(idle.pick(&cx([1, 1, 1, 1]), &eps(&[100, 300])), Some(1));
     }
 
     #[test]
