@@ -97,6 +97,13 @@ impl StatusWriter {
     }
 
     pub async fn sync(&mut self, report: &Report) {
+        // What was written for objects no longer served is not needed again (deleted
+        // Services and Ingresses would otherwise be remembered for the process's life).
+        self.written.retain(|o, _| {
+            report.services.contains_key(o)
+                || report.ingresses.contains(o)
+                || (o.kind == "AlbConfig" && report.sub_clusters.contains_key(&o.name))
+        });
         for (object, vips) in &report.services {
             let Some(svc) = watch::cached(&self.stores.services, (), object) else { continue };
             let current = sorted(lb_entries(&svc).into_iter().map(|i| entry(i.ip, i.hostname, i.ip_mode)));

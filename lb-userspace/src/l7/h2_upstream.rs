@@ -231,11 +231,18 @@ fn spawn_connect(conns: Arc<Mutex<Conns>>, addr: SocketAddr, id: u64) -> Connect
     .shared()
 }
 
+/// The receive window of a backend connection, shared by its streams: 32 streams' worth.
+const CONNECTION_WINDOW: u32 = 64 << 20;
+
 /// Connects to `addr` and makes the HTTP/2 handshake; the connection's own task is spawned.
 async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, ConnectError> {
     let stream = super::pool::dial(addr).await.map_err(ConnectError::Dial)?;
     let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        // One connection carries every client's streams to this endpoint: its window (hyper's
+        // default 5 MiB, returned only as clients read) must outlast a few slow readers of
+        // streamed answers (2 MiB each at most), or every other stream stalls behind them.
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
