@@ -432,7 +432,25 @@ async fn nodes_are_listed_and_watched() {
     let mut node: serde_json::Value = serde_json::from_str(&fixture("node-a.json")).unwrap();
     node["metadata"]["resourceVersion"] = json!("1001");
     node["spec"]["unschedulable"] = json!(true);
+    node["status"]["conditions"] = json!([
+        {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-03T11:00:00Z", "reason": "KubeletReady"},
+        {"type": "MemoryPressure", "status": "False", "lastHeartbeatTime": "2026-12-03T11:00:00Z"},
+    ]);
     fake.push("/api/v1/nodes", &format!("{}\n", json!({"type": "MODIFIED", "object": node}))).await;
     let set = next(&mut src).await;
     assert_eq!(set.nodes[0].spec.as_ref().and_then(|s| s.unschedulable), Some(true), "cordoned");
+    // A kubelet status report (new heartbeat times, images, resourceVersion) leaves the Node
+    // as the model reads it unchanged: the model's caches, cleared by a changed Node list,
+    // are kept.
+    settle(&mut src).await;
+    node["metadata"]["resourceVersion"] = json!("1002");
+    node["status"]["images"] = json!([{"names": ["registry.example/app:v2"], "sizeBytes": 1000}]);
+    for c in node["status"]["conditions"].as_array_mut().unwrap() {
+        c["lastHeartbeatTime"] = json!("2026-12-03T12:00:00Z");
+    }
+    fake.push("/api/v1/nodes", &format!("{}\n", json!({"type": "MODIFIED", "object": node}))).await;
+    let after = next(&mut src).await;
+    assert_eq!(after.nodes, set.nodes, "a heartbeat changed the cached Node");
+    let ready = after.nodes[0].status.as_ref().and_then(|s| s.conditions.as_ref()).unwrap();
+    assert_eq!((ready.len(), ready[0].type_.as_str()), (1, "Ready"), "{ready:?}");
 }

@@ -84,7 +84,7 @@ impl Stores {
             secrets: secret_apis.into_iter().map(|api| w.spawn(api, tls.clone(), (), "Secret")).collect(),
             alb_configs: w.spawn(Api::all_with(client.clone(), &alb), all.clone(), alb, "AlbConfig"),
             acls: w.spawn(Api::all_with(client.clone(), &acl), all.clone(), acl, crate::model::acl::KIND),
-            nodes: w.spawn(Api::all(client.clone()), all, (), "Node"),
+            nodes: w.spawn_trimmed(Api::all(client.clone()), all, (), "Node", node_as_read),
             absent: w.absent,
         }
     }
@@ -151,6 +151,28 @@ struct Watches<'a> {
     absent: BTreeMap<&'static str, watch::Receiver<bool>>,
 }
 
+/// A Node as the model reads it (`model::nodes`): name, labels, `unschedulable`, taints,
+/// addresses and the Ready condition's status. Kubelet's status reports (heartbeat times,
+/// images, capacity; a new resourceVersion each) then leave the cached Node as it was, and
+/// the model's caches, which a changed Node list clears, stay (on a large cluster they were
+/// cleared several times a second). The watcher has read the resourceVersion before this.
+fn node_as_read(n: &mut Node) {
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus};
+    n.metadata =
+        kube::api::ObjectMeta { name: n.metadata.name.take(), labels: n.metadata.labels.take(), ..Default::default() };
+    n.spec = n.spec.take().map(|s| NodeSpec { unschedulable: s.unschedulable, taints: s.taints, ..Default::default() });
+    n.status = n.status.take().map(|s| NodeStatus {
+        addresses: s.addresses,
+        conditions: s.conditions.map(|cs| {
+            cs.into_iter()
+                .filter(|c| c.type_ == "Ready")
+                .map(|c| NodeCondition { type_: c.type_, status: c.status, ..Default::default() })
+                .collect()
+        }),
+        ..Default::default()
+    });
+}
+
 impl Watches<'_> {
     fn spawn<K>(
         &mut self,
@@ -158,6 +180,22 @@ impl Watches<'_> {
         config: watcher::Config,
         dyntype: K::DynamicType,
         kind: &'static str,
+    ) -> Store<K>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + Hash + Clone + Send + Sync,
+    {
+        self.spawn_trimmed(api, config, dyntype, kind, |_| {})
+    }
+
+    /// [`Self::spawn`], each object cut down by `trim` before it is cached.
+    fn spawn_trimmed<K>(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+        dyntype: K::DynamicType,
+        kind: &'static str,
+        trim: fn(&mut K),
     ) -> Store<K>
     where
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -171,7 +209,10 @@ impl Watches<'_> {
         self.tasks.spawn(async move {
             let stream = watcher(api, config)
                 // managedFields are most of an object's size and never read.
-                .modify(|o| o.managed_fields_mut().clear())
+                .modify(move |o| {
+                    o.managed_fields_mut().clear();
+                    trim(o);
+                })
                 .default_backoff()
                 .reflect(writer);
             let mut stream = std::pin::pin!(stream);
