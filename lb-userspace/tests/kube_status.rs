@@ -96,6 +96,25 @@ async fn services_get_ip_mode_proxy_or_their_hostname() {
     assert!(fake.requests_to(Method::PATCH, assigned).is_empty(), "{:?}", fake.requests_to(Method::PATCH, assigned));
 }
 
+/// A status write the API server fails (a 500 while etcd is busy) is made again after a
+/// backoff, with no other change of the cluster (it waited for some object to change).
+#[tokio::test]
+async fn a_failed_status_write_is_retried() {
+    let fake = FakeApi::serving(&example("l4-basic"));
+    let echo = "/api/v1/namespaces/demo/services/echo/status";
+    fake.fail_lists(echo, 1);
+    let mut src = KubeSource::new(fake.client(), opts());
+    let build = build_and_report(&mut src).await;
+    assert!(build.errors.is_empty(), "{:?}", build.errors);
+    wait_for(&fake, "the write made again", |f| f.requests_to(Method::PATCH, echo).len() >= 2).await;
+    let patches = fake.requests_to(Method::PATCH, echo);
+    let last = patches.last().unwrap().body.clone().unwrap()["status"]["loadBalancer"]["ingress"].clone();
+    assert_eq!(last, json!([{"ip": "198.18.100.10", "ipMode": "Proxy"}]));
+    // Written once it went through: not again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fake.requests_to(Method::PATCH, echo).len(), 2);
+}
+
 /// An ALB Ingress's status with the given flags.
 async fn ingress_status(opts: KubeOptions) -> Value {
     let mut objects = example("l7-alb");

@@ -33,7 +33,9 @@ impl EventWriter {
 
     /// Publish the errors not published yet; forget those that are gone. A failed publish
     /// is logged and retried with the next report.
-    pub async fn sync(&mut self, errors: &[ObjectError]) {
+    /// Records the errors not recorded yet; whether every one could be.
+    pub async fn sync(&mut self, errors: &[ObjectError]) -> bool {
+        let mut all = true;
         let current: BTreeSet<Key> =
             errors.iter().map(|e| (e.object.clone(), e.field.clone(), e.reason.clone())).collect();
         self.emitted.retain(|k| current.contains(k));
@@ -56,9 +58,13 @@ impl EventWriter {
                 Ok(()) => {
                     self.emitted.insert(key);
                 }
-                Err(e) => tracing::warn!(%object, error = %e, "cannot record the rejection as an Event"),
+                Err(e) => {
+                    tracing::warn!(%object, error = %e, "cannot record the rejection as an Event");
+                    all = false;
+                }
             }
         }
+        all
     }
 }
 

@@ -2,7 +2,7 @@
 //! objects ([`events`](super::events)) and `status.loadBalancer` of the served Services and
 //! Ingresses ([`status`](super::status)). Only the latest report matters: one that arrives
 //! while the previous is being written replaces any still waiting.
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use kube::Client;
 use tokio::{
@@ -46,25 +46,51 @@ impl Handle {
     }
 }
 
+/// The first wait before a report some of whose writes failed is written again, and the
+/// longest (the wait doubles each time).
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// Write each new report; with leader election, only while holding the Lease, and the
-/// latest report again on becoming the holder.
+/// latest report again on becoming the holder. A report some of whose writes failed (the
+/// API server unavailable a moment) is written again after a backoff, unless a newer one
+/// comes first: a new Service's address or a rejection's Event no longer waits for some
+/// other object to change.
 async fn run(
     mut rx: watch::Receiver<Option<Arc<Report>>>,
     mut leader: Option<watch::Receiver<bool>>,
     mut events: EventWriter,
     mut status: StatusWriter,
 ) {
+    let mut retry: Option<Duration> = None;
     loop {
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             () = became_leader(&mut leader) => {}
+            () = after(retry) => {}
         }
         if leader.as_ref().is_some_and(|l| !*l.borrow()) {
+            retry = None;
             continue;
         }
         let Some(report) = rx.borrow_and_update().clone() else { continue };
-        events.sync(&report.errors).await;
-        status.sync(&report).await;
+        let events_written = events.sync(&report.errors).await;
+        let status_written = status.sync(&report).await;
+        retry = if events_written && status_written {
+            None
+        } else {
+            let wait = retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));
+            tracing::info!(wait_s = wait.as_secs(), "some status or Event writes failed: writing again");
+            Some(wait)
+        };
+    }
+}
+
+/// Resolves `wait` from now; never without one.
+async fn after(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -78,6 +78,8 @@ pub struct StatusWriter {
     publish_addresses: Vec<String>,
     node_addresses: Option<Vec<String>>,
     written: HashMap<ObjectRef, Written>,
+    /// A write of the current sync failed.
+    failed: bool,
     /// Why Ingress status was last not written (logged once per change).
     ingress_warning: Option<String>,
 }
@@ -92,11 +94,20 @@ impl StatusWriter {
             publish_addresses: opts.publish_status_addresses.clone(),
             node_addresses: None,
             written: HashMap::new(),
+            failed: false,
             ingress_warning: None,
         }
     }
 
-    pub async fn sync(&mut self, report: &Report) {
+    /// Writes what differs; whether every write went through (a failed one is for the
+    /// caller to try again).
+    pub async fn sync(&mut self, report: &Report) -> bool {
+        self.failed = false;
+        self.sync_all(report).await;
+        !self.failed
+    }
+
+    async fn sync_all(&mut self, report: &Report) {
         // What was written for objects no longer served is not needed again (deleted
         // Services and Ingresses would otherwise be remembered for the process's life).
         self.written.retain(|o, _| {
@@ -181,7 +192,8 @@ impl StatusWriter {
                 self.written.insert(object.clone(), Written { value, resource_version: rv });
             }
             Err(e) => {
-                tracing::warn!(%object, error = %e, "cannot write status.loadBalancer; retrying with the next change")
+                self.failed = true;
+                tracing::warn!(%object, error = %e, "cannot write status.loadBalancer; retrying")
             }
         }
     }

@@ -124,7 +124,7 @@ impl FakeApi {
         self.state.lock().unwrap().hang.push(suffix.into());
     }
 
-    /// The next `n` list requests of `path` fail with 500.
+    /// The next `n` list requests (or status patches) of `path` fail with 500.
     pub fn fail_lists(&self, path: &str, n: usize) {
         self.state.lock().unwrap().failures.insert(path.into(), n);
     }
@@ -291,6 +291,10 @@ impl FakeApi {
                 }
             }
             Method::PATCH if path.ends_with("/status") => {
+                if let Some(n) = state.failures.get_mut(path).filter(|n| **n > 0) {
+                    *n -= 1;
+                    return status(StatusCode::INTERNAL_SERVER_ERROR, "etcdserver: request timed out");
+                }
                 // The object as the server would return it after the merge patch.
                 let segments: Vec<&str> = path.split('/').collect();
                 let (ns, kind_plural, name) =
