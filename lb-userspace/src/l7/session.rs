@@ -138,7 +138,7 @@ async fn session(stream: UnixStream, mut child: Option<Child>, peer: &mut Peer) 
     let mut pending: VecDeque<oneshot::Sender<Vec<(String, WireCounters)>>> = VecDeque::new();
     let latest = peer.config.borrow_and_update().clone();
     if let Some(c) = latest
-        && let Err(e) = ipc::write_frame(&mut wr, &ToProxy::Config((*c).clone())).await
+        && let Err(e) = send(&mut wr, &ToProxy::Config((*c).clone())).await
     {
         return gone(child, format!("sending the configuration: {e}")).await;
     }
@@ -170,14 +170,14 @@ async fn session(stream: UnixStream, mut child: Option<Child>, peer: &mut Peer) 
                 }
                 let latest = peer.config.borrow_and_update().clone();
                 if let Some(c) = latest
-                    && let Err(e) = ipc::write_frame(&mut wr, &ToProxy::Config((*c).clone())).await
+                    && let Err(e) = send(&mut wr, &ToProxy::Config((*c).clone())).await
                 {
                     return gone(child, format!("sending the configuration: {e}")).await;
                 }
             }
             cmd = peer.cmds.recv() => match cmd {
                 Some(Cmd::Counters(reply)) => {
-                    if let Err(e) = ipc::write_frame(&mut wr, &ToProxy::Counters).await {
+                    if let Err(e) = send(&mut wr, &ToProxy::Counters).await {
                         return gone(child, format!("asking for counters: {e}")).await;
                     }
                     pending.push_back(reply);
@@ -186,6 +186,22 @@ async fn session(stream: UnixStream, mut child: Option<Child>, peer: &mut Peer) 
                 None => return Ended::Shutdown(child, oneshot::channel().0),
             },
         }
+    }
+}
+
+/// How long a message to the proxy may wait for the proxy to read its channel: a proxy
+/// that is alive but reads nothing (hung) is then taken for gone, and restarted, instead of
+/// holding the supervisor, and the agent's commands behind it, for ever.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Writes `msg` to the proxy within [`SEND_TIMEOUT`].
+async fn send(wr: &mut tokio::net::unix::OwnedWriteHalf, msg: &ToProxy) -> io::Result<()> {
+    match tokio::time::timeout(SEND_TIMEOUT, ipc::write_frame(wr, msg)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the proxy read nothing of its channel for {} s", SEND_TIMEOUT.as_secs()),
+        )),
     }
 }
 
@@ -302,3 +318,42 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const BACKOFF_RESET: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(3);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A proxy that is connected but reads nothing of its channel (hung) is taken for gone
+    /// within the send timeout, so the supervisor and the agent's commands behind it are not
+    /// held by it (the supervisor waited on its write for ever).
+    #[tokio::test(start_paused = true)]
+    async fn a_proxy_that_reads_nothing_is_taken_for_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let source = Source::listen(&path).unwrap();
+        let (_config, config_rx) = watch::channel(None);
+        let (cmds, cmds_rx) = mpsc::channel(16);
+        let status = Arc::new(Status::default());
+        let peer = Peer { config: config_rx, cmds: cmds_rx, status: status.clone(), stop_wait: Duration::from_secs(1) };
+        let supervisor = tokio::spawn(supervise(source, peer));
+        let hung = UnixStream::connect(&path).await.unwrap();
+        // Requests for counters until the channel's buffer is full and a write waits.
+        let asking = tokio::spawn(async move {
+            for _ in 0..100_000 {
+                if cmds.send(Cmd::Counters(oneshot::channel().0)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let restarted = tokio::time::timeout(Duration::from_secs(60), async {
+            while status.restarts.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(restarted.is_ok(), "the supervisor still waits on the hung proxy");
+        drop(hung);
+        asking.abort();
+        supervisor.abort();
+    }
+}

@@ -128,7 +128,9 @@ impl L7Front {
             L7Front::Inline { proxy, .. } => proxy.counters().map(|(k, c)| (k.to_owned(), c.into())).collect(),
             L7Front::Remote(r) => {
                 let (tx, rx) = oneshot::channel();
-                if r.cmds.send(Cmd::Counters(tx)).await.is_err() {
+                // Not waiting for room: a supervisor stuck on a hung proxy must not hold the
+                // agent's loop (it restarts that proxy within its send timeout).
+                if r.cmds.try_send(Cmd::Counters(tx)).is_err() {
                     return Vec::new();
                 }
                 tokio::time::timeout(COUNTERS_WAIT, rx).await.ok().and_then(Result::ok).unwrap_or_default()
