@@ -45,6 +45,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut node = NodeChanges::default();
     // Routes, neighbours and links in process: `lb run` starts no child process for them.
     let rtnl = Rtnl::connect().context("opening a route-netlink socket")?;
+    node.adopt_local_vips(&rtnl).await;
     let result = serve(&opts, &mut node, &rtnl).await;
     if opts.dataplane.pin.is_some() {
         // However lb ends, a pinned datapath stays and needs these.

@@ -459,6 +459,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("lb: removed {} ({links} link(s): their programs left the interfaces)", pin_dir.display());
             lb_userspace::netif::unreserve_ports(first, last)?;
             println!("lb: ports {first}-{last} no longer reserved");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let routes = rt.block_on(lb_userspace::netif::remove_vip_routes())?;
+            println!("lb: removed {routes} VIP route(s) of the L7 listeners");
             Ok(ExitCode::SUCCESS)
         }
         Command::Stats { admin, json } => stats(admin, json),

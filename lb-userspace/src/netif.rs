@@ -98,10 +98,22 @@ impl NodeChanges {
 
     /// Keep the settings the datapath needs while it runs without this process (pinned):
     /// forwarding, reserved ports, managed neighbours stay (`lb uninstall` releases the
-    /// reserved ports). L7 VIP routes still go: the L7 listeners go with the process.
+    /// reserved ports), and the L7 VIP routes: an L7 proxy container outlives the agent, and
+    /// the next `lb` adopts them ([`Self::adopt_local_vips`]).
     pub fn keep_datapath_settings(&mut self) {
         self.sysctls.clear();
         self.neighbours.clear();
+        self.local_vips.clear();
+    }
+
+    /// Takes on the VIP routes a previous `lb` left (marked [`ROUTE_PROTO`]; after a crash,
+    /// or kept with a pinned datapath): the first sync keeps those still served and removes
+    /// the others.
+    pub async fn adopt_local_vips(&mut self, rtnl: &Rtnl) {
+        match rtnl.local_routes_of(ROUTE_PROTO).await {
+            Ok(vips) => self.local_vips.extend(vips),
+            Err(e) => tracing::warn!(error = %e, "cannot list the VIP routes a previous lb made"),
+        }
     }
 
     /// Set a sysctl unless it has the value already; returns whether it was written. Where
@@ -214,6 +226,17 @@ impl NodeChanges {
 const RESERVED_PORTS: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
 
 /// Take the full-NAT range out of `net.ipv4.ip_local_reserved_ports` (`lb uninstall`).
+/// Removes the VIP routes `lb` made (`lb uninstall`: kept with a pinned datapath); returns
+/// how many.
+pub async fn remove_vip_routes() -> Result<usize> {
+    let rtnl = Rtnl::connect().context("opening a route-netlink socket")?;
+    let vips = rtnl.local_routes_of(ROUTE_PROTO).await?;
+    for vip in &vips {
+        rtnl.del_local_route(*vip, ROUTE_PROTO).await?;
+    }
+    Ok(vips.len())
+}
+
 pub fn unreserve_ports(first: u16, last: u16) -> Result<()> {
     let before = fs::read_to_string(RESERVED_PORTS).with_context(|| format!("reading {RESERVED_PORTS}"))?;
     let mut ports = parse_ports(&before);

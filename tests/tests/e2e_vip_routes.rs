@@ -77,3 +77,44 @@ fn lb_makes_its_own_vip_routes_and_leaves_the_others() {
     let log = lb.log_text();
     assert_eq!(log.matches("lb did not make").count(), 1, "warned once per VIP: {log}");
 }
+
+/// With a pinned datapath the VIP routes stay when `lb` stops (an L7 proxy container outlives
+/// the agent and keeps getting its VIPs' traffic); the next `lb` adopts them, removing a
+/// route of its own making whose VIP is no longer served (left by a crash, or by a Service
+/// deleted meanwhile); `lb uninstall` removes them.
+#[test]
+fn pinned_lb_keeps_its_vip_routes_across_a_restart() {
+    if !lb_tests::privileged("pinned_lb_keeps_its_vip_routes_across_a_restart") {
+        return;
+    }
+    let p = unique_prefix();
+    let ns = Netns::new(&format!("{p}vk")).unwrap();
+    let iface = format!("{p}a");
+    ns.ip(&["link", "add", &iface, "type", "veth", "peer", "name", &format!("{p}b")]).unwrap();
+    ns.ip(&["addr", "add", "198.18.1.1/24", "dev", &iface]).unwrap();
+    ns.ip(&["link", "set", &iface, "up"]).unwrap();
+    ns.ip(&["link", "set", &format!("{p}b"), "up"]).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let manifests = work.path().join("manifests");
+    fs::create_dir(&manifests).unwrap();
+    fs::write(manifests.join("svc.yaml"), http_service("mine", "198.18.100.51")).unwrap();
+    let mut lb = Daemon::start_with(&ns, &manifests, &iface, 0, work.path(), &["--admin", "off"]).unwrap();
+    lb.wait_for_log("VIP made local", 1, Duration::from_secs(30)).unwrap();
+    lb.halt(nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(local_routes(&ns, "198.18.100.51/32").len(), 1, "kept with the pinned datapath");
+
+    // A leftover of lb's own making for a VIP no Service has any more.
+    ns.ip(&["route", "add", "local", "198.18.100.52/32", "dev", "lo", "table", "local", "proto", "252"]).unwrap();
+    lb.resume().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !local_routes(&ns, "198.18.100.52/32").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(local_routes(&ns, "198.18.100.52/32").is_empty(), "the stale route stays: {}", lb.log_text());
+    assert_eq!(local_routes(&ns, "198.18.100.51/32").len(), 1, "the served VIP's route");
+    lb.halt(nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = lb.uninstall().unwrap();
+    assert!(out.contains("removed 1 VIP route"), "{out}");
+    assert!(local_routes(&ns, "198.18.100.51/32").is_empty(), "lb uninstall removes them");
+    lb.stop().unwrap();
+}

@@ -274,6 +274,31 @@ impl Rtnl {
         self.handle.route().del(Self::local_route_message(vip, lo, proto)).execute().await.map_err(request(what))
     }
 
+    /// The addresses with a host route in the local table marked `proto` (both families).
+    pub async fn local_routes_of(&self, proto: u8) -> Result<Vec<IpAddr>> {
+        let mut out = Vec::new();
+        for (family, host) in [(AddressFamily::Inet, 32), (AddressFamily::Inet6, 128)] {
+            let mut msg = RouteMessage::default();
+            msg.header.address_family = family;
+            msg.header.table = RT_TABLE_LOCAL;
+            let routes: Vec<RouteMessage> =
+                self.handle.route().get(msg).execute().try_collect().await.map_err(request("listing routes"))?;
+            out.extend(
+                routes
+                    .iter()
+                    .filter(|r| u8::from(r.header.protocol) == proto && r.header.destination_prefix_length == host)
+                    .filter(|r| route_table(r) == u32::from(RT_TABLE_LOCAL))
+                    .filter_map(|r| {
+                        r.attributes.iter().find_map(|a| match a {
+                            RouteAttribute::Destination(d) => route_ip(d),
+                            _ => None,
+                        })
+                    }),
+            );
+        }
+        Ok(out)
+    }
+
     /// The protocols of the routes to exactly `VIP/32` (`/128`) in the local table.
     pub async fn local_route_protocols(&self, vip: IpAddr) -> Result<Vec<u8>> {
         let mut msg = RouteMessage::default();
