@@ -21,18 +21,25 @@ fn local_routes(ns: &Netns, prefix: &str) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
-#[test]
-fn lb_makes_its_own_vip_routes_and_leaves_the_others() {
-    if !lb_tests::privileged("lb_makes_its_own_vip_routes_and_leaves_the_others") {
-        return;
-    }
+/// A namespace of the test's own (`name` after a unique prefix) with one veth pair up, its
+/// `a` end on 198.18.1.1/24: the node and the interface `lb` runs on.
+fn node(name: &str) -> (Netns, String) {
     let p = unique_prefix();
-    let ns = Netns::new(&format!("{p}vr")).unwrap();
+    let ns = Netns::new(&format!("{p}{name}")).unwrap();
     let iface = format!("{p}a");
     ns.ip(&["link", "add", &iface, "type", "veth", "peer", "name", &format!("{p}b")]).unwrap();
     ns.ip(&["addr", "add", "198.18.1.1/24", "dev", &iface]).unwrap();
     ns.ip(&["link", "set", &iface, "up"]).unwrap();
     ns.ip(&["link", "set", &format!("{p}b"), "up"]).unwrap();
+    (ns, iface)
+}
+
+#[test]
+fn lb_makes_its_own_vip_routes_and_leaves_the_others() {
+    if !lb_tests::privileged("lb_makes_its_own_vip_routes_and_leaves_the_others") {
+        return;
+    }
+    let (ns, iface) = node("vr");
     // Someone else's route to the second VIP (an announcer's, a node address's).
     ns.ip(&["route", "add", "local", "198.18.100.42/32", "dev", "lo", "table", "local", "proto", "static"]).unwrap();
 
@@ -87,13 +94,7 @@ fn pinned_lb_keeps_its_vip_routes_across_a_restart() {
     if !lb_tests::privileged("pinned_lb_keeps_its_vip_routes_across_a_restart") {
         return;
     }
-    let p = unique_prefix();
-    let ns = Netns::new(&format!("{p}vk")).unwrap();
-    let iface = format!("{p}a");
-    ns.ip(&["link", "add", &iface, "type", "veth", "peer", "name", &format!("{p}b")]).unwrap();
-    ns.ip(&["addr", "add", "198.18.1.1/24", "dev", &iface]).unwrap();
-    ns.ip(&["link", "set", &iface, "up"]).unwrap();
-    ns.ip(&["link", "set", &format!("{p}b"), "up"]).unwrap();
+    let (ns, iface) = node("vk");
     let work = tempfile::tempdir().unwrap();
     let manifests = work.path().join("manifests");
     fs::create_dir(&manifests).unwrap();
