@@ -19,12 +19,8 @@ pub fn conflicts(
     ingresses: &BTreeMap<String, IngressParse>,
     created: &BTreeMap<(String, String), Timestamp>,
 ) -> Vec<(String, ObjectError)> {
-    let age = |p: &IngressParse| {
-        let ts = created.get(&(p.namespace.clone(), p.name.clone())).copied();
-        (ts, p.namespace.clone(), p.name.clone())
-    };
     let mut by_age: Vec<(&String, &IngressParse)> = ingresses.iter().collect();
-    by_age.sort_by_key(|(_, p)| age(p));
+    by_age.sort_by_key(|(_, p)| age(p, created));
     // The first (oldest) Ingress to claim a host and path owns it for its namespace.
     let mut owners: BTreeMap<Claim, &IngressParse> = BTreeMap::new();
     let mut out = Vec::new();
@@ -88,10 +84,14 @@ pub fn tls_host_owners<'a>(ingresses: impl Iterator<Item = &'a IngressParse>) ->
 
 /// The Ingresses oldest first (`creationTimestamp`, absent first, then namespace and name).
 pub fn by_age(ingresses: &mut [(String, IngressParse)], created: &BTreeMap<(String, String), Timestamp>) {
-    ingresses.sort_by_key(|(_, p)| {
-        let ts = created.get(&(p.namespace.clone(), p.name.clone())).copied();
-        (ts, p.namespace.clone(), p.name.clone())
-    });
+    ingresses.sort_by_key(|(_, p)| age(p, created));
+}
+
+/// An Ingress's age as ownership orders it: `creationTimestamp` (absent first), then
+/// namespace and name.
+fn age(p: &IngressParse, created: &BTreeMap<(String, String), Timestamp>) -> (Option<Timestamp>, String, String) {
+    let ts = created.get(&(p.namespace.clone(), p.name.clone())).copied();
+    (ts, p.namespace.clone(), p.name.clone())
 }
 
 fn claim(r: &Rule) -> Claim {
