@@ -267,7 +267,7 @@ pub fn published_addresses(svc: &Service) -> Vec<String> {
 /// rewrites it to its own form whenever it differs (MetalLB: `[{ip}]`), so adding `ipMode`
 /// or a hostname would start a write loop between the two controllers.
 fn written_by_ipam(svc: &Service, current: &[Entry], vips: &std::collections::BTreeSet<std::net::IpAddr>) -> bool {
-    let spec_ip = svc.spec.as_ref().and_then(|s| s.load_balancer_ip.as_deref()).and_then(|ip| ip.parse().ok());
+    let spec_ip = spec_ip(svc);
     let listed: std::collections::BTreeSet<std::net::IpAddr> =
         current.iter().filter_map(|e| e.ip.as_deref()?.parse().ok()).collect();
     !vips.is_empty() && vips.iter().all(|v| Some(*v) != spec_ip && listed.contains(v))
@@ -288,12 +288,17 @@ fn desired_entries(svc: &Service, vips: &std::collections::BTreeSet<std::net::Ip
         }))
     };
     let Some(name) = hostname(svc) else { return with_ip(None) };
-    let spec_ip = svc.spec.as_ref().and_then(|s| s.load_balancer_ip.as_deref()).and_then(|ip| ip.parse().ok());
+    let spec_ip = spec_ip(svc);
     if vips.iter().all(|vip| Some(*vip) == spec_ip) {
         vec![Entry { ip: None, hostname: Some(name), ip_mode: None }]
     } else {
         with_ip(Some(name))
     }
+}
+
+/// The Service's `spec.loadBalancerIP`, when it is an address.
+fn spec_ip(svc: &Service) -> Option<std::net::IpAddr> {
+    svc.spec.as_ref().and_then(|s| s.load_balancer_ip.as_deref()).and_then(|ip| ip.parse().ok())
 }
 
 /// The CLB `hostname` annotation of a served Service (it validated: the Service is served).
