@@ -347,3 +347,48 @@ async fn a_hosts_certificate_comes_from_the_namespace_that_owns_it() {
     assert!(unknown.ok, "{}", unknown.stderr);
     assert!(!default_sans.contains("other.test"), "the default is the oldest Ingress's: {default_sans}");
 }
+
+/// An Ingress whose `spec.tls` names only hosts another namespace owns gives its HTTPS
+/// listener no certificate: that listener is an error of `lb check`, as one with no
+/// usable Secret (it counted as certified, then started without a certificate).
+#[test]
+fn a_certificate_only_for_another_namespaces_host_certifies_nothing() {
+    let (http, https) = (free_port(), free_port());
+    let web = Echo { addr: "127.0.0.1:9".parse().unwrap(), hits: Default::default(), seen: Default::default() };
+    let in_ns = |yaml: String, ns: &str, ts: &str| {
+        yaml.replace("namespace: tls\n", &format!("namespace: {ns}\n  creationTimestamp: \"{ts}\"\n"))
+            .replace("namespace: tls}", &format!("namespace: {ns}}}"))
+    };
+    let owner = ingress(
+        NS,
+        "owner",
+        &[("listen-ports", &format!("[{{\"HTTP\": {http}}}]"))],
+        &rule("shop.test", &[("/", "Prefix", "web")]),
+    );
+    let intruder = |tls_hosts: &str| {
+        ingress(
+            NS,
+            "intruder",
+            &[("listen-ports", &format!("[{{\"HTTPS\": {https}}}]"))],
+            &rule("other.test", &[("/", "Prefix", "web")]),
+        )
+        .replace("spec:\n", &format!("spec:\n  tls:\n  - hosts: [{tls_hosts}]\n    secretName: intruder-cert\n"))
+    };
+    let base = alb_class(&[(http, "HTTP"), (https, "HTTPS")])
+        + &in_ns(service(NS, "web", &[&web]), "shop", "2026-01-01T00:00:00Z")
+        + &in_ns(service(NS, "web", &[&web]), "aaa", "2026-01-01T00:00:00Z")
+        + &in_ns(owner, "shop", "2026-01-01T00:00:00Z")
+        + &in_ns(secret("intruder-cert", &leaf(&ca(), &["shop.test", "other.test"])), "aaa", "2026-02-01T00:00:00Z");
+    let b = build(&(base.clone() + &in_ns(intruder("shop.test"), "aaa", "2026-02-01T00:00:00Z")));
+    let e = b.errors.iter().find(|e| e.object.name == "intruder").expect("the intruder is in error");
+    assert_eq!(e.field, "spec.tls");
+    assert!(e.reason.contains(&format!("HTTPS listener {https} has no certificate")), "{}", e.reason);
+    assert!(b.model.l7.values().all(|l| l.port != https), "{:?}", b.model.l7.keys().collect::<Vec<_>>());
+    // With a host of its own too, the Secret serves that host and the listener starts.
+    let b = build(&(base + &in_ns(intruder("shop.test, other.test"), "aaa", "2026-02-01T00:00:00Z")));
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    let l = b.model.l7.values().find(|l| l.port == https).expect("the HTTPS listener");
+    let certs = &l.tls.as_ref().unwrap().certificates;
+    assert_eq!(certs.len(), 1);
+    assert_eq!(certs[0].hosts, ["other.test"]);
+}

@@ -2,11 +2,12 @@
 //! its AlbConfig listener's settings), the Ingress's rules as routes with their Services
 //! resolved to ready endpoints, and `spec.tls` certificates.
 use super::{
-    ForwardedHeaders, L7Listener, L7Protocol, Lookup, Route, TlsSettings, Upstream, convert, fleet::Fleet,
+    Certificate, ForwardedHeaders, L7Listener, L7Protocol, Lookup, Route, TlsSettings, Upstream, convert, fleet::Fleet,
     listener_key, lookup::port_text, ownership, sort_routes,
 };
 use crate::annotations::alb::{self, IngressParse, ListenProtocol, ServiceRef};
 use crate::model::{Build, Notice, ObjectError, ObjectRef, health};
+use std::collections::{BTreeMap, HashSet};
 
 /// Default `request-timeout` and `idle-timeout` of ALB listeners without an AlbConfig.
 const ALB_REQUEST_TIMEOUT_S: u32 = 60;
@@ -184,16 +185,14 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
         out.model.ingresses.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     ownership::by_age(&mut ingresses, &lookup.ingress_created);
     let tls_owners = ownership::tls_host_owners(ingresses.iter().map(|(_, p)| p));
-    // An HTTPS listener starts only with a certificate: the ports where no Ingress names a
-    // usable TLS Secret (the reference's `spec.tls` with hosts only relies on the cloud's
-    // certificate discovery).
-    let certified: std::collections::HashSet<u16> = ingresses
+    // Each Ingress's usable certificates, once: an HTTPS listener starts only with one, so
+    // the ports where no Ingress has any (the reference's `spec.tls` with hosts only relies on
+    // the cloud's certificate discovery; hosts of another namespace are not served) are errors.
+    let certificates: BTreeMap<String, (Vec<Certificate>, Vec<Notice>)> =
+        ingresses.iter().map(|(key, p)| (key.clone(), usable_certificates(p, lookup, &tls_owners))).collect();
+    let certified: HashSet<u16> = ingresses
         .iter()
-        .filter(|(_, p)| {
-            p.tls.iter().any(|t| {
-                t.secret_name.as_ref().is_some_and(|s| lookup.certificate(&p.namespace, s, t.hosts.clone()).is_ok())
-            })
-        })
+        .filter(|(key, _)| certificates.get(key).is_some_and(|(c, _)| !c.is_empty()))
         .flat_map(|(_, p)| p.listeners.iter().filter(|l| l.protocol == ListenProtocol::Https).map(|l| l.port))
         .collect();
     for (key, p) in ingresses {
@@ -277,35 +276,9 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
                 if rule.canary.is_some() { entry.canaries.push(r) } else { entry.routes.push(r) }
             }
             if let Some(tls) = entry.tls.as_mut() {
-                for t in &p.tls {
-                    let Some(secret) = &t.secret_name else { continue };
-                    let (hosts, others): (Vec<String>, Vec<String>) = t
-                        .hosts
-                        .iter()
-                        .cloned()
-                        .partition(|h| tls_owners.get(&h.to_ascii_lowercase()).is_none_or(|ns| *ns == p.namespace));
-                    if !others.is_empty() {
-                        notices.push(Notice {
-                            object: source.clone(),
-                            field: "spec.tls".into(),
-                            note: format!(
-                                "Secret {secret} is not served for {}: an older Ingress of another namespace has rules for it",
-                                others.join(", ")
-                            ),
-                        });
-                        if hosts.is_empty() {
-                            continue;
-                        }
-                    }
-                    match lookup.certificate(&p.namespace, secret, hosts) {
-                        Ok(c) => tls.certificates.push(c),
-                        Err(reason) => notices.push(Notice {
-                            object: source.clone(),
-                            field: "spec.tls".into(),
-                            note: format!("{reason}: its hosts get the listener's default certificate"),
-                        }),
-                    }
-                }
+                let (certs, cert_notices) = &certificates[&key];
+                tls.certificates.extend(certs.iter().cloned());
+                notices.extend(cert_notices.iter().cloned());
             }
             // One notice per missing thing, even when the Ingress is on several listeners.
             for n in notices {
@@ -323,4 +296,47 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
         sort_routes(&mut l.routes);
         sort_routes(&mut l.canaries);
     }
+}
+
+/// The certificates an Ingress's `spec.tls` gives, with a notice for each Secret or host left
+/// out: a host another namespace owns (its oldest Ingress with a rule on it) is not served
+/// with this Ingress's Secret, and a Secret that cannot be used leaves its hosts to the
+/// listener's default certificate.
+fn usable_certificates(
+    p: &IngressParse,
+    lookup: &Lookup<'_>,
+    tls_owners: &BTreeMap<String, String>,
+) -> (Vec<Certificate>, Vec<Notice>) {
+    let source = ObjectRef { kind: "Ingress".into(), namespace: p.namespace.clone(), name: p.name.clone() };
+    let (mut certs, mut notices) = (Vec::new(), Vec::new());
+    for t in &p.tls {
+        let Some(secret) = &t.secret_name else { continue };
+        let (hosts, others): (Vec<String>, Vec<String>) = t
+            .hosts
+            .iter()
+            .cloned()
+            .partition(|h| tls_owners.get(&h.to_ascii_lowercase()).is_none_or(|ns| *ns == p.namespace));
+        if !others.is_empty() {
+            notices.push(Notice {
+                object: source.clone(),
+                field: "spec.tls".into(),
+                note: format!(
+                    "Secret {secret} is not served for {}: an older Ingress of another namespace has rules for it",
+                    others.join(", ")
+                ),
+            });
+            if hosts.is_empty() {
+                continue;
+            }
+        }
+        match lookup.certificate(&p.namespace, secret, hosts) {
+            Ok(c) => certs.push(c),
+            Err(reason) => notices.push(Notice {
+                object: source.clone(),
+                field: "spec.tls".into(),
+                note: format!("{reason}: its hosts get the listener's default certificate"),
+            }),
+        }
+    }
+    (certs, notices)
 }
