@@ -7,6 +7,10 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
+mod retry;
+
+use retry::ApplyRetry;
+
 use crate::{
     admin,
     dataplane::{self, Dataplane},
@@ -138,11 +142,26 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
     let mut model_loaded = false;
     let (mut logged_errors, mut logged_notices) = (Reported::default(), Reported::default());
     let mut logged_source = Reported::default();
+    // An apply that could not reach the maps is owed again after a backoff (however the
+    // source and health change meanwhile, the first model included).
+    let mut retry = ApplyRetry::default();
     loop {
         probes.tick();
         if paths.dirty() {
             // Routes and links changed under us (pods come and go, an overlay is re-created).
             paths.sync(&applied, node, &mut dp).await;
+        }
+        if retry.due(std::time::Instant::now()) {
+            let mut errors = build_errors.clone();
+            let result = dp.apply(checker.effective(&desired));
+            if settle(result, desired.clone(), &mut applied, &mut errors, &mut agent_stats, &mut retry) {
+                tracing::info!(listeners = applied.listeners.len(), "model applied on a retry");
+                if !model_loaded {
+                    model_loaded = true;
+                    first_loaded(&mut dp, &probes);
+                }
+                source.report(&errors, &applied);
+            }
         }
         // Not before the first model is loaded: the sweep's idle timeouts are per listener,
         // and a pinned datapath's flows would be judged by the defaults.
@@ -168,6 +187,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                 match dp.apply(effective) {
                     Ok(()) => {
                         tracing::info!("every object the datapath had rejected is loaded now");
+                        retry.done();
                         agent_stats.datapath_errors = 0;
                         applied = desired.clone();
                         source.report(&build_errors, &applied);
@@ -181,9 +201,13 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                             errors.extend(rejected.iter().map(dataplane::Rejected::object_error));
                             source.report(&errors, &applied);
                         }
+                        retry.done();
                         agent_stats.datapath_errors = rejected.len();
                     }
-                    Err(e) => tracing::error!(error = %e, "applying the model again failed; will retry"),
+                    Err(e) => {
+                        let wait = retry.failed(std::time::Instant::now());
+                        tracing::error!(error = %e, retry_in = ?wait, "applying the model again failed")
+                    }
                 }
             }
         }
@@ -220,34 +244,11 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                 let effective = checker.effective(&build.model);
                 apply_l7(&mut proxy, effective, &mut agent_stats);
                 phases.mark("l7");
-                let loaded = match dp.apply(effective) {
-                    Ok(()) => {
-                        agent_stats.datapath_errors = 0;
-                        applied = build.model;
-                        true
-                    }
-                    Err(dataplane::DataplaneError::Rejected(rejected)) => {
-                        // The rest is applied; each failure is reported on its object.
-                        agent_stats.datapath_errors = rejected.len();
-                        let mut served = build.model;
-                        dataplane::keep_served(&mut served, &applied, &rejected);
-                        applied = served;
-                        build.errors.extend(rejected.iter().map(dataplane::Rejected::object_error));
-                        true
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "applying the model failed; will retry");
-                        false
-                    }
-                };
+                let result = dp.apply(effective);
+                let loaded = settle(result, build.model, &mut applied, &mut build.errors, &mut agent_stats, &mut retry);
                 if loaded && !model_loaded {
-                    // Until now a pinned datapath of the previous `lb` kept serving.
-                    if let Err(e) = dp.finish_adoption() {
-                        tracing::error!(error = %e, "taking over the pinned datapath failed: it may not outlive this lb");
-                    }
                     model_loaded = true;
-                    probes.set_ready();
-                    tracing::info!("ready: the first model is applied");
+                    first_loaded(&mut dp, &probes);
                 }
                 phases.mark("maps");
                 source.report(&build.errors, &applied);
@@ -302,7 +303,10 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                     Ok(()) => agent_stats.datapath_errors = 0,
                     // Each failure is logged; the objects keep their last good state.
                     Err(dataplane::DataplaneError::Rejected(rejected)) => agent_stats.datapath_errors = rejected.len(),
-                    Err(e) => tracing::error!(error = %e, "applying a health change failed"),
+                    Err(e) => {
+                        let wait = retry.failed(std::time::Instant::now());
+                        tracing::error!(error = %e, retry_in = ?wait, "applying a health change failed")
+                    }
                 }
             }
             Some(req) = admin_rx.recv() => match req {
@@ -328,7 +332,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                     let _ = reply.send(scrape(opts, &dp, l7, &checker, &applied, &agent_stats, probes.ready()));
                 }
             },
-            _ = tokio::time::sleep(opts.poll.min(opts.sweep)) => {}
+            _ = tokio::time::sleep(retry.wait(std::time::Instant::now(), opts.poll.min(opts.sweep))) => {}
         }
     }
     // Another pod takes over status and Events at once, not after the Lease expires.
@@ -345,6 +349,51 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
     }
     dp.detach_all();
     Ok(())
+}
+
+/// An apply's outcome taken in: `applied` becomes what the datapath serves of `desired`
+/// (a listener or ACL it rejected keeps its last good state, and the rejection joins
+/// `errors`). False: the maps could not be reached, nothing is known applied, and `retry`
+/// owes the apply again after its backoff.
+fn settle(
+    result: std::result::Result<(), dataplane::DataplaneError>,
+    desired: Model,
+    applied: &mut Model,
+    errors: &mut Vec<model::ObjectError>,
+    stats: &mut AgentStats,
+    retry: &mut ApplyRetry,
+) -> bool {
+    match result {
+        Ok(()) => {
+            stats.datapath_errors = 0;
+            *applied = desired;
+        }
+        Err(dataplane::DataplaneError::Rejected(rejected)) => {
+            // The rest is applied; each failure is reported on its object.
+            stats.datapath_errors = rejected.len();
+            let mut served = desired;
+            dataplane::keep_served(&mut served, applied, &rejected);
+            *applied = served;
+            errors.extend(rejected.iter().map(dataplane::Rejected::object_error));
+        }
+        Err(e) => {
+            let wait = retry.failed(std::time::Instant::now());
+            tracing::error!(error = %e, retry_in = ?wait, "applying the model failed");
+            return false;
+        }
+    }
+    retry.done();
+    true
+}
+
+/// The first model is in the maps: a pinned datapath of the previous `lb`, which kept
+/// serving until now, is taken over, and the pod goes Ready.
+fn first_loaded(dp: &mut Dataplane, probes: &Probes) {
+    if let Err(e) = dp.finish_adoption() {
+        tracing::error!(error = %e, "taking over the pinned datapath failed: it may not outlive this lb");
+    }
+    probes.set_ready();
+    tracing::info!("ready: the first model is applied");
 }
 
 /// Where an apply's time went: each step's milliseconds since the one before (the first from
@@ -523,5 +572,29 @@ impl AgentStats {
             "l7_listener_errors": self.l7_errors,
             "datapath_errors": self.datapath_errors,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An apply that could not reach the maps leaves `applied` as it was and owes a retry
+    /// (it was retried only if the datapath had rejected objects, and a first model failed
+    /// that way never went Ready); the retry that gets through applies the model as wanted.
+    #[test]
+    fn an_apply_that_could_not_reach_the_maps_is_owed_again() {
+        let desired = Model { sub_clusters: [("gw".to_string(), vec!["c1".to_string()])].into(), ..Model::default() };
+        let (mut applied, mut errors, mut stats, mut retry) =
+            (Model::default(), Vec::new(), AgentStats::default(), ApplyRetry::default());
+        let failed = Err(dataplane::DataplaneError::Pin("the maps are gone".into()));
+        assert!(!settle(failed, desired.clone(), &mut applied, &mut errors, &mut stats, &mut retry));
+        assert_eq!(applied, Model::default(), "nothing is known applied");
+        let now = std::time::Instant::now();
+        assert!(retry.due(now + Duration::from_secs(1)), "a retry is owed");
+        assert!(settle(Ok(()), desired.clone(), &mut applied, &mut errors, &mut stats, &mut retry));
+        assert_eq!(applied, desired);
+        assert!(errors.is_empty());
+        assert!(!retry.due(now + Duration::from_secs(3600)), "nothing owed once applied");
     }
 }
