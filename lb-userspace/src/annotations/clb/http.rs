@@ -32,9 +32,12 @@ pub struct HttpOptions {
     pub sticky_session: StickySession,
     /// `xforwardedfor-proto` (default off): add `X-Forwarded-Proto`.
     pub x_forwarded_proto: bool,
-    /// `xforwardedfor-slbport` (default off): add `XForwardedFor_SLBPORT`, the listener port.
+    /// `xforwardedfor-slbport` (default off): add the listener port, as `X-Forwarded-Port`
+    /// (the reference's `XForwardedFor_SLBPORT` names the listener setting, not the header).
     pub x_forwarded_slb_port: bool,
-    /// `xforwardedfor-clientsrcport` (default off): add `XForwardedFor_ClientSrcPort`.
+    /// `xforwardedfor-clientsrcport` (default off): add the client's source port, as
+    /// `X-Forwarded-Client-Srcport` (the reference's `XForwardedFor_ClientSrcPort` names the
+    /// listener setting).
     pub x_forwarded_client_src_port: bool,
     /// `idle-timeout`: 1..=60 s, default 15.
     pub idle_timeout_s: u8,
@@ -98,10 +101,12 @@ fn sticky_session(cx: &mut Cx) -> StickySession {
     let timeout = cx.value(Key::CookieTimeout, |v| number(v, 1, 86400));
     let cookie = cx.value(Key::Cookie, cookie_name);
     if on != Some(true) {
-        let why = if on == Some(false) { "sticky-session is off" } else { "sticky-session is not on (default off)" };
         for key in [Key::StickySessionType, Key::CookieTimeout, Key::Cookie] {
-            if cx.has(key) {
-                cx.cross(key, &[Key::StickySession], format!("has no effect while {why}"));
+            if on == Some(false) && !cx.failed(key) {
+                // Switched off, the settings kept for later: said, not an error.
+                cx.not_applicable(key, "has no effect while sticky-session is off");
+            } else if cx.has(key) {
+                cx.cross(key, &[Key::StickySession], "has no effect while sticky-session is not on (default off)");
             }
         }
         return StickySession::Off;
@@ -139,7 +144,7 @@ fn sticky_session(cx: &mut Cx) -> StickySession {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{assert_one_error, check_range, run, tcp};
+    use super::super::testutil::{assert_one_error, assert_one_note, check_range, run, tcp};
     use super::*;
 
     const HTTP: (&str, &str) = ("protocol-port", "http:80");
@@ -279,7 +284,7 @@ mod tests {
             "cookie-timeout",
             "applies only to sticky-session-type insert",
         );
-        assert_one_error(
+        assert_one_note(
             &[HTTP, ("sticky-session", "off"), ("sticky-session-type", "insert")],
             &ports,
             "sticky-session-type",

@@ -58,8 +58,9 @@ fn connection_drain(cx: &mut Cx) -> ConnectionDrain {
         (Some(true), None) if !cx.has(Key::ConnectionDrainTimeout) => {
             cx.error(Key::ConnectionDrain, "on requires connection-drain-timeout (10..=900 seconds)");
         }
-        (Some(false), _) if cx.has(Key::ConnectionDrainTimeout) => {
-            cx.cross(Key::ConnectionDrainTimeout, &[], "has no effect while connection-drain is off");
+        (Some(false), _) if !cx.failed(Key::ConnectionDrainTimeout) => {
+            // Switched off, the timeout kept for later: said, not an error.
+            cx.not_applicable(Key::ConnectionDrainTimeout, "has no effect while connection-drain is off");
         }
         (None, _) if cx.has(Key::ConnectionDrainTimeout) => cx.cross(
             Key::ConnectionDrainTimeout,
@@ -73,7 +74,7 @@ fn connection_drain(cx: &mut Cx) -> ConnectionDrain {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{assert_one_error, check_range, run, tcp, udp};
+    use super::super::testutil::{assert_one_error, assert_one_note, check_range, run, tcp, udp};
     use super::*;
 
     #[test]
@@ -158,7 +159,7 @@ mod tests {
             "connection-drain-timeout",
             "requires connection-drain: on (connection draining is off unless set)",
         );
-        assert_one_error(
+        assert_one_note(
             &[("connection-drain", "off"), ("connection-drain-timeout", "30")],
             &ports,
             "connection-drain-timeout",

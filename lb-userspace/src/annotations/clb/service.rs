@@ -82,10 +82,13 @@ pub(super) fn acl(cx: &mut Cx) -> Acl {
             return Acl::On { id, kind };
         }
     } else {
-        let why = if status == Some(false) { "acl-status is off" } else { "acl-status is not on (default off)" };
         for key in [Key::AclId, Key::AclType] {
-            if cx.has(key) {
-                cx.cross(key, &[Key::AclStatus], format!("has no effect while {why}"));
+            if status == Some(false) && !cx.failed(key) {
+                // Switched off on purpose, the ACL kept for later: said, not an error that
+                // would keep the Service's last good version, the ACL enforced, serving.
+                cx.not_applicable(key, "has no effect while acl-status is off");
+            } else if cx.has(key) {
+                cx.cross(key, &[Key::AclStatus], "has no effect while acl-status is not on (default off)");
             }
         }
     }
@@ -94,7 +97,7 @@ pub(super) fn acl(cx: &mut Cx) -> Acl {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{assert_one_error, errors_of, run, tcp};
+    use super::super::testutil::{assert_one_error, assert_one_note, errors_of, run, tcp};
     use super::*;
 
     #[test]
@@ -162,7 +165,7 @@ mod tests {
             "acl-status",
             "on requires acl-type (white or black)",
         );
-        assert_one_error(
+        assert_one_note(
             &[("acl-status", "off"), ("acl-id", "acl-1")],
             &ports,
             "acl-id",

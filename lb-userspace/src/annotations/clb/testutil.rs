@@ -45,6 +45,15 @@ pub fn assert_one_error(pairs: &[(&str, &str)], ports: &[ServicePortInfo], key: 
     assert_eq!(errors, vec![AnnotationError::new(full(key), reason)], "for {pairs:?}");
 }
 
+/// Parsing `pairs` gives no error and one notice, on `key`, with `reason`.
+#[track_caller]
+pub fn assert_one_note(pairs: &[(&str, &str)], ports: &[ServicePortInfo], key: &str, reason: &str) {
+    let p = run(pairs, ports);
+    assert!(p.errors.is_empty(), "for {pairs:?}: {:?}", p.errors);
+    let notes: Vec<(String, String)> = p.not_applicable.into_iter().map(|n| (n.annotation, n.reason)).collect();
+    assert_eq!(notes, vec![(full(key), reason.to_string())], "for {pairs:?}");
+}
+
 /// `key` accepts `min` and `max` (read back through `get`), and rejects `min - 1`,
 /// `max + 1` and a non-number with the reference's range in the reason. `extra` holds the
 /// other annotations the key needs.
