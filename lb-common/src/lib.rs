@@ -217,10 +217,11 @@ pub struct ListenerKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Listener {
-    /// Where this listener's ring or Maglev table starts in `BACKEND_TABLE`.
+    /// Where this listener's ring or Maglev table is in `BACKEND_TABLE`: the entry there holds
+    /// the table's length (0 = no backend takes new flows; entry 0 is every empty table's),
+    /// its backend ids follow. The datapath reads this field once and the length from the
+    /// table, so a config rewritten under it never pairs an old length with a new offset.
     pub table_offset: u32,
-    /// Entries of the table in use; 0 = no backend takes new flows.
-    pub table_len: u32,
     /// The ACL (index in `ACLS` keys) when `acl_mode` is not OFF.
     pub acl_id: u32,
     /// Session persistence per client address, seconds; 0 = off.
@@ -651,7 +652,7 @@ mod pod {
 // Layout checks: both sides compile these, so a change that moves a field breaks the build.
 const _: () = {
     assert!(core::mem::size_of::<ListenerKey>() == 20);
-    assert!(core::mem::size_of::<Listener>() == 24);
+    assert!(core::mem::size_of::<Listener>() == 20);
     assert!(core::mem::size_of::<Backend>() == 24);
     assert!(core::mem::size_of::<FlowKey>() == 40);
     assert!(core::mem::size_of::<CtEntry>() == 64);

@@ -8,7 +8,11 @@ use crate::maps::{BACKEND_TABLE, RR_CURSORS};
 /// The backend id for a new flow of listener `id`, or `None` when no backend takes new flows.
 #[inline(always)]
 pub fn pick(id: u32, cfg: &Listener, key: &FlowKey) -> Option<u32> {
-    let len = cfg.table_len;
+    // Read once: user space may rewrite the config meanwhile (a new table somewhere else),
+    // and the length is the table's own, in its header, never another version's.
+    // SAFETY: a plain read of a field of a map value.
+    let offset = unsafe { core::ptr::read_volatile(&cfg.table_offset) };
+    let len = *BACKEND_TABLE.get(offset)?;
     if len == 0 {
         return None;
     }
@@ -25,5 +29,5 @@ pub fn pick(id: u32, cfg: &Listener, key: &FlowKey) -> Option<u32> {
             }
         }
     };
-    BACKEND_TABLE.get(cfg.table_offset.wrapping_add(slot)).copied()
+    BACKEND_TABLE.get(offset.wrapping_add(1).wrapping_add(slot)).copied()
 }

@@ -14,7 +14,7 @@ use lb_common::{Listener, ListenerKey, MAX_LISTENERS, listener_flags, map_names 
 
 use super::{
     Dataplane, DataplaneError, Loaded, Rejected, RejectedPart, Result, backends, conntrack, ids, listener_entry,
-    load::ADOPTED_HOLD, maglev, map_err, ring,
+    load::ADOPTED_HOLD, maglev, map_err, ring, table::Region,
 };
 use crate::model::{Backend, L4Listener, ListenerId, Model, Scheduler, listener_name};
 
@@ -195,7 +195,7 @@ impl Dataplane {
             }
         }
         let entries: Vec<u32> = slots.iter().map(|&i| ids[i]).collect();
-        if let Err(e) = self.write_entries(l, &ids, region.offset, &entries, id, key, value) {
+        if let Err(e) = self.write_entries(l, &ids, region, &entries, id, key, value) {
             self.table.release(region, now);
             self.release_backends(&l.backends, now);
             give_back_id(self);
@@ -224,14 +224,14 @@ impl Dataplane {
         &mut self,
         l: &L4Listener,
         ids: &[u32],
-        offset: u32,
+        region: Region,
         entries: &[u32],
         id: u32,
         key: ListenerKey,
         value: Listener,
     ) -> Result<()> {
         backends::write(&mut self.ebpf, l.backends.iter().zip(ids.iter().copied()), &self.backend_ids)?;
-        backends::write_table(&mut self.ebpf, offset, entries)?;
+        backends::write_table(&mut self.ebpf, region, entries)?;
         let mut cfg: Array<&mut MapData, Listener> = self.map_mut(names::LISTENER_CFG)?;
         cfg.set(id, value, 0).map_err(map_err(names::LISTENER_CFG))?;
         let mut listeners: BpfHashMap<&mut MapData, ListenerKey, u32> = self.map_mut(names::LISTENERS)?;

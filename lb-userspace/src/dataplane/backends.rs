@@ -20,6 +20,7 @@ use super::{
     error::{Result, map_err},
     ids::Quarantine,
     maps::{addr_words, family, map_mut},
+    table::Region,
 };
 use crate::model::Backend;
 
@@ -175,12 +176,17 @@ pub fn clear(ebpf: &mut Ebpf, id: u32) -> Result<()> {
 }
 
 /// Write a ring or Maglev table at `offset` of `BACKEND_TABLE`.
-pub fn write_table(ebpf: &mut Ebpf, offset: u32, entries: &[u32]) -> Result<()> {
+pub fn write_table(ebpf: &mut Ebpf, region: Region, entries: &[u32]) -> Result<()> {
+    if entries.is_empty() {
+        // The shared empty header (entry 0, always 0).
+        return Ok(());
+    }
     let mut table: Array<&mut MapData, u32> = map_mut(ebpf, names::BACKEND_TABLE)?;
     for (i, id) in entries.iter().enumerate() {
-        table.set(offset + i as u32, id, 0).map_err(map_err(names::BACKEND_TABLE))?;
+        table.set(region.offset + 1 + i as u32, id, 0).map_err(map_err(names::BACKEND_TABLE))?;
     }
-    Ok(())
+    // The length last: the region is not in use yet, but a table is whole before it says so.
+    table.set(region.offset, entries.len() as u32, 0).map_err(map_err(names::BACKEND_TABLE))
 }
 
 #[cfg(test)]

@@ -47,17 +47,19 @@ impl Default for Capacity {
     }
 }
 
-/// Backend-table entries `l` takes: its ring, or a Maglev table (none without a live backend).
+/// Backend-table entries `l` takes: its ring, or a Maglev table, and the table's header
+/// (none without a live backend).
 pub fn table_entries(l: &L4Listener) -> u64 {
     let live = || l.backends.iter().any(|b| b.weight > 0);
-    match l.scheduler {
+    let table = match l.scheduler {
         Scheduler::Rr => {
             ring::build(&l.backends.iter().map(|b| u32::from(b.weight > 0)).collect::<Vec<_>>()).len() as u64
         }
         Scheduler::Wrr => ring::build(&l.backends.iter().map(|b| b.weight).collect::<Vec<_>>()).len() as u64,
         Scheduler::Sch | Scheduler::Tch if live() => MAGLEV_M as u64,
         Scheduler::Sch | Scheduler::Tch => 0,
-    }
+    };
+    if table == 0 { 0 } else { table + 1 }
 }
 
 /// Take out of `model` the ACLs and listeners that do not fit `cap`; returns one error per
@@ -88,6 +90,8 @@ pub fn enforce(model: &mut Model, cap: &Capacity) -> Vec<ObjectError> {
 
     let order: BTreeMap<ListenerId, String> = model.listeners.iter().map(|(k, l)| (l.id(), k.clone())).collect();
     let (mut listeners, mut entries) = (0u32, 0u64);
+    // Entry 0 is the empty tables' header.
+    let table_room = u64::from(cap.backend_table_entries.saturating_sub(1));
     let mut backends: BTreeSet<(IpAddr, u16)> = BTreeSet::new();
     for key in order.into_values() {
         let l = &model.listeners[&key];
@@ -105,10 +109,10 @@ pub fn enforce(model: &mut Model, cap: &Capacity) -> Vec<ObjectError> {
                 new_backends.len(),
                 cap.backends as usize - backends.len()
             ))
-        } else if entries + need > cap.backend_table_entries as u64 {
+        } else if entries + need > table_room {
             Some(format!(
                 "backend table full ({need} entries needed, {} left of {}): raise --backend-table-entries",
-                cap.backend_table_entries as u64 - entries,
+                table_room - entries,
                 cap.backend_table_entries
             ))
         } else {
@@ -159,9 +163,10 @@ mod tests {
 
     #[test]
     fn table_entries_follow_the_scheduler() {
-        assert_eq!(table_entries(&l(1, Scheduler::Rr, &[(1, 5), (2, 1), (3, 0)])), 2);
-        assert_eq!(table_entries(&l(1, Scheduler::Wrr, &[(1, 30), (2, 10), (3, 0)])), 4);
-        assert_eq!(table_entries(&l(1, Scheduler::Sch, &[(1, 1)])), MAGLEV_M as u64);
+        // Each table with its header.
+        assert_eq!(table_entries(&l(1, Scheduler::Rr, &[(1, 5), (2, 1), (3, 0)])), 3);
+        assert_eq!(table_entries(&l(1, Scheduler::Wrr, &[(1, 30), (2, 10), (3, 0)])), 5);
+        assert_eq!(table_entries(&l(1, Scheduler::Sch, &[(1, 1)])), MAGLEV_M as u64 + 1);
         assert_eq!(table_entries(&l(1, Scheduler::Tch, &[(1, 0)])), 0, "no live backend, no table");
     }
 
@@ -169,8 +174,8 @@ mod tests {
     /// listener or ACL that goes past it, in load order, and what follows still fits.
     #[test]
     fn what_does_not_fit_is_rejected_in_load_order() {
-        let cap = Capacity { listeners: 3, backends: 3, backend_table_entries: 6, acl_prefixes: 3 };
-        // Table: 2 + 3 fit, 4 does not (1 left), then 1 fits.
+        // Table (each with its header, after the shared entry 0): 3 + 4 fit, then 2.
+        let cap = Capacity { listeners: 3, backends: 3, backend_table_entries: 10, acl_prefixes: 3 };
         let mut m = model(vec![
             l(1, Scheduler::Rr, &[(1, 1), (2, 1)]),
             l(2, Scheduler::Rr, &[(1, 1), (2, 1), (3, 1)]),
@@ -186,11 +191,13 @@ mod tests {
             ]
         );
         assert_eq!(m.listeners.len(), 3);
+        // Table: 6 fit of 7, then 3 do not (1 left).
+        let small = Capacity { backend_table_entries: 8, ..cap };
         let mut m = model(vec![l(1, Scheduler::Wrr, &[(1, 3), (2, 2)]), l(2, Scheduler::Rr, &[(1, 1), (2, 1)])]);
         assert_eq!(
-            reasons(&enforce(&mut m, &cap)),
+            reasons(&enforce(&mut m, &small)),
             [
-                "Service t/s2: spec.ports: listener 198.18.100.10:2/tcp does not fit the datapath: backend table full (2 entries needed, 1 left of 6): raise --backend-table-entries"
+                "Service t/s2: spec.ports: listener 198.18.100.10:2/tcp does not fit the datapath: backend table full (3 entries needed, 1 left of 8): raise --backend-table-entries"
             ]
         );
 

@@ -217,7 +217,6 @@ fn listener_entry(l: &L4Listener, region: Region) -> (ListenerKey, Listener) {
     let key = listener_key(l);
     let value = Listener {
         table_offset: region.offset,
-        table_len: region.len,
         acl_id: 0,
         persist_timeout_s: if l.protocol == crate::model::Protocol::Tcp { l.persistence_timeout } else { 0 },
         scheduler: match l.scheduler {
