@@ -21,6 +21,11 @@ use crate::{
 
 /// How long a half-open flow keeps its source port against a new flow that finds none free.
 const HALF_OPEN_GRACE_NS: u64 = 50_000_000;
+/// The same once the backend answered (its SYN-ACK relayed): the client may be connected
+/// already on its side and only its ACK on the way, one round trip later; it would not
+/// retry a SYN. A second (the backend's own SYN-ACK retransmit timeout) covers real round
+/// trips; a flood's spoofed clients, which never answer, still give their ports back.
+const ANSWERED_GRACE_NS: u64 = 1_000_000_000;
 
 /// True for the only TCP packet that may open a flow: a SYN without ACK, RST or FIN.
 #[inline(always)]
@@ -148,7 +153,10 @@ pub fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Op
         }
         if let Some(h) = HALF_OPEN_REV.get_ptr(&w.rkey) {
             // SAFETY: map value pointer from a successful lookup.
-            let seen = unsafe { (*h).last_seen_ns };
+            let (seen, state) = unsafe { ((*h).last_seen_ns, (*h).state) };
+            // Compared as if last seen later, by the longer grace: below, every candidate
+            // is held to HALF_OPEN_GRACE_NS.
+            let seen = if state & tcp_state::SYN != 0 { seen + (ANSWERED_GRACE_NS - HALF_OPEN_GRACE_NS) } else { seen };
             if seen < w.oldest_seen {
                 w.oldest_seen = seen;
                 w.oldest_port = port;
@@ -157,13 +165,15 @@ pub fn claim_snat_port(entry: &mut CtEntry, rev: &RevEntry, key: &FlowKey) -> Op
     }
     // A flow younger than the grace keeps its port: its handshake gets at least that long
     // (a SYN that finds no port is dropped and its client retries, which it survives; a
-    // handshake whose port was taken from under it is lost).
+    // handshake whose port was taken from under it is lost), one the backend answered a
+    // second.
     let now = unsafe { bpf_ktime_get_ns() };
     if tcp {
         // No free port: under a SYN flood, cookies keep the ports for proven clients.
         crate::syncookie::arm(now);
     }
-    if w.oldest_seen == u64::MAX || now.wrapping_sub(w.oldest_seen) < HALF_OPEN_GRACE_NS {
+    // (`oldest_seen` may lie ahead of now: an answered flow's is moved on by the longer grace.)
+    if w.oldest_seen == u64::MAX || w.oldest_seen.saturating_add(HALF_OPEN_GRACE_NS) > now {
         return None;
     }
     entry.snat_port = (w.oldest_port as u16).to_be();

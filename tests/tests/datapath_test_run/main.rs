@@ -11,12 +11,13 @@
 //! modules by subject: [`nat`] (full NAT, what is not ours, IPv6, a full conntrack),
 //! [`flows`] (schedulers, ACLs, persistence, the TCP handshake, TCP state), [`errors`]
 //! (fragments, ICMP errors), [`proxy`] (PROXY protocol), [`ttl`] (TTL and hop limit),
-//! [`cookies`] (SYN cookies).
+//! [`cookies`] (SYN cookies), [`reclaim`] (source ports taken back under exhaustion).
 mod cookies;
 mod errors;
 mod flows;
 mod nat;
 mod proxy;
+mod reclaim;
 mod ttl;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -56,6 +57,7 @@ lb_tests::fixtures! {
     ttl_and_hop_limit_lose_one_hop_and_expire => ttl::ttl_and_hop_limit_lose_one_hop_and_expire(),
     syn_cookies_answer_syns_and_only_a_valid_cookie_opens_a_flow => cookies::syn_cookies_answer_syns_and_only_a_valid_cookie_opens_a_flow(),
     syn_cookies_ipv6_and_proxy_v2 => cookies::syn_cookies_ipv6_and_proxy_v2(),
+    an_answered_handshake_keeps_its_port_longer_than_an_unanswered_one => reclaim::an_answered_handshake_keeps_its_port_longer_than_an_unanswered_one(),
 }
 
 const XDP_DROP: u32 = 1;
