@@ -111,24 +111,56 @@ fn flows(ebpf: &mut Ebpf) -> Result<Vec<(FlowKey, CtEntry, Option<RevEntry>)>> {
     flows_in(ebpf, ESTABLISHED)
 }
 
-fn remove_in(ebpf: &mut Ebpf, t: Tables, doomed: &[(FlowKey, CtEntry)]) -> Result<()> {
+/// What a flow chosen from a snapshot must still be when it is removed (the table was read
+/// a while ago: a flow may have seen packets since, or been closed and opened again on the
+/// same addresses and ports).
+#[derive(Clone, Copy)]
+enum Still {
+    /// The same flow (backend, source port, listener), whatever it did since: a cut.
+    Same,
+    /// The same flow, and no packet either way since `last_seen_ns` (the later of its two
+    /// sides in the snapshot): idle.
+    IdleSince(u64),
+}
+
+/// Whether `now` (with its reverse entry `rev`) is still the flow `then` was, as `still` asks.
+fn still_doomed(then: &CtEntry, now: &CtEntry, rev: Option<&RevEntry>, still: Still) -> bool {
+    let same = (now.backend, now.backend_port, now.snat_port, now.listener_id)
+        == (then.backend, then.backend_port, then.snat_port, then.listener_id);
+    match still {
+        Still::Same => same,
+        Still::IdleSince(last) => same && now.last_seen_ns <= last && rev.is_none_or(|r| r.last_seen_ns <= last),
+    }
+}
+
+/// Remove the flows of `doomed` (each with what it must still be) from `t`, and their own
+/// reverse entries. Each is read again first: a flow that came alive or was opened anew
+/// since the snapshot stays.
+fn remove_in(ebpf: &mut Ebpf, t: Tables, doomed: &[(FlowKey, CtEntry, Still)]) -> Result<()> {
+    let mut gone = Vec::with_capacity(doomed.len());
     {
+        let rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, t.reverse)?;
+        let revs: Vec<Option<RevEntry>> =
+            doomed.iter().map(|(k, e, _)| rev.get(&reverse_key(k, e), 0).ok().filter(|r| r.owned_by(k))).collect();
         let mut ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, t.client)?;
-        for (k, _) in doomed {
-            let _ = ct.remove(k);
+        for ((k, e, still), r) in doomed.iter().zip(revs) {
+            if ct.get(k, 0).is_ok_and(|now| still_doomed(e, &now, r.as_ref(), *still)) {
+                let _ = ct.remove(k);
+                gone.push((*k, *e));
+            }
         }
     }
     let mut rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, t.reverse)?;
-    for (k, e) in doomed {
+    for (k, e) in gone {
         // Only this flow's own reverse entry (its port may have gone to another flow).
-        if rev.get(&reverse_key(k, e), 0).is_ok_and(|r| r.owned_by(k)) {
-            let _ = rev.remove(&reverse_key(k, e));
+        if rev.get(&reverse_key(&k, &e), 0).is_ok_and(|r| r.owned_by(&k)) {
+            let _ = rev.remove(&reverse_key(&k, &e));
         }
     }
     Ok(())
 }
 
-fn remove(ebpf: &mut Ebpf, doomed: &[(FlowKey, CtEntry)]) -> Result<()> {
+fn remove(ebpf: &mut Ebpf, doomed: &[(FlowKey, CtEntry, Still)]) -> Result<()> {
     remove_in(ebpf, ESTABLISHED, doomed)
 }
 
@@ -141,10 +173,16 @@ fn sweep_half_open(ebpf: &mut Ebpf, timeout: Duration, now_ns: u64, drains: &Dra
     let drained = |k: &FlowKey, e: &CtEntry| {
         drains.overdue(e.listener_id, words_addr(&e.backend, k.family), u16::from_be(e.backend_port), now)
     };
-    let doomed: Vec<(FlowKey, CtEntry)> = flows_in(ebpf, HALF_OPEN)?
+    let doomed: Vec<(FlowKey, CtEntry, Still)> = flows_in(ebpf, HALF_OPEN)?
         .into_iter()
-        .filter(|(k, e, r)| drained(k, e) || idle(r.map_or(e.last_seen_ns, |r| r.last_seen_ns.max(e.last_seen_ns))))
-        .map(|(k, e, _)| (k, e))
+        .filter_map(|(k, e, r)| {
+            let last = r.map_or(e.last_seen_ns, |r| r.last_seen_ns.max(e.last_seen_ns));
+            if drained(&k, &e) {
+                Some((k, e, Still::Same))
+            } else {
+                idle(last).then_some((k, e, Still::IdleSince(last)))
+            }
+        })
         .collect();
     remove_in(ebpf, HALF_OPEN, &doomed)?;
     let mut rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, names::HALF_OPEN_REV)?;
@@ -159,17 +197,17 @@ fn sweep_half_open(ebpf: &mut Ebpf, timeout: Duration, now_ns: u64, drains: &Dra
 /// Remove the flows `doomed(listener id, backend address, backend port)` selects. Their next
 /// packet is scheduled anew (a TCP peer gets a RST from the new backend).
 pub fn cut_flows(ebpf: &mut Ebpf, doomed: impl Fn(u32, IpAddr, u16) -> bool) -> Result<usize> {
-    let cut: Vec<(FlowKey, CtEntry)> = flows(ebpf)?
+    let cut: Vec<(FlowKey, CtEntry, Still)> = flows(ebpf)?
         .into_iter()
         .filter(|(k, e, _)| doomed(e.listener_id, words_addr(&e.backend, k.family), u16::from_be(e.backend_port)))
-        .map(|(k, e, _)| (k, e))
+        .map(|(k, e, _)| (k, e, Still::Same))
         .collect();
     remove(ebpf, &cut)?;
     // Handshakes in progress to such a backend go too (they would become its flows).
-    let half: Vec<(FlowKey, CtEntry)> = flows_in(ebpf, HALF_OPEN)?
+    let half: Vec<(FlowKey, CtEntry, Still)> = flows_in(ebpf, HALF_OPEN)?
         .into_iter()
         .filter(|(k, e, _)| doomed(e.listener_id, words_addr(&e.backend, k.family), u16::from_be(e.backend_port)))
-        .map(|(k, e, _)| (k, e))
+        .map(|(k, e, _)| (k, e, Still::Same))
         .collect();
     remove_in(ebpf, HALF_OPEN, &half)?;
     Ok(cut.len())
@@ -223,14 +261,50 @@ pub fn sweep(
         let addr = words_addr(&e.backend, k.family);
         if drains.overdue(e.listener_id, addr, u16::from_be(e.backend_port), now) {
             report.drained += 1;
-            doomed.push((k, e));
+            doomed.push((k, e, Still::Same));
         } else if idle > timeout {
             report.expired += 1;
-            doomed.push((k, e));
+            doomed.push((k, e, Still::IdleSince(last)));
         }
     }
     remove(ebpf, &doomed)?;
     report.expired += sweep_half_open(ebpf, opts.tcp_syn_timeout, now_ns, drains, now)?;
     drains.prune(now);
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flow chosen from a snapshot is removed only if it is still that flow (a cut), and
+    /// still idle (a sweep): the table is read for a while (a second at 262,144 flows), and
+    /// a flow reopened on the same addresses and ports meanwhile, or one that saw a packet,
+    /// was removed with the stale one.
+    #[test]
+    fn a_flow_is_removed_only_while_it_is_the_one_the_snapshot_saw() {
+        let then = CtEntry {
+            backend: [1, 0, 0, 0],
+            backend_port: 80,
+            snat_port: 4000,
+            listener_id: 3,
+            last_seen_ns: 100,
+            ..Default::default()
+        };
+        let rev = |ns| RevEntry { last_seen_ns: ns, ..Default::default() };
+        assert!(still_doomed(&then, &then, Some(&rev(90)), Still::IdleSince(100)));
+        assert!(still_doomed(&then, &then, None, Still::IdleSince(100)));
+        // A packet either way since: alive.
+        let touched = CtEntry { last_seen_ns: 150, ..then };
+        assert!(!still_doomed(&then, &touched, Some(&rev(90)), Still::IdleSince(100)));
+        assert!(!still_doomed(&then, &then, Some(&rev(150)), Still::IdleSince(100)));
+        // A cut takes the flow whatever it did since.
+        assert!(still_doomed(&then, &touched, Some(&rev(150)), Still::Same));
+        // Reopened on the same key: another source port (or backend) is another flow.
+        let reopened = CtEntry { snat_port: 4001, last_seen_ns: 90, ..then };
+        assert!(!still_doomed(&then, &reopened, None, Still::Same));
+        assert!(!still_doomed(&then, &reopened, None, Still::IdleSince(100)));
+        let elsewhere = CtEntry { backend: [2, 0, 0, 0], ..then };
+        assert!(!still_doomed(&then, &elsewhere, None, Still::Same));
+    }
 }
