@@ -232,10 +232,9 @@ pub struct Listener {
     pub flags: u32,
 }
 
-/// Listener flags.
+/// Listener flags (bit 1 is unused: an empty ACL is known by its own trie entry,
+/// [`acl_value::EMPTY`]).
 pub mod listener_flags {
-    /// The listener's whitelist is empty: everyone passes (as CLB does).
-    pub const ACL_EMPTY: u32 = 1;
     /// New flows get a PROXY protocol v1 (text) header (TCP listeners).
     pub const PROXY_V1: u32 = 2;
     /// New flows get a PROXY protocol v2 (binary) header (TCP and UDP listeners).
@@ -412,6 +411,17 @@ pub struct PersistEntry {
     pub backend_id: u32,
     pub _pad: u32,
     pub last_seen_ns: u64,
+}
+
+/// Values of `ACLS` entries.
+pub mod acl_value {
+    /// A prefix carved out of a listed one (the IPv4-mapped range under an IPv6 `::/0`).
+    pub const NOT_LISTED: u32 = 0;
+    pub const LISTED: u32 = 1;
+    /// The ACL has no prefix: its only entry, `::/0`. A whitelist of it forwards everyone
+    /// (as CLB does), a blacklist of it no one. Kept in the trie, not in each listener's
+    /// settings, so that an ACL emptied or filled is never judged by the other state.
+    pub const EMPTY: u32 = 2;
 }
 
 /// The data part of an `ACLS` LPM key: the ACL, then the address (IPv4 as `::ffff:a.b.c.d`).

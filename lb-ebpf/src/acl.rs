@@ -1,6 +1,6 @@
 //! Access control lists: longest-prefix match of the client address in the listener's ACL.
 use aya_ebpf::maps::lpm_trie::Key;
-use lb_common::{AclData, FAMILY_V4, FlowKey, Listener, acl_mode, listener_flags};
+use lb_common::{AclData, FAMILY_V4, FlowKey, Listener, acl_mode, acl_value};
 
 use crate::maps::ACLS;
 
@@ -8,10 +8,6 @@ use crate::maps::ACLS;
 #[inline(always)]
 pub fn allows(cfg: &Listener, key: &FlowKey) -> bool {
     if cfg.acl_mode == acl_mode::OFF {
-        return true;
-    }
-    if cfg.acl_mode == acl_mode::WHITE && cfg.flags & listener_flags::ACL_EMPTY != 0 {
-        // An empty whitelist forwards everyone (as CLB does).
         return true;
     }
     let mut addr = [0u8; 16];
@@ -27,8 +23,9 @@ pub fn allows(cfg: &Listener, key: &FlowKey) -> bool {
         }
     }
     let lpm = Key::new(32 + 128, AclData { acl_id: cfg.acl_id.to_be(), addr });
-    // 0: `::ffff:0:0/96` under an IPv6 prefix that covers it, so IPv4 clients are not
-    // taken for IPv6 ones (user space's `dataplane/acls.rs`).
-    let listed = ACLS.get(&lpm).is_some_and(|v| *v != 0);
-    if cfg.acl_mode == acl_mode::WHITE { listed } else { !listed }
+    // NOT_LISTED: `::ffff:0:0/96` under an IPv6 prefix that covers it, so IPv4 clients are
+    // not taken for IPv6 ones (user space's `dataplane/acls.rs`). EMPTY: an empty ACL, which
+    // a whitelist lets everyone through and a blacklist no one.
+    let value = ACLS.get(&lpm).copied().unwrap_or(acl_value::NOT_LISTED);
+    if cfg.acl_mode == acl_mode::WHITE { value != acl_value::NOT_LISTED } else { value != acl_value::LISTED }
 }

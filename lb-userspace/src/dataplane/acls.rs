@@ -2,8 +2,10 @@
 //! LPM trie under that id, IPv4 ones as IPv4-mapped IPv6 (`::ffff:a.b.c.d`, the datapath
 //! looks IPv4 clients up that way). An IPv6 prefix that covers that range (`::/0`) would
 //! then match every IPv4 client: such an ACL also gets `::ffff:0:0/96` with value 0, "not
-//! listed", which IPv4 clients meet first unless one of its IPv4 prefixes is longer. An edit
-//! inserts the new entries before deleting the old ones.
+//! listed", which IPv4 clients meet first unless one of its IPv4 prefixes is longer. An ACL
+//! with no prefix has one entry, `::/0` with value EMPTY (a whitelist of it forwards
+//! everyone, a blacklist no one). An edit inserts the new entries before deleting the old
+//! ones, so a new flow meanwhile is judged by the old list or the new one, never by neither.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv6Addr,
@@ -17,7 +19,11 @@ use aya::{
     },
 };
 use ipnet::{IpNet, Ipv6Net};
-use lb_common::{AclData, map_names as names};
+use lb_common::{
+    AclData,
+    acl_value::{EMPTY, LISTED, NOT_LISTED},
+    map_names as names,
+};
 
 use super::{
     error::{DataplaneError, Result, map_err},
@@ -47,9 +53,9 @@ impl AclState {
         self.loaded.keys().map(String::as_str)
     }
 
-    /// The id of a loaded ACL and whether it is empty.
-    pub fn id_of(&self, name: &str) -> Option<(u32, bool)> {
-        self.loaded.get(name).map(|(id, set)| (*id, !set.values().any(|v| *v == LISTED)))
+    /// The id of a loaded ACL.
+    pub fn id_of(&self, name: &str) -> Option<u32> {
+        self.loaded.get(name).map(|(id, _)| *id)
     }
 
     /// Insert every ACL's new prefixes and delete the ones it no longer has. An ACL whose new
@@ -123,13 +129,10 @@ impl AclState {
     }
 }
 
-/// An ACL's trie entries: prefix (IPv4 ones mapped) → [`LISTED`] or [`NOT_LISTED`].
+/// An ACL's trie entries: prefix (IPv4 ones mapped) → [`LISTED`], [`NOT_LISTED`] (the
+/// IPv4-mapped range under an IPv6 prefix that covers it), or [`EMPTY`] (`::/0`, the only
+/// entry of an ACL with no prefix).
 type Entries = BTreeMap<Ipv6Net, u32>;
-
-/// The value of a listed prefix.
-const LISTED: u32 = 1;
-/// The value of `::ffff:0:0/96` under an IPv6 prefix that covers it: not listed.
-const NOT_LISTED: u32 = 0;
 
 /// The trie entries of an ACL's prefixes (see the module's note on IPv6 prefixes that cover
 /// the IPv4-mapped range).
@@ -147,6 +150,11 @@ fn entries(nets: &[IpNet]) -> Entries {
     let mapped = Ipv6Net::new(Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0), 96).expect("a /96 prefix");
     if out.keys().any(|n| n.prefix_len() < 96 && n.contains(&mapped)) {
         out.entry(mapped).or_insert(NOT_LISTED);
+    }
+    if out.is_empty() {
+        // Emptiness in the trie: an ACL emptied (or filled) is judged by its entries at
+        // every moment of the change (the new ones go in before the old ones go).
+        out.insert(Ipv6Net::default(), EMPTY);
     }
     out
 }

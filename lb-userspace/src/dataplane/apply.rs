@@ -10,7 +10,7 @@ use std::{
 };
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
-use lb_common::{Listener, ListenerKey, MAX_LISTENERS, listener_flags, map_names as names};
+use lb_common::{Listener, ListenerKey, MAX_LISTENERS, map_names as names};
 
 use super::{
     Dataplane, DataplaneError, Loaded, Rejected, RejectedPart, Result, backends, conntrack, ids, listener_entry,
@@ -82,9 +82,10 @@ impl Dataplane {
         for id in gone {
             self.unload_listener(id, now, &mut rejected);
         }
+        // An ACL edited keeps its id: the listeners naming it read its new entries as they
+        // are, with nothing of theirs to rewrite.
         for listener in desired.into_values() {
-            let acl_changed = listener.acl.as_ref().is_some_and(|b| acls.changed.contains(&b.acl));
-            self.load_listener(listener, acl_changed, now, &mut rejected);
+            self.load_listener(listener, now, &mut rejected);
         }
         self.reclaim_acls(model)?;
         self.write_filter()?;
@@ -101,18 +102,11 @@ impl Dataplane {
         }
     }
 
-    /// Write `listener` unless the maps hold it already (`rewrite`: write it anyway, its ACL
-    /// changed); a failure joins `rejected`.
-    pub(super) fn load_listener(
-        &mut self,
-        listener: &Arc<L4Listener>,
-        rewrite: bool,
-        now: Instant,
-        rejected: &mut Vec<Rejected>,
-    ) {
+    /// Write `listener` unless the maps hold it already; a failure joins `rejected`.
+    pub(super) fn load_listener(&mut self, listener: &Arc<L4Listener>, now: Instant, rejected: &mut Vec<Rejected>) {
         let id = listener.id();
         let same = |l: &Loaded| Arc::ptr_eq(&l.listener, listener) || *l.listener == **listener;
-        if (rewrite || !self.loaded.get(&id).is_some_and(same))
+        if !self.loaded.get(&id).is_some_and(same)
             && let Err(e) = self.write_listener(listener, now)
         {
             rejected.push(Rejected::listener(listener, self.loaded.contains_key(&id), &e));
@@ -188,11 +182,8 @@ impl Dataplane {
             )));
         };
         let (key, mut value) = listener_entry(l, region);
-        if let Some((acl_id, empty)) = acl {
+        if let Some(acl_id) = acl {
             value.acl_id = acl_id;
-            if empty {
-                value.flags |= listener_flags::ACL_EMPTY;
-            }
         }
         let entries: Vec<u32> = slots.iter().map(|&i| ids[i]).collect();
         if let Err(e) = self.write_entries(l, &ids, region, &entries, id, key, value) {

@@ -41,7 +41,7 @@ impl Dataplane {
             self.unload_listener(before.as_ref().expect("a listener gone was there").id(), now, &mut rejected);
         }
         for listener in changes.iter().filter_map(|c| c.after.as_ref()) {
-            self.load_listener(listener, false, now, &mut rejected);
+            self.load_listener(listener, now, &mut rejected);
         }
         // An ACL leaves once neither the model nor a loaded listener names it: none can
         // while the model names every loaded one.

@@ -136,7 +136,9 @@ pub fn acl_white_black_and_empty_lists() -> Fixture {
     v6_black.acl = Some(AclBinding { acl: "no-ipv6".into(), mode: AclMode::Black });
     let mut all_white = listener(vip, 85, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
     all_white.acl = Some(AclBinding { acl: "everyone".into(), mode: AclMode::White });
-    let mut m = model(vec![white, black, empty_white, mixed_white, v6_black, all_white]);
+    let mut empty_black = listener(vip, 86, Protocol::Tcp, Scheduler::Rr, &[be(B1, 8080, 1)]);
+    empty_black.acl = Some(AclBinding { acl: "empty".into(), mode: AclMode::Black });
+    let mut m = model(vec![white, black, empty_white, mixed_white, v6_black, all_white, empty_black]);
     let acl = |name: &str, nets: &[&str]| Acl {
         source: ObjectRef { kind: "AccessControlList".into(), namespace: String::new(), name: name.into() },
         entries: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
@@ -151,6 +153,13 @@ pub fn acl_white_black_and_empty_lists() -> Fixture {
         m2.acls.insert("office".into(), acl("office", &["198.18.0.9/32"]));
         m2
     };
+    // The ACL emptied, then filled again: judged by its entries alone (its emptiness was a
+    // flag of each listener naming it, written after the entries changed).
+    let (emptied, filled) = {
+        let mut emptied = m2.clone();
+        emptied.acls.insert("office".into(), acl("office", &[]));
+        (emptied, m2.clone())
+    };
     let (inside, inside2, outside) =
         (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 70), Ipv4Addr::new(198, 18, 0, 9));
     // A SYN from `c:sport` to VIP:`port`, and the verdict it must get.
@@ -164,6 +173,7 @@ pub fn acl_white_black_and_empty_lists() -> Fixture {
         syn("blacklisted", inside, 1001, 81, XDP_DROP),
         syn("not on the blacklist", outside, 1001, 81, XDP_REDIRECT),
         syn("an empty whitelist forwards all", outside, 1002, 82, XDP_REDIRECT),
+        syn("an empty blacklist forwards all", inside, 1002, 86, XDP_REDIRECT),
         then("counters", |t: &mut Bench, _| {
             let stats = t.dp.stats().unwrap();
             assert_eq!(stats.packets("drop_acl"), 2);
@@ -178,6 +188,12 @@ pub fn acl_white_black_and_empty_lists() -> Fixture {
         syn("IPv4 not on a whitelist with ::/0", outside, 1005, 83, XDP_DROP),
         syn("IPv4 past a blacklist of ::/0", outside, 1006, 84, XDP_REDIRECT),
         syn("IPv4 on a whitelist of 0.0.0.0/0 and ::/0", outside, 1007, 85, XDP_REDIRECT),
+        then("the ACL emptied", move |t: &mut Bench, _| t.dp.apply(&emptied).unwrap()),
+        syn("an emptied whitelist forwards all", inside, 1008, 80, XDP_REDIRECT),
+        syn("an emptied blacklist forwards all", outside, 1008, 81, XDP_REDIRECT),
+        then("the ACL filled again", move |t: &mut Bench, _| t.dp.apply(&filled).unwrap()),
+        syn("off the refilled whitelist", inside, 1009, 80, XDP_DROP),
+        syn("on the refilled blacklist", outside, 1009, 81, XDP_DROP),
     ];
     Fixture::new(m, steps)
 }
