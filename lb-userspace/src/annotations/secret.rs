@@ -2,7 +2,7 @@
 //! listener serves, checked to be PEM that parses and a key that matches the certificate.
 use k8s_openapi::api::core::v1::Secret;
 use rustls::{crypto::ring, sign::CertifiedKey};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 
 /// A Secret's certificate chain and key, as PEM, known to be usable.
 #[derive(Clone, PartialEq, Eq)]
@@ -19,6 +19,21 @@ pub fn tls_pair(secret: &Secret, namespace: &str, name: &str) -> Result<TlsPair,
     let key_pem = get("tls.key").ok_or_else(|| format!("Secret {namespace}/{name} has no tls.key"))?;
     check_pem(&cert_pem, &key_pem).map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
     Ok(TlsPair { cert_pem, key_pem })
+}
+
+/// Whether the leaf certificate of PEM chain `cert_pem` is valid for `host` (a DNS name, or a
+/// `*.` wildcard: then the certificate must cover any name one label under it, which only
+/// a wildcard certificate of that domain does). Validity dates and issuers are not checked:
+/// the client does that.
+pub fn covers(cert_pem: &[u8], host: &str) -> bool {
+    let Some(Ok(leaf)) = CertificateDer::pem_slice_iter(cert_pem).next() else { return false };
+    let Ok(cert) = webpki::EndEntityCert::try_from(&leaf) else { return false };
+    // A label no certificate names by chance (a wildcard stands for any one label).
+    let name = match host.strip_prefix("*.") {
+        Some(domain) => format!("lb-certificate-probe-7f3a.{domain}"),
+        None => host.to_owned(),
+    };
+    ServerName::try_from(name.as_str()).is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
 }
 
 /// Whether a certificate chain and key parse and belong together.

@@ -1,6 +1,6 @@
 //! TLS through curl (a real client): certificates chosen by SNI from TLS Secrets, the
 //! default certificate, ALPN h2, each cipher policy's protocol versions, certificate
-//! rotation without restart, CLB cert-id + forward-port.
+//! rotation without restart, CLB cert-id + forward-port, certificates found by host.
 use std::{path::Path, process::Command, time::Duration};
 
 use super::support::*;
@@ -391,4 +391,44 @@ fn a_certificate_only_for_another_namespaces_host_certifies_nothing() {
     let certs = &l.tls.as_ref().unwrap().certificates;
     assert_eq!(certs.len(), 1);
     assert_eq!(certs[0].hosts, ["other.test"]);
+}
+
+/// `spec.tls` hosts with no `secretName` (the reference's examples, where the ALB finds the
+/// certificate by domain): each host is served with the first `kubernetes.io/tls` Secret of
+/// the Ingress's namespace whose certificate covers it, a wildcard host with a wildcard
+/// certificate; a host no Secret covers gets a notice (they were all left to the cloud,
+/// and the listener had no certificate).
+#[tokio::test]
+async fn spec_tls_hosts_without_a_secret_find_theirs_by_host() {
+    let port = free_port();
+    let web = echo("web", Duration::ZERO).await;
+    let ca = ca();
+    let (_dir, ca_file) = ca_file(&ca);
+    let tls = "  - hosts: [a.test, '*.w.test', none.test]\n";
+    let yaml = alb_class(&[(port, "HTTPS")])
+        + &service(NS, "web", &[&web])
+        + &https_ingress(port, tls, &["a.test", "x.w.test", "none.test"])
+        + &secret("another", &leaf(&ca, &["other.test"]))
+        + &secret("for-a", &leaf(&ca, &["a.test"]))
+        + &secret("for-w", &leaf(&ca, &["*.w.test"]))
+        // Covers x.w.test by name, not the wildcard host: not chosen for it.
+        + &secret("only-x", &leaf(&ca, &["x.w.test"]));
+    let b = build(&yaml);
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    let l = b.model.l7.values().find(|l| l.port == port).expect("the HTTPS listener");
+    let certs: Vec<(String, Vec<String>)> =
+        l.tls.as_ref().unwrap().certificates.iter().map(|c| (c.secret.name.clone(), c.hosts.clone())).collect();
+    assert_eq!(certs, [("for-a".to_string(), vec!["a.test".to_string()]), ("for-w".into(), vec!["*.w.test".into()])]);
+    let note = b.notices.iter().find(|n| n.field == "spec.tls").expect("a notice for none.test");
+    assert!(note.note.contains("for none.test"), "{}", note.note);
+    let _p = proxy(&b.model);
+    let f = ca_file.clone();
+    let (a, w) =
+        tokio::task::spawn_blocking(move || (curl(&f, "a.test", port, "/", &[]), curl(&f, "x.w.test", port, "/", &[])))
+            .await
+            .unwrap();
+    assert!(a.ok && a.status == 200, "{}", a.stderr);
+    assert!(a.subject.contains("a.test"), "{}", a.subject);
+    assert!(w.ok && w.status == 200, "{}", w.stderr);
+    assert!(w.subject.contains("*.w.test"), "{}", w.subject);
 }

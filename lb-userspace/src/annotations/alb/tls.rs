@@ -3,7 +3,6 @@
 use k8s_openapi::api::networking::v1::IngressSpec;
 use serde::Serialize;
 
-use super::super::NotApplicable;
 use super::Cx;
 use super::values::dns_name;
 pub use crate::annotations::values::TlsPolicy;
@@ -51,13 +50,8 @@ pub(super) fn parse_ingress_tls(spec: Option<&IngressSpec>, cx: &mut Cx) -> Vec<
                 Err(e) => cx.field_error(format!("spec.tls[{i}].hosts[{j}]"), e),
             }
         }
+        // Without a Secret named, the model finds one by host (`Lookup::discover_certificate`).
         let secret_name = t.secret_name.clone().filter(|s| !s.is_empty());
-        if secret_name.is_none() {
-            cx.not_applicable.push(NotApplicable {
-                annotation: format!("spec.tls[{i}].secretName"),
-                reason: "certificate discovery in Alibaba Cloud Certificate Management is cloud-only; name a Secret to serve these hosts over TLS".into(),
-            });
-        }
         out.push(TlsHosts { hosts, secret_name });
     }
     out
@@ -85,8 +79,8 @@ mod tests {
                 TlsHosts { hosts: vec!["ssl.alb.ingress.top".into()], secret_name: None },
             ]
         );
-        assert_eq!(p.not_applicable.len(), 1);
-        assert_eq!(p.not_applicable[0].annotation, "spec.tls[1].secretName");
+        // No secretName: the model finds a Secret by host, nothing to note here.
+        assert!(p.not_applicable.is_empty(), "{:?}", p.not_applicable);
         assert!(
             p.tls[0].covers("a.example.com") && !p.tls[0].covers("a.b.example.com") && !p.tls[0].covers("example.com")
         );

@@ -215,7 +215,7 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
                 object: source,
                 field: "spec.tls".into(),
                 reason: format!(
-                    "HTTPS listener {} has no certificate: no Ingress on it names a usable kubernetes.io/tls Secret in spec.tls[].secretName (finding certificates by host is a cloud service)",
+                    "HTTPS listener {} has no certificate: no Ingress on it names a usable kubernetes.io/tls Secret in spec.tls[].secretName, nor has one in its namespace covering its spec.tls hosts",
                     l.port
                 ),
             });
@@ -310,12 +310,26 @@ fn usable_certificates(
     let source = ObjectRef { kind: "Ingress".into(), namespace: p.namespace.clone(), name: p.name.clone() };
     let (mut certs, mut notices) = (Vec::new(), Vec::new());
     for t in &p.tls {
-        let Some(secret) = &t.secret_name else { continue };
         let (hosts, others): (Vec<String>, Vec<String>) = t
             .hosts
             .iter()
             .cloned()
             .partition(|h| tls_owners.get(&h.to_ascii_lowercase()).is_none_or(|ns| *ns == p.namespace));
+        let Some(secret) = &t.secret_name else {
+            // No Secret named: one is found for each host, as the ALB finds certificates.
+            if !others.is_empty() {
+                notices.push(Notice {
+                    object: source.clone(),
+                    field: "spec.tls".into(),
+                    note: format!(
+                        "no certificate is looked up for {}: an older Ingress of another namespace has rules for it",
+                        others.join(", ")
+                    ),
+                });
+            }
+            discover(p, lookup, &hosts, &source, &mut certs, &mut notices);
+            continue;
+        };
         if !others.is_empty() {
             notices.push(Notice {
                 object: source.clone(),
@@ -339,4 +353,42 @@ fn usable_certificates(
         }
     }
     (certs, notices)
+}
+
+/// The certificates of `spec.tls` `hosts` written without a `secretName`: for each host the
+/// first `kubernetes.io/tls` Secret of the Ingress's namespace, by name, whose certificate
+/// covers it (hosts one Secret covers share its certificate); a host none covers gets a
+/// notice. Hosts of another namespace were left out before: that namespace's Secrets serve
+/// them.
+fn discover(
+    p: &IngressParse,
+    lookup: &Lookup<'_>,
+    hosts: &[String],
+    source: &ObjectRef,
+    certs: &mut Vec<Certificate>,
+    notices: &mut Vec<Notice>,
+) {
+    let mut found: Vec<Certificate> = Vec::new();
+    let mut missing = Vec::new();
+    for host in hosts {
+        match lookup.discover_certificate(&p.namespace, host) {
+            Some(c) => match found.iter_mut().find(|f| f.secret == c.secret) {
+                Some(f) => f.hosts.push(host.clone()),
+                None => found.push(c),
+            },
+            None => missing.push(host.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        notices.push(Notice {
+            object: source.clone(),
+            field: "spec.tls".into(),
+            note: format!(
+                "no kubernetes.io/tls Secret of namespace {} has a certificate for {} (spec.tls names no secretName): its requests get the listener's default certificate",
+                p.namespace,
+                missing.join(", ")
+            ),
+        });
+    }
+    certs.extend(found);
 }

@@ -12,7 +12,7 @@ use super::{Certificate, Endpoint, fleet::Fleet};
 use crate::annotations::{
     alb::{self, AlbIngressClass, ServicePort, ServiceRef},
     lbdev,
-    secret::tls_pair,
+    secret::{covers, tls_pair},
 };
 use crate::model::{
     ObjectRef, Protocol,
@@ -80,6 +80,25 @@ impl<'a> Lookup<'a> {
             cert_pem: pair.cert_pem,
             key_pem: pair.key_pem,
         })
+    }
+
+    /// The certificate for `host` found among the `kubernetes.io/tls` Secrets of `namespace`
+    /// (the first by name whose certificate covers it): `spec.tls` hosts with no
+    /// `secretName`, as the ALB finds a certificate by domain in the cloud's store.
+    pub fn discover_certificate(&self, namespace: &str, host: &str) -> Option<Certificate> {
+        let from = (namespace.to_owned(), String::new());
+        self.secrets
+            .range(from..)
+            .take_while(|((ns, _), _)| ns == namespace)
+            .filter(|(_, s)| s.type_.as_deref() == Some("kubernetes.io/tls"))
+            .filter_map(|((_, name), s)| Some((name, tls_pair(s, namespace, name).ok()?)))
+            .find(|(_, pair)| covers(&pair.cert_pem, host))
+            .map(|(name, pair)| Certificate {
+                secret: ObjectRef { kind: "Secret".into(), namespace: namespace.into(), name: name.clone() },
+                hosts: vec![host.to_owned()],
+                cert_pem: pair.cert_pem,
+                key_pem: pair.key_pem,
+            })
     }
 
     /// The ready endpoints of a Service port (the port by number or name), in the families asked.
