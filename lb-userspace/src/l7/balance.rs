@@ -1,6 +1,7 @@
 //! Backend selection for L7 routes behind one trait: smooth weighted round robin (wrr),
 //! weighted least connections (wlc), and weighted rendezvous hashing of the client address
-//! (sch) or of a query parameter (uch), which move only the keys of a removed endpoint.
+//! (sch), of the connection's four-tuple (tch) or of a query parameter (uch), which move only
+//! the keys of a removed endpoint.
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
@@ -15,6 +16,8 @@ use crate::model::l7::{Endpoint, route::Scheduler};
 /// What a selection may look at.
 pub struct PickContext<'a> {
     pub client: IpAddr,
+    /// The connection's two ends, client then listener (tch).
+    pub tuple: (SocketAddr, SocketAddr),
     /// The raw query string (uch).
     pub query: &'a str,
     /// When each endpoint was first served (slow start); `None`: no ramp.
@@ -69,6 +72,7 @@ pub fn for_scheduler(s: &Scheduler, endpoints: usize, active: &ActiveRequests) -
         Scheduler::Wrr => Box::new(SmoothWrr { current: Mutex::new(vec![0; endpoints]) }),
         Scheduler::Wlc => Box::new(LeastRequests { active: active.clone(), next: AtomicUsize::new(0) }),
         Scheduler::Sch => Box::new(Rendezvous { key: Key::Client }),
+        Scheduler::Tch => Box::new(Rendezvous { key: Key::Tuple }),
         Scheduler::Uch { parameter } => Box::new(Rendezvous { key: Key::Query(parameter.clone()) }),
     }
 }
@@ -164,6 +168,7 @@ impl Balancer for LeastRequests {
 
 enum Key {
     Client,
+    Tuple,
     Query(String),
 }
 
@@ -179,6 +184,7 @@ impl Rendezvous {
                 IpAddr::V4(a) => a.octets().to_vec(),
                 IpAddr::V6(a) => a.octets().to_vec(),
             },
+            Key::Tuple => [endpoint_id(cx.tuple.0), endpoint_id(cx.tuple.1)].concat(),
             Key::Query(name) => cx
                 .query
                 .split('&')
@@ -251,7 +257,13 @@ mod tests {
     }
 
     fn cx(client: [u8; 4]) -> PickContext<'static> {
-        PickContext { client: IpAddr::from(client), query: "", ages: None }
+        let local = SocketAddr::from(([198, 18, 100, 10], 80));
+        PickContext {
+            client: IpAddr::from(client),
+            tuple: (SocketAddr::from((client, 40000)), local),
+            query: "",
+            ages: None,
+        }
     }
 
     #[test]
@@ -357,13 +369,34 @@ mod tests {
         }
     }
 
+    fn cx_query(client: [u8; 4], query: &str) -> PickContext<'_> {
+        PickContext { query, ..cx(client) }
+    }
+
+    /// tch: one client address's connections (other source ports) spread over the
+    /// endpoints; one connection's requests stay on one.
+    #[test]
+    fn tch_hashes_the_connection_not_the_client_address() {
+        let b = for_scheduler(&Scheduler::Tch, 4, &ActiveRequests::default());
+        let e = eps(&[100, 100, 100, 100]);
+        let conn = |port: u16| PickContext {
+            tuple: (SocketAddr::from(([10, 1, 0, 1], port)), cx([0; 4]).tuple.1),
+            ..cx([10, 1, 0, 1])
+        };
+        let picks: std::collections::BTreeSet<usize> = (40000..40064).map(|p| b.pick(&conn(p), &e).unwrap()).collect();
+        assert_eq!(picks.len(), 4, "one address's connections all on {picks:?}");
+        assert!((0..8).all(|_| b.pick(&conn(40007), &e) == b.pick(&conn(40007), &e)));
+        let sch = for_scheduler(&Scheduler::Sch, 4, &ActiveRequests::default());
+        let by_address: std::collections::BTreeSet<usize> =
+            (40000..40064).map(|p| sch.pick(&conn(p), &e).unwrap()).collect();
+        assert_eq!(by_address.len(), 1, "sch keeps one address on one endpoint");
+    }
+
     #[test]
     fn uch_hashes_the_named_parameter() {
         let b = for_scheduler(&Scheduler::Uch { parameter: "uid".into() }, 4, &ActiveRequests::default());
         let e = eps(&[100, 100, 100, 100]);
-        let pick = |q: &'static str, client: [u8; 4]| {
-            b.pick(&PickContext { client: IpAddr::from(client), query: q, ages: None }, &e)
-        };
+        let pick = |q: &'static str, client: [u8; 4]| b.pick(&cx_query(client, q), &e);
         assert_eq!(pick("a=1&uid=42", [1, 1, 1, 1]), pick("uid=42", [9, 9, 9, 9]));
         let spread: std::collections::BTreeSet<_> =
             ["uid=1", "uid=2", "uid=3", "uid=4", "uid=5", "uid=6", "uid=7", "uid=8"]

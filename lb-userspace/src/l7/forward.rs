@@ -90,7 +90,12 @@ pub fn handle<B: ClientBody>(
         // The target as received (a cheap clone: its bytes are shared), read while the
         // request is rewritten; the endpoint pick (and a retry's) hashes its query.
         let uri = req.uri().clone();
-        let cx = PickContext { client: conn.client.ip(), query: uri.query().unwrap_or(""), ages: Some(&up.ages) };
+        let cx = PickContext {
+            client: conn.client.ip(),
+            tuple: (conn.client, conn.local),
+            query: uri.query().unwrap_or(""),
+            ages: Some(&up.ages),
+        };
         // Routing is done before anything is awaited, in a plain function: what the
         // request's future holds across the exchange is only what the answer needs (the
         // routing's locals would otherwise stay in it, copied with it at every move).

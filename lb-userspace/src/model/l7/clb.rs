@@ -65,7 +65,8 @@ pub fn clb_listeners(
                 }
             },
             scheduler: match cfg.scheduler {
-                Scheduler::Sch | Scheduler::Tch => route::Scheduler::Sch,
+                Scheduler::Sch => route::Scheduler::Sch,
+                Scheduler::Tch => route::Scheduler::Tch,
                 _ => route::Scheduler::Wrr,
             },
             // `connection-drain` is for TCP and UDP listeners only (the reference; the parser

@@ -245,6 +245,9 @@ pub enum Scheduler {
     Wlc,
     /// Source IP consistent hash.
     Sch,
+    /// Consistent hash of the connection's four-tuple (client and listener address and
+    /// port): a connection's requests go to one endpoint, clients behind one address spread.
+    Tch,
     /// Consistent hash of the named query parameter.
     Uch { parameter: String },
 }
