@@ -77,11 +77,12 @@ pub fn dns_name(v: &str, wildcard: bool) -> Result<String, String> {
 /// (default `tls_cipher_policy_1_0`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub enum TlsPolicy {
-    /// `tls_cipher_policy_1_0` (ALB's default): TLS 1.0 and later.
+    /// `tls_cipher_policy_1_0` (ALB's default): TLS 1.0 and later; served from TLS 1.2 here
+    /// ([`TlsPolicy::NO_OLD_TLS`]).
     #[default]
     #[serde(rename = "tls_cipher_policy_1_0")]
     Tls10,
-    /// `tls_cipher_policy_1_1`: TLS 1.1 and later.
+    /// `tls_cipher_policy_1_1`: TLS 1.1 and later; served from TLS 1.2 here.
     #[serde(rename = "tls_cipher_policy_1_1")]
     Tls11,
     /// `tls_cipher_policy_1_2`: TLS 1.2 and later.
@@ -103,6 +104,14 @@ impl TlsPolicy {
         ("tls_cipher_policy_1_2_strict", TlsPolicy::Tls12Strict),
         ("tls_cipher_policy_1_2_strict_with_1_3", TlsPolicy::Tls12StrictWith13),
     ];
+
+    /// What a policy that allows TLS 1.0 or 1.1 gets, when written: the notice.
+    pub const NO_OLD_TLS: &'static str = "TLS 1.0 and 1.1 are not offered here (rustls implements neither): clients get TLS 1.2 and 1.3 with this policy's ciphers";
+
+    /// Whether the policy allows a version this balancer does not offer (TLS 1.0, 1.1).
+    pub fn allows_old_tls(self) -> bool {
+        self.min_version() < (1, 2)
+    }
 
     /// The lowest TLS version allowed, as (major, minor) of the protocol name: (1, 2).
     pub fn min_version(self) -> (u8, u8) {

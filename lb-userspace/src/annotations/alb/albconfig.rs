@@ -262,7 +262,12 @@ fn listener(p: &mut P, i: usize, v: &Value) -> Option<AlbListener> {
             "securityPolicyId" => {
                 if let Some(s) = p.string(v, &fat) {
                     match security_policy(&s) {
-                        Ok(Some(pol)) => out.security_policy = Some(pol),
+                        Ok(Some(pol)) => {
+                            if pol.allows_old_tls() {
+                                p.na(&fat, TlsPolicy::NO_OLD_TLS);
+                            }
+                            out.security_policy = Some(pol);
+                        }
                         Ok(None) => p.na(&fat, "custom TLS policies live in the cloud account; the default policy (tls_cipher_policy_1_0) applies"),
                         Err(e) => p.err(&fat, e),
                     }
@@ -468,6 +473,14 @@ mod tests {
             (Some(TlsPolicy::Tls12), false, 180, 1, false)
         );
         assert!(c.not_applicable.iter().any(|n| n.annotation == "spec.listeners[0].certificates"));
+        assert!(!c.not_applicable.iter().any(|n| n.reason == TlsPolicy::NO_OLD_TLS));
+        // A policy that allows TLS 1.0 or 1.1 is served from TLS 1.2, and says so.
+        let old = parse_albconfig(&base(serde_json::json!([
+            {"port": 443, "protocol": "HTTPS", "securityPolicyId": "tls_cipher_policy_1_1"}
+        ])))
+        .unwrap();
+        let note = old.not_applicable.iter().find(|n| n.reason == TlsPolicy::NO_OLD_TLS).expect("a notice");
+        assert_eq!(note.annotation, "spec.listeners[0].securityPolicyId");
         let table: &[(Value, &str)] = &[
             (serde_json::json!({"port": 0, "protocol": "HTTP"}), "spec.listeners[0].port: 0 is outside 1..=65535"),
             (

@@ -197,6 +197,9 @@ pub(super) fn tls(cx: &mut Cx, listeners: &[Listener]) -> TlsOptions {
     tls.domain_extensions = cx.value(Key::DomainExtensions, domain_extensions).unwrap_or_default();
     if let Some(p) = cx.value(Key::TlsCipherPolicy, |v| choice(v, &TlsPolicy::ALL)) {
         tls.cipher_policy = p;
+        if p.allows_old_tls() {
+            cx.not_applicable(Key::TlsCipherPolicy, TlsPolicy::NO_OLD_TLS);
+        }
     }
     if let Some(on) = cx.value(Key::Http2Enabled, on_off) {
         tls.http2 = on;
@@ -342,6 +345,9 @@ mod tests {
             let p = run(&[base[0], base[1], ("tls-cipher-policy", v)], &[tcp(443)]);
             assert!(p.errors.is_empty(), "{:?}", p.errors);
             assert_eq!(p.config.tls.cipher_policy, want);
+            // TLS 1.0 and 1.1 are not offered: said on the policies that allow them.
+            let noted = p.not_applicable.iter().any(|n| n.reason == TlsPolicy::NO_OLD_TLS);
+            assert_eq!(noted, want.allows_old_tls(), "{v}: {:?}", p.not_applicable);
         }
         let errs = errors_of(&[base[0], base[1], ("tls-cipher-policy", "tls_cipher_policy_1_3")], &[tcp(443)]);
         assert_eq!(errs.len(), 1);
