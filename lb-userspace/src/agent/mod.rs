@@ -151,21 +151,10 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
             // Routes and links changed under us (pods come and go, an overlay is re-created).
             paths.sync(&applied, node, &mut dp).await;
         }
-        if retry.due(std::time::Instant::now()) {
-            let mut errors = build_errors.clone();
-            let result = dp.apply(checker.effective(&desired));
-            if settle(result, desired.clone(), &mut applied, &mut errors, &mut agent_stats, &mut retry) {
-                tracing::info!(listeners = applied.listeners.len(), "model applied on a retry");
-                if !model_loaded {
-                    model_loaded = true;
-                    first_loaded(&mut dp, &probes);
-                }
-                source.report(&errors, &applied);
-            }
-        }
         // Not before the first model is loaded: the sweep's idle timeouts are per listener,
         // and a pinned datapath's flows would be judged by the defaults.
-        if model_loaded && last_sweep.elapsed() >= opts.sweep {
+        let sweep_due = model_loaded && last_sweep.elapsed() >= opts.sweep;
+        if sweep_due {
             last_sweep = std::time::Instant::now();
             match dp.sweep(&opts.sweep_options) {
                 Ok(r) if r.expired + r.drained + r.orphans > 0 => {
@@ -181,33 +170,26 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                 Ok(r) => agent_stats.flows = Some(r.flows),
                 Err(e) => tracing::warn!(error = %e, "conntrack sweep failed"),
             }
-            if agent_stats.datapath_errors > 0 {
-                // What the datapath could not take (a full table) may fit now.
-                let effective = checker.effective(&desired);
-                match dp.apply(effective) {
-                    Ok(()) => {
-                        tracing::info!("every object the datapath had rejected is loaded now");
-                        retry.done();
-                        agent_stats.datapath_errors = 0;
-                        applied = desired.clone();
-                        source.report(&build_errors, &applied);
-                    }
-                    Err(dataplane::DataplaneError::Rejected(rejected)) => {
-                        if rejected.len() != agent_stats.datapath_errors {
-                            let mut served = desired.clone();
-                            dataplane::keep_served(&mut served, &applied, &rejected);
-                            applied = served;
-                            let mut errors = build_errors.clone();
-                            errors.extend(rejected.iter().map(dataplane::Rejected::object_error));
-                            source.report(&errors, &applied);
-                        }
-                        retry.done();
-                        agent_stats.datapath_errors = rejected.len();
-                    }
-                    Err(e) => {
-                        let wait = retry.failed(std::time::Instant::now());
-                        tracing::error!(error = %e, retry_in = ?wait, "applying the model again failed")
-                    }
+        }
+        // The model as wanted, again: after an apply that could not reach the maps, once its
+        // backoff is over; and at each sweep while the datapath rejects objects (a full table
+        // may have room now).
+        let retried = retry.due(std::time::Instant::now());
+        if retried || (sweep_due && agent_stats.datapath_errors > 0) {
+            let rejected_before = agent_stats.datapath_errors;
+            let mut errors = build_errors.clone();
+            let result = dp.apply(checker.effective(&desired));
+            if settle(result, desired.clone(), &mut applied, &mut errors, &mut agent_stats, &mut retry) {
+                if !model_loaded {
+                    model_loaded = true;
+                    first_loaded(&mut dp, &probes);
+                }
+                if rejected_before > 0 && agent_stats.datapath_errors == 0 {
+                    tracing::info!("every object the datapath had rejected is loaded now");
+                }
+                if retried || agent_stats.datapath_errors != rejected_before {
+                    tracing::info!(listeners = applied.listeners.len(), "model applied again");
+                    source.report(&errors, &applied);
                 }
             }
         }
