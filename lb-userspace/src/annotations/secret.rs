@@ -21,19 +21,22 @@ pub fn tls_pair(secret: &Secret, namespace: &str, name: &str) -> Result<TlsPair,
     Ok(TlsPair { cert_pem, key_pem })
 }
 
-/// Whether the leaf certificate of PEM chain `cert_pem` is valid for `host` (a DNS name, or a
-/// `*.` wildcard: then the certificate must cover any name one label under it, which only
-/// a wildcard certificate of that domain does). Validity dates and issuers are not checked:
-/// the client does that.
-pub fn covers(cert_pem: &[u8], host: &str) -> bool {
-    let Some(Ok(leaf)) = CertificateDer::pem_slice_iter(cert_pem).next() else { return false };
-    let Ok(cert) = webpki::EndEntityCert::try_from(&leaf) else { return false };
-    // A label no certificate names by chance (a wildcard stands for any one label).
-    let name = match host.strip_prefix("*.") {
-        Some(domain) => format!("lb-certificate-probe-7f3a.{domain}"),
-        None => host.to_owned(),
+/// For each of `hosts`, whether the leaf certificate of PEM chain `cert_pem` (decoded once)
+/// is valid for it (a DNS name, or a `*.` wildcard: then the certificate must cover any name
+/// one label under it, which only a wildcard certificate of that domain does). Validity
+/// dates and issuers are not checked: the client does that.
+pub fn covers(cert_pem: &[u8], hosts: &[&str]) -> Vec<bool> {
+    let Some(Ok(leaf)) = CertificateDer::pem_slice_iter(cert_pem).next() else { return vec![false; hosts.len()] };
+    let Ok(cert) = webpki::EndEntityCert::try_from(&leaf) else { return vec![false; hosts.len()] };
+    let valid_for = |host: &str| {
+        // A label no certificate names by chance (a wildcard stands for any one label).
+        let name = match host.strip_prefix("*.") {
+            Some(domain) => format!("lb-certificate-probe-7f3a.{domain}"),
+            None => host.to_owned(),
+        };
+        ServerName::try_from(name.as_str()).is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
     };
-    ServerName::try_from(name.as_str()).is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
+    hosts.iter().map(|h| valid_for(h)).collect()
 }
 
 /// Whether a certificate chain and key parse and belong together.

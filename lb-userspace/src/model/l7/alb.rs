@@ -315,33 +315,27 @@ fn usable_certificates(
             .iter()
             .cloned()
             .partition(|h| tls_owners.get(&h.to_ascii_lowercase()).is_none_or(|ns| *ns == p.namespace));
-        let Some(secret) = &t.secret_name else {
-            // No Secret named: one is found for each host, as the ALB finds certificates.
-            if !others.is_empty() {
-                notices.push(Notice {
-                    object: source.clone(),
-                    field: "spec.tls".into(),
-                    note: format!(
-                        "no certificate is looked up for {}: an older Ingress of another namespace has rules for it",
-                        others.join(", ")
-                    ),
-                });
-            }
-            discover(p, lookup, &hosts, &source, &mut certs, &mut notices);
-            continue;
-        };
         if !others.is_empty() {
+            let left_out = match &t.secret_name {
+                Some(secret) => format!("Secret {secret} is not served"),
+                None => "no certificate is looked up".to_owned(),
+            };
             notices.push(Notice {
                 object: source.clone(),
                 field: "spec.tls".into(),
                 note: format!(
-                    "Secret {secret} is not served for {}: an older Ingress of another namespace has rules for it",
+                    "{left_out} for {}: an older Ingress of another namespace has rules for it",
                     others.join(", ")
                 ),
             });
-            if hosts.is_empty() {
-                continue;
-            }
+        }
+        let Some(secret) = &t.secret_name else {
+            // No Secret named: one is found for each host, as the ALB finds certificates.
+            discover(p, lookup, &hosts, &source, &mut certs, &mut notices);
+            continue;
+        };
+        if hosts.is_empty() && !others.is_empty() {
+            continue;
         }
         match lookup.certificate(&p.namespace, secret, hosts) {
             Ok(c) => certs.push(c),
@@ -368,17 +362,7 @@ fn discover(
     certs: &mut Vec<Certificate>,
     notices: &mut Vec<Notice>,
 ) {
-    let mut found: Vec<Certificate> = Vec::new();
-    let mut missing = Vec::new();
-    for host in hosts {
-        match lookup.discover_certificate(&p.namespace, host) {
-            Some(c) => match found.iter_mut().find(|f| f.secret == c.secret) {
-                Some(f) => f.hosts.push(host.clone()),
-                None => found.push(c),
-            },
-            None => missing.push(host.as_str()),
-        }
-    }
+    let (found, missing) = lookup.discover_certificates(&p.namespace, hosts);
     if !missing.is_empty() {
         notices.push(Notice {
             object: source.clone(),

@@ -82,23 +82,40 @@ impl<'a> Lookup<'a> {
         })
     }
 
-    /// The certificate for `host` found among the `kubernetes.io/tls` Secrets of `namespace`
-    /// (the first by name whose certificate covers it): `spec.tls` hosts with no
-    /// `secretName`, as the ALB finds a certificate by domain in the cloud's store.
-    pub fn discover_certificate(&self, namespace: &str, host: &str) -> Option<Certificate> {
+    /// The certificates for `hosts` found among the `kubernetes.io/tls` Secrets of
+    /// `namespace`: for each host the first Secret by name whose certificate covers it (the
+    /// hosts one Secret covers share its certificate, which comes in the order of its first
+    /// host), and the hosts none covers. `spec.tls` hosts with no `secretName`, as the ALB
+    /// finds a certificate by domain in the cloud's store. Each Secret is read once, and only
+    /// while a host is left.
+    pub fn discover_certificates<'h>(&self, namespace: &str, hosts: &'h [String]) -> (Vec<Certificate>, Vec<&'h str>) {
+        let mut left: Vec<(usize, &str)> = hosts.iter().map(String::as_str).enumerate().collect();
+        let mut found: Vec<(usize, Certificate)> = Vec::new();
         let from = (namespace.to_owned(), String::new());
-        self.secrets
-            .range(from..)
-            .take_while(|((ns, _), _)| ns == namespace)
-            .filter(|(_, s)| s.type_.as_deref() == Some("kubernetes.io/tls"))
-            .filter_map(|((_, name), s)| Some((name, tls_pair(s, namespace, name).ok()?)))
-            .find(|(_, pair)| covers(&pair.cert_pem, host))
-            .map(|(name, pair)| Certificate {
-                secret: ObjectRef { kind: "Secret".into(), namespace: namespace.into(), name: name.clone() },
-                hosts: vec![host.to_owned()],
-                cert_pem: pair.cert_pem,
-                key_pem: pair.key_pem,
-            })
+        let secrets = self.secrets.range(from..).take_while(|((ns, _), _)| ns == namespace);
+        for ((_, name), secret) in secrets.filter(|(_, s)| s.type_.as_deref() == Some("kubernetes.io/tls")) {
+            if left.is_empty() {
+                break;
+            }
+            let Ok(pair) = tls_pair(secret, namespace, name) else { continue };
+            let names: Vec<&str> = left.iter().map(|(_, h)| *h).collect();
+            let covered = covers(&pair.cert_pem, &names);
+            let (mine, rest): (Vec<_>, Vec<_>) = left.into_iter().zip(covered).partition(|(_, c)| *c);
+            left = rest.into_iter().map(|(h, _)| h).collect();
+            if let Some(((first, _), _)) = mine.first() {
+                found.push((
+                    *first,
+                    Certificate {
+                        secret: ObjectRef { kind: "Secret".into(), namespace: namespace.into(), name: name.clone() },
+                        hosts: mine.iter().map(|((_, h), _)| (*h).to_owned()).collect(),
+                        cert_pem: pair.cert_pem,
+                        key_pem: pair.key_pem,
+                    },
+                ));
+            }
+        }
+        found.sort_by_key(|(first, _)| *first);
+        (found.into_iter().map(|(_, c)| c).collect(), left.into_iter().map(|(_, h)| h).collect())
     }
 
     /// The ready endpoints of a Service port (the port by number or name), in the families asked.
