@@ -175,7 +175,8 @@ pub fn clear(ebpf: &mut Ebpf, id: u32) -> Result<()> {
     table.set(id, lb_common::Backend::default(), 0).map_err(map_err(names::BACKENDS))
 }
 
-/// Write a ring or Maglev table at `offset` of `BACKEND_TABLE`.
+/// Write a ring or Maglev table into `region` of `BACKEND_TABLE`: its entries, then its
+/// length in the region's header.
 pub fn write_table(ebpf: &mut Ebpf, region: Region, entries: &[u32]) -> Result<()> {
     if entries.is_empty() {
         // The shared empty header (entry 0, always 0).

@@ -140,8 +140,14 @@ fn remove_in(ebpf: &mut Ebpf, t: Tables, doomed: &[(FlowKey, CtEntry, Still)]) -
     let mut gone = Vec::with_capacity(doomed.len());
     {
         let rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, t.reverse)?;
-        let revs: Vec<Option<RevEntry>> =
-            doomed.iter().map(|(k, e, _)| rev.get(&reverse_key(k, e), 0).ok().filter(|r| r.owned_by(k))).collect();
+        // The reverse side only where idleness is asked (a cut takes the flow anyway).
+        let revs: Vec<Option<RevEntry>> = doomed
+            .iter()
+            .map(|(k, e, still)| match still {
+                Still::Same => None,
+                Still::IdleSince(_) => rev.get(&reverse_key(k, e), 0).ok().filter(|r| r.owned_by(k)),
+            })
+            .collect();
         let mut ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, t.client)?;
         for ((k, e, still), r) in doomed.iter().zip(revs) {
             if ct.get(k, 0).is_ok_and(|now| still_doomed(e, &now, r.as_ref(), *still)) {
