@@ -64,10 +64,8 @@ fn dispatch<C: Ctx, const MODE: u8>(ctx: &C) -> Result<u32, ()> {
         ETH_P_IP => {
             let ip: *mut Ipv4Hdr = ptr_at(ctx, ETH_HLEN)?;
             // SAFETY: bounds checked by ptr_at.
-            let hint = if MODE == MAIN { filter::hint(&[unsafe { (*ip).daddr }, 0, 0, 0]) } else { filter::ALL };
-            // Only a node address (a SNAT source): a backend's reply comes to a port of the
-            // SNAT range; the node's own traffic (most of what comes to it) leaves here.
-            if hint == 0 || (hint == filter::SNAT && parse::v4_dport(ctx).is_some_and(|p| !snat_port(p))) {
+            let hint = if MODE == MAIN { hint_v4(ctx, ip) } else { filter::ALL };
+            if hint == 0 {
                 return Ok(pass::<C>(stat::PASS_NOT_OURS, bytes));
             }
             // SAFETY: bounds checked by ptr_at.
@@ -100,6 +98,36 @@ fn dispatch<C: Ctx, const MODE: u8>(ctx: &C) -> Result<u32, ()> {
         ETH_P_8021Q | ETH_P_8021AD => Ok(pass::<C>(stat::PASS_VLAN, bytes)),
         _ => Ok(pass::<C>(stat::PASS_NOT_OURS, bytes)),
     }
+}
+
+/// The filter's answer for an IPv4 packet (0: not ours). Only a node address (a SNAT source):
+/// a backend's reply comes to a port of the SNAT range; the node's own traffic (most of what
+/// comes to it) leaves here.
+#[inline(always)]
+fn hint_v4<C: Ctx>(ctx: &C, ip: *const Ipv4Hdr) -> u8 {
+    // SAFETY: the caller checked the header's bounds.
+    let hint = filter::hint(&[unsafe { (*ip).daddr }, 0, 0, 0]);
+    if hint == filter::SNAT && parse::v4_dport(ctx).is_some_and(|p| !snat_port(p)) { 0 } else { hint }
+}
+
+/// For tc, before an skb's headers are pulled into its linear part: the verdict when the
+/// packet is certainly not ours (counted as [`handle`] counts it), so that the node's own
+/// traffic (TCP data is headers in the linear part, payload in pages) is not copied for
+/// nothing. `None`: it may be ours, or the headers the filter reads are not all there.
+#[inline(always)]
+pub fn not_ours<C: Ctx>(ctx: &C) -> Option<u32> {
+    let eth: *mut EthHdr = ptr_at(ctx, 0).ok()?;
+    // SAFETY: bounds checked by ptr_at (here and below).
+    let hint = match u16::from_be(unsafe { (*eth).proto }) {
+        ETH_P_IP => hint_v4(ctx, ptr_at::<C, Ipv4Hdr>(ctx, ETH_HLEN).ok()?),
+        ETH_P_IPV6 => filter::hint(unsafe { &(*ptr_at::<C, Ipv6Hdr>(ctx, ETH_HLEN).ok()?).daddr }),
+        _ => return None,
+    };
+    (hint == 0).then(|| {
+        let bytes = (ctx.data_end() - ctx.data()) as u64;
+        count(stat::RX, bytes);
+        pass::<C>(stat::PASS_NOT_OURS, bytes)
+    })
 }
 
 #[inline(always)]

@@ -16,8 +16,11 @@ use crate::{
 };
 
 /// Bytes of headers the datapath reads directly (Ethernet, IPv6 with extension headers,
-/// a TCP header); pulled into the linear part when an skb has less there.
+/// a TCP header); pulled into the linear part, when an skb has less there, once the packet
+/// may be ours.
 const HEADERS: u32 = 128;
+/// Bytes "is it ours" reads (Ethernet and an IPv6 header; IPv4's ports are read when there).
+const FILTER_HEADERS: u32 = 54;
 
 /// `lb_tc_nic`: a frame with [`Handoff`] metadata is sent where XDP said; everything else
 /// goes on into the stack.
@@ -61,13 +64,26 @@ fn datapath(ctx: &TcContext) -> u32 {
     let len = ctx.len();
     let linear = (ctx.data_end() - ctx.data()) as u32;
     if linear < HEADERS && len > linear {
-        let want = if len < HEADERS { len } else { HEADERS };
-        // SAFETY: helper on our context.
-        if unsafe { bpf_skb_pull_data(ctx.skb.skb, want) } != 0 {
+        // A pull may copy the payload into a new head: only for packets that may be ours.
+        if linear < FILTER_HEADERS && !pull(ctx, len, FILTER_HEADERS) {
+            return TC_ACT_OK as u32;
+        }
+        if let Some(verdict) = flow::not_ours(ctx) {
+            return verdict;
+        }
+        if !pull(ctx, len, HEADERS) {
             return TC_ACT_OK as u32;
         }
     }
     then(ctx, flow::handle(ctx))
+}
+
+/// Pull up to `want` bytes (at most the packet) into the skb's linear part.
+#[inline(always)]
+fn pull(ctx: &TcContext, len: u32, want: u32) -> bool {
+    let want = if len < want { len } else { want };
+    // SAFETY: helper on our context.
+    unsafe { bpf_skb_pull_data(ctx.skb.skb, want) == 0 }
 }
 
 /// `lb_tc_open`: a packet to a listener with no established flow (tail-called; the skb's
