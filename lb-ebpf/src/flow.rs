@@ -14,9 +14,10 @@ use crate::{
     half_open::{self, Step, claim_snat_port},
     icmp,
     maps::{
-        BACKENDS, CONFIG, CONNTRACK, FRAGMENTS, HALF_OPEN, HALF_OPEN_REV, LISTENER_CFG, LISTENERS, REVERSE_NAT,
-        SNAT_ADDRS, TAIL_CALL, scratch,
+        BACKENDS, CONFIG, CONNTRACK, FRAG_IDS, FRAGMENTS, HALF_OPEN, HALF_OPEN_REV, LISTENER_CFG, LISTENERS,
+        REVERSE_NAT, SNAT_ADDRS, TAIL_CALL, scratch,
     },
+    nat,
     parse::{
         self, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, EthHdr, Ip, Ipv4Hdr, Ipv6Hdr, Packet, Skip,
         TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, ptr_at,
@@ -140,7 +141,7 @@ fn skipped<C: Ctx>(skip: Skip, bytes: u64) -> u32 {
 
 #[inline(always)]
 fn process<C: Ctx, H: CookieIp, const MODE: u8>(ctx: &C, pkt: &mut Packet<H>, bytes: u64, hint: u8) -> Result<u32, ()> {
-    if pkt.is_fragment && !fragment_ports(pkt) {
+    if pkt.is_fragment && !fragment_ports::<H, MODE>(pkt) {
         return Ok(pass::<C>(stat::PASS_FRAGMENT, bytes));
     }
     if MODE == COOKIE {
@@ -187,6 +188,11 @@ fn process<C: Ctx, H: CookieIp, const MODE: u8>(ctx: &C, pkt: &mut Packet<H>, by
     // SAFETY: read-only lookup.
     if unsafe { LISTENERS.get(&lkey) }.is_none() {
         return Ok(pass::<C>(stat::PASS_NOT_OURS, bytes));
+    }
+    if pkt.is_fragment {
+        // `lb_*_open` parses the packet again: a first fragment goes on with its new
+        // identification already in place (the rewrite there writes it again).
+        nat::set_id(ctx, pkt);
     }
     Ok(TAIL_CALL | prog_index::OPEN)
 }
@@ -294,10 +300,19 @@ fn opening<C: Ctx, H: CookieIp>(ctx: &C, pkt: &Packet<H>, bytes: u64) -> Result<
     }
 }
 
-/// Fragments: the first one records its ports; the ones after it borrow them. Returns false
-/// for a later fragment whose first fragment was not seen (left to the kernel).
+/// Fragments, in the entry program: the first one records its ports; the ones after it
+/// borrow them. An IPv4 fragment leaves with its datagram's new identification
+/// (`FragEntry::id`; the first fragment takes it, the ones after it find it), put in
+/// `pkt.frag_id` for the rewrite: a fragment that is not forwarded stays as it came.
+/// In `lb_*_open` (which the entry program sends only what may open a flow to), a first
+/// fragment is recorded already, and a later one opens no flow (nor does any fragment answer
+/// a SYN cookie). Returns false for a fragment left to the kernel: a later one whose first
+/// fragment was not seen, one in `lb_*_open` or `lb_*_cookie` that is not a first fragment.
 #[inline(always)]
-fn fragment_ports<H: Ip>(pkt: &mut Packet<H>) -> bool {
+fn fragment_ports<H: Ip, const MODE: u8>(pkt: &mut Packet<H>) -> bool {
+    if MODE != MAIN {
+        return MODE == OPEN && pkt.has_l4();
+    }
     let fkey = FlowKey {
         src: pkt.key.src,
         dst: pkt.key.dst,
@@ -307,21 +322,38 @@ fn fragment_ports<H: Ip>(pkt: &mut Packet<H>) -> bool {
         family: pkt.key.family,
         _pad: [0; 2],
     };
-    if pkt.has_l4() {
-        let ports = (pkt.key.sport as u32) | ((pkt.key.dport as u32) << 16);
-        let _ = FRAGMENTS.insert(&fkey, &ports, 0);
-        return true;
+    let id = if pkt.has_l4() {
+        let id = if H::FAMILY == FAMILY_V4 { next_frag_id() } else { 0 };
+        let entry = FragEntry { sport: pkt.key.sport, dport: pkt.key.dport, id, _pad: 0 };
+        let _ = FRAGMENTS.insert(&fkey, &entry, 0);
+        id
+    } else {
+        // SAFETY: read-only copy of the value.
+        let Some(f) = (unsafe { FRAGMENTS.get(&fkey) }) else { return false };
+        pkt.key.sport = f.sport;
+        pkt.key.dport = f.dport;
+        count(stat::FRAGMENTS_FWD, 0);
+        f.id
+    };
+    if H::FAMILY == FAMILY_V4 {
+        pkt.frag_id = id as u32;
     }
-    // SAFETY: read-only copy of the value.
-    match unsafe { FRAGMENTS.get(&fkey) } {
-        Some(ports) => {
-            pkt.key.sport = *ports as u16;
-            pkt.key.dport = (*ports >> 16) as u16;
-            count(stat::FRAGMENTS_FWD, 0);
-            true
-        }
-        None => false,
+    true
+}
+
+/// The next IPv4 identification for a fragmented datagram (network byte order), from this
+/// CPU's block (`FragIds`): no two datagrams in flight share one until the block comes round.
+#[inline(always)]
+fn next_frag_id() -> u16 {
+    let Some(c) = FRAG_IDS.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's value; a packet's program runs to its end on one CPU.
+    let c = unsafe { &mut *c };
+    let id = c.base.wrapping_add(c.next);
+    c.next = c.next.wrapping_add(1);
+    if c.span != 0 && c.next >= c.span {
+        c.next = 0;
     }
+    id.to_be()
 }
 
 /// A TCP SYN (without ACK) on a flow whose connection was closed (FIN or RST seen).

@@ -8,7 +8,7 @@ use lb_common::*;
 use crate::{
     ctx::{Ctx, drop},
     fwd,
-    maps::{LISTENER_CFG, REVERSE_NAT, TAIL_CALL, pp_scratch, scratch},
+    maps::{HALF_OPEN_REV, LISTENER_CFG, REVERSE_NAT, TAIL_CALL, pp_scratch, scratch},
     nat,
     parse::{Ip, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     persist,
@@ -146,8 +146,8 @@ pub fn send_to_backend<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &mut CtEn
 
 /// Once a second per flow: keep the reply path alive and pointed at where the client is now,
 /// and the client's persistence fresh. The reverse entry is changed only when this flow owns
-/// it: a flow whose entry was evicted and its port taken by another never overwrites that
-/// flow's (replies would go to the wrong client).
+/// it: a flow whose entry was evicted and its port taken by another, established or
+/// half-open, never overwrites or writes that flow's (replies would go to the wrong client).
 #[inline(always)]
 fn refresh<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
     let key = &pkt.key;
@@ -173,6 +173,9 @@ fn refresh<C: Ctx, H: Ip>(ctx: &C, pkt: &Packet<H>, entry: &CtEntry, now: u64) {
                 count(stat::REVERSE_CONFLICT, 0);
             }
         }
+        // Lost to the LRU, and its port taken since by a flow still half-open: that flow's
+        // SYN-ACK would come back to this flow's client, and its handshake find the port taken.
+        None if HALF_OPEN_REV.get_ptr(&rkey).is_some() => count(stat::REVERSE_CONFLICT, 0),
         None => {
             if let Some(scratch) = scratch() {
                 // Lost to the LRU: a flow the client has acknowledged had its backend's SYN-ACK,

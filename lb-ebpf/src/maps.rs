@@ -67,10 +67,14 @@ pub static PERSIST: LruHashMap<PersistKey, PersistEntry> = LruHashMap::with_max_
 #[map(name = "ACLS")]
 pub static ACLS: LpmTrie<AclData, u32> = LpmTrie::with_max_entries(MAX_ACL_PREFIXES, 0);
 
-/// First-fragment ports by (source, destination, identification, protocol), for the
-/// fragments after it.
+/// First-fragment ports (and the datagram's new IPv4 identification) by (source,
+/// destination, identification, protocol), for the fragments after it.
 #[map(name = "FRAGMENTS")]
-pub static FRAGMENTS: LruHashMap<FlowKey, u32> = LruHashMap::with_max_entries(16384, 0);
+pub static FRAGMENTS: LruHashMap<FlowKey, FragEntry> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per CPU: the next IPv4 identification for a fragmented datagram sent on ([`FragIds`]).
+#[map(name = "FRAG_IDS")]
+pub static FRAG_IDS: PerCpuArray<FragIds> = PerCpuArray::with_max_entries(1, 0);
 
 /// Egress ifindex → node addresses used as the source of NATed packets.
 #[map(name = "SNAT_ADDRS")]

@@ -72,6 +72,12 @@ pub trait Ip {
     /// # Safety
     /// As above.
     unsafe fn hop(ip: *mut Self) -> bool;
+    /// Set the IPv4 identification (network byte order), fixing the header checksum; IPv6
+    /// headers have none (a fragment header's is left as it is).
+    ///
+    /// # Safety
+    /// As above.
+    unsafe fn set_id(ip: *mut Self, id: u16);
 }
 
 impl Ip for Ipv4Hdr {
@@ -95,6 +101,14 @@ impl Ip for Ipv4Hdr {
     #[inline(always)]
     unsafe fn tot_len(ip: *mut Self) -> u16 {
         unsafe { u16::from_be((*ip).tot_len) }
+    }
+
+    #[inline(always)]
+    unsafe fn set_id(ip: *mut Self, id: u16) {
+        unsafe {
+            (*ip).check = csum::replace2((*ip).check, (*ip).id, id);
+            (*ip).id = id;
+        }
     }
 
     #[inline(always)]
@@ -147,6 +161,9 @@ impl Ip for Ipv6Hdr {
         }
         true
     }
+
+    #[inline(always)]
+    unsafe fn set_id(_ip: *mut Self, _id: u16) {}
 }
 
 /// A TCP header without options.
@@ -192,7 +209,9 @@ pub struct Packet<H> {
     /// Offset of the transport header; 0 in a fragment after the first (no header).
     pub l4_off: u32,
     pub key: FlowKey,
-    /// Fragment identification when the packet is a fragment.
+    /// The fragment identification (IPv6: when the packet is a fragment). IPv4: the
+    /// identification the packet leaves with (network byte order), its own or, for a
+    /// fragment, its datagram's new one (`flow::fragment_ports`).
     pub frag_id: u32,
     pub proto: u8,
     pub tcp_flags: u8,

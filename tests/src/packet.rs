@@ -346,6 +346,7 @@ pub fn parse(f: &[u8]) -> Parsed {
 pub fn reassemble_udp_fragments(out1: &[u8], out2: &[u8], id: u16) -> Parsed {
     let (ip1, ip2) = (&out1[14..34], &out2[14..34]);
     assert_eq!(ip1[12..20], ip2[12..20], "both fragments between the same addresses");
+    assert_eq!(ip1[4..6], ip2[4..6], "both fragments with the same identification");
     for ip in [ip1, ip2] {
         assert_eq!(finish(sum16(ip, 0)), 0, "IP checksum");
     }

@@ -128,6 +128,7 @@ impl Dataplane {
             }
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
+        Dataplane::seed_frag_ids(&mut ebpf)?;
         for r in resized {
             let name = r.name;
             let copied = r.copy_into(&mut ebpf)?;

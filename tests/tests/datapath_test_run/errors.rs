@@ -9,7 +9,7 @@ use lb_tests::{
         Step, from, packet, raw, then,
     },
     packet::{ACK, Flow, Frame, SYN, eth, finish, ipv4_header, parse, reassemble_udp_fragments, sum16},
-    testbed::{listener, model},
+    testbed::{listener, mac_of, model},
 };
 use lb_userspace::model::{Protocol, Scheduler};
 
@@ -42,6 +42,85 @@ pub fn fragments_follow_their_first_fragment() -> Fixture {
             assert!(p.l4_csum_ok, "reassembled UDP checksum after NAT: {p:?}");
             assert_eq!(p.flow.3, 5353);
             assert_eq!(t.dp.stats().unwrap().packets("fragments_fwd"), 1);
+        }),
+    ];
+    Fixture::new(m, steps)
+}
+
+/// Two clients' datagrams, fragmented with one identification, to one backend: after full NAT
+/// both are from the SNAT address, so each leaves with an identification of its own (the
+/// backend would otherwise reassemble them into one), its fragments all with the same; the
+/// backend's fragmented reply too.
+pub fn fragments_of_two_clients_leave_with_identifications_of_their_own() -> Fixture {
+    let vip = IpAddr::V4(VIP);
+    let m = model(vec![listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1)])]);
+    let other = Ipv4Addr::new(198, 18, 0, 3);
+    // One datagram of 8 + 32 bytes from `client`, cut after 24 bytes of L4 data.
+    let halves = |flow: Flow, id: u16| {
+        let mut whole = Frame::udp(flow).payload(&[7u8; 32]);
+        whole.ip_id = id;
+        let l4 = whole.l4();
+        let (head, tail) = l4.split_at(24);
+        let (mut first, mut later) = (whole.clone(), whole);
+        first.frag_off = 0x2000; // MF
+        later.frag_off = 3; // offset 24 bytes, last
+        (first.with_l3_payload(head), later.with_l3_payload(tail))
+    };
+    let (a1, a2) = halves(Flow::new(CLIENT, 47000, VIP, 53), 0x4242);
+    let (b1, b2) = halves(Flow::new(other, 47000, VIP, 53), 0x4242);
+    let id = |f: &[u8]| u16::from_be_bytes([f[18], f[19]]);
+    let steps = vec![
+        packet("a: first fragment", Client, a1, XDP_REDIRECT, Out::Any),
+        packet("b: first fragment", Client, b1, XDP_REDIRECT, Out::Any),
+        packet("a: later fragment", Client, a2, XDP_REDIRECT, Out::Any),
+        packet("b: later fragment", Client, b2, XDP_REDIRECT, Out::Any),
+        then("each reassembles apart", move |_: &mut Bench, s| {
+            let mut ids = Vec::new();
+            for who in ["a", "b"] {
+                let (f1, f2) = (s.frame(&format!("{who}: first fragment")), s.frame(&format!("{who}: later fragment")));
+                let p = reassemble_udp_fragments(f1, f2, id(f1));
+                assert_eq!((p.flow.0, p.flow.2), (IpAddr::V4(SNAT), IpAddr::V4(B1)), "{who}: {p:?}");
+                assert!(p.l4_csum_ok, "{who}: reassembled UDP checksum after NAT: {p:?}");
+                ids.push(id(f1));
+            }
+            assert_ne!(ids[0], ids[1], "two datagrams from the SNAT address to B1 share identification {:#x}", ids[0]);
+        }),
+        packet(
+            "the backend's fragmented reply, first",
+            Backend,
+            from(move |s| {
+                let sport = s.parsed("a: first fragment").flow.1;
+                let mut whole = Frame::udp(Flow::new(B1, 5353, SNAT, sport)).payload(&[9u8; 32]);
+                whole = Frame { dst_mac: s.b_mac, src_mac: mac_of(IpAddr::V4(B1)), ..whole };
+                whole.ip_id = 0x0077;
+                whole.frag_off = 0x2000;
+                let l4 = whole.l4();
+                whole.with_l3_payload(&l4[..24])
+            }),
+            XDP_REDIRECT,
+            Out::Any,
+        ),
+        packet(
+            "the backend's fragmented reply, later",
+            Backend,
+            from(move |s| {
+                let sport = s.parsed("a: first fragment").flow.1;
+                let mut whole = Frame::udp(Flow::new(B1, 5353, SNAT, sport)).payload(&[9u8; 32]);
+                whole = Frame { dst_mac: s.b_mac, src_mac: mac_of(IpAddr::V4(B1)), ..whole };
+                whole.ip_id = 0x0077;
+                whole.frag_off = 3;
+                let l4 = whole.l4();
+                whole.with_l3_payload(&l4[24..])
+            }),
+            XDP_REDIRECT,
+            Out::Any,
+        ),
+        then("the reply reassembles at the client", move |_: &mut Bench, s| {
+            let f1 = s.frame("the backend's fragmented reply, first");
+            let f2 = s.frame("the backend's fragmented reply, later");
+            let p = reassemble_udp_fragments(f1, f2, id(f1));
+            assert_eq!((p.flow.0, p.flow.1, p.flow.2, p.flow.3), (vip, 53, IpAddr::V4(CLIENT), 47000), "{p:?}");
+            assert!(p.l4_csum_ok, "reassembled reply's UDP checksum after NAT: {p:?}");
         }),
     ];
     Fixture::new(m, steps)

@@ -46,6 +46,7 @@ lb_tests::fixtures! {
     a_lost_reverse_entry_comes_back_established_and_a_reopen_spares_anothers => flows::a_lost_reverse_entry_comes_back_established_and_a_reopen_spares_anothers(),
     only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it => flows::only_a_syn_opens_a_tcp_flow_and_the_handshake_ack_establishes_it(),
     fragments_follow_their_first_fragment => errors::fragments_follow_their_first_fragment(),
+    fragments_of_two_clients_leave_with_identifications_of_their_own => errors::fragments_of_two_clients_leave_with_identifications_of_their_own(),
     ipv6_fragments_follow_their_first_fragment => errors::ipv6_fragments_follow_their_first_fragment(),
     icmp_errors_reach_the_right_side => errors::icmp_errors_reach_the_right_side(),
     icmpv6_packet_too_big_reaches_the_right_side => errors::icmpv6_packet_too_big_reaches_the_right_side(),
@@ -58,6 +59,7 @@ lb_tests::fixtures! {
     syn_cookies_answer_syns_and_only_a_valid_cookie_opens_a_flow => cookies::syn_cookies_answer_syns_and_only_a_valid_cookie_opens_a_flow(),
     syn_cookies_ipv6_and_proxy_v2 => cookies::syn_cookies_ipv6_and_proxy_v2(),
     an_answered_handshake_keeps_its_port_longer_than_an_unanswered_one => reclaim::an_answered_handshake_keeps_its_port_longer_than_an_unanswered_one(),
+    a_flow_that_lost_its_reverse_entry_leaves_its_port_to_the_flow_that_took_it => reclaim::a_flow_that_lost_its_reverse_entry_leaves_its_port_to_the_flow_that_took_it(),
 }
 
 const XDP_DROP: u32 = 1;
