@@ -73,7 +73,10 @@ pub fn for_scheduler(s: &Scheduler, endpoints: usize, active: &ActiveRequests) -
         Scheduler::Wlc => Box::new(LeastRequests { active: active.clone(), next: AtomicUsize::new(0) }),
         Scheduler::Sch => Box::new(Rendezvous { key: Key::Client }),
         Scheduler::Tch => Box::new(Rendezvous { key: Key::Tuple }),
-        Scheduler::Uch { parameter } => Box::new(Rendezvous { key: Key::Query(parameter.clone()) }),
+        Scheduler::Uch { parameter } => Box::new(QueryHash {
+            parameter: parameter.clone(),
+            without: SmoothWrr { current: Mutex::new(vec![0; endpoints]) },
+        }),
     }
 }
 
@@ -169,7 +172,29 @@ impl Balancer for LeastRequests {
 enum Key {
     Client,
     Tuple,
-    Query(String),
+}
+
+/// uch: requests with the parameter by its value (rendezvous); requests without it by
+/// weighted round robin, as HAProxy's `balance url_param` (hashing the empty value would
+/// send every one of them, a site's front page say, to one endpoint).
+struct QueryHash {
+    parameter: String,
+    without: SmoothWrr,
+}
+
+impl Balancer for QueryHash {
+    fn pick(&self, cx: &PickContext<'_>, endpoints: &[Endpoint]) -> Option<usize> {
+        match query_value(cx.query, &self.parameter) {
+            Some(value) => highest_score(value.as_bytes(), endpoints),
+            None => self.without.pick(cx, endpoints),
+        }
+    }
+}
+
+/// The value of query parameter `name` in `query` (the first, when repeated; "" for a bare
+/// `name` or `name=`).
+fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').filter_map(|kv| kv.split_once('=').or(Some((kv, "")))).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
 /// Weighted rendezvous (highest random weight) hashing.
@@ -185,28 +210,25 @@ impl Rendezvous {
                 IpAddr::V6(a) => a.octets().to_vec(),
             },
             Key::Tuple => [endpoint_id(cx.tuple.0), endpoint_id(cx.tuple.1)].concat(),
-            Key::Query(name) => cx
-                .query
-                .split('&')
-                .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_bytes().to_vec())
-                .unwrap_or_default(),
         }
     }
 }
 
 impl Balancer for Rendezvous {
     fn pick(&self, cx: &PickContext<'_>, endpoints: &[Endpoint]) -> Option<usize> {
-        let key = self.key_bytes(cx);
-        endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.weight > 0)
-            .map(|(i, e)| (i, rendezvous_score(&key, e)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(i, _)| i)
+        highest_score(&self.key_bytes(cx), endpoints)
     }
+}
+
+/// The endpoint of highest rendezvous score for `key` (weight 0: never).
+fn highest_score(key: &[u8], endpoints: &[Endpoint]) -> Option<usize> {
+    endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.weight > 0)
+        .map(|(i, e)| (i, rendezvous_score(key, e)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
 }
 
 /// FNV-1a 64 then a murmur3 finalizer: stable across versions and machines (golden-tested).
@@ -404,5 +426,11 @@ mod tests {
                 .map(|q| pick(q, [1, 1, 1, 1]))
                 .collect();
         assert!(spread.len() > 1);
+        // Without the parameter: every endpoint in turn, not all on the one the empty value
+        // hashes to.
+        let without: std::collections::BTreeSet<_> =
+            ["", "a=1", "uidx=3", "a=1", "", "b=2", "", ""].iter().map(|q| pick(q, [1, 1, 1, 1])).collect();
+        assert_eq!(without.len(), 4, "{without:?}");
+        assert_eq!(pick("uid=", [1, 1, 1, 1]), pick("a=2&uid", [2, 2, 2, 2]), "an empty value is a value");
     }
 }
