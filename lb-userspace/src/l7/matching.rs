@@ -42,6 +42,11 @@ impl Request<'_> {
     pub fn cookie(&self, name: &str) -> Option<&str> {
         self.cookies().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
+
+    /// Every value of cookie `name`, in the order sent (a client sends one per path).
+    pub fn cookies_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        self.cookies().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
 }
 
 /// Capturing groups of the path regex that matched (`groups[0]`: the whole match; none

@@ -11,7 +11,7 @@ use super::{
     respond::Body,
     router::{CompiledRoute, Pick},
 };
-use crate::model::l7::route::StickySession;
+use crate::model::l7::route::{PathMatch, StickySession};
 
 /// Name of the cookie the proxy inserts for `sticky-session-type: insert`.
 pub const STICKY_COOKIE: &str = "SERVERID";
@@ -21,11 +21,28 @@ pub const GROUP_COOKIE: &str = "SERVERGROUPID";
 
 /// The endpoint a sticky cookie names, if the rule is sticky.
 pub(super) fn sticky_endpoint(route: &CompiledRoute, req: &matching::Request<'_>) -> Option<SocketAddr> {
-    let id = match route.route.rule.backend.sticky.as_ref()? {
-        StickySession::Insert { .. } => req.cookie(STICKY_COOKIE)?.to_owned(),
-        StickySession::Server { cookie } => req.cookie(cookie)?.split_once('~')?.0.to_owned(),
+    let named = |id: &str| {
+        route.route.upstreams.iter().flat_map(|u| &u.endpoints).map(|e| e.addr).find(|a| sticky_id(*a) == id)
     };
-    route.route.upstreams.iter().flat_map(|u| &u.endpoints).map(|e| e.addr).find(|a| sticky_id(*a) == id)
+    match route.route.rule.backend.sticky.as_ref()? {
+        // A client holds a SERVERID per sticky route path of a host (see [`cookie_path`]) and
+        // sends every one whose path covers the request's: the one naming this route's endpoint.
+        StickySession::Insert { .. } => req.cookies_named(STICKY_COOKIE).find_map(named),
+        StickySession::Server { cookie } => named(req.cookie(cookie)?.split_once('~')?.0),
+    }
+}
+
+/// The `Path` of an inserted cookie: the route's own (a prefix or an exact path; a regex
+/// route's is `/`), so that the routes of one host, each sticky on its own backends, do not
+/// overwrite each other's cookie at every turn between them (RFC 6265 path matching is the
+/// router's hierarchical prefix matching).
+fn cookie_path(route: &CompiledRoute) -> &str {
+    let path = match &route.route.rule.path.matcher {
+        PathMatch::Exact(p) | PathMatch::Prefix(p) => p.as_str(),
+        PathMatch::Regex(_) => "/",
+    };
+    let usable = path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic() && b != b';');
+    if usable { path } else { "/" }
 }
 
 /// The cookie value naming an endpoint.
@@ -64,7 +81,7 @@ pub(super) fn set_sticky(route: &CompiledRoute, pick: Pick, resp: &mut Response<
     let id = sticky_id(pick.endpoint.addr);
     match sticky {
         StickySession::Insert { timeout_s } => {
-            let v = format!("{STICKY_COOKIE}={id}; Max-Age={timeout_s}; Path=/; HttpOnly");
+            let v = format!("{STICKY_COOKIE}={id}; Max-Age={timeout_s}; Path={}; HttpOnly", cookie_path(route));
             if let Ok(v) = HeaderValue::from_str(&v) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }

@@ -73,6 +73,50 @@ async fn schedulers_and_sticky_sessions() {
     }
 }
 
+/// Two sticky routes of one host, each on its own backends: each inserts its SERVERID with its
+/// own path, so a browser keeps both; a request carrying both goes by the one naming an
+/// endpoint of its route (one shared cookie was rewritten at every turn between the routes).
+#[tokio::test]
+async fn sticky_routes_of_one_host_keep_their_own_cookies() {
+    let port = free_port();
+    let api = [echo("a0", Duration::ZERO).await, echo("a1", Duration::ZERO).await];
+    let web = [echo("w0", Duration::ZERO).await, echo("w1", Duration::ZERO).await];
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "api", &[&api[0], &api[1]])
+        + &service(NS, "web", &[&web[0], &web[1]])
+        + &ingress(
+            NS,
+            "sticky",
+            &[
+                ("listen-ports", &lp),
+                ("sticky-session", "true"),
+                ("sticky-session-type", "Insert"),
+                ("cookie-timeout", "300"),
+            ],
+            &rule("two.test", &[("/api", "Prefix", "api"), ("/web", "Prefix", "web")]),
+        );
+    let _p = proxy(&model(&yaml));
+    let c = client();
+    let mut pairs = Vec::new();
+    for (path, from) in [("/api/x", "a"), ("/web/y", "w")] {
+        let r = get(&c, port, "two.test", path, &[]).await;
+        let cookie = r.header("set-cookie").expect("an inserted cookie");
+        let route_path = &path[..4];
+        assert!(cookie.contains(&format!("; Path={route_path};")), "{path}: {cookie}");
+        assert!(r.backend().starts_with(from), "{path}: {}", r.backend());
+        pairs.push((path, r.backend(), cookie.split(';').next().unwrap().to_owned()));
+    }
+    let both = |first: usize| format!("{}; {}", pairs[first].2, pairs[1 - first].2);
+    for _ in 0..6 {
+        for (i, (path, backend, _)) in pairs.iter().enumerate() {
+            // The other route's cookie first: it names no endpoint of this route.
+            let got = get(&c, port, "two.test", path, &[("cookie", &both(1 - i))]).await.backend();
+            assert_eq!(&got, backend, "{path} with both cookies");
+        }
+    }
+}
+
 /// ALB `healthcheck-*`: an endpoint failing its HTTP check stops getting requests; the
 /// agent's checker drives it exactly as `lb run` does.
 #[tokio::test]
