@@ -9,7 +9,7 @@ pub mod map_names {
     pub const BACKENDS: &str = "BACKENDS";
     pub const BACKEND_TABLE: &str = "BACKEND_TABLE";
     pub const CONNTRACK: &str = "CONNTRACK";
-    /// Per CPU: the IPv4 identifications fragmented datagrams leave with.
+    /// The next IPv4 identification a fragmented datagram leaves with (one counter).
     pub const FRAG_IDS: &str = "FRAG_IDS";
     pub const REVERSE_NAT: &str = "REVERSE_NAT";
     /// TCP flows whose handshake has not completed (client side, then backend side).
@@ -299,27 +299,6 @@ pub struct FragEntry {
     /// collide and the receiver would reassemble two datagrams into one.
     pub id: u16,
     pub _pad: u16,
-}
-
-/// Value of `FRAG_IDS` (per CPU): the IPv4 identifications a CPU gives fragmented datagrams
-/// ([`FragEntry::id`]), `base + next` then `next + 1`, within its own block of `span` (0:
-/// all 65,536), so that no two CPUs hand out one. Seeded by user space at load.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FragIds {
-    pub next: u16,
-    pub base: u16,
-    pub span: u16,
-    pub _pad: u16,
-}
-
-impl FragIds {
-    /// CPU `cpu`'s block of `cpus`, starting at `start` (any value: taken within the block).
-    pub fn block(cpu: usize, cpus: usize, start: u16) -> FragIds {
-        let span = (65_536 / cpus.clamp(1, 65_536)) as u32;
-        let next = (start as u32 % span) as u16;
-        FragIds { next, base: (cpu as u32 * span) as u16, span: span as u16, _pad: 0 }
-    }
 }
 
 /// Value of `CONNTRACK`: where a client flow is sent.
@@ -686,7 +665,6 @@ mod pod {
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FragEntry {}
-    unsafe impl aya::Pod for FragIds {}
     unsafe impl aya::Pod for CtEntry {}
     unsafe impl aya::Pod for RevEntry {}
     unsafe impl aya::Pod for PersistKey {}
@@ -789,28 +767,6 @@ mod tests {
     }
     const GOLDEN_SRC: u32 = 3_430_763_372;
     const GOLDEN_TUPLE: u32 = 444_826_287;
-}
-
-#[cfg(test)]
-mod frag_ids {
-    use super::FragIds;
-
-    /// Every CPU's block of identifications is its own, and the blocks cover what they can.
-    #[test]
-    fn blocks_are_disjoint() {
-        for cpus in [1usize, 2, 3, 64, 96, 1024] {
-            let mut seen = std::collections::HashSet::new();
-            for cpu in 0..cpus {
-                let b = FragIds::block(cpu, cpus, 54_321);
-                let span = if b.span == 0 { 65_536 } else { b.span as u32 };
-                assert!(u32::from(b.next) < span, "{cpus} CPUs, CPU {cpu}: {b:?}");
-                for i in 0..span {
-                    assert!(seen.insert(b.base.wrapping_add(i as u16)), "{cpus} CPUs: CPU {cpu} repeats an id");
-                }
-            }
-            assert!(seen.len() > 65_536 - cpus, "{cpus} CPUs: {} ids", seen.len());
-        }
-    }
 }
 
 #[cfg(test)]

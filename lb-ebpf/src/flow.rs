@@ -323,10 +323,18 @@ fn fragment_ports<H: Ip, const MODE: u8>(pkt: &mut Packet<H>) -> bool {
         _pad: [0; 2],
     };
     let id = if pkt.has_l4() {
-        let id = if H::FAMILY == FAMILY_V4 { next_frag_id() } else { 0 };
-        let entry = FragEntry { sport: pkt.key.sport, dport: pkt.key.dport, id, _pad: 0 };
-        let _ = FRAGMENTS.insert(&fkey, &entry, 0);
-        id
+        // A first fragment seen again (duplicated on the way) keeps the identification it
+        // took: its datagram's later fragments may have left with it already.
+        // SAFETY: read-only copy of the value.
+        let seen = unsafe { FRAGMENTS.get(&fkey) }.filter(|f| f.sport == pkt.key.sport && f.dport == pkt.key.dport);
+        if let Some(f) = seen {
+            f.id
+        } else {
+            let id = if H::FAMILY == FAMILY_V4 { next_frag_id() } else { 0 };
+            let entry = FragEntry { sport: pkt.key.sport, dport: pkt.key.dport, id, _pad: 0 };
+            let _ = FRAGMENTS.insert(&fkey, &entry, 0);
+            id
+        }
     } else {
         // SAFETY: read-only copy of the value.
         let Some(f) = (unsafe { FRAGMENTS.get(&fkey) }) else { return false };
@@ -341,19 +349,20 @@ fn fragment_ports<H: Ip, const MODE: u8>(pkt: &mut Packet<H>) -> bool {
     true
 }
 
-/// The next IPv4 identification for a fragmented datagram (network byte order), from this
-/// CPU's block (`FragIds`): no two datagrams in flight share one until the block comes round.
+/// The next IPv4 identification for a fragmented datagram (network byte order): one counter
+/// for the node, as a host's per-destination counter comes round after 65,536 datagrams
+/// (the datagrams of every client and backend here share the SNAT address). A plain
+/// increment: two CPUs at one instant may take one identification (a window of
+/// nanoseconds); an atomic fetch-and-add needs BPF v3 atomics this build does not emit.
 #[inline(always)]
 fn next_frag_id() -> u16 {
     let Some(c) = FRAG_IDS.get_ptr_mut(0) else { return 0 };
-    // SAFETY: this CPU's value; a packet's program runs to its end on one CPU.
-    let c = unsafe { &mut *c };
-    let id = c.base.wrapping_add(c.next);
-    c.next = c.next.wrapping_add(1);
-    if c.span != 0 && c.next >= c.span {
-        c.next = 0;
+    // SAFETY: the map's value.
+    unsafe {
+        let id = *c;
+        *c = id.wrapping_add(1);
+        (id as u16).to_be()
     }
-    id.to_be()
 }
 
 /// A TCP SYN (without ACK) on a flow whose connection was closed (FIN or RST seen).

@@ -72,9 +72,10 @@ pub static ACLS: LpmTrie<AclData, u32> = LpmTrie::with_max_entries(MAX_ACL_PREFI
 #[map(name = "FRAGMENTS")]
 pub static FRAGMENTS: LruHashMap<FlowKey, FragEntry> = LruHashMap::with_max_entries(16384, 0);
 
-/// Per CPU: the next IPv4 identification for a fragmented datagram sent on ([`FragIds`]).
+/// The next IPv4 identification for a fragmented datagram sent on ([`FragEntry::id`]): one
+/// counter for the node, seeded by user space at load.
 #[map(name = "FRAG_IDS")]
-pub static FRAG_IDS: PerCpuArray<FragIds> = PerCpuArray::with_max_entries(1, 0);
+pub static FRAG_IDS: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Egress ifindex → node addresses used as the source of NATed packets.
 #[map(name = "SNAT_ADDRS")]

@@ -1,13 +1,13 @@
 //! The datapath-wide settings (`CONFIG[0]`): SNAT ports and SYN cookies, the MSS of cookie
-//! flows kept within the smallest MTU of the interfaces the datapath runs on; each CPU's
-//! block of IPv4 identifications for fragmented datagrams (`FRAG_IDS`).
+//! flows kept within the smallest MTU of the interfaces the datapath runs on; where the IPv4
+//! identifications of fragmented datagrams start (`FRAG_IDS`).
 use std::{fmt, str::FromStr};
 
 use aya::{
     Ebpf,
-    maps::{Array, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, MapData},
 };
-use lb_common::{DatapathConfig, FragIds, map_names as names, syn_cookies};
+use lb_common::{DatapathConfig, map_names as names, syn_cookies};
 
 use super::{
     Dataplane,
@@ -128,20 +128,15 @@ pub(super) fn fit_mtu(cfg: &mut DatapathConfig, mtu: u32) -> bool {
 }
 
 impl Dataplane {
-    /// Give each CPU its block of IPv4 identifications (`lb_common::FragIds`), each starting
-    /// at a point of the load's clock, so that a restarted datapath does not hand out the
-    /// identifications of datagrams the last one sent moments before.
+    /// Start the IPv4 identifications of fragmented datagrams (`FRAG_IDS`) at a point of the
+    /// load's clock, so that a restarted datapath does not hand out those the last one sent
+    /// moments before.
     pub(super) fn seed_frag_ids(ebpf: &mut Ebpf) -> Result<()> {
-        let name = names::FRAG_IDS;
-        let bad =
-            |reason: String| map_err(name)(aya::maps::MapError::InvalidName { name: format!("{name}: {reason}") });
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| bad(format!("{what}: {e}")))?;
-        let start =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u16);
-        let blocks: Vec<FragIds> = (0..cpus).map(|cpu| FragIds::block(cpu, cpus, start)).collect();
-        let values = PerCpuValues::try_from(blocks).map_err(|e| bad(e.to_string()))?;
-        let mut ids: PerCpuArray<&mut MapData, FragIds> = super::maps::map_mut(ebpf, name)?;
-        ids.set(0, values, 0).map_err(map_err(name))
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32);
+        let mut ids: Array<&mut MapData, u32> = super::maps::map_mut(ebpf, names::FRAG_IDS)?;
+        ids.set(0, start, 0).map_err(map_err(names::FRAG_IDS))
     }
 
     pub(super) fn write_config(&mut self) -> Result<()> {

@@ -49,8 +49,8 @@ pub fn fragments_follow_their_first_fragment() -> Fixture {
 
 /// Two clients' datagrams, fragmented with one identification, to one backend: after full NAT
 /// both are from the SNAT address, so each leaves with an identification of its own (the
-/// backend would otherwise reassemble them into one), its fragments all with the same; the
-/// backend's fragmented reply too.
+/// backend would otherwise reassemble them into one), its fragments all with the same (a
+/// duplicated first fragment too); the backend's fragmented reply too.
 pub fn fragments_of_two_clients_leave_with_identifications_of_their_own() -> Fixture {
     let vip = IpAddr::V4(VIP);
     let m = model(vec![listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1)])]);
@@ -70,10 +70,12 @@ pub fn fragments_of_two_clients_leave_with_identifications_of_their_own() -> Fix
     let (b1, b2) = halves(Flow::new(other, 47000, VIP, 53), 0x4242);
     let id = |f: &[u8]| u16::from_be_bytes([f[18], f[19]]);
     let steps = vec![
-        packet("a: first fragment", Client, a1, XDP_REDIRECT, Out::Any),
+        packet("a: first fragment", Client, a1.clone(), XDP_REDIRECT, Out::Any),
         packet("b: first fragment", Client, b1, XDP_REDIRECT, Out::Any),
         packet("a: later fragment", Client, a2, XDP_REDIRECT, Out::Any),
         packet("b: later fragment", Client, b2, XDP_REDIRECT, Out::Any),
+        // Duplicated on the way, after its later fragment left: the same identification.
+        packet("a: first fragment again", Client, a1, XDP_REDIRECT, Out::Any),
         then("each reassembles apart", move |_: &mut Bench, s| {
             let mut ids = Vec::new();
             for who in ["a", "b"] {
@@ -84,6 +86,7 @@ pub fn fragments_of_two_clients_leave_with_identifications_of_their_own() -> Fix
                 ids.push(id(f1));
             }
             assert_ne!(ids[0], ids[1], "two datagrams from the SNAT address to B1 share identification {:#x}", ids[0]);
+            assert_eq!(id(s.frame("a: first fragment again")), ids[0], "a duplicated first fragment");
         }),
         packet(
             "the backend's fragmented reply, first",
