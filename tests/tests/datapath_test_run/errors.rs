@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_tests::{
     fixture::{
-        Out,
+        Out, Seen,
         Side::{Backend, Client},
         Step, from, packet, raw, then,
     },
@@ -91,30 +91,14 @@ pub fn fragments_of_two_clients_leave_with_identifications_of_their_own() -> Fix
         packet(
             "the backend's fragmented reply, first",
             Backend,
-            from(move |s| {
-                let sport = s.parsed("a: first fragment").flow.1;
-                let mut whole = Frame::udp(Flow::new(B1, 5353, SNAT, sport)).payload(&[9u8; 32]);
-                whole = Frame { dst_mac: s.b_mac, src_mac: mac_of(IpAddr::V4(B1)), ..whole };
-                whole.ip_id = 0x0077;
-                whole.frag_off = 0x2000;
-                let l4 = whole.l4();
-                whole.with_l3_payload(&l4[..24])
-            }),
+            from(|s| reply_fragment(s, true)),
             XDP_REDIRECT,
             Out::Any,
         ),
         packet(
             "the backend's fragmented reply, later",
             Backend,
-            from(move |s| {
-                let sport = s.parsed("a: first fragment").flow.1;
-                let mut whole = Frame::udp(Flow::new(B1, 5353, SNAT, sport)).payload(&[9u8; 32]);
-                whole = Frame { dst_mac: s.b_mac, src_mac: mac_of(IpAddr::V4(B1)), ..whole };
-                whole.ip_id = 0x0077;
-                whole.frag_off = 3;
-                let l4 = whole.l4();
-                whole.with_l3_payload(&l4[24..])
-            }),
+            from(|s| reply_fragment(s, false)),
             XDP_REDIRECT,
             Out::Any,
         ),
@@ -127,6 +111,23 @@ pub fn fragments_of_two_clients_leave_with_identifications_of_their_own() -> Fix
         }),
     ];
     Fixture::new(m, steps)
+}
+
+/// A fragment of B1's reply (8 + 32 bytes, identification 0x77, cut after 24 bytes of L4 data)
+/// on client a's flow.
+fn reply_fragment(s: &Seen, first: bool) -> Vec<u8> {
+    let sport = s.parsed("a: first fragment").flow.1;
+    let whole = Frame::udp(Flow::new(B1, 5353, SNAT, sport)).payload(&[9u8; 32]);
+    let mut whole = Frame { dst_mac: s.b_mac, src_mac: mac_of(IpAddr::V4(B1)), ..whole };
+    whole.ip_id = 0x0077;
+    let l4 = whole.l4();
+    if first {
+        whole.frag_off = 0x2000; // MF
+        whole.with_l3_payload(&l4[..24])
+    } else {
+        whole.frag_off = 3; // offset 24 bytes, last
+        whole.with_l3_payload(&l4[24..])
+    }
 }
 
 pub fn ipv6_fragments_follow_their_first_fragment() -> Fixture {
