@@ -4,16 +4,6 @@ use std::{collections::BTreeMap, time::Duration};
 
 use super::{routing::NS, support::*};
 
-/// Annotations of an Ingress on `listen_ports`, sticky by an inserted cookie of 300 s.
-fn sticky_insert(listen_ports: &str) -> [(&str, &str); 4] {
-    [
-        ("listen-ports", listen_ports),
-        ("sticky-session", "true"),
-        ("sticky-session-type", "Insert"),
-        ("cookie-timeout", "300"),
-    ]
-}
-
 /// Schedulers: wrr spreads evenly, sch keeps a client on one backend, uch hashes a query
 /// parameter; insert-cookie stickiness returns to the same backend.
 #[tokio::test]
@@ -37,7 +27,17 @@ async fn schedulers_and_sticky_sessions() {
             &[("listen-ports", &lp), ("backend-scheduler", "uch"), ("backend-scheduler-uch-value", "uid")],
             &rule("uch.test", &[("/", "Prefix", "pool")]),
         )
-        + &ingress(NS, "sticky", &sticky_insert(&lp), &rule("sticky.test", &[("/", "Prefix", "pool")]));
+        + &ingress(
+            NS,
+            "sticky",
+            &[
+                ("listen-ports", &lp),
+                ("sticky-session", "true"),
+                ("sticky-session-type", "Insert"),
+                ("cookie-timeout", "300"),
+            ],
+            &rule("sticky.test", &[("/", "Prefix", "pool")]),
+        );
     let _p = proxy(&model(&yaml));
     let c = client();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -88,7 +88,12 @@ async fn sticky_routes_of_one_host_keep_their_own_cookies() {
         + &ingress(
             NS,
             "sticky",
-            &sticky_insert(&lp),
+            &[
+                ("listen-ports", &lp),
+                ("sticky-session", "true"),
+                ("sticky-session-type", "Insert"),
+                ("cookie-timeout", "300"),
+            ],
             &rule("two.test", &[("/api", "Prefix", "api"), ("/web", "Prefix", "web")]),
         );
     let _p = proxy(&model(&yaml));
