@@ -18,18 +18,10 @@ use super::{B1, B2, Bench, CLIENT, Fixture, SNAT, VIP, XDP_PASS, XDP_REDIRECT, b
 pub fn fragments_follow_their_first_fragment() -> Fixture {
     let vip = IpAddr::V4(VIP);
     let m = model(vec![listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1), be(B2, 5353, 1)])]);
-    // One UDP datagram of 8 + 32 bytes, cut after 24 bytes of L4 data.
-    let mut whole = Frame::udp(Flow::new(CLIENT, 47000, VIP, 53)).payload(&[7u8; 32]);
-    whole.ip_id = 0x4242;
-    let l4 = whole.l4();
-    let (head, tail) = l4.split_at(24);
-    let mut first = whole.clone();
-    first.frag_off = 0x2000; // MF
-    let mut later = whole.clone();
-    later.frag_off = 3; // offset 24 bytes, last
+    let (first, later) = halves(Frame::udp(Flow::new(CLIENT, 47000, VIP, 53)).payload(&[7u8; 32]), 0x4242);
     let steps = vec![
-        packet("first fragment opens the flow", Client, first.with_l3_payload(head), XDP_REDIRECT, Out::Any),
-        packet("later fragment follows", Client, later.with_l3_payload(tail), XDP_REDIRECT, Out::Any),
+        packet("first fragment opens the flow", Client, first, XDP_REDIRECT, Out::Any),
+        packet("later fragment follows", Client, later, XDP_REDIRECT, Out::Any),
         // Both went to the same backend, addresses rewritten, IP checksums valid; the
         // reassembled datagram's UDP checksum is valid.
         then("reassembled", |t: &mut Bench, s| {
@@ -55,19 +47,9 @@ pub fn fragments_of_two_clients_leave_with_identifications_of_their_own() -> Fix
     let vip = IpAddr::V4(VIP);
     let m = model(vec![listener(vip, 53, Protocol::Udp, Scheduler::Rr, &[be(B1, 5353, 1)])]);
     let other = Ipv4Addr::new(198, 18, 0, 3);
-    // One datagram of 8 + 32 bytes from `client`, cut after 24 bytes of L4 data.
-    let halves = |flow: Flow, id: u16| {
-        let mut whole = Frame::udp(flow).payload(&[7u8; 32]);
-        whole.ip_id = id;
-        let l4 = whole.l4();
-        let (head, tail) = l4.split_at(24);
-        let (mut first, mut later) = (whole.clone(), whole);
-        first.frag_off = 0x2000; // MF
-        later.frag_off = 3; // offset 24 bytes, last
-        (first.with_l3_payload(head), later.with_l3_payload(tail))
-    };
-    let (a1, a2) = halves(Flow::new(CLIENT, 47000, VIP, 53), 0x4242);
-    let (b1, b2) = halves(Flow::new(other, 47000, VIP, 53), 0x4242);
+    let datagram = |flow: Flow| Frame::udp(flow).payload(&[7u8; 32]);
+    let (a1, a2) = halves(datagram(Flow::new(CLIENT, 47000, VIP, 53)), 0x4242);
+    let (b1, b2) = halves(datagram(Flow::new(other, 47000, VIP, 53)), 0x4242);
     let id = |f: &[u8]| u16::from_be_bytes([f[18], f[19]]);
     let steps = vec![
         packet("a: first fragment", Client, a1.clone(), XDP_REDIRECT, Out::Any),
@@ -113,21 +95,24 @@ pub fn fragments_of_two_clients_leave_with_identifications_of_their_own() -> Fix
     Fixture::new(m, steps)
 }
 
-/// A fragment of B1's reply (8 + 32 bytes, identification 0x77, cut after 24 bytes of L4 data)
-/// on client a's flow.
+/// Datagram `whole` (8 + 32 bytes) with identification `id`, cut after 24 bytes of L4 data:
+/// its first fragment and its last.
+fn halves(mut whole: Frame, id: u16) -> (Vec<u8>, Vec<u8>) {
+    whole.ip_id = id;
+    let l4 = whole.l4();
+    let (head, tail) = l4.split_at(24);
+    let (mut first, mut later) = (whole.clone(), whole);
+    first.frag_off = 0x2000; // MF
+    later.frag_off = 3; // offset 24 bytes, last
+    (first.with_l3_payload(head), later.with_l3_payload(tail))
+}
+
+/// A fragment of B1's reply (identification 0x77) on client a's flow.
 fn reply_fragment(s: &Seen, first: bool) -> Vec<u8> {
     let sport = s.parsed("a: first fragment").flow.1;
     let whole = Frame::udp(Flow::new(B1, 5353, SNAT, sport)).payload(&[9u8; 32]);
-    let mut whole = Frame { dst_mac: s.b_mac, src_mac: mac_of(IpAddr::V4(B1)), ..whole };
-    whole.ip_id = 0x0077;
-    let l4 = whole.l4();
-    if first {
-        whole.frag_off = 0x2000; // MF
-        whole.with_l3_payload(&l4[..24])
-    } else {
-        whole.frag_off = 3; // offset 24 bytes, last
-        whole.with_l3_payload(&l4[24..])
-    }
+    let (head, tail) = halves(Frame { dst_mac: s.b_mac, src_mac: mac_of(IpAddr::V4(B1)), ..whole }, 0x0077);
+    if first { head } else { tail }
 }
 
 pub fn ipv6_fragments_follow_their_first_fragment() -> Fixture {
