@@ -191,10 +191,10 @@ impl Balancer for QueryHash {
     }
 }
 
-/// The value of query parameter `name` in `query` (the first, when repeated; "" for a bare
-/// `name` or `name=`).
+/// The value of query parameter `name` in `query` (the first, when repeated; "" for `name=`).
+/// A bare `name` (no `=`) has no value, as with HAProxy's `url_param`.
 fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').filter_map(|kv| kv.split_once('=').or(Some((kv, "")))).find(|(k, _)| *k == name).map(|(_, v)| v)
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
 }
 
 /// Weighted rendezvous (highest random weight) hashing.
@@ -431,6 +431,10 @@ mod tests {
         let without: std::collections::BTreeSet<_> =
             ["", "a=1", "uidx=3", "a=1", "", "b=2", "", ""].iter().map(|q| pick(q, [1, 1, 1, 1])).collect();
         assert_eq!(without.len(), 4, "{without:?}");
-        assert_eq!(pick("uid=", [1, 1, 1, 1]), pick("a=2&uid", [2, 2, 2, 2]), "an empty value is a value");
+        // A bare name has no value (HAProxy's url_param): in turn as well.
+        let bare: std::collections::BTreeSet<_> =
+            ["uid", "b=2&uid", "uid&a=1", "uid"].iter().map(|q| pick(q, [1, 1, 1, 1])).collect();
+        assert_eq!(bare.len(), 4, "{bare:?}");
+        assert_eq!(pick("uid=", [1, 1, 1, 1]), pick("a=2&uid=", [2, 2, 2, 2]), "an empty value is a value");
     }
 }
