@@ -300,8 +300,17 @@ fn prepare(
     // The Host the backend gets is the one the route matched: the URI's authority when the
     // request has one (HTTP/2 `:authority`, HTTP/1.1 absolute-form; a Host header that
     // disagreed with it was refused).
+    // A request without any (HTTP/1.0, HTTP/2 without `:authority`) gets the address it was
+    // sent to, not the endpoint's (which a backend would put in its redirects and links).
     if let Some(a) = authority {
         put(h, header::HOST, &a);
+    } else if !h.contains_key(header::HOST) {
+        put(h, header::HOST, &local_authority(conn));
+    }
+    // HTTP/2 clients send each cookie in a field of its own (RFC 9113 8.2.3); an HTTP/1.1
+    // backend expects one `Cookie` (RFC 6265 5.4), as nginx and Envoy join them.
+    if let Some(v) = joined(h, &header::COOKIE, "; ") {
+        h.insert(header::COOKIE, v);
     }
     // Forwarding headers are the listener's to set: a client's copy goes on only from a
     // trusted proxy (then X-Forwarded-For is appended to).
@@ -309,6 +318,10 @@ fn prepare(
     if upgrade && let Some(u) = upgrade_hdr {
         h.insert(header::UPGRADE, u);
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    // A trusted proxy's X-Forwarded-For may come in several fields: all of them, in order.
+    if let Some(v) = joined(h, &X_FORWARDED_FOR, ", ") {
+        h.insert(X_FORWARDED_FOR.clone(), v);
     }
     let xff = forwarded_for(h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()), conn.client_ip.as_bytes());
     if let Some(v) = xff {
@@ -378,6 +391,31 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_FORWARDED_CLIENT_SRCPORT: HeaderName = HeaderName::from_static("x-forwarded-client-srcport");
+
+/// The values of `name` joined by `sep` into one, when the request has more than one field
+/// of it (none: the usual case, no allocation).
+fn joined(h: &HeaderMap, name: &HeaderName, sep: &str) -> Option<HeaderValue> {
+    let mut values = h.get_all(name).iter();
+    values.nth(1)?;
+    let mut v = Vec::new();
+    for (i, value) in h.get_all(name).iter().enumerate() {
+        if i > 0 {
+            v.extend_from_slice(sep.as_bytes());
+        }
+        v.extend_from_slice(value.as_bytes());
+    }
+    HeaderValue::from_bytes(&v).ok()
+}
+
+/// The address the client connected to, as a Host: the port only when not the scheme's.
+fn local_authority(conn: &Conn) -> String {
+    let default = if conn.tls { 443 } else { 80 };
+    match (conn.local.ip(), conn.local.port()) {
+        (std::net::IpAddr::V4(a), p) if p == default => a.to_string(),
+        (std::net::IpAddr::V6(a), p) if p == default => format!("[{a}]"),
+        (_, _) => conn.local.to_string(),
+    }
+}
 
 fn put(h: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {

@@ -63,10 +63,9 @@ pub fn encode_request(parts: &mut request::Parts, empty: bool, exact: Option<u64
     } else if let Some(n) = exact {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         Sending::Length(n)
-    } else if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) {
-        // As hyper: these almost never have bodies; one of unknown length is not sent.
-        Sending::Length(0)
     } else {
+        // Whatever the method: a client's GET with a chunked body has one (hyper's client
+        // sends no body of unknown length with a GET, right for a library, not for a proxy).
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.remove(header::CONTENT_LENGTH);
         Sending::Chunked
@@ -565,7 +564,7 @@ mod tests {
         assert_eq!(encode_request(&mut p, false, None, &mut Vec::new()), Sending::Chunked);
         assert_eq!(p.headers["transfer-encoding"], "chunked");
         let mut p = req(Method::GET, &[]);
-        assert_eq!(encode_request(&mut p, false, None, &mut Vec::new()), Sending::Length(0));
+        assert_eq!(encode_request(&mut p, false, None, &mut Vec::new()), Sending::Chunked);
         let mut out = Vec::new();
         chunk(b"hello world!", &mut out);
         assert_eq!(out, b"C\r\nhello world!\r\n");

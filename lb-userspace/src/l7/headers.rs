@@ -47,8 +47,13 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
         } else {
             h.remove(header::CONNECTION).into_iter().collect()
         };
+        // Never Host: the route matched it, and the backend must get it (a client's
+        // `Connection: host` would otherwise hand it the endpoint's own address).
         for n in listed.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')) {
-            h.remove(n.trim());
+            let n = n.trim();
+            if !n.eq_ignore_ascii_case("host") {
+                h.remove(n);
+            }
         }
     }
     for (i, n) in HOP_BY_HOP.iter().enumerate().skip(1) {

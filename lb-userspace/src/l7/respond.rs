@@ -101,6 +101,7 @@ pub fn preflight(cors: &Cors, origin: &str) -> Response<Body> {
     if cors.allow_credentials {
         put(h, "access-control-allow-credentials", "true");
     }
+    vary_origin(h);
     r
 }
 
@@ -113,6 +114,13 @@ pub fn cors_headers(cors: &Cors, origin: &str, h: &mut http::HeaderMap) {
     if cors.allow_credentials {
         put(h, "access-control-allow-credentials", "true");
     }
+    vary_origin(h);
+}
+
+/// The allowed origin is the request's own: a shared cache must not give this answer to
+/// another origin (the Fetch standard, CORS protocol and HTTP caches).
+fn vary_origin(h: &mut http::HeaderMap) {
+    h.append(http::header::VARY, HeaderValue::from_static("Origin"));
 }
 
 fn put(h: &mut http::HeaderMap, name: &'static str, value: &str) {

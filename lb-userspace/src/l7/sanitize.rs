@@ -99,7 +99,9 @@ pub fn request_host<'a>(uri: &'a Uri, version: Version, headers: &'a HeaderMap, 
         None => None,
     };
     let given = host.filter(|h| !h.is_empty());
-    if given.is_some_and(|h| h.contains('@')) {
+    // Userinfo is no part of an http(s) authority (RFC 9110 4.2.4): `http://x@a.test/` would
+    // route on `x@a.test`.
+    if given.is_some_and(|h| h.contains('@')) || uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(Refused::BadHost);
     }
     // Most requests are origin-form with a plain `name[:port]` Host: nothing to compare it

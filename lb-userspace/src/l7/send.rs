@@ -131,6 +131,15 @@ async fn through_client(
     };
     let resendable = body.is_end_stream();
     parts.version = Version::HTTP_11;
+    // hyper's client sends no body of unknown length with a GET or HEAD unless framing is
+    // asked for (right for a library, not for a proxy whose client sent one).
+    if !resendable
+        && body.size_hint().exact().is_none()
+        && matches!(parts.method, http::Method::GET | http::Method::HEAD)
+        && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        parts.headers.insert(http::header::TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+    }
     let send = |mut p: http::request::Parts, addr: SocketAddr, body: Body| {
         p.uri = upstream_uri(&p.uri, addr, scheme).unwrap_or_default();
         let fut = client.request(Request::from_parts(p, body));

@@ -205,9 +205,15 @@ async fn serve<I>(
                 req.extensions_mut().insert(place.clone());
             }
             let (inflight, state) = (InFlight::start(&activity), state.clone());
+            // HTTP/2: hyper sends a HEAD answer's body as DATA frames (its HTTP/1 server
+            // drops it), which clients take as a protocol error; the head alone goes out.
+            let head = req.method() == http::Method::HEAD;
             // Boxed: the request's future is large, and hyper would move it by value.
             Box::pin(async move {
-                let resp = respond_to(req, conn, state).await;
+                let mut resp = respond_to(req, conn, state).await;
+                if head {
+                    resp = resp.map(|_| super::respond::empty());
+                }
                 inflight.done();
                 Ok::<_, Infallible>(resp)
             })

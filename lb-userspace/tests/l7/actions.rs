@@ -153,9 +153,11 @@ async fn cors_preflight_and_headers() {
     assert!(pre.header("access-control-allow-methods").unwrap().contains("PUT"));
     assert_eq!(pre.header("access-control-max-age").as_deref(), Some("600"));
     assert_eq!(pre.header("access-control-allow-credentials").as_deref(), Some("true"));
+    assert_eq!(pre.header("vary").as_deref(), Some("Origin"), "a cache keys the answer on the origin");
     assert_eq!(b.hits(), 0, "preflights are answered by the proxy");
     let got = get(&c, port, "api.test", "/x", &[("origin", "https://app.test")]).await;
     assert_eq!((got.status, got.header("access-control-allow-origin").as_deref()), (200, Some("https://app.test")));
+    assert_eq!(got.header("vary").as_deref(), Some("Origin"));
     let evil = send(
         &c,
         "OPTIONS",

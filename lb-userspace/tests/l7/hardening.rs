@@ -92,11 +92,89 @@ async fn the_backend_gets_the_host_the_route_matched() {
         ("two Host headers", b"GET /tea HTTP/1.1\r\nHost: a.test\r\nHost: evil.test\r\nConnection: close\r\n\r\n"),
         ("no Host header", b"GET /tea HTTP/1.1\r\nConnection: close\r\n\r\n"),
         ("a Host with userinfo", b"GET /tea HTTP/1.1\r\nHost: evil.test@a.test\r\nConnection: close\r\n\r\n"),
+        (
+            "a target with userinfo",
+            b"GET http://evil.test@a.test/tea HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        ),
     ] {
         let text = raw(port, req).await;
         assert!(text.starts_with("HTTP/1.1 400"), "{what}: {text}");
     }
     assert_eq!((admin.hits(), tea.hits()), (0, 1));
+}
+
+/// The Host the backend gets is never the endpoint's address: a client's `Connection: host`
+/// does not remove it, and a request without one (HTTP/1.0) gets the address it was sent to.
+#[tokio::test]
+async fn the_backend_gets_a_host_even_when_the_client_names_it_hop_by_hop_or_sends_none() {
+    let port = free_port();
+    let any = echo("any", Duration::ZERO).await;
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "any", &[&any])
+        + &ingress(NS, "h", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "any")]));
+    let _p = proxy(&model(&yaml));
+    let host = |text: &str| {
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+        assert!(head.contains(" 200 "), "{text}");
+        let json: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_else(|_| panic!("{text}"));
+        json["headers"]["host"].as_str().unwrap_or_default().to_owned()
+    };
+    let text = raw(port, b"GET / HTTP/1.1\r\nHost: shop.test\r\nConnection: close, host\r\n\r\n").await;
+    assert_eq!(host(&text), "shop.test");
+    let text = raw(port, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert_eq!(host(&text), format!("127.0.0.1:{port}"));
+    assert_eq!(any.hits(), 2);
+}
+
+/// HTTP/2 clients send each cookie in a field of its own: an HTTP/1.1 backend gets them in
+/// one `Cookie` (RFC 6265 5.4). A HEAD answer over HTTP/2 is a head alone, also when the
+/// proxy makes it (no DATA frame: clients take one as a protocol error).
+#[tokio::test]
+async fn http2_cookies_are_joined_and_head_answers_have_no_body() {
+    let port = free_port();
+    let (_admin, tea, _p) = two_rules(port).await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::get("http://a.test/tea").header("cookie", "a=1").header("cookie", "b=2").body(()).unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let mut body = resp.await.unwrap().into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(json["headers"]["cookie"], "a=1; b=2", "{json}");
+    for (path, status) in [("/tea", 200), ("/nowhere", 503)] {
+        let req = http::Request::head(format!("http://a.test{path}")).body(()).unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        assert!(resp.body().is_end_stream(), "{path}: the answer's HEADERS end the stream");
+    }
+    assert_eq!(tea.hits(), 2);
+}
+
+/// A GET with a chunked body (a search query, as Elasticsearch takes) reaches the backend
+/// with its body.
+#[tokio::test]
+async fn a_get_body_of_unknown_length_is_forwarded() {
+    let port = free_port();
+    let (_admin, tea, _p) = two_rules(port).await;
+    let text = raw(
+        port,
+        b"GET /tea HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nquery\r\n0\r\n\r\n",
+    )
+    .await;
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(body.trim()).unwrap_or_else(|_| panic!("{text}"));
+    assert_eq!(json["body"], "query", "{json}");
+    assert_eq!(tea.hits(), 1);
 }
 
 /// HTTP/2 (h2c prior knowledge): `:authority` routes; a `host` field that disagrees with
@@ -137,6 +215,7 @@ async fn http2_authority_and_host_must_agree() {
 async fn forged(vip: &str, port: u16) -> serde_json::Value {
     let req = http::Request::get(format!("http://{vip}:{port}/"))
         .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-for", "198.51.100.7")
         .header("x_forwarded_for", "203.0.113.8")
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-port", "443")
@@ -193,7 +272,7 @@ async fn forged_forwarding_headers_are_removed_unless_the_client_is_trusted() {
         Proxy::new(vec!["127.0.0.1".parse().unwrap()]).with_trusted_proxies(vec!["127.0.0.0/8".parse().unwrap()]);
     assert!(trusting.apply(&model(&yaml).l7).is_empty());
     let h = forged(vip, port).await;
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "{h}");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 198.51.100.7, 127.0.0.1", "every field of it, in order: {h}");
     assert_eq!(h["x-forwarded-host"], "bank.test", "{h}");
     assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https", "{h}");
     assert_eq!(h["x-forwarded-proto"], "http", "the listener's own value: {h}");
