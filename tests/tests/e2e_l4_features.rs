@@ -167,6 +167,43 @@ fn drain_keeps_established_flows_until_the_timeout(shape: Shape) {
     let _ = sessions;
 }
 
+/// Connection drain off (the default): a pod being deleted (its endpoint `terminating`, no
+/// longer ready) keeps its established flows and takes no new ones, as kube-proxy's conntrack
+/// keeps them; they are cut only once the endpoint leaves the slice.
+fn terminating_endpoint_keeps_its_established_flows(shape: Shape) {
+    let y = yaml(&VIP.to_string(), &[], &v4_backends(shape, 2));
+    let s = Scenario::start_in(shape, 2, &[("svc.yaml", &y)], 2, &[]).unwrap();
+    let mut sess = s.topo.client.run(|| {
+        (0..8)
+            .map(|_| {
+                let mut sess = Session::open(None, vip80(), TIMEOUT).unwrap();
+                (sess.ask().unwrap(), sess)
+            })
+            .find(|(name, _)| name == "backend-1")
+            .map(|(_, sess)| sess)
+            .expect("a session on backend-1")
+    });
+    let ready = format!("- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n", shape.backend_addr(1));
+    let leaving = ready.replace("{ready: true}", "{ready: false, serving: true, terminating: true}");
+    assert!(y.contains(&ready), "{y}");
+    s.write("svc.yaml", &y.replace(&ready, &leaving)).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (answers, new, sess) = s.topo.client.run(move || {
+        let answers: Vec<String> = (0..5).map(|_| sess.ask().unwrap()).collect();
+        let new = tally((0..10).map(|_| tcp_request(vip80(), TIMEOUT).unwrap()));
+        (answers, new, sess)
+    });
+    assert!(answers.iter().all(|a| a == "backend-1"), "the established flow keeps its backend: {answers:?}");
+    assert_eq!(new, BTreeMap::from([("backend-2".to_string(), 10)]), "new connections avoid it");
+    // The pod is gone from the slice: its flows are cut (the next segment meets backend-2,
+    // which knows no such connection).
+    s.write("svc.yaml", &y.replace(&ready, "")).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut sess = sess;
+    let after = s.topo.client.run(move || sess.ask());
+    assert!(after.is_err(), "the flow of a removed endpoint is cut: {after:?}");
+}
+
 fn drain_timeout_cuts_the_flow(shape: Shape) {
     let on = [ann("connection-drain", "on"), ann("connection-drain-timeout", "10")];
     let y = yaml(&VIP.to_string(), &on, &[(shape.backend_addr(1).to_string(), None)]);
@@ -295,6 +332,7 @@ in_every_shape!(
     blacklisted_source_gets_nothing_through,
     drain_keeps_established_flows_until_the_timeout,
     drain_timeout_cuts_the_flow,
+    terminating_endpoint_keeps_its_established_flows,
     ipv6_end_to_end,
     health_checks_take_a_dead_backend_out_and_back,
 );

@@ -245,7 +245,8 @@ endpoints:
         assert_eq!(l4, ["198.18.11.2:8443*100", "198.18.11.3:8443*100"]);
         assert_eq!(l7, ["198.18.11.2:8080*100", "198.18.11.3:8080*100"]);
         let (_, l7) = backends(&build(&yaml("", "Cluster"), Some("node-a")));
-        assert_eq!(l7, ["198.18.11.2:8080*100", "198.18.11.3:8080*100", "198.18.12.2:8080*100"]);
+        // node-c's endpoint is not ready: no new requests.
+        assert_eq!(l7, ["198.18.11.2:8080*100", "198.18.11.3:8080*100", "198.18.12.2:8080*100", "198.18.13.2:8080*0"]);
     }
 
     /// The slice's `lb.dev/endpoint-weights` weigh its endpoints; one not listed weighs 100.
@@ -259,7 +260,7 @@ endpoints:
         let b = build(&text, None);
         assert!(b.errors.is_empty(), "{:?}", b.errors);
         let (l4, _) = backends(&b);
-        assert_eq!(l4, ["198.18.11.2:8443*0", "198.18.11.3:8443*100", "198.18.12.2:8443*40"]);
+        assert_eq!(l4, ["198.18.11.2:8443*0", "198.18.11.3:8443*100", "198.18.12.2:8443*40", "198.18.13.2:8443*0"]);
     }
 
     #[test]
@@ -302,6 +303,9 @@ endpoints:
                 "Service shop/web: service.beta.kubernetes.io/alicloud-loadbalancer-backend-label: has no effect: the backends are the endpoints, not nodes (set service.beta.kubernetes.io/backend-type: ecs)"
             ]
         );
-        assert_eq!(backends(&b).0, ["198.18.11.2:8443*100", "198.18.11.3:8443*100", "198.18.12.2:8443*100"]);
+        assert_eq!(
+            backends(&b).0,
+            ["198.18.11.2:8443*100", "198.18.11.3:8443*100", "198.18.12.2:8443*100", "198.18.13.2:8443*0"]
+        );
     }
 }

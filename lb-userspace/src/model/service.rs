@@ -299,10 +299,12 @@ endpoints: [{addresses: [198.18.99.9]}]
         let b = build(SVC);
         assert!(b.errors.is_empty(), "{:?}", b.errors);
         let tcp = &b.model.listeners["198.18.100.10:80/tcp"];
-        let addrs: Vec<String> = tcp.backends.iter().map(|b| format!("{}:{}", b.addr, b.port)).collect();
-        assert_eq!(addrs, ["198.18.11.2:8080", "198.18.12.2:8080"]);
+        let addrs: Vec<String> = tcp.backends.iter().map(|b| format!("{}:{}*{}", b.addr, b.port, b.weight)).collect();
+        // The endpoint that is not ready takes no new flows (weight 0); its established ones
+        // go on until it leaves the slice.
+        assert_eq!(addrs, ["198.18.11.2:8080*100", "198.18.12.2:8080*100", "198.18.13.2:8080*0"]);
         let udp = &b.model.listeners["198.18.100.10:53/udp"];
-        assert_eq!(udp.backends.len(), 2);
+        assert_eq!(udp.backends.len(), 3);
         assert_eq!(udp.backends[0].port, 5353);
     }
 
@@ -491,10 +493,10 @@ spec: {type: LoadBalancer, loadBalancerIP: 198.18.100.10, ports: [{port: 80}]}
         assert!(b.errors.is_empty(), "{:?}", b.errors);
         let udp: Vec<String> =
             b.model.listeners["198.18.100.10:53/udp"].backends.iter().map(|b| b.addr.to_string()).collect();
-        assert_eq!(udp, ["198.18.11.2", "198.18.12.2"]);
+        assert_eq!(udp, ["198.18.11.2", "198.18.12.2", "198.18.13.2"]);
         let l7 = &b.model.l7["198.18.100.10:80/http"];
         let http: Vec<String> = l7.routes[0].upstreams[0].endpoints.iter().map(|e| e.addr.ip().to_string()).collect();
-        assert_eq!(http, ["198.18.11.2", "198.18.12.2"]);
+        assert_eq!(http, ["198.18.11.2", "198.18.12.2", "198.18.13.2"]);
         let notes: Vec<String> = b.notices.iter().map(ToString::to_string).collect();
         assert!(
             notes.contains(&"Service shop/web: EndpointSlice shop/web-1: endpoints[1].addresses[0]: 127.0.0.1 is not served (loopback address)".to_string()),
