@@ -32,6 +32,9 @@ pub struct BuildCache {
     pub(super) last: Option<super::last_build::LastBuild>,
     /// Builds that were patched (the tests check the short way is taken).
     pub(super) patched: u64,
+    /// The last version of each Service that built, by (namespace, name): a Service rejected
+    /// now is built again from it on the current endpoints and nodes ([`super::build_next`]).
+    pub(super) good_services: HashMap<(String, String), Arc<Service>>,
 }
 
 /// What every Service's build depends on besides its own objects.
@@ -248,6 +251,47 @@ mod tests {
         assert!(!Arc::ptr_eq(&listener(&next.model, "198.18.100.1"), &listener(&again.model, "198.18.100.1")));
         assert_eq!(again.errors.len(), 1, "{:?}", again.errors);
         assert!(again.errors[0].to_string().contains("address of this node"), "{}", again.errors[0]);
+    }
+
+    /// A rejected Service keeps serving its last good version, built again on the current
+    /// endpoints: its pods roll while it stays rejected, and new flows follow them (the
+    /// listener it had would keep sending to the deleted pods). L4 and CLB http listeners.
+    #[test]
+    fn a_rejected_service_serves_its_last_good_version_on_the_current_endpoints() {
+        let http = "annotations: {service.beta.kubernetes.io/alibaba-cloud-loadbalancer-protocol-port: \"http:81\"}";
+        let good = service("a", "198.18.100.1", "10.0.0.1")
+            .replace("metadata: {name: a, namespace: shop}", &format!("metadata: {{name: a, namespace: shop, {http}}}"))
+            .replace("ports: [{name: http, port: 80}]", "ports: [{name: http, port: 80}, {name: web, port: 81}]")
+            .replace("ports: [{name: http, port: 8080}]", "ports: [{name: http, port: 8080}, {name: web, port: 8081}]");
+        let bad = good.replace(
+            "\"http:81\"",
+            "\"http:81\", service.beta.kubernetes.io/alibaba-cloud-loadbalancer-scheduler: fastest",
+        );
+        let opts = BuildOptions::default();
+        let mut cache = BuildCache::default();
+        let first = model::build_next(&objects(&good), &opts, &Model::default(), &mut cache);
+        assert!(first.errors.is_empty(), "{:?}", first.errors);
+        let served = |m: &Model| {
+            let l4: Vec<String> =
+                m.listeners["198.18.100.1:80/tcp"].backends.iter().map(|b| b.addr.to_string()).collect();
+            let l7 = &m.l7["198.18.100.1:81/http"];
+            let routes: Vec<Vec<String>> = l7
+                .routes
+                .iter()
+                .map(|r| r.upstreams[0].endpoints.iter().map(|e| e.addr.ip().to_string()).collect())
+                .collect();
+            (l4, routes)
+        };
+        let rejected = model::build_next(&objects(&bad), &opts, &first.model, &mut cache);
+        assert_eq!(rejected.errors.len(), 1, "{:?}", rejected.errors);
+        assert_eq!(served(&rejected.model), (vec!["10.0.0.1".to_string()], vec![vec!["10.0.0.1".to_string()]]));
+        let rolled =
+            model::build_next(&objects(&bad.replace("10.0.0.1", "10.0.0.7")), &opts, &rejected.model, &mut cache);
+        assert_eq!(rolled.errors.len(), 1, "still rejected: {:?}", rolled.errors);
+        assert_eq!(served(&rolled.model), (vec!["10.0.0.7".to_string()], vec![vec!["10.0.0.7".to_string()]]));
+        // Its last good version is kept for as long as it is rejected, across builds.
+        let again = model::build_next(&objects(&bad.replace("10.0.0.1", "10.0.0.8")), &opts, &rolled.model, &mut cache);
+        assert_eq!(served(&again.model), (vec!["10.0.0.8".to_string()], vec![vec!["10.0.0.8".to_string()]]));
     }
 
     /// A Service whose slice loses refused addresses is cleaned once: the next build reuses it.

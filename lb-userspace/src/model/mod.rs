@@ -19,7 +19,12 @@ mod service;
 pub mod slice;
 mod vips;
 
-use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    net::IpAddr,
+    sync::Arc,
+};
 
 use serde::Serialize;
 
@@ -329,40 +334,84 @@ fn build_with(
         let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
         endpoints::of_service(&slices, ns, svc.metadata.name.as_deref().unwrap_or_default())
     };
+    let mut good = std::mem::take(&mut cache.good_services);
     let built = cache.services(&services, slices_of, |svc, mine| service::listeners(svc, mine, &cx, &lookup));
+    // A rejected Service keeps serving its last good version, built again on the current
+    // endpoints and nodes (the listeners it had then would keep the backends of then while
+    // its pods roll).
+    let mut good_next = HashMap::with_capacity(services.len());
+    let rebuilt: Vec<Option<memo::ServiceListeners>> = services
+        .iter()
+        .zip(&built)
+        .map(|(svc, built)| {
+            let key = service_key(svc);
+            let last = match built {
+                Ok(_) => Some((*svc).clone()),
+                Err(_) => good.remove(&key),
+            };
+            let again = match (built, &last) {
+                (Err(_), Some(g)) => service::listeners(g, slices_of(svc), &cx, &lookup).ok().map(Into::into),
+                _ => None,
+            };
+            if let Some(last) = last {
+                good_next.insert(key, last);
+            }
+            again
+        })
+        .collect();
+    drop(good);
     // Who holds each (VIP, port, protocol), and since when.
     let mut owners: BTreeMap<ListenerId, &ObjectRef> = BTreeMap::new();
     let mut ages: BTreeMap<(&str, &str), Created> = BTreeMap::new();
-    for (svc, built) in services.iter().zip(built) {
-        match built {
-            Ok(built) => {
-                out.notices.extend(built.notices.iter().cloned());
-                let age = |o: &ObjectRef| ages.get(&(o.namespace.as_str(), o.name.as_str())).copied().flatten();
-                let mine = created(svc);
-                let listeners = built.listeners.iter().map(|(_, l)| &**l);
-                if let Some(err) =
-                    conflict(listeners, &owners, age, mine).or_else(|| l7_conflict(&built.l7, &out.model, age, mine))
-                {
-                    out.errors.push(err);
-                    continue;
-                }
-                let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-                ages.insert((ns, svc.metadata.name.as_deref().unwrap_or_default()), mine);
-                for (name, l) in &built.listeners {
-                    owners.insert(l.id(), &l.source);
-                    out.model.listeners.insert(name.clone(), l.clone());
-                }
-                for l in &built.l7 {
-                    out.model.l7.insert(l7::listener_key(l.addr, l.port, l.protocol), l.clone());
-                }
+    for ((svc, built), rebuilt) in services.iter().zip(built).zip(&rebuilt) {
+        let (built, fresh) = match (built, rebuilt) {
+            (Ok(built), _) => (built, true),
+            (Err(errors), Some(last_good)) => {
+                out.errors.extend(errors.iter().cloned());
+                (last_good, false)
             }
-            Err(errors) => out.errors.extend(errors.iter().cloned()),
+            (Err(errors), None) => {
+                out.errors.extend(errors.iter().cloned());
+                continue;
+            }
+        };
+        if fresh {
+            out.notices.extend(built.notices.iter().cloned());
+        }
+        let age = |o: &ObjectRef| ages.get(&(o.namespace.as_str(), o.name.as_str())).copied().flatten();
+        let mine = created(svc);
+        let listeners = built.listeners.iter().map(|(_, l)| &**l);
+        if let Some(err) =
+            conflict(listeners, &owners, age, mine).or_else(|| l7_conflict(&built.l7, &out.model, age, mine))
+        {
+            // A last good version in conflict now is not served: its object's own errors say
+            // why it is rejected.
+            if fresh {
+                out.errors.push(err);
+            }
+            continue;
+        }
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+        ages.insert((ns, svc.metadata.name.as_deref().unwrap_or_default()), mine);
+        for (name, l) in &built.listeners {
+            owners.insert(l.id(), &l.source);
+            out.model.listeners.insert(name.clone(), l.clone());
+        }
+        for l in &built.l7 {
+            out.model.l7.insert(l7::listener_key(l.addr, l.port, l.protocol), l.clone());
         }
     }
     marks.services = out.notices.len();
     l7::build_alb(&lookup, &mut out);
     cache.remember(objects, last_good, &services, marks, &out);
+    cache.good_services = good_next;
     out
+}
+
+/// (namespace, name) of a Service.
+fn service_key(svc: &Service) -> (String, String) {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    (ns.to_owned(), svc.metadata.name.clone().unwrap_or_default())
 }
 
 /// The associated clusters' EndpointSlices (`--cluster`), without refused endpoints; a
@@ -471,7 +520,16 @@ pub fn keep_last_good(previous: &Model, build: &mut Build) {
     if build.errors.is_empty() {
         return;
     }
-    let rejected: Vec<ObjectRef> = build.errors.iter().map(|e| e.object.clone()).collect();
+    // A rejected Service served from its last good version, built again, is in the model.
+    let served: std::collections::BTreeSet<&ObjectRef> = build
+        .model
+        .listeners
+        .values()
+        .map(|l| &l.source)
+        .chain(build.model.l7.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).map(|r| &r.rule.source))
+        .collect();
+    let rejected: Vec<ObjectRef> =
+        build.errors.iter().map(|e| e.object.clone()).filter(|o| !served.contains(o)).collect();
     let taken: std::collections::BTreeSet<ListenerId> = build.model.listeners.values().map(|l| l.id()).collect();
     let kept: Vec<(String, std::sync::Arc<L4Listener>)> = previous
         .listeners
