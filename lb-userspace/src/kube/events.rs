@@ -1,6 +1,7 @@
 //! Kubernetes Events for rejected objects: one Warning per (object, field, reason) when it
-//! first appears, not again while it persists; again if it goes away and comes back.
-use std::collections::BTreeSet;
+//! first appears, not again while it persists (its counts may move); again if it goes away
+//! and comes back.
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
@@ -36,14 +37,16 @@ impl EventWriter {
     /// Records the errors not recorded yet; whether every one could be.
     pub async fn sync(&mut self, errors: &[ObjectError]) -> bool {
         let mut all = true;
-        let current: BTreeSet<Key> =
-            errors.iter().map(|e| (e.object.clone(), e.field.clone(), e.reason.clone())).collect();
-        self.emitted.retain(|k| current.contains(k));
-        for key in current {
+        let mut current: BTreeMap<Key, &ObjectError> = BTreeMap::new();
+        for e in errors {
+            current.entry(key(e)).or_insert(e);
+        }
+        self.emitted.retain(|k| current.contains_key(k));
+        for (key, e) in current {
             if self.emitted.contains(&key) {
                 continue;
             }
-            let (object, field, reason) = &key;
+            let (object, field, reason) = (&e.object, &e.field, &e.reason);
             let event = Event {
                 type_: EventType::Warning,
                 reason: event_reason(field, reason).into(),
@@ -66,6 +69,22 @@ impl EventWriter {
         }
         all
     }
+}
+
+/// What tells one error from another for Events: its object, field, and reason with every
+/// number in it as `#`. A reason that only counts something ("backend table full (12 entries
+/// needed, 3 free)", "1100 ready endpoints") is one error while the counts move, not a new
+/// Event at every change.
+fn key(e: &ObjectError) -> Key {
+    let mut reason = String::with_capacity(e.reason.len());
+    for c in e.reason.chars() {
+        match c {
+            '0'..='9' if reason.ends_with('#') => {}
+            '0'..='9' => reason.push('#'),
+            c => reason.push(c),
+        }
+    }
+    (e.object.clone(), e.field.clone(), reason)
 }
 
 /// The Event's `reason` for an error on `field`.
@@ -141,7 +160,28 @@ pub fn reference(stores: &Stores, object: &ObjectRef) -> ObjectReference {
 
 #[cfg(test)]
 mod tests {
-    use super::{event_reason, truncate};
+    use super::{event_reason, key, truncate};
+    use crate::model::{ObjectError, ObjectRef};
+
+    /// An error whose counts move is one Event; another reason or field is another.
+    #[test]
+    fn errors_that_differ_only_in_their_counts_are_one_event() {
+        let e = |field: &str, reason: &str| ObjectError {
+            object: ObjectRef { kind: "Service".into(), namespace: "shop".into(), name: "web".into() },
+            field: field.into(),
+            reason: reason.into(),
+        };
+        let full = |needed: u32, free: u32| {
+            format!("listener 10.0.0.1:80/tcp not loaded: backend table full ({needed} entries needed, {free} free)")
+        };
+        assert_eq!(key(&e("spec.ports", &full(1200, 3))), key(&e("spec.ports", &full(1201, 17))));
+        assert_eq!(
+            key(&e("spec.ports", "1100 ready endpoints, at most 1024 per listener")),
+            key(&e("spec.ports", "1099 ready endpoints, at most 1024 per listener"))
+        );
+        assert_ne!(key(&e("spec.ports", &full(1200, 3))), key(&e("spec.loadBalancerIP", &full(1200, 3))));
+        assert_ne!(key(&e("spec.ports", "no VIP")), key(&e("spec.ports", "no port")));
+    }
 
     #[test]
     fn reasons_follow_the_field() {
