@@ -120,6 +120,8 @@ pub(super) struct Activity {
     /// Milliseconds since `start` when [`super::serve_h1`] began waiting for a request head
     /// (`u64::MAX`: not waiting); hyper's server times its heads itself.
     pub(super) head_since: AtomicU64,
+    /// Answers being sent through hyper's server ([`super::answering`]).
+    pub(super) bodies: super::answering::Bodies,
 }
 
 /// A client that abandoned this many requests, more than it let finish, is cut off: it
@@ -137,8 +139,20 @@ impl InFlight {
     }
 
     pub(super) fn done(mut self) {
-        self.1 = true;
-        self.0.completed.fetch_add(1, Ordering::Relaxed);
+        self.answered();
+    }
+
+    /// Answered: the request is not abandoned when this is dropped, later (once the
+    /// answer's body is sent).
+    pub(super) fn answered(&mut self) {
+        if !self.1 {
+            self.1 = true;
+            self.0.completed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn activity(&self) -> &Arc<Activity> {
+        &self.0
     }
 }
 
@@ -168,6 +182,7 @@ impl Activity {
             closing: AtomicBool::new(false),
             finish: tokio::sync::Notify::new(),
             head_since: AtomicU64::new(u64::MAX),
+            bodies: Default::default(),
         })
     }
 
@@ -189,6 +204,11 @@ impl Activity {
             u64::MAX => false,
             since => self.start.elapsed().saturating_sub(Duration::from_millis(since)) >= limit,
         }
+    }
+
+    /// Milliseconds since the connection started.
+    pub(super) fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
     }
 
     pub(super) fn touch(&self) {

@@ -4,6 +4,7 @@
 //! flight finish on the table they started with), listeners are added or drained one by
 //! one without touching the others, and a listener whose new settings are bad keeps its
 //! last good ones.
+mod answering;
 pub mod balance;
 pub mod cli;
 mod deadline;

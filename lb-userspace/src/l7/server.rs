@@ -17,8 +17,11 @@ use hyper_util::{
 };
 use tokio::{net::TcpListener, sync::watch};
 
-use super::listener::{Activity, InFlight, respond_to};
 pub use super::listener::{Counters, ListenerState, MAX_HEADER_BYTES};
+use super::{
+    answering::Answering,
+    listener::{Activity, InFlight, respond_to},
+};
 use super::{
     forward::Conn,
     limits::{Blocked, Place, WriteWatch},
@@ -204,7 +207,7 @@ async fn serve<I>(
             if super::headers::is_upgrade(req.headers()) {
                 req.extensions_mut().insert(place.clone());
             }
-            let (inflight, state) = (InFlight::start(&activity), state.clone());
+            let (mut inflight, state) = (InFlight::start(&activity), state.clone());
             // HTTP/2: hyper sends a HEAD answer's body as DATA frames (its HTTP/1 server
             // drops it), which clients take as a protocol error; the head alone goes out.
             let head = req.method() == http::Method::HEAD;
@@ -214,8 +217,8 @@ async fn serve<I>(
                 if head {
                     resp = resp.map(|_| super::respond::empty());
                 }
-                inflight.done();
-                Ok::<_, Infallible>(resp)
+                inflight.answered();
+                Ok::<_, Infallible>(resp.map(|body| Answering::new(body, inflight)))
             })
         })
     };
@@ -291,6 +294,14 @@ async fn watch_connection<F: Future>(
                 tick.set(ticker.next());
                 if blocked.for_how_long() >= state.limits.body_idle {
                     tracing::debug!(client = %conn.client, "connection closed: the client read nothing of its answer");
+                    return None;
+                }
+                // An HTTP/2 client that keeps a stream's flow-control window shut while it
+                // reads the socket: nothing blocks, but the answer waits on it for ever
+                // (holding a backend connection). The whole connection goes, as one that
+                // reads nothing does.
+                if activity.bodies.client_stalled_for(activity.now_ms()).is_some_and(|d| d >= state.limits.body_idle) {
+                    tracing::debug!(client = %conn.client, "connection closed: the client took nothing of an answer");
                     return None;
                 }
                 if drain_deadline.is_some_and(|d| Instant::now() >= d) {

@@ -287,3 +287,34 @@ async fn a_client_still_sending_a_refused_body_gets_the_answer() {
     let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
     assert!(text.contains("\r\nconnection: close\r\n"), "{text:?}");
 }
+
+/// An HTTP/2 client that keeps its flow-control window shut (SETTINGS_INITIAL_WINDOW_SIZE 0,
+/// no WINDOW_UPDATE) while it reads the socket: nothing blocks on the proxy's side, but the
+/// answer waits on the client. The connection is closed after the body idle time instead of
+/// holding the stream, and the backend connection behind it, for ever.
+#[tokio::test]
+async fn an_http2_client_that_never_opens_its_window_is_cut_off() {
+    use super::h2wire::{END_HEADERS, END_STREAM, HEADERS, frame, request_block};
+    let port = free_port();
+    let _p = listener(port, Limits { body_idle: Duration::from_secs(1), ..Limits::default() }).await;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(super::h2wire::PREFACE).await.unwrap();
+    // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0.
+    s.write_all(&frame(4, 0, 0, &[0, 4, 0, 0, 0, 0])).await.unwrap();
+    s.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &request_block(false, "/big", "lim.test", &[])))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut answered = false;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => answered |= buf[..n].windows(2).any(|w| w == [0x01, 0x04] || w == [0x01, 0x05]),
+            Err(_) => break false,
+        }
+    };
+    assert!(answered, "the answer's HEADERS came");
+    assert!(closed, "the connection was held with the answer waiting on the client");
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+}
