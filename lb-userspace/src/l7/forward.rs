@@ -105,7 +105,9 @@ pub fn handle<B: ClientBody>(
         };
         let mut resp = sent.exchange.await;
         let (route, pick) = (sent.route, sent.pick);
-        set_sticky(route, pick, &mut resp);
+        if let Some(&send::AnsweredBy(addr)) = resp.extensions().get() {
+            set_sticky(route, addr, &mut resp);
+        }
         if sent.gzip {
             resp = super::gzip::compress(resp);
         }

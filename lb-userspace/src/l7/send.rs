@@ -393,11 +393,21 @@ impl Target<'_> {
                     return Response::from_parts(p, respond::empty());
                 }
                 strip_hop_by_hop(resp.headers_mut());
+                // A sticky route's cookie names the endpoint that answered (a retry may have
+                // moved the request from the one picked); only there: an extension allocates.
+                if self.route.route.rule.backend.sticky.is_some() {
+                    resp.extensions_mut().insert(AnsweredBy(addr));
+                }
                 resp.map(|b| CutBody::new(IdleBody::new(b, limits.body_idle), cut).boxed())
             }
         }
     }
 }
+
+/// The endpoint whose answer a response is (sticky routes only; none on the proxy's own
+/// answers).
+#[derive(Clone, Copy)]
+pub(super) struct AnsweredBy(pub SocketAddr);
 
 /// The client's request body could not be read (a bad chunk size, the client went away).
 #[derive(Debug, thiserror::Error)]

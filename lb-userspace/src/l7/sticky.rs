@@ -9,7 +9,7 @@ use super::{
     balance::{endpoint_id, hash64},
     matching,
     respond::Body,
-    router::{CompiledRoute, Pick},
+    router::CompiledRoute,
 };
 use crate::model::l7::route::{PathMatch, StickySession};
 
@@ -74,11 +74,11 @@ pub(super) fn strip_cookie_prefix(h: &mut HeaderMap, name: &str) {
     }
 }
 
-/// Sets or prefixes the sticky cookie on the backend's answer.
-pub(super) fn set_sticky(route: &CompiledRoute, pick: Pick, resp: &mut Response<Body>) {
+/// Sets or prefixes the sticky cookie on the answer of endpoint `answered`.
+pub(super) fn set_sticky(route: &CompiledRoute, answered: SocketAddr, resp: &mut Response<Body>) {
     // Most rules are not sticky: no id to make for them.
     let Some(sticky) = &route.route.rule.backend.sticky else { return };
-    let id = sticky_id(pick.endpoint.addr);
+    let id = sticky_id(answered);
     match sticky {
         StickySession::Insert { timeout_s } => {
             let v = format!("{STICKY_COOKIE}={id}; Max-Age={timeout_s}; Path={}; HttpOnly", cookie_path(route));

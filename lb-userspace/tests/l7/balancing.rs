@@ -117,6 +117,41 @@ async fn sticky_routes_of_one_host_keep_their_own_cookies() {
     }
 }
 
+/// A sticky request whose endpoint refuses connections (a pod restarting, its health check
+/// not failed yet) is answered by another endpoint: the inserted cookie names the endpoint
+/// that answered, so the client stays there.
+#[tokio::test]
+async fn a_sticky_cookie_names_the_endpoint_that_answered() {
+    let port = free_port();
+    let dead_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dead = Echo { addr: dead_addr, hits: Default::default(), seen: Default::default() };
+    let live = echo("live", Duration::ZERO).await;
+    let lp = format!("[{{\"HTTP\": {port}}}]");
+    let yaml = alb_class(&[(port, "HTTP")])
+        + &service(NS, "pool", &[&dead, &live])
+        + &ingress(
+            NS,
+            "sticky",
+            &[("listen-ports", &lp), ("sticky-session", "true"), ("sticky-session-type", "Insert")],
+            &rule("retry.test", &[("/", "Prefix", "pool")]),
+        );
+    let _p = proxy(&model(&yaml));
+    let c = client();
+    let to_dead = format!("SERVERID={}", lb_userspace::l7::sticky::sticky_id(dead_addr));
+    let r = get(&c, port, "retry.test", "/", &[("cookie", &to_dead)]).await;
+    assert_eq!((r.status, r.backend()), (200, "live".to_string()), "{}", r.body);
+    let cookie = r.header("set-cookie").expect("an inserted cookie");
+    let to_live = format!("SERVERID={}", lb_userspace::l7::sticky::sticky_id(live.addr));
+    assert!(cookie.starts_with(&format!("{to_live};")), "{cookie}");
+    for _ in 0..4 {
+        assert_eq!(get(&c, port, "retry.test", "/", &[("cookie", &to_live)]).await.backend(), "live");
+    }
+    assert_eq!(live.hits(), 5);
+}
+
 /// ALB `healthcheck-*`: an endpoint failing its HTTP check stops getting requests; the
 /// agent's checker drives it exactly as `lb run` does.
 #[tokio::test]
