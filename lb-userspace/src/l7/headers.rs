@@ -66,8 +66,13 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// A request to switch protocols the proxy tunnels (WebSocket and the like). `h2c` alone is
+/// not one (RFC 9113 dropped it): a backend that took it would serve an HTTP/2 connection
+/// whose requests the proxy never routes nor filters ("h2c smuggling"), so the request goes
+/// on as a plain one, its `Upgrade` removed as hop-by-hop.
 pub(super) fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
+    h.get(header::UPGRADE)
+        .is_some_and(|v| !v.as_bytes().split(|b| *b == b',').all(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c")))
         && h.get_all(header::CONNECTION)
             .iter()
             .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade")))

@@ -50,28 +50,38 @@ pub fn sticky_id(addr: SocketAddr) -> String {
     format!("{:016x}", hash64(&[&endpoint_id(addr)]))
 }
 
-/// `NAME=<id>~value` → `NAME=value` in the Cookie headers (server cookie stickiness).
+/// `NAME=<id>~value` → `NAME=value` in the Cookie headers (server cookie stickiness). As
+/// bytes: a cookie that is not ASCII (obs-text) is passed on, not dropped.
 pub(super) fn strip_cookie_prefix(h: &mut HeaderMap, name: &str) {
-    let values: Vec<String> = h
+    let values: Vec<HeaderValue> = h
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .map(|kv| match kv.trim().split_once('=') {
-                    Some((k, val)) if k == name => format!("{k}={}", val.split_once('~').map_or(val, |(_, rest)| rest)),
-                    _ => kv.trim().to_owned(),
-                })
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
+        .map(|v| HeaderValue::from_bytes(&strip_in(v.as_bytes(), name.as_bytes())).unwrap_or_else(|_| v.clone()))
         .collect();
     h.remove(header::COOKIE);
     for v in values {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.append(header::COOKIE, v);
+        h.append(header::COOKIE, v);
+    }
+}
+
+/// One Cookie value with the `<id>~` of cookie `name` taken off, its pairs joined by `; `.
+fn strip_in(v: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    for (i, kv) in v.split(|b| *b == b';').enumerate() {
+        let kv = kv.trim_ascii();
+        if i > 0 {
+            out.extend_from_slice(b"; ");
+        }
+        match kv.iter().position(|b| *b == b'=') {
+            Some(eq) if &kv[..eq] == name => {
+                let val = &kv[eq + 1..];
+                out.extend_from_slice(&kv[..=eq]);
+                out.extend_from_slice(val.iter().position(|b| *b == b'~').map_or(val, |t| &val[t + 1..]));
+            }
+            _ => out.extend_from_slice(kv),
         }
     }
+    out
 }
 
 /// Sets or prefixes the sticky cookie on the answer of endpoint `answered`.
@@ -88,17 +98,17 @@ pub(super) fn set_sticky(route: &CompiledRoute, answered: SocketAddr, resp: &mut
         }
         StickySession::Server { cookie } => {
             let prefix = format!("{cookie}=");
+            // As bytes: a Set-Cookie that is not ASCII is passed on, not dropped.
             let rewritten: Vec<HeaderValue> = resp
                 .headers()
                 .get_all(header::SET_COOKIE)
                 .iter()
-                .filter_map(|v| {
-                    let s = v.to_str().ok()?;
-                    let out = match s.strip_prefix(&prefix) {
-                        Some(rest) => format!("{prefix}{id}~{rest}"),
-                        None => s.to_owned(),
-                    };
-                    HeaderValue::from_str(&out).ok()
+                .map(|v| match v.as_bytes().strip_prefix(prefix.as_bytes()) {
+                    Some(rest) => {
+                        let out = [prefix.as_bytes(), id.as_bytes(), b"~", rest].concat();
+                        HeaderValue::from_bytes(&out).unwrap_or_else(|_| v.clone())
+                    }
+                    None => v.clone(),
                 })
                 .collect();
             resp.headers_mut().remove(header::SET_COOKIE);
@@ -106,5 +116,21 @@ pub(super) fn set_sticky(route: &CompiledRoute, answered: SocketAddr, resp: &mut
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cookies that are not ASCII (obs-text) reach the backend, the prefix taken off.
+    #[test]
+    fn server_cookie_prefixes_are_stripped_from_any_bytes() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_bytes(b"name=caf\xc3\xa9;  sid=0011~abc").unwrap());
+        h.append(header::COOKIE, HeaderValue::from_static("sid=plain"));
+        strip_cookie_prefix(&mut h, "sid");
+        let got: Vec<&[u8]> = h.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+        assert_eq!(got, [&b"name=caf\xc3\xa9; sid=abc"[..], b"sid=plain"]);
     }
 }

@@ -90,7 +90,8 @@ async fn request_timeout_starts_after_the_request_body() {
     assert!(text.contains("\"body\":\"hello\""), "{text}");
 }
 
-/// WebSocket-style upgrades are tunnelled; h2c prior knowledge reaches an HTTP/1.1 backend.
+/// WebSocket-style upgrades are tunnelled, an upgrade to h2c is not; h2c prior knowledge
+/// reaches an HTTP/1.1 backend.
 #[tokio::test]
 async fn upgrade_tunnel_and_h2c() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,6 +117,26 @@ async fn upgrade_tunnel_and_h2c() {
         got.extend_from_slice(&buf[..n]);
     }
     assert_eq!(got, b"ping through the tunnel");
+
+    // An upgrade to h2c is not passed on (h2c smuggling): a plain request reaches the backend.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(
+        b"GET /up HTTP/1.1\r\nHost: u.test\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\
+          Connection: Upgrade, HTTP2-Settings\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut text = Vec::new();
+    while !text.ends_with(b"}") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&text));
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert!(json["headers"].get("upgrade").is_none(), "{json}");
+    assert!(json["headers"].get("http2-settings").is_none(), "{json}");
 
     let h2: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
