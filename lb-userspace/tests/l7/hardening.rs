@@ -127,6 +127,25 @@ async fn the_backend_gets_a_host_even_when_the_client_names_it_hop_by_hop_or_sen
     assert_eq!(any.hits(), 2);
 }
 
+/// An HTTP/2 (h2c prior knowledge) client connection to `port`, ready to send.
+async fn h2c(port: u16) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    send.ready().await.unwrap()
+}
+
+/// The whole body of an HTTP/2 answer, its window given back as it comes.
+async fn h2_body(mut body: h2::RecvStream) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    bytes
+}
+
 /// HTTP/2 clients send each cookie in a field of its own: an HTTP/1.1 backend gets them in
 /// one `Cookie` (RFC 6265 5.4). A HEAD answer over HTTP/2 is a head alone, also when the
 /// proxy makes it (no DATA frame: clients take one as a protocol error).
@@ -134,20 +153,10 @@ async fn the_backend_gets_a_host_even_when_the_client_names_it_hop_by_hop_or_sen
 async fn http2_cookies_are_joined_and_head_answers_have_no_body() {
     let port = free_port();
     let (_admin, tea, _p) = two_rules(port).await;
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(conn);
-    let mut send = send.ready().await.unwrap();
+    let mut send = h2c(port).await;
     let req = http::Request::get("http://a.test/tea").header("cookie", "a=1").header("cookie", "b=2").body(()).unwrap();
     let (resp, _) = send.send_request(req, true).unwrap();
-    let mut body = resp.await.unwrap().into_body();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-        bytes.extend_from_slice(&chunk);
-    }
-    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&h2_body(resp.await.unwrap().into_body()).await).unwrap();
     assert_eq!(json["headers"]["cookie"], "a=1; b=2", "{json}");
     for (path, status) in [("/tea", 200), ("/nowhere", 503)] {
         let req = http::Request::head(format!("http://a.test{path}")).body(()).unwrap();
@@ -183,23 +192,13 @@ async fn a_get_body_of_unknown_length_is_forwarded() {
 async fn http2_authority_and_host_must_agree() {
     let port = free_port();
     let (_admin, tea, _p) = two_rules(port).await;
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(conn);
-    let mut send = send.ready().await.unwrap();
+    let mut send = h2c(port).await;
     let mut ask = async |host: &str| {
         let req = http::Request::get("http://a.test/tea").header("host", host).body(()).unwrap();
         let (resp, _) = send.send_request(req, true).unwrap();
         let resp = resp.await.unwrap();
         let status = resp.status().as_u16();
-        let mut body = resp.into_body();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.unwrap();
-            let _ = body.flow_control().release_capacity(chunk.len());
-            bytes.extend_from_slice(&chunk);
-        }
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        (status, String::from_utf8_lossy(&h2_body(resp.into_body()).await).into_owned())
     };
     let (status, body) = ask("evil.test").await;
     assert_eq!(status, 400, "{body}");
