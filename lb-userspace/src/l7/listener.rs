@@ -4,7 +4,7 @@
 //! answer to one request.
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -121,7 +121,7 @@ pub(super) struct Activity {
     /// (`u64::MAX`: not waiting); hyper's server times its heads itself.
     pub(super) head_since: AtomicU64,
     /// Answers being sent through hyper's server ([`super::answering`]).
-    pub(super) bodies: super::answering::Bodies,
+    pub(super) bodies: Bodies,
 }
 
 /// A client that abandoned this many requests, more than it let finish, is cut off: it
@@ -221,5 +221,45 @@ impl Activity {
         }
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         Some(self.start.elapsed().saturating_sub(last))
+    }
+}
+
+/// The answers of one connection whose bodies hyper's server is sending ([`super::answering`]): (id, since when, in ms of the
+/// connection's clock, each waits on the client; `u64::MAX` while it waits on its backend).
+#[derive(Default)]
+pub(super) struct Bodies {
+    sending: Mutex<Vec<(u64, u64)>>,
+    next: AtomicU64,
+}
+
+impl Bodies {
+    fn lock(&self) -> MutexGuard<'_, Vec<(u64, u64)>> {
+        self.sending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn start(&self, now_ms: u64) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().push((id, now_ms));
+        id
+    }
+
+    pub(super) fn set(&self, id: u64, since: u64) {
+        if let Some(b) = self.lock().iter_mut().find(|(i, _)| *i == id) {
+            b.1 = since;
+        }
+    }
+
+    pub(super) fn end(&self, id: u64) {
+        let mut v = self.lock();
+        if let Some(at) = v.iter().position(|(i, _)| *i == id) {
+            v.swap_remove(at);
+        }
+    }
+
+    /// How long the answer that has waited longest on the client has waited (`now_ms` on
+    /// the connection's clock).
+    pub(super) fn client_stalled_for(&self, now_ms: u64) -> Option<Duration> {
+        let oldest = self.lock().iter().map(|(_, since)| *since).min().filter(|s| *s != u64::MAX)?;
+        Some(Duration::from_millis(now_ms.saturating_sub(oldest)))
     }
 }
