@@ -411,12 +411,7 @@ fn joined(h: &HeaderMap, name: &HeaderName, sep: &str) -> Option<HeaderValue> {
 
 /// The address the client connected to, as a Host: the port only when not the scheme's.
 fn local_authority(conn: &Conn) -> String {
-    let default = if conn.tls { 443 } else { 80 };
-    match (conn.local.ip(), conn.local.port()) {
-        (std::net::IpAddr::V4(a), p) if p == default => a.to_string(),
-        (std::net::IpAddr::V6(a), p) if p == default => format!("[{a}]"),
-        (_, _) => conn.local.to_string(),
-    }
+    respond::authority(&conn.local.ip().to_string(), conn.local.port(), if conn.tls { 443 } else { 80 })
 }
 
 fn put(h: &mut HeaderMap, name: HeaderName, value: &str) {

@@ -193,7 +193,7 @@ impl Activity {
 
     /// A request head is awaited from now (`true`) or has been read.
     pub(super) fn reading_head(&self, waiting: bool) {
-        let at = if waiting { self.start.elapsed().as_millis() as u64 } else { u64::MAX };
+        let at = if waiting { self.now_ms() } else { u64::MAX };
         self.head_since.store(at, Ordering::Relaxed);
     }
 
@@ -212,7 +212,7 @@ impl Activity {
     }
 
     pub(super) fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     pub(super) fn idle_for(&self) -> Option<Duration> {

@@ -62,14 +62,23 @@ pub struct Origin<'a> {
 
 /// `scheme://host[:port]path[?query]`, the port left out when it is the scheme's default.
 pub fn location(scheme: &str, host: &str, port: u16, path: &str, query: Option<&str>) -> String {
-    let default = matches!((scheme, port), ("http", 80) | ("https", 443));
-    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_owned() };
-    let mut s = if default { format!("{scheme}://{host}{path}") } else { format!("{scheme}://{host}:{port}{path}") };
+    let default = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => 0,
+    };
+    let mut s = format!("{scheme}://{}{path}", authority(host, port, default));
     if let Some(q) = query.filter(|q| !q.is_empty()) {
         s.push('?');
         s.push_str(q);
     }
     s
+}
+
+/// `host[:port]`, an IPv6 literal bracketed, the port left out when it is `default`.
+pub fn authority(host: &str, port: u16, default: u16) -> String {
+    let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_owned() };
+    if port == default { host } else { format!("{host}:{port}") }
 }
 
 /// The `Location` of a Redirect action: every part not set keeps the request's value.
