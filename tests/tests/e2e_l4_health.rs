@@ -153,7 +153,21 @@ fn http_check_on_a_tcp_listener(shape: Shape) {
         ("healthy-threshold", "2"),
         ("unhealthy-threshold", "2"),
     ];
-    let s = Scenario::start_in(shape, 2, &[("svc.yaml", &svc(shape, 2, &checks, 9090, 8080))], 2, &[]).unwrap();
+    // And a Service the datapath rejects (a Maglev table does not fit): the health changes
+    // below apply the model again without it, which does not load it either.
+    let maglev = [(format!("{P}scheduler"), "sch")];
+    let maglev: Vec<(&str, &str)> = maglev.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let eps = [(shape.backend_addr(1).to_string(), None)];
+    let big = service_yaml("big", "198.18.100.11", &maglev, &eps);
+    let files = [("svc.yaml", svc(shape, 2, &checks, 9090, 8080)), ("big.yaml", big)];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let s = Scenario::start_in(shape, 2, &files, 2, &["--backend-table-entries", "4096"]).unwrap();
+    let rejected = || {
+        let out = s.topo.lb.command(lb_tests::daemon::lb_bin().to_str().unwrap()).args(["stats", "--json"]).output();
+        let v: serde_json::Value = serde_json::from_slice(&out.unwrap().stdout).expect("stats JSON");
+        v["agent"]["datapath_errors"].clone()
+    };
+    assert_eq!(rejected(), 2, "the two listeners of Service big");
     let health: Vec<Arc<AtomicU16>> = (0..2).map(|_| Arc::new(AtomicU16::new(200))).collect();
     let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let _http: Vec<Server> = (0..2)
@@ -171,6 +185,7 @@ fn http_check_on_a_tcp_listener(shape: Shape) {
     assert_eq!(one, BTreeMap::from([("backend-1".to_string(), 10)]), "no new flows to the failing backend");
     let udp = s.topo.client.run(|| tally((0..10).map(|_| udp_request(vip80(), TIMEOUT).unwrap())));
     assert_eq!(udp.len(), 2, "the UDP listener keeps both: {udp:?}");
+    assert_eq!(rejected(), 2, "a health change does not load Service big: still counted, still retried");
     health[1].store(200, Ordering::Relaxed);
     thread::sleep(Duration::from_millis(4500));
     let again = s.topo.client.run(|| tally((0..10).map(|_| http_get(vip80()).unwrap())));

@@ -281,10 +281,14 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                 }
                 let effective = checker.effective(&applied);
                 apply_l7(&mut proxy, effective, &mut agent_stats);
+                // `applied` lacks what the datapath rejected of `desired`: applying it clears
+                // none of those rejections (the sweeps go on trying them).
                 match dp.apply(effective) {
-                    Ok(()) => agent_stats.datapath_errors = 0,
+                    Ok(()) => {}
                     // Each failure is logged; the objects keep their last good state.
-                    Err(dataplane::DataplaneError::Rejected(rejected)) => agent_stats.datapath_errors = rejected.len(),
+                    Err(dataplane::DataplaneError::Rejected(rejected)) => {
+                        agent_stats.datapath_errors = agent_stats.datapath_errors.max(rejected.len())
+                    }
                     Err(e) => {
                         let wait = retry.failed(std::time::Instant::now());
                         tracing::error!(error = %e, retry_in = ?wait, "applying a health change failed")
