@@ -95,6 +95,11 @@ enum Command {
         /// Do not pin: the datapath is detached when lb exits, and its flows are lost.
         #[arg(long, conflicts_with = "pin_dir")]
         no_pin: bool,
+        /// Where lb keeps the last good version of every Service and AccessControlList
+        /// (last-good.json), so that after a restart an object rejected then keeps serving
+        /// its last good version. A host directory in the DaemonSet; lb uninstall removes it.
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
         /// Flows the conntrack table holds.
         #[arg(long, default_value_t = lb_common::DEFAULT_CONNTRACK_ENTRIES)]
         conntrack_entries: u32,
@@ -203,6 +208,9 @@ enum Command {
         /// The pin directory `lb run` used.
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        /// The state directory `lb run` used.
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
         /// The full-NAT source ports `lb run` reserved.
         #[arg(long, default_value = dataplane::DEFAULT_SNAT_PORTS_ARG, value_parser = parse_range)]
         snat_ports: (u16, u16),
@@ -258,6 +266,7 @@ enum Command {
 
 /// Where `lb run` pins the datapath by default (the host's bpffs).
 const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/lb";
+const DEFAULT_STATE_DIR: &str = "/run/lb";
 
 fn parse_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST, e.g. 10000-29999")?;
@@ -320,6 +329,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             snat_ports,
             pin_dir,
             no_pin,
+            state_dir,
             conntrack_entries,
             half_open_entries,
             syn_cookies,
@@ -389,6 +399,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                     syn_cookies,
                     syn_cookie_rate,
                 },
+                state_dir,
                 poll: Duration::from_millis(poll_ms),
                 sweep: Duration::from_millis(sweep_ms),
                 sweep_options: dataplane::conntrack::SweepOptions {
@@ -454,9 +465,15 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Uninstall { pin_dir, snat_ports: (first, last) } => {
+        Command::Uninstall { pin_dir, state_dir, snat_ports: (first, last) } => {
             let links = dataplane::pin::PinDir::remove_all(&pin_dir)?;
             println!("lb: removed {} ({links} link(s): their programs left the interfaces)", pin_dir.display());
+            let state = state_dir.join(agent::LAST_GOOD_FILE);
+            match std::fs::remove_file(&state) {
+                Ok(()) => println!("lb: removed {}", state.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => bail!("removing {}: {e}", state.display()),
+            }
             lb_userspace::netif::unreserve_ports(first, last)?;
             println!("lb: ports {first}-{last} no longer reserved");
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

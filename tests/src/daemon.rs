@@ -50,6 +50,8 @@ pub struct Daemon {
     /// Every run's stderr, the first run's first.
     logs: Vec<PathBuf>,
     pins: Option<Pins>,
+    /// `--state-dir` (the test's own: `<workdir>/state` unless given).
+    state_dir: PathBuf,
     /// `lb run` (not other subcommands) runs as the DaemonSet runs it (see
     /// [`Daemon::start_restricted`]).
     restricted: bool,
@@ -101,6 +103,14 @@ impl Daemon {
         args.push(manifests.to_str().context("manifest path")?.to_string());
         args.extend(["--iface", ifaces, "--poll-ms", "200"].map(String::from));
         args.extend(extra.iter().map(|a| a.to_string()));
+        let state_dir = match flag(extra, "--state-dir") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let dir = workdir.join("state");
+                args.extend(["--state-dir".to_string(), dir.to_str().context("state path")?.to_string()]);
+                dir
+            }
+        };
         let pins = if extra.contains(&"--no-pin") {
             None
         } else if let Some(dir) = flag(extra, "--pin-dir") {
@@ -122,6 +132,7 @@ impl Daemon {
             listeners,
             logs: Vec::new(),
             pins,
+            state_dir,
             restricted: false,
             wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
         };
@@ -148,7 +159,11 @@ impl Daemon {
         let pin_dir = dir.to_str().context("pin path")?.to_string();
         let mut args: Vec<String> = ["run", "--manifests"].map(String::from).to_vec();
         args.push(manifests.to_str().context("manifest path")?.to_string());
-        args.extend(["--iface", ifaces, "--poll-ms", "200", "--pin-dir", &pin_dir].map(String::from));
+        let state_dir = workdir.join("state");
+        let state = state_dir.to_str().context("state path")?;
+        args.extend(
+            ["--iface", ifaces, "--poll-ms", "200", "--pin-dir", &pin_dir, "--state-dir", state].map(String::from),
+        );
         let mut d = Daemon {
             child: None,
             log: PathBuf::new(),
@@ -159,6 +174,7 @@ impl Daemon {
             listeners,
             logs: Vec::new(),
             pins: Some(Pins { dir, mount, snat_ports: None, uninstalled: false }),
+            state_dir,
             restricted: true,
             wrapper: Vec::new(),
         };
@@ -296,6 +312,7 @@ impl Daemon {
         let Some(pins) = self.pins.as_mut() else { bail!("lb runs with --no-pin") };
         pins.uninstalled = true;
         let mut args = vec!["uninstall".to_string(), "--pin-dir".to_string(), pins.dir.display().to_string()];
+        args.extend(["--state-dir".to_string(), self.state_dir.display().to_string()]);
         if let Some(ports) = &pins.snat_ports {
             args.extend(["--snat-ports".to_string(), ports.clone()]);
         }

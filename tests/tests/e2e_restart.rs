@@ -395,14 +395,61 @@ fn node_settings_are_applied_once_and_uninstall_removes_everything(shape: Shape)
     answered(&s, TIMEOUT).unwrap_or_else(|e| panic!("the datapath serves while lb is stopped: {e:#}"));
 
     // lb uninstall: nothing of it is left.
+    let state = s.manifests.parent().unwrap().join("state/last-good.json");
+    assert!(state.exists(), "{} is missing", state.display());
     let out = s.daemon.uninstall().unwrap();
     eprintln!("{}: lb uninstall: {}; programs before: {attached:?}", shape.name(), out.trim());
     let left = programs_in(&s.topo.lb);
     assert!(left.is_empty(), "programs left after lb uninstall: {left:?}");
     assert!(!pins.exists(), "{} still exists", pins.display());
+    assert!(!state.exists(), "{} still exists", state.display());
     assert_eq!(reserved_ports(&s.topo.lb), "", "the SNAT range is no longer reserved");
     let after = answered(&s, Duration::from_secs(2));
     assert!(after.is_err(), "the VIP still answers after lb uninstall: {after:?}");
+}
+
+/// An AccessControlList and a Service that break while lb is down serve their last good
+/// versions after it starts again, as they would had they broken while it ran: lb keeps them
+/// in its state directory. Without them the restarted lb takes both Services off the node
+/// (the one naming the ACL is rejected with it). Not a matter of node shape: routed only.
+#[test]
+fn rejected_objects_serve_their_last_good_versions_after_a_restart() {
+    let shape = Shape::Routed;
+    let acl = |cidr: &str| {
+        format!(
+            "apiVersion: lb.dev/v1alpha1\nkind: AccessControlList\nmetadata: {{name: office}}\nspec:\n  entries:\n  - {{cidr: {cidr}}}\n"
+        )
+    };
+    let white = [(format!("{P}acl-status"), "on"), (format!("{P}acl-id"), "office"), (format!("{P}acl-type"), "white")];
+    let white: Vec<(&str, &str)> = white.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let guarded = service_yaml("guarded", &VIP.to_string(), &white, &backends(shape));
+    let plain = |scheduler: &str| {
+        service_yaml("plain", "198.18.100.11", &[(&format!("{P}scheduler"), scheduler)], &backends(shape))
+    };
+    let files = [("acl.yaml", acl("198.18.0.2/32")), ("guarded.yaml", guarded), ("plain.yaml", plain("wrr"))];
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, y)| (*n, y.as_str())).collect();
+    let mut s = Scenario::start_in(shape, BACKENDS, &files, 4, &[]).unwrap();
+    let plain_vip = SocketAddr::new(Ipv4Addr::new(198, 18, 100, 11).into(), 80);
+    let both =
+        |s: &Scenario| s.topo.client.run(move || (tcp_request(vip(80), TIMEOUT), tcp_request(plain_vip, TIMEOUT)));
+    let (g, p) = both(&s);
+    assert!(g.is_ok() && p.is_ok(), "{g:?} {p:?}");
+
+    s.daemon.halt(Signal::SIGTERM).unwrap();
+    s.write("acl.yaml", &acl("198.18.0.2/24")).unwrap();
+    s.write("plain.yaml", &plain("fastest")).unwrap();
+    // Ready once its four listeners are loaded again.
+    s.daemon.resume().unwrap_or_else(|e| panic!("{e:#}"));
+    let (g, p) = both(&s);
+    let log = lb_tests::daemon::strip_ansi(&s.daemon.log_text());
+    assert!(g.is_ok() && p.is_ok(), "{g:?} {p:?}\n{log}");
+    assert!(log.contains("last good objects of the previous run"), "{log}");
+    let rejected: Vec<&str> = log.lines().filter(|l| l.contains("object rejected")).collect();
+    assert_eq!(rejected.len(), 2, "{rejected:#?}");
+    let acl = "AccessControlList office: spec.entries[0].cidr: 198.18.0.2/24 has host bits set";
+    assert!(rejected.iter().any(|l| l.contains(acl) && l.contains("its last good prefixes (1) stay in force")));
+    let svc = "Service e2e/plain: service.beta.kubernetes.io/alibaba-cloud-loadbalancer-scheduler";
+    assert!(rejected.iter().any(|l| l.contains(svc) && l.contains("last_good_serving=true")), "{rejected:#?}");
 }
 
 in_every_shape!(

@@ -7,8 +7,10 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
+mod last_good;
 mod retry;
 
+pub use last_good::FILE as LAST_GOOD_FILE;
 use retry::ApplyRetry;
 
 use crate::{
@@ -32,6 +34,8 @@ pub struct RunOptions {
     pub clusters: Vec<crate::clusters::ClusterSpec>,
     pub ifaces: Vec<String>,
     pub dataplane: dataplane::Options,
+    /// Where the last good objects are kept across restarts ([`last_good`]).
+    pub state_dir: std::path::PathBuf,
     /// How often the agent ticks (a manifest directory without inotify is listed then).
     pub poll: Duration,
     /// How often conntrack is swept.
@@ -128,6 +132,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
     let (mut desired, mut build_errors) = (Model::default(), Vec::new());
     // What the next build reuses of the last (a change costs the objects it touches).
     let mut build_cache = model::BuildCache::default();
+    // The last good objects of the run before (an object rejected now serves them), and of
+    // this one for the next.
+    let mut last_good = last_good::LastGood::open(&opts.state_dir, &mut build_cache);
     // The L7 proxy process: started now, restarted whenever it exits (the datapath is not
     // touched by either).
     let mut proxy = l7::supervise::L7Front::start(opts.l7.clone()).context("starting the L7 proxy")?;
@@ -182,7 +189,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
             if settle(result, desired.clone(), &mut applied, &mut errors, &mut agent_stats, &mut retry) {
                 if !model_loaded {
                     model_loaded = true;
-                    first_loaded(&mut dp, &probes);
+                    first_loaded(&mut dp, &probes, &mut build_cache);
                 }
                 if rejected_before > 0 && agent_stats.datapath_errors == 0 {
                     tracing::info!("every object the datapath had rejected is loaded now");
@@ -212,6 +219,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                     }
                 }
                 let mut build = model::build_next(&objects, &build_opts, &applied, &mut build_cache);
+                last_good.update(&mut build_cache, &build.model.acls);
                 phases.mark("build");
                 log_changes(&mut logged_errors, &mut logged_notices, &objects.errors, &build);
                 agent_stats.objects_rejected = build.errors.len();
@@ -230,7 +238,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                 let loaded = settle(result, build.model, &mut applied, &mut build.errors, &mut agent_stats, &mut retry);
                 if loaded && !model_loaded {
                     model_loaded = true;
-                    first_loaded(&mut dp, &probes);
+                    first_loaded(&mut dp, &probes, &mut build_cache);
                 }
                 phases.mark("maps");
                 source.report(&build.errors, &applied);
@@ -324,6 +332,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
     // Another pod takes over status and Events at once, not after the Lease expires.
     source.shutdown().await;
     proxy.shutdown_gracefully().await;
+    drop(last_good);
     let stats = dp.stats()?;
     println!("{}", serde_json::json!({ "stats": stats }));
     if dp.pinned() {
@@ -374,7 +383,8 @@ fn settle(
 
 /// The first model is in the maps: a pinned datapath of the previous `lb`, which kept
 /// serving until now, is taken over, and the pod goes Ready.
-fn first_loaded(dp: &mut Dataplane, probes: &Probes) {
+fn first_loaded(dp: &mut Dataplane, probes: &Probes, cache: &mut model::BuildCache) {
+    cache.forget_restored();
     if let Err(e) = dp.finish_adoption() {
         tracing::error!(error = %e, "taking over the pinned datapath failed: it may not outlive this lb");
     }

@@ -164,6 +164,45 @@ mod tests {
         assert_eq!(never.errors.len(), 2, "{:?}", never.errors);
     }
 
+    /// A restarted agent (its cache restored from the last good objects the agent before it
+    /// kept) serves an ACL invalid now with its last good prefixes, and a Service rejected
+    /// now from its last good version on the current endpoints; the objects kept change only
+    /// when a Service does.
+    #[test]
+    fn a_restarted_agent_serves_the_last_good_versions_of_before() {
+        use crate::model::{BuildCache, BuildOptions, Model, build_next};
+        let opts = BuildOptions::default();
+        let mut before = BuildCache::default();
+        let good = objects("198.18.9.0/24", "198.18.11.2");
+        let first = build_next(&good, &opts, &Model::default(), &mut before);
+        let kept = before.good_services_changed().expect("the first build's Services");
+        assert_eq!(kept.len(), 1);
+        build_next(&good, &opts, &first.model, &mut before);
+        assert!(before.good_services_changed().is_none(), "nothing changed");
+        // Through JSON, as the state file keeps them.
+        let services = serde_json::from_value(serde_json::to_value(&kept).unwrap()).unwrap();
+        let acls: Vec<crate::model::Acl> = first.model.acls.values().cloned().collect();
+
+        // While it was down: the ACL broke, the Service got an invalid scheduler, its pod moved.
+        let mut broken = objects("198.18.9.1/24", "198.18.12.2");
+        let mut svc = (*broken.services[0]).clone();
+        let scheduler = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-scheduler";
+        svc.metadata.annotations.as_mut().unwrap().insert(scheduler.into(), "fastest".into());
+        broken.services[0] = std::sync::Arc::new(svc);
+        let mut after = BuildCache::default();
+        after.restore(services, acls);
+        let restarted = build_next(&broken, &opts, &Model::default(), &mut after);
+        assert_eq!(restarted.errors.len(), 2, "both still rejected: {:?}", restarted.errors);
+        assert_eq!(restarted.model.acls["office"], first.model.acls["office"], "the last good prefixes");
+        let l = &restarted.model.listeners["198.18.100.10:80/tcp"];
+        assert_eq!(l.backends[0].addr.to_string(), "198.18.12.2", "the last good Service on the current endpoints");
+        assert!(after.good_services_changed().is_some(), "the restored objects are kept again");
+
+        // Without them, as before: both dark.
+        let fresh = build_next(&broken, &opts, &Model::default(), &mut BuildCache::default());
+        assert!(fresh.model.acls.is_empty() && fresh.model.listeners.is_empty(), "{:?}", fresh.model);
+    }
+
     #[test]
     fn an_empty_list_is_valid() {
         assert!(

@@ -35,6 +35,11 @@ pub struct BuildCache {
     /// The last version of each Service that built, by (namespace, name): a Service rejected
     /// now is built again from it on the current endpoints and nodes ([`super::build_next`]).
     pub(super) good_services: HashMap<(String, String), Arc<Service>>,
+    /// Whether `good_services` changed since [`BuildCache::good_services_changed`] last said.
+    pub(super) good_changed: bool,
+    /// The last good AccessControlLists of the agent before a restart ([`BuildCache::restore`]),
+    /// until the first model is loaded: a list invalid now keeps their prefixes.
+    pub(super) restored_acls: BTreeMap<String, Acl>,
 }
 
 /// What every Service's build depends on besides its own objects.
@@ -91,6 +96,36 @@ impl From<super::service::ServiceBuild> for ServiceListeners {
 }
 
 impl BuildCache {
+    /// Start from the last good Services and AccessControlLists of the agent before a restart
+    /// (as [`BuildCache::good_services_changed`] and the served ACLs gave them): an object
+    /// rejected at the first builds serves its last good version, as it did before the
+    /// restart, instead of going dark.
+    pub fn restore(&mut self, services: Vec<Service>, acls: Vec<Acl>) {
+        for svc in services {
+            let key = super::service_key(&svc);
+            self.good_services.insert(key, Arc::new(svc));
+        }
+        self.restored_acls = acls.into_iter().map(|a| (a.source.name.clone(), a)).collect();
+        // The first build's set is written whole (the writer starts from none).
+        self.good_changed = true;
+    }
+
+    /// The first model is loaded: its ACLs are the last good ones from now on.
+    pub fn forget_restored(&mut self) {
+        self.restored_acls.clear();
+    }
+
+    /// The last good version of every Service, sorted by namespace and name, when it changed
+    /// since the last call (a Service added, gone, or changed and valid).
+    pub fn good_services_changed(&mut self) -> Option<Vec<Arc<Service>>> {
+        if !std::mem::take(&mut self.good_changed) {
+            return None;
+        }
+        let mut good: Vec<(&(String, String), &Arc<Service>)> = self.good_services.iter().collect();
+        good.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Some(good.into_iter().map(|(_, s)| s.clone()).collect())
+    }
+
     /// Forget everything if what every Service depends on changed since the last build.
     pub fn check_context(
         &mut self,

@@ -188,7 +188,7 @@ pub enum AclMode {
 }
 
 /// A named list of source prefixes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Acl {
     pub source: ObjectRef,
     pub entries: Vec<ipnet::IpNet>,
@@ -334,7 +334,7 @@ fn build_with(
         let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
         endpoints::of_service(&slices, ns, svc.metadata.name.as_deref().unwrap_or_default())
     };
-    let mut good = std::mem::take(&mut cache.good_services);
+    let good = std::mem::take(&mut cache.good_services);
     let built = cache.services(&services, slices_of, |svc, mine| service::listeners(svc, mine, &cx, &lookup));
     // A rejected Service keeps serving its last good version, built again on the current
     // endpoints and nodes (the listeners it had then would keep the backends of then while
@@ -347,7 +347,7 @@ fn build_with(
             let key = service_key(svc);
             let last = match built {
                 Ok(_) => Some((*svc).clone()),
-                Err(_) => good.remove(&key),
+                Err(_) => good.get(&key).cloned(),
             };
             let again = match (built, &last) {
                 (Err(_), Some(g)) => service::listeners(g, slices_of(svc), &cx, &lookup).ok().map(Into::into),
@@ -359,6 +359,8 @@ fn build_with(
             again
         })
         .collect();
+    let good_changed =
+        good.len() != good_next.len() || good_next.iter().any(|(k, s)| !good.get(k).is_some_and(|g| Arc::ptr_eq(g, s)));
     drop(good);
     // Who holds each (VIP, port, protocol), and since when.
     let mut owners: BTreeMap<ListenerId, &ObjectRef> = BTreeMap::new();
@@ -405,6 +407,7 @@ fn build_with(
     l7::build_alb(&lookup, &mut out);
     cache.remember(objects, last_good, &services, marks, &out);
     cache.good_services = good_next;
+    cache.good_changed |= good_changed;
     out
 }
 
@@ -509,7 +512,17 @@ pub fn listener_name(l: &L4Listener) -> String {
 /// so. A rejected Service or Ingress keeps its listeners and routes ([`keep_last_good`]).
 /// `cache` keeps what the next build can reuse.
 pub fn build_next(objects: &ObjectSet, opts: &BuildOptions, previous: &Model, cache: &mut BuildCache) -> Build {
-    let mut out = build_with(objects, opts, &previous.acls, cache);
+    let restored;
+    let last_good = if cache.restored_acls.is_empty() {
+        &previous.acls
+    } else {
+        // Restarted: the last good ACLs of the agent before, where this one has none yet.
+        let mut acls = cache.restored_acls.clone();
+        acls.extend(previous.acls.iter().map(|(k, a)| (k.clone(), a.clone())));
+        restored = acls;
+        &restored
+    };
+    let mut out = build_with(objects, opts, last_good, cache);
     keep_last_good(previous, &mut out);
     out
 }

@@ -251,13 +251,9 @@ pub fn lb(ns: &Netns, cpus: &[usize], dir: &Path, cert: &Path, key: &Path, iface
         bail!("{} not found: run `cargo xtask build` (or set LB_BIN)", bin.display());
     }
     let (bin, m) = (bin.display().to_string(), m.display().to_string());
-    Proc::start(
-        ns,
-        cpus,
-        "lb",
-        &[&bin, "run", "--manifests", &m, "--iface", iface, "--l7-bind", "127.0.0.1", "--admin", "off", "--no-pin"],
-        &d,
-    )
+    let state = d.join("state").display().to_string();
+    let args = [&bin, "run", "--manifests", &m, "--iface", iface, "--l7-bind", "127.0.0.1", "--admin", "off"];
+    Proc::start(ns, cpus, "lb", &[&args[..], &["--no-pin", "--state-dir", &state]].concat(), &d)
 }
 
 fn lb_manifests(cert: &[u8], key: &[u8]) -> String {
