@@ -142,6 +142,36 @@ fn a_listener_that_does_not_fit_leaves_the_others_applied() {
     });
 }
 
+/// A backend removed from many listeners at once (a node drained of its pods), connection
+/// drain off: every listener's flows to it are cut, in one walk of the flow tables for the
+/// whole apply (one per listener blocked the agent for as many walks), and each flow's next
+/// datagram is scheduled anew on what is left.
+#[test]
+fn a_backend_removed_from_every_listener_is_cut_in_one_walk() {
+    with_datapath("a_backend_removed_from_every_listener_is_cut_in_one_walk", Options::default(), |t| {
+        let udp = |port: u16, backends: &[Ipv4Addr]| {
+            let backends: Vec<_> = backends.iter().map(|b| be(*b)).collect();
+            listener(IpAddr::V4(VIP), port, Protocol::Udp, Scheduler::Rr, &backends)
+        };
+        let ports = 80..90;
+        t.dp.apply(&model(ports.clone().map(|p| udp(p, &[B1])).collect())).unwrap();
+        for p in ports.clone() {
+            assert_eq!(t.udp(2000 + p, p), (XDP_REDIRECT, Some(B1.into())), ":{p}");
+            assert_eq!(t.udp(3000 + p, p), (XDP_REDIRECT, Some(B1.into())), ":{p}");
+        }
+        // B1 goes from every listener, B2 comes.
+        t.dp.apply(&model(ports.clone().map(|p| udp(p, &[B2])).collect())).unwrap();
+        assert_eq!(t.dp.cut_walks(), 1, "one walk for ten listeners");
+        for p in ports.clone() {
+            assert_eq!(t.udp(2000 + p, p), (XDP_REDIRECT, Some(B2.into())), ":{p}: the flow was cut");
+            assert_eq!(t.udp(3000 + p, p), (XDP_REDIRECT, Some(B2.into())), ":{p}: the flow was cut");
+        }
+        // Nothing removed: no walk.
+        t.dp.apply(&model(ports.map(|p| udp(p, &[B2, B3])).collect())).unwrap();
+        assert_eq!(t.dp.cut_walks(), 1);
+    });
+}
+
 fn acl(name: &str, entries: impl IntoIterator<Item = ipnet::IpNet>) -> Acl {
     Acl {
         source: ObjectRef { kind: "AccessControlList".into(), namespace: String::new(), name: name.into() },

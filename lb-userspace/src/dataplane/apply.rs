@@ -116,6 +116,7 @@ impl Dataplane {
     /// The end of an apply: each failure logged; when every listener loaded as asked, the
     /// next apply may take the short way.
     pub(super) fn finish(&mut self, model: &Model, rejected: Vec<Rejected>) -> Result<()> {
+        self.cut_removed();
         for r in &rejected {
             tracing::error!(error = %r, "not loaded into the datapath; the rest of the model was applied");
         }
@@ -123,6 +124,28 @@ impl Dataplane {
             self.asked = Some(model.listeners.clone());
         }
         if rejected.is_empty() { Ok(()) } else { Err(DataplaneError::Rejected(rejected)) }
+    }
+
+    /// How many times an apply walked the flow tables to cut removed backends' flows.
+    pub fn cut_walks(&self) -> u64 {
+        self.cut_walks
+    }
+
+    /// Cut the flows of the backends this apply removed with connection drain off: one walk
+    /// of the flow tables for all of them (a node drained of its pods removes backends from
+    /// every listener at once). A failure leaves those flows to time out.
+    fn cut_removed(&mut self) {
+        if self.cuts.is_empty() {
+            return;
+        }
+        let cuts = std::mem::take(&mut self.cuts);
+        self.cut_walks += 1;
+        match conntrack::cut_flows(&mut self.ebpf, |listener, addr, port| cuts.contains(&(listener, addr, port))) {
+            Ok(flows) => {
+                tracing::info!(backends = cuts.len(), flows, "cut the flows of removed backends (connection drain off)")
+            }
+            Err(e) => tracing::warn!(error = %e, backends = cuts.len(), "cannot cut the flows of removed backends"),
+        }
     }
 
     /// ACLs leave once neither the model nor a listener still loaded (a last good one
@@ -283,13 +306,9 @@ impl Dataplane {
                     self.bounds.drain(id, a, p, deadline);
                 }
             }
-            None if !removed.is_empty() => {
-                let cut = conntrack::cut_flows(&mut self.ebpf, |ct_listener, addr, port| {
-                    ct_listener == id && removed.contains(&(addr, port))
-                })?;
-                tracing::info!(listener = id, flows = cut, "cut the flows of removed backends (connection drain off)");
-            }
-            None => {}
+            // Cut at the end of the apply ([`Dataplane::cut_removed`]), once the new
+            // tables are all written.
+            None => self.cuts.extend(removed.into_iter().map(|(a, p)| (id, a, p))),
         }
         Ok(())
     }

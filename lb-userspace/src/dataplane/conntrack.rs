@@ -101,10 +101,15 @@ const HALF_OPEN: Tables = Tables { client: names::HALF_OPEN, reverse: names::HAL
 
 /// Every client flow of `t` with its reverse side: (key, entry, reverse entry if present).
 fn flows_in(ebpf: &mut Ebpf, t: Tables) -> Result<Vec<(FlowKey, CtEntry, Option<RevEntry>)>> {
-    let ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, t.client)?;
-    let entries: Vec<(FlowKey, CtEntry)> = ct.iter().filter_map(|r| r.ok()).collect();
+    let entries = client_flows_in(ebpf, t)?;
     let rev: BpfHashMap<&mut MapData, FlowKey, RevEntry> = map_mut(ebpf, t.reverse)?;
     Ok(entries.into_iter().map(|(k, e)| (k, e, rev.get(&reverse_key(&k, &e), 0).ok())).collect())
+}
+
+/// Every client flow of `t`, without its reverse side.
+fn client_flows_in(ebpf: &mut Ebpf, t: Tables) -> Result<Vec<(FlowKey, CtEntry)>> {
+    let ct: BpfHashMap<&mut MapData, FlowKey, CtEntry> = map_mut(ebpf, t.client)?;
+    Ok(ct.iter().filter_map(|r| r.ok()).collect())
 }
 
 fn flows(ebpf: &mut Ebpf) -> Result<Vec<(FlowKey, CtEntry, Option<RevEntry>)>> {
@@ -203,18 +208,17 @@ fn sweep_half_open(ebpf: &mut Ebpf, timeout: Duration, now_ns: u64, drains: &Dra
 /// Remove the flows `doomed(listener id, backend address, backend port)` selects. Their next
 /// packet is scheduled anew (a TCP peer gets a RST from the new backend).
 pub fn cut_flows(ebpf: &mut Ebpf, doomed: impl Fn(u32, IpAddr, u16) -> bool) -> Result<usize> {
-    let cut: Vec<(FlowKey, CtEntry, Still)> = flows(ebpf)?
-        .into_iter()
-        .filter(|(k, e, _)| doomed(e.listener_id, words_addr(&e.backend, k.family), u16::from_be(e.backend_port)))
-        .map(|(k, e, _)| (k, e, Still::Same))
-        .collect();
+    let doomed_in = |ebpf: &mut Ebpf, t: Tables| -> Result<Vec<(FlowKey, CtEntry, Still)>> {
+        Ok(client_flows_in(ebpf, t)?
+            .into_iter()
+            .filter(|(k, e)| doomed(e.listener_id, words_addr(&e.backend, k.family), u16::from_be(e.backend_port)))
+            .map(|(k, e)| (k, e, Still::Same))
+            .collect())
+    };
+    let cut = doomed_in(ebpf, ESTABLISHED)?;
     remove(ebpf, &cut)?;
     // Handshakes in progress to such a backend go too (they would become its flows).
-    let half: Vec<(FlowKey, CtEntry, Still)> = flows_in(ebpf, HALF_OPEN)?
-        .into_iter()
-        .filter(|(k, e, _)| doomed(e.listener_id, words_addr(&e.backend, k.family), u16::from_be(e.backend_port)))
-        .map(|(k, e, _)| (k, e, Still::Same))
-        .collect();
+    let half = doomed_in(ebpf, HALF_OPEN)?;
     remove_in(ebpf, HALF_OPEN, &half)?;
     Ok(cut.len())
 }

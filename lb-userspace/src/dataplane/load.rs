@@ -176,6 +176,8 @@ impl Dataplane {
             acls: acls::AclState::default(),
             max_backends: opts.max_backends,
             drains: conntrack::Drains::default(),
+            cuts: Default::default(),
+            cut_walks: 0,
             suspects: pairs::Suspects::default(),
             config: settings::initial((lo, hi), opts.syn_cookies, opts.syn_cookie_rate),
             filter: Default::default(),

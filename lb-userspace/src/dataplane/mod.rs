@@ -85,6 +85,11 @@ pub struct Dataplane {
     max_backends: u32,
     /// Removed backends whose flows are cut at a deadline (connection drain).
     pub drains: conntrack::Drains,
+    /// Removed backends (listener id, address, port) whose flows the apply under way cuts
+    /// at its end: one walk of the flow tables however many listeners lost backends.
+    cuts: std::collections::HashSet<(u32, std::net::IpAddr, u16)>,
+    /// Walks of the flow tables to cut removed backends' flows (the tests check one per apply).
+    cut_walks: u64,
     /// Flow halves the last sweep found without their other half.
     suspects: pairs::Suspects,
     /// The datapath-wide settings (`CONFIG`).
