@@ -315,6 +315,36 @@ fn route_changes_reach_the_proxy_and_a_restart_resyncs() {
     s.daemon.stop().unwrap();
 }
 
+/// An L7 listener whose port is taken when the proxy starts (another program on the node, an
+/// old proxy still draining) is not given up: the proxy tries it again every few seconds and
+/// serves once the port is free, and the agent's `l7_listener_errors` goes back to 0.
+#[test]
+fn an_l7_listener_whose_port_is_taken_starts_once_it_is_free() {
+    if !privileged("an_l7_listener_whose_port_is_taken_starts_once_it_is_free") {
+        return;
+    }
+    let shape = Shape::Routed;
+    let topo = lb_tests::topology::Topology::shaped(shape, 2).unwrap();
+    // Port 8000 of every address, without SO_REUSEPORT: the proxy's sockets cannot join it.
+    let taken = topo.lb.run(|| std::net::TcpListener::bind(("0.0.0.0", 8000))).unwrap();
+    let mut s = Scenario::start_on(topo, &[("web.yaml", &web(shape, &[1, 2]))], 0, &[]).unwrap();
+    let _servers = servers(&s);
+    s.daemon.wait_for_log("L7 listener not applied", 1, Duration::from_secs(10)).unwrap();
+    let errors = |lb: &Netns| {
+        let v: serde_json::Value = serde_json::from_str(&admin(lb, "/stats")).unwrap_or_default();
+        v["agent"]["l7_listener_errors"].as_u64()
+    };
+    wait_until("the agent to count the listener that did not start", || errors(&s.topo.lb) == Some(1));
+    drop(taken);
+    let client = &s.topo.client;
+    wait_until("the ALB listener to serve", || client.run(|| get_alb().is_ok_and(|b| b.starts_with("backend-"))));
+    wait_until("no L7 listener error", || errors(&s.topo.lb) == Some(0));
+    let log = s.daemon.log_text();
+    assert!(log.contains("L7 listener started on a new try"), "{log}");
+    assert_eq!(log.matches("L7 listener not applied").count(), 1, "logged once, not at every try: {log}");
+    s.daemon.stop().unwrap();
+}
+
 /// A process of the test's, killed if the test ends before it.
 struct Reaped(std::process::Child);
 

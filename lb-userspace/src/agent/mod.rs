@@ -163,6 +163,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
         let sweep_due = model_loaded && last_sweep.elapsed() >= opts.sweep;
         if sweep_due {
             last_sweep = std::time::Instant::now();
+            proxy.retry_failed();
             match dp.sweep(&opts.sweep_options) {
                 Ok(r) if r.expired + r.drained + r.orphans > 0 => {
                     agent_stats.flows = Some(r.flows);
@@ -309,6 +310,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                         Ok(Ok(mut v)) => {
                             v["l7"] = proxy.counters().await.into_iter().map(|(k, c)| (k, c.to_json())).collect();
                             v["l7_proxy"] = proxy.status_json();
+                            agent_stats.l7_errors = proxy.errors();
                             v["agent"] = agent_stats.to_json();
                             // Route lookups of backends: one per distinct backend, then one per
                             // event that concerns it (none per apply).

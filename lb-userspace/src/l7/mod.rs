@@ -92,6 +92,11 @@ pub struct Proxy {
     /// Where listeners are served: one accepting socket per worker and address. `None`: the
     /// runtime [`Proxy::apply`] runs in.
     workers: Option<Workers>,
+    /// Listeners of the last apply that could not start (a port taken, an address not yet
+    /// there), tried again by [`Proxy::retry_failed`].
+    failed: BTreeMap<String, L7Listener>,
+    /// The other errors of the last apply (certificates a running listener could not take).
+    other_errors: Vec<ProxyError>,
 }
 
 impl Default for Proxy {
@@ -114,6 +119,8 @@ impl Proxy {
             limits,
             trusted: Arc::from(Vec::new()),
             workers: None,
+            failed: BTreeMap::new(),
+            other_errors: Vec::new(),
         }
     }
 
@@ -140,6 +147,8 @@ impl Proxy {
     /// Makes the running listeners those of `wanted`. Must run inside a tokio runtime.
     pub fn apply(&mut self, wanted: &BTreeMap<String, L7Listener>) -> Vec<ProxyError> {
         let mut errors = Vec::new();
+        self.failed.clear();
+        self.other_errors.clear();
         let endpoints: HashSet<SocketAddr> = wanted
             .values()
             .flat_map(|l| l.routes.iter().chain(&l.canaries))
@@ -170,7 +179,11 @@ impl Proxy {
                 Some(r) => {
                     match tls_config(config) {
                         Ok(tls) => r.state.tls.store(tls),
-                        Err(e) => errors.push(err(format!("{e}; the previous certificates keep serving"))),
+                        Err(e) => {
+                            let e = err(format!("{e}; the previous certificates keep serving"));
+                            self.other_errors.push(e.clone());
+                            errors.push(e)
+                        }
                     }
                     r.state.table.store(Arc::new(Table::new(config.clone(), &self.upstreams.active)));
                     r.config = config.clone();
@@ -181,11 +194,38 @@ impl Proxy {
                         tracing::info!(listener = %key, addrs = ?r.addrs, "L7 listener started");
                         self.running.insert(key.clone(), r);
                     }
-                    Err(reason) => errors.push(err(reason)),
+                    Err(reason) => {
+                        self.failed.insert(key.clone(), config.clone());
+                        errors.push(err(reason))
+                    }
                 },
             }
         }
         errors
+    }
+
+    /// Start again the listeners of the last apply that could not start; the last apply's
+    /// errors that remain (those still failing, and the others). Nothing else changes.
+    pub fn retry_failed(&mut self) -> Vec<ProxyError> {
+        let mut errors = self.other_errors.clone();
+        for (key, config) in std::mem::take(&mut self.failed) {
+            match self.start(&config) {
+                Ok(r) => {
+                    tracing::info!(listener = %key, addrs = ?r.addrs, "L7 listener started on a new try");
+                    self.running.insert(key, r);
+                }
+                Err(reason) => {
+                    errors.push(ProxyError { listener: key.clone(), reason });
+                    self.failed.insert(key, config);
+                }
+            }
+        }
+        errors
+    }
+
+    /// Whether listeners of the last apply wait for [`Proxy::retry_failed`].
+    pub fn has_failed(&self) -> bool {
+        !self.failed.is_empty()
     }
 
     fn start(&self, config: &L7Listener) -> Result<Running, String> {

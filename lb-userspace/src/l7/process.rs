@@ -163,21 +163,35 @@ async fn session(
     let (rd, mut wr) = stream.into_split();
     let mut frames = ipc::spawn_reader::<_, ToProxy>(rd, "the agent's messages");
     ipc::write_frame(&mut wr, &FromProxy::Hello { pid: std::process::id() }).await?;
+    // The generation last applied, and its errors (logged once each).
+    let (mut generation, mut errors) = (0, Vec::new());
+    let mut retry = tokio::time::interval(RETRY_LISTENERS);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = sigterm.recv() => return Ok(Ended::Signal),
             _ = sigint.recv() => if on_sigint { return Ok(Ended::Signal) },
+            // A listener that could not start (its port taken, its address not there yet) is
+            // tried again until it starts or the configuration changes.
+            _ = retry.tick(), if proxy.has_failed() => {
+                let now = proxy.retry_failed();
+                if now != errors {
+                    errors = now;
+                    ipc::write_frame(&mut wr, &FromProxy::Applied { generation, errors: errors.clone() }).await?;
+                }
+            }
             msg = frames.recv() => match msg {
                 None => return Ok(Ended::Closed),
                 Some(ToProxy::Config(config)) => {
-                    let generation = config.generation;
+                    generation = config.generation;
                     let listeners: BTreeMap<_, _> = config.into_listeners();
-                    let errors = proxy.apply(&listeners);
-                    for e in &errors {
+                    let now = proxy.apply(&listeners);
+                    for e in now.iter().filter(|e| !errors.contains(e)) {
                         tracing::error!(error = %e, "L7 listener not applied");
                     }
+                    errors = now;
                     tracing::debug!(generation, listeners = listeners.len(), "L7 configuration applied");
-                    ipc::write_frame(&mut wr, &FromProxy::Applied { generation, errors }).await?;
+                    ipc::write_frame(&mut wr, &FromProxy::Applied { generation, errors: errors.clone() }).await?;
                 }
                 Some(ToProxy::Counters) => {
                     let counters = proxy.counters().map(|(k, c)| (k.to_owned(), c.into())).collect();
@@ -204,6 +218,9 @@ fn inherited_socket(fd: RawFd) -> io::Result<UnixStream> {
     std.set_nonblocking(true)?;
     UnixStream::from_std(std)
 }
+
+/// How often listeners that could not start are tried again.
+pub const RETRY_LISTENERS: Duration = Duration::from_secs(2);
 
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);

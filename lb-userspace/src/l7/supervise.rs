@@ -60,7 +60,7 @@ pub struct FrontOptions {
 
 /// The L7 proxy as the agent drives it.
 pub enum L7Front {
-    Inline { proxy: Proxy, errors: usize },
+    Inline { proxy: Box<Proxy>, errors: usize },
     Remote(Remote),
 }
 
@@ -80,7 +80,7 @@ impl L7Front {
         let source = match opts.mode {
             Mode::Inline => {
                 let proxy = Proxy::with_limits(opts.bind_all, opts.limits).with_trusted_proxies(opts.trusted);
-                return Ok(L7Front::Inline { proxy, errors: 0 });
+                return Ok(L7Front::Inline { proxy: Box::new(proxy), errors: 0 });
             }
             Mode::Process => Source::Spawn { exe: opts.exe, args: opts.args },
             Mode::External => Source::listen(&opts.socket)?,
@@ -111,6 +111,16 @@ impl L7Front {
                 r.config.send_replace(Some(Arc::new(Config::new(r.generation, listeners))));
                 r.status.errors.load(Ordering::Relaxed)
             }
+        }
+    }
+
+    /// Inline: start the listeners that could not start at the last apply (a port taken, an
+    /// address not there yet). The proxy process tries them again itself.
+    pub fn retry_failed(&mut self) {
+        if let L7Front::Inline { proxy, errors } = self
+            && proxy.has_failed()
+        {
+            *errors = proxy.retry_failed().len();
         }
     }
 
