@@ -90,13 +90,27 @@ pub struct Admitted {
 
 /// A connection's place, shared with the tunnel an upgrade turns it into: the tunnel
 /// outlives the HTTP connection that handed its socket over, and keeps the place (under
-/// the per-listener and per-client caps, and counted by the drain) until it closes.
+/// the per-listener and per-client caps, and counted by the drain) until it closes. It
+/// closes with its listener's drain, as the listener's connections do.
 #[derive(Clone)]
-pub struct Place(#[allow(dead_code)] Arc<Admitted>);
+pub struct Place {
+    _admitted: Arc<Admitted>,
+    /// The listener's drain (true once it is removed), and how long its connections get.
+    drain: tokio::sync::watch::Receiver<bool>,
+    drain_timeout: Duration,
+}
 
 impl Place {
-    pub fn new(admitted: Admitted) -> Place {
-        Place(Arc::new(admitted))
+    pub fn new(admitted: Admitted, drain: tokio::sync::watch::Receiver<bool>, drain_timeout: Duration) -> Place {
+        Place { _admitted: Arc::new(admitted), drain, drain_timeout }
+    }
+
+    /// Resolves when the listener was removed and its drain time is over.
+    pub async fn listener_drained(&self) {
+        let mut drain = self.drain.clone();
+        // Closed without a drain: the listener is gone all the same.
+        let _ = drain.wait_for(|removed| *removed).await;
+        tokio::time::sleep(self.drain_timeout).await;
     }
 }
 
@@ -220,7 +234,7 @@ where
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
         _ = watchdog => tracing::debug!(?idle, "tunnel idle: closed"),
-        _ = cut => tracing::debug!("tunnel to a removed endpoint: closed after its drain time"),
+        _ = cut => tracing::debug!("tunnel to a removed endpoint or of a removed listener: closed after its drain time"),
     }
 }
 

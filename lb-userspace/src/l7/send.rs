@@ -384,8 +384,20 @@ impl Target<'_> {
                     tokio::spawn(async move {
                         if let (Ok(c), Ok(b)) = (client_side.await, backend_side.await) {
                             let mut cut = cut;
-                            super::limits::tunnel(TokioIo::new(c), TokioIo::new(b), limits.tunnel_idle, cut.cut())
-                                .await;
+                            // Its endpoint's drain, or its listener's, is over.
+                            let over = async {
+                                let listener = async {
+                                    match &place {
+                                        Some(p) => p.listener_drained().await,
+                                        None => std::future::pending().await,
+                                    }
+                                };
+                                tokio::select! {
+                                    () = cut.cut() => {}
+                                    () = listener => {}
+                                }
+                            };
+                            super::limits::tunnel(TokioIo::new(c), TokioIo::new(b), limits.tunnel_idle, over).await;
                         }
                         drop(place);
                     });

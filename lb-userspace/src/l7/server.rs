@@ -73,8 +73,8 @@ pub async fn accept_loop(listener: TcpListener, state: Arc<ListenerState>, mut s
                     };
                     state.counters.connections.fetch_add(1, Ordering::Relaxed);
                     let local = bound.or_else(|| stream.local_addr().ok()).unwrap_or(peer);
-                    let state = state.clone();
-                    tokio::spawn(connection(stream, peer, local, state, Place::new(admitted)));
+                    let place = Place::new(admitted, state.drain.clone(), state.limits.drain_timeout);
+                    tokio::spawn(connection(stream, peer, local, state.clone(), place));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

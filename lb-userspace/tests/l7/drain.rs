@@ -127,3 +127,45 @@ async fn a_removed_endpoint_finishes_its_requests_within_the_drain_timeout() {
     assert!(p.apply(&model(&yaml(port, &new, &[])).l7).is_empty());
     assert_eq!(slow.await.unwrap(), Some(200), "the request in flight finished on the removed endpoint");
 }
+
+/// A tunnel (a WebSocket's upgrade) of a listener that is removed closes when the listener's
+/// drain time is over, as its connections do: it no longer outlives the listener (up to the
+/// tunnel idle timeout, or for ever while it talks).
+#[tokio::test]
+async fn a_removed_listener_closes_its_tunnels_after_the_drain_timeout() {
+    let b = echo("b", Duration::ZERO).await;
+    let (port, other) = (free_port(), free_port());
+    // Two listeners over the same endpoint: the one removed takes no endpoint away (whose
+    // drain would close the tunnel too).
+    let two = |ports: &[u16]| {
+        let lp: Vec<String> = ports.iter().map(|p| format!("{{\"HTTP\": {p}}}")).collect();
+        let lp = format!("[{}]", lp.join(","));
+        let listeners: Vec<(u16, &str)> = ports.iter().map(|p| (*p, "HTTP")).collect();
+        alb_class(&listeners)
+            + &service(NS, "d", &[&b])
+            + &ingress(NS, "drain", &[("listen-ports", &lp)], &rule("", &[("/", "Prefix", "d")]))
+    };
+    let mut p = start(&two(&[port, other]), Limits { drain_timeout: Duration::from_secs(1), ..Limits::default() });
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: drain.test\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    async fn echoed(s: &mut TcpStream) -> Option<[u8; 4]> {
+        let mut buf = [0u8; 4];
+        s.write_all(b"ping").await.ok()?;
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await.ok()?.ok()?;
+        Some(buf)
+    }
+    assert_eq!(echoed(&mut s).await, Some(*b"ping"));
+    let removed = Instant::now();
+    assert!(p.apply(&model(&two(&[other])).l7).is_empty());
+    // Within its drain time it still talks ...
+    assert_eq!(echoed(&mut s).await, Some(*b"ping"), "the tunnel talks during the drain");
+    // ... and then it is closed.
+    let mut rest = Vec::new();
+    let end = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(end.is_ok(), "the tunnel outlived its listener's drain by 5 s");
+    let after = removed.elapsed();
+    assert!(after >= Duration::from_millis(900), "closed after {after:?}, before the drain time");
+}
