@@ -282,3 +282,38 @@ async fn a_holder_that_cannot_renew_stops_writing_at_the_deadline() {
     let patches = fake.requests_to(Method::PATCH, echo);
     assert_eq!(patches.len(), 1, "written after the renew deadline: {patches:#?}");
 }
+
+/// A holder whose Lease requests fail at once (500s, not a hang) stops writing at its renew
+/// deadline even while it waits for its next try: it used to sleep a whole retry past the
+/// failed try and write until then, up to the moment another pod may take over.
+#[tokio::test]
+async fn a_holder_whose_renewals_fail_stops_writing_at_the_deadline_between_tries() {
+    let objects = example("l4-basic");
+    let fake = FakeApi::serving(&objects);
+    let mut opts = leader_opts();
+    let lease = opts.leader_election.as_mut().unwrap();
+    // Renew deadline 2 s; tries every 1.5 s: the try after a renewal fails at 1.5 s, the
+    // next would be at 3 s.
+    (lease.duration, lease.retry) = (Duration::from_secs(3), Duration::from_millis(1500));
+    let mut src = KubeSource::new(fake.client(), opts);
+    build_and_report(&mut src).await;
+    let echo = "/api/v1/namespaces/demo/services/echo/status";
+    wait_for(&fake, "the status patch", |f| !f.requests_to(Method::PATCH, echo).is_empty()).await;
+    // From the next renewal on, every Lease request fails.
+    let renewals = fake.requests_to(Method::PUT, LEASE).len();
+    wait_for(&fake, "a renewal", |f| f.requests_to(Method::PUT, LEASE).len() > renewals).await;
+    fake.fail_lists(LEASE, 1000);
+    // 2.4 s after it: past the deadline, before the try that would step down.
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    let svc = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+    let mut moved = stored(svc, 0);
+    moved["spec"]["loadBalancerIP"] = json!("198.18.100.77");
+    moved["metadata"]["resourceVersion"] = json!("200");
+    let event = json!({"type": "MODIFIED", "object": moved}).to_string();
+    fake.push("/api/v1/services", &event).await;
+    let build = build_and_report(&mut src).await;
+    assert!(build.model.listeners.keys().any(|k| k.starts_with("198.18.100.77:")), "{:?}", build.model.listeners);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let patches = fake.requests_to(Method::PATCH, echo);
+    assert_eq!(patches.len(), 1, "written after the renew deadline: {patches:#?}");
+}

@@ -146,9 +146,15 @@ impl Elector {
                 }
             };
             publish(&tx, leader, &self.opts.identity);
+            // The next try, or the renew deadline if it comes first: a holder whose last try
+            // failed does not write past it while it waits.
+            let mut wake = Instant::now() + self.opts.retry;
+            if let Some(renewed) = self.renewed.filter(|_| leader) {
+                wake = wake.min(renewed + self.opts.renew_deadline());
+            }
             tokio::select! {
                 _ = &mut stop => break,
-                () = tokio::time::sleep(self.opts.retry) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
         // Stop writing first, then hand the Lease over.

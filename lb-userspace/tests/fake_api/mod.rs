@@ -124,7 +124,7 @@ impl FakeApi {
         self.state.lock().unwrap().hang.push(suffix.into());
     }
 
-    /// The next `n` list requests (or status patches) of `path` fail with 500.
+    /// The next `n` requests of `path` (lists, gets, status patches) fail with 500 at once.
     pub fn fail_lists(&self, path: &str, n: usize) {
         self.state.lock().unwrap().failures.insert(path.into(), n);
     }
@@ -232,6 +232,12 @@ impl FakeApi {
         }
         let mut state = self.state.lock().unwrap();
         let path = recorded.path.as_str();
+        if !recorded.is_watch()
+            && let Some(n) = state.failures.get_mut(path).filter(|n| **n > 0)
+        {
+            *n -= 1;
+            return status(StatusCode::INTERNAL_SERVER_ERROR, "etcdserver: request timed out");
+        }
         match recorded.method {
             Method::GET if recorded.is_watch() => {
                 let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
