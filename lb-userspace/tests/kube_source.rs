@@ -190,6 +190,26 @@ async fn the_first_snapshot_waits_for_services_and_endpoint_slices() {
     assert!(!set.endpoint_slices.is_empty(), "the first snapshot has the endpoints");
 }
 
+/// AccessControlLists whose lists keep failing past the sync timeout are "not listed yet"
+/// (every last good list stays in force); listed, or their CRD not installed (404), they
+/// are what the API server has.
+#[tokio::test]
+async fn acls_that_do_not_list_are_told_apart_from_none() {
+    const ACLS: &str = "/apis/lb.dev/v1alpha1/accesscontrollists";
+    let quick = || KubeOptions { sync_timeout: Duration::from_millis(100), ..opts(false) };
+    let failing = FakeApi::new();
+    failing.fail_lists(ACLS, 1000);
+    let set = next(&mut KubeSource::new(failing.client(), quick())).await;
+    assert!(set.acls_unlisted && set.acls.is_empty());
+    let listed = FakeApi::new();
+    let set = next(&mut KubeSource::new(listed.client(), quick())).await;
+    assert!(!set.acls_unlisted && !set.acls.is_empty(), "{:?}", set.acls);
+    let absent = FakeApi::new();
+    absent.remove_route(ACLS);
+    let set = next(&mut KubeSource::new(absent.client(), quick())).await;
+    assert!(!set.acls_unlisted && set.acls.is_empty());
+}
+
 #[tokio::test]
 async fn an_invalid_annotation_is_one_event() {
     let fake = FakeApi::new();

@@ -194,6 +194,7 @@ pub fn snapshot(stores: &Stores, opts: &KubeOptions) -> (ObjectSet, Vec<ObjectEr
             Err(e) => decode_error(&mut set, &mut decode_errors, "AlbConfig", &obj, e.to_string()),
         }
     }
+    set.acls_unlisted = !stores.acls_listed();
     for obj in stores.acls.state() {
         match serde_json::to_value(&*obj).and_then(serde_json::from_value::<acl::AclObject>) {
             Ok(a) => set.acls.push(a),

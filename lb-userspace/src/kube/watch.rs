@@ -91,6 +91,12 @@ impl Stores {
 
     /// Wait until every cache holds its initial list, at most `timeout`; the kinds still
     /// not listed then.
+    /// Whether the AccessControlLists are listed (or their CRD is not installed) now.
+    pub fn acls_listed(&self) -> bool {
+        let absent = self.absent.get(crate::model::acl::KIND).is_some_and(|a| *a.borrow());
+        absent || futures::FutureExt::now_or_never(self.acls.wait_until_ready()).is_some_and(|r| r.is_ok())
+    }
+
     pub async fn wait_until_ready(&self, timeout: Duration) -> Vec<&'static str> {
         let ready = async |kind: &'static str, listed: futures::future::BoxFuture<'_, bool>| {
             let mut absent = self.absent[kind].clone();

@@ -203,6 +203,30 @@ mod tests {
         assert!(fresh.model.acls.is_empty() && fresh.model.listeners.is_empty(), "{:?}", fresh.model);
     }
 
+    /// The source could not list the AccessControlLists yet (API errors past the sync
+    /// timeout): every last good list stays in force and the Services naming them serve;
+    /// once listed, a list that is gone goes.
+    #[test]
+    fn acls_not_listed_yet_keep_their_last_good_prefixes() {
+        use crate::model::{BuildCache, BuildOptions, Model, build_next};
+        let opts = BuildOptions::default();
+        let mut cache = BuildCache::default();
+        let first = build_next(&objects("198.18.9.0/24", "198.18.11.2"), &opts, &Model::default(), &mut cache);
+        let mut unlisted = objects("198.18.9.0/24", "198.18.12.2");
+        unlisted.acls.clear();
+        unlisted.acls_unlisted = true;
+        let next = build_next(&unlisted, &opts, &first.model, &mut cache);
+        assert!(next.errors.is_empty(), "{:?}", next.errors);
+        assert_eq!(next.model.acls["office"], first.model.acls["office"]);
+        let l = &next.model.listeners["198.18.100.10:80/tcp"];
+        assert_eq!(l.backends[0].addr.to_string(), "198.18.12.2", "the Service naming it still updates");
+        // Listed, and gone: the list goes, and the Service naming it is rejected.
+        unlisted.acls_unlisted = false;
+        let listed = build_next(&unlisted, &opts, &next.model, &mut cache);
+        assert!(listed.model.acls.is_empty(), "{:?}", listed.model.acls);
+        assert_eq!(listed.errors.len(), 1, "{:?}", listed.errors);
+    }
+
     #[test]
     fn an_empty_list_is_valid() {
         assert!(

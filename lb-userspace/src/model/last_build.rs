@@ -47,6 +47,7 @@ pub(super) struct NoticeMarks {
 pub(super) struct Others {
     pub(super) last_good_acls: BTreeMap<String, Acl>,
     pub(super) acls: Vec<super::acl::AclObject>,
+    pub(super) acls_unlisted: bool,
     pub(super) undecodable: Vec<super::ObjectRef>,
     pub(super) ingresses: Vec<k8s_openapi::api::networking::v1::Ingress>,
     pub(super) ingress_classes: Vec<k8s_openapi::api::networking::v1::IngressClass>,
@@ -59,6 +60,7 @@ impl Others {
         Others {
             last_good_acls: last_good.clone(),
             acls: objects.acls.clone(),
+            acls_unlisted: objects.acls_unlisted,
             undecodable: objects.undecodable.clone(),
             ingresses: objects.ingresses.clone(),
             ingress_classes: objects.ingress_classes.clone(),
@@ -71,6 +73,7 @@ impl Others {
     pub(super) fn same(&self, objects: &ObjectSet, last_good: &BTreeMap<String, Acl>) -> bool {
         self.last_good_acls == *last_good
             && self.acls == objects.acls
+            && self.acls_unlisted == objects.acls_unlisted
             && self.undecodable == objects.undecodable
             && self.ingresses == objects.ingresses
             && self.ingress_classes == objects.ingress_classes

@@ -304,6 +304,12 @@ fn build_with(
             out.model.acls.entry(rejected.name.clone()).or_insert_with(|| prev.clone());
         }
     }
+    if objects.acls_unlisted {
+        // Not listed yet: none is known gone or changed; the Services naming them go on.
+        for (name, prev) in last_good {
+            out.model.acls.entry(name.clone()).or_insert_with(|| prev.clone());
+        }
+    }
     let created = |s: &k8s_openapi::api::core::v1::Service| s.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let mut services: Vec<_> = objects.services.iter().collect();
     fn seniority(s: &Service) -> (bool, Created, &str, &str) {

@@ -33,6 +33,10 @@ pub struct ObjectSet {
     pub undecodable: Vec<super::ObjectRef>,
     /// Kinds present but not used by the agent (reported, not an error).
     pub ignored: Vec<String>,
+    /// The source could not list the AccessControlLists yet (its lists keep failing past
+    /// the sync timeout): none of them is known gone, and in `lb run` every last good one
+    /// stays in force meanwhile.
+    pub acls_unlisted: bool,
 }
 
 /// A document of a manifest file that could not be used.
