@@ -143,11 +143,12 @@ impl WithClusters {
     }
 
     /// Resolves when [`poll`](Self::poll) may have something new (directories are polled on
-    /// the agent's timer).
+    /// the agent's timer). A cluster's changes are taken in bursts, as the main source's are:
+    /// what arrives within [`DEBOUNCE`] of the first change is one build.
     pub async fn changed(&mut self) {
         tokio::select! {
             () = self.main.changed() => {}
-            () = self.wake.notified() => {}
+            () = self.wake.notified() => tokio::time::sleep(DEBOUNCE).await,
         }
     }
 
@@ -226,6 +227,9 @@ impl Cluster {
         }
     }
 }
+
+/// How long a change of an associated cluster waits for the changes that follow it.
+pub const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Watch a cluster's EndpointSlices through its kubeconfig; the watcher retries with backoff
 /// and its cache keeps the last listed slices meanwhile. `changed` is raised once a list is

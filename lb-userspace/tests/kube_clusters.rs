@@ -102,6 +102,34 @@ async fn clusters_from_kubeconfigs_count_once_their_api_server_listed() {
     .await;
     let set = poll_until(&mut s, "c1's second slice", |set| set.clusters.get("c1").is_some_and(|c| c.len() == 2)).await;
     assert_eq!(set.clusters.len(), 1);
+
+    // A burst of changes (20 within ~400 ms: pods rolling in c1) makes a few object sets, not
+    // one per change (each is a full build and apply).
+    let burst = async {
+        for i in 0..20u8 {
+            let slice = fake_api::stored(&slice("shop-c1b", &format!("10.1.1.{i}")), 8 + usize::from(i));
+            c1.push(
+                "/apis/discovery.k8s.io/v1/endpointslices",
+                &json!({"type": "MODIFIED", "object": slice}).to_string(),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let sets = async {
+        let (mut sets, mut last) = (0, String::new());
+        while last != "10.1.1.19" {
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.changed()).await;
+            if let Some(set) = s.poll().unwrap() {
+                sets += 1;
+                let b = set.clusters["c1"].iter().find(|s| s.metadata.name.as_deref() == Some("shop-c1b"));
+                last = b.map(|b| b.endpoints[0].addresses[0].to_string()).unwrap_or_default();
+            }
+        }
+        sets
+    };
+    let (sets, ()) = tokio::time::timeout(Duration::from_secs(20), futures::future::join(sets, burst)).await.unwrap();
+    assert!(sets <= 5, "{sets} object sets for one burst of 20 changes");
 }
 
 #[tokio::test]
