@@ -179,6 +179,17 @@ mod tests {
         assert_eq!(kept.len(), 1);
         build_next(&good, &opts, &first.model, &mut before);
         assert!(before.good_services_changed().is_none(), "nothing changed");
+        // The status writer's patch: a new object, the same Service as built.
+        let mut patched = good.clone();
+        let mut svc = (*patched.services[0]).clone();
+        svc.status = Some(
+            serde_json::from_value(serde_json::json!({"loadBalancer": {"ingress": [{"ip": "198.18.100.10"}]}}))
+                .unwrap(),
+        );
+        svc.metadata.resource_version = Some("7".into());
+        patched.services[0] = std::sync::Arc::new(svc);
+        build_next(&patched, &opts, &first.model, &mut before);
+        assert!(before.good_services_changed().is_none(), "a status patch is no change of the last good set");
         // Through JSON, as the state file keeps them.
         let services = serde_json::from_value(serde_json::to_value(&kept).unwrap()).unwrap();
         let acls: Vec<crate::model::Acl> = first.model.acls.values().cloned().collect();

@@ -34,12 +34,26 @@ pub struct BuildCache {
     pub(super) patched: u64,
     /// The last version of each Service that built, by (namespace, name): a Service rejected
     /// now is built again from it on the current endpoints and nodes ([`super::build_next`]).
+    /// A change of its status alone (the status writer's patch) is no change of this set.
     pub(super) good_services: HashMap<(String, String), Arc<Service>>,
     /// Whether `good_services` changed since [`BuildCache::good_services_changed`] last said.
     pub(super) good_changed: bool,
     /// The last good AccessControlLists of the agent before a restart ([`BuildCache::restore`]),
     /// until the first model is loaded: a list invalid now keeps their prefixes.
     pub(super) restored_acls: BTreeMap<String, Acl>,
+}
+
+/// Whether two versions of a Service build the same: the same object, or one that differs
+/// only in what the build does not read (its status, which the status writer patches, and
+/// the bookkeeping of its metadata).
+pub(super) fn same_as_built(a: &Arc<Service>, b: &Arc<Service>) -> bool {
+    Arc::ptr_eq(a, b)
+        || (a.spec == b.spec
+            && a.metadata.name == b.metadata.name
+            && a.metadata.namespace == b.metadata.namespace
+            && a.metadata.annotations == b.metadata.annotations
+            && a.metadata.labels == b.metadata.labels
+            && a.metadata.creation_timestamp == b.metadata.creation_timestamp)
 }
 
 /// What every Service's build depends on besides its own objects.

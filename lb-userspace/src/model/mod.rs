@@ -365,8 +365,8 @@ fn build_with(
             again
         })
         .collect();
-    let good_changed =
-        good.len() != good_next.len() || good_next.iter().any(|(k, s)| !good.get(k).is_some_and(|g| Arc::ptr_eq(g, s)));
+    let good_changed = good.len() != good_next.len()
+        || good_next.iter().any(|(k, s)| !good.get(k).is_some_and(|g| memo::same_as_built(g, s)));
     drop(good);
     // Who holds each (VIP, port, protocol), and since when.
     let mut owners: BTreeMap<ListenerId, &ObjectRef> = BTreeMap::new();
