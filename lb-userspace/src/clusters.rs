@@ -152,8 +152,13 @@ impl WithClusters {
         }
     }
 
-    pub fn report(&mut self, errors: &[crate::model::ObjectError], applied: &crate::model::Model) {
-        self.main.report(errors, applied);
+    pub fn report(
+        &mut self,
+        errors: &[crate::model::ObjectError],
+        node_errors: &[crate::model::ObjectError],
+        applied: &crate::model::Model,
+    ) {
+        self.main.report(errors, node_errors, applied);
     }
 
     /// On shutdown: the main source stops writing and releases its Lease.

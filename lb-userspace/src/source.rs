@@ -66,10 +66,11 @@ impl Source {
         }
     }
 
-    /// After an apply: what was rejected and what serves (Events and status, in Kubernetes).
-    pub fn report(&mut self, errors: &[ObjectError], applied: &Model) {
+    /// After an apply: what was rejected (`node_errors`: on this node only) and what serves
+    /// (Events and status, in Kubernetes).
+    pub fn report(&mut self, errors: &[ObjectError], node_errors: &[ObjectError], applied: &Model) {
         if let Source::Kube(k) = self {
-            k.report(errors, applied);
+            k.report(errors, node_errors, applied);
         }
     }
 }

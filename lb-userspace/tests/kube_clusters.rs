@@ -150,7 +150,7 @@ async fn the_albconfig_status_lists_the_connected_sub_clusters() {
         set.clusters.insert(id.into(), Vec::new());
     }
     let build = model::build(&set, &BuildOptions { node_name: Some("node-a".into()), ..Default::default() });
-    src.report(&build.errors, &build.model);
+    src.report(&build.errors, &[], &build.model);
     let path = "/apis/alibabacloud.com/v1/albconfigs/alb/status";
     for _ in 0..1000 {
         if !fake.requests_to(Method::PATCH, path).is_empty() {

@@ -56,7 +56,7 @@ fn names<T>(
 /// Build like the agent, then report like the agent.
 fn build_and_report(src: &mut KubeSource, set: &ObjectSet) -> model::Build {
     let build = model::build(set, &BuildOptions { node_name: Some("node-a".into()), ..Default::default() });
-    src.report(&build.errors, &build.model);
+    src.report(&build.errors, &[], &build.model);
     build
 }
 
@@ -255,7 +255,7 @@ async fn a_vip_outside_the_pools_is_an_event() {
     let addresses =
         model::addresses::AddressPolicy { vip_pools: vec!["198.51.100.0/24".parse().unwrap()], ..Default::default() };
     let build = model::build(&set, &BuildOptions { node_name: Some("node-a".into()), addresses });
-    src.report(&build.errors, &build.model);
+    src.report(&build.errors, &[], &build.model);
     assert!(build.model.listeners.is_empty(), "{:?}", build.model.listeners);
     wait_for(&fake, "the web Service's Event", |f| {
         f.requests_to(Method::POST, "/events")

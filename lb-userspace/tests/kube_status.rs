@@ -36,7 +36,7 @@ async fn next(src: &mut KubeSource) -> ObjectSet {
 async fn build_and_report(src: &mut KubeSource) -> model::Build {
     let set = next(src).await;
     let build = model::build(&set, &BuildOptions { node_name: Some("node-a".into()), ..Default::default() });
-    src.report(&build.errors, &build.model);
+    src.report(&build.errors, &[], &build.model);
     build
 }
 
@@ -311,4 +311,49 @@ async fn a_holder_whose_renewals_fail_stops_writing_at_the_deadline_between_trie
     // 2.4 s after it: past the deadline, before the try that would step down.
     tokio::time::sleep(Duration::from_millis(2400)).await;
     no_status_written_for_a_moved_vip(&fake, &objects, &mut src, Duration::from_millis(300)).await;
+}
+
+/// Every node records the objects it alone could not serve (its datapath, its L7 proxy, its
+/// addresses), leader or not, with the node in the note; the objects' own errors, alike on
+/// every node, only the holder records. A node that did not hold the Lease recorded nothing,
+/// and the holder recorded its own node's errors as the cluster's.
+#[tokio::test]
+async fn every_node_records_its_own_errors_and_the_holder_the_objects() {
+    let fake = FakeApi::serving(&example("l4-basic"));
+    fake.put_object(LEASE, held_by_b(Timestamp::now()));
+    let mut src = KubeSource::new(fake.client(), leader_opts());
+    let set = next(&mut src).await;
+    let build = model::build(&set, &BuildOptions { node_name: Some("node-a".into()), ..Default::default() });
+    let echo = model::ObjectRef { kind: "Service".into(), namespace: "demo".into(), name: "echo".into() };
+    let error = |field: &str, reason: &str| model::ObjectError {
+        object: echo.clone(),
+        field: field.into(),
+        reason: reason.into(),
+    };
+    let objects = [error("metadata.annotations[lb.dev/x]", "an error of the object itself")];
+    let mine = [error("L7 listener 198.18.100.1:443", "not served by the L7 proxy: binding: address in use")];
+    src.report(&objects, &mine, &build.model);
+    let notes = |f: &FakeApi| -> Vec<String> {
+        let events = f.requests_to(Method::POST, "/events");
+        events.iter().filter_map(|e| Some(e.body.as_ref()?["note"].as_str()?.to_owned())).collect()
+    };
+    wait_for(&fake, "node-a's own Event", |f| !notes(f).is_empty()).await;
+    let event = fake.requests_to(Method::POST, "/events")[0].body.clone().unwrap();
+    assert_eq!(
+        event["note"],
+        "on node node-a: L7 listener 198.18.100.1:443: not served by the L7 proxy: binding: address in use"
+    );
+    assert_eq!(event["reason"], "NotLoaded");
+    assert_eq!(event["reportingInstance"], "node-a");
+    assert_eq!(event["regarding"]["name"], "echo");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(notes(&fake).len(), 1, "not the holder: not the object's error");
+
+    // node-b stops renewing: node-a holds the Lease and records the object's error too; its
+    // own error is not recorded again.
+    wait_for(&fake, "the takeover", |f| f.object(LEASE).is_some_and(|l| l["spec"]["holderIdentity"] == "node-a")).await;
+    wait_for(&fake, "the object's Event", |f| notes(f).len() == 2).await;
+    assert_eq!(notes(&fake)[1], "metadata.annotations[lb.dev/x]: an error of the object itself");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(notes(&fake).len(), 2);
 }

@@ -335,6 +335,13 @@ fn an_l7_listener_whose_port_is_taken_starts_once_it_is_free() {
         v["agent"]["l7_listener_errors"].as_u64()
     };
     wait_until("the agent to count the listener that did not start", || errors(&s.topo.lb) == Some(1));
+    // The agent names the objects the listener serves (what it records as this node's Events
+    // in Kubernetes), once.
+    s.daemon.wait_for_log("not served on this node", 1, Duration::from_secs(10)).unwrap();
+    let unserved = |log: &str| {
+        log.lines().filter(|l| l.contains("not served on this node") && l.contains("Ingress e2e/web")).count()
+    };
+    assert_eq!(unserved(&s.daemon.log_text()), 1, "{}", s.daemon.log_text());
     drop(taken);
     let client = &s.topo.client;
     wait_until("the ALB listener to serve", || client.run(|| get_alb().is_ok_and(|b| b.starts_with("backend-"))));
@@ -342,6 +349,8 @@ fn an_l7_listener_whose_port_is_taken_starts_once_it_is_free() {
     let log = s.daemon.log_text();
     assert!(log.contains("L7 listener started on a new try"), "{log}");
     assert_eq!(log.matches("L7 listener not applied").count(), 1, "logged once, not at every try: {log}");
+    assert_eq!(unserved(&log), 1, "{log}");
+    assert!(log.contains("served on this node again"), "{log}");
     s.daemon.stop().unwrap();
 }
 

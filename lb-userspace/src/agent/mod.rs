@@ -8,9 +8,11 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 mod last_good;
+mod node_errors;
 mod retry;
 
 pub use last_good::FILE as LAST_GOOD_FILE;
+use node_errors::NodeErrors;
 use retry::ApplyRetry;
 
 use crate::{
@@ -130,6 +132,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
     // The model as the source wants it, and its objects' errors: what `applied` lacks of it
     // (listeners or ACLs the datapath rejected) is tried again at every sweep.
     let (mut desired, mut build_errors) = (Model::default(), Vec::new());
+    // What this node could not serve of it (every node reports its own).
+    let mut node_errors = NodeErrors::default();
     // What the next build reuses of the last (a change costs the objects it touches).
     let mut build_cache = model::BuildCache::default();
     // The last good objects of the run before (an object rejected now serves them), and of
@@ -164,6 +168,9 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
         if sweep_due {
             last_sweep = std::time::Instant::now();
             proxy.retry_failed();
+            if model_loaded && node_errors.set_l7(proxy.error_list()) {
+                report(&mut source, &build_errors, &mut node_errors, &applied);
+            }
             match dp.sweep(&opts.sweep_options) {
                 Ok(r) if r.expired + r.drained + r.orphans > 0 => {
                     agent_stats.flows = Some(r.flows);
@@ -185,9 +192,8 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
         let retried = retry.due(std::time::Instant::now());
         if retried || (sweep_due && agent_stats.datapath_errors > 0) {
             let rejected_before = agent_stats.datapath_errors;
-            let mut errors = build_errors.clone();
             let result = dp.apply(checker.effective(&desired));
-            if settle(result, desired.clone(), &mut applied, &mut errors, &mut agent_stats, &mut retry) {
+            if settle(result, desired.clone(), &mut applied, &mut node_errors, &mut agent_stats, &mut retry) {
                 if !model_loaded {
                     model_loaded = true;
                     first_loaded(&mut dp, &probes, &mut build_cache);
@@ -197,7 +203,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                 }
                 if retried || agent_stats.datapath_errors != rejected_before {
                     tracing::info!(listeners = applied.listeners.len(), "model applied again");
-                    source.report(&errors, &applied);
+                    report(&mut source, &build_errors, &mut node_errors, &applied);
                 }
             }
         }
@@ -219,7 +225,7 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                         tracing::warn!(error = %format!("{e:#}"), "VIPs are not checked against the node's addresses")
                     }
                 }
-                let mut build = model::build_next(&objects, &build_opts, &applied, &mut build_cache);
+                let build = model::build_next(&objects, &build_opts, &applied, &mut build_cache);
                 last_good.update(&mut build_cache, &build.model.acls);
                 phases.mark("build");
                 log_changes(&mut logged_errors, &mut logged_notices, &objects.errors, &build);
@@ -236,13 +242,14 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
                 apply_l7(&mut proxy, effective, &mut agent_stats);
                 phases.mark("l7");
                 let result = dp.apply(effective);
-                let loaded = settle(result, build.model, &mut applied, &mut build.errors, &mut agent_stats, &mut retry);
+                let loaded = settle(result, build.model, &mut applied, &mut node_errors, &mut agent_stats, &mut retry);
                 if loaded && !model_loaded {
                     model_loaded = true;
                     first_loaded(&mut dp, &probes, &mut build_cache);
                 }
                 phases.mark("maps");
-                source.report(&build.errors, &applied);
+                node_errors.set_l7(proxy.error_list());
+                report(&mut source, &build.errors, &mut node_errors, &applied);
                 if loaded {
                     tracing::info!(
                         listeners = applied.listeners.len(),
@@ -268,6 +275,11 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = source.changed() => {}
+            () = proxy.errors_changed() => {
+                if model_loaded && node_errors.set_l7(proxy.error_list()) {
+                    report(&mut source, &build_errors, &mut node_errors, &applied);
+                }
+            }
             event = events.next() => match event {
                 Some(event) => {
                     paths.on_event(&event, node);
@@ -348,21 +360,33 @@ async fn serve(opts: &RunOptions, node: &mut NodeChanges, rtnl: &Rtnl) -> Result
     Ok(())
 }
 
+/// After an apply: the objects' errors and this node's to the source (Events, status).
+fn report(
+    source: &mut crate::clusters::WithClusters,
+    build: &[model::ObjectError],
+    node: &mut NodeErrors,
+    applied: &Model,
+) {
+    let (objects, mine) = node.split(build, applied);
+    source.report(&objects, &mine, applied);
+}
+
 /// An apply's outcome taken in: `applied` becomes what the datapath serves of `desired`
-/// (a listener or ACL it rejected keeps its last good state, and the rejection joins
-/// `errors`). False: the maps could not be reached, nothing is known applied, and `retry`
-/// owes the apply again after its backoff.
+/// (a listener or ACL it rejected keeps its last good state, and the rejection is one of
+/// `node`'s errors). False: the maps could not be reached, nothing is known applied, and
+/// `retry` owes the apply again after its backoff.
 fn settle(
     result: std::result::Result<(), dataplane::DataplaneError>,
     desired: Model,
     applied: &mut Model,
-    errors: &mut Vec<model::ObjectError>,
+    node: &mut NodeErrors,
     stats: &mut AgentStats,
     retry: &mut ApplyRetry,
 ) -> bool {
     match result {
         Ok(()) => {
             stats.datapath_errors = 0;
+            node.set_datapath(Vec::new());
             *applied = desired;
         }
         Err(dataplane::DataplaneError::Rejected(rejected)) => {
@@ -371,7 +395,7 @@ fn settle(
             let mut served = desired;
             dataplane::keep_served(&mut served, applied, &rejected);
             *applied = served;
-            errors.extend(rejected.iter().map(dataplane::Rejected::object_error));
+            node.set_datapath(rejected.iter().map(dataplane::Rejected::object_error).collect());
         }
         Err(e) => {
             let wait = retry.failed(std::time::Instant::now());
@@ -584,7 +608,7 @@ mod tests {
     fn an_apply_that_could_not_reach_the_maps_is_owed_again() {
         let desired = Model { sub_clusters: [("gw".to_string(), vec!["c1".to_string()])].into(), ..Model::default() };
         let (mut applied, mut errors, mut stats, mut retry) =
-            (Model::default(), Vec::new(), AgentStats::default(), ApplyRetry::default());
+            (Model::default(), NodeErrors::default(), AgentStats::default(), ApplyRetry::default());
         let failed = Err(dataplane::DataplaneError::Pin("the maps are gone".into()));
         assert!(!settle(failed, desired.clone(), &mut applied, &mut errors, &mut stats, &mut retry));
         assert_eq!(applied, Model::default(), "nothing is known applied");
@@ -592,7 +616,7 @@ mod tests {
         assert!(retry.due(now + Duration::from_secs(1)), "a retry is owed");
         assert!(settle(Ok(()), desired.clone(), &mut applied, &mut errors, &mut stats, &mut retry));
         assert_eq!(applied, desired);
-        assert!(errors.is_empty());
+        assert!(errors.split(&[], &applied).1.is_empty());
         assert!(!retry.due(now + Duration::from_secs(3600)), "nothing owed once applied");
     }
 }

@@ -24,12 +24,20 @@ pub struct EventWriter {
     stores: Stores,
     /// Errors already published (and still present).
     emitted: BTreeSet<Key>,
+    /// Notes start with this (the node's errors: "on node NAME: ").
+    prefix: String,
 }
 
 impl EventWriter {
     pub fn new(client: Client, stores: Stores, instance: String) -> EventWriter {
         let reporter = Reporter { controller: super::CONTROLLER.into(), instance: Some(instance) };
-        EventWriter { client, reporter, stores, emitted: BTreeSet::new() }
+        EventWriter { client, reporter, stores, emitted: BTreeSet::new(), prefix: String::new() }
+    }
+
+    /// A writer for the errors of one node only: each note says which node.
+    pub fn for_node(client: Client, stores: Stores, node: String) -> EventWriter {
+        let prefix = format!("on node {node}: ");
+        EventWriter { prefix, ..EventWriter::new(client, stores, node) }
     }
 
     /// Publish the errors not published yet; forget those that are gone. A failed publish
@@ -50,7 +58,7 @@ impl EventWriter {
             let event = Event {
                 type_: EventType::Warning,
                 reason: event_reason(field, reason).into(),
-                note: Some(truncate(format!("{field}: {reason}"))),
+                note: Some(truncate(format!("{}{field}: {reason}", self.prefix))),
                 action: "Validate".into(),
                 secondary: None,
             };
@@ -97,8 +105,9 @@ pub fn event_reason(field: &str, reason: &str) -> &'static str {
     {
         // model::addresses::VipRefused: the VIP is not one this node may serve.
         "VipNotAllowed"
-    } else if reason.contains("not loaded into the datapath") {
-        // Valid, but the node's datapath could not take it (dataplane::Rejected).
+    } else if reason.contains("not loaded into the datapath") || reason.contains("not served by the L7 proxy") {
+        // Valid, but the node's datapath or L7 proxy could not take it (dataplane::Rejected,
+        // a listener whose port another program holds).
         "NotLoaded"
     } else if field.contains("annotations[")
         || (field.contains('/') && !["spec", "metadata", "status"].iter().any(|p| field.starts_with(p)))

@@ -12,6 +12,9 @@ use crate::model::{Model, ObjectError, ObjectRef};
 pub struct Report {
     /// Every object rejected, with why.
     pub errors: Vec<ObjectError>,
+    /// The objects this node could not serve (its datapath, its L7 proxy, its addresses):
+    /// recorded by every node, leader or not.
+    pub node_errors: Vec<ObjectError>,
     /// Each served Service and the VIPs its listeners use.
     pub services: BTreeMap<ObjectRef, BTreeSet<IpAddr>>,
     /// Each served ALB Ingress (its status takes the node's addresses).
@@ -22,7 +25,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(errors: Vec<ObjectError>, applied: &Model) -> Report {
+    pub fn new(errors: Vec<ObjectError>, node_errors: Vec<ObjectError>, applied: &Model) -> Report {
         let mut services: BTreeMap<ObjectRef, BTreeSet<IpAddr>> = BTreeMap::new();
         for l in applied.listeners.values().filter(|l| l.source.kind == "Service") {
             services.entry(l.source.clone()).or_default().insert(l.vip);
@@ -40,6 +43,6 @@ impl Report {
             .values()
             .map(|i| ObjectRef { kind: "Ingress".into(), namespace: i.namespace.clone(), name: i.name.clone() })
             .collect();
-        Report { errors, services, ingresses, sub_clusters: applied.sub_clusters.clone() }
+        Report { errors, node_errors, services, ingresses, sub_clusters: applied.sub_clusters.clone() }
     }
 }

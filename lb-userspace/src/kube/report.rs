@@ -25,11 +25,12 @@ impl Handle {
     pub fn spawn(client: Client, stores: Stores, opts: &KubeOptions, tasks: &mut JoinSet<()>) -> Handle {
         let (tx, rx) = watch::channel(None);
         let instance = opts.node_name.clone().unwrap_or_else(|| "lb".into());
-        let events = EventWriter::new(client.clone(), stores.clone(), instance);
+        let events = EventWriter::new(client.clone(), stores.clone(), instance.clone());
+        let node_events = EventWriter::for_node(client.clone(), stores.clone(), instance);
         let status = StatusWriter::new(client.clone(), stores, opts);
         let election = opts.leader_election.clone().map(|l| super::leader::spawn(client, l, tasks));
         let leader = election.as_ref().map(|e| e.leader.clone());
-        let writer = tasks.spawn(run(rx, leader, events, status));
+        let writer = tasks.spawn(run(rx, leader, Writers { events, node_events, status }));
         Handle { tx, writer, election }
     }
 
@@ -51,17 +52,21 @@ impl Handle {
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 
-/// Write each new report; with leader election, only while holding the Lease, and the
-/// latest report again on becoming the holder. A report some of whose writes failed (the
-/// API server unavailable a moment) is written again after a backoff, unless a newer one
-/// comes first: a new Service's address or a rejection's Event no longer waits for some
-/// other object to change.
-async fn run(
-    mut rx: watch::Receiver<Option<Arc<Report>>>,
-    mut leader: Option<watch::Receiver<bool>>,
-    mut events: EventWriter,
-    mut status: StatusWriter,
-) {
+/// What a report is written with.
+struct Writers {
+    /// The cluster's errors: the holder's only, with leader election.
+    events: EventWriter,
+    /// This node's own errors: every node's.
+    node_events: EventWriter,
+    status: StatusWriter,
+}
+
+/// Write each new report; with leader election, only while holding the Lease (but for this
+/// node's own errors, which every node records), and the latest report again on becoming the
+/// holder. A report some of whose writes failed (the API server unavailable a moment) is
+/// written again after a backoff, unless a newer one comes first: a new Service's address or
+/// a rejection's Event no longer waits for some other object to change.
+async fn run(mut rx: watch::Receiver<Option<Arc<Report>>>, mut leader: Option<watch::Receiver<bool>>, mut w: Writers) {
     let mut retry: Option<Duration> = None;
     loop {
         tokio::select! {
@@ -69,14 +74,12 @@ async fn run(
             () = became_leader(&mut leader) => {}
             () = after(retry) => {}
         }
-        if leader.as_ref().is_some_and(|l| !*l.borrow()) {
-            retry = None;
-            continue;
-        }
         let Some(report) = rx.borrow_and_update().clone() else { continue };
-        let events_written = events.sync(&report.errors).await;
-        let status_written = status.sync(&report).await;
-        retry = if events_written && status_written {
+        let node_written = w.node_events.sync(&report.node_errors).await;
+        let holder = leader.as_ref().is_none_or(|l| *l.borrow());
+        let events_written = !holder || w.events.sync(&report.errors).await;
+        let status_written = !holder || w.status.sync(&report).await;
+        retry = if node_written && events_written && status_written {
             None
         } else {
             let wait = retry.map_or(RETRY_FIRST, |d| (d * 2).min(RETRY_MAX));

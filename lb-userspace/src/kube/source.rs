@@ -81,13 +81,14 @@ impl KubeSource {
         }
     }
 
-    /// After a build was applied: the errors to record as Events and the model whose
-    /// Services and Ingresses get their status. Does nothing unless `write_status`.
-    pub fn report(&mut self, errors: &[ObjectError], applied: &Model) {
+    /// After a build was applied: the errors to record as Events (`node_errors`: this node's
+    /// own, recorded by every node, leader or not) and the model whose Services and Ingresses
+    /// get their status. Does nothing unless `write_status`.
+    pub fn report(&mut self, errors: &[ObjectError], node_errors: &[ObjectError], applied: &Model) {
         if let Some(reporter) = &self.reporter {
             let mut all = self.decode_errors.clone();
             all.extend_from_slice(errors);
-            reporter.send(report::Report::new(all, applied));
+            reporter.send(report::Report::new(all, node_errors.to_vec(), applied));
         }
     }
 }

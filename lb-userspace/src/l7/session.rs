@@ -9,8 +9,8 @@ use std::{
     os::{fd::AsRawFd, unix::fs::PermissionsExt},
     path::{Path, PathBuf},
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -18,10 +18,13 @@ use std::{
 use tokio::{
     net::{UnixListener, UnixStream},
     process::{Child, Command},
-    sync::{mpsc, oneshot, watch},
+    sync::{Notify, mpsc, oneshot, watch},
 };
 
-use super::ipc::{self, Config, FromProxy, ToProxy, WireCounters};
+use super::{
+    ProxyError,
+    ipc::{self, Config, FromProxy, ToProxy, WireCounters},
+};
 
 /// What the supervisor knows of the proxy process, read without waiting.
 #[derive(Debug, Default)]
@@ -31,7 +34,20 @@ pub struct Status {
     /// Times the proxy process exited or its channel closed while the agent ran.
     pub restarts: AtomicU64,
     /// Listeners the proxy could not (re)configure at its last apply.
-    pub errors: AtomicUsize,
+    pub errors: Mutex<Vec<ProxyError>>,
+    /// Notified when `errors` changes.
+    pub errors_changed: Notify,
+}
+
+impl Status {
+    /// Takes the errors of the proxy's latest apply; wakes the agent if they changed.
+    fn set_errors(&self, errors: Vec<ProxyError>) {
+        let mut current = self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != errors {
+            *current = errors;
+            self.errors_changed.notify_one();
+        }
+    }
 }
 
 pub enum Cmd {
@@ -155,7 +171,7 @@ async fn session(stream: UnixStream, mut child: Option<Child>, peer: &mut Peer) 
                 Some(FromProxy::Hello { pid }) => peer.status.pid.store(pid, Ordering::Relaxed),
                 Some(FromProxy::Applied { generation, errors }) => {
                     tracing::debug!(generation, errors = errors.len(), "the L7 proxy applied a configuration");
-                    peer.status.errors.store(errors.len(), Ordering::Relaxed);
+                    peer.status.set_errors(errors);
                 }
                 Some(FromProxy::Counters(c)) => {
                     if let Some(reply) = pending.pop_front() {

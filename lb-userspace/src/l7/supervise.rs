@@ -14,7 +14,7 @@ use std::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    Proxy,
+    Proxy, ProxyError,
     ipc::{Config, WireCounters},
     session::{Cmd, Peer, Source, Status},
 };
@@ -60,7 +60,7 @@ pub struct FrontOptions {
 
 /// The L7 proxy as the agent drives it.
 pub enum L7Front {
-    Inline { proxy: Box<Proxy>, errors: usize },
+    Inline { proxy: Box<Proxy>, errors: Vec<ProxyError> },
     Remote(Remote),
 }
 
@@ -80,7 +80,7 @@ impl L7Front {
         let source = match opts.mode {
             Mode::Inline => {
                 let proxy = Proxy::with_limits(opts.bind_all, opts.limits).with_trusted_proxies(opts.trusted);
-                return Ok(L7Front::Inline { proxy: Box::new(proxy), errors: 0 });
+                return Ok(L7Front::Inline { proxy: Box::new(proxy), errors: Vec::new() });
             }
             Mode::Process => Source::Spawn { exe: opts.exe, args: opts.args },
             Mode::External => Source::listen(&opts.socket)?,
@@ -103,13 +103,13 @@ impl L7Front {
                 for e in &failed {
                     tracing::error!(error = %e, "L7 listener not applied");
                 }
-                *errors = failed.len();
-                *errors
+                *errors = failed;
+                errors.len()
             }
             L7Front::Remote(r) => {
                 r.generation += 1;
                 r.config.send_replace(Some(Arc::new(Config::new(r.generation, listeners))));
-                r.status.errors.load(Ordering::Relaxed)
+                self.errors()
             }
         }
     }
@@ -120,15 +120,29 @@ impl L7Front {
         if let L7Front::Inline { proxy, errors } = self
             && proxy.has_failed()
         {
-            *errors = proxy.retry_failed().len();
+            *errors = proxy.retry_failed();
         }
     }
 
     /// Listeners not configured at the last apply.
     pub fn errors(&self) -> usize {
+        self.error_list().len()
+    }
+
+    /// The listeners not configured at the last apply (or that failed to start since), and why.
+    pub fn error_list(&self) -> Vec<ProxyError> {
         match self {
-            L7Front::Inline { errors, .. } => *errors,
-            L7Front::Remote(r) => r.status.errors.load(Ordering::Relaxed),
+            L7Front::Inline { errors, .. } => errors.clone(),
+            L7Front::Remote(r) => r.status.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+        }
+    }
+
+    /// Resolves when the proxy process reports other errors than before; never inline (its
+    /// errors change only in [`L7Front::apply`] and [`L7Front::retry_failed`]).
+    pub async fn errors_changed(&self) {
+        match self {
+            L7Front::Inline { .. } => std::future::pending().await,
+            L7Front::Remote(r) => r.status.errors_changed.notified().await,
         }
     }
 

@@ -25,6 +25,12 @@ pub struct AddressPolicy {
     pub allow_loopback: bool,
 }
 
+/// Whether an error's reason is [`VipRefused::NodeAddress`]: a refusal of this node only
+/// (another node, without that address, serves the VIP).
+pub fn refused_on_this_node_only(reason: &str) -> bool {
+    reason.contains(" is an address of this node: ")
+}
+
 /// Why an address cannot be a Service's VIP.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VipRefused {
@@ -198,6 +204,8 @@ mod tests {
         assert_eq!(policy.check_vip(ip("198.18.100.10")), Ok(()));
         assert_eq!(policy.check_vip(ip("2001:db8:100::10")), Ok(()));
         assert_eq!(policy.check_vip(ip("198.18.100.1")), Err(VipRefused::NodeAddress(ip("198.18.100.1"))));
+        assert!(super::refused_on_this_node_only(&VipRefused::NodeAddress(ip("198.18.100.1")).to_string()));
+        assert!(!super::refused_on_this_node_only(&VipRefused::Special(ip("127.0.0.5"), "loopback").to_string()));
         assert_eq!(
             policy.check_vip(ip("198.18.101.10")).unwrap_err().to_string(),
             "198.18.101.10 is outside every --vip-pool (198.18.100.0/24, 2001:db8:100::/64)"
