@@ -148,7 +148,8 @@ fn http_check_on_a_tcp_listener(shape: Shape) {
         ("health-check-httpcode", "http_2xx"),
         ("health-check-method", "get"),
         ("health-check-domain", "web.example"),
-        ("health-check-timeout", "1"),
+        // A tcp listener's check waits the connect timeout, whatever its type (CLB's).
+        ("health-check-connect-timeout", "1"),
         ("health-check-interval", "1"),
         ("healthy-threshold", "2"),
         ("unhealthy-threshold", "2"),

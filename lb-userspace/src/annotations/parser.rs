@@ -91,6 +91,14 @@ impl<K: AnnotationKey> Parser<K> {
         }
     }
 
+    /// A note that `key` has no effect by a rule across annotations ("takes effect only
+    /// when ..."), unless one of `involved` (or `key`) already failed.
+    pub fn cross_note(&mut self, key: K, involved: &[K], reason: impl Into<String>) {
+        if !involved.iter().chain([&key]).any(|k| self.failed.contains(k)) {
+            self.not_applicable(key, reason);
+        }
+    }
+
     /// Whether `key` is written but its value was rejected.
     pub fn failed(&self, key: K) -> bool {
         self.failed.contains(&key)

@@ -138,7 +138,7 @@ pub fn from_clb_listener(
         port: 0,
         proxy_protocol: ProxyProtocol::Off,
         interval: Duration::from_secs(h.interval_s.max(1) as u64),
-        timeout: Duration::from_secs(h.timeout_s(p).max(1) as u64),
+        timeout: Duration::from_secs(h.timeout_s(lp).max(1) as u64),
         healthy_threshold: h.healthy_threshold,
         unhealthy_threshold: h.unhealthy_threshold,
         probe,

@@ -45,7 +45,7 @@ fn case(_: &Path, text: &str) -> Value {
             json!({
                 "listener": format!("{}:{}", l.protocol.as_str(), l.port),
                 "probe": probe,
-                "timeout_s": probe.map(|pr| hc.timeout_s(pr)),
+                "timeout_s": probe.map(|_| hc.timeout_s(l.protocol)),
             })
         })
         .collect();

@@ -270,6 +270,14 @@ fn bad_certificates_are_rejected_with_the_secret_named() {
     assert_eq!(b.errors.len(), 1, "{:?}", b.errors);
     let e = b.errors[0].to_string();
     assert!(e.contains("Service tls/s") && e.contains("cert-id") && e.contains("Secret tls/broken"), "{e}");
+    // A CLB certificate ID, as the reference's Services carry: it names no Secret, and the
+    // error says what to do instead of "not found".
+    let id = "1231579085529123_166f8204689_1714763408_709017";
+    let b = build(&yaml.replace("cert-id: \"broken\"", &format!("cert-id: \"{id}\"")));
+    assert_eq!(b.errors.len(), 1, "{:?}", b.errors);
+    let e = b.errors[0].to_string();
+    assert!(e.contains(&format!("{id:?} is not the name of a Secret")), "{e}");
+    assert!(e.contains("not a CLB certificate ID") && e.contains("kubectl create secret tls"), "{e}");
 }
 
 /// An HTTPS listener whose Ingresses name no usable TLS Secret (`spec.tls` with hosts only,

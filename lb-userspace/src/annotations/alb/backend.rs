@@ -292,7 +292,7 @@ fn sticky(cx: &mut Cx) -> Option<StickySession> {
         cx.value(Key::StickySessionType, |v| choice(v, &[("Insert", false), ("Server", true)])).unwrap_or(false);
     if server {
         if cx.has(Key::CookieTimeout) {
-            cx.error(Key::CookieTimeout, "applies only when sticky-session-type is Insert");
+            cx.not_applicable(Key::CookieTimeout, "has no effect: it applies only when sticky-session-type is Insert");
         }
         match cx.get(Key::Cookie) {
             None | Some("") => {
@@ -340,9 +340,10 @@ fn scheduler(cx: &mut Cx) -> Scheduler {
             ),
             None => {}
         },
-        _ if cx.has(Key::BackendSchedulerUchValue) => {
-            cx.error(Key::BackendSchedulerUchValue, "applies only when backend-scheduler is uch")
-        }
+        _ if cx.has(Key::BackendSchedulerUchValue) => cx.not_applicable(
+            Key::BackendSchedulerUchValue,
+            "has no effect: it applies only when backend-scheduler is uch",
+        ),
         _ => {}
     }
     match s {

@@ -91,19 +91,18 @@ impl IngressParse {
 /// The parser context of the ALB family functions.
 pub(crate) type Cx = Parser<Key>;
 
-/// `key` has an effect only when `gate` is `"true"`: a note when the gate is written
-/// `"false"` (switched off, the setting kept), an error when the gate is not written.
+/// `key` has an effect only when `gate` is `"true"` (the reference: "takes effect only
+/// when ... is true"): otherwise a note, and the Ingress serves without it, as the ALB
+/// controller ignores it (a template that writes every setting and flips the switch).
 pub(crate) fn gated(cx: &mut Cx, key: Key, gate: Key, gate_on: bool) {
     if gate_on || !cx.has(key) {
         return;
     }
     let gate_name = cx.name(gate);
     if cx.get(gate) == Some("false") {
-        // Switched off on purpose, the setting kept for when it is on again ("takes effect
-        // only when ... is true"): said, not an error that would take the Ingress down.
         cx.not_applicable(key, format!("has no effect while {gate_name} is \"false\""));
     } else {
-        cx.error(key, format!("has no effect unless {gate_name} is \"true\""));
+        cx.not_applicable(key, format!("has no effect unless {gate_name} is \"true\" (it is off by default)"));
     }
 }
 

@@ -107,16 +107,13 @@ pub(super) fn parse_settings(cx: &mut Cx, listeners: &[ListenPort]) -> Settings 
     cx.value(Key::UseRegex, boolean);
     let rewrite = cx.value(Key::RewriteTarget, rewrite_target).map(|(t, _)| t);
     let ssl_redirect = cx.value(Key::SslRedirect, boolean).unwrap_or(false);
-    if ssl_redirect {
-        if !listeners.iter().any(|l| l.protocol == ListenProtocol::Http && l.port == 80) {
-            cx.error(Key::SslRedirect, "applies only to HTTP rules on listening port 80; listen-ports has no HTTP:80");
-        }
-        if !listeners.iter().any(|l| l.protocol == ListenProtocol::Https && l.port == 443) {
-            cx.error(
-                Key::SslRedirect,
-                "needs an HTTPS listener on port 443 (in listen-ports, or spec.tls for the default)",
-            );
-        }
+    // The HTTPS:443 the redirect goes to must be in the AlbConfig (checked with it), not in
+    // this Ingress: one Ingress may redirect port 80 while another serves 443.
+    if ssl_redirect && !listeners.iter().any(|l| l.protocol == ListenProtocol::Http && l.port == 80) {
+        cx.not_applicable(
+            Key::SslRedirect,
+            "has no effect: it applies only to HTTP rules on listening port 80, and listen-ports has no HTTP:80",
+        );
     }
     Settings { use_regex, rewrite, ssl_redirect }
 }

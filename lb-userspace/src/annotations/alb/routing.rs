@@ -435,27 +435,23 @@ mod tests {
         assert_eq!(p.errors.len(), 1);
     }
 
+    /// The redirect is on HTTP:80 rules; the HTTPS:443 it goes to is the AlbConfig's, which
+    /// another Ingress may serve (`tests::listeners_must_exist_in_the_albconfig`).
     #[test]
-    fn ssl_redirect_needs_http_80_and_https_443() {
+    fn ssl_redirect_applies_to_http_80() {
         let tls = format!("tls:\n- hosts: [demo.alb.ingress.top]\n  secretName: s\n{SIMPLE}");
         let p = parse(&[(&k("ssl-redirect"), "true")], &tls);
         assert!(p.is_ok(), "{:?}", p.errors);
         assert!(p.rules[0].ssl_redirect);
+        // HTTP:80 only (an Ingress for the redirect, another for 443).
         let p = parse(&[(&k("ssl-redirect"), "true")], SIMPLE);
-        assert_eq!(
-            errs(&p),
-            vec![format!(
-                "{}: needs an HTTPS listener on port 443 (in listen-ports, or spec.tls for the default)",
-                k("ssl-redirect")
-            )]
-        );
+        assert!(p.is_ok() && p.not_applicable.is_empty(), "{:?} {:?}", p.errors, p.not_applicable);
+        assert!(p.rules[0].ssl_redirect);
         let p = parse(&[(&k("ssl-redirect"), "true"), (&k("listen-ports"), r#"[{"HTTPS": 443}]"#)], SIMPLE);
+        assert!(p.is_ok(), "{:?}", p.errors);
         assert_eq!(
-            errs(&p),
-            vec![format!(
-                "{}: applies only to HTTP rules on listening port 80; listen-ports has no HTTP:80",
-                k("ssl-redirect")
-            )]
+            p.not_applicable.iter().map(|n| n.reason.as_str()).collect::<Vec<_>>(),
+            ["has no effect: it applies only to HTTP rules on listening port 80, and listen-ports has no HTTP:80"]
         );
         let p = parse(&[(&k("ssl-redirect"), "false")], SIMPLE);
         assert!(p.is_ok() && !p.rules[0].ssl_redirect);

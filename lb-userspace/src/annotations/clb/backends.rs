@@ -41,7 +41,11 @@ pub(super) fn options(cx: &mut Cx) -> BackendOptions {
         cx.value(Key::BackendType, |v| choice(v, &[("eni", BackendType::Eni), ("ecs", BackendType::Ecs)]));
     let node_labels = cx.value(Key::BackendLabel, node_labels).unwrap_or_default();
     if backend_type == Some(BackendType::Eni) && cx.has(Key::BackendLabel) {
-        cx.cross(Key::BackendLabel, &[Key::BackendType], "is effective only with backend-type ecs, not eni");
+        cx.cross_note(
+            Key::BackendLabel,
+            &[Key::BackendType],
+            "has no effect: it is effective only with backend-type ecs, not eni",
+        );
     }
     BackendOptions {
         backend_type,
@@ -110,7 +114,7 @@ fn label_name(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{assert_one_error, run, tcp};
+    use super::super::testutil::{assert_one_error, assert_one_note, run, tcp};
     use super::*;
 
     #[test]
@@ -159,11 +163,11 @@ mod tests {
 
     #[test]
     fn backend_label_needs_ecs_backends() {
-        assert_one_error(
+        assert_one_note(
             &[("backend-type", "eni"), ("backend-label", "pool=edge")],
             &[tcp(80)],
             "backend-label",
-            "is effective only with backend-type ecs, not eni",
+            "has no effect: it is effective only with backend-type ecs, not eni",
         );
         assert!(run(&[("backend-type", "ecs"), ("backend-label", "pool=edge")], &[tcp(80)]).errors.is_empty());
     }

@@ -145,12 +145,14 @@ impl HealthCheck {
         }
     }
 
-    /// How long `probe` waits for an answer: its timeout, or the interval when that is
-    /// longer ("if this value is less than the check interval, the interval takes effect").
-    pub fn timeout_s(&self, probe: Probe) -> u16 {
-        let t = match probe {
-            Probe::Http => self.http.timeout_s,
-            Probe::Tcp | Probe::Udp => self.connect_timeout_s,
+    /// How long the check of a `listener` waits for an answer: its timeout, or the interval
+    /// when that is longer ("if this value is less than the check interval, the interval takes
+    /// effect"). As CLB's listeners: a tcp/udp listener's check (an HTTP one too) waits
+    /// `health-check-connect-timeout`, an http/https listener's `health-check-timeout`.
+    pub fn timeout_s(&self, listener: ListenerProtocol) -> u16 {
+        let t = match listener {
+            Http | Https => self.http.timeout_s,
+            Tcp | Udp => self.connect_timeout_s,
         };
         t.max(self.interval_s.into())
     }
@@ -202,16 +204,20 @@ pub(super) fn health_check(cx: &mut Cx, listeners: &[Listener]) -> HealthCheck {
     hc
 }
 
+/// What is required, and what has no effect (a note, as the CLB controller ignores it: the
+/// reference's tables list the health check annotations together, whichever apply).
 fn cross_rules(cx: &mut Cx, listeners: &[Listener], hc: &HealthCheck) {
     if cx.has(Key::HealthCheckFlag) && !hc.flag && !listeners.iter().any(|l| l.protocol.is_l7()) {
         let reason = format!(
-            "off cannot turn off the checks of tcp listeners (use health-check-switch), and {}",
+            "has no effect: the checks of tcp listeners are always on (\"cannot be changed\"; \
+             health-check-switch turns them off), and {}",
             super::listeners::describe(listeners)
         );
-        cx.cross(Key::HealthCheckFlag, &[Key::ProtocolPort], reason);
+        cx.cross_note(Key::HealthCheckFlag, &[Key::ProtocolPort], reason);
     }
-    let probes: Vec<Probe> = listeners.iter().filter_map(|l| hc.probe(l.protocol)).collect();
-    let http = probes.contains(&Probe::Http);
+    let checked: Vec<(ListenerProtocol, Probe)> =
+        listeners.iter().filter_map(|l| Some((l.protocol, hc.probe(l.protocol)?))).collect();
+    let http = checked.iter().any(|(_, p)| *p == Probe::Http);
     if http && !cx.has(Key::HealthCheckUri) {
         cx.cross(Key::HealthCheckType, &SWITCHES, "http requires health-check-uri");
     }
@@ -219,28 +225,36 @@ fn cross_rules(cx: &mut Cx, listeners: &[Listener], hc: &HealthCheck) {
                 health-check-switch is off, http/https listeners only with health-check-flag on)";
     if !http {
         let reason = if hc.check_type == HealthCheckType::Tcp {
-            "applies only to HTTP health checks, and health-check-type is not http".to_owned()
+            "has no effect: it applies only to HTTP health checks, and health-check-type is not http".to_owned()
         } else {
-            format!("applies only to HTTP health checks, and {none}")
+            format!("has no effect: it applies only to HTTP health checks, and {none}")
         };
-        for key in HTTP_ONLY {
-            if cx.has(key) {
-                cx.cross(key, &SWITCHES, reason.clone());
-            }
+        for key in HTTP_ONLY.into_iter().filter(|k| *k != Key::HealthCheckTimeout) {
+            cx.cross_note(key, &SWITCHES, reason.clone());
         }
     }
-    if cx.has(Key::HealthCheckConnectTimeout) && !probes.iter().any(|p| matches!(p, Probe::Tcp | Probe::Udp)) {
-        cx.cross(
-            Key::HealthCheckConnectTimeout,
+    let (l4, l7) = checked.iter().fold((false, false), |(l4, l7), (l, _)| (l4 || !l.is_l7(), l7 || l.is_l7()));
+    if !l7 {
+        cx.cross_note(
+            Key::HealthCheckTimeout,
             &SWITCHES,
-            format!("applies only to TCP and UDP health checks, and {none}"),
+            "has no effect: it is the timeout of the checks of http/https listeners (tcp/udp listeners \
+             wait health-check-connect-timeout), and none of this Service's is checked (health-check-flag on \
+             checks them)",
         );
     }
-    if probes.is_empty() {
+    if !l4 {
+        cx.cross_note(
+            Key::HealthCheckConnectTimeout,
+            &SWITCHES,
+            "has no effect: it is the timeout of the checks of tcp/udp listeners (http/https listeners wait \
+             health-check-timeout), and none of this Service's is checked (they are unless health-check-switch is \
+             off)",
+        );
+    }
+    if checked.is_empty() {
         for key in [Key::HealthyThreshold, Key::UnhealthyThreshold, Key::HealthCheckInterval] {
-            if cx.has(key) {
-                cx.cross(key, &SWITCHES, format!("applies only to health checks, and {none}"));
-            }
+            cx.cross_note(key, &SWITCHES, format!("has no effect: it applies only to health checks, and {none}"));
         }
     }
 }

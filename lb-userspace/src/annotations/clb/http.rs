@@ -106,7 +106,7 @@ fn sticky_session(cx: &mut Cx) -> StickySession {
                 // Switched off, the settings kept for later: said, not an error.
                 cx.not_applicable(key, "has no effect while sticky-session is off");
             } else if cx.has(key) {
-                cx.cross(key, &[Key::StickySession], "has no effect while sticky-session is not on (default off)");
+                cx.cross_note(key, &[Key::StickySession], "has no effect while sticky-session is not on (default off)");
             }
         }
         return StickySession::Off;
@@ -120,7 +120,10 @@ fn sticky_session(cx: &mut Cx) -> StickySession {
                 cx.error(Key::StickySessionType, "insert requires cookie-timeout (1..=86400 seconds)");
             }
             if cx.has(Key::Cookie) {
-                cx.error(Key::Cookie, "applies only to sticky-session-type server (insert makes its own cookie)");
+                cx.not_applicable(
+                    Key::Cookie,
+                    "has no effect: it applies only to sticky-session-type server (insert makes its own cookie)",
+                );
             }
             if let Some(t) = timeout {
                 return StickySession::Insert { cookie_timeout_s: t };
@@ -131,7 +134,7 @@ fn sticky_session(cx: &mut Cx) -> StickySession {
                 cx.error(Key::StickySessionType, "server requires cookie (the name of the backend's cookie)");
             }
             if cx.has(Key::CookieTimeout) {
-                cx.error(Key::CookieTimeout, "applies only to sticky-session-type insert");
+                cx.not_applicable(Key::CookieTimeout, "has no effect: it applies only to sticky-session-type insert");
             }
             if let Some(cookie) = cookie {
                 return StickySession::Server { cookie };
@@ -177,11 +180,11 @@ mod tests {
             ("xforwardedfor-clientsrcport", "on"),
             ("sticky-session", "off"),
         ] {
-            assert_one_error(
+            assert_one_note(
                 &[(key, value)],
                 &[tcp(80)],
                 key,
-                "applies only to http/https listeners, and this Service's listeners are tcp:80",
+                "has no effect: it applies only to http/https listeners, and this Service's listeners are tcp:80",
             );
         }
         let p = run(&[("protocol-port", "https:443"), ("cert-id", "c"), ("idle-timeout", "30")], &[tcp(443)]);
@@ -272,17 +275,17 @@ mod tests {
             "sticky-session-type",
             "server requires cookie (the name of the backend's cookie)",
         );
-        assert_one_error(
+        assert_one_note(
             &[HTTP, on, ("sticky-session-type", "insert"), ("cookie-timeout", "60"), ("cookie", "c")],
             &ports,
             "cookie",
-            "applies only to sticky-session-type server (insert makes its own cookie)",
+            "has no effect: it applies only to sticky-session-type server (insert makes its own cookie)",
         );
-        assert_one_error(
+        assert_one_note(
             &[HTTP, on, ("sticky-session-type", "server"), ("cookie", "c"), ("cookie-timeout", "60")],
             &ports,
             "cookie-timeout",
-            "applies only to sticky-session-type insert",
+            "has no effect: it applies only to sticky-session-type insert",
         );
         assert_one_note(
             &[HTTP, ("sticky-session", "off"), ("sticky-session-type", "insert")],
@@ -290,7 +293,7 @@ mod tests {
             "sticky-session-type",
             "has no effect while sticky-session is off",
         );
-        assert_one_error(
+        assert_one_note(
             &[HTTP, ("cookie-timeout", "60")],
             &ports,
             "cookie-timeout",

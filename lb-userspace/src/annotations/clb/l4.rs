@@ -100,17 +100,17 @@ mod tests {
 
     #[test]
     fn persistence_timeout_applies_to_tcp_listeners_only() {
-        assert_one_error(
+        assert_one_note(
             &[("persistence-timeout", "60")],
             &[udp(53)],
             "persistence-timeout",
-            "applies only to tcp listeners, and this Service's listeners are udp:53",
+            "has no effect: it applies only to tcp listeners, and this Service's listeners are udp:53",
         );
-        assert_one_error(
+        assert_one_note(
             &[("persistence-timeout", "60"), ("protocol-port", "http:80")],
             &[tcp(80)],
             "persistence-timeout",
-            "applies only to tcp listeners, and this Service's listeners are http:80",
+            "has no effect: it applies only to tcp listeners, and this Service's listeners are http:80",
         );
         // One tcp listener among others is enough.
         let p = run(&[("persistence-timeout", "60")], &[udp(53), tcp(22)]);
@@ -122,11 +122,11 @@ mod tests {
         check_range("established-timeout", 10, 900, &[], &[tcp(80)], |c| {
             c.l4.established_timeout_s.map_or(0, u64::from)
         });
-        assert_one_error(
+        assert_one_note(
             &[("established-timeout", "60")],
             &[udp(53)],
             "established-timeout",
-            "applies only to tcp listeners, and this Service's listeners are udp:53",
+            "has no effect: it applies only to tcp listeners, and this Service's listeners are udp:53",
         );
     }
 
@@ -172,11 +172,11 @@ mod tests {
             "connection-drain-timeout",
             "5 is outside 10..=900",
         );
-        assert_one_error(
+        assert_one_note(
             &[("connection-drain", "off"), ("protocol-port", "http:80")],
             &ports,
             "connection-drain",
-            "applies only to tcp/udp listeners, and this Service's listeners are http:80",
+            "has no effect: it applies only to tcp/udp listeners, and this Service's listeners are http:80",
         );
     }
 
@@ -186,11 +186,11 @@ mod tests {
         assert!(run(&[("proxy-protocol", "on")], &[udp(53)]).config.l4.proxy_protocol);
         assert!(!run(&[("proxy-protocol", "off")], &[tcp(80)]).config.l4.proxy_protocol);
         assert_one_error(&[("proxy-protocol", "v2")], &[tcp(80)], "proxy-protocol", "\"v2\" is not one of on, off");
-        assert_one_error(
+        assert_one_note(
             &[("proxy-protocol", "on"), ("protocol-port", "https:443"), ("cert-id", "c")],
             &[tcp(443)],
             "proxy-protocol",
-            "applies only to tcp/udp listeners, and this Service's listeners are https:443",
+            "has no effect: it applies only to tcp/udp listeners, and this Service's listeners are https:443",
         );
     }
 }

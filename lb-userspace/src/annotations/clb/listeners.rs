@@ -222,19 +222,21 @@ fn domain_extensions(v: &str) -> Result<Vec<DomainExtension>, String> {
     Ok(out)
 }
 
-/// Report `key` (when set) if none of `listeners` is one of `kinds`.
+/// A note on `key` (when set) if none of `listeners` is one of `kinds`: it has no effect,
+/// as the CLB controller ignores it (the listeners may change and the setting stay).
 pub(super) fn applies_to(cx: &mut Cx, key: Key, listeners: &[Listener], kinds: &[ListenerProtocol]) {
     if !cx.has(key) || listeners.iter().any(|l| kinds.contains(&l.protocol)) {
         return;
     }
     let kinds: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-    let reason = format!("applies only to {} listeners, and {}", kinds.join("/"), describe(listeners));
-    cx.cross(key, &[Key::ProtocolPort], reason);
+    let reason =
+        format!("has no effect: it applies only to {} listeners, and {}", kinds.join("/"), describe(listeners));
+    cx.cross_note(key, &[Key::ProtocolPort], reason);
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::testutil::{assert_one_error, errors_of, run, tcp, udp};
+    use super::super::testutil::{assert_one_error, assert_one_note, errors_of, run, tcp, udp};
     use super::*;
 
     fn protocols(p: &super::super::ClbParse) -> Vec<(u16, ListenerProtocol)> {
@@ -322,11 +324,11 @@ mod tests {
                 "http2-enabled" => "off",
                 _ => "c-1",
             };
-            assert_one_error(
+            assert_one_note(
                 &[("protocol-port", "http:80"), (key, value)],
                 &[tcp(80)],
                 key,
-                "applies only to https listeners, and this Service's listeners are http:80",
+                "has no effect: it applies only to https listeners, and this Service's listeners are http:80",
             );
         }
     }

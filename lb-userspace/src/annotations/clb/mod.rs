@@ -305,7 +305,7 @@ mod tests {
         }
         // A few values, read back.
         let c = &current.config;
-        assert_eq!(c.health_check.timeout_s(Probe::Http), 6);
+        assert_eq!(c.health_check.timeout_s(ListenerProtocol::Http), 6);
         assert_eq!(c.health_check.probe(ListenerProtocol::Udp), Some(Probe::Udp));
         assert_eq!(c.l4.connection_drain, ConnectionDrain::On { timeout_s: 30 });
         assert_eq!(c.http.sticky_session, StickySession::Insert { cookie_timeout_s: 60 });

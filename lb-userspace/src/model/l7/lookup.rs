@@ -69,10 +69,19 @@ impl<'a> Lookup<'a> {
 
     /// A TLS Secret's certificate, or why it cannot be used.
     pub fn certificate(&self, namespace: &str, name: &str, hosts: Vec<String>) -> Result<Certificate, String> {
-        let secret = self
-            .secrets
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .ok_or_else(|| format!("TLS Secret {namespace}/{name} not found"))?;
+        let secret = self.secrets.get(&(namespace.to_owned(), name.to_owned())).ok_or_else(|| {
+            if is_secret_name(name) {
+                format!("TLS Secret {namespace}/{name} not found")
+            } else {
+                // A CLB certificate ID (`1231579085529123_166f8204689_...`), as on Alibaba Cloud.
+                format!(
+                    "{name:?} is not the name of a Secret (lowercase letters, digits, '-' and '.'): lb serves the \
+                     certificate of a kubernetes.io/tls Secret of namespace {namespace}, not a CLB certificate ID; \
+                     put the certificate and its key in a Secret (kubectl create secret tls NAME --cert=... \
+                     --key=...) and write its name"
+                )
+            }
+        })?;
         let pair = tls_pair(secret, namespace, name)?;
         Ok(Certificate {
             secret: ObjectRef { kind: "Secret".into(), namespace: namespace.into(), name: name.into() },
@@ -220,4 +229,15 @@ pub fn port_text(p: &ServicePort) -> String {
         ServicePort::Number(n) => n.to_string(),
         ServicePort::Name(n) => n.clone(),
     }
+}
+
+/// Whether `name` can name a Secret (a DNS-1123 subdomain).
+fn is_secret_name(name: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label)
 }

@@ -85,8 +85,10 @@ fn number_ranges_each_end_and_one_past() {
     }
 }
 
+/// A setting whose switch is off ("takes effect only when ... is true"): a note, and the
+/// Ingress serves without it, as the ALB controller ignores it; switched off or not written.
 #[test]
-fn gated_settings_need_their_switch() {
+fn gated_settings_without_their_switch_are_notes() {
     for (key, val, gate) in [
         ("healthcheck-path", "/x", "healthcheck-enabled"),
         ("healthy-threshold-count", "3", "healthcheck-enabled"),
@@ -95,15 +97,28 @@ fn gated_settings_need_their_switch() {
         ("slow-start-duration", "100", "slow-start-enabled"),
         ("connection-drain-timeout", "199", "connection-drain-enabled"),
     ] {
-        let (_, e) = settings(&[(key, val)]);
-        assert_eq!(e, vec![format!("{key}: has no effect unless {PREFIX}{gate} is \"true\"")]);
-        // Switched off on purpose: no error, a note (the Ingress still serves).
         let (kg, kk) = (k(gate), k(key));
-        let p = parse(&[(kg.as_str(), "false"), (kk.as_str(), val)], SIMPLE);
-        assert!(p.errors.is_empty(), "{key}: {:?}", p.errors);
-        let note = p.not_applicable.iter().find(|n| n.annotation == kk).expect("a note");
-        assert_eq!(note.reason, format!("has no effect while {PREFIX}{gate} is \"false\""));
+        for (written, reason) in [
+            (None, format!("has no effect unless {PREFIX}{gate} is \"true\" (it is off by default)")),
+            (Some("false"), format!("has no effect while {PREFIX}{gate} is \"false\"")),
+        ] {
+            let mut ann = vec![(kk.as_str(), val)];
+            ann.extend(written.map(|w| (kg.as_str(), w)));
+            let p = parse(&ann, SIMPLE);
+            assert!(p.errors.is_empty(), "{key}: {:?}", p.errors);
+            let note = p.not_applicable.iter().find(|n| n.annotation == kk).expect("a note");
+            assert_eq!(note.reason, reason);
+        }
     }
+}
+
+/// A note on `key` (short name) when `ann` is parsed, and no error.
+fn noted(ann: &[(&str, &str)], key: &str) -> String {
+    let owned: Vec<(String, &str)> = ann.iter().map(|(s, v)| (k(s), *v)).collect();
+    let pairs: Vec<(&str, &str)> = owned.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+    let p = parse(&pairs, SIMPLE);
+    assert!(p.errors.is_empty(), "{ann:?}: {:?}", p.errors);
+    p.not_applicable.iter().find(|n| n.annotation == k(key)).expect("a note").reason.clone()
 }
 
 #[test]
@@ -176,8 +191,9 @@ fn sticky_session_types() {
     assert_eq!(e, vec![format!("sticky-session-type: Server needs a cookie name in {PREFIX}cookie")]);
     let (_, e) = settings(&[on, ("sticky-session-type", "Server"), ("cookie", "a;b")]);
     assert_eq!(e, vec!["cookie: \"a;b\" contains ';'; a cookie name is printable ASCII without ',', ';' or spaces"]);
-    let (_, e) = settings(&[on, ("sticky-session-type", "Server"), ("cookie", "c"), ("cookie-timeout", "10")]);
-    assert_eq!(e, vec!["cookie-timeout: applies only when sticky-session-type is Insert"]);
+    let server = [on, ("sticky-session-type", "Server"), ("cookie", "c"), ("cookie-timeout", "10")];
+    assert_eq!(noted(&server, "cookie-timeout"), "has no effect: it applies only when sticky-session-type is Insert");
+    assert_eq!(settings(&server).0.sticky, Some(StickySession::Server { cookie: "c".into() }));
     // Insert with a cookie name (the reference's example): valid, Insert wins.
     let (b, e) = settings(&[on, ("sticky-session-type", "Insert"), ("cookie-timeout", "1800"), ("cookie", "test")]);
     assert!(e.is_empty(), "{e:?}");
@@ -206,8 +222,12 @@ fn schedulers() {
         e,
         vec![format!("backend-scheduler: uch needs the URL parameter in {PREFIX}backend-scheduler-uch-value")]
     );
-    let (_, e) = settings(&[("backend-scheduler", "wrr"), ("backend-scheduler-uch-value", "x")]);
-    assert_eq!(e, vec!["backend-scheduler-uch-value: applies only when backend-scheduler is uch"]);
+    let wrr = [("backend-scheduler", "wrr"), ("backend-scheduler-uch-value", "x")];
+    assert_eq!(
+        noted(&wrr, "backend-scheduler-uch-value"),
+        "has no effect: it applies only when backend-scheduler is uch"
+    );
+    assert_eq!(settings(&wrr).0.scheduler, Scheduler::Wrr);
     let (_, e) = settings(&[("backend-scheduler", "uch"), ("backend-scheduler-uch-value", "a=b")]);
     assert_eq!(e, vec!["backend-scheduler-uch-value: \"a=b\" contains '=', which cannot be in a URL parameter name"]);
     let (_, e) = settings(&[("backend-scheduler", "rr")]);

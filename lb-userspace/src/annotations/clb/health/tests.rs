@@ -1,6 +1,6 @@
 //! Tests of the health check family: ranges, defaults, which listener gets which probe,
 //! and the rules between the switches and the HTTP-only fields.
-use super::super::testutil::{assert_one_error, check_range, errors_of, run, tcp, udp};
+use super::super::testutil::{assert_one_error, assert_one_note, check_range, errors_of, run, tcp, udp};
 use super::*;
 
 const HTTP_TCP: [(&str, &str); 2] = [("health-check-type", "http"), ("health-check-uri", "/healthz")];
@@ -82,13 +82,38 @@ fn which_listener_gets_which_probe() {
 #[test]
 fn the_interval_wins_over_a_shorter_timeout() {
     let hc = HealthCheck { connect_timeout_s: 3, interval_s: 10, ..HealthCheck::default() };
-    assert_eq!(hc.timeout_s(Probe::Tcp), 10);
-    assert_eq!(hc.timeout_s(Probe::Udp), 10);
+    assert_eq!(hc.timeout_s(ListenerProtocol::Tcp), 10);
+    assert_eq!(hc.timeout_s(ListenerProtocol::Udp), 10);
     let hc = HealthCheck { connect_timeout_s: 30, interval_s: 10, ..HealthCheck::default() };
-    assert_eq!(hc.timeout_s(Probe::Tcp), 30);
+    assert_eq!(hc.timeout_s(ListenerProtocol::Tcp), 30);
     let mut hc = HealthCheck { interval_s: 4, ..HealthCheck::default() };
     hc.http.timeout_s = 2;
-    assert_eq!(hc.timeout_s(Probe::Http), 4);
+    assert_eq!(hc.timeout_s(ListenerProtocol::Http), 4);
+}
+
+/// As CLB's listeners: a tcp listener's check waits the connect timeout, an HTTP check too
+/// (the reference's table for tcp listeners lists it with `health-check-type: http`); an
+/// http/https listener's check waits `health-check-timeout`.
+#[test]
+fn each_listener_waits_its_own_timeout() {
+    let mut hc = HealthCheck {
+        check_type: HealthCheckType::Http,
+        connect_timeout_s: 8,
+        interval_s: 1,
+        ..HealthCheck::default()
+    };
+    hc.http.timeout_s = 20;
+    assert_eq!(hc.timeout_s(ListenerProtocol::Tcp), 8);
+    assert_eq!(hc.timeout_s(ListenerProtocol::Https), 20);
+    let p = run(&[HTTP_TCP[0], HTTP_TCP[1], ("health-check-connect-timeout", "8")], &[tcp(80)]);
+    assert!(p.errors.is_empty() && p.not_applicable.is_empty(), "{:?} {:?}", p.errors, p.not_applicable);
+    assert_one_note(
+        &[HTTP_TCP[0], HTTP_TCP[1], ("health-check-timeout", "8")],
+        &[tcp(80)],
+        "health-check-timeout",
+        "has no effect: it is the timeout of the checks of http/https listeners (tcp/udp listeners wait \
+         health-check-connect-timeout), and none of this Service's is checked (health-check-flag on checks them)",
+    );
 }
 
 #[test]
@@ -174,23 +199,29 @@ fn http_only_fields_need_an_http_check() {
         ("health-check-timeout", "10"),
         ("health-check-method", "get"),
     ] {
-        assert_one_error(
+        if key == "health-check-timeout" {
+            continue; // each_listener_waits_its_own_timeout
+        }
+        assert_one_note(
             &[(key, value)],
             &[tcp(80)],
             key,
-            "applies only to HTTP health checks, and health-check-type is not http",
+            "has no effect: it applies only to HTTP health checks, and health-check-type is not http",
         );
-        assert_one_error(
+        assert_one_note(
             &[("health-check-type", "http"), ("health-check-switch", "off"), (key, value)],
             &[tcp(80)],
             key,
-            "applies only to HTTP health checks, and no listener of this Service gets one (tcp/udp listeners \
-             are checked unless health-check-switch is off, http/https listeners only with health-check-flag on)",
+            "has no effect: it applies only to HTTP health checks, and no listener of this Service gets one \
+             (tcp/udp listeners are checked unless health-check-switch is off, http/https listeners only with \
+             health-check-flag on)",
         );
     }
     // An http listener gets the HTTP check only with health-check-flag on.
     let http = [("protocol-port", "http:80"), ("health-check-type", "http"), ("health-check-uri", "/")];
-    assert_eq!(errors_of(&http, &[tcp(80)]).len(), 1);
+    let p = run(&http, &[tcp(80)]);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+    assert!(p.not_applicable.iter().any(|n| n.annotation.ends_with("health-check-uri")), "{:?}", p.not_applicable);
     let p = run(&[http[0], http[1], http[2], ("health-check-flag", "on")], &[tcp(80)]);
     assert!(p.errors.is_empty(), "{:?}", p.errors);
     assert_eq!(p.config.health_check.probe(ListenerProtocol::Http), Some(Probe::Http));
@@ -198,24 +229,24 @@ fn http_only_fields_need_an_http_check() {
 
 #[test]
 fn switch_flag_and_type_apply_to_their_listeners() {
-    assert_one_error(
+    assert_one_note(
         &[("health-check-switch", "off"), ("protocol-port", "http:80")],
         &[tcp(80)],
         "health-check-switch",
-        "applies only to tcp/udp listeners, and this Service's listeners are http:80",
+        "has no effect: it applies only to tcp/udp listeners, and this Service's listeners are http:80",
     );
-    assert_one_error(
+    assert_one_note(
         &[("health-check-type", "tcp")],
         &[udp(53)],
         "health-check-type",
-        "applies only to tcp/http/https listeners, and this Service's listeners are udp:53",
+        "has no effect: it applies only to tcp/http/https listeners, and this Service's listeners are udp:53",
     );
-    assert_one_error(
+    assert_one_note(
         &[("health-check-flag", "off")],
         &[tcp(80)],
         "health-check-flag",
-        "off cannot turn off the checks of tcp listeners (use health-check-switch), and this Service's \
-         listeners are tcp:80",
+        "has no effect: the checks of tcp listeners are always on (\"cannot be changed\"; health-check-switch \
+         turns them off), and this Service's listeners are tcp:80",
     );
     // "on" is what tcp listeners always have.
     assert!(errors_of(&[("health-check-flag", "on")], &[tcp(80)]).is_empty());
@@ -223,22 +254,23 @@ fn switch_flag_and_type_apply_to_their_listeners() {
 
 #[test]
 fn timing_fields_need_a_checked_listener() {
-    assert_one_error(
+    assert_one_note(
         &[("health-check-switch", "off"), ("health-check-interval", "5")],
         &[tcp(80)],
         "health-check-interval",
-        "applies only to health checks, and no listener of this Service gets one (tcp/udp listeners are \
-         checked unless health-check-switch is off, http/https listeners only with health-check-flag on)",
-    );
-    assert_one_error(
-        &[HTTP_TCP[0], HTTP_TCP[1], ("health-check-connect-timeout", "5")],
-        &[tcp(80)],
-        "health-check-connect-timeout",
-        "applies only to TCP and UDP health checks, and no listener of this Service gets one (tcp/udp \
+        "has no effect: it applies only to health checks, and no listener of this Service gets one (tcp/udp \
          listeners are checked unless health-check-switch is off, http/https listeners only with \
          health-check-flag on)",
     );
-    // The UDP listener still uses the connect timeout.
+    let http_only = [("protocol-port", "http:80"), ("health-check-flag", "on"), HTTP_TCP[0], HTTP_TCP[1]];
+    assert_one_note(
+        &[http_only[0], http_only[1], http_only[2], http_only[3], ("health-check-connect-timeout", "5")],
+        &[tcp(80)],
+        "health-check-connect-timeout",
+        "has no effect: it is the timeout of the checks of tcp/udp listeners (http/https listeners wait \
+         health-check-timeout), and none of this Service's is checked (they are unless health-check-switch is off)",
+    );
+    // The tcp listener's HTTP check waits the connect timeout.
     assert!(
         errors_of(&[HTTP_TCP[0], HTTP_TCP[1], ("health-check-connect-timeout", "5")], &[tcp(80), udp(53)]).is_empty()
     );
