@@ -561,15 +561,24 @@ pub fn keep_last_good(previous: &Model, build: &mut Build) {
         tracing::debug!(object = %l.source, listener = %k, "object rejected: its last good listener keeps serving");
         build.model.listeners.insert(k, l);
     }
-    keep_last_good_routes(previous, build, &rejected);
+    // Routes by listener: an Ingress in error on one listener (an HTTPS one without its
+    // certificate) serves its new rules on the others and its last good ones there.
+    let errored: Vec<ObjectRef> = build.errors.iter().map(|e| e.object.clone()).collect();
+    keep_last_good_routes(previous, build, &errored);
 }
 
-/// The L7 routes of rejected Ingresses and Services keep serving as they last validated.
+/// The L7 routes of rejected Ingresses and Services keep serving as they last validated, on
+/// each listener where the build serves none of theirs (an Ingress in error on one listener
+/// serves its new rules on the others).
 fn keep_last_good_routes(previous: &Model, build: &mut Build, rejected: &[ObjectRef]) {
-    let from_rejected = |r: &l7::Route| rejected.contains(&r.rule.source);
     for (key, prev) in &previous.l7 {
-        let routes: Vec<l7::Route> = prev.routes.iter().filter(|r| from_rejected(r)).cloned().collect();
-        let canaries: Vec<l7::Route> = prev.canaries.iter().filter(|r| from_rejected(r)).cloned().collect();
+        let now = build.model.l7.get(key);
+        let served_now = |source: &ObjectRef| {
+            now.is_some_and(|l| l.routes.iter().chain(&l.canaries).any(|r| r.rule.source == *source))
+        };
+        let from_rejected = |r: &&l7::Route| rejected.contains(&r.rule.source) && !served_now(&r.rule.source);
+        let routes: Vec<l7::Route> = prev.routes.iter().filter(from_rejected).cloned().collect();
+        let canaries: Vec<l7::Route> = prev.canaries.iter().filter(from_rejected).cloned().collect();
         if routes.is_empty() && canaries.is_empty() {
             continue;
         }

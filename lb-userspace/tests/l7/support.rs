@@ -229,13 +229,27 @@ pub fn model(yaml: &str) -> model::Model {
 }
 
 pub fn build(yaml: &str) -> model::Build {
+    model::build(&objects(yaml), &build_options())
+}
+
+/// The build of `yaml` as the agent makes it after `previous` (a rejected object keeps its
+/// last good listeners and routes).
+pub fn build_after(yaml: &str, previous: &model::Model) -> model::Build {
+    model::build_next(&objects(yaml), &build_options(), previous, &mut model::BuildCache::default())
+}
+
+fn objects(yaml: &str) -> manifests::ObjectSet {
     let mut set = manifests::ObjectSet::default();
     manifests::load_text(Path::new("test.yaml"), yaml, &mut set);
     assert!(set.errors.is_empty(), "{:?}", set.errors);
-    // The proxy and its backends share 127.0.0.0/8 here: loopback VIPs and endpoints are
-    // accepted for this in-process test only (lb run and lb check refuse them).
+    set
+}
+
+/// The proxy and its backends share 127.0.0.0/8 here: loopback VIPs and endpoints are
+/// accepted for these in-process tests only (lb run and lb check refuse them).
+fn build_options() -> model::BuildOptions {
     let addresses = model::addresses::AddressPolicy { allow_loopback: true, ..Default::default() };
-    model::build(&set, &model::BuildOptions { addresses, ..Default::default() })
+    model::BuildOptions { addresses, ..Default::default() }
 }
 
 /// A proxy whose ALB listeners bind 127.0.0.1, with `model` applied.

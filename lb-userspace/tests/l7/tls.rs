@@ -302,6 +302,40 @@ fn an_https_listener_without_a_certificate_is_rejected() {
     assert_eq!(b.model.l7.len(), 1);
 }
 
+/// The reference's ssl-redirect example (`spec.tls` hosts without a Secret, HTTP:80 and
+/// HTTPS:443): with no certificate for its HTTPS listener, the Ingress is in error on
+/// `spec.tls` for that listener only, and its rules on the HTTP listener serve (the whole
+/// Ingress was rejected, its HTTP rules and redirect with it).
+#[tokio::test]
+async fn an_ingress_without_a_certificate_serves_its_http_rules() {
+    let (http, https) = (free_port(), free_port());
+    let web = echo("web", Duration::ZERO).await;
+    let lp = format!("[{{\"HTTP\": {http}}}, {{\"HTTPS\": {https}}}]");
+    let yaml = alb_class(&[(http, "HTTP"), (https, "HTTPS")])
+        + &service(NS, "web", &[&web])
+        + &ingress(NS, "secure", &[("listen-ports", &lp)], &rule("a.test", &[("/", "Prefix", "web")]))
+            .replace("spec:\n", "spec:\n  tls:\n  - hosts: [a.test]\n");
+    let b = build(&yaml);
+    let reasons: Vec<String> = b.errors.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(reasons[0].starts_with(&format!("spec.tls: HTTPS listener {https} has no certificate")), "{reasons:?}");
+    assert!(reasons[0].ends_with(&format!("its rules on {https} are not served")), "{reasons:?}");
+    assert_eq!(b.model.l7.len(), 1, "the HTTP listener only: {:?}", b.model.l7.keys().collect::<Vec<_>>());
+    assert!(b.model.ingresses.values().any(|i| i.name == "secure"), "its status: served");
+    let _p = proxy(&b.model);
+    let got = get(&client(), http, "a.test", "/x", &[]).await;
+    assert_eq!((got.status, got.backend()), (200, "web".to_owned()), "{}", got.body);
+
+    // Served with a certificate, then its Secret gone: the HTTPS listener keeps its last good
+    // routes and certificate, the HTTP listener has the new rules once (not the last good
+    // ones beside them).
+    let served = build(&(yaml.clone() + &secret("cert-a", &leaf(&ca(), &["a.test"]))));
+    assert!(served.errors.is_empty() && served.model.l7.len() == 2, "{:?}", served.errors);
+    let after = build_after(&yaml, &served.model);
+    assert_eq!(after.errors.len(), 1, "{:?}", after.errors);
+    assert_eq!(after.model.l7, served.model.l7, "as before: the new HTTP rules, the last good HTTPS ones");
+}
+
 /// A host's certificate comes from the namespace that owns the host (its oldest Ingress with
 /// a rule on it): a newer Ingress of another namespace that lists the host in its `spec.tls`
 /// does not get its certificate served for it, nor becomes the listener's default (the

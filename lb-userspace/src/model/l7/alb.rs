@@ -209,16 +209,25 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
             let other = if proto == L7Protocol::Http { L7Protocol::Https } else { L7Protocol::Http };
             out.model.l7.get(&listener_key(None, l.port, other)).map(|o| (l.port, o.sources.first().cloned()))
         });
-        let certless = p.listeners.iter().find(|l| l.protocol == ListenProtocol::Https && !certified.contains(&l.port));
-        if let Some(l) = certless {
+        // An HTTPS listener without a certificate cannot start: the Ingress's rules on it are
+        // in error, those on its other listeners serve (the reference's ssl-redirect example:
+        // HTTP:80 redirects while 443 waits for its certificate).
+        let certless: Vec<u16> = p
+            .listeners
+            .iter()
+            .filter(|l| l.protocol == ListenProtocol::Https && !certified.contains(&l.port))
+            .map(|l| l.port)
+            .collect();
+        for port in &certless {
             out.errors.push(ObjectError {
-                object: source,
+                object: source.clone(),
                 field: "spec.tls".into(),
                 reason: format!(
-                    "HTTPS listener {} has no certificate: no Ingress on it names a usable kubernetes.io/tls Secret in spec.tls[].secretName, nor has one in its namespace covering its spec.tls hosts",
-                    l.port
+                    "HTTPS listener {port} has no certificate: no Ingress on it names a usable kubernetes.io/tls Secret in spec.tls[].secretName, nor has one in its namespace covering its spec.tls hosts; its rules on {port} are not served"
                 ),
             });
+        }
+        if p.listeners.iter().all(|l| l.protocol == ListenProtocol::Quic || certless.contains(&l.port)) {
             rejected.push(key);
             continue;
         }
@@ -245,6 +254,9 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
                     continue;
                 }
             };
+            if protocol == L7Protocol::Https && certless.contains(&l.port) {
+                continue;
+            }
             let cfg: Option<alb::AlbListener> =
                 albconfig.as_ref().and_then(|c| c.listeners.iter().find(|a| a.port == l.port).cloned());
             let entry = out.model.l7.entry(listener_key(None, l.port, protocol)).or_insert_with(|| L7Listener {
