@@ -1,7 +1,7 @@
 //! Connection drain of removed endpoints: requests, response bodies and tunnels in flight to an
 //! endpoint that left every route go on for its drain time (ALB `connection-drain-timeout`,
 //! CLB `connection-drain-timeout`; the proxy's `drain_timeout` when the annotation is off),
-//! then are closed.
+//! then are closed; those of an endpoint that comes back within it are not.
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -22,6 +22,8 @@ pub struct Departures {
 struct Present {
     cut: watch::Sender<bool>,
     drain: Duration,
+    /// Left every route: the timer that cuts what is in flight at the end of its drain.
+    leaving: Option<tokio::task::AbortHandle>,
 }
 
 impl Departures {
@@ -44,28 +46,35 @@ impl Departures {
             *e = (*e).max(d);
         }
         let mut present = self.present.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<SocketAddr> = present.keys().filter(|a| !wanted.contains_key(a)).copied().collect();
-        for addr in gone {
-            let Some(p) = present.remove(&addr) else { continue };
-            if p.cut.receiver_count() == 0 {
-                continue;
-            }
+        // Those whose drain is over, or with nothing left in flight, are forgotten.
+        present.retain(|_, p| p.leaving.as_ref().is_none_or(|t| !t.is_finished() && p.cut.receiver_count() > 0));
+        for (addr, p) in present.iter_mut().filter(|(a, p)| !wanted.contains_key(a) && p.leaving.is_none()) {
             tracing::info!(endpoint = %addr, drain_s = p.drain.as_secs(), "endpoint removed: draining its requests");
-            tokio::spawn(async move {
+            let (cut, drain, addr) = (p.cut.clone(), p.drain, *addr);
+            let timer = tokio::spawn(async move {
                 tokio::select! {
-                    _ = tokio::time::sleep(p.drain) => {
-                        if p.cut.receiver_count() > 0 {
+                    _ = tokio::time::sleep(drain) => {
+                        if cut.receiver_count() > 0 {
                             tracing::info!(endpoint = %addr, "drain time over: closing what is left in flight");
                         }
-                        let _ = p.cut.send(true);
+                        let _ = cut.send(true);
                     }
                     // Everything in flight finished first.
-                    _ = p.cut.closed() => {}
+                    _ = cut.closed() => {}
                 }
             });
+            p.leaving = Some(timer.abort_handle());
         }
         for (addr, drain) in wanted {
-            present.entry(addr).or_insert_with(|| Present { cut: watch::channel(false).0, drain }).drain = drain;
+            let p =
+                present.entry(addr).or_insert_with(|| Present { cut: watch::channel(false).0, drain, leaving: None });
+            p.drain = drain;
+            if let Some(timer) = p.leaving.take() {
+                // Back within its drain (a health check that passes again): what is in flight
+                // goes on.
+                timer.abort();
+                tracing::info!(endpoint = %addr, "endpoint back: its requests in flight go on");
+            }
         }
     }
 }

@@ -47,7 +47,10 @@ use std::{
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 
-use crate::{model::l7::L7Listener, tls};
+use crate::{
+    model::l7::{Endpoint, L7Listener},
+    tls,
+};
 use limits::ConnectionGate;
 pub use limits::Limits;
 use router::Table;
@@ -159,10 +162,14 @@ impl Proxy {
         self.upstreams.ages.update(endpoints.iter().copied());
         self.upstreams.h2.retain(|a| endpoints.contains(a));
         let drain = self.limits.drain_timeout;
+        // With `connection-drain` on, an endpoint that fails its health check (weight 0) leaves
+        // as a removed one does ("after a pod is removed or fails a health check").
         self.upstreams.departures.update(wanted.values().flat_map(|l| l.routes.iter().chain(&l.canaries)).flat_map(
             |r| {
-                let d = r.rule.backend.drain_timeout_s.map_or(drain, |s| Duration::from_secs(u64::from(s)));
-                r.upstreams.iter().flat_map(|u| &u.endpoints).map(move |e| (e.addr, d))
+                let annotated = r.rule.backend.drain_timeout_s;
+                let d = annotated.map_or(drain, |s| Duration::from_secs(u64::from(s)));
+                let staying = move |e: &&Endpoint| annotated.is_none() || e.weight > 0;
+                r.upstreams.iter().flat_map(|u| &u.endpoints).filter(staying).map(move |e| (e.addr, d))
             },
         ));
         let gone: Vec<String> = self.running.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();

@@ -169,3 +169,59 @@ async fn a_removed_listener_closes_its_tunnels_after_the_drain_timeout() {
     let after = removed.elapsed();
     assert!(after >= Duration::from_millis(900), "closed after {after:?}, before the drain time");
 }
+
+/// `model` with the weight of every endpoint at `addr` set to `weight` (the health checker's
+/// 0 for a failing endpoint, as the agent applies it).
+fn weighted(
+    mut model: lb_userspace::model::Model,
+    addr: std::net::SocketAddr,
+    weight: u32,
+) -> lb_userspace::model::Model {
+    for l in model.l7.values_mut() {
+        for r in l.routes.iter_mut().chain(l.canaries.iter_mut()) {
+            for e in r.upstreams.iter_mut().flat_map(|u| u.endpoints.iter_mut()).filter(|e| e.addr == addr) {
+                e.weight = weight;
+            }
+        }
+    }
+    model
+}
+
+/// ALB connection drain "after a pod is removed or fails a health check": with
+/// `connection-drain` on, a request in flight to an endpoint that fails its check is closed
+/// at the end of the drain time; one whose endpoint passes again within it goes on; without
+/// `connection-drain` a failing endpoint's requests are not cut (only new ones avoid it).
+#[tokio::test]
+async fn an_endpoint_that_fails_its_health_check_is_drained_unless_it_comes_back() {
+    let slow = echo("slow", Duration::from_millis(2500)).await;
+    let port = free_port();
+    let ann = [("connection-drain-enabled", "true"), ("connection-drain-timeout", "1")];
+    let healthy = model(&yaml(port, &slow, &ann));
+    let mut p = Proxy::with_limits(vec!["127.0.0.1".parse().unwrap()], Limits::default());
+    assert!(p.apply(&healthy.l7).is_empty());
+
+    let request = slow_request(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    assert!(p.apply(&weighted(healthy.clone(), slow.addr, 0).l7).is_empty());
+    assert_eq!(request.await.unwrap(), Some(502), "cut at the end of the drain");
+    let after = started.elapsed();
+    assert!(after >= Duration::from_millis(900) && after < Duration::from_millis(2000), "cut after {after:?}");
+
+    // Back within the drain: the request goes on to its answer.
+    assert!(p.apply(&healthy.l7).is_empty());
+    let request = slow_request(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(p.apply(&weighted(healthy.clone(), slow.addr, 0).l7).is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(p.apply(&healthy.l7).is_empty());
+    assert_eq!(request.await.unwrap(), Some(200), "back within its drain: not cut");
+
+    // Without connection-drain: not cut.
+    let undrained = model(&yaml(port, &slow, &[]));
+    assert!(p.apply(&undrained.l7).is_empty());
+    let request = slow_request(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(p.apply(&weighted(undrained, slow.addr, 0).l7).is_empty());
+    assert_eq!(request.await.unwrap(), Some(200), "no drain on a failed check without connection-drain");
+}
