@@ -192,7 +192,8 @@ impl Proxy {
                             errors.push(e)
                         }
                     }
-                    r.state.table.store(Arc::new(Table::new(config.clone(), &self.upstreams.active)));
+                    let table = Table::replacing(config.clone(), &self.upstreams.active, Some(&r.state.table.load()));
+                    r.state.table.store(Arc::new(table));
                     r.config = config.clone();
                     tracing::info!(listener = %key, routes = config.routes.len(), "L7 routes swapped");
                 }

@@ -3,7 +3,7 @@
 //! `order` and taking a request only when they select it; the rules of the namespace
 //! owning the request's host before those of other namespaces), the Service of a forward
 //! group by weight, and the endpoint by the rule's scheduler or sticky cookie.
-use std::{collections::HashMap, net::SocketAddr};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use super::balance::{self, ActiveRequests, Balancer, PickContext};
 use super::matching::{Captures, Request, canary_selects, matches_request, normalize_host};
@@ -77,8 +77,8 @@ pub struct CompiledRoute {
     pub route: Route,
     balancers: Vec<Box<dyn Balancer>>,
     mirror_balancers: Vec<Box<dyn Balancer>>,
-    /// `traffic-limit-qps`.
-    limit: Option<RateLimit>,
+    /// `traffic-limit-qps`: shared with the table this one replaced, if it had the rule.
+    limit: Option<Arc<RateLimit>>,
 }
 
 /// A token bucket holding one second of requests.
@@ -113,10 +113,39 @@ pub struct Pick {
     pub endpoint: Endpoint,
 }
 
+/// What tells a rule from another across tables: its object, its place in it, its kind.
+type RuleId<'a> = (&'a crate::model::ObjectRef, usize, usize, bool, bool);
+
+fn rule_id(r: &Route) -> RuleId<'_> {
+    let rule = &r.rule;
+    (&rule.source, rule.rule_index, rule.path_index, rule.canary.is_some(), rule.default_backend)
+}
+
 impl Table {
     pub fn new(listener: L7Listener, active: &ActiveRequests) -> Table {
-        let mut rules: Vec<CompiledRoute> =
-            listener.canaries.iter().chain(&listener.routes).map(|r| CompiledRoute::new(r.clone(), active)).collect();
+        Table::replacing(listener, active, None)
+    }
+
+    /// As [`Table::new`], taking over the `traffic-limit-qps` buckets of `previous`'s rules
+    /// that keep their limit: a new table (an endpoint change, a health change) neither
+    /// refills a bucket nor lets a burst through.
+    pub fn replacing(listener: L7Listener, active: &ActiveRequests, previous: Option<&Table>) -> Table {
+        let limits: HashMap<RuleId<'_>, &Arc<RateLimit>> = previous
+            .into_iter()
+            .flat_map(|t| &t.rules)
+            .filter_map(|r| Some((rule_id(&r.route), r.limit.as_ref()?)))
+            .collect();
+        let limit = |r: &Route| {
+            let qps = r.rule.qps_limit?;
+            let kept = limits.get(&rule_id(r)).filter(|l| l.qps == f64::from(qps)).map(|l| Arc::clone(l));
+            Some(kept.unwrap_or_else(|| Arc::new(RateLimit::new(qps))))
+        };
+        let mut rules: Vec<CompiledRoute> = listener
+            .canaries
+            .iter()
+            .chain(&listener.routes)
+            .map(|r| CompiledRoute::new(r.clone(), active, limit(r)))
+            .collect();
         // ALB order; at the same `order` a canary before the rule it shadows (a canary
         // Ingress that left `order` at its default, as with other controllers' canaries).
         rules.sort_by(|a, b| rank(a).cmp(&rank(b)));
@@ -165,23 +194,18 @@ fn first_taker<'a>(
 }
 
 impl CompiledRoute {
-    fn new(route: Route, active: &ActiveRequests) -> CompiledRoute {
+    fn new(route: Route, active: &ActiveRequests, limit: Option<Arc<RateLimit>>) -> CompiledRoute {
         let make = |ups: &[Upstream]| {
             ups.iter()
                 .map(|u| balance::for_scheduler(&route.rule.backend.scheduler, u.endpoints.len(), active))
                 .collect()
         };
-        CompiledRoute {
-            balancers: make(&route.upstreams),
-            mirror_balancers: make(&route.mirrors),
-            limit: route.rule.qps_limit.map(RateLimit::new),
-            route,
-        }
+        CompiledRoute { balancers: make(&route.upstreams), mirror_balancers: make(&route.mirrors), limit, route }
     }
 
     /// Whether the rule's QPS limit lets one more request through now.
     pub fn admit(&self) -> bool {
-        self.limit.as_ref().is_none_or(RateLimit::admit)
+        self.limit.as_deref().is_none_or(RateLimit::admit)
     }
 
     /// The Service by weight (`roll` uniform in 0..total), then its endpoint: the sticky one
@@ -272,7 +296,36 @@ pub fn group_id(upstream: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::weighted_index;
+    use super::{Table, weighted_index};
+    use crate::l7::balance::ActiveRequests;
+
+    /// `traffic-limit-qps` 2 on every rule: a table that replaces another (an endpoint
+    /// change) has the buckets as they were, not full again; a rule whose limit changed
+    /// starts with a full one.
+    #[test]
+    fn a_new_table_keeps_the_rate_limit_buckets_of_the_one_it_replaces() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/l7-alb");
+        let model = crate::model::build(&crate::manifests::load_dir(&dir).unwrap(), &Default::default());
+        let mut listener = model.model.l7.into_values().next().expect("an ALB listener");
+        for r in &mut listener.routes {
+            r.rule.qps_limit = Some(2);
+        }
+        let active = ActiveRequests::default();
+        let first = Table::new(listener.clone(), &active);
+        let admits = |t: &Table| (0..3).map(|_| t.rules[0].admit()).collect::<Vec<_>>();
+        assert_eq!(admits(&first), [true, true, false]);
+        let mut moved = listener.clone();
+        for e in moved.routes.iter_mut().flat_map(|r| &mut r.upstreams).flat_map(|u| &mut u.endpoints) {
+            e.weight = 0;
+        }
+        let next = Table::replacing(moved.clone(), &active, Some(&first));
+        assert!(!next.rules[0].admit(), "the bucket as it was, empty");
+        for r in &mut moved.routes {
+            r.rule.qps_limit = Some(3);
+        }
+        let changed = Table::replacing(moved, &active, Some(&next));
+        assert_eq!(admits(&changed), [true, true, true], "another limit: a full bucket of its own");
+    }
 
     #[test]
     fn weighted_index_spreads_by_weight() {
