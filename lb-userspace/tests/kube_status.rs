@@ -331,7 +331,7 @@ async fn every_node_records_its_own_errors_and_the_holder_the_objects() {
         reason: reason.into(),
     };
     let objects = [error("metadata.annotations[lb.dev/x]", "an error of the object itself")];
-    let mine = [error("L7 listener 198.18.100.1:443", "not served by the L7 proxy: binding: address in use")];
+    let mine = [error("L7 listener 198.18.100.1:443", "not loaded into the L7 proxy: binding: address in use")];
     src.report(&objects, &mine, &build.model);
     let notes = |f: &FakeApi| -> Vec<String> {
         let events = f.requests_to(Method::POST, "/events");
@@ -341,7 +341,7 @@ async fn every_node_records_its_own_errors_and_the_holder_the_objects() {
     let event = fake.requests_to(Method::POST, "/events")[0].body.clone().unwrap();
     assert_eq!(
         event["note"],
-        "on node node-a: L7 listener 198.18.100.1:443: not served by the L7 proxy: binding: address in use"
+        "on node node-a: L7 listener 198.18.100.1:443: not loaded into the L7 proxy: binding: address in use"
     );
     assert_eq!(event["reason"], "NotLoaded");
     assert_eq!(event["reportingInstance"], "node-a");

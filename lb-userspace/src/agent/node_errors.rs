@@ -41,7 +41,7 @@ impl NodeErrors {
             node.extend(listener.sources.iter().map(|source| ObjectError {
                 object: source.clone(),
                 field: format!("L7 listener {}", e.listener),
-                reason: format!("not served by the L7 proxy: {}", e.reason),
+                reason: format!("not loaded into the L7 proxy: {}", e.reason),
             }));
         }
         let changes = self.logged.update(node.iter().map(|e| (e.object.to_string(), e.to_string())));
@@ -93,7 +93,7 @@ mod tests {
         for (e, source) in l7.iter().zip(&listener.sources) {
             assert_eq!(e.object, *source);
             assert_eq!(e.field, format!("L7 listener {key}"));
-            assert_eq!(e.reason, "not served by the L7 proxy: binding: address in use");
+            assert_eq!(e.reason, "not loaded into the L7 proxy: binding: address in use");
         }
     }
 }

@@ -105,7 +105,7 @@ pub fn event_reason(field: &str, reason: &str) -> &'static str {
     {
         // model::addresses::VipRefused: the VIP is not one this node may serve.
         "VipNotAllowed"
-    } else if reason.contains("not loaded into the datapath") || reason.contains("not served by the L7 proxy") {
+    } else if reason.contains("not loaded into the datapath") || reason.contains("not loaded into the L7 proxy") {
         // Valid, but the node's datapath or L7 proxy could not take it (dataplane::Rejected,
         // a listener whose port another program holds).
         "NotLoaded"

@@ -75,10 +75,11 @@ async fn run(mut rx: watch::Receiver<Option<Arc<Report>>>, mut leader: Option<wa
             () = after(retry) => {}
         }
         let Some(report) = rx.borrow_and_update().clone() else { continue };
-        let node_written = w.node_events.sync(&report.node_errors).await;
+        // The holder's status and the objects' Events first: the node's own may be many.
         let holder = leader.as_ref().is_none_or(|l| *l.borrow());
-        let events_written = !holder || w.events.sync(&report.errors).await;
         let status_written = !holder || w.status.sync(&report).await;
+        let events_written = !holder || w.events.sync(&report.errors).await;
+        let node_written = w.node_events.sync(&report.node_errors).await;
         retry = if node_written && events_written && status_written {
             None
         } else {

@@ -31,9 +31,9 @@ impl Departures {
     pub fn watch(&self, addr: SocketAddr) -> Cut {
         let present = self.present.lock().unwrap_or_else(|e| e.into_inner());
         match present.get(&addr) {
-            Some(p) => Cut(Some(p.cut.subscribe())),
+            Some(p) if p.leaving.is_none() => Cut(Some(p.cut.subscribe())),
             // Not (or no longer) in any route: nothing to wait for.
-            None => Cut(None),
+            _ => Cut(None),
         }
     }
 
@@ -71,9 +71,14 @@ impl Departures {
             p.drain = drain;
             if let Some(timer) = p.leaving.take() {
                 // Back within its drain (a health check that passes again): what is in flight
-                // goes on.
+                // goes on. A timer that had just fired cut it: the new requests get a signal
+                // of their own.
                 timer.abort();
-                tracing::info!(endpoint = %addr, "endpoint back: its requests in flight go on");
+                if *p.cut.borrow() {
+                    p.cut = watch::channel(false).0;
+                } else {
+                    tracing::info!(endpoint = %addr, "endpoint back: its requests in flight go on");
+                }
             }
         }
     }

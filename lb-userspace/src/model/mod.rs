@@ -245,6 +245,10 @@ pub struct Build {
     pub model: Model,
     pub errors: Vec<ObjectError>,
     pub notices: Vec<Notice>,
+    /// The L7 listeners (keys) where an object that serves on others has its rules in error
+    /// (an Ingress's HTTPS listener without a certificate): its last good routes serve there.
+    #[serde(skip)]
+    pub unserved: Vec<(ObjectRef, String)>,
 }
 
 /// What the model depends on besides the objects.
@@ -561,22 +565,16 @@ pub fn keep_last_good(previous: &Model, build: &mut Build) {
         tracing::debug!(object = %l.source, listener = %k, "object rejected: its last good listener keeps serving");
         build.model.listeners.insert(k, l);
     }
-    // Routes by listener: an Ingress in error on one listener (an HTTPS one without its
-    // certificate) serves its new rules on the others and its last good ones there.
-    let errored: Vec<ObjectRef> = build.errors.iter().map(|e| e.object.clone()).collect();
-    keep_last_good_routes(previous, build, &errored);
+    keep_last_good_routes(previous, build, &rejected);
 }
 
-/// The L7 routes of rejected Ingresses and Services keep serving as they last validated, on
-/// each listener where the build serves none of theirs (an Ingress in error on one listener
-/// serves its new rules on the others).
+/// The L7 routes of rejected Ingresses and Services keep serving as they last validated; so
+/// do those of an object that serves on other listeners, on the listeners where its rules are
+/// in error ([`Build::unserved`]).
 fn keep_last_good_routes(previous: &Model, build: &mut Build, rejected: &[ObjectRef]) {
     for (key, prev) in &previous.l7 {
-        let now = build.model.l7.get(key);
-        let served_now = |source: &ObjectRef| {
-            now.is_some_and(|l| l.routes.iter().chain(&l.canaries).any(|r| r.rule.source == *source))
-        };
-        let from_rejected = |r: &&l7::Route| rejected.contains(&r.rule.source) && !served_now(&r.rule.source);
+        let unserved = |source: &ObjectRef| build.unserved.iter().any(|(o, k)| o == source && k == key);
+        let from_rejected = |r: &&l7::Route| rejected.contains(&r.rule.source) || unserved(&r.rule.source);
         let routes: Vec<l7::Route> = prev.routes.iter().filter(from_rejected).cloned().collect();
         let canaries: Vec<l7::Route> = prev.canaries.iter().filter(from_rejected).cloned().collect();
         if routes.is_empty() && canaries.is_empty() {

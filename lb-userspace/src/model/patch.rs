@@ -63,7 +63,12 @@ impl BuildCache {
             service_at,
             slices_of,
             marks,
-            build: Build { model: out.model.clone(), errors: out.errors.clone(), notices: out.notices.clone() },
+            build: Build {
+                model: out.model.clone(),
+                errors: out.errors.clone(),
+                notices: out.notices.clone(),
+                unserved: out.unserved.clone(),
+            },
         });
     }
 
@@ -112,6 +117,7 @@ impl BuildCache {
             model: last.build.model.clone(),
             errors: last.build.errors.clone(),
             notices: last.build.notices.clone(),
+            unserved: last.build.unserved.clone(),
         };
         self.last = Some(last);
         Some(build)

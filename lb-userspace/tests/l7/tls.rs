@@ -308,13 +308,16 @@ fn an_https_listener_without_a_certificate_is_rejected() {
 /// Ingress was rejected, its HTTP rules and redirect with it).
 #[tokio::test]
 async fn an_ingress_without_a_certificate_serves_its_http_rules() {
-    let (http, https) = (free_port(), free_port());
+    let (http, https, moved) = (free_port(), free_port(), free_port());
     let web = echo("web", Duration::ZERO).await;
-    let lp = format!("[{{\"HTTP\": {http}}}, {{\"HTTPS\": {https}}}]");
-    let yaml = alb_class(&[(http, "HTTP"), (https, "HTTPS")])
-        + &service(NS, "web", &[&web])
-        + &ingress(NS, "secure", &[("listen-ports", &lp)], &rule("a.test", &[("/", "Prefix", "web")]))
-            .replace("spec:\n", "spec:\n  tls:\n  - hosts: [a.test]\n");
+    let on = |http: u16| {
+        let lp = format!("[{{\"HTTP\": {http}}}, {{\"HTTPS\": {https}}}]");
+        alb_class(&[(http, "HTTP"), (https, "HTTPS")])
+            + &service(NS, "web", &[&web])
+            + &ingress(NS, "secure", &[("listen-ports", &lp)], &rule("a.test", &[("/", "Prefix", "web")]))
+                .replace("spec:\n", "spec:\n  tls:\n  - hosts: [a.test]\n")
+    };
+    let yaml = on(http);
     let b = build(&yaml);
     let reasons: Vec<String> = b.errors.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect();
     assert_eq!(reasons.len(), 1, "{reasons:?}");
@@ -334,6 +337,13 @@ async fn an_ingress_without_a_certificate_serves_its_http_rules() {
     let after = build_after(&yaml, &served.model);
     assert_eq!(after.errors.len(), 1, "{:?}", after.errors);
     assert_eq!(after.model.l7, served.model.l7, "as before: the new HTTP rules, the last good HTTPS ones");
+    // Its HTTP rules move to another port: served there, not on the old one as last good.
+    let next = build_after(&on(moved), &after.model);
+    let mut keys: Vec<&String> = next.model.l7.keys().collect();
+    keys.sort();
+    let mut want = [format!("*:{moved}/http"), format!("*:{https}/https")];
+    want.sort();
+    assert_eq!(keys, want.iter().collect::<Vec<_>>());
 }
 
 /// A host's certificate comes from the namespace that owns the host (its oldest Ingress with

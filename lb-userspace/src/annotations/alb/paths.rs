@@ -109,11 +109,20 @@ pub(super) fn parse_settings(cx: &mut Cx, listeners: &[ListenPort]) -> Settings 
     let ssl_redirect = cx.value(Key::SslRedirect, boolean).unwrap_or(false);
     // The HTTPS:443 the redirect goes to must be in the AlbConfig (checked with it), not in
     // this Ingress: one Ingress may redirect port 80 while another serves 443.
-    if ssl_redirect && !listeners.iter().any(|l| l.protocol == ListenProtocol::Http && l.port == 80) {
-        cx.not_applicable(
-            Key::SslRedirect,
-            "has no effect: it applies only to HTTP rules on listening port 80, and listen-ports has no HTTP:80",
-        );
+    let http = |l: &&ListenPort| l.protocol == ListenProtocol::Http;
+    if ssl_redirect && !listeners.iter().filter(http).any(|l| l.port == 80) {
+        if listeners.iter().any(|l| http(&l)) {
+            // Its rules would be served in clear on another HTTP port, not redirected.
+            cx.error(
+                Key::SslRedirect,
+                "applies only to HTTP rules on listening port 80, and this Ingress's HTTP listeners are on other ports: their rules would not be redirected",
+            );
+        } else {
+            cx.not_applicable(
+                Key::SslRedirect,
+                "has no effect: it applies only to HTTP rules on listening port 80, and listen-ports has no HTTP listener",
+            );
+        }
     }
     Settings { use_regex, rewrite, ssl_redirect }
 }

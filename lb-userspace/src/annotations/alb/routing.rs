@@ -451,7 +451,18 @@ mod tests {
         assert!(p.is_ok(), "{:?}", p.errors);
         assert_eq!(
             p.not_applicable.iter().map(|n| n.reason.as_str()).collect::<Vec<_>>(),
-            ["has no effect: it applies only to HTTP rules on listening port 80, and listen-ports has no HTTP:80"]
+            [
+                "has no effect: it applies only to HTTP rules on listening port 80, and listen-ports has no HTTP listener"
+            ]
+        );
+        // HTTP on another port: its rules would be served in clear, not redirected.
+        let p = parse(&[(&k("ssl-redirect"), "true"), (&k("listen-ports"), r#"[{"HTTP": 8080}]"#)], SIMPLE);
+        assert_eq!(
+            errs(&p),
+            vec![format!(
+                "{}: applies only to HTTP rules on listening port 80, and this Ingress's HTTP listeners are on other ports: their rules would not be redirected",
+                k("ssl-redirect")
+            )]
         );
         let p = parse(&[(&k("ssl-redirect"), "false")], SIMPLE);
         assert!(p.is_ok() && !p.rules[0].ssl_redirect);

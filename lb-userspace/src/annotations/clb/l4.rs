@@ -45,14 +45,19 @@ pub(super) fn options(cx: &mut Cx, listeners: &[Listener]) -> L4Options {
     L4Options {
         persistence_timeout_s: cx.value(Key::PersistenceTimeout, |v| number(v, 0, 3600)).unwrap_or(0) as u16,
         established_timeout_s: cx.value(Key::EstablishedTimeout, |v| number(v, 10, 900)).map(|n| n as u16),
-        connection_drain: connection_drain(cx),
+        connection_drain: connection_drain(cx, listeners.iter().any(|l| matches!(l.protocol, Tcp | Udp))),
         proxy_protocol: cx.value(Key::ProxyProtocol, on_off).unwrap_or(false),
     }
 }
 
-fn connection_drain(cx: &mut Cx) -> ConnectionDrain {
+/// `connection-drain` and its timeout; only noted (by `applies_to`) where no tcp/udp listener
+/// has them (`applies`).
+fn connection_drain(cx: &mut Cx, applies: bool) -> ConnectionDrain {
     let on = cx.value(Key::ConnectionDrain, on_off);
     let timeout = cx.value(Key::ConnectionDrainTimeout, |v| number(v, 10, 900));
+    if !applies {
+        return ConnectionDrain::Off;
+    }
     match (on, timeout) {
         (Some(true), Some(t)) => return ConnectionDrain::On { timeout_s: t as u16 },
         (Some(true), None) if !cx.has(Key::ConnectionDrainTimeout) => {
@@ -62,10 +67,10 @@ fn connection_drain(cx: &mut Cx) -> ConnectionDrain {
             // Switched off, the timeout kept for later: said, not an error.
             cx.not_applicable(Key::ConnectionDrainTimeout, "has no effect while connection-drain is off");
         }
-        (None, _) if cx.has(Key::ConnectionDrainTimeout) => cx.cross(
+        (None, _) if cx.has(Key::ConnectionDrainTimeout) => cx.cross_note(
             Key::ConnectionDrainTimeout,
             &[Key::ConnectionDrain],
-            "requires connection-drain: on (connection draining is off unless set)",
+            "has no effect while connection-drain is not on (default off)",
         ),
         _ => {}
     }
@@ -153,11 +158,11 @@ mod tests {
             "connection-drain",
             "on requires connection-drain-timeout (10..=900 seconds)",
         );
-        assert_one_error(
+        assert_one_note(
             &[("connection-drain-timeout", "30")],
             &ports,
             "connection-drain-timeout",
-            "requires connection-drain: on (connection draining is off unless set)",
+            "has no effect while connection-drain is not on (default off)",
         );
         assert_one_note(
             &[("connection-drain", "off"), ("connection-drain-timeout", "30")],
@@ -178,6 +183,11 @@ mod tests {
             "connection-drain",
             "has no effect: it applies only to tcp/udp listeners, and this Service's listeners are http:80",
         );
+        // Without a tcp/udp listener nothing of it is required either: notices only.
+        for pairs in [[("connection-drain", "on")], [("connection-drain-timeout", "30")]] {
+            let p = run(&[pairs[0], ("protocol-port", "http:80")], &ports);
+            assert!(p.errors.is_empty() && p.not_applicable.len() == 1, "{:?} {:?}", p.errors, p.not_applicable);
+        }
     }
 
     #[test]

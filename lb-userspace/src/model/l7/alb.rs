@@ -231,6 +231,7 @@ pub fn build_alb(lookup: &Lookup<'_>, out: &mut Build) {
             rejected.push(key);
             continue;
         }
+        out.unserved.extend(certless.iter().map(|port| (source.clone(), listener_key(None, *port, L7Protocol::Https))));
         if let Some((port, owner)) = clash {
             let owner = owner.map(|o| o.to_string()).unwrap_or_default();
             out.errors.push(ObjectError {
