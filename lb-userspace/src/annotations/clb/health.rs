@@ -158,13 +158,10 @@ impl HealthCheck {
     }
 }
 
-const HTTP_ONLY: [Key; 5] = [
-    Key::HealthCheckUri,
-    Key::HealthCheckHttpCode,
-    Key::HealthCheckDomain,
-    Key::HealthCheckTimeout,
-    Key::HealthCheckMethod,
-];
+/// The fields of HTTP checks only (`health-check-timeout` is the http/https listeners' timeout,
+/// whatever their check).
+const HTTP_ONLY: [Key; 4] =
+    [Key::HealthCheckUri, Key::HealthCheckHttpCode, Key::HealthCheckDomain, Key::HealthCheckMethod];
 /// What decides which listeners get which check.
 const SWITCHES: [Key; 4] = [Key::HealthCheckSwitch, Key::HealthCheckFlag, Key::HealthCheckType, Key::ProtocolPort];
 
@@ -229,7 +226,7 @@ fn cross_rules(cx: &mut Cx, listeners: &[Listener], hc: &HealthCheck) {
         } else {
             format!("has no effect: it applies only to HTTP health checks, and {none}")
         };
-        for key in HTTP_ONLY.into_iter().filter(|k| *k != Key::HealthCheckTimeout) {
+        for key in HTTP_ONLY {
             cx.cross_note(key, &SWITCHES, reason.clone());
         }
     }
